@@ -1,0 +1,594 @@
+/*
+ * Vamana graph algorithms (see graph.h).
+ *
+ * Design choices:
+ * - The beam is a sorted array (L is at most a few hundred, so insertion by
+ *   memmove beats a heap) and the visited set an open-addressing hash of
+ *   slots sized to the search, not an O(n) bitmap per thread.
+ * - Neighbours are filtered against the visited set first and their records
+ *   prefetched before any distance is computed, so the memory loads of one
+ *   expansion overlap.
+ * - Robust prune follows DiskANN: candidates in ascending distance, occlusion
+ *   factors on squared distances, alpha raised from 1.0 in steps of 1.2x so
+ *   the closest, most diverse neighbours are chosen first.
+ * - Inserts take their candidates from the nodes the search expanded; the
+ *   distances to the new vector are asymmetric (float vs codes), those
+ *   between candidates code-to-code.
+ */
+#include "graph.h"
+
+#include <float.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define VISITED_EMPTY UINT32_MAX
+
+/* ---- scratch -------------------------------------------------------- */
+
+void sv_scratch_init(sv_scratch *s, const sv_allocator *a)
+{
+    memset(s, 0, sizeof *s);
+    s->alloc = a;
+}
+
+void sv_scratch_release(sv_scratch *s)
+{
+    const sv_allocator *a = s->alloc;
+    sv_mem_free(a, NULL, s->list, s->list_cap * sizeof *s->list);
+    sv_mem_free(a, NULL, s->visited, s->vis_cap * sizeof *s->visited);
+    sv_mem_free(a, NULL, s->pool, s->pool_cap * sizeof *s->pool);
+    sv_mem_free(a, NULL, s->occl, s->occl_cap * sizeof *s->occl);
+    sv_mem_free(a, NULL, s->tmp, s->tmp_dim * sizeof *s->tmp);
+    sv_scratch_init(s, a);
+}
+
+/* Grow an array of `elem`-byte items to hold at least `need` (contents kept). */
+static int grow(const sv_allocator *a, void **p, uint32_t *cap, uint32_t need, size_t elem)
+{
+    if (need <= *cap)
+        return 0;
+    uint32_t c = *cap ? *cap : 64;
+    while (c < need)
+        c *= 2;
+    void *t = sv_mem_realloc(a, NULL, *p, (size_t)*cap * elem, (size_t)c * elem);
+    if (!t)
+        return -1;
+    *p = t;
+    *cap = c;
+    return 0;
+}
+
+static float *scratch_vec(sv_scratch *s, uint32_t dim)
+{
+    if (s->tmp_dim < dim) {
+        sv_mem_free(s->alloc, NULL, s->tmp, s->tmp_dim * sizeof *s->tmp);
+        s->tmp_dim = 0;
+        s->tmp = sv_mem_alloc(s->alloc, NULL, (size_t)dim * sizeof *s->tmp);
+        if (s->tmp)
+            s->tmp_dim = dim;
+    }
+    return s->tmp;
+}
+
+static int pool_push(sv_scratch *s, float dist, uint32_t slot)
+{
+    if (s->pool_n == s->pool_cap &&
+        grow(s->alloc, (void **)&s->pool, &s->pool_cap, s->pool_n + 1, sizeof *s->pool))
+        return -1;
+    s->pool[s->pool_n++] = (sv_cand){dist, slot, 0};
+    return 0;
+}
+
+/* ---- visited set ----------------------------------------------------- */
+
+static inline uint32_t vis_hash(uint32_t slot, uint32_t mask)
+{
+    return (slot * 2654435769u) & mask; /* Fibonacci hashing: slots are dense */
+}
+
+static int visited_reset(sv_scratch *s, uint32_t expect)
+{
+    uint32_t need = 1024;
+    while (need < expect * 2)
+        need *= 2;
+    if (s->vis_cap < need) {
+        sv_mem_free(s->alloc, NULL, s->visited, s->vis_cap * sizeof *s->visited);
+        s->vis_cap = 0;
+        s->visited = sv_mem_alloc(s->alloc, NULL, need * sizeof *s->visited);
+        if (!s->visited)
+            return -1;
+        s->vis_cap = need;
+    }
+    memset(s->visited, 0xff, s->vis_cap * sizeof *s->visited);
+    s->vis_n = 0;
+    return 0;
+}
+
+static void visited_insert_raw(uint32_t *tab, uint32_t mask, uint32_t slot)
+{
+    uint32_t h = vis_hash(slot, mask);
+    while (tab[h] != VISITED_EMPTY)
+        h = (h + 1) & mask;
+    tab[h] = slot;
+}
+
+/* 1 when slot was not in the set (and is now), 0 when it was, -1 on OOM. */
+static int visited_add(sv_scratch *s, uint32_t slot)
+{
+    uint32_t mask = s->vis_cap - 1;
+    uint32_t h = vis_hash(slot, mask);
+    for (;;) {
+        uint32_t v = s->visited[h];
+        if (v == slot)
+            return 0;
+        if (v == VISITED_EMPTY)
+            break;
+        h = (h + 1) & mask;
+    }
+    s->visited[h] = slot;
+    s->vis_n++;
+    if (s->vis_n * 2 > s->vis_cap) { /* keep the load under 1/2 */
+        uint32_t ncap = s->vis_cap * 2;
+        uint32_t *t = sv_mem_alloc(s->alloc, NULL, ncap * sizeof *t);
+        if (!t)
+            return -1;
+        memset(t, 0xff, ncap * sizeof *t);
+        for (uint32_t i = 0; i < s->vis_cap; i++)
+            if (s->visited[i] != VISITED_EMPTY)
+                visited_insert_raw(t, ncap - 1, s->visited[i]);
+        sv_mem_free(s->alloc, NULL, s->visited, s->vis_cap * sizeof *s->visited);
+        s->visited = t;
+        s->vis_cap = ncap;
+    }
+    return 1;
+}
+
+/* ---- graph ------------------------------------------------------------ */
+
+sv_status sv_graph_init(sv_graph *g, const sv_allocator *a, sv_tally *t, sv_store *store,
+                        sv_edges *edges, uint32_t R, uint32_t L, float alpha)
+{
+    memset(g, 0, sizeof *g);
+    g->alloc = a;
+    g->tally = t;
+    g->store = store;
+    g->edges = edges;
+    g->R = R;
+    g->L = L;
+    g->alpha = alpha;
+    atomic_init(&g->entry, SV_NO_SLOT);
+    return SV_OK;
+}
+
+void sv_graph_release(sv_graph *g)
+{
+    sv_mem_free(g->alloc, g->tally, (void *)g->state, g->state_cap);
+    g->state = NULL;
+    g->state_cap = 0;
+}
+
+sv_status sv_graph_reserve(sv_graph *g, uint32_t n_slots)
+{
+    if (n_slots <= g->state_cap)
+        return SV_OK;
+    uint32_t cap = g->state_cap + g->state_cap / 4;
+    if (cap < n_slots)
+        cap = n_slots;
+    cap = (uint32_t)sv_good_size(g->alloc, cap);
+    _Atomic uint8_t *s = sv_mem_realloc(g->alloc, g->tally, (void *)g->state, g->state_cap, cap);
+    if (!s)
+        return SV_ERR_RESOURCE;
+    for (uint32_t i = g->state_cap; i < cap; i++)
+        atomic_init(&s[i], SV_SLOT_FREE);
+    g->state = s;
+    g->state_cap = cap;
+    return SV_OK;
+}
+
+void sv_graph_set_entry_if_empty(sv_graph *g, uint32_t slot)
+{
+    uint32_t none = SV_NO_SLOT;
+    atomic_compare_exchange_strong(&g->entry, &none, slot);
+}
+
+/* Insert c into the sorted beam of at most L; returns its position or L+1. */
+static uint32_t beam_insert(sv_scratch *s, uint32_t L, sv_cand c)
+{
+    uint32_t lo = 0, hi = s->n;
+    while (lo < hi) {
+        uint32_t mid = (lo + hi) / 2;
+        if (s->list[mid].dist <= c.dist)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    if (lo >= L)
+        return L + 1;
+    uint32_t keep = s->n < L ? s->n : L - 1;
+    memmove(&s->list[lo + 1], &s->list[lo], (keep - lo) * sizeof *s->list);
+    s->list[lo] = c;
+    s->n = keep + 1;
+    return lo;
+}
+
+sv_status sv_graph_search(sv_graph *g, const sv_query *q, uint32_t L, sv_scratch *s, int collect)
+{
+    s->n = 0;
+    s->pool_n = 0;
+    uint32_t entry = atomic_load_explicit(&g->entry, memory_order_acquire);
+    if (entry == SV_NO_SLOT)
+        return SV_OK;
+    if (L < 1)
+        L = 1;
+    if (grow(s->alloc, (void **)&s->list, &s->list_cap, L + 1, sizeof *s->list) ||
+        visited_reset(s, L * 8))
+        return SV_ERR_RESOURCE;
+
+    visited_add(s, entry);
+    s->list[0] = (sv_cand){sv_query_distance(q, entry), entry, 0};
+    s->n = 1;
+    uint32_t todo[SV_R_MAX];
+    uint32_t cur = 0;
+    while (cur < s->n) {
+        sv_cand c = s->list[cur];
+        s->list[cur].flag = 1;
+        if (collect && pool_push(s, c.dist, c.slot))
+            return SV_ERR_RESOURCE;
+        uint32_t count = 0;
+        const uint32_t *ids = sv_edges_view(g->edges, c.slot, &count);
+        uint32_t m = 0;
+        for (uint32_t i = 0; i < count; i++) {
+            uint32_t id = ids[i];
+            int r = visited_add(s, id);
+            if (r < 0)
+                return SV_ERR_RESOURCE;
+            if (r) {
+                todo[m++] = id;
+                sv_store_prefetch(g->store, id);
+            }
+        }
+        uint32_t first = cur + 1;
+        for (uint32_t i = 0; i < m; i++) {
+            float d = sv_query_distance(q, todo[i]);
+            if (s->n >= L && d >= s->list[s->n - 1].dist)
+                continue;
+            uint32_t pos = beam_insert(s, L, (sv_cand){d, todo[i], 0});
+            if (pos <= cur)
+                cur++; /* the expanded node moved one down */
+            if (pos < first)
+                first = pos;
+        }
+        /* Everything before `cur` is expanded; the next unexpanded is at or
+         * after the first new insertion. */
+        cur = first < cur + 1 ? first : cur + 1;
+        while (cur < s->n && s->list[cur].flag)
+            cur++;
+    }
+    return SV_OK;
+}
+
+static int cand_cmp(const void *a, const void *b)
+{
+    const sv_cand *x = a, *y = b;
+    if (x->dist < y->dist)
+        return -1;
+    if (x->dist > y->dist)
+        return 1;
+    return (x->slot > y->slot) - (x->slot < y->slot);
+}
+
+/*
+ * Robust prune of node p over candidates c[0..n) holding d(p, c). Writes at
+ * most R neighbours to out, nearest first; returns the count. Candidates
+ * equal to p, repeated, or not indexed/buffered are skipped.
+ */
+static int robust_prune(sv_graph *g, uint32_t p, sv_cand *c, uint32_t n, uint32_t *out,
+                        uint32_t *n_out, sv_scratch *s)
+{
+    qsort(c, n, sizeof *c, cand_cmp);
+    if (grow(s->alloc, (void **)&s->occl, &s->occl_cap, n + 1, sizeof *s->occl))
+        return -1;
+    float *occl = s->occl;
+    for (uint32_t i = 0; i < n; i++) {
+        uint8_t st = sv_graph_state(g, c[i].slot);
+        int skip = c[i].slot == p || (i > 0 && c[i].slot == c[i - 1].slot) ||
+                   (st != SV_SLOT_INDEXED && st != SV_SLOT_BUFFERED);
+        occl[i] = skip ? FLT_MAX : 0.0f;
+    }
+    uint32_t cnt = 0;
+    const float alpha = g->alpha;
+    for (float cur = 1.0f; cur <= alpha * 1.0001f && cnt < g->R; cur *= 1.2f) {
+        for (uint32_t i = 0; i < n && cnt < g->R; i++) {
+            if (occl[i] > cur)
+                continue;
+            occl[i] = FLT_MAX; /* chosen */
+            out[cnt++] = c[i].slot;
+            for (uint32_t t = i + 1; t < n; t++) {
+                if (occl[t] > alpha)
+                    continue;
+                float djk = sv_store_l2_slots(g->store, c[i].slot, c[t].slot);
+                float f = djk > 0.0f ? c[t].dist / djk : FLT_MAX;
+                if (f > occl[t])
+                    occl[t] = f;
+            }
+        }
+    }
+    *n_out = cnt;
+    return 0;
+}
+
+/* With j's lock held: add `slot` to N(j), pruning when it is full. */
+static sv_status add_reverse(sv_graph *g, uint32_t j, uint32_t slot, sv_scratch *s)
+{
+    int r = sv_edges_append(g->edges, j, slot, g->R);
+    if (r < 0)
+        return SV_ERR_RESOURCE;
+    if (r > 0)
+        return SV_OK;
+    uint32_t count = 0;
+    const uint32_t *ids = sv_edges_view(g->edges, j, &count);
+    s->pool_n = 0;
+    for (uint32_t i = 0; i < count; i++)
+        if (pool_push(s, sv_store_l2_slots(g->store, j, ids[i]), ids[i]))
+            return SV_ERR_RESOURCE;
+    if (pool_push(s, sv_store_l2_slots(g->store, j, slot), slot))
+        return SV_ERR_RESOURCE;
+    uint32_t out[SV_R_MAX], n_out = 0;
+    if (robust_prune(g, j, s->pool, s->pool_n, out, &n_out, s))
+        return SV_ERR_RESOURCE;
+    return sv_edges_set(g->edges, j, out, n_out);
+}
+
+sv_status sv_graph_insert(sv_graph *g, uint32_t slot, const float *x, sv_scratch *s)
+{
+    sv_query q;
+    sv_status st = sv_query_prepare(&q, g->store, x, 1);
+    if (st != SV_OK)
+        return st;
+    st = sv_graph_search(g, &q, g->L, s, 1);
+    sv_query_release(&q);
+    if (st != SV_OK)
+        return st;
+
+    uint32_t out[SV_R_MAX], n_out = 0;
+    if (robust_prune(g, slot, s->pool, s->pool_n, out, &n_out, s))
+        return SV_ERR_RESOURCE;
+    sv_edges_lock(g->edges, slot);
+    st = sv_edges_set(g->edges, slot, out, n_out);
+    sv_edges_unlock(g->edges, slot);
+    if (st != SV_OK)
+        return st;
+    for (uint32_t i = 0; i < n_out && st == SV_OK; i++) {
+        sv_edges_lock(g->edges, out[i]);
+        st = add_reverse(g, out[i], slot, s);
+        sv_edges_unlock(g->edges, out[i]);
+    }
+    return st;
+}
+
+sv_status sv_graph_repair_node(sv_graph *g, uint32_t p, sv_scratch *s)
+{
+    uint32_t count = 0;
+    const uint32_t *ids = sv_edges_view(g->edges, p, &count);
+    int any = 0;
+    for (uint32_t i = 0; i < count && !any; i++)
+        any = sv_slot_is_tombstone(sv_graph_state(g, ids[i]));
+    if (!any)
+        return SV_OK;
+    if (visited_reset(s, count * g->R + 1))
+        return SV_ERR_RESOURCE;
+    s->pool_n = 0;
+    visited_add(s, p);
+    for (uint32_t i = 0; i < count; i++) {
+        uint32_t v = ids[i];
+        if (!sv_slot_is_tombstone(sv_graph_state(g, v))) {
+            int r = visited_add(s, v);
+            if (r < 0 || (r && pool_push(s, sv_store_l2_slots(g->store, p, v), v)))
+                return SV_ERR_RESOURCE;
+            continue;
+        }
+        /* A deleted neighbour's list does not change during consolidation. */
+        uint32_t vc = 0;
+        const uint32_t *vids = sv_edges_view(g->edges, v, &vc);
+        for (uint32_t k = 0; k < vc; k++) {
+            uint32_t w = vids[k];
+            if (sv_slot_is_tombstone(sv_graph_state(g, w)))
+                continue;
+            int r = visited_add(s, w);
+            if (r < 0 || (r && pool_push(s, sv_store_l2_slots(g->store, p, w), w)))
+                return SV_ERR_RESOURCE;
+        }
+    }
+    uint32_t out[SV_R_MAX], n_out = 0;
+    if (robust_prune(g, p, s->pool, s->pool_n, out, &n_out, s))
+        return SV_ERR_RESOURCE;
+    sv_edges_lock(g->edges, p);
+    sv_status st = sv_edges_set(g->edges, p, out, n_out);
+    sv_edges_unlock(g->edges, p);
+    return st;
+}
+
+int sv_graph_fix_entry(sv_graph *g, uint32_t n_slots, sv_scratch *s)
+{
+    uint32_t entry = atomic_load(&g->entry);
+    if (entry != SV_NO_SLOT && sv_graph_state(g, entry) == SV_SLOT_INDEXED)
+        return 1;
+    uint32_t best = SV_NO_SLOT;
+    if (entry != SV_NO_SLOT) {
+        /* The live node nearest to the old entry keeps the start central. */
+        float best_d = FLT_MAX;
+        for (uint32_t i = 0; i < n_slots; i++) {
+            if (sv_graph_state(g, i) != SV_SLOT_INDEXED)
+                continue;
+            float d = sv_store_l2_slots(g->store, entry, i);
+            if (d < best_d) {
+                best_d = d;
+                best = i;
+            }
+        }
+    }
+    (void)s;
+    atomic_store(&g->entry, best);
+    return best != SV_NO_SLOT;
+}
+
+/* Breadth-first reach from the entry over indexed and deleted nodes. */
+static uint8_t *reach(sv_graph *g, uint32_t n_slots)
+{
+    uint8_t *seen = sv_mem_calloc(g->alloc, NULL, n_slots ? n_slots : 1, 1);
+    uint32_t *queue = sv_mem_alloc(g->alloc, NULL, ((size_t)n_slots + 1) * sizeof *queue);
+    if (!seen || !queue) {
+        sv_mem_free(g->alloc, NULL, seen, n_slots ? n_slots : 1);
+        sv_mem_free(g->alloc, NULL, queue, ((size_t)n_slots + 1) * sizeof *queue);
+        return NULL;
+    }
+    uint32_t entry = atomic_load(&g->entry);
+    size_t head = 0, tail = 0;
+    if (entry != SV_NO_SLOT && entry < n_slots) {
+        seen[entry] = 1;
+        queue[tail++] = entry;
+    }
+    while (head < tail) {
+        uint32_t u = queue[head++];
+        uint32_t count = 0;
+        const uint32_t *ids = sv_edges_view(g->edges, u, &count);
+        for (uint32_t i = 0; i < count; i++) {
+            uint32_t v = ids[i];
+            if (v < n_slots && !seen[v]) {
+                seen[v] = 1;
+                queue[tail++] = v;
+            }
+        }
+    }
+    sv_mem_free(g->alloc, NULL, queue, ((size_t)n_slots + 1) * sizeof *queue);
+    return seen;
+}
+
+sv_status sv_graph_connect(sv_graph *g, uint32_t n_slots, sv_scratch *s, uint32_t *linked)
+{
+    *linked = 0;
+    sv_status st = SV_OK;
+    for (int round = 0; round < 16; round++) {
+        uint8_t *seen = reach(g, n_slots);
+        if (!seen)
+            return SV_ERR_RESOURCE;
+        uint32_t fixed = 0;
+        for (uint32_t u = 0; u < n_slots && st == SV_OK; u++) {
+            if (seen[u] || sv_graph_state(g, u) != SV_SLOT_INDEXED)
+                continue;
+            if (atomic_load(&g->entry) == SV_NO_SLOT) {
+                atomic_store(&g->entry, u);
+                break; /* reach again from the new entry */
+            }
+            /* The nearest node a search from the entry reaches links to u. */
+            float *x = scratch_vec(s, sv_store_dim(g->store));
+            sv_query q;
+            if (!x) {
+                st = SV_ERR_RESOURCE;
+                break;
+            }
+            sv_store_get(g->store, u, x);
+            if ((st = sv_query_prepare(&q, g->store, x, 1)) != SV_OK)
+                break;
+            st = sv_graph_search(g, &q, g->L, s, 0);
+            sv_query_release(&q);
+            if (st != SV_OK)
+                break;
+            uint32_t v = SV_NO_SLOT;
+            for (uint32_t i = 0; i < s->n && v == SV_NO_SLOT; i++)
+                if (s->list[i].slot != u && sv_graph_state(g, s->list[i].slot) == SV_SLOT_INDEXED)
+                    v = s->list[i].slot;
+            if (v == SV_NO_SLOT)
+                v = atomic_load(&g->entry);
+            sv_edges_lock(g->edges, v);
+            int r = sv_edges_append(g->edges, v, u, g->R);
+            if (r == 0) {
+                /* Full: the last neighbour is the farthest kept one. */
+                uint32_t count = 0;
+                const uint32_t *ids = sv_edges_view(g->edges, v, &count);
+                uint32_t copy[SV_R_MAX];
+                memcpy(copy, ids, count * sizeof *copy);
+                copy[count - 1] = u;
+                st = sv_edges_set(g->edges, v, copy, count);
+            } else if (r < 0) {
+                st = SV_ERR_RESOURCE;
+            }
+            sv_edges_unlock(g->edges, v);
+            seen[u] = 1;
+            fixed++;
+        }
+        sv_mem_free(g->alloc, NULL, seen, n_slots ? n_slots : 1);
+        *linked += fixed;
+        if (st != SV_OK || fixed == 0)
+            break;
+    }
+    return st;
+}
+
+sv_status sv_graph_validate(sv_graph *g, uint32_t n_slots, char *msg, size_t cap)
+{
+    uint32_t entry = atomic_load(&g->entry);
+    uint64_t indexed = 0;
+    for (uint32_t u = 0; u < n_slots; u++) {
+        uint8_t st = sv_graph_state(g, u);
+        uint32_t count = 0;
+        const uint32_t *ids = sv_edges_view(g->edges, u, &count);
+        if (st == SV_SLOT_INDEXED)
+            indexed++;
+        if (st != SV_SLOT_INDEXED && !sv_slot_is_tombstone(st)) {
+            if (count) {
+                snprintf(msg, cap, "slot %u (state %u) has %u edges", u, st, count);
+                return SV_ERR_INTERNAL;
+            }
+            continue;
+        }
+        if (count > g->R || count > sv_edges_capacity(g->edges, u)) {
+            snprintf(msg, cap, "slot %u has degree %u > R=%u or capacity", u, count, g->R);
+            return SV_ERR_INTERNAL;
+        }
+        for (uint32_t i = 0; i < count; i++) {
+            uint32_t v = ids[i];
+            if (v == u) {
+                snprintf(msg, cap, "slot %u has a self-loop", u);
+                return SV_ERR_INTERNAL;
+            }
+            if (v >= n_slots) {
+                snprintf(msg, cap, "slot %u has an edge to slot %u out of range", u, v);
+                return SV_ERR_INTERNAL;
+            }
+            uint8_t vs = sv_graph_state(g, v);
+            if (vs != SV_SLOT_INDEXED && !sv_slot_is_tombstone(vs)) {
+                snprintf(msg, cap, "slot %u has an edge to slot %u in state %u", u, v, vs);
+                return SV_ERR_INTERNAL;
+            }
+            for (uint32_t k = 0; k < i; k++) {
+                if (ids[k] == v) {
+                    snprintf(msg, cap, "slot %u has a duplicate edge to %u", u, v);
+                    return SV_ERR_INTERNAL;
+                }
+            }
+        }
+    }
+    if (indexed == 0)
+        return SV_OK;
+    if (entry == SV_NO_SLOT || entry >= n_slots) {
+        snprintf(msg, cap, "%llu indexed nodes but no entry point", (unsigned long long)indexed);
+        return SV_ERR_INTERNAL;
+    }
+    uint8_t *seen = reach(g, n_slots);
+    if (!seen) {
+        snprintf(msg, cap, "out of memory while checking reachability");
+        return SV_ERR_RESOURCE;
+    }
+    sv_status st = SV_OK;
+    for (uint32_t u = 0; u < n_slots; u++) {
+        if (sv_graph_state(g, u) == SV_SLOT_INDEXED && !seen[u]) {
+            snprintf(msg, cap, "slot %u is not reachable from the entry point %u", u, entry);
+            st = SV_ERR_INTERNAL;
+            break;
+        }
+    }
+    sv_mem_free(g->alloc, NULL, seen, n_slots ? n_slots : 1);
+    return st;
+}

@@ -1,0 +1,120 @@
+/*
+ * The Vamana graph (DiskANN): greedy beam search, robust prune with alpha,
+ * incremental inserts with reverse edges pruned when a node exceeds R, and
+ * FreshDiskANN-style consolidation of deletes.
+ *
+ * The graph owns the slot states; it reads vectors from the store and
+ * neighbour lists from the edge set. Concurrency: searches and inserts run
+ * under the collection's read lock; each neighbour list is written under its
+ * node's stripe lock and read lock-free (edges.h). Slot states are atomics.
+ */
+#ifndef SV_GRAPH_H
+#define SV_GRAPH_H
+
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include "alloc.h"
+#include "edges.h"
+#include "slimvec.h"
+#include "store.h"
+
+/* Slot life cycle: FREE -> BUFFERED -> INDEXED -> DELETED -> DELETING ->
+ * FREE. DELETING marks the tombstones one consolidation pass removes (later
+ * deletes wait for the next pass). A vector deleted while still in the
+ * active buffer goes straight back to FREE. */
+enum {
+    SV_SLOT_FREE = 0,
+    SV_SLOT_BUFFERED = 1,
+    SV_SLOT_INDEXED = 2,
+    SV_SLOT_DELETED = 3,
+    SV_SLOT_DELETING = 4
+};
+
+static inline int sv_slot_is_tombstone(uint8_t st)
+{
+    return st == SV_SLOT_DELETED || st == SV_SLOT_DELETING;
+}
+
+#define SV_NO_SLOT UINT32_MAX
+
+typedef struct sv_graph {
+    const sv_allocator *alloc;
+    sv_tally *tally;          /* for the state array */
+    sv_store *store;
+    sv_edges *edges;
+    _Atomic uint8_t *state;   /* one per slot */
+    uint32_t state_cap;
+    uint32_t R, L;
+    float alpha;
+    _Atomic uint32_t entry;   /* SV_NO_SLOT while the graph is empty */
+} sv_graph;
+
+/* A candidate: slot and distance; `flag` marks expanded / pruned. */
+typedef struct sv_cand {
+    float dist;
+    uint32_t slot;
+    uint32_t flag;
+} sv_cand;
+
+/* Per-search scratch, allocated through the collection's allocator without
+ * a tally (it is transient). */
+typedef struct sv_scratch {
+    const sv_allocator *alloc;
+    sv_cand *list;        /* the beam, sorted by distance */
+    uint32_t n, list_cap;
+    uint32_t *visited;    /* open-addressing set of slots, UINT32_MAX empty */
+    uint32_t vis_n, vis_cap;
+    sv_cand *pool;        /* expanded nodes (inserts) or prune candidates */
+    uint32_t pool_n, pool_cap;
+    float *occl;          /* prune occlusion factors */
+    uint32_t occl_cap;
+    float *tmp;           /* a dim-float vector */
+    uint32_t tmp_dim;
+} sv_scratch;
+
+void sv_scratch_init(sv_scratch *s, const sv_allocator *a);
+void sv_scratch_release(sv_scratch *s);
+
+sv_status sv_graph_init(sv_graph *g, const sv_allocator *a, sv_tally *t, sv_store *store,
+                        sv_edges *edges, uint32_t R, uint32_t L, float alpha);
+void sv_graph_release(sv_graph *g);
+sv_status sv_graph_reserve(sv_graph *g, uint32_t n_slots); /* write lock */
+
+static inline uint8_t sv_graph_state(const sv_graph *g, uint32_t slot)
+{
+    return atomic_load_explicit(&g->state[slot], memory_order_relaxed);
+}
+static inline void sv_graph_set_state(sv_graph *g, uint32_t slot, uint8_t st)
+{
+    atomic_store_explicit(&g->state[slot], st, memory_order_relaxed);
+}
+
+/*
+ * Beam search from the entry point with list size L. Leaves the beam in
+ * s->list[0..s->n) and, when collect is set, the expanded nodes in s->pool.
+ */
+sv_status sv_graph_search(sv_graph *g, const sv_query *q, uint32_t L, sv_scratch *s, int collect);
+
+/* Link an already stored slot into the graph (x: its float vector). */
+sv_status sv_graph_insert(sv_graph *g, uint32_t slot, const float *x, sv_scratch *s);
+
+/* Make `slot` the entry point if the graph has none. */
+void sv_graph_set_entry_if_empty(sv_graph *g, uint32_t slot);
+
+/* Consolidation, step 1 for one live node: if it has deleted out-neighbours,
+ * replace them by their live neighbours and prune. */
+sv_status sv_graph_repair_node(sv_graph *g, uint32_t slot, sv_scratch *s);
+
+/* Move the entry point off a deleted node (to the live node nearest to it).
+ * Returns 0 when no live indexed node exists (entry becomes none). */
+int sv_graph_fix_entry(sv_graph *g, uint32_t n_slots, sv_scratch *s);
+
+/* Link every live indexed node that the entry point cannot reach. Returns
+ * the number of nodes linked. */
+sv_status sv_graph_connect(sv_graph *g, uint32_t n_slots, sv_scratch *s, uint32_t *linked);
+
+/* The checks of sv_collection_validate over slots [0, n_slots). */
+sv_status sv_graph_validate(sv_graph *g, uint32_t n_slots, char *msg, size_t msg_cap);
+
+#endif

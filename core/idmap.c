@@ -1,0 +1,433 @@
+/*
+ * Id map (see idmap.h): external ids <-> dense uint32 slots.
+ *
+ * keys[slot] is the source of truth for what a slot holds: UINT64_MAX when
+ * unbound, the number itself for a numeric id, or a tagged pointer (bit 63
+ * set) to a string allocation of 1 + len bytes (length byte, then the bytes).
+ *
+ * table[] is an open-addressing hash index over the bound slots. An entry is
+ * slot + 1 (0 = empty), so the table stores no keys and no hashes: a probe
+ * compares through keys[], and a rehash or a backward shift recomputes the
+ * hash from keys[]. That keeps a numeric id at 8 + ~5 bytes.
+ *
+ * Every allocation goes through the sv_mem_* helpers with the allocator and
+ * tally given at create, and each free passes the exact size that was asked
+ * for, so the tally returns to zero when the map is freed.
+ */
+#include "idmap.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define UNBOUND UINT64_MAX
+#define STRING_TAG (UINT64_C(1) << 63)
+#define NUMBER_LIMIT (UINT64_C(1) << 63) /* numeric ids are below this */
+
+#define TABLE_MIN 16u
+/* Load limit 80%: count * 5 <= cap * 4 holds after every insert, so the
+ * table always has an empty entry and every probe loop ends. */
+#define LOAD_NUM 4u
+#define LOAD_DEN 5u
+
+struct sv_idmap {
+    sv_allocator alloc;    /* a copy, so the caller's struct need not outlive us */
+    sv_tally *tally;       /* may be NULL */
+    uint64_t seed;
+    uint64_t *keys;        /* keys_cap words */
+    uint32_t keys_cap;
+    uint32_t *table;       /* table_cap entries (power of two); NULL until the first insert */
+    size_t table_cap;
+    size_t count;          /* bound ids */
+    uint64_t next_number;  /* counter for sv_idmap_next_free_number */
+};
+
+/* ---- hashing ---------------------------------------------------------- */
+
+/* splitmix64 finaliser: full avalanche, so the low bits used as the table
+ * index depend on every input bit. */
+static uint64_t mix64(uint64_t z)
+{
+    z = (z ^ (z >> 30)) * UINT64_C(0xbf58476d1ce4e5b9);
+    z = (z ^ (z >> 27)) * UINT64_C(0x94d049bb133111eb);
+    return z ^ (z >> 31);
+}
+
+static uint64_t hash_number(uint64_t seed, uint64_t num)
+{
+    return mix64(num ^ seed);
+}
+
+/* FNV-1a 64 started from a seeded basis, then finalised: FNV alone leaves
+ * weak low bits, and the seed keeps collisions from being predictable. */
+static uint64_t hash_string(uint64_t seed, const unsigned char *s, size_t len)
+{
+    uint64_t h = UINT64_C(0xcbf29ce484222325) ^ seed;
+    for (size_t i = 0; i < len; i++) {
+        h ^= s[i];
+        h *= UINT64_C(0x100000001b3);
+    }
+    return mix64(h ^ (uint64_t)len ^ (seed << 1));
+}
+
+/* ---- key words -------------------------------------------------------- */
+
+static int word_is_string(uint64_t w)
+{
+    return w != UNBOUND && (w & STRING_TAG) != 0;
+}
+
+/* Always on (not assert()): a pointer with bit 63 set would be read back as
+ * a different kind of key and silently corrupt the map. */
+static uint64_t tag_string(const unsigned char *p)
+{
+    uint64_t bits = (uint64_t)(uintptr_t)p;
+    if (bits & STRING_TAG) {
+        fprintf(stderr, "slimvec idmap: pointer %p has bit 63 set\n", (const void *)p);
+        abort();
+    }
+    return bits | STRING_TAG;
+}
+
+static unsigned char *untag_string(uint64_t w)
+{
+    return (unsigned char *)(uintptr_t)(w & ~STRING_TAG);
+}
+
+/* Hash of a bound key word, by its kind. */
+static uint64_t hash_word(const sv_idmap *m, uint64_t w)
+{
+    if (word_is_string(w)) {
+        const unsigned char *s = untag_string(w);
+        return hash_string(m->seed, s + 1, s[0]);
+    }
+    return hash_number(m->seed, w);
+}
+
+static void free_word(sv_idmap *m, uint64_t w)
+{
+    if (word_is_string(w)) {
+        unsigned char *s = untag_string(w);
+        sv_mem_free(&m->alloc, m->tally, s, (size_t)s[0] + 1);
+    }
+}
+
+/* ---- table ------------------------------------------------------------ */
+
+/* Put an entry at the first empty position from its home. The caller
+ * guarantees room (the load limit leaves at least one empty position). */
+static void table_place(uint32_t *table, size_t mask, uint64_t hash, uint32_t entry)
+{
+    size_t i = (size_t)hash & mask;
+    while (table[i] != 0)
+        i = (i + 1) & mask;
+    table[i] = entry;
+}
+
+/* Whether a table of `cap` entries holds `need` within the 80% load limit.
+ * In 64-bit arithmetic: need <= 2^32 and cap is bounded in table_reserve. */
+static int table_fits(size_t cap, size_t need)
+{
+    return (uint64_t)need * LOAD_DEN <= (uint64_t)cap * LOAD_NUM;
+}
+
+/* Make room for `need` entries within the load limit, doubling as needed.
+ * On failure the old table is untouched. */
+static sv_status table_reserve(sv_idmap *m, size_t need)
+{
+    if (m->table && table_fits(m->table_cap, need))
+        return SV_OK;
+
+    size_t cap = m->table_cap ? m->table_cap : TABLE_MIN;
+    while (!table_fits(cap, need)) {
+        if (cap > SIZE_MAX / 2 / sizeof(uint32_t))
+            return SV_ERR_RESOURCE;
+        cap *= 2;
+    }
+
+    uint32_t *table = sv_mem_calloc(&m->alloc, m->tally, cap, sizeof(uint32_t));
+    if (!table)
+        return SV_ERR_RESOURCE;
+    size_t mask = cap - 1;
+    for (size_t i = 0; i < m->table_cap; i++) {
+        uint32_t e = m->table[i];
+        if (e != 0)
+            table_place(table, mask, hash_word(m, m->keys[e - 1]), e);
+    }
+    sv_mem_free(&m->alloc, m->tally, m->table, m->table_cap * sizeof(uint32_t));
+    m->table = table;
+    m->table_cap = cap;
+    return SV_OK;
+}
+
+/* Table position of a bound slot's entry. */
+static size_t table_pos_of_slot(const sv_idmap *m, uint32_t slot)
+{
+    size_t mask = m->table_cap - 1;
+    size_t i = (size_t)hash_word(m, m->keys[slot]) & mask;
+    uint32_t want = slot + 1;
+    while (m->table[i] != want)
+        i = (i + 1) & mask; /* the entry is present: the loop ends */
+    return i;
+}
+
+/* Empty position i, then pull later entries of the probe run back so that
+ * every entry stays reachable from its home without tombstones. */
+static void table_delete_at(sv_idmap *m, size_t i)
+{
+    size_t mask = m->table_cap - 1;
+    size_t j = i;
+    for (;;) {
+        j = (j + 1) & mask;
+        uint32_t e = m->table[j];
+        if (e == 0)
+            break;
+        size_t home = (size_t)hash_word(m, m->keys[e - 1]) & mask;
+        /* The entry at j may move to the hole at i only if its home is not
+         * in the cyclic range (i, j]: i.e. it is at least as far from its
+         * home as the hole is from j. */
+        if (((j - home) & mask) >= ((j - i) & mask)) {
+            m->table[i] = e;
+            i = j;
+        }
+    }
+    m->table[i] = 0;
+}
+
+/* ---- public ----------------------------------------------------------- */
+
+sv_idmap *sv_idmap_create(const sv_allocator *a, sv_tally *t, uint64_t seed)
+{
+    sv_idmap *m = sv_mem_alloc(a, t, sizeof *m);
+    if (!m)
+        return NULL;
+    *m = (sv_idmap){.alloc = *a, .tally = t, .seed = seed};
+    return m;
+}
+
+void sv_idmap_free(sv_idmap *m)
+{
+    if (!m)
+        return;
+    for (uint32_t s = 0; s < m->keys_cap; s++)
+        free_word(m, m->keys[s]);
+    sv_mem_free(&m->alloc, m->tally, m->table, m->table_cap * sizeof(uint32_t));
+    sv_mem_free(&m->alloc, m->tally, m->keys, (size_t)m->keys_cap * sizeof(uint64_t));
+    sv_allocator a = m->alloc;
+    sv_mem_free(&a, m->tally, m, sizeof *m);
+}
+
+int sv_id_parse_number(const char *id, size_t len, uint64_t *num)
+{
+    /* 2^63 - 1 has 19 digits; longer can never be below 2^63. */
+    if (!id || len == 0 || len > 19)
+        return 0;
+    if (id[0] == '0' && len > 1)
+        return 0; /* leading zero: not canonical */
+    uint64_t v = 0;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)id[i];
+        if (c < '0' || c > '9')
+            return 0;
+        v = v * 10 + (uint64_t)(c - '0'); /* 19 digits < 10^19 < 2^64: no wrap */
+    }
+    if (v >= NUMBER_LIMIT)
+        return 0;
+    if (num)
+        *num = v;
+    return 1;
+}
+
+sv_status sv_idmap_reserve_slots(sv_idmap *m, uint32_t n_slots)
+{
+    if (n_slots <= m->keys_cap)
+        return SV_OK;
+
+    /* Grow by a quarter (or to the request when larger): slots come in
+     * batches, and a modest factor wastes little memory on large maps. */
+    uint64_t want = (uint64_t)m->keys_cap + m->keys_cap / 4;
+    if (want < n_slots)
+        want = n_slots;
+    if (want > UINT32_MAX)
+        want = UINT32_MAX;
+    if (want > SIZE_MAX / sizeof(uint64_t))
+        return SV_ERR_RESOURCE;
+
+    /* Take the allocator's slack: it is charged for it anyway. */
+    size_t bytes = sv_good_size(&m->alloc, (size_t)want * sizeof(uint64_t));
+    uint64_t cap = bytes / sizeof(uint64_t);
+    if (cap < want)
+        cap = want; /* a good_size below the request would be a broken hook */
+    if (cap > UINT32_MAX)
+        cap = UINT32_MAX;
+
+    uint64_t *keys = sv_mem_realloc(&m->alloc, m->tally, m->keys,
+                                    (size_t)m->keys_cap * sizeof(uint64_t),
+                                    (size_t)cap * sizeof(uint64_t));
+    if (!keys)
+        return SV_ERR_RESOURCE;
+    for (uint64_t s = m->keys_cap; s < cap; s++)
+        keys[s] = UNBOUND;
+    m->keys = keys;
+    m->keys_cap = (uint32_t)cap;
+    return SV_OK;
+}
+
+int sv_idmap_find_number(const sv_idmap *m, uint64_t num, uint32_t *slot)
+{
+    /* Numbers from 2^63 up are not ids, and could equal a tagged pointer. */
+    if (num >= NUMBER_LIMIT || m->count == 0)
+        return 0;
+    size_t mask = m->table_cap - 1;
+    size_t i = (size_t)hash_number(m->seed, num) & mask;
+    for (uint32_t e; (e = m->table[i]) != 0; i = (i + 1) & mask) {
+        if (m->keys[e - 1] == num) {
+            if (slot)
+                *slot = e - 1;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* Lookup of a non-numeric string id. */
+static int find_string(const sv_idmap *m, const unsigned char *id, size_t len, uint32_t *slot)
+{
+    if (m->count == 0)
+        return 0;
+    size_t mask = m->table_cap - 1;
+    size_t i = (size_t)hash_string(m->seed, id, len) & mask;
+    for (uint32_t e; (e = m->table[i]) != 0; i = (i + 1) & mask) {
+        uint64_t w = m->keys[e - 1];
+        if (!word_is_string(w))
+            continue;
+        const unsigned char *s = untag_string(w);
+        if (s[0] == len && memcmp(s + 1, id, len) == 0) {
+            if (slot)
+                *slot = e - 1;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+int sv_idmap_find(const sv_idmap *m, const char *id, size_t len, uint32_t *slot)
+{
+    uint64_t num;
+    if (sv_id_parse_number(id, len, &num))
+        return sv_idmap_find_number(m, num, slot);
+    if (len == 0 || len > SV_ID_MAX)
+        return 0; /* never stored */
+    return find_string(m, (const unsigned char *)id, len, slot);
+}
+
+/* Cheap guard of the caller's part of the contract: a slot out of range or
+ * already bound would corrupt keys[] or leak a string. */
+static int slot_is_free(const sv_idmap *m, uint32_t slot)
+{
+    return slot < m->keys_cap && m->keys[slot] == UNBOUND;
+}
+
+sv_status sv_idmap_insert_number(sv_idmap *m, uint64_t num, uint32_t slot)
+{
+    if (num >= NUMBER_LIMIT || !slot_is_free(m, slot))
+        return SV_ERR_INVALID_ARGUMENT;
+    sv_status st = table_reserve(m, m->count + 1);
+    if (st != SV_OK)
+        return st;
+    m->keys[slot] = num;
+    table_place(m->table, m->table_cap - 1, hash_number(m->seed, num), slot + 1);
+    m->count++;
+    return SV_OK;
+}
+
+sv_status sv_idmap_insert(sv_idmap *m, const char *id, size_t len, uint32_t slot)
+{
+    uint64_t num;
+    if (sv_id_parse_number(id, len, &num))
+        return sv_idmap_insert_number(m, num, slot);
+    if (len == 0 || len > SV_ID_MAX || !slot_is_free(m, slot))
+        return SV_ERR_INVALID_ARGUMENT;
+
+    sv_status st = SV_OK;
+    /* The string first, then the table: if the table cannot grow, the
+     * string is freed again and the tally is exactly as before. */
+    unsigned char *s = sv_mem_alloc(&m->alloc, m->tally, len + 1);
+    if (!s) {
+        st = SV_ERR_RESOURCE;
+        goto cleanup;
+    }
+    s[0] = (unsigned char)len;
+    memcpy(s + 1, id, len);
+
+    st = table_reserve(m, m->count + 1);
+    if (st != SV_OK)
+        goto cleanup;
+
+    m->keys[slot] = tag_string(s);
+    table_place(m->table, m->table_cap - 1, hash_string(m->seed, s + 1, len), slot + 1);
+    m->count++;
+    s = NULL; /* owned by the map now */
+
+cleanup:
+    sv_mem_free(&m->alloc, m->tally, s, len + 1);
+    return st;
+}
+
+void sv_idmap_remove_slot(sv_idmap *m, uint32_t slot)
+{
+    if (slot >= m->keys_cap || m->keys[slot] == UNBOUND)
+        return;
+    table_delete_at(m, table_pos_of_slot(m, slot));
+    free_word(m, m->keys[slot]);
+    m->keys[slot] = UNBOUND;
+    m->count--;
+}
+
+size_t sv_idmap_format(const sv_idmap *m, uint32_t slot, char *buf, size_t cap)
+{
+    if (cap == 0)
+        return 0;
+    buf[0] = '\0';
+    if (slot >= m->keys_cap || m->keys[slot] == UNBOUND)
+        return 0;
+
+    uint64_t w = m->keys[slot];
+    if (word_is_string(w)) {
+        const unsigned char *s = untag_string(w);
+        size_t len = s[0];
+        if (len + 1 > cap)
+            return 0; /* contract says cap > SV_ID_MAX; never truncate an id */
+        memcpy(buf, s + 1, len);
+        buf[len] = '\0';
+        return len;
+    }
+
+    /* Digits are produced backwards into a scratch buffer. */
+    char digits[20];
+    size_t n = 0;
+    do {
+        digits[n++] = (char)('0' + w % 10);
+        w /= 10;
+    } while (w != 0);
+    if (n + 1 > cap)
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        buf[i] = digits[n - 1 - i];
+    buf[n] = '\0';
+    return n;
+}
+
+uint64_t sv_idmap_next_free_number(sv_idmap *m)
+{
+    /* The counter only moves up, so each bound number is skipped once over
+     * the map's life. Reaching 2^63 would take 2^63 calls or bindings. */
+    while (sv_idmap_find_number(m, m->next_number, NULL))
+        m->next_number++;
+    return m->next_number++;
+}
+
+size_t sv_idmap_count(const sv_idmap *m)
+{
+    return m->count;
+}

@@ -1,0 +1,69 @@
+/*
+ * Id map: the only place string ids exist. Maps external ids to dense uint32
+ * slots and back.
+ *
+ * An id is 1..SV_ID_MAX bytes. A canonical decimal number below 2^63 ("0",
+ * "17"; not "017", "+1", "-0", " 1") is a numeric id and is stored as the
+ * number itself: no string storage. Any other id is a string, copied once
+ * into an allocation of its own (a length byte + the bytes, no NUL).
+ *
+ * Layout:
+ *   keys[slot]  uint64 word per slot:  UINT64_MAX      unbound slot
+ *                                      bit 63 clear    the numeric id
+ *                                      bit 63 set      pointer to the string
+ *                                                      (user-space pointers
+ *                                                      never use bit 63)
+ *   table[]     open addressing, linear probing, power-of-two size, each
+ *               entry slot+1 (0 = empty); the key is found through keys[].
+ *               Removal shifts back (no tombstones). Grows at 80% load.
+ * So a numeric id costs 8 bytes + ~5 bytes of table; a string id adds its
+ * allocation.
+ *
+ * Not thread-safe: the collection's lock guards it.
+ */
+#ifndef SV_IDMAP_H
+#define SV_IDMAP_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "alloc.h"
+#include "slimvec.h"
+
+typedef struct sv_idmap sv_idmap;
+
+/* All allocations go through `a` and are tallied in `t` (may be NULL).
+ * `seed` salts the hash. Returns NULL when out of memory. */
+sv_idmap *sv_idmap_create(const sv_allocator *a, sv_tally *t, uint64_t seed);
+void sv_idmap_free(sv_idmap *m); /* NULL is a no-op; frees every string */
+
+/* 1 and *num when id[0..len) is a canonical decimal number below 2^63. */
+int sv_id_parse_number(const char *id, size_t len, uint64_t *num);
+
+/* Make keys[] hold at least n_slots slots (new ones unbound). */
+sv_status sv_idmap_reserve_slots(sv_idmap *m, uint32_t n_slots);
+
+/* 1 and *slot when the id is bound. Numeric strings are looked up as numbers. */
+int sv_idmap_find(const sv_idmap *m, const char *id, size_t len, uint32_t *slot);
+int sv_idmap_find_number(const sv_idmap *m, uint64_t num, uint32_t *slot);
+
+/* Bind id -> slot. The caller has checked the id is absent, its length is
+ * 1..SV_ID_MAX, and slot < reserved slots and unbound. SV_ERR_RESOURCE when
+ * out of memory (then nothing changed). */
+sv_status sv_idmap_insert(sv_idmap *m, const char *id, size_t len, uint32_t slot);
+sv_status sv_idmap_insert_number(sv_idmap *m, uint64_t num, uint32_t slot);
+
+/* Unbind whatever id slot holds (no-op if unbound); frees its string. */
+void sv_idmap_remove_slot(sv_idmap *m, uint32_t slot);
+
+/* Write slot's id, NUL-terminated, into buf (cap >= SV_ID_MAX + 1);
+ * returns its length, 0 when the slot is unbound. */
+size_t sv_idmap_format(const sv_idmap *m, uint32_t slot, char *buf, size_t cap);
+
+/* The smallest number >= an internal counter that is not bound; the counter
+ * moves past it. Ids handed out are not bound by this call. */
+uint64_t sv_idmap_next_free_number(sv_idmap *m);
+
+size_t sv_idmap_count(const sv_idmap *m); /* bound ids */
+
+#endif

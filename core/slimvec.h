@@ -1,0 +1,175 @@
+/*
+ * slimvec core: the public API of the in-memory index engine.
+ *
+ * A collection holds vectors of one dimension under one metric. New vectors
+ * go to a write buffer (searchable at once, brute force); a flush quantizes
+ * them into the vector store, links them into the Vamana graph and frees the
+ * buffer. Deletes are tombstones until a consolidation repairs the graph and
+ * recycles the slots.
+ *
+ * Ids. An id is a string of 1..SV_ID_MAX bytes. A canonical decimal number
+ * below 2^63 ("0", "42", never "042" or "+1") is stored as an integer and
+ * costs no string storage; any other id is kept as a string in the id map.
+ * Ids left empty are assigned by the engine: the smallest unused numbers from
+ * a counter, returned as integers (their string form is the decimal).
+ * Duplicate ids are rejected (never upserted): a batch holding an id twice or
+ * an id the collection already has fails whole with SV_ERR_ALREADY_EXISTS.
+ *
+ * Errors. Every call that can fail returns an sv_status and, when `err` is
+ * not NULL, fills it with the same code and a message naming the offending
+ * item. A failed call changes nothing.
+ *
+ * Threads. All calls are thread-safe. Searches run concurrently with adds,
+ * deletes, flushes and consolidation; a flush uses `threads` worker threads.
+ */
+#ifndef SLIMVEC_H
+#define SLIMVEC_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define SV_ID_MAX 128      /* longest string id, bytes */
+#define SV_DIM_MAX 65536   /* largest dimension (keeps u8 dot sums in u32) */
+#define SV_R_MAX 255       /* largest graph degree (fits the packed edge word) */
+#define SV_K_MAX 10000     /* most neighbours one search returns */
+#define SV_L_MAX 100000    /* largest search list */
+
+typedef enum sv_status {
+    SV_OK = 0,
+    SV_ERR_INVALID_ARGUMENT, /* bad parameter or bad vector (dim, NaN, ...) */
+    SV_ERR_NOT_FOUND,        /* unknown id */
+    SV_ERR_ALREADY_EXISTS,   /* duplicate id */
+    SV_ERR_RESOURCE,         /* out of memory or over a capacity limit */
+    SV_ERR_INTERNAL          /* a broken invariant (validator) */
+} sv_status;
+
+typedef struct sv_error {
+    sv_status code;
+    char message[256];
+} sv_error;
+
+const char *sv_status_name(sv_status s);
+
+typedef enum sv_metric { SV_METRIC_L2 = 0, SV_METRIC_IP, SV_METRIC_COSINE } sv_metric;
+typedef enum sv_storage { SV_STORAGE_F32 = 0, SV_STORAGE_INT8 } sv_storage;
+
+const char *sv_metric_name(sv_metric m);
+const char *sv_storage_name(sv_storage s);
+
+/*
+ * Allocator hook. Every byte a collection holds is allocated through it, so
+ * binding it to a jemalloc arena makes the arena's counters the collection's
+ * true memory. `good_size` (may be NULL) returns the usable size the
+ * allocator really reserves for a request, so that growable arrays use the
+ * slack they are charged for anyway.
+ */
+typedef struct sv_allocator {
+    void *(*alloc)(void *ctx, size_t size);
+    void *(*realloc)(void *ctx, void *ptr, size_t size);
+    void (*free)(void *ctx, void *ptr);
+    size_t (*good_size)(void *ctx, size_t size);
+    void *ctx;
+} sv_allocator;
+
+/* The process allocator (malloc/realloc/free). */
+const sv_allocator *sv_allocator_default(void);
+
+typedef struct sv_params {
+    uint32_t dim;              /* 1..SV_DIM_MAX */
+    sv_metric metric;
+    sv_storage storage;
+    uint32_t R;                /* max out-degree, 2..SV_R_MAX */
+    uint32_t L_build;          /* search list size while inserting, >= R */
+    float alpha;               /* robust-prune slack, 1.0..2.0 */
+    uint64_t seed;             /* randomness (insert order in a flush) */
+    uint32_t threads;          /* flush/consolidate threads; 0 = all cores */
+    uint32_t flush_threshold;  /* buffered vectors that trigger a flush; 0 = never automatic */
+    const sv_allocator *allocator; /* NULL = sv_allocator_default() */
+} sv_params;
+
+/* Defaults: L2, int8, R=32, L_build=64, alpha=1.2, seed=1, all cores,
+ * flush at 8192 buffered vectors. */
+void sv_params_default(sv_params *p, uint32_t dim);
+
+typedef struct sv_collection sv_collection;
+
+sv_status sv_collection_create(const sv_params *params, sv_collection **out, sv_error *err);
+void sv_collection_free(sv_collection *c); /* NULL is a no-op */
+const sv_params *sv_collection_params(const sv_collection *c);
+
+/*
+ * Add n vectors (row-major n x dim floats; dim must be the collection's). `ids` may be NULL (all assigned)
+ * or hold n entries, each NULL or "" to be assigned. `assigned` may be NULL or
+ * hold n entries: entry i receives the numeric id of vector i when it was
+ * assigned or given as a canonical number, else UINT64_MAX. The whole batch is
+ * checked before anything is applied. May run a flush (flush_threshold).
+ */
+sv_status sv_collection_add(sv_collection *c, const float *vectors, size_t n, uint32_t dim,
+                            const char *const *ids, uint64_t *assigned, sv_error *err);
+
+typedef struct sv_hit {
+    float distance;            /* L2: squared distance; IP: -dot; cosine: 1 - cos */
+    char id[SV_ID_MAX + 1];    /* NUL-terminated */
+} sv_hit;
+
+/*
+ * k nearest neighbours of one query. search_list (>= k; smaller is raised to
+ * k) trades speed for recall. Writes up to k hits, nearest first, and their
+ * count to *n_hits. Tombstoned vectors are never returned.
+ */
+sv_status sv_collection_search(sv_collection *c, const float *query, uint32_t dim, uint32_t k,
+                               uint32_t search_list, sv_hit *hits, size_t *n_hits,
+                               sv_error *err);
+
+/* The stored vector of an id (dequantized for int8; normalised for cosine). */
+sv_status sv_collection_get(sv_collection *c, const char *id, float *out, uint32_t dim,
+                            sv_error *err);
+
+/* Delete n ids; unknown ids fail the whole call with SV_ERR_NOT_FOUND. */
+sv_status sv_collection_delete(sv_collection *c, const char *const *ids, size_t n,
+                               sv_error *err);
+
+uint64_t sv_collection_count(sv_collection *c); /* live vectors */
+
+/* Move the write buffer into the graph and free it. */
+sv_status sv_collection_flush(sv_collection *c, sv_error *err);
+
+/* Repair the neighbours of deleted nodes, recycle their slots, free their edges. */
+sv_status sv_collection_consolidate(sv_collection *c, sv_error *err);
+
+/* Check the graph: degrees <= R, no self-loops or duplicate edges, every edge
+ * to a used slot, every live indexed node reachable from the entry point. */
+sv_status sv_collection_validate(sv_collection *c, sv_error *err);
+
+/*
+ * Statistics. Counts are exact. The byte figures per part are the engine's
+ * own sum of the allocator's usable sizes (an estimate of the breakdown);
+ * the measurement of the whole is the arena the allocator hook is bound to.
+ */
+typedef struct sv_stats {
+    uint64_t live;            /* vectors visible to search */
+    uint64_t indexed;         /* live vectors in the graph */
+    uint64_t buffered;        /* live vectors in the write buffer */
+    uint64_t tombstones;      /* deleted, awaiting consolidation */
+    uint64_t slots;           /* slots in use (live + tombstones) */
+    uint64_t free_slots;      /* recycled slots awaiting reuse */
+    double avg_degree;        /* mean out-degree of indexed nodes */
+    double avg_edge_slots;    /* mean allocated edge slots per indexed node */
+    uint32_t max_degree;
+    uint64_t est_bytes_vectors; /* vector store (codes + per-vector params) */
+    uint64_t est_bytes_edges;   /* neighbour lists + their index */
+    uint64_t est_bytes_idmap;   /* id map (hash + slot->id + strings) */
+    uint64_t est_bytes_buffer;  /* write buffer */
+    uint64_t est_bytes_other;   /* slot states, quantizer, bookkeeping */
+} sv_stats;
+
+void sv_collection_stats(sv_collection *c, sv_stats *out);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,229 @@
+/* Vector store: chunked fixed-size records and their distances (see store.h). */
+#include "store.h"
+
+#include <string.h>
+
+#include "quantizer.h"
+
+#define STORE_CHUNK_BYTES (64u * 1024u)
+
+struct sv_store {
+    const sv_allocator *alloc;
+    sv_tally *tally;
+    const sv_kernels *k;
+    uint32_t dim;
+    sv_storage storage;
+    sv_metric metric;
+    size_t rec_size;      /* bytes per record */
+    uint32_t chunk_slots; /* records per chunk */
+    size_t chunk_bytes;   /* bytes asked per chunk */
+    uint8_t **chunks;     /* chunk table */
+    uint32_t n_chunks, chunks_cap;
+    float *mean;          /* int8: quantizer mean, NULL until trained */
+};
+
+sv_store *sv_store_create(const sv_allocator *a, sv_tally *t, uint32_t dim, sv_storage storage,
+                          sv_metric metric)
+{
+    sv_store *s = sv_mem_calloc(a, t, 1, sizeof *s);
+    if (!s)
+        return NULL;
+    s->alloc = a;
+    s->tally = t;
+    s->k = sv_kernels_best();
+    s->dim = dim;
+    s->storage = storage;
+    s->metric = metric;
+    s->rec_size = storage == SV_STORAGE_INT8 ? sv_quant_record_size(dim) : (size_t)dim * sizeof(float);
+    /* Fill the allocator's size class for a ~64 KiB chunk. */
+    size_t target = sv_good_size(a, STORE_CHUNK_BYTES);
+    s->chunk_slots = (uint32_t)(target / s->rec_size);
+    if (s->chunk_slots == 0)
+        s->chunk_slots = 1;
+    s->chunk_bytes = (size_t)s->chunk_slots * s->rec_size;
+    return s;
+}
+
+void sv_store_free(sv_store *s)
+{
+    if (!s)
+        return;
+    for (uint32_t i = 0; i < s->n_chunks; i++)
+        sv_mem_free(s->alloc, s->tally, s->chunks[i], s->chunk_bytes);
+    sv_mem_free(s->alloc, s->tally, s->chunks, s->chunks_cap * sizeof *s->chunks);
+    sv_mem_free(s->alloc, s->tally, s->mean, s->dim * sizeof(float));
+    sv_mem_free(s->alloc, s->tally, s, sizeof *s);
+}
+
+uint32_t sv_store_capacity(const sv_store *s)
+{
+    return s->n_chunks * s->chunk_slots;
+}
+
+sv_status sv_store_reserve(sv_store *s, uint32_t n_slots)
+{
+    uint32_t need = (uint32_t)(((uint64_t)n_slots + s->chunk_slots - 1) / s->chunk_slots);
+    if (need <= s->n_chunks)
+        return SV_OK;
+    if (need > s->chunks_cap) {
+        uint32_t cap = s->chunks_cap ? s->chunks_cap : 16;
+        while (cap < need)
+            cap *= 2;
+        uint8_t **t = sv_mem_realloc(s->alloc, s->tally, s->chunks,
+                                     s->chunks_cap * sizeof *s->chunks, cap * sizeof *s->chunks);
+        if (!t)
+            return SV_ERR_RESOURCE;
+        s->chunks = t;
+        s->chunks_cap = cap;
+    }
+    while (s->n_chunks < need) {
+        uint8_t *c = sv_mem_alloc(s->alloc, s->tally, s->chunk_bytes);
+        if (!c)
+            return SV_ERR_RESOURCE; /* chunks made so far stay: capacity only grew */
+        s->chunks[s->n_chunks++] = c;
+    }
+    return SV_OK;
+}
+
+sv_status sv_store_train(sv_store *s, const float *vectors, size_t n)
+{
+    if (s->storage != SV_STORAGE_INT8 || s->mean || n == 0)
+        return SV_OK;
+    float *mean = sv_mem_alloc(s->alloc, s->tally, s->dim * sizeof(float));
+    if (!mean)
+        return SV_ERR_RESOURCE;
+    sv_quant_train(vectors, n, s->dim, mean);
+    s->mean = mean;
+    return SV_OK;
+}
+
+int sv_store_trained(const sv_store *s)
+{
+    return s->storage != SV_STORAGE_INT8 || s->mean != NULL;
+}
+
+static inline uint8_t *record_at(const sv_store *s, uint32_t slot)
+{
+    return s->chunks[slot / s->chunk_slots] + (size_t)(slot % s->chunk_slots) * s->rec_size;
+}
+
+const uint8_t *sv_store_record(const sv_store *s, uint32_t slot)
+{
+    return record_at(s, slot);
+}
+
+size_t sv_store_record_size(const sv_store *s)
+{
+    return s->rec_size;
+}
+
+uint32_t sv_store_dim(const sv_store *s)
+{
+    return s->dim;
+}
+
+void sv_store_put(sv_store *s, uint32_t slot, const float *x)
+{
+    uint8_t *rec = record_at(s, slot);
+    if (s->storage == SV_STORAGE_INT8)
+        sv_quant_encode(s->mean, s->dim, x, rec);
+    else
+        memcpy(rec, x, s->rec_size);
+}
+
+void sv_store_get(const sv_store *s, uint32_t slot, float *out)
+{
+    const uint8_t *rec = record_at(s, slot);
+    if (s->storage == SV_STORAGE_INT8)
+        sv_quant_decode(s->mean, s->dim, rec, out);
+    else
+        memcpy(out, rec, s->rec_size);
+}
+
+void sv_store_prefetch(const sv_store *s, uint32_t slot)
+{
+    const uint8_t *rec = record_at(s, slot);
+    __builtin_prefetch(rec);
+    __builtin_prefetch(rec + 64);
+}
+
+sv_status sv_query_prepare(sv_query *q, const sv_store *s, const float *vec, int l2)
+{
+    memset(q, 0, sizeof *q);
+    q->store = s;
+    l2 = l2 || s->metric == SV_METRIC_L2; /* the metric itself is L2 */
+    q->l2 = l2;
+    q->vec = sv_mem_alloc(s->alloc, NULL, s->dim * sizeof(float));
+    if (!q->vec)
+        return SV_ERR_RESOURCE;
+    float sum = 0.0f;
+    if (s->storage == SV_STORAGE_INT8 && l2) {
+        for (uint32_t i = 0; i < s->dim; i++) {
+            q->vec[i] = vec[i] - s->mean[i];
+            sum += q->vec[i];
+        }
+        q->c0 = s->k->dot_f32(q->vec, q->vec, s->dim);
+    } else {
+        memcpy(q->vec, vec, s->dim * sizeof(float));
+        for (uint32_t i = 0; i < s->dim; i++)
+            sum += vec[i];
+        if (s->storage == SV_STORAGE_INT8)
+            q->c0 = s->k->dot_f32(q->vec, s->mean, s->dim);
+    }
+    q->sum = sum;
+    return SV_OK;
+}
+
+void sv_query_release(sv_query *q)
+{
+    if (q->vec)
+        sv_mem_free(q->store->alloc, NULL, q->vec, q->store->dim * sizeof(float));
+    q->vec = NULL;
+}
+
+float sv_query_distance(const sv_query *q, uint32_t slot)
+{
+    const sv_store *s = q->store;
+    const uint8_t *rec = record_at(s, slot);
+    if (s->storage == SV_STORAGE_F32) {
+        const float *x = (const float *)rec;
+        if (q->l2)
+            return s->k->l2sq_f32(q->vec, x, s->dim);
+        float dot = s->k->dot_f32(q->vec, x, s->dim);
+        return s->metric == SV_METRIC_COSINE ? 1.0f - dot : -dot;
+    }
+    sv_qrec_header h = sv_quant_header(rec);
+    float dot = s->k->dot_f32u8(q->vec, rec + SV_QREC_HEADER, s->dim);
+    float part = h.lo * q->sum + h.delta * dot;
+    if (q->l2) {
+        float d = q->c0 + h.norm - 2.0f * part;
+        return d > 0.0f ? d : 0.0f;
+    }
+    float ip = q->c0 + part;
+    return s->metric == SV_METRIC_COSINE ? 1.0f - ip : -ip;
+}
+
+float sv_store_l2_slots(const sv_store *s, uint32_t a, uint32_t b)
+{
+    const uint8_t *ra = record_at(s, a), *rb = record_at(s, b);
+    if (s->storage == SV_STORAGE_F32)
+        return s->k->l2sq_f32((const float *)ra, (const float *)rb, s->dim);
+    sv_qrec_header ha = sv_quant_header(ra), hb = sv_quant_header(rb);
+    uint32_t sa = 0, sb = 0;
+    uint32_t ab = s->k->dot_u8u8(ra + SV_QREC_HEADER, rb + SV_QREC_HEADER, s->dim, &sa, &sb);
+    double inner = (double)s->dim * ha.lo * hb.lo + (double)ha.lo * hb.delta * sb +
+                   (double)hb.lo * ha.delta * sa + (double)ha.delta * hb.delta * ab;
+    double d = (double)ha.norm + hb.norm - 2.0 * inner;
+    return d > 0.0 ? (float)d : 0.0f;
+}
+
+float sv_metric_distance_f32(const sv_kernels *k, sv_metric m, const float *a, const float *b,
+                             size_t n)
+{
+    switch (m) {
+    case SV_METRIC_L2: return k->l2sq_f32(a, b, n);
+    case SV_METRIC_IP: return -k->dot_f32(a, b, n);
+    case SV_METRIC_COSINE: return 1.0f - k->dot_f32(a, b, n);
+    }
+    return 0.0f;
+}

@@ -1,0 +1,816 @@
+/*
+ * slimvec-bench: measures one collection built from a base set and searched
+ * with a query set.
+ *
+ *   build:  add all base vectors (ids assigned) then one manual flush, timed;
+ *   memory: the collection's jemalloc arena (its true bytes) and the process
+ *           RSS, both as deltas over the build, per vector;
+ *   graph:  sv_collection_stats and sv_collection_validate;
+ *   search: for each search list size, single thread, recall@10 against the
+ *           exact ground truth, QPS and p50/p99 latency.
+ *
+ * Results go to stdout as a table and, with --json, to a JSON file that
+ * compare.py reads. Run with --help for the options.
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE /* sysconf, strtoull on all libcs */
+#endif
+
+#include <errno.h>
+#include <jemalloc/jemalloc.h>
+#include <math.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "arena.h"
+#include "datasets.h"
+#include "slimvec.h"
+
+#define BENCH_K 10               /* recall@10: hits asked for per query */
+#define BENCH_ADD_BATCH 10000    /* vectors per sv_collection_add call */
+#define BENCH_MAX_LISTS 64
+
+static const uint32_t DEFAULT_LISTS[] = {10, 16, 20, 32, 40, 50, 64, 80, 100, 128, 160, 200, 256};
+static const uint32_t QUICK_LISTS[] = {10, 20, 40, 80, 160};
+
+typedef struct options {
+    const char *base, *query, *gt, *gt_out, *dataset, *json, *data_dir;
+    ds_metric metric;
+    sv_storage storage;
+    bool has_R, has_L, has_alpha, has_seed;
+    uint32_t R, L, threads;
+    float alpha;
+    uint64_t seed;
+    uint32_t lists[BENCH_MAX_LISTS];
+    size_t n_lists;
+    bool quick;
+} options;
+
+/* One point of the recall/QPS curve. */
+typedef struct point {
+    uint32_t search_list;
+    double recall, qps, p50_us, p99_us;
+} point;
+
+/* Everything measured, for the table and the JSON. */
+typedef struct results {
+    size_t n, nq;
+    uint32_t dim;
+    double add_seconds, flush_seconds, build_seconds, insert_rate;
+    size_t arena_before, arena_after;
+    size_t active_before, active_after; /* arena pages in use, bytes */
+    size_t rss_before, rss_after_raw, rss_after;
+    double bpv_arena, bpv_arena_active, bpv_rss, bpv_rss_raw;
+    sv_stats stats;
+    bool validate_ok;
+    double validate_seconds;
+    char validate_message[320]; /* status name + sv_error.message */
+    point points[BENCH_MAX_LISTS];
+    size_t n_points;
+} results;
+
+static double now_seconds(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static void usage(FILE *out)
+{
+    fprintf(out,
+            "usage: slimvec-bench (--base B.fvecs --query Q.fvecs [--gt G.ivecs] | --dataset founding|fashion | --quick)\n"
+            "                     [--metric l2|ip|cosine] [--storage f32|int8]\n"
+            "                     [--R N] [--L N] [--alpha F] [--threads N] [--seed N]\n"
+            "                     [--search-lists 10,20,40,...] [--json OUT] [--data-dir DIR] [--gt-out G.ivecs]\n"
+            "\n"
+            "  --dataset NAME    built-in dataset, written to the cache directory (--data-dir,\n"
+            "                    else $SLIMVEC_BENCH_DATA, else ./bench-data) and reused\n"
+            "  --gt FILE         exact neighbours (.ivecs, >= %d per query); computed by brute\n"
+            "                    force when omitted (and saved to --gt-out if given)\n"
+            "  --metric          default l2; --storage default int8\n"
+            "  --R --L --alpha --seed   graph parameters (default: sv_params_default)\n"
+            "  --threads N       build threads, 0 = all cores (default 0); searches are single-thread\n"
+            "  --search-lists    search list sizes to sweep (values below k=%d are dropped)\n"
+            "  --quick           the founding set at default parameters with a short sweep\n",
+            BENCH_K, BENCH_K);
+}
+
+static int parse_u64(const char *opt, const char *s, uint64_t min, uint64_t max, uint64_t *out)
+{
+    char *end = NULL;
+    errno = 0;
+    if (s[0] == '-' || s[0] == '\0')
+        goto bad;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno != 0 || *end != '\0' || v < min || v > max)
+        goto bad;
+    *out = v;
+    return 0;
+bad:
+    fprintf(stderr, "slimvec-bench: %s: '%s' is not a whole number in %llu..%llu\n", opt, s,
+            (unsigned long long)min, (unsigned long long)max);
+    return -1;
+}
+
+static int parse_u32(const char *opt, const char *s, uint32_t min, uint32_t max, uint32_t *out)
+{
+    uint64_t v = 0;
+    if (parse_u64(opt, s, min, max, &v) != 0)
+        return -1;
+    *out = (uint32_t)v;
+    return 0;
+}
+
+/* "10,20,40" -> lists; values below k are dropped since the engine raises
+ * them to k anyway and they would duplicate the k point. */
+static int parse_lists(const char *s, options *o)
+{
+    char buf[1024];
+    if (strlen(s) >= sizeof buf) {
+        fprintf(stderr, "slimvec-bench: --search-lists: too long\n");
+        return -1;
+    }
+    strcpy(buf, s);
+    o->n_lists = 0;
+    for (char *save = NULL, *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+        uint32_t v = 0;
+        if (parse_u32("--search-lists", tok, 1, 1u << 20, &v) != 0)
+            return -1;
+        if (v < BENCH_K) {
+            fprintf(stderr, "slimvec-bench: note: search list %u < k=%d dropped\n", v, BENCH_K);
+            continue;
+        }
+        if (o->n_lists == BENCH_MAX_LISTS) {
+            fprintf(stderr, "slimvec-bench: --search-lists: at most %d values\n", BENCH_MAX_LISTS);
+            return -1;
+        }
+        o->lists[o->n_lists++] = v;
+    }
+    if (o->n_lists == 0) {
+        fprintf(stderr, "slimvec-bench: --search-lists: no value >= k=%d\n", BENCH_K);
+        return -1;
+    }
+    return 0;
+}
+
+/* Returns 0 to run, 1 to exit 0 (--help), -1 on a usage error. */
+static int parse_args(int argc, char **argv, options *o)
+{
+    memset(o, 0, sizeof *o);
+    o->metric = DS_METRIC_L2;
+    o->storage = SV_STORAGE_INT8;
+    bool lists_given = false;
+
+    for (int i = 1; i < argc; i++) {
+        const char *arg = argv[i];
+        if (strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0) {
+            usage(stdout);
+            return 1;
+        }
+        if (strcmp(arg, "--quick") == 0) {
+            o->quick = true;
+            continue;
+        }
+        /* Every other option takes a value. */
+        if (strncmp(arg, "--", 2) != 0 || i + 1 >= argc) {
+            fprintf(stderr, "slimvec-bench: %s: %s\n", arg,
+                    strncmp(arg, "--", 2) != 0 ? "unexpected argument" : "missing value");
+            return -1;
+        }
+        const char *v = argv[++i];
+        if (strcmp(arg, "--base") == 0)
+            o->base = v;
+        else if (strcmp(arg, "--query") == 0)
+            o->query = v;
+        else if (strcmp(arg, "--gt") == 0)
+            o->gt = v;
+        else if (strcmp(arg, "--gt-out") == 0)
+            o->gt_out = v;
+        else if (strcmp(arg, "--dataset") == 0)
+            o->dataset = v;
+        else if (strcmp(arg, "--json") == 0)
+            o->json = v;
+        else if (strcmp(arg, "--data-dir") == 0)
+            o->data_dir = v;
+        else if (strcmp(arg, "--metric") == 0) {
+            if (ds_metric_parse(v, &o->metric) != 0) {
+                fprintf(stderr, "slimvec-bench: --metric: '%s' is not l2, ip or cosine\n", v);
+                return -1;
+            }
+        } else if (strcmp(arg, "--storage") == 0) {
+            if (strcmp(v, "f32") == 0)
+                o->storage = SV_STORAGE_F32;
+            else if (strcmp(v, "int8") == 0)
+                o->storage = SV_STORAGE_INT8;
+            else {
+                fprintf(stderr, "slimvec-bench: --storage: '%s' is not f32 or int8\n", v);
+                return -1;
+            }
+        } else if (strcmp(arg, "--R") == 0) {
+            if (parse_u32(arg, v, 1, SV_R_MAX, &o->R) != 0)
+                return -1;
+            o->has_R = true;
+        } else if (strcmp(arg, "--L") == 0) {
+            if (parse_u32(arg, v, 1, 1u << 20, &o->L) != 0)
+                return -1;
+            o->has_L = true;
+        } else if (strcmp(arg, "--alpha") == 0) {
+            char *end = NULL;
+            errno = 0;
+            o->alpha = strtof(v, &end);
+            if (errno != 0 || end == v || *end != '\0' || !isfinite(o->alpha)) {
+                fprintf(stderr, "slimvec-bench: --alpha: '%s' is not a number\n", v);
+                return -1;
+            }
+            o->has_alpha = true;
+        } else if (strcmp(arg, "--threads") == 0) {
+            if (parse_u32(arg, v, 0, 1024, &o->threads) != 0)
+                return -1;
+        } else if (strcmp(arg, "--seed") == 0) {
+            if (parse_u64(arg, v, 0, UINT64_MAX, &o->seed) != 0)
+                return -1;
+            o->has_seed = true;
+        } else if (strcmp(arg, "--search-lists") == 0) {
+            if (parse_lists(v, o) != 0)
+                return -1;
+            lists_given = true;
+        } else {
+            fprintf(stderr, "slimvec-bench: unknown option %s (see --help)\n", arg);
+            return -1;
+        }
+    }
+
+    bool files = o->base || o->query || o->gt;
+    if (o->quick && !o->dataset && !files)
+        o->dataset = "founding";
+    if (o->dataset && files) {
+        fprintf(stderr, "slimvec-bench: give either --dataset or --base/--query[/--gt], not both\n");
+        return -1;
+    }
+    if (!o->dataset && (!o->base || !o->query)) {
+        fprintf(stderr, "slimvec-bench: need --base and --query, or --dataset (see --help)\n");
+        return -1;
+    }
+    if (!lists_given) {
+        const uint32_t *src = o->quick ? QUICK_LISTS : DEFAULT_LISTS;
+        size_t n = o->quick ? sizeof QUICK_LISTS / sizeof QUICK_LISTS[0]
+                            : sizeof DEFAULT_LISTS / sizeof DEFAULT_LISTS[0];
+        memcpy(o->lists, src, n * sizeof *src);
+        o->n_lists = n;
+    }
+    if (!o->data_dir)
+        o->data_dir = ds_default_cache_dir();
+    return 0;
+}
+
+/* Resident set size from /proc/self/statm (second field, in pages). */
+static size_t read_rss(void)
+{
+    FILE *f = fopen("/proc/self/statm", "r");
+    unsigned long long size = 0, resident = 0;
+    if (!f)
+        return 0;
+    if (fscanf(f, "%llu %llu", &size, &resident) != 2)
+        resident = 0;
+    fclose(f);
+    return (size_t)resident * (size_t)sysconf(_SC_PAGESIZE);
+}
+
+/* Returns the dirty pages of every jemalloc arena to the kernel. Blocks freed
+ * during the build (flush scratch, the emptied write buffer) would otherwise
+ * stay resident until jemalloc's decay timer runs, and the RSS delta would
+ * depend on how fast the machine is rather than on what the collection
+ * holds. Both figures (before and after the purge) are reported. */
+static void purge_all_arenas(void)
+{
+    char name[64];
+    snprintf(name, sizeof name, "arena.%u.purge", (unsigned)MALLCTL_ARENAS_ALL);
+    mallctl(name, NULL, NULL, NULL, 0);
+}
+
+/* Pages the collection's arena holds active (in-use slabs and large
+ * extents), in bytes: above the allocated bytes by the size-class rounding
+ * and the free regions of partly used slabs, i.e. the fragmentation that the
+ * RSS pays for and sv_arena_allocated does not show. */
+static size_t arena_active_bytes(sv_arena *arena)
+{
+    char name[96];
+    size_t pages = 0, len = sizeof pages;
+    uint64_t epoch = 1;
+    size_t elen = sizeof epoch;
+    mallctl("epoch", &epoch, &elen, &epoch, elen);
+    snprintf(name, sizeof name, "stats.arenas.%u.pactive", sv_arena_index(arena));
+    if (mallctl(name, &pages, &len, NULL, 0) != 0)
+        return 0;
+    return pages * (size_t)sysconf(_SC_PAGESIZE);
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* Nearest-rank percentile of a sorted array. */
+static double percentile(const double *sorted, size_t n, double p)
+{
+    size_t rank = (size_t)ceil(p * (double)n);
+    if (rank < 1)
+        rank = 1;
+    if (rank > n)
+        rank = n;
+    return sorted[rank - 1];
+}
+
+/* A hit id is the decimal of an assigned id, which for a fresh collection
+ * filled in order is the base row index. Returns -1 for anything else. */
+static int64_t hit_row(const char *id, size_t nb)
+{
+    char *end = NULL;
+    errno = 0;
+    if (id[0] < '0' || id[0] > '9')
+        return -1;
+    unsigned long long v = strtoull(id, &end, 10);
+    if (errno != 0 || *end != '\0' || v >= nb)
+        return -1;
+    return (int64_t)v;
+}
+
+/* Loads base, query and ground truth. The base array is read (so every page
+ * is touched) before the first RSS reading and freed only at exit, so it is
+ * outside the measured delta. */
+static int load_inputs(options *o, ds_files *files, ds_fmatrix *base, ds_fmatrix *query,
+                       ds_imatrix *gt)
+{
+    char err[DS_ERR_LEN];
+    int rc = -1;
+
+    if (o->dataset) {
+        if (ds_prepare_builtin(o->dataset, o->data_dir, o->metric, o->threads, files, stderr,
+                               err) != 0)
+            goto fail;
+        printf("dataset %s files:\n  base  %s\n  query %s\n  gt    %s\n", o->dataset, files->base,
+               files->query, files->gt);
+        o->base = files->base;
+        o->query = files->query;
+        o->gt = files->gt;
+    }
+    if (ds_read_fvecs(o->base, base, err) != 0 || ds_read_fvecs(o->query, query, err) != 0)
+        goto fail;
+    if (base->dim != query->dim) {
+        fprintf(stderr, "slimvec-bench: %s has dimension %u but %s has %u\n", o->base, base->dim,
+                o->query, query->dim);
+        goto cleanup;
+    }
+    if (base->dim > SV_DIM_MAX || base->rows < BENCH_K || query->rows == 0) {
+        fprintf(stderr, "slimvec-bench: need dim <= %d, >= %d base rows and >= 1 query (have %u, %zu, %zu)\n",
+                SV_DIM_MAX, BENCH_K, base->dim, base->rows, query->rows);
+        goto cleanup;
+    }
+
+    if (o->gt) {
+        if (ds_read_ivecs(o->gt, gt, err) != 0)
+            goto fail;
+        if (gt->rows != query->rows || gt->dim < BENCH_K) {
+            fprintf(stderr, "slimvec-bench: %s: %zu rows of %u ids; need %zu rows (one per query) of >= %d\n",
+                    o->gt, gt->rows, gt->dim, query->rows, BENCH_K);
+            goto cleanup;
+        }
+        for (size_t i = 0; i < gt->rows * gt->dim; i++) {
+            if (gt->data[i] < 0 || (size_t)gt->data[i] >= base->rows) {
+                fprintf(stderr, "slimvec-bench: %s: record %zu, id %d at offset %llu is not a row of %s (%zu rows)\n",
+                        o->gt, i / gt->dim, (int)gt->data[i],
+                        (unsigned long long)((i / gt->dim) * (4ull + 4ull * gt->dim) + 4ull +
+                                             4ull * (i % gt->dim)),
+                        o->base, base->rows);
+                goto cleanup;
+            }
+        }
+    } else {
+        uint32_t k = base->rows < DS_GT_K ? (uint32_t)base->rows : DS_GT_K;
+        gt->rows = query->rows;
+        gt->dim = k;
+        gt->data = malloc(sizeof *gt->data * query->rows * k);
+        if (!gt->data) {
+            fprintf(stderr, "slimvec-bench: out of memory for the ground truth\n");
+            goto cleanup;
+        }
+        printf("computing exact %s ground truth (%zu x %zu, top %u)...\n", ds_metric_name(o->metric),
+               query->rows, base->rows, k);
+        fflush(stdout);
+        double t0 = now_seconds();
+        if (ds_ground_truth(base->data, base->rows, query->data, query->rows, base->dim, o->metric,
+                            k, o->threads, gt->data, err) != 0)
+            goto fail;
+        printf("ground truth: %.1f s\n", now_seconds() - t0);
+        if (o->gt_out) {
+            if (ds_write_ivecs(o->gt_out, gt->data, gt->rows, gt->dim, err) != 0)
+                goto fail;
+            printf("ground truth written to %s\n", o->gt_out);
+            o->gt = o->gt_out;
+        }
+    }
+    rc = 0;
+    goto cleanup;
+
+fail:
+    fprintf(stderr, "slimvec-bench: %s\n", err);
+cleanup:
+    return rc;
+}
+
+/* Adds every base row (ids assigned) and flushes; fills build and memory
+ * figures. */
+static int build(sv_collection **out, const sv_params *params, sv_arena *arena,
+                 const ds_fmatrix *base, results *res)
+{
+    sv_error err = {0};
+    sv_collection *c = NULL;
+    int rc = -1;
+
+    /* Baselines after a purge, so that the before and after readings treat
+     * retained free pages the same way. The collection is created inside the
+     * measured span: its fixed overhead is part of its true cost. */
+    purge_all_arenas();
+    res->rss_before = read_rss();
+    res->arena_before = sv_arena_allocated(arena);
+    res->active_before = arena_active_bytes(arena);
+
+    double t0 = now_seconds();
+    if (sv_collection_create(params, &c, &err) != SV_OK) {
+        fprintf(stderr, "slimvec-bench: sv_collection_create: %s: %s\n", sv_status_name(err.code),
+                err.message);
+        goto cleanup;
+    }
+    for (size_t i = 0; i < base->rows; i += BENCH_ADD_BATCH) {
+        size_t n = base->rows - i < BENCH_ADD_BATCH ? base->rows - i : BENCH_ADD_BATCH;
+        if (sv_collection_add(c, base->data + i * base->dim, n, base->dim, NULL, NULL, &err) != SV_OK) {
+            fprintf(stderr, "slimvec-bench: sv_collection_add (rows %zu..%zu): %s: %s\n", i,
+                    i + n - 1, sv_status_name(err.code), err.message);
+            goto cleanup;
+        }
+    }
+    double t1 = now_seconds();
+    if (sv_collection_flush(c, &err) != SV_OK) {
+        fprintf(stderr, "slimvec-bench: sv_collection_flush: %s: %s\n", sv_status_name(err.code),
+                err.message);
+        goto cleanup;
+    }
+    double t2 = now_seconds();
+
+    res->add_seconds = t1 - t0;
+    res->flush_seconds = t2 - t1;
+    res->build_seconds = t2 - t0;
+    res->insert_rate = res->build_seconds > 0 ? (double)base->rows / res->build_seconds : 0.0;
+
+    res->arena_after = sv_arena_allocated(arena);
+    res->active_after = arena_active_bytes(arena);
+    res->rss_after_raw = read_rss();
+    purge_all_arenas();
+    res->rss_after = read_rss();
+    double n = (double)base->rows;
+    res->bpv_arena = ((double)res->arena_after - (double)res->arena_before) / n;
+    res->bpv_arena_active = ((double)res->active_after - (double)res->active_before) / n;
+    res->bpv_rss = ((double)res->rss_after - (double)res->rss_before) / n;
+    res->bpv_rss_raw = ((double)res->rss_after_raw - (double)res->rss_before) / n;
+
+    *out = c;
+    c = NULL;
+    rc = 0;
+
+cleanup:
+    sv_collection_free(c);
+    return rc;
+}
+
+/* Runs every query at one search list size: a warm-up pass, then a timed
+ * pass with a clock reading around each query. Recall is scored after the
+ * timed pass so that it costs no query time. */
+static int sweep_point(sv_collection *c, const ds_fmatrix *base, const ds_fmatrix *query,
+                       const ds_imatrix *gt, uint32_t search_list, double *lat,
+                       int64_t *found, point *pt)
+{
+    sv_error err = {0};
+    sv_hit hits[BENCH_K];
+    size_t n_hits = 0;
+
+    for (size_t q = 0; q < query->rows; q++) {
+        const float *qv = query->data + q * query->dim;
+        if (sv_collection_search(c, qv, query->dim, BENCH_K, search_list, hits, &n_hits, &err) !=
+            SV_OK)
+            goto search_failed;
+    }
+
+    /* QPS is queries over the summed per-query times, so the id parsing
+     * below is not charged to the engine. */
+    double total_us = 0.0;
+    for (size_t q = 0; q < query->rows; q++) {
+        const float *qv = query->data + q * query->dim;
+        struct timespec a, b;
+        clock_gettime(CLOCK_MONOTONIC, &a);
+        sv_status s =
+            sv_collection_search(c, qv, query->dim, BENCH_K, search_list, hits, &n_hits, &err);
+        clock_gettime(CLOCK_MONOTONIC, &b);
+        if (s != SV_OK)
+            goto search_failed;
+        lat[q] = (double)(b.tv_sec - a.tv_sec) * 1e6 + (double)(b.tv_nsec - a.tv_nsec) * 1e-3;
+        total_us += lat[q];
+        for (size_t j = 0; j < BENCH_K; j++)
+            found[q * BENCH_K + j] = -1;
+        for (size_t j = 0; j < n_hits && j < BENCH_K; j++) {
+            int64_t row = hit_row(hits[j].id, base->rows);
+            if (row < 0) {
+                fprintf(stderr, "slimvec-bench: query %zu: hit id '%s' is not a base row index 0..%zu\n",
+                        q, hits[j].id, base->rows - 1);
+                return -1;
+            }
+            found[q * BENCH_K + j] = row;
+        }
+    }
+
+    /* recall@10 = |result top 10 ∩ exact top 10| / 10, averaged; a row
+     * returned twice counts once. */
+    double sum = 0.0;
+    for (size_t q = 0; q < query->rows; q++) {
+        const int64_t *f = found + q * BENCH_K;
+        const int32_t *g = gt->data + q * gt->dim;
+        unsigned match = 0;
+        for (size_t j = 0; j < BENCH_K; j++) {
+            if (f[j] < 0)
+                continue;
+            bool dup = false;
+            for (size_t i = 0; i < j; i++)
+                dup = dup || f[i] == f[j];
+            if (dup)
+                continue;
+            for (size_t i = 0; i < BENCH_K; i++) {
+                if (g[i] == f[j]) {
+                    match++;
+                    break;
+                }
+            }
+        }
+        sum += (double)match / BENCH_K;
+    }
+
+    qsort(lat, query->rows, sizeof *lat, cmp_double);
+    pt->search_list = search_list;
+    pt->recall = sum / (double)query->rows;
+    pt->qps = total_us > 0 ? (double)query->rows * 1e6 / total_us : 0.0;
+    pt->p50_us = percentile(lat, query->rows, 0.50);
+    pt->p99_us = percentile(lat, query->rows, 0.99);
+    return 0;
+
+search_failed:
+    fprintf(stderr, "slimvec-bench: sv_collection_search (search list %u): %s: %s\n", search_list,
+            sv_status_name(err.code), err.message);
+    return -1;
+}
+
+static void print_breakdown(const results *r)
+{
+    const sv_stats *s = &r->stats;
+    double n = (double)r->n;
+    uint64_t est = s->est_bytes_vectors + s->est_bytes_edges + s->est_bytes_idmap +
+                   s->est_bytes_buffer + s->est_bytes_other;
+    printf("\ngraph: live %llu, indexed %llu, buffered %llu, avg degree %.2f, avg edge slots %.2f, max degree %u\n",
+           (unsigned long long)s->live, (unsigned long long)s->indexed,
+           (unsigned long long)s->buffered, s->avg_degree, s->avg_edge_slots, s->max_degree);
+    printf("memory per vector (engine's estimate by part):\n");
+    printf("  vectors %8.1f B\n  edges   %8.1f B\n  id map  %8.1f B\n  buffer  %8.1f B\n  other   %8.1f B\n",
+           (double)s->est_bytes_vectors / n, (double)s->est_bytes_edges / n,
+           (double)s->est_bytes_idmap / n, (double)s->est_bytes_buffer / n,
+           (double)s->est_bytes_other / n);
+    printf("  sum     %8.1f B   (arena measured: %.1f B)\n", (double)est / n, r->bpv_arena);
+}
+
+/* JSON string with the escapes JSON requires. */
+static void json_str(FILE *f, const char *s)
+{
+    if (!s) {
+        fputs("null", f);
+        return;
+    }
+    fputc('"', f);
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        if (*p == '"' || *p == '\\')
+            fprintf(f, "\\%c", *p);
+        else if (*p < 0x20)
+            fprintf(f, "\\u%04x", *p);
+        else
+            fputc(*p, f);
+    }
+    fputc('"', f);
+}
+
+/* JSON has no NaN or infinity. */
+static void json_num(FILE *f, double v)
+{
+    if (isfinite(v))
+        fprintf(f, "%.10g", v);
+    else
+        fputs("null", f);
+}
+
+static int write_json(const char *path, const options *o, const sv_params *p, const results *r)
+{
+    FILE *f = fopen(path, "w");
+    if (!f) {
+        fprintf(stderr, "slimvec-bench: %s: cannot create: %s\n", path, strerror(errno));
+        return -1;
+    }
+    const sv_stats *s = &r->stats;
+    fputs("{\n  \"engine\": \"slimvec\",\n  \"dataset\": ", f);
+    json_str(f, o->dataset);
+    fputs(",\n  \"files\": {\"base\": ", f);
+    json_str(f, o->base);
+    fputs(", \"query\": ", f);
+    json_str(f, o->query);
+    fputs(", \"gt\": ", f);
+    json_str(f, o->gt);
+    fprintf(f, "},\n  \"metric\": \"%s\",\n  \"storage\": \"%s\",\n", ds_metric_name(o->metric),
+            o->storage == SV_STORAGE_INT8 ? "int8" : "f32");
+    /* alpha is a float: %g keeps 1.2 from printing as 1.200000048. */
+    fprintf(f, "  \"R\": %u,\n  \"L\": %u,\n  \"alpha\": %g", p->R, p->L_build, (double)p->alpha);
+    fprintf(f, ",\n  \"seed\": %llu,\n  \"threads\": %u,\n  \"cores\": %ld,\n  \"k\": %d,\n",
+            (unsigned long long)p->seed, p->threads, sysconf(_SC_NPROCESSORS_ONLN), BENCH_K);
+    fprintf(f, "  \"n\": %zu,\n  \"dim\": %u,\n  \"n_queries\": %zu,\n", r->n, r->dim, r->nq);
+    fputs("  \"add_seconds\": ", f);
+    json_num(f, r->add_seconds);
+    fputs(",\n  \"flush_seconds\": ", f);
+    json_num(f, r->flush_seconds);
+    fputs(",\n  \"build_seconds\": ", f);
+    json_num(f, r->build_seconds);
+    fputs(",\n  \"insert_rate\": ", f);
+    json_num(f, r->insert_rate);
+    fprintf(f, ",\n  \"arena_bytes\": %lld,\n  \"rss_bytes_delta\": %lld,\n",
+            (long long)r->arena_after - (long long)r->arena_before,
+            (long long)r->rss_after - (long long)r->rss_before);
+    fputs("  \"bytes_per_vector_arena\": ", f);
+    json_num(f, r->bpv_arena);
+    fputs(",\n  \"bytes_per_vector_arena_active\": ", f);
+    json_num(f, r->bpv_arena_active);
+    fputs(",\n  \"bytes_per_vector_rss\": ", f);
+    json_num(f, r->bpv_rss);
+    fputs(",\n  \"bytes_per_vector_rss_unpurged\": ", f);
+    json_num(f, r->bpv_rss_raw);
+    fputs(",\n  \"avg_degree\": ", f);
+    json_num(f, s->avg_degree);
+    fputs(",\n  \"avg_edge_slots\": ", f);
+    json_num(f, s->avg_edge_slots);
+    fprintf(f, ",\n  \"max_degree\": %u,\n", s->max_degree);
+    fprintf(f,
+            "  \"est_bytes\": {\"vectors\": %llu, \"edges\": %llu, \"idmap\": %llu, \"buffer\": %llu, \"other\": %llu},\n",
+            (unsigned long long)s->est_bytes_vectors, (unsigned long long)s->est_bytes_edges,
+            (unsigned long long)s->est_bytes_idmap, (unsigned long long)s->est_bytes_buffer,
+            (unsigned long long)s->est_bytes_other);
+    fprintf(f, "  \"validate\": {\"ok\": %s, \"seconds\": ", r->validate_ok ? "true" : "false");
+    json_num(f, r->validate_seconds);
+    fputs(", \"message\": ", f);
+    json_str(f, r->validate_ok ? NULL : r->validate_message);
+    fputs("},\n  \"points\": [", f);
+    for (size_t i = 0; i < r->n_points; i++) {
+        const point *pt = &r->points[i];
+        fprintf(f, "%s\n    {\"search_list\": %u, \"recall_at_10\": ", i ? "," : "", pt->search_list);
+        json_num(f, pt->recall);
+        fputs(", \"qps\": ", f);
+        json_num(f, pt->qps);
+        fputs(", \"p50_us\": ", f);
+        json_num(f, pt->p50_us);
+        fputs(", \"p99_us\": ", f);
+        json_num(f, pt->p99_us);
+        fputc('}', f);
+    }
+    fputs("\n  ]\n}\n", f);
+    if (fclose(f) != 0) {
+        fprintf(stderr, "slimvec-bench: %s: write error: %s\n", path, strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    options o;
+    ds_files files;
+    ds_fmatrix base = {0}, query = {0};
+    ds_imatrix gt = {0};
+    sv_arena *arena = NULL;
+    sv_collection *c = NULL;
+    double *lat = NULL;
+    int64_t *found = NULL;
+    results *res = NULL;
+    int rc = 1;
+
+    int pa = parse_args(argc, argv, &o);
+    if (pa != 0) {
+        rc = pa > 0 ? 0 : 2;
+        goto cleanup;
+    }
+    res = calloc(1, sizeof *res);
+    if (!res) {
+        fprintf(stderr, "slimvec-bench: out of memory\n");
+        goto cleanup;
+    }
+    if (load_inputs(&o, &files, &base, &query, &gt) != 0)
+        goto cleanup;
+    res->n = base.rows;
+    res->nq = query.rows;
+    res->dim = base.dim;
+
+    arena = sv_arena_create();
+    if (!arena) {
+        fprintf(stderr, "slimvec-bench: cannot create a jemalloc arena\n");
+        goto cleanup;
+    }
+    sv_params params;
+    sv_params_default(&params, base.dim);
+    params.metric = o.metric == DS_METRIC_L2   ? SV_METRIC_L2
+                    : o.metric == DS_METRIC_IP ? SV_METRIC_IP
+                                               : SV_METRIC_COSINE;
+    params.storage = o.storage;
+    if (o.has_R)
+        params.R = o.R;
+    if (o.has_L)
+        params.L_build = o.L;
+    if (o.has_alpha)
+        params.alpha = o.alpha;
+    if (o.has_seed)
+        params.seed = o.seed;
+    params.threads = o.threads;
+    params.flush_threshold = 0; /* one manual flush: the build is add + flush */
+    params.allocator = sv_arena_allocator(arena);
+
+    printf("slimvec: n %zu, dim %u, queries %zu, metric %s, storage %s, R %u, L %u, alpha %.2f, threads %u%s\n",
+           base.rows, base.dim, query.rows, sv_metric_name(params.metric),
+           sv_storage_name(params.storage), params.R, params.L_build, params.alpha, params.threads,
+           params.threads == 0 ? " (all cores)" : "");
+    fflush(stdout);
+
+    if (build(&c, &params, arena, &base, res) != 0)
+        goto cleanup;
+    printf("build: %.2f s (add %.2f s + flush %.2f s), %.0f vectors/s\n", res->build_seconds,
+           res->add_seconds, res->flush_seconds, res->insert_rate);
+    printf("memory per vector: arena allocated %.1f B, arena active pages %.1f B, "
+           "RSS %.1f B (%.1f B before purging freed pages)\n",
+           res->bpv_arena, res->bpv_arena_active, res->bpv_rss, res->bpv_rss_raw);
+
+    sv_collection_stats(c, &res->stats);
+    print_breakdown(res);
+    if (res->stats.live != base.rows || res->stats.indexed != base.rows)
+        printf("WARNING: expected %zu live and indexed vectors\n", base.rows);
+
+    sv_error verr = {0};
+    double tv = now_seconds();
+    res->validate_ok = sv_collection_validate(c, &verr) == SV_OK;
+    res->validate_seconds = now_seconds() - tv;
+    if (res->validate_ok) {
+        printf("validate: ok (%.2f s)\n", res->validate_seconds);
+    } else {
+        snprintf(res->validate_message, sizeof res->validate_message, "%s: %s",
+                 sv_status_name(verr.code), verr.message);
+        printf("validate: FAILED: %s\n", res->validate_message);
+    }
+
+    lat = malloc(sizeof *lat * query.rows);
+    found = malloc(sizeof *found * query.rows * BENCH_K);
+    if (!lat || !found) {
+        fprintf(stderr, "slimvec-bench: out of memory\n");
+        goto cleanup;
+    }
+    printf("\nsearch (single thread, k=%d, %zu queries, warm-up pass first):\n", BENCH_K, query.rows);
+    printf("%12s %12s %12s %10s %10s\n", "search_list", "recall@10", "QPS", "p50 us", "p99 us");
+    for (size_t i = 0; i < o.n_lists; i++) {
+        point *pt = &res->points[res->n_points];
+        if (sweep_point(c, &base, &query, &gt, o.lists[i], lat, found, pt) != 0)
+            goto cleanup;
+        res->n_points++;
+        printf("%12u %12.4f %12.0f %10.1f %10.1f\n", pt->search_list, pt->recall, pt->qps,
+               pt->p50_us, pt->p99_us);
+        fflush(stdout);
+    }
+
+    if (o.json) {
+        if (write_json(o.json, &o, sv_collection_params(c), res) != 0)
+            goto cleanup;
+        printf("\nwrote %s\n", o.json);
+    }
+    rc = res->validate_ok ? 0 : 1;
+
+cleanup:
+    sv_collection_free(c);
+    sv_arena_free(arena);
+    ds_fmatrix_free(&base);
+    ds_fmatrix_free(&query);
+    ds_imatrix_free(&gt);
+    free(lat);
+    free(found);
+    free(res);
+    return rc;
+}
