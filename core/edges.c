@@ -23,6 +23,7 @@ struct sv_edges {
     pthread_mutex_t retired_lock; /* guards the retired list */
     retired *retired;
     size_t n_retired, retired_cap;
+    atomic_size_t retired_bytes;
 };
 
 static inline uint64_t pack(uint32_t *ids, uint32_t count, uint32_t cap)
@@ -155,6 +156,7 @@ static void retire(sv_edges *e, uint64_t w)
         e->retired_cap = cap;
     }
     e->retired[e->n_retired++] = (retired){word_ids(w), word_cap(w)};
+    atomic_fetch_add_explicit(&e->retired_bytes, word_cap(w) * sizeof(uint32_t), memory_order_relaxed);
     pthread_mutex_unlock(&e->retired_lock);
 }
 
@@ -234,9 +236,15 @@ void sv_edges_reclaim(sv_edges *e)
     for (size_t i = 0; i < e->n_retired; i++)
         free_block(e, e->retired[i].ids, e->retired[i].cap);
     e->n_retired = 0;
+    atomic_store_explicit(&e->retired_bytes, 0, memory_order_relaxed);
     /* The retired list itself is scratch of a flush: give it back too. */
     sv_mem_free(e->alloc, e->tally, e->retired, e->retired_cap * sizeof *e->retired);
     e->retired = NULL;
     e->retired_cap = 0;
     pthread_mutex_unlock(&e->retired_lock);
+}
+
+size_t sv_edges_retired_bytes(sv_edges *e)
+{
+    return atomic_load_explicit(&e->retired_bytes, memory_order_relaxed);
 }

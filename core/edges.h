@@ -59,5 +59,7 @@ void sv_edges_clear(sv_edges *e, uint32_t slot);
 
 /* Free retired blocks. Only with no reader holding a view. */
 void sv_edges_reclaim(sv_edges *e);
+/* Bytes of retired blocks waiting for a reclaim (a hint, not locked). */
+size_t sv_edges_retired_bytes(sv_edges *e);
 
 #endif

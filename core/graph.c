@@ -3,8 +3,8 @@
  *
  * Design choices:
  * - The beam is a sorted array (L is at most a few hundred, so insertion by
- *   memmove beats a heap) and the visited set an open-addressing hash of
- *   slots sized to the search, not an O(n) bitmap per thread.
+ *   memmove beats a heap); the visited set a bitmap cleared through the
+ *   list of bits it set (graph.h).
  * - Neighbours are filtered against the visited set first and their records
  *   prefetched before any distance is computed, so the memory loads of one
  *   expansion overlap.
@@ -26,32 +26,37 @@
 
 /* ---- scratch -------------------------------------------------------- */
 
-void sv_scratch_init(sv_scratch *s, const sv_allocator *a)
+void sv_scratch_init(sv_scratch *s, const sv_allocator *a, sv_tally *t)
 {
     memset(s, 0, sizeof *s);
     s->alloc = a;
+    s->tally = t;
 }
 
 void sv_scratch_release(sv_scratch *s)
 {
     const sv_allocator *a = s->alloc;
-    sv_mem_free(a, NULL, s->list, s->list_cap * sizeof *s->list);
-    sv_mem_free(a, NULL, s->visited, s->vis_cap * sizeof *s->visited);
-    sv_mem_free(a, NULL, s->pool, s->pool_cap * sizeof *s->pool);
-    sv_mem_free(a, NULL, s->occl, s->occl_cap * sizeof *s->occl);
-    sv_mem_free(a, NULL, s->tmp, s->tmp_dim * sizeof *s->tmp);
-    sv_scratch_init(s, a);
+    sv_tally *t = s->tally;
+    sv_mem_free(a, t, s->list, s->list_cap * sizeof *s->list);
+    sv_mem_free(a, t, s->bits, s->bits_words * sizeof *s->bits);
+    sv_mem_free(a, t, s->vlist, s->vlist_cap * sizeof *s->vlist);
+    sv_mem_free(a, t, s->pool, s->pool_cap * sizeof *s->pool);
+    sv_mem_free(a, t, s->occl, s->occl_cap * sizeof *s->occl);
+    sv_mem_free(a, t, s->tmp, s->tmp_dim * sizeof *s->tmp);
+    sv_mem_free(a, t, s->dists, s->dists_cap * sizeof *s->dists);
+    sv_scratch_init(s, a, t);
 }
 
 /* Grow an array of `elem`-byte items to hold at least `need` (contents kept). */
-static int grow(const sv_allocator *a, void **p, uint32_t *cap, uint32_t need, size_t elem)
+static int grow_t(const sv_allocator *a, sv_tally *tally, void **p, uint32_t *cap, uint32_t need,
+                  size_t elem)
 {
     if (need <= *cap)
         return 0;
     uint32_t c = *cap ? *cap : 64;
     while (c < need)
         c *= 2;
-    void *t = sv_mem_realloc(a, NULL, *p, (size_t)*cap * elem, (size_t)c * elem);
+    void *t = sv_mem_realloc(a, tally, *p, (size_t)*cap * elem, (size_t)c * elem);
     if (!t)
         return -1;
     *p = t;
@@ -59,12 +64,14 @@ static int grow(const sv_allocator *a, void **p, uint32_t *cap, uint32_t need, s
     return 0;
 }
 
+#define grow(s, p, cap, need, elem) grow_t((s)->alloc, (s)->tally, (void **)(p), (cap), (need), (elem))
+
 static float *scratch_vec(sv_scratch *s, uint32_t dim)
 {
     if (s->tmp_dim < dim) {
-        sv_mem_free(s->alloc, NULL, s->tmp, s->tmp_dim * sizeof *s->tmp);
+        sv_mem_free(s->alloc, s->tally, s->tmp, s->tmp_dim * sizeof *s->tmp);
         s->tmp_dim = 0;
-        s->tmp = sv_mem_alloc(s->alloc, NULL, (size_t)dim * sizeof *s->tmp);
+        s->tmp = sv_mem_alloc(s->alloc, s->tally, (size_t)dim * sizeof *s->tmp);
         if (s->tmp)
             s->tmp_dim = dim;
     }
@@ -73,8 +80,7 @@ static float *scratch_vec(sv_scratch *s, uint32_t dim)
 
 static int pool_push(sv_scratch *s, float dist, uint32_t slot)
 {
-    if (s->pool_n == s->pool_cap &&
-        grow(s->alloc, (void **)&s->pool, &s->pool_cap, s->pool_n + 1, sizeof *s->pool))
+    if (s->pool_n == s->pool_cap && grow(s, &s->pool, &s->pool_cap, s->pool_n + 1, sizeof *s->pool))
         return -1;
     s->pool[s->pool_n++] = (sv_cand){dist, slot, 0};
     return 0;
@@ -82,65 +88,37 @@ static int pool_push(sv_scratch *s, float dist, uint32_t slot)
 
 /* ---- visited set ----------------------------------------------------- */
 
-static inline uint32_t vis_hash(uint32_t slot, uint32_t mask)
+/* Empty the set and make it cover slots [0, n_slots). */
+static int visited_reset(sv_scratch *s, uint32_t n_slots)
 {
-    return (slot * 2654435769u) & mask; /* Fibonacci hashing: slots are dense */
-}
-
-static int visited_reset(sv_scratch *s, uint32_t expect)
-{
-    uint32_t need = 1024;
-    while (need < expect * 2)
-        need *= 2;
-    if (s->vis_cap < need) {
-        sv_mem_free(s->alloc, NULL, s->visited, s->vis_cap * sizeof *s->visited);
-        s->vis_cap = 0;
-        s->visited = sv_mem_alloc(s->alloc, NULL, need * sizeof *s->visited);
-        if (!s->visited)
-            return -1;
-        s->vis_cap = need;
-    }
-    memset(s->visited, 0xff, s->vis_cap * sizeof *s->visited);
+    for (uint32_t i = 0; i < s->vis_n; i++)
+        s->bits[s->vlist[i] >> 6] &= ~(UINT64_C(1) << (s->vlist[i] & 63));
     s->vis_n = 0;
+    uint32_t words = (n_slots + 63) / 64;
+    if (words > s->bits_words) {
+        uint32_t w = words + words / 4; /* room for growth between calls */
+        uint64_t *b = sv_mem_realloc(s->alloc, s->tally, s->bits, s->bits_words * sizeof *b,
+                                     (size_t)w * sizeof *b);
+        if (!b)
+            return -1;
+        memset(b + s->bits_words, 0, (size_t)(w - s->bits_words) * sizeof *b);
+        s->bits = b;
+        s->bits_words = w;
+    }
     return 0;
 }
 
-static void visited_insert_raw(uint32_t *tab, uint32_t mask, uint32_t slot)
-{
-    uint32_t h = vis_hash(slot, mask);
-    while (tab[h] != VISITED_EMPTY)
-        h = (h + 1) & mask;
-    tab[h] = slot;
-}
-
 /* 1 when slot was not in the set (and is now), 0 when it was, -1 on OOM. */
-static int visited_add(sv_scratch *s, uint32_t slot)
+static inline int visited_add(sv_scratch *s, uint32_t slot)
 {
-    uint32_t mask = s->vis_cap - 1;
-    uint32_t h = vis_hash(slot, mask);
-    for (;;) {
-        uint32_t v = s->visited[h];
-        if (v == slot)
-            return 0;
-        if (v == VISITED_EMPTY)
-            break;
-        h = (h + 1) & mask;
-    }
-    s->visited[h] = slot;
-    s->vis_n++;
-    if (s->vis_n * 2 > s->vis_cap) { /* keep the load under 1/2 */
-        uint32_t ncap = s->vis_cap * 2;
-        uint32_t *t = sv_mem_alloc(s->alloc, NULL, ncap * sizeof *t);
-        if (!t)
-            return -1;
-        memset(t, 0xff, ncap * sizeof *t);
-        for (uint32_t i = 0; i < s->vis_cap; i++)
-            if (s->visited[i] != VISITED_EMPTY)
-                visited_insert_raw(t, ncap - 1, s->visited[i]);
-        sv_mem_free(s->alloc, NULL, s->visited, s->vis_cap * sizeof *s->visited);
-        s->visited = t;
-        s->vis_cap = ncap;
-    }
+    uint64_t *w = &s->bits[slot >> 6];
+    uint64_t m = UINT64_C(1) << (slot & 63);
+    if (*w & m)
+        return 0;
+    if (s->vis_n == s->vlist_cap && grow(s, &s->vlist, &s->vlist_cap, s->vis_n + 1, sizeof *s->vlist))
+        return -1;
+    *w |= m;
+    s->vlist[s->vis_n++] = slot;
     return 1;
 }
 
@@ -221,8 +199,9 @@ sv_status sv_graph_search(sv_graph *g, const sv_query *q, uint32_t L, sv_scratch
         return SV_OK;
     if (L < 1)
         L = 1;
-    if (grow(s->alloc, (void **)&s->list, &s->list_cap, L + 1, sizeof *s->list) ||
-        visited_reset(s, L * 8))
+    if (grow(s, &s->list, &s->list_cap, L + 1, sizeof *s->list) ||
+        grow(s, &s->dists, &s->dists_cap, SV_R_MAX, sizeof *s->dists) ||
+        visited_reset(s, g->state_cap))
         return SV_ERR_RESOURCE;
 
     visited_add(s, entry);
@@ -243,14 +222,13 @@ sv_status sv_graph_search(sv_graph *g, const sv_query *q, uint32_t L, sv_scratch
             int r = visited_add(s, id);
             if (r < 0)
                 return SV_ERR_RESOURCE;
-            if (r) {
+            if (r)
                 todo[m++] = id;
-                sv_store_prefetch(g->store, id);
-            }
         }
         uint32_t first = cur + 1;
+        sv_query_distances(q, todo, m, s->dists);
         for (uint32_t i = 0; i < m; i++) {
-            float d = sv_query_distance(q, todo[i]);
+            float d = s->dists[i];
             if (s->n >= L && d >= s->list[s->n - 1].dist)
                 continue;
             uint32_t pos = beam_insert(s, L, (sv_cand){d, todo[i], 0});
@@ -287,7 +265,7 @@ static int robust_prune(sv_graph *g, uint32_t p, sv_cand *c, uint32_t n, uint32_
                         uint32_t *n_out, sv_scratch *s)
 {
     qsort(c, n, sizeof *c, cand_cmp);
-    if (grow(s->alloc, (void **)&s->occl, &s->occl_cap, n + 1, sizeof *s->occl))
+    if (grow(s, &s->occl, &s->occl_cap, n + 1, sizeof *s->occl))
         return -1;
     float *occl = s->occl;
     for (uint32_t i = 0; i < n; i++) {
@@ -297,6 +275,22 @@ static int robust_prune(sv_graph *g, uint32_t p, sv_cand *c, uint32_t n, uint32_
         occl[i] = skip ? FLT_MAX : 0.0f;
     }
     uint32_t cnt = 0;
+    if (!sv_store_build_is_l2(g->store)) {
+        /* Inner products are no metric (negative, unscaled): alpha means
+         * nothing. Keep t unless a chosen node is nearer to it than p is
+         * (the HNSW heuristic). */
+        for (uint32_t i = 0; i < n && cnt < g->R; i++) {
+            if (occl[i] > 0.0f)
+                continue;
+            out[cnt++] = c[i].slot;
+            for (uint32_t t = i + 1; t < n; t++)
+                if (occl[t] == 0.0f &&
+                    sv_store_build_distance(g->store, c[i].slot, c[t].slot) <= c[t].dist)
+                    occl[t] = FLT_MAX;
+        }
+        *n_out = cnt;
+        return 0;
+    }
     const float alpha = g->alpha;
     for (float cur = 1.0f; cur <= alpha * 1.0001f && cnt < g->R; cur *= 1.2f) {
         for (uint32_t i = 0; i < n && cnt < g->R; i++) {
@@ -307,8 +301,11 @@ static int robust_prune(sv_graph *g, uint32_t p, sv_cand *c, uint32_t n, uint32_
             for (uint32_t t = i + 1; t < n; t++) {
                 if (occl[t] > alpha)
                     continue;
-                float djk = sv_store_l2_slots(g->store, c[i].slot, c[t].slot);
-                float f = djk > 0.0f ? c[t].dist / djk : FLT_MAX;
+                float djk = sv_store_build_distance(g->store, c[i].slot, c[t].slot);
+                /* A copy of a chosen node occludes t, except when p is a
+                 * copy too (0/0): exact duplicates then link to each other
+                 * instead of all but one losing every in-edge. */
+                float f = djk > 0.0f ? c[t].dist / djk : (c[t].dist > 0.0f ? FLT_MAX : 1.0f);
                 if (f > occl[t])
                     occl[t] = f;
             }
@@ -330,9 +327,9 @@ static sv_status add_reverse(sv_graph *g, uint32_t j, uint32_t slot, sv_scratch 
     const uint32_t *ids = sv_edges_view(g->edges, j, &count);
     s->pool_n = 0;
     for (uint32_t i = 0; i < count; i++)
-        if (pool_push(s, sv_store_l2_slots(g->store, j, ids[i]), ids[i]))
+        if (pool_push(s, sv_store_build_distance(g->store, j, ids[i]), ids[i]))
             return SV_ERR_RESOURCE;
-    if (pool_push(s, sv_store_l2_slots(g->store, j, slot), slot))
+    if (pool_push(s, sv_store_build_distance(g->store, j, slot), slot))
         return SV_ERR_RESOURCE;
     uint32_t out[SV_R_MAX], n_out = 0;
     if (robust_prune(g, j, s->pool, s->pool_n, out, &n_out, s))
@@ -376,7 +373,7 @@ sv_status sv_graph_repair_node(sv_graph *g, uint32_t p, sv_scratch *s)
         any = sv_slot_is_tombstone(sv_graph_state(g, ids[i]));
     if (!any)
         return SV_OK;
-    if (visited_reset(s, count * g->R + 1))
+    if (visited_reset(s, g->state_cap))
         return SV_ERR_RESOURCE;
     s->pool_n = 0;
     visited_add(s, p);
@@ -384,7 +381,7 @@ sv_status sv_graph_repair_node(sv_graph *g, uint32_t p, sv_scratch *s)
         uint32_t v = ids[i];
         if (!sv_slot_is_tombstone(sv_graph_state(g, v))) {
             int r = visited_add(s, v);
-            if (r < 0 || (r && pool_push(s, sv_store_l2_slots(g->store, p, v), v)))
+            if (r < 0 || (r && pool_push(s, sv_store_build_distance(g->store, p, v), v)))
                 return SV_ERR_RESOURCE;
             continue;
         }
@@ -396,7 +393,7 @@ sv_status sv_graph_repair_node(sv_graph *g, uint32_t p, sv_scratch *s)
             if (sv_slot_is_tombstone(sv_graph_state(g, w)))
                 continue;
             int r = visited_add(s, w);
-            if (r < 0 || (r && pool_push(s, sv_store_l2_slots(g->store, p, w), w)))
+            if (r < 0 || (r && pool_push(s, sv_store_build_distance(g->store, p, w), w)))
                 return SV_ERR_RESOURCE;
         }
     }
@@ -421,7 +418,7 @@ int sv_graph_fix_entry(sv_graph *g, uint32_t n_slots, sv_scratch *s)
         for (uint32_t i = 0; i < n_slots; i++) {
             if (sv_graph_state(g, i) != SV_SLOT_INDEXED)
                 continue;
-            float d = sv_store_l2_slots(g->store, entry, i);
+            float d = sv_store_build_distance(g->store, entry, i);
             if (d < best_d) {
                 best_d = d;
                 best = i;
@@ -495,12 +492,23 @@ sv_status sv_graph_connect(sv_graph *g, uint32_t n_slots, sv_scratch *s, uint32_
             sv_query_release(&q);
             if (st != SV_OK)
                 break;
-            uint32_t v = SV_NO_SLOT;
-            for (uint32_t i = 0; i < s->n && v == SV_NO_SLOT; i++)
-                if (s->list[i].slot != u && sv_graph_state(g, s->list[i].slot) == SV_SLOT_INDEXED)
-                    v = s->list[i].slot;
+            /* Link from the nearest reached node with room; replace an
+             * edge only when all are full (replacing can cut off another
+             * node, which the next round repairs). */
+            uint32_t v = SV_NO_SLOT, full = SV_NO_SLOT;
+            for (uint32_t i = 0; i < s->n && v == SV_NO_SLOT; i++) {
+                uint32_t w = s->list[i].slot;
+                if (w == u || sv_graph_state(g, w) != SV_SLOT_INDEXED)
+                    continue;
+                uint32_t count = 0;
+                sv_edges_view(g->edges, w, &count);
+                if (count < g->R)
+                    v = w;
+                else if (full == SV_NO_SLOT)
+                    full = w;
+            }
             if (v == SV_NO_SLOT)
-                v = atomic_load(&g->entry);
+                v = full != SV_NO_SLOT ? full : atomic_load(&g->entry);
             sv_edges_lock(g->edges, v);
             int r = sv_edges_append(g->edges, v, u, g->R);
             if (r == 0) {

@@ -57,23 +57,30 @@ typedef struct sv_cand {
     uint32_t flag;
 } sv_cand;
 
-/* Per-search scratch, allocated through the collection's allocator without
- * a tally (it is transient). */
+/* Per-search scratch, allocated through the collection's allocator. The
+ * visited set is a bitmap over all slots plus the list of slots set, which
+ * clears it afterwards: a bit test per neighbour instead of a hash probe
+ * (the hash set took 22% of search time), and no O(n) clear per search. */
 typedef struct sv_scratch {
     const sv_allocator *alloc;
+    sv_tally *tally;      /* NULL for transient scratch */
     sv_cand *list;        /* the beam, sorted by distance */
     uint32_t n, list_cap;
-    uint32_t *visited;    /* open-addressing set of slots, UINT32_MAX empty */
-    uint32_t vis_n, vis_cap;
+    uint64_t *bits;       /* visited bitmap, all zero between uses */
+    uint32_t bits_words;
+    uint32_t *vlist;      /* slots whose bit is set */
+    uint32_t vis_n, vlist_cap;
     sv_cand *pool;        /* expanded nodes (inserts) or prune candidates */
     uint32_t pool_n, pool_cap;
     float *occl;          /* prune occlusion factors */
     uint32_t occl_cap;
     float *tmp;           /* a dim-float vector */
     uint32_t tmp_dim;
+    float *dists;         /* distances of one expansion */
+    uint32_t dists_cap;
 } sv_scratch;
 
-void sv_scratch_init(sv_scratch *s, const sv_allocator *a);
+void sv_scratch_init(sv_scratch *s, const sv_allocator *a, sv_tally *t);
 void sv_scratch_release(sv_scratch *s);
 
 sv_status sv_graph_init(sv_graph *g, const sv_allocator *a, sv_tally *t, sv_store *store,

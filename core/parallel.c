@@ -8,6 +8,7 @@ typedef struct job {
     size_t n, chunk;
     pthread_rwlock_t *rd;
     sv_parallel_fn fn;
+    sv_parallel_between_fn between;
     void *ctx;
     atomic_size_t next;   /* first item of the next chunk */
     atomic_int result;    /* first nonzero result, 0 while all is well */
@@ -39,6 +40,8 @@ static void run(job *j, unsigned id)
         }
         if (j->rd)
             pthread_rwlock_unlock(j->rd);
+        if (j->between)
+            j->between(j->ctx);
     }
 }
 
@@ -50,9 +53,9 @@ static void *worker_main(void *p)
 }
 
 int sv_parallel_for(unsigned threads, size_t n, size_t chunk, pthread_rwlock_t *rd,
-                    sv_parallel_fn fn, void *ctx)
+                    sv_parallel_fn fn, sv_parallel_between_fn between, void *ctx)
 {
-    job j = {.n = n, .chunk = chunk ? chunk : 1, .rd = rd, .fn = fn, .ctx = ctx};
+    job j = {.n = n, .chunk = chunk ? chunk : 1, .rd = rd, .fn = fn, .between = between, .ctx = ctx};
     atomic_init(&j.next, 0);
     atomic_init(&j.result, 0);
     if (threads < 1)

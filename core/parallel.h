@@ -16,8 +16,12 @@
  * early and is returned (the first one seen). */
 typedef int (*sv_parallel_fn)(void *ctx, size_t item, unsigned worker);
 
+/* Called between chunks, without the read lock (may be NULL): a place for
+ * work that needs the write lock, such as freeing retired blocks. */
+typedef void (*sv_parallel_between_fn)(void *ctx);
+
 int sv_parallel_for(unsigned threads, size_t n, size_t chunk, pthread_rwlock_t *rd,
-                    sv_parallel_fn fn, void *ctx);
+                    sv_parallel_fn fn, sv_parallel_between_fn between, void *ctx);
 
 /* Online CPUs (at least 1). */
 unsigned sv_cpu_count(void);

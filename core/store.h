@@ -7,8 +7,10 @@
  *
  * Distances. Search distances follow the metric: L2 squared distance, IP
  * -<q,x>, cosine 1 - <q,x> on unit vectors. The graph is built with squared
- * L2 whatever the metric (for cosine, L2 on unit vectors orders like cosine;
- * for IP it gives the prune a geometry), so the store has both.
+ * L2 for L2 and cosine (on unit vectors L2 orders like cosine and gives the
+ * prune a metric to scale by alpha) and with -<a,b> for IP: a graph built on
+ * L2 reached recall 0.77 for IP queries on the founding set where one built
+ * on IP reached 0.95.
  *
  * Not thread-safe by itself: records are written only for slots no reader
  * can reach yet; the chunk table only grows under the collection write lock.
@@ -48,8 +50,8 @@ size_t sv_store_record_size(const sv_store *s);
 uint32_t sv_store_dim(const sv_store *s);
 
 /*
- * A prepared query. `l2` selects the build distance (squared L2) instead of
- * the metric. Owns a dim-float buffer from the store's allocator; free with
+ * A prepared query. `build` selects the build distance instead of the
+ * metric's. Owns a dim-float buffer from the store's allocator; free with
  * sv_query_release.
  */
 typedef struct sv_query {
@@ -60,15 +62,18 @@ typedef struct sv_query {
     int l2;       /* 1: squared L2; 0: the metric's IP/cosine form */
 } sv_query;
 
-sv_status sv_query_prepare(sv_query *q, const sv_store *s, const float *vec, int l2);
+sv_status sv_query_prepare(sv_query *q, const sv_store *s, const float *vec, int build);
 void sv_query_release(sv_query *q);
 
 /* Distance from a prepared query to a slot's record. */
 float sv_query_distance(const sv_query *q, uint32_t slot);
-void sv_store_prefetch(const sv_store *s, uint32_t slot);
+/* Distances to n slots (prefetching them all first). */
+void sv_query_distances(const sv_query *q, const uint32_t *slots, uint32_t n, float *out);
 
-/* Squared L2 between two stored records (graph building). */
-float sv_store_l2_slots(const sv_store *s, uint32_t a, uint32_t b);
+/* 1 when the build distance is squared L2 (metric L2 or cosine), 0 for IP. */
+int sv_store_build_is_l2(const sv_store *s);
+/* The build distance between two stored records. */
+float sv_store_build_distance(const sv_store *s, uint32_t a, uint32_t b);
 
 /* The distance of the metric between two float vectors (buffer search). */
 float sv_metric_distance_f32(const sv_kernels *k, sv_metric m, const float *a, const float *b,

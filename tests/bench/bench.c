@@ -138,7 +138,8 @@ static int parse_lists(const char *s, options *o)
     }
     strcpy(buf, s);
     o->n_lists = 0;
-    for (char *save = NULL, *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+    char *save = NULL;
+    for (char *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
         uint32_t v = 0;
         if (parse_u32("--search-lists", tok, 1, 1u << 20, &v) != 0)
             return -1;
@@ -450,7 +451,8 @@ static int build(sv_collection **out, const sv_params *params, sv_arena *arena,
     }
     for (size_t i = 0; i < base->rows; i += BENCH_ADD_BATCH) {
         size_t n = base->rows - i < BENCH_ADD_BATCH ? base->rows - i : BENCH_ADD_BATCH;
-        if (sv_collection_add(c, base->data + i * base->dim, n, base->dim, NULL, NULL, &err) != SV_OK) {
+        const float *rows = base->data + i * base->dim;
+        if (sv_collection_add(c, rows, n, base->dim, NULL, NULL, &err) != SV_OK) {
             fprintf(stderr, "slimvec-bench: sv_collection_add (rows %zu..%zu): %s: %s\n", i,
                     i + n - 1, sv_status_name(err.code), err.message);
             goto cleanup;

@@ -79,6 +79,84 @@ def fmt_ratio(v):
     return "-" if v is None else f"{v:.2f}x"
 
 
+def compare_results(sv, hn):
+    """The comparison figures from the two engines' results."""
+    comparison = {
+        "bytes_per_vector": {
+            "slimvec_arena": sv["bytes_per_vector_arena"],
+            "slimvec_rss": sv["bytes_per_vector_rss"],
+            "hnswlib_rss": hn["bytes_per_vector_rss"],
+            "ratio_arena_vs_hnswlib_rss": ratio(sv["bytes_per_vector_arena"], hn["bytes_per_vector_rss"]),
+            "ratio_rss_vs_hnswlib_rss": ratio(sv["bytes_per_vector_rss"], hn["bytes_per_vector_rss"]),
+        },
+        "build_seconds": {
+            "slimvec": sv["build_seconds"],
+            "hnswlib": hn["build_seconds"],
+            "ratio": ratio(sv["build_seconds"], hn["build_seconds"]),
+        },
+        "qps_at_recall": [],
+    }
+    for target in TARGETS:
+        sq, s_how = qps_at_recall(sv["points"], target)
+        hq, h_how = qps_at_recall(hn["points"], target)
+        hb, hb_how = qps_at_recall([dict(p, qps=p["qps_batch"]) for p in hn["points"]], target)
+        comparison["qps_at_recall"].append({
+            "recall": target,
+            "slimvec_qps": sq, "slimvec_how": s_how,
+            "hnswlib_qps": hq, "hnswlib_how": h_how,
+            "hnswlib_qps_batch": hb, "hnswlib_batch_how": hb_how,
+            "ratio": ratio(sq, hq),
+            "ratio_vs_batch": ratio(sq, hb),
+            # A side that meets the target at its smallest search list has
+            # only a lower bound there, and so the ratio is no exact figure.
+            "ratio_exact": s_how == "interpolated" and h_how == "interpolated",
+        })
+    return comparison
+
+
+def print_report(sv, hn, comparison):
+    """The summary table, ratios and notes."""
+    label = sv["dataset"] or os.path.basename(sv["files"]["base"])
+    print("\n" + "=" * 78)
+    print(f"{label}: n {sv['n']}, dim {sv['dim']}, metric {sv['metric']}, build threads "
+          f"{sv['threads'] or sv['cores']}")
+    print(f"slimvec {sv['storage']} R={sv['R']} L={sv['L']} alpha={sv['alpha']}   vs   "
+          f"hnswlib f32 M={hn['M']} ef_construction={hn['ef_construction']}")
+    print("=" * 78)
+    b = comparison["bytes_per_vector"]
+    print(f"{'':28}{'slimvec':>14}{'hnswlib':>14}{'slimvec/hnswlib':>18}")
+    print(f"{'bytes/vector (arena)':28}{fmt(b['slimvec_arena']):>14}{fmt(b['hnswlib_rss']):>14}"
+          f"{fmt_ratio(b['ratio_arena_vs_hnswlib_rss']):>18}   (hnswlib: RSS)")
+    print(f"{'bytes/vector (RSS)':28}{fmt(b['slimvec_rss']):>14}{fmt(b['hnswlib_rss']):>14}"
+          f"{fmt_ratio(b['ratio_rss_vs_hnswlib_rss']):>18}")
+    bs = comparison["build_seconds"]
+    print(f"{'build seconds':28}{fmt(bs['slimvec'], 2):>14}{fmt(bs['hnswlib'], 2):>14}"
+          f"{fmt_ratio(bs['ratio']):>18}")
+    for q in comparison["qps_at_recall"]:
+        def cell(v, how):
+            if v is None:
+                return "not reached"
+            return (">=" if how == "at-first-point" else "") + fmt(v, 0)
+        print(f"{'QPS @ recall ' + format(q['recall'], '.2f'):28}{cell(q['slimvec_qps'], q['slimvec_how']):>14}"
+              f"{cell(q['hnswlib_qps'], q['hnswlib_how']):>14}"
+              f"{fmt_ratio(q['ratio']) + ('' if q['ratio_exact'] or q['ratio'] is None else '*'):>18}"
+              f"   (hnswlib batch {cell(q['hnswlib_qps_batch'], q['hnswlib_batch_how'])}: "
+              f"{fmt_ratio(q['ratio_vs_batch'])})")
+    print(f"{'max recall@10 in sweep':28}{max(p['recall_at_10'] for p in sv['points']):>14.4f}"
+          f"{max(p['recall_at_10'] for p in hn['points']):>14.4f}")
+    if any(not q["ratio_exact"] and q["ratio"] is not None for q in comparison["qps_at_recall"]):
+        print("  * a side meets this target at its smallest search list ('>='): its QPS is a lower "
+              "bound, so the ratio is only indicative; sweep lower search lists for an exact one")
+    if not sv["validate"]["ok"]:
+        print(f"\nWARNING: slimvec's graph FAILED validation: {sv['validate']['message']}")
+    print("\nnotes:")
+    print("  - " + AVX_NOTE)
+    print("  - " + CALL_NOTE)
+    print("  - QPS at a recall is interpolated linearly between the sweep points around it; "
+          "'>=' marks a target already met at the smallest search list.")
+
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     src = ap.add_argument_group("input: a built-in dataset, or files")
@@ -104,7 +182,16 @@ def main():
                     help="interpreter for hnswlib_bench.py (default %(default)s)")
     ap.add_argument("--data-dir", help="dataset cache (default $SLIMVEC_BENCH_DATA or ./bench-data)")
     ap.add_argument("--json", default="compare.json", help="combined output (default %(default)s)")
+    ap.add_argument("--report", metavar="COMBINED_JSON",
+                    help="only print the summary of an earlier run's combined JSON")
     args = ap.parse_args()
+
+    if args.report:
+        with open(args.report) as f:
+            combined = json.load(f)
+        sv, hn = combined["slimvec"], combined["hnswlib"]
+        print_report(sv, hn, compare_results(sv, hn))
+        return 0 if sv["validate"]["ok"] else 1
 
     if args.dataset and (args.base or args.query or args.gt):
         ap.error("give either --dataset or --base/--query[/--gt]")
@@ -163,74 +250,18 @@ def main():
         with open(hn_json) as f:
             hn = json.load(f)
 
-    comparison = {
-        "bytes_per_vector": {
-            "slimvec_arena": sv["bytes_per_vector_arena"],
-            "slimvec_rss": sv["bytes_per_vector_rss"],
-            "hnswlib_rss": hn["bytes_per_vector_rss"],
-            "ratio_arena_vs_hnswlib_rss": ratio(sv["bytes_per_vector_arena"], hn["bytes_per_vector_rss"]),
-            "ratio_rss_vs_hnswlib_rss": ratio(sv["bytes_per_vector_rss"], hn["bytes_per_vector_rss"]),
-        },
-        "build_seconds": {
-            "slimvec": sv["build_seconds"],
-            "hnswlib": hn["build_seconds"],
-            "ratio": ratio(sv["build_seconds"], hn["build_seconds"]),
-        },
-        "qps_at_recall": [],
-    }
-    for target in TARGETS:
-        sq, s_how = qps_at_recall(sv["points"], target)
-        hq, h_how = qps_at_recall(hn["points"], target)
-        hb, hb_how = qps_at_recall([dict(p, qps=p["qps_batch"]) for p in hn["points"]], target)
-        comparison["qps_at_recall"].append({
-            "recall": target,
-            "slimvec_qps": sq, "slimvec_how": s_how,
-            "hnswlib_qps": hq, "hnswlib_how": h_how,
-            "hnswlib_qps_batch": hb, "hnswlib_batch_how": hb_how,
-            "ratio": ratio(sq, hq),
-            "ratio_vs_batch": ratio(sq, hb),
-        })
-
-    label = sv["dataset"] or os.path.basename(sv["files"]["base"])
-    print("\n" + "=" * 78)
-    print(f"{label}: n {sv['n']}, dim {sv['dim']}, metric {sv['metric']}, build threads "
-          f"{args.threads or os.cpu_count()}")
-    print(f"slimvec {sv['storage']} R={sv['R']} L={sv['L']} alpha={sv['alpha']}   vs   "
-          f"hnswlib f32 M={hn['M']} ef_construction={hn['ef_construction']}")
-    print("=" * 78)
-    b = comparison["bytes_per_vector"]
-    print(f"{'':28}{'slimvec':>14}{'hnswlib':>14}{'slimvec/hnswlib':>18}")
-    print(f"{'bytes/vector (arena)':28}{fmt(b['slimvec_arena']):>14}{fmt(b['hnswlib_rss']):>14}"
-          f"{fmt_ratio(b['ratio_arena_vs_hnswlib_rss']):>18}   (hnswlib: RSS)")
-    print(f"{'bytes/vector (RSS)':28}{fmt(b['slimvec_rss']):>14}{fmt(b['hnswlib_rss']):>14}"
-          f"{fmt_ratio(b['ratio_rss_vs_hnswlib_rss']):>18}")
-    bs = comparison["build_seconds"]
-    print(f"{'build seconds':28}{fmt(bs['slimvec'], 2):>14}{fmt(bs['hnswlib'], 2):>14}"
-          f"{fmt_ratio(bs['ratio']):>18}")
-    for q in comparison["qps_at_recall"]:
-        def cell(v, how):
-            if v is None:
-                return "not reached"
-            return (">=" if how == "at-first-point" else "") + fmt(v, 0)
-        print(f"{'QPS @ recall ' + format(q['recall'], '.2f'):28}{cell(q['slimvec_qps'], q['slimvec_how']):>14}"
-              f"{cell(q['hnswlib_qps'], q['hnswlib_how']):>14}{fmt_ratio(q['ratio']):>18}"
-              f"   (hnswlib batch {cell(q['hnswlib_qps_batch'], q['hnswlib_batch_how'])}: "
-              f"{fmt_ratio(q['ratio_vs_batch'])})")
-    print(f"{'max recall@10 in sweep':28}{max(p['recall_at_10'] for p in sv['points']):>14.4f}"
-          f"{max(p['recall_at_10'] for p in hn['points']):>14.4f}")
-    print("\nnotes:")
-    print("  - " + AVX_NOTE)
-    print("  - " + CALL_NOTE)
-    print("  - QPS at a recall is interpolated linearly between the sweep points around it; "
-          "'>=' marks a target already met at the smallest search list.")
-
+    comparison = compare_results(sv, hn)
+    print_report(sv, hn, comparison)
     combined = {"slimvec": sv, "hnswlib": hn, "comparison": comparison,
                 "notes": [AVX_NOTE, CALL_NOTE]}
     with open(args.json, "w") as f:
         json.dump(combined, f, indent=2)
         f.write("\n")
     print(f"\nwrote {args.json}")
+    # A graph that fails its own validation makes the figures suspect: say
+    # so in the exit status too.
+    return 0 if sv["validate"]["ok"] else 1
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

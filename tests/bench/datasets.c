@@ -703,7 +703,8 @@ static int read_idx_images(const char *path, uint32_t count, float *out, char *e
         if (r != (int)want) {
             int zerr = 0;
             const char *zmsg = gzerror(g, &zerr);
-            unsigned long long at = 16ull + (unsigned long long)i0 * img + (r > 0 ? (unsigned)r : 0u);
+            unsigned long long at =
+                16ull + (unsigned long long)i0 * img + (r > 0 ? (unsigned)r : 0u);
             snprintf(err, DS_ERR_LEN,
                      "%s: decompressed offset %llu: %s (needed %u images of %zu bytes)", path, at,
                      zerr ? zmsg : "unexpected end of data", count, img);
@@ -870,7 +871,8 @@ int ds_prepare_builtin(const char *name, const char *cache_dir, ds_metric metric
         goto cleanup;
     }
     /* Ground truth from the files just checked, so it always matches them. */
-    if (ds_read_fvecs(files->base, &base, err) != 0 || ds_read_fvecs(files->query, &query, err) != 0)
+    if (ds_read_fvecs(files->base, &base, err) != 0 ||
+        ds_read_fvecs(files->query, &query, err) != 0)
         goto cleanup;
     if (base.rows != spec->nb || query.rows != spec->nq || base.dim != spec->dim ||
         query.dim != spec->dim) {

@@ -24,12 +24,11 @@ import os
 import sys
 import time
 
-import numpy as np
-
 try:
     import hnswlib
-except ImportError:
-    sys.exit("hnswlib_bench.py: cannot import hnswlib: install Debian's python3-hnswlib "
+    import numpy as np
+except ImportError as e:
+    sys.exit(f"hnswlib_bench.py: {e}: install Debian's python3-hnswlib and python3-numpy "
              "and run with /usr/bin/python3")
 
 K = 10
