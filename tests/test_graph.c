@@ -1,0 +1,203 @@
+/*
+ * The graph layer under the collection: the validator finds every kind of
+ * broken graph (so tests that call it can fail), and inserts keep degrees
+ * within R and lists sized to what they hold.
+ */
+#include <check.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "alloc.h"
+#include "edges.h"
+#include "graph.h"
+#include "store.h"
+#include "testutil.h"
+
+typedef struct fixture {
+    sv_tally tv, te, tg;
+    sv_store *store;
+    sv_edges *edges;
+    sv_graph g;
+    sv_scratch s;
+    uint32_t n;
+} fixture;
+
+static void build(fixture *f, uint32_t n, uint32_t dim, uint32_t R)
+{
+    memset(f, 0, sizeof *f);
+    const sv_allocator *a = sv_allocator_default();
+    f->store = sv_store_create(a, &f->tv, dim, SV_STORAGE_INT8, SV_METRIC_L2);
+    f->edges = sv_edges_create(a, &f->te);
+    ck_assert_ptr_nonnull(f->store);
+    ck_assert_ptr_nonnull(f->edges);
+    sv_graph_init(&f->g, a, &f->tg, f->store, f->edges, R, 2 * R, 1.2f);
+    sv_scratch_init(&f->s, a, NULL);
+    float *v = tu_gaussian(n, dim, 42);
+    ck_assert(sv_store_train(f->store, v, n) == SV_OK);
+    ck_assert(sv_store_reserve(f->store, n) == SV_OK);
+    ck_assert(sv_edges_reserve(f->edges, n) == SV_OK);
+    ck_assert(sv_graph_reserve(&f->g, n) == SV_OK);
+    for (uint32_t i = 0; i < n; i++) {
+        sv_store_put(f->store, i, v + (size_t)i * dim);
+        sv_graph_set_state(&f->g, i, SV_SLOT_INDEXED);
+    }
+    /* Mark all indexed first: the prune only links to indexed/buffered nodes. */
+    for (uint32_t i = 0; i < n; i++) {
+        sv_graph_set_entry_if_empty(&f->g, i);
+        ck_assert(sv_graph_insert(&f->g, i, v + (size_t)i * dim, &f->s) == SV_OK);
+    }
+    uint32_t linked = 0;
+    ck_assert(sv_graph_connect(&f->g, n, &f->s, &linked) == SV_OK);
+    f->n = n;
+    free(v);
+}
+
+static void teardown(fixture *f)
+{
+    sv_scratch_release(&f->s);
+    sv_graph_release(&f->g);
+    sv_edges_free(f->edges);
+    sv_store_free(f->store);
+    ck_assert_int_eq(sv_tally_get(&f->te), 0);
+    ck_assert_int_eq(sv_tally_get(&f->tv), 0);
+}
+
+static void expect_invalid(fixture *f, const char *needle)
+{
+    char msg[200] = "";
+    sv_status st = sv_graph_validate(&f->g, f->n, msg, sizeof msg);
+    ck_assert_msg(st == SV_ERR_INTERNAL, "validator missed: %s", needle);
+    ck_assert_msg(strstr(msg, needle) != NULL, "message '%s' lacks '%s'", msg, needle);
+}
+
+static void expect_valid(fixture *f)
+{
+    char msg[200] = "";
+    sv_status st = sv_graph_validate(&f->g, f->n, msg, sizeof msg);
+    ck_assert_msg(st == SV_OK, "validate: %s", msg);
+}
+
+/* Replace slot's list, keeping the old one to put back. */
+static uint32_t save(fixture *f, uint32_t slot, uint32_t *keep)
+{
+    uint32_t count = 0;
+    const uint32_t *ids = sv_edges_view(f->edges, slot, &count);
+    memcpy(keep, ids, count * sizeof *keep);
+    return count;
+}
+
+static void put(fixture *f, uint32_t slot, const uint32_t *ids, uint32_t n)
+{
+    sv_edges_lock(f->edges, slot);
+    ck_assert(sv_edges_set(f->edges, slot, ids, n) == SV_OK);
+    sv_edges_unlock(f->edges, slot);
+}
+
+START_TEST(test_validator_catches_breakage)
+{
+    fixture f;
+    build(&f, 600, 16, 12);
+    expect_valid(&f);
+    uint32_t keep[SV_R_MAX], bad[SV_R_MAX];
+    uint32_t n = save(&f, 7, keep);
+    ck_assert_uint_gt(n, 1);
+
+    memcpy(bad, keep, n * sizeof *bad);
+    bad[0] = 7;
+    put(&f, 7, bad, n);
+    expect_invalid(&f, "self-loop");
+
+    memcpy(bad, keep, n * sizeof *bad);
+    bad[1] = bad[0];
+    put(&f, 7, bad, n);
+    expect_invalid(&f, "duplicate edge");
+
+    for (uint32_t i = 0; i < 13; i++)
+        bad[i] = (7 + 1 + i) % f.n;
+    put(&f, 7, bad, 13);
+    expect_invalid(&f, "degree 13 > R=12");
+
+    memcpy(bad, keep, n * sizeof *bad);
+    bad[0] = f.n + 5;
+    put(&f, 7, bad, n);
+    expect_invalid(&f, "out of range");
+
+    put(&f, 7, keep, n);
+    sv_graph_set_state(&f.g, keep[0], SV_SLOT_FREE);
+    expect_invalid(&f, "in state 0");
+    sv_graph_set_state(&f.g, keep[0], SV_SLOT_INDEXED);
+    expect_valid(&f);
+
+    /* Cut every in-edge of one node: unreachable. */
+    uint32_t victim = 123;
+    for (uint32_t u = 0; u < f.n; u++) {
+        uint32_t c = 0;
+        const uint32_t *ids = sv_edges_view(f.edges, u, &c);
+        uint32_t out[SV_R_MAX], m = 0;
+        int had = 0;
+        for (uint32_t i = 0; i < c; i++) {
+            if (ids[i] == victim)
+                had = 1;
+            else
+                out[m++] = ids[i];
+        }
+        if (had)
+            put(&f, u, out, m);
+    }
+    if (atomic_load(&f.g.entry) == victim)
+        atomic_store(&f.g.entry, 0);
+    expect_invalid(&f, "not reachable");
+    /* The repair links it back. */
+    uint32_t linked = 0;
+    ck_assert(sv_graph_connect(&f.g, f.n, &f.s, &linked) == SV_OK);
+    ck_assert_uint_ge(linked, 1);
+    expect_valid(&f);
+    sv_edges_reclaim(f.edges);
+    teardown(&f);
+}
+END_TEST
+
+START_TEST(test_lists_sized_to_degree)
+{
+    fixture f;
+    build(&f, 1500, 24, 20);
+    expect_valid(&f);
+    uint64_t cap = 0, deg = 0;
+    for (uint32_t u = 0; u < f.n; u++) {
+        uint32_t c = 0;
+        sv_edges_view(f.edges, u, &c);
+        ck_assert_uint_le(c, 20);
+        ck_assert_uint_ge(sv_edges_capacity(f.edges, u), c);
+        deg += c;
+        cap += sv_edges_capacity(f.edges, u);
+    }
+    /* The default allocator reports no slack: capacity is exactly the degree. */
+    ck_assert_uint_eq(cap, deg);
+    sv_edges_reclaim(f.edges);
+    /* After reclaim the tally is the live lists plus the word chunks. */
+    long long expect = (long long)deg * 4 + (long long)((f.n + 8191) / 8192) * 8192 * 8;
+    ck_assert_int_ge(sv_tally_get(&f.te), expect);
+    ck_assert_int_lt(sv_tally_get(&f.te), expect + 16384);
+    teardown(&f);
+}
+END_TEST
+
+static Suite *suite(void)
+{
+    Suite *s = suite_create("graph");
+    TCase *tc = tcase_create("graph");
+    tcase_set_timeout(tc, 300);
+    tcase_add_test(tc, test_validator_catches_breakage);
+    tcase_add_test(tc, test_lists_sized_to_degree);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int main(void)
+{
+    SRunner *sr = srunner_create(suite());
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? 1 : 0;
+}
