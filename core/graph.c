@@ -292,7 +292,10 @@ static int robust_prune(sv_graph *g, uint32_t p, sv_cand *c, uint32_t n, uint32_
         return 0;
     }
     const float alpha = g->alpha;
-    for (float cur = 1.0f; cur <= alpha * 1.0001f && cnt < g->R; cur *= 1.2f) {
+    /* Two passes: first the plain relative-neighbourhood rule (alpha 1),
+     * then, if there is room left, alpha itself. */
+    for (int pass = 0; pass < (alpha > 1.0f ? 2 : 1) && cnt < g->R; pass++) {
+        float cur = pass == 0 ? 1.0f : alpha;
         for (uint32_t i = 0; i < n && cnt < g->R; i++) {
             if (occl[i] > cur)
                 continue;

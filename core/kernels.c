@@ -82,7 +82,12 @@ static void detect(void)
     __builtin_cpu_init();
 
     int avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#if defined(__clang__) && __clang_major__ < 16
+    /* clang 14 (Debian 12) does not know the name; fuzz builds use clang. */
+    int avxvnni = 0;
+#else
     int avxvnni = avx2 && __builtin_cpu_supports("avxvnni");
+#endif
     /* Every AVX-512 CPU also has AVX2 and FMA; requiring them costs nothing
      * and keeps any VEX code the compiler emits in those files legal. */
     int avx512 = avx2 && __builtin_cpu_supports("avx512f") &&

@@ -1,0 +1,67 @@
+#!/bin/sh
+# One entry point for a fresh Debian 12 machine (run as root, or with sudo
+# available): installs what is missing, builds, and runs.
+#
+#   deploy/setup.sh install   Debian packages for build, tests and benchmarks
+#   deploy/setup.sh build     install + Release build in ./build
+#   deploy/setup.sh test      build + every test: ctest, then the tests again
+#                             under ASan+UBSan and the concurrent tests under TSan
+#   deploy/setup.sh run       build + the benchmark's quick set (founding data)
+#
+# Idempotent: packages already present are not touched, builds are incremental.
+set -eu
+
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+JOBS=$(nproc 2>/dev/null || echo 2)
+
+PACKAGES="build-essential cmake pkg-config libjemalloc-dev check zlib1g-dev \
+python3 python3-numpy python3-hnswlib dataset-fashion-mnist"
+
+install() {
+    missing=""
+    for p in $PACKAGES; do
+        if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed"; then
+            missing="$missing $p"
+        fi
+    done
+    [ -z "$missing" ] && return 0
+    echo "setup: installing$missing"
+    SUDO=""
+    [ "$(id -u)" -ne 0 ] && SUDO=sudo
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends $missing
+}
+
+# build DIR [cmake options...]
+build() {
+    dir=$1
+    shift
+    cmake -S "$ROOT" -B "$dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo "$@" >/dev/null
+    cmake --build "$dir" -j "$JOBS"
+}
+
+run_tests() {
+    build "$ROOT/build"
+    (cd "$ROOT/build" && ctest --output-on-failure -j "$JOBS")
+    echo "setup: tests again under ASan+UBSan"
+    build "$ROOT/build-asan" -DSV_ASAN=ON
+    (cd "$ROOT/build-asan" && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
+        ctest --output-on-failure -j "$JOBS")
+    echo "setup: concurrent tests under TSan"
+    build "$ROOT/build-tsan" -DSV_TSAN=ON
+    (cd "$ROOT/build-tsan" && TSAN_OPTIONS=halt_on_error=1 \
+        ctest --output-on-failure -R 'test_concurrency|test_kernels|test_collection')
+}
+
+cmd=${1:-}
+case "$cmd" in
+install) install ;;
+build) install && build "$ROOT/build" ;;
+test) install && run_tests ;;
+run) install && build "$ROOT/build" && "$ROOT/build/tests/bench/slimvec-bench" --quick ;;
+*)
+    echo "usage: deploy/setup.sh install|build|test|run" >&2
+    exit 2
+    ;;
+esac
