@@ -26,13 +26,14 @@ void sv_quant_encode(const float *mean, uint32_t dim, const float *x, uint8_t *r
             hi = r;
     }
     float delta = (hi - lo) / 255.0f;
-    /* A constant vector (delta 0) is all lo; codes 0. */
-    float inv = delta > 0.0f ? 1.0f / delta : 0.0f;
+    /* A constant vector (delta 0) is all lo; codes 0. The reciprocal is a
+     * double: for ranges below ~1e-38 a float one overflows to infinity. */
+    double inv = delta > 0.0f ? 1.0 / (double)delta : 0.0;
     double norm = 0.0;
     for (uint32_t i = 0; i < dim; i++) {
-        float t = (x[i] - mean[i] - lo) * inv;
+        double t = (double)(x[i] - mean[i] - lo) * inv;
         /* Clamp before converting: out-of-range float to int is undefined. */
-        long v = lrintf(t < 0.0f ? 0.0f : (t > 255.0f ? 255.0f : t));
+        long v = lrint(t < 0.0 ? 0.0 : (t > 255.0 ? 255.0 : t));
         codes[i] = (uint8_t)v;
         double rec = (double)lo + (double)delta * (double)v;
         norm += rec * rec;
