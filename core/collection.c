@@ -102,7 +102,7 @@ void sv_params_default(sv_params *p, uint32_t dim)
     p->storage = SV_STORAGE_INT8;
     p->R = 32;
     p->L_build = 64;
-    p->alpha = 1.2f;
+    p->alpha = 1.0f;
     p->seed = 1;
     p->threads = 0;
     p->flush_threshold = 8192;

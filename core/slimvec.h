@@ -91,7 +91,7 @@ typedef struct sv_params {
     const sv_allocator *allocator; /* NULL = sv_allocator_default() */
 } sv_params;
 
-/* Defaults: L2, int8, R=32, L_build=64, alpha=1.2, seed=1, all cores,
+/* Defaults: L2, int8, R=32, L_build=64, alpha=1.0, seed=1, all cores,
  * flush at 8192 buffered vectors. */
 void sv_params_default(sv_params *p, uint32_t dim);
 

@@ -17,8 +17,9 @@ truth (.ivecs, the exact top-k of the float vectors). Schemes:
      delta) and the distance taken between the two reconstructions
   f  d with 4 bits (16 levels), asymmetric, for reference
 
-All encode in float32 the way core/quantizer.c does (codes round half to
-even, clamped; reconstruction mu + lo + delta * c). Under cosine the base and
+All encode the way core/quantizer.c does (float32 residuals and ranges, the
+scaled value in double, codes rounded half to even and clamped;
+reconstruction mu + lo + delta * c in float32). Under cosine the base and
 the queries are first normalised as the engine does (double norm, float
 scale) and ranked by dot product; under ip by dot product; under l2 by
 squared distance. Also reported: the mean relative reconstruction error
@@ -138,12 +139,14 @@ def lvq(x, mu, levels):
     lo = r.min(axis=1, keepdims=True)
     hi = r.max(axis=1, keepdims=True)
     delta = (hi - lo) / np.float32(levels)
-    with np.errstate(divide="ignore"):
-        inv = np.where(delta > 0, np.float32(1.0) / delta, np.float32(0.0)).astype(np.float32)
+    # The reciprocal and the scaled value in double, as the encoder does.
+    d64 = delta.astype(np.float64)
+    inv = np.divide(1.0, d64, out=np.zeros_like(d64), where=d64 > 0)
     r -= lo
-    r *= inv
-    np.clip(r, 0.0, float(levels), out=r)
-    np.rint(r, out=r)                       # codes (lrintf: round half to even)
+    t = r * inv
+    np.clip(t, 0.0, float(levels), out=t)
+    np.rint(t, out=t)                       # codes (lrint: round half to even)
+    r[...] = t
     r *= delta
     if mu is not None:
         r += mu + lo
@@ -229,6 +232,15 @@ def scores64(metric, qw, xw):
     return -dots
 
 
+def row_norms(x):
+    """|row| of a float32 array, in double, a block of rows at a time."""
+    out = np.empty(len(x), dtype=np.float64)
+    for a in range(0, len(x), RBLOCK):
+        b = x[a:a + RBLOCK].astype(np.float64)
+        out[a:a + RBLOCK] = np.sqrt(np.einsum("ij,ij->i", b, b))
+    return out
+
+
 def brute_force(metric, qw, recon_w, k=K):
     """Exact top k (ids, lower-is-better scores) of queries qw over all rows:
     float32 shortlist, re-ranked in double."""
@@ -253,7 +265,8 @@ def check_gt(metric, base_w, qw, gt, rng):
     kk = gt.shape[1]
     bad = 0
     for i in picks:
-        s = scores64(metric, qw[i:i + 1], base_w)[0]
+        s = np.concatenate([scores64(metric, qw[i:i + 1], base_w[a:a + RBLOCK])[0]
+                            for a in range(0, len(base_w), RBLOCK)])
         kth = np.partition(s, kk - 1)[kk - 1]
         worst = s[gt[i]].max()
         if worst > kth + 1e-6 * (abs(kth) + 1e-30) + 1e-9:
@@ -261,7 +274,7 @@ def check_gt(metric, base_w, qw, gt, rng):
     return bad, len(picks)
 
 
-def study_scheme(scheme, args, base, base_w, queries, qw_float, gt, space, mu):
+def study_scheme(scheme, args, base, base_w, queries, qw_float, gt, space, mu, max_far):
     """recall@10, errors and brute-force count of one scheme."""
     metric = "l2" if args.metric == "l2" else "ip"
     t0 = time.process_time()
@@ -308,8 +321,6 @@ def study_scheme(scheme, args, base, base_w, queries, qw_float, gt, space, mu):
         order = np.argsort(err)
         extra = np.sort(order[n - n_extra:]) if n_extra else np.empty(0, dtype=np.int64)
         t = float(err[order[n - n_extra - 1]]) if n_extra < n else 0.0
-        max_far = float(np.sqrt(np.einsum("ij,ij->i", base_w.astype(np.float64),
-                                          base_w.astype(np.float64)).max()))
         found = np.empty((nq, K), dtype=np.int64)
         need = []
         for a in range(0, nq, QBLOCK):
@@ -456,6 +467,7 @@ def main():
     space = Space(metric, base)
     base_w = base - space.shift
     qw_float = space.query(queries)
+    max_far = float(row_norms(base_w).max())   # bounds |x - shift| in the ip bound of e
     if not args.full:
         bad, checked = check_gt(metric, base_w, qw_float, gt, np.random.default_rng(args.seed))
         if bad:
@@ -471,7 +483,7 @@ def main():
         "results": [],
     }
     for s in schemes:
-        r = study_scheme(s, args, base, base_w, queries, qw_float, gt, space, mu)
+        r = study_scheme(s, args, base, base_w, queries, qw_float, gt, space, mu, max_far)
         res["results"].append(r)
         print(f"  {s}: recall@10 {r['recall_at_10']:.4f}  ({r['cpu_seconds']:.1f} s cpu)",
               file=sys.stderr, flush=True)
