@@ -444,22 +444,16 @@ int sv_graph_fix_entry(sv_graph *g, uint32_t n_slots, sv_scratch *s)
     return best != SV_NO_SLOT;
 }
 
-/* Breadth-first reach from the entry over indexed and deleted nodes. */
-static uint8_t *reach(sv_graph *g, uint32_t n_slots)
+/* Mark everything reachable from `start` that is not marked yet (BFS;
+ * queue holds n_slots entries). */
+static void mark_from(const sv_graph *g, uint8_t *seen, uint32_t *queue, uint32_t start,
+                      uint32_t n_slots)
 {
-    uint8_t *seen = sv_mem_calloc(g->alloc, NULL, n_slots ? n_slots : 1, 1);
-    uint32_t *queue = sv_mem_alloc(g->alloc, NULL, ((size_t)n_slots + 1) * sizeof *queue);
-    if (!seen || !queue) {
-        sv_mem_free(g->alloc, NULL, seen, n_slots ? n_slots : 1);
-        sv_mem_free(g->alloc, NULL, queue, ((size_t)n_slots + 1) * sizeof *queue);
-        return NULL;
-    }
-    uint32_t entry = atomic_load(&g->entry);
+    if (start >= n_slots || seen[start])
+        return;
     size_t head = 0, tail = 0;
-    if (entry != SV_NO_SLOT && entry < n_slots) {
-        seen[entry] = 1;
-        queue[tail++] = entry;
-    }
+    seen[start] = 1;
+    queue[tail++] = start;
     while (head < tail) {
         uint32_t u = queue[head++];
         uint32_t count = 0;
@@ -472,7 +466,27 @@ static uint8_t *reach(sv_graph *g, uint32_t n_slots)
             }
         }
     }
-    sv_mem_free(g->alloc, NULL, queue, ((size_t)n_slots + 1) * sizeof *queue);
+}
+
+/* The nodes reachable from the entry (caller frees seen, n_slots bytes);
+ * *queue_out, when not NULL, receives the BFS queue for reuse. */
+static uint8_t *reach(sv_graph *g, uint32_t n_slots, uint32_t **queue_out)
+{
+    size_t seen_bytes = n_slots ? n_slots : 1;
+    uint8_t *seen = sv_mem_calloc(g->alloc, NULL, seen_bytes, 1);
+    uint32_t *queue = sv_mem_alloc(g->alloc, NULL, ((size_t)n_slots + 1) * sizeof *queue);
+    if (!seen || !queue) {
+        sv_mem_free(g->alloc, NULL, seen, seen_bytes);
+        sv_mem_free(g->alloc, NULL, queue, ((size_t)n_slots + 1) * sizeof *queue);
+        return NULL;
+    }
+    uint32_t entry = atomic_load(&g->entry);
+    if (entry != SV_NO_SLOT)
+        mark_from(g, seen, queue, entry, n_slots);
+    if (queue_out)
+        *queue_out = queue;
+    else
+        sv_mem_free(g->alloc, NULL, queue, ((size_t)n_slots + 1) * sizeof *queue);
     return seen;
 }
 
@@ -481,7 +495,8 @@ sv_status sv_graph_connect(sv_graph *g, uint32_t n_slots, sv_scratch *s, uint32_
     *linked = 0;
     sv_status st = SV_OK;
     for (int round = 0; round < 16; round++) {
-        uint8_t *seen = reach(g, n_slots);
+        uint32_t *queue = NULL;
+        uint8_t *seen = reach(g, n_slots, &queue);
         if (!seen)
             return SV_ERR_RESOURCE;
         uint32_t fixed = 0;
@@ -537,10 +552,14 @@ sv_status sv_graph_connect(sv_graph *g, uint32_t n_slots, sv_scratch *s, uint32_
                 st = SV_ERR_RESOURCE;
             }
             sv_edges_unlock(g->edges, v);
-            seen[u] = 1;
+            /* Whatever u leads to is reached now too: linking those again
+             * would waste edges, and could duplicate one (v -> w when w is
+             * already u's neighbour and u is v's). */
+            mark_from(g, seen, queue, u, n_slots);
             fixed++;
         }
         sv_mem_free(g->alloc, NULL, seen, n_slots ? n_slots : 1);
+        sv_mem_free(g->alloc, NULL, queue, ((size_t)n_slots + 1) * sizeof *queue);
         *linked += fixed;
         if (st != SV_OK || fixed == 0)
             break;
@@ -598,7 +617,7 @@ sv_status sv_graph_validate(sv_graph *g, uint32_t n_slots, char *msg, size_t cap
         snprintf(msg, cap, "%llu indexed nodes but no entry point", (unsigned long long)indexed);
         return SV_ERR_INTERNAL;
     }
-    uint8_t *seen = reach(g, n_slots);
+    uint8_t *seen = reach(g, n_slots, NULL);
     if (!seen) {
         snprintf(msg, cap, "out of memory while checking reachability");
         return SV_ERR_RESOURCE;

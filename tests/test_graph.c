@@ -182,6 +182,49 @@ START_TEST(test_lists_sized_to_degree)
 }
 END_TEST
 
+/* Drop every edge into any of the given nodes. */
+static void cut_in_edges(fixture *f, const uint32_t *victims, uint32_t nv)
+{
+    for (uint32_t u = 0; u < f->n; u++) {
+        uint32_t c = 0;
+        const uint32_t *ids = sv_edges_view(f->edges, u, &c);
+        uint32_t out[SV_R_MAX], m = 0;
+        for (uint32_t i = 0; i < c; i++) {
+            int hit = 0;
+            for (uint32_t k = 0; k < nv; k++)
+                hit |= ids[i] == victims[k];
+            if (!hit)
+                out[m++] = ids[i];
+        }
+        if (m != c)
+            put(f, u, out, m);
+    }
+}
+
+/* Two cut-off nodes where b is only reachable through a: linking a must
+ * reach b too, with one new edge and no duplicate. */
+START_TEST(test_connect_links_once)
+{
+    fixture f;
+    build(&f, 800, 16, 12);
+    uint32_t v[2] = {200, 300};
+    if (atomic_load(&f.g.entry) == v[0] || atomic_load(&f.g.entry) == v[1])
+        atomic_store(&f.g.entry, 0);
+    cut_in_edges(&f, v, 2);
+    uint32_t keep[SV_R_MAX];
+    uint32_t n = save(&f, v[0], keep);
+    keep[n > 0 ? n - 1 : 0] = v[1]; /* a -> b */
+    put(&f, v[0], keep, n > 0 ? n : 1);
+    expect_invalid(&f, "not reachable");
+    uint32_t linked = 0;
+    ck_assert(sv_graph_connect(&f.g, f.n, &f.s, &linked) == SV_OK);
+    ck_assert_uint_eq(linked, 1);
+    expect_valid(&f);
+    sv_edges_reclaim(f.edges);
+    teardown(&f);
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("graph");
@@ -189,6 +232,7 @@ static Suite *suite(void)
     tcase_set_timeout(tc, 300);
     tcase_add_test(tc, test_validator_catches_breakage);
     tcase_add_test(tc, test_lists_sized_to_degree);
+    tcase_add_test(tc, test_connect_links_once);
     suite_add_tcase(s, tc);
     return s;
 }
