@@ -6,6 +6,8 @@
  * counting allocator that fails on demand.
  */
 #include <check.h>
+
+#include "testutil.h"
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -848,9 +850,5 @@ static Suite *idmap_suite(void)
 
 int main(void)
 {
-    SRunner *sr = srunner_create(idmap_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    return tu_run_suite(idmap_suite());
 }

@@ -10,6 +10,8 @@
  * terms. Seeds are fixed, so a failure reproduces.
  */
 #include <check.h>
+
+#include "testutil.h"
 #include <math.h>
 #include <pthread.h>
 #include <stdint.h>
@@ -373,22 +375,13 @@ static Suite *kernels_suite(void)
     return s;
 }
 
-static int run_suite(Suite *s)
-{
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed;
-}
-
 int main(void)
 {
-    int failed = run_suite(first_call_suite());
+    int failed = tu_run_suite(first_call_suite());
 
     /* The variant list is needed to size the loop tests. */
     n_variants = sv_kernels_available(variants, MAX_VARIANTS);
 
-    failed += run_suite(kernels_suite());
+    failed += tu_run_suite(kernels_suite());
     return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
 }

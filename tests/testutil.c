@@ -121,3 +121,12 @@ void tu_add_rows(sv_collection *c, const float *base, size_t first, size_t n, ui
     free(names);
     free(ids);
 }
+
+int tu_run_suite(Suite *s)
+{
+    SRunner *sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? 1 : 0;
+}

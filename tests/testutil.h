@@ -2,6 +2,7 @@
 #ifndef SV_TESTUTIL_H
 #define SV_TESTUTIL_H
 
+#include <check.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -22,5 +23,8 @@ double tu_recall(sv_collection *c, const float *queries, size_t n_q, uint32_t di
 
 /* Add n rows with ids "0".."n-1" given explicitly, in batches. */
 void tu_add_rows(sv_collection *c, const float *base, size_t first, size_t n, uint32_t dim);
+
+/* Run a suite, print Check's report; 0 when every test passed. */
+int tu_run_suite(Suite *s);
 
 #endif

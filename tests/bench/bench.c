@@ -36,7 +36,7 @@
 #define BENCH_MAX_LISTS 64
 
 static const uint32_t DEFAULT_LISTS[] = {10, 16, 20, 32, 40, 50, 64, 80, 100, 128, 160, 200, 256};
-static const uint32_t QUICK_LISTS[] = {10, 20, 40, 80, 160};
+static const uint32_t QUICK_LISTS[] = {10, 20, 40, 80, 160, 256};
 
 typedef struct options {
     const char *base, *query, *gt, *gt_out, *dataset, *json, *data_dir;
