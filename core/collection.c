@@ -30,6 +30,7 @@
 #include "idmap.h"
 #include "kernels.h"
 #include "parallel.h"
+#include "sort.h"
 #include "slimvec.h"
 #include "store.h"
 
@@ -119,8 +120,9 @@ static sv_status check_params(const sv_params *p, sv_error *err)
         return fail(err, SV_ERR_INVALID_ARGUMENT, "unknown storage %d", (int)p->storage);
     if (p->R < 2 || p->R > SV_R_MAX)
         return fail(err, SV_ERR_INVALID_ARGUMENT, "R=%u is outside 2..%u", p->R, SV_R_MAX);
-    if (p->L_build < 1 || p->L_build > SV_L_MAX)
-        return fail(err, SV_ERR_INVALID_ARGUMENT, "L_build=%u is outside 1..%u", p->L_build, SV_L_MAX);
+    if (p->L_build < p->R || p->L_build > SV_L_MAX)
+        return fail(err, SV_ERR_INVALID_ARGUMENT, "L_build=%u is outside R..%u (R=%u)", p->L_build,
+                    SV_L_MAX, p->R);
     if (!(p->alpha >= 1.0f && p->alpha <= 2.0f))
         return fail(err, SV_ERR_INVALID_ARGUMENT, "alpha=%g is outside 1.0..2.0", (double)p->alpha);
     if (p->threads > 64)
@@ -240,14 +242,16 @@ static sv_status check_vector(const sv_collection *c, const float *v, const char
     return SV_OK;
 }
 
+/* In double: for subnormal inputs a float reciprocal of the norm is
+ * infinite and would turn the vector (and a quantizer mean) into NaN. */
 static void normalise(float *v, uint32_t dim)
 {
     double norm = 0.0;
     for (uint32_t j = 0; j < dim; j++)
         norm += (double)v[j] * v[j];
-    float inv = (float)(1.0 / sqrt(norm));
+    double inv = 1.0 / sqrt(norm);
     for (uint32_t j = 0; j < dim; j++)
-        v[j] *= inv;
+        v[j] = (float)(v[j] * inv);
 }
 
 /* The vectors as the store takes them: a normalised copy under cosine
@@ -274,6 +278,8 @@ static void free_prepared(sv_collection *c, const float *orig, const float *prep
 
 /* ---- add ----------------------------------------------------------------- */
 
+static sv_status flush_locked(sv_collection *c, sv_error *err);
+
 static sv_status reserve_free_list(sv_collection *c, size_t extra)
 {
     if (c->n_free + extra <= c->free_cap)
@@ -295,13 +301,11 @@ static int id_given(const char *const *ids, size_t i)
     return ids && ids[i] && ids[i][0];
 }
 
-/* qsort context for check_batch_ids (qsort has none). */
-static _Thread_local const char *const *sort_ids;
-
-static int cmp_id_index(const void *a, const void *b)
+static int cmp_id_index(const void *a, const void *b, void *ctx)
 {
+    const char *const *ids = ctx;
     size_t x = *(const size_t *)a, y = *(const size_t *)b;
-    int c = strcmp(sort_ids[x], sort_ids[y]);
+    int c = strcmp(ids[x], ids[y]);
     return c ? c : (x > y) - (x < y);
 }
 
@@ -329,8 +333,7 @@ static sv_status check_batch_ids(sv_collection *c, const char *const *ids, size_
         }
         order[m++] = i;
     }
-    sort_ids = ids;
-    qsort(order, m, sizeof *order, cmp_id_index);
+    sv_sort(order, m, sizeof *order, cmp_id_index, (void *)ids);
     for (size_t i = 1; i < m; i++) {
         if (strcmp(ids[order[i - 1]], ids[order[i]]) == 0) {
             st = fail(err, SV_ERR_ALREADY_EXISTS, "id \"%s\" of vector %zu appears twice in the batch (also vector %zu)",
@@ -435,10 +438,13 @@ cleanup:;
     pthread_rwlock_unlock(&c->lock);
     sv_mem_free(&c->alloc, NULL, slots, n * sizeof *slots);
     free_prepared(c, vectors, prep, n);
-    if (want_flush) {
-        /* The batch is applied and searchable in the buffer whatever the
-         * flush does; a failed flush is retried by the next add or flush. */
-        sv_collection_flush(c, NULL);
+    /* The batch is applied and searchable in the buffer whatever the flush
+     * does. If a flush or consolidation is running, do not wait for it: the
+     * next add over the threshold (or an explicit flush) takes the buffer;
+     * a flush that fails leaves the buffer to be retried the same way. */
+    if (want_flush && pthread_mutex_trylock(&c->maint) == 0) {
+        flush_locked(c, NULL);
+        pthread_mutex_unlock(&c->maint);
     }
     return st;
 }
@@ -668,6 +674,8 @@ typedef struct flush_job {
     sv_collection *c;
     const sv_buffer *rows;
     uint32_t *order;       /* insertion order of rows */
+    size_t start;          /* the parallel loop's item i is order[start + i] */
+    uint8_t *linked;       /* per row: 1 once its insert succeeded */
     sv_scratch *scratch;   /* one per worker */
 } flush_job;
 
@@ -679,17 +687,26 @@ static int encode_row(void *ctx, size_t i, unsigned worker)
     return 0;
 }
 
+/* Link row `row` (caller holds the read lock). */
+static int link_row(flush_job *j, uint32_t row, unsigned worker)
+{
+    uint32_t slot = j->rows->slots[row];
+    if (j->linked[row] || sv_graph_state(&j->c->graph, slot) != SV_SLOT_BUFFERED)
+        return 0; /* done, or deleted while waiting: never linked, freed by consolidation */
+    sv_status st = sv_graph_insert(&j->c->graph, slot, j->rows->vecs + (size_t)row * j->rows->dim,
+                                   &j->scratch[worker]);
+    if (st != SV_OK)
+        return (int)st;
+    j->linked[row] = 1;
+    return 0;
+}
+
 static int insert_row(void *ctx, size_t i, unsigned worker)
 {
     flush_job *j = ctx;
-    uint32_t row = j->order[i];
-    uint32_t slot = j->rows->slots[row];
-    if (sv_graph_state(&j->c->graph, slot) != SV_SLOT_BUFFERED)
-        return 0; /* deleted while waiting: never linked, freed by consolidation */
-    sv_graph_set_entry_if_empty(&j->c->graph, slot);
-    sv_status st = sv_graph_insert(&j->c->graph, slot, j->rows->vecs + (size_t)row * j->rows->dim,
-                                   &j->scratch[worker]);
-    return st == SV_OK ? 0 : (int)st;
+    /* A failed row is retried after the loop; keep going with the rest. */
+    link_row(j, j->order[j->start + i], worker);
+    return 0;
 }
 
 static void reclaim_between(void *ctx)
@@ -697,8 +714,9 @@ static void reclaim_between(void *ctx)
     reclaim_if_due(((flush_job *)ctx)->c);
 }
 
-/* The row nearest to the rows' mean: a central first node and entry point. */
-static uint32_t central_row(const sv_collection *c, const sv_buffer *b, float *mean)
+/* The still-buffered row nearest to the rows' mean, or -1: a central first
+ * node and entry point. */
+static long central_row(const sv_collection *c, const sv_buffer *b, float *mean)
 {
     uint32_t dim = b->dim;
     for (uint32_t j = 0; j < dim; j++) {
@@ -707,67 +725,70 @@ static uint32_t central_row(const sv_collection *c, const sv_buffer *b, float *m
             s += b->vecs[i * dim + j];
         mean[j] = (float)(s / (double)b->n);
     }
-    uint32_t best = 0;
+    long best = -1;
     float best_d = INFINITY;
     for (size_t i = 0; i < b->n; i++) {
+        if (sv_graph_state(&c->graph, b->slots[i]) != SV_SLOT_BUFFERED)
+            continue;
         float d = c->k->l2sq_f32(mean, b->vecs + i * dim, dim);
         if (d < best_d) {
             best_d = d;
-            best = (uint32_t)i;
+            best = (long)i;
         }
     }
     return best;
 }
 
+/*
+ * Everything the flush needs is allocated before the buffer is taken, so
+ * an allocation failure leaves the buffer where it was (and the next add or
+ * flush retries). Once taken, the rows are linked; a row whose insert fails
+ * is retried once, and if it fails again (out of memory) it still becomes
+ * INDEXED: connect() gives it an in-edge so search finds it, and the flush
+ * reports the error.
+ */
 static sv_status flush_locked(sv_collection *c, sv_error *err)
 {
     sv_status st = SV_OK;
-    uint32_t *order = NULL;
-    sv_scratch *scratch = NULL;
-    float *mean = NULL;
     unsigned threads = thread_count(c);
     const sv_allocator *a = &c->alloc;
+    uint32_t dim = c->params.dim;
+    uint32_t *order = NULL;
+    uint8_t *linked = NULL;
+    sv_scratch *scratch = NULL;
+    float *mean = NULL;
+    size_t n = 0;
 
     pthread_rwlock_wrlock(&c->lock);
-    if (c->active.n == 0) {
+    n = c->active.n;
+    if (n == 0) {
         pthread_rwlock_unlock(&c->lock);
         return ok(err);
     }
-    if (sv_store_train(c->store, c->active.vecs, c->active.n) != SV_OK ||
+    order = sv_mem_alloc(a, NULL, n * sizeof *order);
+    linked = sv_mem_calloc(a, NULL, n, 1);
+    scratch = sv_mem_alloc(a, NULL, threads * sizeof *scratch);
+    mean = sv_mem_alloc(a, NULL, dim * sizeof *mean);
+    if (scratch)
+        for (unsigned t = 0; t < threads; t++)
+            sv_scratch_init(&scratch[t], a, NULL);
+    if (!order || !linked || !scratch || !mean ||
+        sv_store_train(c->store, c->active.vecs, n) != SV_OK ||
         sv_store_reserve(c->store, c->next_slot) != SV_OK ||
         sv_edges_reserve(c->edges, c->next_slot) != SV_OK) {
         pthread_rwlock_unlock(&c->lock);
-        return fail(err, SV_ERR_RESOURCE, "out of memory flushing %zu vectors", c->active.n);
+        st = fail(err, SV_ERR_RESOURCE, "out of memory flushing %zu vectors", n);
+        goto cleanup;
     }
     sv_buffer_take(&c->active, &c->flushing);
     pthread_rwlock_unlock(&c->lock);
 
     /* Only this flush touches c->flushing's rows and their records now. */
     const sv_buffer *rows = &c->flushing;
-    size_t n = rows->n;
-    order = sv_mem_alloc(a, NULL, n * sizeof *order);
-    scratch = sv_mem_alloc(a, NULL, threads * sizeof *scratch);
-    mean = sv_mem_alloc(a, NULL, rows->dim * sizeof *mean);
-    if (!order || !scratch || !mean) {
-        st = fail(err, SV_ERR_RESOURCE, "out of memory flushing %zu vectors", n);
-        /* The rows stay searchable: give them back to the active buffer. */
-        pthread_rwlock_wrlock(&c->lock);
-        sv_status rs = sv_buffer_reserve(&c->active, n);
-        if (rs == SV_OK) {
-            for (size_t i = 0; i < n; i++)
-                sv_buffer_push(&c->active, rows->vecs + i * rows->dim, rows->slots[i]);
-            sv_buffer_release(&c->flushing);
-        }
-        pthread_rwlock_unlock(&c->lock);
-        goto cleanup;
-    }
-    for (unsigned t = 0; t < threads; t++)
-        sv_scratch_init(&scratch[t], a, NULL);
-    flush_job job = {.c = c, .rows = rows, .order = order, .scratch = scratch};
+    flush_job job = {.c = c, .rows = rows, .order = order, .linked = linked, .scratch = scratch};
     sv_parallel_for(threads, n, 256, NULL, encode_row, NULL, &job);
 
-    /* Random insertion order (seeded); on an empty graph the central row
-     * goes first and becomes the entry point. */
+    /* Random insertion order (seeded). */
     for (size_t i = 0; i < n; i++)
         order[i] = (uint32_t)i;
     for (size_t i = n - 1; i > 0; i--) {
@@ -776,21 +797,33 @@ static sv_status flush_locked(sv_collection *c, sv_error *err)
         order[i] = order[r];
         order[r] = t;
     }
+    /* An empty graph starts from its most central row, linked alone before
+     * the workers start so that they all have something to find. */
+    pthread_rwlock_rdlock(&c->lock);
     if (atomic_load(&c->graph.entry) == SV_NO_SLOT) {
-        uint32_t first = central_row(c, rows, mean);
-        for (size_t i = 0; i < n; i++) {
-            if (order[i] == first) {
-                order[i] = order[0];
-                order[0] = first;
-                break;
+        long first = central_row(c, rows, mean);
+        if (first >= 0) {
+            for (size_t i = 0; i < n; i++) {
+                if (order[i] == (uint32_t)first) {
+                    order[i] = order[0];
+                    order[0] = (uint32_t)first;
+                    break;
+                }
             }
+            atomic_store(&c->graph.entry, rows->slots[first]);
+            link_row(&job, (uint32_t)first, 0);
+            job.start = 1;
         }
-        /* The first node links alone, so the rest have something to find. */
-        pthread_rwlock_rdlock(&c->lock);
-        insert_row(&job, 0, 0);
-        pthread_rwlock_unlock(&c->lock);
     }
-    int rc = sv_parallel_for(threads, n, 16, &c->lock, insert_row, reclaim_between, &job);
+    pthread_rwlock_unlock(&c->lock);
+    sv_parallel_for(threads, n - job.start, 16, &c->lock, insert_row, reclaim_between, &job);
+
+    size_t failed = 0;
+    pthread_rwlock_rdlock(&c->lock);
+    for (size_t i = 0; i < n; i++)
+        if (link_row(&job, (uint32_t)i, 0) != 0)
+            failed++;
+    pthread_rwlock_unlock(&c->lock);
 
     pthread_rwlock_wrlock(&c->lock);
     for (size_t i = 0; i < n; i++)
@@ -799,17 +832,18 @@ static sv_status flush_locked(sv_collection *c, sv_error *err)
     pthread_rwlock_unlock(&c->lock);
 
     /* Nodes whose in-edges were all pruned away get one back. */
-    uint32_t linked = 0;
+    uint32_t connected = 0;
     pthread_rwlock_rdlock(&c->lock);
-    sv_status cs = sv_graph_connect(&c->graph, c->next_slot, &scratch[0], &linked);
+    sv_status cs = sv_graph_connect(&c->graph, c->next_slot, &scratch[0], &connected);
     pthread_rwlock_unlock(&c->lock);
 
     pthread_rwlock_wrlock(&c->lock);
     sv_buffer_release(&c->flushing);
     sv_edges_reclaim(c->edges);
     pthread_rwlock_unlock(&c->lock);
-    if (rc != 0 || cs != SV_OK)
-        st = fail(err, SV_ERR_RESOURCE, "out of memory linking vectors into the graph");
+    if (failed || cs != SV_OK)
+        st = fail(err, SV_ERR_RESOURCE,
+                  "out of memory linking vectors into the graph (%zu of %zu poorly linked)", failed, n);
     else
         st = ok(err);
 
@@ -819,7 +853,8 @@ cleanup:
             sv_scratch_release(&scratch[t]);
     sv_mem_free(a, NULL, scratch, threads * sizeof *scratch);
     sv_mem_free(a, NULL, order, n * sizeof *order);
-    sv_mem_free(a, NULL, mean, rows->dim * sizeof *mean);
+    sv_mem_free(a, NULL, linked, n);
+    sv_mem_free(a, NULL, mean, dim * sizeof *mean);
     return st;
 }
 
@@ -872,14 +907,6 @@ sv_status sv_collection_consolidate(sv_collection *c, sv_error *err)
             n_del++;
         }
     }
-    if (n_del && reserve_free_list(c, n_del) != SV_OK) {
-        for (uint32_t i = 0; i < n_slots; i++)
-            if (sv_graph_state(&c->graph, i) == SV_SLOT_DELETING)
-                sv_graph_set_state(&c->graph, i, SV_SLOT_DELETED);
-        pthread_rwlock_unlock(&c->lock);
-        st = fail(err, SV_ERR_RESOURCE, "out of memory consolidating");
-        goto cleanup;
-    }
     pthread_rwlock_unlock(&c->lock);
     if (n_del == 0) {
         st = ok(err);
@@ -897,9 +924,24 @@ sv_status sv_collection_consolidate(sv_collection *c, sv_error *err)
                                         reclaim_between_repair, &job);
     }
 
-    pthread_rwlock_wrlock(&c->lock);
+    /* A new entry point if the old one goes: an O(n) scan, so under the
+     * read lock; the DELETING set cannot change meanwhile. */
+    uint32_t entry = SV_NO_SLOT;
     if (st == SV_OK) {
-        sv_graph_fix_entry(&c->graph, n_slots, NULL);
+        pthread_rwlock_rdlock(&c->lock);
+        entry = sv_graph_pick_entry(&c->graph, n_slots);
+        pthread_rwlock_unlock(&c->lock);
+    }
+
+    pthread_rwlock_wrlock(&c->lock);
+    /* The free list is reserved here, not earlier: deletes of buffered
+     * vectors during the repair push onto it too. */
+    if (st == SV_OK && reserve_free_list(c, n_del) != SV_OK)
+        st = SV_ERR_RESOURCE;
+    if (st == SV_OK) {
+        uint32_t old_entry = atomic_load(&c->graph.entry);
+        if (old_entry == SV_NO_SLOT || sv_graph_state(&c->graph, old_entry) == SV_SLOT_DELETING)
+            atomic_store(&c->graph.entry, entry);
         for (uint32_t i = 0; i < n_slots; i++) {
             if (sv_graph_state(&c->graph, i) != SV_SLOT_DELETING)
                 continue;

@@ -23,6 +23,7 @@ struct sv_edges {
     pthread_mutex_t retired_lock; /* guards the retired list */
     retired *retired;
     size_t n_retired, retired_cap;
+    size_t n_reserved;    /* entries promised to writers not yet retired */
     atomic_size_t retired_bytes;
 };
 
@@ -137,26 +138,51 @@ void sv_edges_unlock(sv_edges *e, uint32_t slot)
     pthread_mutex_unlock(&e->stripes[slot % N_STRIPES]);
 }
 
-static void retire(sv_edges *e, uint64_t w)
+/*
+ * A writer reserves its retired-list entry before publishing a new block, so
+ * that once a block is published retiring the old one cannot fail: the old
+ * one can be neither freed (a reader may hold it) nor forgotten (the
+ * accounting would lie).
+ */
+static int retire_reserve(sv_edges *e)
 {
-    if (!w)
-        return;
+    int rc = 0;
     pthread_mutex_lock(&e->retired_lock);
-    if (e->n_retired == e->retired_cap) {
+    size_t need = e->n_retired + e->n_reserved + 1;
+    if (need > e->retired_cap) {
         size_t cap = e->retired_cap ? e->retired_cap * 2 : 256;
         retired *t = sv_mem_realloc(e->alloc, e->tally, e->retired,
                                     e->retired_cap * sizeof *e->retired, cap * sizeof *t);
-        if (!t) {
-            /* Neither freeing now (a reader may hold it) nor dropping it
-             * (the accounting would lie) is safe; a failure to grow a list
-             * of a few KiB means the process is out of memory anyway. */
-            abort();
+        if (t) {
+            e->retired = t;
+            e->retired_cap = cap;
+        } else {
+            rc = -1;
         }
-        e->retired = t;
-        e->retired_cap = cap;
     }
-    e->retired[e->n_retired++] = (retired){word_ids(w), word_cap(w)};
-    atomic_fetch_add_explicit(&e->retired_bytes, word_cap(w) * sizeof(uint32_t), memory_order_relaxed);
+    if (rc == 0)
+        e->n_reserved++;
+    pthread_mutex_unlock(&e->retired_lock);
+    return rc;
+}
+
+static void retire_cancel(sv_edges *e)
+{
+    pthread_mutex_lock(&e->retired_lock);
+    e->n_reserved--;
+    pthread_mutex_unlock(&e->retired_lock);
+}
+
+/* Retire the block of word w (0: nothing) into the reserved entry. */
+static void retire(sv_edges *e, uint64_t w)
+{
+    pthread_mutex_lock(&e->retired_lock);
+    e->n_reserved--;
+    if (w) {
+        e->retired[e->n_retired++] = (retired){word_ids(w), word_cap(w)};
+        atomic_fetch_add_explicit(&e->retired_bytes, word_cap(w) * sizeof(uint32_t),
+                                  memory_order_relaxed);
+    }
     pthread_mutex_unlock(&e->retired_lock);
 }
 
@@ -185,11 +211,15 @@ sv_status sv_edges_set(sv_edges *e, uint32_t slot, const uint32_t *ids, uint32_t
     _Atomic uint64_t *wp = word_at(e, slot);
     uint64_t old = atomic_load_explicit(wp, memory_order_relaxed);
     uint64_t w = 0;
+    if (retire_reserve(e))
+        return SV_ERR_RESOURCE;
     if (n > 0) {
         uint32_t cap = 0;
         uint32_t *block = new_block(e, n, &cap);
-        if (!block)
+        if (!block) {
+            retire_cancel(e);
             return SV_ERR_RESOURCE;
+        }
         memcpy(block, ids, (size_t)n * sizeof(uint32_t));
         w = pack(block, n, cap);
     }
@@ -211,10 +241,14 @@ int sv_edges_append(sv_edges *e, uint32_t slot, uint32_t id, uint32_t max_degree
         atomic_store_explicit(wp, pack(ids, count + 1, cap), memory_order_release);
         return 1;
     }
+    if (retire_reserve(e))
+        return -1;
     uint32_t ncap = 0;
     uint32_t *block = new_block(e, count + 1, &ncap);
-    if (!block)
+    if (!block) {
+        retire_cancel(e);
         return -1;
+    }
     if (count)
         memcpy(block, word_ids(w), (size_t)count * sizeof(uint32_t));
     block[count] = id;
@@ -227,7 +261,13 @@ void sv_edges_clear(sv_edges *e, uint32_t slot)
 {
     _Atomic uint64_t *wp = word_at(e, slot);
     uint64_t old = atomic_exchange_explicit(wp, 0, memory_order_acq_rel);
-    retire(e, old);
+    if (old)
+        free_block(e, word_ids(old), word_cap(old));
+}
+
+uint32_t sv_edges_slots(const sv_edges *e)
+{
+    return e->n_chunks * WORDS_PER_CHUNK;
 }
 
 void sv_edges_reclaim(sv_edges *e)
@@ -237,10 +277,13 @@ void sv_edges_reclaim(sv_edges *e)
         free_block(e, e->retired[i].ids, e->retired[i].cap);
     e->n_retired = 0;
     atomic_store_explicit(&e->retired_bytes, 0, memory_order_relaxed);
-    /* The retired list itself is scratch of a flush: give it back too. */
-    sv_mem_free(e->alloc, e->tally, e->retired, e->retired_cap * sizeof *e->retired);
-    e->retired = NULL;
-    e->retired_cap = 0;
+    /* The list itself is scratch of a flush: give it back unless a writer
+     * holds a reservation in it. */
+    if (e->n_reserved == 0) {
+        sv_mem_free(e->alloc, e->tally, e->retired, e->retired_cap * sizeof *e->retired);
+        e->retired = NULL;
+        e->retired_cap = 0;
+    }
     pthread_mutex_unlock(&e->retired_lock);
 }
 

@@ -49,13 +49,18 @@ uint32_t sv_edges_capacity(const sv_edges *e, uint32_t slot);
 void sv_edges_lock(sv_edges *e, uint32_t slot);
 void sv_edges_unlock(sv_edges *e, uint32_t slot);
 
-/* With the node's lock held: replace the list (n <= SV_R_MAX). */
+/* With the node's lock held: replace the list (n <= SV_R_MAX). On failure
+ * (out of memory) nothing changed. */
 sv_status sv_edges_set(sv_edges *e, uint32_t slot, const uint32_t *ids, uint32_t n);
 /* With the node's lock held: append id if count < max_degree. Returns 1 when
  * appended, 0 when the list is full (the caller prunes), -1 out of memory. */
 int sv_edges_append(sv_edges *e, uint32_t slot, uint32_t id, uint32_t max_degree);
-/* With the node's lock held (or no readers): drop the list. */
+/* With no reader and no other writer (the collection's write lock): free the
+ * list at once. */
 void sv_edges_clear(sv_edges *e, uint32_t slot);
+
+/* Slots that have words: [0, sv_edges_slots). */
+uint32_t sv_edges_slots(const sv_edges *e);
 
 /* Free retired blocks. Only with no reader holding a view. */
 void sv_edges_reclaim(sv_edges *e);

@@ -17,6 +17,8 @@
  */
 #include "graph.h"
 
+#include "sort.h"
+
 #include <float.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -246,8 +248,9 @@ sv_status sv_graph_search(sv_graph *g, const sv_query *q, uint32_t L, sv_scratch
     return SV_OK;
 }
 
-static int cand_cmp(const void *a, const void *b)
+static int cand_cmp(const void *a, const void *b, void *ctx)
 {
+    (void)ctx;
     const sv_cand *x = a, *y = b;
     if (x->dist < y->dist)
         return -1;
@@ -264,7 +267,10 @@ static int cand_cmp(const void *a, const void *b)
 static int robust_prune(sv_graph *g, uint32_t p, sv_cand *c, uint32_t n, float alpha,
                         uint32_t *out, uint32_t *n_out, sv_scratch *s)
 {
-    qsort(c, n, sizeof *c, cand_cmp);
+    *n_out = 0;
+    if (n == 0)
+        return 0;
+    sv_sort(c, n, sizeof *c, cand_cmp, NULL);
     if (grow(s, &s->occl, &s->occl_cap, n + 1, sizeof *s->occl))
         return -1;
     float *occl = s->occl;
@@ -320,6 +326,11 @@ static int robust_prune(sv_graph *g, uint32_t p, sv_cand *c, uint32_t n, float a
 /* With j's lock held: add `slot` to N(j), pruning when it is full. */
 static sv_status add_reverse(sv_graph *g, uint32_t j, uint32_t slot, sv_scratch *s)
 {
+    uint32_t have = 0;
+    const uint32_t *cur = sv_edges_view(g->edges, j, &have);
+    for (uint32_t i = 0; i < have; i++)
+        if (cur[i] == slot)
+            return SV_OK; /* a retried insert: the edge is there already */
     int r = sv_edges_append(g->edges, j, slot, g->R);
     if (r < 0)
         return SV_ERR_RESOURCE;
@@ -420,28 +431,26 @@ sv_status sv_graph_repair_node(sv_graph *g, uint32_t p, sv_scratch *s)
     return st;
 }
 
-int sv_graph_fix_entry(sv_graph *g, uint32_t n_slots, sv_scratch *s)
+uint32_t sv_graph_pick_entry(const sv_graph *g, uint32_t n_slots)
 {
     uint32_t entry = atomic_load(&g->entry);
     if (entry != SV_NO_SLOT && sv_graph_state(g, entry) == SV_SLOT_INDEXED)
-        return 1;
+        return entry;
     uint32_t best = SV_NO_SLOT;
-    if (entry != SV_NO_SLOT) {
+    float best_d = FLT_MAX;
+    for (uint32_t i = 0; i < n_slots; i++) {
+        if (sv_graph_state(g, i) != SV_SLOT_INDEXED)
+            continue;
+        if (entry == SV_NO_SLOT)
+            return i; /* no old entry to stay near */
         /* The live node nearest to the old entry keeps the start central. */
-        float best_d = FLT_MAX;
-        for (uint32_t i = 0; i < n_slots; i++) {
-            if (sv_graph_state(g, i) != SV_SLOT_INDEXED)
-                continue;
-            float d = sv_store_build_distance(g->store, entry, i);
-            if (d < best_d) {
-                best_d = d;
-                best = i;
-            }
+        float d = sv_store_build_distance(g->store, entry, i);
+        if (d < best_d) {
+            best_d = d;
+            best = i;
         }
     }
-    (void)s;
-    atomic_store(&g->entry, best);
-    return best != SV_NO_SLOT;
+    return best;
 }
 
 /* Mark everything reachable from `start` that is not marked yet (BFS;
@@ -571,10 +580,18 @@ sv_status sv_graph_validate(sv_graph *g, uint32_t n_slots, char *msg, size_t cap
 {
     uint32_t entry = atomic_load(&g->entry);
     uint64_t indexed = 0;
+    uint32_t with_words = sv_edges_slots(g->edges);
     for (uint32_t u = 0; u < n_slots; u++) {
         uint8_t st = sv_graph_state(g, u);
         uint32_t count = 0;
-        const uint32_t *ids = sv_edges_view(g->edges, u, &count);
+        const uint32_t *ids = NULL;
+        /* Slots added since the last flush may have no word yet. */
+        if (u < with_words)
+            ids = sv_edges_view(g->edges, u, &count);
+        else if (st == SV_SLOT_INDEXED || sv_slot_is_tombstone(st)) {
+            snprintf(msg, cap, "slot %u (state %u) is in the graph but has no edge word", u, st);
+            return SV_ERR_INTERNAL;
+        }
         if (st == SV_SLOT_INDEXED)
             indexed++;
         if (st != SV_SLOT_INDEXED && !sv_slot_is_tombstone(st)) {

@@ -113,9 +113,10 @@ void sv_graph_set_entry_if_empty(sv_graph *g, uint32_t slot);
  * replace them by their live neighbours and prune. */
 sv_status sv_graph_repair_node(sv_graph *g, uint32_t slot, sv_scratch *s);
 
-/* Move the entry point off a deleted node (to the live node nearest to it).
- * Returns 0 when no live indexed node exists (entry becomes none). */
-int sv_graph_fix_entry(sv_graph *g, uint32_t n_slots, sv_scratch *s);
+/* The entry point to use: the current one when it is live, else the live
+ * node nearest to it (SV_NO_SLOT when none is live). Read lock suffices;
+ * the caller stores it under the write lock. */
+uint32_t sv_graph_pick_entry(const sv_graph *g, uint32_t n_slots);
 
 /* Link every live indexed node that the entry point cannot reach. Returns
  * the number of nodes linked. */

@@ -83,7 +83,7 @@ typedef struct sv_params {
     sv_metric metric;
     sv_storage storage;
     uint32_t R;                /* max out-degree, 2..SV_R_MAX */
-    uint32_t L_build;          /* search list size while inserting, >= R */
+    uint32_t L_build;          /* search list size while inserting, R..SV_L_MAX */
     float alpha;               /* robust-prune slack, 1.0..2.0 */
     uint64_t seed;             /* randomness (insert order in a flush) */
     uint32_t threads;          /* flush/consolidate threads; 0 = all cores */

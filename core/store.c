@@ -41,8 +41,10 @@ sv_store *sv_store_create(const sv_allocator *a, sv_tally *t, uint32_t dim, sv_s
     /* Fill the allocator's size class for a ~64 KiB chunk. */
     size_t target = sv_good_size(a, STORE_CHUNK_BYTES);
     s->chunk_slots = (uint32_t)(target / s->rec_size);
-    if (s->chunk_slots == 0)
-        s->chunk_slots = 1;
+    /* At least two records a chunk: the division below needs a divisor
+     * above 1 (ceil(2^64 / 1) does not fit in 64 bits). */
+    if (s->chunk_slots < 2)
+        s->chunk_slots = 2;
     s->chunk_bytes = (size_t)s->chunk_slots * s->rec_size;
     s->chunk_magic = UINT64_MAX / s->chunk_slots + 1;
     return s;

@@ -68,6 +68,75 @@ START_TEST(test_params_rejected)
     sv_params_default(&p, 8);
     p.L_build = 0;
     ck_assert_int_eq(sv_collection_create(&p, &c, &err), SV_ERR_INVALID_ARGUMENT);
+    sv_params_default(&p, 8);
+    p.L_build = p.R - 1;
+    ck_assert_int_eq(sv_collection_create(&p, &c, &err), SV_ERR_INVALID_ARGUMENT);
+    ck_assert_ptr_nonnull(strstr(err.message, "L_build"));
+}
+END_TEST
+
+/* Records bigger than half a store chunk (one or two per chunk). */
+START_TEST(test_large_dimensions)
+{
+    const uint32_t dims[2] = {8193, 32757};
+    const sv_storage kinds[2] = {SV_STORAGE_F32, SV_STORAGE_INT8};
+    for (int t = 0; t < 2; t++) {
+        uint32_t dim = dims[t];
+        sv_collection *c = make(dim, SV_METRIC_L2, kinds[t], 0);
+        float *v = tu_gaussian(5, dim, 12);
+        tu_add_rows(c, v, 0, 5, dim);
+        ck_assert(sv_collection_flush(c, NULL) == SV_OK);
+        float *got = malloc(dim * sizeof *got);
+        ck_assert(sv_collection_get(c, "4", got, dim, NULL) == SV_OK);
+        for (uint32_t j = 0; j < dim; j += 97)
+            ck_assert_float_eq_tol(got[j], v[4 * (size_t)dim + j], 0.05f);
+        sv_hit hit;
+        size_t n = 0;
+        ck_assert(sv_collection_search(c, v + 3 * (size_t)dim, dim, 1, 8, &hit, &n, NULL) == SV_OK);
+        ck_assert_str_eq(hit.id, "3");
+        assert_valid(c);
+        free(got);
+        free(v);
+        sv_collection_free(c);
+    }
+}
+END_TEST
+
+/* Validation with buffered vectors past the flushed range (no edge words). */
+START_TEST(test_validate_with_buffered)
+{
+    const uint32_t dim = 4;
+    sv_collection *c = make(dim, SV_METRIC_L2, SV_STORAGE_INT8, 0);
+    float *v = tu_gaussian(9000, dim, 13);
+    tu_add_rows(c, v, 0, 1, dim);
+    assert_valid(c);
+    ck_assert(sv_collection_flush(c, NULL) == SV_OK);
+    tu_add_rows(c, v, 1, 8999, dim); /* slots beyond the first edge chunk */
+    assert_valid(c);
+    free(v);
+    sv_collection_free(c);
+}
+END_TEST
+
+/* Tiny (subnormal) components under cosine normalise to a unit vector. */
+START_TEST(test_cosine_tiny_vector)
+{
+    const uint32_t dim = 4;
+    sv_collection *c = make(dim, SV_METRIC_COSINE, SV_STORAGE_INT8, 0);
+    float v[3][4] = {{1e-39f, 0, 0, 0}, {0, 1, 0, 0}, {0.5f, 0.5f, 0, 0}};
+    const char *ids[3] = {"tiny", "y", "xy"};
+    ck_assert(sv_collection_add(c, &v[0][0], 3, dim, ids, NULL, NULL) == SV_OK);
+    ck_assert(sv_collection_flush(c, NULL) == SV_OK);
+    float got[4];
+    ck_assert(sv_collection_get(c, "tiny", got, dim, NULL) == SV_OK);
+    ck_assert_float_eq_tol(got[0], 1.0f, 0.01f);
+    sv_hit hits[3];
+    size_t n = 0;
+    ck_assert(sv_collection_search(c, v[0], dim, 3, 8, hits, &n, NULL) == SV_OK);
+    ck_assert_uint_eq(n, 3);
+    ck_assert_str_eq(hits[0].id, "tiny");
+    ck_assert_float_eq_tol(hits[0].distance, 0.0f, 0.01f);
+    sv_collection_free(c);
 }
 END_TEST
 
@@ -405,6 +474,9 @@ static Suite *suite(void)
     TCase *tc = tcase_create("core");
     tcase_set_timeout(tc, 600);
     tcase_add_test(tc, test_params_rejected);
+    tcase_add_test(tc, test_large_dimensions);
+    tcase_add_test(tc, test_validate_with_buffered);
+    tcase_add_test(tc, test_cosine_tiny_vector);
     tcase_add_test(tc, test_buffer_searchable_then_freed);
     tcase_add_test(tc, test_auto_flush_and_assigned_ids);
     tcase_add_test(tc, test_bad_input_changes_nothing);

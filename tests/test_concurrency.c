@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "slimvec.h"
 #include "testutil.h"
@@ -26,6 +27,7 @@ typedef struct shared {
     atomic_uint added[ADDERS];   /* rows of each adder applied so far */
     atomic_uint deleted_below;   /* adder 0's rows < this with row % 5 == 0 are deleted */
     atomic_int adders_done;
+    atomic_int deleter_done;
     atomic_int failures;
     char failure[512];
 } shared;
@@ -98,7 +100,6 @@ static void *deleter(void *p)
     uint32_t next = 0;
     char name[24];
     const char *ids[1] = {name};
-    unsigned rounds = 0;
     while (atomic_load(&sh->adders_done) < ADDERS || next < PER_ADDER) {
         uint32_t avail = atomic_load(&sh->added[0]);
         if (next >= avail) {
@@ -115,11 +116,21 @@ static void *deleter(void *p)
         }
         next++;
         atomic_store(&sh->deleted_below, next);
-        if (++rounds % 500 == 0) {
-            sv_error err;
-            if (sv_collection_consolidate(sh->c, &err) != SV_OK)
-                note_failure(sh, "consolidate failed: %s", err.message);
-        }
+    }
+    atomic_store(&sh->deleter_done, 1);
+    return NULL;
+}
+
+/* Consolidation runs on its own, so deletes (of indexed and of still
+ * buffered vectors) land while it repairs. */
+static void *consolidator(void *p)
+{
+    shared *sh = p;
+    while (!atomic_load(&sh->deleter_done)) {
+        sv_error err;
+        if (sv_collection_consolidate(sh->c, &err) != SV_OK)
+            note_failure(sh, "consolidate failed: %s", err.message);
+        usleep(2000);
     }
     return NULL;
 }
@@ -137,7 +148,7 @@ START_TEST(test_mixed_load)
     sv_error err;
     ck_assert(sv_collection_create(&p, &sh.c, &err) == SV_OK);
 
-    pthread_t t_add[ADDERS], t_search[2], t_del;
+    pthread_t t_add[ADDERS], t_search[2], t_del, t_cons;
     adder_arg args[ADDERS];
     for (uint32_t i = 0; i < ADDERS; i++) {
         args[i] = (adder_arg){&sh, i};
@@ -146,11 +157,13 @@ START_TEST(test_mixed_load)
     for (int i = 0; i < 2; i++)
         pthread_create(&t_search[i], NULL, searcher, &sh);
     pthread_create(&t_del, NULL, deleter, &sh);
+    pthread_create(&t_cons, NULL, consolidator, &sh);
     for (uint32_t i = 0; i < ADDERS; i++)
         pthread_join(t_add[i], NULL);
     for (int i = 0; i < 2; i++)
         pthread_join(t_search[i], NULL);
     pthread_join(t_del, NULL);
+    pthread_join(t_cons, NULL);
     ck_assert_msg(atomic_load(&sh.failures) == 0, "%d failures, first: %s",
                   atomic_load(&sh.failures), sh.failure);
 
