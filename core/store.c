@@ -230,8 +230,25 @@ void sv_query_distances(const sv_query *q, const uint32_t *slots, uint32_t n, fl
         for (size_t l = 0; l < lines; l++)
             __builtin_prefetch(rec + l * 64);
     }
-    for (uint32_t i = 0; i < n; i++)
-        out[i] = sv_query_distance(q, slots[i]);
+    if (s->storage != SV_STORAGE_INT8) {
+        for (uint32_t i = 0; i < n; i++)
+            out[i] = sv_query_distance(q, slots[i]);
+        return;
+    }
+    /* The int8 case inlined: this loop is most of a search. */
+    const int l2 = q->l2, cosine = s->metric == SV_METRIC_COSINE;
+    for (uint32_t i = 0; i < n; i++) {
+        const uint8_t *rec = record_at(s, slots[i]);
+        sv_qrec_header h = sv_quant_header(rec);
+        float part = h.lo * q->sum + h.delta * s->k->dot_f32u8(q->vec, rec + SV_QREC_HEADER, s->dim);
+        if (l2) {
+            float d = q->c0 + h.norm - 2.0f * part;
+            out[i] = d > 0.0f ? d : 0.0f;
+        } else {
+            float ip = q->c0 + part;
+            out[i] = cosine ? 1.0f - ip : -ip;
+        }
+    }
 }
 
 float sv_store_build_distance(const sv_store *s, uint32_t a, uint32_t b)
