@@ -221,24 +221,27 @@ static sv_status check_dim(const sv_collection *c, uint32_t dim, sv_error *err)
     return SV_OK;
 }
 
-/* what: "vector 3" or "query"; checks finiteness and the cosine zero vector. */
-static sv_status check_vector(const sv_collection *c, const float *v, const char *what, size_t index,
-                              sv_error *err)
+/* Finiteness and the cosine zero vector; `index` names the vector in a
+ * batch ("vector 7: ..."), or is SIZE_MAX for a query ("query: ..."). */
+static sv_status check_vector(const sv_collection *c, const float *v, size_t index, sv_error *err)
 {
+    char what[40];
+    if (index == SIZE_MAX)
+        snprintf(what, sizeof what, "query");
+    else
+        snprintf(what, sizeof what, "vector %zu", index);
     double norm = 0.0;
     for (uint32_t j = 0; j < c->params.dim; j++) {
         if (!isfinite(v[j]))
-            return fail(err, SV_ERR_INVALID_ARGUMENT, "%s %zu: component %u is %s", what, index, j,
+            return fail(err, SV_ERR_INVALID_ARGUMENT, "%s: component %u is %s", what, j,
                         isnan(v[j]) ? "NaN" : "infinite");
         norm += (double)v[j] * v[j];
     }
     if (c->params.metric == SV_METRIC_COSINE && norm == 0.0)
-        return fail(err, SV_ERR_INVALID_ARGUMENT, "%s %zu is the zero vector, which has no cosine",
-                    what, index);
+        return fail(err, SV_ERR_INVALID_ARGUMENT, "%s is the zero vector, which has no cosine", what);
     /* Squares that overflow float would poison every distance. */
     if (!isfinite((float)norm))
-        return fail(err, SV_ERR_INVALID_ARGUMENT, "%s %zu: its squared norm overflows float", what,
-                    index);
+        return fail(err, SV_ERR_INVALID_ARGUMENT, "%s: its squared norm overflows float", what);
     return SV_OK;
 }
 
@@ -389,7 +392,7 @@ sv_status sv_collection_add(sv_collection *c, const float *vectors, size_t n, ui
     if (!vectors)
         return fail(err, SV_ERR_INVALID_ARGUMENT, "no vectors given");
     for (size_t i = 0; i < n; i++) {
-        if ((st = check_vector(c, vectors + i * dim, "vector", i, err)) != SV_OK)
+        if ((st = check_vector(c, vectors + i * dim, i, err)) != SV_OK)
             return st;
         if (id_given(ids, i) && strnlen(ids[i], SV_ID_MAX + 1) > SV_ID_MAX)
             return fail(err, SV_ERR_INVALID_ARGUMENT, "id of vector %zu is longer than %d bytes", i,
@@ -523,7 +526,7 @@ sv_status sv_collection_search(sv_collection *c, const float *query, uint32_t di
         return fail(err, SV_ERR_INVALID_ARGUMENT, "k=%u is outside 1..%d", k, SV_K_MAX);
     if (search_list > SV_L_MAX)
         return fail(err, SV_ERR_INVALID_ARGUMENT, "search list %u is over %d", search_list, SV_L_MAX);
-    if ((st = check_vector(c, query, "query", 0, err)) != SV_OK)
+    if ((st = check_vector(c, query, SIZE_MAX, err)) != SV_OK)
         return st;
     uint32_t L = search_list < k ? k : search_list;
     const float *q = prepare_vectors(c, query, 1);

@@ -16,6 +16,8 @@ ROOT=$(pwd)
 JOBS=$(nproc 2>/dev/null || echo 2)
 
 PACKAGES="build-essential cmake pkg-config libjemalloc-dev check zlib1g-dev \
+libgrpc-dev protobuf-compiler protobuf-compiler-grpc protobuf-c-compiler libprotobuf-c-dev \
+grpc-proto libmicrohttpd-dev python3-grpcio python3-protobuf \
 python3 python3-numpy python3-hnswlib dataset-fashion-mnist"
 
 install() {

@@ -1,0 +1,158 @@
+/*
+ * slimvecd: the slimvec gRPC server.
+ *
+ * Signals: SIGINT/SIGTERM are blocked in every thread and taken with
+ * sigwait in main; then health goes NOT_SERVING, the server stops taking
+ * calls, running calls get --grace seconds, the rest are cancelled, and the
+ * process exits 0.
+ */
+#include <errno.h>
+#include <grpc/grpc.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "handlers.h"
+#include "rpc.h"
+
+typedef struct config {
+    const char *listen;
+    int threads;
+    int max_message;
+    double grace;
+    svd_limits limits;
+} config;
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: slimvecd [options]   (each option also reads SLIMVEC_<NAME> from the environment)\n"
+            "  --listen ADDR        gRPC address (SLIMVEC_LISTEN, default 127.0.0.1:50051)\n"
+            "  --threads N          completion-queue workers (SLIMVEC_THREADS, default 4)\n"
+            "  --max-message BYTES  largest message received or sent (SLIMVEC_MAX_MESSAGE, default 67108864)\n"
+            "  --max-dim N          largest collection dimension (SLIMVEC_MAX_DIM, default 4096)\n"
+            "  --max-k N            most neighbours per query (SLIMVEC_MAX_K, default 1000)\n"
+            "  --max-batch N        most vectors or queries per message (SLIMVEC_MAX_BATCH, default 10000)\n"
+            "  --max-id-len N       longest id in bytes, <= 128 (SLIMVEC_MAX_ID_LEN, default 128)\n"
+            "  --build-threads N    flush threads per collection, 0 = all cores (SLIMVEC_BUILD_THREADS, default 0)\n"
+            "  --grace SECONDS      drain time at shutdown (SLIMVEC_GRACE, default 10)\n");
+}
+
+/* Parse a whole non-negative number in [lo, hi]. */
+static int parse_num(const char *name, const char *v, double lo, double hi, double *out)
+{
+    char *end = NULL;
+    errno = 0;
+    double d = strtod(v, &end);
+    if (errno || end == v || *end || !(d >= lo && d <= hi)) {
+        fprintf(stderr, "slimvecd: %s: '%s' is not a number in %g..%g\n", name, v, lo, hi);
+        return -1;
+    }
+    *out = d;
+    return 0;
+}
+
+typedef struct option_def {
+    const char *flag;    /* "--max-k" */
+    const char *env;     /* "SLIMVEC_MAX_K" */
+    double lo, hi;
+    double *target;      /* numbers */
+    const char **text;   /* strings */
+} option_def;
+
+static int load_config(config *cfg, int argc, char **argv)
+{
+    double threads = 4, max_message = 64 << 20, max_dim = 4096, max_k = 1000, max_batch = 10000,
+           max_id = 128, build_threads = 0, grace = 10;
+    cfg->listen = "127.0.0.1:50051";
+    option_def defs[] = {
+        {"--listen", "SLIMVEC_LISTEN", 0, 0, NULL, &cfg->listen},
+        {"--threads", "SLIMVEC_THREADS", 1, 64, &threads, NULL},
+        {"--max-message", "SLIMVEC_MAX_MESSAGE", 1024, 1 << 30, &max_message, NULL},
+        {"--max-dim", "SLIMVEC_MAX_DIM", 1, SV_DIM_MAX, &max_dim, NULL},
+        {"--max-k", "SLIMVEC_MAX_K", 1, SV_K_MAX, &max_k, NULL},
+        {"--max-batch", "SLIMVEC_MAX_BATCH", 1, 1000000, &max_batch, NULL},
+        {"--max-id-len", "SLIMVEC_MAX_ID_LEN", 1, SV_ID_MAX, &max_id, NULL},
+        {"--build-threads", "SLIMVEC_BUILD_THREADS", 0, 64, &build_threads, NULL},
+        {"--grace", "SLIMVEC_GRACE", 0, 3600, &grace, NULL},
+    };
+    size_t n_defs = sizeof defs / sizeof defs[0];
+    for (size_t d = 0; d < n_defs; d++) {
+        const char *v = getenv(defs[d].env);
+        if (!v)
+            continue;
+        if (defs[d].text)
+            *defs[d].text = v;
+        else if (parse_num(defs[d].env, v, defs[d].lo, defs[d].hi, defs[d].target))
+            return -1;
+    }
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            usage(stdout);
+            exit(0);
+        }
+        size_t d = 0;
+        while (d < n_defs && strcmp(argv[i], defs[d].flag) != 0)
+            d++;
+        if (d == n_defs || i + 1 >= argc) {
+            fprintf(stderr, "slimvecd: unknown option or missing value: %s\n", argv[i]);
+            usage(stderr);
+            return -1;
+        }
+        const char *v = argv[++i];
+        if (defs[d].text)
+            *defs[d].text = v;
+        else if (parse_num(defs[d].flag, v, defs[d].lo, defs[d].hi, defs[d].target))
+            return -1;
+    }
+    cfg->threads = (int)threads;
+    cfg->max_message = (int)max_message;
+    cfg->grace = grace;
+    cfg->limits = (svd_limits){(uint32_t)max_dim, (uint32_t)max_k, (uint32_t)max_batch,
+                               (uint32_t)max_id, (uint32_t)build_threads};
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    config cfg;
+    if (load_config(&cfg, argc, argv))
+        return 2;
+    sigset_t sigs;
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGINT);
+    sigaddset(&sigs, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &sigs, NULL); /* inherited by every thread */
+
+    grpc_init();
+    svd_app app = {.registry = svd_registry_create(), .limits = cfg.limits};
+    atomic_init(&app.serving, 1);
+    if (!app.registry) {
+        fprintf(stderr, "slimvecd: out of memory\n");
+        return 1;
+    }
+    size_t n_methods = 0;
+    const svd_method *methods = svd_methods(&n_methods);
+    svd_server_config scfg = {cfg.listen, cfg.threads, cfg.max_message};
+    char err[256];
+    svd_server *srv = svd_server_start(&scfg, methods, n_methods, &app, err, sizeof err);
+    if (!srv) {
+        fprintf(stderr, "slimvecd: %s\n", err);
+        svd_registry_free(app.registry);
+        grpc_shutdown_blocking();
+        return 1;
+    }
+    fprintf(stderr, "slimvecd: listening on %s\n", cfg.listen);
+
+    int sig = 0;
+    sigwait(&sigs, &sig);
+    fprintf(stderr, "slimvecd: %s, draining for up to %g s\n", sig == SIGTERM ? "SIGTERM" : "SIGINT",
+            cfg.grace);
+    atomic_store(&app.serving, 0);
+    svd_server_stop(srv, cfg.grace);
+    svd_registry_free(app.registry);
+    grpc_shutdown_blocking();
+    fprintf(stderr, "slimvecd: stopped\n");
+    return 0;
+}

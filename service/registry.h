@@ -1,0 +1,43 @@
+/*
+ * The server's collections by name. Each collection lives in a jemalloc
+ * arena of its own, so its arena's allocated bytes are its true memory.
+ * Lookups hand out references; a dropped collection is freed when the last
+ * reference goes (a search running during a drop finishes safely).
+ */
+#ifndef SVD_REGISTRY_H
+#define SVD_REGISTRY_H
+
+#include <stddef.h>
+
+#include "arena.h"
+#include "slimvec.h"
+
+#define SVD_NAME_MAX 64
+
+typedef struct svd_coll {
+    char name[SVD_NAME_MAX + 1];
+    sv_arena *arena;
+    sv_collection *coll;
+    int refs;                  /* guarded by the registry's lock */
+} svd_coll;
+
+typedef struct svd_registry svd_registry;
+
+svd_registry *svd_registry_create(void);
+void svd_registry_free(svd_registry *r);
+
+/* 1 when name is 1..64 bytes of [A-Za-z0-9_.-]. */
+int svd_name_valid(const char *name);
+
+/* Create (SV_ERR_ALREADY_EXISTS when the name is taken); returns a reference. */
+sv_status svd_registry_create_collection(svd_registry *r, const char *name, sv_params *params,
+                                         svd_coll **out, sv_error *err);
+/* A reference, or NULL when unknown. */
+svd_coll *svd_registry_get(svd_registry *r, const char *name);
+void svd_registry_put(svd_registry *r, svd_coll *c);
+/* 0 when dropped, -1 when unknown. */
+int svd_registry_drop(svd_registry *r, const char *name);
+/* References to every collection, sorted by name (caller puts each and frees the array). */
+size_t svd_registry_list(svd_registry *r, svd_coll ***out);
+
+#endif
