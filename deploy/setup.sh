@@ -5,8 +5,11 @@
 #   deploy/setup.sh install   Debian packages for build, tests and benchmarks
 #   deploy/setup.sh build     install + Release build in ./build
 #   deploy/setup.sh test      build + every test: ctest, then the tests again
-#                             under ASan+UBSan and the concurrent tests under TSan
-#   deploy/setup.sh run       build + the benchmark's quick set (founding data)
+#                             under ASan+UBSan (including the end-to-end server
+#                             tests) and the concurrent core tests under TSan
+#   deploy/setup.sh run       build + start slimvecd on 127.0.0.1:50051 (flags and
+#                             SLIMVEC_* variables pass through; see slimvecd --help)
+#   deploy/setup.sh bench     build + the benchmark's quick set (founding data)
 #
 # Idempotent: packages already present are not touched, builds are incremental.
 set -eu
@@ -50,6 +53,9 @@ run_tests() {
     build "$ROOT/build-asan" -DSV_ASAN=ON
     (cd "$ROOT/build-asan" && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
         ctest --output-on-failure -j "$JOBS")
+    # gRPC and abseil from Debian are not TSan-instrumented: under TSan the
+    # server reports races inside them, so the server is checked under ASan
+    # and the engine's concurrent tests under TSan.
     echo "setup: concurrent tests under TSan"
     build "$ROOT/build-tsan" -DSV_TSAN=ON
     (cd "$ROOT/build-tsan" && TSAN_OPTIONS=halt_on_error=1 \
@@ -61,9 +67,13 @@ case "$cmd" in
 install) install ;;
 build) install && build "$ROOT/build" ;;
 test) install && run_tests ;;
-run) install && build "$ROOT/build" && "$ROOT/build/tests/bench/slimvec-bench" --quick ;;
+run)
+    shift
+    install && build "$ROOT/build" && exec "$ROOT/build/service/slimvecd" "$@"
+    ;;
+bench) install && build "$ROOT/build" && "$ROOT/build/tests/bench/slimvec-bench" --quick ;;
 *)
-    echo "usage: deploy/setup.sh install|build|test|run" >&2
+    echo "usage: deploy/setup.sh install|build|test|run|bench" >&2
     exit 2
     ;;
 esac

@@ -1,0 +1,336 @@
+#!/usr/bin/python3
+"""End-to-end tests: a real slimvecd driven through the generated Python client.
+
+Usage (ctest runs it): test_service.py SLIMVECD_PATH PYTHON_STUBS_DIR
+Each test class starts its own server on a free loopback port.
+"""
+
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import unittest
+
+SLIMVECD = sys.argv[1] if len(sys.argv) > 1 else "./build/service/slimvecd"
+STUBS = sys.argv[2] if len(sys.argv) > 2 else "./build/proto/python"
+sys.path.insert(0, STUBS)
+
+import grpc  # noqa: E402
+from health.v1 import health_pb2, health_pb2_grpc  # noqa: E402
+from slimvec.v1 import slimvec_pb2 as pb  # noqa: E402
+from slimvec.v1 import slimvec_pb2_grpc as pbg  # noqa: E402
+
+MAX_MESSAGE = 1 << 20  # small, so the oversized-message test is cheap
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """A slimvecd process on a free port."""
+
+    def __init__(self, *extra):
+        self.port = free_port()
+        self.addr = "127.0.0.1:%d" % self.port
+        self.proc = subprocess.Popen(
+            [SLIMVECD, "--listen", self.addr, "--max-message", str(MAX_MESSAGE), "--max-k", "100",
+             "--max-batch", "2000", "--grace", "5", *extra],
+            stderr=subprocess.PIPE, text=True)
+        self.channel = grpc.insecure_channel(self.addr)
+        grpc.channel_ready_future(self.channel).result(timeout=10)
+        self.stub = pbg.SlimVecStub(self.channel)
+        self.health = health_pb2_grpc.HealthStub(self.channel)
+
+    def stop(self, sig=signal.SIGTERM, timeout=20):
+        self.channel.close()
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        rc = self.proc.wait(timeout=timeout)
+        self.stderr = self.proc.stderr.read()
+        return rc
+
+
+def create(stub, name, dim=8, metric=pb.METRIC_L2, storage=pb.STORAGE_INT8, **kw):
+    spec = pb.CollectionSpec(name=name, dimension=dim, metric=metric, storage=storage, **kw)
+    return stub.CreateCollection(pb.CreateCollectionRequest(spec=spec)).info
+
+
+def rows(n, dim, seed):
+    rnd = random.Random(seed)
+    return [rnd.gauss(0.0, 1.0) for _ in range(n * dim)]
+
+
+def ingest(stub, name, batches, dim=8):
+    """Stream the batches (lists of floats, or (floats, ids)); returns the acks."""
+    def gen():
+        for seq, b in enumerate(batches):
+            vecs, ids = b if isinstance(b, tuple) else (b, [])
+            yield pb.IngestRequest(collection=name, sequence=seq, vectors=vecs, ids=ids)
+    return list(stub.Ingest(gen()))
+
+
+class ServiceTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.server = Server()
+        cls.stub = cls.server.stub
+
+    @classmethod
+    def tearDownClass(cls):
+        rc = cls.server.stop()
+        assert rc == 0, "slimvecd exited %d: %s" % (rc, cls.server.stderr)
+
+    def assertCode(self, code, fn, *args, **kw):
+        with self.assertRaises(grpc.RpcError) as ctx:
+            fn(*args, **kw)
+        self.assertEqual(ctx.exception.code(), code, ctx.exception.details())
+        return ctx.exception.details()
+
+    def test_health(self):
+        for svc in ("", "slimvec.v1.SlimVec"):
+            resp = self.server.health.Check(health_pb2.HealthCheckRequest(service=svc))
+            self.assertEqual(resp.status, health_pb2.HealthCheckResponse.SERVING)
+        self.assertCode(grpc.StatusCode.NOT_FOUND, self.server.health.Check,
+                        health_pb2.HealthCheckRequest(service="nope"))
+
+    def test_collection_admin(self):
+        info = create(self.stub, "admin", dim=16, metric=pb.METRIC_COSINE,
+                      graph=pb.GraphParams(max_degree=24))
+        self.assertEqual(info.spec.dimension, 16)
+        self.assertEqual(info.spec.graph.max_degree, 24)
+        self.assertEqual(info.spec.graph.build_list, 64)
+        self.assertCode(grpc.StatusCode.ALREADY_EXISTS, create, self.stub, "admin")
+        self.assertCode(grpc.StatusCode.INVALID_ARGUMENT, create, self.stub, "bad name!")
+        self.assertCode(grpc.StatusCode.INVALID_ARGUMENT, create, self.stub, "d0", dim=0)
+        self.assertCode(grpc.StatusCode.INVALID_ARGUMENT, create, self.stub, "m0",
+                        metric=pb.METRIC_UNSPECIFIED)
+        self.assertCode(grpc.StatusCode.INVALID_ARGUMENT, create, self.stub, "r",
+                        graph=pb.GraphParams(max_degree=1000))
+        names = [c.spec.name for c in self.stub.ListCollections(pb.ListCollectionsRequest()).collections]
+        self.assertIn("admin", names)
+        d = self.stub.DescribeCollection(pb.DescribeCollectionRequest(name="admin")).info
+        self.assertEqual(d.vectors, 0)
+        self.stub.DropCollection(pb.DropCollectionRequest(name="admin"))
+        self.assertCode(grpc.StatusCode.NOT_FOUND, self.stub.DescribeCollection,
+                        pb.DescribeCollectionRequest(name="admin"))
+        self.assertCode(grpc.StatusCode.NOT_FOUND, self.stub.DropCollection,
+                        pb.DropCollectionRequest(name="admin"))
+
+    def test_ingest_search_get_delete(self):
+        dim = 8
+        create(self.stub, "v", dim=dim)
+        data = rows(1000, dim, 1)
+        acks = ingest(self.stub, "v", [data[i * 200 * dim:(i + 1) * 200 * dim] for i in range(5)])
+        self.assertEqual([a.sequence for a in acks], list(range(5)))
+        self.assertTrue(all(a.applied == 200 and not a.HasField("error") for a in acks))
+        self.assertEqual(acks[1].ids[0], "200")  # assigned ids, in order
+        # Every vector finds itself, before and after a flush.
+        for flush in (False, True):
+            if flush:
+                info = self.stub.Flush(pb.FlushRequest(collection="v")).info
+                self.assertEqual(info.buffered, 0)
+                self.assertEqual(info.memory.buffer_bytes_estimate, 0)
+            q = data[37 * dim:38 * dim] + data[512 * dim:513 * dim]
+            r = self.stub.Search(pb.SearchRequest(collection="v", queries=q, k=5, search_list=32,
+                                                  include_vectors=True))
+            self.assertEqual([res.hits[0].id for res in r.results], ["37", "512"])
+            self.assertEqual(len(r.results[0].hits[0].vector), dim)
+        got = self.stub.Get(pb.GetRequest(collection="v", ids=["3"])).vectors[0]
+        for a, b in zip(got.values, data[3 * dim:4 * dim]):
+            self.assertAlmostEqual(a, b, delta=0.05)
+        self.assertEqual(self.stub.Delete(pb.DeleteRequest(collection="v", ids=["37"])).deleted, 1)
+        r = self.stub.Search(pb.SearchRequest(collection="v", queries=data[37 * dim:38 * dim], k=5))
+        self.assertNotIn("37", [h.id for h in r.results[0].hits])
+        self.assertCode(grpc.StatusCode.NOT_FOUND, self.stub.Delete,
+                        pb.DeleteRequest(collection="v", ids=["1", "37"]))
+        self.assertCode(grpc.StatusCode.NOT_FOUND, self.stub.Get, pb.GetRequest(collection="v", ids=["37"]))
+        info = self.stub.DescribeCollection(pb.DescribeCollectionRequest(name="v")).info
+        self.assertEqual(info.vectors, 999)
+        self.assertGreater(info.memory.allocated_bytes, 0)
+        self.assertAlmostEqual(info.memory.bytes_per_vector, info.memory.allocated_bytes / 999.0, places=3)
+
+    def test_bad_batches_change_nothing(self):
+        dim = 4
+        create(self.stub, "bad", dim=dim)
+        good = rows(10, dim, 2)
+        nan = list(good)
+        nan[6] = float("nan")
+        acks = ingest(self.stub, "bad", [
+            (good, ["a%d" % i for i in range(10)]),     # ok
+            good[:-1],                                  # not a whole number of vectors
+            nan,                                        # NaN in vector 1
+            (good, ["a0"] + ["b%d" % i for i in range(9)]),  # duplicate of an existing id
+            (good, ["c"] * 10),                         # duplicate inside the batch
+            (good, ["x" * 129] + [""] * 9),             # over-long id
+            (good, ["only-one"]),                       # wrong number of ids
+            rows(2001, dim, 3),                         # over the batch limit
+        ], dim=dim)
+        self.assertEqual(acks[0].applied, 10)
+        codes = [a.error.code for a in acks[1:]]
+        self.assertEqual(codes, [grpc.StatusCode.INVALID_ARGUMENT.value[0]] * 2 +
+                         [grpc.StatusCode.ALREADY_EXISTS.value[0]] * 2 +
+                         [grpc.StatusCode.INVALID_ARGUMENT.value[0]] * 2 +
+                         [grpc.StatusCode.RESOURCE_EXHAUSTED.value[0]])
+        self.assertIn("vector 1: component 2 is NaN", acks[2].error.message)
+        self.assertTrue(all(a.applied == 0 for a in acks[1:]))
+        info = self.stub.DescribeCollection(pb.DescribeCollectionRequest(name="bad")).info
+        self.assertEqual(info.vectors, 10)
+        # Unary errors.
+        q = good[:dim]
+        self.assertCode(grpc.StatusCode.NOT_FOUND, self.stub.Search,
+                        pb.SearchRequest(collection="nope", queries=q, k=1))
+        self.assertCode(grpc.StatusCode.INVALID_ARGUMENT, self.stub.Search,
+                        pb.SearchRequest(collection="bad", queries=q + [1.0], k=1))
+        self.assertCode(grpc.StatusCode.INVALID_ARGUMENT, self.stub.Search,
+                        pb.SearchRequest(collection="bad", queries=q, k=0))
+        self.assertCode(grpc.StatusCode.RESOURCE_EXHAUSTED, self.stub.Search,
+                        pb.SearchRequest(collection="bad", queries=q, k=101))
+        details = self.assertCode(grpc.StatusCode.INVALID_ARGUMENT, self.stub.Search,
+                                  pb.SearchRequest(collection="bad", queries=[float("inf")] * dim, k=1))
+        self.assertIn("query: component 0 is infinite", details)
+
+    def test_unknown_method_and_malformed_payload(self):
+        call = self.server.channel.unary_unary("/slimvec.v1.SlimVec/NoSuchMethod")
+        self.assertCode(grpc.StatusCode.UNIMPLEMENTED, call, b"", timeout=5)
+        call = self.server.channel.unary_unary("/grpc.health.v1.Health/Watch")
+        self.assertCode(grpc.StatusCode.UNIMPLEMENTED, call, b"", timeout=5)
+        raw = self.server.channel.unary_unary("/slimvec.v1.SlimVec/Search")
+        self.assertCode(grpc.StatusCode.INVALID_ARGUMENT, raw, b"\xff\xff\xff\xff\x0f", timeout=5)
+        # The server is still fine.
+        self.server.health.Check(health_pb2.HealthCheckRequest())
+
+    def test_oversized_message(self):
+        create(self.stub, "big", dim=4)
+        huge = [0.5] * (MAX_MESSAGE // 4 + 1024)
+        self.assertCode(grpc.StatusCode.RESOURCE_EXHAUSTED, self.stub.Search,
+                        pb.SearchRequest(collection="big", queries=huge, k=1))
+        self.server.health.Check(health_pb2.HealthCheckRequest())
+
+    def test_search_stream_tags(self):
+        dim = 4
+        create(self.stub, "ss", dim=dim)
+        data = rows(300, dim, 4)
+        ingest(self.stub, "ss", [data], dim=dim)
+
+        def gen():
+            for t in range(50):
+                yield pb.SearchRequest(collection="ss", queries=data[t * dim:(t + 1) * dim], k=3, tag=1000 + t)
+            yield pb.SearchRequest(collection="ss", queries=data[:dim], k=0, tag=7)
+            yield pb.SearchRequest(collection="ss", queries=data[:dim], k=1, tag=8)
+        out = list(self.stub.SearchStream(gen()))
+        self.assertEqual([r.tag for r in out], [1000 + t for t in range(50)] + [7, 8])
+        self.assertEqual([r.results[0].hits[0].id for r in out[:50]], [str(t) for t in range(50)])
+        self.assertEqual(out[50].error.code, grpc.StatusCode.INVALID_ARGUMENT.value[0])
+        self.assertEqual(out[51].results[0].hits[0].id, "0")
+
+    def test_cancel_mid_stream_applies_whole_batches_only(self):
+        dim = 4
+        create(self.stub, "cancel", dim=dim)
+        gate = threading.Event()
+
+        def gen():
+            for seq in range(1000):
+                if seq == 3:
+                    gate.wait(10)
+                yield pb.IngestRequest(collection="cancel", sequence=seq, vectors=rows(500, dim, seq))
+        call = self.stub.Ingest(gen())
+        acked = 0
+        for ack in call:
+            acked += ack.applied
+            if ack.sequence == 2:
+                call.cancel()
+                gate.set()
+                break
+        time.sleep(0.5)
+        info = self.stub.DescribeCollection(pb.DescribeCollectionRequest(name="cancel")).info
+        self.assertEqual(info.vectors % 500, 0)          # never half a batch
+        self.assertGreaterEqual(info.vectors, acked)     # nothing acknowledged lost
+        # A deadline mid-stream, the same.
+        with self.assertRaises(grpc.RpcError) as ctx:
+            for _ in self.stub.Ingest((pb.IngestRequest(collection="cancel", sequence=s,
+                                                        vectors=rows(500, dim, s))
+                                       for s in iter(lambda: time.sleep(0.05) or 1, 0)), timeout=0.5):
+                pass
+        self.assertEqual(ctx.exception.code(), grpc.StatusCode.DEADLINE_EXCEEDED)
+        info = self.stub.DescribeCollection(pb.DescribeCollectionRequest(name="cancel")).info
+        self.assertEqual(info.vectors % 500, 0)
+        self.server.health.Check(health_pb2.HealthCheckRequest())
+
+    def test_concurrent_streams(self):
+        dim = 8
+        for name in ("cc1", "cc2"):
+            create(self.stub, name, dim=dim, flush_threshold=1000)
+        errors = []
+
+        def writer(name, seed):
+            try:
+                batches = [(rows(100, dim, seed * 100 + i), ["%d-%d-%d" % (seed, i, j) for j in range(100)])
+                           for i in range(20)]
+                acks = ingest(self.stub, name, batches, dim=dim)
+                if any(a.applied != 100 for a in acks):
+                    errors.append("ingest %s %d: %s" % (name, seed, [a.error.message for a in acks]))
+            except Exception as e:  # noqa: BLE001
+                errors.append(repr(e))
+
+        def reader(name, seed):
+            try:
+                def gen():
+                    for t in range(100):
+                        yield pb.SearchRequest(collection=name, queries=rows(1, dim, seed + t), k=5, tag=t)
+                tags = [r.tag for r in self.stub.SearchStream(gen())]
+                if tags != list(range(100)):
+                    errors.append("tags out of order")
+            except Exception as e:  # noqa: BLE001
+                errors.append(repr(e))
+        threads = []
+        for i in range(8):
+            name = "cc1" if i % 2 else "cc2"
+            threads.append(threading.Thread(target=writer if i < 4 else reader, args=(name, i)))
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        self.assertEqual(errors, [])
+        for name in ("cc1", "cc2"):
+            info = self.stub.DescribeCollection(pb.DescribeCollectionRequest(name=name)).info
+            self.assertEqual(info.vectors, 2 * 20 * 100)
+
+
+class ShutdownTest(unittest.TestCase):
+    def test_sigterm_with_stream_in_flight(self):
+        server = Server()
+        dim = 4
+        create(server.stub, "s", dim=dim)
+        acked = []
+        done = threading.Event()
+
+        def stream():
+            try:
+                def gen():
+                    for seq in range(100000):
+                        yield pb.IngestRequest(collection="s", sequence=seq, vectors=rows(50, dim, seq))
+                        time.sleep(0.01)
+                for ack in server.stub.Ingest(gen()):
+                    acked.append(ack.applied)
+            except grpc.RpcError:
+                pass
+            done.set()
+        t = threading.Thread(target=stream)
+        t.start()
+        time.sleep(1.0)
+        server.proc.send_signal(signal.SIGTERM)
+        rc = server.proc.wait(timeout=30)
+        done.wait(10)
+        self.assertEqual(rc, 0, server.proc.stderr.read())
+        self.assertGreater(sum(acked), 0)
+
+
+if __name__ == "__main__":
+    unittest.main(argv=[sys.argv[0], "-v"])
