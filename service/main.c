@@ -14,10 +14,12 @@
 #include <string.h>
 
 #include "handlers.h"
+#include "metrics.h"
 #include "rpc.h"
 
 typedef struct config {
     const char *listen;
+    const char *metrics_listen;
     int threads;
     int max_message;
     double grace;
@@ -29,6 +31,7 @@ static void usage(FILE *f)
     fprintf(f,
             "usage: slimvecd [options]   (each option also reads SLIMVEC_<NAME> from the environment)\n"
             "  --listen ADDR        gRPC address (SLIMVEC_LISTEN, default 127.0.0.1:50051)\n"
+            "  --metrics-listen ADDR  HTTP /metrics, /healthz, /readyz (SLIMVEC_METRICS_LISTEN, default 127.0.0.1:9464)\n"
             "  --threads N          completion-queue workers (SLIMVEC_THREADS, default 4)\n"
             "  --max-message BYTES  largest message received or sent (SLIMVEC_MAX_MESSAGE, default 67108864)\n"
             "  --max-dim N          largest collection dimension (SLIMVEC_MAX_DIM, default 4096)\n"
@@ -66,8 +69,10 @@ static int load_config(config *cfg, int argc, char **argv)
     double threads = 4, max_message = 64 << 20, max_dim = 4096, max_k = 1000, max_batch = 10000,
            max_id = 128, build_threads = 0, grace = 10;
     cfg->listen = "127.0.0.1:50051";
+    cfg->metrics_listen = "127.0.0.1:9464";
     option_def defs[] = {
         {"--listen", "SLIMVEC_LISTEN", 0, 0, NULL, &cfg->listen},
+        {"--metrics-listen", "SLIMVEC_METRICS_LISTEN", 0, 0, NULL, &cfg->metrics_listen},
         {"--threads", "SLIMVEC_THREADS", 1, 64, &threads, NULL},
         {"--max-message", "SLIMVEC_MAX_MESSAGE", 1024, 1 << 30, &max_message, NULL},
         {"--max-dim", "SLIMVEC_MAX_DIM", 1, SV_DIM_MAX, &max_dim, NULL},
@@ -134,16 +139,27 @@ int main(int argc, char **argv)
     }
     size_t n_methods = 0;
     const svd_method *methods = svd_methods(&n_methods);
-    svd_server_config scfg = {cfg.listen, cfg.threads, cfg.max_message};
     char err[256];
-    svd_server *srv = svd_server_start(&scfg, methods, n_methods, &app, err, sizeof err);
-    if (!srv) {
-        fprintf(stderr, "slimvecd: %s\n", err);
+    svd_metrics *metrics = svd_metrics_create(methods, n_methods, app.registry, &app.serving);
+    if (!metrics || svd_metrics_listen(metrics, cfg.metrics_listen, err, sizeof err) != 0) {
+        fprintf(stderr, "slimvecd: %s\n", metrics ? err : "out of memory");
+        svd_metrics_free(metrics);
         svd_registry_free(app.registry);
         grpc_shutdown_blocking();
         return 1;
     }
-    fprintf(stderr, "slimvecd: listening on %s\n", cfg.listen);
+    svd_server_config scfg = {cfg.listen, cfg.threads, cfg.max_message, metrics, svd_metrics_message,
+                              svd_metrics_call_end};
+    svd_server *srv = svd_server_start(&scfg, methods, n_methods, &app, err, sizeof err);
+    if (!srv) {
+        fprintf(stderr, "slimvecd: %s\n", err);
+        svd_metrics_free(metrics);
+        svd_registry_free(app.registry);
+        grpc_shutdown_blocking();
+        return 1;
+    }
+    fprintf(stderr, "slimvecd: listening on %s, metrics on http://%s/metrics\n", cfg.listen,
+            cfg.metrics_listen);
 
     int sig = 0;
     sigwait(&sigs, &sig);
@@ -151,6 +167,7 @@ int main(int argc, char **argv)
             cfg.grace);
     atomic_store(&app.serving, 0);
     svd_server_stop(srv, cfg.grace);
+    svd_metrics_free(metrics);
     svd_registry_free(app.registry);
     grpc_shutdown_blocking();
     fprintf(stderr, "slimvecd: stopped\n");

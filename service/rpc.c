@@ -25,6 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define SLOTS_PER_METHOD 4   /* requests kept posted per method */
 #define MAX_QUEUED 16        /* answers waiting before reading pauses */
@@ -60,6 +61,7 @@ typedef struct call {
     int recv_paused;              /* a read is due once the queue shrinks */
     int sending;                  /* a send batch is in flight */
     int status_started;
+    int started;                  /* a real call arrived (not a returned request) */
     out_msg *head, *tail;
     int queued;
     void *state;                  /* the stream handler's */
@@ -80,6 +82,7 @@ struct svd_server {
     int max_message;
     pthread_mutex_t mu;
     pthread_cond_t cv;
+    svd_server_config cfg;        /* observers */
     int shutting_down;
     int shutdown_done;
     tag t_shutdown;
@@ -115,9 +118,20 @@ static call *call_new(svd_server *s, int method)
     return c;
 }
 
+static double now_seconds(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
 static void call_free(call *c)
 {
     const svd_method *m = c->method >= 0 ? &c->srv->methods[c->method] : NULL;
+    const svd_server_config *cfg = &c->srv->cfg;
+    if (c->started && cfg->on_call_end)
+        cfg->on_call_end(cfg->observer, c->method,
+                         c->cancelled && c->code == GRPC_STATUS_OK ? GRPC_STATUS_CANCELLED : c->code);
     if (m && m->stream && m->end && c->call)
         m->end(c->srv->app, c->state, c->cancelled);
     while (c->head) {
@@ -231,7 +245,10 @@ static void handle_unary(call *c)
         snprintf(c->message, sizeof c->message, "the server is shutting down");
     } else {
         svd_reply r = {.code = GRPC_STATUS_OK};
+        double t0 = now_seconds();
         m->unary(c->srv->app, req, &r);
+        if (c->srv->cfg.on_message)
+            c->srv->cfg.on_message(c->srv->cfg.observer, c->method, now_seconds() - t0);
         c->code = r.code;
         snprintf(c->message, sizeof c->message, "%s", r.code == GRPC_STATUS_OK ? "" : r.message);
         if (r.code == GRPC_STATUS_OK && r.msg)
@@ -366,7 +383,10 @@ static void stream_received(call *c, int success)
         return;
     }
     svd_reply r = {.code = GRPC_STATUS_OK};
+    double t0 = now_seconds();
     m->stream(c->srv->app, &c->state, req, &r);
+    if (c->srv->cfg.on_message)
+        c->srv->cfg.on_message(c->srv->cfg.observer, c->method, now_seconds() - t0);
     if (r.code == GRPC_STATUS_OK && r.msg) {
         enqueue(c, pack(r.msg));
     } else if (r.code != GRPC_STATUS_OK) {
@@ -395,6 +415,7 @@ static void handle_new(call *c, int success)
         /* The server is shutting down: the posted request is returned. */
         return;
     }
+    c->started = 1;
     if (!s->shutting_down)
         post_request(s, c->method);
     if (c->method < 0) {
@@ -473,6 +494,7 @@ svd_server *svd_server_start(const svd_server_config *cfg, const svd_method *met
     s->app = app;
     s->n_threads = cfg->threads > 0 ? cfg->threads : 2;
     s->max_message = cfg->max_message_bytes;
+    s->cfg = *cfg;
     s->t_shutdown = (tag){NULL, TAG_SHUTDOWN};
     pthread_mutex_init(&s->mu, NULL);
     pthread_cond_init(&s->cv, NULL);

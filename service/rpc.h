@@ -50,6 +50,10 @@ typedef struct svd_server_config {
     const char *listen;          /* "127.0.0.1:50051" */
     int threads;                 /* completion-queue workers */
     int max_message_bytes;       /* receive and send limit */
+    /* Observers (may be NULL); method is an index or -1 (unknown method). */
+    void *observer;
+    void (*on_message)(void *observer, int method, double seconds); /* one message handled */
+    void (*on_call_end)(void *observer, int method, int code);      /* a call finished */
 } svd_server_config;
 
 /* Creates, binds and starts the server; NULL with err filled on failure.

@@ -14,6 +14,8 @@ import sys
 import threading
 import time
 import unittest
+import urllib.error
+import urllib.request
 
 SLIMVECD = sys.argv[1] if len(sys.argv) > 1 else "./build/service/slimvecd"
 STUBS = sys.argv[2] if len(sys.argv) > 2 else "./build/proto/python"
@@ -39,14 +41,24 @@ class Server:
     def __init__(self, *extra):
         self.port = free_port()
         self.addr = "127.0.0.1:%d" % self.port
+        self.metrics = "127.0.0.1:%d" % free_port()
         self.proc = subprocess.Popen(
-            [SLIMVECD, "--listen", self.addr, "--max-message", str(MAX_MESSAGE), "--max-k", "100",
+            [SLIMVECD, "--listen", self.addr, "--metrics-listen", self.metrics,
+             "--max-message", str(MAX_MESSAGE), "--max-k", "100",
              "--max-batch", "2000", "--grace", "5", *extra],
             stderr=subprocess.PIPE, text=True)
         self.channel = grpc.insecure_channel(self.addr)
         grpc.channel_ready_future(self.channel).result(timeout=10)
         self.stub = pbg.SlimVecStub(self.channel)
         self.health = health_pb2_grpc.HealthStub(self.channel)
+
+    def http(self, path):
+        """(status, body) of GET path on the metrics port."""
+        try:
+            with urllib.request.urlopen("http://%s%s" % (self.metrics, path), timeout=10) as r:
+                return r.status, r.read().decode()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read().decode()
 
     def stop(self, sig=signal.SIGTERM, timeout=20):
         self.channel.close()
@@ -205,6 +217,36 @@ class ServiceTest(unittest.TestCase):
         self.assertCode(grpc.StatusCode.INVALID_ARGUMENT, raw, b"\xff\xff\xff\xff\x0f", timeout=5)
         # The server is still fine.
         self.server.health.Check(health_pb2.HealthCheckRequest())
+
+    def test_metrics(self):
+        from prometheus_client.parser import text_string_to_metric_families
+        dim = 16
+        create(self.stub, "met", dim=dim)
+        ingest(self.stub, "met", [rows(500, dim, 9), rows(500, dim, 10)], dim=dim)
+        self.stub.Flush(pb.FlushRequest(collection="met"))
+        self.stub.Search(pb.SearchRequest(collection="met", queries=rows(1, dim, 11), k=3))
+        info = self.stub.DescribeCollection(pb.DescribeCollectionRequest(name="met")).info
+        status, body = self.server.http("/metrics")
+        self.assertEqual(status, 200)
+        samples = {}
+        for fam in text_string_to_metric_families(body):
+            for smp in fam.samples:
+                samples[(smp.name, tuple(sorted(smp.labels.items())))] = smp.value
+        key = ("slimvec_collection_bytes_per_vector", (("collection", "met"),))
+        self.assertAlmostEqual(samples[key], info.memory.bytes_per_vector, delta=0.01)
+        self.assertEqual(samples[("slimvec_collection_vectors", (("collection", "met"),))], 1000)
+        self.assertGreater(samples[("slimvec_jemalloc_allocated_bytes", ())], 0)
+        calls = samples[("slimvec_rpc_calls_total",
+                         (("code", "OK"), ("method", "slimvec.v1.SlimVec/Flush")))]
+        self.assertGreaterEqual(calls, 1)
+        self.assertGreaterEqual(samples[("slimvec_rpc_handle_seconds_count",
+                                         (("method", "slimvec.v1.SlimVec/Ingest"),))], 2)
+        promtool = subprocess.run(["promtool", "check", "metrics"], input=body, text=True,
+                                  capture_output=True)
+        self.assertEqual(promtool.returncode, 0, promtool.stdout + promtool.stderr)
+        self.assertEqual(self.server.http("/healthz")[0], 200)
+        self.assertEqual(self.server.http("/readyz")[0], 200)
+        self.assertEqual(self.server.http("/nope")[0], 404)
 
     def test_oversized_message(self):
         create(self.stub, "big", dim=4)

@@ -1,0 +1,312 @@
+/* Prometheus metrics over HTTP (see metrics.h). */
+#include "metrics.h"
+
+#include <arpa/inet.h>
+#include <jemalloc/jemalloc.h>
+#include <microhttpd.h>
+#include <netinet/in.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define N_CODES 17 /* gRPC status codes 0..16 */
+static const double BUCKETS[] = {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01,
+                                 0.025,  0.05,    0.1,    0.25,  0.5,    1.0,   2.5};
+#define N_BUCKETS (sizeof BUCKETS / sizeof BUCKETS[0])
+
+static const char *CODE_NAMES[N_CODES] = {
+    "OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND",
+    "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION", "ABORTED",
+    "OUT_OF_RANGE", "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS", "UNAUTHENTICATED"};
+
+typedef struct method_stats {
+    const char *name;                   /* "slimvec.v1.SlimVec/Search" */
+    atomic_ullong calls[N_CODES];
+    atomic_ullong buckets[N_BUCKETS];   /* cumulative at render time */
+    atomic_ullong count;
+    _Atomic double sum;
+} method_stats;
+
+struct svd_metrics {
+    method_stats *methods;              /* n + 1: the last is unknown methods */
+    size_t n;
+    svd_registry *registry;
+    atomic_int *serving;
+    struct MHD_Daemon *daemon;
+};
+
+svd_metrics *svd_metrics_create(const svd_method *methods, size_t n_methods, svd_registry *registry,
+                                atomic_int *serving)
+{
+    svd_metrics *m = calloc(1, sizeof *m);
+    if (!m)
+        return NULL;
+    m->methods = calloc(n_methods + 1, sizeof *m->methods);
+    if (!m->methods) {
+        free(m);
+        return NULL;
+    }
+    m->n = n_methods;
+    for (size_t i = 0; i < n_methods; i++)
+        m->methods[i].name = methods[i].path + 1; /* drop the leading '/' */
+    m->methods[n_methods].name = "unknown";
+    m->registry = registry;
+    m->serving = serving;
+    return m;
+}
+
+void svd_metrics_free(svd_metrics *m)
+{
+    if (!m)
+        return;
+    if (m->daemon)
+        MHD_stop_daemon(m->daemon);
+    free(m->methods);
+    free(m);
+}
+
+static method_stats *stats_of(svd_metrics *m, int method)
+{
+    return &m->methods[method < 0 || (size_t)method >= m->n ? m->n : (size_t)method];
+}
+
+void svd_metrics_message(void *mv, int method, double seconds)
+{
+    method_stats *s = stats_of(mv, method);
+    for (size_t b = 0; b < N_BUCKETS; b++) {
+        if (seconds <= BUCKETS[b]) {
+            atomic_fetch_add_explicit(&s->buckets[b], 1, memory_order_relaxed);
+            break;
+        }
+    }
+    atomic_fetch_add_explicit(&s->count, 1, memory_order_relaxed);
+    double old = atomic_load_explicit(&s->sum, memory_order_relaxed);
+    while (!atomic_compare_exchange_weak_explicit(&s->sum, &old, old + seconds, memory_order_relaxed,
+                                                  memory_order_relaxed))
+        ;
+}
+
+void svd_metrics_call_end(void *mv, int method, int code)
+{
+    method_stats *s = stats_of(mv, method);
+    atomic_fetch_add_explicit(&s->calls[code >= 0 && code < N_CODES ? code : 2], 1,
+                              memory_order_relaxed);
+}
+
+/* ---- text ---------------------------------------------------------------- */
+
+typedef struct text {
+    char *buf;
+    size_t len, cap;
+    int failed;
+} text;
+
+static void put(text *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void put(text *t, const char *fmt, ...)
+{
+    if (t->failed)
+        return;
+    for (;;) {
+        va_list ap;
+        va_start(ap, fmt);
+        int n = vsnprintf(t->buf + t->len, t->cap - t->len, fmt, ap);
+        va_end(ap);
+        if (n < 0) {
+            t->failed = 1;
+            return;
+        }
+        if ((size_t)n < t->cap - t->len) {
+            t->len += (size_t)n;
+            return;
+        }
+        size_t cap = t->cap * 2 + (size_t)n + 1;
+        char *b = realloc(t->buf, cap);
+        if (!b) {
+            t->failed = 1;
+            return;
+        }
+        t->buf = b;
+        t->cap = cap;
+    }
+}
+
+static size_t je_size(const char *name)
+{
+    size_t v = 0, len = sizeof v;
+    if (mallctl(name, &v, &len, NULL, 0) != 0)
+        return 0;
+    return v;
+}
+
+char *svd_metrics_render(svd_metrics *m, size_t *len)
+{
+    text t = {.cap = 16384};
+    t.buf = malloc(t.cap);
+    if (!t.buf)
+        return NULL;
+    t.buf[0] = '\0';
+
+    svd_coll **all = NULL;
+    size_t n = svd_registry_list(m->registry, &all);
+    static const struct {
+        const char *name, *help;
+    } parts[] = {{"vectors", "vector store: codes and per-vector parameters"},
+                 {"edges", "neighbour lists and their index"},
+                 {"id_map", "id hash, slot words and string ids"},
+                 {"buffer", "write buffer"},
+                 {"other", "slot states, search scratch, bookkeeping"}};
+    put(&t, "# HELP slimvec_collection_vectors Live vectors in the collection.\n"
+            "# TYPE slimvec_collection_vectors gauge\n");
+    sv_stats *st = calloc(n ? n : 1, sizeof *st);
+    size_t *arena = calloc(n ? n : 1, sizeof *arena);
+    if (!st || !arena)
+        t.failed = 1;
+    for (size_t i = 0; i < n && !t.failed; i++) {
+        sv_collection_stats(all[i]->coll, &st[i]);
+        arena[i] = sv_arena_allocated(all[i]->arena);
+        put(&t, "slimvec_collection_vectors{collection=\"%s\"} %llu\n", all[i]->name,
+            (unsigned long long)st[i].live);
+    }
+    put(&t, "# HELP slimvec_collection_allocated_bytes Bytes allocated in the collection's own jemalloc arena (measured).\n"
+            "# TYPE slimvec_collection_allocated_bytes gauge\n");
+    for (size_t i = 0; i < n && !t.failed; i++)
+        put(&t, "slimvec_collection_allocated_bytes{collection=\"%s\"} %zu\n", all[i]->name, arena[i]);
+    put(&t, "# HELP slimvec_collection_bytes_per_vector Arena allocated bytes divided by live vectors.\n"
+            "# TYPE slimvec_collection_bytes_per_vector gauge\n");
+    for (size_t i = 0; i < n && !t.failed; i++)
+        put(&t, "slimvec_collection_bytes_per_vector{collection=\"%s\"} %.3f\n", all[i]->name,
+            st[i].live ? (double)arena[i] / (double)st[i].live : 0.0);
+    put(&t, "# HELP slimvec_collection_part_bytes_estimate The engine's own sum of allocation sizes by part (an estimate; the arena figure is the measurement).\n"
+            "# TYPE slimvec_collection_part_bytes_estimate gauge\n");
+    for (size_t i = 0; i < n && !t.failed; i++) {
+        uint64_t v[5] = {st[i].est_bytes_vectors, st[i].est_bytes_edges, st[i].est_bytes_idmap,
+                         st[i].est_bytes_buffer, st[i].est_bytes_other};
+        for (size_t p = 0; p < 5; p++)
+            put(&t, "slimvec_collection_part_bytes_estimate{collection=\"%s\",part=\"%s\"} %llu\n",
+                all[i]->name, parts[p].name, (unsigned long long)v[p]);
+    }
+    for (size_t i = 0; i < n; i++)
+        svd_registry_put(m->registry, all[i]);
+    free(all);
+    free(st);
+    free(arena);
+
+    uint64_t epoch = 1;
+    size_t elen = sizeof epoch;
+    mallctl("epoch", &epoch, &elen, &epoch, elen);
+    static const char *je[] = {"allocated", "active", "resident", "mapped", "retained", "metadata"};
+    for (size_t i = 0; i < sizeof je / sizeof je[0]; i++) {
+        char name[64];
+        snprintf(name, sizeof name, "stats.%s", je[i]);
+        put(&t, "# HELP slimvec_jemalloc_%s_bytes jemalloc %s for the whole process.\n"
+                "# TYPE slimvec_jemalloc_%s_bytes gauge\nslimvec_jemalloc_%s_bytes %zu\n",
+            je[i], name, je[i], je[i], je_size(name));
+    }
+
+    put(&t, "# HELP slimvec_rpc_calls_total Finished calls by method and status code.\n"
+            "# TYPE slimvec_rpc_calls_total counter\n");
+    for (size_t i = 0; i <= m->n; i++)
+        for (int c = 0; c < N_CODES; c++) {
+            unsigned long long v = atomic_load(&m->methods[i].calls[c]);
+            if (v)
+                put(&t, "slimvec_rpc_calls_total{method=\"%s\",code=\"%s\"} %llu\n",
+                    m->methods[i].name, CODE_NAMES[c], v);
+        }
+    put(&t, "# HELP slimvec_rpc_handle_seconds Time to handle one unary call or one stream message.\n"
+            "# TYPE slimvec_rpc_handle_seconds histogram\n");
+    for (size_t i = 0; i <= m->n; i++) {
+        method_stats *s = &m->methods[i];
+        unsigned long long cum = 0;
+        for (size_t b = 0; b < N_BUCKETS; b++) {
+            cum += atomic_load(&s->buckets[b]);
+            put(&t, "slimvec_rpc_handle_seconds_bucket{method=\"%s\",le=\"%g\"} %llu\n", s->name,
+                BUCKETS[b], cum);
+        }
+        unsigned long long count = atomic_load(&s->count);
+        put(&t, "slimvec_rpc_handle_seconds_bucket{method=\"%s\",le=\"+Inf\"} %llu\n", s->name, count);
+        put(&t, "slimvec_rpc_handle_seconds_sum{method=\"%s\"} %.9f\n", s->name, atomic_load(&s->sum));
+        put(&t, "slimvec_rpc_handle_seconds_count{method=\"%s\"} %llu\n", s->name, count);
+    }
+    if (t.failed) {
+        free(t.buf);
+        return NULL;
+    }
+    *len = t.len;
+    return t.buf;
+}
+
+/* ---- HTTP ----------------------------------------------------------------- */
+
+static enum MHD_Result answer(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
+                              const char *version, const char *upload, size_t *upload_len, void **con_cls)
+{
+    svd_metrics *m = cls;
+    (void)version;
+    (void)upload;
+    (void)upload_len;
+    (void)con_cls;
+    struct MHD_Response *resp = NULL;
+    unsigned status = MHD_HTTP_OK;
+    const char *type = "text/plain; charset=utf-8";
+    if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0) {
+        status = MHD_HTTP_METHOD_NOT_ALLOWED;
+        resp = MHD_create_response_from_buffer(0, "", MHD_RESPMEM_PERSISTENT);
+    } else if (strcmp(url, "/metrics") == 0) {
+        size_t len = 0;
+        char *body = svd_metrics_render(m, &len);
+        if (body) {
+            resp = MHD_create_response_from_buffer(len, body, MHD_RESPMEM_MUST_FREE);
+            type = "text/plain; version=0.0.4; charset=utf-8";
+        } else {
+            status = MHD_HTTP_INTERNAL_SERVER_ERROR;
+            resp = MHD_create_response_from_buffer(14, "out of memory\n", MHD_RESPMEM_PERSISTENT);
+        }
+    } else if (strcmp(url, "/healthz") == 0) {
+        resp = MHD_create_response_from_buffer(3, "ok\n", MHD_RESPMEM_PERSISTENT);
+    } else if (strcmp(url, "/readyz") == 0) {
+        int ready = atomic_load(m->serving);
+        status = ready ? MHD_HTTP_OK : MHD_HTTP_SERVICE_UNAVAILABLE;
+        resp = ready ? MHD_create_response_from_buffer(6, "ready\n", MHD_RESPMEM_PERSISTENT)
+                     : MHD_create_response_from_buffer(14, "shutting down\n", MHD_RESPMEM_PERSISTENT);
+    } else {
+        status = MHD_HTTP_NOT_FOUND;
+        resp = MHD_create_response_from_buffer(10, "not found\n", MHD_RESPMEM_PERSISTENT);
+    }
+    if (!resp)
+        return MHD_NO;
+    MHD_add_response_header(resp, "Content-Type", type);
+    enum MHD_Result r = MHD_queue_response(conn, status, resp);
+    MHD_destroy_response(resp);
+    return r;
+}
+
+int svd_metrics_listen(svd_metrics *m, const char *addr, char *err, size_t err_cap)
+{
+    char host[64];
+    const char *colon = strrchr(addr, ':');
+    if (!colon || (size_t)(colon - addr) >= sizeof host) {
+        snprintf(err, err_cap, "metrics address '%s' is not host:port", addr);
+        return -1;
+    }
+    memcpy(host, addr, (size_t)(colon - addr));
+    host[colon - addr] = '\0';
+    long port = strtol(colon + 1, NULL, 10);
+    struct sockaddr_in sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sin_family = AF_INET;
+    sa.sin_port = htons((uint16_t)port);
+    if (port < 1 || port > 65535 ||
+        inet_pton(AF_INET, strcmp(host, "") == 0 ? "0.0.0.0" : host, &sa.sin_addr) != 1) {
+        snprintf(err, err_cap, "metrics address '%s' is not an IPv4 host:port", addr);
+        return -1;
+    }
+    m->daemon = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD, (uint16_t)port, NULL, NULL, answer, m,
+                                 MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa, MHD_OPTION_END);
+    if (!m->daemon) {
+        snprintf(err, err_cap, "cannot serve metrics on %s", addr);
+        return -1;
+    }
+    return 0;
+}

@@ -1,0 +1,35 @@
+/*
+ * Prometheus metrics over HTTP (libmicrohttpd): /metrics, /healthz, /readyz.
+ *
+ * Per collection: vectors, the arena's allocated bytes (the measurement),
+ * bytes per vector, and the engine's estimated breakdown by part. Process:
+ * jemalloc's allocated, active, resident, mapped, retained and metadata.
+ * Per method: calls by final status code, and a histogram of the time spent
+ * handling each message (a unary call, or one message of a stream).
+ */
+#ifndef SVD_METRICS_H
+#define SVD_METRICS_H
+
+#include <stdatomic.h>
+#include <stddef.h>
+
+#include "registry.h"
+#include "rpc.h"
+
+typedef struct svd_metrics svd_metrics;
+
+svd_metrics *svd_metrics_create(const svd_method *methods, size_t n_methods, svd_registry *registry,
+                                atomic_int *serving);
+void svd_metrics_free(svd_metrics *m);
+
+/* rpc.c observers (method -1: an unknown method). */
+void svd_metrics_message(void *m, int method, double seconds);
+void svd_metrics_call_end(void *m, int method, int code);
+
+/* The exposition text (malloc'd; caller frees). */
+char *svd_metrics_render(svd_metrics *m, size_t *len);
+
+/* Serve on host:port; 0 on success. */
+int svd_metrics_listen(svd_metrics *m, const char *addr, char *err, size_t err_cap);
+
+#endif
