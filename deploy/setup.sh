@@ -21,6 +21,7 @@ JOBS=$(nproc 2>/dev/null || echo 2)
 PACKAGES="build-essential cmake pkg-config libjemalloc-dev check zlib1g-dev \
 libgrpc-dev protobuf-compiler protobuf-compiler-grpc protobuf-c-compiler libprotobuf-c-dev \
 grpc-proto libmicrohttpd-dev python3-grpcio python3-protobuf \
+prometheus python3-prometheus-client \
 python3 python3-numpy python3-hnswlib dataset-fashion-mnist"
 
 install() {
@@ -30,12 +31,25 @@ install() {
             missing="$missing $p"
         fi
     done
-    [ -z "$missing" ] && return 0
-    echo "setup: installing$missing"
-    SUDO=""
-    [ "$(id -u)" -ne 0 ] && SUDO=sudo
-    $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends $missing
+    if [ -n "$missing" ]; then
+        echo "setup: installing$missing"
+        SUDO=""
+        [ "$(id -u)" -ne 0 ] && SUDO=sudo
+        $SUDO apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends $missing
+    fi
+    # npm dependencies of the Node.js smoke test (ctest e2e_node). Node and npm
+    # are not Debian packages here: without them the test is skipped.
+    nodedir="$ROOT/tests/e2e/node"
+    if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+        echo "setup: node/npm not found, skipping npm ci in tests/e2e/node (e2e_node will be skipped)"
+    elif [ ! -f "$nodedir/package-lock.json" ]; then
+        echo "setup: no tests/e2e/node/package-lock.json, skipping npm ci (e2e_node will be skipped)"
+    elif [ ! -f "$nodedir/node_modules/.package-lock.json" ] ||
+        [ "$nodedir/package-lock.json" -nt "$nodedir/node_modules/.package-lock.json" ]; then
+        echo "setup: npm ci in tests/e2e/node"
+        (cd "$nodedir" && npm ci --no-audit --no-fund)
+    fi
 }
 
 # build DIR [cmake options...]

@@ -601,18 +601,45 @@ static void h_health_check(void *appv, const ProtobufCMessage *m, svd_reply *r)
     r->msg = &resp->base;
 }
 
+/* Watch: the status now, for the first message and for each update (req
+ * NULL, sent at shutdown). An unknown service is reported as
+ * SERVICE_UNKNOWN in the stream, as the health protocol asks. */
+static void s_health_watch(void *appv, void **state, const ProtobufCMessage *m, svd_reply *r)
+{
+    svd_app *app = appv;
+    const Grpc__Health__V1__HealthCheckRequest *req = (const void *)m;
+    if (req) {
+        const char *svc = req->service ? req->service : "";
+        *state = (void *)(uintptr_t)(strcmp(svc, "") == 0 || strcmp(svc, "slimvec.v1.SlimVec") == 0);
+    }
+    Grpc__Health__V1__HealthCheckResponse *resp = own(r, sizeof *resp);
+    if (!resp) {
+        reply_oom(r);
+        return;
+    }
+    grpc__health__v1__health_check_response__init(resp);
+    if (!*state)
+        resp->status = GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVICE_UNKNOWN;
+    else
+        resp->status = atomic_load(&app->serving)
+                           ? GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING
+                           : GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__NOT_SERVING;
+    r->msg = &resp->base;
+}
+
 static const svd_method methods[] = {
-    {"/slimvec.v1.SlimVec/CreateCollection", &slimvec__v1__create_collection_request__descriptor, h_create, NULL, NULL},
-    {"/slimvec.v1.SlimVec/DropCollection", &slimvec__v1__drop_collection_request__descriptor, h_drop, NULL, NULL},
-    {"/slimvec.v1.SlimVec/ListCollections", &slimvec__v1__list_collections_request__descriptor, h_list, NULL, NULL},
-    {"/slimvec.v1.SlimVec/DescribeCollection", &slimvec__v1__describe_collection_request__descriptor, h_describe, NULL, NULL},
-    {"/slimvec.v1.SlimVec/Ingest", &slimvec__v1__ingest_request__descriptor, NULL, s_ingest, NULL},
-    {"/slimvec.v1.SlimVec/Search", &slimvec__v1__search_request__descriptor, h_search, NULL, NULL},
-    {"/slimvec.v1.SlimVec/SearchStream", &slimvec__v1__search_request__descriptor, NULL, s_search, NULL},
-    {"/slimvec.v1.SlimVec/Get", &slimvec__v1__get_request__descriptor, h_get, NULL, NULL},
-    {"/slimvec.v1.SlimVec/Delete", &slimvec__v1__delete_request__descriptor, h_delete, NULL, NULL},
-    {"/slimvec.v1.SlimVec/Flush", &slimvec__v1__flush_request__descriptor, h_flush, NULL, NULL},
-    {"/grpc.health.v1.Health/Check", &grpc__health__v1__health_check_request__descriptor, h_health_check, NULL, NULL},
+    {"/slimvec.v1.SlimVec/CreateCollection", &slimvec__v1__create_collection_request__descriptor, h_create, NULL, NULL, 0},
+    {"/slimvec.v1.SlimVec/DropCollection", &slimvec__v1__drop_collection_request__descriptor, h_drop, NULL, NULL, 0},
+    {"/slimvec.v1.SlimVec/ListCollections", &slimvec__v1__list_collections_request__descriptor, h_list, NULL, NULL, 0},
+    {"/slimvec.v1.SlimVec/DescribeCollection", &slimvec__v1__describe_collection_request__descriptor, h_describe, NULL, NULL, 0},
+    {"/slimvec.v1.SlimVec/Ingest", &slimvec__v1__ingest_request__descriptor, NULL, s_ingest, NULL, 0},
+    {"/slimvec.v1.SlimVec/Search", &slimvec__v1__search_request__descriptor, h_search, NULL, NULL, 0},
+    {"/slimvec.v1.SlimVec/SearchStream", &slimvec__v1__search_request__descriptor, NULL, s_search, NULL, 0},
+    {"/slimvec.v1.SlimVec/Get", &slimvec__v1__get_request__descriptor, h_get, NULL, NULL, 0},
+    {"/slimvec.v1.SlimVec/Delete", &slimvec__v1__delete_request__descriptor, h_delete, NULL, NULL, 0},
+    {"/slimvec.v1.SlimVec/Flush", &slimvec__v1__flush_request__descriptor, h_flush, NULL, NULL, 0},
+    {"/grpc.health.v1.Health/Check", &grpc__health__v1__health_check_request__descriptor, h_health_check, NULL, NULL, 0},
+    {"/grpc.health.v1.Health/Watch", &grpc__health__v1__health_check_request__descriptor, NULL, s_health_watch, NULL, 1},
 };
 
 const svd_method *svd_methods(size_t *n)

@@ -62,6 +62,8 @@ typedef struct call {
     int sending;                  /* a send batch is in flight */
     int status_started;
     int started;                  /* a real call arrived (not a returned request) */
+    struct call *wprev, *wnext;   /* the server's list of open watch calls */
+    int watching;
     out_msg *head, *tail;
     int queued;
     void *state;                  /* the stream handler's */
@@ -83,6 +85,7 @@ struct svd_server {
     pthread_mutex_t mu;
     pthread_cond_t cv;
     svd_server_config cfg;        /* observers */
+    call *watchers;               /* open watch calls, guarded by mu */
     int shutting_down;
     int shutdown_done;
     tag t_shutdown;
@@ -125,8 +128,25 @@ static double now_seconds(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
+static void watch_unlink(call *c)
+{
+    svd_server *s = c->srv;
+    pthread_mutex_lock(&s->mu);
+    if (c->watching) {
+        if (c->wprev)
+            c->wprev->wnext = c->wnext;
+        else
+            s->watchers = c->wnext;
+        if (c->wnext)
+            c->wnext->wprev = c->wprev;
+        c->watching = 0;
+    }
+    pthread_mutex_unlock(&s->mu);
+}
+
 static void call_free(call *c)
 {
+    watch_unlink(c);
     const svd_method *m = c->method >= 0 ? &c->srv->methods[c->method] : NULL;
     const svd_server_config *cfg = &c->srv->cfg;
     if (c->started && cfg->on_call_end)
@@ -337,6 +357,16 @@ static void enqueue(call *c, grpc_byte_buffer *bb)
 
 static void stream_begin(call *c)
 {
+    if (c->srv->methods[c->method].watch) {
+        svd_server *s = c->srv;
+        pthread_mutex_lock(&s->mu);
+        c->wnext = s->watchers;
+        if (s->watchers)
+            s->watchers->wprev = c;
+        s->watchers = c;
+        c->watching = 1;
+        pthread_mutex_unlock(&s->mu);
+    }
     grpc_op ops[2];
     memset(ops, 0, sizeof ops);
     ops[0].op = GRPC_OP_RECV_CLOSE_ON_SERVER;
@@ -356,6 +386,10 @@ static void stream_received(call *c, int success)
     const svd_method *m = &c->srv->methods[c->method];
     grpc_byte_buffer *bb = c->payload;
     c->payload = NULL;
+    if (success && !bb && m->watch) {
+        /* A watch stays open after the client's half-close. */
+        return;
+    }
     if (!success || !bb) {
         /* Half-close or cancel: every message so far was applied and
          * answered on its own, so nothing is pending either way. */
@@ -556,6 +590,23 @@ void svd_server_stop(svd_server *s, double grace_seconds)
         return;
     pthread_mutex_lock(&s->mu);
     s->shutting_down = 1;
+    /* Watchers get one last update (e.g. NOT_SERVING), then their calls end
+     * so that the drain can finish. Lock order: server, then call. */
+    for (call *c = s->watchers; c; c = c->wnext) {
+        pthread_mutex_lock(&c->mu);
+        const svd_method *m = &s->methods[c->method];
+        if (!c->ending) {
+            svd_reply r = {.code = GRPC_STATUS_OK};
+            m->stream(s->app, &c->state, NULL, &r);
+            if (r.code == GRPC_STATUS_OK && r.msg)
+                enqueue(c, pack(r.msg));
+            if (r.free_fn)
+                r.free_fn(r.owned);
+            c->ending = 1;
+            pump(c);
+        }
+        pthread_mutex_unlock(&c->mu);
+    }
     pthread_mutex_unlock(&s->mu);
     grpc_server_shutdown_and_notify(s->server, s->cq, &s->t_shutdown);
     gpr_timespec until = gpr_time_add(gpr_now(GPR_CLOCK_REALTIME),

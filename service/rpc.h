@@ -42,6 +42,10 @@ typedef struct svd_method {
     svd_unary_fn unary;                         /* unary methods */
     svd_stream_fn stream;                       /* bidirectional streams */
     svd_stream_end_fn end;                      /* streams; may be NULL */
+    int watch;   /* server-streaming watch (health Watch): the client's
+                    half-close keeps the call open; at shutdown the stream
+                    handler is called with req NULL for one last update, and
+                    the call ends */
 } svd_method;
 
 typedef struct svd_server svd_server;

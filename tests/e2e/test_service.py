@@ -111,6 +111,12 @@ class ServiceTest(unittest.TestCase):
             self.assertEqual(resp.status, health_pb2.HealthCheckResponse.SERVING)
         self.assertCode(grpc.StatusCode.NOT_FOUND, self.server.health.Check,
                         health_pb2.HealthCheckRequest(service="nope"))
+        watch = self.server.health.Watch(health_pb2.HealthCheckRequest(service=""))
+        self.assertEqual(next(watch).status, health_pb2.HealthCheckResponse.SERVING)
+        watch.cancel()
+        unknown = self.server.health.Watch(health_pb2.HealthCheckRequest(service="nope"))
+        self.assertEqual(next(unknown).status, health_pb2.HealthCheckResponse.SERVICE_UNKNOWN)
+        unknown.cancel()
 
     def test_collection_admin(self):
         info = create(self.stub, "admin", dim=16, metric=pb.METRIC_COSINE,
@@ -211,7 +217,7 @@ class ServiceTest(unittest.TestCase):
     def test_unknown_method_and_malformed_payload(self):
         call = self.server.channel.unary_unary("/slimvec.v1.SlimVec/NoSuchMethod")
         self.assertCode(grpc.StatusCode.UNIMPLEMENTED, call, b"", timeout=5)
-        call = self.server.channel.unary_unary("/grpc.health.v1.Health/Watch")
+        call = self.server.channel.unary_unary("/grpc.health.v1.Health/NoSuchMethod")
         self.assertCode(grpc.StatusCode.UNIMPLEMENTED, call, b"", timeout=5)
         raw = self.server.channel.unary_unary("/slimvec.v1.SlimVec/Search")
         self.assertCode(grpc.StatusCode.INVALID_ARGUMENT, raw, b"\xff\xff\xff\xff\x0f", timeout=5)
@@ -366,8 +372,12 @@ class ShutdownTest(unittest.TestCase):
             done.set()
         t = threading.Thread(target=stream)
         t.start()
+        watch = server.health.Watch(health_pb2.HealthCheckRequest(service="slimvec.v1.SlimVec"))
+        self.assertEqual(next(watch).status, health_pb2.HealthCheckResponse.SERVING)
         time.sleep(1.0)
         server.proc.send_signal(signal.SIGTERM)
+        # Watchers hear NOT_SERVING before the server goes.
+        self.assertEqual(next(watch).status, health_pb2.HealthCheckResponse.NOT_SERVING)
         rc = server.proc.wait(timeout=30)
         done.wait(10)
         self.assertEqual(rc, 0, server.proc.stderr.read())
