@@ -1,0 +1,1014 @@
+/*
+ * slimvec: command-line client for slimvecd (gRPC C core client API +
+ * protobuf-c).
+ *
+ *   slimvec create  --collection C --dim D --metric l2|ip|cosine --storage f32|int8
+ *                   [--R N --L N --alpha F --seed N --flush-threshold N]
+ *   slimvec stats   --collection C
+ *   slimvec ingest  --collection C --file B.fvecs [--batch N] [--window N] [--flush]
+ *   slimvec search  --collection C --query Q.fvecs --gt G.ivecs [--k N]
+ *                   [--search-list L] [--window N] [--json OUT]
+ *
+ * Every subcommand takes --addr A (default 127.0.0.1:50051).
+ * Exit status: 0 success, 1 an RPC or I/O failure, 2 a usage error.
+ *
+ * Both streaming RPCs (Ingest, SearchStream) run through one driver,
+ * run_stream(): a single thread, one completion queue, at most one send
+ * batch in flight (the core allows only one SEND_MESSAGE at a time per
+ * call), one RECV_MESSAGE always posted, and a window bounding how many
+ * requests may be sent but not yet answered. The server answers in request
+ * order, so "answered" is a simple counter.
+ */
+#include <grpc/byte_buffer.h>
+#include <grpc/byte_buffer_reader.h>
+#include <grpc/grpc.h>
+#include <grpc/grpc_security.h>
+#include <grpc/support/alloc.h>
+#include <grpc/support/time.h>
+#include <protobuf-c/protobuf-c.h>
+
+#include <errno.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "slimvec/v1/slimvec.pb-c.h"
+
+#define DEFAULT_ADDR "127.0.0.1:50051"
+#define MAX_MESSAGE (64 << 20)   /* matches the server's default --max-message */
+#define UNARY_TIMEOUT_S 600      /* Flush of a large buffer can take minutes */
+#define METHOD(name) "/slimvec.v1.SlimVec/" name
+
+/* ---- small helpers ------------------------------------------------------ */
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static const char *code_name(grpc_status_code c)
+{
+    static const char *names[] = {
+        "OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND",
+        "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION",
+        "ABORTED", "OUT_OF_RANGE", "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS",
+        "UNAUTHENTICATED",
+    };
+    if ((int)c >= 0 && (size_t)c < sizeof names / sizeof names[0])
+        return names[c];
+    return "UNKNOWN_CODE";
+}
+
+static void rpc_error(const char *rpc, grpc_status_code code, const char *details)
+{
+    fprintf(stderr, "slimvec: %s: %s: %s\n", rpc, code_name(code), details);
+}
+
+static const char *metric_name(Slimvec__V1__Metric m)
+{
+    switch (m) {
+    case SLIMVEC__V1__METRIC__METRIC_L2: return "l2";
+    case SLIMVEC__V1__METRIC__METRIC_IP: return "ip";
+    case SLIMVEC__V1__METRIC__METRIC_COSINE: return "cosine";
+    default: return "unspecified";
+    }
+}
+
+static const char *storage_name(Slimvec__V1__Storage s)
+{
+    switch (s) {
+    case SLIMVEC__V1__STORAGE__STORAGE_F32: return "f32";
+    case SLIMVEC__V1__STORAGE__STORAGE_INT8: return "int8";
+    default: return "unspecified";
+    }
+}
+
+/* ---- .fvecs / .ivecs ---------------------------------------------------- */
+
+/*
+ * Reads a TEXMEX file (records of int32 d + d 4-byte values; float and
+ * int32 have the same size, so one reader serves both). Written here
+ * rather than linking tests/bench/datasets.c, which would drag zlib in.
+ */
+static int read_vecs(const char *path, void **data, size_t *rows, uint32_t *dim)
+{
+    int rc = -1;
+    unsigned char *buf = NULL;
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        fprintf(stderr, "slimvec: %s: %s\n", path, strerror(errno));
+        return -1;
+    }
+    int32_t d = 0;
+    if (fseek(f, 0, SEEK_END) != 0)
+        goto io_error;
+    long size = ftell(f);
+    if (size < 0 || fseek(f, 0, SEEK_SET) != 0)
+        goto io_error;
+    if (size == 0 || fread(&d, 4, 1, f) != 1 || d <= 0 || d > (1 << 20)) {
+        fprintf(stderr, "slimvec: %s: not a vecs file (bad first dimension)\n", path);
+        goto cleanup;
+    }
+    size_t rec = 4 + 4 * (size_t)d;
+    if ((size_t)size % rec != 0) {
+        fprintf(stderr, "slimvec: %s: size %ld is not a multiple of the record size %zu\n", path,
+                size, rec);
+        goto cleanup;
+    }
+    size_t n = (size_t)size / rec;
+    buf = malloc(n * (size_t)d * 4);
+    if (!buf) {
+        fprintf(stderr, "slimvec: %s: out of memory\n", path);
+        goto cleanup;
+    }
+    rewind(f);
+    for (size_t i = 0; i < n; i++) {
+        int32_t di;
+        if (fread(&di, 4, 1, f) != 1 || fread(buf + i * (size_t)d * 4, 4, (size_t)d, f) != (size_t)d)
+            goto io_error;
+        if (di != d) {
+            fprintf(stderr, "slimvec: %s: record %zu has dimension %d, expected %d\n", path, i,
+                    di, d);
+            goto cleanup;
+        }
+    }
+    *data = buf;
+    buf = NULL;
+    *rows = n;
+    *dim = (uint32_t)d;
+    rc = 0;
+    goto cleanup;
+io_error:
+    fprintf(stderr, "slimvec: %s: read error%s%s\n", path, errno ? ": " : "",
+            errno ? strerror(errno) : "");
+cleanup:
+    free(buf);
+    fclose(f);
+    return rc;
+}
+
+/* ---- gRPC plumbing ------------------------------------------------------- */
+
+static grpc_channel *open_channel(const char *addr)
+{
+    /* Replies (a Search with vectors, a big List) can exceed the 4 MiB
+     * default receive limit; match the server's 64 MiB. */
+    grpc_arg args[2];
+    args[0].type = GRPC_ARG_INTEGER;
+    args[0].key = GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH;
+    args[0].value.integer = MAX_MESSAGE;
+    args[1].type = GRPC_ARG_INTEGER;
+    args[1].key = GRPC_ARG_MAX_SEND_MESSAGE_LENGTH;
+    args[1].value.integer = MAX_MESSAGE;
+    grpc_channel_args chargs = {2, args};
+    grpc_channel_credentials *creds = grpc_insecure_credentials_create();
+    grpc_channel *ch = grpc_channel_create(addr, creds, &chargs);
+    grpc_channel_credentials_release(creds);
+    return ch;
+}
+
+static grpc_byte_buffer *pack(const ProtobufCMessage *msg)
+{
+    size_t len = protobuf_c_message_get_packed_size(msg);
+    grpc_slice slice = grpc_slice_malloc(len);
+    protobuf_c_message_pack(msg, GRPC_SLICE_START_PTR(slice));
+    grpc_byte_buffer *bb = grpc_raw_byte_buffer_create(&slice, 1);
+    grpc_slice_unref(slice); /* the buffer holds its own reference */
+    return bb;
+}
+
+static ProtobufCMessage *unpack(const ProtobufCMessageDescriptor *desc, grpc_byte_buffer *bb)
+{
+    grpc_byte_buffer_reader reader;
+    if (!grpc_byte_buffer_reader_init(&reader, bb))
+        return NULL;
+    grpc_slice all = grpc_byte_buffer_reader_readall(&reader);
+    grpc_byte_buffer_reader_destroy(&reader);
+    ProtobufCMessage *msg =
+        protobuf_c_message_unpack(desc, NULL, GRPC_SLICE_LENGTH(all), GRPC_SLICE_START_PTR(all));
+    grpc_slice_unref(all);
+    return msg;
+}
+
+/* Shut a queue down and drain it: the core requires both before destroy. */
+static void cq_destroy(grpc_completion_queue *cq)
+{
+    grpc_completion_queue_shutdown(cq);
+    while (grpc_completion_queue_next(cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL).type !=
+           GRPC_QUEUE_SHUTDOWN)
+        ;
+    grpc_completion_queue_destroy(cq);
+}
+
+/*
+ * One unary call: a single batch with all six client ops. On OK, *resp is
+ * the unpacked reply (free with protobuf_c_message_free_unpacked). Returns
+ * 0, or 1 after printing the error.
+ */
+static int unary(grpc_channel *ch, const char *rpc, const char *path, const ProtobufCMessage *req,
+                 const ProtobufCMessageDescriptor *resp_desc, ProtobufCMessage **resp)
+{
+    int rc = 1;
+    grpc_completion_queue *cq = grpc_completion_queue_create_for_pluck(NULL);
+    grpc_metadata_array md_init, md_trail;
+    grpc_metadata_array_init(&md_init);
+    grpc_metadata_array_init(&md_trail);
+    grpc_byte_buffer *send_bb = pack(req);
+    grpc_byte_buffer *recv_bb = NULL;
+    grpc_status_code status = GRPC_STATUS_UNKNOWN;
+    grpc_slice details = grpc_empty_slice();
+    gpr_timespec deadline = gpr_time_add(gpr_now(GPR_CLOCK_REALTIME),
+                                         gpr_time_from_seconds(UNARY_TIMEOUT_S, GPR_TIMESPAN));
+    grpc_slice method = grpc_slice_from_static_string(path);
+    grpc_call *call = grpc_channel_create_call(ch, NULL, GRPC_PROPAGATE_DEFAULTS, cq, method, NULL,
+                                               deadline, NULL);
+    grpc_op ops[6];
+    memset(ops, 0, sizeof ops);
+    ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+    ops[1].op = GRPC_OP_SEND_MESSAGE;
+    ops[1].data.send_message.send_message = send_bb;
+    ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
+    ops[3].op = GRPC_OP_RECV_INITIAL_METADATA;
+    ops[3].data.recv_initial_metadata.recv_initial_metadata = &md_init;
+    ops[4].op = GRPC_OP_RECV_MESSAGE;
+    ops[4].data.recv_message.recv_message = &recv_bb;
+    ops[5].op = GRPC_OP_RECV_STATUS_ON_CLIENT;
+    ops[5].data.recv_status_on_client.trailing_metadata = &md_trail;
+    ops[5].data.recv_status_on_client.status = &status;
+    ops[5].data.recv_status_on_client.status_details = &details;
+    void *tag = (void *)ops; /* any unique address */
+    if (grpc_call_start_batch(call, ops, 6, tag, NULL) != GRPC_CALL_OK) {
+        fprintf(stderr, "slimvec: %s: cannot start the call\n", rpc);
+        goto cleanup;
+    }
+    grpc_event ev = grpc_completion_queue_pluck(cq, tag, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+    if (ev.type != GRPC_OP_COMPLETE) {
+        fprintf(stderr, "slimvec: %s: completion queue failed\n", rpc);
+        goto cleanup;
+    }
+    if (status != GRPC_STATUS_OK) {
+        char *d = grpc_slice_to_c_string(details);
+        rpc_error(rpc, status, d);
+        gpr_free(d);
+        goto cleanup;
+    }
+    *resp = recv_bb ? unpack(resp_desc, recv_bb) : NULL;
+    if (!*resp) {
+        fprintf(stderr, "slimvec: %s: malformed or missing reply\n", rpc);
+        goto cleanup;
+    }
+    rc = 0;
+cleanup:
+    grpc_call_unref(call);
+    grpc_byte_buffer_destroy(send_bb);
+    if (recv_bb)
+        grpc_byte_buffer_destroy(recv_bb);
+    grpc_slice_unref(details);
+    grpc_metadata_array_destroy(&md_init);
+    grpc_metadata_array_destroy(&md_trail);
+    /* A pluck queue drains with pluck/next alike once shut down. */
+    grpc_completion_queue_shutdown(cq);
+    grpc_completion_queue_destroy(cq);
+    return rc;
+}
+
+/* ---- streaming driver ---------------------------------------------------- */
+
+typedef struct stream_cb {
+    size_t total;      /* requests to send */
+    size_t window;     /* most requests sent but not yet answered */
+    /* Builds request i (called just before it is sent); NULL aborts. */
+    grpc_byte_buffer *(*make)(void *ctx, size_t i);
+    /* Handles the reply to request i; nonzero (after printing) aborts. */
+    int (*reply)(void *ctx, size_t i, grpc_byte_buffer *bb);
+    void *ctx;
+} stream_cb;
+
+enum { T_START = 1, T_SEND, T_RECV, T_STATUS };
+
+static void *tag_of(int t)
+{
+    static char tags[5];
+    return &tags[t];
+}
+
+static int start_batch(grpc_call *call, const grpc_op *ops, size_t n, int t, int *pending)
+{
+    if (grpc_call_start_batch(call, ops, n, tag_of(t), NULL) != GRPC_CALL_OK)
+        return -1;
+    (*pending)++;
+    return 0;
+}
+
+/* Returns 0 when every request was answered and the status is OK, else 1. */
+static int run_stream(grpc_channel *ch, const char *rpc, const char *path, const stream_cb *cb)
+{
+    int rc = 1;
+    grpc_completion_queue *cq = grpc_completion_queue_create_for_next(NULL);
+    grpc_metadata_array md_init, md_trail;
+    grpc_metadata_array_init(&md_init);
+    grpc_metadata_array_init(&md_trail);
+    grpc_status_code status = GRPC_STATUS_UNKNOWN;
+    grpc_slice details = grpc_empty_slice();
+    grpc_byte_buffer *recv_bb = NULL;
+    grpc_slice method = grpc_slice_from_static_string(path);
+    grpc_call *call = grpc_channel_create_call(ch, NULL, GRPC_PROPAGATE_DEFAULTS, cq, method, NULL,
+                                               gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+    int pending = 0;
+    size_t sent = 0, answered = 0;
+    int sending = 0;     /* a send (message or close) batch is in flight */
+    int closed = 0;      /* SEND_CLOSE_FROM_CLIENT started */
+    int broken = 0;      /* a send failed: the call is over, wait for the status */
+    int aborted = 0;     /* we gave up (bad reply / make failed) and cancelled */
+    grpc_op ops[2];
+
+    memset(ops, 0, sizeof ops);
+    ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+    ops[1].op = GRPC_OP_RECV_INITIAL_METADATA;
+    ops[1].data.recv_initial_metadata.recv_initial_metadata = &md_init;
+    if (start_batch(call, ops, 2, T_START, &pending) != 0)
+        goto start_failed;
+    /* The status batch is posted up front: it completes when the call
+     * ends for any reason, so the loop below always terminates. */
+    memset(ops, 0, sizeof ops);
+    ops[0].op = GRPC_OP_RECV_STATUS_ON_CLIENT;
+    ops[0].data.recv_status_on_client.trailing_metadata = &md_trail;
+    ops[0].data.recv_status_on_client.status = &status;
+    ops[0].data.recv_status_on_client.status_details = &details;
+    if (start_batch(call, ops, 1, T_STATUS, &pending) != 0)
+        goto start_failed;
+    memset(ops, 0, sizeof ops);
+    ops[0].op = GRPC_OP_RECV_MESSAGE;
+    ops[0].data.recv_message.recv_message = &recv_bb;
+    if (start_batch(call, ops, 1, T_RECV, &pending) != 0)
+        goto start_failed;
+
+    for (;;) {
+        /* Send the next request, or the half-close once all are sent. */
+        if (!sending && !broken && !aborted) {
+            if (sent < cb->total && sent - answered < cb->window) {
+                grpc_byte_buffer *bb = cb->make(cb->ctx, sent);
+                if (!bb) {
+                    aborted = 1;
+                    grpc_call_cancel(call, NULL);
+                } else {
+                    memset(ops, 0, sizeof ops);
+                    ops[0].op = GRPC_OP_SEND_MESSAGE;
+                    ops[0].data.send_message.send_message = bb;
+                    if (start_batch(call, ops, 1, T_SEND, &pending) == 0) {
+                        sending = 1;
+                        sent++;
+                    } else {
+                        broken = 1;
+                    }
+                    grpc_byte_buffer_destroy(bb); /* the batch keeps its own ref */
+                }
+            } else if (sent == cb->total && !closed) {
+                memset(ops, 0, sizeof ops);
+                ops[0].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
+                if (start_batch(call, ops, 1, T_SEND, &pending) == 0)
+                    sending = 1;
+                closed = 1;
+            }
+        }
+        if (pending == 0)
+            break;
+        grpc_event ev = grpc_completion_queue_next(cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+        if (ev.type != GRPC_OP_COMPLETE)
+            continue;
+        pending--;
+        if (ev.tag == tag_of(T_SEND)) {
+            sending = 0;
+            if (!ev.success)
+                broken = 1;
+        } else if (ev.tag == tag_of(T_RECV)) {
+            grpc_byte_buffer *bb = recv_bb;
+            recv_bb = NULL;
+            if (!ev.success || !bb)
+                continue; /* end of replies: the status batch tells why */
+            if (!aborted) {
+                if (answered >= sent) {
+                    fprintf(stderr, "slimvec: %s: unexpected reply beyond request %zu\n", rpc, sent);
+                    aborted = 1;
+                } else if (cb->reply(cb->ctx, answered, bb) != 0) {
+                    aborted = 1;
+                }
+                answered++;
+                if (aborted)
+                    grpc_call_cancel(call, NULL);
+            }
+            grpc_byte_buffer_destroy(bb);
+            memset(ops, 0, sizeof ops);
+            ops[0].op = GRPC_OP_RECV_MESSAGE;
+            ops[0].data.recv_message.recv_message = &recv_bb;
+            start_batch(call, ops, 1, T_RECV, &pending);
+        }
+        /* T_START and T_STATUS need nothing: their outputs are read below. */
+    }
+
+    if (aborted)
+        goto cleanup; /* the reason is already printed */
+    if (status != GRPC_STATUS_OK) {
+        char *d = grpc_slice_to_c_string(details);
+        rpc_error(rpc, status, d);
+        gpr_free(d);
+        goto cleanup;
+    }
+    if (answered != cb->total) {
+        /* An OK status with replies missing would hide lost requests. */
+        fprintf(stderr, "slimvec: %s: stream ended after %zu of %zu replies\n", rpc, answered,
+                cb->total);
+        goto cleanup;
+    }
+    rc = 0;
+    goto cleanup;
+start_failed:
+    fprintf(stderr, "slimvec: %s: cannot start the call\n", rpc);
+    grpc_call_cancel(call, NULL);
+    while (pending > 0) {
+        grpc_event ev = grpc_completion_queue_next(cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+        if (ev.type == GRPC_OP_COMPLETE)
+            pending--;
+    }
+cleanup:
+    if (recv_bb)
+        grpc_byte_buffer_destroy(recv_bb);
+    grpc_call_unref(call);
+    grpc_slice_unref(details);
+    grpc_metadata_array_destroy(&md_init);
+    grpc_metadata_array_destroy(&md_trail);
+    cq_destroy(cq);
+    return rc;
+}
+
+/* ---- option parsing ------------------------------------------------------ */
+
+static const char usage_text[] =
+    "usage: slimvec COMMAND [options]\n"
+    "\n"
+    "commands:\n"
+    "  create  --collection C --dim D --metric l2|ip|cosine --storage f32|int8\n"
+    "          [--R N] [--L N] [--alpha F] [--seed N] [--flush-threshold N]\n"
+    "  stats   --collection C\n"
+    "  ingest  --collection C --file B.fvecs [--batch N (1000)] [--window N (8)] [--flush]\n"
+    "  search  --collection C --query Q.fvecs --gt G.ivecs [--k N (10)]\n"
+    "          [--search-list L (0 = server default)] [--window N (8)] [--json OUT]\n"
+    "\n"
+    "every command: --addr HOST:PORT (default " DEFAULT_ADDR ")\n"
+    "exit status: 0 ok, 1 RPC or I/O failure, 2 usage error\n";
+
+typedef struct opts {
+    const char *addr, *collection, *file, *query, *gt, *json;
+    const char *metric, *storage;
+    unsigned long dim, R, L, seed, flush_threshold, batch, window, k, search_list;
+    double alpha;
+    int flush;
+} opts;
+
+static void usage_error(const char *fmt, const char *arg)
+{
+    fprintf(stderr, "slimvec: ");
+    fprintf(stderr, fmt, arg);
+    fprintf(stderr, "\n%s", usage_text);
+    exit(2);
+}
+
+static unsigned long parse_ulong(const char *flag, const char *s, unsigned long max)
+{
+    char *end;
+    errno = 0;
+    unsigned long v = strtoul(s, &end, 10);
+    if (errno || end == s || *end || s[0] == '-' || v > max)
+        usage_error("bad value for %s", flag);
+    return v;
+}
+
+/* Parses argv[2..]; exits 2 on anything unknown or malformed. */
+static void parse_opts(int argc, char **argv, opts *o)
+{
+    memset(o, 0, sizeof *o);
+    o->addr = DEFAULT_ADDR;
+    o->batch = 1000;
+    o->window = 8;
+    o->k = 10;
+    for (int i = 2; i < argc; i++) {
+        const char *f = argv[i];
+        if (!strcmp(f, "--help") || !strcmp(f, "-h")) {
+            fputs(usage_text, stdout);
+            exit(0);
+        }
+        if (!strcmp(f, "--flush")) {
+            o->flush = 1;
+            continue;
+        }
+        if (i + 1 >= argc)
+            usage_error("%s needs a value", f);
+        const char *v = argv[++i];
+        if (!strcmp(f, "--addr")) o->addr = v;
+        else if (!strcmp(f, "--collection")) o->collection = v;
+        else if (!strcmp(f, "--file")) o->file = v;
+        else if (!strcmp(f, "--query")) o->query = v;
+        else if (!strcmp(f, "--gt")) o->gt = v;
+        else if (!strcmp(f, "--json")) o->json = v;
+        else if (!strcmp(f, "--metric")) o->metric = v;
+        else if (!strcmp(f, "--storage")) o->storage = v;
+        else if (!strcmp(f, "--dim")) o->dim = parse_ulong(f, v, UINT32_MAX);
+        else if (!strcmp(f, "--R")) o->R = parse_ulong(f, v, UINT32_MAX);
+        else if (!strcmp(f, "--L")) o->L = parse_ulong(f, v, UINT32_MAX);
+        else if (!strcmp(f, "--seed")) o->seed = parse_ulong(f, v, ULONG_MAX);
+        else if (!strcmp(f, "--flush-threshold")) o->flush_threshold = parse_ulong(f, v, UINT32_MAX);
+        else if (!strcmp(f, "--batch")) o->batch = parse_ulong(f, v, 1000000);
+        else if (!strcmp(f, "--window")) o->window = parse_ulong(f, v, 1024);
+        else if (!strcmp(f, "--k")) o->k = parse_ulong(f, v, UINT32_MAX);
+        else if (!strcmp(f, "--search-list")) o->search_list = parse_ulong(f, v, UINT32_MAX);
+        else if (!strcmp(f, "--alpha")) {
+            char *end;
+            o->alpha = strtod(v, &end);
+            if (end == v || *end || !(o->alpha >= 0))
+                usage_error("bad value for %s", f);
+        } else
+            usage_error("unknown option %s", f);
+    }
+    if (o->batch == 0)
+        usage_error("%s must be at least 1", "--batch");
+    if (o->window == 0)
+        usage_error("%s must be at least 1", "--window");
+}
+
+static void require(const char *value, const char *flag)
+{
+    if (!value)
+        usage_error("missing %s", flag);
+}
+
+/* ---- create / stats ------------------------------------------------------ */
+
+static void print_spec(const Slimvec__V1__CollectionSpec *s)
+{
+    printf("collection       %s\n", s->name);
+    printf("dimension        %" PRIu32 "\n", s->dimension);
+    printf("metric           %s\n", metric_name(s->metric));
+    printf("storage          %s\n", storage_name(s->storage));
+    if (s->graph) {
+        printf("max degree (R)   %" PRIu32 "\n", s->graph->max_degree);
+        printf("build list (L)   %" PRIu32 "\n", s->graph->build_list);
+        printf("alpha            %.3f\n", s->graph->alpha);
+    }
+    printf("seed             %" PRIu64 "\n", s->seed);
+    printf("flush threshold  %" PRIu32 "\n", s->flush_threshold);
+}
+
+static void print_info(const Slimvec__V1__CollectionInfo *in)
+{
+    if (in->spec)
+        print_spec(in->spec);
+    printf("vectors          %" PRIu64 "\n", in->vectors);
+    printf("indexed          %" PRIu64 "\n", in->indexed);
+    printf("buffered         %" PRIu64 "\n", in->buffered);
+    printf("tombstones       %" PRIu64 "\n", in->tombstones);
+    printf("avg degree       %.2f\n", in->avg_degree);
+    printf("avg edge slots   %.2f\n", in->avg_edge_slots);
+    const Slimvec__V1__MemoryStats *m = in->memory;
+    if (!m)
+        return;
+    printf("allocated bytes  %" PRIu64 " (%.2f MiB, measured)\n", m->allocated_bytes,
+           (double)m->allocated_bytes / (1 << 20));
+    printf("bytes per vector %.1f\n", m->bytes_per_vector);
+    uint64_t sum = m->vectors_bytes_estimate + m->edges_bytes_estimate + m->id_map_bytes_estimate +
+                   m->buffer_bytes_estimate + m->other_bytes_estimate;
+    printf("estimated breakdown (bytes):\n");
+    printf("  vectors        %" PRIu64 "\n", m->vectors_bytes_estimate);
+    printf("  edges          %" PRIu64 "\n", m->edges_bytes_estimate);
+    printf("  id map         %" PRIu64 "\n", m->id_map_bytes_estimate);
+    printf("  write buffer   %" PRIu64 "\n", m->buffer_bytes_estimate);
+    printf("  other          %" PRIu64 "\n", m->other_bytes_estimate);
+    printf("  sum            %" PRIu64 "\n", sum);
+}
+
+static int cmd_create(grpc_channel *ch, const opts *o)
+{
+    require(o->collection, "--collection");
+    require(o->metric, "--metric");
+    require(o->storage, "--storage");
+    if (o->dim == 0)
+        usage_error("missing %s", "--dim");
+    Slimvec__V1__CollectionSpec spec = SLIMVEC__V1__COLLECTION_SPEC__INIT;
+    Slimvec__V1__GraphParams graph = SLIMVEC__V1__GRAPH_PARAMS__INIT;
+    spec.name = (char *)o->collection;
+    spec.dimension = (uint32_t)o->dim;
+    if (!strcmp(o->metric, "l2")) spec.metric = SLIMVEC__V1__METRIC__METRIC_L2;
+    else if (!strcmp(o->metric, "ip")) spec.metric = SLIMVEC__V1__METRIC__METRIC_IP;
+    else if (!strcmp(o->metric, "cosine")) spec.metric = SLIMVEC__V1__METRIC__METRIC_COSINE;
+    else usage_error("unknown metric %s (l2, ip, cosine)", o->metric);
+    if (!strcmp(o->storage, "f32")) spec.storage = SLIMVEC__V1__STORAGE__STORAGE_F32;
+    else if (!strcmp(o->storage, "int8")) spec.storage = SLIMVEC__V1__STORAGE__STORAGE_INT8;
+    else usage_error("unknown storage %s (f32, int8)", o->storage);
+    /* Zero means "server default" for every field, so unset options pass through. */
+    graph.max_degree = (uint32_t)o->R;
+    graph.build_list = (uint32_t)o->L;
+    graph.alpha = (float)o->alpha;
+    spec.graph = &graph;
+    spec.seed = o->seed;
+    spec.flush_threshold = (uint32_t)o->flush_threshold;
+    Slimvec__V1__CreateCollectionRequest req = SLIMVEC__V1__CREATE_COLLECTION_REQUEST__INIT;
+    req.spec = &spec;
+    ProtobufCMessage *resp = NULL;
+    if (unary(ch, "CreateCollection", METHOD("CreateCollection"), &req.base,
+              &slimvec__v1__create_collection_response__descriptor, &resp) != 0)
+        return 1;
+    Slimvec__V1__CreateCollectionResponse *r = (Slimvec__V1__CreateCollectionResponse *)resp;
+    if (r->info && r->info->spec)
+        print_spec(r->info->spec);
+    protobuf_c_message_free_unpacked(resp, NULL);
+    return 0;
+}
+
+/* DescribeCollection; *out is freed with protobuf_c_message_free_unpacked. */
+static int describe(grpc_channel *ch, const char *name, Slimvec__V1__DescribeCollectionResponse **out)
+{
+    Slimvec__V1__DescribeCollectionRequest req = SLIMVEC__V1__DESCRIBE_COLLECTION_REQUEST__INIT;
+    req.name = (char *)name;
+    ProtobufCMessage *resp = NULL;
+    if (unary(ch, "DescribeCollection", METHOD("DescribeCollection"), &req.base,
+              &slimvec__v1__describe_collection_response__descriptor, &resp) != 0)
+        return 1;
+    *out = (Slimvec__V1__DescribeCollectionResponse *)resp;
+    if (!(*out)->info || !(*out)->info->spec) {
+        fprintf(stderr, "slimvec: DescribeCollection: reply without collection info\n");
+        protobuf_c_message_free_unpacked(resp, NULL);
+        return 1;
+    }
+    return 0;
+}
+
+/*
+ * The server splits a batch into len / dimension vectors, so a file of the
+ * wrong dimension (128 floats read as two 64-d vectors) would be accepted
+ * silently: check before sending anything. *vectors gets the live count.
+ */
+static int check_dimension(grpc_channel *ch, const char *name, const char *path, uint32_t dim,
+                           uint64_t *vectors)
+{
+    Slimvec__V1__DescribeCollectionResponse *r = NULL;
+    if (describe(ch, name, &r) != 0)
+        return 1;
+    uint32_t want = r->info->spec->dimension;
+    if (vectors)
+        *vectors = r->info->vectors;
+    protobuf_c_message_free_unpacked(&r->base, NULL);
+    if (want != dim) {
+        fprintf(stderr, "slimvec: %s: dimension %" PRIu32 ", but collection %s has dimension %" PRIu32 "\n",
+                path, dim, name, want);
+        return 1;
+    }
+    return 0;
+}
+
+static int cmd_stats(grpc_channel *ch, const opts *o)
+{
+    require(o->collection, "--collection");
+    Slimvec__V1__DescribeCollectionResponse *r = NULL;
+    if (describe(ch, o->collection, &r) != 0)
+        return 1;
+    print_info(r->info);
+    protobuf_c_message_free_unpacked(&r->base, NULL);
+    return 0;
+}
+
+/* ---- ingest --------------------------------------------------------------- */
+
+typedef struct ingest_ctx {
+    const char *collection;
+    const float *data;
+    size_t rows;
+    uint32_t dim;
+    size_t batch;
+    size_t done;        /* vectors acknowledged */
+    int tty;
+    double t0, last_progress;
+} ingest_ctx;
+
+static size_t batch_rows(const ingest_ctx *c, size_t i)
+{
+    size_t first = i * c->batch;
+    return c->rows - first < c->batch ? c->rows - first : c->batch;
+}
+
+static grpc_byte_buffer *ingest_make(void *ctx, size_t i)
+{
+    ingest_ctx *c = ctx;
+    Slimvec__V1__IngestRequest req = SLIMVEC__V1__INGEST_REQUEST__INIT;
+    req.collection = (char *)c->collection;
+    req.sequence = i;
+    /* Points into the file's matrix: pack() copies, so no staging buffer. */
+    req.n_vectors = batch_rows(c, i) * c->dim;
+    req.vectors = (float *)(c->data + i * c->batch * c->dim);
+    /* No ids: the server assigns the smallest unused numbers, i.e. row
+     * numbers for a fresh collection, which is what the .ivecs ground
+     * truth refers to. */
+    return pack(&req.base);
+}
+
+static int ingest_reply(void *ctx, size_t i, grpc_byte_buffer *bb)
+{
+    ingest_ctx *c = ctx;
+    int rc = 1;
+    Slimvec__V1__IngestResponse *r =
+        (Slimvec__V1__IngestResponse *)unpack(&slimvec__v1__ingest_response__descriptor, bb);
+    if (!r) {
+        if (c->tty && c->done > 0)
+            fputc('\n', stderr); /* the error goes below the progress line */
+        fprintf(stderr, "slimvec: Ingest: malformed acknowledgement for batch %zu\n", i);
+        return 1;
+    }
+    if (c->tty && c->done > 0 && (r->error || r->sequence != i || r->applied != batch_rows(c, i)))
+        fputc('\n', stderr); /* the error goes below the progress line */
+    if (r->error) {
+        fprintf(stderr, "slimvec: Ingest: %s: batch %zu (rows %zu..%zu) rejected: %s\n",
+                code_name((grpc_status_code)r->error->code), i, i * c->batch,
+                i * c->batch + batch_rows(c, i) - 1, r->error->message);
+        goto cleanup;
+    }
+    if (r->sequence != i) {
+        fprintf(stderr, "slimvec: Ingest: acknowledgement for sequence %" PRIu64 ", expected %zu\n",
+                r->sequence, i);
+        goto cleanup;
+    }
+    if (r->applied != batch_rows(c, i)) {
+        fprintf(stderr, "slimvec: Ingest: batch %zu: %" PRIu32 " of %zu vectors applied\n", i,
+                r->applied, batch_rows(c, i));
+        goto cleanup;
+    }
+    c->done += r->applied;
+    rc = 0;
+cleanup:
+    if (c->tty && rc == 0) {
+        /* Throttled to ~10 updates a second so a fast stream does not flood
+         * the terminal. */
+        double t = now_s();
+        if (t - c->last_progress >= 0.1 || c->done == c->rows) {
+            c->last_progress = t;
+            fprintf(stderr, "\ringest: %zu/%zu vectors (%.1f%%), %.0f vectors/s   ", c->done,
+                    c->rows, 100.0 * (double)c->done / (double)c->rows,
+                    (double)c->done / (t - c->t0 > 0 ? t - c->t0 : 1e-9));
+        }
+    }
+    protobuf_c_message_free_unpacked(&r->base, NULL);
+    return rc;
+}
+
+static int cmd_ingest(grpc_channel *ch, const opts *o)
+{
+    require(o->collection, "--collection");
+    require(o->file, "--file");
+    int rc = 1;
+    void *data = NULL;
+    ingest_ctx c = {0};
+    if (read_vecs(o->file, &data, &c.rows, &c.dim) != 0)
+        return 1;
+    uint64_t existing = 0;
+    if (check_dimension(ch, o->collection, o->file, c.dim, &existing) != 0)
+        goto cleanup;
+    if (existing > 0)
+        fprintf(stderr, "slimvec: note: %s already holds %" PRIu64 " vectors; the ids assigned "
+                "now are not the file's row numbers\n", o->collection, existing);
+    c.collection = o->collection;
+    c.data = data;
+    c.batch = o->batch;
+    c.tty = isatty(2);
+    stream_cb cb = {(c.rows + c.batch - 1) / c.batch, o->window, ingest_make, ingest_reply, &c};
+    c.t0 = now_s();
+    int failed = run_stream(ch, "Ingest", METHOD("Ingest"), &cb);
+    double secs = now_s() - c.t0;
+    if (c.tty)
+        fputc('\n', stderr);
+    if (failed) {
+        fprintf(stderr, "slimvec: Ingest: %zu of %zu vectors acknowledged before the failure\n",
+                c.done, c.rows);
+        goto cleanup;
+    }
+    printf("ingested %zu vectors (dim %" PRIu32 ", %zu batches of %zu) in %.3f s: %.0f vectors/s\n",
+           c.done, c.dim, cb.total, c.batch, secs, secs > 0 ? (double)c.done / secs : 0.0);
+    if (o->flush) {
+        Slimvec__V1__FlushRequest req = SLIMVEC__V1__FLUSH_REQUEST__INIT;
+        req.collection = (char *)o->collection;
+        ProtobufCMessage *resp = NULL;
+        double t = now_s();
+        if (unary(ch, "Flush", METHOD("Flush"), &req.base, &slimvec__v1__flush_response__descriptor,
+                  &resp) != 0)
+            goto cleanup;
+        Slimvec__V1__FlushResponse *r = (Slimvec__V1__FlushResponse *)resp;
+        printf("flushed in %.3f s", now_s() - t);
+        if (r->info)
+            printf(": %" PRIu64 " vectors, %" PRIu64 " indexed, %" PRIu64 " buffered", r->info->vectors,
+                   r->info->indexed, r->info->buffered);
+        printf("\n");
+        protobuf_c_message_free_unpacked(resp, NULL);
+    }
+    rc = 0;
+cleanup:
+    free(data);
+    return rc;
+}
+
+/* ---- search --------------------------------------------------------------- */
+
+#define RECALL_AT 10
+
+typedef struct search_ctx {
+    const char *collection;
+    const float *queries;
+    uint32_t dim;
+    const int32_t *gt;
+    uint32_t gt_dim;
+    uint32_t k, search_list;
+    double *sent_at;     /* per query: when its request was handed to gRPC */
+    double *latency;     /* per query, seconds */
+    size_t hits_found;   /* ground-truth ids found in the top RECALL_AT */
+} search_ctx;
+
+static grpc_byte_buffer *search_make(void *ctx, size_t i)
+{
+    search_ctx *c = ctx;
+    Slimvec__V1__SearchRequest req = SLIMVEC__V1__SEARCH_REQUEST__INIT;
+    req.collection = (char *)c->collection;
+    req.n_queries = c->dim;
+    req.queries = (float *)(c->queries + i * c->dim);
+    req.k = c->k;
+    req.search_list = c->search_list;
+    req.tag = i;
+    grpc_byte_buffer *bb = pack(&req.base);
+    c->sent_at[i] = now_s();
+    return bb;
+}
+
+static int search_reply(void *ctx, size_t i, grpc_byte_buffer *bb)
+{
+    search_ctx *c = ctx;
+    c->latency[i] = now_s() - c->sent_at[i];
+    int rc = 1;
+    Slimvec__V1__SearchResponse *r =
+        (Slimvec__V1__SearchResponse *)unpack(&slimvec__v1__search_response__descriptor, bb);
+    if (!r) {
+        fprintf(stderr, "slimvec: SearchStream: malformed reply for query %zu\n", i);
+        return 1;
+    }
+    if (r->error) {
+        char what[64];
+        snprintf(what, sizeof what, "query %zu: ", i);
+        fprintf(stderr, "slimvec: SearchStream: %s: %s%s\n",
+                code_name((grpc_status_code)r->error->code), what, r->error->message);
+        goto cleanup;
+    }
+    if (r->tag != i || r->n_results != 1) {
+        fprintf(stderr, "slimvec: SearchStream: reply tag %" PRIu64 " with %zu results, expected tag %zu with 1\n",
+                r->tag, r->n_results, i);
+        goto cleanup;
+    }
+    const Slimvec__V1__QueryResult *res = r->results[0];
+    size_t n = res->n_hits < RECALL_AT ? res->n_hits : RECALL_AT;
+    const int32_t *truth = c->gt + i * c->gt_dim;
+    for (size_t h = 0; h < n; h++) {
+        /* Ids are decimal row numbers; anything else cannot match. */
+        char *end;
+        errno = 0;
+        long long id = strtoll(res->hits[h]->id, &end, 10);
+        if (errno || end == res->hits[h]->id || *end)
+            continue;
+        for (size_t g = 0; g < RECALL_AT; g++) {
+            if (truth[g] == id) {
+                c->hits_found++;
+                break;
+            }
+        }
+    }
+    rc = 0;
+cleanup:
+    protobuf_c_message_free_unpacked(&r->base, NULL);
+    return rc;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* Nearest-rank percentile of a sorted array. */
+static double percentile(const double *sorted, size_t n, double p)
+{
+    size_t rank = (size_t)ceil(p * (double)n);
+    if (rank < 1)
+        rank = 1;
+    if (rank > n)
+        rank = n;
+    return sorted[rank - 1];
+}
+
+static int cmd_search(grpc_channel *ch, const opts *o)
+{
+    require(o->collection, "--collection");
+    require(o->query, "--query");
+    require(o->gt, "--gt");
+    if (o->k < RECALL_AT)
+        usage_error("%s must be at least 10 to measure recall@10", "--k");
+    int rc = 1;
+    void *qdata = NULL, *gdata = NULL;
+    size_t nq = 0, ng = 0;
+    search_ctx c = {0};
+    if (read_vecs(o->query, &qdata, &nq, &c.dim) != 0 || read_vecs(o->gt, &gdata, &ng, &c.gt_dim) != 0)
+        goto cleanup;
+    if (ng < nq || c.gt_dim < RECALL_AT) {
+        fprintf(stderr, "slimvec: %s: %zu rows of %" PRIu32 " ids; need %zu rows of at least %d\n",
+                o->gt, ng, c.gt_dim, nq, RECALL_AT);
+        goto cleanup;
+    }
+    if (check_dimension(ch, o->collection, o->query, c.dim, NULL) != 0)
+        goto cleanup;
+    c.collection = o->collection;
+    c.queries = qdata;
+    c.gt = gdata;
+    c.k = (uint32_t)o->k;
+    c.search_list = (uint32_t)o->search_list;
+    c.sent_at = calloc(nq, sizeof *c.sent_at);
+    c.latency = calloc(nq, sizeof *c.latency);
+    if (!c.sent_at || !c.latency) {
+        fprintf(stderr, "slimvec: out of memory\n");
+        goto cleanup;
+    }
+    stream_cb cb = {nq, o->window, search_make, search_reply, &c};
+    double t0 = now_s();
+    if (run_stream(ch, "SearchStream", METHOD("SearchStream"), &cb) != 0)
+        goto cleanup;
+    double secs = now_s() - t0;
+    qsort(c.latency, nq, sizeof *c.latency, cmp_double);
+    double recall = nq ? (double)c.hits_found / ((double)nq * RECALL_AT) : 0.0;
+    double qps = secs > 0 ? (double)nq / secs : 0.0;
+    double p50 = nq ? percentile(c.latency, nq, 0.50) * 1e6 : 0.0;
+    double p99 = nq ? percentile(c.latency, nq, 0.99) * 1e6 : 0.0;
+    printf("queries %zu, k %" PRIu32 ", search list %" PRIu32 ", window %zu\n", nq, c.k,
+           c.search_list, (size_t)o->window);
+    printf("recall@10 %.4f\n", recall);
+    printf("QPS       %.0f (%.3f s)\n", qps, secs);
+    printf("p50       %.0f us\n", p50);
+    printf("p99       %.0f us\n", p99);
+    if (o->json) {
+        FILE *f = fopen(o->json, "w");
+        if (!f) {
+            fprintf(stderr, "slimvec: %s: %s\n", o->json, strerror(errno));
+            goto cleanup;
+        }
+        fprintf(f,
+                "{\"recall_at_10\": %.6f, \"qps\": %.3f, \"p50_us\": %.1f, \"p99_us\": %.1f, "
+                "\"queries\": %zu, \"k\": %" PRIu32 ", \"search_list\": %" PRIu32 "}\n",
+                recall, qps, p50, p99, nq, c.k, c.search_list);
+        if (fclose(f) != 0) {
+            fprintf(stderr, "slimvec: %s: write error\n", o->json);
+            goto cleanup;
+        }
+    }
+    rc = 0;
+cleanup:
+    free(c.sent_at);
+    free(c.latency);
+    free(qdata);
+    free(gdata);
+    return rc;
+}
+
+/* ---- main ------------------------------------------------------------------ */
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        fputs(usage_text, stderr);
+        return 2;
+    }
+    const char *cmd = argv[1];
+    if (!strcmp(cmd, "--help") || !strcmp(cmd, "-h") || !strcmp(cmd, "help")) {
+        fputs(usage_text, stdout);
+        return 0;
+    }
+    int (*run)(grpc_channel *, const opts *) = NULL;
+    if (!strcmp(cmd, "create")) run = cmd_create;
+    else if (!strcmp(cmd, "stats")) run = cmd_stats;
+    else if (!strcmp(cmd, "ingest")) run = cmd_ingest;
+    else if (!strcmp(cmd, "search")) run = cmd_search;
+    else usage_error("unknown command %s", cmd);
+    opts o;
+    parse_opts(argc, argv, &o); /* before grpc_init: usage errors exit at once */
+    grpc_init();
+    grpc_channel *ch = open_channel(o.addr);
+    int rc = run(ch, &o);
+    grpc_channel_destroy(ch);
+    grpc_shutdown_blocking();
+    return rc;
+}
