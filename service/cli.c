@@ -708,6 +708,7 @@ static grpc_byte_buffer *ingest_make(void *ctx, size_t i)
     Slimvec__V1__IngestRequest req = SLIMVEC__V1__INGEST_REQUEST__INIT;
     req.collection = (char *)c->collection;
     req.sequence = i;
+    req.dimension = (uint32_t)c->dim; /* the server refuses a mismatch */
     /* Points into the file's matrix: pack() copies, so no staging buffer. */
     req.n_vectors = batch_rows(c, i) * c->dim;
     req.vectors = (float *)(c->data + i * c->batch * c->dim);
@@ -845,6 +846,7 @@ static grpc_byte_buffer *search_make(void *ctx, size_t i)
     req.k = c->k;
     req.search_list = c->search_list;
     req.tag = i;
+    req.dimension = (uint32_t)c->dim;
     grpc_byte_buffer *bb = pack(&req.base);
     c->sent_at[i] = now_s();
     return bb;

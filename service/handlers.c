@@ -287,11 +287,17 @@ static void h_flush(void *appv, const ProtobufCMessage *m, svd_reply *r)
 
 /* ---- vectors -------------------------------------------------------------- */
 
-/* Checks shared by batch calls: n vectors of the collection's dimension. */
-static int batch_shape(svd_app *app, svd_coll *c, size_t n_floats, size_t n_ids, size_t *n_out,
-                       svd_reply *r)
+/* Checks shared by batch calls: n vectors of the collection's dimension
+ * (declared_dim, when not 0, must be that dimension). */
+static int batch_shape(svd_app *app, svd_coll *c, size_t n_floats, size_t n_ids, uint32_t declared_dim,
+                       size_t *n_out, svd_reply *r)
 {
     uint32_t dim = sv_collection_params(c->coll)->dim;
+    if (declared_dim && declared_dim != dim) {
+        svd_reply_error(r, GRPC_STATUS_INVALID_ARGUMENT,
+                        "dimension %u does not match the collection's %u", declared_dim, dim);
+        return 0;
+    }
     if (n_floats == 0 || n_floats % dim != 0) {
         svd_reply_error(r, GRPC_STATUS_INVALID_ARGUMENT,
                         "%zu floats are not a whole number of %u-dimensional vectors", n_floats, dim);
@@ -323,7 +329,7 @@ static void ingest_batch(svd_app *app, const Slimvec__V1__IngestRequest *req,
     if (!c)
         return;
     size_t n = 0;
-    if (!batch_shape(app, c, req->n_vectors, req->n_ids, &n, r))
+    if (!batch_shape(app, c, req->n_vectors, req->n_ids, req->dimension, &n, r))
         goto done;
     for (size_t i = 0; i < req->n_ids; i++) {
         if (strlen(req->ids[i]) > app->limits.max_id_len) {
@@ -407,7 +413,7 @@ static void search_into(svd_app *app, const Slimvec__V1__SearchRequest *req,
         return;
     size_t m = 0;
     uint32_t dim = sv_collection_params(c->coll)->dim;
-    if (!batch_shape(app, c, req->n_queries, 0, &m, r))
+    if (!batch_shape(app, c, req->n_queries, 0, req->dimension, &m, r))
         goto done;
     if (req->k < 1 || req->k > app->limits.max_k) {
         svd_reply_error(r, req->k < 1 ? GRPC_STATUS_INVALID_ARGUMENT : GRPC_STATUS_RESOURCE_EXHAUSTED,

@@ -197,6 +197,10 @@ class ServiceTest(unittest.TestCase):
                          [grpc.StatusCode.INVALID_ARGUMENT.value[0]] * 2 +
                          [grpc.StatusCode.RESOURCE_EXHAUSTED.value[0]])
         self.assertIn("vector 1: component 2 is NaN", acks[2].error.message)
+        # 8 floats are two 4-d vectors, but not what a client of 8-d vectors meant.
+        wrong = list(self.stub.Ingest(iter([pb.IngestRequest(collection="bad", vectors=good[:8], dimension=8)])))
+        self.assertEqual(wrong[0].error.code, grpc.StatusCode.INVALID_ARGUMENT.value[0])
+        self.assertIn("dimension 8 does not match the collection's 4", wrong[0].error.message)
         self.assertTrue(all(a.applied == 0 for a in acks[1:]))
         info = self.stub.DescribeCollection(pb.DescribeCollectionRequest(name="bad")).info
         self.assertEqual(info.vectors, 10)
@@ -349,6 +353,65 @@ class ServiceTest(unittest.TestCase):
         for name in ("cc1", "cc2"):
             info = self.stub.DescribeCollection(pb.DescribeCollectionRequest(name=name)).info
             self.assertEqual(info.vectors, 2 * 20 * 100)
+
+
+def write_vecs(path, rows_, kind):
+    """TEXMEX .fvecs (kind 'f') or .ivecs (kind 'i')."""
+    import struct
+    with open(path, "wb") as f:
+        for r in rows_:
+            f.write(struct.pack("<i", len(r)))
+            f.write(struct.pack("<%d%s" % (len(r), kind), *r))
+
+
+class CliTest(unittest.TestCase):
+    """The C command-line client against a real server."""
+
+    def test_create_ingest_stats_search(self):
+        import json
+        import tempfile
+        cli = os.path.join(os.path.dirname(SLIMVECD), "slimvec")
+        server = Server()
+        try:
+            dim, n, nq = 16, 3000, 50
+            base = [rows(1, dim, 100 + i) for i in range(n)]
+            queries = [rows(1, dim, 90000 + i) for i in range(nq)]
+            gt = []
+            for q in queries:
+                d = sorted(range(n), key=lambda i: sum((a - b) ** 2 for a, b in zip(q, base[i])))
+                gt.append(d[:10])
+            with tempfile.TemporaryDirectory() as tmp:
+                bpath, qpath, gpath = (os.path.join(tmp, x) for x in ("b.fvecs", "q.fvecs", "g.ivecs"))
+                write_vecs(bpath, base, "f")
+                write_vecs(qpath, queries, "f")
+                write_vecs(gpath, gt, "i")
+                addr = ["--addr", server.addr, "--collection", "cli"]
+
+                def run(*args):
+                    p = subprocess.run([cli, *args], capture_output=True, text=True, timeout=120)
+                    self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+                    return p.stdout + p.stderr
+                run("create", *addr, "--dim", str(dim), "--metric", "l2", "--storage", "int8")
+                out = run("ingest", *addr, "--file", bpath, "--batch", "500", "--flush")
+                self.assertIn("3000", out)
+                out = run("stats", *addr)
+                self.assertIn("3000", out)
+                jpath = os.path.join(tmp, "s.json")
+                run("search", *addr, "--query", qpath, "--gt", gpath, "--k", "10", "--search-list", "64",
+                    "--json", jpath)
+                with open(jpath) as f:
+                    res = json.load(f)
+                self.assertGreater(res["recall_at_10"], 0.9)
+                for key in ("qps", "p50_us", "p99_us"):
+                    self.assertGreater(res[key], 0)
+                # A file of the wrong dimension is refused, not misread.
+                wrong = os.path.join(tmp, "w.fvecs")
+                write_vecs(wrong, [rows(1, 8, 5)[0:8] for _ in range(4)], "f")
+                p = subprocess.run([cli, "ingest", *addr, "--file", wrong], capture_output=True, text=True,
+                                   timeout=60)
+                self.assertNotEqual(p.returncode, 0)
+        finally:
+            self.assertEqual(server.stop(), 0)
 
 
 class ShutdownTest(unittest.TestCase):
