@@ -371,13 +371,36 @@ done:
     svd_registry_put(app->registry, c);
 }
 
+/*
+ * In a stream a failed request is answered, not fatal: take what `inner`
+ * allocated into r, and turn its error (if any) into a BatchError for the
+ * response. NULL when inner succeeded; on out of memory r becomes an error.
+ */
+static Slimvec__V1__BatchError *batch_error(svd_reply *r, svd_reply *inner)
+{
+    r->owned = inner->owned;
+    r->free_fn = inner->free_fn;
+    if (inner->code == GRPC_STATUS_OK)
+        return NULL;
+    Slimvec__V1__BatchError *berr = own(r, sizeof *berr);
+    char *message = own(r, sizeof inner->message);
+    if (!berr || !message) {
+        reply_oom(r);
+        return NULL;
+    }
+    slimvec__v1__batch_error__init(berr);
+    berr->code = (int32_t)inner->code;
+    memcpy(message, inner->message, sizeof inner->message);
+    berr->message = message;
+    return berr;
+}
+
 static void s_ingest(void *appv, void **state, const ProtobufCMessage *m, svd_reply *r)
 {
     (void)state;
     const Slimvec__V1__IngestRequest *req = (const void *)m;
     Slimvec__V1__IngestResponse *resp = own(r, sizeof *resp);
-    Slimvec__V1__BatchError *berr = own(r, sizeof *berr);
-    if (!resp || !berr) {
+    if (!resp) {
         reply_oom(r);
         return;
     }
@@ -385,23 +408,13 @@ static void s_ingest(void *appv, void **state, const ProtobufCMessage *m, svd_re
     resp->sequence = req->sequence;
     svd_reply inner = {.code = GRPC_STATUS_OK, .owned = r->owned, .free_fn = r->free_fn};
     ingest_batch(appv, req, resp, &inner);
-    r->owned = inner.owned;
-    r->free_fn = inner.free_fn;
-    if (inner.code != GRPC_STATUS_OK) {
-        /* A failed batch is reported in its own answer; the stream goes on. */
-        slimvec__v1__batch_error__init(berr);
-        berr->code = (int32_t)inner.code;
-        berr->message = own(r, sizeof inner.message);
-        if (berr->message)
-            memcpy(berr->message, inner.message, sizeof inner.message);
-        else
-            berr->message = "out of memory";
+    if ((resp->error = batch_error(r, &inner))) {
         resp->applied = 0;
         resp->n_ids = 0;
         resp->ids = NULL;
-        resp->error = berr;
     }
-    r->msg = &resp->base;
+    if (r->code == GRPC_STATUS_OK)
+        r->msg = &resp->base;
 }
 
 /* Run the queries of one search request into resp. */
@@ -493,8 +506,7 @@ static void s_search(void *appv, void **state, const ProtobufCMessage *m, svd_re
     (void)state;
     const Slimvec__V1__SearchRequest *req = (const void *)m;
     Slimvec__V1__SearchResponse *resp = own(r, sizeof *resp);
-    Slimvec__V1__BatchError *berr = own(r, sizeof *berr);
-    if (!resp || !berr) {
+    if (!resp) {
         reply_oom(r);
         return;
     }
@@ -502,21 +514,12 @@ static void s_search(void *appv, void **state, const ProtobufCMessage *m, svd_re
     resp->tag = req->tag;
     svd_reply inner = {.code = GRPC_STATUS_OK, .owned = r->owned, .free_fn = r->free_fn};
     search_into(appv, req, resp, &inner);
-    r->owned = inner.owned;
-    r->free_fn = inner.free_fn;
-    if (inner.code != GRPC_STATUS_OK) {
-        slimvec__v1__batch_error__init(berr);
-        berr->code = (int32_t)inner.code;
-        berr->message = own(r, sizeof inner.message);
-        if (berr->message)
-            memcpy(berr->message, inner.message, sizeof inner.message);
-        else
-            berr->message = "out of memory";
+    if ((resp->error = batch_error(r, &inner))) {
         resp->n_results = 0;
         resp->results = NULL;
-        resp->error = berr;
     }
-    r->msg = &resp->base;
+    if (r->code == GRPC_STATUS_OK)
+        r->msg = &resp->base;
 }
 
 static void h_get(void *appv, const ProtobufCMessage *m, svd_reply *r)
