@@ -10,6 +10,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <jemalloc/jemalloc.h>
+
 #include "health/v1/health.pb-c.h"
 #include "slimvec/v1/slimvec.pb-c.h"
 
@@ -318,6 +320,32 @@ static int batch_shape(svd_app *app, svd_coll *c, size_t n_floats, size_t n_ids,
 }
 
 /*
+ * The memory cap: refuse a batch when what jemalloc holds for the process
+ * plus a generous guess of the batch's cost (its float copy in the write
+ * buffer, its codes and edges, its share of the flush's scratch) would pass
+ * the cap. 0 when under it.
+ */
+static int over_memory_cap(svd_app *app, size_t n, uint32_t dim, svd_reply *r)
+{
+    if (!app->limits.memory_cap)
+        return 0;
+    uint64_t epoch = 1;
+    size_t len = sizeof epoch;
+    mallctl("epoch", &epoch, &len, &epoch, len);
+    size_t allocated = 0;
+    len = sizeof allocated;
+    if (mallctl("stats.allocated", &allocated, &len, NULL, 0) != 0)
+        return 0;
+    uint64_t need = (uint64_t)n * ((uint64_t)dim * 6 + 256);
+    if ((uint64_t)allocated + need <= app->limits.memory_cap)
+        return 0;
+    svd_reply_error(r, GRPC_STATUS_RESOURCE_EXHAUSTED,
+                    "memory cap: %zu bytes allocated + ~%llu for this batch is over the cap of %llu",
+                    allocated, (unsigned long long)need, (unsigned long long)app->limits.memory_cap);
+    return 1;
+}
+
+/*
  * Apply one ingest batch; fills resp (ids) or returns the error. The core
  * checks the whole batch before applying any of it, so an error means
  * nothing was applied.
@@ -338,6 +366,9 @@ static void ingest_batch(svd_app *app, const Slimvec__V1__IngestRequest *req,
             goto done;
         }
     }
+    uint32_t dim = sv_collection_params(c->coll)->dim;
+    if (over_memory_cap(app, n, dim, r))
+        goto done;
     uint64_t *assigned = own(r, n * sizeof *assigned);
     char **ids = own(r, n * sizeof *ids);
     if (!assigned || !ids) {
@@ -345,7 +376,6 @@ static void ingest_batch(svd_app *app, const Slimvec__V1__IngestRequest *req,
         goto done;
     }
     sv_error err;
-    uint32_t dim = sv_collection_params(c->coll)->dim;
     sv_status st = sv_collection_add(c->coll, req->vectors, n, dim,
                                      req->n_ids ? (const char *const *)req->ids : NULL, assigned, &err);
     if (st != SV_OK) {

@@ -14,6 +14,7 @@ typedef struct svd_limits {
     uint32_t max_batch;      /* most vectors (or queries) in one message */
     uint32_t max_id_len;     /* longest id, bytes (<= SV_ID_MAX) */
     uint32_t build_threads;  /* flush threads per collection, 0 = all cores */
+    uint64_t memory_cap;     /* bytes jemalloc may hold before ingest is refused, 0 = none */
 } svd_limits;
 
 typedef struct svd_app {

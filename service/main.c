@@ -39,7 +39,9 @@ static void usage(FILE *f)
             "  --max-batch N        most vectors or queries per message (SLIMVEC_MAX_BATCH, default 10000)\n"
             "  --max-id-len N       longest id in bytes, <= 128 (SLIMVEC_MAX_ID_LEN, default 128)\n"
             "  --build-threads N    flush threads per collection, 0 = all cores (SLIMVEC_BUILD_THREADS, default 0)\n"
-            "  --grace SECONDS      drain time at shutdown (SLIMVEC_GRACE, default 10)\n");
+            "  --grace SECONDS      drain time at shutdown (SLIMVEC_GRACE, default 10)\n"
+            "  --memory-cap BYTES   refuse ingest (RESOURCE_EXHAUSTED) past this much jemalloc-allocated\n"
+            "                       memory; 0 = no cap (SLIMVEC_MEMORY_CAP, default 0)\n");
 }
 
 /* Parse a whole non-negative number in [lo, hi]. */
@@ -67,7 +69,7 @@ typedef struct option_def {
 static int load_config(config *cfg, int argc, char **argv)
 {
     double threads = 4, max_message = 64 << 20, max_dim = 4096, max_k = 1000, max_batch = 10000,
-           max_id = 128, build_threads = 0, grace = 10;
+           max_id = 128, build_threads = 0, grace = 10, memory_cap = 0;
     cfg->listen = "127.0.0.1:50051";
     cfg->metrics_listen = "127.0.0.1:9464";
     option_def defs[] = {
@@ -81,6 +83,7 @@ static int load_config(config *cfg, int argc, char **argv)
         {"--max-id-len", "SLIMVEC_MAX_ID_LEN", 1, SV_ID_MAX, &max_id, NULL},
         {"--build-threads", "SLIMVEC_BUILD_THREADS", 0, 64, &build_threads, NULL},
         {"--grace", "SLIMVEC_GRACE", 0, 3600, &grace, NULL},
+        {"--memory-cap", "SLIMVEC_MEMORY_CAP", 0, 1e15, &memory_cap, NULL},
     };
     size_t n_defs = sizeof defs / sizeof defs[0];
     for (size_t d = 0; d < n_defs; d++) {
@@ -115,7 +118,7 @@ static int load_config(config *cfg, int argc, char **argv)
     cfg->max_message = (int)max_message;
     cfg->grace = grace;
     cfg->limits = (svd_limits){(uint32_t)max_dim, (uint32_t)max_k, (uint32_t)max_batch,
-                               (uint32_t)max_id, (uint32_t)build_threads};
+                               (uint32_t)max_id, (uint32_t)build_threads, (uint64_t)memory_cap};
     return 0;
 }
 

@@ -414,6 +414,28 @@ class CliTest(unittest.TestCase):
             self.assertEqual(server.stop(), 0)
 
 
+class MemoryCapTest(unittest.TestCase):
+    def test_ingest_refused_past_the_cap(self):
+        server = Server("--memory-cap", str(16 << 20))
+        try:
+            dim = 128
+            create(server.stub, "cap", dim=dim)
+            batch = rows(1000, dim, 1)
+            acks = ingest(server.stub, "cap", [batch] * 100, dim=dim)
+            applied = sum(a.applied for a in acks)
+            refused = [a for a in acks if a.HasField("error")]
+            self.assertTrue(refused, "no batch was refused under a 16 MiB cap")
+            self.assertEqual(refused[0].error.code, grpc.StatusCode.RESOURCE_EXHAUSTED.value[0])
+            self.assertIn("memory cap", refused[0].error.message)
+            info = server.stub.DescribeCollection(pb.DescribeCollectionRequest(name="cap")).info
+            self.assertEqual(info.vectors, applied)   # whole batches only
+            self.assertEqual(applied % 1000, 0)
+            r = server.stub.Search(pb.SearchRequest(collection="cap", queries=batch[:dim], k=1))
+            self.assertEqual(len(r.results[0].hits), 1)
+        finally:
+            self.assertEqual(server.stop(), 0)
+
+
 class ShutdownTest(unittest.TestCase):
     def test_sigterm_with_stream_in_flight(self):
         server = Server()
