@@ -442,6 +442,7 @@ class ShutdownTest(unittest.TestCase):
         dim = 4
         create(server.stub, "s", dim=dim)
         acked = []
+        codes = []
         done = threading.Event()
 
         def stream():
@@ -452,8 +453,8 @@ class ShutdownTest(unittest.TestCase):
                         time.sleep(0.01)
                 for ack in server.stub.Ingest(gen()):
                     acked.append(ack.applied)
-            except grpc.RpcError:
-                pass
+            except grpc.RpcError as e:
+                codes.append(e.code())
             done.set()
         t = threading.Thread(target=stream)
         t.start()
@@ -467,6 +468,8 @@ class ShutdownTest(unittest.TestCase):
         done.wait(10)
         self.assertEqual(rc, 0, server.proc.stderr.read())
         self.assertGreater(sum(acked), 0)
+        # The stream in flight was told the server is going away.
+        self.assertEqual(codes, [grpc.StatusCode.UNAVAILABLE])
 
 
 if __name__ == "__main__":
