@@ -21,6 +21,7 @@
 #include <grpc/support/alloc.h>
 #include <grpc/support/time.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -86,7 +87,7 @@ struct svd_server {
     pthread_cond_t cv;
     svd_server_config cfg;        /* observers */
     call *watchers;               /* open watch calls, guarded by mu */
-    int shutting_down;
+    atomic_int shutting_down;     /* read by workers without the lock */
     int shutdown_done;
     tag t_shutdown;
 };
@@ -595,7 +596,9 @@ void svd_server_stop(svd_server *s, double grace_seconds)
     for (call *c = s->watchers; c; c = c->wnext) {
         pthread_mutex_lock(&c->mu);
         const svd_method *m = &s->methods[c->method];
-        if (!c->ending) {
+        /* pending 0: a worker has decided to free this call and waits for
+         * the list lock to unlink it; starting a batch now would race that. */
+        if (!c->ending && c->pending > 0) {
             svd_reply r = {.code = GRPC_STATUS_OK};
             m->stream(s->app, &c->state, NULL, &r);
             if (r.code == GRPC_STATUS_OK && r.msg)
