@@ -134,6 +134,23 @@ static Slimvec__V1__CollectionInfo *make_info(svd_coll *c, svd_reply *r)
     return info;
 }
 
+/*
+ * Answer with a response whose one field is a CollectionInfo (Create,
+ * Describe and Flush responses); the descriptor says where that field is.
+ */
+static void reply_with_info(svd_reply *r, svd_coll *c, const ProtobufCMessageDescriptor *d)
+{
+    ProtobufCMessage *resp = own(r, d->sizeof_message);
+    Slimvec__V1__CollectionInfo *info = resp ? make_info(c, r) : NULL;
+    if (!info) {
+        reply_oom(r);
+        return;
+    }
+    protobuf_c_message_init(d, resp);
+    *(Slimvec__V1__CollectionInfo **)((char *)resp + d->fields[0].offset) = info;
+    r->msg = resp;
+}
+
 /* ---- admin ---------------------------------------------------------------- */
 
 static void h_create(void *appv, const ProtobufCMessage *m, svd_reply *r)
@@ -194,15 +211,7 @@ static void h_create(void *appv, const ProtobufCMessage *m, svd_reply *r)
         svd_reply_error(r, code_of(st), "%s", err.message);
         return;
     }
-    Slimvec__V1__CreateCollectionResponse *resp = own(r, sizeof *resp);
-    if (resp) {
-        slimvec__v1__create_collection_response__init(resp);
-        resp->info = make_info(c, r);
-    }
-    if (!resp || !resp->info)
-        reply_oom(r);
-    else
-        r->msg = &resp->base;
+    reply_with_info(r, c, &slimvec__v1__create_collection_response__descriptor);
     svd_registry_put(app->registry, c);
 }
 
@@ -250,15 +259,7 @@ static void h_describe(void *appv, const ProtobufCMessage *m, svd_reply *r)
     svd_coll *c = lookup(app, req->name, r);
     if (!c)
         return;
-    Slimvec__V1__DescribeCollectionResponse *resp = own(r, sizeof *resp);
-    if (resp) {
-        slimvec__v1__describe_collection_response__init(resp);
-        resp->info = make_info(c, r);
-    }
-    if (!resp || !resp->info)
-        reply_oom(r);
-    else
-        r->msg = &resp->base;
+    reply_with_info(r, c, &slimvec__v1__describe_collection_response__descriptor);
     svd_registry_put(app->registry, c);
 }
 
@@ -271,19 +272,10 @@ static void h_flush(void *appv, const ProtobufCMessage *m, svd_reply *r)
         return;
     sv_error err;
     sv_status st = sv_collection_flush(c->coll, &err);
-    if (st != SV_OK) {
+    if (st != SV_OK)
         svd_reply_error(r, code_of(st), "%s", err.message);
-    } else {
-        Slimvec__V1__FlushResponse *resp = own(r, sizeof *resp);
-        if (resp) {
-            slimvec__v1__flush_response__init(resp);
-            resp->info = make_info(c, r);
-        }
-        if (!resp || !resp->info)
-            reply_oom(r);
-        else
-            r->msg = &resp->base;
-    }
+    else
+        reply_with_info(r, c, &slimvec__v1__flush_response__descriptor);
     svd_registry_put(app->registry, c);
 }
 
