@@ -813,7 +813,7 @@ static sv_status flush_locked(sv_collection *c, sv_error *err)
                     break;
                 }
             }
-            atomic_store(&c->graph.entry, rows->slots[first]);
+            sv_graph_set_entry_if_empty(&c->graph, rows->slots[first]);
             link_row(&job, (uint32_t)first, 0);
             job.start = 1;
         }
