@@ -23,10 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "alloc.h"
-#include "buffer.h"
-#include "edges.h"
-#include "graph.h"
+#include "collection_impl.h"
 #include "idmap.h"
 #include "kernels.h"
 #include "parallel.h"
@@ -34,32 +31,7 @@
 #include "slimvec.h"
 #include "store.h"
 
-struct sv_collection {
-    sv_params params;      /* params.allocator points at `alloc` below */
-    sv_allocator alloc;    /* copy of the caller's hook */
-    const sv_kernels *k;
-    pthread_mutex_t maint;
-    pthread_rwlock_t lock;
-    sv_tally t_vectors, t_edges, t_idmap, t_buffer, t_other;
-    sv_store *store;
-    sv_edges *edges;
-    sv_graph graph;
-    sv_idmap *idmap;
-    sv_buffer active;      /* adds go here */
-    sv_buffer flushing;    /* the rows a flush is linking */
-    uint32_t *free_slots;  /* recycled slots, a stack */
-    uint32_t n_free, free_cap;
-    uint32_t next_slot;    /* slots [0, next_slot) have been handed out */
-    uint64_t n_live;
-    uint64_t n_tombstones;
-    uint64_t rng;          /* splitmix64 state */
-    /* Search scratch kept between searches (its visited bitmap covers every
-     * slot: allocating and clearing it per query would cost O(n)). One per
-     * concurrent search at most; charged to t_other. */
-    pthread_mutex_t pool_lock;
-    sv_scratch **pool;
-    uint32_t pool_n, pool_cap;
-};
+
 
 static sv_status fail(sv_error *err, sv_status code, const char *fmt, ...)
 {
@@ -299,6 +271,11 @@ static sv_status reserve_free_list(sv_collection *c, size_t extra)
     return SV_OK;
 }
 
+sv_status sv_collection_reserve_free(sv_collection *c, size_t n)
+{
+    return reserve_free_list(c, n);
+}
+
 static int id_given(const char *const *ids, size_t i)
 {
     return ids && ids[i] && ids[i][0];
@@ -436,7 +413,7 @@ sv_status sv_collection_add(sv_collection *c, const float *vectors, size_t n, ui
     st = ok(err);
 
 cleanup:;
-    int want_flush = st == SV_OK && c->params.flush_threshold &&
+    int want_flush = st == SV_OK && !c->manual_flush && c->params.flush_threshold &&
                      c->active.n >= c->params.flush_threshold;
     pthread_rwlock_unlock(&c->lock);
     sv_mem_free(&c->alloc, NULL, slots, n * sizeof *slots);
@@ -764,7 +741,9 @@ static sv_status flush_locked(sv_collection *c, sv_error *err)
 
     pthread_rwlock_wrlock(&c->lock);
     n = c->active.n;
-    if (n == 0) {
+    /* In manual mode the durable layer trains (and logs the mean) first: a
+     * flush never trains on its own then. */
+    if (n == 0 || (c->manual_flush && !sv_store_trained(c->store))) {
         pthread_rwlock_unlock(&c->lock);
         return ok(err);
     }
@@ -867,6 +846,76 @@ sv_status sv_collection_flush(sv_collection *c, sv_error *err)
     sv_status st = flush_locked(c, err);
     pthread_mutex_unlock(&c->maint);
     return st;
+}
+
+void sv_collection_set_manual_flush(sv_collection *c, int on)
+{
+    pthread_rwlock_wrlock(&c->lock);
+    c->manual_flush = on;
+    pthread_rwlock_unlock(&c->lock);
+}
+
+uint64_t sv_collection_id_counter(sv_collection *c)
+{
+    pthread_rwlock_rdlock(&c->lock);
+    uint64_t v = sv_idmap_counter(c->idmap);
+    pthread_rwlock_unlock(&c->lock);
+    return v;
+}
+
+void sv_collection_set_id_counter(sv_collection *c, uint64_t counter)
+{
+    pthread_rwlock_wrlock(&c->lock);
+    sv_idmap_set_counter(c->idmap, counter);
+    pthread_rwlock_unlock(&c->lock);
+}
+
+sv_status sv_collection_check_ids(sv_collection *c, const char *const *ids, size_t n, sv_error *err)
+{
+    sv_status st = SV_OK;
+    pthread_rwlock_rdlock(&c->lock);
+    for (size_t i = 0; i < n && st == SV_OK; i++) {
+        uint32_t slot;
+        if (!find_id(c, ids[i], &slot))
+            st = fail(err, SV_ERR_NOT_FOUND, "id \"%.*s\" (item %zu) not found", SV_ID_MAX,
+                      ids[i] ? ids[i] : "", i);
+    }
+    pthread_rwlock_unlock(&c->lock);
+    return st == SV_OK ? ok(err) : st;
+}
+
+uint64_t sv_collection_buffered(sv_collection *c)
+{
+    pthread_rwlock_rdlock(&c->lock);
+    uint64_t n = c->active.n;
+    pthread_rwlock_unlock(&c->lock);
+    return n;
+}
+
+sv_status sv_collection_train(sv_collection *c, float *mean, int *trained, sv_error *err)
+{
+    *trained = 0;
+    sv_status st = SV_OK;
+    pthread_rwlock_wrlock(&c->lock);
+    if (c->params.storage == SV_STORAGE_INT8 && !sv_store_trained(c->store) && c->active.n > 0) {
+        st = sv_store_train(c->store, c->active.vecs, c->active.n);
+        if (st == SV_OK) {
+            memcpy(mean, sv_store_mean(c->store), c->params.dim * sizeof(float));
+            *trained = 1;
+        }
+    }
+    pthread_rwlock_unlock(&c->lock);
+    return st == SV_OK ? ok(err) : fail(err, st, "out of memory training the quantizer");
+}
+
+sv_status sv_collection_set_mean(sv_collection *c, const float *mean, sv_error *err)
+{
+    pthread_rwlock_wrlock(&c->lock);
+    sv_status st = sv_store_set_mean(c->store, mean);
+    pthread_rwlock_unlock(&c->lock);
+    if (st == SV_ERR_INVALID_ARGUMENT)
+        return fail(err, st, "the quantizer is already trained or the storage is not int8");
+    return st == SV_OK ? ok(err) : fail(err, st, "out of memory setting the quantizer");
 }
 
 /* ---- consolidation ------------------------------------------------------ */

@@ -431,3 +431,28 @@ size_t sv_idmap_count(const sv_idmap *m)
 {
     return m->count;
 }
+
+int sv_idmap_slot_id(const sv_idmap *m, uint32_t slot, uint64_t *num, const char **str, size_t *len)
+{
+    if (slot >= m->keys_cap || m->keys[slot] == UNBOUND)
+        return 0;
+    uint64_t w = m->keys[slot];
+    if (word_is_string(w)) {
+        const unsigned char *s = untag_string(w);
+        *len = s[0];
+        *str = (const char *)s + 1;
+        return 2;
+    }
+    *num = w;
+    return 1;
+}
+
+uint64_t sv_idmap_counter(const sv_idmap *m)
+{
+    return m->next_number;
+}
+
+void sv_idmap_set_counter(sv_idmap *m, uint64_t counter)
+{
+    m->next_number = counter;
+}

@@ -66,4 +66,11 @@ uint64_t sv_idmap_next_free_number(sv_idmap *m);
 
 size_t sv_idmap_count(const sv_idmap *m); /* bound ids */
 
+/* What slot holds: 0 unbound, 1 a number (*num), 2 a string (*str, *len;
+ * not NUL-terminated, valid while the slot stays bound). */
+int sv_idmap_slot_id(const sv_idmap *m, uint32_t slot, uint64_t *num, const char **str, size_t *len);
+/* The counter behind sv_idmap_next_free_number (snapshots keep it). */
+uint64_t sv_idmap_counter(const sv_idmap *m);
+void sv_idmap_set_counter(sv_idmap *m, uint64_t counter);
+
 #endif

@@ -44,7 +44,9 @@ typedef enum sv_status {
     SV_ERR_NOT_FOUND,        /* unknown id */
     SV_ERR_ALREADY_EXISTS,   /* duplicate id */
     SV_ERR_RESOURCE,         /* out of memory or over a capacity limit */
-    SV_ERR_INTERNAL          /* a broken invariant (validator) */
+    SV_ERR_INTERNAL,         /* a broken invariant (validator) */
+    SV_ERR_IO,               /* a file operation failed (disk full, fsync error, ...) */
+    SV_ERR_CORRUPT           /* a data file fails its checks (checksum, size, content) */
 } sv_status;
 
 typedef struct sv_error {

@@ -10,6 +10,8 @@ const char *sv_status_name(sv_status s)
     case SV_ERR_ALREADY_EXISTS: return "ALREADY_EXISTS";
     case SV_ERR_RESOURCE: return "RESOURCE";
     case SV_ERR_INTERNAL: return "INTERNAL";
+    case SV_ERR_IO: return "IO";
+    case SV_ERR_CORRUPT: return "CORRUPT";
     }
     return "UNKNOWN";
 }

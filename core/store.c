@@ -83,7 +83,8 @@ sv_status sv_store_reserve(sv_store *s, uint32_t n_slots)
         s->chunks_cap = cap;
     }
     while (s->n_chunks < need) {
-        uint8_t *c = sv_mem_alloc(s->alloc, s->tally, s->chunk_bytes);
+        /* Zeroed: a snapshot writes whole chunks, never stale heap bytes. */
+        uint8_t *c = sv_mem_calloc(s->alloc, s->tally, 1, s->chunk_bytes);
         if (!c)
             return SV_ERR_RESOURCE; /* chunks made so far stay: capacity only grew */
         s->chunks[s->n_chunks++] = c;
@@ -104,6 +105,32 @@ sv_status sv_store_train(sv_store *s, const float *vectors, size_t n)
         s->mean_sum += mean[i];
     s->mean_norm = s->k->dot_f32(mean, mean, s->dim);
     return SV_OK;
+}
+
+sv_status sv_store_set_mean(sv_store *s, const float *mean)
+{
+    if (s->storage != SV_STORAGE_INT8 || s->mean)
+        return SV_ERR_INVALID_ARGUMENT;
+    float *m = sv_mem_alloc(s->alloc, s->tally, s->dim * sizeof(float));
+    if (!m)
+        return SV_ERR_RESOURCE;
+    memcpy(m, mean, s->dim * sizeof(float));
+    s->mean = m;
+    for (uint32_t i = 0; i < s->dim; i++)
+        s->mean_sum += m[i];
+    s->mean_norm = s->k->dot_f32(m, m, s->dim);
+    return SV_OK;
+}
+
+const float *sv_store_mean(const sv_store *s)
+{
+    return s->mean;
+}
+
+uint8_t *sv_store_chunk(const sv_store *s, uint32_t i, uint32_t *n_records)
+{
+    *n_records = s->chunk_slots;
+    return i < s->n_chunks ? s->chunks[i] : NULL;
 }
 
 int sv_store_trained(const sv_store *s)

@@ -39,6 +39,14 @@ uint32_t sv_store_capacity(const sv_store *s);
  * and when already trained. */
 sv_status sv_store_train(sv_store *s, const float *vectors, size_t n);
 int sv_store_trained(const sv_store *s);
+/* int8: set the mean of an untrained quantizer (a snapshot or log replay).
+ * SV_ERR_INVALID_ARGUMENT when trained already or not int8. */
+sv_status sv_store_set_mean(sv_store *s, const float *mean);
+/* The quantizer mean (dim floats), NULL when untrained or f32. */
+const float *sv_store_mean(const sv_store *s);
+/* Chunk i's records (NULL past the reserved chunks) and its record count:
+ * snapshots copy whole chunks. Records of slots never written are zero. */
+uint8_t *sv_store_chunk(const sv_store *s, uint32_t i, uint32_t *n_records);
 
 /* Write slot's record from a (validated, normalised for cosine) vector. */
 void sv_store_put(sv_store *s, uint32_t slot, const float *x);

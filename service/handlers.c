@@ -68,6 +68,9 @@ static grpc_status_code code_of(sv_status s)
     case SV_ERR_ALREADY_EXISTS: return GRPC_STATUS_ALREADY_EXISTS;
     case SV_ERR_RESOURCE: return GRPC_STATUS_RESOURCE_EXHAUSTED;
     case SV_ERR_INTERNAL: return GRPC_STATUS_INTERNAL;
+    /* The write was not made durable; the client may retry elsewhere/later. */
+    case SV_ERR_IO: return GRPC_STATUS_UNAVAILABLE;
+    case SV_ERR_CORRUPT: return GRPC_STATUS_DATA_LOSS;
     }
     return GRPC_STATUS_UNKNOWN;
 }

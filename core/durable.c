@@ -1,0 +1,528 @@
+/* Durable collections: log, snapshots, recovery (see durable.h). */
+#include "durable.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "collection_impl.h"
+#include "crc32c.h"
+#include "durable_impl.h"
+#include "fileio.h"
+#include "logrec.h"
+#include "wal.h"
+
+static const uint8_t PARAMS_MAGIC[8] = {'S', 'V', 'P', 'A', 'R', 'A', 'M', 1};
+#define PARAMS_VERSION 1u
+#define PATH_CAP 4200
+
+struct sv_durable {
+    char *dir;                 /* NULL: in memory */
+    sv_collection *c;
+    sv_wal *wal;
+    sv_durable_options o;
+    pthread_mutex_t order;     /* apply + append of adds and deletes, in one order */
+    pthread_mutex_t flush_lock;
+    pthread_mutex_t snap_lock;
+    pthread_mutex_t stats_lock;
+    uint64_t old_log_bytes;    /* log replayed at open, not yet in a snapshot */
+    int mean_unlogged;         /* trained, but the TRAIN record is not durable */
+    uint64_t snapshots;
+    sv_snapshot_info last;
+};
+
+static sv_status fail(sv_error *err, sv_status code, const char *fmt, ...)
+{
+    if (err) {
+        err->code = code;
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err->message, sizeof err->message, fmt, ap);
+        va_end(ap);
+    }
+    return code;
+}
+
+static sv_status ok(sv_error *err)
+{
+    if (err) {
+        err->code = SV_OK;
+        err->message[0] = '\0';
+    }
+    return SV_OK;
+}
+
+static double now_seconds(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+/* ---- params file ---------------------------------------------------------- */
+
+void sv_params_encode(const sv_params *p, uint8_t *buf)
+{
+    memset(buf, 0, SV_PARAMS_BYTES);
+    memcpy(buf, PARAMS_MAGIC, 8);
+    uint32_t v[6] = {PARAMS_VERSION, p->dim, (uint32_t)p->metric, (uint32_t)p->storage, p->R, p->L_build};
+    memcpy(buf + 8, v, sizeof v);
+    memcpy(buf + 32, &p->alpha, 4);
+    memcpy(buf + 36, &p->seed, 8);
+    memcpy(buf + 44, &p->flush_threshold, 4);
+    uint32_t crc = sv_crc32c(0, buf, SV_PARAMS_BYTES - 4);
+    memcpy(buf + SV_PARAMS_BYTES - 4, &crc, 4);
+}
+
+sv_status sv_params_decode(const uint8_t *buf, size_t len, sv_params *p, sv_error *err)
+{
+    if (len != SV_PARAMS_BYTES || memcmp(buf, PARAMS_MAGIC, 8) != 0)
+        return fail(err, SV_ERR_CORRUPT, "not a slimvec params file (%zu bytes)", len);
+    uint32_t crc;
+    memcpy(&crc, buf + SV_PARAMS_BYTES - 4, 4);
+    if (crc != sv_crc32c(0, buf, SV_PARAMS_BYTES - 4))
+        return fail(err, SV_ERR_CORRUPT, "params checksum mismatch");
+    uint32_t v[6];
+    memcpy(v, buf + 8, sizeof v);
+    if (v[0] != PARAMS_VERSION)
+        return fail(err, SV_ERR_CORRUPT, "unsupported params version %u", v[0]);
+    sv_params_default(p, v[1]);
+    p->metric = (sv_metric)v[2];
+    p->storage = (sv_storage)v[3];
+    p->R = v[4];
+    p->L_build = v[5];
+    memcpy(&p->alpha, buf + 32, 4);
+    memcpy(&p->seed, buf + 36, 8);
+    memcpy(&p->flush_threshold, buf + 44, 4);
+    if (v[2] > SV_METRIC_COSINE || v[3] > SV_STORAGE_INT8 || p->dim < 1 || p->dim > SV_DIM_MAX ||
+        p->R < 2 || p->R > SV_R_MAX || p->L_build < p->R || p->L_build > SV_L_MAX ||
+        !(p->alpha >= 1.0f && p->alpha <= 2.0f))
+        return fail(err, SV_ERR_CORRUPT, "params out of range");
+    return ok(err);
+}
+
+/* ---- create / free -------------------------------------------------------- */
+
+sv_durable *sv_durable_wrap(const char *dir, sv_collection *c, const sv_durable_options *o)
+{
+    sv_durable *d = calloc(1, sizeof *d);
+    if (!d)
+        return NULL;
+    if (dir && !(d->dir = strdup(dir))) {
+        free(d);
+        return NULL;
+    }
+    d->c = c;
+    d->o = *o;
+    pthread_mutex_init(&d->order, NULL);
+    pthread_mutex_init(&d->flush_lock, NULL);
+    pthread_mutex_init(&d->snap_lock, NULL);
+    pthread_mutex_init(&d->stats_lock, NULL);
+    if (dir)
+        sv_collection_set_manual_flush(c, 1);
+    return d;
+}
+
+void sv_durable_free(sv_durable *d)
+{
+    if (!d)
+        return;
+    sv_wal_close(d->wal);
+    sv_collection_free(d->c);
+    pthread_mutex_destroy(&d->order);
+    pthread_mutex_destroy(&d->flush_lock);
+    pthread_mutex_destroy(&d->snap_lock);
+    pthread_mutex_destroy(&d->stats_lock);
+    free(d->dir);
+    free(d);
+}
+
+/* The directory holding `dir` ("." when it has no slash). */
+static void parent_of(const char *dir, char *out, size_t cap)
+{
+    const char *slash = strrchr(dir, '/');
+    if (!slash)
+        snprintf(out, cap, ".");
+    else if (slash == dir)
+        snprintf(out, cap, "/");
+    else
+        snprintf(out, cap, "%.*s", (int)(slash - dir), dir);
+}
+
+static int write_file_synced(const char *path, const void *data, size_t n)
+{
+    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    if (fd < 0)
+        return -1;
+    int rc = sv_write_all(fd, data, n) == 0 && fdatasync(fd) == 0 ? 0 : -1;
+    int e = errno;
+    close(fd);
+    errno = e;
+    return rc;
+}
+
+sv_status sv_durable_create(const char *dir, const sv_params *p, const sv_durable_options *o,
+                            sv_durable **out, sv_error *err)
+{
+    *out = NULL;
+    sv_collection *c = NULL;
+    sv_status st = sv_collection_create(p, &c, err);
+    if (st != SV_OK)
+        return st;
+    if (!dir) {
+        if (!(*out = sv_durable_wrap(NULL, c, o))) {
+            sv_collection_free(c);
+            return fail(err, SV_ERR_RESOURCE, "out of memory creating the collection");
+        }
+        return ok(err);
+    }
+    char tmp[PATH_CAP], file[PATH_CAP + 16], parent[PATH_CAP];
+    struct stat sb;
+    if (stat(dir, &sb) == 0) {
+        sv_collection_free(c);
+        return fail(err, SV_ERR_ALREADY_EXISTS, "%s already exists", dir);
+    }
+    /* Build it under a temporary name and rename: a crash leaves either no
+     * collection or a whole one (start-up removes stray temporaries). */
+    snprintf(tmp, sizeof tmp, "%s.tmp-XXXXXX", dir);
+    parent_of(dir, parent, sizeof parent);
+    uint8_t buf[SV_PARAMS_BYTES];
+    sv_params_encode(p, buf);
+    if (!mkdtemp(tmp)) {
+        st = fail(err, SV_ERR_IO, "%s: %s", tmp, strerror(errno));
+        goto fail_out;
+    }
+    snprintf(file, sizeof file, "%s/params", tmp);
+    if (write_file_synced(file, buf, sizeof buf) != 0 || sv_fsync_dir(tmp) != 0) {
+        st = fail(err, SV_ERR_IO, "%s: %s", file, strerror(errno));
+        sv_remove_dir(tmp);
+        goto fail_out;
+    }
+    if (rename(tmp, dir) != 0) {
+        int e = errno;
+        sv_remove_dir(tmp);
+        st = e == EEXIST || e == ENOTEMPTY ? fail(err, SV_ERR_ALREADY_EXISTS, "%s already exists", dir)
+                                           : fail(err, SV_ERR_IO, "%s: %s", dir, strerror(e));
+        goto fail_out;
+    }
+    if (sv_fsync_dir(parent) != 0) {
+        st = fail(err, SV_ERR_IO, "%s: %s", parent, strerror(errno));
+        goto fail_out;
+    }
+    sv_durable *d = sv_durable_wrap(dir, c, o);
+    if (!d) {
+        st = fail(err, SV_ERR_RESOURCE, "out of memory creating the collection");
+        goto fail_out;
+    }
+    if ((st = sv_wal_start(dir, 1, o->sync_interval_ms, &d->wal, err)) != SV_OK) {
+        sv_durable_free(d);
+        return st;
+    }
+    *out = d;
+    return ok(err);
+fail_out:
+    sv_collection_free(c);
+    return st;
+}
+
+sv_collection *sv_durable_collection(sv_durable *d)
+{
+    return d->c;
+}
+
+const char *sv_durable_dir(const sv_durable *d)
+{
+    return d->dir;
+}
+
+/* ---- writes -------------------------------------------------------------- */
+
+/* Undo an applied batch whose log append failed: delete its ids. */
+static void undo_add(sv_durable *d, const char *const *ids, const uint64_t *assigned, size_t n)
+{
+    char (*num)[24] = malloc(n * sizeof *num);
+    const char **names = malloc(n * sizeof *names);
+    if (num && names) {
+        for (size_t i = 0; i < n; i++) {
+            if (ids && ids[i] && ids[i][0]) {
+                names[i] = ids[i];
+            } else {
+                snprintf(num[i], sizeof num[i], "%" PRIu64, assigned[i]);
+                names[i] = num[i];
+            }
+        }
+        sv_collection_delete(d->c, names, n, NULL);
+    }
+    free(num);
+    free(names);
+}
+
+static sv_status flush_now(sv_durable *d, sv_error *err);
+
+static void maybe_flush(sv_durable *d)
+{
+    uint32_t threshold = sv_collection_params(d->c)->flush_threshold;
+    if (!threshold || sv_collection_buffered(d->c) < threshold)
+        return;
+    /* Like the engine's own auto-flush: whoever crosses the threshold
+     * flushes, unless a flush is running (the next add retries). */
+    if (pthread_mutex_trylock(&d->flush_lock) == 0) {
+        flush_now(d, NULL);
+        pthread_mutex_unlock(&d->flush_lock);
+    }
+}
+
+sv_status sv_durable_add(sv_durable *d, const float *vectors, size_t n, uint32_t dim,
+                         const char *const *ids, uint64_t *assigned, sv_error *err)
+{
+    if (!d->dir)
+        return sv_collection_add(d->c, vectors, n, dim, ids, assigned, err);
+    if (n == 0 || dim != sv_collection_params(d->c)->dim)
+        return sv_collection_add(d->c, vectors, n, dim, ids, assigned, err); /* checks, no change */
+    uint64_t *got = malloc(n * sizeof *got);
+    if (!got)
+        return fail(err, SV_ERR_RESOURCE, "out of memory adding %zu vectors", n);
+    uint8_t *head = NULL;
+    size_t head_len = 0;
+    uint64_t lsn = 0;
+    pthread_mutex_lock(&d->order);
+    uint64_t counter = sv_collection_id_counter(d->c);
+    sv_status st = sv_collection_add(d->c, vectors, n, dim, ids, got, err);
+    if (st == SV_OK) {
+        if (sv_logrec_add_ids(ids, got, n, dim, counter, &head, &head_len) != SV_OK) {
+            st = fail(err, SV_ERR_RESOURCE, "out of memory logging %zu vectors", n);
+        } else {
+            struct iovec parts[2] = {{head, head_len},
+                                     {(void *)vectors, n * (size_t)dim * sizeof(float)}};
+            st = sv_wal_append(d->wal, SV_WAL_ADD, parts, 2, &lsn, err);
+        }
+        if (st != SV_OK)
+            undo_add(d, ids, got, n);
+    }
+    pthread_mutex_unlock(&d->order);
+    free(head);
+    if (st == SV_OK)
+        st = sv_wal_sync(d->wal, lsn, err);
+    if (st == SV_OK && assigned)
+        memcpy(assigned, got, n * sizeof *got);
+    free(got);
+    if (st == SV_OK)
+        maybe_flush(d);
+    return st;
+}
+
+sv_status sv_durable_delete(sv_durable *d, const char *const *ids, size_t n, sv_error *err)
+{
+    if (!d->dir || n == 0)
+        return sv_collection_delete(d->c, ids, n, err);
+    for (size_t i = 0; i < n; i++)
+        if (!ids[i] || strnlen(ids[i], SV_ID_MAX + 1) > SV_ID_MAX)
+            return fail(err, SV_ERR_NOT_FOUND, "id (item %zu) not found", i);
+    uint8_t *rec = NULL;
+    size_t rec_len = 0;
+    uint64_t lsn = 0;
+    /* Checked, logged, then applied, all in one turn of the order lock: a
+     * delete cannot be undone, so it is logged only once it will apply. */
+    pthread_mutex_lock(&d->order);
+    sv_status st = sv_collection_check_ids(d->c, ids, n, err);
+    if (st == SV_OK && sv_logrec_delete(ids, n, &rec, &rec_len) != SV_OK)
+        st = fail(err, SV_ERR_RESOURCE, "out of memory logging %zu deletes", n);
+    if (st == SV_OK) {
+        struct iovec part = {rec, rec_len};
+        st = sv_wal_append(d->wal, SV_WAL_DELETE, &part, 1, &lsn, err);
+    }
+    if (st == SV_OK)
+        st = sv_collection_delete(d->c, ids, n, err);
+    pthread_mutex_unlock(&d->order);
+    free(rec);
+    if (st == SV_OK)
+        st = sv_wal_sync(d->wal, lsn, err);
+    return st;
+}
+
+/* Log the quantizer mean once, durably, before anything is encoded with it. */
+static sv_status log_mean(sv_durable *d, const float *mean, sv_error *err)
+{
+    uint32_t dim = sv_collection_params(d->c)->dim;
+    struct iovec parts[2] = {{&dim, 4}, {(void *)mean, (size_t)dim * sizeof(float)}};
+    uint64_t lsn = 0;
+    sv_status st = sv_wal_append(d->wal, SV_WAL_TRAIN, parts, 2, &lsn, err);
+    if (st == SV_OK)
+        st = sv_wal_sync(d->wal, lsn, err);
+    d->mean_unlogged = st != SV_OK;
+    return st;
+}
+
+/* With flush_lock held. */
+static sv_status flush_now(sv_durable *d, sv_error *err)
+{
+    if (!d->dir)
+        return sv_collection_flush(d->c, err);
+    uint32_t dim = sv_collection_params(d->c)->dim;
+    float *mean = malloc((size_t)dim * sizeof(float));
+    if (!mean)
+        return fail(err, SV_ERR_RESOURCE, "out of memory flushing");
+    int trained = 0;
+    sv_status st = sv_collection_train(d->c, mean, &trained, err);
+    if (st == SV_OK && (trained || d->mean_unlogged)) {
+        if (!trained)
+            memcpy(mean, sv_store_mean(d->c->store), (size_t)dim * sizeof(float));
+        st = log_mean(d, mean, err);
+    }
+    free(mean);
+    if (st == SV_OK)
+        st = sv_collection_flush(d->c, err);
+    return st;
+}
+
+sv_status sv_durable_attach_log(sv_durable *d, sv_wal *w, uint64_t old_log_bytes, int log,
+                                sv_error *err)
+{
+    d->wal = w;
+    d->old_log_bytes = old_log_bytes;
+    if (!log)
+        return ok(err);
+    return log_mean(d, sv_store_mean(d->c->store), err);
+}
+
+sv_status sv_durable_flush(sv_durable *d, sv_error *err)
+{
+    pthread_mutex_lock(&d->flush_lock);
+    sv_status st = flush_now(d, err);
+    pthread_mutex_unlock(&d->flush_lock);
+    return st;
+}
+
+/* ---- snapshots ------------------------------------------------------------ */
+
+static sv_status quiesce(void *ctx, uint64_t *lsn, sv_error *err)
+{
+    sv_durable *d = ctx;
+    pthread_mutex_lock(&d->order);
+    sv_status st = sv_wal_rotate(d->wal, lsn, err);
+    if (st != SV_OK)
+        pthread_mutex_unlock(&d->order);
+    return st;
+}
+
+static void resume(void *ctx)
+{
+    sv_durable *d = ctx;
+    pthread_mutex_unlock(&d->order);
+}
+
+/* Remove what the snapshot at lsn replaces: segments of LSNs <= lsn and
+ * older snapshots. */
+static void remove_replaced(const char *dir, uint64_t lsn)
+{
+    DIR *dh = opendir(dir);
+    if (!dh)
+        return;
+    struct dirent *e;
+    char path[PATH_CAP];
+    while ((e = readdir(dh)) != NULL) {
+        uint64_t v = 0;
+        int old = (sv_wal_segment_lsn(e->d_name, &v) && v <= lsn) ||
+                  (sv_snapshot_name_lsn(e->d_name, &v) && v < lsn);
+        if (old && snprintf(path, sizeof path, "%s/%s", dir, e->d_name) < (int)sizeof path)
+            unlink(path);
+    }
+    closedir(dh);
+    sv_fsync_dir(dir);
+}
+
+sv_status sv_durable_snapshot(sv_durable *d, sv_snapshot_info *info, sv_error *err)
+{
+    sv_snapshot_info local;
+    if (!info)
+        info = &local;
+    memset(info, 0, sizeof *info);
+    if (!d->dir)
+        return ok(err);
+    char tmp[PATH_CAP], final[PATH_CAP], name[48];
+    pthread_mutex_lock(&d->snap_lock);
+    snprintf(tmp, sizeof tmp, "%s/snapshot.tmp", d->dir);
+    sv_status st = SV_OK;
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        st = fail(err, SV_ERR_IO, "%s: %s", tmp, strerror(errno));
+        goto out;
+    }
+    sv_snapshot_hooks hooks = {quiesce, resume, d};
+    st = sv_snapshot_write(d->c, fd, &hooks, info, err);
+    double t0 = now_seconds();
+    if (st == SV_OK && fdatasync(fd) != 0)
+        st = fail(err, SV_ERR_IO, "%s: fsync: %s", tmp, strerror(errno));
+    close(fd);
+    if (st == SV_OK) {
+        sv_snapshot_name(info->lsn, name, sizeof name);
+        snprintf(final, sizeof final, "%s/%s", d->dir, name);
+        if (rename(tmp, final) != 0 || sv_fsync_dir(d->dir) != 0)
+            st = fail(err, SV_ERR_IO, "%s: %s", final, strerror(errno));
+    }
+    info->seconds += now_seconds() - t0;
+    if (st != SV_OK) {
+        unlink(tmp);
+        goto out;
+    }
+    remove_replaced(d->dir, info->lsn);
+    pthread_mutex_lock(&d->stats_lock);
+    d->old_log_bytes = 0;
+    d->snapshots++;
+    d->last = *info;
+    pthread_mutex_unlock(&d->stats_lock);
+    ok(err);
+out:
+    pthread_mutex_unlock(&d->snap_lock);
+    return st;
+}
+
+int sv_durable_snapshot_due(sv_durable *d)
+{
+    if (!d->dir || !d->o.snapshot_log_bytes)
+        return 0;
+    sv_durable_stats s;
+    sv_durable_get_stats(d, &s);
+    return s.log_bytes >= d->o.snapshot_log_bytes;
+}
+
+void sv_durable_get_stats(sv_durable *d, sv_durable_stats *out)
+{
+    memset(out, 0, sizeof *out);
+    if (!d->dir)
+        return;
+    sv_wal_stats w;
+    sv_wal_get_stats(d->wal, &w);
+    pthread_mutex_lock(&d->stats_lock);
+    out->log_bytes = w.bytes + d->old_log_bytes;
+    out->log_bytes_total = w.total_bytes;
+    out->syncs = w.syncs;
+    out->sync_seconds = w.sync_seconds;
+    out->last_lsn = w.next_lsn - 1;
+    out->snapshots = d->snapshots;
+    out->last_snapshot = d->last;
+    pthread_mutex_unlock(&d->stats_lock);
+}
+
+sv_status sv_durable_remove_dir(const char *dir, sv_error *err)
+{
+    char gone[PATH_CAP], parent[PATH_CAP];
+    snprintf(gone, sizeof gone, "%s.drop-XXXXXX", dir);
+    /* mkdtemp picks a free name; rename replaces the empty directory. */
+    if (!mkdtemp(gone) || rename(dir, gone) != 0)
+        return fail(err, SV_ERR_IO, "removing %s: %s", dir, strerror(errno));
+    parent_of(dir, parent, sizeof parent);
+    if (sv_fsync_dir(parent) != 0)
+        return fail(err, SV_ERR_IO, "%s: %s", parent, strerror(errno));
+    sv_remove_dir(gone); /* a leftover is removed at the next start */
+    return ok(err);
+}

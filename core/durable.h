@@ -1,0 +1,96 @@
+/*
+ * A durable collection: an sv_collection plus its directory, holding
+ *
+ *   params                    the parameters (written once, at create)
+ *   wal-<first lsn>.log       write-ahead log segments (wal.h)
+ *   snap-<lsn>.svs            snapshots (snapshot.h); the newest counts
+ *
+ * Every add and delete is applied, appended to the log in the order it was
+ * applied, and made durable (fsync, group commit) before the call returns:
+ * a call that returned SV_OK is never lost. A snapshot rotates the log,
+ * writes the collection to a temporary file, fsyncs and renames it, and
+ * removes the log segments and snapshots it replaces.
+ *
+ * Opening loads the newest snapshot that checks out and replays the log
+ * after it. A torn final record (a crash during an append) is cut off and
+ * reported; any other damage fails the open with SV_ERR_CORRUPT naming the
+ * file and offset: acknowledged data is never dropped silently. An older
+ * snapshot is used only when the log still covers everything after it.
+ *
+ * dir NULL gives the same calls without persistence (":memory:").
+ */
+#ifndef SV_DURABLE_H
+#define SV_DURABLE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "slimvec.h"
+#include "snapshot.h"
+
+typedef struct sv_durable_options {
+    uint32_t sync_interval_ms;   /* 0: fsync before each call returns (default);
+                                    > 0: fsync that often, calls return at once */
+    uint64_t snapshot_log_bytes; /* sv_durable_snapshot_due past this much log */
+} sv_durable_options;
+
+typedef struct sv_durable sv_durable;
+
+/* Create the directory (must not exist) with its params and an empty log. */
+sv_status sv_durable_create(const char *dir, const sv_params *p, const sv_durable_options *o,
+                            sv_durable **out, sv_error *err);
+
+typedef struct sv_recovery {
+    uint64_t snapshot_lsn;      /* 0: none loaded */
+    uint64_t replayed;          /* log records applied after it */
+    uint64_t last_lsn;
+    uint64_t torn_bytes;        /* cut off the end of the log */
+    double snapshot_seconds;    /* loading the snapshot */
+    double seconds;             /* the whole open */
+    char note[256];             /* what was cut or skipped, for the server log */
+} sv_recovery;
+
+/* Open an existing directory (recovery). `a` and `threads` are the run
+ * time's; everything else comes from the directory. */
+sv_status sv_durable_open(const char *dir, const sv_allocator *a, uint32_t threads,
+                          const sv_durable_options *o, sv_durable **out, sv_recovery *rec,
+                          sv_error *err);
+void sv_durable_free(sv_durable *d); /* closes the log; takes no snapshot */
+
+sv_collection *sv_durable_collection(sv_durable *d);
+const char *sv_durable_dir(const sv_durable *d); /* NULL in memory */
+
+/* As sv_collection_add / _delete, plus durable before SV_OK. A failed log
+ * write undoes the batch and returns SV_ERR_IO. */
+sv_status sv_durable_add(sv_durable *d, const float *vectors, size_t n, uint32_t dim,
+                         const char *const *ids, uint64_t *assigned, sv_error *err);
+sv_status sv_durable_delete(sv_durable *d, const char *const *ids, size_t n, sv_error *err);
+/* Flush the write buffer (logging the quantizer mean first, once). */
+sv_status sv_durable_flush(sv_durable *d, sv_error *err);
+
+/* Take a snapshot now (one at a time per collection; SV_OK and lsn 0 in
+ * memory). Searches go on; adds and deletes wait for info->stall_seconds. */
+sv_status sv_durable_snapshot(sv_durable *d, sv_snapshot_info *info, sv_error *err);
+/* 1 when the log since the last snapshot passed snapshot_log_bytes. */
+int sv_durable_snapshot_due(sv_durable *d);
+
+typedef struct sv_durable_stats {
+    uint64_t log_bytes;           /* log since the last snapshot */
+    uint64_t log_bytes_total;     /* appended since open */
+    uint64_t syncs;
+    double sync_seconds;
+    uint64_t last_lsn;
+    uint64_t snapshots;           /* taken since open */
+    sv_snapshot_info last_snapshot;
+} sv_durable_stats;
+void sv_durable_get_stats(sv_durable *d, sv_durable_stats *out);
+
+/* Remove a collection directory for good (rename away, then delete). */
+sv_status sv_durable_remove_dir(const char *dir, sv_error *err);
+
+/* The params file: encode into buf[SV_PARAMS_BYTES], parse (checks all). */
+#define SV_PARAMS_BYTES 64u
+void sv_params_encode(const sv_params *p, uint8_t *buf);
+sv_status sv_params_decode(const uint8_t *buf, size_t len, sv_params *p, sv_error *err);
+
+#endif

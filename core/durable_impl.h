@@ -1,0 +1,15 @@
+/* durable.c's internals for recovery.c (core only). */
+#ifndef SV_DURABLE_IMPL_H
+#define SV_DURABLE_IMPL_H
+
+#include "durable.h"
+#include "wal.h"
+
+/* A durable collection over c (manual flush when dir is set). */
+sv_durable *sv_durable_wrap(const char *dir, sv_collection *c, const sv_durable_options *o);
+/* Give it its log; old_log_bytes is log replayed at open and not yet in a
+ * snapshot. When log_mean, the mean trained during the replay is logged. */
+sv_status sv_durable_attach_log(sv_durable *d, sv_wal *w, uint64_t old_log_bytes, int log_mean,
+                                sv_error *err);
+
+#endif

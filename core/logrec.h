@@ -1,0 +1,49 @@
+/*
+ * Payloads of the write-ahead log's records (wal.h frames them).
+ *
+ *   ADD     u32 n | u32 dim | u64 id counter before the batch | n ids |
+ *           n * dim f32 vectors (as given, before any normalisation)
+ *           id: u8 0 + u64 number   assigned by the engine
+ *               u8 1 + u8 len + len bytes   given by the client
+ *   DELETE  u32 n | n * (u8 len + len bytes)
+ *   TRAIN   u32 dim | dim f32: the quantizer mean, logged before the first
+ *           flush encodes anything, so a replay encodes identically
+ *
+ * Little-endian; decoding checks every length against the payload and
+ * fails (SV_ERR_CORRUPT) on anything that does not fit exactly.
+ */
+#ifndef SV_LOGREC_H
+#define SV_LOGREC_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "slimvec.h"
+
+/* The ids part of an ADD record for a batch that was applied: ids[i] (may
+ * be NULL/""), assigned[i] from sv_collection_add. Malloc'd into *out. */
+sv_status sv_logrec_add_ids(const char *const *ids, const uint64_t *assigned, size_t n,
+                            uint32_t dim, uint64_t counter, uint8_t **out, size_t *out_len);
+/* A DELETE payload. Malloc'd into *out. */
+sv_status sv_logrec_delete(const char *const *ids, size_t n, uint8_t **out, size_t *out_len);
+
+/* A decoded ADD or DELETE. ids[i] is NULL for an engine-assigned id, whose
+ * number is expect[i] (UINT64_MAX for given ids). Free with
+ * sv_logrec_release. */
+typedef struct sv_logrec {
+    uint32_t n, dim;
+    uint64_t counter;  /* ADD: the id counter before the batch */
+    char **ids;
+    uint64_t *expect;
+    float *vectors;   /* ADD: n * dim, aligned copy */
+    char *strings;    /* backing store of ids */
+} sv_logrec;
+
+sv_status sv_logrec_decode_add(const uint8_t *p, size_t len, sv_logrec *out, sv_error *err);
+sv_status sv_logrec_decode_delete(const uint8_t *p, size_t len, sv_logrec *out, sv_error *err);
+/* TRAIN: dim must match; the mean is copied into mean[dim]. */
+sv_status sv_logrec_decode_train(const uint8_t *p, size_t len, uint32_t dim, float *mean,
+                                 sv_error *err);
+void sv_logrec_release(sv_logrec *r);
+
+#endif

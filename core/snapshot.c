@@ -1,0 +1,723 @@
+/* Snapshot writing and loading (see snapshot.h). */
+#include "snapshot.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "collection_impl.h"
+#include "crc32c.h"
+#include "fileio.h"
+#include "quantizer.h"
+
+static const uint8_t MAGIC[8] = {'S', 'V', 'S', 'N', 'A', 'P', 0, 1};
+#define VERSION 1u
+#define HEADER 32u
+#define SEC_HEADER 16u
+
+enum { SEC_META = 1, SEC_MEAN, SEC_STATES, SEC_IDS, SEC_FREE, SEC_BUFFER, SEC_CODES, SEC_EDGES, SEC_END };
+
+static const char *sec_name(uint32_t tag)
+{
+    static const char *names[] = {"?", "META", "MEAN", "STATES", "IDS", "FREE", "BUFFER", "CODES", "EDGES", "END"};
+    return tag <= SEC_END ? names[tag] : "?";
+}
+
+/* META, fixed size. */
+typedef struct meta {
+    uint32_t dim, metric, storage, R, L_build;
+    float alpha;
+    uint64_t seed;
+    uint32_t flush_threshold;
+    uint32_t n_slots;       /* next_slot */
+    uint64_t n_live, n_tombstones, rng, id_counter;
+    uint32_t entry;
+    uint32_t store_slots;   /* records in CODES */
+    uint32_t n_free;
+    uint32_t record_size;
+} meta;
+#define META_BYTES 88u
+
+static sv_status fail(sv_error *err, sv_status code, const char *fmt, ...)
+{
+    if (err) {
+        err->code = code;
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err->message, sizeof err->message, fmt, ap);
+        va_end(ap);
+    }
+    return code;
+}
+
+static double now_seconds(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+void sv_snapshot_name(uint64_t lsn, char *buf, size_t cap)
+{
+    snprintf(buf, cap, "snap-%020" PRIu64 ".svs", lsn);
+}
+
+int sv_snapshot_name_lsn(const char *name, uint64_t *lsn)
+{
+    if (strlen(name) != 29 || strncmp(name, "snap-", 5) != 0 || strcmp(name + 25, ".svs") != 0)
+        return 0;
+    uint64_t v = 0;
+    for (int i = 5; i < 25; i++) {
+        if (name[i] < '0' || name[i] > '9')
+            return 0;
+        uint64_t d = (uint64_t)(name[i] - '0');
+        if (v > (UINT64_MAX - d) / 10)
+            return 0;
+        v = v * 10 + d;
+    }
+    *lsn = v;
+    return 1;
+}
+
+/* ---- writing ------------------------------------------------------------ */
+
+#define WBUF (1u << 20)
+
+typedef struct writer {
+    int fd;
+    uint8_t *buf;
+    size_t n;
+    uint64_t off;        /* file offset of buf[0] */
+    uint64_t sec_start;  /* file offset of the open section's header */
+    uint64_t sec_len;
+    uint32_t crc;
+    int error;           /* errno of the first failure */
+} writer;
+
+static void w_flush(writer *w)
+{
+    if (w->n && !w->error && sv_write_all(w->fd, w->buf, w->n) != 0)
+        w->error = errno ? errno : EIO;
+    w->off += w->n;
+    w->n = 0;
+}
+
+static void w_raw(writer *w, const void *p, size_t len)
+{
+    if (len >= WBUF) {
+        w_flush(w);
+        if (!w->error && sv_write_all(w->fd, p, len) != 0)
+            w->error = errno ? errno : EIO;
+        w->off += len;
+        return;
+    }
+    if (w->n + len > WBUF)
+        w_flush(w);
+    memcpy(w->buf + w->n, p, len);
+    w->n += len;
+}
+
+/* Section payload bytes: counted and checksummed. */
+static void w_put(writer *w, const void *p, size_t len)
+{
+    w->crc = sv_crc32c(w->crc, p, len);
+    w->sec_len += len;
+    w_raw(w, p, len);
+}
+
+static void w_u8(writer *w, uint8_t v) { w_put(w, &v, 1); }
+static void w_u32(writer *w, uint32_t v) { w_put(w, &v, 4); }
+static void w_u64(writer *w, uint64_t v) { w_put(w, &v, 8); }
+
+static void sec_begin(writer *w, uint32_t tag)
+{
+    uint8_t h[SEC_HEADER] = {0};
+    memcpy(h, &tag, 4);
+    w->sec_start = w->off + w->n;
+    w_raw(w, h, sizeof h); /* the length is patched at sec_end */
+    w->sec_len = 0;
+    w->crc = 0;
+}
+
+static void sec_end(writer *w)
+{
+    uint32_t crc = w->crc;
+    w_raw(w, &crc, 4);
+    w_flush(w);
+    if (!w->error &&
+        pwrite(w->fd, &w->sec_len, 8, (off_t)(w->sec_start + 8)) != 8)
+        w->error = errno ? errno : EIO;
+}
+
+static void write_meta(writer *w, const meta *m)
+{
+    sec_begin(w, SEC_META);
+    w_u32(w, m->dim);
+    w_u32(w, m->metric);
+    w_u32(w, m->storage);
+    w_u32(w, m->R);
+    w_u32(w, m->L_build);
+    w_put(w, &m->alpha, 4);
+    w_u64(w, m->seed);
+    w_u32(w, m->flush_threshold);
+    w_u32(w, m->n_slots);
+    w_u64(w, m->n_live);
+    w_u64(w, m->n_tombstones);
+    w_u64(w, m->rng);
+    w_u64(w, m->id_counter);
+    w_u32(w, m->entry);
+    w_u32(w, m->store_slots);
+    w_u32(w, m->n_free);
+    w_u32(w, m->record_size);
+    sec_end(w);
+}
+
+static void write_buffer_rows(writer *w, const sv_collection *c, const sv_buffer *b)
+{
+    for (size_t i = 0; i < b->n; i++) {
+        if (sv_graph_state(&c->graph, b->slots[i]) != SV_SLOT_BUFFERED)
+            continue;
+        w_u32(w, b->slots[i]);
+        w_put(w, b->vecs + i * b->dim, (size_t)b->dim * sizeof(float));
+    }
+}
+
+sv_status sv_snapshot_write(sv_collection *c, int fd, const sv_snapshot_hooks *hooks,
+                            sv_snapshot_info *info, sv_error *err)
+{
+    memset(info, 0, sizeof *info);
+    writer w = {.fd = fd, .buf = malloc(WBUF)};
+    if (!w.buf)
+        return fail(err, SV_ERR_RESOURCE, "out of memory writing a snapshot");
+    double t0 = now_seconds();
+    sv_status st = SV_OK;
+    uint64_t lsn = 0;
+    int quiet = 0;
+    meta m = {0};
+
+    pthread_mutex_lock(&c->maint);
+    if ((st = hooks->quiesce(hooks->ctx, &lsn, err)) != SV_OK)
+        goto cleanup;
+    quiet = 1;
+    double t_stall = now_seconds();
+
+    /* Phase 1: what adds and deletes change. */
+    pthread_rwlock_rdlock(&c->lock);
+    const sv_params *p = &c->params;
+    m.dim = p->dim;
+    m.metric = (uint32_t)p->metric;
+    m.storage = (uint32_t)p->storage;
+    m.R = p->R;
+    m.L_build = p->L_build;
+    m.alpha = p->alpha;
+    m.seed = p->seed;
+    m.flush_threshold = p->flush_threshold;
+    m.n_slots = c->next_slot;
+    m.n_live = c->n_live;
+    m.n_tombstones = c->n_tombstones;
+    m.rng = c->rng;
+    m.id_counter = sv_idmap_counter(c->idmap);
+    m.entry = atomic_load(&c->graph.entry);
+    uint32_t cap = sv_store_capacity(c->store);
+    m.store_slots = m.n_slots < cap ? m.n_slots : cap;
+    m.n_free = c->n_free;
+    m.record_size = (uint32_t)sv_store_record_size(c->store);
+
+    uint8_t hdr[HEADER] = {0};
+    memcpy(hdr, MAGIC, 8);
+    uint32_t ver = VERSION;
+    memcpy(hdr + 8, &ver, 4);
+    memcpy(hdr + 16, &lsn, 8);
+    uint32_t hcrc = sv_crc32c(0, hdr, 28);
+    memcpy(hdr + 28, &hcrc, 4);
+    w_raw(&w, hdr, sizeof hdr);
+    write_meta(&w, &m);
+
+    sec_begin(&w, SEC_MEAN);
+    const float *mean = sv_store_mean(c->store);
+    if (mean)
+        w_put(&w, mean, (size_t)m.dim * sizeof(float));
+    sec_end(&w);
+
+    sec_begin(&w, SEC_STATES);
+    for (uint32_t i = 0; i < m.n_slots; i++) {
+        uint8_t s = sv_graph_state(&c->graph, i);
+        w_u8(&w, s == SV_SLOT_DELETING ? SV_SLOT_DELETED : s);
+    }
+    sec_end(&w);
+
+    sec_begin(&w, SEC_IDS);
+    for (uint32_t i = 0; i < m.n_slots; i++) {
+        uint64_t num = 0;
+        const char *str = NULL;
+        size_t len = 0;
+        int kind = sv_idmap_slot_id(c->idmap, i, &num, &str, &len);
+        w_u8(&w, (uint8_t)kind);
+        if (kind == 1) {
+            w_u64(&w, num);
+        } else if (kind == 2) {
+            w_u8(&w, (uint8_t)len);
+            w_put(&w, str, len);
+        }
+    }
+    sec_end(&w);
+
+    sec_begin(&w, SEC_FREE);
+    w_put(&w, c->free_slots, (size_t)c->n_free * sizeof(uint32_t));
+    sec_end(&w);
+
+    /* The maintenance lock is held, so no flush is linking rows; a flush
+     * that failed to take its rows leaves them in the active buffer. */
+    sec_begin(&w, SEC_BUFFER);
+    write_buffer_rows(&w, c, &c->active);
+    write_buffer_rows(&w, c, &c->flushing);
+    sec_end(&w);
+    pthread_rwlock_unlock(&c->lock);
+
+    hooks->resume(hooks->ctx);
+    quiet = 0;
+    info->stall_seconds = now_seconds() - t_stall;
+
+    /* Phase 2: codes and edges change only in a flush or a consolidation,
+     * which the maintenance lock keeps out; adds and deletes touch neither
+     * (nor the chunk tables, which only a flush grows). */
+    sec_begin(&w, SEC_CODES);
+    uint32_t left = m.store_slots;
+    for (uint32_t ci = 0; left > 0; ci++) {
+        uint32_t per = 0;
+        const uint8_t *chunk = sv_store_chunk(c->store, ci, &per);
+        uint32_t take = left < per ? left : per;
+        w_put(&w, chunk, (size_t)take * m.record_size);
+        left -= take;
+    }
+    sec_end(&w);
+
+    sec_begin(&w, SEC_EDGES);
+    uint32_t edge_slots = sv_edges_slots(c->edges);
+    for (uint32_t i = 0; i < m.n_slots; i++) {
+        uint32_t count = 0;
+        const uint32_t *ids = i < edge_slots ? sv_edges_view(c->edges, i, &count) : NULL;
+        w_u8(&w, (uint8_t)count);
+        if (count)
+            w_put(&w, ids, (size_t)count * sizeof(uint32_t));
+    }
+    sec_end(&w);
+    sec_begin(&w, SEC_END);
+    sec_end(&w);
+    w_flush(&w);
+    if (w.error)
+        st = fail(err, SV_ERR_IO, "writing the snapshot: %s", strerror(w.error));
+
+cleanup:
+    if (quiet)
+        hooks->resume(hooks->ctx);
+    pthread_mutex_unlock(&c->maint);
+    free(w.buf);
+    info->lsn = lsn;
+    info->bytes = w.off;
+    info->seconds = now_seconds() - t0;
+    if (st == SV_OK && err) {
+        err->code = SV_OK;
+        err->message[0] = '\0';
+    }
+    return st;
+}
+
+/* ---- loading ------------------------------------------------------------ */
+
+typedef struct section {
+    const uint8_t *p;
+    size_t len;
+    size_t off;  /* file offset of the payload */
+} section;
+
+typedef struct reader {
+    const uint8_t *data;
+    size_t len, off;
+} reader;
+
+static sv_status next_section(reader *r, uint32_t want, section *s, sv_error *err)
+{
+    if (r->len - r->off < SEC_HEADER)
+        return fail(err, SV_ERR_CORRUPT, "offset %zu: file ends before section %s", r->off, sec_name(want));
+    uint32_t tag;
+    uint64_t len;
+    memcpy(&tag, r->data + r->off, 4);
+    memcpy(&len, r->data + r->off + 8, 8);
+    if (tag != want)
+        return fail(err, SV_ERR_CORRUPT, "offset %zu: section %u where %s was expected", r->off, tag,
+                    sec_name(want));
+    size_t room = r->len - r->off - SEC_HEADER;
+    if (room < 4 || len > room - 4)
+        return fail(err, SV_ERR_CORRUPT, "offset %zu: section %s of %" PRIu64 " bytes runs past the end of the file",
+                    r->off, sec_name(want), len);
+    s->p = r->data + r->off + SEC_HEADER;
+    s->len = (size_t)len;
+    s->off = r->off + SEC_HEADER;
+    uint32_t crc;
+    memcpy(&crc, s->p + s->len, 4);
+    if (crc != sv_crc32c(0, s->p, s->len))
+        return fail(err, SV_ERR_CORRUPT, "offset %zu: section %s checksum mismatch", r->off, sec_name(want));
+    r->off += SEC_HEADER + s->len + 4;
+    return SV_OK;
+}
+
+static uint32_t g32(const uint8_t **p)
+{
+    uint32_t v;
+    memcpy(&v, *p, 4);
+    *p += 4;
+    return v;
+}
+
+static uint64_t g64(const uint8_t **p)
+{
+    uint64_t v;
+    memcpy(&v, *p, 8);
+    *p += 8;
+    return v;
+}
+
+static sv_status parse_meta(const section *s, const sv_params *e, meta *m, sv_error *err)
+{
+    if (s->len != META_BYTES)
+        return fail(err, SV_ERR_CORRUPT, "offset %zu: META of %zu bytes, expected %u", s->off, s->len, META_BYTES);
+    const uint8_t *p = s->p;
+    m->dim = g32(&p);
+    m->metric = g32(&p);
+    m->storage = g32(&p);
+    m->R = g32(&p);
+    m->L_build = g32(&p);
+    memcpy(&m->alpha, p, 4);
+    p += 4;
+    m->seed = g64(&p);
+    m->flush_threshold = g32(&p);
+    m->n_slots = g32(&p);
+    m->n_live = g64(&p);
+    m->n_tombstones = g64(&p);
+    m->rng = g64(&p);
+    m->id_counter = g64(&p);
+    m->entry = g32(&p);
+    m->store_slots = g32(&p);
+    m->n_free = g32(&p);
+    m->record_size = g32(&p);
+    if (m->dim != e->dim || m->metric != (uint32_t)e->metric || m->storage != (uint32_t)e->storage ||
+        m->R != e->R || m->L_build != e->L_build || m->alpha != e->alpha || m->seed != e->seed ||
+        m->flush_threshold != e->flush_threshold)
+        return fail(err, SV_ERR_CORRUPT, "offset %zu: the snapshot's parameters differ from the collection's", s->off);
+    if (m->n_slots >= UINT32_MAX - 1 || m->store_slots > m->n_slots || m->n_free > m->n_slots ||
+        m->n_live + m->n_tombstones > m->n_slots || m->id_counter >= (UINT64_C(1) << 63) ||
+        (m->entry != SV_NO_SLOT && m->entry >= m->n_slots))
+        return fail(err, SV_ERR_CORRUPT, "offset %zu: META counts are inconsistent", s->off);
+    return SV_OK;
+}
+
+static sv_status load_sections(sv_collection *c, reader *r, const meta *m, sv_error *err)
+{
+    section s;
+    sv_status st;
+    const uint32_t dim = m->dim, n = m->n_slots;
+    uint8_t *seen = NULL;
+    sv_buffer *b = &c->active;
+
+    if ((st = next_section(r, SEC_MEAN, &s, err)) != SV_OK)
+        return st;
+    if (s.len) {
+        if (m->storage != SV_STORAGE_INT8 || s.len != (size_t)dim * sizeof(float))
+            return fail(err, SV_ERR_CORRUPT, "offset %zu: MEAN of %zu bytes", s.off, s.len);
+        float *mean = malloc(s.len);
+        if (!mean)
+            return fail(err, SV_ERR_RESOURCE, "out of memory loading the snapshot");
+        memcpy(mean, s.p, s.len);
+        int finite = 1;
+        for (uint32_t i = 0; i < dim; i++)
+            finite &= isfinite(mean[i]) != 0;
+        st = finite ? sv_store_set_mean(c->store, mean) : SV_ERR_CORRUPT;
+        free(mean);
+        if (st != SV_OK)
+            return fail(err, st, "offset %zu: bad quantizer mean", s.off);
+    }
+
+    if (sv_graph_reserve(&c->graph, n) != SV_OK || sv_idmap_reserve_slots(c->idmap, n) != SV_OK ||
+        sv_store_reserve(c->store, m->store_slots) != SV_OK || sv_edges_reserve(c->edges, n) != SV_OK ||
+        sv_collection_reserve_free(c, m->n_free) != SV_OK)
+        return fail(err, SV_ERR_RESOURCE, "out of memory loading %u slots", n);
+
+    /* STATES */
+    if ((st = next_section(r, SEC_STATES, &s, err)) != SV_OK)
+        return st;
+    if (s.len != n)
+        return fail(err, SV_ERR_CORRUPT, "offset %zu: STATES of %zu bytes for %u slots", s.off, s.len, n);
+    uint64_t live = 0, tomb = 0, buffered = 0, n_free_states = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        uint8_t v = s.p[i];
+        if (v > SV_SLOT_DELETED)
+            return fail(err, SV_ERR_CORRUPT, "offset %zu: slot %u has state %u", s.off + i, i, v);
+        if ((v == SV_SLOT_INDEXED || v == SV_SLOT_DELETED) && i >= m->store_slots)
+            return fail(err, SV_ERR_CORRUPT, "offset %zu: indexed slot %u has no record", s.off + i, i);
+        sv_graph_set_state(&c->graph, i, v);
+        live += v == SV_SLOT_BUFFERED || v == SV_SLOT_INDEXED;
+        buffered += v == SV_SLOT_BUFFERED;
+        tomb += v == SV_SLOT_DELETED;
+        n_free_states += v == SV_SLOT_FREE;
+    }
+    if (live != m->n_live || tomb != m->n_tombstones || n_free_states != m->n_free)
+        return fail(err, SV_ERR_CORRUPT, "offset %zu: slot states disagree with META", s.off);
+    if (m->entry != SV_NO_SLOT) {
+        uint8_t v = sv_graph_state(&c->graph, m->entry);
+        if (v != SV_SLOT_INDEXED && v != SV_SLOT_DELETED)
+            return fail(err, SV_ERR_CORRUPT, "entry point %u is not in the graph", m->entry);
+    }
+
+    /* IDS: exactly the live slots are bound, each id once. */
+    if ((st = next_section(r, SEC_IDS, &s, err)) != SV_OK)
+        return st;
+    const uint8_t *p = s.p, *end = s.p + s.len;
+    for (uint32_t i = 0; i < n; i++) {
+        size_t at = s.off + (size_t)(p - s.p);
+        if (p >= end)
+            return fail(err, SV_ERR_CORRUPT, "offset %zu: IDS ends at slot %u", at, i);
+        uint8_t kind = *p++;
+        uint8_t v = sv_graph_state(&c->graph, i);
+        int is_live = v == SV_SLOT_BUFFERED || v == SV_SLOT_INDEXED;
+        if ((kind != 0) != is_live || kind > 2)
+            return fail(err, SV_ERR_CORRUPT, "offset %zu: slot %u (state %u) has id kind %u", at, i, v, kind);
+        if (kind == 0)
+            continue;
+        uint32_t other;
+        if (kind == 1) {
+            if (end - p < 8)
+                return fail(err, SV_ERR_CORRUPT, "offset %zu: IDS ends inside slot %u", at, i);
+            uint64_t num = g64(&p);
+            if (num >= (UINT64_C(1) << 63) || sv_idmap_find_number(c->idmap, num, &other))
+                return fail(err, SV_ERR_CORRUPT, "offset %zu: slot %u has a bad or repeated id", at, i);
+            st = sv_idmap_insert_number(c->idmap, num, i);
+        } else {
+            if (p >= end || *p == 0 || *p > SV_ID_MAX || end - p - 1 < *p)
+                return fail(err, SV_ERR_CORRUPT, "offset %zu: slot %u has a bad id length", at, i);
+            size_t len = *p++;
+            if (memchr(p, 0, len) || sv_idmap_find(c->idmap, (const char *)p, len, &other))
+                return fail(err, SV_ERR_CORRUPT, "offset %zu: slot %u has a bad or repeated id", at, i);
+            st = sv_idmap_insert(c->idmap, (const char *)p, len, i);
+            p += len;
+        }
+        if (st != SV_OK)
+            return fail(err, SV_ERR_RESOURCE, "out of memory loading ids");
+    }
+    if (p != end)
+        return fail(err, SV_ERR_CORRUPT, "offset %zu: IDS has %zu extra bytes", s.off, (size_t)(end - p));
+    sv_idmap_set_counter(c->idmap, m->id_counter);
+
+    seen = calloc((size_t)n / 8 + 1, 1);
+    if (!seen)
+        return fail(err, SV_ERR_RESOURCE, "out of memory loading the snapshot");
+
+    /* FREE: exactly the free slots, each once. */
+    if ((st = next_section(r, SEC_FREE, &s, err)) != SV_OK)
+        goto out;
+    if (s.len != (size_t)m->n_free * 4) {
+        st = fail(err, SV_ERR_CORRUPT, "offset %zu: FREE of %zu bytes for %u slots", s.off, s.len, m->n_free);
+        goto out;
+    }
+    for (uint32_t i = 0; i < m->n_free; i++) {
+        uint32_t slot;
+        memcpy(&slot, s.p + 4 * (size_t)i, 4);
+        if (slot >= n || sv_graph_state(&c->graph, slot) != SV_SLOT_FREE || (seen[slot / 8] >> (slot % 8)) & 1) {
+            st = fail(err, SV_ERR_CORRUPT, "offset %zu: free slot %u is bad", s.off + 4 * (size_t)i, slot);
+            goto out;
+        }
+        seen[slot / 8] |= (uint8_t)(1u << (slot % 8));
+        c->free_slots[i] = slot;
+    }
+    c->n_free = m->n_free;
+
+    /* BUFFER: exactly the buffered slots, each once, finite. */
+    if ((st = next_section(r, SEC_BUFFER, &s, err)) != SV_OK)
+        goto out;
+    size_t row = 4 + (size_t)dim * sizeof(float);
+    if (s.len % row != 0 || s.len / row != buffered) {
+        st = fail(err, SV_ERR_CORRUPT, "offset %zu: BUFFER of %zu bytes for %" PRIu64 " vectors", s.off, s.len, buffered);
+        goto out;
+    }
+    if (sv_buffer_reserve(b, (size_t)buffered) != SV_OK) {
+        st = fail(err, SV_ERR_RESOURCE, "out of memory loading the write buffer");
+        goto out;
+    }
+    for (size_t i = 0; i < buffered; i++) {
+        const uint8_t *q = s.p + i * row;
+        uint32_t slot;
+        memcpy(&slot, q, 4);
+        if (slot >= n || sv_graph_state(&c->graph, slot) != SV_SLOT_BUFFERED || (seen[slot / 8] >> (slot % 8)) & 1) {
+            st = fail(err, SV_ERR_CORRUPT, "offset %zu: buffered slot %u is bad", s.off + i * row, slot);
+            goto out;
+        }
+        seen[slot / 8] |= (uint8_t)(1u << (slot % 8));
+        float *dst = b->vecs + b->n * dim;
+        memcpy(dst, q + 4, (size_t)dim * sizeof(float));
+        for (uint32_t j = 0; j < dim; j++) {
+            if (!isfinite(dst[j])) {
+                st = fail(err, SV_ERR_CORRUPT, "offset %zu: buffered vector of slot %u is not finite", s.off + i * row, slot);
+                goto out;
+            }
+        }
+        b->slots[b->n++] = slot;
+    }
+
+    /* CODES: straight into the store's chunks. */
+    if ((st = next_section(r, SEC_CODES, &s, err)) != SV_OK)
+        goto out;
+    if (m->record_size != sv_store_record_size(c->store) ||
+        s.len != (size_t)m->store_slots * m->record_size) {
+        st = fail(err, SV_ERR_CORRUPT, "offset %zu: CODES of %zu bytes for %u records", s.off, s.len, m->store_slots);
+        goto out;
+    }
+    if (m->store_slots && m->storage == SV_STORAGE_INT8 && !sv_store_mean(c->store)) {
+        for (uint32_t i = 0; i < m->store_slots; i++) {
+            uint8_t v = sv_graph_state(&c->graph, i);
+            if (v == SV_SLOT_INDEXED || v == SV_SLOT_DELETED) {
+                st = fail(err, SV_ERR_CORRUPT, "offset %zu: codes without a quantizer mean", s.off);
+                goto out;
+            }
+        }
+    }
+    const uint8_t *src = s.p;
+    uint32_t left = m->store_slots;
+    for (uint32_t ci = 0; left > 0; ci++) {
+        uint32_t per = 0;
+        uint8_t *chunk = sv_store_chunk(c->store, ci, &per);
+        uint32_t take = left < per ? left : per;
+        memcpy(chunk, src, (size_t)take * m->record_size);
+        src += (size_t)take * m->record_size;
+        left -= take;
+    }
+    /* Records of graph nodes must hold finite numbers (distances use them). */
+    for (uint32_t i = 0; i < m->store_slots; i++) {
+        uint8_t v = sv_graph_state(&c->graph, i);
+        if (v != SV_SLOT_INDEXED && v != SV_SLOT_DELETED)
+            continue;
+        const uint8_t *rec = sv_store_record(c->store, i);
+        int finite = 1;
+        if (m->storage == SV_STORAGE_INT8) {
+            sv_qrec_header h = sv_quant_header(rec);
+            finite = isfinite(h.lo) && isfinite(h.delta) && isfinite(h.norm);
+        } else {
+            for (uint32_t j = 0; j < dim && finite; j++) {
+                float x;
+                memcpy(&x, rec + 4 * (size_t)j, 4);
+                finite = isfinite(x);
+            }
+        }
+        if (!finite) {
+            st = fail(err, SV_ERR_CORRUPT, "offset %zu: the record of slot %u is not finite",
+                      s.off + (size_t)i * m->record_size, i);
+            goto out;
+        }
+    }
+
+    /* EDGES: degree <= R, neighbours in the graph, no self-loops or repeats. */
+    if ((st = next_section(r, SEC_EDGES, &s, err)) != SV_OK)
+        goto out;
+    p = s.p;
+    end = s.p + s.len;
+    for (uint32_t i = 0; i < n; i++) {
+        size_t at = s.off + (size_t)(p - s.p);
+        if (p >= end) {
+            st = fail(err, SV_ERR_CORRUPT, "offset %zu: EDGES ends at slot %u", at, i);
+            goto out;
+        }
+        uint32_t count = *p++;
+        uint8_t v = sv_graph_state(&c->graph, i);
+        int node = v == SV_SLOT_INDEXED || v == SV_SLOT_DELETED;
+        if (count > m->R || (count && !node) || (size_t)(end - p) < (size_t)count * 4) {
+            st = fail(err, SV_ERR_CORRUPT, "offset %zu: slot %u has a bad degree %u", at, i, count);
+            goto out;
+        }
+        uint32_t ids[SV_R_MAX];
+        memcpy(ids, p, (size_t)count * 4);
+        p += (size_t)count * 4;
+        for (uint32_t a = 0; a < count; a++) {
+            uint8_t nv = ids[a] < n ? sv_graph_state(&c->graph, ids[a]) : SV_SLOT_FREE;
+            int bad = ids[a] == i || (nv != SV_SLOT_INDEXED && nv != SV_SLOT_DELETED);
+            for (uint32_t b2 = 0; b2 < a && !bad; b2++)
+                bad = ids[b2] == ids[a];
+            if (bad) {
+                st = fail(err, SV_ERR_CORRUPT, "offset %zu: slot %u has a bad neighbour %u", at, i, ids[a]);
+                goto out;
+            }
+        }
+        if (count) {
+            sv_edges_lock(c->edges, i);
+            st = sv_edges_set(c->edges, i, ids, count);
+            sv_edges_unlock(c->edges, i);
+            if (st != SV_OK) {
+                st = fail(err, SV_ERR_RESOURCE, "out of memory loading edges");
+                goto out;
+            }
+        }
+    }
+    if (p != end) {
+        st = fail(err, SV_ERR_CORRUPT, "offset %zu: EDGES has %zu extra bytes", s.off, (size_t)(end - p));
+        goto out;
+    }
+    sv_edges_reclaim(c->edges);
+
+    if ((st = next_section(r, SEC_END, &s, err)) != SV_OK)
+        goto out;
+    if (s.len != 0 || r->off != r->len) {
+        st = fail(err, SV_ERR_CORRUPT, "offset %zu: %zu bytes after the END section", r->off, r->len - r->off);
+        goto out;
+    }
+    atomic_store(&c->graph.entry, m->entry);
+    c->next_slot = n;
+    c->n_live = m->n_live;
+    c->n_tombstones = m->n_tombstones;
+    c->rng = m->rng;
+out:
+    free(seen);
+    return st;
+}
+
+sv_status sv_snapshot_load(const uint8_t *data, size_t len, const sv_params *expect,
+                           sv_collection **out, uint64_t *lsn, sv_error *err)
+{
+    *out = NULL;
+    if (len < HEADER || memcmp(data, MAGIC, 8) != 0)
+        return fail(err, SV_ERR_CORRUPT, "offset 0: not a slimvec snapshot");
+    uint32_t hcrc, ver;
+    memcpy(&hcrc, data + 28, 4);
+    memcpy(&ver, data + 8, 4);
+    if (hcrc != sv_crc32c(0, data, 28))
+        return fail(err, SV_ERR_CORRUPT, "offset 0: header checksum mismatch");
+    if (ver != VERSION)
+        return fail(err, SV_ERR_CORRUPT, "offset 0: unsupported snapshot version %u", ver);
+    memcpy(lsn, data + 16, 8);
+
+    reader r = {data, len, HEADER};
+    section s;
+    meta m = {0};
+    sv_status st = next_section(&r, SEC_META, &s, err);
+    if (st == SV_OK)
+        st = parse_meta(&s, expect, &m, err);
+    if (st != SV_OK)
+        return st;
+    sv_collection *c = NULL;
+    if ((st = sv_collection_create(expect, &c, err)) != SV_OK)
+        return st;
+    c->manual_flush = 1;
+    if ((st = load_sections(c, &r, &m, err)) != SV_OK) {
+        sv_collection_free(c);
+        return st;
+    }
+    *out = c;
+    if (err) {
+        err->code = SV_OK;
+        err->message[0] = '\0';
+    }
+    return SV_OK;
+}
