@@ -36,6 +36,7 @@ struct sv_durable {
     pthread_mutex_t stats_lock;
     uint64_t old_log_bytes;    /* log replayed at open, not yet in a snapshot */
     int mean_unlogged;         /* trained, but the TRAIN record is not durable */
+    int dropped;               /* directory removed: no more writes (order + snap_lock) */
     uint64_t snapshots;
     sv_snapshot_info last;
 };
@@ -296,7 +297,8 @@ sv_status sv_durable_add(sv_durable *d, const float *vectors, size_t n, uint32_t
     uint64_t lsn = 0;
     pthread_mutex_lock(&d->order);
     uint64_t counter = sv_collection_id_counter(d->c);
-    sv_status st = sv_collection_add(d->c, vectors, n, dim, ids, got, err);
+    sv_status st = d->dropped ? fail(err, SV_ERR_NOT_FOUND, "the collection was dropped")
+                              : sv_collection_add(d->c, vectors, n, dim, ids, got, err);
     if (st == SV_OK) {
         if (sv_logrec_add_ids(ids, got, n, dim, counter, &head, &head_len) != SV_OK) {
             st = fail(err, SV_ERR_RESOURCE, "out of memory logging %zu vectors", n);
@@ -333,7 +335,8 @@ sv_status sv_durable_delete(sv_durable *d, const char *const *ids, size_t n, sv_
     /* Checked, logged, then applied, all in one turn of the order lock: a
      * delete cannot be undone, so it is logged only once it will apply. */
     pthread_mutex_lock(&d->order);
-    sv_status st = sv_collection_check_ids(d->c, ids, n, err);
+    sv_status st = d->dropped ? fail(err, SV_ERR_NOT_FOUND, "the collection was dropped")
+                              : sv_collection_check_ids(d->c, ids, n, err);
     if (st == SV_OK && sv_logrec_delete(ids, n, &rec, &rec_len) != SV_OK)
         st = fail(err, SV_ERR_RESOURCE, "out of memory logging %zu deletes", n);
     if (st == SV_OK) {
@@ -452,6 +455,10 @@ sv_status sv_durable_snapshot(sv_durable *d, sv_snapshot_info *info, sv_error *e
     pthread_mutex_lock(&d->snap_lock);
     snprintf(tmp, sizeof tmp, "%s/snapshot.tmp", d->dir);
     sv_status st = SV_OK;
+    if (d->dropped) {
+        st = fail(err, SV_ERR_NOT_FOUND, "the collection was dropped");
+        goto out;
+    }
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0) {
         st = fail(err, SV_ERR_IO, "%s: %s", tmp, strerror(errno));
@@ -511,6 +518,21 @@ void sv_durable_get_stats(sv_durable *d, sv_durable_stats *out)
     out->snapshots = d->snapshots;
     out->last_snapshot = d->last;
     pthread_mutex_unlock(&d->stats_lock);
+}
+
+sv_status sv_durable_drop(sv_durable *d, sv_error *err)
+{
+    if (!d->dir)
+        return ok(err);
+    /* No snapshot may write into the path once a new collection can take
+     * it, and no write may be logged after the directory goes. */
+    pthread_mutex_lock(&d->snap_lock);
+    pthread_mutex_lock(&d->order);
+    d->dropped = 1;
+    sv_status st = sv_durable_remove_dir(d->dir, err);
+    pthread_mutex_unlock(&d->order);
+    pthread_mutex_unlock(&d->snap_lock);
+    return st;
 }
 
 sv_status sv_durable_remove_dir(const char *dir, sv_error *err)

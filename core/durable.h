@@ -85,6 +85,9 @@ typedef struct sv_durable_stats {
 } sv_durable_stats;
 void sv_durable_get_stats(sv_durable *d, sv_durable_stats *out);
 
+/* Drop: refuse further writes and snapshots (SV_ERR_NOT_FOUND) and remove
+ * the directory. The object stays valid for calls in flight; free it after. */
+sv_status sv_durable_drop(sv_durable *d, sv_error *err);
 /* Remove a collection directory for good (rename away, then delete). */
 sv_status sv_durable_remove_dir(const char *dir, sv_error *err);
 

@@ -133,6 +133,20 @@ static Slimvec__V1__CollectionInfo *make_info(svd_coll *c, svd_reply *r)
     mem->id_map_bytes_estimate = s.est_bytes_idmap;
     mem->buffer_bytes_estimate = s.est_bytes_buffer;
     mem->other_bytes_estimate = s.est_bytes_other;
+    if (sv_durable_dir(c->dur)) {
+        Slimvec__V1__Persistence *per = own(r, sizeof *per);
+        if (!per)
+            return NULL;
+        slimvec__v1__persistence__init(per);
+        sv_durable_stats ds;
+        sv_durable_get_stats(c->dur, &ds);
+        per->last_lsn = ds.last_lsn;
+        per->log_bytes = ds.log_bytes;
+        per->snapshot_lsn = ds.last_snapshot.lsn;
+        per->snapshot_bytes = ds.last_snapshot.bytes;
+        per->snapshot_seconds = ds.last_snapshot.seconds;
+        info->persistence = per;
+    }
     info->memory = mem;
     return info;
 }
@@ -274,11 +288,43 @@ static void h_flush(void *appv, const ProtobufCMessage *m, svd_reply *r)
     if (!c)
         return;
     sv_error err;
-    sv_status st = sv_collection_flush(c->coll, &err);
+    sv_status st = sv_durable_flush(c->dur, &err);
     if (st != SV_OK)
         svd_reply_error(r, code_of(st), "%s", err.message);
     else
         reply_with_info(r, c, &slimvec__v1__flush_response__descriptor);
+    svd_registry_put(app->registry, c);
+}
+
+static void h_snapshot(void *appv, const ProtobufCMessage *m, svd_reply *r)
+{
+    svd_app *app = appv;
+    const Slimvec__V1__SnapshotRequest *req = (const void *)m;
+    svd_coll *c = lookup(app, req->collection, r);
+    if (!c)
+        return;
+    if (!sv_durable_dir(c->dur)) {
+        svd_reply_error(r, GRPC_STATUS_FAILED_PRECONDITION,
+                        "the server runs without a data directory (--data-dir :memory:)");
+        svd_registry_put(app->registry, c);
+        return;
+    }
+    sv_error err;
+    sv_snapshot_info info;
+    sv_status st = sv_durable_snapshot(c->dur, &info, &err);
+    Slimvec__V1__SnapshotResponse *resp = st == SV_OK ? own(r, sizeof *resp) : NULL;
+    if (st != SV_OK) {
+        svd_reply_error(r, code_of(st), "%s", err.message);
+    } else if (!resp) {
+        reply_oom(r);
+    } else {
+        slimvec__v1__snapshot_response__init(resp);
+        resp->lsn = info.lsn;
+        resp->bytes = info.bytes;
+        resp->seconds = info.seconds;
+        resp->stall_seconds = info.stall_seconds;
+        r->msg = &resp->base;
+    }
     svd_registry_put(app->registry, c);
 }
 
@@ -371,7 +417,7 @@ static void ingest_batch(svd_app *app, const Slimvec__V1__IngestRequest *req,
         goto done;
     }
     sv_error err;
-    sv_status st = sv_collection_add(c->coll, req->vectors, n, dim,
+    sv_status st = sv_durable_add(c->dur, req->vectors, n, dim,
                                      req->n_ids ? (const char *const *)req->ids : NULL, assigned, &err);
     if (st != SV_OK) {
         svd_reply_error(r, code_of(st), "%s", err.message);
@@ -596,7 +642,7 @@ static void h_delete(void *appv, const ProtobufCMessage *m, svd_reply *r)
     if (!c)
         return;
     sv_error err;
-    sv_status st = sv_collection_delete(c->coll, (const char *const *)req->ids, req->n_ids, &err);
+    sv_status st = sv_durable_delete(c->dur, (const char *const *)req->ids, req->n_ids, &err);
     if (st != SV_OK) {
         svd_reply_error(r, code_of(st), "%s", err.message);
     } else {
@@ -672,6 +718,7 @@ static const svd_method methods[] = {
     {"/slimvec.v1.SlimVec/Get", &slimvec__v1__get_request__descriptor, h_get, NULL, NULL, 0},
     {"/slimvec.v1.SlimVec/Delete", &slimvec__v1__delete_request__descriptor, h_delete, NULL, NULL, 0},
     {"/slimvec.v1.SlimVec/Flush", &slimvec__v1__flush_request__descriptor, h_flush, NULL, NULL, 0},
+    {"/slimvec.v1.SlimVec/Snapshot", &slimvec__v1__snapshot_request__descriptor, h_snapshot, NULL, NULL, 0},
     {"/grpc.health.v1.Health/Check", &grpc__health__v1__health_check_request__descriptor, h_health_check, NULL, NULL, 0},
     {"/grpc.health.v1.Health/Watch", &grpc__health__v1__health_check_request__descriptor, NULL, s_health_watch, NULL, 1},
 };

@@ -1,28 +1,57 @@
 /* Collections by name (see registry.h). */
 #include "registry.h"
 
+#include "fileio.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define PATH_CAP 4200
 
 struct svd_registry {
     pthread_mutex_t mu;
     svd_coll **items;   /* sorted by name */
     size_t n, cap;
+    char *data_dir;     /* NULL: in memory */
+    int lock_fd;
+    sv_durable_options opts;
+    uint32_t build_threads;
 };
 
-svd_registry *svd_registry_create(void)
+svd_registry *svd_registry_create(const char *data_dir, const sv_durable_options *o,
+                                  uint32_t build_threads)
 {
     svd_registry *r = calloc(1, sizeof *r);
-    if (r)
-        pthread_mutex_init(&r->mu, NULL);
+    if (!r)
+        return NULL;
+    if (data_dir && !(r->data_dir = strdup(data_dir))) {
+        free(r);
+        return NULL;
+    }
+    pthread_mutex_init(&r->mu, NULL);
+    r->lock_fd = -1;
+    if (o)
+        r->opts = *o;
+    r->build_threads = build_threads;
     return r;
+}
+
+const char *svd_registry_data_dir(const svd_registry *r)
+{
+    return r->data_dir;
 }
 
 static void coll_destroy(svd_coll *c)
 {
-    sv_collection_free(c->coll);
+    sv_durable_free(c->dur);
     sv_arena_free(c->arena);
     free(c);
 }
@@ -34,8 +63,46 @@ void svd_registry_free(svd_registry *r)
     for (size_t i = 0; i < r->n; i++)
         coll_destroy(r->items[i]);
     free(r->items);
+    if (r->lock_fd >= 0)
+        close(r->lock_fd);
+    free(r->data_dir);
     pthread_mutex_destroy(&r->mu);
     free(r);
+}
+
+static void coll_path(const svd_registry *r, const char *name, char *out, size_t cap)
+{
+    /* The prefix keeps names like "." and ".." ordinary file names. */
+    snprintf(out, cap, "%s/c-%s", r->data_dir, name);
+}
+
+static long find(const svd_registry *r, const char *name);
+
+/* Insert c (refs set by the caller) unless the name is taken. */
+static sv_status insert(svd_registry *r, svd_coll *c, sv_error *err)
+{
+    long at = find(r, c->name);
+    if (at >= 0) {
+        err->code = SV_ERR_ALREADY_EXISTS;
+        snprintf(err->message, sizeof err->message, "collection \"%s\" already exists", c->name);
+        return SV_ERR_ALREADY_EXISTS;
+    }
+    if (r->n == r->cap) {
+        size_t cap = r->cap ? r->cap * 2 : 16;
+        svd_coll **t = realloc(r->items, cap * sizeof *t);
+        if (!t) {
+            err->code = SV_ERR_RESOURCE;
+            strcpy(err->message, "out of memory creating the collection");
+            return SV_ERR_RESOURCE;
+        }
+        r->items = t;
+        r->cap = cap;
+    }
+    size_t pos = (size_t)(-at - 1);
+    memmove(&r->items[pos + 1], &r->items[pos], (r->n - pos) * sizeof *r->items);
+    r->items[pos] = c;
+    r->n++;
+    return SV_OK;
 }
 
 int svd_name_valid(const char *name)
@@ -86,42 +153,116 @@ sv_status svd_registry_create_collection(svd_registry *r, const char *name, sv_p
     strcpy(c->name, name);
     c->arena = arena;
     params->allocator = sv_arena_allocator(arena);
-    sv_status st = sv_collection_create(params, &c->coll, err);
-    if (st != SV_OK) {
-        sv_arena_free(arena);
-        free(c);
-        return st;
-    }
+    char path[PATH_CAP];
+    if (r->data_dir)
+        coll_path(r, name, path, sizeof path);
+    /* The registry's lock is held across the create so two creates of one
+     * name cannot race for its directory. */
     pthread_mutex_lock(&r->mu);
-    long at = find(r, name);
-    if (at >= 0) {
+    sv_status st = SV_OK;
+    if (find(r, name) >= 0) {
+        err->code = st = SV_ERR_ALREADY_EXISTS;
+        snprintf(err->message, sizeof err->message, "collection \"%s\" already exists", name);
+    } else {
+        st = sv_durable_create(r->data_dir ? path : NULL, params, &r->opts, &c->dur, err);
+    }
+    if (st == SV_OK) {
+        c->coll = sv_durable_collection(c->dur);
+        st = insert(r, c, err);
+        if (st != SV_OK) {
+            sv_error ignored;
+            sv_durable_drop(c->dur, &ignored);
+        }
+    }
+    if (st != SV_OK) {
         pthread_mutex_unlock(&r->mu);
         coll_destroy(c);
-        err->code = SV_ERR_ALREADY_EXISTS;
-        snprintf(err->message, sizeof err->message, "collection \"%s\" already exists", name);
-        return SV_ERR_ALREADY_EXISTS;
+        return st;
     }
-    if (r->n == r->cap) {
-        size_t cap = r->cap ? r->cap * 2 : 16;
-        svd_coll **t = realloc(r->items, cap * sizeof *t);
-        if (!t) {
-            pthread_mutex_unlock(&r->mu);
-            coll_destroy(c);
-            err->code = SV_ERR_RESOURCE;
-            strcpy(err->message, "out of memory creating the collection");
-            return SV_ERR_RESOURCE;
-        }
-        r->items = t;
-        r->cap = cap;
-    }
-    size_t pos = (size_t)(-at - 1);
-    memmove(&r->items[pos + 1], &r->items[pos], (r->n - pos) * sizeof *r->items);
-    r->items[pos] = c;
-    r->n++;
     c->refs = 2; /* the registry's and the caller's */
     pthread_mutex_unlock(&r->mu);
     *out = c;
     return SV_OK;
+}
+
+sv_status svd_registry_open_all(svd_registry *r, double *seconds, sv_error *err)
+{
+    *seconds = 0;
+    if (!r->data_dir)
+        return SV_OK;
+    char path[PATH_CAP];
+    if (mkdir(r->data_dir, 0755) != 0 && errno != EEXIST) {
+        err->code = SV_ERR_IO;
+        snprintf(err->message, sizeof err->message, "%s: %s", r->data_dir, strerror(errno));
+        return SV_ERR_IO;
+    }
+    snprintf(path, sizeof path, "%s/LOCK", r->data_dir);
+    r->lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (r->lock_fd < 0 || flock(r->lock_fd, LOCK_EX | LOCK_NB) != 0) {
+        err->code = SV_ERR_IO;
+        snprintf(err->message, sizeof err->message, "%.200s: %s", path,
+                 errno == EWOULDBLOCK ? "another slimvecd uses this data directory" : strerror(errno));
+        return SV_ERR_IO;
+    }
+    DIR *dh = opendir(r->data_dir);
+    if (!dh) {
+        err->code = SV_ERR_IO;
+        snprintf(err->message, sizeof err->message, "%s: %s", r->data_dir, strerror(errno));
+        return SV_ERR_IO;
+    }
+    sv_status st = SV_OK;
+    struct dirent *e;
+    while (st == SV_OK && (e = readdir(dh)) != NULL) {
+        if (strncmp(e->d_name, "c-", 2) != 0)
+            continue;
+        snprintf(path, sizeof path, "%s/%s", r->data_dir, e->d_name);
+        /* Crashed creates (.tmp-) and drops (.drop-) leave these behind. */
+        if (strstr(e->d_name, ".tmp-") || strstr(e->d_name, ".drop-")) {
+            if (sv_remove_dir(path) == 0)
+                fprintf(stderr, "slimvecd: removed %s (left by an interrupted create or drop)\n", path);
+            continue;
+        }
+        const char *name = e->d_name + 2;
+        if (!svd_name_valid(name)) {
+            fprintf(stderr, "slimvecd: ignoring %s: not a collection name\n", path);
+            continue;
+        }
+        svd_coll *c = calloc(1, sizeof *c);
+        sv_arena *arena = sv_arena_create();
+        if (!c || !arena) {
+            free(c);
+            sv_arena_free(arena);
+            err->code = st = SV_ERR_RESOURCE;
+            strcpy(err->message, "out of memory opening collections");
+            break;
+        }
+        strcpy(c->name, name);
+        c->arena = arena;
+        sv_recovery rec;
+        sv_error oerr;
+        st = sv_durable_open(path, sv_arena_allocator(arena), r->build_threads, &r->opts, &c->dur, &rec, &oerr);
+        if (st != SV_OK) {
+            err->code = st;
+            snprintf(err->message, sizeof err->message, "collection \"%s\": %.180s", name, oerr.message);
+            coll_destroy(c);
+            break;
+        }
+        c->coll = sv_durable_collection(c->dur);
+        *seconds += rec.seconds;
+        fprintf(stderr,
+                "slimvecd: opened \"%s\": %llu vectors, snapshot LSN %llu (%.3f s), %llu log records replayed, %.3f s%s%s\n",
+                name, (unsigned long long)sv_collection_count(c->coll), (unsigned long long)rec.snapshot_lsn,
+                rec.snapshot_seconds, (unsigned long long)rec.replayed, rec.seconds, rec.note[0] ? "; " : "",
+                rec.note);
+        pthread_mutex_lock(&r->mu);
+        st = insert(r, c, err);
+        c->refs = 1;
+        pthread_mutex_unlock(&r->mu);
+        if (st != SV_OK)
+            coll_destroy(c);
+    }
+    closedir(dh);
+    return st;
 }
 
 svd_coll *svd_registry_get(svd_registry *r, const char *name)
@@ -157,6 +298,11 @@ int svd_registry_drop(svd_registry *r, const char *name)
     svd_coll *c = r->items[at];
     memmove(&r->items[at], &r->items[at + 1], (r->n - (size_t)at - 1) * sizeof *r->items);
     r->n--;
+    /* Under the registry's lock: a create of the same name waits until the
+     * directory is gone. Calls still holding c see SV_ERR_NOT_FOUND. */
+    sv_error err;
+    if (sv_durable_drop(c->dur, &err) != SV_OK)
+        fprintf(stderr, "slimvecd: drop \"%s\": %s\n", c->name, err.message);
     pthread_mutex_unlock(&r->mu);
     svd_registry_put(r, c);
     return 0;

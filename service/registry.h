@@ -10,6 +10,7 @@
 #include <stddef.h>
 
 #include "arena.h"
+#include "durable.h"
 #include "slimvec.h"
 
 #define SVD_NAME_MAX 64
@@ -17,14 +18,26 @@
 typedef struct svd_coll {
     char name[SVD_NAME_MAX + 1];
     sv_arena *arena;
-    sv_collection *coll;
+    sv_durable *dur;           /* writes go through it (log + apply) */
+    sv_collection *coll;       /* reads: sv_durable_collection(dur) */
     int refs;                  /* guarded by the registry's lock */
 } svd_coll;
 
 typedef struct svd_registry svd_registry;
 
-svd_registry *svd_registry_create(void);
-void svd_registry_free(svd_registry *r);
+/* data_dir NULL: collections live in memory only. Otherwise each lives in
+ * data_dir/c-<name> (see durable.h); build_threads and the options apply
+ * to every collection. */
+svd_registry *svd_registry_create(const char *data_dir, const sv_durable_options *o,
+                                  uint32_t build_threads);
+void svd_registry_free(svd_registry *r); /* closes every collection; no snapshots */
+const char *svd_registry_data_dir(const svd_registry *r);
+
+/* Lock the data directory (one server per directory), remove what crashed
+ * creates and drops left behind, and open every collection in it (log
+ * replay). Prints what recovery did to stderr. Fails on the first
+ * collection that cannot be opened, naming it. */
+sv_status svd_registry_open_all(svd_registry *r, double *seconds, sv_error *err);
 
 /* 1 when name is 1..64 bytes of [A-Za-z0-9_.-]. */
 int svd_name_valid(const char *name);

@@ -8,7 +8,9 @@ Each test class starts its own server on a free loopback port.
 import os
 import random
 import signal
+import shutil
 import socket
+import tempfile
 import subprocess
 import sys
 import threading
@@ -42,6 +44,12 @@ class Server:
         self.port = free_port()
         self.addr = "127.0.0.1:%d" % self.port
         self.metrics = "127.0.0.1:%d" % free_port()
+        # Every test runs with persistence on (a fresh data directory, fsync
+        # per acknowledged write), as the server's default does.
+        self.tmp = None
+        if "--data-dir" not in extra:
+            self.tmp = tempfile.mkdtemp(prefix="slimvec-e2e-")
+            extra = ("--data-dir", self.tmp) + extra
         self.proc = subprocess.Popen(
             [SLIMVECD, "--listen", self.addr, "--metrics-listen", self.metrics,
              "--max-message", str(MAX_MESSAGE), "--max-k", "100",
@@ -66,6 +74,8 @@ class Server:
             self.proc.send_signal(sig)
         rc = self.proc.wait(timeout=timeout)
         self.stderr = self.proc.stderr.read()
+        if self.tmp:
+            shutil.rmtree(self.tmp, ignore_errors=True)
         return rc
 
 

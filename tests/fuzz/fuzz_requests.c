@@ -22,7 +22,7 @@ static void setup(void)
 {
     if (methods)
         return;
-    app.registry = svd_registry_create();
+    app.registry = svd_registry_create(NULL, NULL, 1);
     app.limits = (svd_limits){.max_dim = 64, .max_k = 50, .max_batch = 64, .max_id_len = 128,
                               .build_threads = 1, .memory_cap = 256u << 20};
     atomic_init(&app.serving, 1);

@@ -13,6 +13,7 @@ const { spawn } = require('node:child_process');
 const net = require('node:net');
 const path = require('node:path');
 const fs = require('node:fs');
+const os = require('node:os');
 
 const OVERALL_TIMEOUT_MS = 60_000;
 const READY_TIMEOUT_MS = 15_000;
@@ -165,7 +166,10 @@ async function main() {
   log(`starting ${slimvecd} --listen ${addr}`);
   // Its own metrics port too: other servers (tests run in parallel) hold the default.
   const metricsAddr = `127.0.0.1:${await freePort()}`;
-  server = spawn(slimvecd, ['--listen', addr, '--metrics-listen', metricsAddr, '--grace', '5'],
+  const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'slimvec-node-'));
+  process.on('exit', () => fs.rmSync(dataDir, { recursive: true, force: true }));
+  server = spawn(slimvecd, ['--listen', addr, '--metrics-listen', metricsAddr, '--grace', '5',
+                            '--data-dir', dataDir],
                  { stdio: ['ignore', 'pipe', 'pipe'] });
   const keep = (d) => { serverLog = (serverLog + d.toString()).slice(-16000); };
   server.stdout.on('data', keep);
