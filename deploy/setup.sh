@@ -73,7 +73,7 @@ run_tests() {
     echo "setup: concurrent tests under TSan"
     build "$ROOT/build-tsan" -DSV_TSAN=ON
     (cd "$ROOT/build-tsan" && TSAN_OPTIONS=halt_on_error=1 \
-        ctest --output-on-failure -R 'test_concurrency|test_kernels|test_collection')
+        ctest --output-on-failure -R 'test_concurrency|test_kernels|test_collection|test_durable')
 }
 
 cmd=${1:-}

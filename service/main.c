@@ -183,6 +183,8 @@ int main(int argc, char **argv)
     const svd_method *methods = svd_methods(&n_methods);
     char err[256];
     svd_metrics *metrics = svd_metrics_create(methods, n_methods, app.registry, &app.serving);
+    if (metrics)
+        svd_metrics_set_recovery(metrics, recovery_seconds);
     if (!metrics || svd_metrics_listen(metrics, cfg.metrics_listen, err, sizeof err) != 0) {
         fprintf(stderr, "slimvecd: %s\n", metrics ? err : "out of memory");
         svd_metrics_free(metrics);

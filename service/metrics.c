@@ -35,7 +35,13 @@ struct svd_metrics {
     svd_registry *registry;
     atomic_int *serving;
     struct MHD_Daemon *daemon;
+    double recovery_seconds;            /* set once before listening */
 };
+
+void svd_metrics_set_recovery(svd_metrics *m, double seconds)
+{
+    m->recovery_seconds = seconds;
+}
 
 svd_metrics *svd_metrics_create(const svd_method *methods, size_t n_methods, svd_registry *registry,
                                 atomic_int *serving)
@@ -187,6 +193,43 @@ char *svd_metrics_render(svd_metrics *m, size_t *len)
             put(&t, "slimvec_collection_part_bytes_estimate{collection=\"%s\",part=\"%s\"} %llu\n",
                 all[i]->name, parts[p].name, (unsigned long long)v[p]);
     }
+    /* Durability, for collections kept in a data directory. */
+    static const struct {
+        const char *name, *type, *help;
+    } dur[] = {
+        {"slimvec_log_bytes", "gauge", "Write-ahead log bytes since the last snapshot."},
+        {"slimvec_log_written_bytes_total", "counter", "Write-ahead log bytes appended since start."},
+        {"slimvec_log_fsyncs_total", "counter", "fdatasync calls on the write-ahead log (one covers a group of writes)."},
+        {"slimvec_log_fsync_seconds_total", "counter", "Time spent in those fdatasync calls."},
+        {"slimvec_log_last_lsn", "gauge", "Log sequence number of the last acknowledged write."},
+        {"slimvec_snapshots_total", "counter", "Snapshots taken since start."},
+        {"slimvec_snapshot_last_bytes", "gauge", "Size of the last snapshot taken."},
+        {"slimvec_snapshot_last_seconds", "gauge", "Time to write and fsync the last snapshot."},
+        {"slimvec_snapshot_last_stall_seconds", "gauge", "How long ingest and deletes waited for the last snapshot."},
+    };
+    sv_durable_stats *ds = calloc(n ? n : 1, sizeof *ds);
+    if (!ds)
+        t.failed = 1;
+    for (size_t i = 0; i < n && !t.failed; i++)
+        sv_durable_get_stats(all[i]->dur, &ds[i]);
+    for (size_t k = 0; k < sizeof dur / sizeof dur[0] && !t.failed; k++) {
+        put(&t, "# HELP %s %s\n# TYPE %s %s\n", dur[k].name, dur[k].help, dur[k].name, dur[k].type);
+        for (size_t i = 0; i < n; i++) {
+            if (!sv_durable_dir(all[i]->dur))
+                continue;
+            const sv_durable_stats *d = &ds[i];
+            double v[] = {(double)d->log_bytes, (double)d->log_bytes_total, (double)d->syncs,
+                          d->sync_seconds, (double)d->last_lsn, (double)d->snapshots,
+                          (double)d->last_snapshot.bytes, d->last_snapshot.seconds,
+                          d->last_snapshot.stall_seconds};
+            put(&t, "%s{collection=\"%s\"} %.9g\n", dur[k].name, all[i]->name, v[k]);
+        }
+    }
+    free(ds);
+    put(&t, "# HELP slimvec_recovery_seconds Time the last start spent opening collections (snapshot load and log replay).\n"
+            "# TYPE slimvec_recovery_seconds gauge\nslimvec_recovery_seconds %.6f\n",
+        m->recovery_seconds);
+
     for (size_t i = 0; i < n; i++)
         svd_registry_put(m->registry, all[i]);
     free(all);

@@ -21,6 +21,8 @@ typedef struct svd_metrics svd_metrics;
 svd_metrics *svd_metrics_create(const svd_method *methods, size_t n_methods, svd_registry *registry,
                                 atomic_int *serving);
 void svd_metrics_free(svd_metrics *m);
+/* The start-up's recovery time (before svd_metrics_listen). */
+void svd_metrics_set_recovery(svd_metrics *m, double seconds);
 
 /* rpc.c observers (method -1: an unknown method). */
 void svd_metrics_message(void *m, int method, double seconds);
