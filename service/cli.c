@@ -5,6 +5,7 @@
  *   slimvec create  --collection C --dim D --metric l2|ip|cosine --storage f32|int8
  *                   [--R N --L N --alpha F --seed N --flush-threshold N]
  *   slimvec stats   --collection C
+ *   slimvec snapshot --collection C
  *   slimvec ingest  --collection C --file B.fvecs [--batch N] [--window N] [--flush]
  *   slimvec search  --collection C --query Q.fvecs --gt G.ivecs [--k N]
  *                   [--search-list L] [--window N] [--json OUT]
@@ -458,6 +459,7 @@ static const char usage_text[] =
     "  create  --collection C --dim D --metric l2|ip|cosine --storage f32|int8\n"
     "          [--R N] [--L N] [--alpha F] [--seed N] [--flush-threshold N]\n"
     "  stats   --collection C\n"
+    "  snapshot --collection C   (write a snapshot now; needs a server with a data directory)\n"
     "  ingest  --collection C --file B.fvecs [--batch N (1000)] [--window N (8)] [--flush]\n"
     "  search  --collection C --query Q.fvecs --gt G.ivecs [--k N (10)]\n"
     "          [--search-list L (0 = server default)] [--window N (8)] [--json OUT]\n"
@@ -591,6 +593,16 @@ static void print_info(const Slimvec__V1__CollectionInfo *in)
     printf("  write buffer   %" PRIu64 "\n", m->buffer_bytes_estimate);
     printf("  other          %" PRIu64 "\n", m->other_bytes_estimate);
     printf("  sum            %" PRIu64 "\n", sum);
+    const Slimvec__V1__Persistence *p = in->persistence;
+    if (!p) {
+        printf("persistence      none (server runs with --data-dir :memory:)\n");
+        return;
+    }
+    printf("last LSN         %" PRIu64 "\n", p->last_lsn);
+    printf("log bytes        %" PRIu64 " (since the last snapshot)\n", p->log_bytes);
+    if (p->snapshot_lsn)
+        printf("last snapshot    LSN %" PRIu64 ", %" PRIu64 " bytes, %.3f s\n", p->snapshot_lsn,
+               p->snapshot_bytes, p->snapshot_seconds);
 }
 
 static int cmd_create(grpc_channel *ch, const opts *o)
@@ -680,6 +692,22 @@ static int cmd_stats(grpc_channel *ch, const opts *o)
         return 1;
     print_info(r->info);
     protobuf_c_message_free_unpacked(&r->base, NULL);
+    return 0;
+}
+
+static int cmd_snapshot(grpc_channel *ch, const opts *o)
+{
+    require(o->collection, "--collection");
+    Slimvec__V1__SnapshotRequest req = SLIMVEC__V1__SNAPSHOT_REQUEST__INIT;
+    req.collection = (char *)o->collection;
+    ProtobufCMessage *resp = NULL;
+    if (unary(ch, "Snapshot", METHOD("Snapshot"), &req.base, &slimvec__v1__snapshot_response__descriptor,
+              &resp) != 0)
+        return 1;
+    const Slimvec__V1__SnapshotResponse *r = (const void *)resp;
+    printf("snapshot of %s: LSN %" PRIu64 ", %" PRIu64 " bytes, %.3f s (ingest waited %.3f s)\n",
+           o->collection, r->lsn, r->bytes, r->seconds, r->stall_seconds);
+    protobuf_c_message_free_unpacked(resp, NULL);
     return 0;
 }
 
@@ -1002,6 +1030,7 @@ int main(int argc, char **argv)
     int (*run)(grpc_channel *, const opts *) = NULL;
     if (!strcmp(cmd, "create")) run = cmd_create;
     else if (!strcmp(cmd, "stats")) run = cmd_stats;
+    else if (!strcmp(cmd, "snapshot")) run = cmd_snapshot;
     else if (!strcmp(cmd, "ingest")) run = cmd_ingest;
     else if (!strcmp(cmd, "search")) run = cmd_search;
     else usage_error("unknown command %s", cmd);

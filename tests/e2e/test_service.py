@@ -7,6 +7,7 @@ Each test class starts its own server on a free loopback port.
 
 import os
 import random
+import re
 import signal
 import shutil
 import socket
@@ -406,6 +407,11 @@ class CliTest(unittest.TestCase):
                 self.assertIn("3000", out)
                 out = run("stats", *addr)
                 self.assertIn("3000", out)
+                self.assertRegex(out, r"log bytes\s+[1-9]")
+                out = run("snapshot", *addr)
+                m = re.search(r"LSN (\d+), (\d+) bytes", out)
+                self.assertTrue(m and int(m.group(1)) > 0 and int(m.group(2)) > 3000 * dim, out)
+                self.assertRegex(run("stats", *addr), r"log bytes\s+0 ")
                 jpath = os.path.join(tmp, "s.json")
                 run("search", *addr, "--query", qpath, "--gt", gpath, "--k", "10", "--search-list", "64",
                     "--json", jpath)

@@ -63,6 +63,7 @@ static unsigned long n_loaded_valid, n_loaded_invalid, n_loaded_written;
 /* ---- a capped allocator for the collections ------------------------------ */
 
 static _Atomic size_t mem_live;
+static int verbose = -1; /* FUZZ_FILES_VERBOSE=1: print why snapshots are rejected */
 
 static int mem_take(size_t n)
 {
@@ -384,6 +385,8 @@ static sv_status run_snapshot(const uint8_t *b, size_t len, unsigned flags)
     sv_status st = sv_snapshot_load(b, len, &p, &c, &lsn, &err);
     if (st != SV_OK) {
         check(c == NULL && err.code == st, "a failed load returns nothing");
+        if (verbose)
+            fprintf(stderr, "snapshot rejected: %s\n", err.message);
     } else {
         check(c != NULL, "a load returns a collection");
         search_some(c, b, len);
@@ -420,6 +423,8 @@ static sv_status run_one(const uint8_t *data, size_t size)
     if (size < 2)
         return SV_ERR_INVALID_ARGUMENT;
     unsigned which = data[0] % N_PARSERS, flags = data[1];
+    if (verbose < 0)
+        verbose = getenv("FUZZ_FILES_VERBOSE") != NULL;
     size_t len = size - 2;
     /* A copy: libFuzzer's bytes are const, and the checksums get fixed.
      * Exactly len bytes, so reads past the file trip ASan. */
@@ -815,16 +820,16 @@ static size_t pick_pos(uint8_t which, const uint8_t *b, size_t len)
         n = snap_regions(b, len, r, 16);
     if (n > 16)
         n = 16;
-    uint32_t how = below(4);
-    if (n && how >= 2) {
+    uint32_t how = below(20);
+    if (n && how >= 7) {
         region *g = &r[below((uint32_t)n)];
-        if (which == P_SNAPSHOT && below(3) == 0)
+        if (which == P_SNAPSHOT && below(4) == 0)
             g = &r[0]; /* META: the counts everything is sized by */
-        if (how == 2 || g->len == 0)
+        if (how < 10 || g->len == 0)
             return g->hdr + below((uint32_t)(g->off - g->hdr));
         return g->off + below((uint32_t)g->len);
     }
-    if (how == 1 && len > 32)
+    if (how == 6 && len > 32)
         return below(32); /* the file header */
     return below((uint32_t)len);
 }
