@@ -24,6 +24,7 @@
 #include <string.h>
 
 #include "collection_impl.h"
+#include "error.h"
 #include "idmap.h"
 #include "kernels.h"
 #include "parallel.h"
@@ -32,27 +33,6 @@
 #include "store.h"
 
 
-
-static sv_status fail(sv_error *err, sv_status code, const char *fmt, ...)
-{
-    if (err) {
-        err->code = code;
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err->message, sizeof err->message, fmt, ap);
-        va_end(ap);
-    }
-    return code;
-}
-
-static sv_status ok(sv_error *err)
-{
-    if (err) {
-        err->code = SV_OK;
-        err->message[0] = '\0';
-    }
-    return SV_OK;
-}
 
 static uint64_t splitmix64(uint64_t *s)
 {
@@ -85,23 +65,23 @@ void sv_params_default(sv_params *p, uint32_t dim)
 static sv_status check_params(const sv_params *p, sv_error *err)
 {
     if (p->dim < 1 || p->dim > SV_DIM_MAX)
-        return fail(err, SV_ERR_INVALID_ARGUMENT, "dimension %u is outside 1..%u", p->dim, SV_DIM_MAX);
+        return sv_fail(err, SV_ERR_INVALID_ARGUMENT, "dimension %u is outside 1..%u", p->dim, SV_DIM_MAX);
     if (p->metric != SV_METRIC_L2 && p->metric != SV_METRIC_IP && p->metric != SV_METRIC_COSINE)
-        return fail(err, SV_ERR_INVALID_ARGUMENT, "unknown metric %d", (int)p->metric);
+        return sv_fail(err, SV_ERR_INVALID_ARGUMENT, "unknown metric %d", (int)p->metric);
     if (p->storage != SV_STORAGE_F32 && p->storage != SV_STORAGE_INT8)
-        return fail(err, SV_ERR_INVALID_ARGUMENT, "unknown storage %d", (int)p->storage);
+        return sv_fail(err, SV_ERR_INVALID_ARGUMENT, "unknown storage %d", (int)p->storage);
     if (p->R < 2 || p->R > SV_R_MAX)
-        return fail(err, SV_ERR_INVALID_ARGUMENT, "R=%u is outside 2..%u", p->R, SV_R_MAX);
+        return sv_fail(err, SV_ERR_INVALID_ARGUMENT, "R=%u is outside 2..%u", p->R, SV_R_MAX);
     if (p->L_build < p->R || p->L_build > SV_L_MAX)
-        return fail(err, SV_ERR_INVALID_ARGUMENT, "L_build=%u is outside R..%u (R=%u)", p->L_build,
+        return sv_fail(err, SV_ERR_INVALID_ARGUMENT, "L_build=%u is outside R..%u (R=%u)", p->L_build,
                     SV_L_MAX, p->R);
     if (!(p->alpha >= 1.0f && p->alpha <= 2.0f))
-        return fail(err, SV_ERR_INVALID_ARGUMENT, "alpha=%g is outside 1.0..2.0", (double)p->alpha);
+        return sv_fail(err, SV_ERR_INVALID_ARGUMENT, "alpha=%g is outside 1.0..2.0", (double)p->alpha);
     if (p->threads > 64)
-        return fail(err, SV_ERR_INVALID_ARGUMENT, "threads=%u is over 64", p->threads);
+        return sv_fail(err, SV_ERR_INVALID_ARGUMENT, "threads=%u is over 64", p->threads);
     const sv_allocator *a = p->allocator;
     if (a && (!a->alloc || !a->realloc || !a->free))
-        return fail(err, SV_ERR_INVALID_ARGUMENT, "allocator hook lacks alloc, realloc or free");
+        return sv_fail(err, SV_ERR_INVALID_ARGUMENT, "allocator hook lacks alloc, realloc or free");
     return SV_OK;
 }
 
@@ -114,7 +94,7 @@ sv_status sv_collection_create(const sv_params *params, sv_collection **out, sv_
     const sv_allocator *hook = params->allocator ? params->allocator : sv_allocator_default();
     sv_collection *c = hook->alloc(hook->ctx, sizeof *c);
     if (!c)
-        return fail(err, SV_ERR_RESOURCE, "out of memory creating the collection");
+        return sv_fail(err, SV_ERR_RESOURCE, "out of memory creating the collection");
     memset(c, 0, sizeof *c);
     c->alloc = *hook;
     c->params = *params;
@@ -141,10 +121,10 @@ sv_status sv_collection_create(const sv_params *params, sv_collection **out, sv_
     sv_buffer_init(&c->flushing, a, &c->t_buffer, params->dim);
     if (!c->store || !c->edges || !c->idmap) {
         sv_collection_free(c);
-        return fail(err, SV_ERR_RESOURCE, "out of memory creating the collection");
+        return sv_fail(err, SV_ERR_RESOURCE, "out of memory creating the collection");
     }
     *out = c;
-    return ok(err);
+    return sv_ok(err);
 }
 
 void sv_collection_free(sv_collection *c)
@@ -188,7 +168,7 @@ uint64_t sv_collection_count(sv_collection *c)
 static sv_status check_dim(const sv_collection *c, uint32_t dim, sv_error *err)
 {
     if (dim != c->params.dim)
-        return fail(err, SV_ERR_INVALID_ARGUMENT, "dimension %u does not match the collection's %u",
+        return sv_fail(err, SV_ERR_INVALID_ARGUMENT, "dimension %u does not match the collection's %u",
                     dim, c->params.dim);
     return SV_OK;
 }
@@ -205,15 +185,15 @@ static sv_status check_vector(const sv_collection *c, const float *v, size_t ind
     double norm = 0.0;
     for (uint32_t j = 0; j < c->params.dim; j++) {
         if (!isfinite(v[j]))
-            return fail(err, SV_ERR_INVALID_ARGUMENT, "%s: component %u is %s", what, j,
+            return sv_fail(err, SV_ERR_INVALID_ARGUMENT, "%s: component %u is %s", what, j,
                         isnan(v[j]) ? "NaN" : "infinite");
         norm += (double)v[j] * v[j];
     }
     if (c->params.metric == SV_METRIC_COSINE && norm == 0.0)
-        return fail(err, SV_ERR_INVALID_ARGUMENT, "%s is the zero vector, which has no cosine", what);
+        return sv_fail(err, SV_ERR_INVALID_ARGUMENT, "%s is the zero vector, which has no cosine", what);
     /* Squares that overflow float would poison every distance. */
     if (!isfinite((float)norm))
-        return fail(err, SV_ERR_INVALID_ARGUMENT, "%s: its squared norm overflows float", what);
+        return sv_fail(err, SV_ERR_INVALID_ARGUMENT, "%s: its squared norm overflows float", what);
     return SV_OK;
 }
 
@@ -300,7 +280,7 @@ static sv_status check_batch_ids(sv_collection *c, const char *const *ids, size_
         return SV_OK;
     size_t *order = sv_mem_alloc(&c->alloc, NULL, n * sizeof *order);
     if (!order)
-        return fail(err, SV_ERR_RESOURCE, "out of memory checking %zu ids", n);
+        return sv_fail(err, SV_ERR_RESOURCE, "out of memory checking %zu ids", n);
     size_t m = 0;
     sv_status st = SV_OK;
     for (size_t i = 0; i < n; i++) {
@@ -308,7 +288,7 @@ static sv_status check_batch_ids(sv_collection *c, const char *const *ids, size_
             continue;
         uint32_t slot = 0;
         if (sv_idmap_find(c->idmap, ids[i], strlen(ids[i]), &slot)) {
-            st = fail(err, SV_ERR_ALREADY_EXISTS, "id \"%s\" of vector %zu already exists", ids[i], i);
+            st = sv_fail(err, SV_ERR_ALREADY_EXISTS, "id \"%s\" of vector %zu already exists", ids[i], i);
             goto cleanup;
         }
         order[m++] = i;
@@ -316,7 +296,7 @@ static sv_status check_batch_ids(sv_collection *c, const char *const *ids, size_
     sv_sort(order, m, sizeof *order, cmp_id_index, (void *)ids);
     for (size_t i = 1; i < m; i++) {
         if (strcmp(ids[order[i - 1]], ids[order[i]]) == 0) {
-            st = fail(err, SV_ERR_ALREADY_EXISTS, "id \"%s\" of vector %zu appears twice in the batch (also vector %zu)",
+            st = sv_fail(err, SV_ERR_ALREADY_EXISTS, "id \"%s\" of vector %zu appears twice in the batch (also vector %zu)",
                       ids[order[i]], order[i], order[i - 1]);
             goto cleanup;
         }
@@ -355,7 +335,7 @@ static sv_status bind_ids(sv_collection *c, const char *const *ids, const uint32
 undo:
     for (size_t j = 0; j < n; j++)
         sv_idmap_remove_slot(c->idmap, slots[j]); /* unbound slots: no-op */
-    return fail(err, SV_ERR_RESOURCE, "out of memory binding the id of vector %zu", i);
+    return sv_fail(err, SV_ERR_RESOURCE, "out of memory binding the id of vector %zu", i);
 }
 
 sv_status sv_collection_add(sv_collection *c, const float *vectors, size_t n, uint32_t dim,
@@ -365,14 +345,14 @@ sv_status sv_collection_add(sv_collection *c, const float *vectors, size_t n, ui
     if (st != SV_OK)
         return st;
     if (n == 0)
-        return ok(err);
+        return sv_ok(err);
     if (!vectors)
-        return fail(err, SV_ERR_INVALID_ARGUMENT, "no vectors given");
+        return sv_fail(err, SV_ERR_INVALID_ARGUMENT, "no vectors given");
     for (size_t i = 0; i < n; i++) {
         if ((st = check_vector(c, vectors + i * dim, i, err)) != SV_OK)
             return st;
         if (id_given(ids, i) && strnlen(ids[i], SV_ID_MAX + 1) > SV_ID_MAX)
-            return fail(err, SV_ERR_INVALID_ARGUMENT, "id of vector %zu is longer than %d bytes", i,
+            return sv_fail(err, SV_ERR_INVALID_ARGUMENT, "id of vector %zu is longer than %d bytes", i,
                         SV_ID_MAX);
     }
     const float *prep = prepare_vectors(c, vectors, n);
@@ -380,7 +360,7 @@ sv_status sv_collection_add(sv_collection *c, const float *vectors, size_t n, ui
     if (!prep || !slots) {
         sv_mem_free(&c->alloc, NULL, slots, n * sizeof *slots);
         free_prepared(c, vectors, prep, n);
-        return fail(err, SV_ERR_RESOURCE, "out of memory adding %zu vectors", n);
+        return sv_fail(err, SV_ERR_RESOURCE, "out of memory adding %zu vectors", n);
     }
 
     pthread_rwlock_wrlock(&c->lock);
@@ -388,14 +368,14 @@ sv_status sv_collection_add(sv_collection *c, const float *vectors, size_t n, ui
     if ((st = check_batch_ids(c, ids, n, err)) != SV_OK)
         goto cleanup;
     if ((uint64_t)c->next_slot + n > (uint64_t)UINT32_MAX - 1) {
-        st = fail(err, SV_ERR_RESOURCE, "the collection cannot hold %zu more vectors", n);
+        st = sv_fail(err, SV_ERR_RESOURCE, "the collection cannot hold %zu more vectors", n);
         goto cleanup;
     }
     /* Capacity first: past this point only the id bindings can fail. */
     if (sv_graph_reserve(&c->graph, c->next_slot + (uint32_t)n) != SV_OK ||
         sv_idmap_reserve_slots(c->idmap, c->next_slot + (uint32_t)n) != SV_OK ||
         sv_buffer_reserve(&c->active, n) != SV_OK) {
-        st = fail(err, SV_ERR_RESOURCE, "out of memory adding %zu vectors", n);
+        st = sv_fail(err, SV_ERR_RESOURCE, "out of memory adding %zu vectors", n);
         goto cleanup;
     }
     for (size_t i = 0; i < n; i++)
@@ -410,7 +390,7 @@ sv_status sv_collection_add(sv_collection *c, const float *vectors, size_t n, ui
         sv_graph_set_state(&c->graph, slots[i], SV_SLOT_BUFFERED);
     }
     c->n_live += n;
-    st = ok(err);
+    st = sv_ok(err);
 
 cleanup:;
     int want_flush = st == SV_OK && !c->manual_flush && c->params.flush_threshold &&
@@ -500,9 +480,9 @@ sv_status sv_collection_search(sv_collection *c, const float *query, uint32_t di
     if (st != SV_OK)
         return st;
     if (k < 1 || k > SV_K_MAX)
-        return fail(err, SV_ERR_INVALID_ARGUMENT, "k=%u is outside 1..%d", k, SV_K_MAX);
+        return sv_fail(err, SV_ERR_INVALID_ARGUMENT, "k=%u is outside 1..%d", k, SV_K_MAX);
     if (search_list > SV_L_MAX)
-        return fail(err, SV_ERR_INVALID_ARGUMENT, "search list %u is over %d", search_list, SV_L_MAX);
+        return sv_fail(err, SV_ERR_INVALID_ARGUMENT, "search list %u is over %d", search_list, SV_L_MAX);
     if ((st = check_vector(c, query, SIZE_MAX, err)) != SV_OK)
         return st;
     uint32_t L = search_list < k ? k : search_list;
@@ -512,7 +492,7 @@ sv_status sv_collection_search(sv_collection *c, const float *query, uint32_t di
     sv_query pq = {0};
     uint32_t n = 0;
     if (!q || !top || !s) {
-        st = fail(err, SV_ERR_RESOURCE, "out of memory searching");
+        st = sv_fail(err, SV_ERR_RESOURCE, "out of memory searching");
         goto cleanup;
     }
 
@@ -535,9 +515,9 @@ sv_status sv_collection_search(sv_collection *c, const float *query, uint32_t di
     }
     pthread_rwlock_unlock(&c->lock);
     if (st != SV_OK)
-        fail(err, st, "out of memory searching");
+        sv_fail(err, st, "out of memory searching");
     else
-        ok(err);
+        sv_ok(err);
 
 cleanup:
     if (pq.vec)
@@ -566,20 +546,20 @@ sv_status sv_collection_get(sv_collection *c, const char *id, float *out, uint32
         return st;
     pthread_rwlock_rdlock(&c->lock);
     uint32_t slot = 0;
-    st = fail(err, SV_ERR_NOT_FOUND, "id \"%.*s\" not found", SV_ID_MAX, id ? id : "");
+    st = sv_fail(err, SV_ERR_NOT_FOUND, "id \"%.*s\" not found", SV_ID_MAX, id ? id : "");
     if (find_id(c, id, &slot)) {
         uint8_t state = sv_graph_state(&c->graph, slot);
         long row = -1;
         if (state == SV_SLOT_INDEXED) {
             sv_store_get(c->store, slot, out);
-            st = ok(err);
+            st = sv_ok(err);
         } else if (state == SV_SLOT_BUFFERED) {
             const sv_buffer *b = &c->active;
             if ((row = sv_buffer_find(b, slot)) < 0)
                 row = sv_buffer_find(b = &c->flushing, slot);
             if (row >= 0) {
                 memcpy(out, b->vecs + (size_t)row * dim, dim * sizeof(float));
-                st = ok(err);
+                st = sv_ok(err);
             }
         }
     }
@@ -590,21 +570,21 @@ sv_status sv_collection_get(sv_collection *c, const char *id, float *out, uint32
 sv_status sv_collection_delete(sv_collection *c, const char *const *ids, size_t n, sv_error *err)
 {
     if (n == 0)
-        return ok(err);
+        return sv_ok(err);
     uint32_t *slots = sv_mem_alloc(&c->alloc, NULL, n * sizeof *slots);
     if (!slots)
-        return fail(err, SV_ERR_RESOURCE, "out of memory deleting %zu ids", n);
+        return sv_fail(err, SV_ERR_RESOURCE, "out of memory deleting %zu ids", n);
     sv_status st = SV_OK;
     pthread_rwlock_wrlock(&c->lock);
     for (size_t i = 0; i < n; i++) {
         if (!find_id(c, ids[i], &slots[i])) {
-            st = fail(err, SV_ERR_NOT_FOUND, "id \"%.*s\" (item %zu) not found", SV_ID_MAX,
+            st = sv_fail(err, SV_ERR_NOT_FOUND, "id \"%.*s\" (item %zu) not found", SV_ID_MAX,
                       ids[i] ? ids[i] : "", i);
             goto cleanup;
         }
     }
     if (reserve_free_list(c, n) != SV_OK) {
-        st = fail(err, SV_ERR_RESOURCE, "out of memory deleting %zu ids", n);
+        st = sv_fail(err, SV_ERR_RESOURCE, "out of memory deleting %zu ids", n);
         goto cleanup;
     }
     for (size_t i = 0; i < n; i++) {
@@ -623,7 +603,7 @@ sv_status sv_collection_delete(sv_collection *c, const char *const *ids, size_t 
         sv_idmap_remove_slot(c->idmap, slot);
         c->n_live--;
     }
-    st = ok(err);
+    st = sv_ok(err);
 cleanup:
     pthread_rwlock_unlock(&c->lock);
     sv_mem_free(&c->alloc, NULL, slots, n * sizeof *slots);
@@ -745,7 +725,7 @@ static sv_status flush_locked(sv_collection *c, sv_error *err)
      * flush never trains on its own then. */
     if (n == 0 || (c->manual_flush && !sv_store_trained(c->store))) {
         pthread_rwlock_unlock(&c->lock);
-        return ok(err);
+        return sv_ok(err);
     }
     order = sv_mem_alloc(a, NULL, n * sizeof *order);
     linked = sv_mem_calloc(a, NULL, n, 1);
@@ -759,7 +739,7 @@ static sv_status flush_locked(sv_collection *c, sv_error *err)
         sv_store_reserve(c->store, c->next_slot) != SV_OK ||
         sv_edges_reserve(c->edges, c->next_slot) != SV_OK) {
         pthread_rwlock_unlock(&c->lock);
-        st = fail(err, SV_ERR_RESOURCE, "out of memory flushing %zu vectors", n);
+        st = sv_fail(err, SV_ERR_RESOURCE, "out of memory flushing %zu vectors", n);
         goto cleanup;
     }
     sv_buffer_take(&c->active, &c->flushing);
@@ -824,10 +804,10 @@ static sv_status flush_locked(sv_collection *c, sv_error *err)
     sv_edges_reclaim(c->edges);
     pthread_rwlock_unlock(&c->lock);
     if (failed || cs != SV_OK)
-        st = fail(err, SV_ERR_RESOURCE,
+        st = sv_fail(err, SV_ERR_RESOURCE,
                   "out of memory linking vectors into the graph (%zu of %zu poorly linked)", failed, n);
     else
-        st = ok(err);
+        st = sv_ok(err);
 
 cleanup:
     if (scratch)
@@ -877,11 +857,11 @@ sv_status sv_collection_check_ids(sv_collection *c, const char *const *ids, size
     for (size_t i = 0; i < n && st == SV_OK; i++) {
         uint32_t slot;
         if (!find_id(c, ids[i], &slot))
-            st = fail(err, SV_ERR_NOT_FOUND, "id \"%.*s\" (item %zu) not found", SV_ID_MAX,
+            st = sv_fail(err, SV_ERR_NOT_FOUND, "id \"%.*s\" (item %zu) not found", SV_ID_MAX,
                       ids[i] ? ids[i] : "", i);
     }
     pthread_rwlock_unlock(&c->lock);
-    return st == SV_OK ? ok(err) : st;
+    return st == SV_OK ? sv_ok(err) : st;
 }
 
 uint64_t sv_collection_buffered(sv_collection *c)
@@ -905,7 +885,7 @@ sv_status sv_collection_train(sv_collection *c, float *mean, int *trained, sv_er
         }
     }
     pthread_rwlock_unlock(&c->lock);
-    return st == SV_OK ? ok(err) : fail(err, st, "out of memory training the quantizer");
+    return st == SV_OK ? sv_ok(err) : sv_fail(err, st, "out of memory training the quantizer");
 }
 
 sv_status sv_collection_set_mean(sv_collection *c, const float *mean, sv_error *err)
@@ -914,8 +894,8 @@ sv_status sv_collection_set_mean(sv_collection *c, const float *mean, sv_error *
     sv_status st = sv_store_set_mean(c->store, mean);
     pthread_rwlock_unlock(&c->lock);
     if (st == SV_ERR_INVALID_ARGUMENT)
-        return fail(err, st, "the quantizer is already trained or the storage is not int8");
-    return st == SV_OK ? ok(err) : fail(err, st, "out of memory setting the quantizer");
+        return sv_fail(err, st, "the quantizer is already trained or the storage is not int8");
+    return st == SV_OK ? sv_ok(err) : sv_fail(err, st, "out of memory setting the quantizer");
 }
 
 /* ---- consolidation ------------------------------------------------------ */
@@ -961,7 +941,7 @@ sv_status sv_collection_consolidate(sv_collection *c, sv_error *err)
     }
     pthread_rwlock_unlock(&c->lock);
     if (n_del == 0) {
-        st = ok(err);
+        st = sv_ok(err);
         goto cleanup;
     }
 
@@ -1020,7 +1000,7 @@ sv_status sv_collection_consolidate(sv_collection *c, sv_error *err)
         sv_edges_reclaim(c->edges);
         pthread_rwlock_unlock(&c->lock);
     }
-    st = st == SV_OK ? ok(err) : fail(err, SV_ERR_RESOURCE, "out of memory consolidating");
+    st = st == SV_OK ? sv_ok(err) : sv_fail(err, SV_ERR_RESOURCE, "out of memory consolidating");
 
 cleanup:
     if (scratch) {
@@ -1047,16 +1027,16 @@ sv_status sv_collection_validate(sv_collection *c, sv_error *err)
         tomb += s == SV_SLOT_DELETED;
     }
     if (st == SV_OK && (live != c->n_live || tomb != c->n_tombstones))
-        st = fail(err, SV_ERR_INTERNAL, "counts disagree: %llu live slots vs %llu, %llu tombstones vs %llu",
+        st = sv_fail(err, SV_ERR_INTERNAL, "counts disagree: %llu live slots vs %llu, %llu tombstones vs %llu",
                   (unsigned long long)live, (unsigned long long)c->n_live,
                   (unsigned long long)tomb, (unsigned long long)c->n_tombstones);
     else if (st == SV_OK && sv_idmap_count(c->idmap) != c->n_live)
-        st = fail(err, SV_ERR_INTERNAL, "the id map holds %zu ids for %llu live vectors",
+        st = sv_fail(err, SV_ERR_INTERNAL, "the id map holds %zu ids for %llu live vectors",
                   sv_idmap_count(c->idmap), (unsigned long long)c->n_live);
     else if (st != SV_OK)
-        fail(err, st, "%s", msg);
+        sv_fail(err, st, "%s", msg);
     else
-        ok(err);
+        sv_ok(err);
     pthread_rwlock_unlock(&c->lock);
     pthread_mutex_unlock(&c->maint);
     return st;

@@ -1,5 +1,6 @@
 /* Durable collections: log, snapshots, recovery (see durable.h). */
 #include "durable.h"
+#include "error.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -41,34 +42,6 @@ struct sv_durable {
     sv_snapshot_info last;
 };
 
-static sv_status fail(sv_error *err, sv_status code, const char *fmt, ...)
-{
-    if (err) {
-        err->code = code;
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err->message, sizeof err->message, fmt, ap);
-        va_end(ap);
-    }
-    return code;
-}
-
-static sv_status ok(sv_error *err)
-{
-    if (err) {
-        err->code = SV_OK;
-        err->message[0] = '\0';
-    }
-    return SV_OK;
-}
-
-static double now_seconds(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
 /* ---- params file ---------------------------------------------------------- */
 
 void sv_params_encode(const sv_params *p, uint8_t *buf)
@@ -87,15 +60,15 @@ void sv_params_encode(const sv_params *p, uint8_t *buf)
 sv_status sv_params_decode(const uint8_t *buf, size_t len, sv_params *p, sv_error *err)
 {
     if (len != SV_PARAMS_BYTES || memcmp(buf, PARAMS_MAGIC, 8) != 0)
-        return fail(err, SV_ERR_CORRUPT, "not a slimvec params file (%zu bytes)", len);
+        return sv_fail(err, SV_ERR_CORRUPT, "not a slimvec params file (%zu bytes)", len);
     uint32_t crc;
     memcpy(&crc, buf + SV_PARAMS_BYTES - 4, 4);
     if (crc != sv_crc32c(0, buf, SV_PARAMS_BYTES - 4))
-        return fail(err, SV_ERR_CORRUPT, "params checksum mismatch");
+        return sv_fail(err, SV_ERR_CORRUPT, "params checksum mismatch");
     uint32_t v[6];
     memcpy(v, buf + 8, sizeof v);
     if (v[0] != PARAMS_VERSION)
-        return fail(err, SV_ERR_CORRUPT, "unsupported params version %u", v[0]);
+        return sv_fail(err, SV_ERR_CORRUPT, "unsupported params version %u", v[0]);
     sv_params_default(p, v[1]);
     p->metric = (sv_metric)v[2];
     p->storage = (sv_storage)v[3];
@@ -107,8 +80,8 @@ sv_status sv_params_decode(const uint8_t *buf, size_t len, sv_params *p, sv_erro
     if (v[2] > SV_METRIC_COSINE || v[3] > SV_STORAGE_INT8 || p->dim < 1 || p->dim > SV_DIM_MAX ||
         p->R < 2 || p->R > SV_R_MAX || p->L_build < p->R || p->L_build > SV_L_MAX ||
         !(p->alpha >= 1.0f && p->alpha <= 2.0f))
-        return fail(err, SV_ERR_CORRUPT, "params out of range");
-    return ok(err);
+        return sv_fail(err, SV_ERR_CORRUPT, "params out of range");
+    return sv_ok(err);
 }
 
 /* ---- create / free -------------------------------------------------------- */
@@ -182,46 +155,46 @@ sv_status sv_durable_create(const char *dir, const sv_params *p, const sv_durabl
     if (!dir) {
         if (!(*out = sv_durable_wrap(NULL, c, o))) {
             sv_collection_free(c);
-            return fail(err, SV_ERR_RESOURCE, "out of memory creating the collection");
+            return sv_fail(err, SV_ERR_RESOURCE, "out of memory creating the collection");
         }
-        return ok(err);
+        return sv_ok(err);
     }
     char tmp[PATH_CAP], file[PATH_CAP + 16], parent[PATH_CAP];
     struct stat sb;
     if (stat(dir, &sb) == 0) {
         sv_collection_free(c);
-        return fail(err, SV_ERR_ALREADY_EXISTS, "%s already exists", dir);
+        return sv_fail(err, SV_ERR_ALREADY_EXISTS, "%s already exists", dir);
     }
     /* Build it under a temporary name and rename: a crash leaves either no
      * collection or a whole one (start-up removes stray temporaries). */
-    snprintf(tmp, sizeof tmp, "%s.tmp-XXXXXX", dir);
+    snprintf(tmp, sizeof tmp, "%s~tmp-XXXXXX", dir);
     parent_of(dir, parent, sizeof parent);
     uint8_t buf[SV_PARAMS_BYTES];
     sv_params_encode(p, buf);
     if (!mkdtemp(tmp)) {
-        st = fail(err, SV_ERR_IO, "%s: %s", tmp, strerror(errno));
+        st = sv_fail(err, SV_ERR_IO, "%s: %s", tmp, strerror(errno));
         goto fail_out;
     }
     snprintf(file, sizeof file, "%s/params", tmp);
     if (write_file_synced(file, buf, sizeof buf) != 0 || sv_fsync_dir(tmp) != 0) {
-        st = fail(err, SV_ERR_IO, "%s: %s", file, strerror(errno));
+        st = sv_fail(err, SV_ERR_IO, "%s: %s", file, strerror(errno));
         sv_remove_dir(tmp);
         goto fail_out;
     }
     if (rename(tmp, dir) != 0) {
         int e = errno;
         sv_remove_dir(tmp);
-        st = e == EEXIST || e == ENOTEMPTY ? fail(err, SV_ERR_ALREADY_EXISTS, "%s already exists", dir)
-                                           : fail(err, SV_ERR_IO, "%s: %s", dir, strerror(e));
+        st = e == EEXIST || e == ENOTEMPTY ? sv_fail(err, SV_ERR_ALREADY_EXISTS, "%s already exists", dir)
+                                           : sv_fail(err, SV_ERR_IO, "%s: %s", dir, strerror(e));
         goto fail_out;
     }
     if (sv_fsync_dir(parent) != 0) {
-        st = fail(err, SV_ERR_IO, "%s: %s", parent, strerror(errno));
+        st = sv_fail(err, SV_ERR_IO, "%s: %s", parent, strerror(errno));
         goto fail_out;
     }
     sv_durable *d = sv_durable_wrap(dir, c, o);
     if (!d) {
-        st = fail(err, SV_ERR_RESOURCE, "out of memory creating the collection");
+        st = sv_fail(err, SV_ERR_RESOURCE, "out of memory creating the collection");
         goto fail_out;
     }
     if ((st = sv_wal_start(dir, 1, o->sync_interval_ms, &d->wal, err)) != SV_OK) {
@@ -229,7 +202,7 @@ sv_status sv_durable_create(const char *dir, const sv_params *p, const sv_durabl
         return st;
     }
     *out = d;
-    return ok(err);
+    return sv_ok(err);
 fail_out:
     sv_collection_free(c);
     return st;
@@ -291,17 +264,17 @@ sv_status sv_durable_add(sv_durable *d, const float *vectors, size_t n, uint32_t
         return sv_collection_add(d->c, vectors, n, dim, ids, assigned, err); /* checks, no change */
     uint64_t *got = malloc(n * sizeof *got);
     if (!got)
-        return fail(err, SV_ERR_RESOURCE, "out of memory adding %zu vectors", n);
+        return sv_fail(err, SV_ERR_RESOURCE, "out of memory adding %zu vectors", n);
     uint8_t *head = NULL;
     size_t head_len = 0;
     uint64_t lsn = 0;
     pthread_mutex_lock(&d->order);
     uint64_t counter = sv_collection_id_counter(d->c);
-    sv_status st = d->dropped ? fail(err, SV_ERR_NOT_FOUND, "the collection was dropped")
+    sv_status st = d->dropped ? sv_fail(err, SV_ERR_NOT_FOUND, "the collection was dropped")
                               : sv_collection_add(d->c, vectors, n, dim, ids, got, err);
     if (st == SV_OK) {
         if (sv_logrec_add_ids(ids, got, n, dim, counter, &head, &head_len) != SV_OK) {
-            st = fail(err, SV_ERR_RESOURCE, "out of memory logging %zu vectors", n);
+            st = sv_fail(err, SV_ERR_RESOURCE, "out of memory logging %zu vectors", n);
         } else {
             struct iovec parts[2] = {{head, head_len},
                                      {(void *)vectors, n * (size_t)dim * sizeof(float)}};
@@ -328,17 +301,17 @@ sv_status sv_durable_delete(sv_durable *d, const char *const *ids, size_t n, sv_
         return sv_collection_delete(d->c, ids, n, err);
     for (size_t i = 0; i < n; i++)
         if (!ids[i] || strnlen(ids[i], SV_ID_MAX + 1) > SV_ID_MAX)
-            return fail(err, SV_ERR_NOT_FOUND, "id (item %zu) not found", i);
+            return sv_fail(err, SV_ERR_NOT_FOUND, "id (item %zu) not found", i);
     uint8_t *rec = NULL;
     size_t rec_len = 0;
     uint64_t lsn = 0;
     /* Checked, logged, then applied, all in one turn of the order lock: a
      * delete cannot be undone, so it is logged only once it will apply. */
     pthread_mutex_lock(&d->order);
-    sv_status st = d->dropped ? fail(err, SV_ERR_NOT_FOUND, "the collection was dropped")
+    sv_status st = d->dropped ? sv_fail(err, SV_ERR_NOT_FOUND, "the collection was dropped")
                               : sv_collection_check_ids(d->c, ids, n, err);
     if (st == SV_OK && sv_logrec_delete(ids, n, &rec, &rec_len) != SV_OK)
-        st = fail(err, SV_ERR_RESOURCE, "out of memory logging %zu deletes", n);
+        st = sv_fail(err, SV_ERR_RESOURCE, "out of memory logging %zu deletes", n);
     if (st == SV_OK) {
         struct iovec part = {rec, rec_len};
         st = sv_wal_append(d->wal, SV_WAL_DELETE, &part, 1, &lsn, err);
@@ -373,7 +346,7 @@ static sv_status flush_now(sv_durable *d, sv_error *err)
     uint32_t dim = sv_collection_params(d->c)->dim;
     float *mean = malloc((size_t)dim * sizeof(float));
     if (!mean)
-        return fail(err, SV_ERR_RESOURCE, "out of memory flushing");
+        return sv_fail(err, SV_ERR_RESOURCE, "out of memory flushing");
     int trained = 0;
     sv_status st = sv_collection_train(d->c, mean, &trained, err);
     if (st == SV_OK && (trained || d->mean_unlogged)) {
@@ -393,7 +366,7 @@ sv_status sv_durable_attach_log(sv_durable *d, sv_wal *w, uint64_t old_log_bytes
     d->wal = w;
     d->old_log_bytes = old_log_bytes;
     if (!log)
-        return ok(err);
+        return sv_ok(err);
     return log_mean(d, sv_store_mean(d->c->store), err);
 }
 
@@ -450,33 +423,33 @@ sv_status sv_durable_snapshot(sv_durable *d, sv_snapshot_info *info, sv_error *e
         info = &local;
     memset(info, 0, sizeof *info);
     if (!d->dir)
-        return ok(err);
+        return sv_ok(err);
     char tmp[PATH_CAP], final[PATH_CAP], name[48];
     pthread_mutex_lock(&d->snap_lock);
     snprintf(tmp, sizeof tmp, "%s/snapshot.tmp", d->dir);
     sv_status st = SV_OK;
     if (d->dropped) {
-        st = fail(err, SV_ERR_NOT_FOUND, "the collection was dropped");
+        st = sv_fail(err, SV_ERR_NOT_FOUND, "the collection was dropped");
         goto out;
     }
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0) {
-        st = fail(err, SV_ERR_IO, "%s: %s", tmp, strerror(errno));
+        st = sv_fail(err, SV_ERR_IO, "%s: %s", tmp, strerror(errno));
         goto out;
     }
     sv_snapshot_hooks hooks = {quiesce, resume, d};
     st = sv_snapshot_write(d->c, fd, &hooks, info, err);
-    double t0 = now_seconds();
+    double t0 = sv_now_seconds();
     if (st == SV_OK && fdatasync(fd) != 0)
-        st = fail(err, SV_ERR_IO, "%s: fsync: %s", tmp, strerror(errno));
+        st = sv_fail(err, SV_ERR_IO, "%s: fsync: %s", tmp, strerror(errno));
     close(fd);
     if (st == SV_OK) {
         sv_snapshot_name(info->lsn, name, sizeof name);
         snprintf(final, sizeof final, "%s/%s", d->dir, name);
         if (rename(tmp, final) != 0 || sv_fsync_dir(d->dir) != 0)
-            st = fail(err, SV_ERR_IO, "%s: %s", final, strerror(errno));
+            st = sv_fail(err, SV_ERR_IO, "%s: %s", final, strerror(errno));
     }
-    info->seconds += now_seconds() - t0;
+    info->seconds += sv_now_seconds() - t0;
     if (st != SV_OK) {
         unlink(tmp);
         goto out;
@@ -487,7 +460,7 @@ sv_status sv_durable_snapshot(sv_durable *d, sv_snapshot_info *info, sv_error *e
     d->snapshots++;
     d->last = *info;
     pthread_mutex_unlock(&d->stats_lock);
-    ok(err);
+    sv_ok(err);
 out:
     pthread_mutex_unlock(&d->snap_lock);
     return st;
@@ -523,7 +496,7 @@ void sv_durable_get_stats(sv_durable *d, sv_durable_stats *out)
 sv_status sv_durable_drop(sv_durable *d, sv_error *err)
 {
     if (!d->dir)
-        return ok(err);
+        return sv_ok(err);
     /* No snapshot may write into the path once a new collection can take
      * it, and no write may be logged after the directory goes. */
     pthread_mutex_lock(&d->snap_lock);
@@ -538,13 +511,13 @@ sv_status sv_durable_drop(sv_durable *d, sv_error *err)
 sv_status sv_durable_remove_dir(const char *dir, sv_error *err)
 {
     char gone[PATH_CAP], parent[PATH_CAP];
-    snprintf(gone, sizeof gone, "%s.drop-XXXXXX", dir);
+    snprintf(gone, sizeof gone, "%s~drop-XXXXXX", dir);
     /* mkdtemp picks a free name; rename replaces the empty directory. */
     if (!mkdtemp(gone) || rename(dir, gone) != 0)
-        return fail(err, SV_ERR_IO, "removing %s: %s", dir, strerror(errno));
+        return sv_fail(err, SV_ERR_IO, "removing %s: %s", dir, strerror(errno));
     parent_of(dir, parent, sizeof parent);
     if (sv_fsync_dir(parent) != 0)
-        return fail(err, SV_ERR_IO, "%s: %s", parent, strerror(errno));
+        return sv_fail(err, SV_ERR_IO, "%s: %s", parent, strerror(errno));
     sv_remove_dir(gone); /* a leftover is removed at the next start */
-    return ok(err);
+    return sv_ok(err);
 }

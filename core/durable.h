@@ -88,7 +88,9 @@ void sv_durable_get_stats(sv_durable *d, sv_durable_stats *out);
 /* Drop: refuse further writes and snapshots (SV_ERR_NOT_FOUND) and remove
  * the directory. The object stays valid for calls in flight; free it after. */
 sv_status sv_durable_drop(sv_durable *d, sv_error *err);
-/* Remove a collection directory for good (rename away, then delete). */
+/* Remove a collection directory for good: renamed to <dir>~drop-XXXXXX
+ * (durable at once), then deleted. Creates build under <dir>~tmp-XXXXXX.
+ * Whoever owns the parent removes such leftovers after a crash. */
 sv_status sv_durable_remove_dir(const char *dir, sv_error *err);
 
 /* The params file: encode into buf[SV_PARAMS_BYTES], parse (checks all). */

@@ -97,3 +97,22 @@ int sv_remove_dir(const char *path)
         rc = -1;
     return rc;
 }
+
+int sv_parse_numbered_name(const char *name, const char *prefix, const char *suffix, uint64_t *num)
+{
+    size_t lp = strlen(prefix), ls = strlen(suffix);
+    if (strlen(name) != lp + 20 + ls || strncmp(name, prefix, lp) != 0 ||
+        strcmp(name + lp + 20, suffix) != 0)
+        return 0;
+    uint64_t v = 0;
+    for (size_t i = lp; i < lp + 20; i++) {
+        if (name[i] < '0' || name[i] > '9')
+            return 0;
+        uint64_t d = (uint64_t)(name[i] - '0');
+        if (v > (UINT64_MAX - d) / 10)
+            return 0;
+        v = v * 10 + d;
+    }
+    *num = v;
+    return 1;
+}

@@ -22,6 +22,10 @@ typedef struct sv_map {
 int sv_map_file(const char *path, sv_map *m);
 void sv_unmap(sv_map *m);
 
+/* Names like "wal-00000000000000000042.log": prefix, exactly 20 decimal
+ * digits, suffix. 1 and *num when name has that form. */
+int sv_parse_numbered_name(const char *name, const char *prefix, const char *suffix, uint64_t *num);
+
 /* Remove a directory and the regular files in it (one level, as the data
  * directory's collections are laid out). */
 int sv_remove_dir(const char *path);

@@ -1,22 +1,11 @@
 /* Write-ahead log payloads (see logrec.h). */
 #include "logrec.h"
+#include "error.h"
 
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-static sv_status fail(sv_error *err, sv_status code, const char *fmt, ...)
-{
-    if (err) {
-        err->code = code;
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err->message, sizeof err->message, fmt, ap);
-        va_end(ap);
-    }
-    return code;
-}
 
 static int given(const char *const *ids, size_t i)
 {
@@ -96,33 +85,33 @@ static sv_status decode_ids(const uint8_t **pp, const uint8_t *end, sv_logrec *r
     /* Each string costs at least 2 bytes of payload, so this bounds them. */
     r->strings = malloc((size_t)(end - p) + r->n + 1);
     if (!r->ids || !r->expect || !r->strings)
-        return fail(err, SV_ERR_RESOURCE, "out of memory decoding a log record");
+        return sv_fail(err, SV_ERR_RESOURCE, "out of memory decoding a log record");
     char *s = r->strings;
     for (uint32_t i = 0; i < r->n; i++) {
         int kind = 1;
         if (typed) {
             if (p >= end)
-                return fail(err, SV_ERR_CORRUPT, "id %u runs past the record", i);
+                return sv_fail(err, SV_ERR_CORRUPT, "id %u runs past the record", i);
             kind = *p++;
         }
         if (kind == 0) {
             if (end - p < 8)
-                return fail(err, SV_ERR_CORRUPT, "id %u runs past the record", i);
+                return sv_fail(err, SV_ERR_CORRUPT, "id %u runs past the record", i);
             memcpy(&r->expect[i], p, 8);
             p += 8;
             if (r->expect[i] >= (UINT64_C(1) << 63))
-                return fail(err, SV_ERR_CORRUPT, "assigned id %u is out of range", i);
+                return sv_fail(err, SV_ERR_CORRUPT, "assigned id %u is out of range", i);
             continue;
         }
         if (kind != 1)
-            return fail(err, SV_ERR_CORRUPT, "id %u has unknown kind %d", i, kind);
+            return sv_fail(err, SV_ERR_CORRUPT, "id %u has unknown kind %d", i, kind);
         if (p >= end)
-            return fail(err, SV_ERR_CORRUPT, "id %u runs past the record", i);
+            return sv_fail(err, SV_ERR_CORRUPT, "id %u runs past the record", i);
         size_t l = *p++;
         if (l == 0 || l > SV_ID_MAX || (size_t)(end - p) < l)
-            return fail(err, SV_ERR_CORRUPT, "id %u has a bad length %zu", i, l);
+            return sv_fail(err, SV_ERR_CORRUPT, "id %u has a bad length %zu", i, l);
         if (memchr(p, 0, l))
-            return fail(err, SV_ERR_CORRUPT, "id %u holds a NUL byte", i);
+            return sv_fail(err, SV_ERR_CORRUPT, "id %u holds a NUL byte", i);
         memcpy(s, p, l);
         s[l] = '\0';
         r->ids[i] = s;
@@ -139,7 +128,7 @@ sv_status sv_logrec_decode_add(const uint8_t *p, size_t len, sv_logrec *out, sv_
     memset(out, 0, sizeof *out);
     const uint8_t *end = p + len;
     if (len < 16)
-        return fail(err, SV_ERR_CORRUPT, "ADD record of %zu bytes is too short", len);
+        return sv_fail(err, SV_ERR_CORRUPT, "ADD record of %zu bytes is too short", len);
     memcpy(&out->n, p, 4);
     memcpy(&out->dim, p + 4, 4);
     memcpy(&out->counter, p + 8, 8);
@@ -147,20 +136,20 @@ sv_status sv_logrec_decode_add(const uint8_t *p, size_t len, sv_logrec *out, sv_
     /* Each vector takes at least 9 bytes of id and 4 of data: bounds n. */
     if (out->n == 0 || out->dim == 0 || out->dim > SV_DIM_MAX || out->n > len / 13 ||
         out->counter >= (UINT64_C(1) << 63))
-        return fail(err, SV_ERR_CORRUPT, "ADD record with n=%u dim=%u in %zu bytes", out->n,
+        return sv_fail(err, SV_ERR_CORRUPT, "ADD record with n=%u dim=%u in %zu bytes", out->n,
                     out->dim, len);
     sv_status st = decode_ids(&p, end, out, 1, err);
     if (st != SV_OK)
         goto fail_out;
     size_t vec_bytes = (size_t)out->n * out->dim * sizeof(float);
     if ((size_t)(end - p) != vec_bytes) {
-        st = fail(err, SV_ERR_CORRUPT, "ADD record holds %zu bytes of vectors for %u x %u",
+        st = sv_fail(err, SV_ERR_CORRUPT, "ADD record holds %zu bytes of vectors for %u x %u",
                   (size_t)(end - p), out->n, out->dim);
         goto fail_out;
     }
     out->vectors = malloc(vec_bytes);
     if (!out->vectors) {
-        st = fail(err, SV_ERR_RESOURCE, "out of memory decoding a log record");
+        st = sv_fail(err, SV_ERR_RESOURCE, "out of memory decoding a log record");
         goto fail_out;
     }
     memcpy(out->vectors, p, vec_bytes);
@@ -175,14 +164,14 @@ sv_status sv_logrec_decode_delete(const uint8_t *p, size_t len, sv_logrec *out, 
     memset(out, 0, sizeof *out);
     const uint8_t *end = p + len;
     if (len < 4)
-        return fail(err, SV_ERR_CORRUPT, "DELETE record of %zu bytes is too short", len);
+        return sv_fail(err, SV_ERR_CORRUPT, "DELETE record of %zu bytes is too short", len);
     memcpy(&out->n, p, 4);
     p += 4;
     if (out->n == 0 || out->n > len / 2)
-        return fail(err, SV_ERR_CORRUPT, "DELETE record with n=%u in %zu bytes", out->n, len);
+        return sv_fail(err, SV_ERR_CORRUPT, "DELETE record with n=%u in %zu bytes", out->n, len);
     sv_status st = decode_ids(&p, end, out, 0, err);
     if (st == SV_OK && p != end)
-        st = fail(err, SV_ERR_CORRUPT, "DELETE record has %zu bytes after its ids", (size_t)(end - p));
+        st = sv_fail(err, SV_ERR_CORRUPT, "DELETE record has %zu bytes after its ids", (size_t)(end - p));
     if (st != SV_OK)
         sv_logrec_release(out);
     return st;
@@ -195,10 +184,10 @@ sv_status sv_logrec_decode_train(const uint8_t *p, size_t len, uint32_t dim, flo
     if (len >= 4)
         memcpy(&d, p, 4);
     if (len < 4 || d != dim || len != 4 + (size_t)dim * sizeof(float))
-        return fail(err, SV_ERR_CORRUPT, "TRAIN record of %zu bytes does not hold %u floats", len, dim);
+        return sv_fail(err, SV_ERR_CORRUPT, "TRAIN record of %zu bytes does not hold %u floats", len, dim);
     memcpy(mean, p + 4, (size_t)dim * sizeof(float));
     for (uint32_t i = 0; i < dim; i++)
         if (mean[i] != mean[i] || mean[i] - mean[i] != 0.0f)
-            return fail(err, SV_ERR_CORRUPT, "TRAIN record holds a non-finite mean");
+            return sv_fail(err, SV_ERR_CORRUPT, "TRAIN record holds a non-finite mean");
     return SV_OK;
 }

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "collection_impl.h"
+#include "error.h"
 #include "durable_impl.h"
 #include "fileio.h"
 #include "logrec.h"
@@ -32,25 +33,6 @@ typedef struct snapfile {
     char name[40];
     uint64_t lsn;
 } snapfile;
-
-static sv_status fail(sv_error *err, sv_status code, const char *fmt, ...)
-{
-    if (err) {
-        err->code = code;
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err->message, sizeof err->message, fmt, ap);
-        va_end(ap);
-    }
-    return code;
-}
-
-static double now_seconds(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
-}
 
 static int by_first(const void *a, const void *b)
 {
@@ -91,7 +73,7 @@ static sv_status list_dir(const char *dir, listing *l, sv_error *err)
     memset(l, 0, sizeof *l);
     DIR *dh = opendir(dir);
     if (!dh)
-        return fail(err, SV_ERR_IO, "%s: %s", dir, strerror(errno));
+        return sv_fail(err, SV_ERR_IO, "%s: %s", dir, strerror(errno));
     size_t cap_s = 0, cap_p = 0;
     struct dirent *e;
     sv_status st = SV_OK;
@@ -103,7 +85,7 @@ static sv_status list_dir(const char *dir, listing *l, sv_error *err)
                 cap_s = cap_s ? cap_s * 2 : 8;
                 segment *t = realloc(l->segs, cap_s * sizeof *t);
                 if (!t) {
-                    st = fail(err, SV_ERR_RESOURCE, "out of memory listing %s", dir);
+                    st = sv_fail(err, SV_ERR_RESOURCE, "out of memory listing %s", dir);
                     break;
                 }
                 l->segs = t;
@@ -116,7 +98,7 @@ static sv_status list_dir(const char *dir, listing *l, sv_error *err)
                 cap_p = cap_p ? cap_p * 2 : 4;
                 snapfile *t = realloc(l->snaps, cap_p * sizeof *t);
                 if (!t) {
-                    st = fail(err, SV_ERR_RESOURCE, "out of memory listing %s", dir);
+                    st = sv_fail(err, SV_ERR_RESOURCE, "out of memory listing %s", dir);
                     break;
                 }
                 l->snaps = t;
@@ -150,14 +132,14 @@ static sv_status scan_segments(const char *dir, listing *l, sv_recovery *rec, sv
         snprintf(path, sizeof path, "%s/%s", dir, s->name);
         sv_map m;
         if (sv_map_file(path, &m) != 0)
-            return fail(err, SV_ERR_IO, "%s: %s", path, strerror(errno));
+            return sv_fail(err, SV_ERR_IO, "%s: %s", path, strerror(errno));
         sv_wal_scan scan;
         sv_error perr;
         sv_status st = sv_wal_parse(m.data, m.len, NULL, NULL, &scan, &perr);
         s->size = m.len;
         sv_unmap(&m);
         if (st != SV_OK)
-            return fail(err, st, "%s: %s", path, perr.message);
+            return sv_fail(err, st, "%s: %s", path, perr.message);
         if (s->size < SV_WAL_HEADER) {
             unlink(path);
             note(rec, "removed %s (created, never written)", s->name);
@@ -166,7 +148,7 @@ static sv_status scan_segments(const char *dir, listing *l, sv_recovery *rec, sv
         uint64_t named;
         sv_wal_segment_lsn(s->name, &named);
         if (scan.first_lsn != named)
-            return fail(err, SV_ERR_CORRUPT, "%s: offset 0: header says LSN %" PRIu64, path, scan.first_lsn);
+            return sv_fail(err, SV_ERR_CORRUPT, "%s: offset 0: header says LSN %" PRIu64, path, scan.first_lsn);
         s->first = scan.first_lsn;
         s->last = scan.last_lsn;
         s->good_end = scan.good_end;
@@ -177,11 +159,11 @@ static sv_status scan_segments(const char *dir, listing *l, sv_recovery *rec, sv
     for (size_t i = 0; i < l->n_segs; i++) {
         segment *s = &l->segs[i];
         if (s->torn && i + 1 != l->n_segs)
-            return fail(err, SV_ERR_CORRUPT,
+            return sv_fail(err, SV_ERR_CORRUPT,
                         "%s/%s: offset %zu: damaged record in a log segment that is not the newest",
                         dir, s->name, s->good_end);
         if (i > 0 && s->first != l->segs[i - 1].last + 1)
-            return fail(err, SV_ERR_CORRUPT,
+            return sv_fail(err, SV_ERR_CORRUPT,
                         "%s/%s: the log jumps from LSN %" PRIu64 " to %" PRIu64 " (a segment is missing)",
                         dir, s->name, l->segs[i - 1].last, s->first);
     }
@@ -298,7 +280,7 @@ static sv_status replay_segments(const char *dir, const listing *l, replay *r, s
         r->path = path;
         sv_map m;
         if (sv_map_file(path, &m) != 0)
-            return fail(err, SV_ERR_IO, "%s: %s", path, strerror(errno));
+            return sv_fail(err, SV_ERR_IO, "%s: %s", path, strerror(errno));
         sv_wal_scan scan;
         sv_error perr = {0};
         /* Only the good part: a torn tail is already cut (or reported). */
@@ -306,9 +288,9 @@ static sv_status replay_segments(const char *dir, const listing *l, replay *r, s
         sv_status st = sv_wal_parse(m.data, len, visit, r, &scan, &perr);
         sv_unmap(&m);
         if (st == SV_ERR_RESOURCE)
-            return fail(err, st, "out of memory replaying %s", path);
+            return sv_fail(err, st, "out of memory replaying %s", path);
         if (st != SV_OK)
-            return fail(err, SV_ERR_CORRUPT, "%s: %s", path, r->why[0] ? r->why : perr.message);
+            return sv_fail(err, SV_ERR_CORRUPT, "%s: %s", path, r->why[0] ? r->why : perr.message);
     }
     return SV_OK;
 }
@@ -322,12 +304,12 @@ static sv_status read_params(const char *dir, const sv_allocator *a, uint32_t th
     snprintf(path, sizeof path, "%s/params", dir);
     sv_map m;
     if (sv_map_file(path, &m) != 0)
-        return fail(err, errno == ENOENT ? SV_ERR_CORRUPT : SV_ERR_IO, "%s: %s", path, strerror(errno));
+        return sv_fail(err, errno == ENOENT ? SV_ERR_CORRUPT : SV_ERR_IO, "%s: %s", path, strerror(errno));
     sv_error perr;
     sv_status st = sv_params_decode(m.data, m.len, p, &perr);
     sv_unmap(&m);
     if (st != SV_OK)
-        return fail(err, st, "%s: %s", path, perr.message);
+        return sv_fail(err, st, "%s: %s", path, perr.message);
     p->allocator = a;
     p->threads = threads;
     return SV_OK;
@@ -342,7 +324,7 @@ sv_status sv_durable_open(const char *dir, const sv_allocator *a, uint32_t threa
     if (!rec)
         rec = &local;
     memset(rec, 0, sizeof *rec);
-    double t0 = now_seconds();
+    double t0 = sv_now_seconds();
     sv_params p;
     listing l = {0};
     sv_collection *c = NULL;
@@ -367,7 +349,7 @@ sv_status sv_durable_open(const char *dir, const sv_allocator *a, uint32_t threa
             snprintf(serr.message, sizeof serr.message, "the log starts at LSN %" PRIu64 ", after it",
                      l.segs[0].first);
         } else {
-            double ts = now_seconds();
+            double ts = sv_now_seconds();
             sv_map m;
             uint64_t lsn = 0;
             if (sv_map_file(path, &m) != 0) {
@@ -376,7 +358,7 @@ sv_status sv_durable_open(const char *dir, const sv_allocator *a, uint32_t threa
                 sv_status ls = sv_snapshot_load(m.data, m.len, &p, &c, &lsn, &serr);
                 sv_unmap(&m);
                 if (ls == SV_ERR_RESOURCE) {
-                    st = fail(err, ls, "%s: %s", path, serr.message);
+                    st = sv_fail(err, ls, "%s: %s", path, serr.message);
                     goto cleanup;
                 }
                 if (ls == SV_OK && lsn != s->lsn) {
@@ -388,7 +370,7 @@ sv_status sv_durable_open(const char *dir, const sv_allocator *a, uint32_t threa
             if (c) {
                 base = s->lsn;
                 rec->snapshot_lsn = base;
-                rec->snapshot_seconds = now_seconds() - ts;
+                rec->snapshot_seconds = sv_now_seconds() - ts;
                 if (first_err[0])
                     note(rec, "skipped %s", first_err);
                 break;
@@ -400,9 +382,9 @@ sv_status sv_durable_open(const char *dir, const sv_allocator *a, uint32_t threa
     if (!c) {
         if (l.n_segs && l.segs[0].first != 1) {
             if (first_err[0])
-                st = fail(err, SV_ERR_CORRUPT, "%s", first_err);
+                st = sv_fail(err, SV_ERR_CORRUPT, "%s", first_err);
             else
-                st = fail(err, SV_ERR_CORRUPT,
+                st = sv_fail(err, SV_ERR_CORRUPT,
                           "%s: the log starts at LSN %" PRIu64 " and no snapshot holds the LSNs before it",
                           dir, l.segs[0].first);
             goto cleanup;
@@ -419,7 +401,7 @@ sv_status sv_durable_open(const char *dir, const sv_allocator *a, uint32_t threa
         segment *s = &l.segs[l.n_segs - 1];
         snprintf(path, sizeof path, "%s/%s", dir, s->name);
         if (truncate(path, (off_t)s->good_end) != 0) {
-            st = fail(err, SV_ERR_IO, "%s: truncate: %s", path, strerror(errno));
+            st = sv_fail(err, SV_ERR_IO, "%s: truncate: %s", path, strerror(errno));
             goto cleanup;
         }
         rec->torn_bytes = s->size - s->good_end;
@@ -445,7 +427,7 @@ sv_status sv_durable_open(const char *dir, const sv_allocator *a, uint32_t threa
         goto cleanup;
     sv_durable *d = sv_durable_wrap(dir, c, o);
     if (!d) {
-        st = fail(err, SV_ERR_RESOURCE, "out of memory opening %s", dir);
+        st = sv_fail(err, SV_ERR_RESOURCE, "out of memory opening %s", dir);
         goto cleanup;
     }
     c = NULL;
@@ -456,12 +438,8 @@ sv_status sv_durable_open(const char *dir, const sv_allocator *a, uint32_t threa
     }
     wal = NULL;
     *out = d;
-    rec->seconds = now_seconds() - t0;
-    st = SV_OK;
-    if (err) {
-        err->code = SV_OK;
-        err->message[0] = '\0';
-    }
+    rec->seconds = sv_now_seconds() - t0;
+    st = sv_ok(err);
 cleanup:
     sv_wal_close(wal);
     sv_collection_free(c);

@@ -1,5 +1,6 @@
 /* Snapshot writing and loading (see snapshot.h). */
 #include "snapshot.h"
+#include "error.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -44,25 +45,6 @@ typedef struct meta {
 } meta;
 #define META_BYTES 88u
 
-static sv_status fail(sv_error *err, sv_status code, const char *fmt, ...)
-{
-    if (err) {
-        err->code = code;
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err->message, sizeof err->message, fmt, ap);
-        va_end(ap);
-    }
-    return code;
-}
-
-static double now_seconds(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
 void sv_snapshot_name(uint64_t lsn, char *buf, size_t cap)
 {
     snprintf(buf, cap, "snap-%020" PRIu64 ".svs", lsn);
@@ -70,19 +52,7 @@ void sv_snapshot_name(uint64_t lsn, char *buf, size_t cap)
 
 int sv_snapshot_name_lsn(const char *name, uint64_t *lsn)
 {
-    if (strlen(name) != 29 || strncmp(name, "snap-", 5) != 0 || strcmp(name + 25, ".svs") != 0)
-        return 0;
-    uint64_t v = 0;
-    for (int i = 5; i < 25; i++) {
-        if (name[i] < '0' || name[i] > '9')
-            return 0;
-        uint64_t d = (uint64_t)(name[i] - '0');
-        if (v > (UINT64_MAX - d) / 10)
-            return 0;
-        v = v * 10 + d;
-    }
-    *lsn = v;
-    return 1;
+    return sv_parse_numbered_name(name, "snap-", ".svs", lsn);
 }
 
 /* ---- writing ------------------------------------------------------------ */
@@ -194,8 +164,8 @@ sv_status sv_snapshot_write(sv_collection *c, int fd, const sv_snapshot_hooks *h
     memset(info, 0, sizeof *info);
     writer w = {.fd = fd, .buf = malloc(WBUF)};
     if (!w.buf)
-        return fail(err, SV_ERR_RESOURCE, "out of memory writing a snapshot");
-    double t0 = now_seconds();
+        return sv_fail(err, SV_ERR_RESOURCE, "out of memory writing a snapshot");
+    double t0 = sv_now_seconds();
     sv_status st = SV_OK;
     uint64_t lsn = 0;
     int quiet = 0;
@@ -205,7 +175,7 @@ sv_status sv_snapshot_write(sv_collection *c, int fd, const sv_snapshot_hooks *h
     if ((st = hooks->quiesce(hooks->ctx, &lsn, err)) != SV_OK)
         goto cleanup;
     quiet = 1;
-    double t_stall = now_seconds();
+    double t_stall = sv_now_seconds();
 
     /* Phase 1: what adds and deletes change. */
     pthread_rwlock_rdlock(&c->lock);
@@ -282,7 +252,7 @@ sv_status sv_snapshot_write(sv_collection *c, int fd, const sv_snapshot_hooks *h
 
     hooks->resume(hooks->ctx);
     quiet = 0;
-    info->stall_seconds = now_seconds() - t_stall;
+    info->stall_seconds = sv_now_seconds() - t_stall;
 
     /* Phase 2: codes and edges change only in a flush or a consolidation,
      * which the maintenance lock keeps out; adds and deletes touch neither
@@ -312,7 +282,7 @@ sv_status sv_snapshot_write(sv_collection *c, int fd, const sv_snapshot_hooks *h
     sec_end(&w);
     w_flush(&w);
     if (w.error)
-        st = fail(err, SV_ERR_IO, "writing the snapshot: %s", strerror(w.error));
+        st = sv_fail(err, SV_ERR_IO, "writing the snapshot: %s", strerror(w.error));
 
 cleanup:
     if (quiet)
@@ -321,12 +291,8 @@ cleanup:
     free(w.buf);
     info->lsn = lsn;
     info->bytes = w.off;
-    info->seconds = now_seconds() - t0;
-    if (st == SV_OK && err) {
-        err->code = SV_OK;
-        err->message[0] = '\0';
-    }
-    return st;
+    info->seconds = sv_now_seconds() - t0;
+    return st == SV_OK ? sv_ok(err) : st;
 }
 
 /* ---- loading ------------------------------------------------------------ */
@@ -345,17 +311,17 @@ typedef struct reader {
 static sv_status next_section(reader *r, uint32_t want, section *s, sv_error *err)
 {
     if (r->len - r->off < SEC_HEADER)
-        return fail(err, SV_ERR_CORRUPT, "offset %zu: file ends before section %s", r->off, sec_name(want));
+        return sv_fail(err, SV_ERR_CORRUPT, "offset %zu: file ends before section %s", r->off, sec_name(want));
     uint32_t tag;
     uint64_t len;
     memcpy(&tag, r->data + r->off, 4);
     memcpy(&len, r->data + r->off + 8, 8);
     if (tag != want)
-        return fail(err, SV_ERR_CORRUPT, "offset %zu: section %u where %s was expected", r->off, tag,
+        return sv_fail(err, SV_ERR_CORRUPT, "offset %zu: section %u where %s was expected", r->off, tag,
                     sec_name(want));
     size_t room = r->len - r->off - SEC_HEADER;
     if (room < 4 || len > room - 4)
-        return fail(err, SV_ERR_CORRUPT, "offset %zu: section %s of %" PRIu64 " bytes runs past the end of the file",
+        return sv_fail(err, SV_ERR_CORRUPT, "offset %zu: section %s of %" PRIu64 " bytes runs past the end of the file",
                     r->off, sec_name(want), len);
     s->p = r->data + r->off + SEC_HEADER;
     s->len = (size_t)len;
@@ -363,7 +329,7 @@ static sv_status next_section(reader *r, uint32_t want, section *s, sv_error *er
     uint32_t crc;
     memcpy(&crc, s->p + s->len, 4);
     if (crc != sv_crc32c(0, s->p, s->len))
-        return fail(err, SV_ERR_CORRUPT, "offset %zu: section %s checksum mismatch", r->off, sec_name(want));
+        return sv_fail(err, SV_ERR_CORRUPT, "offset %zu: section %s checksum mismatch", r->off, sec_name(want));
     r->off += SEC_HEADER + s->len + 4;
     return SV_OK;
 }
@@ -387,7 +353,7 @@ static uint64_t g64(const uint8_t **p)
 static sv_status parse_meta(const section *s, const sv_params *e, meta *m, sv_error *err)
 {
     if (s->len != META_BYTES)
-        return fail(err, SV_ERR_CORRUPT, "offset %zu: META of %zu bytes, expected %u", s->off, s->len, META_BYTES);
+        return sv_fail(err, SV_ERR_CORRUPT, "offset %zu: META of %zu bytes, expected %u", s->off, s->len, META_BYTES);
     const uint8_t *p = s->p;
     m->dim = g32(&p);
     m->metric = g32(&p);
@@ -410,11 +376,11 @@ static sv_status parse_meta(const section *s, const sv_params *e, meta *m, sv_er
     if (m->dim != e->dim || m->metric != (uint32_t)e->metric || m->storage != (uint32_t)e->storage ||
         m->R != e->R || m->L_build != e->L_build || m->alpha != e->alpha || m->seed != e->seed ||
         m->flush_threshold != e->flush_threshold)
-        return fail(err, SV_ERR_CORRUPT, "offset %zu: the snapshot's parameters differ from the collection's", s->off);
+        return sv_fail(err, SV_ERR_CORRUPT, "offset %zu: the snapshot's parameters differ from the collection's", s->off);
     if (m->n_slots >= UINT32_MAX - 1 || m->store_slots > m->n_slots || m->n_free > m->n_slots ||
         m->n_live + m->n_tombstones > m->n_slots || m->id_counter >= (UINT64_C(1) << 63) ||
         (m->entry != SV_NO_SLOT && m->entry >= m->n_slots))
-        return fail(err, SV_ERR_CORRUPT, "offset %zu: META counts are inconsistent", s->off);
+        return sv_fail(err, SV_ERR_CORRUPT, "offset %zu: META counts are inconsistent", s->off);
     return SV_OK;
 }
 
@@ -430,10 +396,10 @@ static sv_status load_sections(sv_collection *c, reader *r, const meta *m, sv_er
         return st;
     if (s.len) {
         if (m->storage != SV_STORAGE_INT8 || s.len != (size_t)dim * sizeof(float))
-            return fail(err, SV_ERR_CORRUPT, "offset %zu: MEAN of %zu bytes", s.off, s.len);
+            return sv_fail(err, SV_ERR_CORRUPT, "offset %zu: MEAN of %zu bytes", s.off, s.len);
         float *mean = malloc(s.len);
         if (!mean)
-            return fail(err, SV_ERR_RESOURCE, "out of memory loading the snapshot");
+            return sv_fail(err, SV_ERR_RESOURCE, "out of memory loading the snapshot");
         memcpy(mean, s.p, s.len);
         int finite = 1;
         for (uint32_t i = 0; i < dim; i++)
@@ -441,26 +407,26 @@ static sv_status load_sections(sv_collection *c, reader *r, const meta *m, sv_er
         st = finite ? sv_store_set_mean(c->store, mean) : SV_ERR_CORRUPT;
         free(mean);
         if (st != SV_OK)
-            return fail(err, st, "offset %zu: bad quantizer mean", s.off);
+            return sv_fail(err, st, "offset %zu: bad quantizer mean", s.off);
     }
 
     if (sv_graph_reserve(&c->graph, n) != SV_OK || sv_idmap_reserve_slots(c->idmap, n) != SV_OK ||
         sv_store_reserve(c->store, m->store_slots) != SV_OK || sv_edges_reserve(c->edges, n) != SV_OK ||
         sv_collection_reserve_free(c, m->n_free) != SV_OK)
-        return fail(err, SV_ERR_RESOURCE, "out of memory loading %u slots", n);
+        return sv_fail(err, SV_ERR_RESOURCE, "out of memory loading %u slots", n);
 
     /* STATES */
     if ((st = next_section(r, SEC_STATES, &s, err)) != SV_OK)
         return st;
     if (s.len != n)
-        return fail(err, SV_ERR_CORRUPT, "offset %zu: STATES of %zu bytes for %u slots", s.off, s.len, n);
+        return sv_fail(err, SV_ERR_CORRUPT, "offset %zu: STATES of %zu bytes for %u slots", s.off, s.len, n);
     uint64_t live = 0, tomb = 0, buffered = 0, n_free_states = 0;
     for (uint32_t i = 0; i < n; i++) {
         uint8_t v = s.p[i];
         if (v > SV_SLOT_DELETED)
-            return fail(err, SV_ERR_CORRUPT, "offset %zu: slot %u has state %u", s.off + i, i, v);
+            return sv_fail(err, SV_ERR_CORRUPT, "offset %zu: slot %u has state %u", s.off + i, i, v);
         if ((v == SV_SLOT_INDEXED || v == SV_SLOT_DELETED) && i >= m->store_slots)
-            return fail(err, SV_ERR_CORRUPT, "offset %zu: indexed slot %u has no record", s.off + i, i);
+            return sv_fail(err, SV_ERR_CORRUPT, "offset %zu: indexed slot %u has no record", s.off + i, i);
         sv_graph_set_state(&c->graph, i, v);
         live += v == SV_SLOT_BUFFERED || v == SV_SLOT_INDEXED;
         buffered += v == SV_SLOT_BUFFERED;
@@ -468,11 +434,11 @@ static sv_status load_sections(sv_collection *c, reader *r, const meta *m, sv_er
         n_free_states += v == SV_SLOT_FREE;
     }
     if (live != m->n_live || tomb != m->n_tombstones || n_free_states != m->n_free)
-        return fail(err, SV_ERR_CORRUPT, "offset %zu: slot states disagree with META", s.off);
+        return sv_fail(err, SV_ERR_CORRUPT, "offset %zu: slot states disagree with META", s.off);
     if (m->entry != SV_NO_SLOT) {
         uint8_t v = sv_graph_state(&c->graph, m->entry);
         if (v != SV_SLOT_INDEXED && v != SV_SLOT_DELETED)
-            return fail(err, SV_ERR_CORRUPT, "entry point %u is not in the graph", m->entry);
+            return sv_fail(err, SV_ERR_CORRUPT, "entry point %u is not in the graph", m->entry);
     }
 
     /* IDS: exactly the live slots are bound, each id once. */
@@ -482,54 +448,54 @@ static sv_status load_sections(sv_collection *c, reader *r, const meta *m, sv_er
     for (uint32_t i = 0; i < n; i++) {
         size_t at = s.off + (size_t)(p - s.p);
         if (p >= end)
-            return fail(err, SV_ERR_CORRUPT, "offset %zu: IDS ends at slot %u", at, i);
+            return sv_fail(err, SV_ERR_CORRUPT, "offset %zu: IDS ends at slot %u", at, i);
         uint8_t kind = *p++;
         uint8_t v = sv_graph_state(&c->graph, i);
         int is_live = v == SV_SLOT_BUFFERED || v == SV_SLOT_INDEXED;
         if ((kind != 0) != is_live || kind > 2)
-            return fail(err, SV_ERR_CORRUPT, "offset %zu: slot %u (state %u) has id kind %u", at, i, v, kind);
+            return sv_fail(err, SV_ERR_CORRUPT, "offset %zu: slot %u (state %u) has id kind %u", at, i, v, kind);
         if (kind == 0)
             continue;
         uint32_t other;
         if (kind == 1) {
             if (end - p < 8)
-                return fail(err, SV_ERR_CORRUPT, "offset %zu: IDS ends inside slot %u", at, i);
+                return sv_fail(err, SV_ERR_CORRUPT, "offset %zu: IDS ends inside slot %u", at, i);
             uint64_t num = g64(&p);
             if (num >= (UINT64_C(1) << 63) || sv_idmap_find_number(c->idmap, num, &other))
-                return fail(err, SV_ERR_CORRUPT, "offset %zu: slot %u has a bad or repeated id", at, i);
+                return sv_fail(err, SV_ERR_CORRUPT, "offset %zu: slot %u has a bad or repeated id", at, i);
             st = sv_idmap_insert_number(c->idmap, num, i);
         } else {
             if (p >= end || *p == 0 || *p > SV_ID_MAX || end - p - 1 < *p)
-                return fail(err, SV_ERR_CORRUPT, "offset %zu: slot %u has a bad id length", at, i);
+                return sv_fail(err, SV_ERR_CORRUPT, "offset %zu: slot %u has a bad id length", at, i);
             size_t len = *p++;
             if (memchr(p, 0, len) || sv_idmap_find(c->idmap, (const char *)p, len, &other))
-                return fail(err, SV_ERR_CORRUPT, "offset %zu: slot %u has a bad or repeated id", at, i);
+                return sv_fail(err, SV_ERR_CORRUPT, "offset %zu: slot %u has a bad or repeated id", at, i);
             st = sv_idmap_insert(c->idmap, (const char *)p, len, i);
             p += len;
         }
         if (st != SV_OK)
-            return fail(err, SV_ERR_RESOURCE, "out of memory loading ids");
+            return sv_fail(err, SV_ERR_RESOURCE, "out of memory loading ids");
     }
     if (p != end)
-        return fail(err, SV_ERR_CORRUPT, "offset %zu: IDS has %zu extra bytes", s.off, (size_t)(end - p));
+        return sv_fail(err, SV_ERR_CORRUPT, "offset %zu: IDS has %zu extra bytes", s.off, (size_t)(end - p));
     sv_idmap_set_counter(c->idmap, m->id_counter);
 
     seen = calloc((size_t)n / 8 + 1, 1);
     if (!seen)
-        return fail(err, SV_ERR_RESOURCE, "out of memory loading the snapshot");
+        return sv_fail(err, SV_ERR_RESOURCE, "out of memory loading the snapshot");
 
     /* FREE: exactly the free slots, each once. */
     if ((st = next_section(r, SEC_FREE, &s, err)) != SV_OK)
         goto out;
     if (s.len != (size_t)m->n_free * 4) {
-        st = fail(err, SV_ERR_CORRUPT, "offset %zu: FREE of %zu bytes for %u slots", s.off, s.len, m->n_free);
+        st = sv_fail(err, SV_ERR_CORRUPT, "offset %zu: FREE of %zu bytes for %u slots", s.off, s.len, m->n_free);
         goto out;
     }
     for (uint32_t i = 0; i < m->n_free; i++) {
         uint32_t slot;
         memcpy(&slot, s.p + 4 * (size_t)i, 4);
         if (slot >= n || sv_graph_state(&c->graph, slot) != SV_SLOT_FREE || (seen[slot / 8] >> (slot % 8)) & 1) {
-            st = fail(err, SV_ERR_CORRUPT, "offset %zu: free slot %u is bad", s.off + 4 * (size_t)i, slot);
+            st = sv_fail(err, SV_ERR_CORRUPT, "offset %zu: free slot %u is bad", s.off + 4 * (size_t)i, slot);
             goto out;
         }
         seen[slot / 8] |= (uint8_t)(1u << (slot % 8));
@@ -542,11 +508,11 @@ static sv_status load_sections(sv_collection *c, reader *r, const meta *m, sv_er
         goto out;
     size_t row = 4 + (size_t)dim * sizeof(float);
     if (s.len % row != 0 || s.len / row != buffered) {
-        st = fail(err, SV_ERR_CORRUPT, "offset %zu: BUFFER of %zu bytes for %" PRIu64 " vectors", s.off, s.len, buffered);
+        st = sv_fail(err, SV_ERR_CORRUPT, "offset %zu: BUFFER of %zu bytes for %" PRIu64 " vectors", s.off, s.len, buffered);
         goto out;
     }
     if (sv_buffer_reserve(b, (size_t)buffered) != SV_OK) {
-        st = fail(err, SV_ERR_RESOURCE, "out of memory loading the write buffer");
+        st = sv_fail(err, SV_ERR_RESOURCE, "out of memory loading the write buffer");
         goto out;
     }
     for (size_t i = 0; i < buffered; i++) {
@@ -554,7 +520,7 @@ static sv_status load_sections(sv_collection *c, reader *r, const meta *m, sv_er
         uint32_t slot;
         memcpy(&slot, q, 4);
         if (slot >= n || sv_graph_state(&c->graph, slot) != SV_SLOT_BUFFERED || (seen[slot / 8] >> (slot % 8)) & 1) {
-            st = fail(err, SV_ERR_CORRUPT, "offset %zu: buffered slot %u is bad", s.off + i * row, slot);
+            st = sv_fail(err, SV_ERR_CORRUPT, "offset %zu: buffered slot %u is bad", s.off + i * row, slot);
             goto out;
         }
         seen[slot / 8] |= (uint8_t)(1u << (slot % 8));
@@ -562,7 +528,7 @@ static sv_status load_sections(sv_collection *c, reader *r, const meta *m, sv_er
         memcpy(dst, q + 4, (size_t)dim * sizeof(float));
         for (uint32_t j = 0; j < dim; j++) {
             if (!isfinite(dst[j])) {
-                st = fail(err, SV_ERR_CORRUPT, "offset %zu: buffered vector of slot %u is not finite", s.off + i * row, slot);
+                st = sv_fail(err, SV_ERR_CORRUPT, "offset %zu: buffered vector of slot %u is not finite", s.off + i * row, slot);
                 goto out;
             }
         }
@@ -574,14 +540,14 @@ static sv_status load_sections(sv_collection *c, reader *r, const meta *m, sv_er
         goto out;
     if (m->record_size != sv_store_record_size(c->store) ||
         s.len != (size_t)m->store_slots * m->record_size) {
-        st = fail(err, SV_ERR_CORRUPT, "offset %zu: CODES of %zu bytes for %u records", s.off, s.len, m->store_slots);
+        st = sv_fail(err, SV_ERR_CORRUPT, "offset %zu: CODES of %zu bytes for %u records", s.off, s.len, m->store_slots);
         goto out;
     }
     if (m->store_slots && m->storage == SV_STORAGE_INT8 && !sv_store_mean(c->store)) {
         for (uint32_t i = 0; i < m->store_slots; i++) {
             uint8_t v = sv_graph_state(&c->graph, i);
             if (v == SV_SLOT_INDEXED || v == SV_SLOT_DELETED) {
-                st = fail(err, SV_ERR_CORRUPT, "offset %zu: codes without a quantizer mean", s.off);
+                st = sv_fail(err, SV_ERR_CORRUPT, "offset %zu: codes without a quantizer mean", s.off);
                 goto out;
             }
         }
@@ -614,7 +580,7 @@ static sv_status load_sections(sv_collection *c, reader *r, const meta *m, sv_er
             }
         }
         if (!finite) {
-            st = fail(err, SV_ERR_CORRUPT, "offset %zu: the record of slot %u is not finite",
+            st = sv_fail(err, SV_ERR_CORRUPT, "offset %zu: the record of slot %u is not finite",
                       s.off + (size_t)i * m->record_size, i);
             goto out;
         }
@@ -628,14 +594,14 @@ static sv_status load_sections(sv_collection *c, reader *r, const meta *m, sv_er
     for (uint32_t i = 0; i < n; i++) {
         size_t at = s.off + (size_t)(p - s.p);
         if (p >= end) {
-            st = fail(err, SV_ERR_CORRUPT, "offset %zu: EDGES ends at slot %u", at, i);
+            st = sv_fail(err, SV_ERR_CORRUPT, "offset %zu: EDGES ends at slot %u", at, i);
             goto out;
         }
         uint32_t count = *p++;
         uint8_t v = sv_graph_state(&c->graph, i);
         int node = v == SV_SLOT_INDEXED || v == SV_SLOT_DELETED;
         if (count > m->R || (count && !node) || (size_t)(end - p) < (size_t)count * 4) {
-            st = fail(err, SV_ERR_CORRUPT, "offset %zu: slot %u has a bad degree %u", at, i, count);
+            st = sv_fail(err, SV_ERR_CORRUPT, "offset %zu: slot %u has a bad degree %u", at, i, count);
             goto out;
         }
         uint32_t ids[SV_R_MAX];
@@ -647,7 +613,7 @@ static sv_status load_sections(sv_collection *c, reader *r, const meta *m, sv_er
             for (uint32_t b2 = 0; b2 < a && !bad; b2++)
                 bad = ids[b2] == ids[a];
             if (bad) {
-                st = fail(err, SV_ERR_CORRUPT, "offset %zu: slot %u has a bad neighbour %u", at, i, ids[a]);
+                st = sv_fail(err, SV_ERR_CORRUPT, "offset %zu: slot %u has a bad neighbour %u", at, i, ids[a]);
                 goto out;
             }
         }
@@ -656,13 +622,13 @@ static sv_status load_sections(sv_collection *c, reader *r, const meta *m, sv_er
             st = sv_edges_set(c->edges, i, ids, count);
             sv_edges_unlock(c->edges, i);
             if (st != SV_OK) {
-                st = fail(err, SV_ERR_RESOURCE, "out of memory loading edges");
+                st = sv_fail(err, SV_ERR_RESOURCE, "out of memory loading edges");
                 goto out;
             }
         }
     }
     if (p != end) {
-        st = fail(err, SV_ERR_CORRUPT, "offset %zu: EDGES has %zu extra bytes", s.off, (size_t)(end - p));
+        st = sv_fail(err, SV_ERR_CORRUPT, "offset %zu: EDGES has %zu extra bytes", s.off, (size_t)(end - p));
         goto out;
     }
     sv_edges_reclaim(c->edges);
@@ -670,7 +636,7 @@ static sv_status load_sections(sv_collection *c, reader *r, const meta *m, sv_er
     if ((st = next_section(r, SEC_END, &s, err)) != SV_OK)
         goto out;
     if (s.len != 0 || r->off != r->len) {
-        st = fail(err, SV_ERR_CORRUPT, "offset %zu: %zu bytes after the END section", r->off, r->len - r->off);
+        st = sv_fail(err, SV_ERR_CORRUPT, "offset %zu: %zu bytes after the END section", r->off, r->len - r->off);
         goto out;
     }
     atomic_store(&c->graph.entry, m->entry);
@@ -688,14 +654,14 @@ sv_status sv_snapshot_load(const uint8_t *data, size_t len, const sv_params *exp
 {
     *out = NULL;
     if (len < HEADER || memcmp(data, MAGIC, 8) != 0)
-        return fail(err, SV_ERR_CORRUPT, "offset 0: not a slimvec snapshot");
+        return sv_fail(err, SV_ERR_CORRUPT, "offset 0: not a slimvec snapshot");
     uint32_t hcrc, ver;
     memcpy(&hcrc, data + 28, 4);
     memcpy(&ver, data + 8, 4);
     if (hcrc != sv_crc32c(0, data, 28))
-        return fail(err, SV_ERR_CORRUPT, "offset 0: header checksum mismatch");
+        return sv_fail(err, SV_ERR_CORRUPT, "offset 0: header checksum mismatch");
     if (ver != VERSION)
-        return fail(err, SV_ERR_CORRUPT, "offset 0: unsupported snapshot version %u", ver);
+        return sv_fail(err, SV_ERR_CORRUPT, "offset 0: unsupported snapshot version %u", ver);
     memcpy(lsn, data + 16, 8);
 
     reader r = {data, len, HEADER};
@@ -715,9 +681,5 @@ sv_status sv_snapshot_load(const uint8_t *data, size_t len, const sv_params *exp
         return st;
     }
     *out = c;
-    if (err) {
-        err->code = SV_OK;
-        err->message[0] = '\0';
-    }
-    return SV_OK;
+    return sv_ok(err);
 }

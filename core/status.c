@@ -1,5 +1,38 @@
-/* Names for the core's enums. */
+/* Names for the core's enums, and filling an sv_error (error.h). */
+#include <stdarg.h>
+#include <stdio.h>
+#include <time.h>
+
+#include "error.h"
 #include "slimvec.h"
+
+sv_status sv_fail(sv_error *err, sv_status code, const char *fmt, ...)
+{
+    if (err) {
+        err->code = code;
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err->message, sizeof err->message, fmt, ap);
+        va_end(ap);
+    }
+    return code;
+}
+
+sv_status sv_ok(sv_error *err)
+{
+    if (err) {
+        err->code = SV_OK;
+        err->message[0] = '\0';
+    }
+    return SV_OK;
+}
+
+double sv_now_seconds(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
 
 const char *sv_status_name(sv_status s)
 {

@@ -1,5 +1,6 @@
 /* Write-ahead log segments: parsing, appending, group commit (see wal.h). */
 #include "wal.h"
+#include "error.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -17,18 +18,6 @@
 
 static const uint8_t MAGIC[8] = {'S', 'V', 'W', 'A', 'L', 0, 0, 1};
 #define VERSION 1u
-
-static sv_status fail(sv_error *err, sv_status code, const char *fmt, ...)
-{
-    if (err) {
-        err->code = code;
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err->message, sizeof err->message, fmt, ap);
-        va_end(ap);
-    }
-    return code;
-}
 
 static uint32_t rd32(const uint8_t *p)
 {
@@ -70,14 +59,14 @@ sv_status sv_wal_parse(const uint8_t *data, size_t len, sv_wal_visit visit, void
         return SV_OK;
     }
     if (memcmp(data, MAGIC, 8) != 0)
-        return fail(err, SV_ERR_CORRUPT, "offset 0: not a slimvec log segment (bad magic)");
+        return sv_fail(err, SV_ERR_CORRUPT, "offset 0: not a slimvec log segment (bad magic)");
     if (rd32(data + 28) != sv_crc32c(0, data, 28))
-        return fail(err, SV_ERR_CORRUPT, "offset 0: segment header checksum mismatch");
+        return sv_fail(err, SV_ERR_CORRUPT, "offset 0: segment header checksum mismatch");
     if (rd32(data + 8) != VERSION)
-        return fail(err, SV_ERR_CORRUPT, "offset 0: unsupported log version %" PRIu32, rd32(data + 8));
+        return sv_fail(err, SV_ERR_CORRUPT, "offset 0: unsupported log version %" PRIu32, rd32(data + 8));
     out->first_lsn = rd64(data + 16);
     if (out->first_lsn == 0)
-        return fail(err, SV_ERR_CORRUPT, "offset 0: segment starts at LSN 0");
+        return sv_fail(err, SV_ERR_CORRUPT, "offset 0: segment starts at LSN 0");
     out->last_lsn = out->first_lsn - 1;
     size_t off = SV_WAL_HEADER;
     out->good_end = off;
@@ -106,17 +95,17 @@ sv_status sv_wal_parse(const uint8_t *data, size_t len, sv_wal_visit visit, void
                 out->torn = 1;
                 return SV_OK;
             }
-            return fail(err, SV_ERR_CORRUPT,
+            return sv_fail(err, SV_ERR_CORRUPT,
                         "offset %zu: record checksum mismatch (LSN %" PRIu64 " expected)", off,
                         out->last_lsn + 1);
         }
         uint64_t lsn = rd64(r + 8);
         uint32_t type = rd32(r + 16);
         if (lsn != out->last_lsn + 1)
-            return fail(err, SV_ERR_CORRUPT, "offset %zu: LSN %" PRIu64 " where %" PRIu64 " was expected",
+            return sv_fail(err, SV_ERR_CORRUPT, "offset %zu: LSN %" PRIu64 " where %" PRIu64 " was expected",
                         off, lsn, out->last_lsn + 1);
         if (type < SV_WAL_ADD || type > SV_WAL_TRAIN)
-            return fail(err, SV_ERR_CORRUPT, "offset %zu: unknown record type %" PRIu32, off, type);
+            return sv_fail(err, SV_ERR_CORRUPT, "offset %zu: unknown record type %" PRIu32, off, type);
         if (visit) {
             sv_status st = visit(ctx, type, lsn, r + SV_WAL_REC_HEADER, plen, off);
             if (st != SV_OK)
@@ -137,19 +126,7 @@ void sv_wal_segment_name(uint64_t first_lsn, char *buf, size_t cap)
 
 int sv_wal_segment_lsn(const char *name, uint64_t *first_lsn)
 {
-    if (strlen(name) != 28 || strncmp(name, "wal-", 4) != 0 || strcmp(name + 24, ".log") != 0)
-        return 0;
-    uint64_t v = 0;
-    for (int i = 4; i < 24; i++) {
-        if (name[i] < '0' || name[i] > '9')
-            return 0;
-        uint64_t d = (uint64_t)(name[i] - '0');
-        if (v > (UINT64_MAX - d) / 10)
-            return 0;
-        v = v * 10 + d;
-    }
-    *first_lsn = v;
-    return 1;
+    return sv_parse_numbered_name(name, "wal-", ".log", first_lsn);
 }
 
 /* ---- writing -------------------------------------------------------------- */
@@ -174,13 +151,6 @@ struct sv_wal {
     pthread_cond_t stop_cv;
 };
 
-static double now_seconds(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
 /* Create a segment file with its header, fsync it and the directory. */
 static int create_segment(const char *dir, uint64_t first_lsn, sv_error *err)
 {
@@ -191,7 +161,7 @@ static int create_segment(const char *dir, uint64_t first_lsn, sv_error *err)
      * creating it) holds nothing acknowledged: replace it. */
     int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0) {
-        fail(err, SV_ERR_IO, "%s: %s", path, strerror(errno));
+        sv_fail(err, SV_ERR_IO, "%s: %s", path, strerror(errno));
         return -1;
     }
     uint8_t h[SV_WAL_HEADER] = {0};
@@ -202,7 +172,7 @@ static int create_segment(const char *dir, uint64_t first_lsn, sv_error *err)
     uint32_t crc = sv_crc32c(0, h, 28);
     memcpy(h + 28, &crc, 4);
     if (sv_write_all(fd, h, sizeof h) != 0 || fdatasync(fd) != 0 || sv_fsync_dir(dir) != 0) {
-        fail(err, SV_ERR_IO, "%s: %s", path, strerror(errno));
+        sv_fail(err, SV_ERR_IO, "%s: %s", path, strerror(errno));
         close(fd);
         return -1;
     }
@@ -216,10 +186,10 @@ static int sync_now(sv_wal *w)
     uint64_t target = w->appended_lsn;
     int fd = w->fd;
     pthread_mutex_unlock(&w->lock);
-    double t0 = now_seconds();
+    double t0 = sv_now_seconds();
     int rc = fdatasync(fd);
     int e = errno;
-    double dt = now_seconds() - t0;
+    double dt = sv_now_seconds() - t0;
     pthread_mutex_lock(&w->lock);
     w->syncing = 0;
     w->syncs++;
@@ -255,11 +225,11 @@ sv_status sv_wal_start(const char *dir, uint64_t next_lsn, uint32_t sync_interva
 {
     *out = NULL;
     if (next_lsn == 0)
-        return fail(err, SV_ERR_INVALID_ARGUMENT, "LSNs start at 1");
+        return sv_fail(err, SV_ERR_INVALID_ARGUMENT, "LSNs start at 1");
     sv_wal *w = calloc(1, sizeof *w);
     if (!w || !(w->dir = strdup(dir))) {
         free(w);
-        return fail(err, SV_ERR_RESOURCE, "out of memory starting the log");
+        return sv_fail(err, SV_ERR_RESOURCE, "out of memory starting the log");
     }
     w->fd = create_segment(dir, next_lsn, err);
     if (w->fd < 0) {
@@ -277,16 +247,12 @@ sv_status sv_wal_start(const char *dir, uint64_t next_lsn, uint32_t sync_interva
     if (sync_interval_ms > 0) {
         if (pthread_create(&w->thread, NULL, interval_thread, w) != 0) {
             sv_wal_close(w);
-            return fail(err, SV_ERR_RESOURCE, "cannot start the log's sync thread");
+            return sv_fail(err, SV_ERR_RESOURCE, "cannot start the log's sync thread");
         }
         w->has_thread = 1;
     }
     *out = w;
-    if (err) {
-        err->code = SV_OK;
-        err->message[0] = '\0';
-    }
-    return SV_OK;
+    return sv_ok(err);
 }
 
 void sv_wal_close(sv_wal *w)
@@ -315,7 +281,7 @@ void sv_wal_close(sv_wal *w)
 
 static sv_status poisoned(const sv_wal *w, sv_error *err)
 {
-    return fail(err, SV_ERR_IO,
+    return sv_fail(err, SV_ERR_IO,
                 "the write-ahead log failed earlier (%s); restart the server to recover from it",
                 strerror(w->failed_errno));
 }
@@ -327,7 +293,7 @@ sv_status sv_wal_append(sv_wal *w, uint32_t type, const struct iovec *parts, int
     for (int i = 0; i < n_parts; i++)
         plen += parts[i].iov_len;
     if (plen > SV_WAL_MAX_PAYLOAD)
-        return fail(err, SV_ERR_INVALID_ARGUMENT, "log record of %zu bytes is over the limit", plen);
+        return sv_fail(err, SV_ERR_INVALID_ARGUMENT, "log record of %zu bytes is over the limit", plen);
     uint8_t h[SV_WAL_REC_HEADER];
     uint32_t len32 = (uint32_t)plen;
     memcpy(h, &len32, 4);
@@ -375,7 +341,7 @@ sv_status sv_wal_append(sv_wal *w, uint32_t type, const struct iovec *parts, int
         if (ftruncate(w->fd, (off_t)at) != 0)
             w->failed_errno = errno; /* cannot cut it off: stop using this log */
         pthread_mutex_unlock(&w->lock);
-        return fail(err, SV_ERR_IO, "write-ahead log append: %s", strerror(e));
+        return sv_fail(err, SV_ERR_IO, "write-ahead log append: %s", strerror(e));
     }
     w->size = pos;
     w->next_lsn++;
@@ -384,11 +350,7 @@ sv_status sv_wal_append(sv_wal *w, uint32_t type, const struct iovec *parts, int
     w->total_bytes += sizeof h + plen;
     pthread_mutex_unlock(&w->lock);
     *lsn = my_lsn;
-    if (err) {
-        err->code = SV_OK;
-        err->message[0] = '\0';
-    }
-    return SV_OK;
+    return sv_ok(err);
 }
 
 sv_status sv_wal_sync(sv_wal *w, uint64_t lsn, sv_error *err)

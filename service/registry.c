@@ -216,8 +216,9 @@ sv_status svd_registry_open_all(svd_registry *r, double *seconds, sv_error *err)
         if (strncmp(e->d_name, "c-", 2) != 0)
             continue;
         snprintf(path, sizeof path, "%s/%s", r->data_dir, e->d_name);
-        /* Crashed creates (.tmp-) and drops (.drop-) leave these behind. */
-        if (strstr(e->d_name, ".tmp-") || strstr(e->d_name, ".drop-")) {
+        /* Crashed creates (~tmp-) and drops (~drop-) leave these behind;
+         * '~' is never part of a collection name. */
+        if (strchr(e->d_name, '~')) {
             if (sv_remove_dir(path) == 0)
                 fprintf(stderr, "slimvecd: removed %s (left by an interrupted create or drop)\n", path);
             continue;

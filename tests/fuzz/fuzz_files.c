@@ -45,7 +45,6 @@
 #include "wal.h"
 
 enum { P_PARAMS, P_WAL, P_LOGREC, P_SNAPSHOT, N_PARSERS };
-static const char *parser_name[N_PARSERS] = {"params", "wal", "logrec", "snapshot"};
 
 #define FUZZ_DIM 8u
 #define FLAG_RAW 0xF0u       /* high nibble all set: checksums left alone */
@@ -63,6 +62,7 @@ static unsigned long n_loaded_valid, n_loaded_invalid, n_loaded_written;
 /* ---- a capped allocator for the collections ------------------------------ */
 
 static _Atomic size_t mem_live;
+static unsigned long n_mem_refused; /* allocations over the cap */
 static int verbose = -1; /* FUZZ_FILES_VERBOSE=1: print why snapshots are rejected */
 
 static int mem_take(size_t n)
@@ -70,6 +70,7 @@ static int mem_take(size_t n)
     size_t prev = atomic_fetch_add(&mem_live, n);
     if (prev + n > FUZZ_MEM_CAP || prev + n < prev) {
         atomic_fetch_sub(&mem_live, n);
+        n_mem_refused++;
         return 0;
     }
     return 1;
@@ -78,7 +79,11 @@ static int mem_take(size_t n)
 static void *cap_alloc(void *ctx, size_t n)
 {
     (void)ctx;
-    if (n > FUZZ_MEM_CAP || !mem_take(n))
+    if (n > FUZZ_MEM_CAP) {
+        n_mem_refused++;
+        return NULL;
+    }
+    if (!mem_take(n))
         return NULL;
     size_t *h = malloc(n + 16);
     if (!h) {
@@ -104,8 +109,10 @@ static void *cap_realloc(void *ctx, void *p, size_t n)
     if (!p)
         return cap_alloc(ctx, n);
     size_t *h = (size_t *)((char *)p - 16), old = h[0];
-    if (n > FUZZ_MEM_CAP)
+    if (n > FUZZ_MEM_CAP) {
+        n_mem_refused++;
         return NULL;
+    }
     if (n > old && !mem_take(n - old))
         return NULL;
     size_t *q = realloc(h, n + 16);
@@ -144,43 +151,6 @@ static void wr32(uint8_t *p, uint32_t v)
 }
 
 /* ---- checksum fix-up ------------------------------------------------------ */
-
-/* The walks below also serve the mutator: they list the records/sections
- * (offset and length of each payload) as far as their lengths fit. */
-typedef struct region {
-    size_t hdr, off, len;  /* header offset, payload offset and length */
-} region;
-
-static size_t wal_regions(const uint8_t *b, size_t len, region *r, size_t max)
-{
-    size_t n = 0, off = SV_WAL_HEADER;
-    while (len >= SV_WAL_HEADER && len - off >= SV_WAL_REC_HEADER) {
-        uint32_t plen = rd32(b + off);
-        if (plen > len - off - SV_WAL_REC_HEADER)
-            break;
-        if (r && n < max)
-            r[n] = (region){off, off + SV_WAL_REC_HEADER, plen};
-        n++;
-        off += SV_WAL_REC_HEADER + (size_t)plen;
-    }
-    return n;
-}
-
-static size_t snap_regions(const uint8_t *b, size_t len, region *r, size_t max)
-{
-    size_t n = 0, off = 32;
-    while (len >= 32 && len - off >= 16) {
-        uint64_t slen = rd64(b + off + 8);
-        size_t room = len - off - 16;
-        if (room < 4 || slen > room - 4)
-            break;
-        if (r && n < max)
-            r[n] = (region){off, off + 16, (size_t)slen};
-        n++;
-        off += 16 + (size_t)slen + 4;
-    }
-    return n;
-}
 
 static void fix_params(uint8_t *b, size_t len)
 {
@@ -479,6 +449,45 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 #include <time.h>
 #include <unistd.h>
 
+static const char *parser_name[N_PARSERS] = {"params", "wal", "logrec", "snapshot"};
+
+/* The records/sections of a log segment or snapshot (offset and length of
+ * each payload), walked as the checksum fix-up walks them. */
+typedef struct region {
+    size_t hdr, off, len;  /* header offset, payload offset and length */
+} region;
+
+static size_t wal_regions(const uint8_t *b, size_t len, region *r, size_t max)
+{
+    size_t n = 0, off = SV_WAL_HEADER;
+    while (len >= SV_WAL_HEADER && len - off >= SV_WAL_REC_HEADER) {
+        uint32_t plen = rd32(b + off);
+        if (plen > len - off - SV_WAL_REC_HEADER)
+            break;
+        if (r && n < max)
+            r[n] = (region){off, off + SV_WAL_REC_HEADER, plen};
+        n++;
+        off += SV_WAL_REC_HEADER + (size_t)plen;
+    }
+    return n;
+}
+
+static size_t snap_regions(const uint8_t *b, size_t len, region *r, size_t max)
+{
+    size_t n = 0, off = 32;
+    while (len >= 32 && len - off >= 16) {
+        uint64_t slen = rd64(b + off + 8);
+        size_t room = len - off - 16;
+        if (room < 4 || slen > room - 4)
+            break;
+        if (r && n < max)
+            r[n] = (region){off, off + 16, (size_t)slen};
+        n++;
+        off += 16 + (size_t)slen + 4;
+    }
+    return n;
+}
+
 static uint64_t rng = 0x9e3779b97f4a7c15u;
 
 static uint64_t next(void)
@@ -672,7 +681,8 @@ static size_t add_payload(uint8_t *buf, size_t cap, uint32_t n, uint32_t dim)
     char names[8][40];
     for (uint32_t i = 0; i < n; i++) {
         uint32_t kind = below(3);
-        assigned[i] = next() >> (1 + below(60));
+        uint32_t shift = 1 + below(60); /* (two calls in one expression: unsequenced) */
+        assigned[i] = next() >> shift;
         if (kind == 0) {
             ids[i] = NULL;
         } else if (kind == 1) {
@@ -1030,8 +1040,8 @@ int main(int argc, char **argv)
     printf("  wal: %lu records visited, %lu decoded; logrec: add %lu, delete %lu, train %lu decoded\n",
            n_wal_records, n_wal_decoded, n_rec_ok[0], n_rec_ok[1], n_rec_ok[2]);
     printf("  snapshots loaded: %lu validate, %lu fail validate (a graph the loader does not check);"
-           " %lu written to after loading\n",
-           n_loaded_valid, n_loaded_invalid, n_loaded_written);
+           " %lu written to after loading; %lu allocations refused (over %u MiB)\n",
+           n_loaded_valid, n_loaded_invalid, n_loaded_written, n_mem_refused, FUZZ_MEM_CAP >> 20);
     if (mutated_ok[P_SNAPSHOT] == 0 || mutated_ok[P_WAL] == 0) {
         fprintf(stderr, "fuzz_files: no mutated snapshot or log segment was ever accepted: "
                         "the inputs never got past the checks\n");
