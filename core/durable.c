@@ -77,6 +77,9 @@ sv_status sv_params_decode(const uint8_t *buf, size_t len, sv_params *p, sv_erro
     memcpy(&p->alpha, buf + 32, 4);
     memcpy(&p->seed, buf + 36, 8);
     memcpy(&p->flush_threshold, buf + 44, 4);
+    for (size_t i = 48; i < SV_PARAMS_BYTES - 4; i++)
+        if (buf[i])
+            return sv_fail(err, SV_ERR_CORRUPT, "params: reserved byte %zu is not zero", i);
     if (v[2] > SV_METRIC_COSINE || v[3] > SV_STORAGE_INT8 || p->dim < 1 || p->dim > SV_DIM_MAX ||
         p->R < 2 || p->R > SV_R_MAX || p->L_build < p->R || p->L_build > SV_L_MAX ||
         !(p->alpha >= 1.0f && p->alpha <= 2.0f))

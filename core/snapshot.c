@@ -350,7 +350,8 @@ static uint64_t g64(const uint8_t **p)
     return v;
 }
 
-static sv_status parse_meta(const section *s, const sv_params *e, meta *m, sv_error *err)
+static sv_status parse_meta(const section *s, const sv_params *e, size_t file_len, meta *m,
+                            sv_error *err)
 {
     if (s->len != META_BYTES)
         return sv_fail(err, SV_ERR_CORRUPT, "offset %zu: META of %zu bytes, expected %u", s->off, s->len, META_BYTES);
@@ -381,6 +382,14 @@ static sv_status parse_meta(const section *s, const sv_params *e, meta *m, sv_er
         m->n_live + m->n_tombstones > m->n_slots || m->id_counter >= (UINT64_C(1) << 63) ||
         (m->entry != SV_NO_SLOT && m->entry >= m->n_slots))
         return sv_fail(err, SV_ERR_CORRUPT, "offset %zu: META counts are inconsistent", s->off);
+    /* Memory is sized from these before the sections are read: each must
+     * fit what is left of the file (STATES, IDS and EDGES take at least a
+     * byte per slot), so damaged counts cannot ask for gigabytes. */
+    size_t left = file_len - (s->off + s->len + 4);
+    if (m->n_slots > left / 3 || (uint64_t)m->store_slots * m->record_size > left ||
+        (uint64_t)m->n_free * 4 > left)
+        return sv_fail(err, SV_ERR_CORRUPT, "offset %zu: META counts do not fit the file's %zu bytes",
+                       s->off, file_len);
     return SV_OK;
 }
 
@@ -669,7 +678,7 @@ sv_status sv_snapshot_load(const uint8_t *data, size_t len, const sv_params *exp
     meta m = {0};
     sv_status st = next_section(&r, SEC_META, &s, err);
     if (st == SV_OK)
-        st = parse_meta(&s, expect, &m, err);
+        st = parse_meta(&s, expect, len, &m, err);
     if (st != SV_OK)
         return st;
     sv_collection *c = NULL;
