@@ -233,7 +233,7 @@ static void free_prepared(sv_collection *c, const float *orig, const float *prep
 
 /* ---- add ----------------------------------------------------------------- */
 
-static sv_status flush_locked(sv_collection *c, sv_error *err);
+static sv_status flush_locked(sv_collection *c, const sv_flush_hooks *h, sv_error *err);
 
 static sv_status reserve_free_list(sv_collection *c, size_t extra)
 {
@@ -403,7 +403,7 @@ cleanup:;
      * next add over the threshold (or an explicit flush) takes the buffer;
      * a flush that fails leaves the buffer to be retried the same way. */
     if (want_flush && pthread_mutex_trylock(&c->maint) == 0) {
-        flush_locked(c, NULL);
+        flush_locked(c, NULL, NULL);
         pthread_mutex_unlock(&c->maint);
     }
     return st;
@@ -707,7 +707,7 @@ static long central_row(const sv_collection *c, const sv_buffer *b, float *mean)
  * INDEXED: connect() gives it an in-edge so search finds it, and the flush
  * reports the error.
  */
-static sv_status flush_locked(sv_collection *c, sv_error *err)
+static sv_status flush_locked(sv_collection *c, const sv_flush_hooks *h, sv_error *err)
 {
     sv_status st = SV_OK;
     unsigned threads = thread_count(c);
@@ -719,12 +719,16 @@ static sv_status flush_locked(sv_collection *c, sv_error *err)
     float *mean = NULL;
     size_t n = 0;
 
+    if (h)
+        h->before(h->ctx);
     pthread_rwlock_wrlock(&c->lock);
     n = c->active.n;
     /* In manual mode the durable layer trains (and logs the mean) first: a
      * flush never trains on its own then. */
     if (n == 0 || (c->manual_flush && !sv_store_trained(c->store))) {
         pthread_rwlock_unlock(&c->lock);
+        if (h)
+            h->after(h->ctx);
         return sv_ok(err);
     }
     order = sv_mem_alloc(a, NULL, n * sizeof *order);
@@ -739,11 +743,20 @@ static sv_status flush_locked(sv_collection *c, sv_error *err)
         sv_store_reserve(c->store, c->next_slot) != SV_OK ||
         sv_edges_reserve(c->edges, c->next_slot) != SV_OK) {
         pthread_rwlock_unlock(&c->lock);
+        if (h)
+            h->after(h->ctx);
         st = sv_fail(err, SV_ERR_RESOURCE, "out of memory flushing %zu vectors", n);
+        goto cleanup;
+    }
+    if (h && (st = h->taking(h->ctx, n, err)) != SV_OK) {
+        pthread_rwlock_unlock(&c->lock);
+        h->after(h->ctx);
         goto cleanup;
     }
     sv_buffer_take(&c->active, &c->flushing);
     pthread_rwlock_unlock(&c->lock);
+    if (h)
+        h->after(h->ctx);
 
     /* Only this flush touches c->flushing's rows and their records now. */
     const sv_buffer *rows = &c->flushing;
@@ -820,10 +833,18 @@ cleanup:
     return st;
 }
 
+sv_status sv_collection_flush_hooked(sv_collection *c, const sv_flush_hooks *h, sv_error *err)
+{
+    pthread_mutex_lock(&c->maint);
+    sv_status st = flush_locked(c, h, err);
+    pthread_mutex_unlock(&c->maint);
+    return st;
+}
+
 sv_status sv_collection_flush(sv_collection *c, sv_error *err)
 {
     pthread_mutex_lock(&c->maint);
-    sv_status st = flush_locked(c, err);
+    sv_status st = flush_locked(c, NULL, err);
     pthread_mutex_unlock(&c->maint);
     return st;
 }

@@ -45,6 +45,22 @@ struct sv_collection {
     uint32_t pool_n, pool_cap;
 };
 
+/*
+ * A flush that tells the durable layer where it takes the buffer, so the
+ * log can record the point and a replay flushes at the same one. With the
+ * maintenance lock held: before() (durable.c takes its ordering lock, so no
+ * add is between being applied and being logged), then under the write
+ * lock taking(n) (logs; an error cancels the flush, nothing changed), then
+ * after() once the buffer is taken or the flush gave up.
+ */
+typedef struct sv_flush_hooks {
+    void (*before)(void *ctx);
+    sv_status (*taking)(void *ctx, size_t n, sv_error *err);
+    void (*after)(void *ctx);
+    void *ctx;
+} sv_flush_hooks;
+sv_status sv_collection_flush_hooked(sv_collection *c, const sv_flush_hooks *h, sv_error *err);
+
 /* Adds stop flushing on their own (durable.c flushes and logs first). */
 void sv_collection_set_manual_flush(sv_collection *c, int on);
 /* int8: train the quantizer from the write buffer if it is untrained and

@@ -38,6 +38,7 @@ struct sv_durable {
     uint64_t old_log_bytes;    /* log replayed at open, not yet in a snapshot */
     int mean_unlogged;         /* trained, but the TRAIN record is not durable */
     int dropped;               /* directory removed: no more writes (order + snap_lock) */
+    uint64_t flush_lsn;        /* the running flush's marker (flush_lock) */
     uint64_t snapshots;
     sv_snapshot_info last;
 };
@@ -341,6 +342,24 @@ static sv_status log_mean(sv_durable *d, const float *mean, sv_error *err)
     return st;
 }
 
+static void flush_before(void *ctx)
+{
+    pthread_mutex_lock(&((sv_durable *)ctx)->order);
+}
+
+static sv_status flush_taking(void *ctx, size_t n, sv_error *err)
+{
+    sv_durable *d = ctx;
+    uint64_t rows = n;
+    struct iovec part = {&rows, 8};
+    return sv_wal_append(d->wal, SV_WAL_FLUSH, &part, 1, &d->flush_lsn, err);
+}
+
+static void flush_after(void *ctx)
+{
+    pthread_mutex_unlock(&((sv_durable *)ctx)->order);
+}
+
 /* With flush_lock held. */
 static sv_status flush_now(sv_durable *d, sv_error *err)
 {
@@ -358,8 +377,22 @@ static sv_status flush_now(sv_durable *d, sv_error *err)
         st = log_mean(d, mean, err);
     }
     free(mean);
-    if (st == SV_OK)
-        st = sv_collection_flush(d->c, err);
+    if (st != SV_OK)
+        return st;
+    sv_flush_hooks hooks = {flush_before, flush_taking, flush_after, d};
+    d->flush_lsn = 0;
+    st = sv_collection_flush_hooked(d->c, &hooks, err);
+    /* The marker needs no fsync of its own for safety (it changes no data),
+     * but one makes a crash right after a flush replay it too. */
+    if (d->flush_lsn) {
+        sv_error serr;
+        sv_status ss = sv_wal_sync(d->wal, d->flush_lsn, &serr);
+        if (st == SV_OK && ss != SV_OK) {
+            st = ss;
+            if (err)
+                *err = serr;
+        }
+    }
     return st;
 }
 

@@ -7,7 +7,10 @@
  *
  * Every add and delete is applied, appended to the log in the order it was
  * applied, and made durable (fsync, group commit) before the call returns:
- * a call that returned SV_OK is never lost. A snapshot rotates the log,
+ * a call that returned SV_OK is never lost. The log also records the
+ * quantizer's mean before it first encodes anything and the point where
+ * each flush takes the write buffer, so a replay rebuilds the same codes
+ * and the same split between indexed and buffered vectors. A snapshot rotates the log,
  * writes the collection to a temporary file, fsyncs and renames it, and
  * removes the log segments and snapshots it replaces.
  *

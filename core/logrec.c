@@ -191,3 +191,13 @@ sv_status sv_logrec_decode_train(const uint8_t *p, size_t len, uint32_t dim, flo
             return sv_fail(err, SV_ERR_CORRUPT, "TRAIN record holds a non-finite mean");
     return SV_OK;
 }
+
+sv_status sv_logrec_decode_flush(const uint8_t *p, size_t len, uint64_t *rows, sv_error *err)
+{
+    if (len != 8)
+        return sv_fail(err, SV_ERR_CORRUPT, "FLUSH record of %zu bytes", len);
+    memcpy(rows, p, 8);
+    if (*rows == 0 || *rows > UINT32_MAX)
+        return sv_fail(err, SV_ERR_CORRUPT, "FLUSH record of %llu rows", (unsigned long long)*rows);
+    return SV_OK;
+}

@@ -8,6 +8,9 @@
  *   DELETE  u32 n | n * (u8 len + len bytes)
  *   TRAIN   u32 dim | dim f32: the quantizer mean, logged before the first
  *           flush encodes anything, so a replay encodes identically
+ *   FLUSH   u64 rows: a flush took the write buffer (that many rows) here;
+ *           a replay flushes at the same point, so what was indexed and
+ *           what was buffered come back the same
  *
  * Little-endian; decoding checks every length against the payload and
  * fails (SV_ERR_CORRUPT) on anything that does not fit exactly.
@@ -44,6 +47,8 @@ sv_status sv_logrec_decode_delete(const uint8_t *p, size_t len, sv_logrec *out, 
 /* TRAIN: dim must match; the mean is copied into mean[dim]. */
 sv_status sv_logrec_decode_train(const uint8_t *p, size_t len, uint32_t dim, float *mean,
                                  sv_error *err);
+/* FLUSH: the row count. */
+sv_status sv_logrec_decode_flush(const uint8_t *p, size_t len, uint64_t *rows, sv_error *err);
 void sv_logrec_release(sv_logrec *r);
 
 #endif

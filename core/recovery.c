@@ -92,6 +92,7 @@ static sv_status list_dir(const char *dir, listing *l, sv_error *err)
             }
             segment *s = &l->segs[l->n_segs++];
             memset(s, 0, sizeof *s);
+            s->first = v; /* the name's LSN: the order to sort by */
             snprintf(s->name, sizeof s->name, "%.39s", e->d_name);
         } else if (sv_snapshot_name_lsn(e->d_name, &v)) {
             if (l->n_snaps == cap_p) {
@@ -199,6 +200,8 @@ static sv_status find_train(void *ctx, uint32_t type, uint64_t lsn, const uint8_
     return st;
 }
 
+/* Flush where the log says a flush took the buffer (training first if no
+ * TRAIN record came before: deterministic, the buffer is the same). */
 static sv_status replay_flush(replay *r)
 {
     uint32_t dim = r->c->params.dim;
@@ -220,6 +223,25 @@ static sv_status apply(void *ctx, uint32_t type, uint64_t lsn, const uint8_t *p,
     replay *r = ctx;
     if (lsn <= r->base || type == SV_WAL_TRAIN)
         return SV_OK;
+    if (type == SV_WAL_FLUSH) {
+        uint64_t rows = 0;
+        sv_error e = {0};
+        sv_status st = sv_logrec_decode_flush(p, len, &rows, &e);
+        uint64_t have = sv_collection_buffered(r->c);
+        if (st == SV_OK && rows != have) {
+            st = SV_ERR_CORRUPT;
+            snprintf(e.message, sizeof e.message, "a flush of %llu rows where the replay buffers %llu",
+                     (unsigned long long)rows, (unsigned long long)have);
+        }
+        if (st == SV_OK)
+            st = replay_flush(r);
+        if (st != SV_OK && st != SV_ERR_RESOURCE)
+            snprintf(r->why, sizeof r->why, "offset %zu: LSN %" PRIu64 " does not apply: %.180s", off,
+                     lsn, e.message);
+        if (st == SV_OK)
+            r->applied++;
+        return st;
+    }
     sv_logrec rec;
     sv_error e = {0};
     sv_status st;
@@ -245,9 +267,6 @@ static sv_status apply(void *ctx, uint32_t type, uint64_t lsn, const uint8_t *p,
         sv_logrec_release(&rec);
         if (st != SV_OK)
             goto bad;
-        uint32_t threshold = r->c->params.flush_threshold;
-        if (threshold && sv_collection_buffered(r->c) >= threshold)
-            replay_flush(r); /* a failed flush leaves the buffer: still correct */
     } else {
         st = sv_logrec_decode_delete(p, len, &rec, &e);
         if (st != SV_OK)

@@ -80,6 +80,8 @@ static void w_flush(writer *w)
 
 static void w_raw(writer *w, const void *p, size_t len)
 {
+    if (len == 0)
+        return; /* p may be NULL (an empty free list) */
     if (len >= WBUF) {
         w_flush(w);
         if (!w->error && sv_write_all(w->fd, p, len) != 0)

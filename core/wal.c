@@ -49,6 +49,32 @@ static int all_zero(const uint8_t *p, size_t n)
 
 /* ---- reading ------------------------------------------------------------- */
 
+/*
+ * Offset of an intact record after `from` whose LSN follows last_lsn, or 0.
+ * Appends are sequential, so a crash tears only the final record: when an
+ * intact later record exists, the bad one is damage (say a flipped length
+ * bit), not a torn tail, and cutting there would drop acknowledged data.
+ * Only offsets holding a plausible LSN pay for a checksum.
+ */
+static size_t later_record(const uint8_t *data, size_t len, size_t from, uint64_t last_lsn)
+{
+    for (size_t off = from; off + SV_WAL_REC_HEADER <= len; off++) {
+        uint64_t lsn;
+        memcpy(&lsn, data + off + 8, 8);
+        if (lsn <= last_lsn || lsn - last_lsn > (len - from) / SV_WAL_REC_HEADER + 1)
+            continue;
+        uint32_t plen;
+        memcpy(&plen, data + off, 4);
+        if (plen > len - off - SV_WAL_REC_HEADER)
+            continue;
+        uint32_t crc, c2 = sv_crc32c(0, &plen, 4);
+        memcpy(&crc, data + off + 4, 4);
+        if (crc == sv_crc32c(c2, data + off + 8, 12 + (size_t)plen))
+            return off;
+    }
+    return 0;
+}
+
 sv_status sv_wal_parse(const uint8_t *data, size_t len, sv_wal_visit visit, void *ctx,
                        sv_wal_scan *out, sv_error *err)
 {
@@ -91,6 +117,11 @@ sv_status sv_wal_parse(const uint8_t *data, size_t len, sv_wal_visit visit, void
             int past_end = left < SV_WAL_REC_HEADER ||
                            (rd32(r) <= SV_WAL_MAX_PAYLOAD &&
                             (size_t)rd32(r) > left - SV_WAL_REC_HEADER);
+            size_t later = past_end ? later_record(data, len, off + 1, out->last_lsn) : 0;
+            if (later)
+                return sv_fail(err, SV_ERR_CORRUPT,
+                               "offset %zu: damaged record (LSN %" PRIu64 " expected; an intact record follows at offset %zu)",
+                               off, out->last_lsn + 1, later);
             if (past_end || all_zero(r, left)) {
                 out->torn = 1;
                 return SV_OK;
@@ -104,7 +135,7 @@ sv_status sv_wal_parse(const uint8_t *data, size_t len, sv_wal_visit visit, void
         if (lsn != out->last_lsn + 1)
             return sv_fail(err, SV_ERR_CORRUPT, "offset %zu: LSN %" PRIu64 " where %" PRIu64 " was expected",
                         off, lsn, out->last_lsn + 1);
-        if (type < SV_WAL_ADD || type > SV_WAL_TRAIN)
+        if (type < SV_WAL_ADD || type > SV_WAL_FLUSH)
             return sv_fail(err, SV_ERR_CORRUPT, "offset %zu: unknown record type %" PRIu32, off, type);
         if (visit) {
             sv_status st = visit(ctx, type, lsn, r + SV_WAL_REC_HEADER, plen, off);

@@ -31,7 +31,7 @@
 #define SV_WAL_REC_HEADER 20u
 #define SV_WAL_MAX_PAYLOAD (1u << 30)
 
-enum { SV_WAL_ADD = 1, SV_WAL_DELETE = 2, SV_WAL_TRAIN = 3 };
+enum { SV_WAL_ADD = 1, SV_WAL_DELETE = 2, SV_WAL_TRAIN = 3, SV_WAL_FLUSH = 4 };
 
 /* ---- reading (pure: parses bytes in memory) ---------------------------- */
 

@@ -56,7 +56,7 @@ enum { P_PARAMS, P_WAL, P_LOGREC, P_SNAPSHOT, N_PARSERS };
 
 static unsigned long n_accepted[N_PARSERS], n_rejected[N_PARSERS];
 static unsigned long n_wal_records, n_wal_decoded;
-static unsigned long n_rec_ok[3];                /* add, delete, train */
+static unsigned long n_rec_ok[4];                /* add, delete, train, flush */
 static unsigned long n_loaded_valid, n_loaded_invalid, n_loaded_written;
 
 /* ---- a capped allocator for the collections ------------------------------ */
@@ -237,9 +237,13 @@ static sv_status decode_payload(uint32_t type, const uint8_t *p, size_t len)
             check_logrec(&r, 0);
             sv_logrec_release(&r);
         }
-    } else {
+    } else if (type == SV_WAL_TRAIN) {
         float mean[FUZZ_DIM];
         st = sv_logrec_decode_train(p, len, FUZZ_DIM, mean, &err);
+    } else {
+        uint64_t rows = 0;
+        if ((st = sv_logrec_decode_flush(p, len, &rows, &err)) == SV_OK)
+            check(rows >= 1 && rows <= UINT32_MAX, "FLUSH row count in range");
     }
     if (st != SV_OK)
         check(err.code == st, "error code matches the status");
@@ -257,7 +261,7 @@ static sv_status visit(void *ctx, uint32_t type, uint64_t lsn, const uint8_t *pa
 {
     wal_ctx *w = ctx;
     (void)lsn;
-    check(type >= SV_WAL_ADD && type <= SV_WAL_TRAIN, "visited record type");
+    check(type >= SV_WAL_ADD && type <= SV_WAL_FLUSH, "visited record type");
     check(offset >= SV_WAL_HEADER && offset + SV_WAL_REC_HEADER + len <= w->len &&
               payload == w->data + offset + SV_WAL_REC_HEADER,
           "visited record lies in the segment");
@@ -304,12 +308,12 @@ static sv_status run_wal(const uint8_t *b, size_t len, int strict)
 
 static sv_status run_logrec(const uint8_t *b, size_t len)
 {
-    sv_status st[3];
-    for (uint32_t t = SV_WAL_ADD; t <= SV_WAL_TRAIN; t++) {
+    sv_status st[4];
+    for (uint32_t t = SV_WAL_ADD; t <= SV_WAL_FLUSH; t++) {
         st[t - 1] = decode_payload(t, b, len);
         n_rec_ok[t - 1] += st[t - 1] == SV_OK;
     }
-    return st[0] == SV_OK || st[1] == SV_OK || st[2] == SV_OK ? SV_OK : st[0];
+    return st[0] == SV_OK || st[1] == SV_OK || st[2] == SV_OK || st[3] == SV_OK ? SV_OK : st[0];
 }
 
 static void snapshot_params(sv_params *p, unsigned variant)
@@ -756,8 +760,12 @@ static size_t wal_by_hand(uint8_t *buf, size_t cap, uint64_t first, int n_recs)
     size_t off = SV_WAL_HEADER;
     for (int i = 0; i < n_recs; i++) {
         uint8_t pl[2048];
-        uint32_t type = i == 0 ? SV_WAL_TRAIN : 1 + below(2);
-        size_t plen = type == SV_WAL_TRAIN ? train_payload(pl, FUZZ_DIM)
+        uint32_t type = i == 0 ? SV_WAL_TRAIN : i % 5 == 4 ? SV_WAL_FLUSH : 1 + below(2);
+        uint64_t rows = 1 + below(100);
+        if (type == SV_WAL_FLUSH)
+            memcpy(pl, &rows, 8);
+        size_t plen = type == SV_WAL_FLUSH ? 8
+                      : type == SV_WAL_TRAIN ? train_payload(pl, FUZZ_DIM)
                       : type == SV_WAL_ADD ? add_payload(pl, sizeof pl, 1 + below(4), FUZZ_DIM)
                                            : delete_payload(pl, sizeof pl, 1 + below(4));
         if (off + SV_WAL_REC_HEADER + plen > cap)
@@ -1037,8 +1045,8 @@ int main(int argc, char **argv)
     for (int p = 0; p < N_PARSERS; p++)
         printf("  %-8s accepted %6lu  rejected %6lu   mutants accepted %lu of %lu\n", parser_name[p],
                n_accepted[p], n_rejected[p], mutated_ok[p], mutated[p]);
-    printf("  wal: %lu records visited, %lu decoded; logrec: add %lu, delete %lu, train %lu decoded\n",
-           n_wal_records, n_wal_decoded, n_rec_ok[0], n_rec_ok[1], n_rec_ok[2]);
+    printf("  wal: %lu records visited, %lu decoded; logrec: add %lu, delete %lu, train %lu, flush %lu decoded\n",
+           n_wal_records, n_wal_decoded, n_rec_ok[0], n_rec_ok[1], n_rec_ok[2], n_rec_ok[3]);
     printf("  snapshots loaded: %lu validate, %lu fail validate (a graph the loader does not check);"
            " %lu written to after loading; %lu allocations refused (over %u MiB)\n",
            n_loaded_valid, n_loaded_invalid, n_loaded_written, n_mem_refused, FUZZ_MEM_CAP >> 20);
