@@ -140,7 +140,7 @@ static sv_status scan_segments(const char *dir, listing *l, sv_recovery *rec, sv
         s->size = m.len;
         sv_unmap(&m);
         if (st != SV_OK)
-            return sv_fail(err, st, "%s: %s", path, perr.message);
+            return sv_fail(err, st, "%s: %s", s->name, perr.message);
         if (s->size < SV_WAL_HEADER) {
             unlink(path);
             note(rec, "removed %s (created, never written)", s->name);
@@ -149,7 +149,7 @@ static sv_status scan_segments(const char *dir, listing *l, sv_recovery *rec, sv
         uint64_t named;
         sv_wal_segment_lsn(s->name, &named);
         if (scan.first_lsn != named)
-            return sv_fail(err, SV_ERR_CORRUPT, "%s: offset 0: header says LSN %" PRIu64, path, scan.first_lsn);
+            return sv_fail(err, SV_ERR_CORRUPT, "%s: offset 0: header says LSN %" PRIu64, s->name, scan.first_lsn);
         s->first = scan.first_lsn;
         s->last = scan.last_lsn;
         s->good_end = scan.good_end;
@@ -161,14 +161,35 @@ static sv_status scan_segments(const char *dir, listing *l, sv_recovery *rec, sv
         segment *s = &l->segs[i];
         if (s->torn && i + 1 != l->n_segs)
             return sv_fail(err, SV_ERR_CORRUPT,
-                        "%s/%s: offset %zu: damaged record in a log segment that is not the newest",
-                        dir, s->name, s->good_end);
-        if (i > 0 && s->first != l->segs[i - 1].last + 1)
-            return sv_fail(err, SV_ERR_CORRUPT,
-                        "%s/%s: the log jumps from LSN %" PRIu64 " to %" PRIu64 " (a segment is missing)",
-                        dir, s->name, l->segs[i - 1].last, s->first);
+                           "%s: offset %zu: damaged record in a log segment that is not the newest",
+                           s->name, s->good_end);
     }
     return SV_OK;
+}
+
+/*
+ * 1 when the log continues a state that holds LSNs up to base: the segments
+ * with records after base start at or before base + 1 and follow each other
+ * without a gap. Segments wholly at or before base do not matter (a crash
+ * while a snapshot removed the ones it replaced leaves some behind).
+ */
+static int log_continues(const listing *l, uint64_t base, char *why, size_t cap)
+{
+    uint64_t prev = base;
+    int first = 1;
+    for (size_t i = 0; i < l->n_segs; i++) {
+        const segment *s = &l->segs[i];
+        if (s->last <= base)
+            continue;
+        if (first ? s->first > prev + 1 : s->first != prev + 1) {
+            snprintf(why, cap, "the log jumps from LSN %" PRIu64 " to %" PRIu64 " at %s (a segment is missing)",
+                     prev, s->first, s->name);
+            return 0;
+        }
+        first = 0;
+        prev = s->last;
+    }
+    return 1;
 }
 
 /* ---- replay ----------------------------------------------------------------- */
@@ -309,7 +330,7 @@ static sv_status replay_segments(const char *dir, const listing *l, replay *r, s
         if (st == SV_ERR_RESOURCE)
             return sv_fail(err, st, "out of memory replaying %s", path);
         if (st != SV_OK)
-            return sv_fail(err, SV_ERR_CORRUPT, "%s: %s", path, r->why[0] ? r->why : perr.message);
+            return sv_fail(err, SV_ERR_CORRUPT, "%s: %s", s->name, r->why[0] ? r->why : perr.message);
     }
     return SV_OK;
 }
@@ -348,7 +369,7 @@ sv_status sv_durable_open(const char *dir, const sv_allocator *a, uint32_t threa
     listing l = {0};
     sv_collection *c = NULL;
     sv_wal *wal = NULL;
-    char path[PATH_CAP], first_err[300] = "";
+    char path[PATH_CAP], first_err[256] = "", why[160];
     sv_status st = read_params(dir, a, threads, &p, err);
     if (st == SV_OK)
         st = list_dir(dir, &l, err);
@@ -364,9 +385,8 @@ sv_status sv_durable_open(const char *dir, const sv_allocator *a, uint32_t threa
         snapfile *s = &l.snaps[i];
         snprintf(path, sizeof path, "%s/%s", dir, s->name);
         sv_error serr = {0};
-        if (l.n_segs && l.segs[0].first > s->lsn + 1) {
-            snprintf(serr.message, sizeof serr.message, "the log starts at LSN %" PRIu64 ", after it",
-                     l.segs[0].first);
+        if (!log_continues(&l, s->lsn, why, sizeof why)) {
+            snprintf(serr.message, sizeof serr.message, "%s", why);
         } else {
             double ts = sv_now_seconds();
             sv_map m;
@@ -377,7 +397,7 @@ sv_status sv_durable_open(const char *dir, const sv_allocator *a, uint32_t threa
                 sv_status ls = sv_snapshot_load(m.data, m.len, &p, &c, &lsn, &serr);
                 sv_unmap(&m);
                 if (ls == SV_ERR_RESOURCE) {
-                    st = sv_fail(err, ls, "%s: %s", path, serr.message);
+                    st = sv_fail(err, ls, "%s: %s", s->name, serr.message);
                     goto cleanup;
                 }
                 if (ls == SV_OK && lsn != s->lsn) {
@@ -396,16 +416,18 @@ sv_status sv_durable_open(const char *dir, const sv_allocator *a, uint32_t threa
             }
         }
         if (!first_err[0])
-            snprintf(first_err, sizeof first_err, "%.80s: %.200s", path, serr.message);
+            snprintf(first_err, sizeof first_err, "%s: %.200s", s->name, serr.message);
     }
     if (!c) {
-        if (l.n_segs && l.segs[0].first != 1) {
+        if (!log_continues(&l, 0, why, sizeof why)) {
             if (first_err[0])
                 st = sv_fail(err, SV_ERR_CORRUPT, "%s", first_err);
-            else
+            else if (l.segs[0].first > 1)
                 st = sv_fail(err, SV_ERR_CORRUPT,
-                          "%s: the log starts at LSN %" PRIu64 " and no snapshot holds the LSNs before it",
-                          dir, l.segs[0].first);
+                             "%s: the log starts at LSN %" PRIu64 " and no snapshot holds the LSNs before it",
+                             l.segs[0].name, l.segs[0].first);
+            else
+                st = sv_fail(err, SV_ERR_CORRUPT, "%s", why);
             goto cleanup;
         }
         if (first_err[0])

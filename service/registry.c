@@ -244,7 +244,9 @@ sv_status svd_registry_open_all(svd_registry *r, double *seconds, sv_error *err)
         st = sv_durable_open(path, sv_arena_allocator(arena), r->build_threads, &r->opts, &c->dur, &rec, &oerr);
         if (st != SV_OK) {
             err->code = st;
+            /* The message names the file in the collection's directory. */
             snprintf(err->message, sizeof err->message, "collection \"%s\": %.180s", name, oerr.message);
+            fprintf(stderr, "slimvecd: %s: %s\n", path, oerr.message);
             coll_destroy(c);
             break;
         }
