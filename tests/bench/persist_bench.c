@@ -168,7 +168,8 @@ static int parse_args(int argc, char **argv, options *o)
         }
         if (strncmp(a, "--", 2) != 0 || i + 1 >= argc) {
             fprintf(stderr, "persist-bench: %s: %s\n", a,
-                    strncmp(a, "--", 2) != 0 ? "unexpected argument" : "missing value");
+                    strncmp(a, "--", 2) != 0 ? "unexpected argument"
+                                              : "missing value or unknown option (see --help)");
             return -1;
         }
         const char *v = argv[++i];
@@ -628,9 +629,11 @@ static int run_ingest(const options *o, mode_result *modes)
 
     int rc = 0;
     /* Rounds of the three modes interleaved, so that a burst of load from
-     * elsewhere on the machine spreads over the modes rather than one. */
+     * elsewhere on the machine spreads over the modes rather than one, and
+     * the order rotated each round, so that no mode always runs first. */
     for (uint32_t rep = 0; rep < o->repeat && rc == 0; rep++) {
-        for (int m = 0; m < PB_MODES; m++) {
+        for (int k = 0; k < PB_MODES; k++) {
+            int m = (int)((k + rep) % PB_MODES);
             run_result *rr = &modes[m].runs[rep];
             if (ingest_run(o, m, data, coll_dir, rr) != 0) {
                 rc = -1;
@@ -900,6 +903,8 @@ static int run_restart(const options *o, restart_result *r)
                  verr.message);
     sv_durable_free(d);
     d = NULL;
+    sv_arena_free(arena); /* both opens start from a new, empty arena */
+    arena = NULL;
 
     /* Warm restart: the files are in the page cache now. */
     fprintf(stderr, "persist-bench: opening again (warm cache)\n");
