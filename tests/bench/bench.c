@@ -27,6 +27,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "benchutil.h"
 #include "arena.h"
 #include "datasets.h"
 #include "slimvec.h"
@@ -74,13 +75,6 @@ typedef struct results {
     size_t n_points;
 } results;
 
-static double now_seconds(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
 static void usage(FILE *out)
 {
     fprintf(out,
@@ -101,32 +95,6 @@ static void usage(FILE *out)
             BENCH_K, BENCH_K);
 }
 
-static int parse_u64(const char *opt, const char *s, uint64_t min, uint64_t max, uint64_t *out)
-{
-    char *end = NULL;
-    errno = 0;
-    if (s[0] == '-' || s[0] == '\0')
-        goto bad;
-    unsigned long long v = strtoull(s, &end, 10);
-    if (errno != 0 || *end != '\0' || v < min || v > max)
-        goto bad;
-    *out = v;
-    return 0;
-bad:
-    fprintf(stderr, "slimvec-bench: %s: '%s' is not a whole number in %llu..%llu\n", opt, s,
-            (unsigned long long)min, (unsigned long long)max);
-    return -1;
-}
-
-static int parse_u32(const char *opt, const char *s, uint32_t min, uint32_t max, uint32_t *out)
-{
-    uint64_t v = 0;
-    if (parse_u64(opt, s, min, max, &v) != 0)
-        return -1;
-    *out = (uint32_t)v;
-    return 0;
-}
-
 /* "10,20,40" -> lists; values below k are dropped since the engine raises
  * them to k anyway and they would duplicate the k point. */
 static int parse_lists(const char *s, options *o)
@@ -141,7 +109,7 @@ static int parse_lists(const char *s, options *o)
     char *save = NULL;
     for (char *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
         uint32_t v = 0;
-        if (parse_u32("--search-lists", tok, 1, 1u << 20, &v) != 0)
+        if (bu_parse_u32("slimvec-bench", "--search-lists", tok, 1, 1u << 20, &v) != 0)
             return -1;
         if (v < BENCH_K) {
             fprintf(stderr, "slimvec-bench: note: search list %u < k=%d dropped\n", v, BENCH_K);
@@ -214,11 +182,11 @@ static int parse_args(int argc, char **argv, options *o)
                 return -1;
             }
         } else if (strcmp(arg, "--R") == 0) {
-            if (parse_u32(arg, v, 1, SV_R_MAX, &o->R) != 0)
+            if (bu_parse_u32("slimvec-bench", arg, v, 1, SV_R_MAX, &o->R) != 0)
                 return -1;
             o->has_R = true;
         } else if (strcmp(arg, "--L") == 0) {
-            if (parse_u32(arg, v, 1, 1u << 20, &o->L) != 0)
+            if (bu_parse_u32("slimvec-bench", arg, v, 1, 1u << 20, &o->L) != 0)
                 return -1;
             o->has_L = true;
         } else if (strcmp(arg, "--alpha") == 0) {
@@ -231,10 +199,10 @@ static int parse_args(int argc, char **argv, options *o)
             }
             o->has_alpha = true;
         } else if (strcmp(arg, "--threads") == 0) {
-            if (parse_u32(arg, v, 0, 1024, &o->threads) != 0)
+            if (bu_parse_u32("slimvec-bench", arg, v, 0, 1024, &o->threads) != 0)
                 return -1;
         } else if (strcmp(arg, "--seed") == 0) {
-            if (parse_u64(arg, v, 0, UINT64_MAX, &o->seed) != 0)
+            if (bu_parse_u64("slimvec-bench", arg, v, 0, UINT64_MAX, &o->seed) != 0)
                 return -1;
             o->has_seed = true;
         } else if (strcmp(arg, "--search-lists") == 0) {
@@ -310,23 +278,6 @@ static size_t arena_active_bytes(sv_arena *arena)
     if (mallctl(name, &pages, &len, NULL, 0) != 0)
         return 0;
     return pages * (size_t)sysconf(_SC_PAGESIZE);
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-/* Nearest-rank percentile of a sorted array. */
-static double percentile(const double *sorted, size_t n, double p)
-{
-    size_t rank = (size_t)ceil(p * (double)n);
-    if (rank < 1)
-        rank = 1;
-    if (rank > n)
-        rank = n;
-    return sorted[rank - 1];
 }
 
 /* A hit id is the decimal of an assigned id, which for a fresh collection
@@ -405,11 +356,11 @@ static int load_inputs(options *o, ds_files *files, ds_fmatrix *base, ds_fmatrix
         printf("computing exact %s ground truth (%zu x %zu, top %u)...\n", ds_metric_name(o->metric),
                query->rows, base->rows, k);
         fflush(stdout);
-        double t0 = now_seconds();
+        double t0 = bu_now_seconds();
         if (ds_ground_truth(base->data, base->rows, query->data, query->rows, base->dim, o->metric,
                             k, o->threads, gt->data, err) != 0)
             goto fail;
-        printf("ground truth: %.1f s\n", now_seconds() - t0);
+        printf("ground truth: %.1f s\n", bu_now_seconds() - t0);
         if (o->gt_out) {
             if (ds_write_ivecs(o->gt_out, gt->data, gt->rows, gt->dim, err) != 0)
                 goto fail;
@@ -443,7 +394,7 @@ static int build(sv_collection **out, const sv_params *params, sv_arena *arena,
     res->arena_before = sv_arena_allocated(arena);
     res->active_before = arena_active_bytes(arena);
 
-    double t0 = now_seconds();
+    double t0 = bu_now_seconds();
     if (sv_collection_create(params, &c, &err) != SV_OK) {
         fprintf(stderr, "slimvec-bench: sv_collection_create: %s: %s\n", sv_status_name(err.code),
                 err.message);
@@ -458,13 +409,13 @@ static int build(sv_collection **out, const sv_params *params, sv_arena *arena,
             goto cleanup;
         }
     }
-    double t1 = now_seconds();
+    double t1 = bu_now_seconds();
     if (sv_collection_flush(c, &err) != SV_OK) {
         fprintf(stderr, "slimvec-bench: sv_collection_flush: %s: %s\n", sv_status_name(err.code),
                 err.message);
         goto cleanup;
     }
-    double t2 = now_seconds();
+    double t2 = bu_now_seconds();
 
     res->add_seconds = t1 - t0;
     res->flush_seconds = t2 - t1;
@@ -561,12 +512,12 @@ static int sweep_point(sv_collection *c, const ds_fmatrix *base, const ds_fmatri
         sum += (double)match / BENCH_K;
     }
 
-    qsort(lat, query->rows, sizeof *lat, cmp_double);
+    qsort(lat, query->rows, sizeof *lat, bu_cmp_double);
     pt->search_list = search_list;
     pt->recall = sum / (double)query->rows;
     pt->qps = total_us > 0 ? (double)query->rows * 1e6 / total_us : 0.0;
-    pt->p50_us = percentile(lat, query->rows, 0.50);
-    pt->p99_us = percentile(lat, query->rows, 0.99);
+    pt->p50_us = bu_percentile(lat, query->rows, 0.50);
+    pt->p99_us = bu_percentile(lat, query->rows, 0.99);
     return 0;
 
 search_failed:
@@ -592,34 +543,6 @@ static void print_breakdown(const results *r)
     printf("  sum     %8.1f B   (arena measured: %.1f B)\n", (double)est / n, r->bpv_arena);
 }
 
-/* JSON string with the escapes JSON requires. */
-static void json_str(FILE *f, const char *s)
-{
-    if (!s) {
-        fputs("null", f);
-        return;
-    }
-    fputc('"', f);
-    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-        if (*p == '"' || *p == '\\')
-            fprintf(f, "\\%c", *p);
-        else if (*p < 0x20)
-            fprintf(f, "\\u%04x", *p);
-        else
-            fputc(*p, f);
-    }
-    fputc('"', f);
-}
-
-/* JSON has no NaN or infinity. */
-static void json_num(FILE *f, double v)
-{
-    if (isfinite(v))
-        fprintf(f, "%.10g", v);
-    else
-        fputs("null", f);
-}
-
 static int write_json(const char *path, const options *o, const sv_params *p, const results *r)
 {
     FILE *f = fopen(path, "w");
@@ -629,13 +552,13 @@ static int write_json(const char *path, const options *o, const sv_params *p, co
     }
     const sv_stats *s = &r->stats;
     fputs("{\n  \"engine\": \"slimvec\",\n  \"dataset\": ", f);
-    json_str(f, o->dataset);
+    bu_json_str(f, o->dataset);
     fputs(",\n  \"files\": {\"base\": ", f);
-    json_str(f, o->base);
+    bu_json_str(f, o->base);
     fputs(", \"query\": ", f);
-    json_str(f, o->query);
+    bu_json_str(f, o->query);
     fputs(", \"gt\": ", f);
-    json_str(f, o->gt);
+    bu_json_str(f, o->gt);
     fprintf(f, "},\n  \"metric\": \"%s\",\n  \"storage\": \"%s\",\n", ds_metric_name(o->metric),
             o->storage == SV_STORAGE_INT8 ? "int8" : "f32");
     /* alpha is a float: %g keeps 1.2 from printing as 1.200000048. */
@@ -644,28 +567,28 @@ static int write_json(const char *path, const options *o, const sv_params *p, co
             (unsigned long long)p->seed, p->threads, sysconf(_SC_NPROCESSORS_ONLN), BENCH_K);
     fprintf(f, "  \"n\": %zu,\n  \"dim\": %u,\n  \"n_queries\": %zu,\n", r->n, r->dim, r->nq);
     fputs("  \"add_seconds\": ", f);
-    json_num(f, r->add_seconds);
+    bu_json_num(f, r->add_seconds);
     fputs(",\n  \"flush_seconds\": ", f);
-    json_num(f, r->flush_seconds);
+    bu_json_num(f, r->flush_seconds);
     fputs(",\n  \"build_seconds\": ", f);
-    json_num(f, r->build_seconds);
+    bu_json_num(f, r->build_seconds);
     fputs(",\n  \"insert_rate\": ", f);
-    json_num(f, r->insert_rate);
+    bu_json_num(f, r->insert_rate);
     fprintf(f, ",\n  \"arena_bytes\": %lld,\n  \"rss_bytes_delta\": %lld,\n",
             (long long)r->arena_after - (long long)r->arena_before,
             (long long)r->rss_after - (long long)r->rss_before);
     fputs("  \"bytes_per_vector_arena\": ", f);
-    json_num(f, r->bpv_arena);
+    bu_json_num(f, r->bpv_arena);
     fputs(",\n  \"bytes_per_vector_arena_active\": ", f);
-    json_num(f, r->bpv_arena_active);
+    bu_json_num(f, r->bpv_arena_active);
     fputs(",\n  \"bytes_per_vector_rss\": ", f);
-    json_num(f, r->bpv_rss);
+    bu_json_num(f, r->bpv_rss);
     fputs(",\n  \"bytes_per_vector_rss_unpurged\": ", f);
-    json_num(f, r->bpv_rss_raw);
+    bu_json_num(f, r->bpv_rss_raw);
     fputs(",\n  \"avg_degree\": ", f);
-    json_num(f, s->avg_degree);
+    bu_json_num(f, s->avg_degree);
     fputs(",\n  \"avg_edge_slots\": ", f);
-    json_num(f, s->avg_edge_slots);
+    bu_json_num(f, s->avg_edge_slots);
     fprintf(f, ",\n  \"max_degree\": %u,\n", s->max_degree);
     fprintf(f,
             "  \"est_bytes\": {\"vectors\": %llu, \"edges\": %llu, \"idmap\": %llu, \"buffer\": %llu, \"other\": %llu},\n",
@@ -673,20 +596,20 @@ static int write_json(const char *path, const options *o, const sv_params *p, co
             (unsigned long long)s->est_bytes_idmap, (unsigned long long)s->est_bytes_buffer,
             (unsigned long long)s->est_bytes_other);
     fprintf(f, "  \"validate\": {\"ok\": %s, \"seconds\": ", r->validate_ok ? "true" : "false");
-    json_num(f, r->validate_seconds);
+    bu_json_num(f, r->validate_seconds);
     fputs(", \"message\": ", f);
-    json_str(f, r->validate_ok ? NULL : r->validate_message);
+    bu_json_str(f, r->validate_ok ? NULL : r->validate_message);
     fputs("},\n  \"points\": [", f);
     for (size_t i = 0; i < r->n_points; i++) {
         const point *pt = &r->points[i];
         fprintf(f, "%s\n    {\"search_list\": %u, \"recall_at_10\": ", i ? "," : "", pt->search_list);
-        json_num(f, pt->recall);
+        bu_json_num(f, pt->recall);
         fputs(", \"qps\": ", f);
-        json_num(f, pt->qps);
+        bu_json_num(f, pt->qps);
         fputs(", \"p50_us\": ", f);
-        json_num(f, pt->p50_us);
+        bu_json_num(f, pt->p50_us);
         fputs(", \"p99_us\": ", f);
-        json_num(f, pt->p99_us);
+        bu_json_num(f, pt->p99_us);
         fputc('}', f);
     }
     fputs("\n  ]\n}\n", f);
@@ -769,9 +692,9 @@ int main(int argc, char **argv)
         printf("WARNING: expected %zu live and indexed vectors\n", base.rows);
 
     sv_error verr = {0};
-    double tv = now_seconds();
+    double tv = bu_now_seconds();
     res->validate_ok = sv_collection_validate(c, &verr) == SV_OK;
-    res->validate_seconds = now_seconds() - tv;
+    res->validate_seconds = bu_now_seconds() - tv;
     if (res->validate_ok) {
         printf("validate: ok (%.2f s)\n", res->validate_seconds);
     } else {

@@ -46,6 +46,7 @@
 #include <unistd.h>
 #include <dirent.h>
 
+#include "benchutil.h"
 #include "arena.h"
 #include "durable.h"
 #include "slimvec.h"
@@ -106,32 +107,6 @@ static void usage(FILE *out)
             PB_K, PB_SEARCH_LIST);
 }
 
-static int parse_u64(const char *opt, const char *s, uint64_t min, uint64_t max, uint64_t *out)
-{
-    char *end = NULL;
-    errno = 0;
-    if (s[0] == '-' || s[0] == '\0')
-        goto bad;
-    unsigned long long v = strtoull(s, &end, 10);
-    if (errno != 0 || *end != '\0' || v < min || v > max)
-        goto bad;
-    *out = v;
-    return 0;
-bad:
-    fprintf(stderr, "persist-bench: %s: '%s' is not a whole number in %llu..%llu\n", opt, s,
-            (unsigned long long)min, (unsigned long long)max);
-    return -1;
-}
-
-static int parse_u32(const char *opt, const char *s, uint32_t min, uint32_t max, uint32_t *out)
-{
-    uint64_t v = 0;
-    if (parse_u64(opt, s, min, max, &v) != 0)
-        return -1;
-    *out = (uint32_t)v;
-    return 0;
-}
-
 /* Returns 0 to run, 1 to exit 0 (--help), -1 on a usage error. */
 static int parse_args(int argc, char **argv, options *o)
 {
@@ -175,27 +150,27 @@ static int parse_args(int argc, char **argv, options *o)
         const char *v = argv[++i];
         int rc = 0;
         if (strcmp(a, "--n") == 0)
-            rc = parse_u64(a, v, 1, 1ull << 32, &o->n);
+            rc = bu_parse_u64("persist-bench", a, v, 1, 1ull << 32, &o->n);
         else if (strcmp(a, "--dim") == 0)
-            rc = parse_u32(a, v, 1, SV_DIM_MAX, &o->dim);
+            rc = bu_parse_u32("persist-bench", a, v, 1, SV_DIM_MAX, &o->dim);
         else if (strcmp(a, "--batch") == 0)
-            rc = parse_u32(a, v, 1, 1u << 20, &o->batch);
+            rc = bu_parse_u32("persist-bench", a, v, 1, 1u << 20, &o->batch);
         else if (strcmp(a, "--clients") == 0)
-            rc = parse_u32(a, v, 1, 256, &o->clients);
+            rc = bu_parse_u32("persist-bench", a, v, 1, 256, &o->clients);
         else if (strcmp(a, "--repeat") == 0)
-            rc = parse_u32(a, v, 1, PB_MAX_REPEAT, &o->repeat);
+            rc = bu_parse_u32("persist-bench", a, v, 1, PB_MAX_REPEAT, &o->repeat);
         else if (strcmp(a, "--interval-ms") == 0)
-            rc = parse_u32(a, v, 1, 60000, &o->interval_ms);
+            rc = bu_parse_u32("persist-bench", a, v, 1, 60000, &o->interval_ms);
         else if (strcmp(a, "--threads") == 0)
-            rc = parse_u32(a, v, 0, 1024, &o->threads);
+            rc = bu_parse_u32("persist-bench", a, v, 0, 1024, &o->threads);
         else if (strcmp(a, "--seed") == 0)
-            rc = parse_u64(a, v, 0, UINT64_MAX, &o->seed);
+            rc = bu_parse_u64("persist-bench", a, v, 0, UINT64_MAX, &o->seed);
         else if (strcmp(a, "--restart-n") == 0)
-            rc = parse_u64(a, v, PB_K, 1ull << 32, &o->restart_n);
+            rc = bu_parse_u64("persist-bench", a, v, PB_K, 1ull << 32, &o->restart_n);
         else if (strcmp(a, "--restart-batch") == 0)
-            rc = parse_u32(a, v, 1, 1u << 20, &o->restart_batch);
+            rc = bu_parse_u32("persist-bench", a, v, 1, 1u << 20, &o->restart_batch);
         else if (strcmp(a, "--queries") == 0)
-            rc = parse_u32(a, v, 1, 1u << 20, &o->queries);
+            rc = bu_parse_u32("persist-bench", a, v, 1, 1u << 20, &o->queries);
         else if (strcmp(a, "--dir") == 0)
             o->dir = v;
         else if (strcmp(a, "--json") == 0)
@@ -219,13 +194,6 @@ static int parse_args(int argc, char **argv, options *o)
 }
 
 /* ---- helpers -------------------------------------------------------------- */
-
-static double now_seconds(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
 
 /* splitmix64 and Box-Muller: reproducible standard-normal floats. */
 typedef struct rng {
@@ -265,25 +233,6 @@ static void fill_normal(rng *r, float *out, size_t count)
 {
     for (size_t i = 0; i < count; i++)
         out[i] = (float)normal(r);
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-/* Nearest-rank percentile of a sorted array. */
-static double percentile(const double *sorted, size_t n, double p)
-{
-    if (n == 0)
-        return NAN;
-    size_t rank = (size_t)ceil(p * (double)n);
-    if (rank < 1)
-        rank = 1;
-    if (rank > n)
-        rank = n;
-    return sorted[rank - 1];
 }
 
 static int rm_entry(const char *path, const struct stat *sb, int type, struct FTW *ftw)
@@ -410,33 +359,6 @@ static const char *drop_cache(const char *dir)
     return ok ? "fadvise" : "none";
 }
 
-/* JSON has no NaN or infinity. */
-static void json_num(FILE *f, double v)
-{
-    if (isfinite(v))
-        fprintf(f, "%.10g", v);
-    else
-        fputs("null", f);
-}
-
-static void json_str(FILE *f, const char *s)
-{
-    if (!s) {
-        fputs("null", f);
-        return;
-    }
-    fputc('"', f);
-    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-        if (*p == '"' || *p == '\\')
-            fprintf(f, "\\%c", *p);
-        else if (*p < 0x20)
-            fprintf(f, "\\u%04x", *p);
-        else
-            fputc(*p, f);
-    }
-    fputc('"', f);
-}
-
 static void print_err(const char *what, const sv_error *err)
 {
     fprintf(stderr, "persist-bench: %s: %s: %s\n", what, sv_status_name(err->code), err->message);
@@ -485,9 +407,9 @@ static void *ingest_thread(void *arg)
         uint64_t first = (uint64_t)b * j->batch;
         size_t cnt = j->n - first < j->batch ? (size_t)(j->n - first) : j->batch;
         const float *rows = j->data + first * j->dim;
-        double t0 = now_seconds();
+        double t0 = bu_now_seconds();
         sv_status st = sv_durable_add(j->d, rows, cnt, j->dim, NULL, NULL, &j->err);
-        j->lat[b] = now_seconds() - t0;
+        j->lat[b] = bu_now_seconds() - t0;
         if (st != SV_OK) {
             j->st = st;
             break;
@@ -549,11 +471,11 @@ static int ingest_run(const options *o, int mode, const float *data, const char 
         }
         started++;
     }
-    double t0 = now_seconds();
+    double t0 = bu_now_seconds();
     pthread_barrier_wait(&start);
     for (uint32_t t = 0; t < started; t++)
         pthread_join(tids[t], NULL);
-    double t1 = now_seconds();
+    double t1 = bu_now_seconds();
     pthread_barrier_destroy(&start);
     for (uint32_t t = 0; t < o->clients; t++) {
         if (jobs[t].st != SV_OK) {
@@ -565,7 +487,7 @@ static int ingest_run(const options *o, int mode, const float *data, const char 
         print_err("sv_durable_flush", &err);
         goto out;
     }
-    double t2 = now_seconds();
+    double t2 = bu_now_seconds();
 
     r->add_seconds = t1 - t0;
     r->flush_seconds = t2 - t1;
@@ -574,11 +496,11 @@ static int ingest_run(const options *o, int mode, const float *data, const char 
     double sum = 0;
     for (size_t i = 0; i < n_batches; i++)
         sum += lat[i];
-    qsort(lat, n_batches, sizeof *lat, cmp_double);
+    qsort(lat, n_batches, sizeof *lat, bu_cmp_double);
     r->mean_ms = sum / (double)n_batches * 1e3;
-    r->p50_ms = percentile(lat, n_batches, 0.50) * 1e3;
-    r->p90_ms = percentile(lat, n_batches, 0.90) * 1e3;
-    r->p99_ms = percentile(lat, n_batches, 0.99) * 1e3;
+    r->p50_ms = bu_percentile(lat, n_batches, 0.50) * 1e3;
+    r->p90_ms = bu_percentile(lat, n_batches, 0.90) * 1e3;
+    r->p99_ms = bu_percentile(lat, n_batches, 0.99) * 1e3;
     r->max_ms = lat[n_batches - 1] * 1e3;
 
     sv_durable_stats ds;
@@ -735,7 +657,7 @@ static int search_all(sv_collection *c, const float *queries, uint32_t nq, uint3
                       sv_hit *hits, size_t *counts, double *seconds)
 {
     sv_error err = {0};
-    double t0 = now_seconds();
+    double t0 = bu_now_seconds();
     for (uint32_t q = 0; q < nq; q++) {
         if (sv_collection_search(c, queries + (size_t)q * dim, dim, PB_K, PB_SEARCH_LIST,
                                  hits + (size_t)q * PB_K, &counts[q], &err) != SV_OK) {
@@ -743,7 +665,7 @@ static int search_all(sv_collection *c, const float *queries, uint32_t nq, uint3
             return -1;
         }
     }
-    *seconds = now_seconds() - t0;
+    *seconds = bu_now_seconds() - t0;
     return 0;
 }
 
@@ -777,10 +699,10 @@ static int timed_open(const options *o, const char *coll_dir, sv_arena *arena, s
 {
     sv_error err = {0};
     sv_durable_options dopt = {.sync_interval_ms = 0, .snapshot_log_bytes = 0};
-    double t0 = now_seconds();
+    double t0 = bu_now_seconds();
     sv_status st = sv_durable_open(coll_dir, sv_arena_allocator(arena), o->threads, &dopt, d, rec,
                                    &err);
-    *wall = now_seconds() - t0;
+    *wall = bu_now_seconds() - t0;
     if (st != SV_OK) {
         print_err("sv_durable_open", &err);
         return -1;
@@ -832,7 +754,7 @@ static int run_restart(const options *o, restart_result *r)
 
     /* Build. */
     rng br = {.s = o->seed + 1};
-    double t0 = now_seconds(), last = t0;
+    double t0 = bu_now_seconds(), last = t0;
     for (uint64_t done = 0; done < o->restart_n;) {
         size_t cnt = o->restart_n - done < o->restart_batch ? (size_t)(o->restart_n - done)
                                                             : o->restart_batch;
@@ -842,7 +764,7 @@ static int run_restart(const options *o, restart_result *r)
             goto out;
         }
         done += cnt;
-        double t = now_seconds();
+        double t = bu_now_seconds();
         if (t - last >= 10.0 || done == o->restart_n) {
             fprintf(stderr, "persist-bench: restart build %llu/%llu vectors, %.0f s, %.0f vectors/s\n",
                     (unsigned long long)done, (unsigned long long)o->restart_n, t - t0,
@@ -854,7 +776,7 @@ static int run_restart(const options *o, restart_result *r)
         print_err("sv_durable_flush", &err);
         goto out;
     }
-    r->build_seconds = now_seconds() - t0;
+    r->build_seconds = bu_now_seconds() - t0;
     r->build_rate = (double)o->restart_n / r->build_seconds;
     sv_durable_stats ds;
     sv_durable_get_stats(d, &ds);
@@ -862,12 +784,12 @@ static int run_restart(const options *o, restart_result *r)
     r->build_log_bytes = ds.log_bytes_total;
     fprintf(stderr, "persist-bench: built in %.1f s; taking the snapshot\n", r->build_seconds);
 
-    double ts = now_seconds();
+    double ts = bu_now_seconds();
     if (sv_durable_snapshot(d, &r->snap, &err) != SV_OK) {
         print_err("sv_durable_snapshot", &err);
         goto out;
     }
-    r->snap_wall = now_seconds() - ts;
+    r->snap_wall = bu_now_seconds() - ts;
     r->snap_file_bytes = dir_bytes(coll_dir, "snap-");
     mem_measure(arena, sv_durable_collection(d), &r->before);
 
@@ -895,9 +817,9 @@ static int run_restart(const options *o, restart_result *r)
     r->mismatched_queries = compare_hits(ref, ref_n, got, got_n, nq, 1);
     r->identical = r->mismatched_queries == 0;
     sv_error verr = {0};
-    double tv = now_seconds();
+    double tv = bu_now_seconds();
     r->validate_ok = sv_collection_validate(sv_durable_collection(d), &verr) == SV_OK;
-    r->validate_seconds = now_seconds() - tv;
+    r->validate_seconds = bu_now_seconds() - tv;
     if (!r->validate_ok)
         snprintf(r->validate_msg, sizeof r->validate_msg, "%s: %s", sv_status_name(verr.code),
                  verr.message);
@@ -992,29 +914,29 @@ static void print_restart(const options *o, const restart_result *r)
 static void json_run(FILE *f, const run_result *r)
 {
     fputs("{\"vectors_per_second\": ", f);
-    json_num(f, r->rate);
+    bu_json_num(f, r->rate);
     fputs(", \"seconds\": ", f);
-    json_num(f, r->seconds);
+    bu_json_num(f, r->seconds);
     fputs(", \"add_seconds\": ", f);
-    json_num(f, r->add_seconds);
+    bu_json_num(f, r->add_seconds);
     fputs(", \"flush_seconds\": ", f);
-    json_num(f, r->flush_seconds);
+    bu_json_num(f, r->flush_seconds);
     fputs(", \"add_latency_ms\": {\"p50\": ", f);
-    json_num(f, r->p50_ms);
+    bu_json_num(f, r->p50_ms);
     fputs(", \"p90\": ", f);
-    json_num(f, r->p90_ms);
+    bu_json_num(f, r->p90_ms);
     fputs(", \"p99\": ", f);
-    json_num(f, r->p99_ms);
+    bu_json_num(f, r->p99_ms);
     fputs(", \"max\": ", f);
-    json_num(f, r->max_ms);
+    bu_json_num(f, r->max_ms);
     fputs(", \"mean\": ", f);
-    json_num(f, r->mean_ms);
+    bu_json_num(f, r->mean_ms);
     fprintf(f, "}, \"log_bytes\": %llu, \"fsyncs\": %llu, \"fsync_seconds\": ",
             (unsigned long long)r->log_bytes, (unsigned long long)r->syncs);
-    json_num(f, r->sync_seconds);
+    bu_json_num(f, r->sync_seconds);
     fprintf(f, ", \"dir_bytes\": %llu, \"live\": %llu, \"bytes_per_vector_arena\": ",
             (unsigned long long)r->dir_bytes, (unsigned long long)r->live);
-    json_num(f, r->bpv_arena);
+    bu_json_num(f, r->bpv_arena);
     fputc('}', f);
 }
 
@@ -1023,32 +945,32 @@ static void json_mem(FILE *f, const mem_view *m)
     const sv_stats *s = &m->stats;
     fprintf(f, "{\"arena_bytes\": %zu, \"live\": %llu, \"indexed\": %llu, \"bytes_per_vector\": ",
             m->arena_bytes, (unsigned long long)m->live, (unsigned long long)s->indexed);
-    json_num(f, m->bpv);
+    bu_json_num(f, m->bpv);
     fprintf(f,
             ", \"est_bytes\": {\"vectors\": %llu, \"edges\": %llu, \"idmap\": %llu, \"buffer\": %llu, \"other\": %llu}, \"avg_degree\": ",
             (unsigned long long)s->est_bytes_vectors, (unsigned long long)s->est_bytes_edges,
             (unsigned long long)s->est_bytes_idmap, (unsigned long long)s->est_bytes_buffer,
             (unsigned long long)s->est_bytes_other);
-    json_num(f, s->avg_degree);
+    bu_json_num(f, s->avg_degree);
     fputs(", \"avg_edge_slots\": ", f);
-    json_num(f, s->avg_edge_slots);
+    bu_json_num(f, s->avg_edge_slots);
     fputc('}', f);
 }
 
 static void json_recovery(FILE *f, const sv_recovery *rec, double wall, double mbps)
 {
     fprintf(f, "{\"seconds\": ");
-    json_num(f, rec->seconds);
+    bu_json_num(f, rec->seconds);
     fputs(", \"snapshot_seconds\": ", f);
-    json_num(f, rec->snapshot_seconds);
+    bu_json_num(f, rec->snapshot_seconds);
     fprintf(f, ", \"replayed\": %llu, \"snapshot_lsn\": %llu, \"last_lsn\": %llu, \"torn_bytes\": %llu, \"wall_seconds\": ",
             (unsigned long long)rec->replayed, (unsigned long long)rec->snapshot_lsn,
             (unsigned long long)rec->last_lsn, (unsigned long long)rec->torn_bytes);
-    json_num(f, wall);
+    bu_json_num(f, wall);
     fputs(", \"load_mb_per_second\": ", f);
-    json_num(f, mbps);
+    bu_json_num(f, mbps);
     fputs(", \"note\": ", f);
-    json_str(f, rec->note);
+    bu_json_str(f, rec->note);
     fputc('}', f);
 }
 
@@ -1073,16 +995,16 @@ static int write_json(const options *o, const mode_result *modes, const restart_
             fprintf(f, "%s\n      \"%s\": {\"median\": ", m ? "," : "", MODE_NAMES[m]);
             json_run(f, r);
             fputs(",\n        \"ratio_to_memory\": ", f);
-            json_num(f, base > 0 ? r->rate / base : NAN);
+            bu_json_num(f, base > 0 ? r->rate / base : NAN);
             fputs(", \"rate_min\": ", f);
-            json_num(f, mr->rate_min);
+            bu_json_num(f, mr->rate_min);
             fputs(", \"rate_max\": ", f);
-            json_num(f, mr->rate_max);
+            bu_json_num(f, mr->rate_max);
             fputs(", \"rates\": [", f);
             for (uint32_t i = 0; i < mr->n_runs; i++) {
                 if (i)
                     fputs(", ", f);
-                json_num(f, mr->runs[i].rate);
+                bu_json_num(f, mr->runs[i].rate);
             }
             fputs("]}", f);
         }
@@ -1091,21 +1013,21 @@ static int write_json(const options *o, const mode_result *modes, const restart_
     if (rr) {
         fprintf(f, ",\n  \"restart\": {\n    \"n\": %llu, \"build_batch\": %u, \"build_seconds\": ",
                 (unsigned long long)rr->n, o->restart_batch);
-        json_num(f, rr->build_seconds);
+        bu_json_num(f, rr->build_seconds);
         fputs(", \"build_vectors_per_second\": ", f);
-        json_num(f, rr->build_rate);
+        bu_json_num(f, rr->build_rate);
         fprintf(f, ", \"build_fsyncs\": %llu, \"build_log_bytes\": %llu,\n",
                 (unsigned long long)rr->build_syncs, (unsigned long long)rr->build_log_bytes);
         fprintf(f, "    \"snapshot\": {\"bytes\": %llu, \"file_bytes\": %llu, \"lsn\": %llu, \"seconds\": ",
                 (unsigned long long)rr->snap.bytes, (unsigned long long)rr->snap_file_bytes,
                 (unsigned long long)rr->snap.lsn);
-        json_num(f, rr->snap.seconds);
+        bu_json_num(f, rr->snap.seconds);
         fputs(", \"stall_seconds\": ", f);
-        json_num(f, rr->snap.stall_seconds);
+        bu_json_num(f, rr->snap.stall_seconds);
         fputs(", \"call_seconds\": ", f);
-        json_num(f, rr->snap_wall);
+        bu_json_num(f, rr->snap_wall);
         fputs("},\n    \"cache_drop\": ", f);
-        json_str(f, rr->cache_method);
+        bu_json_str(f, rr->cache_method);
         fprintf(f, ", \"resident_bytes_before_open\": %llu, \"dir_bytes\": %llu,\n    \"cold\": ",
                 (unsigned long long)rr->resident_before, (unsigned long long)rr->resident_total);
         json_recovery(f, &rr->cold, rr->cold_wall, rr->load_mbps_cold);
@@ -1116,15 +1038,15 @@ static int write_json(const options *o, const mode_result *modes, const restart_
         fputs(",\n    \"memory_after\": ", f);
         json_mem(f, &rr->after);
         fputs(",\n    \"bytes_per_vector_ratio\": ", f);
-        json_num(f, rr->before.bpv > 0 ? rr->after.bpv / rr->before.bpv : NAN);
+        bu_json_num(f, rr->before.bpv > 0 ? rr->after.bpv / rr->before.bpv : NAN);
         fprintf(f, ",\n    \"searches\": {\"queries\": %llu, \"k\": %d, \"search_list\": %d, \"identical\": %s, \"mismatched\": %llu, \"identical_warm\": %s, \"mismatched_warm\": %llu},\n",
                 (unsigned long long)rr->queries, PB_K, PB_SEARCH_LIST,
                 rr->identical ? "true" : "false", (unsigned long long)rr->mismatched_queries,
                 rr->identical_warm ? "true" : "false", (unsigned long long)rr->mismatched_warm);
         fprintf(f, "    \"validate\": {\"ok\": %s, \"seconds\": ", rr->validate_ok ? "true" : "false");
-        json_num(f, rr->validate_seconds);
+        bu_json_num(f, rr->validate_seconds);
         fputs(", \"message\": ", f);
-        json_str(f, rr->validate_ok ? NULL : rr->validate_msg);
+        bu_json_str(f, rr->validate_ok ? NULL : rr->validate_msg);
         fputs("}\n  }", f);
     }
     fputs("\n}\n", f);

@@ -1,0 +1,29 @@
+/* Small helpers the benchmark programs share: option numbers, time,
+ * percentiles and JSON output. */
+#ifndef SV_BENCHUTIL_H
+#define SV_BENCHUTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+/* A whole number in [min, max]; on error prints "prog: opt: ..." and
+ * returns -1. */
+int bu_parse_u64(const char *prog, const char *opt, const char *s, uint64_t min, uint64_t max,
+                 uint64_t *out);
+int bu_parse_u32(const char *prog, const char *opt, const char *s, uint32_t min, uint32_t max,
+                 uint32_t *out);
+
+double bu_now_seconds(void); /* monotonic */
+
+/* qsort comparator for doubles, and the nearest-rank percentile (0..1) of
+ * a sorted array (NAN when empty). */
+int bu_cmp_double(const void *a, const void *b);
+double bu_percentile(const double *sorted, size_t n, double p);
+
+/* JSON values: a number (null when not finite: JSON has no NaN or
+ * infinity) and an escaped string (null for NULL). */
+void bu_json_num(FILE *f, double v);
+void bu_json_str(FILE *f, const char *s);
+
+#endif
