@@ -833,9 +833,15 @@ cleanup:
     return st;
 }
 
-sv_status sv_collection_flush_hooked(sv_collection *c, const sv_flush_hooks *h, sv_error *err)
+sv_status sv_collection_flush_hooked(sv_collection *c, const sv_flush_hooks *h, int wait,
+                                     sv_error *err)
 {
-    pthread_mutex_lock(&c->maint);
+    if (!wait) {
+        if (pthread_mutex_trylock(&c->maint) != 0)
+            return sv_ok(err);
+    } else {
+        pthread_mutex_lock(&c->maint);
+    }
     sv_status st = flush_locked(c, h, err);
     pthread_mutex_unlock(&c->maint);
     return st;
@@ -874,13 +880,16 @@ void sv_collection_set_id_counter(sv_collection *c, uint64_t counter)
 sv_status sv_collection_check_ids(sv_collection *c, const char *const *ids, size_t n, sv_error *err)
 {
     sv_status st = SV_OK;
-    pthread_rwlock_rdlock(&c->lock);
+    pthread_rwlock_wrlock(&c->lock);
     for (size_t i = 0; i < n && st == SV_OK; i++) {
         uint32_t slot;
         if (!find_id(c, ids[i], &slot))
             st = sv_fail(err, SV_ERR_NOT_FOUND, "id \"%.*s\" (item %zu) not found", SV_ID_MAX,
-                      ids[i] ? ids[i] : "", i);
+                         ids[i] ? ids[i] : "", i);
     }
+    /* The delete that follows then finds the free list's room reserved. */
+    if (st == SV_OK && reserve_free_list(c, n) != SV_OK)
+        st = sv_fail(err, SV_ERR_RESOURCE, "out of memory deleting %zu ids", n);
     pthread_rwlock_unlock(&c->lock);
     return st == SV_OK ? sv_ok(err) : st;
 }

@@ -59,7 +59,11 @@ typedef struct sv_flush_hooks {
     void (*after)(void *ctx);
     void *ctx;
 } sv_flush_hooks;
-sv_status sv_collection_flush_hooked(sv_collection *c, const sv_flush_hooks *h, sv_error *err);
+sv_status sv_collection_flush_hooked(sv_collection *c, const sv_flush_hooks *h, int wait,
+                                     sv_error *err);
+/* (wait 0: return at once, nothing done, if a flush, consolidation or
+ * snapshot holds the maintenance lock; the next add over the threshold
+ * tries again.) */
 
 /* Adds stop flushing on their own (durable.c flushes and logs first). */
 void sv_collection_set_manual_flush(sv_collection *c, int on);
@@ -75,7 +79,8 @@ sv_status sv_collection_reserve_free(sv_collection *c, size_t n);
  * ADD so a replay hands out the same numbers. */
 uint64_t sv_collection_id_counter(sv_collection *c);
 void sv_collection_set_id_counter(sv_collection *c, uint64_t counter);
-/* SV_OK when every id is live, else SV_ERR_NOT_FOUND as delete says it. */
+/* SV_OK when every id is live (else SV_ERR_NOT_FOUND as delete says it),
+ * with room reserved so that deleting them cannot run out of memory. */
 sv_status sv_collection_check_ids(sv_collection *c, const char *const *ids, size_t n, sv_error *err);
 /* Buffered (unflushed) live vectors. */
 uint64_t sv_collection_buffered(sv_collection *c);

@@ -35,10 +35,12 @@ struct sv_durable {
     pthread_mutex_t flush_lock;
     pthread_mutex_t snap_lock;
     pthread_mutex_t stats_lock;
-    uint64_t old_log_bytes;    /* log replayed at open, not yet in a snapshot */
+    uint64_t old_log_bytes;    /* log in no snapshot yet: replayed at open, or sealed by a failed snapshot */
     int mean_unlogged;         /* trained, but the TRAIN record is not durable */
     int dropped;               /* directory removed: no more writes (order + snap_lock) */
     uint64_t flush_lsn;        /* the running flush's marker (flush_lock) */
+    uint64_t rotated_bytes;    /* log sealed by the running snapshot's rotation */
+    int broken;                /* memory and log may disagree: refuse writes (order) */
     uint64_t snapshots;
     sv_snapshot_info last;
 };
@@ -192,16 +194,21 @@ sv_status sv_durable_create(const char *dir, const sv_params *p, const sv_durabl
                                            : sv_fail(err, SV_ERR_IO, "%s: %s", dir, strerror(e));
         goto fail_out;
     }
+    /* From here a failure must take the directory away again, or the
+     * collection would come back at the next start. */
     if (sv_fsync_dir(parent) != 0) {
         st = sv_fail(err, SV_ERR_IO, "%s: %s", parent, strerror(errno));
+        sv_durable_remove_dir(dir, NULL);
         goto fail_out;
     }
     sv_durable *d = sv_durable_wrap(dir, c, o);
     if (!d) {
         st = sv_fail(err, SV_ERR_RESOURCE, "out of memory creating the collection");
+        sv_durable_remove_dir(dir, NULL);
         goto fail_out;
     }
     if ((st = sv_wal_start(dir, 1, o->sync_interval_ms, &d->wal, err)) != SV_OK) {
+        sv_durable_remove_dir(dir, NULL);
         sv_durable_free(d);
         return st;
     }
@@ -224,11 +231,22 @@ const char *sv_durable_dir(const sv_durable *d)
 
 /* ---- writes -------------------------------------------------------------- */
 
-/* Undo an applied batch whose log append failed: delete its ids. */
+static sv_status refuse(const sv_durable *d, sv_error *err)
+{
+    if (d->dropped)
+        return sv_fail(err, SV_ERR_NOT_FOUND, "the collection was dropped");
+    return sv_fail(err, SV_ERR_IO,
+                   "an earlier write could not be undone after a log failure; restart the server");
+}
+
+/* Undo an applied batch whose log append failed: delete its ids. If even
+ * that fails (out of memory), memory holds a batch the log does not: no
+ * further write may be acknowledged until a restart rebuilds from the log. */
 static void undo_add(sv_durable *d, const char *const *ids, const uint64_t *assigned, size_t n)
 {
     char (*num)[24] = malloc(n * sizeof *num);
     const char **names = malloc(n * sizeof *names);
+    d->broken = !num || !names;
     if (num && names) {
         for (size_t i = 0; i < n; i++) {
             if (ids && ids[i] && ids[i][0]) {
@@ -238,13 +256,16 @@ static void undo_add(sv_durable *d, const char *const *ids, const uint64_t *assi
                 names[i] = num[i];
             }
         }
-        sv_collection_delete(d->c, names, n, NULL);
+        d->broken = sv_collection_delete(d->c, names, n, NULL) != SV_OK;
     }
+    if (d->broken)
+        fprintf(stderr, "slimvec: %s: a batch whose log write failed could not be undone; "
+                        "refusing writes until a restart\n", d->dir);
     free(num);
     free(names);
 }
 
-static sv_status flush_now(sv_durable *d, sv_error *err);
+static sv_status flush_now(sv_durable *d, int wait, sv_error *err);
 
 static void maybe_flush(sv_durable *d)
 {
@@ -254,7 +275,7 @@ static void maybe_flush(sv_durable *d)
     /* Like the engine's own auto-flush: whoever crosses the threshold
      * flushes, unless a flush is running (the next add retries). */
     if (pthread_mutex_trylock(&d->flush_lock) == 0) {
-        flush_now(d, NULL);
+        flush_now(d, 0, NULL);
         pthread_mutex_unlock(&d->flush_lock);
     }
 }
@@ -274,8 +295,8 @@ sv_status sv_durable_add(sv_durable *d, const float *vectors, size_t n, uint32_t
     uint64_t lsn = 0;
     pthread_mutex_lock(&d->order);
     uint64_t counter = sv_collection_id_counter(d->c);
-    sv_status st = d->dropped ? sv_fail(err, SV_ERR_NOT_FOUND, "the collection was dropped")
-                              : sv_collection_add(d->c, vectors, n, dim, ids, got, err);
+    sv_status st = d->dropped || d->broken ? refuse(d, err)
+                                           : sv_collection_add(d->c, vectors, n, dim, ids, got, err);
     if (st == SV_OK) {
         if (sv_logrec_add_ids(ids, got, n, dim, counter, &head, &head_len) != SV_OK) {
             st = sv_fail(err, SV_ERR_RESOURCE, "out of memory logging %zu vectors", n);
@@ -312,16 +333,20 @@ sv_status sv_durable_delete(sv_durable *d, const char *const *ids, size_t n, sv_
     /* Checked, logged, then applied, all in one turn of the order lock: a
      * delete cannot be undone, so it is logged only once it will apply. */
     pthread_mutex_lock(&d->order);
-    sv_status st = d->dropped ? sv_fail(err, SV_ERR_NOT_FOUND, "the collection was dropped")
-                              : sv_collection_check_ids(d->c, ids, n, err);
+    sv_status st = d->dropped || d->broken ? refuse(d, err) : sv_collection_check_ids(d->c, ids, n, err);
     if (st == SV_OK && sv_logrec_delete(ids, n, &rec, &rec_len) != SV_OK)
         st = sv_fail(err, SV_ERR_RESOURCE, "out of memory logging %zu deletes", n);
     if (st == SV_OK) {
         struct iovec part = {rec, rec_len};
         st = sv_wal_append(d->wal, SV_WAL_DELETE, &part, 1, &lsn, err);
     }
-    if (st == SV_OK)
-        st = sv_collection_delete(d->c, ids, n, err);
+    if (st == SV_OK && (st = sv_collection_delete(d->c, ids, n, err)) != SV_OK) {
+        /* Logged but not applied (the room was reserved, so this is not
+         * expected): a replay would delete what memory still holds. */
+        d->broken = 1;
+        fprintf(stderr, "slimvec: %s: a logged delete failed to apply (%s); refusing writes until a restart\n",
+                d->dir, err ? err->message : "");
+    }
     pthread_mutex_unlock(&d->order);
     free(rec);
     if (st == SV_OK)
@@ -360,8 +385,9 @@ static void flush_after(void *ctx)
     pthread_mutex_unlock(&((sv_durable *)ctx)->order);
 }
 
-/* With flush_lock held. */
-static sv_status flush_now(sv_durable *d, sv_error *err)
+/* With flush_lock held. wait 0: give up at once if a snapshot or another
+ * maintenance step is running (an add must not wait for a snapshot). */
+static sv_status flush_now(sv_durable *d, int wait, sv_error *err)
 {
     if (!d->dir)
         return sv_collection_flush(d->c, err);
@@ -381,7 +407,7 @@ static sv_status flush_now(sv_durable *d, sv_error *err)
         return st;
     sv_flush_hooks hooks = {flush_before, flush_taking, flush_after, d};
     d->flush_lsn = 0;
-    st = sv_collection_flush_hooked(d->c, &hooks, err);
+    st = sv_collection_flush_hooked(d->c, &hooks, wait, err);
     /* The marker needs no fsync of its own for safety (it changes no data),
      * but one makes a crash right after a flush replay it too. */
     if (d->flush_lsn) {
@@ -409,7 +435,7 @@ sv_status sv_durable_attach_log(sv_durable *d, sv_wal *w, uint64_t old_log_bytes
 sv_status sv_durable_flush(sv_durable *d, sv_error *err)
 {
     pthread_mutex_lock(&d->flush_lock);
-    sv_status st = flush_now(d, err);
+    sv_status st = flush_now(d, 1, err);
     pthread_mutex_unlock(&d->flush_lock);
     return st;
 }
@@ -420,7 +446,12 @@ static sv_status quiesce(void *ctx, uint64_t *lsn, sv_error *err)
 {
     sv_durable *d = ctx;
     pthread_mutex_lock(&d->order);
+    sv_wal_stats ws;
+    sv_wal_get_stats(d->wal, &ws);
+    d->rotated_bytes = ws.bytes;
     sv_status st = sv_wal_rotate(d->wal, lsn, err);
+    if (st != SV_OK)
+        d->rotated_bytes = 0;
     if (st != SV_OK)
         pthread_mutex_unlock(&d->order);
     return st;
@@ -488,6 +519,12 @@ sv_status sv_durable_snapshot(sv_durable *d, sv_snapshot_info *info, sv_error *e
     info->seconds += sv_now_seconds() - t0;
     if (st != SV_OK) {
         unlink(tmp);
+        /* The rotation sealed log that no snapshot holds yet: keep
+         * counting it towards the next one. */
+        pthread_mutex_lock(&d->stats_lock);
+        d->old_log_bytes += d->rotated_bytes;
+        pthread_mutex_unlock(&d->stats_lock);
+        d->rotated_bytes = 0;
         goto out;
     }
     remove_replaced(d->dir, info->lsn);
@@ -537,8 +574,8 @@ sv_status sv_durable_drop(sv_durable *d, sv_error *err)
      * it, and no write may be logged after the directory goes. */
     pthread_mutex_lock(&d->snap_lock);
     pthread_mutex_lock(&d->order);
-    d->dropped = 1;
     sv_status st = sv_durable_remove_dir(d->dir, err);
+    d->dropped = st == SV_OK;
     pthread_mutex_unlock(&d->order);
     pthread_mutex_unlock(&d->snap_lock);
     return st;

@@ -4,6 +4,7 @@
  */
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -392,7 +393,8 @@ sv_status sv_durable_open(const char *dir, const sv_allocator *a, uint32_t threa
             sv_map m;
             uint64_t lsn = 0;
             if (sv_map_file(path, &m) != 0) {
-                snprintf(serr.message, sizeof serr.message, "%s", strerror(errno));
+                st = sv_fail(err, SV_ERR_IO, "%s: %s", s->name, strerror(errno));
+                goto cleanup;
             } else {
                 sv_status ls = sv_snapshot_load(m.data, m.len, &p, &c, &lsn, &serr);
                 sv_unmap(&m);
@@ -405,6 +407,15 @@ sv_status sv_durable_open(const char *dir, const sv_allocator *a, uint32_t threa
                     c = NULL;
                     snprintf(serr.message, sizeof serr.message, "offset 16: holds LSN %" PRIu64, lsn);
                 }
+            }
+            /* An older snapshot stands in for a damaged newer one only when
+             * the log still holds everything up to the newer one's LSN. */
+            if (c && i > 0 && end < l.snaps[0].lsn) {
+                sv_collection_free(c);
+                c = NULL;
+                snprintf(serr.message, sizeof serr.message,
+                         "loads, but the log ends at LSN %" PRIu64 ", before the newer snapshot's %" PRIu64,
+                         end, l.snaps[0].lsn);
             }
             if (c) {
                 base = s->lsn;
@@ -419,6 +430,12 @@ sv_status sv_durable_open(const char *dir, const sv_allocator *a, uint32_t threa
             snprintf(first_err, sizeof first_err, "%s: %.200s", s->name, serr.message);
     }
     if (!c) {
+        if (l.n_snaps && end < l.snaps[0].lsn) {
+            /* Without a snapshot the log alone must hold every LSN up to
+             * the newest snapshot's, or acknowledged data would be lost. */
+            st = sv_fail(err, SV_ERR_CORRUPT, "%s", first_err);
+            goto cleanup;
+        }
         if (!log_continues(&l, 0, why, sizeof why)) {
             if (first_err[0])
                 st = sv_fail(err, SV_ERR_CORRUPT, "%s", first_err);
@@ -441,10 +458,14 @@ sv_status sv_durable_open(const char *dir, const sv_allocator *a, uint32_t threa
     if (l.n_segs && l.segs[l.n_segs - 1].torn) {
         segment *s = &l.segs[l.n_segs - 1];
         snprintf(path, sizeof path, "%s/%s", dir, s->name);
-        if (truncate(path, (off_t)s->good_end) != 0) {
-            st = sv_fail(err, SV_ERR_IO, "%s: truncate: %s", path, strerror(errno));
+        int fd = open(path, O_WRONLY | O_CLOEXEC);
+        if (fd < 0 || ftruncate(fd, (off_t)s->good_end) != 0 || fsync(fd) != 0) {
+            st = sv_fail(err, SV_ERR_IO, "%s: cutting the torn record: %s", path, strerror(errno));
+            if (fd >= 0)
+                close(fd);
             goto cleanup;
         }
+        close(fd);
         rec->torn_bytes = s->size - s->good_end;
         note(rec, "cut a torn record of %zu bytes at offset %zu of %s", s->size - s->good_end,
              s->good_end, s->name);

@@ -39,14 +39,6 @@ static uint32_t record_crc(uint32_t len, const uint8_t *rest, size_t rest_len)
     return sv_crc32c(crc, rest, rest_len);
 }
 
-static int all_zero(const uint8_t *p, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        if (p[i])
-            return 0;
-    return 1;
-}
-
 /* ---- reading ------------------------------------------------------------- */
 
 /*
@@ -54,19 +46,25 @@ static int all_zero(const uint8_t *p, size_t n)
  * Appends are sequential, so a crash tears only the final record: when an
  * intact later record exists, the bad one is damage (say a flipped length
  * bit), not a torn tail, and cutting there would drop acknowledged data.
- * Only offsets holding a plausible LSN pay for a checksum.
+ * The search is bounded: only the next few LSNs count, and at most
+ * LATER_CHECKS offsets that hold one pay for a checksum (the bytes are
+ * partly a client's vectors, which could be made to look like headers).
  */
+#define LATER_LSNS 64u
+#define LATER_CHECKS 4096u
 static size_t later_record(const uint8_t *data, size_t len, size_t from, uint64_t last_lsn)
 {
-    for (size_t off = from; off + SV_WAL_REC_HEADER <= len; off++) {
+    unsigned checks = 0;
+    for (size_t off = from; off + SV_WAL_REC_HEADER <= len && checks < LATER_CHECKS; off++) {
         uint64_t lsn;
         memcpy(&lsn, data + off + 8, 8);
-        if (lsn <= last_lsn || lsn - last_lsn > (len - from) / SV_WAL_REC_HEADER + 1)
+        if (lsn <= last_lsn || lsn - last_lsn > LATER_LSNS)
             continue;
         uint32_t plen;
         memcpy(&plen, data + off, 4);
         if (plen > len - off - SV_WAL_REC_HEADER)
             continue;
+        checks++;
         uint32_t crc, c2 = sv_crc32c(0, &plen, 4);
         memcpy(&crc, data + off + 4, 4);
         if (crc == sv_crc32c(c2, data + off + 8, 12 + (size_t)plen))
@@ -111,24 +109,17 @@ sv_status sv_wal_parse(const uint8_t *data, size_t len, sv_wal_visit visit, void
                 bad = 1;
         }
         if (bad) {
-            /* A torn tail: the record runs past the end of the file, or it
-             * and everything after it is zero (the file grew, the data did
-             * not land). Anything else is damage to acknowledged data. */
-            int past_end = left < SV_WAL_REC_HEADER ||
-                           (rd32(r) <= SV_WAL_MAX_PAYLOAD &&
-                            (size_t)rd32(r) > left - SV_WAL_REC_HEADER);
-            size_t later = past_end ? later_record(data, len, off + 1, out->last_lsn) : 0;
+            /* A bad record with no intact record after it is the torn
+             * tail of a crash during an append (never acknowledged: the
+             * acknowledgement waits for the fsync). One with an intact
+             * record after it is damage to acknowledged data. */
+            size_t later = later_record(data, len, off + 1, out->last_lsn);
             if (later)
                 return sv_fail(err, SV_ERR_CORRUPT,
                                "offset %zu: damaged record (LSN %" PRIu64 " expected; an intact record follows at offset %zu)",
                                off, out->last_lsn + 1, later);
-            if (past_end || all_zero(r, left)) {
-                out->torn = 1;
-                return SV_OK;
-            }
-            return sv_fail(err, SV_ERR_CORRUPT,
-                        "offset %zu: record checksum mismatch (LSN %" PRIu64 " expected)", off,
-                        out->last_lsn + 1);
+            out->torn = 1;
+            return SV_OK;
         }
         uint64_t lsn = rd64(r + 8);
         uint32_t type = rd32(r + 16);
@@ -347,11 +338,11 @@ sv_status sv_wal_append(sv_wal *w, uint32_t type, const struct iovec *parts, int
     /* pwrite at the known end; a failed or short write is cut off again so
      * the segment never holds a half record followed by good ones. */
     uint64_t at = w->size;
-    int rc = pwrite(w->fd, h, sizeof h, (off_t)at) == (ssize_t)sizeof h ? 0 : -1;
-    uint64_t pos = at + sizeof h;
-    for (int i = 0; rc == 0 && i < n_parts; i++) {
-        const uint8_t *p = parts[i].iov_base;
-        size_t left = parts[i].iov_len;
+    int rc = 0;
+    uint64_t pos = at;
+    for (int i = -1; rc == 0 && i < n_parts; i++) {
+        const uint8_t *p = i < 0 ? h : parts[i].iov_base;
+        size_t left = i < 0 ? sizeof h : parts[i].iov_len;
         while (left > 0) {
             ssize_t n = pwrite(w->fd, p, left, (off_t)pos);
             if (n < 0 && errno == EINTR)
@@ -369,8 +360,13 @@ sv_status sv_wal_append(sv_wal *w, uint32_t type, const struct iovec *parts, int
     }
     if (rc != 0) {
         int e = errno;
+        /* Out of space: cut the partial record off and go on (the caller
+         * undoes the batch). Anything else, or a failed cut: the file's
+         * state is unknown, stop using this log. */
         if (ftruncate(w->fd, (off_t)at) != 0)
-            w->failed_errno = errno; /* cannot cut it off: stop using this log */
+            w->failed_errno = errno;
+        else if (e != ENOSPC && e != EDQUOT && e != EFBIG)
+            w->failed_errno = e;
         pthread_mutex_unlock(&w->lock);
         return sv_fail(err, SV_ERR_IO, "write-ahead log append: %s", strerror(e));
     }
@@ -405,10 +401,14 @@ sv_status sv_wal_sync(sv_wal *w, uint64_t lsn, sv_error *err)
 sv_status sv_wal_rotate(sv_wal *w, uint64_t *last_lsn, sv_error *err)
 {
     pthread_mutex_lock(&w->lock);
-    while (w->syncing)
-        pthread_cond_wait(&w->synced_cv, &w->lock);
-    if (!w->failed_errno && w->appended_lsn > w->synced_lsn)
-        sync_now(w);
+    /* Everything appended to this segment must be synced before it is
+     * sealed: a sync drops the lock, and an append may land meanwhile. */
+    while (!w->failed_errno && (w->syncing || w->appended_lsn > w->synced_lsn)) {
+        if (w->syncing)
+            pthread_cond_wait(&w->synced_cv, &w->lock);
+        else
+            sync_now(w);
+    }
     if (w->failed_errno) {
         sv_status st = poisoned(w, err);
         pthread_mutex_unlock(&w->lock);

@@ -10,9 +10,10 @@
  *
  * A record's crc is the CRC32C of its len, lsn, type and payload (all but the
  * crc field). LSNs count up by one across segments. A segment is written
- * only at its end; the newest one may end in a torn record (a crash during
- * an append): its bytes run past the end of the file, or everything from
- * the bad record to the end is zero. Any other bad record is corruption.
+ * only at its end, so a crash can tear only its final record: a bad record
+ * with no intact record after it is a torn tail (never acknowledged, since
+ * acknowledgements wait for the fsync). A bad record followed by an intact
+ * one is corruption.
  *
  * Appends are serialised inside; sv_wal_sync implements group commit: one
  * fdatasync covers every record appended before it started, and callers

@@ -236,8 +236,10 @@ static void h_drop(void *appv, const ProtobufCMessage *m, svd_reply *r)
 {
     svd_app *app = appv;
     const Slimvec__V1__DropCollectionRequest *req = (const void *)m;
-    if (svd_registry_drop(app->registry, req->name) != 0) {
-        svd_reply_error(r, GRPC_STATUS_NOT_FOUND, "collection \"%.64s\" not found", req->name);
+    sv_error err;
+    sv_status st = svd_registry_drop(app->registry, req->name ? req->name : "", &err);
+    if (st != SV_OK) {
+        svd_reply_error(r, code_of(st), "%s", err.message);
         return;
     }
     static Slimvec__V1__DropCollectionResponse resp = SLIMVEC__V1__DROP_COLLECTION_RESPONSE__INIT;

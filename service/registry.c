@@ -16,7 +16,14 @@
 
 #define PATH_CAP 4200
 
+/*
+ * Two locks: `mu` guards the table and is held only for lookups and edits
+ * of it, so no RPC ever waits behind disk work; `dir_lock` serialises
+ * creates and drops (which make and remove directories, fsync, and wait
+ * for a running snapshot of the collection). Order: dir_lock -> mu.
+ */
 struct svd_registry {
+    pthread_mutex_t dir_lock;
     pthread_mutex_t mu;
     svd_coll **items;   /* sorted by name */
     size_t n, cap;
@@ -37,6 +44,7 @@ svd_registry *svd_registry_create(const char *data_dir, const sv_durable_options
         return NULL;
     }
     pthread_mutex_init(&r->mu, NULL);
+    pthread_mutex_init(&r->dir_lock, NULL);
     r->lock_fd = -1;
     if (o)
         r->opts = *o;
@@ -66,6 +74,7 @@ void svd_registry_free(svd_registry *r)
     if (r->lock_fd >= 0)
         close(r->lock_fd);
     free(r->data_dir);
+    pthread_mutex_destroy(&r->dir_lock);
     pthread_mutex_destroy(&r->mu);
     free(r);
 }
@@ -156,11 +165,12 @@ sv_status svd_registry_create_collection(svd_registry *r, const char *name, sv_p
     char path[PATH_CAP];
     if (r->data_dir)
         coll_path(r, name, path, sizeof path);
-    /* The registry's lock is held across the create so two creates of one
-     * name cannot race for its directory. */
+    pthread_mutex_lock(&r->dir_lock);
     pthread_mutex_lock(&r->mu);
+    long at = find(r, name);
+    pthread_mutex_unlock(&r->mu);
     sv_status st = SV_OK;
-    if (find(r, name) >= 0) {
+    if (at >= 0) {
         err->code = st = SV_ERR_ALREADY_EXISTS;
         snprintf(err->message, sizeof err->message, "collection \"%s\" already exists", name);
     } else {
@@ -168,19 +178,23 @@ sv_status svd_registry_create_collection(svd_registry *r, const char *name, sv_p
     }
     if (st == SV_OK) {
         c->coll = sv_durable_collection(c->dur);
+        pthread_mutex_lock(&r->mu);
         st = insert(r, c, err);
+        pthread_mutex_unlock(&r->mu);
         if (st != SV_OK) {
             sv_error ignored;
             sv_durable_drop(c->dur, &ignored);
         }
     }
     if (st != SV_OK) {
-        pthread_mutex_unlock(&r->mu);
+        pthread_mutex_unlock(&r->dir_lock);
         coll_destroy(c);
         return st;
     }
+    pthread_mutex_lock(&r->mu);
     c->refs = 2; /* the registry's and the caller's */
     pthread_mutex_unlock(&r->mu);
+    pthread_mutex_unlock(&r->dir_lock);
     *out = c;
     return SV_OK;
 }
@@ -290,25 +304,35 @@ void svd_registry_put(svd_registry *r, svd_coll *c)
         coll_destroy(c);
 }
 
-int svd_registry_drop(svd_registry *r, const char *name)
+sv_status svd_registry_drop(svd_registry *r, const char *name, sv_error *err)
 {
+    pthread_mutex_lock(&r->dir_lock);
     pthread_mutex_lock(&r->mu);
     long at = find(r, name);
-    if (at < 0) {
-        pthread_mutex_unlock(&r->mu);
-        return -1;
-    }
-    svd_coll *c = r->items[at];
-    memmove(&r->items[at], &r->items[at + 1], (r->n - (size_t)at - 1) * sizeof *r->items);
-    r->n--;
-    /* Under the registry's lock: a create of the same name waits until the
-     * directory is gone. Calls still holding c see SV_ERR_NOT_FOUND. */
-    sv_error err;
-    if (sv_durable_drop(c->dur, &err) != SV_OK)
-        fprintf(stderr, "slimvecd: drop \"%s\": %s\n", c->name, err.message);
+    svd_coll *c = at >= 0 ? r->items[at] : NULL;
+    if (c)
+        c->refs++;
     pthread_mutex_unlock(&r->mu);
+    if (!c) {
+        pthread_mutex_unlock(&r->dir_lock);
+        err->code = SV_ERR_NOT_FOUND;
+        snprintf(err->message, sizeof err->message, "collection \"%s\" not found", name);
+        return SV_ERR_NOT_FOUND;
+    }
+    /* The directory goes first: if that fails the collection stays, and
+     * the client hears so. Calls still holding c get SV_ERR_NOT_FOUND. */
+    sv_status st = sv_durable_drop(c->dur, err);
+    if (st == SV_OK) {
+        pthread_mutex_lock(&r->mu);
+        at = find(r, name); /* still there: creates and drops hold dir_lock */
+        memmove(&r->items[at], &r->items[at + 1], (r->n - (size_t)at - 1) * sizeof *r->items);
+        r->n--;
+        pthread_mutex_unlock(&r->mu);
+        svd_registry_put(r, c); /* the table's reference */
+    }
+    pthread_mutex_unlock(&r->dir_lock);
     svd_registry_put(r, c);
-    return 0;
+    return st;
 }
 
 size_t svd_registry_list(svd_registry *r, svd_coll ***out)

@@ -48,8 +48,9 @@ sv_status svd_registry_create_collection(svd_registry *r, const char *name, sv_p
 /* A reference, or NULL when unknown. */
 svd_coll *svd_registry_get(svd_registry *r, const char *name);
 void svd_registry_put(svd_registry *r, svd_coll *c);
-/* 0 when dropped, -1 when unknown. */
-int svd_registry_drop(svd_registry *r, const char *name);
+/* Drop: its directory is removed first (SV_ERR_IO if that fails, and the
+ * collection stays); SV_ERR_NOT_FOUND when unknown. */
+sv_status svd_registry_drop(svd_registry *r, const char *name, sv_error *err);
 /* References to every collection, sorted by name (caller puts each and frees the array). */
 size_t svd_registry_list(svd_registry *r, svd_coll ***out);
 

@@ -449,12 +449,22 @@ START_TEST(test_wal_torn_tails)
     ck_assert_int_eq(sv_wal_parse(img, len, NULL, NULL, &scan, &err), SV_ERR_CORRUPT);
     snprintf(want, sizeof want, "offset %zu", off[1]);
     ck_assert_msg(strstr(err.message, want) != NULL, "%s", err.message);
-    /* A flipped byte in the last record (inside the file, not zero): corruption too. */
+    /* A bad last record with nothing intact after it (a power loss left
+     * stale bytes in its tail): a torn tail, however non-zero. */
     memcpy(img, b, len);
-    img[len - 2] ^= 0x40;
+    memset(img + len - 8, 0x5a, 8);
+    ck_assert_int_eq(sv_wal_parse(img, len, NULL, NULL, &scan, &err), SV_OK);
+    ck_assert_int_eq(scan.torn, 1);
+    ck_assert_uint_eq(scan.good_end, off[SEG_N - 1]);
+    ck_assert_uint_eq(scan.n_records, SEG_N - 1);
+    /* A flipped length bit in a middle record makes it claim to run past
+     * the end of the file; the intact records after it make it damage. */
+    memcpy(img, b, len);
+    img[off[2] + 2] ^= 0x10;
     ck_assert_int_eq(sv_wal_parse(img, len, NULL, NULL, &scan, &err), SV_ERR_CORRUPT);
-    snprintf(want, sizeof want, "offset %zu", off[SEG_N - 1]);
-    ck_assert_msg(strstr(err.message, want) != NULL, "%s", err.message);
+    snprintf(want, sizeof want, "offset %zu", off[2]);
+    ck_assert_msg(strstr(err.message, want) != NULL && strstr(err.message, "intact record follows"),
+                  "%s", err.message);
     /* A good checksum over a wrong LSN: corruption. */
     memcpy(img, b, len);
     uint64_t wrong = SEG_FIRST + 9;
@@ -1607,6 +1617,43 @@ START_TEST(test_open_missing_snapshot)
 }
 END_TEST
 
+/* A damaged snapshot with no log at all after it (a crash re-creating the
+ * empty newest segment left it header-less, and the next start removed
+ * it): the log cannot stand in for the snapshot, so the open must fail,
+ * never come up empty. */
+START_TEST(test_open_damaged_snapshot_without_log)
+{
+    char base[PATHN], dir[PATHN], snap[PATHN], seg[64], path[PATHN];
+    make_tmp(base);
+    pathf(dir, "%s/c", base);
+    snap_build(dir, snap);
+    /* a snapshot holding everything, and an empty newest segment */
+    sv_durable *d = NULL;
+    sv_recovery rec;
+    sv_error err;
+    ck_assert_msg(try_open(dir, &d, &rec, &err) == SV_OK, "%s", err.message);
+    sv_snapshot_info info;
+    ck_assert_msg(sv_durable_snapshot(d, &info, &err) == SV_OK, "%s", err.message);
+    sv_durable_free(d);
+    ck_assert(newest(dir, 1, seg, NULL));
+    pathf(snap, "%s/%s", dir, seg);
+    ck_assert(newest(dir, 0, seg, NULL));
+    pathf(path, "%s/%s", dir, seg);
+    ck_assert_int_eq(truncate(path, 0), 0);
+    FILE *f = fopen(snap, "r+b");
+    ck_assert_ptr_nonnull(f);
+    fseek(f, file_size(snap) / 2, SEEK_SET);
+    int ch = fgetc(f);
+    fseek(f, file_size(snap) / 2, SEEK_SET);
+    fputc(ch ^ 0x01, f);
+    fclose(f);
+    ck_assert_int_eq(try_open(dir, &d, &rec, &err), SV_ERR_CORRUPT);
+    ck_assert_ptr_null(d);
+    ck_assert_msg(strstr(err.message, "snap-") != NULL, "message: %s", err.message);
+    rm_rf(base);
+}
+END_TEST
+
 START_TEST(test_open_empty_dir)
 {
     char base[PATHN], dir[PATHN];
@@ -2078,6 +2125,7 @@ static Suite *suite(void)
     tcase_add_test(tc, test_snapshot_then_log);
     tcase_add_test(tc, test_open_torn_tail);
     tcase_add_test(tc, test_open_corrupt_record);
+    tcase_add_test(tc, test_open_damaged_snapshot_without_log);
     tcase_add_test(tc, test_open_empty_dir);
     tcase_add_test(tc, test_open_cleans_leftovers);
     tcase_add_test(tc, test_reopen_many_segments);
