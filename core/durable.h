@@ -10,7 +10,9 @@
  * a call that returned SV_OK is never lost. The log also records the
  * quantizer's mean before it first encodes anything and the point where
  * each flush takes the write buffer, so a replay rebuilds the same codes
- * and the same split between indexed and buffered vectors. A snapshot rotates the log,
+ * and the same split between indexed and buffered vectors (the graph's
+ * edges come from parallel inserts and can differ; exhaustive searches and
+ * every stored vector are the same). A snapshot rotates the log,
  * writes the collection to a temporary file, fsyncs and renames it, and
  * removes the log segments and snapshots it replaces.
  *

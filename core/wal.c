@@ -292,6 +292,9 @@ void sv_wal_close(sv_wal *w)
         pthread_cond_wait(&w->synced_cv, &w->lock);
     if (!w->failed_errno && w->appended_lsn > w->synced_lsn)
         sync_now(w);
+    if (w->failed_errno) /* with --sync-interval-ms, acknowledged writes may be lost */
+        fprintf(stderr, "slimvec: %s: the write-ahead log could not be synced: %s\n", w->dir,
+                strerror(w->failed_errno));
     pthread_mutex_unlock(&w->lock);
     close(w->fd);
     pthread_cond_destroy(&w->stop_cv);
