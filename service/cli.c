@@ -6,6 +6,7 @@
  *                   [--R N --L N --alpha F --seed N --flush-threshold N]
  *   slimvec stats   --collection C
  *   slimvec snapshot --collection C
+ *   slimvec health  [--service S]
  *   slimvec ingest  --collection C --file B.fvecs [--batch N] [--window N] [--flush]
  *   slimvec search  --collection C --query Q.fvecs --gt G.ivecs [--k N]
  *                   [--search-list L] [--window N] [--json OUT]
@@ -39,11 +40,14 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "health/v1/health.pb-c.h"
 #include "slimvec/v1/slimvec.pb-c.h"
 
 #define DEFAULT_ADDR "127.0.0.1:50051"
 #define MAX_MESSAGE (64 << 20)   /* matches the server's default --max-message */
 #define UNARY_TIMEOUT_S 600      /* Flush of a large buffer can take minutes */
+#define HEALTH_TIMEOUT_S 5       /* a probe must answer fast or count as down */
+static int unary_timeout_s = UNARY_TIMEOUT_S;
 #define METHOD(name) "/slimvec.v1.SlimVec/" name
 
 /* ---- small helpers ------------------------------------------------------ */
@@ -227,7 +231,7 @@ static int unary(grpc_channel *ch, const char *rpc, const char *path, const Prot
     grpc_status_code status = GRPC_STATUS_UNKNOWN;
     grpc_slice details = grpc_empty_slice();
     gpr_timespec deadline = gpr_time_add(gpr_now(GPR_CLOCK_REALTIME),
-                                         gpr_time_from_seconds(UNARY_TIMEOUT_S, GPR_TIMESPAN));
+                                         gpr_time_from_seconds(unary_timeout_s, GPR_TIMESPAN));
     grpc_slice method = grpc_slice_from_static_string(path);
     grpc_call *call = grpc_channel_create_call(ch, NULL, GRPC_PROPAGATE_DEFAULTS, cq, method, NULL,
                                                deadline, NULL);
@@ -460,6 +464,7 @@ static const char usage_text[] =
     "          [--R N] [--L N] [--alpha F] [--seed N] [--flush-threshold N]\n"
     "  stats   --collection C\n"
     "  snapshot --collection C   (write a snapshot now; needs a server with a data directory)\n"
+    "  health  [--service S]     grpc.health.v1 Check; exit 0 when SERVING (container probes)\n"
     "  ingest  --collection C --file B.fvecs [--batch N (1000)] [--window N (8)] [--flush]\n"
     "  search  --collection C --query Q.fvecs --gt G.ivecs [--k N (10)]\n"
     "          [--search-list L (0 = server default)] [--window N (8)] [--json OUT]\n"
@@ -468,7 +473,7 @@ static const char usage_text[] =
     "exit status: 0 ok, 1 RPC or I/O failure, 2 usage error\n";
 
 typedef struct opts {
-    const char *addr, *collection, *file, *query, *gt, *json;
+    const char *addr, *collection, *file, *query, *gt, *json, *service;
     const char *metric, *storage;
     unsigned long dim, R, L, seed, flush_threshold, batch, window, k, search_list;
     double alpha;
@@ -516,6 +521,7 @@ static void parse_opts(int argc, char **argv, opts *o)
         const char *v = argv[++i];
         if (!strcmp(f, "--addr")) o->addr = v;
         else if (!strcmp(f, "--collection")) o->collection = v;
+        else if (!strcmp(f, "--service")) o->service = v;
         else if (!strcmp(f, "--file")) o->file = v;
         else if (!strcmp(f, "--query")) o->query = v;
         else if (!strcmp(f, "--gt")) o->gt = v;
@@ -709,6 +715,25 @@ static int cmd_snapshot(grpc_channel *ch, const opts *o)
            o->collection, r->lsn, r->bytes, r->seconds, r->stall_seconds);
     protobuf_c_message_free_unpacked(resp, NULL);
     return 0;
+}
+
+/* grpc.health.v1 Check: exit 0 when SERVING (a container health check). */
+static int cmd_health(grpc_channel *ch, const opts *o)
+{
+    Grpc__Health__V1__HealthCheckRequest req = GRPC__HEALTH__V1__HEALTH_CHECK_REQUEST__INIT;
+    req.service = (char *)(o->service ? o->service : "");
+    ProtobufCMessage *resp = NULL;
+    unary_timeout_s = HEALTH_TIMEOUT_S;
+    if (unary(ch, "Health/Check", "/grpc.health.v1.Health/Check", &req.base,
+              &grpc__health__v1__health_check_response__descriptor, &resp) != 0)
+        return 1;
+    const Grpc__Health__V1__HealthCheckResponse *r = (const void *)resp;
+    int serving = r->status == GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING;
+    const ProtobufCEnumValue *ev = protobuf_c_enum_descriptor_get_value(
+        &grpc__health__v1__health_check_response__serving_status__descriptor, r->status);
+    printf("%s\n", ev ? ev->name : "UNKNOWN");
+    protobuf_c_message_free_unpacked(resp, NULL);
+    return serving ? 0 : 1;
 }
 
 /* ---- ingest --------------------------------------------------------------- */
@@ -1031,6 +1056,7 @@ int main(int argc, char **argv)
     if (!strcmp(cmd, "create")) run = cmd_create;
     else if (!strcmp(cmd, "stats")) run = cmd_stats;
     else if (!strcmp(cmd, "snapshot")) run = cmd_snapshot;
+    else if (!strcmp(cmd, "health")) run = cmd_health;
     else if (!strcmp(cmd, "ingest")) run = cmd_ingest;
     else if (!strcmp(cmd, "search")) run = cmd_search;
     else usage_error("unknown command %s", cmd);

@@ -27,6 +27,7 @@ typedef struct config {
     const char *metrics_listen;
     const char *data_dir;      /* NULL: in memory */
     sv_durable_options durable;
+    uint64_t memory_limit;     /* bytes, 0 = unknown */
     int threads;
     int max_message;
     double grace;
@@ -55,8 +56,11 @@ static void usage(FILE *f)
             "  --max-id-len N       longest id in bytes, <= 128 (SLIMVEC_MAX_ID_LEN, default 128)\n"
             "  --build-threads N    flush threads per collection, 0 = all cores (SLIMVEC_BUILD_THREADS, default 0)\n"
             "  --grace SECONDS      drain time at shutdown (SLIMVEC_GRACE, default 10)\n"
-            "  --memory-cap BYTES   refuse ingest (RESOURCE_EXHAUSTED) past this much jemalloc-allocated\n"
-            "                       memory; 0 = no cap (SLIMVEC_MEMORY_CAP, default 0)\n");
+            "  --memory-cap BYTES|N%%  refuse ingest (RESOURCE_EXHAUSTED) past this much jemalloc-allocated\n"
+            "                       memory; N%% of the memory limit; 0 = no cap (SLIMVEC_MEMORY_CAP, default 0)\n"
+            "  --memory-limit BYTES the memory the process may use (a container's limit; in Kubernetes set\n"
+            "                       SLIMVEC_MEMORY_LIMIT from limits.memory); 0 = read the cgroup's\n"
+            "                       memory.max (SLIMVEC_MEMORY_LIMIT, default 0)\n");
 }
 
 /* Parse a whole non-negative number in [lo, hi]. */
@@ -81,11 +85,67 @@ typedef struct option_def {
     const char **text;   /* strings */
 } option_def;
 
+/* The cgroup's memory limit in bytes (v2 memory.max, else v1), 0 when none. */
+static uint64_t cgroup_memory_limit(void)
+{
+    static const char *files[] = {"/sys/fs/cgroup/memory.max",
+                                  "/sys/fs/cgroup/memory/memory.limit_in_bytes"};
+    for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
+        FILE *f = fopen(files[i], "r");
+        if (!f)
+            continue;
+        char buf[64] = "";
+        char *got = fgets(buf, sizeof buf, f);
+        fclose(f);
+        if (!got || strncmp(buf, "max", 3) == 0)
+            return 0;
+        unsigned long long v = strtoull(buf, NULL, 10);
+        /* cgroup v1 says "no limit" with a number near 2^63. */
+        return v >= (1ull << 60) ? 0 : v;
+    }
+    return 0;
+}
+
+/*
+ * --memory-cap: bytes, or "N%" of the memory limit (--memory-limit, else
+ * the cgroup's). Tying the two keeps a container from being OOM-killed:
+ * ingest is refused first, and the rest is headroom for searches, request
+ * decoding, gRPC buffers and snapshots. A percentage with no limit known
+ * means no cap (said at start-up).
+ */
+static int memory_cap_of(const char *text, uint64_t limit, uint64_t *cap, int *from_limit)
+{
+    char *end = NULL;
+    errno = 0;
+    double v = strtod(text, &end);
+    *from_limit = 0;
+    if (errno || end == text || !(v >= 0)) {
+        fprintf(stderr, "slimvecd: --memory-cap: '%s' is not a byte count or a percentage\n", text);
+        return -1;
+    }
+    if (*end == '%' && end[1] == '\0') {
+        if (v > 100) {
+            fprintf(stderr, "slimvecd: --memory-cap: %s is over 100%%\n", text);
+            return -1;
+        }
+        *from_limit = 1;
+        *cap = (uint64_t)((double)limit * v / 100.0);
+        return 0;
+    }
+    if (*end || v > 1e18) {
+        fprintf(stderr, "slimvecd: --memory-cap: '%s' is not a byte count or a percentage\n", text);
+        return -1;
+    }
+    *cap = (uint64_t)v;
+    return 0;
+}
+
 static int load_config(config *cfg, int argc, char **argv)
 {
     double threads = 4, max_message = 64 << 20, max_dim = 4096, max_k = 1000, max_batch = 10000,
-           max_id = 128, build_threads = 0, grace = 10, memory_cap = 0, sync_ms = 0,
+           max_id = 128, build_threads = 0, grace = 10, memory_limit = 0, sync_ms = 0,
            snapshot_bytes = 128 << 20;
+    const char *memory_cap = "0";
     cfg->listen = "127.0.0.1:50051";
     cfg->data_dir = "slimvec-data";
     cfg->metrics_listen = "127.0.0.1:9464";
@@ -103,7 +163,8 @@ static int load_config(config *cfg, int argc, char **argv)
         {"--max-id-len", "SLIMVEC_MAX_ID_LEN", 1, SV_ID_MAX, &max_id, NULL},
         {"--build-threads", "SLIMVEC_BUILD_THREADS", 0, 64, &build_threads, NULL},
         {"--grace", "SLIMVEC_GRACE", 0, 3600, &grace, NULL},
-        {"--memory-cap", "SLIMVEC_MEMORY_CAP", 0, 1e15, &memory_cap, NULL},
+        {"--memory-cap", "SLIMVEC_MEMORY_CAP", 0, 0, NULL, &memory_cap},
+        {"--memory-limit", "SLIMVEC_MEMORY_LIMIT", 0, 1e18, &memory_limit, NULL},
     };
     size_t n_defs = sizeof defs / sizeof defs[0];
     for (size_t d = 0; d < n_defs; d++) {
@@ -141,11 +202,19 @@ static int load_config(config *cfg, int argc, char **argv)
         return -1;
     }
     cfg->durable = (sv_durable_options){(uint32_t)sync_ms, (uint64_t)snapshot_bytes};
+    cfg->memory_limit = memory_limit > 0 ? (uint64_t)memory_limit : cgroup_memory_limit();
+    uint64_t cap = 0;
+    int from_limit = 0;
+    if (memory_cap_of(memory_cap, cfg->memory_limit, &cap, &from_limit) != 0)
+        return -1;
+    if (from_limit && !cfg->memory_limit)
+        fprintf(stderr, "slimvecd: --memory-cap %s: no memory limit is known, so there is no cap\n",
+                memory_cap);
     cfg->threads = (int)threads;
     cfg->max_message = (int)max_message;
     cfg->grace = grace;
     cfg->limits = (svd_limits){(uint32_t)max_dim, (uint32_t)max_k, (uint32_t)max_batch,
-                               (uint32_t)max_id, (uint32_t)build_threads, (uint64_t)memory_cap};
+                               (uint32_t)max_id, (uint32_t)build_threads, cap};
     return 0;
 }
 
@@ -174,6 +243,9 @@ int main(int argc, char **argv)
         svd_registry_free(app.registry);
         return 1;
     }
+    if (cfg.limits.memory_cap)
+        fprintf(stderr, "slimvecd: memory cap %llu bytes (memory limit %llu)\n",
+                (unsigned long long)cfg.limits.memory_cap, (unsigned long long)cfg.memory_limit);
     fprintf(stderr, "slimvecd: data in %s (%s)\n", cfg.data_dir ? cfg.data_dir : ":memory:",
             !cfg.data_dir ? "nothing is kept on disk"
             : cfg.durable.sync_interval_ms ? "log fsynced on an interval"
@@ -183,8 +255,10 @@ int main(int argc, char **argv)
     const svd_method *methods = svd_methods(&n_methods);
     char err[256];
     svd_metrics *metrics = svd_metrics_create(methods, n_methods, app.registry, &app.serving);
-    if (metrics)
+    if (metrics) {
         svd_metrics_set_recovery(metrics, recovery_seconds);
+        svd_metrics_set_memory(metrics, cfg.memory_limit, cfg.limits.memory_cap);
+    }
     if (!metrics || svd_metrics_listen(metrics, cfg.metrics_listen, err, sizeof err) != 0) {
         fprintf(stderr, "slimvecd: %s\n", metrics ? err : "out of memory");
         svd_metrics_free(metrics);

@@ -36,7 +36,14 @@ struct svd_metrics {
     atomic_int *serving;
     struct MHD_Daemon *daemon;
     double recovery_seconds;            /* set once before listening */
+    uint64_t memory_limit, memory_cap;  /* likewise */
 };
+
+void svd_metrics_set_memory(svd_metrics *m, uint64_t limit, uint64_t cap)
+{
+    m->memory_limit = limit;
+    m->memory_cap = cap;
+}
 
 void svd_metrics_set_recovery(svd_metrics *m, double seconds)
 {
@@ -226,6 +233,11 @@ char *svd_metrics_render(svd_metrics *m, size_t *len)
         }
     }
     free(ds);
+    put(&t, "# HELP slimvec_memory_limit_bytes The memory limit the server was given or read from its cgroup (0: none).\n"
+            "# TYPE slimvec_memory_limit_bytes gauge\nslimvec_memory_limit_bytes %llu\n"
+            "# HELP slimvec_memory_cap_bytes jemalloc-allocated bytes past which ingest is refused (0: no cap).\n"
+            "# TYPE slimvec_memory_cap_bytes gauge\nslimvec_memory_cap_bytes %llu\n",
+        (unsigned long long)m->memory_limit, (unsigned long long)m->memory_cap);
     put(&t, "# HELP slimvec_recovery_seconds Time the last start spent opening collections (snapshot load and log replay).\n"
             "# TYPE slimvec_recovery_seconds gauge\nslimvec_recovery_seconds %.6f\n",
         m->recovery_seconds);

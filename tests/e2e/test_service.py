@@ -408,6 +408,10 @@ class CliTest(unittest.TestCase):
                 out = run("stats", *addr)
                 self.assertIn("3000", out)
                 self.assertRegex(out, r"log bytes\s+[1-9]")
+                self.assertEqual(run("health", "--addr", server.addr).strip(), "SERVING")
+                p = subprocess.run([cli, "health", "--addr", server.addr, "--service", "nope"],
+                                   capture_output=True, text=True, timeout=30)
+                self.assertEqual(p.returncode, 1, p.stdout + p.stderr)
                 out = run("snapshot", *addr)
                 m = re.search(r"LSN (\d+), (\d+) bytes", out)
                 self.assertTrue(m and int(m.group(1)) > 0 and int(m.group(2)) > 3000 * dim, out)
@@ -431,6 +435,26 @@ class CliTest(unittest.TestCase):
 
 
 class MemoryCapTest(unittest.TestCase):
+    def test_cap_as_a_share_of_the_memory_limit(self):
+        # As in Kubernetes: the limit from the downward API, the cap a share of it.
+        server = Server("--memory-limit", str(40 << 20), "--memory-cap", "40%")
+        try:
+            _, body = server.http("/metrics")
+            self.assertIn("slimvec_memory_limit_bytes %d" % (40 << 20), body)
+            self.assertIn("slimvec_memory_cap_bytes %d" % (16 << 20), body)
+            create(server.stub, "share", dim=128)
+            acks = ingest(server.stub, "share", [rows(1000, 128, 2)] * 100, dim=128)
+            refused = [a for a in acks if a.HasField("error")]
+            self.assertTrue(refused, "no batch was refused under 40% of 40 MiB")
+            self.assertIn("memory cap", refused[0].error.message)
+        finally:
+            self.assertEqual(server.stop(), 0)
+        for bad in ("150%", "80x", "-1"):
+            p = subprocess.run([SLIMVECD, "--memory-cap", bad, "--data-dir", ":memory:"],
+                               capture_output=True, text=True, timeout=20)
+            self.assertEqual(p.returncode, 2, bad)
+            self.assertIn("--memory-cap", p.stderr)
+
     def test_ingest_refused_past_the_cap(self):
         server = Server("--memory-cap", str(16 << 20))
         try:
