@@ -42,6 +42,7 @@
 
 #include "health/v1/health.pb-c.h"
 #include "slimvec/v1/slimvec.pb-c.h"
+#include "vecfile.h"
 
 #define DEFAULT_ADDR "127.0.0.1:50051"
 #define MAX_MESSAGE (64 << 20)   /* matches the server's default --max-message */
@@ -98,66 +99,16 @@ static const char *storage_name(Slimvec__V1__Storage s)
 
 /* ---- .fvecs / .ivecs ---------------------------------------------------- */
 
-/*
- * Reads a TEXMEX file (records of int32 d + d 4-byte values; float and
- * int32 have the same size, so one reader serves both). Written here
- * rather than linking tests/bench/datasets.c, which would drag zlib in.
- */
-static int read_vecs(const char *path, void **data, size_t *rows, uint32_t *dim)
+/* A TEXMEX file through vecfile.c (shared with slimvec-bench, fuzzed by
+ * tests/fuzz/fuzz_vecfile.c); prints its error. Returns 0 or -1. */
+static int read_vecs(const char *path, svf_kind kind, svf_matrix *out)
 {
-    int rc = -1;
-    unsigned char *buf = NULL;
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        fprintf(stderr, "slimvec: %s: %s\n", path, strerror(errno));
+    svf_error err;
+    if (svf_read_file(path, kind, out, &err) != SVF_OK) {
+        fprintf(stderr, "slimvec: %s\n", err.message);
         return -1;
     }
-    int32_t d = 0;
-    if (fseek(f, 0, SEEK_END) != 0)
-        goto io_error;
-    long size = ftell(f);
-    if (size < 0 || fseek(f, 0, SEEK_SET) != 0)
-        goto io_error;
-    if (size == 0 || fread(&d, 4, 1, f) != 1 || d <= 0 || d > (1 << 20)) {
-        fprintf(stderr, "slimvec: %s: not a vecs file (bad first dimension)\n", path);
-        goto cleanup;
-    }
-    size_t rec = 4 + 4 * (size_t)d;
-    if ((size_t)size % rec != 0) {
-        fprintf(stderr, "slimvec: %s: size %ld is not a multiple of the record size %zu\n", path,
-                size, rec);
-        goto cleanup;
-    }
-    size_t n = (size_t)size / rec;
-    buf = malloc(n * (size_t)d * 4);
-    if (!buf) {
-        fprintf(stderr, "slimvec: %s: out of memory\n", path);
-        goto cleanup;
-    }
-    rewind(f);
-    for (size_t i = 0; i < n; i++) {
-        int32_t di;
-        if (fread(&di, 4, 1, f) != 1 || fread(buf + i * (size_t)d * 4, 4, (size_t)d, f) != (size_t)d)
-            goto io_error;
-        if (di != d) {
-            fprintf(stderr, "slimvec: %s: record %zu has dimension %d, expected %d\n", path, i,
-                    di, d);
-            goto cleanup;
-        }
-    }
-    *data = buf;
-    buf = NULL;
-    *rows = n;
-    *dim = (uint32_t)d;
-    rc = 0;
-    goto cleanup;
-io_error:
-    fprintf(stderr, "slimvec: %s: read error%s%s\n", path, errno ? ": " : "",
-            errno ? strerror(errno) : "");
-cleanup:
-    free(buf);
-    fclose(f);
-    return rc;
+    return 0;
 }
 
 /* ---- gRPC plumbing ------------------------------------------------------- */
@@ -824,10 +775,12 @@ static int cmd_ingest(grpc_channel *ch, const opts *o)
     require(o->collection, "--collection");
     require(o->file, "--file");
     int rc = 1;
-    void *data = NULL;
+    svf_matrix file = {0};
     ingest_ctx c = {0};
-    if (read_vecs(o->file, &data, &c.rows, &c.dim) != 0)
+    if (read_vecs(o->file, SVF_FVECS, &file) != 0)
         return 1;
+    c.rows = file.rows;
+    c.dim = file.dim;
     uint64_t existing = 0;
     if (check_dimension(ch, o->collection, o->file, c.dim, &existing) != 0)
         goto cleanup;
@@ -835,7 +788,7 @@ static int cmd_ingest(grpc_channel *ch, const opts *o)
         fprintf(stderr, "slimvec: note: %s already holds %" PRIu64 " vectors; the ids assigned "
                 "now are not the file's row numbers\n", o->collection, existing);
     c.collection = o->collection;
-    c.data = data;
+    c.data = file.data;
     c.batch = o->batch;
     c.tty = isatty(2);
     stream_cb cb = {(c.rows + c.batch - 1) / c.batch, o->window, ingest_make, ingest_reply, &c};
@@ -869,7 +822,7 @@ static int cmd_ingest(grpc_channel *ch, const opts *o)
     }
     rc = 0;
 cleanup:
-    free(data);
+    svf_matrix_free(&file);
     return rc;
 }
 
@@ -976,11 +929,13 @@ static int cmd_search(grpc_channel *ch, const opts *o)
     if (o->k < RECALL_AT)
         usage_error("%s must be at least 10 to measure recall@10", "--k");
     int rc = 1;
-    void *qdata = NULL, *gdata = NULL;
-    size_t nq = 0, ng = 0;
+    svf_matrix qm = {0}, gm = {0};
     search_ctx c = {0};
-    if (read_vecs(o->query, &qdata, &nq, &c.dim) != 0 || read_vecs(o->gt, &gdata, &ng, &c.gt_dim) != 0)
+    if (read_vecs(o->query, SVF_FVECS, &qm) != 0 || read_vecs(o->gt, SVF_IVECS, &gm) != 0)
         goto cleanup;
+    size_t nq = qm.rows, ng = gm.rows;
+    c.dim = qm.dim;
+    c.gt_dim = gm.dim;
     if (ng < nq || c.gt_dim < RECALL_AT) {
         fprintf(stderr, "slimvec: %s: %zu rows of %" PRIu32 " ids; need %zu rows of at least %d\n",
                 o->gt, ng, c.gt_dim, nq, RECALL_AT);
@@ -989,8 +944,8 @@ static int cmd_search(grpc_channel *ch, const opts *o)
     if (check_dimension(ch, o->collection, o->query, c.dim, NULL) != 0)
         goto cleanup;
     c.collection = o->collection;
-    c.queries = qdata;
-    c.gt = gdata;
+    c.queries = qm.data;
+    c.gt = gm.data;
     c.k = (uint32_t)o->k;
     c.search_list = (uint32_t)o->search_list;
     c.sent_at = calloc(nq, sizeof *c.sent_at);
@@ -1034,8 +989,8 @@ static int cmd_search(grpc_channel *ch, const opts *o)
 cleanup:
     free(c.sent_at);
     free(c.latency);
-    free(qdata);
-    free(gdata);
+    svf_matrix_free(&qm);
+    svf_matrix_free(&gm);
     return rc;
 }
 

@@ -1,10 +1,11 @@
 /*
- * Benchmark datasets (see datasets.h): vecs file I/O, brute-force ground
- * truth on all cores, and the built-in "founding" (seeded Gaussian) and
- * "fashion" (Fashion-MNIST) datasets cached as vecs files.
+ * Benchmark datasets (see datasets.h): vecs file I/O (wrappers over
+ * service/vecfile.c), brute-force ground truth on all cores, and the
+ * built-in "founding" (seeded Gaussian) and "fashion" (Fashion-MNIST)
+ * datasets cached as vecs files.
  */
 #ifndef _GNU_SOURCE
-#define _GNU_SOURCE /* fileno, mkdir, sysconf */
+#define _GNU_SOURCE /* mkdir, sysconf */
 #endif
 
 #include "datasets.h"
@@ -22,14 +23,7 @@
 #include <unistd.h>
 #include <zlib.h>
 
-/* The vecs formats are little-endian and we read them with plain memcpy. */
-#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
-#error "datasets.c reads TEXMEX files as native little-endian"
-#endif
-
-/* A dimension header above this is taken as a sign of a corrupt file rather
- * than an attempt to allocate gigabytes per record. */
-#define DS_DIM_LIMIT (1u << 20)
+#include "vecfile.h"
 
 /* ------------------------------------------------------------------ */
 /* Small helpers                                                       */
@@ -97,216 +91,50 @@ void ds_imatrix_free(ds_imatrix *m)
     memset(m, 0, sizeof *m);
 }
 
-uint64_t ds_vecs_file_size(size_t rows, uint32_t dim)
-{
-    return (uint64_t)rows * (4u + 4u * (uint64_t)dim);
-}
-
 /* ------------------------------------------------------------------ */
-/* Reading and writing vecs files                                      */
+/* Reading and writing vecs files: thin wrappers over service/vecfile.c */
 /* ------------------------------------------------------------------ */
 
-/*
- * Reads a whole vecs file of 4-byte elements into a malloc'd rows x dim
- * array. The size is checked against the first header before anything is
- * allocated, then every record's header is checked as it is read, so a
- * file with a wrong record anywhere is rejected with that record's offset.
- * For float files (`is_float`) every value must also be finite: the engine
- * rejects NaN and infinities, and a brute-force ranking with NaN is
- * meaningless.
- */
-static int read_vecs(const char *path, bool is_float, void **data_out, size_t *rows_out,
-                     uint32_t *dim_out, char *err)
+/* The vecfile error as this module's: its message already names the file,
+ * and the row and byte offset for bad content. */
+static int vecs_error(const svf_error *e, char *err)
 {
-    const char *kind = is_float ? "fvecs" : "ivecs";
-    FILE *f = NULL;
-    unsigned char *data = NULL;
-    int rc = -1;
-
-    f = fopen(path, "rb");
-    if (!f) {
-        snprintf(err, DS_ERR_LEN, "%s: cannot open: %s", path, strerror(errno));
-        goto cleanup;
-    }
-    struct stat st;
-    if (fstat(fileno(f), &st) != 0) {
-        snprintf(err, DS_ERR_LEN, "%s: cannot stat: %s", path, strerror(errno));
-        goto cleanup;
-    }
-    if (!S_ISREG(st.st_mode)) {
-        snprintf(err, DS_ERR_LEN, "%s: not a regular file", path);
-        goto cleanup;
-    }
-    uint64_t size = (uint64_t)st.st_size;
-    if (size < 4) {
-        snprintf(err, DS_ERR_LEN,
-                 "%s: file is %llu bytes, too short for the 4-byte dimension header at offset 0",
-                 path, (unsigned long long)size);
-        goto cleanup;
-    }
-
-    int32_t d = 0;
-    if (fread(&d, 4, 1, f) != 1) {
-        snprintf(err, DS_ERR_LEN, "%s: cannot read the dimension header at offset 0", path);
-        goto cleanup;
-    }
-    if (d <= 0 || (uint32_t)d > DS_DIM_LIMIT) {
-        snprintf(err, DS_ERR_LEN,
-                 "%s: offset 0: dimension header %d is not in 1..%u (not a %s file?)", path,
-                 (int)d, DS_DIM_LIMIT, kind);
-        goto cleanup;
-    }
-    uint32_t dim = (uint32_t)d;
-    uint64_t rec_bytes = 4u + 4u * (uint64_t)dim;
-    if (size % rec_bytes != 0) {
-        snprintf(err, DS_ERR_LEN,
-                 "%s: file size %llu is not a multiple of the record size %llu "
-                 "(4 + 4 x dimension %u): truncated, or not a %s file; the last full record "
-                 "ends at offset %llu",
-                 path, (unsigned long long)size, (unsigned long long)rec_bytes, dim, kind,
-                 (unsigned long long)(size / rec_bytes * rec_bytes));
-        goto cleanup;
-    }
-    uint64_t rows = size / rec_bytes;
-    uint64_t payload = rows * dim * 4u;
-    if (payload > SIZE_MAX) {
-        snprintf(err, DS_ERR_LEN, "%s: %llu records do not fit in memory", path,
-                 (unsigned long long)rows);
-        goto cleanup;
-    }
-    data = malloc((size_t)payload);
-    if (!data) {
-        snprintf(err, DS_ERR_LEN, "%s: out of memory for %llu x %u values", path,
-                 (unsigned long long)rows, dim);
-        goto cleanup;
-    }
-
-    rewind(f);
-    for (uint64_t r = 0; r < rows; r++) {
-        uint64_t offset = r * rec_bytes;
-        int32_t h = 0;
-        unsigned char *row = data + r * dim * 4u;
-        if (fread(&h, 4, 1, f) != 1 || fread(row, 4, dim, f) != dim) {
-            snprintf(err, DS_ERR_LEN, "%s: read error or unexpected end of file in record %llu at offset %llu",
-                     path, (unsigned long long)r, (unsigned long long)offset);
-            goto cleanup;
-        }
-        if (h != d) {
-            snprintf(err, DS_ERR_LEN,
-                     "%s: record %llu at offset %llu has dimension header %d, expected %u "
-                     "(every record must have the first record's dimension)",
-                     path, (unsigned long long)r, (unsigned long long)offset, (int)h, dim);
-            goto cleanup;
-        }
-        if (is_float) {
-            const float *v = (const float *)row;
-            for (uint32_t j = 0; j < dim; j++) {
-                if (!isfinite(v[j])) {
-                    snprintf(err, DS_ERR_LEN,
-                             "%s: record %llu, value %u at offset %llu is not finite", path,
-                             (unsigned long long)r, j,
-                             (unsigned long long)(offset + 4u + 4u * (uint64_t)j));
-                    goto cleanup;
-                }
-            }
-        }
-    }
-
-    *data_out = data;
-    data = NULL;
-    *rows_out = (size_t)rows;
-    *dim_out = dim;
-    rc = 0;
-
-cleanup:
-    free(data);
-    if (f)
-        fclose(f);
-    return rc;
+    snprintf(err, DS_ERR_LEN, "%s", e->message);
+    return -1;
 }
 
 int ds_read_fvecs(const char *path, ds_fmatrix *out, char *err)
 {
-    void *data = NULL;
+    svf_matrix m;
+    svf_error e;
     memset(out, 0, sizeof *out);
-    if (read_vecs(path, true, &data, &out->rows, &out->dim, err) != 0)
-        return -1;
-    out->data = data;
+    if (svf_read_file(path, SVF_FVECS, &m, &e) != SVF_OK)
+        return vecs_error(&e, err);
+    *out = (ds_fmatrix){.data = m.data, .rows = m.rows, .dim = m.dim};
     return 0;
 }
 
 int ds_read_ivecs(const char *path, ds_imatrix *out, char *err)
 {
-    void *data = NULL;
+    svf_matrix m;
+    svf_error e;
     memset(out, 0, sizeof *out);
-    if (read_vecs(path, false, &data, &out->rows, &out->dim, err) != 0)
-        return -1;
-    out->data = data;
+    if (svf_read_file(path, SVF_IVECS, &m, &e) != SVF_OK)
+        return vecs_error(&e, err);
+    *out = (ds_imatrix){.data = m.data, .rows = m.rows, .dim = m.dim};
     return 0;
-}
-
-/* Writes rows x dim 4-byte elements as a vecs file, via a temporary file
- * renamed into place so that a concurrent or interrupted run never leaves
- * a file of the right name and the wrong content. */
-static int write_vecs(const char *path, const void *data, size_t rows, uint32_t dim, char *err)
-{
-    char tmp[DS_PATH_MAX + 32];
-    FILE *f = NULL;
-    bool created = false;
-    int rc = -1;
-
-    if (dim == 0 || dim > DS_DIM_LIMIT || dim > (uint32_t)INT32_MAX) {
-        snprintf(err, DS_ERR_LEN, "%s: cannot write dimension %u", path, dim);
-        goto cleanup;
-    }
-    if ((size_t)snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid()) >= sizeof tmp) {
-        snprintf(err, DS_ERR_LEN, "%s: path too long", path);
-        goto cleanup;
-    }
-    f = fopen(tmp, "wb");
-    if (!f) {
-        snprintf(err, DS_ERR_LEN, "%s: cannot create: %s", tmp, strerror(errno));
-        goto cleanup;
-    }
-    created = true;
-    int32_t h = (int32_t)dim;
-    const unsigned char *p = data;
-    for (size_t r = 0; r < rows; r++) {
-        if (fwrite(&h, 4, 1, f) != 1 || fwrite(p + r * (size_t)dim * 4u, 4, dim, f) != dim) {
-            snprintf(err, DS_ERR_LEN, "%s: write error at record %zu: %s", tmp, r,
-                     strerror(errno));
-            goto cleanup;
-        }
-    }
-    int closed = fclose(f);
-    f = NULL;
-    if (closed != 0) {
-        snprintf(err, DS_ERR_LEN, "%s: write error on close: %s", tmp, strerror(errno));
-        goto cleanup;
-    }
-    if (rename(tmp, path) != 0) {
-        snprintf(err, DS_ERR_LEN, "%s: cannot rename to %s: %s", tmp, path, strerror(errno));
-        goto cleanup;
-    }
-    created = false;
-    rc = 0;
-
-cleanup:
-    if (f)
-        fclose(f);
-    if (created)
-        remove(tmp);
-    return rc;
 }
 
 int ds_write_fvecs(const char *path, const float *data, size_t rows, uint32_t dim, char *err)
 {
-    return write_vecs(path, data, rows, dim, err);
+    svf_error e;
+    return svf_write_file(path, data, rows, dim, SVF_FVECS, &e) == SVF_OK ? 0 : vecs_error(&e, err);
 }
 
 int ds_write_ivecs(const char *path, const int32_t *data, size_t rows, uint32_t dim, char *err)
 {
-    return write_vecs(path, data, rows, dim, err);
+    svf_error e;
+    return svf_write_file(path, data, rows, dim, SVF_IVECS, &e) == SVF_OK ? 0 : vecs_error(&e, err);
 }
 
 /* ------------------------------------------------------------------ */
@@ -819,13 +647,13 @@ static int ensure_part(const builtin_spec *spec, bool is_base, const char *path,
     float *v = NULL;
     int rc = -1;
     int64_t have = file_size(path);
-    if (have >= 0 && (uint64_t)have == ds_vecs_file_size(rows, spec->dim))
+    if (have >= 0 && (uint64_t)have == svf_file_size(rows, spec->dim))
         return 0;
     if (log) {
         if (have >= 0)
             fprintf(log, "%s: %s has %lld bytes, expected %llu: regenerating\n", spec->name,
                     path, (long long)have,
-                    (unsigned long long)ds_vecs_file_size(rows, spec->dim));
+                    (unsigned long long)svf_file_size(rows, spec->dim));
         fprintf(log, "%s: writing %s (%zu x %u)\n", spec->name, path, rows, spec->dim);
     }
     if (generate_part(spec, is_base, &v, err) != 0)
@@ -866,7 +694,7 @@ int ds_prepare_builtin(const char *name, const char *cache_dir, ds_metric metric
         goto cleanup;
 
     int64_t have = file_size(files->gt);
-    if (have >= 0 && (uint64_t)have == ds_vecs_file_size(spec->nq, DS_GT_K)) {
+    if (have >= 0 && (uint64_t)have == svf_file_size(spec->nq, DS_GT_K)) {
         rc = 0;
         goto cleanup;
     }

@@ -6,11 +6,13 @@
  *
  * The file format (TEXMEX, little-endian): each record is an int32 dimension
  * d followed by d values (float32 for .fvecs, int32 for .ivecs). Every record
- * of a file has the same d.
+ * of a file has the same d. The reading and writing is service/vecfile.c's
+ * (shared with the slimvec client); ds_read_* and ds_write_* wrap it, and
+ * svf_file_size() gives a file's expected size.
  *
  * Errors: functions return 0 on success and -1 on failure, writing a message
- * that names the file (and the byte offset, for bad input) into `err`, a
- * buffer of DS_ERR_LEN bytes.
+ * that names the file (and the row and byte offset, for bad input) into
+ * `err`, a buffer of DS_ERR_LEN bytes.
  *
  * This module does not depend on the engine, so it can be tested on its own.
  */
@@ -47,14 +49,14 @@ typedef struct ds_imatrix {
 void ds_fmatrix_free(ds_fmatrix *m); /* frees data, zeroes the struct */
 void ds_imatrix_free(ds_imatrix *m);
 
+/* svf_read_file / svf_write_file (service/vecfile.h) with this module's
+ * types and errors. A file must be non-empty, every record of dimension
+ * 1..SVF_DIM_MAX and the same, and .fvecs values finite. Written to a
+ * temporary name and renamed, so a reader never sees half a file. */
 int ds_read_fvecs(const char *path, ds_fmatrix *out, char *err);
 int ds_read_ivecs(const char *path, ds_imatrix *out, char *err);
-/* Written to a temporary name and renamed, so a reader never sees half a file. */
 int ds_write_fvecs(const char *path, const float *data, size_t rows, uint32_t dim, char *err);
 int ds_write_ivecs(const char *path, const int32_t *data, size_t rows, uint32_t dim, char *err);
-
-/* Size in bytes of a vecs file of rows x dim records (both formats). */
-uint64_t ds_vecs_file_size(size_t rows, uint32_t dim);
 
 /*
  * Exact k nearest base rows of every query by brute force in float, on
