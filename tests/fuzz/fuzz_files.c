@@ -37,6 +37,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fuzzutil.h"
 #include "crc32c.h"
 #include "durable.h"
 #include "logrec.h"
@@ -131,46 +132,27 @@ static const sv_allocator capped = {cap_alloc, cap_realloc, cap_free, NULL, NULL
 
 /* ---- little-endian helpers ----------------------------------------------- */
 
-static uint32_t rd32(const uint8_t *p)
-{
-    uint32_t v;
-    memcpy(&v, p, 4);
-    return v;
-}
-
-static uint64_t rd64(const uint8_t *p)
-{
-    uint64_t v;
-    memcpy(&v, p, 8);
-    return v;
-}
-
-static void wr32(uint8_t *p, uint32_t v)
-{
-    memcpy(p, &v, 4);
-}
-
 /* ---- checksum fix-up ------------------------------------------------------ */
 
 static void fix_params(uint8_t *b, size_t len)
 {
     if (len >= SV_PARAMS_BYTES)
-        wr32(b + SV_PARAMS_BYTES - 4, sv_crc32c(0, b, SV_PARAMS_BYTES - 4));
+        fu_wr32(b + SV_PARAMS_BYTES - 4, sv_crc32c(0, b, SV_PARAMS_BYTES - 4));
 }
 
 static void fix_wal(uint8_t *b, size_t len)
 {
     if (len < SV_WAL_HEADER)
         return;
-    wr32(b + 28, sv_crc32c(0, b, 28));
+    fu_wr32(b + 28, sv_crc32c(0, b, 28));
     size_t off = SV_WAL_HEADER;
     while (len - off >= SV_WAL_REC_HEADER) {
-        uint32_t plen = rd32(b + off);
+        uint32_t plen = fu_rd32(b + off);
         if (plen > len - off - SV_WAL_REC_HEADER)
             break;
         uint32_t crc = sv_crc32c(0, b + off, 4);
         crc = sv_crc32c(crc, b + off + 8, 12 + (size_t)plen);
-        wr32(b + off + 4, crc);
+        fu_wr32(b + off + 4, crc);
         off += SV_WAL_REC_HEADER + (size_t)plen;
     }
 }
@@ -179,14 +161,14 @@ static void fix_snapshot(uint8_t *b, size_t len)
 {
     if (len < 32)
         return;
-    wr32(b + 28, sv_crc32c(0, b, 28));
+    fu_wr32(b + 28, sv_crc32c(0, b, 28));
     size_t off = 32;
     while (len - off >= 16) {
-        uint64_t slen = rd64(b + off + 8);
+        uint64_t slen = fu_rd64(b + off + 8);
         size_t room = len - off - 16;
         if (room < 4 || slen > room - 4)
             break;
-        wr32(b + off + 16 + slen, sv_crc32c(0, b + off + 16, (size_t)slen));
+        fu_wr32(b + off + 16 + slen, sv_crc32c(0, b + off + 16, (size_t)slen));
         off += 16 + (size_t)slen + 4;
     }
 }
@@ -465,7 +447,7 @@ static size_t wal_regions(const uint8_t *b, size_t len, region *r, size_t max)
 {
     size_t n = 0, off = SV_WAL_HEADER;
     while (len >= SV_WAL_HEADER && len - off >= SV_WAL_REC_HEADER) {
-        uint32_t plen = rd32(b + off);
+        uint32_t plen = fu_rd32(b + off);
         if (plen > len - off - SV_WAL_REC_HEADER)
             break;
         if (r && n < max)
@@ -480,7 +462,7 @@ static size_t snap_regions(const uint8_t *b, size_t len, region *r, size_t max)
 {
     size_t n = 0, off = 32;
     while (len >= 32 && len - off >= 16) {
-        uint64_t slen = rd64(b + off + 8);
+        uint64_t slen = fu_rd64(b + off + 8);
         size_t room = len - off - 16;
         if (room < 4 || slen > room - 4)
             break;
@@ -490,21 +472,6 @@ static size_t snap_regions(const uint8_t *b, size_t len, region *r, size_t max)
         off += 16 + (size_t)slen + 4;
     }
     return n;
-}
-
-static uint64_t rng = 0x9e3779b97f4a7c15u;
-
-static uint64_t next(void)
-{
-    rng ^= rng << 13;
-    rng ^= rng >> 7;
-    rng ^= rng << 17;
-    return rng;
-}
-
-static uint32_t below(uint32_t n)
-{
-    return n ? (uint32_t)(next() % n) : 0;
 }
 
 typedef struct seed {
@@ -595,7 +562,7 @@ static int rm_entry(const char *path, const struct stat *sb, int flag, struct FT
 static void random_vectors(float *v, size_t n)
 {
     for (size_t i = 0; i < n; i++)
-        v[i] = (float)((int)below(2000) - 1000) / 100.0f;
+        v[i] = (float)((int)fu_below(2000) - 1000) / 100.0f;
 }
 
 /*
@@ -684,22 +651,22 @@ static size_t add_payload(uint8_t *buf, size_t cap, uint32_t n, uint32_t dim)
     uint64_t assigned[8];
     char names[8][40];
     for (uint32_t i = 0; i < n; i++) {
-        uint32_t kind = below(3);
-        uint32_t shift = 1 + below(60); /* (two calls in one expression: unsequenced) */
-        assigned[i] = next() >> shift;
+        uint32_t kind = fu_below(3);
+        uint32_t shift = 1 + fu_below(60); /* (two calls in one expression: unsequenced) */
+        assigned[i] = fu_next() >> shift;
         if (kind == 0) {
             ids[i] = NULL;
         } else if (kind == 1) {
-            snprintf(names[i], sizeof names[i], "id-%u-%llu", i, (unsigned long long)(next() % 1000));
+            snprintf(names[i], sizeof names[i], "id-%u-%llu", i, (unsigned long long)(fu_next() % 1000));
             ids[i] = names[i];
         } else {
-            snprintf(names[i], sizeof names[i], "%llu", (unsigned long long)(next() % 100000));
+            snprintf(names[i], sizeof names[i], "%llu", (unsigned long long)(fu_next() % 100000));
             ids[i] = names[i];
         }
     }
     uint8_t *p = NULL;
     size_t len = 0;
-    if (sv_logrec_add_ids(ids, assigned, n, dim, next() >> 2, &p, &len) != SV_OK)
+    if (sv_logrec_add_ids(ids, assigned, n, dim, fu_next() >> 2, &p, &len) != SV_OK)
         abort();
     size_t total = len + (size_t)n * dim * 4;
     if (total > cap) {
@@ -708,7 +675,7 @@ static size_t add_payload(uint8_t *buf, size_t cap, uint32_t n, uint32_t dim)
     }
     memcpy(buf, p, len);
     for (size_t i = 0; i < (size_t)n * dim; i++) {
-        float x = (float)((int)below(2000) - 1000) / 100.0f;
+        float x = (float)((int)fu_below(2000) - 1000) / 100.0f;
         memcpy(buf + len + 4 * i, &x, 4);
     }
     free(p);
@@ -720,10 +687,10 @@ static size_t delete_payload(uint8_t *buf, size_t cap, uint32_t n)
     const char *ids[8];
     char names[8][40];
     for (uint32_t i = 0; i < n; i++) {
-        if (below(2))
-            snprintf(names[i], sizeof names[i], "id-%u", below(1000));
+        if (fu_below(2))
+            snprintf(names[i], sizeof names[i], "id-%u", fu_below(1000));
         else
-            snprintf(names[i], sizeof names[i], "%u", below(100000));
+            snprintf(names[i], sizeof names[i], "%u", fu_below(100000));
         ids[i] = names[i];
     }
     uint8_t *p = NULL;
@@ -741,9 +708,9 @@ static size_t delete_payload(uint8_t *buf, size_t cap, uint32_t n)
 
 static size_t train_payload(uint8_t *buf, uint32_t dim)
 {
-    wr32(buf, dim);
+    fu_wr32(buf, dim);
     for (uint32_t i = 0; i < dim; i++) {
-        float x = (float)((int)below(2000) - 1000) / 100.0f;
+        float x = (float)((int)fu_below(2000) - 1000) / 100.0f;
         memcpy(buf + 4 + 4 * (size_t)i, &x, 4);
     }
     return 4 + (size_t)dim * 4;
@@ -754,29 +721,29 @@ static size_t wal_by_hand(uint8_t *buf, size_t cap, uint64_t first, int n_recs)
 {
     memset(buf, 0, SV_WAL_HEADER);
     memcpy(buf, "SVWAL\0\0\1", 8);
-    wr32(buf + 8, 1);
+    fu_wr32(buf + 8, 1);
     memcpy(buf + 16, &first, 8);
-    wr32(buf + 28, sv_crc32c(0, buf, 28));
+    fu_wr32(buf + 28, sv_crc32c(0, buf, 28));
     size_t off = SV_WAL_HEADER;
     for (int i = 0; i < n_recs; i++) {
         uint8_t pl[2048];
-        uint32_t type = i == 0 ? SV_WAL_TRAIN : i % 5 == 4 ? SV_WAL_FLUSH : 1 + below(2);
-        uint64_t rows = 1 + below(100);
+        uint32_t type = i == 0 ? SV_WAL_TRAIN : i % 5 == 4 ? SV_WAL_FLUSH : 1 + fu_below(2);
+        uint64_t rows = 1 + fu_below(100);
         if (type == SV_WAL_FLUSH)
             memcpy(pl, &rows, 8);
         size_t plen = type == SV_WAL_FLUSH ? 8
                       : type == SV_WAL_TRAIN ? train_payload(pl, FUZZ_DIM)
-                      : type == SV_WAL_ADD ? add_payload(pl, sizeof pl, 1 + below(4), FUZZ_DIM)
-                                           : delete_payload(pl, sizeof pl, 1 + below(4));
+                      : type == SV_WAL_ADD ? add_payload(pl, sizeof pl, 1 + fu_below(4), FUZZ_DIM)
+                                           : delete_payload(pl, sizeof pl, 1 + fu_below(4));
         if (off + SV_WAL_REC_HEADER + plen > cap)
             break;
         uint64_t lsn = first + (uint64_t)i;
-        wr32(buf + off, (uint32_t)plen);
+        fu_wr32(buf + off, (uint32_t)plen);
         memcpy(buf + off + 8, &lsn, 8);
-        wr32(buf + off + 16, type);
+        fu_wr32(buf + off + 16, type);
         memcpy(buf + off + 20, pl, plen);
         uint32_t crc = sv_crc32c(0, buf + off, 4);
-        wr32(buf + off + 4, sv_crc32c(crc, buf + off + 8, 12 + plen));
+        fu_wr32(buf + off + 4, sv_crc32c(crc, buf + off + 8, 12 + plen));
         off += SV_WAL_REC_HEADER + plen;
     }
     return off;
@@ -802,7 +769,7 @@ static void make_seeds(void)
     }
     /* log segments by hand */
     for (int i = 0; i < 3; i++) {
-        size_t len = wal_by_hand(buf, sizeof buf, i == 0 ? 1 : 1 + next() % 100000, 2 + 4 * i);
+        size_t len = wal_by_hand(buf, sizeof buf, i == 0 ? 1 : 1 + fu_next() % 100000, 2 + 4 * i);
         add_seed(P_WAL, i == 2 ? FLAG_STRICT : 0, buf, len);
     }
     /* record payloads */
@@ -838,46 +805,46 @@ static size_t pick_pos(uint8_t which, const uint8_t *b, size_t len)
         n = snap_regions(b, len, r, 16);
     if (n > 16)
         n = 16;
-    uint32_t how = below(20);
+    uint32_t how = fu_below(20);
     if (n && how >= 7) {
-        region *g = &r[below((uint32_t)n)];
-        if (which == P_SNAPSHOT && below(4) == 0)
+        region *g = &r[fu_below((uint32_t)n)];
+        if (which == P_SNAPSHOT && fu_below(4) == 0)
             g = &r[0]; /* META: the counts everything is sized by */
         if (how < 10 || g->len == 0)
-            return g->hdr + below((uint32_t)(g->off - g->hdr));
-        return g->off + below((uint32_t)g->len);
+            return g->hdr + fu_below((uint32_t)(g->off - g->hdr));
+        return g->off + fu_below((uint32_t)g->len);
     }
     if (how == 6 && len > 32)
-        return below(32); /* the file header */
-    return below((uint32_t)len);
+        return fu_below(32); /* the file header */
+    return fu_below((uint32_t)len);
 }
 
 static void mutate_once(uint8_t which, uint8_t *b, size_t *lenp)
 {
     size_t len = *lenp;
     size_t pos = pick_pos(which, b, len);
-    switch (below(10)) {
+    switch (fu_below(10)) {
     case 0: /* bit flip */
         if (len)
-            b[pos] ^= (uint8_t)(1u << below(8));
+            b[pos] ^= (uint8_t)(1u << fu_below(8));
         break;
     case 1: /* byte to 0, 0xff or random */
         if (len) {
-            uint32_t k = below(3);
-            b[pos] = k == 0 ? 0 : k == 1 ? 0xff : (uint8_t)next();
+            uint32_t k = fu_below(3);
+            b[pos] = k == 0 ? 0 : k == 1 ? 0xff : (uint8_t)fu_next();
         }
         break;
     case 2: /* small add/sub */
         if (len)
-            b[pos] = (uint8_t)(b[pos] + (int)below(9) - 4);
+            b[pos] = (uint8_t)(b[pos] + (int)fu_below(9) - 4);
         break;
     case 3: /* truncation */
         if (len)
-            len = below(4) ? len - 1 - below((uint32_t)(len < 64 ? len : 64)) : below((uint32_t)len);
+            len = fu_below(4) ? len - 1 - fu_below((uint32_t)(len < 64 ? len : 64)) : fu_below((uint32_t)len);
         break;
     case 4: { /* duplicate a chunk at a position */
         if (len) {
-            size_t from = below((uint32_t)len), n = 1 + below(64);
+            size_t from = fu_below((uint32_t)len), n = 1 + fu_below(64);
             if (n > len - from)
                 n = len - from;
             if (len + n <= FUZZ_MAX_INPUT) {
@@ -891,17 +858,17 @@ static void mutate_once(uint8_t which, uint8_t *b, size_t *lenp)
         break;
     }
     case 5: { /* insert random bytes */
-        size_t n = 1 + below(16);
+        size_t n = 1 + fu_below(16);
         if (len + n <= FUZZ_MAX_INPUT) {
             memmove(b + pos + n, b + pos, len - pos);
             for (size_t i = 0; i < n; i++)
-                b[pos + i] = (uint8_t)next();
+                b[pos + i] = (uint8_t)fu_next();
             len += n;
         }
         break;
     }
     case 6: { /* delete a chunk */
-        size_t n = 1 + below(32);
+        size_t n = 1 + fu_below(32);
         if (pos + n <= len) {
             memmove(b + pos, b + pos + n, len - pos - n);
             len -= n;
@@ -912,7 +879,7 @@ static void mutate_once(uint8_t which, uint8_t *b, size_t *lenp)
         if (len >= 4) {
             if (pos > len - 4)
                 pos = len - 4;
-            wr32(b + pos, interesting32[below(sizeof interesting32 / sizeof *interesting32)]);
+            fu_wr32(b + pos, interesting32[fu_below(sizeof interesting32 / sizeof *interesting32)]);
         }
         break;
     case 8: { /* a length field: record/section length, or the first u32 */
@@ -922,21 +889,21 @@ static void mutate_once(uint8_t which, uint8_t *b, size_t *lenp)
                                          : 0;
         if (n > 64)
             n = 64;
-        int delta = (int)below(17) - 8;
+        int delta = (int)fu_below(17) - 8;
         if (n) {
-            region *g = &r[below((uint32_t)n)];
+            region *g = &r[fu_below((uint32_t)n)];
             size_t at = which == P_WAL ? g->hdr : g->hdr + 8;
-            uint32_t v = rd32(b + at);
-            wr32(b + at, below(8) ? v + (uint32_t)delta : (uint32_t)next());
+            uint32_t v = fu_rd32(b + at);
+            fu_wr32(b + at, fu_below(8) ? v + (uint32_t)delta : (uint32_t)fu_next());
         } else if (len >= 4) {
-            wr32(b, rd32(b) + (uint32_t)delta);
+            fu_wr32(b, fu_rd32(b) + (uint32_t)delta);
         }
         break;
     }
     default: /* zero a run (a torn tail, a hole) */
         if (len) {
-            size_t n = 1 + below(below(2) ? 8 : 256);
-            if (pos + n > len || below(3) == 0)
+            size_t n = 1 + fu_below(fu_below(2) ? 8 : 256);
+            if (pos + n > len || fu_below(3) == 0)
                 n = len - pos;
             memset(b + pos, 0, n);
         }
@@ -945,27 +912,11 @@ static void mutate_once(uint8_t which, uint8_t *b, size_t *lenp)
     *lenp = len;
 }
 
-static void write_input(const char *dir, size_t k, const uint8_t *in, size_t len)
-{
-    char path[4096];
-    snprintf(path, sizeof path, "%s/seed-%04zu", dir, k);
-    FILE *f = fopen(path, "wb");
-    if (!f || fwrite(in, 1, len, f) != len || fclose(f) != 0)
-        die(path, NULL);
-}
-
 int main(int argc, char **argv)
 {
     const char *corpus = NULL;
-    long rounds = 20000;
-    if (argc > 2 && strcmp(argv[1], "--write-corpus") == 0) {
-        corpus = argv[2];
-        rounds = argc > 3 ? atol(argv[3]) : 400;
-        if (mkdir(corpus, 0755) != 0 && errno != EEXIST)
-            die(corpus, NULL);
-    } else if (argc > 1) {
-        rounds = atol(argv[1]);
-    }
+    long rounds = 0;
+    fu_args("fuzz_files", argc, argv, &rounds, &corpus);
     double t0 = (double)clock() / CLOCKS_PER_SEC;
     make_seeds();
     uint8_t *in = malloc(FUZZ_MAX_INPUT + 2);
@@ -978,7 +929,7 @@ int main(int argc, char **argv)
         in[1] = seeds[i].flags;
         memcpy(in + 2, seeds[i].b, seeds[i].len);
         if (corpus)
-            write_input(corpus, i, in, seeds[i].len + 2);
+            fu_write_input("fuzz_files", corpus, i, in, seeds[i].len + 2);
         if (run_one(in, seeds[i].len + 2) != SV_OK) {
             fprintf(stderr, "fuzz_files: valid seed %zu (%s) rejected\n", i, parser_name[seeds[i].which]);
             return 1;
@@ -993,37 +944,37 @@ int main(int argc, char **argv)
         const seed *s = NULL;
         if (i % 16 == 15) {
             /* random bytes, possibly behind a valid file header */
-            which = (uint8_t)below(N_PARSERS);
+            which = (uint8_t)fu_below(N_PARSERS);
             in[0] = which;
-            in[1] = (uint8_t)next();
-            len = below(below(2) ? 64 : 512);
+            in[1] = (uint8_t)fu_next();
+            len = fu_below(fu_below(2) ? 64 : 512);
             for (size_t k = 0; k < len; k++)
-                in[2 + k] = (uint8_t)next();
-            if (len >= 8 && below(2)) {
+                in[2 + k] = (uint8_t)fu_next();
+            if (len >= 8 && fu_below(2)) {
                 const char *magic = which == P_WAL ? "SVWAL\0\0\1" : which == P_SNAPSHOT ? "SVSNAP\0\1" : NULL;
                 if (magic)
                     memcpy(in + 2, magic, 8);
             }
         } else {
-            s = &seeds[below((uint32_t)n_seeds)];
+            s = &seeds[fu_below((uint32_t)n_seeds)];
             which = s->which;
             in[0] = which;
             in[1] = s->flags;
             if (which == P_WAL)
-                in[1] = (uint8_t)(in[1] | (below(2) ? FLAG_STRICT : 0));
-            else if (which == P_SNAPSHOT && below(4) == 0)
+                in[1] = (uint8_t)(in[1] | (fu_below(2) ? FLAG_STRICT : 0));
+            else if (which == P_SNAPSHOT && fu_below(4) == 0)
                 in[1] = (uint8_t)(in[1] | FLAG_WRITE);
             len = s->len;
             memcpy(in + 2, s->b, len);
-            int n_mut = 1 + (int)below(below(4) ? 2 : 8);
+            int n_mut = 1 + (int)fu_below(fu_below(4) ? 2 : 8);
             for (int k = 0; k < n_mut; k++)
                 mutate_once(which, in + 2, &len);
             is_mutant = len != s->len || memcmp(in + 2, s->b, len) != 0;
         }
-        if (below(20) == 0)
+        if (fu_below(20) == 0)
             in[1] |= FLAG_RAW; /* checksums as they are */
         if (corpus) {
-            write_input(corpus, n_seeds + (size_t)i, in, len + 2);
+            fu_write_input("fuzz_files", corpus, n_seeds + (size_t)i, in, len + 2);
             continue;
         }
         sv_status st = run_one(in, len + 2);

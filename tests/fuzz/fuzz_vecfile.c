@@ -30,6 +30,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fuzzutil.h"
 #include "vecfile.h"
 
 #define FUZZ_NAME "<fuzz>"
@@ -46,11 +47,6 @@ static void check(int ok, const char *what)
     }
 }
 
-static uint32_t rd32(const uint8_t *p)
-{
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
 /* The invariants of an accepted file (see the top comment). */
 static void check_accepted(const uint8_t *b, size_t len, svf_kind kind, const svf_matrix *m,
                            const svf_error *err)
@@ -62,7 +58,7 @@ static void check_accepted(const uint8_t *b, size_t len, svf_kind kind, const sv
     size_t rec = 4u + 4u * (size_t)m->dim, row_bytes = 4u * (size_t)m->dim;
     const uint8_t *data = m->data;
     for (size_t r = 0; r < m->rows; r++) {
-        check(rd32(b + r * rec) == m->dim, "accepted: every dimension word is dim");
+        check(fu_rd32(b + r * rec) == m->dim, "accepted: every dimension word is dim");
         check(memcmp(data + r * row_bytes, b + r * rec + 4, row_bytes) == 0,
               "accepted: the row's values are the file's");
     }
@@ -146,29 +142,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 #include <time.h>
 #include <unistd.h>
 
-static void wr32(uint8_t *p, uint32_t v)
-{
-    p[0] = (uint8_t)v;
-    p[1] = (uint8_t)(v >> 8);
-    p[2] = (uint8_t)(v >> 16);
-    p[3] = (uint8_t)(v >> 24);
-}
-
-static uint64_t rng = 0x9e3779b97f4a7c15u;
-
-static uint64_t next(void)
-{
-    rng ^= rng << 13;
-    rng ^= rng >> 7;
-    rng ^= rng << 17;
-    return rng;
-}
-
-static uint32_t below(uint32_t n)
-{
-    return n ? (uint32_t)(next() % n) : 0;
-}
-
 static void die(const char *what, const char *why)
 {
     fprintf(stderr, "fuzz_vecfile: %s: %s\n", what, why ? why : strerror(errno));
@@ -193,12 +166,12 @@ static void seed_values(int kind, void *out, size_t n)
     static const int32_t iedge[] = {0, -1, 1, INT32_MIN, INT32_MAX, 99};
     for (size_t i = 0; i < n; i++) {
         if (kind == K_F) {
-            float x = below(8) == 0 ? fedge[below(sizeof fedge / sizeof *fedge)]
-                                    : (float)((int)below(2000) - 1000) / 100.0f;
+            float x = fu_below(8) == 0 ? fedge[fu_below(sizeof fedge / sizeof *fedge)]
+                                    : (float)((int)fu_below(2000) - 1000) / 100.0f;
             ((float *)out)[i] = x;
         } else {
-            int32_t x = below(8) == 0 ? iedge[below(sizeof iedge / sizeof *iedge)]
-                                      : (int32_t)below(100000);
+            int32_t x = fu_below(8) == 0 ? iedge[fu_below(sizeof iedge / sizeof *iedge)]
+                                      : (int32_t)fu_below(100000);
             ((int32_t *)out)[i] = x;
         }
     }
@@ -277,10 +250,10 @@ static void writer_checks(void)
     uint8_t file[32];
     svf_matrix m;
     expect_status(svf_encode(w, 2, 3, SVF_FVECS, "w", file, &err), SVF_OK, &err, NULL, "encode");
-    wr32(file + 16, 4);
+    fu_wr32(file + 16, 4);
     expect_status(svf_parse(file, 32, SVF_FVECS, "w.fvecs", &m, &err), SVF_ERR_FORMAT, &err,
                   "w.fvecs: row 1 (offset 16) has dimension 4, expected 3", "a wrong dimension word");
-    wr32(file + 16, 3);
+    fu_wr32(file + 16, 3);
     float nan = NAN;
     memcpy(file + 28, &nan, 4);
     expect_status(svf_parse(file, 32, SVF_FVECS, "w.fvecs", &m, &err), SVF_ERR_FORMAT, &err,
@@ -290,7 +263,7 @@ static void writer_checks(void)
     svf_matrix_free(&m);
     expect_status(svf_parse(file, 30, SVF_IVECS, "w.ivecs", &m, &err), SVF_ERR_FORMAT, &err,
                   "row 1 (offset 16) is cut short", "a short file");
-    wr32(file, 0);
+    fu_wr32(file, 0);
     expect_status(svf_parse(file, 32, SVF_IVECS, "w.ivecs", &m, &err), SVF_ERR_FORMAT, &err,
                   "row 0 (offset 0): dimension 0 is not in 1..", "dimension 0");
     expect_status(svf_parse(NULL, 0, SVF_IVECS, "w.ivecs", &m, &err), SVF_ERR_FORMAT, &err,
@@ -361,42 +334,42 @@ static size_t pick_word(size_t len, uint32_t dim, int header)
 {
     size_t rec = 4u + 4u * (size_t)dim, rows = len / rec;
     if (rows == 0)
-        return len >= 4 ? 4u * below((uint32_t)(len / 4)) : 0;
-    size_t r = below((uint32_t)rows);
-    return header ? r * rec : r * rec + 4u + 4u * below(dim);
+        return len >= 4 ? 4u * fu_below((uint32_t)(len / 4)) : 0;
+    size_t r = fu_below((uint32_t)rows);
+    return header ? r * rec : r * rec + 4u + 4u * fu_below(dim);
 }
 
 static void mutate_once(uint32_t dim, uint8_t *b, size_t *lenp)
 {
     size_t len = *lenp, rec = 4u + 4u * (size_t)dim;
-    size_t pos = len ? below((uint32_t)len) : 0;
-    switch (below(12)) {
+    size_t pos = len ? fu_below((uint32_t)len) : 0;
+    switch (fu_below(12)) {
     case 0: /* bit flip */
         if (len)
-            b[pos] ^= (uint8_t)(1u << below(8));
+            b[pos] ^= (uint8_t)(1u << fu_below(8));
         break;
     case 1: /* byte to 0, 0xff or random */
         if (len) {
-            uint32_t k = below(3);
-            b[pos] = k == 0 ? 0 : k == 1 ? 0xff : (uint8_t)next();
+            uint32_t k = fu_below(3);
+            b[pos] = k == 0 ? 0 : k == 1 ? 0xff : (uint8_t)fu_next();
         }
         break;
     case 2: /* truncation: a few bytes, or anywhere */
         if (len)
-            len = below(2) ? len - 1 - below((uint32_t)(len < 8 ? len : 8)) : below((uint32_t)len);
+            len = fu_below(2) ? len - 1 - fu_below((uint32_t)(len < 8 ? len : 8)) : fu_below((uint32_t)len);
         break;
     case 3: { /* insert random bytes */
-        size_t n = 1 + below(8);
+        size_t n = 1 + fu_below(8);
         if (len + n <= FUZZ_MAX_INPUT) {
             memmove(b + pos + n, b + pos, len - pos);
             for (size_t i = 0; i < n; i++)
-                b[pos + i] = (uint8_t)next();
+                b[pos + i] = (uint8_t)fu_next();
             len += n;
         }
         break;
     }
     case 4: { /* delete a chunk */
-        size_t n = 1 + below(16);
+        size_t n = 1 + fu_below(16);
         if (pos + n <= len) {
             memmove(b + pos, b + pos + n, len - pos - n);
             len -= n;
@@ -406,26 +379,26 @@ static void mutate_once(uint32_t dim, uint8_t *b, size_t *lenp)
     case 5: /* a dimension word: off by a little, or interesting */
         if (len >= 4) {
             size_t at = pick_word(len, dim, 1);
-            uint32_t v = rd32(b + at);
-            wr32(b + at, below(2) ? v + (uint32_t)((int)below(5) - 2)
-                                  : interesting32[below(sizeof interesting32 / sizeof *interesting32)]);
+            uint32_t v = fu_rd32(b + at);
+            fu_wr32(b + at, fu_below(2) ? v + (uint32_t)((int)fu_below(5) - 2)
+                                  : interesting32[fu_below(sizeof interesting32 / sizeof *interesting32)]);
         }
         break;
     case 6: /* a value: NaN, an infinity, or interesting */
         if (len >= 4)
-            wr32(b + pick_word(len, dim, 0),
-                 interesting32[below(sizeof interesting32 / sizeof *interesting32)]);
+            fu_wr32(b + pick_word(len, dim, 0),
+                 interesting32[fu_below(sizeof interesting32 / sizeof *interesting32)]);
         break;
     case 7: /* append a copy of a whole record (still valid) */
         if (len >= rec && len + rec <= FUZZ_MAX_INPUT) {
-            size_t from = below((uint32_t)(len / rec)) * rec;
+            size_t from = fu_below((uint32_t)(len / rec)) * rec;
             memcpy(b + len, b + from, rec);
             len += rec;
         }
         break;
     case 8: /* drop a whole record (valid unless it was the last) */
         if (len >= rec) {
-            size_t at = below((uint32_t)(len / rec)) * rec;
+            size_t at = fu_below((uint32_t)(len / rec)) * rec;
             memmove(b + at, b + at + rec, len - at - rec);
             len -= rec;
         }
@@ -433,21 +406,21 @@ static void mutate_once(uint32_t dim, uint8_t *b, size_t *lenp)
     case 9: { /* a value's bits at random (an .ivecs stays valid) */
         if (len >= 4) {
             size_t at = pick_word(len, dim, 0);
-            wr32(b + at, (uint32_t)next());
+            fu_wr32(b + at, (uint32_t)fu_next());
         }
         break;
     }
     case 10: /* the whole file's dimension words to another dim: valid if the size fits */
         if (len >= 4) {
-            uint32_t nd = 1 + below(2 * dim + 2);
+            uint32_t nd = 1 + fu_below(2 * dim + 2);
             size_t nrec = 4u + 4u * (size_t)nd;
             for (size_t at = 0; at + 4 <= len; at += nrec)
-                wr32(b + at, nd);
+                fu_wr32(b + at, nd);
         }
         break;
     default: /* zero a run */
         if (len) {
-            size_t n = 1 + below(16);
+            size_t n = 1 + fu_below(16);
             if (pos + n > len)
                 n = len - pos;
             memset(b + pos, 0, n);
@@ -457,27 +430,11 @@ static void mutate_once(uint32_t dim, uint8_t *b, size_t *lenp)
     *lenp = len;
 }
 
-static void write_input(const char *dir, size_t k, const uint8_t *in, size_t len)
-{
-    char path[4096];
-    snprintf(path, sizeof path, "%s/seed-%04zu", dir, k);
-    FILE *f = fopen(path, "wb");
-    if (!f || fwrite(in, 1, len, f) != len || fclose(f) != 0)
-        die(path, NULL);
-}
-
 int main(int argc, char **argv)
 {
     const char *corpus = NULL;
-    long rounds = 20000;
-    if (argc > 2 && strcmp(argv[1], "--write-corpus") == 0) {
-        corpus = argv[2];
-        rounds = argc > 3 ? atol(argv[3]) : 400;
-        if (mkdir(corpus, 0755) != 0 && errno != EEXIST)
-            die(corpus, NULL);
-    } else if (argc > 1) {
-        rounds = atol(argv[1]);
-    }
+    long rounds = 0;
+    fu_args("fuzz_vecfile", argc, argv, &rounds, &corpus);
     double t0 = (double)clock() / CLOCKS_PER_SEC;
     make_seeds();
     uint8_t *in = malloc(FUZZ_MAX_INPUT);
@@ -488,7 +445,7 @@ int main(int argc, char **argv)
      * test nothing. */
     for (size_t i = 0; i < n_seeds; i++) {
         if (corpus)
-            write_input(corpus, i, seeds[i].b, seeds[i].len);
+            fu_write_input("fuzz_vecfile", corpus, i, seeds[i].b, seeds[i].len);
         if (!(run_one(seeds[i].b, seeds[i].len) & (1u << seeds[i].kind))) {
             fprintf(stderr, "fuzz_vecfile: valid seed %zu (%s) rejected\n", i,
                     svf_kind_name(kinds[seeds[i].kind]));
@@ -506,23 +463,23 @@ int main(int argc, char **argv)
         int kind = -1, is_mutant = 0;
         if (i % 16 == 15) {
             /* random bytes, sometimes behind a plausible dimension word */
-            len = below(below(2) ? 64 : 1024);
+            len = fu_below(fu_below(2) ? 64 : 1024);
             for (size_t k = 0; k < len; k++)
-                in[k] = (uint8_t)next();
-            if (len >= 4 && below(2))
-                wr32(in, 1 + below(16));
+                in[k] = (uint8_t)fu_next();
+            if (len >= 4 && fu_below(2))
+                fu_wr32(in, 1 + fu_below(16));
         } else {
-            const seed *s = &seeds[below((uint32_t)n_seeds)];
+            const seed *s = &seeds[fu_below((uint32_t)n_seeds)];
             kind = s->kind;
             len = s->len;
             memcpy(in, s->b, len);
-            int n_mut = 1 + (int)below(below(4) ? 2 : 8);
+            int n_mut = 1 + (int)fu_below(fu_below(4) ? 2 : 8);
             for (int k = 0; k < n_mut; k++)
                 mutate_once(s->dim, in, &len);
             is_mutant = len != s->len || memcmp(in, s->b, len) != 0;
         }
         if (corpus) {
-            write_input(corpus, n_seeds + (size_t)i, in, len);
+            fu_write_input("fuzz_vecfile", corpus, n_seeds + (size_t)i, in, len);
             continue;
         }
         unsigned acc = run_one(in, len);
