@@ -858,21 +858,11 @@ static void mutate_once(uint8_t which, uint8_t *b, size_t *lenp)
         break;
     }
     case 5: { /* insert random bytes */
-        size_t n = 1 + fu_below(16);
-        if (len + n <= FUZZ_MAX_INPUT) {
-            memmove(b + pos + n, b + pos, len - pos);
-            for (size_t i = 0; i < n; i++)
-                b[pos + i] = (uint8_t)fu_next();
-            len += n;
-        }
+        fu_insert_random(b, &len, FUZZ_MAX_INPUT, pos, 16);
         break;
     }
     case 6: { /* delete a chunk */
-        size_t n = 1 + fu_below(32);
-        if (pos + n <= len) {
-            memmove(b + pos, b + pos + n, len - pos - n);
-            len -= n;
-        }
+        fu_delete_chunk(b, &len, pos, 32);
         break;
     }
     case 7: /* an interesting u32 */

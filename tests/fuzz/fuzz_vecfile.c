@@ -359,21 +359,11 @@ static void mutate_once(uint32_t dim, uint8_t *b, size_t *lenp)
             len = fu_below(2) ? len - 1 - fu_below((uint32_t)(len < 8 ? len : 8)) : fu_below((uint32_t)len);
         break;
     case 3: { /* insert random bytes */
-        size_t n = 1 + fu_below(8);
-        if (len + n <= FUZZ_MAX_INPUT) {
-            memmove(b + pos + n, b + pos, len - pos);
-            for (size_t i = 0; i < n; i++)
-                b[pos + i] = (uint8_t)fu_next();
-            len += n;
-        }
+        fu_insert_random(b, &len, FUZZ_MAX_INPUT, pos, 8);
         break;
     }
     case 4: { /* delete a chunk */
-        size_t n = 1 + fu_below(16);
-        if (pos + n <= len) {
-            memmove(b + pos, b + pos + n, len - pos - n);
-            len -= n;
-        }
+        fu_delete_chunk(b, &len, pos, 16);
         break;
     }
     case 5: /* a dimension word: off by a little, or interesting */

@@ -41,6 +41,26 @@ void fu_wr32(uint8_t *p, uint32_t v)
     memcpy(p, &v, 4);
 }
 
+void fu_insert_random(uint8_t *b, size_t *len, size_t cap, size_t pos, uint32_t max_n)
+{
+    size_t n = 1 + fu_below(max_n);
+    if (pos > *len || *len + n > cap)
+        return;
+    memmove(b + pos + n, b + pos, *len - pos);
+    for (size_t i = 0; i < n; i++)
+        b[pos + i] = (uint8_t)fu_next();
+    *len += n;
+}
+
+void fu_delete_chunk(uint8_t *b, size_t *len, size_t pos, uint32_t max_n)
+{
+    size_t n = 1 + fu_below(max_n);
+    if (pos + n > *len)
+        return;
+    memmove(b + pos, b + pos + n, *len - pos - n);
+    *len -= n;
+}
+
 void fu_args(const char *prog, int argc, char **argv, long *rounds, const char **corpus)
 {
     *corpus = NULL;
