@@ -87,7 +87,7 @@ install_packages() {
 }
 
 # npm_ci DIR NAME: npm ci in DIR when it has a package-lock.json (its Node.js
-# test NAME is skipped otherwise). Node and npm are not Debian packages here.
+# test NAME fails otherwise).
 npm_ci() {
     nodedir=$1
     rel=${nodedir#"$ROOT"/}
@@ -110,6 +110,10 @@ install_build() {
 install() {
     # shellcheck disable=SC2086
     install_packages $BUILD_PACKAGES $TEST_PACKAGES
+    # The Node.js tests need node and npm: Debian's (18.x) when none is there.
+    if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+        install_packages nodejs npm
+    fi
     npm_ci "$ROOT/tests/e2e/node" e2e_node
     npm_ci "$ROOT/tests/deploy/k8s" "the Kubernetes manifest test"
 }

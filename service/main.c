@@ -54,7 +54,8 @@ static void usage(FILE *f)
             "  --max-k N            most neighbours per query (SLIMVEC_MAX_K, default 1000)\n"
             "  --max-batch N        most vectors or queries per message (SLIMVEC_MAX_BATCH, default 10000)\n"
             "  --max-id-len N       longest id in bytes, <= 128 (SLIMVEC_MAX_ID_LEN, default 128)\n"
-            "  --build-threads N    flush threads per collection, 0 = all cores (SLIMVEC_BUILD_THREADS, default 0)\n"
+            "  --build-threads N    flush threads per collection, 0 = all cores, at most 64 are used\n"
+            "                       (SLIMVEC_BUILD_THREADS, default 0)\n"
             "  --grace SECONDS      drain time at shutdown (SLIMVEC_GRACE, default 10)\n"
             "  --memory-cap BYTES|N%%  refuse ingest (RESOURCE_EXHAUSTED) past this much jemalloc-allocated\n"
             "                       memory; N%% of the memory limit; 0 = no cap (SLIMVEC_MEMORY_CAP, default 0)\n"
@@ -161,7 +162,7 @@ static int load_config(config *cfg, int argc, char **argv)
         {"--max-k", "SLIMVEC_MAX_K", 1, SV_K_MAX, &max_k, NULL},
         {"--max-batch", "SLIMVEC_MAX_BATCH", 1, 1000000, &max_batch, NULL},
         {"--max-id-len", "SLIMVEC_MAX_ID_LEN", 1, SV_ID_MAX, &max_id, NULL},
-        {"--build-threads", "SLIMVEC_BUILD_THREADS", 0, 64, &build_threads, NULL},
+        {"--build-threads", "SLIMVEC_BUILD_THREADS", 0, 1e6, &build_threads, NULL},
         {"--grace", "SLIMVEC_GRACE", 0, 3600, &grace, NULL},
         {"--memory-cap", "SLIMVEC_MEMORY_CAP", 0, 0, NULL, &memory_cap},
         {"--memory-limit", "SLIMVEC_MEMORY_LIMIT", 0, 1e18, &memory_limit, NULL},
@@ -202,6 +203,13 @@ static int load_config(config *cfg, int argc, char **argv)
         return -1;
     }
     cfg->durable = (sv_durable_options){(uint32_t)sync_ms, (uint64_t)snapshot_bytes};
+    /* The engine uses at most 64 flush threads. A larger value is what a
+     * pod without a CPU limit gets from the downward API (the node's
+     * cores): use 64 rather than refuse to start. */
+    if (build_threads > 64) {
+        fprintf(stderr, "slimvecd: --build-threads %g: using 64, the most a collection uses\n", build_threads);
+        build_threads = 64;
+    }
     cfg->memory_limit = memory_limit > 0 ? (uint64_t)memory_limit : cgroup_memory_limit();
     uint64_t cap = 0;
     int from_limit = 0;

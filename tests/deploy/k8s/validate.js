@@ -373,8 +373,12 @@ function validateBundle(b) {
     // Shutdown: the grace period covers the drain plus the snapshots.
     const grace = Number(val('SLIMVEC_GRACE'));
     const tgps = pod.terminationGracePeriodSeconds === undefined ? 30 : pod.terminationGracePeriodSeconds;
-    check(`terminationGracePeriodSeconds (${tgps}) > SLIMVEC_GRACE (${val('SLIMVEC_GRACE')})`,
-        Number.isInteger(grace) && tgps > grace, `SLIMVEC_GRACE ${fmt(val('SLIMVEC_GRACE'))}`);
+    // The same margin as the compose check: the drain plus at least 10 s for
+    // the shutdown snapshots, plus any preStop sleep before SIGTERM.
+    const pre = ((c.lifecycle || {}).preStop || {}).exec;
+    const sleep = pre && pre.command && pre.command[0] === '/bin/sleep' ? Number(pre.command[1]) : 0;
+    check(`terminationGracePeriodSeconds (${tgps}) > preStop (${sleep}) + SLIMVEC_GRACE (${val('SLIMVEC_GRACE')}) + 10`,
+        Number.isInteger(grace) && tgps > sleep + grace + 10, `SLIMVEC_GRACE ${fmt(val('SLIMVEC_GRACE'))}`);
 
     // Security context.
     const psc = pod.securityContext || {};
@@ -468,9 +472,12 @@ const BREAKAGES = [
         (b) => { envOf(b, 'SLIMVEC_MEMORY_CAP').value = '100%'; }, /SLIMVEC_MEMORY_CAP is a percentage/],
     ['SLIMVEC_MEMORY_CAP in bytes',
         (b) => { envOf(b, 'SLIMVEC_MEMORY_CAP').value = '1717986918'; }, /SLIMVEC_MEMORY_CAP is a percentage/],
+    ['terminationGracePeriodSeconds without room for the shutdown snapshots',
+        (b) => { stsOf(b).spec.template.spec.terminationGracePeriodSeconds = 30; },
+        /terminationGracePeriodSeconds \(30\) > preStop/],
     ['terminationGracePeriodSeconds not above SLIMVEC_GRACE',
         (b) => { stsOf(b).spec.template.spec.terminationGracePeriodSeconds = 20; },
-        /terminationGracePeriodSeconds \(20\) > SLIMVEC_GRACE/],
+        /terminationGracePeriodSeconds \(20\) > preStop/],
     ['runAsNonRoot removed',
         (b) => { delete stsOf(b).spec.template.spec.securityContext.runAsNonRoot; delete ctrOf(b).securityContext.runAsNonRoot; },
         /runs as non-root/],
