@@ -133,8 +133,9 @@ sv_status sv_logrec_decode_add(const uint8_t *p, size_t len, sv_logrec *out, sv_
     memcpy(&out->dim, p + 4, 4);
     memcpy(&out->counter, p + 8, 8);
     p += 16;
-    /* Each vector takes at least 9 bytes of id and 4 of data: bounds n. */
-    if (out->n == 0 || out->dim == 0 || out->dim > SV_DIM_MAX || out->n > len / 13 ||
+    /* Each vector takes at least 3 bytes of id (kind, length, one byte) and
+     * 4 of data: bounds n before anything is allocated for it. */
+    if (out->n == 0 || out->dim == 0 || out->dim > SV_DIM_MAX || out->n > len / 7 ||
         out->counter >= (UINT64_C(1) << 63))
         return sv_fail(err, SV_ERR_CORRUPT, "ADD record with n=%u dim=%u in %zu bytes", out->n,
                     out->dim, len);

@@ -641,6 +641,21 @@ START_TEST(test_logrec_round_trip)
         ck_assert_uint_eq(r.expect[i], expect[i]);
     ck_assert_int_eq(memcmp(r.vectors, vec, sizeof vec), 0);
     sv_logrec_release(&r);
+    /* The smallest vectors a record can hold: one-byte ids, dimension 1
+     * (7 bytes each; an earlier bound assumed 13 and refused this). */
+    {
+        const char *tiny[8] = {"a", "b", "c", "d", "e", "f", "g", "h"};
+        const uint64_t none[8] = {UINT64_MAX, UINT64_MAX, UINT64_MAX, UINT64_MAX,
+                                  UINT64_MAX, UINT64_MAX, UINT64_MAX, UINT64_MAX};
+        size_t tlen = 0;
+        uint8_t *tp = add_payload(tiny, none, 8, 1, 0, vec, &tlen);
+        ck_assert_uint_eq(tlen, 16 + 8 * 3 + 8 * 4);
+        ck_assert_int_eq(sv_logrec_decode_add(tp, tlen, &r, &err), SV_OK);
+        ck_assert_uint_eq(r.n, 8);
+        ck_assert_str_eq(r.ids[7], "h");
+        sv_logrec_release(&r);
+        free(tp);
+    }
     ck_assert_ptr_null(r.ids);
 
     /* Every truncation fails, in an exact-size copy (ASan catches over-reads). */
