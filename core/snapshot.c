@@ -14,12 +14,12 @@
 
 #include "collection_impl.h"
 #include "crc32c.h"
+#include "fileheader.h"
 #include "fileio.h"
 #include "quantizer.h"
 
 static const uint8_t MAGIC[8] = {'S', 'V', 'S', 'N', 'A', 'P', 0, 1};
 #define VERSION 1u
-#define HEADER 32u
 #define SEC_HEADER 16u
 
 enum { SEC_META = 1, SEC_MEAN, SEC_STATES, SEC_IDS, SEC_FREE, SEC_BUFFER, SEC_CODES, SEC_EDGES, SEC_END };
@@ -201,13 +201,8 @@ sv_status sv_snapshot_write(sv_collection *c, int fd, const sv_snapshot_hooks *h
     m.n_free = c->n_free;
     m.record_size = (uint32_t)sv_store_record_size(c->store);
 
-    uint8_t hdr[HEADER] = {0};
-    memcpy(hdr, MAGIC, 8);
-    uint32_t ver = VERSION;
-    memcpy(hdr + 8, &ver, 4);
-    memcpy(hdr + 16, &lsn, 8);
-    uint32_t hcrc = sv_crc32c(0, hdr, 28);
-    memcpy(hdr + 28, &hcrc, 4);
+    uint8_t hdr[SV_FILE_HEADER];
+    sv_file_header_encode(hdr, MAGIC, VERSION, lsn);
     w_raw(&w, hdr, sizeof hdr);
     write_meta(&w, &m);
 
@@ -664,21 +659,14 @@ sv_status sv_snapshot_load(const uint8_t *data, size_t len, const sv_params *exp
                            sv_collection **out, uint64_t *lsn, sv_error *err)
 {
     *out = NULL;
-    if (len < HEADER || memcmp(data, MAGIC, 8) != 0)
-        return sv_fail(err, SV_ERR_CORRUPT, "offset 0: not a slimvec snapshot");
-    uint32_t hcrc, ver;
-    memcpy(&hcrc, data + 28, 4);
-    memcpy(&ver, data + 8, 4);
-    if (hcrc != sv_crc32c(0, data, 28))
-        return sv_fail(err, SV_ERR_CORRUPT, "offset 0: header checksum mismatch");
-    if (ver != VERSION)
-        return sv_fail(err, SV_ERR_CORRUPT, "offset 0: unsupported snapshot version %u", ver);
-    memcpy(lsn, data + 16, 8);
+    sv_status st = sv_file_header_decode(data, len, MAGIC, VERSION, "snapshot", lsn, err);
+    if (st != SV_OK)
+        return st;
 
-    reader r = {data, len, HEADER};
+    reader r = {data, len, SV_FILE_HEADER};
     section s;
     meta m = {0};
-    sv_status st = next_section(&r, SEC_META, &s, err);
+    st = next_section(&r, SEC_META, &s, err);
     if (st == SV_OK)
         st = parse_meta(&s, expect, len, &m, err);
     if (st != SV_OK)

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "crc32c.h"
+#include "fileheader.h"
 #include "fileio.h"
 
 static const uint8_t MAGIC[8] = {'S', 'V', 'W', 'A', 'L', 0, 0, 1};
@@ -82,13 +83,9 @@ sv_status sv_wal_parse(const uint8_t *data, size_t len, sv_wal_visit visit, void
         out->torn = len > 0;
         return SV_OK;
     }
-    if (memcmp(data, MAGIC, 8) != 0)
-        return sv_fail(err, SV_ERR_CORRUPT, "offset 0: not a slimvec log segment (bad magic)");
-    if (rd32(data + 28) != sv_crc32c(0, data, 28))
-        return sv_fail(err, SV_ERR_CORRUPT, "offset 0: segment header checksum mismatch");
-    if (rd32(data + 8) != VERSION)
-        return sv_fail(err, SV_ERR_CORRUPT, "offset 0: unsupported log version %" PRIu32, rd32(data + 8));
-    out->first_lsn = rd64(data + 16);
+    sv_status st = sv_file_header_decode(data, len, MAGIC, VERSION, "log segment", &out->first_lsn, err);
+    if (st != SV_OK)
+        return st;
     if (out->first_lsn == 0)
         return sv_fail(err, SV_ERR_CORRUPT, "offset 0: segment starts at LSN 0");
     out->last_lsn = out->first_lsn - 1;
@@ -186,13 +183,8 @@ static int create_segment(const char *dir, uint64_t first_lsn, sv_error *err)
         sv_fail(err, SV_ERR_IO, "%s: %s", path, strerror(errno));
         return -1;
     }
-    uint8_t h[SV_WAL_HEADER] = {0};
-    memcpy(h, MAGIC, 8);
-    uint32_t v = VERSION;
-    memcpy(h + 8, &v, 4);
-    memcpy(h + 16, &first_lsn, 8);
-    uint32_t crc = sv_crc32c(0, h, 28);
-    memcpy(h + 28, &crc, 4);
+    uint8_t h[SV_WAL_HEADER];
+    sv_file_header_encode(h, MAGIC, VERSION, first_lsn);
     if (sv_write_all(fd, h, sizeof h) != 0 || fdatasync(fd) != 0 || sv_fsync_dir(dir) != 0) {
         sv_fail(err, SV_ERR_IO, "%s: %s", path, strerror(errno));
         close(fd);
