@@ -57,6 +57,21 @@ const char *svd_registry_data_dir(const svd_registry *r)
     return r->data_dir;
 }
 
+/* A collection entry with its own arena (no collection in it yet), or NULL. */
+static svd_coll *coll_new(const char *name)
+{
+    svd_coll *c = calloc(1, sizeof *c);
+    sv_arena *arena = sv_arena_create();
+    if (!c || !arena) {
+        free(c);
+        sv_arena_free(arena);
+        return NULL;
+    }
+    strcpy(c->name, name);
+    c->arena = arena;
+    return c;
+}
+
 static void coll_destroy(svd_coll *c)
 {
     sv_durable_free(c->dur);
@@ -150,18 +165,13 @@ sv_status svd_registry_create_collection(svd_registry *r, const char *name, sv_p
                                          svd_coll **out, sv_error *err)
 {
     *out = NULL;
-    svd_coll *c = calloc(1, sizeof *c);
-    sv_arena *arena = sv_arena_create();
-    if (!c || !arena) {
-        free(c);
-        sv_arena_free(arena);
+    svd_coll *c = coll_new(name);
+    if (!c) {
         err->code = SV_ERR_RESOURCE;
         strcpy(err->message, "out of memory creating the collection");
         return SV_ERR_RESOURCE;
     }
-    strcpy(c->name, name);
-    c->arena = arena;
-    params->allocator = sv_arena_allocator(arena);
+    params->allocator = sv_arena_allocator(c->arena);
     char path[PATH_CAP];
     if (r->data_dir)
         coll_path(r, name, path, sizeof path);
@@ -242,20 +252,15 @@ sv_status svd_registry_open_all(svd_registry *r, double *seconds, sv_error *err)
             fprintf(stderr, "slimvecd: ignoring %s: not a collection name\n", path);
             continue;
         }
-        svd_coll *c = calloc(1, sizeof *c);
-        sv_arena *arena = sv_arena_create();
-        if (!c || !arena) {
-            free(c);
-            sv_arena_free(arena);
+        svd_coll *c = coll_new(name);
+        if (!c) {
             err->code = st = SV_ERR_RESOURCE;
             strcpy(err->message, "out of memory opening collections");
             break;
         }
-        strcpy(c->name, name);
-        c->arena = arena;
         sv_recovery rec;
         sv_error oerr;
-        st = sv_durable_open(path, sv_arena_allocator(arena), r->build_threads, &r->opts, &c->dur, &rec, &oerr);
+        st = sv_durable_open(path, sv_arena_allocator(c->arena), r->build_threads, &r->opts, &c->dur, &rec, &oerr);
         if (st != SV_OK) {
             err->code = st;
             /* The message names the file in the collection's directory. */
