@@ -34,7 +34,7 @@ DRY=${SV_DRY_RUN:-0}
 # the build finds it for the generated stubs).
 BUILD_PACKAGES="build-essential cmake pkg-config libjemalloc-dev check \
 libgrpc-dev protobuf-compiler protobuf-compiler-grpc protobuf-c-compiler libprotobuf-c-dev \
-grpc-proto libmicrohttpd-dev python3"
+grpc-proto libmicrohttpd-dev libsodium-dev python3"
 
 # Only for tests, benchmarks and the deploy checks.
 TEST_PACKAGES="zlib1g-dev python3-grpcio python3-protobuf \
@@ -46,7 +46,7 @@ docker-compose yamllint"
 # libc6 which every Debian image has. apt brings the rest (abseil, c-ares,
 # re2, OpenSSL, GnuTLS, zlib, ...) as their dependencies; test_image.py
 # checks every library ldd lists against this list's dependency closure.
-RUNTIME_PACKAGES="libgrpc29 libprotobuf-c1 libmicrohttpd12 libjemalloc2"
+RUNTIME_PACKAGES="libgrpc29 libprotobuf-c1 libmicrohttpd12 libjemalloc2 libsodium23"
 
 # x CMD...: run CMD, or print it under SV_DRY_RUN=1.
 x() {

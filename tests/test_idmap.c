@@ -2,8 +2,9 @@
  * Unit tests of the id map (core/idmap.h): number parsing, binding and
  * lookup of numeric and string ids, formatting, the free-number counter,
  * a large randomised insert/remove run (rehash and backward-shift delete),
- * slot reservation, the byte tally, and out-of-memory behaviour through a
- * counting allocator that fails on demand.
+ * slot reservation, the byte tally, out-of-memory behaviour through a
+ * counting allocator that fails on demand, and hash flooding: ids chosen
+ * against the old, predictable hash must cost what random ids cost.
  */
 #include <check.h>
 
@@ -826,6 +827,246 @@ START_TEST(test_seeds)
 }
 END_TEST
 
+/* ---- hash flooding -------------------------------------------------------
+ * The map used to place ids by mix64(num ^ seed) and, for strings, seeded
+ * FNV-1a then mix64, seed being the collection's `seed`, which clients
+ * choose and DescribeCollection returns. The functions below are that old
+ * scheme, as an attacker would rebuild it, and mix64's inverse: with them
+ * the attacker picks ids that all share one home position, so every insert
+ * walks the whole run (quadratic). The tests assert on probe counts read
+ * off the table, not on time, so they do not depend on the machine. */
+
+#define FLOOD_SEED UINT64_C(12345)
+
+static uint64_t old_mix64(uint64_t z)
+{
+    z = (z ^ (z >> 30)) * UINT64_C(0xbf58476d1ce4e5b9);
+    z = (z ^ (z >> 27)) * UINT64_C(0x94d049bb133111eb);
+    return z ^ (z >> 31);
+}
+
+/* Inverse of an odd number mod 2^64 (Newton: each step doubles the correct
+ * low bits; a*a == 1 mod 8 gives 3 to start, so 5 steps give 96). */
+static uint64_t inverse_odd(uint64_t a)
+{
+    uint64_t x = a;
+    for (int i = 0; i < 5; i++)
+        x *= 2 - a * x;
+    return x;
+}
+
+/* Inverse of x ^= x >> s (s >= 22 here: two steps reach every bit). */
+static uint64_t unxorshift(uint64_t x, int s)
+{
+    return x ^ (x >> s) ^ (x >> (2 * s));
+}
+
+static uint64_t old_unmix64(uint64_t z)
+{
+    z = unxorshift(z, 31);
+    z *= inverse_odd(UINT64_C(0x94d049bb133111eb));
+    z = unxorshift(z, 27);
+    z *= inverse_odd(UINT64_C(0xbf58476d1ce4e5b9));
+    return unxorshift(z, 30);
+}
+
+static uint64_t old_hash_number(uint64_t seed, uint64_t num)
+{
+    return old_mix64(num ^ seed);
+}
+
+static uint64_t old_hash_string(uint64_t seed, const unsigned char *s, size_t len)
+{
+    uint64_t h = UINT64_C(0xcbf29ce484222325) ^ seed;
+    for (size_t i = 0; i < len; i++) {
+        h ^= s[i];
+        h *= UINT64_C(0x100000001b3);
+    }
+    return old_mix64(h ^ (uint64_t)len ^ (seed << 1));
+}
+
+/* Insert ids[i] (numbers) or strs[i] (strings, when strs != NULL) into a
+ * fresh map created with FLOOD_SEED, and read its probe figures. */
+static sv_idmap_probes probes_of(const uint64_t *nums, char (*strs)[16], uint32_t n)
+{
+    sv_tally t = {0};
+    sv_idmap *m = sv_idmap_create(sv_allocator_default(), &t, FLOOD_SEED);
+    ck_assert_ptr_nonnull(m);
+    ck_assert_int_eq(sv_idmap_reserve_slots(m, n), SV_OK);
+    for (uint32_t i = 0; i < n; i++) {
+        if (strs)
+            ck_assert_int_eq(insert_str(m, strs[i], i), SV_OK);
+        else
+            ck_assert_int_eq(sv_idmap_insert_number(m, nums[i], i), SV_OK);
+    }
+    for (uint32_t i = 0; i < n; i++) { /* still an id map */
+        uint32_t slot = UINT32_MAX;
+        if (strs)
+            ck_assert(find_str(m, strs[i], &slot) && slot == i);
+        else
+            ck_assert(sv_idmap_find_number(m, nums[i], &slot) && slot == i);
+    }
+    sv_idmap_probes p;
+    sv_idmap_probe_stats(m, &p);
+    ck_assert_uint_eq(p.ids, n);
+    sv_idmap_free(m);
+    ck_assert_int_eq(sv_tally_get(&t), 0);
+    return p;
+}
+
+static double mean_probes(const sv_idmap_probes *p)
+{
+    return (double)p->total_probes / (double)p->ids;
+}
+
+/* Chosen ids must cost about what random ids cost. Against the old hash
+ * the chosen ones sat in one run: mean ~n/2 probes, the longest n. */
+static void check_not_flooded(const char *what, const sv_idmap_probes *chosen,
+                              const sv_idmap_probes *random)
+{
+    printf("%s: chosen ids mean %.2f probes (max %llu, longest run %zu), "
+           "random ids mean %.2f (max %llu, longest run %zu), table %zu\n",
+           what, mean_probes(chosen), (unsigned long long)chosen->max_probes, chosen->longest_run,
+           mean_probes(random), (unsigned long long)random->max_probes, random->longest_run,
+           chosen->table_cap);
+    ck_assert_uint_eq(chosen->table_cap, random->table_cap);
+    ck_assert(mean_probes(chosen) <= 2.0 * mean_probes(random));
+    /* Random ids, over 1,000 processes (keys): mean 1.37-1.60 probes and
+     * the longest run at most 46 for 2,000 strings; 1.73-1.85 and 108 for
+     * 20,000 numbers. ids/10 leaves room for the random key and is still
+     * a tenth of what a flood costs. */
+    ck_assert(mean_probes(chosen) < 4.0);
+    ck_assert_uint_lt(chosen->max_probes, chosen->ids / 10);
+    ck_assert_uint_lt(chosen->longest_run, chosen->ids / 10);
+}
+
+/* 20,000 numbers whose old hash has its low 32 bits zero: one home
+ * position in every table size the map can reach. */
+START_TEST(test_flood_numbers)
+{
+    enum { N = 20000 };
+    static uint64_t chosen[N], random[N];
+    uint32_t n = 0;
+    for (uint64_t k = 1; n < N; k++) {
+        uint64_t num = old_unmix64(k << 32) ^ FLOOD_SEED;
+        if (num >> 63)
+            continue; /* not a numeric id */
+        /* The attack is real: the old scheme sends every one home to 0. */
+        ck_assert_uint_eq(old_hash_number(FLOOD_SEED, num) & UINT32_MAX, 0);
+        chosen[n++] = num;
+    }
+    uint64_t rng = 99;
+    for (uint32_t i = 0; i < N; i++)
+        random[i] = rng_next(&rng) >> 1;
+
+    sv_idmap_probes pc = probes_of(chosen, NULL, N);
+    sv_idmap_probes pr = probes_of(random, NULL, N);
+    check_not_flooded("numbers", &pc, &pr);
+}
+END_TEST
+
+/* 2,000 strings whose old hash has its low 12 bits zero: one home in the
+ * 4,096-entry table that 2,000 ids end in (and in every smaller one on
+ * the way). Found by trying candidates, as an attacker would: ~4,096 tries
+ * per id (full 64-bit collisions of FNV-1a would take more than a test). */
+START_TEST(test_flood_strings)
+{
+    enum { N = 2000, LOW_BITS = 12 };
+    static char chosen[N][16], random[N][16];
+    static const char digits[] = "0123456789abcdefghijklmnopqrstuv";
+    uint32_t n = 0;
+    for (uint64_t k = 0; n < N; k++) {
+        /* "x" + k in base 32, 8 digits: never a canonical number. */
+        char id[16] = "x";
+        for (int d = 0; d < 8; d++)
+            id[1 + d] = digits[(k >> (5 * (7 - d))) & 31];
+        id[9] = '\0';
+        uint64_t h = old_hash_string(FLOOD_SEED, (const unsigned char *)id, 9);
+        if ((h & ((1u << LOW_BITS) - 1)) != 0)
+            continue;
+        memcpy(chosen[n++], id, 10);
+    }
+    uint64_t rng = 5;
+    for (uint32_t i = 0; i < N; i++)
+        snprintf(random[i], sizeof random[i], "r%014llx", (unsigned long long)(rng_next(&rng) >> 8));
+
+    sv_idmap_probes pc = probes_of(NULL, chosen, N);
+    sv_idmap_probes pr = probes_of(NULL, random, N);
+    ck_assert_uint_eq(pc.table_cap, 1u << LOW_BITS);
+    check_not_flooded("strings", &pc, &pr);
+}
+END_TEST
+
+/* The collection's seed no longer places ids: the same ids in the same
+ * order make the same table whatever the seed. */
+START_TEST(test_seed_does_not_place)
+{
+    sv_idmap_probes p[3];
+    uint64_t seeds[3] = {0, FLOOD_SEED, UINT64_MAX};
+    for (int k = 0; k < 3; k++) {
+        sv_idmap *m = sv_idmap_create(sv_allocator_default(), NULL, seeds[k]);
+        ck_assert_ptr_nonnull(m);
+        ck_assert_int_eq(sv_idmap_reserve_slots(m, 3000), SV_OK);
+        for (uint32_t i = 0; i < 3000; i++)
+            ck_assert_int_eq(sv_idmap_insert_number(m, (uint64_t)i * 7, i), SV_OK);
+        sv_idmap_probe_stats(m, &p[k]);
+        sv_idmap_free(m);
+    }
+    for (int k = 1; k < 3; k++) {
+        ck_assert_uint_eq(p[k].total_probes, p[0].total_probes);
+        ck_assert_uint_eq(p[k].max_probes, p[0].max_probes);
+        ck_assert_uint_eq(p[k].longest_run, p[0].longest_run);
+    }
+}
+END_TEST
+
+/* An 8-byte string hashes over the same bytes as the number they spell in
+ * little-endian order; the two are still different ids. */
+START_TEST(test_string_spelling_a_number)
+{
+    sv_tally t = {0};
+    sv_idmap *m = new_map(&t, 4);
+    const char *str = "abcdefgh";
+    uint64_t num = UINT64_C(0x6867666564636261); /* "abcdefgh", little-endian */
+    ck_assert_int_eq(insert_str(m, str, 0), SV_OK);
+    ck_assert_int_eq(sv_idmap_insert_number(m, num, 1), SV_OK);
+    uint32_t slot = UINT32_MAX;
+    ck_assert(find_str(m, str, &slot) && slot == 0);
+    ck_assert(sv_idmap_find_number(m, num, &slot) && slot == 1);
+    sv_idmap_remove_slot(m, 0);
+    ck_assert(!find_str(m, str, &slot));
+    ck_assert(sv_idmap_find_number(m, num, &slot) && slot == 1);
+    sv_idmap_free(m);
+    ck_assert_int_eq(sv_tally_get(&t), 0);
+}
+END_TEST
+
+/* The statistic itself: empty, every id counted, back to zero. */
+START_TEST(test_probe_stats)
+{
+    sv_idmap *m = new_map(NULL, 1000);
+    sv_idmap_probes p;
+    sv_idmap_probe_stats(m, &p);
+    ck_assert_uint_eq(p.ids, 0);
+    ck_assert_uint_eq(p.total_probes, 0);
+    ck_assert_uint_eq(p.table_cap, 0);
+    for (uint32_t i = 0; i < 1000; i++)
+        ck_assert_int_eq(sv_idmap_insert_number(m, i, i), SV_OK);
+    sv_idmap_probe_stats(m, &p);
+    ck_assert_uint_eq(p.ids, 1000);
+    ck_assert_uint_ge(p.total_probes, 1000);
+    ck_assert_uint_ge(p.max_probes, 1);
+    ck_assert_uint_ge(p.longest_run, p.max_probes);
+    ck_assert_uint_eq(p.table_cap, 2048);
+    for (uint32_t i = 0; i < 1000; i++)
+        sv_idmap_remove_slot(m, i);
+    sv_idmap_probe_stats(m, &p);
+    ck_assert_uint_eq(p.ids, 0);
+    ck_assert_uint_eq(p.longest_run, 0);
+    sv_idmap_free(m);
+}
+END_TEST
+
 static Suite *idmap_suite(void)
 {
     Suite *s = suite_create("idmap");
@@ -844,6 +1085,11 @@ static Suite *idmap_suite(void)
     tcase_add_test(tc, test_tally);
     tcase_add_test(tc, test_out_of_memory);
     tcase_add_test(tc, test_seeds);
+    tcase_add_test(tc, test_flood_numbers);
+    tcase_add_test(tc, test_flood_strings);
+    tcase_add_test(tc, test_seed_does_not_place);
+    tcase_add_test(tc, test_string_spelling_a_number);
+    tcase_add_test(tc, test_probe_stats);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -19,6 +19,14 @@
  * So a numeric id costs 8 bytes + ~5 bytes of table; a string id adds its
  * allocation.
  *
+ * The table position is SipHash-2-4 (libsodium) of the id under random keys
+ * drawn once per process and never shown: clients choose ids, and with a
+ * hash they can predict (the old mix64(id ^ seed), seed being a collection
+ * parameter anyone can read) they can put thousands of ids in one probe run
+ * and make inserts quadratic under the write lock. Numbers hash as their 8
+ * little-endian bytes, strings as their bytes, each kind under its own key.
+ * Nothing stored depends on the hash, so the keys change at every start.
+ *
  * Not thread-safe: the collection's lock guards it.
  */
 #ifndef SV_IDMAP_H
@@ -33,7 +41,10 @@
 typedef struct sv_idmap sv_idmap;
 
 /* All allocations go through `a` and are tallied in `t` (may be NULL).
- * `seed` salts the hash. Returns NULL when out of memory. */
+ * `seed` is ignored: it used to salt the hash, which made the hash
+ * predictable (see above); it stays until the callers stop passing it.
+ * Returns NULL when out of memory, or when libsodium could not be
+ * initialised for the hash key (sodium_init failed). */
 sv_idmap *sv_idmap_create(const sv_allocator *a, sv_tally *t, uint64_t seed);
 void sv_idmap_free(sv_idmap *m); /* NULL is a no-op; frees every string */
 
@@ -69,6 +80,19 @@ size_t sv_idmap_count(const sv_idmap *m); /* bound ids */
 /* What slot holds: 0 unbound, 1 a number (*num), 2 a string (*str, *len;
  * not NUL-terminated, valid while the slot stays bound). */
 int sv_idmap_slot_id(const sv_idmap *m, uint32_t slot, uint64_t *num, const char **str, size_t *len);
+/* How far bound ids sit from their home positions: what a lookup of each
+ * costs, read off the table (O(table) and a hash per id; for tests and
+ * diagnostics, not for hot paths). */
+typedef struct sv_idmap_probes {
+    size_t ids;            /* bound ids (= sv_idmap_count) */
+    uint64_t total_probes; /* over bound ids: table positions a successful
+                            * lookup visits, 1 = found at home */
+    uint64_t max_probes;   /* the most of those for one id */
+    size_t longest_run;    /* longest run of occupied positions */
+    size_t table_cap;      /* table positions (0 before the first insert) */
+} sv_idmap_probes;
+void sv_idmap_probe_stats(const sv_idmap *m, sv_idmap_probes *out);
+
 /* The counter behind sv_idmap_next_free_number (snapshots keep it). */
 uint64_t sv_idmap_counter(const sv_idmap *m);
 void sv_idmap_set_counter(sv_idmap *m, uint64_t counter);
