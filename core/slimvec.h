@@ -46,7 +46,9 @@ typedef enum sv_status {
     SV_ERR_RESOURCE,         /* out of memory or over a capacity limit */
     SV_ERR_INTERNAL,         /* a broken invariant (validator) */
     SV_ERR_IO,               /* a file operation failed (disk full, fsync error, ...) */
-    SV_ERR_CORRUPT           /* a data file fails its checks (checksum, size, content) */
+    SV_ERR_CORRUPT,          /* a data file fails its checks (checksum, size, content) */
+    SV_ERR_INTERRUPTED,      /* the caller's sv_interrupt said stop; nothing changed */
+    SV_ERR_BUSY              /* not now (a full write buffer); nothing changed, retry later */
 } sv_status;
 
 typedef struct sv_error {
@@ -89,7 +91,9 @@ typedef struct sv_params {
     float alpha;               /* robust-prune slack, 1.0..2.0 */
     uint64_t seed;             /* randomness (insert order in a flush) */
     uint32_t threads;          /* flush/consolidate threads; 0 = all cores */
-    uint32_t flush_threshold;  /* buffered vectors that trigger a flush; 0 = never automatic */
+    uint32_t flush_threshold;  /* buffered vectors that make an add flush; 0 = only
+                                  sv_collection_flush (a server flushes on its own
+                                  thread instead and always sets one) */
     const sv_allocator *allocator; /* NULL = sv_allocator_default() */
 } sv_params;
 
@@ -127,15 +131,36 @@ sv_status sv_collection_search(sv_collection *c, const float *query, uint32_t di
                                uint32_t search_list, sv_hit *hits, size_t *n_hits,
                                sv_error *err);
 
+/*
+ * A way for the caller to stop a long call: `stop` is asked every few dozen
+ * steps of work (graph expansions, buffered rows) and returns nonzero to
+ * stop; the call then returns SV_ERR_INTERRUPTED having changed nothing.
+ * It must be cheap and thread-safe (a server checks a deadline and a
+ * cancelled flag).
+ */
+typedef struct sv_interrupt {
+    int (*stop)(void *ctx);
+    void *ctx;
+} sv_interrupt;
+
+/* sv_collection_search that `intr` (may be NULL) can stop. */
+sv_status sv_collection_search_ex(sv_collection *c, const float *query, uint32_t dim, uint32_t k,
+                                  uint32_t search_list, const sv_interrupt *intr, sv_hit *hits,
+                                  size_t *n_hits, sv_error *err);
+
 /* The stored vector of an id (dequantized for int8; normalised for cosine). */
 sv_status sv_collection_get(sv_collection *c, const char *id, float *out, uint32_t dim,
                             sv_error *err);
 
-/* Delete n ids; unknown ids fail the whole call with SV_ERR_NOT_FOUND. */
+/* Delete n ids; unknown ids fail the whole call with SV_ERR_NOT_FOUND. An
+ * id repeated in the call is deleted once. */
 sv_status sv_collection_delete(sv_collection *c, const char *const *ids, size_t n,
                                sv_error *err);
 
 uint64_t sv_collection_count(sv_collection *c); /* live vectors */
+/* The longest id the collection has held since it was created or loaded
+ * (an upper bound for sizing answers; assigned ids count up to 19 bytes). */
+size_t sv_collection_id_len_max(sv_collection *c);
 
 /* Move the write buffer into the graph and free it. */
 sv_status sv_collection_flush(sv_collection *c, sv_error *err);

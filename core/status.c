@@ -45,6 +45,8 @@ const char *sv_status_name(sv_status s)
     case SV_ERR_INTERNAL: return "INTERNAL";
     case SV_ERR_IO: return "IO";
     case SV_ERR_CORRUPT: return "CORRUPT";
+    case SV_ERR_INTERRUPTED: return "INTERRUPTED";
+    case SV_ERR_BUSY: return "BUSY";
     }
     return "UNKNOWN";
 }

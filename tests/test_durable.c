@@ -24,11 +24,27 @@
 
 #include "crc32c.h"
 #include "durable.h"
+#include "durable_impl.h"
 #include "logrec.h"
 #include "slimvec.h"
 #include "snapshot.h"
 #include "testutil.h"
 #include "wal.h"
+
+/* An add, then the flush a server's maintenance thread would make once the
+ * buffer reached the threshold (the durable layer never flushes on its own). */
+static sv_status dadd(sv_durable *d, const float *v, size_t n, uint32_t dim, const char *const *ids,
+                      uint64_t *assigned, sv_error *err)
+{
+    sv_status st = sv_durable_add(d, v, n, dim, ids, assigned, err);
+    if (st == SV_OK && sv_durable_flush_due(d)) {
+        sv_error ferr;
+        sv_status fs = sv_durable_flush(d, &ferr);
+        if (fs != SV_OK && fs != SV_ERR_IO)
+            fprintf(stderr, "flush after add: %s\n", ferr.message);
+    }
+    return st;
+}
 
 #define PATHN 512
 
@@ -274,8 +290,13 @@ START_TEST(test_wal_framing)
     uint64_t first;
     memcpy(&ver, b + 8, 4);
     memcpy(&first, b + 16, 8);
-    ck_assert_uint_eq(ver, 1);
+    ck_assert_uint_eq(ver, 2);
     ck_assert_uint_eq(first, SEG_FIRST);
+    uint32_t salt_lo, salt_hi;
+    memcpy(&salt_lo, b + 12, 4);
+    memcpy(&salt_hi, b + 24, 4);
+    uint32_t seed = sv_wal_seed((uint64_t)salt_hi << 32 | salt_lo);
+    ck_assert_uint_ne(seed, 0); /* a salted segment */
 
     visit_log *v = calloc(1, sizeof *v);
     sv_wal_scan scan;
@@ -305,8 +326,9 @@ START_TEST(test_wal_framing)
         ck_assert_uint_eq(rl, l);
         ck_assert_uint_eq(rlsn, SEG_FIRST + (uint64_t)i);
         ck_assert_uint_eq(rt, seg_type[i]);
-        uint32_t crc = sv_crc32c(sv_crc32c(0, &rl, 4), b + off + 8, 12 + l);
-        ck_assert_uint_eq(rc, crc);
+        ck_assert_uint_eq(rc, sv_wal_record_crc(seed, rl, b + off + 8, 12 + l));
+        /* ... and not the unsalted checksum (version 1's). */
+        ck_assert_uint_ne(rc, sv_wal_record_crc(0, rl, b + off + 8, 12 + l));
         off += SV_WAL_REC_HEADER + l;
     }
     visit_free(v);
@@ -469,9 +491,12 @@ START_TEST(test_wal_torn_tails)
     memcpy(img, b, len);
     uint64_t wrong = SEG_FIRST + 9;
     memcpy(img + off[3] + 8, &wrong, 8);
-    uint32_t rl;
+    uint32_t rl, salt_lo, salt_hi;
     memcpy(&rl, img + off[3], 4);
-    uint32_t crc = sv_crc32c(sv_crc32c(0, &rl, 4), img + off[3] + 8, 12 + (size_t)rl);
+    memcpy(&salt_lo, img + 12, 4);
+    memcpy(&salt_hi, img + 24, 4);
+    uint32_t crc = sv_wal_record_crc(sv_wal_seed((uint64_t)salt_hi << 32 | salt_lo), rl,
+                                     img + off[3] + 8, 12 + (size_t)rl);
     memcpy(img + off[3] + 4, &crc, 4);
     ck_assert_int_eq(sv_wal_parse(img, len, NULL, NULL, &scan, &err), SV_ERR_CORRUPT);
     snprintf(want, sizeof want, "offset %zu", off[3]);
@@ -897,9 +922,9 @@ static void sc_add(scen *s, size_t n)
     }
     const float *v = s->data + s->rows * s->dim;
     sv_error err;
-    ck_assert_msg(sv_durable_add(s->d, v, n, s->dim, ids, got, &err) == SV_OK, "%s", err.message);
+    ck_assert_msg(dadd(s->d, v, n, s->dim, ids, got, &err) == SV_OK, "%s", err.message);
     if (s->twin)
-        ck_assert_int_eq(sv_durable_add(s->twin, v, n, s->dim, ids, got_twin, &err), SV_OK);
+        ck_assert_int_eq(dadd(s->twin, v, n, s->dim, ids, got_twin, &err), SV_OK);
     for (size_t i = 0; i < n; i++) {
         size_t g = s->rows + i;
         if (g % 3 == 0) {
@@ -927,9 +952,9 @@ static void sc_delete(scen *s, const size_t *rows, size_t n)
         s->deleted[rows[i]] = 1;
     }
     sv_error err;
-    ck_assert_msg(sv_durable_delete(s->d, ids, n, &err) == SV_OK, "%s", err.message);
+    ck_assert_msg(sv_durable_delete(s->d, ids, n, NULL, &err) == SV_OK, "%s", err.message);
     if (s->twin)
-        ck_assert_int_eq(sv_durable_delete(s->twin, ids, n, &err), SV_OK);
+        ck_assert_int_eq(sv_durable_delete(s->twin, ids, n, NULL, &err), SV_OK);
 }
 
 static void sc_flush(scen *s)
@@ -1092,7 +1117,7 @@ static uint64_t next_assigned(sv_durable *d, const float *v, uint32_t dim)
 {
     uint64_t got = 0;
     sv_error err;
-    ck_assert_msg(sv_durable_add(d, v, 1, dim, NULL, &got, &err) == SV_OK, "%s", err.message);
+    ck_assert_msg(dadd(d, v, 1, dim, NULL, &got, &err) == SV_OK, "%s", err.message);
     return got;
 }
 
@@ -1409,7 +1434,7 @@ static void small_build(const char *dir, int batches, float **data_out)
             snprintf(names[i], sizeof names[i], "b%d-%d", b, i);
             ids[i] = names[i];
         }
-        ck_assert_msg(sv_durable_add(d, v + (size_t)b * 40 * SM_DIM, 40, SM_DIM, ids, NULL, &err) == SV_OK,
+        ck_assert_msg(dadd(d, v + (size_t)b * 40 * SM_DIM, 40, SM_DIM, ids, NULL, &err) == SV_OK,
                       "%s", err.message);
     }
     sv_durable_free(d);
@@ -1480,7 +1505,7 @@ START_TEST(test_open_torn_tail)
         snprintf(names[i], sizeof names[i], "b4-%d", i);
         ids[i] = names[i];
     }
-    ck_assert_int_eq(sv_durable_add(d, vec, 40, SM_DIM, ids, NULL, &err), SV_OK);
+    ck_assert_int_eq(dadd(d, vec, 40, SM_DIM, ids, NULL, &err), SV_OK);
     sv_durable_free(d);
     ck_assert_msg(try_open(dir, &d, &rec, &err) == SV_OK, "%s", err.message);
     ck_assert_uint_eq(rec.torn_bytes, 0);
@@ -1488,6 +1513,84 @@ START_TEST(test_open_torn_tail)
     ck_assert_uint_eq(sv_collection_count(sv_durable_collection(d)), 200);
     small_has_batches(d, 0, 5, SV_OK);
     sv_durable_free(d);
+    rm_rf(base);
+}
+END_TEST
+
+/*
+ * Vectors are a client's bytes. One that spells out a record with the next
+ * LSN (and the checksum an unsalted log would give it), written in a batch
+ * whose record a crash then tears: an unsalted log would find an "intact
+ * record" after the torn one and refuse to start. The salted log cuts the
+ * torn record, as it must. The same forgery made with the segment's real
+ * seed (which never leaves the disk) is what damage looks like.
+ */
+START_TEST(test_open_forged_record_in_vectors)
+{
+    char base[PATHN], dir[PATHN], path[PATHN], name[64];
+    make_tmp(base);
+    pathf(dir, "%s/c", base);
+    small_build(dir, 3, NULL);
+    sv_durable *d = NULL;
+    sv_recovery rec;
+    sv_error err;
+    ck_assert_msg(try_open(dir, &d, &rec, &err) == SV_OK, "%s", err.message);
+    uint64_t lsn = rec.last_lsn + 1; /* the batch's own record */
+    /* The fake: len 0, crc, lsn, type; 20 bytes = 5 floats, all finite. */
+    float vec[40 * SM_DIM];
+    for (int i = 0; i < 40 * SM_DIM; i++)
+        vec[i] = (float)(i % 13) * 0.25f;
+    const int at = 16 * SM_DIM; /* float index of the fake inside the batch */
+    int forged = 0;
+    for (uint32_t type = SV_WAL_ADD; type <= SV_WAL_CONSOLIDATE && !forged; type++) {
+        uint8_t rec_bytes[20] = {0};
+        memcpy(rec_bytes + 8, &lsn, 8);
+        memcpy(rec_bytes + 16, &type, 4);
+        uint32_t crc = sv_wal_record_crc(0, 0, rec_bytes + 8, 12);
+        memcpy(rec_bytes + 4, &crc, 4);
+        float f[5];
+        memcpy(f, rec_bytes, 20);
+        int finite = 1;
+        for (int k = 0; k < 5; k++)
+            finite &= isfinite(f[k]);
+        if (finite) {
+            memcpy(vec + at, f, 20);
+            forged = 1;
+        }
+    }
+    ck_assert(forged);
+    ck_assert_msg(sv_durable_add(d, vec, 40, SM_DIM, NULL, NULL, &err) == SV_OK, "%s", err.message);
+    sv_durable_free(d);
+    ck_assert(newest(dir, 0, name, NULL));
+    pathf(path, "%s/%s", dir, name);
+    size_t len;
+    uint8_t *img = read_all(path, &len);
+    /* Find the fake's bytes and tear the file a little after them. */
+    uint8_t needle[20];
+    memcpy(needle, vec + at, 20);
+    uint8_t *hit = memmem(img, len, needle, 20);
+    ck_assert_ptr_nonnull(hit);
+    size_t cut = (size_t)(hit - img) + 20 + 40;
+    ck_assert_uint_lt(cut, len);
+    write_all(path, img, cut);
+    ck_assert_msg(try_open(dir, &d, &rec, &err) == SV_OK, "a forged record steered recovery: %s",
+                  err.message);
+    ck_assert_uint_gt(rec.torn_bytes, 0);
+    ck_assert_ptr_nonnull(strstr(rec.note, "torn"));
+    ck_assert_uint_eq(rec.last_lsn, lsn - 1);
+    sv_durable_free(d);
+
+    /* With the real seed the same forgery is indistinguishable from an
+     * intact record after damage: the secret is what protects. */
+    uint32_t salt_lo, salt_hi;
+    memcpy(&salt_lo, img + 12, 4);
+    memcpy(&salt_hi, img + 24, 4);
+    uint32_t crc = sv_wal_record_crc(sv_wal_seed((uint64_t)salt_hi << 32 | salt_lo), 0, hit + 8, 12);
+    memcpy(hit + 4, &crc, 4);
+    sv_wal_scan scan;
+    ck_assert_int_eq(sv_wal_parse(img, cut, NULL, NULL, &scan, &err), SV_ERR_CORRUPT);
+    ck_assert_ptr_nonnull(strstr(err.message, "intact record follows"));
+    free(img);
     rm_rf(base);
 }
 END_TEST
@@ -1558,7 +1661,7 @@ static void snap_build(const char *dir, char *snap_path)
     float vec[40 * SM_DIM];
     for (int i = 0; i < 40 * SM_DIM; i++)
         vec[i] = (float)(i % 13) * 0.5f;
-    ck_assert_int_eq(sv_durable_add(d, vec, 40, SM_DIM, NULL, NULL, &err), SV_OK);
+    ck_assert_int_eq(dadd(d, vec, 40, SM_DIM, NULL, NULL, &err), SV_OK);
     sv_durable_free(d);
     char name[64];
     ck_assert(newest(dir, 1, name, NULL));
@@ -1752,7 +1855,7 @@ START_TEST(test_reopen_many_segments)
             snprintf(names[i], sizeof names[i], "b%d-%d", b, i);
             ids[i] = names[i];
         }
-        ck_assert_int_eq(sv_durable_add(d, vec, 40, SM_DIM, ids, NULL, &err), SV_OK);
+        ck_assert_int_eq(dadd(d, vec, 40, SM_DIM, ids, NULL, &err), SV_OK);
         sv_durable_free(d);
         d = NULL;
     }
@@ -1801,7 +1904,7 @@ static void *cc_add(void *p)
         }
         size_t row = ((size_t)a->t * CC_BATCHES + (size_t)b) * CC_BATCH;
         sv_error err;
-        sv_status st = sv_durable_add(a->sh->d, a->sh->data + row * SC_DIM, CC_BATCH, SC_DIM,
+        sv_status st = dadd(a->sh->d, a->sh->data + row * SC_DIM, CC_BATCH, SC_DIM,
                                       a->t == 0 ? ids : NULL, a->assigned + (size_t)b * CC_BATCH, &err);
         if (st == SV_OK) {
             a->acked += CC_BATCH;
@@ -1983,29 +2086,29 @@ START_TEST(test_failures_log_nothing)
     bad[2 * SC_DIM + 5] = NAN;
     const char *ids3[3] = {"n0", NULL, "n2"};
     uint64_t got[3] = {11, 11, 11};
-    ck_assert_int_eq(sv_durable_add(s.d, bad, 3, SC_DIM, ids3, got, &err), SV_ERR_INVALID_ARGUMENT);
+    ck_assert_int_eq(dadd(s.d, bad, 3, SC_DIM, ids3, got, &err), SV_ERR_INVALID_ARGUMENT);
     ck_assert_int_eq(err.code, SV_ERR_INVALID_ARGUMENT);
     ck_assert_ptr_nonnull(strstr(err.message, "vector 2"));
     ck_assert_uint_eq(got[0], 11); /* assigned untouched */
     bad[2 * SC_DIM + 5] = INFINITY;
-    ck_assert_int_eq(sv_durable_add(s.d, bad, 3, SC_DIM, ids3, NULL, &err), SV_ERR_INVALID_ARGUMENT);
+    ck_assert_int_eq(dadd(s.d, bad, 3, SC_DIM, ids3, NULL, &err), SV_ERR_INVALID_ARGUMENT);
     /* wrong dimension */
-    ck_assert_int_eq(sv_durable_add(s.d, bad, 1, SC_DIM - 1, NULL, NULL, &err), SV_ERR_INVALID_ARGUMENT);
+    ck_assert_int_eq(dadd(s.d, bad, 1, SC_DIM - 1, NULL, NULL, &err), SV_ERR_INVALID_ARGUMENT);
     ck_assert_int_eq(file_size(path), size0);
     /* duplicate ids: with the collection, and twice in the batch */
     const char *dup1[3] = {"fresh-1", s.id[7], "fresh-2"};
-    ck_assert_int_eq(sv_durable_add(s.d, s.data + 3900 * SC_DIM, 3, SC_DIM, dup1, NULL, &err),
+    ck_assert_int_eq(dadd(s.d, s.data + 3900 * SC_DIM, 3, SC_DIM, dup1, NULL, &err),
                      SV_ERR_ALREADY_EXISTS);
     const char *dup2[3] = {"fresh-1", NULL, "fresh-1"};
-    ck_assert_int_eq(sv_durable_add(s.d, s.data + 3900 * SC_DIM, 3, SC_DIM, dup2, NULL, &err),
+    ck_assert_int_eq(dadd(s.d, s.data + 3900 * SC_DIM, 3, SC_DIM, dup2, NULL, &err),
                      SV_ERR_ALREADY_EXISTS);
     ck_assert_int_eq(file_size(path), size0);
     /* delete of an unknown id (with known ones in the same call) */
     const char *del[3] = {s.id[1], "no-such-id", s.id[2]};
-    ck_assert_int_eq(sv_durable_delete(s.d, del, 3, &err), SV_ERR_NOT_FOUND);
+    ck_assert_int_eq(sv_durable_delete(s.d, del, 3, NULL, &err), SV_ERR_NOT_FOUND);
     ck_assert_ptr_nonnull(strstr(err.message, "no-such-id"));
     const char *del_null[1] = {NULL};
-    ck_assert_int_eq(sv_durable_delete(s.d, del_null, 1, &err), SV_ERR_NOT_FOUND);
+    ck_assert_int_eq(sv_durable_delete(s.d, del_null, 1, NULL, &err), SV_ERR_NOT_FOUND);
     ck_assert_int_eq(file_size(path), size0);
     float v[SC_DIM];
     ck_assert_int_eq(sv_collection_get(c, s.id[1], v, SC_DIM, NULL), SV_OK);
@@ -2024,7 +2127,7 @@ START_TEST(test_failures_log_nothing)
     lim.rlim_cur = (rlim_t)size0 + 30; /* the 20-byte header fits, the payload not */
     ck_assert_int_eq(setrlimit(RLIMIT_FSIZE, &lim), 0);
     const char *ids_io[3] = {"io-0", NULL, "io-2"};
-    sv_status io = sv_durable_add(s.d, s.data + 3900 * SC_DIM, 3, SC_DIM, ids_io, got, &err);
+    sv_status io = dadd(s.d, s.data + 3900 * SC_DIM, 3, SC_DIM, ids_io, got, &err);
     ck_assert_int_eq(setrlimit(RLIMIT_FSIZE, &old), 0);
     signal(SIGXFSZ, prev);
     ck_assert_msg(io == SV_ERR_IO, "append over the size limit: %s", sv_status_name(io));
@@ -2038,7 +2141,7 @@ START_TEST(test_failures_log_nothing)
     ck_assert_uint_eq(ds.last_lsn, ds0.last_lsn);
     /* the log still works: the same ids go in now */
     uint64_t ok_got[3];
-    ck_assert_msg(sv_durable_add(s.d, s.data + 3900 * SC_DIM, 3, SC_DIM, ids_io, ok_got, &err) == SV_OK,
+    ck_assert_msg(dadd(s.d, s.data + 3900 * SC_DIM, 3, SC_DIM, ids_io, ok_got, &err) == SV_OK,
                   "%s", err.message);
     ck_assert_uint_eq(sv_collection_count(c), 403);
     sv_durable_get_stats(s.d, &ds);
@@ -2075,7 +2178,7 @@ START_TEST(test_in_memory)
     ck_assert_ptr_null(sv_durable_dir(d));
     float *v = tu_gaussian(700, SC_DIM, 8);
     uint64_t got[350];
-    ck_assert_int_eq(sv_durable_add(d, v, 350, SC_DIM, NULL, got, &err), SV_OK);
+    ck_assert_int_eq(dadd(d, v, 350, SC_DIM, NULL, got, &err), SV_OK);
     for (int i = 0; i < 350; i++)
         ck_assert_uint_eq(got[i], (uint64_t)i);
     sv_collection *c = sv_durable_collection(d);
@@ -2083,11 +2186,11 @@ START_TEST(test_in_memory)
     sv_collection_stats(c, &st);
     ck_assert_uint_eq(st.indexed, 350); /* crossed the threshold: flushed */
     const char *ids[2] = {"m-a", "m-b"};
-    ck_assert_int_eq(sv_durable_add(d, v + 350 * SC_DIM, 2, SC_DIM, ids, NULL, &err), SV_OK);
-    ck_assert_int_eq(sv_durable_add(d, v + 350 * SC_DIM, 2, SC_DIM, ids, NULL, &err), SV_ERR_ALREADY_EXISTS);
+    ck_assert_int_eq(dadd(d, v + 350 * SC_DIM, 2, SC_DIM, ids, NULL, &err), SV_OK);
+    ck_assert_int_eq(dadd(d, v + 350 * SC_DIM, 2, SC_DIM, ids, NULL, &err), SV_ERR_ALREADY_EXISTS);
     const char *del[2] = {"m-a", "17"};
-    ck_assert_int_eq(sv_durable_delete(d, del, 2, &err), SV_OK);
-    ck_assert_int_eq(sv_durable_delete(d, del, 1, &err), SV_ERR_NOT_FOUND);
+    ck_assert_int_eq(sv_durable_delete(d, del, 2, NULL, &err), SV_OK);
+    ck_assert_int_eq(sv_durable_delete(d, del, 1, NULL, &err), SV_ERR_NOT_FOUND);
     ck_assert_uint_eq(sv_collection_count(c), 350);
     sv_collection_stats(c, &st);
     ck_assert_uint_eq(st.buffered, 1);
@@ -2137,6 +2240,7 @@ static Suite *suite(void)
     tcase_add_test(tc, test_replay_uses_logged_mean);
     tcase_add_test(tc, test_snapshot_then_log);
     tcase_add_test(tc, test_open_torn_tail);
+    tcase_add_test(tc, test_open_forged_record_in_vectors);
     tcase_add_test(tc, test_open_corrupt_record);
     tcase_add_test(tc, test_open_damaged_snapshot_without_log);
     tcase_add_test(tc, test_open_empty_dir);

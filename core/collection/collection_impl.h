@@ -1,7 +1,10 @@
 /*
- * The collection's internals, shared by collection.c and the durability
- * code in core (snapshot.c, durable.c) only. Nothing outside core/ includes
- * this; the public API is slimvec.h.
+ * The collection's internals, shared by the files of core/collection/ only
+ * (collection.c, write.c, search.c, flush.c, consolidate.c, snapshot.c).
+ * The public API is slimvec.h; the durable layer uses engine.h.
+ *
+ * Locks: see core/lockorder.h (maint -> lock -> an edge stripe -> the
+ * retired list; pool_lock is a leaf).
  */
 #ifndef SV_COLLECTION_IMPL_H
 #define SV_COLLECTION_IMPL_H
@@ -11,6 +14,7 @@
 #include "alloc.h"
 #include "buffer.h"
 #include "edges.h"
+#include "engine.h"
 #include "graph.h"
 #include "idmap.h"
 #include "kernels.h"
@@ -22,8 +26,8 @@ struct sv_collection {
     int manual_flush;      /* 1: adds never flush (the durable layer does) */
     sv_allocator alloc;    /* copy of the caller's hook */
     const sv_kernels *k;
-    pthread_mutex_t maint;
-    pthread_rwlock_t lock;
+    pthread_mutex_t maint; /* one flush, consolidation, validation or snapshot */
+    pthread_rwlock_t lock; /* writer-preferring; see collection.c */
     sv_tally t_vectors, t_edges, t_idmap, t_buffer, t_other;
     sv_store *store;
     sv_edges *edges;
@@ -33,10 +37,23 @@ struct sv_collection {
     sv_buffer flushing;    /* the rows a flush is linking */
     uint32_t *free_slots;  /* recycled slots, a stack */
     uint32_t n_free, free_cap;
+    /* Room on the free stack promised to calls that have not finished: a
+     * pending add (its abort gives its slots back) and a checked delete
+     * (its apply may free buffered slots). Every reservation counts it, so
+     * two promises never share the same room. */
+    uint32_t free_reserved;
     uint32_t next_slot;    /* slots [0, next_slot) have been handed out */
-    uint64_t n_live;
+    uint64_t n_live;       /* searchable vectors (not PENDING ones) */
     uint64_t n_tombstones;
+    uint64_t n_pending;    /* rows in state PENDING (an add not yet published) */
+    /* Slots a checked delete will remove once it is durable (engine.h): a
+     * second delete of the same id must fail, as its replay would. A bitmap
+     * over slots, allocated while any is marked; charged to t_other. */
+    uint64_t *del_marks;
+    size_t del_words;
+    size_t del_marked;
     uint64_t rng;          /* splitmix64 state */
+    uint32_t id_len_max;   /* longest id bound so far (only grows) */
     /* Search scratch kept between searches (its visited bitmap covers every
      * slot: allocating and clearing it per query would cost O(n)). One per
      * concurrent search at most; charged to t_other. */
@@ -45,44 +62,39 @@ struct sv_collection {
     uint32_t pool_n, pool_cap;
 };
 
-/*
- * A flush that tells the durable layer where it takes the buffer, so the
- * log can record the point and a replay flushes at the same one. With the
- * maintenance lock held: before() (durable.c takes its ordering lock, so no
- * add is between being applied and being logged), then under the write
- * lock taking(n) (logs; an error cancels the flush, nothing changed), then
- * after() once the buffer is taken or the flush gave up.
- */
-typedef struct sv_flush_hooks {
-    void (*before)(void *ctx);
-    sv_status (*taking)(void *ctx, size_t n, sv_error *err);
-    void (*after)(void *ctx);
-    void *ctx;
-} sv_flush_hooks;
-sv_status sv_collection_flush_hooked(sv_collection *c, const sv_flush_hooks *h, int wait,
-                                     sv_error *err);
-/* (wait 0: return at once, nothing done, if a flush, consolidation or
- * snapshot holds the maintenance lock; the next add over the threshold
- * tries again.) */
+/* ---- shared between the collection's files (not part of any API) ---- */
 
-/* Adds stop flushing on their own (durable.c flushes and logs first). */
-void sv_collection_set_manual_flush(sv_collection *c, int on);
-/* int8: train the quantizer from the write buffer if it is untrained and
- * the buffer holds vectors; *trained is 1 when it trained now, and the mean
- * is copied to mean[dim]. */
-sv_status sv_collection_train(sv_collection *c, float *mean, int *trained, sv_error *err);
-/* int8: set an untrained quantizer's mean (log replay). */
-sv_status sv_collection_set_mean(sv_collection *c, const float *mean, sv_error *err);
-/* Room for n entries on the free-slot stack (snapshot loading). */
-sv_status sv_collection_reserve_free(sv_collection *c, size_t n);
-/* The assigned-id counter (sv_idmap_next_free_number): logged with each
- * ADD so a replay hands out the same numbers. */
-uint64_t sv_collection_id_counter(sv_collection *c);
-void sv_collection_set_id_counter(sv_collection *c, uint64_t counter);
-/* SV_OK when every id is live (else SV_ERR_NOT_FOUND as delete says it),
- * with room reserved so that deleting them cannot run out of memory. */
-sv_status sv_collection_check_ids(sv_collection *c, const char *const *ids, size_t n, sv_error *err);
-/* Buffered (unflushed) live vectors. */
-uint64_t sv_collection_buffered(sv_collection *c);
+/* Worker threads for a flush or a consolidation. */
+unsigned sv_coll_threads(const sv_collection *c);
+uint64_t sv_coll_splitmix(uint64_t *state);
+
+/* Input checks: dimension; finiteness, cosine zero vector and overflow of
+ * one vector (`index` names it in a batch, SIZE_MAX for a query). */
+sv_status sv_coll_check_dim(const sv_collection *c, uint32_t dim, sv_error *err);
+sv_status sv_coll_check_vector(const sv_collection *c, const float *v, size_t index, sv_error *err);
+/* The vectors as the store takes them: a normalised copy under cosine
+ * (free with sv_coll_free_prepared), else the input itself. NULL: OOM. */
+const float *sv_coll_prepare_vectors(sv_collection *c, const float *v, size_t n);
+void sv_coll_free_prepared(sv_collection *c, const float *orig, const float *prep, size_t n);
+
+/* Under the write lock: make room for `extra` more free-stack entries
+ * beyond those in use and those reserved. reserve_free also adds `extra`
+ * to free_reserved (a promise); grow_free does not. */
+sv_status sv_coll_grow_free(sv_collection *c, size_t extra);
+sv_status sv_coll_reserve_free(sv_collection *c, size_t extra);
+/* Under the lock (read or write): the live slot of an id, or 0 (unknown, over-long,
+ * or bound to a PENDING slot). */
+int sv_coll_find_live(sv_collection *c, const char *id, uint32_t *slot);
+
+/* Under the write lock: remove the buffered rows whose slots are marked
+ * (a bitmap over slots [0, next_slot)) from both buffers, in one pass each. */
+void sv_coll_remove_rows(sv_collection *c, const uint64_t *marked);
+
+/* Free edge blocks retired by writers once enough have piled up (takes the
+ * write lock briefly). */
+void sv_coll_reclaim_if_due(sv_collection *c);
+
+/* The flush with the maintenance lock held (flush.c). */
+sv_status sv_coll_flush_locked(sv_collection *c, const sv_flush_hooks *h, sv_error *err);
 
 #endif

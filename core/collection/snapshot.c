@@ -181,6 +181,14 @@ sv_status sv_snapshot_write(sv_collection *c, int fd, const sv_snapshot_hooks *h
 
     /* Phase 1: what adds and deletes change. */
     pthread_rwlock_rdlock(&c->lock);
+    if (c->n_pending) {
+        /* quiesce must wait for adds between prepare and publish: their
+         * rows are not durable and have no state a snapshot can hold. */
+        pthread_rwlock_unlock(&c->lock);
+        st = sv_fail(err, SV_ERR_INTERNAL, "snapshot: %llu vectors are pending",
+                     (unsigned long long)c->n_pending);
+        goto cleanup;
+    }
     const sv_params *p = &c->params;
     m.dim = p->dim;
     m.metric = (uint32_t)p->metric;
@@ -202,7 +210,7 @@ sv_status sv_snapshot_write(sv_collection *c, int fd, const sv_snapshot_hooks *h
     m.record_size = (uint32_t)sv_store_record_size(c->store);
 
     uint8_t hdr[SV_FILE_HEADER];
-    sv_file_header_encode(hdr, MAGIC, VERSION, lsn);
+    sv_file_header_encode(hdr, MAGIC, VERSION, lsn, 0);
     w_raw(&w, hdr, sizeof hdr);
     write_meta(&w, &m);
 
@@ -418,7 +426,7 @@ static sv_status load_sections(sv_collection *c, reader *r, const meta *m, sv_er
 
     if (sv_graph_reserve(&c->graph, n) != SV_OK || sv_idmap_reserve_slots(c->idmap, n) != SV_OK ||
         sv_store_reserve(c->store, m->store_slots) != SV_OK || sv_edges_reserve(c->edges, n) != SV_OK ||
-        sv_collection_reserve_free(c, m->n_free) != SV_OK)
+        sv_coll_grow_free(c, m->n_free) != SV_OK)
         return sv_fail(err, SV_ERR_RESOURCE, "out of memory loading %u slots", n);
 
     /* STATES */
@@ -477,6 +485,8 @@ static sv_status load_sections(sv_collection *c, reader *r, const meta *m, sv_er
             if (memchr(p, 0, len) || sv_idmap_find(c->idmap, (const char *)p, len, &other))
                 return sv_fail(err, SV_ERR_CORRUPT, "offset %zu: slot %u has a bad or repeated id", at, i);
             st = sv_idmap_insert(c->idmap, (const char *)p, len, i);
+            if (len > c->id_len_max)
+                c->id_len_max = (uint32_t)len;
             p += len;
         }
         if (st != SV_OK)
@@ -659,7 +669,10 @@ sv_status sv_snapshot_load(const uint8_t *data, size_t len, const sv_params *exp
                            sv_collection **out, uint64_t *lsn, sv_error *err)
 {
     *out = NULL;
-    sv_status st = sv_file_header_decode(data, len, MAGIC, VERSION, "snapshot", lsn, err);
+    uint64_t salt = 0;
+    sv_status st = sv_file_header_decode(data, len, MAGIC, VERSION, VERSION, "snapshot", NULL, lsn, &salt, err);
+    if (st == SV_OK && salt != 0)
+        st = sv_fail(err, SV_ERR_CORRUPT, "offset 0: snapshot header has nonzero reserved bytes");
     if (st != SV_OK)
         return st;
 

@@ -7,6 +7,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,7 +16,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "collection_impl.h"
+#include "engine.h"
 #include "crc32c.h"
 #include "durable_impl.h"
 #include "fileio.h"
@@ -26,22 +27,35 @@ static const uint8_t PARAMS_MAGIC[8] = {'S', 'V', 'P', 'A', 'R', 'A', 'M', 1};
 #define PARAMS_VERSION 1u
 #define PATH_CAP 4200
 
+/*
+ * Locks (the whole order is in core/lockorder.h):
+ *   snap_lock -> [the collection's maint] -> order -> pending_mu
+ *   maint_lock -> [maint] -> order -> pending_mu
+ * order serialises check + log append of writes, so the log holds them in
+ * the order they were checked. pending_mu guards `pending`: writes that are
+ * logged but not yet visible (waiting for their fsync). A flush, a
+ * consolidation or a snapshot holds `order` and waits for pending to drain,
+ * so each sees every logged write applied and none half-way.
+ */
 struct sv_durable {
     char *dir;                 /* NULL: in memory */
     sv_collection *c;
     sv_wal *wal;
     sv_durable_options o;
-    pthread_mutex_t order;     /* apply + append of adds and deletes, in one order */
-    pthread_mutex_t flush_lock;
+    pthread_mutex_t order;     /* check + append of adds and deletes, in one order */
+    pthread_mutex_t maint_lock; /* one flush or consolidation (their markers) */
     pthread_mutex_t snap_lock;
     pthread_mutex_t stats_lock;
+    pthread_mutex_t pending_mu;
+    pthread_cond_t pending_cv;
+    uint64_t pending;          /* writes logged but not yet applied (pending_mu) */
     uint64_t old_log_bytes;    /* log in no snapshot yet: replayed at open, or sealed by a failed snapshot */
     int mean_unlogged;         /* trained, but the TRAIN record is not durable */
     int dropped;               /* directory removed: no more writes (order + snap_lock) */
-    uint64_t flush_lsn;        /* the running flush's marker (flush_lock) */
+    uint64_t marker_lsn;       /* the running flush's or consolidation's marker (maint_lock) */
+    size_t marker_n;           /* rows or tombstones it took; 0: it did nothing */
     uint64_t rotated_bytes;    /* log sealed by the running snapshot's rotation */
-    int broken;                /* memory and log may disagree: refuse writes (order) */
-    uint64_t snapshots;
+    uint64_t snapshots, flushes, consolidations; /* stats_lock */
     sv_snapshot_info last;
 };
 
@@ -104,11 +118,14 @@ sv_durable *sv_durable_wrap(const char *dir, sv_collection *c, const sv_durable_
     d->c = c;
     d->o = *o;
     pthread_mutex_init(&d->order, NULL);
-    pthread_mutex_init(&d->flush_lock, NULL);
+    pthread_mutex_init(&d->maint_lock, NULL);
     pthread_mutex_init(&d->snap_lock, NULL);
     pthread_mutex_init(&d->stats_lock, NULL);
-    if (dir)
-        sv_collection_set_manual_flush(c, 1);
+    pthread_mutex_init(&d->pending_mu, NULL);
+    pthread_cond_init(&d->pending_cv, NULL);
+    /* Flushes belong to the owner (a server's maintenance thread), never
+     * to the request that crosses the threshold. */
+    sv_engine_set_manual_flush(c, 1);
     return d;
 }
 
@@ -119,9 +136,11 @@ void sv_durable_free(sv_durable *d)
     sv_wal_close(d->wal);
     sv_collection_free(d->c);
     pthread_mutex_destroy(&d->order);
-    pthread_mutex_destroy(&d->flush_lock);
+    pthread_mutex_destroy(&d->maint_lock);
     pthread_mutex_destroy(&d->snap_lock);
     pthread_mutex_destroy(&d->stats_lock);
+    pthread_mutex_destroy(&d->pending_mu);
+    pthread_cond_destroy(&d->pending_cv);
     free(d->dir);
     free(d);
 }
@@ -231,73 +250,76 @@ const char *sv_durable_dir(const sv_durable *d)
 
 /* ---- writes -------------------------------------------------------------- */
 
-static sv_status refuse(const sv_durable *d, sv_error *err)
+static sv_status refuse_dropped(sv_error *err)
 {
-    if (d->dropped)
-        return sv_fail(err, SV_ERR_NOT_FOUND, "the collection was dropped");
-    return sv_fail(err, SV_ERR_IO,
-                   "an earlier write could not be undone after a log failure; restart the server");
+    return sv_fail(err, SV_ERR_NOT_FOUND, "the collection was dropped");
 }
 
-/* Undo an applied batch whose log append failed: delete its ids. If even
- * that fails (out of memory), memory holds a batch the log does not: no
- * further write may be acknowledged until a restart rebuilds from the log. */
-static void undo_add(sv_durable *d, const char *const *ids, const uint64_t *assigned, size_t n)
+static void pending_add(sv_durable *d)
 {
-    char (*num)[24] = malloc(n * sizeof *num);
-    const char **names = malloc(n * sizeof *names);
-    d->broken = !num || !names;
-    if (num && names) {
-        for (size_t i = 0; i < n; i++) {
-            if (ids && ids[i] && ids[i][0]) {
-                names[i] = ids[i];
-            } else {
-                snprintf(num[i], sizeof num[i], "%" PRIu64, assigned[i]);
-                names[i] = num[i];
-            }
-        }
-        d->broken = sv_collection_delete(d->c, names, n, NULL) != SV_OK;
-    }
-    if (d->broken)
-        fprintf(stderr, "slimvec: %s: a batch whose log write failed could not be undone; "
-                        "refusing writes until a restart\n", d->dir);
-    free(num);
-    free(names);
+    pthread_mutex_lock(&d->pending_mu);
+    d->pending++;
+    pthread_mutex_unlock(&d->pending_mu);
 }
 
-static sv_status flush_now(sv_durable *d, int wait, sv_error *err);
+static void pending_done(sv_durable *d)
+{
+    pthread_mutex_lock(&d->pending_mu);
+    if (--d->pending == 0)
+        pthread_cond_broadcast(&d->pending_cv);
+    pthread_mutex_unlock(&d->pending_mu);
+}
 
-static void maybe_flush(sv_durable *d)
+/* With `order` held: wait until every logged write is applied (or undone).
+ * They need neither `order` nor the maintenance lock to finish. */
+static void wait_pending(sv_durable *d)
+{
+    pthread_mutex_lock(&d->pending_mu);
+    while (d->pending)
+        pthread_cond_wait(&d->pending_cv, &d->pending_mu);
+    pthread_mutex_unlock(&d->pending_mu);
+}
+
+/* 1 when an fsync must come before the write is visible. */
+static int waits_for_fsync(const sv_durable *d)
+{
+    return d->dir && d->o.sync_interval_ms == 0;
+}
+
+/* With `order` held: the write buffer has no room for n more (backpressure). */
+static int buffer_full(sv_durable *d, size_t n)
 {
     uint32_t threshold = sv_collection_params(d->c)->flush_threshold;
-    if (!threshold || sv_collection_buffered(d->c) < threshold)
-        return;
-    /* Like the engine's own auto-flush: whoever crosses the threshold
-     * flushes, unless a flush is running (the next add retries). */
-    if (pthread_mutex_trylock(&d->flush_lock) == 0) {
-        flush_now(d, 0, NULL);
-        pthread_mutex_unlock(&d->flush_lock);
-    }
+    if (!d->o.buffer_factor || !threshold)
+        return 0;
+    uint64_t have = sv_engine_buffered(d->c);
+    uint64_t bound = (uint64_t)threshold * d->o.buffer_factor;
+    /* Below the threshold a batch always fits: one larger than the bound
+     * must get in somehow. So the buffer stays under bound + a batch. */
+    return have >= threshold && have + n > bound;
 }
 
 sv_status sv_durable_add(sv_durable *d, const float *vectors, size_t n, uint32_t dim,
                          const char *const *ids, uint64_t *assigned, sv_error *err)
 {
-    if (!d->dir)
-        return sv_collection_add(d->c, vectors, n, dim, ids, assigned, err);
-    if (n == 0 || dim != sv_collection_params(d->c)->dim)
-        return sv_collection_add(d->c, vectors, n, dim, ids, assigned, err); /* checks, no change */
-    uint64_t *got = malloc(n * sizeof *got);
+    uint64_t *got = malloc((n ? n : 1) * sizeof *got);
     if (!got)
         return sv_fail(err, SV_ERR_RESOURCE, "out of memory adding %zu vectors", n);
     uint8_t *head = NULL;
     size_t head_len = 0;
     uint64_t lsn = 0;
+    sv_add_ticket t = {0};
+    int pending = 0;
     pthread_mutex_lock(&d->order);
-    uint64_t counter = sv_collection_id_counter(d->c);
-    sv_status st = d->dropped || d->broken ? refuse(d, err)
-                                           : sv_collection_add(d->c, vectors, n, dim, ids, got, err);
-    if (st == SV_OK) {
+    uint64_t counter = sv_engine_id_counter(d->c);
+    sv_status st;
+    if (d->dropped)
+        st = refuse_dropped(err);
+    else if (n && buffer_full(d, n))
+        st = sv_fail(err, SV_ERR_BUSY, "the write buffer is full; the batch waits for a flush");
+    else
+        st = sv_engine_add_prepare(d->c, vectors, n, dim, ids, got, &t, err);
+    if (st == SV_OK && t.n && d->dir) {
         if (sv_logrec_add_ids(ids, got, n, dim, counter, &head, &head_len) != SV_OK) {
             st = sv_fail(err, SV_ERR_RESOURCE, "out of memory logging %zu vectors", n);
         } else {
@@ -306,51 +328,79 @@ sv_status sv_durable_add(sv_durable *d, const float *vectors, size_t n, uint32_t
             st = sv_wal_append(d->wal, SV_WAL_ADD, parts, 2, &lsn, err);
         }
         if (st != SV_OK)
-            undo_add(d, ids, got, n);
+            sv_engine_add_abort(d->c, &t);
+    }
+    if (st == SV_OK && t.n) {
+        if (waits_for_fsync(d)) {
+            pending = 1;
+            pending_add(d);
+        } else {
+            sv_engine_add_publish(d->c, &t);
+        }
     }
     pthread_mutex_unlock(&d->order);
     free(head);
-    if (st == SV_OK)
+    if (pending) {
         st = sv_wal_sync(d->wal, lsn, err);
+        if (st == SV_OK)
+            sv_engine_add_publish(d->c, &t);
+        else
+            sv_engine_add_abort(d->c, &t); /* not acknowledged, never seen */
+        pending_done(d);
+    }
     if (st == SV_OK && assigned)
         memcpy(assigned, got, n * sizeof *got);
     free(got);
-    if (st == SV_OK)
-        maybe_flush(d);
     return st;
 }
 
-sv_status sv_durable_delete(sv_durable *d, const char *const *ids, size_t n, sv_error *err)
+sv_status sv_durable_delete(sv_durable *d, const char *const *ids, size_t n, size_t *deleted,
+                            sv_error *err)
 {
-    if (!d->dir || n == 0)
-        return sv_collection_delete(d->c, ids, n, err);
+    if (deleted)
+        *deleted = 0;
+    if (n == 0)
+        return sv_ok(err);
     for (size_t i = 0; i < n; i++)
         if (!ids[i] || strnlen(ids[i], SV_ID_MAX + 1) > SV_ID_MAX)
             return sv_fail(err, SV_ERR_NOT_FOUND, "id (item %zu) not found", i);
     uint8_t *rec = NULL;
     size_t rec_len = 0;
     uint64_t lsn = 0;
-    /* Checked, logged, then applied, all in one turn of the order lock: a
-     * delete cannot be undone, so it is logged only once it will apply. */
+    sv_delete_ticket t = {0};
+    int pending = 0;
+    /* Checked (and marked, so no other delete takes the same ids) and
+     * logged in one turn of the order lock; applied once durable. */
     pthread_mutex_lock(&d->order);
-    sv_status st = d->dropped || d->broken ? refuse(d, err) : sv_collection_check_ids(d->c, ids, n, err);
-    if (st == SV_OK && sv_logrec_delete(ids, n, &rec, &rec_len) != SV_OK)
-        st = sv_fail(err, SV_ERR_RESOURCE, "out of memory logging %zu deletes", n);
-    if (st == SV_OK) {
-        struct iovec part = {rec, rec_len};
-        st = sv_wal_append(d->wal, SV_WAL_DELETE, &part, 1, &lsn, err);
+    sv_status st = d->dropped ? refuse_dropped(err) : sv_engine_delete_check(d->c, ids, n, &t, err);
+    if (st == SV_OK && d->dir) {
+        if (sv_logrec_delete(ids, n, &rec, &rec_len) != SV_OK) {
+            st = sv_fail(err, SV_ERR_RESOURCE, "out of memory logging %zu deletes", n);
+        } else {
+            struct iovec part = {rec, rec_len};
+            st = sv_wal_append(d->wal, SV_WAL_DELETE, &part, 1, &lsn, err);
+        }
+        if (st != SV_OK)
+            sv_engine_delete_cancel(d->c, &t);
     }
-    if (st == SV_OK && (st = sv_collection_delete(d->c, ids, n, err)) != SV_OK) {
-        /* Logged but not applied (the room was reserved, so this is not
-         * expected): a replay would delete what memory still holds. */
-        d->broken = 1;
-        fprintf(stderr, "slimvec: %s: a logged delete failed to apply (%s); refusing writes until a restart\n",
-                d->dir, err ? err->message : "");
+    if (st == SV_OK) {
+        if (waits_for_fsync(d)) {
+            pending = 1;
+            pending_add(d);
+        } else {
+            sv_engine_delete_apply(d->c, &t, deleted);
+        }
     }
     pthread_mutex_unlock(&d->order);
     free(rec);
-    if (st == SV_OK)
+    if (pending) {
         st = sv_wal_sync(d->wal, lsn, err);
+        if (st == SV_OK)
+            sv_engine_delete_apply(d->c, &t, deleted);
+        else
+            sv_engine_delete_cancel(d->c, &t);
+        pending_done(d);
+    }
     return st;
 }
 
@@ -367,57 +417,81 @@ static sv_status log_mean(sv_durable *d, const float *mean, sv_error *err)
     return st;
 }
 
-static void flush_before(void *ctx)
+/* Hooks of flushes and consolidations: the point where they take their
+ * rows or tombstones goes into the log, in order with the writes. */
+static void marker_before(void *ctx)
 {
-    pthread_mutex_lock(&((sv_durable *)ctx)->order);
+    sv_durable *d = ctx;
+    pthread_mutex_lock(&d->order);
+    wait_pending(d);
+}
+
+static sv_status marker_append(sv_durable *d, uint32_t type, size_t n, sv_error *err)
+{
+    d->marker_n = n;
+    if (!d->dir)
+        return sv_ok(err);
+    uint64_t count = n;
+    struct iovec part = {&count, 8};
+    return sv_wal_append(d->wal, type, &part, 1, &d->marker_lsn, err);
 }
 
 static sv_status flush_taking(void *ctx, size_t n, sv_error *err)
 {
-    sv_durable *d = ctx;
-    uint64_t rows = n;
-    struct iovec part = {&rows, 8};
-    return sv_wal_append(d->wal, SV_WAL_FLUSH, &part, 1, &d->flush_lsn, err);
+    return marker_append(ctx, SV_WAL_FLUSH, n, err);
 }
 
-static void flush_after(void *ctx)
+static sv_status consolidate_taking(void *ctx, size_t n, sv_error *err)
+{
+    return marker_append(ctx, SV_WAL_CONSOLIDATE, n, err);
+}
+
+static void marker_after(void *ctx)
 {
     pthread_mutex_unlock(&((sv_durable *)ctx)->order);
 }
 
-/* With flush_lock held. wait 0: give up at once if a snapshot or another
- * maintenance step is running (an add must not wait for a snapshot). */
-static sv_status flush_now(sv_durable *d, int wait, sv_error *err)
+/* The marker needs no fsync of its own for safety (it changes no data),
+ * but one makes a crash right after replay the same step too. */
+static sv_status sync_marker(sv_durable *d, sv_status st, sv_error *err)
 {
-    if (!d->dir)
-        return sv_collection_flush(d->c, err);
+    if (!d->marker_lsn)
+        return st;
+    sv_error serr;
+    sv_status ss = sv_wal_sync(d->wal, d->marker_lsn, &serr);
+    if (st == SV_OK && ss != SV_OK) {
+        st = ss;
+        if (err)
+            *err = serr;
+    }
+    return st;
+}
+
+/* With maint_lock held. */
+static sv_status flush_now(sv_durable *d, sv_error *err)
+{
     uint32_t dim = sv_collection_params(d->c)->dim;
     float *mean = malloc((size_t)dim * sizeof(float));
     if (!mean)
         return sv_fail(err, SV_ERR_RESOURCE, "out of memory flushing");
     int trained = 0;
-    sv_status st = sv_collection_train(d->c, mean, &trained, err);
-    if (st == SV_OK && (trained || d->mean_unlogged)) {
+    sv_status st = sv_engine_train(d->c, mean, &trained, err);
+    if (st == SV_OK && d->dir && (trained || d->mean_unlogged)) {
         if (!trained)
-            memcpy(mean, sv_store_mean(d->c->store), (size_t)dim * sizeof(float));
+            sv_engine_mean(d->c, mean);
         st = log_mean(d, mean, err);
     }
     free(mean);
     if (st != SV_OK)
         return st;
-    sv_flush_hooks hooks = {flush_before, flush_taking, flush_after, d};
-    d->flush_lsn = 0;
-    st = sv_collection_flush_hooked(d->c, &hooks, wait, err);
-    /* The marker needs no fsync of its own for safety (it changes no data),
-     * but one makes a crash right after a flush replay it too. */
-    if (d->flush_lsn) {
-        sv_error serr;
-        sv_status ss = sv_wal_sync(d->wal, d->flush_lsn, &serr);
-        if (st == SV_OK && ss != SV_OK) {
-            st = ss;
-            if (err)
-                *err = serr;
-        }
+    sv_flush_hooks hooks = {marker_before, flush_taking, marker_after, d};
+    d->marker_lsn = 0;
+    d->marker_n = 0;
+    st = sync_marker(d, sv_engine_flush(d->c, &hooks, 1, err), err);
+    if (d->marker_n) {
+        pthread_mutex_lock(&d->stats_lock);
+        d->flushes++;
+        pthread_mutex_unlock(&d->stats_lock);
     }
     return st;
 }
@@ -429,15 +503,101 @@ sv_status sv_durable_attach_log(sv_durable *d, sv_wal *w, uint64_t old_log_bytes
     d->old_log_bytes = old_log_bytes;
     if (!log)
         return sv_ok(err);
-    return log_mean(d, sv_store_mean(d->c->store), err);
+    float *mean = malloc((size_t)sv_collection_params(d->c)->dim * sizeof(float));
+    if (!mean)
+        return sv_fail(err, SV_ERR_RESOURCE, "out of memory logging the quantizer mean");
+    sv_engine_mean(d->c, mean);
+    sv_status st = log_mean(d, mean, err);
+    free(mean);
+    return st;
 }
 
 sv_status sv_durable_flush(sv_durable *d, sv_error *err)
 {
-    pthread_mutex_lock(&d->flush_lock);
-    sv_status st = flush_now(d, 1, err);
-    pthread_mutex_unlock(&d->flush_lock);
+    pthread_mutex_lock(&d->maint_lock);
+    sv_status st = d->dropped ? refuse_dropped(err) : flush_now(d, err);
+    pthread_mutex_unlock(&d->maint_lock);
     return st;
+}
+
+sv_status sv_durable_consolidate(sv_durable *d, sv_error *err)
+{
+    pthread_mutex_lock(&d->maint_lock);
+    sv_status st = SV_OK;
+    if (d->dropped) {
+        st = refuse_dropped(err);
+    } else {
+        sv_flush_hooks hooks = {marker_before, consolidate_taking, marker_after, d};
+        d->marker_lsn = 0;
+        d->marker_n = 0;
+        st = sync_marker(d, sv_engine_consolidate(d->c, &hooks, err), err);
+        if (d->marker_n) {
+            pthread_mutex_lock(&d->stats_lock);
+            d->consolidations++;
+            pthread_mutex_unlock(&d->stats_lock);
+        }
+    }
+    pthread_mutex_unlock(&d->maint_lock);
+    return st;
+}
+
+/* ---- reads --------------------------------------------------------------------- */
+
+const sv_params *sv_durable_params(const sv_durable *d)
+{
+    return sv_collection_params(d->c);
+}
+
+sv_status sv_durable_search(sv_durable *d, const float *query, uint32_t dim, uint32_t k,
+                            uint32_t search_list, const sv_interrupt *intr, sv_hit *hits,
+                            size_t *n_hits, sv_error *err)
+{
+    return sv_collection_search_ex(d->c, query, dim, k, search_list, intr, hits, n_hits, err);
+}
+
+sv_status sv_durable_get(sv_durable *d, const char *id, float *out, uint32_t dim, sv_error *err)
+{
+    return sv_collection_get(d->c, id, out, dim, err);
+}
+
+size_t sv_durable_id_len_max(sv_durable *d)
+{
+    return sv_collection_id_len_max(d->c);
+}
+
+uint64_t sv_durable_count(sv_durable *d)
+{
+    return sv_collection_count(d->c);
+}
+
+void sv_durable_collection_stats(sv_durable *d, sv_stats *out)
+{
+    sv_collection_stats(d->c, out);
+}
+
+sv_status sv_durable_validate(sv_durable *d, sv_error *err)
+{
+    return sv_collection_validate(d->c, err);
+}
+
+int sv_durable_flush_due(sv_durable *d)
+{
+    uint32_t threshold = sv_collection_params(d->c)->flush_threshold;
+    return threshold && sv_engine_buffered(d->c) >= threshold;
+}
+
+int sv_durable_consolidate_due(sv_durable *d, double ratio, uint64_t min_tombstones)
+{
+    sv_stats s;
+    sv_engine_counts(d->c, &s);
+    uint64_t all = s.live + s.tombstones;
+    return s.tombstones >= min_tombstones && s.tombstones > 0 &&
+           (double)s.tombstones >= ratio * (double)all;
+}
+
+uint64_t sv_durable_buffered(sv_durable *d)
+{
+    return sv_engine_buffered(d->c);
 }
 
 /* ---- snapshots ------------------------------------------------------------ */
@@ -446,6 +606,7 @@ static sv_status quiesce(void *ctx, uint64_t *lsn, sv_error *err)
 {
     sv_durable *d = ctx;
     pthread_mutex_lock(&d->order);
+    wait_pending(d);
     sv_wal_stats ws;
     sv_wal_get_stats(d->wal, &ws);
     d->rotated_bytes = ws.bytes;
@@ -551,6 +712,10 @@ int sv_durable_snapshot_due(sv_durable *d)
 void sv_durable_get_stats(sv_durable *d, sv_durable_stats *out)
 {
     memset(out, 0, sizeof *out);
+    pthread_mutex_lock(&d->stats_lock);
+    out->flushes = d->flushes;
+    out->consolidations = d->consolidations;
+    pthread_mutex_unlock(&d->stats_lock);
     if (!d->dir)
         return;
     sv_wal_stats w;
@@ -562,6 +727,8 @@ void sv_durable_get_stats(sv_durable *d, sv_durable_stats *out)
     out->sync_seconds = w.sync_seconds;
     out->last_lsn = w.next_lsn - 1;
     out->snapshots = d->snapshots;
+    out->flushes = d->flushes;
+    out->consolidations = d->consolidations;
     out->last_snapshot = d->last;
     pthread_mutex_unlock(&d->stats_lock);
 }

@@ -5,9 +5,10 @@
  *   wal-<first lsn>.log       write-ahead log segments (wal.h)
  *   snap-<lsn>.svs            snapshots (snapshot.h); the newest counts
  *
- * Every add and delete is applied, appended to the log in the order it was
- * applied, and made durable (fsync, group commit) before the call returns:
- * a call that returned SV_OK is never lost. The log also records the
+ * Every add and delete is checked, appended to the log in the order it was
+ * checked, made durable (fsync, group commit), and only then applied where
+ * reads see it; a call that returned SV_OK is never lost, and nothing a read
+ * returned is taken back by a crash. The log also records the
  * quantizer's mean before it first encodes anything and the point where
  * each flush takes the write buffer, so a replay rebuilds the same codes
  * and the same split between indexed and buffered vectors (the graph's
@@ -37,11 +38,16 @@ typedef struct sv_durable_options {
     uint32_t sync_interval_ms;   /* 0: fsync before each call returns (default);
                                     > 0: fsync that often, calls return at once */
     uint64_t snapshot_log_bytes; /* sv_durable_snapshot_due past this much log */
+    uint32_t buffer_factor;      /* adds get SV_ERR_BUSY while the write buffer holds at
+                                    least the flush threshold and the batch would take
+                                    it past buffer_factor x the threshold; 0 = no bound */
 } sv_durable_options;
 
 typedef struct sv_durable sv_durable;
 
-/* Create the directory (must not exist) with its params and an empty log. */
+/* Create the directory (must not exist) with its params and an empty log.
+ * The collection never flushes on its own: the owner calls sv_durable_flush
+ * (sv_durable_flush_due says when). */
 sv_status sv_durable_create(const char *dir, const sv_params *p, const sv_durable_options *o,
                             sv_durable **out, sv_error *err);
 
@@ -62,16 +68,48 @@ sv_status sv_durable_open(const char *dir, const sv_allocator *a, uint32_t threa
                           sv_error *err);
 void sv_durable_free(sv_durable *d); /* closes the log; takes no snapshot */
 
-sv_collection *sv_durable_collection(sv_durable *d);
 const char *sv_durable_dir(const sv_durable *d); /* NULL in memory */
 
-/* As sv_collection_add / _delete, plus durable before SV_OK. A failed log
- * write undoes the batch and returns SV_ERR_IO. */
+/* ---- writes: durable before visible ----------------------------------------- */
+
+/* As sv_collection_add, but the batch is checked and made invisible-pending,
+ * logged, fsynced, and only then made searchable: no read ever sees a vector
+ * a crash could take back. A failed log write or fsync leaves nothing
+ * (SV_ERR_IO). SV_ERR_BUSY: the write buffer is full (buffer_factor), retry
+ * after the next flush; nothing changed. */
 sv_status sv_durable_add(sv_durable *d, const float *vectors, size_t n, uint32_t dim,
                          const char *const *ids, uint64_t *assigned, sv_error *err);
-sv_status sv_durable_delete(sv_durable *d, const char *const *ids, size_t n, sv_error *err);
+/* As sv_collection_delete, durable before the vectors disappear. A delete
+ * of an id another delete is removing fails (NOT_FOUND). *deleted (may be
+ * NULL) counts the distinct ids removed. */
+sv_status sv_durable_delete(sv_durable *d, const char *const *ids, size_t n, size_t *deleted,
+                            sv_error *err);
 /* Flush the write buffer (logging the quantizer mean first, once). */
 sv_status sv_durable_flush(sv_durable *d, sv_error *err);
+/* Consolidate the tombstones (the point is logged: a replay does the same). */
+sv_status sv_durable_consolidate(sv_durable *d, sv_error *err);
+
+/* ---- reads (the collection itself stays behind this handle) ------------------- */
+
+const sv_params *sv_durable_params(const sv_durable *d);
+sv_status sv_durable_search(sv_durable *d, const float *query, uint32_t dim, uint32_t k,
+                            uint32_t search_list, const sv_interrupt *intr, sv_hit *hits,
+                            size_t *n_hits, sv_error *err);
+sv_status sv_durable_get(sv_durable *d, const char *id, float *out, uint32_t dim, sv_error *err);
+uint64_t sv_durable_count(sv_durable *d);
+size_t sv_durable_id_len_max(sv_durable *d);
+void sv_durable_collection_stats(sv_durable *d, sv_stats *out);
+sv_status sv_durable_validate(sv_durable *d, sv_error *err);
+
+/* ---- what the owner's maintenance asks ------------------------------------------ */
+
+/* Buffered vectors reached the flush threshold. */
+int sv_durable_flush_due(sv_durable *d);
+/* Tombstones are at least `ratio` of the indexed nodes plus tombstones
+ * (and at least `min_tombstones`). */
+int sv_durable_consolidate_due(sv_durable *d, double ratio, uint64_t min_tombstones);
+/* Live vectors in the write buffer. */
+uint64_t sv_durable_buffered(sv_durable *d);
 
 /* Take a snapshot now (one at a time per collection; SV_OK and lsn 0 in
  * memory). Searches go on; adds and deletes wait for info->stall_seconds. */
@@ -86,6 +124,8 @@ typedef struct sv_durable_stats {
     double sync_seconds;
     uint64_t last_lsn;
     uint64_t snapshots;           /* taken since open */
+    uint64_t flushes;             /* since open */
+    uint64_t consolidations;      /* since open */
     sv_snapshot_info last_snapshot;
 } sv_durable_stats;
 void sv_durable_get_stats(sv_durable *d, sv_durable_stats *out);

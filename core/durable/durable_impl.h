@@ -5,7 +5,9 @@
 #include "durable.h"
 #include "wal.h"
 
-/* A durable collection over c (manual flush when dir is set). */
+/* The collection behind the handle (recovery and tests). */
+sv_collection *sv_durable_collection(sv_durable *d);
+/* A durable collection over c (always manual flush). */
 sv_durable *sv_durable_wrap(const char *dir, sv_collection *c, const sv_durable_options *o);
 /* Give it its log; old_log_bytes is log replayed at open and not yet in a
  * snapshot. When log_mean, the mean trained during the replay is logged. */

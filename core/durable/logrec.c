@@ -202,3 +202,15 @@ sv_status sv_logrec_decode_flush(const uint8_t *p, size_t len, uint64_t *rows, s
         return sv_fail(err, SV_ERR_CORRUPT, "FLUSH record of %llu rows", (unsigned long long)*rows);
     return SV_OK;
 }
+
+sv_status sv_logrec_decode_consolidate(const uint8_t *p, size_t len, uint64_t *tombstones,
+                                       sv_error *err)
+{
+    if (len != 8)
+        return sv_fail(err, SV_ERR_CORRUPT, "CONSOLIDATE record of %zu bytes", len);
+    memcpy(tombstones, p, 8);
+    if (*tombstones == 0 || *tombstones > UINT32_MAX)
+        return sv_fail(err, SV_ERR_CORRUPT, "CONSOLIDATE record of %llu tombstones",
+                       (unsigned long long)*tombstones);
+    return SV_OK;
+}

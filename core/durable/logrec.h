@@ -11,6 +11,11 @@
  *   FLUSH   u64 rows: a flush took the write buffer (that many rows) here;
  *           a replay flushes at the same point, so what was indexed and
  *           what was buffered come back the same
+ *   CONSOLIDATE  u64 tombstones: a consolidation fixed its set of
+ *           tombstones (that many) here; a replay consolidates at the same
+ *           point, so the same slots are recycled (the count is the
+ *           original's, for the record: a pass that failed and left its
+ *           tombstones for the next one makes them differ)
  *
  * Little-endian; decoding checks every length against the payload and
  * fails (SV_ERR_CORRUPT) on anything that does not fit exactly.
@@ -49,6 +54,9 @@ sv_status sv_logrec_decode_train(const uint8_t *p, size_t len, uint32_t dim, flo
                                  sv_error *err);
 /* FLUSH: the row count. */
 sv_status sv_logrec_decode_flush(const uint8_t *p, size_t len, uint64_t *rows, sv_error *err);
+/* CONSOLIDATE: the tombstone count. */
+sv_status sv_logrec_decode_consolidate(const uint8_t *p, size_t len, uint64_t *tombstones,
+                                       sv_error *err);
 void sv_logrec_release(sv_logrec *r);
 
 #endif

@@ -13,7 +13,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "collection_impl.h"
+#include "engine.h"
 #include "error.h"
 #include "durable_impl.h"
 #include "fileio.h"
@@ -208,14 +208,14 @@ static sv_status find_train(void *ctx, uint32_t type, uint64_t lsn, const uint8_
                             size_t off)
 {
     replay *r = ctx;
-    if (type != SV_WAL_TRAIN || lsn <= r->base || sv_store_trained(r->c->store))
+    if (type != SV_WAL_TRAIN || lsn <= r->base || sv_engine_trained(r->c))
         return SV_OK;
-    uint32_t dim = r->c->params.dim;
+    uint32_t dim = sv_collection_params(r->c)->dim;
     float *mean = malloc((size_t)dim * sizeof(float));
     sv_error e;
     sv_status st = mean ? sv_logrec_decode_train(p, len, dim, mean, &e) : SV_ERR_RESOURCE;
     if (st == SV_OK)
-        st = sv_collection_set_mean(r->c, mean, &e);
+        st = sv_engine_set_mean(r->c, mean, &e);
     free(mean);
     if (st != SV_OK && st != SV_ERR_RESOURCE)
         snprintf(r->why, sizeof r->why, "offset %zu: LSN %" PRIu64 ": %.200s", off, lsn, e.message);
@@ -226,12 +226,12 @@ static sv_status find_train(void *ctx, uint32_t type, uint64_t lsn, const uint8_
  * TRAIN record came before: deterministic, the buffer is the same). */
 static sv_status replay_flush(replay *r)
 {
-    uint32_t dim = r->c->params.dim;
+    uint32_t dim = sv_collection_params(r->c)->dim;
     float *mean = malloc((size_t)dim * sizeof(float));
     if (!mean)
         return SV_ERR_RESOURCE;
     int trained = 0;
-    sv_status st = sv_collection_train(r->c, mean, &trained, NULL);
+    sv_status st = sv_engine_train(r->c, mean, &trained, NULL);
     free(mean);
     r->trained_here |= trained;
     if (st == SV_OK)
@@ -245,11 +245,24 @@ static sv_status apply(void *ctx, uint32_t type, uint64_t lsn, const uint8_t *p,
     replay *r = ctx;
     if (lsn <= r->base || type == SV_WAL_TRAIN)
         return SV_OK;
+    if (type == SV_WAL_CONSOLIDATE) {
+        uint64_t tombstones = 0;
+        sv_error e = {0};
+        sv_status st = sv_logrec_decode_consolidate(p, len, &tombstones, &e);
+        if (st == SV_OK)
+            st = sv_collection_consolidate(r->c, &e);
+        if (st != SV_OK && st != SV_ERR_RESOURCE)
+            snprintf(r->why, sizeof r->why, "offset %zu: LSN %" PRIu64 " does not apply: %.180s", off,
+                     lsn, e.message);
+        if (st == SV_OK)
+            r->applied++;
+        return st;
+    }
     if (type == SV_WAL_FLUSH) {
         uint64_t rows = 0;
         sv_error e = {0};
         sv_status st = sv_logrec_decode_flush(p, len, &rows, &e);
-        uint64_t have = sv_collection_buffered(r->c);
+        uint64_t have = sv_engine_buffered(r->c);
         if (st == SV_OK && rows != have) {
             st = SV_ERR_CORRUPT;
             snprintf(e.message, sizeof e.message, "a flush of %llu rows where the replay buffers %llu",
@@ -276,7 +289,7 @@ static sv_status apply(void *ctx, uint32_t type, uint64_t lsn, const uint8_t *p,
             sv_logrec_release(&rec);
             return SV_ERR_RESOURCE;
         }
-        sv_collection_set_id_counter(r->c, rec.counter);
+        sv_engine_set_id_counter(r->c, rec.counter);
         st = sv_collection_add(r->c, rec.vectors, rec.n, rec.dim, (const char *const *)rec.ids, got, &e);
         for (uint32_t i = 0; st == SV_OK && i < rec.n; i++) {
             if (!rec.ids[i] && got[i] != rec.expect[i]) {
@@ -451,7 +464,7 @@ sv_status sv_durable_open(const char *dir, const sv_allocator *a, uint32_t threa
             note(rec, "replaying the whole log instead of %s", first_err);
         if ((st = sv_collection_create(&p, &c, err)) != SV_OK)
             goto cleanup;
-        sv_collection_set_manual_flush(c, 1);
+        sv_engine_set_manual_flush(c, 1);
     }
 
     /* A torn final record was never acknowledged: cut it off. */
@@ -474,7 +487,7 @@ sv_status sv_durable_open(const char *dir, const sv_allocator *a, uint32_t threa
     }
 
     replay r = {.c = c, .base = base};
-    if (!sv_store_trained(c->store) && (st = replay_segments(dir, &l, &r, find_train, err)) != SV_OK)
+    if (!sv_engine_trained(c) && (st = replay_segments(dir, &l, &r, find_train, err)) != SV_OK)
         goto cleanup;
     if ((st = replay_segments(dir, &l, &r, apply, err)) != SV_OK)
         goto cleanup;

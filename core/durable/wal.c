@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/random.h>
 #include <unistd.h>
 
 #include "crc32c.h"
@@ -18,7 +19,10 @@
 #include "fileio.h"
 
 static const uint8_t MAGIC[8] = {'S', 'V', 'W', 'A', 'L', 0, 0, 1};
-#define VERSION 1u
+/* Version 2 salts the record checksums (wal.h); version 1 segments, whose
+ * salt is 0, are still read. */
+#define VERSION 2u
+#define VERSION_MIN 1u
 
 static uint32_t rd32(const uint8_t *p)
 {
@@ -34,9 +38,14 @@ static uint64_t rd64(const uint8_t *p)
     return v;
 }
 
-static uint32_t record_crc(uint32_t len, const uint8_t *rest, size_t rest_len)
+uint32_t sv_wal_seed(uint64_t salt)
 {
-    uint32_t crc = sv_crc32c(0, &len, 4);
+    return salt ? sv_crc32c(0, &salt, 8) : 0;
+}
+
+uint32_t sv_wal_record_crc(uint32_t seed, uint32_t len, const uint8_t *rest, size_t rest_len)
+{
+    uint32_t crc = sv_crc32c(seed, &len, 4);
     return sv_crc32c(crc, rest, rest_len);
 }
 
@@ -53,7 +62,8 @@ static uint32_t record_crc(uint32_t len, const uint8_t *rest, size_t rest_len)
  */
 #define LATER_LSNS 64u
 #define LATER_CHECKS 4096u
-static size_t later_record(const uint8_t *data, size_t len, size_t from, uint64_t last_lsn)
+static size_t later_record(const uint8_t *data, size_t len, size_t from, uint64_t last_lsn,
+                           uint32_t seed)
 {
     unsigned checks = 0;
     for (size_t off = from; off + SV_WAL_REC_HEADER <= len && checks < LATER_CHECKS; off++) {
@@ -66,9 +76,9 @@ static size_t later_record(const uint8_t *data, size_t len, size_t from, uint64_
         if (plen > len - off - SV_WAL_REC_HEADER)
             continue;
         checks++;
-        uint32_t crc, c2 = sv_crc32c(0, &plen, 4);
+        uint32_t crc;
         memcpy(&crc, data + off + 4, 4);
-        if (crc == sv_crc32c(c2, data + off + 8, 12 + (size_t)plen))
+        if (crc == sv_wal_record_crc(seed, plen, data + off + 8, 12 + (size_t)plen))
             return off;
     }
     return 0;
@@ -83,9 +93,15 @@ sv_status sv_wal_parse(const uint8_t *data, size_t len, sv_wal_visit visit, void
         out->torn = len > 0;
         return SV_OK;
     }
-    sv_status st = sv_file_header_decode(data, len, MAGIC, VERSION, "log segment", &out->first_lsn, err);
+    uint32_t version = 0;
+    uint64_t salt = 0;
+    sv_status st = sv_file_header_decode(data, len, MAGIC, VERSION_MIN, VERSION, "log segment", &version,
+                                         &out->first_lsn, &salt, err);
     if (st != SV_OK)
         return st;
+    if (version == 1 && salt != 0)
+        return sv_fail(err, SV_ERR_CORRUPT, "offset 0: version 1 log segment with a salt");
+    uint32_t seed = sv_wal_seed(salt);
     if (out->first_lsn == 0)
         return sv_fail(err, SV_ERR_CORRUPT, "offset 0: segment starts at LSN 0");
     out->last_lsn = out->first_lsn - 1;
@@ -102,7 +118,7 @@ sv_status sv_wal_parse(const uint8_t *data, size_t len, sv_wal_visit visit, void
             plen = rd32(r);
             if (plen > SV_WAL_MAX_PAYLOAD || plen > left - SV_WAL_REC_HEADER)
                 bad = 1;
-            else if (rd32(r + 4) != record_crc(plen, r + 8, 12 + (size_t)plen))
+            else if (rd32(r + 4) != sv_wal_record_crc(seed, plen, r + 8, 12 + (size_t)plen))
                 bad = 1;
         }
         if (bad) {
@@ -110,7 +126,7 @@ sv_status sv_wal_parse(const uint8_t *data, size_t len, sv_wal_visit visit, void
              * tail of a crash during an append (never acknowledged: the
              * acknowledgement waits for the fsync). One with an intact
              * record after it is damage to acknowledged data. */
-            size_t later = later_record(data, len, off + 1, out->last_lsn);
+            size_t later = later_record(data, len, off + 1, out->last_lsn, seed);
             if (later)
                 return sv_fail(err, SV_ERR_CORRUPT,
                                "offset %zu: damaged record (LSN %" PRIu64 " expected; an intact record follows at offset %zu)",
@@ -123,7 +139,7 @@ sv_status sv_wal_parse(const uint8_t *data, size_t len, sv_wal_visit visit, void
         if (lsn != out->last_lsn + 1)
             return sv_fail(err, SV_ERR_CORRUPT, "offset %zu: LSN %" PRIu64 " where %" PRIu64 " was expected",
                         off, lsn, out->last_lsn + 1);
-        if (type < SV_WAL_ADD || type > SV_WAL_FLUSH)
+        if (type < SV_WAL_ADD || type > SV_WAL_CONSOLIDATE)
             return sv_fail(err, SV_ERR_CORRUPT, "offset %zu: unknown record type %" PRIu32, off, type);
         if (visit) {
             sv_status st = visit(ctx, type, lsn, r + SV_WAL_REC_HEADER, plen, off);
@@ -155,6 +171,7 @@ struct sv_wal {
     pthread_mutex_t lock;      /* everything below */
     pthread_cond_t synced_cv;  /* a sync finished */
     int fd;
+    uint32_t seed;             /* the current segment's checksum seed */
     uint64_t size;             /* bytes in the current segment */
     uint64_t next_lsn;
     uint64_t appended_lsn;     /* last appended */
@@ -170,8 +187,21 @@ struct sv_wal {
     pthread_cond_t stop_cv;
 };
 
+/* A random nonzero salt (getrandom, or the clock and address mixed when
+ * the kernel has none to give). */
+static uint64_t new_salt(void)
+{
+    uint64_t salt = 0;
+    if (getrandom(&salt, sizeof salt, 0) != (ssize_t)sizeof salt) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        salt = ((uint64_t)ts.tv_nsec << 32) ^ (uint64_t)ts.tv_sec ^ (uint64_t)(uintptr_t)&salt;
+    }
+    return salt ? salt : 1;
+}
+
 /* Create a segment file with its header, fsync it and the directory. */
-static int create_segment(const char *dir, uint64_t first_lsn, sv_error *err)
+static int create_segment(const char *dir, uint64_t first_lsn, uint32_t *seed, sv_error *err)
 {
     char name[40], path[4200];
     sv_wal_segment_name(first_lsn, name, sizeof name);
@@ -184,7 +214,9 @@ static int create_segment(const char *dir, uint64_t first_lsn, sv_error *err)
         return -1;
     }
     uint8_t h[SV_WAL_HEADER];
-    sv_file_header_encode(h, MAGIC, VERSION, first_lsn);
+    uint64_t salt = new_salt();
+    sv_file_header_encode(h, MAGIC, VERSION, first_lsn, salt);
+    *seed = sv_wal_seed(salt);
     if (sv_write_all(fd, h, sizeof h) != 0 || fdatasync(fd) != 0 || sv_fsync_dir(dir) != 0) {
         sv_fail(err, SV_ERR_IO, "%s: %s", path, strerror(errno));
         close(fd);
@@ -245,7 +277,7 @@ sv_status sv_wal_start(const char *dir, uint64_t next_lsn, uint32_t sync_interva
         free(w);
         return sv_fail(err, SV_ERR_RESOURCE, "out of memory starting the log");
     }
-    w->fd = create_segment(dir, next_lsn, err);
+    w->fd = create_segment(dir, next_lsn, &w->seed, err);
     if (w->fd < 0) {
         free(w->dir);
         free(w);
@@ -324,7 +356,7 @@ sv_status sv_wal_append(sv_wal *w, uint32_t type, const struct iovec *parts, int
     }
     uint64_t my_lsn = w->next_lsn;
     memcpy(h + 8, &my_lsn, 8);
-    uint32_t crc = sv_crc32c(0, &len32, 4);
+    uint32_t crc = sv_crc32c(w->seed, &len32, 4);
     crc = sv_crc32c(crc, h + 8, 12);
     for (int i = 0; i < n_parts; i++)
         crc = sv_crc32c(crc, parts[i].iov_base, parts[i].iov_len);
@@ -409,11 +441,13 @@ sv_status sv_wal_rotate(sv_wal *w, uint64_t *last_lsn, sv_error *err)
         pthread_mutex_unlock(&w->lock);
         return st;
     }
-    int fd = create_segment(w->dir, w->next_lsn, err);
+    uint32_t seed = 0;
+    int fd = create_segment(w->dir, w->next_lsn, &seed, err);
     if (fd < 0) {
         pthread_mutex_unlock(&w->lock);
         return SV_ERR_IO;
     }
+    w->seed = seed;
     close(w->fd);
     w->fd = fd;
     w->size = SV_WAL_HEADER;

@@ -4,12 +4,19 @@
  *
  * Segment layout (little-endian):
  *
- *   header, 32 bytes   "SVWAL\0\0\1" | u32 version (1) | u32 0 |
- *                      u64 first lsn | u32 0 | u32 crc32c(bytes 0..27)
+ *   header, 32 bytes   "SVWAL\0\0\1" | u32 version (2) | u32 salt low |
+ *                      u64 first lsn | u32 salt high | u32 crc32c(bytes 0..27)
  *   records            u32 len | u32 crc | u64 lsn | u32 type | len payload bytes
  *
  * A record's crc is the CRC32C of its len, lsn, type and payload (all but the
- * crc field). LSNs count up by one across segments. A segment is written
+ * crc field), started from a seed drawn from the segment's random salt.
+ * Why: records hold bytes a client chose (vectors, ids). Without the seed
+ * a client could write a vector whose bytes form a valid record with the
+ * next LSN; a crash that tears the real record before it would then look
+ * like damage followed by an intact record, and the server would refuse to
+ * start. The salt never leaves the disk, so such a forgery passes one check
+ * in 2^32. Version 1 segments (no salt, seed 0) are still read.
+ * LSNs count up by one across segments. A segment is written
  * only at its end, so a crash can tear only its final record: a bad record
  * with no intact record after it is a torn tail (never acknowledged, since
  * acknowledgements wait for the fsync). A bad record followed by an intact
@@ -32,7 +39,7 @@
 #define SV_WAL_REC_HEADER 20u
 #define SV_WAL_MAX_PAYLOAD (1u << 30)
 
-enum { SV_WAL_ADD = 1, SV_WAL_DELETE = 2, SV_WAL_TRAIN = 3, SV_WAL_FLUSH = 4 };
+enum { SV_WAL_ADD = 1, SV_WAL_DELETE = 2, SV_WAL_TRAIN = 3, SV_WAL_FLUSH = 4, SV_WAL_CONSOLIDATE = 5 };
 
 /* ---- reading (pure: parses bytes in memory) ---------------------------- */
 
@@ -57,6 +64,11 @@ typedef sv_status (*sv_wal_visit)(void *ctx, uint32_t type, uint64_t lsn, const 
  */
 sv_status sv_wal_parse(const uint8_t *data, size_t len, sv_wal_visit visit, void *ctx,
                        sv_wal_scan *out, sv_error *err);
+
+/* A record's checksum: seed from sv_wal_seed(the segment's salt), len, and
+ * the record's bytes after its crc field (lsn, type, payload). */
+uint32_t sv_wal_seed(uint64_t salt);
+uint32_t sv_wal_record_crc(uint32_t seed, uint32_t len, const uint8_t *rest, size_t rest_len);
 
 /* The segment name for first_lsn into buf ("wal-00000000000000000001.log"). */
 void sv_wal_segment_name(uint64_t first_lsn, char *buf, size_t cap);

@@ -193,7 +193,8 @@ static uint32_t beam_insert(sv_scratch *s, uint32_t L, sv_cand c)
     return lo;
 }
 
-sv_status sv_graph_search(sv_graph *g, const sv_query *q, uint32_t L, sv_scratch *s, int collect)
+sv_status sv_graph_search(sv_graph *g, const sv_query *q, uint32_t L, sv_scratch *s, int collect,
+                          const sv_interrupt *intr)
 {
     s->n = 0;
     s->pool_n = 0;
@@ -211,8 +212,10 @@ sv_status sv_graph_search(sv_graph *g, const sv_query *q, uint32_t L, sv_scratch
     s->list[0] = (sv_cand){sv_query_distance(q, entry), entry, 0};
     s->n = 1;
     uint32_t todo[SV_R_MAX];
-    uint32_t cur = 0;
+    uint32_t cur = 0, expanded = 0;
     while (cur < s->n) {
+        if (intr && ++expanded % SV_GRAPH_INTERRUPT_EVERY == 0 && intr->stop(intr->ctx))
+            return SV_ERR_INTERRUPTED;
         sv_cand c = s->list[cur];
         s->list[cur].flag = 1;
         if (collect && pool_push(s, c.dist, c.slot))
@@ -364,7 +367,7 @@ sv_status sv_graph_insert(sv_graph *g, uint32_t slot, const float *x, sv_scratch
     sv_status st = sv_query_prepare(&q, g->store, x, 1);
     if (st != SV_OK)
         return st;
-    st = sv_graph_search(g, &q, g->L, s, 1);
+    st = sv_graph_search(g, &q, g->L, s, 1, NULL);
     sv_query_release(&q);
     if (st != SV_OK)
         return st;
@@ -534,7 +537,7 @@ sv_status sv_graph_connect(sv_graph *g, uint32_t n_slots, sv_scratch *s, uint32_
             sv_store_get(g->store, u, x);
             if ((st = sv_query_prepare(&q, g->store, x, 1)) != SV_OK)
                 break;
-            st = sv_graph_search(g, &q, g->L, s, 0);
+            st = sv_graph_search(g, &q, g->L, s, 0, NULL);
             sv_query_release(&q);
             if (st != SV_OK)
                 break;

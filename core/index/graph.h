@@ -19,16 +19,19 @@
 #include "slimvec.h"
 #include "store.h"
 
-/* Slot life cycle: FREE -> BUFFERED -> INDEXED -> DELETED -> DELETING ->
- * FREE. DELETING marks the tombstones one consolidation pass removes (later
- * deletes wait for the next pass). A vector deleted while still in the
- * active buffer goes straight back to FREE. */
+/* Slot life cycle: FREE -> PENDING -> BUFFERED -> INDEXED -> DELETED ->
+ * DELETING -> FREE. PENDING holds an add that is not durable yet (engine.h):
+ * its row is in the buffer and its id bound, but nothing reads it; it
+ * becomes BUFFERED or goes back to FREE. DELETING marks the tombstones one
+ * consolidation pass removes (later deletes wait for the next pass). A
+ * vector deleted while still in a buffer goes straight back to FREE. */
 enum {
     SV_SLOT_FREE = 0,
     SV_SLOT_BUFFERED = 1,
     SV_SLOT_INDEXED = 2,
     SV_SLOT_DELETED = 3,
-    SV_SLOT_DELETING = 4
+    SV_SLOT_DELETING = 4,
+    SV_SLOT_PENDING = 5
 };
 
 static inline int sv_slot_is_tombstone(uint8_t st)
@@ -100,8 +103,12 @@ static inline void sv_graph_set_state(sv_graph *g, uint32_t slot, uint8_t st)
 /*
  * Beam search from the entry point with list size L. Leaves the beam in
  * s->list[0..s->n) and, when collect is set, the expanded nodes in s->pool.
+ * `intr` (may be NULL) is asked every SV_GRAPH_INTERRUPT_EVERY expansions;
+ * when it says stop, the search returns SV_ERR_INTERRUPTED.
  */
-sv_status sv_graph_search(sv_graph *g, const sv_query *q, uint32_t L, sv_scratch *s, int collect);
+#define SV_GRAPH_INTERRUPT_EVERY 32u
+sv_status sv_graph_search(sv_graph *g, const sv_query *q, uint32_t L, sv_scratch *s, int collect,
+                          const sv_interrupt *intr);
 
 /* Link an already stored slot into the graph (x: its float vector). */
 sv_status sv_graph_insert(sv_graph *g, uint32_t slot, const float *x, sv_scratch *s);

@@ -57,7 +57,7 @@ enum { P_PARAMS, P_WAL, P_LOGREC, P_SNAPSHOT, N_PARSERS };
 
 static unsigned long n_accepted[N_PARSERS], n_rejected[N_PARSERS];
 static unsigned long n_wal_records, n_wal_decoded;
-static unsigned long n_rec_ok[4];                /* add, delete, train, flush */
+static unsigned long n_rec_ok[5];                /* add, delete, train, flush, consolidate */
 static unsigned long n_loaded_valid, n_loaded_invalid, n_loaded_written;
 
 /* ---- a capped allocator for the collections ------------------------------ */
@@ -145,14 +145,15 @@ static void fix_wal(uint8_t *b, size_t len)
     if (len < SV_WAL_HEADER)
         return;
     fu_wr32(b + 28, sv_crc32c(0, b, 28));
+    /* Version 2 seeds record checksums with the header's salt. */
+    uint64_t salt = fu_rd32(b + 8) >= 2 ? (uint64_t)fu_rd32(b + 24) << 32 | fu_rd32(b + 12) : 0;
+    uint32_t seed = sv_wal_seed(salt);
     size_t off = SV_WAL_HEADER;
     while (len - off >= SV_WAL_REC_HEADER) {
         uint32_t plen = fu_rd32(b + off);
         if (plen > len - off - SV_WAL_REC_HEADER)
             break;
-        uint32_t crc = sv_crc32c(0, b + off, 4);
-        crc = sv_crc32c(crc, b + off + 8, 12 + (size_t)plen);
-        fu_wr32(b + off + 4, crc);
+        fu_wr32(b + off + 4, sv_wal_record_crc(seed, plen, b + off + 8, 12 + (size_t)plen));
         off += SV_WAL_REC_HEADER + (size_t)plen;
     }
 }
@@ -222,10 +223,14 @@ static sv_status decode_payload(uint32_t type, const uint8_t *p, size_t len)
     } else if (type == SV_WAL_TRAIN) {
         float mean[FUZZ_DIM];
         st = sv_logrec_decode_train(p, len, FUZZ_DIM, mean, &err);
-    } else {
+    } else if (type == SV_WAL_FLUSH) {
         uint64_t rows = 0;
         if ((st = sv_logrec_decode_flush(p, len, &rows, &err)) == SV_OK)
             check(rows >= 1 && rows <= UINT32_MAX, "FLUSH row count in range");
+    } else {
+        uint64_t tombs = 0;
+        if ((st = sv_logrec_decode_consolidate(p, len, &tombs, &err)) == SV_OK)
+            check(tombs >= 1 && tombs <= UINT32_MAX, "CONSOLIDATE count in range");
     }
     if (st != SV_OK)
         check(err.code == st, "error code matches the status");
@@ -243,7 +248,7 @@ static sv_status visit(void *ctx, uint32_t type, uint64_t lsn, const uint8_t *pa
 {
     wal_ctx *w = ctx;
     (void)lsn;
-    check(type >= SV_WAL_ADD && type <= SV_WAL_FLUSH, "visited record type");
+    check(type >= SV_WAL_ADD && type <= SV_WAL_CONSOLIDATE, "visited record type");
     check(offset >= SV_WAL_HEADER && offset + SV_WAL_REC_HEADER + len <= w->len &&
               payload == w->data + offset + SV_WAL_REC_HEADER,
           "visited record lies in the segment");
@@ -290,12 +295,15 @@ static sv_status run_wal(const uint8_t *b, size_t len, int strict)
 
 static sv_status run_logrec(const uint8_t *b, size_t len)
 {
-    sv_status st[4];
-    for (uint32_t t = SV_WAL_ADD; t <= SV_WAL_FLUSH; t++) {
+    sv_status st[5];
+    for (uint32_t t = SV_WAL_ADD; t <= SV_WAL_CONSOLIDATE; t++) {
         st[t - 1] = decode_payload(t, b, len);
         n_rec_ok[t - 1] += st[t - 1] == SV_OK;
     }
-    return st[0] == SV_OK || st[1] == SV_OK || st[2] == SV_OK || st[3] == SV_OK ? SV_OK : st[0];
+    for (int t = 0; t < 5; t++)
+        if (st[t] == SV_OK)
+            return SV_OK;
+    return st[0];
 }
 
 static void snapshot_params(sv_params *p, unsigned variant)
@@ -603,13 +611,15 @@ static void durable_seeds(unsigned variant)
             die("sv_durable_add", &err);
     }
     const char *del1[6] = {"doc-1", "doc-4", "100002", "100005", "0", "3"};
-    if (sv_durable_delete(d, del1, 6, &err) != SV_OK)
+    if (sv_durable_delete(d, del1, 6, NULL, &err) != SV_OK)
         die("sv_durable_delete", &err);
     if (sv_durable_flush(d, &err) != SV_OK)
         die("sv_durable_flush", &err);
     const char *del2[8] = {"doc-7", "doc-10", "doc-100", "100008", "100011", "100200", "6", "9"};
-    if (sv_durable_delete(d, del2, 8, &err) != SV_OK)
+    if (sv_durable_delete(d, del2, 8, NULL, &err) != SV_OK)
         die("sv_durable_delete", &err);
+    if (sv_durable_consolidate(d, &err) != SV_OK) /* a CONSOLIDATE record */
+        die("sv_durable_consolidate", &err);
     uint8_t *wal = NULL;
     size_t wal_len = 0;
     if (read_named(dir, "wal-", &wal, &wal_len) != 0)
@@ -627,7 +637,7 @@ static void durable_seeds(unsigned variant)
     if (sv_durable_add(d, v, 10, FUZZ_DIM, ids, NULL, &err) != SV_OK)
         die("sv_durable_add", &err);
     const char *del3[1] = {"late-1"};
-    if (sv_durable_delete(d, del3, 1, &err) != SV_OK)
+    if (sv_durable_delete(d, del3, 1, NULL, &err) != SV_OK)
         die("sv_durable_delete", &err);
     sv_snapshot_info info;
     if (sv_durable_snapshot(d, &info, &err) != SV_OK)
@@ -727,11 +737,12 @@ static size_t wal_by_hand(uint8_t *buf, size_t cap, uint64_t first, int n_recs)
     size_t off = SV_WAL_HEADER;
     for (int i = 0; i < n_recs; i++) {
         uint8_t pl[2048];
-        uint32_t type = i == 0 ? SV_WAL_TRAIN : i % 5 == 4 ? SV_WAL_FLUSH : 1 + fu_below(2);
+        uint32_t type = i == 0 ? SV_WAL_TRAIN : i % 5 == 4 ? SV_WAL_FLUSH
+                                             : i % 7 == 6 ? SV_WAL_CONSOLIDATE : 1 + fu_below(2);
         uint64_t rows = 1 + fu_below(100);
-        if (type == SV_WAL_FLUSH)
+        if (type == SV_WAL_FLUSH || type == SV_WAL_CONSOLIDATE)
             memcpy(pl, &rows, 8);
-        size_t plen = type == SV_WAL_FLUSH ? 8
+        size_t plen = type == SV_WAL_FLUSH || type == SV_WAL_CONSOLIDATE ? 8
                       : type == SV_WAL_TRAIN ? train_payload(pl, FUZZ_DIM)
                       : type == SV_WAL_ADD ? add_payload(pl, sizeof pl, 1 + fu_below(4), FUZZ_DIM)
                                            : delete_payload(pl, sizeof pl, 1 + fu_below(4));
@@ -986,8 +997,8 @@ int main(int argc, char **argv)
     for (int p = 0; p < N_PARSERS; p++)
         printf("  %-8s accepted %6lu  rejected %6lu   mutants accepted %lu of %lu\n", parser_name[p],
                n_accepted[p], n_rejected[p], mutated_ok[p], mutated[p]);
-    printf("  wal: %lu records visited, %lu decoded; logrec: add %lu, delete %lu, train %lu, flush %lu decoded\n",
-           n_wal_records, n_wal_decoded, n_rec_ok[0], n_rec_ok[1], n_rec_ok[2], n_rec_ok[3]);
+    printf("  wal: %lu records visited, %lu decoded; logrec: add %lu, delete %lu, train %lu, flush %lu, consolidate %lu decoded\n",
+           n_wal_records, n_wal_decoded, n_rec_ok[0], n_rec_ok[1], n_rec_ok[2], n_rec_ok[3], n_rec_ok[4]);
     printf("  snapshots loaded: %lu validate, %lu fail validate (a graph the loader does not check);"
            " %lu written to after loading; %lu allocations refused (over %u MiB)\n",
            n_loaded_valid, n_loaded_invalid, n_loaded_written, n_mem_refused, FUZZ_MEM_CAP >> 20);

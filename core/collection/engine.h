@@ -1,0 +1,106 @@
+/*
+ * The engine's interface for the durable layer (core/durable/): the steps
+ * a write-ahead log needs between "checked" and "visible", and the hooks
+ * that let it record where flushes and consolidations happen. Nothing
+ * outside core/ includes this; the public API is slimvec.h, and the
+ * collection's struct stays private to core/collection/.
+ *
+ * Durable before visible. An add is prepared (checked, slots and ids taken,
+ * rows in the write buffer, all in state PENDING: no search, get or delete
+ * sees them), then logged and fsynced, then published (searchable) or
+ * aborted (as if it never happened). A delete is checked (its ids live, room
+ * for its freed slots reserved), logged and fsynced, then applied or
+ * cancelled. The durable layer keeps flushes, consolidations and snapshots
+ * from starting while any add or delete is between those steps, so none of
+ * them ever sees a PENDING row.
+ */
+#ifndef SV_ENGINE_H
+#define SV_ENGINE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "slimvec.h"
+
+/* An add between prepare and publish/abort. */
+typedef struct sv_add_ticket {
+    uint32_t *slots;   /* the batch's slots, in batch order (the engine's) */
+    size_t n;
+} sv_add_ticket;
+
+/* As sv_collection_add (same checks, same errors, nothing changed on
+ * failure), but the batch stays invisible until sv_engine_add_publish.
+ * assigned[i] as sv_collection_add fills it. */
+sv_status sv_engine_add_prepare(sv_collection *c, const float *vectors, size_t n, uint32_t dim,
+                                const char *const *ids, uint64_t *assigned, sv_add_ticket *t,
+                                sv_error *err);
+/* Make a prepared batch searchable. Cannot fail. */
+void sv_engine_add_publish(sv_collection *c, sv_add_ticket *t);
+/* Take a prepared batch back: rows, id bindings and slots. Cannot fail. */
+void sv_engine_add_abort(sv_collection *c, sv_add_ticket *t);
+
+/* A delete between check and apply/cancel. */
+typedef struct sv_delete_ticket {
+    uint32_t *slots;   /* the distinct slots to delete (the engine's) */
+    size_t n;
+    size_t cap;        /* the array's length */
+} sv_delete_ticket;
+
+/* SV_OK when every id is live and not already being deleted by another
+ * checked delete (else SV_ERR_NOT_FOUND naming the item); the slots are
+ * then marked as being deleted (still searchable) and room is reserved so
+ * that deleting them cannot run out of memory. Follow with exactly one of
+ * _apply or _cancel. */
+sv_status sv_engine_delete_check(sv_collection *c, const char *const *ids, size_t n,
+                                 sv_delete_ticket *t, sv_error *err);
+/* Delete a checked batch; *deleted (may be NULL) is the number of distinct
+ * ids removed. Cannot fail. */
+void sv_engine_delete_apply(sv_collection *c, sv_delete_ticket *t, size_t *deleted);
+void sv_engine_delete_cancel(sv_collection *c, sv_delete_ticket *t);
+
+/*
+ * A flush that tells the durable layer where it takes the buffer, so the
+ * log can record the point and a replay flushes at the same one. With the
+ * maintenance lock held: before() (durable.c takes its ordering lock and
+ * waits until no add or delete is pending), then under the write lock
+ * taking(n) (logs; an error cancels the flush, nothing changed), then
+ * after() once the buffer is taken or the flush gave up.
+ */
+typedef struct sv_flush_hooks {
+    void (*before)(void *ctx);
+    sv_status (*taking)(void *ctx, size_t n, sv_error *err);
+    void (*after)(void *ctx);
+    void *ctx;
+} sv_flush_hooks;
+/* wait 0: return at once, nothing done, if a flush, consolidation or
+ * snapshot holds the maintenance lock. */
+sv_status sv_engine_flush(sv_collection *c, const sv_flush_hooks *h, int wait, sv_error *err);
+
+/* The same for consolidation: taking(n) is called under the write lock when
+ * the n tombstones this pass removes are fixed (a replay consolidates at
+ * the same point, so the same slots are recycled). n = 0: no call. */
+sv_status sv_engine_consolidate(sv_collection *c, const sv_flush_hooks *h, sv_error *err);
+
+/* Adds stop flushing on their own (the durable layer flushes and logs). */
+void sv_engine_set_manual_flush(sv_collection *c, int on);
+/* int8: train the quantizer from the write buffer if it is untrained and
+ * the buffer holds vectors; *trained is 1 when it trained now, and the mean
+ * is copied to mean[dim]. */
+sv_status sv_engine_train(sv_collection *c, float *mean, int *trained, sv_error *err);
+/* int8: set an untrained quantizer's mean (log replay). */
+sv_status sv_engine_set_mean(sv_collection *c, const float *mean, sv_error *err);
+/* The quantizer mean copied to mean[dim]; 0 when untrained or f32. */
+int sv_engine_mean(sv_collection *c, float *mean);
+/* 1 when the store can encode (int8 trained, or f32). */
+int sv_engine_trained(sv_collection *c);
+/* The assigned-id counter (sv_idmap_next_free_number): logged with each
+ * ADD so a replay hands out the same numbers. */
+uint64_t sv_engine_id_counter(sv_collection *c);
+void sv_engine_set_id_counter(sv_collection *c, uint64_t counter);
+/* Live vectors in the active write buffer. */
+uint64_t sv_engine_buffered(sv_collection *c);
+/* The counts kept as they change, in O(1): live, tombstones, buffered
+ * (active buffer), free_slots, slots. The rest of *out is zero. */
+void sv_engine_counts(sv_collection *c, sv_stats *out);
+
+#endif

@@ -1,0 +1,176 @@
+/*
+ * Search and get (slimvec.h). Searches hold the read lock: they run the
+ * graph over INDEXED nodes and brute force over both buffers' BUFFERED rows
+ * (PENDING rows are not durable yet and never seen), and merge the top k.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "collection_impl.h"
+#include "error.h"
+
+static sv_scratch *scratch_acquire(sv_collection *c)
+{
+    sv_scratch *s = NULL;
+    pthread_mutex_lock(&c->pool_lock);
+    if (c->pool_n)
+        s = c->pool[--c->pool_n];
+    pthread_mutex_unlock(&c->pool_lock);
+    if (!s && (s = sv_mem_alloc(&c->alloc, &c->t_other, sizeof *s)))
+        sv_scratch_init(s, &c->alloc, &c->t_other);
+    return s;
+}
+
+static void scratch_return(sv_collection *c, sv_scratch *s)
+{
+    if (!s)
+        return;
+    pthread_mutex_lock(&c->pool_lock);
+    if (c->pool_n == c->pool_cap) {
+        uint32_t cap = c->pool_cap ? c->pool_cap * 2 : 8;
+        sv_scratch **t = sv_mem_realloc(&c->alloc, &c->t_other, c->pool,
+                                        c->pool_cap * sizeof *t, cap * sizeof *t);
+        if (t) {
+            c->pool = t;
+            c->pool_cap = cap;
+        }
+    }
+    if (c->pool_n < c->pool_cap) {
+        c->pool[c->pool_n++] = s;
+        s = NULL;
+    }
+    pthread_mutex_unlock(&c->pool_lock);
+    if (s) { /* no room to keep it */
+        sv_scratch_release(s);
+        sv_mem_free(&c->alloc, &c->t_other, s, sizeof *s);
+    }
+}
+
+/* Keep the best k of (dist, slot) in a sorted array. */
+static void topk_push(sv_cand *top, uint32_t *n, uint32_t k, float dist, uint32_t slot)
+{
+    if (*n == k && dist >= top[k - 1].dist)
+        return;
+    uint32_t i = *n < k ? (*n)++ : k - 1;
+    while (i > 0 && top[i - 1].dist > dist) {
+        top[i] = top[i - 1];
+        i--;
+    }
+    top[i] = (sv_cand){dist, slot, 0};
+}
+
+/* Rows of brute force between two questions to the caller's interrupt. */
+#define SCAN_INTERRUPT_EVERY 1024u
+
+static sv_status scan_buffer(const sv_collection *c, const sv_buffer *b, const float *q,
+                             sv_cand *top, uint32_t *n, uint32_t k, const sv_interrupt *intr)
+{
+    for (size_t i = 0; i < b->n; i++) {
+        if (intr && i % SCAN_INTERRUPT_EVERY == SCAN_INTERRUPT_EVERY - 1 && intr->stop(intr->ctx))
+            return SV_ERR_INTERRUPTED;
+        if (sv_graph_state(&c->graph, b->slots[i]) != SV_SLOT_BUFFERED)
+            continue;
+        float d = sv_metric_distance_f32(c->k, c->params.metric, q, b->vecs + i * b->dim, b->dim);
+        topk_push(top, n, k, d, b->slots[i]);
+    }
+    return SV_OK;
+}
+
+sv_status sv_collection_search(sv_collection *c, const float *query, uint32_t dim, uint32_t k,
+                               uint32_t search_list, sv_hit *hits, size_t *n_hits, sv_error *err)
+{
+    return sv_collection_search_ex(c, query, dim, k, search_list, NULL, hits, n_hits, err);
+}
+
+sv_status sv_collection_search_ex(sv_collection *c, const float *query, uint32_t dim, uint32_t k,
+                                  uint32_t search_list, const sv_interrupt *intr, sv_hit *hits,
+                                  size_t *n_hits, sv_error *err)
+{
+    *n_hits = 0;
+    sv_status st = sv_coll_check_dim(c, dim, err);
+    if (st != SV_OK)
+        return st;
+    if (k < 1 || k > SV_K_MAX)
+        return sv_fail(err, SV_ERR_INVALID_ARGUMENT, "k=%u is outside 1..%d", k, SV_K_MAX);
+    if (search_list > SV_L_MAX)
+        return sv_fail(err, SV_ERR_INVALID_ARGUMENT, "search list %u is over %d", search_list, SV_L_MAX);
+    if ((st = sv_coll_check_vector(c, query, SIZE_MAX, err)) != SV_OK)
+        return st;
+    uint32_t L = search_list < k ? k : search_list;
+    const float *q = sv_coll_prepare_vectors(c, query, 1);
+    sv_cand *top = sv_mem_alloc(&c->alloc, NULL, (size_t)k * sizeof *top);
+    sv_scratch *s = scratch_acquire(c);
+    sv_query pq = {0};
+    uint32_t n = 0;
+    if (!q || !top || !s) {
+        st = sv_fail(err, SV_ERR_RESOURCE, "out of memory searching");
+        goto cleanup;
+    }
+
+    pthread_rwlock_rdlock(&c->lock);
+    if (atomic_load(&c->graph.entry) != SV_NO_SLOT) {
+        if ((st = sv_query_prepare(&pq, c->store, q, 0)) == SV_OK)
+            st = sv_graph_search(&c->graph, &pq, L, s, 0, intr);
+        for (uint32_t i = 0; st == SV_OK && i < s->n; i++)
+            if (sv_graph_state(&c->graph, s->list[i].slot) == SV_SLOT_INDEXED)
+                topk_push(top, &n, k, s->list[i].dist, s->list[i].slot);
+    }
+    if (st == SV_OK)
+        st = scan_buffer(c, &c->active, q, top, &n, k, intr);
+    if (st == SV_OK)
+        st = scan_buffer(c, &c->flushing, q, top, &n, k, intr);
+    if (st == SV_OK) {
+        for (uint32_t i = 0; i < n; i++) {
+            hits[i].distance = top[i].dist;
+            sv_idmap_format(c->idmap, top[i].slot, hits[i].id, sizeof hits[i].id);
+        }
+        *n_hits = n;
+    }
+    pthread_rwlock_unlock(&c->lock);
+    if (st == SV_ERR_INTERRUPTED)
+        sv_fail(err, st, "the search was stopped by its caller");
+    else if (st != SV_OK)
+        sv_fail(err, st, "out of memory searching");
+    else
+        sv_ok(err);
+
+cleanup:
+    if (pq.vec)
+        sv_query_release(&pq);
+    scratch_return(c, s);
+    sv_mem_free(&c->alloc, NULL, top, (size_t)k * sizeof *top);
+    sv_coll_free_prepared(c, query, q, 1);
+    return st;
+}
+
+
+sv_status sv_collection_get(sv_collection *c, const char *id, float *out, uint32_t dim,
+                            sv_error *err)
+{
+    sv_status st = sv_coll_check_dim(c, dim, err);
+    if (st != SV_OK)
+        return st;
+    pthread_rwlock_rdlock(&c->lock);
+    uint32_t slot = 0;
+    st = sv_fail(err, SV_ERR_NOT_FOUND, "id \"%.*s\" not found", SV_ID_MAX, id ? id : "");
+    if (sv_coll_find_live(c, id, &slot)) {
+        uint8_t state = sv_graph_state(&c->graph, slot);
+        long row = -1;
+        if (state == SV_SLOT_INDEXED) {
+            sv_store_get(c->store, slot, out);
+            st = sv_ok(err);
+        } else if (state == SV_SLOT_BUFFERED) {
+            const sv_buffer *b = &c->active;
+            if ((row = sv_buffer_find(b, slot)) < 0)
+                row = sv_buffer_find(b = &c->flushing, slot);
+            if (row >= 0) {
+                memcpy(out, b->vecs + (size_t)row * dim, dim * sizeof(float));
+                st = sv_ok(err);
+            }
+        }
+    }
+    pthread_rwlock_unlock(&c->lock);
+    return st;
+}
