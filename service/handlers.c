@@ -1,7 +1,13 @@
 /*
- * The slimvec.v1 methods and grpc.health.v1 Check: protobuf-c messages in,
- * core calls, protobuf-c messages out. Core statuses map to gRPC codes here
- * and nowhere else.
+ * The slimvec.v1 methods and grpc.health.v1: protobuf-c messages in, calls
+ * on the collection's one handle (sv_durable), protobuf-c messages out.
+ * Core statuses map to gRPC codes here and nowhere else.
+ *
+ * Every handler that allocates in proportion to what the client asked for
+ * first bounds the answer: its largest packed size against --max-message,
+ * its memory against the server's in-flight budget (svd_ctx_reserve) and
+ * the memory cap. Only then does it build anything. Long work (searches)
+ * stops when the call's context says so.
  */
 #include "handlers.h"
 
@@ -10,10 +16,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <jemalloc/jemalloc.h>
-
 #include "health/v1/health.pb-c.h"
 #include "slimvec/v1/slimvec.pb-c.h"
+#include "text.h"
 
 /* ---- response memory ------------------------------------------------------ */
 
@@ -59,6 +64,14 @@ static void *own(svd_reply *r, size_t size)
     return p;
 }
 
+/* n items of `size` bytes, or NULL (also when n * size overflows). */
+static void *own_array(svd_reply *r, size_t n, size_t size)
+{
+    if (size && n > SIZE_MAX / size)
+        return NULL;
+    return own(r, n * size);
+}
+
 static grpc_status_code code_of(sv_status s)
 {
     switch (s) {
@@ -71,6 +84,8 @@ static grpc_status_code code_of(sv_status s)
     /* The write was not made durable; the client may retry elsewhere/later. */
     case SV_ERR_IO: return GRPC_STATUS_UNAVAILABLE;
     case SV_ERR_CORRUPT: return GRPC_STATUS_DATA_LOSS;
+    case SV_ERR_INTERRUPTED: return GRPC_STATUS_CANCELLED;
+    case SV_ERR_BUSY: return GRPC_STATUS_UNAVAILABLE;
     }
     return GRPC_STATUS_UNKNOWN;
 }
@@ -80,16 +95,69 @@ static void reply_oom(svd_reply *r)
     svd_reply_error(r, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory building the response");
 }
 
-/* The collection named, or an error reply (NOT_FOUND). Caller puts it. */
+static int ctx_stop(void *ctx)
+{
+    return svd_ctx_stopped(ctx);
+}
+
+/* 0 and an INVALID_ARGUMENT reply when a text field has a NUL or is not
+ * UTF-8 ("id 3 contains a NUL byte at offset 1"). index SIZE_MAX: no index. */
+static int text_ok(const char *field, const char *what, size_t index, svd_reply *r)
+{
+    char why[96];
+    if (svd_text_check(field, why, sizeof why) == 0)
+        return 1;
+    if (index == SIZE_MAX)
+        svd_reply_error(r, GRPC_STATUS_INVALID_ARGUMENT, "%s %s", what, why);
+    else
+        svd_reply_error(r, GRPC_STATUS_INVALID_ARGUMENT, "%s %zu %s", what, index, why);
+    return 0;
+}
+
+/* The collection named, or an error reply (INVALID_ARGUMENT for a name
+ * that is not text, NOT_FOUND). Caller puts it. */
 static svd_coll *lookup(svd_app *app, const char *name, svd_reply *r)
 {
-    svd_coll *c = svd_registry_get(app->registry, name ? name : "");
+    if (!text_ok(name, "the collection name", SIZE_MAX, r))
+        return NULL;
+    svd_coll *c = svd_registry_get(app->registry, name);
     if (!c)
-        svd_reply_error(r, GRPC_STATUS_NOT_FOUND, "collection \"%.64s\" not found", name ? name : "");
+        svd_reply_error(r, GRPC_STATUS_NOT_FOUND, "collection \"%.64s\" not found", name);
     return c;
 }
 
+/* 0 and an error reply unless `need` more bytes fit under the memory cap
+ * (transient: memory freed once the answer is sent, see memory.h). */
+static int memory_ok(svd_app *app, uint64_t need, int transient, svd_reply *r)
+{
+    char why[320];
+    if (svd_memory_admit(app->memory, need, transient, why, sizeof why))
+        return 1;
+    svd_reply_error(r, GRPC_STATUS_RESOURCE_EXHAUSTED, "%s", why);
+    return 0;
+}
+
+/* Bound a response before building it: its packed size against the
+ * message limit, its memory (build + packed) against the budget and cap. */
+static int response_ok(svd_app *app, svd_ctx *ctx, uint64_t packed, uint64_t build,
+                       const char *what, svd_reply *r)
+{
+    if (packed > svd_ctx_max_message(ctx)) {
+        svd_reply_error(r, GRPC_STATUS_RESOURCE_EXHAUSTED,
+                        "the response could be up to %llu bytes (%s), over the server's "
+                        "--max-message of %zu; ask for less",
+                        (unsigned long long)packed, what, svd_ctx_max_message(ctx));
+        return 0;
+    }
+    uint64_t need = packed + build;
+    return memory_ok(app, need, 1, r) && svd_ctx_reserve(ctx, (size_t)need, r);
+}
+
 /* ---- collection info ---------------------------------------------------- */
+
+/* Upper bound of one CollectionInfo, packed and built. */
+#define INFO_PACKED 512u
+#define INFO_BUILD 1024u
 
 static Slimvec__V1__CollectionInfo *make_info(svd_coll *c, svd_reply *r)
 {
@@ -103,7 +171,7 @@ static Slimvec__V1__CollectionInfo *make_info(svd_coll *c, svd_reply *r)
     slimvec__v1__collection_spec__init(spec);
     slimvec__v1__graph_params__init(graph);
     slimvec__v1__memory_stats__init(mem);
-    const sv_params *p = sv_collection_params(c->coll);
+    const sv_params *p = sv_durable_params(c->dur);
     spec->name = c->name;
     spec->dimension = p->dim;
     spec->metric = p->metric == SV_METRIC_L2   ? SLIMVEC__V1__METRIC__METRIC_L2
@@ -118,7 +186,7 @@ static Slimvec__V1__CollectionInfo *make_info(svd_coll *c, svd_reply *r)
     spec->seed = p->seed;
     spec->flush_threshold = p->flush_threshold;
     sv_stats s;
-    sv_collection_stats(c->coll, &s);
+    sv_durable_collection_stats(c->dur, &s);
     info->spec = spec;
     info->vectors = s.live;
     info->indexed = s.indexed;
@@ -170,15 +238,19 @@ static void reply_with_info(svd_reply *r, svd_coll *c, const ProtobufCMessageDes
 
 /* ---- admin ---------------------------------------------------------------- */
 
-static void h_create(void *appv, const ProtobufCMessage *m, svd_reply *r)
+static void h_create(void *appv, svd_ctx *ctx, void **state, const ProtobufCMessage *m, svd_reply *r)
 {
     svd_app *app = appv;
+    (void)ctx;
+    (void)state;
     const Slimvec__V1__CreateCollectionRequest *req = (const void *)m;
     const Slimvec__V1__CollectionSpec *spec = req->spec;
     if (!spec) {
         svd_reply_error(r, GRPC_STATUS_INVALID_ARGUMENT, "spec is missing");
         return;
     }
+    if (!text_ok(spec->name, "the collection name", SIZE_MAX, r))
+        return;
     if (!svd_name_valid(spec->name)) {
         svd_reply_error(r, GRPC_STATUS_INVALID_ARGUMENT,
                         "collection name \"%.64s\" must be 1..64 bytes of [A-Za-z0-9_.-]", spec->name);
@@ -216,11 +288,26 @@ static void h_create(void *appv, const ProtobufCMessage *m, svd_reply *r)
         if (spec->graph->alpha != 0.0f)
             p.alpha = spec->graph->alpha;
     }
+    if (p.L_build > app->limits.max_search_list && p.L_build > p.R) {
+        svd_reply_error(r, GRPC_STATUS_INVALID_ARGUMENT, "build_list %u is over the server's --max-search-list %u",
+                        p.L_build, app->limits.max_search_list);
+        return;
+    }
     if (spec->seed)
         p.seed = spec->seed;
     if (spec->flush_threshold)
         p.flush_threshold = spec->flush_threshold;
+    if (p.flush_threshold > app->limits.max_flush_threshold) {
+        svd_reply_error(r, GRPC_STATUS_INVALID_ARGUMENT,
+                        "flush_threshold %u is over the server's --max-flush-threshold %u (buffered "
+                        "vectors are searched by brute force)",
+                        p.flush_threshold, app->limits.max_flush_threshold);
+        return;
+    }
     p.threads = app->limits.build_threads;
+    /* A new collection costs a few kilobytes of bookkeeping. */
+    if (!memory_ok(app, 64 * 1024, 0, r))
+        return;
     svd_coll *c = NULL;
     sv_error err;
     sv_status st = svd_registry_create_collection(app->registry, spec->name, &p, &c, &err);
@@ -232,12 +319,16 @@ static void h_create(void *appv, const ProtobufCMessage *m, svd_reply *r)
     svd_registry_put(app->registry, c);
 }
 
-static void h_drop(void *appv, const ProtobufCMessage *m, svd_reply *r)
+static void h_drop(void *appv, svd_ctx *ctx, void **state, const ProtobufCMessage *m, svd_reply *r)
 {
     svd_app *app = appv;
+    (void)ctx;
+    (void)state;
     const Slimvec__V1__DropCollectionRequest *req = (const void *)m;
+    if (!text_ok(req->name, "the collection name", SIZE_MAX, r))
+        return;
     sv_error err;
-    sv_status st = svd_registry_drop(app->registry, req->name ? req->name : "", &err);
+    sv_status st = svd_registry_drop(app->registry, req->name, &err);
     if (st != SV_OK) {
         svd_reply_error(r, code_of(st), "%s", err.message);
         return;
@@ -246,21 +337,25 @@ static void h_drop(void *appv, const ProtobufCMessage *m, svd_reply *r)
     r->msg = &resp.base;
 }
 
-static void h_list(void *appv, const ProtobufCMessage *m, svd_reply *r)
+static void h_list(void *appv, svd_ctx *ctx, void **state, const ProtobufCMessage *m, svd_reply *r)
 {
     svd_app *app = appv;
     (void)m;
+    (void)state;
     svd_coll **all = NULL;
     size_t n = svd_registry_list(app->registry, &all);
-    Slimvec__V1__ListCollectionsResponse *resp = own(r, sizeof *resp);
-    Slimvec__V1__CollectionInfo **infos = own(r, n * sizeof *infos);
-    int okay = resp && infos;
-    for (size_t i = 0; i < n; i++) {
-        if (okay && !(infos[i] = make_info(all[i], r)))
-            okay = 0;
-        svd_registry_put(app->registry, all[i]);
+    if (!response_ok(app, ctx, (uint64_t)n * INFO_PACKED + 16, (uint64_t)n * INFO_BUILD,
+                     "one entry per collection", r)) {
+        svd_registry_put_list(app->registry, all, n);
+        return;
     }
-    free(all);
+    Slimvec__V1__ListCollectionsResponse *resp = own(r, sizeof *resp);
+    Slimvec__V1__CollectionInfo **infos = own_array(r, n, sizeof *infos);
+    int okay = resp && (infos || n == 0);
+    for (size_t i = 0; i < n && okay; i++)
+        if (!(infos[i] = make_info(all[i], r)))
+            okay = 0;
+    svd_registry_put_list(app->registry, all, n);
     if (!okay) {
         reply_oom(r);
         return;
@@ -271,9 +366,11 @@ static void h_list(void *appv, const ProtobufCMessage *m, svd_reply *r)
     r->msg = &resp->base;
 }
 
-static void h_describe(void *appv, const ProtobufCMessage *m, svd_reply *r)
+static void h_describe(void *appv, svd_ctx *ctx, void **state, const ProtobufCMessage *m, svd_reply *r)
 {
     svd_app *app = appv;
+    (void)ctx;
+    (void)state;
     const Slimvec__V1__DescribeCollectionRequest *req = (const void *)m;
     svd_coll *c = lookup(app, req->name, r);
     if (!c)
@@ -282,52 +379,91 @@ static void h_describe(void *appv, const ProtobufCMessage *m, svd_reply *r)
     svd_registry_put(app->registry, c);
 }
 
-static void h_flush(void *appv, const ProtobufCMessage *m, svd_reply *r)
+/*
+ * Flush and Snapshot run on the maintenance thread: the call submits a task
+ * and defers (holding no thread) until it ran. *state is the task.
+ */
+static svd_task *await_task(svd_app *app, void **state, const char *name, svd_task_kind kind,
+                            sv_status *st, sv_error *err, sv_snapshot_info *info, svd_reply *r)
+{
+    if (!*state) {
+        svd_coll *c = lookup(app, name, r);
+        if (!c)
+            return NULL;
+        if (kind == SVD_TASK_SNAPSHOT && !sv_durable_dir(c->dur)) {
+            svd_reply_error(r, GRPC_STATUS_FAILED_PRECONDITION,
+                            "the server runs without a data directory (--data-dir :memory:)");
+            svd_registry_put(app->registry, c);
+            return NULL;
+        }
+        svd_task *t = app->maint ? svd_maint_submit(app->maint, c, kind) : NULL;
+        svd_registry_put(app->registry, c);
+        if (!t) {
+            svd_reply_error(r, GRPC_STATUS_UNAVAILABLE, "the server is shutting down");
+            return NULL;
+        }
+        *state = t;
+    }
+    svd_task *t = *state;
+    if (!svd_task_done(t, st, err, info)) {
+        r->defer = 1;
+        return NULL;
+    }
+    return t;
+}
+
+static void end_task(void *app, void *state, int cancelled)
+{
+    (void)app;
+    (void)cancelled;
+    svd_task_release(state);
+}
+
+static void h_flush(void *appv, svd_ctx *ctx, void **state, const ProtobufCMessage *m, svd_reply *r)
 {
     svd_app *app = appv;
+    (void)ctx;
     const Slimvec__V1__FlushRequest *req = (const void *)m;
+    sv_status st;
+    sv_error err;
+    if (!await_task(app, state, req->collection, SVD_TASK_FLUSH, &st, &err, NULL, r))
+        return;
+    if (st != SV_OK) {
+        svd_reply_error(r, code_of(st), "%s", err.message);
+        return;
+    }
     svd_coll *c = lookup(app, req->collection, r);
     if (!c)
         return;
-    sv_error err;
-    sv_status st = sv_durable_flush(c->dur, &err);
-    if (st != SV_OK)
-        svd_reply_error(r, code_of(st), "%s", err.message);
-    else
-        reply_with_info(r, c, &slimvec__v1__flush_response__descriptor);
+    reply_with_info(r, c, &slimvec__v1__flush_response__descriptor);
     svd_registry_put(app->registry, c);
 }
 
-static void h_snapshot(void *appv, const ProtobufCMessage *m, svd_reply *r)
+static void h_snapshot(void *appv, svd_ctx *ctx, void **state, const ProtobufCMessage *m, svd_reply *r)
 {
     svd_app *app = appv;
+    (void)ctx;
     const Slimvec__V1__SnapshotRequest *req = (const void *)m;
-    svd_coll *c = lookup(app, req->collection, r);
-    if (!c)
-        return;
-    if (!sv_durable_dir(c->dur)) {
-        svd_reply_error(r, GRPC_STATUS_FAILED_PRECONDITION,
-                        "the server runs without a data directory (--data-dir :memory:)");
-        svd_registry_put(app->registry, c);
-        return;
-    }
+    sv_status st;
     sv_error err;
     sv_snapshot_info info;
-    sv_status st = sv_durable_snapshot(c->dur, &info, &err);
-    Slimvec__V1__SnapshotResponse *resp = st == SV_OK ? own(r, sizeof *resp) : NULL;
+    if (!await_task(app, state, req->collection, SVD_TASK_SNAPSHOT, &st, &err, &info, r))
+        return;
     if (st != SV_OK) {
         svd_reply_error(r, code_of(st), "%s", err.message);
-    } else if (!resp) {
-        reply_oom(r);
-    } else {
-        slimvec__v1__snapshot_response__init(resp);
-        resp->lsn = info.lsn;
-        resp->bytes = info.bytes;
-        resp->seconds = info.seconds;
-        resp->stall_seconds = info.stall_seconds;
-        r->msg = &resp->base;
+        return;
     }
-    svd_registry_put(app->registry, c);
+    Slimvec__V1__SnapshotResponse *resp = own(r, sizeof *resp);
+    if (!resp) {
+        reply_oom(r);
+        return;
+    }
+    slimvec__v1__snapshot_response__init(resp);
+    resp->lsn = info.lsn;
+    resp->bytes = info.bytes;
+    resp->seconds = info.seconds;
+    resp->stall_seconds = info.stall_seconds;
+    r->msg = &resp->base;
 }
 
 /* ---- vectors -------------------------------------------------------------- */
@@ -337,7 +473,7 @@ static void h_snapshot(void *appv, const ProtobufCMessage *m, svd_reply *r)
 static int batch_shape(svd_app *app, svd_coll *c, size_t n_floats, size_t n_ids, uint32_t declared_dim,
                        size_t *n_out, svd_reply *r)
 {
-    uint32_t dim = sv_collection_params(c->coll)->dim;
+    uint32_t dim = sv_durable_params(c->dur)->dim;
     if (declared_dim && declared_dim != dim) {
         svd_reply_error(r, GRPC_STATUS_INVALID_ARGUMENT,
                         "dimension %u does not match the collection's %u", declared_dim, dim);
@@ -362,36 +498,27 @@ static int batch_shape(svd_app *app, svd_coll *c, size_t n_floats, size_t n_ids,
     return 1;
 }
 
-/*
- * The memory cap: refuse a batch when what jemalloc holds for the process
- * plus a generous guess of the batch's cost (its float copy in the write
- * buffer, its codes and edges, its share of the flush's scratch) would pass
- * the cap. 0 when under it.
- */
-static int over_memory_cap(svd_app *app, size_t n, uint32_t dim, svd_reply *r)
+/* Every id is text, at most max_id_len bytes (what = "id of vector"). */
+static int ids_ok(svd_app *app, char **ids, size_t n, const char *what, svd_reply *r)
 {
-    if (!app->limits.memory_cap)
-        return 0;
-    uint64_t epoch = 1;
-    size_t len = sizeof epoch;
-    mallctl("epoch", &epoch, &len, &epoch, len);
-    size_t allocated = 0;
-    len = sizeof allocated;
-    if (mallctl("stats.allocated", &allocated, &len, NULL, 0) != 0)
-        return 0;
-    uint64_t need = (uint64_t)n * ((uint64_t)dim * 6 + 256);
-    if ((uint64_t)allocated + need <= app->limits.memory_cap)
-        return 0;
-    svd_reply_error(r, GRPC_STATUS_RESOURCE_EXHAUSTED,
-                    "memory cap: %zu bytes allocated + ~%llu for this batch is over the cap of %llu",
-                    allocated, (unsigned long long)need, (unsigned long long)app->limits.memory_cap);
+    for (size_t i = 0; i < n; i++) {
+        if (!text_ok(ids[i], what, i, r))
+            return 0;
+        if (strlen(ids[i]) > app->limits.max_id_len) {
+            svd_reply_error(r, GRPC_STATUS_INVALID_ARGUMENT, "%s %zu is longer than %u bytes", what, i,
+                            app->limits.max_id_len);
+            return 0;
+        }
+    }
     return 1;
 }
 
 /*
  * Apply one ingest batch; fills resp (ids) or returns the error. The core
  * checks the whole batch before applying any of it, so an error means
- * nothing was applied.
+ * nothing was applied. A full write buffer defers the batch (it runs again
+ * after the next flush): the stream reads nothing meanwhile, so HTTP/2 flow
+ * control pushes back on the client.
  */
 static void ingest_batch(svd_app *app, const Slimvec__V1__IngestRequest *req,
                          Slimvec__V1__IngestResponse *resp, svd_reply *r)
@@ -400,41 +527,41 @@ static void ingest_batch(svd_app *app, const Slimvec__V1__IngestRequest *req,
     if (!c)
         return;
     size_t n = 0;
-    if (!batch_shape(app, c, req->n_vectors, req->n_ids, req->dimension, &n, r))
+    if (!batch_shape(app, c, req->n_vectors, req->n_ids, req->dimension, &n, r) ||
+        !ids_ok(app, req->ids, req->n_ids, "id of vector", r))
         goto done;
-    for (size_t i = 0; i < req->n_ids; i++) {
-        if (strlen(req->ids[i]) > app->limits.max_id_len) {
-            svd_reply_error(r, GRPC_STATUS_INVALID_ARGUMENT, "id of vector %zu is longer than %u bytes",
-                            i, app->limits.max_id_len);
-            goto done;
-        }
-    }
-    uint32_t dim = sv_collection_params(c->coll)->dim;
-    if (over_memory_cap(app, n, dim, r))
+    uint32_t dim = sv_durable_params(c->dur)->dim;
+    /* The batch's cost: its float copy in the write buffer, codes and
+     * edges, its share of the flush's scratch; plus the answer's ids. */
+    if (!memory_ok(app, (uint64_t)n * ((uint64_t)dim * 6 + 256), 0, r))
         goto done;
-    uint64_t *assigned = own(r, n * sizeof *assigned);
-    char **ids = own(r, n * sizeof *ids);
-    if (!assigned || !ids) {
+    uint64_t *assigned = own_array(r, n, sizeof *assigned);
+    char **ids = own_array(r, n, sizeof *ids);
+    char *numbers = own_array(r, n, 24);
+    if (!assigned || !ids || !numbers) {
         reply_oom(r);
         goto done;
     }
     sv_error err;
     sv_status st = sv_durable_add(c->dur, req->vectors, n, dim,
-                                     req->n_ids ? (const char *const *)req->ids : NULL, assigned, &err);
+                                  req->n_ids ? (const char *const *)req->ids : NULL, assigned, &err);
+    if (st == SV_ERR_BUSY) {
+        svd_maint_kick(app->maint);
+        r->defer = 1;
+        goto done;
+    }
     if (st != SV_OK) {
         svd_reply_error(r, code_of(st), "%s", err.message);
         goto done;
     }
+    if (sv_durable_flush_due(c->dur))
+        svd_maint_kick(app->maint);
     for (size_t i = 0; i < n; i++) {
         if (req->n_ids && req->ids[i][0]) {
             ids[i] = req->ids[i]; /* lives until the response is packed */
             continue;
         }
-        ids[i] = own(r, 24);
-        if (!ids[i]) {
-            reply_oom(r);
-            goto done;
-        }
+        ids[i] = numbers + 24 * i;
         snprintf(ids[i], 24, "%llu", (unsigned long long)assigned[i]);
     }
     resp->applied = (uint32_t)n;
@@ -468,8 +595,9 @@ static Slimvec__V1__BatchError *batch_error(svd_reply *r, svd_reply *inner)
     return berr;
 }
 
-static void s_ingest(void *appv, void **state, const ProtobufCMessage *m, svd_reply *r)
+static void s_ingest(void *appv, svd_ctx *ctx, void **state, const ProtobufCMessage *m, svd_reply *r)
 {
+    (void)ctx;
     (void)state;
     const Slimvec__V1__IngestRequest *req = (const void *)m;
     Slimvec__V1__IngestResponse *resp = own(r, sizeof *resp);
@@ -481,6 +609,12 @@ static void s_ingest(void *appv, void **state, const ProtobufCMessage *m, svd_re
     resp->sequence = req->sequence;
     svd_reply inner = {.code = GRPC_STATUS_OK, .owned = r->owned, .free_fn = r->free_fn};
     ingest_batch(appv, req, resp, &inner);
+    if (inner.defer) {
+        r->owned = inner.owned;
+        r->free_fn = inner.free_fn;
+        r->defer = 1;
+        return;
+    }
     if ((resp->error = batch_error(r, &inner))) {
         resp->applied = 0;
         resp->n_ids = 0;
@@ -490,67 +624,119 @@ static void s_ingest(void *appv, void **state, const ProtobufCMessage *m, svd_re
         r->msg = &resp->base;
 }
 
+/* Upper bound of a packed varint-length-delimited field of `len` bytes. */
+static uint64_t field_bytes(uint64_t len)
+{
+    return 1 + 10 + len;
+}
+
 /* Run the queries of one search request into resp. */
-static void search_into(svd_app *app, const Slimvec__V1__SearchRequest *req,
+static void search_into(svd_app *app, svd_ctx *ctx, const Slimvec__V1__SearchRequest *req,
                         Slimvec__V1__SearchResponse *resp, svd_reply *r)
 {
     svd_coll *c = lookup(app, req->collection, r);
     if (!c)
         return;
     size_t m = 0;
-    uint32_t dim = sv_collection_params(c->coll)->dim;
+    uint32_t dim = sv_durable_params(c->dur)->dim;
     if (!batch_shape(app, c, req->n_queries, 0, req->dimension, &m, r))
         goto done;
-    if (req->k < 1 || req->k > app->limits.max_k) {
-        svd_reply_error(r, req->k < 1 ? GRPC_STATUS_INVALID_ARGUMENT : GRPC_STATUS_RESOURCE_EXHAUSTED,
-                        "k=%u is outside 1..%u", req->k, app->limits.max_k);
+    uint32_t k = req->k;
+    if (k < 1 || k > app->limits.max_k) {
+        svd_reply_error(r, k < 1 ? GRPC_STATUS_INVALID_ARGUMENT : GRPC_STATUS_RESOURCE_EXHAUSTED,
+                        "k=%u is outside 1..%u", k, app->limits.max_k);
         goto done;
     }
     uint32_t L = req->search_list ? req->search_list : 64;
-    Slimvec__V1__QueryResult **results = own(r, m * sizeof *results);
-    sv_hit *hits = own(r, req->k * sizeof *hits);
-    if (!results || !hits) {
+    if (L > app->limits.max_search_list) {
+        svd_reply_error(r, GRPC_STATUS_RESOURCE_EXHAUSTED,
+                        "search_list %u is over the server's --max-search-list %u", L,
+                        app->limits.max_search_list);
+        goto done;
+    }
+    uint64_t per_query = (L > k ? L : k) + sv_durable_buffered(c->dur) / SVD_BUFFER_WORK_DIVISOR;
+    uint64_t work = (uint64_t)m * per_query;
+    if (work > app->limits.max_search_work) {
+        svd_reply_error(r, GRPC_STATUS_RESOURCE_EXHAUSTED,
+                        "%zu queries x %llu steps each (search list %u + buffered vectors / %u) = %llu "
+                        "is over the server's --max-search-work %llu; send fewer queries per request",
+                        m, (unsigned long long)per_query, L > k ? L : k, SVD_BUFFER_WORK_DIVISOR,
+                        (unsigned long long)work, (unsigned long long)app->limits.max_search_work);
+        goto done;
+    }
+    /* The answer's bounds, before anything is built: per hit its id (the
+     * longest the collection held), distance and vector. */
+    uint64_t idmax = sv_durable_id_len_max(c->dur);
+    uint64_t vec = req->include_vectors ? field_bytes(4ull * dim) : 0;
+    uint64_t hit_packed = field_bytes(field_bytes(idmax) + 5 + vec);
+    uint64_t packed = 16 + (uint64_t)m * field_bytes((uint64_t)k * hit_packed);
+    uint64_t hit_build = sizeof(Slimvec__V1__Hit) + sizeof(void *) + idmax + 1 +
+                         (req->include_vectors ? 4ull * dim : 0);
+    uint64_t build = (uint64_t)m * (sizeof(Slimvec__V1__QueryResult) + sizeof(void *) + 64 +
+                                    (uint64_t)k * (hit_build + sizeof(sv_hit)));
+    char what[160];
+    snprintf(what, sizeof what, "%zu queries x %u hits of up to %llu bytes", m, k,
+             (unsigned long long)hit_packed);
+    if (!response_ok(app, ctx, packed, build, what, r))
+        goto done;
+    Slimvec__V1__QueryResult **results = own_array(r, m, sizeof *results);
+    Slimvec__V1__QueryResult *qrs = own_array(r, m, sizeof *qrs);
+    sv_hit *hits = own_array(r, k, sizeof *hits);
+    if (!results || !qrs || !hits) {
         reply_oom(r);
         goto done;
     }
+    sv_interrupt intr = {ctx_stop, ctx};
     for (size_t q = 0; q < m; q++) {
         size_t n = 0;
         sv_error err;
-        sv_status st = sv_collection_search(c->coll, req->queries + q * dim, dim, req->k, L, hits, &n, &err);
+        sv_status st = sv_durable_search(c->dur, req->queries + q * dim, dim, k, L, &intr, hits, &n, &err);
+        if (st == SV_ERR_INTERRUPTED) {
+            svd_reply_error(r, svd_ctx_stop_code(ctx), "query %zu: stopped (%s)", q,
+                            svd_ctx_stop_code(ctx) == GRPC_STATUS_DEADLINE_EXCEEDED
+                                ? "the deadline passed"
+                                : "the call was cancelled");
+            goto done;
+        }
         if (st != SV_OK) {
             svd_reply_error(r, code_of(st), "query %zu: %s", q, err.message);
             goto done;
         }
-        Slimvec__V1__QueryResult *qr = own(r, sizeof *qr);
-        Slimvec__V1__Hit **hv = own(r, n * sizeof *hv);
-        if (!qr || (n && !hv)) {
+        /* One block per query for hits, their pointers, ids and vectors:
+         * a hit costs its fields, not an allocation each. */
+        size_t id_bytes = 0;
+        for (size_t h = 0; h < n; h++)
+            id_bytes += strlen(hits[h].id) + 1;
+        Slimvec__V1__Hit *hv = own_array(r, n, sizeof *hv);
+        Slimvec__V1__Hit **hp = own_array(r, n, sizeof *hp);
+        char *idbuf = own(r, id_bytes);
+        float *vecs = req->include_vectors ? own_array(r, n, (size_t)dim * sizeof(float)) : NULL;
+        if (n && (!hv || !hp || !idbuf || (req->include_vectors && !vecs))) {
             reply_oom(r);
             goto done;
         }
+        Slimvec__V1__QueryResult *qr = &qrs[q];
         slimvec__v1__query_result__init(qr);
         for (size_t h = 0; h < n; h++) {
-            Slimvec__V1__Hit *hit = own(r, sizeof *hit);
-            char *id = own(r, strlen(hits[h].id) + 1);
-            if (!hit || !id) {
-                reply_oom(r);
-                goto done;
-            }
+            Slimvec__V1__Hit *hit = &hv[h];
             slimvec__v1__hit__init(hit);
-            strcpy(id, hits[h].id);
-            hit->id = id;
+            size_t len = strlen(hits[h].id);
+            memcpy(idbuf, hits[h].id, len + 1);
+            hit->id = idbuf;
+            idbuf += len + 1;
             hit->distance = hits[h].distance;
             if (req->include_vectors) {
-                float *v = own(r, dim * sizeof *v);
+                float *v = vecs + (size_t)h * dim;
                 /* A vector deleted since the search has no values to return. */
-                if (v && sv_collection_get(c->coll, id, v, dim, NULL) == SV_OK) {
+                if (sv_durable_get(c->dur, hit->id, v, dim, NULL) == SV_OK) {
                     hit->n_vector = dim;
                     hit->vector = v;
                 }
             }
-            hv[h] = hit;
+            hp[h] = hit;
         }
         qr->n_hits = n;
-        qr->hits = hv;
+        qr->hits = hp;
         results[q] = qr;
     }
     resp->n_results = m;
@@ -559,8 +745,9 @@ done:
     svd_registry_put(app->registry, c);
 }
 
-static void h_search(void *appv, const ProtobufCMessage *m, svd_reply *r)
+static void h_search(void *appv, svd_ctx *ctx, void **state, const ProtobufCMessage *m, svd_reply *r)
 {
+    (void)state;
     const Slimvec__V1__SearchRequest *req = (const void *)m;
     Slimvec__V1__SearchResponse *resp = own(r, sizeof *resp);
     if (!resp) {
@@ -569,12 +756,12 @@ static void h_search(void *appv, const ProtobufCMessage *m, svd_reply *r)
     }
     slimvec__v1__search_response__init(resp);
     resp->tag = req->tag;
-    search_into(appv, req, resp, r);
+    search_into(appv, ctx, req, resp, r);
     if (r->code == GRPC_STATUS_OK)
         r->msg = &resp->base;
 }
 
-static void s_search(void *appv, void **state, const ProtobufCMessage *m, svd_reply *r)
+static void s_search(void *appv, svd_ctx *ctx, void **state, const ProtobufCMessage *m, svd_reply *r)
 {
     (void)state;
     const Slimvec__V1__SearchRequest *req = (const void *)m;
@@ -586,7 +773,7 @@ static void s_search(void *appv, void **state, const ProtobufCMessage *m, svd_re
     slimvec__v1__search_response__init(resp);
     resp->tag = req->tag;
     svd_reply inner = {.code = GRPC_STATUS_OK, .owned = r->owned, .free_fn = r->free_fn};
-    search_into(appv, req, resp, &inner);
+    search_into(appv, ctx, req, resp, &inner);
     if ((resp->error = batch_error(r, &inner))) {
         resp->n_results = 0;
         resp->results = NULL;
@@ -595,79 +782,119 @@ static void s_search(void *appv, void **state, const ProtobufCMessage *m, svd_re
         r->msg = &resp->base;
 }
 
-static void h_get(void *appv, const ProtobufCMessage *m, svd_reply *r)
+static void h_get(void *appv, svd_ctx *ctx, void **state, const ProtobufCMessage *m, svd_reply *r)
 {
     svd_app *app = appv;
+    (void)state;
     const Slimvec__V1__GetRequest *req = (const void *)m;
     svd_coll *c = lookup(app, req->collection, r);
     if (!c)
         return;
-    uint32_t dim = sv_collection_params(c->coll)->dim;
+    uint32_t dim = sv_durable_params(c->dur)->dim;
+    size_t n = req->n_ids;
+    if (n > app->limits.max_get_ids) {
+        svd_reply_error(r, GRPC_STATUS_RESOURCE_EXHAUSTED, "%zu ids are over the server's --max-get-ids %u",
+                        n, app->limits.max_get_ids);
+        goto done;
+    }
+    if (!ids_ok(app, req->ids, n, "id", r))
+        goto done;
+    uint64_t id_bytes = 0;
+    for (size_t i = 0; i < n; i++)
+        id_bytes += strlen(req->ids[i]);
+    uint64_t packed = 16 + (uint64_t)n * (field_bytes(field_bytes(4ull * dim) + 12)) + id_bytes;
+    uint64_t build = (uint64_t)n * (sizeof(Slimvec__V1__Vector) + sizeof(void *) + 4ull * dim);
+    char what[96];
+    snprintf(what, sizeof what, "%zu vectors of dimension %u", n, dim);
+    if (!response_ok(app, ctx, packed, build, what, r))
+        goto done;
     Slimvec__V1__GetResponse *resp = own(r, sizeof *resp);
-    Slimvec__V1__Vector **vs = own(r, req->n_ids * sizeof *vs);
-    if (!resp || (req->n_ids && !vs)) {
+    Slimvec__V1__Vector **vs = own_array(r, n, sizeof *vs);
+    Slimvec__V1__Vector *vb = own_array(r, n, sizeof *vb);
+    float *values = own_array(r, n, (size_t)dim * sizeof(float));
+    if (!resp || (n && (!vs || !vb || !values))) {
         reply_oom(r);
         goto done;
     }
     slimvec__v1__get_response__init(resp);
-    for (size_t i = 0; i < req->n_ids; i++) {
-        Slimvec__V1__Vector *v = own(r, sizeof *v);
-        float *values = own(r, dim * sizeof *values);
-        if (!v || !values) {
-            reply_oom(r);
+    for (size_t i = 0; i < n; i++) {
+        if ((i & 255) == 255 && svd_ctx_stopped(ctx)) {
+            svd_reply_error(r, svd_ctx_stop_code(ctx), "stopped at item %zu", i);
             goto done;
         }
+        Slimvec__V1__Vector *v = &vb[i];
         slimvec__v1__vector__init(v);
         sv_error err;
-        sv_status st = sv_collection_get(c->coll, req->ids[i], values, dim, &err);
+        sv_status st = sv_durable_get(c->dur, req->ids[i], values + (size_t)i * dim, dim, &err);
         if (st != SV_OK) {
             svd_reply_error(r, code_of(st), "item %zu: %s", i, err.message);
             goto done;
         }
         v->id = req->ids[i];
         v->n_values = dim;
-        v->values = values;
+        v->values = values + (size_t)i * dim;
         vs[i] = v;
     }
-    resp->n_vectors = req->n_ids;
+    resp->n_vectors = n;
     resp->vectors = vs;
     r->msg = &resp->base;
 done:
     svd_registry_put(app->registry, c);
 }
 
-static void h_delete(void *appv, const ProtobufCMessage *m, svd_reply *r)
+static void h_delete(void *appv, svd_ctx *ctx, void **state, const ProtobufCMessage *m, svd_reply *r)
 {
     svd_app *app = appv;
+    (void)ctx;
+    (void)state;
     const Slimvec__V1__DeleteRequest *req = (const void *)m;
     svd_coll *c = lookup(app, req->collection, r);
     if (!c)
         return;
+    if (req->n_ids > app->limits.max_batch) {
+        svd_reply_error(r, GRPC_STATUS_RESOURCE_EXHAUSTED, "%zu ids are over the batch limit of %u",
+                        req->n_ids, app->limits.max_batch);
+        goto done;
+    }
+    if (!ids_ok(app, req->ids, req->n_ids, "id", r))
+        goto done;
     sv_error err;
-    sv_status st = sv_durable_delete(c->dur, (const char *const *)req->ids, req->n_ids, &err);
+    size_t deleted = 0;
+    sv_status st = sv_durable_delete(c->dur, (const char *const *)req->ids, req->n_ids, &deleted, &err);
     if (st != SV_OK) {
         svd_reply_error(r, code_of(st), "%s", err.message);
-    } else {
-        Slimvec__V1__DeleteResponse *resp = own(r, sizeof *resp);
-        if (!resp) {
-            reply_oom(r);
-        } else {
-            slimvec__v1__delete_response__init(resp);
-            resp->deleted = (uint32_t)req->n_ids;
-            r->msg = &resp->base;
-        }
+        goto done;
     }
+    Slimvec__V1__DeleteResponse *resp = own(r, sizeof *resp);
+    if (!resp) {
+        reply_oom(r);
+        goto done;
+    }
+    slimvec__v1__delete_response__init(resp);
+    resp->deleted = (uint32_t)deleted; /* distinct ids: a repeated id counts once */
+    r->msg = &resp->base;
+    if (deleted)
+        svd_maint_kick(app->maint); /* consolidation may be due */
+done:
     svd_registry_put(app->registry, c);
 }
 
 /* ---- health --------------------------------------------------------------- */
 
-static void h_health_check(void *appv, const ProtobufCMessage *m, svd_reply *r)
+static int health_known(const char *svc)
+{
+    return strcmp(svc, "") == 0 || strcmp(svc, "slimvec.v1.SlimVec") == 0;
+}
+
+static void h_health_check(void *appv, svd_ctx *ctx, void **state, const ProtobufCMessage *m,
+                           svd_reply *r)
 {
     svd_app *app = appv;
+    (void)ctx;
+    (void)state;
     const Grpc__Health__V1__HealthCheckRequest *req = (const void *)m;
     const char *svc = req->service ? req->service : "";
-    if (strcmp(svc, "") != 0 && strcmp(svc, "slimvec.v1.SlimVec") != 0) {
+    if (!health_known(svc)) {
         svd_reply_error(r, GRPC_STATUS_NOT_FOUND, "unknown service \"%.128s\"", svc);
         return;
     }
@@ -686,14 +913,14 @@ static void h_health_check(void *appv, const ProtobufCMessage *m, svd_reply *r)
 /* Watch: the status now, for the first message and for each update (req
  * NULL, sent at shutdown). An unknown service is reported as
  * SERVICE_UNKNOWN in the stream, as the health protocol asks. */
-static void s_health_watch(void *appv, void **state, const ProtobufCMessage *m, svd_reply *r)
+static void s_health_watch(void *appv, svd_ctx *ctx, void **state, const ProtobufCMessage *m,
+                           svd_reply *r)
 {
     svd_app *app = appv;
+    (void)ctx;
     const Grpc__Health__V1__HealthCheckRequest *req = (const void *)m;
-    if (req) {
-        const char *svc = req->service ? req->service : "";
-        *state = (void *)(uintptr_t)(strcmp(svc, "") == 0 || strcmp(svc, "slimvec.v1.SlimVec") == 0);
-    }
+    if (req)
+        *state = (void *)(uintptr_t)health_known(req->service ? req->service : "");
     Grpc__Health__V1__HealthCheckResponse *resp = own(r, sizeof *resp);
     if (!resp) {
         reply_oom(r);
@@ -709,21 +936,23 @@ static void s_health_watch(void *appv, void **state, const ProtobufCMessage *m, 
     r->msg = &resp->base;
 }
 
+#define M(path, req, fn, end, kind, light) {path, &req##__descriptor, fn, end, kind, light}
 static const svd_method methods[] = {
-    {"/slimvec.v1.SlimVec/CreateCollection", &slimvec__v1__create_collection_request__descriptor, h_create, NULL, NULL, 0},
-    {"/slimvec.v1.SlimVec/DropCollection", &slimvec__v1__drop_collection_request__descriptor, h_drop, NULL, NULL, 0},
-    {"/slimvec.v1.SlimVec/ListCollections", &slimvec__v1__list_collections_request__descriptor, h_list, NULL, NULL, 0},
-    {"/slimvec.v1.SlimVec/DescribeCollection", &slimvec__v1__describe_collection_request__descriptor, h_describe, NULL, NULL, 0},
-    {"/slimvec.v1.SlimVec/Ingest", &slimvec__v1__ingest_request__descriptor, NULL, s_ingest, NULL, 0},
-    {"/slimvec.v1.SlimVec/Search", &slimvec__v1__search_request__descriptor, h_search, NULL, NULL, 0},
-    {"/slimvec.v1.SlimVec/SearchStream", &slimvec__v1__search_request__descriptor, NULL, s_search, NULL, 0},
-    {"/slimvec.v1.SlimVec/Get", &slimvec__v1__get_request__descriptor, h_get, NULL, NULL, 0},
-    {"/slimvec.v1.SlimVec/Delete", &slimvec__v1__delete_request__descriptor, h_delete, NULL, NULL, 0},
-    {"/slimvec.v1.SlimVec/Flush", &slimvec__v1__flush_request__descriptor, h_flush, NULL, NULL, 0},
-    {"/slimvec.v1.SlimVec/Snapshot", &slimvec__v1__snapshot_request__descriptor, h_snapshot, NULL, NULL, 0},
-    {"/grpc.health.v1.Health/Check", &grpc__health__v1__health_check_request__descriptor, h_health_check, NULL, NULL, 0},
-    {"/grpc.health.v1.Health/Watch", &grpc__health__v1__health_check_request__descriptor, NULL, s_health_watch, NULL, 1},
+    M("/slimvec.v1.SlimVec/CreateCollection", slimvec__v1__create_collection_request, h_create, NULL, SVD_UNARY, 0),
+    M("/slimvec.v1.SlimVec/DropCollection", slimvec__v1__drop_collection_request, h_drop, NULL, SVD_UNARY, 0),
+    M("/slimvec.v1.SlimVec/ListCollections", slimvec__v1__list_collections_request, h_list, NULL, SVD_UNARY, 0),
+    M("/slimvec.v1.SlimVec/DescribeCollection", slimvec__v1__describe_collection_request, h_describe, NULL, SVD_UNARY, 0),
+    M("/slimvec.v1.SlimVec/Ingest", slimvec__v1__ingest_request, s_ingest, NULL, SVD_STREAM, 0),
+    M("/slimvec.v1.SlimVec/Search", slimvec__v1__search_request, h_search, NULL, SVD_UNARY, 0),
+    M("/slimvec.v1.SlimVec/SearchStream", slimvec__v1__search_request, s_search, NULL, SVD_STREAM, 0),
+    M("/slimvec.v1.SlimVec/Get", slimvec__v1__get_request, h_get, NULL, SVD_UNARY, 0),
+    M("/slimvec.v1.SlimVec/Delete", slimvec__v1__delete_request, h_delete, NULL, SVD_UNARY, 0),
+    M("/slimvec.v1.SlimVec/Flush", slimvec__v1__flush_request, h_flush, end_task, SVD_UNARY, 0),
+    M("/slimvec.v1.SlimVec/Snapshot", slimvec__v1__snapshot_request, h_snapshot, end_task, SVD_UNARY, 0),
+    M("/grpc.health.v1.Health/Check", grpc__health__v1__health_check_request, h_health_check, NULL, SVD_UNARY, 1),
+    M("/grpc.health.v1.Health/Watch", grpc__health__v1__health_check_request, s_health_watch, NULL, SVD_WATCH, 1),
 };
+#undef M
 
 const svd_method *svd_methods(size_t *n)
 {

@@ -13,14 +13,16 @@
 #include <errno.h>
 #include <grpc/grpc.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "handlers.h"
+#include "maintenance.h"
+#include "memory.h"
 #include "metrics.h"
 #include "rpc.h"
-#include "snapshotter.h"
 
 typedef struct config {
     const char *listen;
@@ -28,9 +30,12 @@ typedef struct config {
     const char *data_dir;      /* NULL: in memory */
     sv_durable_options durable;
     uint64_t memory_limit;     /* bytes, 0 = unknown */
-    int threads;
-    int max_message;
+    uint64_t memory_cap;       /* bytes, 0 = none */
+    svd_server_config rpc;     /* limits of the RPC runtime (listen and observers set later) */
     double grace;
+    size_t max_collections;
+    unsigned arenas;
+    svd_maint_options maint;
     svd_limits limits;
 } config;
 
@@ -48,17 +53,42 @@ static void usage(FILE *f)
             "  --snapshot-log-bytes BYTES  snapshot a collection in the background once its log passes\n"
             "                       this; 0 = only on demand and at shutdown\n"
             "                       (SLIMVEC_SNAPSHOT_LOG_BYTES, default 134217728)\n"
-            "  --threads N          completion-queue workers (SLIMVEC_THREADS, default 4)\n"
+            "  --threads N          work threads running requests (SLIMVEC_THREADS, default 4); health is\n"
+            "                       answered apart from them, whatever they do\n"
             "  --max-message BYTES  largest message received or sent (SLIMVEC_MAX_MESSAGE, default 67108864)\n"
+            "  --max-calls N        calls open at once, streams included (SLIMVEC_MAX_CALLS, default 1024)\n"
+            "  --max-streams N      streaming calls open at once (SLIMVEC_MAX_STREAMS, default 256)\n"
+            "  --inflight-memory BYTES  decoded requests + responses not yet sent, whole server; under\n"
+            "                       a memory cap at most cap / 8 (SLIMVEC_INFLIGHT_MEMORY, default 268435456)\n"
+            "  --grpc-memory BYTES  gRPC's own transport buffers (a resource quota; 0 = gRPC's default)\n"
+            "                       (SLIMVEC_GRPC_MEMORY, default 536870912)\n"
+            "  --send-timeout SECONDS  a stream whose client reads no response for this long is closed\n"
+            "                       (SLIMVEC_SEND_TIMEOUT, default 30)\n"
             "  --max-dim N          largest collection dimension (SLIMVEC_MAX_DIM, default 4096)\n"
             "  --max-k N            most neighbours per query (SLIMVEC_MAX_K, default 1000)\n"
+            "  --max-search-list N  largest search list per query (SLIMVEC_MAX_SEARCH_LIST, default 1024)\n"
+            "  --max-search-work N  most work per search request: queries x (search list + buffered\n"
+            "                       vectors / 16) (SLIMVEC_MAX_SEARCH_WORK, default 2000000)\n"
             "  --max-batch N        most vectors or queries per message (SLIMVEC_MAX_BATCH, default 10000)\n"
+            "  --max-get-ids N      most ids per Get (SLIMVEC_MAX_GET_IDS, default 1000)\n"
             "  --max-id-len N       longest id in bytes, <= 128 (SLIMVEC_MAX_ID_LEN, default 128)\n"
+            "  --max-collections N  most collections (SLIMVEC_MAX_COLLECTIONS, default 10000)\n"
+            "  --max-flush-threshold N  largest flush threshold a collection may ask for\n"
+            "                       (SLIMVEC_MAX_FLUSH_THRESHOLD, default 65536)\n"
+            "  --buffer-factor N    ingest waits while a write buffer holds N x its flush threshold\n"
+            "                       (SLIMVEC_BUFFER_FACTOR, default 4)\n"
+            "  --consolidate-ratio R  consolidate a collection once deleted vectors are this share of\n"
+            "                       its vectors (SLIMVEC_CONSOLIDATE_RATIO, default 0.1)\n"
+            "  --consolidate-min N  ... and at least this many (SLIMVEC_CONSOLIDATE_MIN, default 64)\n"
+            "  --arenas N           shared jemalloc arenas for the collections (SLIMVEC_ARENAS, default 16)\n"
             "  --build-threads N    flush threads per collection, 0 = all cores, at most 64 are used\n"
             "                       (SLIMVEC_BUILD_THREADS, default 0)\n"
-            "  --grace SECONDS      drain time at shutdown (SLIMVEC_GRACE, default 10)\n"
-            "  --memory-cap BYTES|N%%  refuse ingest (RESOURCE_EXHAUSTED) past this much jemalloc-allocated\n"
-            "                       memory; N%% of the memory limit; 0 = no cap (SLIMVEC_MEMORY_CAP, default 0)\n"
+            "  --grace SECONDS      drain time at shutdown; calls still running are then cancelled and\n"
+            "                       stop within 2 s (SLIMVEC_GRACE, default 10)\n"
+            "  --memory-cap BYTES|N%%  jemalloc allocated + metadata past which ingest and creates are\n"
+            "                       refused (RESOURCE_EXHAUSTED); searches, gets and lists past it + the\n"
+            "                       in-flight memory; N%% of the memory limit; 0 = no cap\n"
+            "                       (SLIMVEC_MEMORY_CAP, default 0)\n"
             "  --memory-limit BYTES the memory the process may use (a container's limit; in Kubernetes set\n"
             "                       SLIMVEC_MEMORY_LIMIT from limits.memory); 0 = read the cgroup's\n"
             "                       memory.max (SLIMVEC_MEMORY_LIMIT, default 0)\n");
@@ -145,7 +175,10 @@ static int load_config(config *cfg, int argc, char **argv)
 {
     double threads = 4, max_message = 64 << 20, max_dim = 4096, max_k = 1000, max_batch = 10000,
            max_id = 128, build_threads = 0, grace = 10, memory_limit = 0, sync_ms = 0,
-           snapshot_bytes = 128 << 20;
+           snapshot_bytes = 128 << 20, max_calls = 1024, max_streams = 256,
+           inflight = 256 << 20, grpc_memory = 512 << 20, send_timeout = 30, max_list = 1024,
+           max_work = 2000000, max_get = 1000, max_colls = 10000, max_threshold = 65536,
+           buffer_factor = 4, cons_ratio = 0.1, cons_min = 64, arenas = 16;
     const char *memory_cap = "0";
     cfg->listen = "127.0.0.1:50051";
     cfg->data_dir = "slimvec-data";
@@ -156,12 +189,26 @@ static int load_config(config *cfg, int argc, char **argv)
         {"--data-dir", "SLIMVEC_DATA_DIR", 0, 0, NULL, &cfg->data_dir},
         {"--sync-interval-ms", "SLIMVEC_SYNC_INTERVAL_MS", 0, 60000, &sync_ms, NULL},
         {"--snapshot-log-bytes", "SLIMVEC_SNAPSHOT_LOG_BYTES", 0, 1e15, &snapshot_bytes, NULL},
-        {"--threads", "SLIMVEC_THREADS", 1, 64, &threads, NULL},
+        {"--threads", "SLIMVEC_THREADS", 1, 256, &threads, NULL},
         {"--max-message", "SLIMVEC_MAX_MESSAGE", 1024, 1 << 30, &max_message, NULL},
+        {"--max-calls", "SLIMVEC_MAX_CALLS", 1, 1000000, &max_calls, NULL},
+        {"--max-streams", "SLIMVEC_MAX_STREAMS", 1, 1000000, &max_streams, NULL},
+        {"--inflight-memory", "SLIMVEC_INFLIGHT_MEMORY", 1 << 20, 1e15, &inflight, NULL},
+        {"--grpc-memory", "SLIMVEC_GRPC_MEMORY", 0, 1e15, &grpc_memory, NULL},
+        {"--send-timeout", "SLIMVEC_SEND_TIMEOUT", 0.1, 86400, &send_timeout, NULL},
         {"--max-dim", "SLIMVEC_MAX_DIM", 1, SV_DIM_MAX, &max_dim, NULL},
         {"--max-k", "SLIMVEC_MAX_K", 1, SV_K_MAX, &max_k, NULL},
+        {"--max-search-list", "SLIMVEC_MAX_SEARCH_LIST", 1, SV_L_MAX, &max_list, NULL},
+        {"--max-search-work", "SLIMVEC_MAX_SEARCH_WORK", 1, 1e15, &max_work, NULL},
         {"--max-batch", "SLIMVEC_MAX_BATCH", 1, 1000000, &max_batch, NULL},
+        {"--max-get-ids", "SLIMVEC_MAX_GET_IDS", 1, 1000000, &max_get, NULL},
         {"--max-id-len", "SLIMVEC_MAX_ID_LEN", 1, SV_ID_MAX, &max_id, NULL},
+        {"--max-collections", "SLIMVEC_MAX_COLLECTIONS", 1, 1e9, &max_colls, NULL},
+        {"--max-flush-threshold", "SLIMVEC_MAX_FLUSH_THRESHOLD", 1, 1e9, &max_threshold, NULL},
+        {"--buffer-factor", "SLIMVEC_BUFFER_FACTOR", 1, 1000, &buffer_factor, NULL},
+        {"--consolidate-ratio", "SLIMVEC_CONSOLIDATE_RATIO", 0.001, 1, &cons_ratio, NULL},
+        {"--consolidate-min", "SLIMVEC_CONSOLIDATE_MIN", 1, 1e12, &cons_min, NULL},
+        {"--arenas", "SLIMVEC_ARENAS", 1, 256, &arenas, NULL},
         {"--build-threads", "SLIMVEC_BUILD_THREADS", 0, 1e6, &build_threads, NULL},
         {"--grace", "SLIMVEC_GRACE", 0, 3600, &grace, NULL},
         {"--memory-cap", "SLIMVEC_MEMORY_CAP", 0, 0, NULL, &memory_cap},
@@ -202,7 +249,8 @@ static int load_config(config *cfg, int argc, char **argv)
         fprintf(stderr, "slimvecd: --data-dir is empty (use :memory: to keep nothing on disk)\n");
         return -1;
     }
-    cfg->durable = (sv_durable_options){(uint32_t)sync_ms, (uint64_t)snapshot_bytes};
+    cfg->durable = (sv_durable_options){(uint32_t)sync_ms, (uint64_t)snapshot_bytes,
+                                        (uint32_t)buffer_factor};
     /* The engine uses at most 64 flush threads. A larger value is what a
      * pod without a CPU limit gets from the downward API (the node's
      * cores): use 64 rather than refuse to start. */
@@ -218,12 +266,60 @@ static int load_config(config *cfg, int argc, char **argv)
     if (from_limit && !cfg->memory_limit)
         fprintf(stderr, "slimvecd: --memory-cap %s: no memory limit is known, so there is no cap\n",
                 memory_cap);
-    cfg->threads = (int)threads;
-    cfg->max_message = (int)max_message;
+    cfg->memory_cap = cap;
+    /* Under a cap, answers in flight get at most an eighth of it on top
+     * (memory.h): the headroom between the cap and the limit covers them. */
+    if (cap && inflight > (double)(cap / 8))
+        inflight = (double)(cap / 8) > (double)(1 << 20) ? (double)(cap / 8) : (double)(1 << 20);
+    cfg->rpc = (svd_server_config){.threads = (int)threads,
+                                   .io_threads = 2,
+                                   .max_message_bytes = (int)max_message,
+                                   .max_calls = (int)max_calls,
+                                   .max_streams = (int)max_streams,
+                                   .inflight_bytes = (size_t)inflight,
+                                   .grpc_memory = (size_t)grpc_memory,
+                                   .send_timeout = send_timeout,
+                                   .stream_queue = 4};
     cfg->grace = grace;
-    cfg->limits = (svd_limits){(uint32_t)max_dim, (uint32_t)max_k, (uint32_t)max_batch,
-                               (uint32_t)max_id, (uint32_t)build_threads, cap};
+    cfg->max_collections = (size_t)max_colls;
+    cfg->arenas = (unsigned)arenas;
+    cfg->maint = (svd_maint_options){.period_ms = 1000,
+                                     .consolidate_ratio = cons_ratio,
+                                     .consolidate_min = (uint64_t)cons_min,
+                                     .snapshots = cfg->data_dir && snapshot_bytes > 0};
+    cfg->limits = (svd_limits){.max_dim = (uint32_t)max_dim,
+                               .max_k = (uint32_t)max_k,
+                               .max_batch = (uint32_t)max_batch,
+                               .max_id_len = (uint32_t)max_id,
+                               .build_threads = (uint32_t)build_threads,
+                               .max_search_list = (uint32_t)max_list,
+                               .max_search_work = (uint64_t)max_work,
+                               .max_get_ids = (uint32_t)max_get,
+                               .max_flush_threshold = (uint32_t)max_threshold};
     return 0;
+}
+
+/*
+ * Each collection keeps its log open, and gRPC, the metrics daemon and the
+ * data directory need their own descriptors: the default soft limit (1024)
+ * is far below what ten thousand collections need. Raise it to the hard
+ * limit, which a container sets.
+ */
+static void raise_fd_limit(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+            fprintf(stderr, "slimvecd: cannot raise the open-file limit: %s\n", strerror(errno));
+    }
+}
+
+static void wake_server(void *ctx)
+{
+    svd_server *s = atomic_load((_Atomic(svd_server *) *)ctx);
+    if (s)
+        svd_server_wake(s);
 }
 
 int main(int argc, char **argv)
@@ -231,16 +327,24 @@ int main(int argc, char **argv)
     config cfg;
     if (load_config(&cfg, argc, argv))
         return 2;
+    raise_fd_limit();
     sigset_t sigs;
     sigemptyset(&sigs);
     sigaddset(&sigs, SIGINT);
     sigaddset(&sigs, SIGTERM);
     pthread_sigmask(SIG_BLOCK, &sigs, NULL); /* inherited by every thread */
 
-    svd_app app = {.registry = svd_registry_create(cfg.data_dir, &cfg.durable, cfg.limits.build_threads),
-                   .limits = cfg.limits};
+    svd_registry_options ro = {.data_dir = cfg.data_dir,
+                               .durable = cfg.durable,
+                               .build_threads = cfg.limits.build_threads,
+                               .max_collections = cfg.max_collections,
+                               .arenas = cfg.arenas};
+    svd_app app = {.registry = svd_registry_create(&ro),
+                   .limits = cfg.limits,
+                   .memory = svd_memory_create(cfg.memory_cap, cfg.memory_limit,
+                                               cfg.rpc.inflight_bytes)};
     atomic_init(&app.serving, 1);
-    if (!app.registry) {
+    if (!app.registry || !app.memory) {
         fprintf(stderr, "slimvecd: out of memory\n");
         return 1;
     }
@@ -251,9 +355,9 @@ int main(int argc, char **argv)
         svd_registry_free(app.registry);
         return 1;
     }
-    if (cfg.limits.memory_cap)
+    if (cfg.memory_cap)
         fprintf(stderr, "slimvecd: memory cap %llu bytes (memory limit %llu)\n",
-                (unsigned long long)cfg.limits.memory_cap, (unsigned long long)cfg.memory_limit);
+                (unsigned long long)cfg.memory_cap, (unsigned long long)cfg.memory_limit);
     fprintf(stderr, "slimvecd: data in %s (%s)\n", cfg.data_dir ? cfg.data_dir : ":memory:",
             !cfg.data_dir ? "nothing is kept on disk"
             : cfg.durable.sync_interval_ms ? "log fsynced on an interval"
@@ -262,44 +366,63 @@ int main(int argc, char **argv)
     size_t n_methods = 0;
     const svd_method *methods = svd_methods(&n_methods);
     char err[256];
+    _Atomic(svd_server *) running = NULL;
+    cfg.maint.wake = wake_server;
+    cfg.maint.wake_ctx = &running;
+    app.maint = svd_maint_start(app.registry, &cfg.maint);
     svd_metrics *metrics = svd_metrics_create(methods, n_methods, app.registry, &app.serving);
     if (metrics) {
         svd_metrics_set_recovery(metrics, recovery_seconds);
-        svd_metrics_set_memory(metrics, cfg.memory_limit, cfg.limits.memory_cap);
+        svd_metrics_set_memory(metrics, cfg.memory_limit, cfg.memory_cap);
     }
-    if (!metrics || svd_metrics_listen(metrics, cfg.metrics_listen, err, sizeof err) != 0) {
-        fprintf(stderr, "slimvecd: %s\n", metrics ? err : "out of memory");
+    if (!app.maint || !metrics || svd_metrics_listen(metrics, cfg.metrics_listen, err, sizeof err) != 0) {
+        fprintf(stderr, "slimvecd: %s\n", !app.maint ? "cannot start the maintenance thread"
+                                          : metrics  ? err
+                                                     : "out of memory");
+        svd_maint_stop(app.maint);
         svd_metrics_free(metrics);
         svd_registry_free(app.registry);
         grpc_shutdown_blocking();
         return 1;
     }
-    svd_server_config scfg = {cfg.listen, cfg.threads, cfg.max_message, metrics, svd_metrics_message,
-                              svd_metrics_call_end};
+    svd_server_config scfg = cfg.rpc;
+    scfg.listen = cfg.listen;
+    scfg.observer = metrics;
+    scfg.on_message = svd_metrics_message;
+    scfg.on_call_end = svd_metrics_call_end;
     svd_server *srv = svd_server_start(&scfg, methods, n_methods, &app, err, sizeof err);
     if (!srv) {
         fprintf(stderr, "slimvecd: %s\n", err);
+        svd_maint_stop(app.maint);
         svd_metrics_free(metrics);
         svd_registry_free(app.registry);
         grpc_shutdown_blocking();
         return 1;
     }
+    atomic_store(&running, srv);
+    svd_metrics_set_server(metrics, srv);
     fprintf(stderr, "slimvecd: listening on %s, metrics on http://%s/metrics\n", cfg.listen,
             cfg.metrics_listen);
-    svd_snapshotter *snapper = cfg.data_dir && cfg.durable.snapshot_log_bytes
-                                   ? svd_snapshotter_start(app.registry, 1000)
-                                   : NULL;
 
     int sig = 0;
     sigwait(&sigs, &sig);
     fprintf(stderr, "slimvecd: %s, draining for up to %g s\n", sig == SIGTERM ? "SIGTERM" : "SIGINT",
             cfg.grace);
     atomic_store(&app.serving, 0);
-    svd_server_stop(srv, cfg.grace);
-    svd_snapshotter_stop(snapper);
+    svd_metrics_set_server(metrics, NULL);
+    atomic_store(&running, NULL);
+    if (svd_server_stop(srv, cfg.grace, 2.0) != 0) {
+        /* A handler stuck past the grace (a hung disk): everything
+         * acknowledged is in the log already; do not wait for it. */
+        fprintf(stderr, "slimvecd: calls did not stop %g s after the grace; exiting without the "
+                        "shutdown snapshot (the log holds every acknowledged write)\n", 2.0);
+        return 1;
+    }
+    svd_maint_stop(app.maint);
     int failed = svd_snapshot_all(app.registry);
     svd_metrics_free(metrics);
     svd_registry_free(app.registry);
+    svd_memory_free(app.memory);
     grpc_shutdown_blocking();
     fprintf(stderr, "slimvecd: stopped\n");
     /* A failed shutdown snapshot loses nothing (the log stays), but say so. */

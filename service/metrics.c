@@ -2,7 +2,6 @@
 #include "metrics.h"
 
 #include <arpa/inet.h>
-#include <jemalloc/jemalloc.h>
 #include <microhttpd.h>
 #include <netinet/in.h>
 #include <stdarg.h>
@@ -37,12 +36,19 @@ struct svd_metrics {
     struct MHD_Daemon *daemon;
     double recovery_seconds;            /* set once before listening */
     uint64_t memory_limit, memory_cap;  /* likewise */
+    svd_server *server;                 /* set once it runs (NULL before) */
+    _Atomic(svd_server *) server_atomic;
 };
 
 void svd_metrics_set_memory(svd_metrics *m, uint64_t limit, uint64_t cap)
 {
     m->memory_limit = limit;
     m->memory_cap = cap;
+}
+
+void svd_metrics_set_server(svd_metrics *m, svd_server *s)
+{
+    atomic_store(&m->server_atomic, s);
 }
 
 void svd_metrics_set_recovery(svd_metrics *m, double seconds)
@@ -145,13 +151,6 @@ static void put(text *t, const char *fmt, ...)
     }
 }
 
-static size_t je_size(const char *name)
-{
-    size_t v = 0, len = sizeof v;
-    if (mallctl(name, &v, &len, NULL, 0) != 0)
-        return 0;
-    return v;
-}
 
 char *svd_metrics_render(svd_metrics *m, size_t *len)
 {
@@ -177,16 +176,16 @@ char *svd_metrics_render(svd_metrics *m, size_t *len)
     if (!st || !arena)
         t.failed = 1;
     for (size_t i = 0; i < n && !t.failed; i++) {
-        sv_collection_stats(all[i]->coll, &st[i]);
+        sv_durable_collection_stats(all[i]->dur, &st[i]);
         arena[i] = sv_arena_allocated(all[i]->arena);
         put(&t, "slimvec_collection_vectors{collection=\"%s\"} %llu\n", all[i]->name,
             (unsigned long long)st[i].live);
     }
-    put(&t, "# HELP slimvec_collection_allocated_bytes Bytes allocated in the collection's own jemalloc arena (measured).\n"
+    put(&t, "# HELP slimvec_collection_allocated_bytes Bytes the collection holds: jemalloc's usable size of each of its live blocks (measured).\n"
             "# TYPE slimvec_collection_allocated_bytes gauge\n");
     for (size_t i = 0; i < n && !t.failed; i++)
         put(&t, "slimvec_collection_allocated_bytes{collection=\"%s\"} %zu\n", all[i]->name, arena[i]);
-    put(&t, "# HELP slimvec_collection_bytes_per_vector Arena allocated bytes divided by live vectors.\n"
+    put(&t, "# HELP slimvec_collection_bytes_per_vector Allocated bytes divided by live vectors.\n"
             "# TYPE slimvec_collection_bytes_per_vector gauge\n");
     for (size_t i = 0; i < n && !t.failed; i++)
         put(&t, "slimvec_collection_bytes_per_vector{collection=\"%s\"} %.3f\n", all[i]->name,
@@ -235,29 +234,83 @@ char *svd_metrics_render(svd_metrics *m, size_t *len)
     free(ds);
     put(&t, "# HELP slimvec_memory_limit_bytes The memory limit the server was given or read from its cgroup (0: none).\n"
             "# TYPE slimvec_memory_limit_bytes gauge\nslimvec_memory_limit_bytes %llu\n"
-            "# HELP slimvec_memory_cap_bytes jemalloc-allocated bytes past which ingest is refused (0: no cap).\n"
+            "# HELP slimvec_memory_cap_bytes jemalloc allocated + metadata bytes past which calls that allocate are refused (0: no cap).\n"
             "# TYPE slimvec_memory_cap_bytes gauge\nslimvec_memory_cap_bytes %llu\n",
         (unsigned long long)m->memory_limit, (unsigned long long)m->memory_cap);
     put(&t, "# HELP slimvec_recovery_seconds Time the last start spent opening collections (snapshot load and log replay).\n"
             "# TYPE slimvec_recovery_seconds gauge\nslimvec_recovery_seconds %.6f\n",
         m->recovery_seconds);
 
-    for (size_t i = 0; i < n; i++)
-        svd_registry_put(m->registry, all[i]);
-    free(all);
+    {
+        static const char *maint_names[] = {"slimvec_collection_flushes_total",
+                                            "slimvec_collection_consolidations_total"};
+        static const char *maint_help[] = {"Flushes of the write buffer into the graph since start.",
+                                           "Consolidations of deleted vectors since start."};
+        for (size_t k = 0; k < 2 && !t.failed; k++) {
+            put(&t, "# HELP %s %s\n# TYPE %s counter\n", maint_names[k], maint_help[k], maint_names[k]);
+            for (size_t i = 0; i < n; i++) {
+                sv_durable_stats d;
+                sv_durable_get_stats(all[i]->dur, &d);
+                put(&t, "%s{collection=\"%s\"} %llu\n", maint_names[k], all[i]->name,
+                    (unsigned long long)(k == 0 ? d.flushes : d.consolidations));
+            }
+        }
+        put(&t, "# HELP slimvec_collection_tombstones Deleted vectors awaiting consolidation.\n"
+                "# TYPE slimvec_collection_tombstones gauge\n");
+        for (size_t i = 0; i < n && !t.failed; i++)
+            put(&t, "slimvec_collection_tombstones{collection=\"%s\"} %llu\n", all[i]->name,
+                (unsigned long long)st[i].tombstones);
+        put(&t, "# HELP slimvec_collection_buffered Vectors in the write buffer (searched by brute force).\n"
+                "# TYPE slimvec_collection_buffered gauge\n");
+        for (size_t i = 0; i < n && !t.failed; i++)
+            put(&t, "slimvec_collection_buffered{collection=\"%s\"} %llu\n", all[i]->name,
+                (unsigned long long)st[i].buffered);
+    }
+    put(&t, "# HELP slimvec_collections Collections the server holds.\n"
+            "# TYPE slimvec_collections gauge\nslimvec_collections %zu\n", n);
+    svd_registry_put_list(m->registry, all, n);
     free(st);
     free(arena);
 
-    uint64_t epoch = 1;
-    size_t elen = sizeof epoch;
-    mallctl("epoch", &epoch, &elen, &epoch, elen);
+    /* One statistics refresh per scrape, whatever the number of collections. */
+    sv_arena_pool_stats ps;
+    sv_arena_pool_stats_get(svd_registry_pool(m->registry), &ps);
     static const char *je[] = {"allocated", "active", "resident", "mapped", "retained", "metadata"};
     for (size_t i = 0; i < sizeof je / sizeof je[0]; i++) {
         char name[64];
         snprintf(name, sizeof name, "stats.%s", je[i]);
         put(&t, "# HELP slimvec_jemalloc_%s_bytes jemalloc %s for the whole process.\n"
                 "# TYPE slimvec_jemalloc_%s_bytes gauge\nslimvec_jemalloc_%s_bytes %zu\n",
-            je[i], name, je[i], je[i], je_size(name));
+            je[i], name, je[i], je[i], sv_jemalloc_stat(name));
+    }
+    put(&t, "# HELP slimvec_arena_pool_arenas Shared jemalloc arenas holding the collections.\n"
+            "# TYPE slimvec_arena_pool_arenas gauge\nslimvec_arena_pool_arenas %u\n"
+            "# HELP slimvec_arena_pool_allocated_bytes Bytes allocated in those arenas (jemalloc's statistics).\n"
+            "# TYPE slimvec_arena_pool_allocated_bytes gauge\nslimvec_arena_pool_allocated_bytes %zu\n"
+            "# HELP slimvec_arena_pool_accounted_bytes The collections' own counts of their bytes (must equal the allocated bytes).\n"
+            "# TYPE slimvec_arena_pool_accounted_bytes gauge\nslimvec_arena_pool_accounted_bytes %zu\n"
+            "# HELP slimvec_arena_pool_metadata_bytes jemalloc metadata of those arenas.\n"
+            "# TYPE slimvec_arena_pool_metadata_bytes gauge\nslimvec_arena_pool_metadata_bytes %zu\n",
+        ps.arenas, ps.jemalloc, ps.accounted + ps.leaked, ps.metadata);
+    svd_server *srv = atomic_load(&m->server_atomic);
+    if (srv) {
+        svd_server_stats ss;
+        svd_server_get_stats(srv, &ss);
+        put(&t, "# HELP slimvec_rpc_open_calls Calls open (health checks not counted).\n"
+                "# TYPE slimvec_rpc_open_calls gauge\nslimvec_rpc_open_calls %d\n"
+                "# HELP slimvec_rpc_open_streams Streaming calls open.\n"
+                "# TYPE slimvec_rpc_open_streams gauge\nslimvec_rpc_open_streams %d\n"
+                "# HELP slimvec_rpc_deferred Requests waiting off-thread (a full write buffer, a flush or snapshot).\n"
+                "# TYPE slimvec_rpc_deferred gauge\nslimvec_rpc_deferred %d\n"
+                "# HELP slimvec_rpc_inflight_bytes Decoded requests and unsent responses (bounded by --inflight-memory).\n"
+                "# TYPE slimvec_rpc_inflight_bytes gauge\nslimvec_rpc_inflight_bytes %zu\n"
+                "# HELP slimvec_rpc_refused_total Calls refused by a server limit, by limit.\n"
+                "# TYPE slimvec_rpc_refused_total counter\n"
+                "slimvec_rpc_refused_total{limit=\"calls\"} %llu\n"
+                "slimvec_rpc_refused_total{limit=\"inflight_memory\"} %llu\n"
+                "slimvec_rpc_refused_total{limit=\"send_timeout\"} %llu\n",
+            ss.calls, ss.streams, ss.deferred, ss.inflight_bytes, (unsigned long long)ss.refused_calls,
+            (unsigned long long)ss.refused_bytes, (unsigned long long)ss.send_timeouts);
     }
 
     put(&t, "# HELP slimvec_rpc_calls_total Finished calls by method and status code.\n"
@@ -357,8 +410,12 @@ int svd_metrics_listen(svd_metrics *m, const char *addr, char *err, size_t err_c
         snprintf(err, err_cap, "metrics address '%s' is not an IPv4 host:port", addr);
         return -1;
     }
-    m->daemon = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD, (uint16_t)port, NULL, NULL, answer, m,
-                                 MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa, MHD_OPTION_END);
+    /* epoll, not select(): with thousands of collections open (a log file
+     * each) the listening socket's descriptor is past FD_SETSIZE. */
+    m->daemon = MHD_start_daemon(MHD_USE_EPOLL_INTERNAL_THREAD, (uint16_t)port, NULL, NULL, answer, m,
+                                 MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa,
+                                 MHD_OPTION_CONNECTION_LIMIT, (unsigned)64,
+                                 MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)30, MHD_OPTION_END);
     if (!m->daemon) {
         snprintf(err, err_cap, "cannot serve metrics on %s", addr);
         return -1;

@@ -23,8 +23,11 @@ svd_metrics *svd_metrics_create(const svd_method *methods, size_t n_methods, svd
 void svd_metrics_free(svd_metrics *m);
 /* The start-up's recovery time (before svd_metrics_listen). */
 void svd_metrics_set_recovery(svd_metrics *m, double seconds);
-/* The memory limit (0 = none known) and the ingest cap derived from it. */
+/* The memory limit (0 = none known) and the cap derived from it. */
 void svd_metrics_set_memory(svd_metrics *m, uint64_t limit, uint64_t cap);
+/* The RPC server whose calls, streams and budgets are exported (may be
+ * set while the daemon runs). */
+void svd_metrics_set_server(svd_metrics *m, svd_server *s);
 
 /* rpc.c observers (method -1: an unknown method). */
 void svd_metrics_message(void *m, int method, double seconds);

@@ -31,24 +31,27 @@ struct svd_registry {
     int lock_fd;
     sv_durable_options opts;
     uint32_t build_threads;
+    size_t max_collections;
+    sv_arena_pool *pool;
 };
 
-svd_registry *svd_registry_create(const char *data_dir, const sv_durable_options *o,
-                                  uint32_t build_threads)
+svd_registry *svd_registry_create(const svd_registry_options *o)
 {
     svd_registry *r = calloc(1, sizeof *r);
     if (!r)
         return NULL;
-    if (data_dir && !(r->data_dir = strdup(data_dir))) {
+    if ((o->data_dir && !(r->data_dir = strdup(o->data_dir))) ||
+        !(r->pool = sv_arena_pool_create(o->arenas ? o->arenas : 1))) {
+        free(r->data_dir);
         free(r);
         return NULL;
     }
     pthread_mutex_init(&r->mu, NULL);
     pthread_mutex_init(&r->dir_lock, NULL);
     r->lock_fd = -1;
-    if (o)
-        r->opts = *o;
-    r->build_threads = build_threads;
+    r->opts = o->durable;
+    r->build_threads = o->build_threads;
+    r->max_collections = o->max_collections ? o->max_collections : SIZE_MAX;
     return r;
 }
 
@@ -57,17 +60,31 @@ const char *svd_registry_data_dir(const svd_registry *r)
     return r->data_dir;
 }
 
-/* A collection entry with its own arena (no collection in it yet), or NULL. */
-static svd_coll *coll_new(const char *name)
+sv_arena_pool *svd_registry_pool(svd_registry *r)
+{
+    return r->pool;
+}
+
+size_t svd_registry_count(svd_registry *r)
+{
+    pthread_mutex_lock(&r->mu);
+    size_t n = r->n;
+    pthread_mutex_unlock(&r->mu);
+    return n;
+}
+
+/* A collection entry with its account in the pool (no collection in it
+ * yet), or NULL. */
+static svd_coll *coll_new(svd_registry *r, const char *name)
 {
     svd_coll *c = calloc(1, sizeof *c);
-    sv_arena *arena = sv_arena_create();
+    sv_arena *arena = sv_arena_create_in(r->pool);
     if (!c || !arena) {
         free(c);
         sv_arena_free(arena);
         return NULL;
     }
-    strcpy(c->name, name);
+    snprintf(c->name, sizeof c->name, "%s", name);
     c->arena = arena;
     return c;
 }
@@ -75,6 +92,10 @@ static svd_coll *coll_new(const char *name)
 static void coll_destroy(svd_coll *c)
 {
     sv_durable_free(c->dur);
+    size_t left = sv_arena_allocated(c->arena);
+    if (left)
+        fprintf(stderr, "slimvecd: collection \"%s\" left %zu bytes allocated after it was freed\n",
+                c->name, left);
     sv_arena_free(c->arena);
     free(c);
 }
@@ -89,6 +110,7 @@ void svd_registry_free(svd_registry *r)
     if (r->lock_fd >= 0)
         close(r->lock_fd);
     free(r->data_dir);
+    sv_arena_pool_free(r->pool);
     pthread_mutex_destroy(&r->dir_lock);
     pthread_mutex_destroy(&r->mu);
     free(r);
@@ -102,8 +124,10 @@ static void coll_path(const svd_registry *r, const char *name, char *out, size_t
 
 static long find(const svd_registry *r, const char *name);
 
-/* Insert c (refs set by the caller) unless the name is taken. */
-static sv_status insert(svd_registry *r, svd_coll *c, sv_error *err)
+/* Insert c with `refs` references unless the name is taken: the count is
+ * set in the same turn of the lock that publishes the entry, or a lookup in
+ * between could take and drop a reference and free it under its creator. */
+static sv_status insert(svd_registry *r, svd_coll *c, int refs, sv_error *err)
 {
     long at = find(r, c->name);
     if (at >= 0) {
@@ -126,6 +150,7 @@ static sv_status insert(svd_registry *r, svd_coll *c, sv_error *err)
     memmove(&r->items[pos + 1], &r->items[pos], (r->n - pos) * sizeof *r->items);
     r->items[pos] = c;
     r->n++;
+    c->refs = refs;
     return SV_OK;
 }
 
@@ -165,7 +190,7 @@ sv_status svd_registry_create_collection(svd_registry *r, const char *name, sv_p
                                          svd_coll **out, sv_error *err)
 {
     *out = NULL;
-    svd_coll *c = coll_new(name);
+    svd_coll *c = coll_new(r, name);
     if (!c) {
         err->code = SV_ERR_RESOURCE;
         strcpy(err->message, "out of memory creating the collection");
@@ -183,13 +208,17 @@ sv_status svd_registry_create_collection(svd_registry *r, const char *name, sv_p
     if (at >= 0) {
         err->code = st = SV_ERR_ALREADY_EXISTS;
         snprintf(err->message, sizeof err->message, "collection \"%s\" already exists", name);
+    } else if (r->n >= r->max_collections) {
+        err->code = st = SV_ERR_RESOURCE;
+        snprintf(err->message, sizeof err->message,
+                 "the server holds %zu collections, its limit (--max-collections %zu)", r->n,
+                 r->max_collections);
     } else {
         st = sv_durable_create(r->data_dir ? path : NULL, params, &r->opts, &c->dur, err);
     }
     if (st == SV_OK) {
-        c->coll = sv_durable_collection(c->dur);
         pthread_mutex_lock(&r->mu);
-        st = insert(r, c, err);
+        st = insert(r, c, 2, err); /* the registry's and the caller's */
         pthread_mutex_unlock(&r->mu);
         if (st != SV_OK) {
             sv_error ignored;
@@ -201,9 +230,6 @@ sv_status svd_registry_create_collection(svd_registry *r, const char *name, sv_p
         coll_destroy(c);
         return st;
     }
-    pthread_mutex_lock(&r->mu);
-    c->refs = 2; /* the registry's and the caller's */
-    pthread_mutex_unlock(&r->mu);
     pthread_mutex_unlock(&r->dir_lock);
     *out = c;
     return SV_OK;
@@ -215,7 +241,22 @@ sv_status svd_registry_open_all(svd_registry *r, double *seconds, sv_error *err)
     if (!r->data_dir)
         return SV_OK;
     char path[PATH_CAP];
-    if (mkdir(r->data_dir, 0755) != 0 && errno != EEXIST) {
+    if (mkdir(r->data_dir, 0755) == 0) {
+        /* A new directory is durable only once its parent's entry is. */
+        char parent[PATH_CAP];
+        const char *slash = strrchr(r->data_dir, '/');
+        if (!slash)
+            snprintf(parent, sizeof parent, ".");
+        else if (slash == r->data_dir)
+            snprintf(parent, sizeof parent, "/");
+        else
+            snprintf(parent, sizeof parent, "%.*s", (int)(slash - r->data_dir), r->data_dir);
+        if (sv_fsync_dir(parent) != 0) {
+            err->code = SV_ERR_IO;
+            snprintf(err->message, sizeof err->message, "%.200s: fsync: %s", parent, strerror(errno));
+            return SV_ERR_IO;
+        }
+    } else if (errno != EEXIST) {
         err->code = SV_ERR_IO;
         snprintf(err->message, sizeof err->message, "%s: %s", r->data_dir, strerror(errno));
         return SV_ERR_IO;
@@ -252,7 +293,7 @@ sv_status svd_registry_open_all(svd_registry *r, double *seconds, sv_error *err)
             fprintf(stderr, "slimvecd: ignoring %s: not a collection name\n", path);
             continue;
         }
-        svd_coll *c = coll_new(name);
+        svd_coll *c = coll_new(r, name);
         if (!c) {
             err->code = st = SV_ERR_RESOURCE;
             strcpy(err->message, "out of memory opening collections");
@@ -269,21 +310,22 @@ sv_status svd_registry_open_all(svd_registry *r, double *seconds, sv_error *err)
             coll_destroy(c);
             break;
         }
-        c->coll = sv_durable_collection(c->dur);
         *seconds += rec.seconds;
         fprintf(stderr,
                 "slimvecd: opened \"%s\": %llu vectors, snapshot LSN %llu (%.3f s), %llu log records replayed, %.3f s%s%s\n",
-                name, (unsigned long long)sv_collection_count(c->coll), (unsigned long long)rec.snapshot_lsn,
+                name, (unsigned long long)sv_durable_count(c->dur), (unsigned long long)rec.snapshot_lsn,
                 rec.snapshot_seconds, (unsigned long long)rec.replayed, rec.seconds, rec.note[0] ? "; " : "",
                 rec.note);
         pthread_mutex_lock(&r->mu);
-        st = insert(r, c, err);
-        c->refs = 1;
+        st = insert(r, c, 1, err);
         pthread_mutex_unlock(&r->mu);
         if (st != SV_OK)
             coll_destroy(c);
     }
     closedir(dh);
+    if (st == SV_OK && r->n > r->max_collections)
+        fprintf(stderr, "slimvecd: %zu collections are over --max-collections %zu: creates are refused\n",
+                r->n, r->max_collections);
     return st;
 }
 
@@ -353,4 +395,11 @@ size_t svd_registry_list(svd_registry *r, svd_coll ***out)
     }
     pthread_mutex_unlock(&r->mu);
     return n;
+}
+
+void svd_registry_put_list(svd_registry *r, svd_coll **all, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        svd_registry_put(r, all[i]);
+    free(all);
 }

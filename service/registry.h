@@ -1,8 +1,10 @@
 /*
- * The server's collections by name. Each collection lives in a jemalloc
- * arena of its own, so its arena's allocated bytes are its true memory.
- * Lookups hand out references; a dropped collection is freed when the last
- * reference goes (a search running during a drop finishes safely).
+ * The server's collections by name. Each collection is one handle (its
+ * sv_durable: reads and writes both go through it, so nothing can write
+ * around the log) and one jemalloc account in the registry's arena pool,
+ * whose counter is the collection's true memory. Lookups hand out
+ * references; a dropped collection is freed when the last reference goes
+ * (a search running during a drop finishes safely).
  */
 #ifndef SVD_REGISTRY_H
 #define SVD_REGISTRY_H
@@ -17,21 +19,31 @@
 
 typedef struct svd_coll {
     char name[SVD_NAME_MAX + 1];
-    sv_arena *arena;
-    sv_durable *dur;           /* writes go through it (log + apply) */
-    sv_collection *coll;       /* reads: sv_durable_collection(dur) */
+    sv_arena *arena;           /* the collection's jemalloc account */
+    sv_durable *dur;           /* the one handle: reads and writes */
     int refs;                  /* guarded by the registry's lock */
+    /* Owned by the maintenance thread (maintenance.c), under its lock. */
+    double snapshot_retry_at;  /* monotonic seconds: no snapshot attempt before */
+    double snapshot_backoff;   /* seconds; doubles after each failure */
 } svd_coll;
 
 typedef struct svd_registry svd_registry;
 
-/* data_dir NULL: collections live in memory only. Otherwise each lives in
- * data_dir/c-<name> (see durable.h); build_threads and the options apply
- * to every collection. */
-svd_registry *svd_registry_create(const char *data_dir, const sv_durable_options *o,
-                                  uint32_t build_threads);
+typedef struct svd_registry_options {
+    const char *data_dir;          /* NULL: collections live in memory only */
+    sv_durable_options durable;    /* for every collection */
+    uint32_t build_threads;        /* flush threads per collection, 0 = all cores */
+    size_t max_collections;        /* creates past this fail (RESOURCE_EXHAUSTED) */
+    unsigned arenas;               /* shared jemalloc arenas in the pool */
+} svd_registry_options;
+
+/* Each collection lives in data_dir/c-<name> (see durable.h). NULL when
+ * out of memory. */
+svd_registry *svd_registry_create(const svd_registry_options *o);
 void svd_registry_free(svd_registry *r); /* closes every collection; no snapshots */
 const char *svd_registry_data_dir(const svd_registry *r);
+sv_arena_pool *svd_registry_pool(svd_registry *r);
+size_t svd_registry_count(svd_registry *r);
 
 /* Lock the data directory (one server per directory), remove what crashed
  * creates and drops left behind, and open every collection in it (log
@@ -42,7 +54,8 @@ sv_status svd_registry_open_all(svd_registry *r, double *seconds, sv_error *err)
 /* 1 when name is 1..64 bytes of [A-Za-z0-9_.-]. */
 int svd_name_valid(const char *name);
 
-/* Create (SV_ERR_ALREADY_EXISTS when the name is taken); returns a reference. */
+/* Create (SV_ERR_ALREADY_EXISTS when the name is taken, SV_ERR_RESOURCE past
+ * max_collections); returns a reference. */
 sv_status svd_registry_create_collection(svd_registry *r, const char *name, sv_params *params,
                                          svd_coll **out, sv_error *err);
 /* A reference, or NULL when unknown. */
@@ -53,5 +66,7 @@ void svd_registry_put(svd_registry *r, svd_coll *c);
 sv_status svd_registry_drop(svd_registry *r, const char *name, sv_error *err);
 /* References to every collection, sorted by name (caller puts each and frees the array). */
 size_t svd_registry_list(svd_registry *r, svd_coll ***out);
+/* Release a list from svd_registry_list. */
+void svd_registry_put_list(svd_registry *r, svd_coll **all, size_t n);
 
 #endif

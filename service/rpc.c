@@ -1,18 +1,30 @@
 /*
  * gRPC C core server runtime (see rpc.h).
  *
- * Every call is one heap context holding the call, a mutex and one tag per
- * kind of batch. Completions of one call can arrive on two workers at once,
- * so every event takes the call's mutex; the context is freed when no batch
- * is in flight and the call is over.
+ * Every call is one heap context. Its `pending` count holds it alive: one
+ * for each batch in flight and one while it has a job (queued, running or
+ * deferred); the context is freed when the count reaches zero.
  *
- * Stream protocol, per call:
+ * Locks (order: the server's mu, then a call's mu; never the reverse, see
+ * core/lockorder.h): the server's `mu` guards the job queues, the list of
+ * live calls, the counters and the shutdown flags; a call's `mu` guards the
+ * call's state. Handlers run holding neither: completions of the same call
+ * (its close, a finished send) are handled meanwhile on an event thread.
+ *
+ * Per call:
  *   RECV_CLOSE_ON_SERVER alone first (completes when the call ends; tells
- *   whether it was cancelled), then SEND_INITIAL_METADATA + RECV_MESSAGE,
- *   then one RECV_MESSAGE per handled message. At most one send batch is in
- *   flight; answers queue behind it. A NULL message is a half-close *or* a
- *   cancel: nothing is "committed" at that point, every message was already
- *   applied and answered one by one, so either way the call just ends.
+ *   whether it was cancelled, which handlers read through an atomic). Unary:
+ *   the request is a job; its answer goes out in one batch (initial
+ *   metadata, message, status). Stream: SEND_INITIAL_METADATA + RECV_MESSAGE,
+ *   each message a job, the next read posted once it is answered. At most
+ *   one send batch in flight; answers queue behind it. A NULL message is a
+ *   half-close *or* a cancel: every message was already answered on its own,
+ *   so either way the call just ends.
+ *
+ * Decoded requests live in a per-job arena whose bytes come from the
+ * in-flight budget, so a small message that decodes into a lot of memory is
+ * refused instead of allocated; the arena also remembers each string's true
+ * length (svd_request_strlen).
  */
 #include "rpc.h"
 
@@ -20,18 +32,21 @@
 #include <grpc/grpc_security.h>
 #include <grpc/support/alloc.h>
 #include <grpc/support/time.h>
+#include <math.h>
 #include <pthread.h>
-#include <stdatomic.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
-#define SLOTS_PER_METHOD 4   /* requests kept posted per method */
-#define MAX_QUEUED 16        /* answers waiting before reading pauses */
+#define SLOTS_PER_METHOD 4      /* requests kept posted per method */
+#define TICK_MS 100             /* deferred jobs retried, send timeouts checked */
+#define ARENA_CHUNK (64u * 1024u)
 
 enum tag_kind { TAG_NEW, TAG_DONE, TAG_RECV, TAG_SEND, TAG_STATUS, TAG_CLOSE, TAG_SHUTDOWN };
+enum job_state { JOB_NONE, JOB_QUEUED, JOB_RUNNING, JOB_DEFERRED };
 
 struct call;
 
@@ -42,55 +57,109 @@ typedef struct tag {
 
 typedef struct out_msg {
     grpc_byte_buffer *bb;
+    size_t bytes;                 /* reserved in the in-flight budget until sent */
     struct out_msg *next;
 } out_msg;
+
+typedef struct chunk {
+    struct chunk *next;
+    size_t cap, used;
+    _Alignas(16) unsigned char data[];
+} chunk;
+
+/* A decoded request's memory: bump allocation from chunks charged to the
+ * server's in-flight budget; each block is preceded by its size. */
+typedef struct reqmem {
+    svd_server *srv;
+    chunk *chunks;
+    size_t reserved;
+    int over;                     /* an allocation was refused by the budget */
+} reqmem;
 
 typedef struct call {
     svd_server *srv;
     int method;                   /* index, or -1 for an unknown method */
     grpc_call *call;
-    gpr_timespec deadline;
+    gpr_timespec deadline_raw;
     grpc_metadata_array md;
     grpc_call_details details;    /* unknown methods only */
-    grpc_byte_buffer *payload;    /* unary request / last received message */
+    grpc_byte_buffer *payload;    /* received, not yet taken by a job */
     pthread_mutex_t mu;
-    int pending;                  /* batches in flight */
+    int pending;                  /* batches in flight + 1 while it has a job */
     tag t_new, t_done, t_recv, t_send, t_status, t_close;
-    int cancelled;                /* from RECV_CLOSE_ON_SERVER */
+    int close_cancelled;          /* written by gRPC when RECV_CLOSE_ON_SERVER completes */
+    atomic_int cancelled;         /* copied from it on that completion: handlers read this */
     int closed;                   /* RECV_CLOSE_ON_SERVER completed */
     int ending;                   /* no more reads: send status after the queue */
     int recv_paused;              /* a read is due once the queue shrinks */
     int sending;                  /* a send batch is in flight */
+    double send_since;            /* when it started */
+    size_t sending_bytes;         /* its reservation */
     int status_started;
     int started;                  /* a real call arrived (not a returned request) */
+    int counted;                  /* admitted: counted in calls (and streams) */
+    int want_job;                 /* a job is to be queued once mu is released */
+    int has_job;                  /* a job is queued, running or deferred (mu) */
     struct call *wprev, *wnext;   /* the server's list of open watch calls */
     int watching;
     out_msg *head, *tail;
     int queued;
-    void *state;                  /* the stream handler's */
+    void *state;                  /* the handler's */
     grpc_status_code code;        /* final status */
     char message[512];
     grpc_slice status_details;
+    /* The job: one message (stream) or the request (unary). */
+    enum job_state job;           /* guarded by the server's mu */
+    grpc_byte_buffer *job_payload;
+    ProtobufCMessage *job_req;    /* decoded, kept across deferrals */
+    reqmem job_mem;
+    size_t unary_bytes;           /* reservation of a unary answer being sent */
+    struct call *qnext;           /* in a job queue */
+    struct call *lprev, *lnext;   /* the server's list of live contexts */
+    svd_ctx ctx;
 } call;
+
+typedef struct job_queue {
+    call *head, *tail;
+    int n;
+} job_queue;
 
 struct svd_server {
     grpc_server *server;
     grpc_completion_queue *cq;
+    grpc_resource_quota *quota;
     const svd_method *methods;
     size_t n_methods;
     void **registered;            /* per method, from grpc_server_register_method */
     void *app;
-    int n_threads;
-    pthread_t *threads;
-    int max_message;
+    svd_server_config cfg;
+    int n_io, n_work;
+    pthread_t *io, *work, ticker;
+    int ticker_started;
     pthread_mutex_t mu;
-    pthread_cond_t cv;
-    svd_server_config cfg;        /* observers */
-    call *watchers;               /* open watch calls, guarded by mu */
-    atomic_int shutting_down;     /* read by workers without the lock */
+    pthread_cond_t cv;            /* shutdown progress */
+    pthread_cond_t work_cv;       /* jobs queued, or stop */
+    pthread_cond_t tick_cv;
+    job_queue ready, deferred;
+    call *live;                   /* every context, for the ticker and the shutdown */
+    int n_live;
+    int calls, streams;           /* admitted and open */
+    call *watchers;               /* open watch calls */
+    atomic_int shutting_down;     /* no new work: refuse */
+    atomic_int stopping;          /* past the grace: every handler should stop */
+    int workers_stop, ticker_stop;
     int shutdown_done;
     tag t_shutdown;
+    atomic_size_t inflight;
+    atomic_ullong refused_calls, refused_bytes, send_timeouts;
 };
+
+static double now_seconds(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
 
 void svd_reply_error(svd_reply *r, grpc_status_code code, const char *fmt, ...)
 {
@@ -101,6 +170,145 @@ void svd_reply_error(svd_reply *r, grpc_status_code code, const char *fmt, ...)
     vsnprintf(r->message, sizeof r->message, fmt, ap);
     va_end(ap);
 }
+
+/* ---- the in-flight budget ---------------------------------------------------- */
+
+static int budget_take(svd_server *s, size_t bytes)
+{
+    size_t cur = atomic_load(&s->inflight);
+    do {
+        if (bytes > s->cfg.inflight_bytes || cur > s->cfg.inflight_bytes - bytes)
+            return 0;
+    } while (!atomic_compare_exchange_weak(&s->inflight, &cur, cur + bytes));
+    return 1;
+}
+
+/* Small answers the handler did not reserve for are charged even past the
+ * limit: refusing them would only fail calls that cost nothing. */
+static void budget_force(svd_server *s, size_t bytes)
+{
+    atomic_fetch_add(&s->inflight, bytes);
+}
+
+static void budget_give(svd_server *s, size_t bytes)
+{
+    if (bytes)
+        atomic_fetch_sub(&s->inflight, bytes);
+}
+
+/* ---- request memory ------------------------------------------------------------- */
+
+static void *reqmem_alloc(void *data, size_t size)
+{
+    reqmem *m = data;
+    size_t need = ((size + 15) & ~(size_t)15) + 16; /* a 16-byte header keeps alignment */
+    chunk *c = m->chunks;
+    if (!c || c->cap - c->used < need) {
+        size_t cap = need > ARENA_CHUNK ? need : ARENA_CHUNK;
+        if (m->srv && !budget_take(m->srv, cap + sizeof(chunk))) {
+            m->over = 1;
+            return NULL;
+        }
+        c = malloc(sizeof(chunk) + cap);
+        if (!c) {
+            if (m->srv)
+                budget_give(m->srv, cap + sizeof(chunk));
+            return NULL;
+        }
+        if (m->srv)
+            m->reserved += cap + sizeof(chunk);
+        c->cap = cap;
+        c->used = 0;
+        c->next = m->chunks;
+        m->chunks = c;
+    }
+    unsigned char *p = c->data + c->used;
+    c->used += need;
+    memcpy(p, &size, sizeof size);
+    return p + 16;
+}
+
+static void reqmem_free_block(void *data, void *p)
+{
+    (void)data; /* everything goes at once in reqmem_release */
+    (void)p;
+}
+
+static void reqmem_release(reqmem *m)
+{
+    while (m->chunks) {
+        chunk *c = m->chunks;
+        m->chunks = c->next;
+        free(c);
+    }
+    if (m->srv)
+        budget_give(m->srv, m->reserved);
+    m->reserved = 0;
+    m->over = 0;
+}
+
+struct svd_decoded {
+    reqmem mem;
+    ProtobufCMessage *msg;
+};
+
+ProtobufCMessage *svd_decode(const ProtobufCMessageDescriptor *d, const uint8_t *data, size_t len,
+                             svd_decoded **out)
+{
+    svd_decoded *m = calloc(1, sizeof *m);
+    *out = m;
+    if (!m)
+        return NULL;
+    ProtobufCAllocator alloc = {reqmem_alloc, reqmem_free_block, &m->mem};
+    m->msg = protobuf_c_message_unpack(d, &alloc, len, data);
+    return m->msg;
+}
+
+void svd_decoded_free(svd_decoded *m)
+{
+    if (!m)
+        return;
+    reqmem_release(&m->mem);
+    free(m);
+}
+
+size_t svd_request_strlen(const char *field)
+{
+    if (!field || field == protobuf_c_empty_string)
+        return 0;
+    size_t size;
+    memcpy(&size, field - 16, sizeof size);
+    /* protobuf-c allocates a string field as its bytes + a NUL. */
+    return size ? size - 1 : 0;
+}
+
+/* Unpack a received buffer into the job's arena (NULL: malformed, or the
+ * budget refused; m->over tells which). */
+static ProtobufCMessage *unpack(const svd_method *meth, grpc_byte_buffer *bb, reqmem *m)
+{
+    grpc_byte_buffer_reader reader;
+    if (!grpc_byte_buffer_reader_init(&reader, bb))
+        return NULL;
+    grpc_slice all = grpc_byte_buffer_reader_readall(&reader);
+    grpc_byte_buffer_reader_destroy(&reader);
+    ProtobufCAllocator alloc = {reqmem_alloc, reqmem_free_block, m};
+    ProtobufCMessage *msg = protobuf_c_message_unpack(meth->request, &alloc, GRPC_SLICE_LENGTH(all),
+                                                      GRPC_SLICE_START_PTR(all));
+    grpc_slice_unref(all);
+    return msg;
+}
+
+/* Pack a message into a byte buffer. */
+static grpc_byte_buffer *pack(const ProtobufCMessage *msg, size_t len)
+{
+    grpc_slice slice = grpc_slice_malloc(len);
+    protobuf_c_message_pack(msg, GRPC_SLICE_START_PTR(slice));
+    grpc_byte_buffer *bb = grpc_raw_byte_buffer_create(&slice, 1);
+    grpc_slice_unref(slice);
+    return bb;
+}
+
+/* ---- call contexts ------------------------------------------------------------- */
 
 static call *call_new(svd_server *s, int method)
 {
@@ -119,20 +327,41 @@ static call *call_new(svd_server *s, int method)
     c->t_status = (tag){c, TAG_STATUS};
     c->t_close = (tag){c, TAG_CLOSE};
     c->code = GRPC_STATUS_OK;
+    c->job_mem.srv = s;
+    atomic_init(&c->cancelled, 0);
+    c->ctx.deadline = INFINITY;
+    c->ctx.cancelled = &c->cancelled;
+    c->ctx.stopping = &s->stopping;
+    c->ctx.srv = s;
+    c->ctx.max_message = (size_t)s->cfg.max_message_bytes;
+    pthread_mutex_lock(&s->mu);
+    c->lnext = s->live;
+    if (s->live)
+        s->live->lprev = c;
+    s->live = c;
+    s->n_live++;
+    pthread_mutex_unlock(&s->mu);
     return c;
 }
 
-static double now_seconds(void)
+static const svd_method *method_of(const call *c)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+    return c->method >= 0 ? &c->srv->methods[c->method] : NULL;
 }
 
-static void watch_unlink(call *c)
+static void call_free(call *c)
 {
     svd_server *s = c->srv;
+    const svd_method *m = method_of(c);
     pthread_mutex_lock(&s->mu);
+    /* Out of the lists first: the ticker and the shutdown walk them with
+     * the server lock and take calls' locks. */
+    if (c->lprev)
+        c->lprev->lnext = c->lnext;
+    else
+        s->live = c->lnext;
+    if (c->lnext)
+        c->lnext->lprev = c->lprev;
     if (c->watching) {
         if (c->wprev)
             c->wprev->wnext = c->wnext;
@@ -142,27 +371,32 @@ static void watch_unlink(call *c)
             c->wnext->wprev = c->wprev;
         c->watching = 0;
     }
+    if (c->counted) {
+        s->calls--;
+        if (m && m->kind != SVD_UNARY)
+            s->streams--;
+    }
     pthread_mutex_unlock(&s->mu);
-}
-
-static void call_free(call *c)
-{
-    watch_unlink(c);
-    const svd_method *m = c->method >= 0 ? &c->srv->methods[c->method] : NULL;
-    const svd_server_config *cfg = &c->srv->cfg;
+    const svd_server_config *cfg = &s->cfg;
+    int cancelled = atomic_load(&c->cancelled);
     if (c->started && cfg->on_call_end)
         cfg->on_call_end(cfg->observer, c->method,
-                         c->cancelled && c->code == GRPC_STATUS_OK ? GRPC_STATUS_CANCELLED : c->code);
-    if (m && m->stream && m->end && c->call)
-        m->end(c->srv->app, c->state, c->cancelled);
+                         cancelled && c->code == GRPC_STATUS_OK ? GRPC_STATUS_CANCELLED : c->code);
+    if (m && m->end && c->started)
+        m->end(s->app, c->state, cancelled);
     while (c->head) {
         out_msg *o = c->head;
         c->head = o->next;
         grpc_byte_buffer_destroy(o->bb);
+        budget_give(s, o->bytes);
         free(o);
     }
+    budget_give(s, c->sending_bytes + c->unary_bytes + c->ctx.reserved);
     if (c->payload)
         grpc_byte_buffer_destroy(c->payload);
+    if (c->job_payload)
+        grpc_byte_buffer_destroy(c->job_payload);
+    reqmem_release(&c->job_mem);
     if (c->status_started)
         grpc_slice_unref(c->status_details);
     grpc_metadata_array_destroy(&c->md);
@@ -170,6 +404,11 @@ static void call_free(call *c)
     if (c->call)
         grpc_call_unref(c->call);
     pthread_mutex_destroy(&c->mu);
+    /* Last: once it is not counted, the shutdown may finish. */
+    pthread_mutex_lock(&s->mu);
+    if (--s->n_live == 0)
+        pthread_cond_broadcast(&s->cv);
+    pthread_mutex_unlock(&s->mu);
     free(c);
 }
 
@@ -183,8 +422,9 @@ static void post_request(svd_server *s, int m)
     c->pending = 1;
     if (m >= 0) {
         const svd_method *meth = &s->methods[m];
-        e = grpc_server_request_registered_call(s->server, s->registered[m], &c->call, &c->deadline,
-                                                &c->md, meth->unary ? &c->payload : NULL, s->cq,
+        e = grpc_server_request_registered_call(s->server, s->registered[m], &c->call,
+                                                &c->deadline_raw, &c->md,
+                                                meth->kind == SVD_UNARY ? &c->payload : NULL, s->cq,
                                                 s->cq, &c->t_new);
     } else {
         e = grpc_server_request_call(s->server, &c->call, &c->details, &c->md, s->cq, s->cq,
@@ -196,31 +436,6 @@ static void post_request(svd_server *s, int m)
     }
 }
 
-/* Pack a protobuf-c message into a byte buffer (NULL on failure). */
-static grpc_byte_buffer *pack(const ProtobufCMessage *msg)
-{
-    size_t len = protobuf_c_message_get_packed_size(msg);
-    grpc_slice slice = grpc_slice_malloc(len);
-    protobuf_c_message_pack(msg, GRPC_SLICE_START_PTR(slice));
-    grpc_byte_buffer *bb = grpc_raw_byte_buffer_create(&slice, 1);
-    grpc_slice_unref(slice);
-    return bb;
-}
-
-/* Unpack a received buffer with the method's descriptor (NULL: malformed). */
-static ProtobufCMessage *unpack(const svd_method *m, grpc_byte_buffer *bb)
-{
-    grpc_byte_buffer_reader reader;
-    if (!grpc_byte_buffer_reader_init(&reader, bb))
-        return NULL;
-    grpc_slice all = grpc_byte_buffer_reader_readall(&reader);
-    grpc_byte_buffer_reader_destroy(&reader);
-    ProtobufCMessage *msg = protobuf_c_message_unpack(m->request, NULL, GRPC_SLICE_LENGTH(all),
-                                                      GRPC_SLICE_START_PTR(all));
-    grpc_slice_unref(all);
-    return msg;
-}
-
 static int start(call *c, const grpc_op *ops, size_t n, tag *t)
 {
     grpc_call_error e = grpc_call_start_batch(c->call, ops, n, t, NULL);
@@ -230,8 +445,126 @@ static int start(call *c, const grpc_op *ops, size_t n, tag *t)
     return 0;
 }
 
-/* Unary and unknown methods: one batch with everything. */
-static void finish_unary(call *c, grpc_byte_buffer *response)
+/* ---- the call context ------------------------------------------------------------ */
+
+void svd_ctx_init_local(svd_ctx *ctx, size_t max_message, double timeout_seconds)
+{
+    memset(ctx, 0, sizeof *ctx);
+    ctx->deadline = timeout_seconds > 0 ? now_seconds() + timeout_seconds : INFINITY;
+    ctx->max_message = max_message;
+}
+
+int svd_ctx_stopped(svd_ctx *ctx)
+{
+    return (ctx->cancelled && atomic_load_explicit(ctx->cancelled, memory_order_relaxed)) ||
+           (ctx->stopping && atomic_load_explicit(ctx->stopping, memory_order_relaxed)) ||
+           (ctx->deadline != INFINITY && now_seconds() >= ctx->deadline);
+}
+
+grpc_status_code svd_ctx_stop_code(svd_ctx *ctx)
+{
+    if (ctx->deadline != INFINITY && now_seconds() >= ctx->deadline)
+        return GRPC_STATUS_DEADLINE_EXCEEDED;
+    if (ctx->stopping && atomic_load(ctx->stopping))
+        return GRPC_STATUS_UNAVAILABLE;
+    return GRPC_STATUS_CANCELLED;
+}
+
+double svd_ctx_remaining(svd_ctx *ctx)
+{
+    return ctx->deadline == INFINITY ? 1e9 : ctx->deadline - now_seconds();
+}
+
+size_t svd_ctx_max_message(svd_ctx *ctx)
+{
+    return ctx->max_message;
+}
+
+svd_server *svd_ctx_server(svd_ctx *ctx)
+{
+    return ctx->srv;
+}
+
+int svd_ctx_reserve(svd_ctx *ctx, size_t bytes, svd_reply *r)
+{
+    svd_server *s = ctx->srv;
+    if (s && !budget_take(s, bytes)) {
+        atomic_fetch_add(&s->refused_bytes, 1);
+        svd_reply_error(r, GRPC_STATUS_RESOURCE_EXHAUSTED,
+                        "the server is busy: this response needs up to %zu bytes and %zu of the "
+                        "%zu bytes for requests and responses in flight are taken; retry later",
+                        bytes, atomic_load(&s->inflight), s->cfg.inflight_bytes);
+        return 0;
+    }
+    ctx->reserved += bytes;
+    return 1;
+}
+
+/* Deadline in our monotonic seconds (gRPC's clock may be another). */
+static void set_deadline(call *c)
+{
+    gpr_timespec d = c->deadline_raw;
+    if (gpr_time_cmp(d, gpr_inf_future(d.clock_type)) == 0) {
+        c->ctx.deadline = INFINITY;
+        return;
+    }
+    gpr_timespec left = gpr_time_sub(gpr_convert_clock_type(d, GPR_CLOCK_MONOTONIC),
+                                     gpr_now(GPR_CLOCK_MONOTONIC));
+    c->ctx.deadline = now_seconds() + (double)left.tv_sec + (double)left.tv_nsec * 1e-9;
+}
+
+/* ---- job queues (server mu held) ---------------------------------------------------- */
+
+static void q_push(job_queue *q, call *c)
+{
+    c->qnext = NULL;
+    if (q->tail)
+        q->tail->qnext = c;
+    else
+        q->head = c;
+    q->tail = c;
+    q->n++;
+}
+
+static call *q_pop(job_queue *q)
+{
+    call *c = q->head;
+    if (c) {
+        q->head = c->qnext;
+        if (!q->head)
+            q->tail = NULL;
+        q->n--;
+    }
+    return c;
+}
+
+/* Queue c's job (c->pending already counts it; call mu not held). */
+static void queue_job(svd_server *s, call *c)
+{
+    pthread_mutex_lock(&s->mu);
+    c->job = JOB_QUEUED;
+    q_push(&s->ready, c);
+    pthread_cond_signal(&s->work_cv);
+    pthread_mutex_unlock(&s->mu);
+}
+
+void svd_server_wake(svd_server *s)
+{
+    pthread_mutex_lock(&s->mu);
+    call *c;
+    while ((c = q_pop(&s->deferred)) != NULL) {
+        c->job = JOB_QUEUED;
+        q_push(&s->ready, c);
+    }
+    pthread_cond_broadcast(&s->work_cv);
+    pthread_mutex_unlock(&s->mu);
+}
+
+/* ---- sending ---------------------------------------------------------------------- */
+
+/* Unary and unknown methods: one batch with everything. bytes: the answer's
+ * reservation, released when the batch completes. */
+static void finish_unary(call *c, grpc_byte_buffer *response, size_t bytes, int with_close)
 {
     grpc_op ops[4];
     memset(ops, 0, sizeof ops);
@@ -246,42 +579,18 @@ static void finish_unary(call *c, grpc_byte_buffer *response)
     ops[n].op = GRPC_OP_SEND_STATUS_FROM_SERVER;
     ops[n].data.send_status_from_server.status = c->code;
     ops[n++].data.send_status_from_server.status_details = &c->status_details;
-    ops[n].op = GRPC_OP_RECV_CLOSE_ON_SERVER;
-    ops[n++].data.recv_close_on_server.cancelled = &c->cancelled;
-    start(c, ops, n, &c->t_done);
+    if (with_close) {
+        ops[n].op = GRPC_OP_RECV_CLOSE_ON_SERVER;
+        ops[n++].data.recv_close_on_server.cancelled = &c->close_cancelled;
+    }
+    c->unary_bytes = bytes;
+    if (start(c, ops, n, &c->t_done) != 0) {
+        budget_give(c->srv, bytes);
+        c->unary_bytes = 0;
+    }
     if (response)
         grpc_byte_buffer_destroy(response); /* the batch holds its own reference */
 }
-
-static void handle_unary(call *c)
-{
-    const svd_method *m = &c->srv->methods[c->method];
-    ProtobufCMessage *req = c->payload ? unpack(m, c->payload) : NULL;
-    grpc_byte_buffer *response = NULL;
-    if (!req) {
-        c->code = GRPC_STATUS_INVALID_ARGUMENT;
-        snprintf(c->message, sizeof c->message, "malformed %s message", m->request->name);
-    } else if (c->srv->shutting_down) {
-        c->code = GRPC_STATUS_UNAVAILABLE;
-        snprintf(c->message, sizeof c->message, "the server is shutting down");
-    } else {
-        svd_reply r = {.code = GRPC_STATUS_OK};
-        double t0 = now_seconds();
-        m->unary(c->srv->app, req, &r);
-        if (c->srv->cfg.on_message)
-            c->srv->cfg.on_message(c->srv->cfg.observer, c->method, now_seconds() - t0);
-        c->code = r.code;
-        snprintf(c->message, sizeof c->message, "%s", r.code == GRPC_STATUS_OK ? "" : r.message);
-        if (r.code == GRPC_STATUS_OK && r.msg)
-            response = pack(r.msg);
-        if (r.free_fn)
-            r.free_fn(r.owned);
-        protobuf_c_message_free_unpacked(req, NULL);
-    }
-    finish_unary(c, response);
-}
-
-/* ---- streams ------------------------------------------------------------ */
 
 static void post_recv(call *c)
 {
@@ -307,12 +616,13 @@ static void send_status(call *c)
     start(c, &op, 1, &c->t_status);
 }
 
-/* Send the next queued answer, or the status once the stream is ending. */
+/* Send the next queued answer, or the status once the stream is ending and
+ * no job is left (call mu held). */
 static void pump(call *c)
 {
     if (c->sending)
         return;
-    if (c->head && !c->cancelled) {
+    if (c->head && !atomic_load(&c->cancelled)) {
         out_msg *o = c->head;
         c->head = o->next;
         if (!c->head)
@@ -322,31 +632,39 @@ static void pump(call *c)
         memset(&op, 0, sizeof op);
         op.op = GRPC_OP_SEND_MESSAGE;
         op.data.send_message.send_message = o->bb;
-        if (start(c, &op, 1, &c->t_send) == 0)
+        if (start(c, &op, 1, &c->t_send) == 0) {
             c->sending = 1;
+            c->send_since = now_seconds();
+            c->sending_bytes = o->bytes;
+        } else {
+            budget_give(c->srv, o->bytes);
+            c->ending = 1;
+        }
         grpc_byte_buffer_destroy(o->bb);
         free(o);
-        if (c->recv_paused && c->queued < MAX_QUEUED && !c->ending) {
+        if (c->recv_paused && c->queued < c->srv->cfg.stream_queue && !c->ending) {
             c->recv_paused = 0;
             post_recv(c);
         }
         return;
     }
-    if (c->ending)
+    if (c->ending && !c->has_job)
         send_status(c);
 }
 
-static void enqueue(call *c, grpc_byte_buffer *bb)
+static void enqueue(call *c, grpc_byte_buffer *bb, size_t bytes)
 {
     out_msg *o = malloc(sizeof *o);
     if (!o) {
         grpc_byte_buffer_destroy(bb);
+        budget_give(c->srv, bytes);
         c->code = GRPC_STATUS_RESOURCE_EXHAUSTED;
         snprintf(c->message, sizeof c->message, "out of memory queueing a response");
         c->ending = 1;
         return;
     }
     o->bb = bb;
+    o->bytes = bytes;
     o->next = NULL;
     if (c->tail)
         c->tail->next = o;
@@ -356,10 +674,242 @@ static void enqueue(call *c, grpc_byte_buffer *bb)
     c->queued++;
 }
 
+/*
+ * Turn a handler's reply into bytes to send: NULL and an error in *r when
+ * it failed or the packed answer is over the message limit. The handler's
+ * reservation shrinks to the packed size, which stays reserved until sent.
+ */
+static grpc_byte_buffer *reply_bytes(call *c, svd_reply *r, size_t *bytes)
+{
+    svd_server *s = c->srv;
+    grpc_byte_buffer *bb = NULL;
+    *bytes = 0;
+    if (r->code == GRPC_STATUS_OK && r->msg) {
+        size_t len = protobuf_c_message_get_packed_size(r->msg);
+        if (len > (size_t)s->cfg.max_message_bytes) {
+            svd_reply_error(r, GRPC_STATUS_RESOURCE_EXHAUSTED,
+                            "the response is %zu bytes, over the server's --max-message of %d", len,
+                            s->cfg.max_message_bytes);
+        } else {
+            bb = pack(r->msg, len);
+            if (c->ctx.reserved >= len) {
+                budget_give(s, c->ctx.reserved - len);
+            } else {
+                budget_give(s, c->ctx.reserved);
+                budget_force(s, len);
+            }
+            c->ctx.reserved = 0;
+            *bytes = len;
+        }
+    }
+    if (r->free_fn)
+        r->free_fn(r->owned);
+    r->free_fn = NULL;
+    r->owned = NULL;
+    budget_give(s, c->ctx.reserved);
+    c->ctx.reserved = 0;
+    return bb;
+}
+
+/* ---- running jobs ------------------------------------------------------------------ */
+
+static void end_job_data(call *c)
+{
+    if (c->job_payload) {
+        grpc_byte_buffer_destroy(c->job_payload);
+        c->job_payload = NULL;
+    }
+    c->job_req = NULL;
+    reqmem_release(&c->job_mem);
+}
+
+/* Run c's job on a work thread. Returns 1 when the call is to be freed. */
+static int run_job(call *c)
+{
+    svd_server *s = c->srv;
+    const svd_method *m = method_of(c);
+    svd_reply r = {.code = GRPC_STATUS_OK};
+    double t0 = now_seconds();
+    int ran = 0;
+    if (svd_ctx_stopped(&c->ctx)) {
+        svd_reply_error(&r, svd_ctx_stop_code(&c->ctx), "%s",
+                        svd_ctx_stop_code(&c->ctx) == GRPC_STATUS_DEADLINE_EXCEEDED
+                            ? "the deadline passed before the call was handled"
+                            : "the call was cancelled");
+    } else if (atomic_load(&s->shutting_down) && m->kind != SVD_UNARY) {
+        svd_reply_error(&r, GRPC_STATUS_UNAVAILABLE, "the server is shutting down");
+    } else {
+        if (!c->job_req)
+            c->job_req = unpack(m, c->job_payload, &c->job_mem);
+        if (!c->job_req && c->job_mem.over) {
+            reqmem_release(&c->job_mem);
+            atomic_fetch_add(&s->refused_bytes, 1);
+            if (m->kind != SVD_UNARY) {
+                r.defer = 1; /* a stream waits for room; its deadline still holds */
+            } else {
+                svd_reply_error(&r, GRPC_STATUS_RESOURCE_EXHAUSTED,
+                                "the server is busy: decoding this request would take %zu of the %zu "
+                                "bytes for requests and responses in flight already taken; retry later",
+                                atomic_load(&s->inflight), s->cfg.inflight_bytes);
+            }
+        } else if (!c->job_req) {
+            svd_reply_error(&r, GRPC_STATUS_INVALID_ARGUMENT, "malformed %s message", m->request->name);
+        } else {
+            m->handle(s->app, &c->ctx, &c->state, c->job_req, &r);
+            ran = 1;
+        }
+    }
+    if (ran && s->cfg.on_message)
+        s->cfg.on_message(s->cfg.observer, c->method, now_seconds() - t0);
+    if (r.defer) {
+        /* Nothing changed: the same request runs again later. */
+        if (r.free_fn)
+            r.free_fn(r.owned);
+        budget_give(s, c->ctx.reserved);
+        c->ctx.reserved = 0;
+        pthread_mutex_lock(&s->mu);
+        c->job = JOB_DEFERRED;
+        q_push(&s->deferred, c);
+        pthread_mutex_unlock(&s->mu);
+        return 0;
+    }
+    size_t bytes = 0;
+    grpc_byte_buffer *bb = reply_bytes(c, &r, &bytes);
+    end_job_data(c);
+    pthread_mutex_lock(&s->mu);
+    c->job = JOB_NONE;
+    pthread_mutex_unlock(&s->mu);
+
+    pthread_mutex_lock(&c->mu);
+    c->pending--; /* the job's hold */
+    c->has_job = 0;
+    if (m->kind == SVD_UNARY) {
+        c->code = r.code;
+        snprintf(c->message, sizeof c->message, "%s", r.code == GRPC_STATUS_OK ? "" : r.message);
+        finish_unary(c, bb, bytes, 0);
+    } else {
+        if (bb) {
+            enqueue(c, bb, bytes);
+        } else if (r.code != GRPC_STATUS_OK) {
+            c->code = r.code;
+            snprintf(c->message, sizeof c->message, "%s", r.message);
+            c->ending = 1;
+        }
+        if (!c->ending) {
+            if (c->queued >= s->cfg.stream_queue)
+                c->recv_paused = 1;
+            else
+                post_recv(c);
+        }
+        pump(c);
+    }
+    int done = c->pending == 0;
+    pthread_mutex_unlock(&c->mu);
+    return done;
+}
+
+static void *work_thread(void *arg)
+{
+    svd_server *s = arg;
+    pthread_mutex_lock(&s->mu);
+    for (;;) {
+        call *c = q_pop(&s->ready);
+        if (!c) {
+            if (s->workers_stop)
+                break;
+            pthread_cond_wait(&s->work_cv, &s->mu);
+            continue;
+        }
+        c->job = JOB_RUNNING;
+        pthread_mutex_unlock(&s->mu);
+        if (run_job(c))
+            call_free(c);
+        pthread_mutex_lock(&s->mu);
+    }
+    pthread_mutex_unlock(&s->mu);
+    return NULL;
+}
+
+/* ---- events --------------------------------------------------------------------------- */
+
+/* A light method's request, answered on this event thread (call mu held). */
+static grpc_byte_buffer *run_light(call *c, grpc_byte_buffer *payload, const ProtobufCMessage *given,
+                                   size_t *bytes)
+{
+    svd_server *s = c->srv;
+    const svd_method *m = method_of(c);
+    svd_reply r = {.code = GRPC_STATUS_OK};
+    reqmem mem = {.srv = s};
+    ProtobufCMessage *req = NULL;
+    if (payload) {
+        req = unpack(m, payload, &mem);
+        if (!req) {
+            svd_reply_error(&r, GRPC_STATUS_INVALID_ARGUMENT, "malformed %s message", m->request->name);
+            goto done;
+        }
+    }
+    double t0 = now_seconds();
+    m->handle(s->app, &c->ctx, &c->state, req ? req : given, &r);
+    if (s->cfg.on_message && req)
+        s->cfg.on_message(s->cfg.observer, c->method, now_seconds() - t0);
+done:;
+    grpc_byte_buffer *bb = reply_bytes(c, &r, bytes);
+    reqmem_release(&mem);
+    if (!bb) {
+        c->code = r.code;
+        snprintf(c->message, sizeof c->message, "%s", r.message);
+    }
+    return bb;
+}
+
+static void refuse(call *c, grpc_status_code code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void refuse(call *c, grpc_status_code code, const char *fmt, ...)
+{
+    c->code = code;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(c->message, sizeof c->message, fmt, ap);
+    va_end(ap);
+    finish_unary(c, NULL, 0, 1);
+}
+
+/* Admit a new call under the limits (light methods always). */
+static int admit(call *c)
+{
+    svd_server *s = c->srv;
+    const svd_method *m = method_of(c);
+    if (m->light)
+        return 1;
+    int ok;
+    pthread_mutex_lock(&s->mu);
+    ok = s->calls < s->cfg.max_calls && (m->kind == SVD_UNARY || s->streams < s->cfg.max_streams);
+    if (ok) {
+        s->calls++;
+        if (m->kind != SVD_UNARY)
+            s->streams++;
+        c->counted = 1;
+    }
+    int calls = s->calls, streams = s->streams;
+    pthread_mutex_unlock(&s->mu);
+    if (!ok) {
+        atomic_fetch_add(&s->refused_calls, 1);
+        if (m->kind == SVD_UNARY || calls >= s->cfg.max_calls)
+            refuse(c, GRPC_STATUS_RESOURCE_EXHAUSTED,
+                   "the server has %d calls open, its limit (--max-calls %d); retry later", calls,
+                   s->cfg.max_calls);
+        else
+            refuse(c, GRPC_STATUS_RESOURCE_EXHAUSTED,
+                   "the server has %d streams open, its limit (--max-streams %d); retry later",
+                   streams, s->cfg.max_streams);
+    }
+    return ok;
+}
+
 static void stream_begin(call *c)
 {
-    if (c->srv->methods[c->method].watch) {
-        svd_server *s = c->srv;
+    svd_server *s = c->srv;
+    if (method_of(c)->kind == SVD_WATCH) {
         pthread_mutex_lock(&s->mu);
         c->wnext = s->watchers;
         if (s->watchers)
@@ -370,11 +920,6 @@ static void stream_begin(call *c)
     }
     grpc_op ops[2];
     memset(ops, 0, sizeof ops);
-    ops[0].op = GRPC_OP_RECV_CLOSE_ON_SERVER;
-    ops[0].data.recv_close_on_server.cancelled = &c->cancelled;
-    if (start(c, ops, 1, &c->t_close) != 0)
-        return;
-    memset(ops, 0, sizeof ops);
     ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
     ops[1].op = GRPC_OP_RECV_MESSAGE;
     ops[1].data.recv_message.recv_message = &c->payload;
@@ -382,88 +927,88 @@ static void stream_begin(call *c)
         c->ending = 1;
 }
 
-static void stream_received(call *c, int success)
+/* The close batch first: its completion is how a cancel is seen. */
+static int post_close(call *c)
 {
-    const svd_method *m = &c->srv->methods[c->method];
-    grpc_byte_buffer *bb = c->payload;
-    c->payload = NULL;
-    if (success && !bb && m->watch) {
-        /* A watch stays open after the client's half-close. */
+    grpc_op op;
+    memset(&op, 0, sizeof op);
+    op.op = GRPC_OP_RECV_CLOSE_ON_SERVER;
+    op.data.recv_close_on_server.cancelled = &c->close_cancelled;
+    return start(c, &op, 1, &c->t_close);
+}
+
+static void handle_new(call *c, int success)
+{
+    svd_server *s = c->srv;
+    if (!success)
+        return; /* the server is shutting down: the posted request is returned */
+    c->started = 1;
+    if (!atomic_load(&s->shutting_down))
+        post_request(s, c->method);
+    set_deadline(c);
+    const svd_method *m = method_of(c);
+    if (!m) {
+        char *path = grpc_slice_to_c_string(c->details.method);
+        refuse(c, GRPC_STATUS_UNIMPLEMENTED, "unknown method %s", path);
+        gpr_free(path);
         return;
     }
+    if (atomic_load(&s->shutting_down) && !m->light) {
+        refuse(c, GRPC_STATUS_UNAVAILABLE, "the server is shutting down");
+        return;
+    }
+    if (!admit(c))
+        return;
+    if (m->kind == SVD_UNARY && m->light) {
+        size_t bytes = 0;
+        grpc_byte_buffer *bb = run_light(c, c->payload, NULL, &bytes);
+        finish_unary(c, bb, bytes, 1);
+        return;
+    }
+    if (post_close(c) != 0) {
+        refuse(c, GRPC_STATUS_INTERNAL, "cannot start the call");
+        return;
+    }
+    if (m->kind == SVD_UNARY) {
+        c->job_payload = c->payload;
+        c->payload = NULL;
+        c->pending++; /* the job's hold */
+        c->want_job = c->has_job = 1;
+    } else {
+        stream_begin(c);
+    }
+}
+
+static void stream_received(call *c, int success)
+{
+    const svd_method *m = method_of(c);
+    grpc_byte_buffer *bb = c->payload;
+    c->payload = NULL;
+    if (success && !bb && m->kind == SVD_WATCH)
+        return; /* a watch stays open after the client's half-close */
     if (!success || !bb) {
-        /* Half-close or cancel: every message so far was applied and
-         * answered on its own, so nothing is pending either way. */
+        /* Half-close or cancel: every message so far was answered on its
+         * own, so nothing is pending either way. */
         c->ending = 1;
         if (bb)
             grpc_byte_buffer_destroy(bb);
         pump(c);
         return;
     }
-    ProtobufCMessage *req = unpack(m, bb);
-    grpc_byte_buffer_destroy(bb);
-    if (!req) {
-        c->code = GRPC_STATUS_INVALID_ARGUMENT;
-        snprintf(c->message, sizeof c->message, "malformed %s message", m->request->name);
-        c->ending = 1;
-        pump(c);
-        return;
-    }
-    if (c->srv->shutting_down) {
-        protobuf_c_message_free_unpacked(req, NULL);
-        c->code = GRPC_STATUS_UNAVAILABLE;
-        snprintf(c->message, sizeof c->message, "the server is shutting down");
-        c->ending = 1;
-        pump(c);
-        return;
-    }
-    svd_reply r = {.code = GRPC_STATUS_OK};
-    double t0 = now_seconds();
-    m->stream(c->srv->app, &c->state, req, &r);
-    if (c->srv->cfg.on_message)
-        c->srv->cfg.on_message(c->srv->cfg.observer, c->method, now_seconds() - t0);
-    if (r.code == GRPC_STATUS_OK && r.msg) {
-        enqueue(c, pack(r.msg));
-    } else if (r.code != GRPC_STATUS_OK) {
-        c->code = r.code;
-        snprintf(c->message, sizeof c->message, "%s", r.message);
-        c->ending = 1;
-    }
-    if (r.free_fn)
-        r.free_fn(r.owned);
-    protobuf_c_message_free_unpacked(req, NULL);
-    if (!c->ending) {
-        if (c->queued >= MAX_QUEUED)
-            c->recv_paused = 1;
+    if (m->light) {
+        size_t bytes = 0;
+        grpc_byte_buffer *out = run_light(c, bb, NULL, &bytes);
+        grpc_byte_buffer_destroy(bb);
+        if (out)
+            enqueue(c, out, bytes);
         else
-            post_recv(c);
-    }
-    pump(c);
-}
-
-/* ---- event loop ----------------------------------------------------------- */
-
-static void handle_new(call *c, int success)
-{
-    svd_server *s = c->srv;
-    if (!success) {
-        /* The server is shutting down: the posted request is returned. */
+            c->ending = 1;
+        pump(c);
         return;
     }
-    c->started = 1;
-    if (!s->shutting_down)
-        post_request(s, c->method);
-    if (c->method < 0) {
-        c->code = GRPC_STATUS_UNIMPLEMENTED;
-        char *path = grpc_slice_to_c_string(c->details.method);
-        snprintf(c->message, sizeof c->message, "unknown method %s", path);
-        gpr_free(path);
-        finish_unary(c, NULL);
-    } else if (s->methods[c->method].unary) {
-        handle_unary(c);
-    } else {
-        stream_begin(c);
-    }
+    c->job_payload = bb;
+    c->pending++; /* the job's hold */
+    c->want_job = c->has_job = 1;
 }
 
 static void handle_event(svd_server *s, grpc_event ev)
@@ -481,10 +1026,18 @@ static void handle_event(svd_server *s, grpc_event ev)
     c->pending--;
     switch (t->kind) {
     case TAG_NEW: handle_new(c, ev.success); break;
-    case TAG_DONE: c->closed = 1; break;
+    case TAG_DONE:
+        c->closed = 1;
+        budget_give(s, c->unary_bytes);
+        c->unary_bytes = 0;
+        if (c->close_cancelled)
+            atomic_store(&c->cancelled, 1);
+        break;
     case TAG_RECV: stream_received(c, ev.success); break;
     case TAG_SEND:
         c->sending = 0;
+        budget_give(s, c->sending_bytes);
+        c->sending_bytes = 0;
         if (!ev.success)
             c->ending = 1;
         pump(c);
@@ -492,19 +1045,26 @@ static void handle_event(svd_server *s, grpc_event ev)
     case TAG_STATUS: break;
     case TAG_CLOSE:
         c->closed = 1;
-        if (c->cancelled)
+        if (c->close_cancelled) {
+            atomic_store(&c->cancelled, 1);
             c->ending = 1;
-        pump(c);
+        }
+        if (method_of(c) && method_of(c)->kind != SVD_UNARY)
+            pump(c);
         break;
     case TAG_SHUTDOWN: break;
     }
+    int want_job = c->want_job;
+    c->want_job = 0;
     int done = c->pending == 0;
     pthread_mutex_unlock(&c->mu);
-    if (done)
+    if (want_job)
+        queue_job(s, c);
+    else if (done)
         call_free(c);
 }
 
-static void *worker(void *arg)
+static void *io_thread(void *arg)
 {
     svd_server *s = arg;
     for (;;) {
@@ -514,6 +1074,69 @@ static void *worker(void *arg)
         if (ev.type == GRPC_OP_COMPLETE)
             handle_event(s, ev);
     }
+}
+
+/* Every TICK_MS: deferred jobs run again (their deadlines and whatever
+ * they wait for), and streams whose client stopped reading are cancelled. */
+static void *ticker_thread(void *arg)
+{
+    svd_server *s = arg;
+    pthread_mutex_lock(&s->mu);
+    while (!s->ticker_stop) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        long ns = ts.tv_nsec + TICK_MS * 1000000L;
+        ts.tv_sec += ns / 1000000000L;
+        ts.tv_nsec = ns % 1000000000L;
+        pthread_cond_timedwait(&s->tick_cv, &s->mu, &ts);
+        if (s->ticker_stop)
+            break;
+        call *c;
+        int moved = 0;
+        while ((c = q_pop(&s->deferred)) != NULL) {
+            c->job = JOB_QUEUED;
+            q_push(&s->ready, c);
+            moved = 1;
+        }
+        if (moved)
+            pthread_cond_broadcast(&s->work_cv);
+        double now = now_seconds();
+        for (c = s->live; c; c = c->lnext) {
+            if (!c->started)
+                continue;
+            pthread_mutex_lock(&c->mu);
+            int stalled = c->sending && !c->closed && now - c->send_since > s->cfg.send_timeout;
+            if (stalled)
+                c->send_since = INFINITY; /* once */
+            pthread_mutex_unlock(&c->mu);
+            if (stalled) {
+                atomic_fetch_add(&s->send_timeouts, 1);
+                char msg[160];
+                snprintf(msg, sizeof msg,
+                         "the client read no response for %.0f s (--send-timeout); the stream is closed",
+                         s->cfg.send_timeout);
+                grpc_call_cancel_with_status(c->call, GRPC_STATUS_RESOURCE_EXHAUSTED, msg, NULL);
+            }
+        }
+    }
+    pthread_mutex_unlock(&s->mu);
+    return NULL;
+}
+
+/* ---- start and stop -------------------------------------------------------------------- */
+
+static void destroy(svd_server *s)
+{
+    if (s->quota)
+        grpc_resource_quota_unref(s->quota);
+    pthread_mutex_destroy(&s->mu);
+    pthread_cond_destroy(&s->cv);
+    pthread_cond_destroy(&s->work_cv);
+    pthread_cond_destroy(&s->tick_cv);
+    free(s->io);
+    free(s->work);
+    free(s->registered);
+    free(s);
 }
 
 svd_server *svd_server_start(const svd_server_config *cfg, const svd_method *methods,
@@ -527,29 +1150,63 @@ svd_server *svd_server_start(const svd_server_config *cfg, const svd_method *met
     s->methods = methods;
     s->n_methods = n_methods;
     s->app = app;
-    s->n_threads = cfg->threads > 0 ? cfg->threads : 2;
-    s->max_message = cfg->max_message_bytes;
     s->cfg = *cfg;
+    if (s->cfg.threads < 1)
+        s->cfg.threads = 2;
+    if (s->cfg.io_threads < 1)
+        s->cfg.io_threads = 2;
+    if (s->cfg.max_calls < 1)
+        s->cfg.max_calls = 1;
+    if (s->cfg.max_streams < 1)
+        s->cfg.max_streams = 1;
+    if (s->cfg.stream_queue < 1)
+        s->cfg.stream_queue = 1;
+    if (!(s->cfg.send_timeout > 0))
+        s->cfg.send_timeout = 30;
     s->t_shutdown = (tag){NULL, TAG_SHUTDOWN};
+    atomic_init(&s->inflight, 0);
     pthread_mutex_init(&s->mu, NULL);
     pthread_cond_init(&s->cv, NULL);
+    pthread_cond_init(&s->work_cv, NULL);
+    pthread_cond_init(&s->tick_cv, NULL);
 
-    grpc_arg args[2];
-    args[0].type = GRPC_ARG_INTEGER;
-    args[0].key = GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH;
-    args[0].value.integer = cfg->max_message_bytes;
-    args[1].type = GRPC_ARG_INTEGER;
-    args[1].key = GRPC_ARG_MAX_SEND_MESSAGE_LENGTH;
-    args[1].value.integer = cfg->max_message_bytes;
-    grpc_channel_args chargs = {2, args};
+    grpc_arg args[4];
+    int n_args = 0;
+    args[n_args].type = GRPC_ARG_INTEGER;
+    args[n_args].key = GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH;
+    args[n_args++].value.integer = cfg->max_message_bytes;
+    args[n_args].type = GRPC_ARG_INTEGER;
+    args[n_args].key = GRPC_ARG_MAX_SEND_MESSAGE_LENGTH;
+    args[n_args++].value.integer = cfg->max_message_bytes;
+    /* One connection cannot open more streams than the server admits. */
+    args[n_args].type = GRPC_ARG_INTEGER;
+    args[n_args].key = GRPC_ARG_MAX_CONCURRENT_STREAMS;
+    args[n_args++].value.integer = s->cfg.max_calls + 16;
+    if (cfg->grpc_memory) {
+        s->quota = grpc_resource_quota_create("slimvecd");
+        grpc_resource_quota_resize(s->quota, cfg->grpc_memory);
+        args[n_args].type = GRPC_ARG_POINTER;
+        args[n_args].key = GRPC_ARG_RESOURCE_QUOTA;
+        args[n_args].value.pointer.p = s->quota;
+        args[n_args++].value.pointer.vtable = grpc_resource_quota_arg_vtable();
+    }
+    grpc_channel_args chargs = {(size_t)n_args, args};
     s->server = grpc_server_create(&chargs, NULL);
     s->cq = grpc_completion_queue_create_for_next(NULL);
     grpc_server_register_completion_queue(s->server, s->cq, NULL);
     s->registered = calloc(n_methods, sizeof *s->registered);
+    s->io = calloc((size_t)s->cfg.io_threads, sizeof *s->io);
+    s->work = calloc((size_t)s->cfg.threads, sizeof *s->work);
+    if (!s->registered || !s->io || !s->work) {
+        snprintf(err, err_cap, "out of memory");
+        goto fail;
+    }
     for (size_t i = 0; i < n_methods; i++) {
         s->registered[i] = grpc_server_register_method(
             s->server, methods[i].path, NULL,
-            methods[i].unary ? GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER : GRPC_SRM_PAYLOAD_NONE, 0);
+            methods[i].kind == SVD_UNARY ? GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER
+                                         : GRPC_SRM_PAYLOAD_NONE,
+            0);
         if (!s->registered[i]) {
             snprintf(err, err_cap, "cannot register %s", methods[i].path);
             goto fail;
@@ -568,9 +1225,13 @@ svd_server *svd_server_start(const svd_server_config *cfg, const svd_method *met
             post_request(s, (int)i);
     for (int k = 0; k < SLOTS_PER_METHOD; k++)
         post_request(s, -1);
-    s->threads = calloc((size_t)s->n_threads, sizeof *s->threads);
-    for (int i = 0; i < s->n_threads; i++)
-        pthread_create(&s->threads[i], NULL, worker, s);
+    for (int i = 0; i < s->cfg.io_threads; i++)
+        pthread_create(&s->io[i], NULL, io_thread, s);
+    for (int i = 0; i < s->cfg.threads; i++)
+        pthread_create(&s->work[i], NULL, work_thread, s);
+    s->ticker_started = pthread_create(&s->ticker, NULL, ticker_thread, s) == 0;
+    s->n_io = s->cfg.io_threads;
+    s->n_work = s->cfg.threads;
     return s;
 
 fail:
@@ -580,31 +1241,44 @@ fail:
            GRPC_QUEUE_SHUTDOWN)
         ;
     grpc_completion_queue_destroy(s->cq);
-    free(s->registered);
-    free(s);
+    destroy(s);
     return NULL;
 }
 
-void svd_server_stop(svd_server *s, double grace_seconds)
+/* Wait on s->cv (mu held) until *flag or the deadline (monotonic seconds). */
+static int wait_until(svd_server *s, const int *flag, double until)
+{
+    while (!*flag) {
+        double left = until - now_seconds();
+        if (left <= 0)
+            return 0;
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        double t = (double)ts.tv_sec + ts.tv_nsec * 1e-9 + (left < 0.2 ? left : 0.2);
+        ts.tv_sec = (time_t)t;
+        ts.tv_nsec = (long)((t - (double)ts.tv_sec) * 1e9);
+        pthread_cond_timedwait(&s->cv, &s->mu, &ts);
+    }
+    return 1;
+}
+
+int svd_server_stop(svd_server *s, double grace_seconds, double hard_seconds)
 {
     if (!s)
-        return;
+        return 0;
     pthread_mutex_lock(&s->mu);
-    s->shutting_down = 1;
-    /* Watchers get one last update (e.g. NOT_SERVING), then their calls end
-     * so that the drain can finish. Lock order: server, then call. */
+    atomic_store(&s->shutting_down, 1);
+    /* Watchers get one last update (NOT_SERVING), then their calls end so
+     * that the drain can finish. Lock order: server, then call. */
     for (call *c = s->watchers; c; c = c->wnext) {
         pthread_mutex_lock(&c->mu);
-        const svd_method *m = &s->methods[c->method];
-        /* pending 0: a worker has decided to free this call and waits for
-         * the list lock to unlink it; starting a batch now would race that. */
+        /* pending 0: a thread has decided to free this call and waits for
+         * the server lock to unlink it; starting a batch now would race it. */
         if (!c->ending && c->pending > 0) {
-            svd_reply r = {.code = GRPC_STATUS_OK};
-            m->stream(s->app, &c->state, NULL, &r);
-            if (r.code == GRPC_STATUS_OK && r.msg)
-                enqueue(c, pack(r.msg));
-            if (r.free_fn)
-                r.free_fn(r.owned);
+            size_t bytes = 0;
+            grpc_byte_buffer *bb = run_light(c, NULL, NULL, &bytes);
+            if (bb)
+                enqueue(c, bb, bytes);
             c->ending = 1;
             pump(c);
         }
@@ -612,31 +1286,68 @@ void svd_server_stop(svd_server *s, double grace_seconds)
     }
     pthread_mutex_unlock(&s->mu);
     grpc_server_shutdown_and_notify(s->server, s->cq, &s->t_shutdown);
-    gpr_timespec until = gpr_time_add(gpr_now(GPR_CLOCK_REALTIME),
-                                      gpr_time_from_millis((int64_t)(grace_seconds * 1000), GPR_TIMESPAN));
-    struct timespec ts = {until.tv_sec, until.tv_nsec};
+
+    double t0 = now_seconds();
     pthread_mutex_lock(&s->mu);
-    while (!s->shutdown_done) {
-        if (pthread_cond_timedwait(&s->cv, &s->mu, &ts) != 0)
-            break;
-    }
-    int drained = s->shutdown_done;
+    int drained = wait_until(s, &s->shutdown_done, t0 + grace_seconds);
     pthread_mutex_unlock(&s->mu);
     if (!drained) {
+        /* Past the grace: every handler sees svd_ctx_stopped(); deferred
+         * jobs run once more to notice. */
+        atomic_store(&s->stopping, 1);
         grpc_server_cancel_all_calls(s->server);
-        pthread_mutex_lock(&s->mu);
-        while (!s->shutdown_done)
-            pthread_cond_wait(&s->cv, &s->mu);
-        pthread_mutex_unlock(&s->mu);
+        svd_server_wake(s);
     }
+    /* Every context must be gone before the queue shuts down: a batch
+     * started on a shut-down queue aborts the process. */
+    double hard_until = now_seconds() + hard_seconds;
+    pthread_mutex_lock(&s->mu);
+    int ok = wait_until(s, &s->shutdown_done, hard_until);
+    while (ok && s->n_live > 0) {
+        if (now_seconds() >= hard_until) {
+            ok = 0;
+            break;
+        }
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += 100000000L;
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&s->cv, &s->mu, &ts);
+    }
+    if (!ok) {
+        pthread_mutex_unlock(&s->mu);
+        return -1; /* a handler is stuck: leave its threads alone */
+    }
+    s->workers_stop = 1;
+    s->ticker_stop = 1;
+    pthread_cond_broadcast(&s->work_cv);
+    pthread_cond_broadcast(&s->tick_cv);
+    pthread_mutex_unlock(&s->mu);
+    for (int i = 0; i < s->n_work; i++)
+        pthread_join(s->work[i], NULL);
+    if (s->ticker_started)
+        pthread_join(s->ticker, NULL);
     grpc_completion_queue_shutdown(s->cq);
-    for (int i = 0; i < s->n_threads; i++)
-        pthread_join(s->threads[i], NULL);
+    for (int i = 0; i < s->n_io; i++)
+        pthread_join(s->io[i], NULL);
     grpc_server_destroy(s->server);
     grpc_completion_queue_destroy(s->cq);
-    pthread_mutex_destroy(&s->mu);
-    pthread_cond_destroy(&s->cv);
-    free(s->threads);
-    free(s->registered);
-    free(s);
+    destroy(s);
+    return 0;
+}
+
+void svd_server_get_stats(svd_server *s, svd_server_stats *out)
+{
+    pthread_mutex_lock(&s->mu);
+    out->calls = s->calls;
+    out->streams = s->streams;
+    out->deferred = s->deferred.n;
+    pthread_mutex_unlock(&s->mu);
+    out->inflight_bytes = atomic_load(&s->inflight);
+    out->refused_calls = atomic_load(&s->refused_calls);
+    out->refused_bytes = atomic_load(&s->refused_bytes);
+    out->send_timeouts = atomic_load(&s->send_timeouts);
 }

@@ -29,8 +29,10 @@ import numpy as np
 SLIMVECD = os.path.abspath(sys.argv[1] if len(sys.argv) > 1 else "./build/service/slimvecd")
 STUBS = sys.argv[2] if len(sys.argv) > 2 else "./build/proto/python"
 sys.path.insert(0, STUBS)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import grpc  # noqa: E402
+from svtest import scaled  # noqa: E402
 from health.v1 import health_pb2, health_pb2_grpc  # noqa: E402
 from slimvec.v1 import slimvec_pb2 as pb  # noqa: E402
 from slimvec.v1 import slimvec_pb2_grpc as pbg  # noqa: E402
@@ -39,7 +41,7 @@ ROUNDS = int(os.environ.get("SLIMVEC_CRASH_ROUNDS", "24"))
 SEED = int(os.environ.get("SLIMVEC_CRASH_SEED", str(int(time.time()) % 100000)))
 DIM = 16
 NAME = "crash"
-RPC_TIMEOUT = 60
+RPC_TIMEOUT = scaled(60)
 # Quantization bound on Get values, per vector: core/quantizer.h stores
 # r = x - mu as lo + delta * c with delta = (max(r) - min(r)) / 255, so a
 # component is off by at most delta / 2 <= (max|x| + max|mu|) / 255, well
@@ -73,8 +75,12 @@ class Server:
         self.addr = "127.0.0.1:%d" % self.port
         self.metrics = "127.0.0.1:%d" % free_port()
         self.log_path = os.path.join(log_dir, "slimvecd-%04d.log" % Server.launches)
+        # Exhaustive checks search with a list as long as the collection and
+        # keep whole workloads buffered: lift those limits.
         self.args = [SLIMVECD, "--listen", self.addr, "--metrics-listen", self.metrics,
-                     "--data-dir", data_dir, "--grace", "5", "--build-threads", "2", *extra]
+                     "--data-dir", data_dir, "--grace", "5", "--build-threads", "2",
+                     "--max-search-list", "100000", "--max-search-work", "1000000000000",
+                     "--max-flush-threshold", "1000000", *extra]
         with open(self.log_path, "w") as log:
             self.proc = subprocess.Popen(self.args, stdout=subprocess.DEVNULL, stderr=log)
         self.started = time.monotonic()
@@ -91,7 +97,7 @@ class Server:
     def listening(self):
         return "slimvecd: listening on" in self.stderr()
 
-    def wait_ready(self, timeout=120):
+    def wait_ready(self, timeout=scaled(120)):
         deadline = time.monotonic() + timeout
         while not self.listening():
             if self.proc.poll() is not None:
@@ -105,7 +111,7 @@ class Server:
         self.ready_seconds = time.monotonic() - self.started
         self.channel = grpc.insecure_channel(self.addr, options=[
             ("grpc.max_receive_message_length", 64 << 20), ("grpc.max_send_message_length", 64 << 20)])
-        grpc.channel_ready_future(self.channel).result(timeout=30)
+        grpc.channel_ready_future(self.channel).result(timeout=scaled(30))
         self.stub = pbg.SlimVecStub(self.channel)
         health = health_pb2_grpc.HealthStub(self.channel)
         resp = health.Check(health_pb2.HealthCheckRequest(service="slimvec.v1.SlimVec"), timeout=RPC_TIMEOUT)
@@ -114,11 +120,11 @@ class Server:
 
     def kill(self):
         self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(timeout=60)
+        self.proc.wait(timeout=scaled(60))
         if self.channel:
             self.channel.close()
 
-    def stop(self, timeout=120):
+    def stop(self, timeout=scaled(120)):
         """SIGTERM; returns the exit code."""
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
@@ -130,12 +136,12 @@ class Server:
     def ensure_dead(self):
         if self.proc.poll() is None:
             self.proc.kill()
-            self.proc.wait(timeout=60)
+            self.proc.wait(timeout=scaled(60))
         if self.channel:
             self.channel.close()
 
 
-def run_expect_exit(data_dir, log_dir, timeout=120):
+def run_expect_exit(data_dir, log_dir, timeout=scaled(120)):
     """Start slimvecd on data_dir and expect it to exit on its own: (rc, stderr)."""
     s = Server(data_dir, log_dir, wait=False)
     deadline = time.monotonic() + timeout
@@ -312,7 +318,7 @@ class Traffic:
                 time.sleep(rnd.uniform(0.06, 0.16))
 
         try:
-            for ack in self.stub.Ingest(gen(), timeout=300):
+            for ack in self.stub.Ingest(gen(), timeout=scaled(300)):
                 key = (self.round, stream, ack.sequence)
                 with m.lock:
                     vecs, ids = m.inflight.pop(key)
@@ -727,7 +733,7 @@ class DataDirTest(unittest.TestCase):
                     yield pb.IngestRequest(collection="g", sequence=seq, vectors=b[0].ravel().tolist(), ids=b[1])
                     time.sleep(0.01)
             try:
-                for ack in s.stub.Ingest(gen(), timeout=120):
+                for ack in s.stub.Ingest(gen(), timeout=scaled(120)):
                     with lock:
                         if not ack.HasField("error"):
                             acked.append(sent.pop(ack.sequence))
@@ -737,7 +743,7 @@ class DataDirTest(unittest.TestCase):
         t.start()
         time.sleep(1.5)
         s.proc.send_signal(signal.SIGTERM)
-        rc = s.proc.wait(timeout=60)
+        rc = s.proc.wait(timeout=scaled(60))
         t.join(30)
         self.assertEqual(rc, 0, tail(s.stderr()))
         self.assertGreater(len(acked), 5)

@@ -23,8 +23,10 @@ import urllib.request
 SLIMVECD = sys.argv[1] if len(sys.argv) > 1 else "./build/service/slimvecd"
 STUBS = sys.argv[2] if len(sys.argv) > 2 else "./build/proto/python"
 sys.path.insert(0, STUBS)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import grpc  # noqa: E402
+from svtest import scaled  # noqa: E402
 from health.v1 import health_pb2, health_pb2_grpc  # noqa: E402
 from slimvec.v1 import slimvec_pb2 as pb  # noqa: E402
 from slimvec.v1 import slimvec_pb2_grpc as pbg  # noqa: E402
@@ -57,19 +59,19 @@ class Server:
              "--max-batch", "2000", "--grace", "5", *extra],
             stderr=subprocess.PIPE, text=True)
         self.channel = grpc.insecure_channel(self.addr)
-        grpc.channel_ready_future(self.channel).result(timeout=10)
+        grpc.channel_ready_future(self.channel).result(timeout=scaled(10))
         self.stub = pbg.SlimVecStub(self.channel)
         self.health = health_pb2_grpc.HealthStub(self.channel)
 
     def http(self, path):
         """(status, body) of GET path on the metrics port."""
         try:
-            with urllib.request.urlopen("http://%s%s" % (self.metrics, path), timeout=10) as r:
+            with urllib.request.urlopen("http://%s%s" % (self.metrics, path), timeout=scaled(10)) as r:
                 return r.status, r.read().decode()
         except urllib.error.HTTPError as e:
             return e.code, e.read().decode()
 
-    def stop(self, sig=signal.SIGTERM, timeout=20):
+    def stop(self, sig=signal.SIGTERM, timeout=scaled(20)):
         self.channel.close()
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
@@ -231,11 +233,11 @@ class ServiceTest(unittest.TestCase):
 
     def test_unknown_method_and_malformed_payload(self):
         call = self.server.channel.unary_unary("/slimvec.v1.SlimVec/NoSuchMethod")
-        self.assertCode(grpc.StatusCode.UNIMPLEMENTED, call, b"", timeout=5)
+        self.assertCode(grpc.StatusCode.UNIMPLEMENTED, call, b"", timeout=scaled(5))
         call = self.server.channel.unary_unary("/grpc.health.v1.Health/NoSuchMethod")
-        self.assertCode(grpc.StatusCode.UNIMPLEMENTED, call, b"", timeout=5)
+        self.assertCode(grpc.StatusCode.UNIMPLEMENTED, call, b"", timeout=scaled(5))
         raw = self.server.channel.unary_unary("/slimvec.v1.SlimVec/Search")
-        self.assertCode(grpc.StatusCode.INVALID_ARGUMENT, raw, b"\xff\xff\xff\xff\x0f", timeout=5)
+        self.assertCode(grpc.StatusCode.INVALID_ARGUMENT, raw, b"\xff\xff\xff\xff\x0f", timeout=scaled(5))
         # The server is still fine.
         self.server.health.Check(health_pb2.HealthCheckRequest())
 
@@ -319,7 +321,7 @@ class ServiceTest(unittest.TestCase):
         with self.assertRaises(grpc.RpcError) as ctx:
             for _ in self.stub.Ingest((pb.IngestRequest(collection="cancel", sequence=s,
                                                         vectors=rows(500, dim, s))
-                                       for s in iter(lambda: time.sleep(0.05) or 1, 0)), timeout=0.5):
+                                       for s in iter(lambda: time.sleep(0.05) or 1, 0)), timeout=scaled(0.5)):
                 pass
         self.assertEqual(ctx.exception.code(), grpc.StatusCode.DEADLINE_EXCEEDED)
         info = self.stub.DescribeCollection(pb.DescribeCollectionRequest(name="cancel")).info
@@ -399,7 +401,7 @@ class CliTest(unittest.TestCase):
                 addr = ["--addr", server.addr, "--collection", "cli"]
 
                 def run(*args):
-                    p = subprocess.run([cli, *args], capture_output=True, text=True, timeout=120)
+                    p = subprocess.run([cli, *args], capture_output=True, text=True, timeout=scaled(120))
                     self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
                     return p.stdout + p.stderr
                 run("create", *addr, "--dim", str(dim), "--metric", "l2", "--storage", "int8")
@@ -410,7 +412,7 @@ class CliTest(unittest.TestCase):
                 self.assertRegex(out, r"log bytes\s+[1-9]")
                 self.assertEqual(run("health", "--addr", server.addr).strip(), "SERVING")
                 p = subprocess.run([cli, "health", "--addr", server.addr, "--service", "nope"],
-                                   capture_output=True, text=True, timeout=30)
+                                   capture_output=True, text=True, timeout=scaled(30))
                 self.assertEqual(p.returncode, 1, p.stdout + p.stderr)
                 out = run("snapshot", *addr)
                 m = re.search(r"LSN (\d+), (\d+) bytes", out)
@@ -428,7 +430,7 @@ class CliTest(unittest.TestCase):
                 wrong = os.path.join(tmp, "w.fvecs")
                 write_vecs(wrong, [rows(1, 8, 5)[0:8] for _ in range(4)], "f")
                 p = subprocess.run([cli, "ingest", *addr, "--file", wrong], capture_output=True, text=True,
-                                   timeout=60)
+                                   timeout=scaled(60))
                 self.assertNotEqual(p.returncode, 0)
         finally:
             self.assertEqual(server.stop(), 0)
@@ -451,7 +453,7 @@ class MemoryCapTest(unittest.TestCase):
             self.assertEqual(server.stop(), 0)
         for bad in ("150%", "80x", "-1"):
             p = subprocess.run([SLIMVECD, "--memory-cap", bad, "--data-dir", ":memory:"],
-                               capture_output=True, text=True, timeout=20)
+                               capture_output=True, text=True, timeout=scaled(20))
             self.assertEqual(p.returncode, 2, bad)
             self.assertIn("--memory-cap", p.stderr)
 
@@ -504,7 +506,7 @@ class ShutdownTest(unittest.TestCase):
         server.proc.send_signal(signal.SIGTERM)
         # Watchers hear NOT_SERVING before the server goes.
         self.assertEqual(next(watch).status, health_pb2.HealthCheckResponse.NOT_SERVING)
-        rc = server.proc.wait(timeout=30)
+        rc = server.proc.wait(timeout=scaled(30))
         done.wait(10)
         self.assertEqual(rc, 0, server.proc.stderr.read())
         self.assertGreater(sum(acked), 0)

@@ -17,14 +17,19 @@
 static svd_app app;
 static const svd_method *methods;
 static size_t n_methods;
+static unsigned long n_deferred, n_refused_text;
 
 static void setup(void)
 {
     if (methods)
         return;
-    app.registry = svd_registry_create(NULL, NULL, 1);
+    svd_registry_options ro = {.durable = {.buffer_factor = 4}, .build_threads = 1,
+                               .max_collections = 16, .arenas = 2};
+    app.registry = svd_registry_create(&ro);
+    app.memory = svd_memory_create(256u << 20, 0, 32u << 20);
     app.limits = (svd_limits){.max_dim = 64, .max_k = 50, .max_batch = 64, .max_id_len = 128,
-                              .build_threads = 1, .memory_cap = 256u << 20};
+                              .build_threads = 1, .max_search_list = 200, .max_search_work = 100000,
+                              .max_get_ids = 16, .max_flush_threshold = 4096};
     atomic_init(&app.serving, 1);
     methods = svd_methods(&n_methods);
     sv_params p;
@@ -47,15 +52,36 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     /* Creating and dropping collections would only grow or empty the state. */
     if (strstr(m->path, "CreateCollection") || strstr(m->path, "DropCollection"))
         return 0;
-    ProtobufCMessage *req = protobuf_c_message_unpack(m->request, NULL, size - 1, data + 1);
-    if (!req)
+    /* Decoded as the server does (the arena that knows each string's
+     * length: ids with NULs must be refused, not truncated). */
+    svd_decoded *mem = NULL;
+    ProtobufCMessage *req = svd_decode(m->request, data + 1, size - 1, &mem);
+    if (!req) {
+        svd_decoded_free(mem);
         return 0;
+    }
+    svd_ctx ctx;
+    svd_ctx_init_local(&ctx, 1u << 20, 0);
     svd_reply r = {.code = GRPC_STATUS_OK};
     void *state = NULL;
-    if (m->unary)
-        m->unary(&app, req, &r);
-    else
-        m->stream(&app, &state, req, &r);
+    m->handle(&app, &ctx, &state, req, &r);
+    if (r.defer) {
+        /* A full write buffer: flush as the maintenance thread would, then
+         * the same request runs again (as after svd_server_wake). */
+        n_deferred++;
+        if (r.free_fn)
+            r.free_fn(r.owned);
+        r = (svd_reply){.code = GRPC_STATUS_OK};
+        svd_coll *c = svd_registry_get(app.registry, "f");
+        sv_durable_flush(c->dur, NULL);
+        svd_registry_put(app.registry, c);
+        m->handle(&app, &ctx, &state, req, &r);
+        if (r.defer)
+            abort(); /* an empty buffer must take the batch */
+    }
+    if (r.code == GRPC_STATUS_INVALID_ARGUMENT &&
+        (strstr(r.message, "NUL byte") || strstr(r.message, "UTF-8")))
+        n_refused_text++;
     /* The answer must pack: that is what the server does with it. */
     if (r.code == GRPC_STATUS_OK && r.msg) {
         size_t len = protobuf_c_message_get_packed_size(r.msg);
@@ -66,7 +92,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     if (r.free_fn)
         r.free_fn(r.owned);
-    protobuf_c_message_free_unpacked(req, NULL);
+    if (m->end)
+        m->end(&app, state, 0);
+    svd_decoded_free(mem);
     return 0;
 }
 
@@ -89,6 +117,17 @@ static size_t valid_message(uint8_t *buf, size_t cap, uint8_t *method)
     for (int i = 0; i < 16; i++)
         v[i] = (float)((int)(next() % 2000) - 1000) / 100.0f;
     char *ids[4] = {"a", "", "17", "b"};
+    static char bad_utf8[] = {'b', (char)0xff, 0};
+    if (next() % 8 == 0)
+        ids[next() % 4] = bad_utf8;
+    if (next() % 8 == 0) {
+        /* The packer writes C strings: a NUL inside an id needs the wire
+         * bytes by hand (Get or Delete of collection "f", id "x\0one"). */
+        static const uint8_t nul_id[] = {0x0a, 1, 'f', 0x12, 5, 'x', 0, 'o', 'n', 'e'};
+        memcpy(buf, nul_id, sizeof nul_id);
+        *method = next() % 2 ? 7 : 8;
+        return sizeof nul_id;
+    }
     switch (next() % 4) {
     case 0: {
         Slimvec__V1__IngestRequest q = SLIMVEC__V1__INGEST_REQUEST__INIT;
@@ -154,13 +193,20 @@ int main(int argc, char **argv)
     }
     svd_coll *c = svd_registry_get(app.registry, "f");
     /* The valid ingests must have landed, or the run exercised nothing. */
-    uint64_t live = sv_collection_count(c->coll);
+    uint64_t live = sv_durable_count(c->dur);
+    sv_error verr;
+    sv_status vst = sv_durable_validate(c->dur, &verr);
     svd_registry_put(app.registry, c);
-    printf("fuzz_requests: %ld inputs, no crash; the collection holds %llu vectors\n", rounds,
-           (unsigned long long)live);
-    if (live == 0)
+    printf("fuzz_requests: %ld inputs, no crash; the collection holds %llu vectors; %lu deferred "
+           "by a full buffer; %lu refused for a NUL or invalid UTF-8\n",
+           rounds, (unsigned long long)live, n_deferred, n_refused_text);
+    if (live == 0 || n_refused_text == 0 || vst != SV_OK) {
+        if (vst != SV_OK)
+            printf("validate: %s\n", verr.message);
         return 1;
+    }
     svd_registry_free(app.registry);
+    svd_memory_free(app.memory);
     return 0;
 }
 #endif
