@@ -168,6 +168,11 @@ sv_status sv_collection_flush(sv_collection *c, sv_error *err);
 /* Repair the neighbours of deleted nodes, recycle their slots, free their edges. */
 sv_status sv_collection_consolidate(sv_collection *c, sv_error *err);
 
+/* Move the vectors at the top of the slot range into slots consolidation
+ * freed and give the top back: the memory of a collection that was churned
+ * shrinks to what its live vectors need. */
+sv_status sv_collection_compact(sv_collection *c, sv_error *err);
+
 /* Check the graph: degrees <= R, no self-loops or duplicate edges, every edge
  * to a used slot, every live indexed node reachable from the entry point. */
 sv_status sv_collection_validate(sv_collection *c, sv_error *err);

@@ -654,16 +654,6 @@ static void search_into(svd_app *app, svd_ctx *ctx, const Slimvec__V1__SearchReq
                         app->limits.max_search_list);
         goto done;
     }
-    uint64_t per_query = (L > k ? L : k) + sv_durable_buffered(c->dur) / SVD_BUFFER_WORK_DIVISOR;
-    uint64_t work = (uint64_t)m * per_query;
-    if (work > app->limits.max_search_work) {
-        svd_reply_error(r, GRPC_STATUS_RESOURCE_EXHAUSTED,
-                        "%zu queries x %llu steps each (search list %u + buffered vectors / %u) = %llu "
-                        "is over the server's --max-search-work %llu; send fewer queries per request",
-                        m, (unsigned long long)per_query, L > k ? L : k, SVD_BUFFER_WORK_DIVISOR,
-                        (unsigned long long)work, (unsigned long long)app->limits.max_search_work);
-        goto done;
-    }
     /* The answer's bounds, before anything is built: per hit its id (the
      * longest the collection held), distance and vector. */
     uint64_t idmax = sv_durable_id_len_max(c->dur);
@@ -677,6 +667,20 @@ static void search_into(svd_app *app, svd_ctx *ctx, const Slimvec__V1__SearchReq
     char what[160];
     snprintf(what, sizeof what, "%zu queries x %u hits of up to %llu bytes", m, k,
              (unsigned long long)hit_packed);
+    if (packed > svd_ctx_max_message(ctx)) {
+        response_ok(app, ctx, packed, build, what, r); /* says so */
+        goto done;
+    }
+    uint64_t per_query = (L > k ? L : k) + sv_durable_buffered(c->dur) / SVD_BUFFER_WORK_DIVISOR;
+    uint64_t work = (uint64_t)m * per_query;
+    if (work > app->limits.max_search_work) {
+        svd_reply_error(r, GRPC_STATUS_RESOURCE_EXHAUSTED,
+                        "%zu queries x %llu steps each (search list %u + buffered vectors / %u) = %llu "
+                        "is over the server's --max-search-work %llu; send fewer queries per request",
+                        m, (unsigned long long)per_query, L > k ? L : k, SVD_BUFFER_WORK_DIVISOR,
+                        (unsigned long long)work, (unsigned long long)app->limits.max_search_work);
+        goto done;
+    }
     if (!response_ok(app, ctx, packed, build, what, r))
         goto done;
     Slimvec__V1__QueryResult **results = own_array(r, m, sizeof *results);

@@ -122,6 +122,10 @@ static void tend(svd_maint *m, svd_coll *c)
         if (sv_durable_consolidate(c->dur, &err) != SV_OK && err.code != SV_ERR_NOT_FOUND)
             fprintf(stderr, "slimvecd: consolidation of \"%s\" failed: %s\n", c->name, err.message);
     }
+    if (m->o.compact_ratio > 0 && sv_durable_compact_due(c->dur, m->o.compact_ratio)) {
+        if (sv_durable_compact(c->dur, NULL, &err) != SV_OK && err.code != SV_ERR_NOT_FOUND)
+            fprintf(stderr, "slimvecd: compaction of \"%s\" failed: %s\n", c->name, err.message);
+    }
     if (!m->o.snapshots || !sv_durable_snapshot_due(c->dur))
         return;
     double now = now_seconds();

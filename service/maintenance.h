@@ -7,6 +7,8 @@
  *   - flush when the write buffer holds the flush threshold;
  *   - consolidate when tombstones are `consolidate_ratio` of the vectors
  *     (the point is logged, so a replay consolidates at the same one);
+ *   - compact when free slots are `compact_ratio` of the slot range, so a
+ *     churned collection's memory comes back down;
  *   - snapshot when the log passed --snapshot-log-bytes; a failed snapshot
  *     is retried after a back-off that doubles up to five minutes.
  * After each step that empties a buffer it calls `wake` (the RPC server
@@ -23,6 +25,7 @@ typedef struct svd_maint_options {
     unsigned period_ms;          /* look at every collection this often */
     double consolidate_ratio;    /* tombstones / (live + tombstones) that triggers it */
     uint64_t consolidate_min;    /* and at least this many tombstones */
+    double compact_ratio;        /* free slots / slot range that triggers a compaction */
     int snapshots;               /* 1: snapshot when the log passed the threshold */
     void (*wake)(void *ctx);     /* after a step that made room (may be NULL) */
     void *wake_ctx;

@@ -93,11 +93,13 @@ typedef struct call {
     int ending;                   /* no more reads: send status after the queue */
     int recv_paused;              /* a read is due once the queue shrinks */
     int sending;                  /* a send batch is in flight */
-    double send_since;            /* when it started */
+    _Atomic double send_since;    /* when it started (0: none; -1: cancelled for it);
+                                     the ticker reads it without the call's lock */
     size_t sending_bytes;         /* its reservation */
     int status_started;
     int started;                  /* a real call arrived (not a returned request) */
     int counted;                  /* admitted: counted in calls (and streams) */
+    int refused;                  /* over a call limit: refused with code and message */
     int want_job;                 /* a job is to be queued once mu is released */
     int has_job;                  /* a job is queued, running or deferred (mu) */
     struct call *wprev, *wnext;   /* the server's list of open watch calls */
@@ -461,9 +463,16 @@ int svd_ctx_stopped(svd_ctx *ctx)
            (ctx->deadline != INFINITY && now_seconds() >= ctx->deadline);
 }
 
+/* A call whose deadline passes is cancelled by whichever side sees it
+ * first: the client's own deadline starts when it sends the call, a moment
+ * before the server's (set when the headers arrive), so its cancel can
+ * come before our clock reaches the deadline. A cancel that close to the
+ * deadline is the deadline. */
+#define DEADLINE_SLACK 0.25
+
 grpc_status_code svd_ctx_stop_code(svd_ctx *ctx)
 {
-    if (ctx->deadline != INFINITY && now_seconds() >= ctx->deadline)
+    if (ctx->deadline != INFINITY && now_seconds() >= ctx->deadline - DEADLINE_SLACK)
         return GRPC_STATUS_DEADLINE_EXCEEDED;
     if (ctx->stopping && atomic_load(ctx->stopping))
         return GRPC_STATUS_UNAVAILABLE;
@@ -634,7 +643,7 @@ static void pump(call *c)
         op.data.send_message.send_message = o->bb;
         if (start(c, &op, 1, &c->t_send) == 0) {
             c->sending = 1;
-            c->send_since = now_seconds();
+            atomic_store(&c->send_since, now_seconds());
             c->sending_bytes = o->bytes;
         } else {
             budget_give(c->srv, o->bytes);
@@ -893,31 +902,24 @@ static int admit(call *c)
     int calls = s->calls, streams = s->streams;
     pthread_mutex_unlock(&s->mu);
     if (!ok) {
+        /* Refused in part 2 (a batch is started only with the call's lock). */
         atomic_fetch_add(&s->refused_calls, 1);
+        c->refused = 1;
+        c->code = GRPC_STATUS_RESOURCE_EXHAUSTED;
         if (m->kind == SVD_UNARY || calls >= s->cfg.max_calls)
-            refuse(c, GRPC_STATUS_RESOURCE_EXHAUSTED,
-                   "the server has %d calls open, its limit (--max-calls %d); retry later", calls,
-                   s->cfg.max_calls);
+            snprintf(c->message, sizeof c->message,
+                     "the server has %d calls open, its limit (--max-calls %d); retry later", calls,
+                     s->cfg.max_calls);
         else
-            refuse(c, GRPC_STATUS_RESOURCE_EXHAUSTED,
-                   "the server has %d streams open, its limit (--max-streams %d); retry later",
-                   streams, s->cfg.max_streams);
+            snprintf(c->message, sizeof c->message,
+                     "the server has %d streams open, its limit (--max-streams %d); retry later",
+                     streams, s->cfg.max_streams);
     }
     return ok;
 }
 
 static void stream_begin(call *c)
 {
-    svd_server *s = c->srv;
-    if (method_of(c)->kind == SVD_WATCH) {
-        pthread_mutex_lock(&s->mu);
-        c->wnext = s->watchers;
-        if (s->watchers)
-            s->watchers->wprev = c;
-        s->watchers = c;
-        c->watching = 1;
-        pthread_mutex_unlock(&s->mu);
-    }
     grpc_op ops[2];
     memset(ops, 0, sizeof ops);
     ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
@@ -937,15 +939,42 @@ static int post_close(call *c)
     return start(c, &op, 1, &c->t_close);
 }
 
-static void handle_new(call *c, int success)
+/*
+ * A new call, part 1, without the call's lock: what takes the server's
+ * lock (the next posted request, admission, the watch list). No batch has
+ * been started on the call yet, so no other thread touches it. Returns 1
+ * when the call goes on to part 2 as a real call.
+ */
+static int new_call_admit(call *c, int success)
 {
     svd_server *s = c->srv;
     if (!success)
-        return; /* the server is shutting down: the posted request is returned */
+        return 0; /* the server is shutting down: the posted request is returned */
     c->started = 1;
     if (!atomic_load(&s->shutting_down))
         post_request(s, c->method);
     set_deadline(c);
+    const svd_method *m = method_of(c);
+    if (!m || (atomic_load(&s->shutting_down) && !m->light))
+        return 1; /* refused in part 2 */
+    if (!admit(c))
+        return 1; /* refused in part 2 */
+    if (m->kind == SVD_WATCH) {
+        pthread_mutex_lock(&s->mu);
+        c->wnext = s->watchers;
+        if (s->watchers)
+            s->watchers->wprev = c;
+        s->watchers = c;
+        c->watching = 1;
+        pthread_mutex_unlock(&s->mu);
+    }
+    return 1;
+}
+
+/* Part 2, with the call's lock: its first batches. */
+static void handle_new(call *c)
+{
+    svd_server *s = c->srv;
     const svd_method *m = method_of(c);
     if (!m) {
         char *path = grpc_slice_to_c_string(c->details.method);
@@ -953,12 +982,14 @@ static void handle_new(call *c, int success)
         gpr_free(path);
         return;
     }
-    if (atomic_load(&s->shutting_down) && !m->light) {
+    if (c->refused) {
+        finish_unary(c, NULL, 0, 1); /* code and message set by admit() */
+        return;
+    }
+    if (atomic_load(&s->shutting_down) && !m->light && !c->counted) {
         refuse(c, GRPC_STATUS_UNAVAILABLE, "the server is shutting down");
         return;
     }
-    if (!admit(c))
-        return;
     if (m->kind == SVD_UNARY && m->light) {
         size_t bytes = 0;
         grpc_byte_buffer *bb = run_light(c, c->payload, NULL, &bytes);
@@ -1022,10 +1053,16 @@ static void handle_event(svd_server *s, grpc_event ev)
         return;
     }
     call *c = t->c;
+    int go_on = 1;
+    if (t->kind == TAG_NEW)
+        go_on = new_call_admit(c, ev.success); /* takes the server's lock: before the call's */
     pthread_mutex_lock(&c->mu);
     c->pending--;
     switch (t->kind) {
-    case TAG_NEW: handle_new(c, ev.success); break;
+    case TAG_NEW:
+        if (go_on)
+            handle_new(c);
+        break;
     case TAG_DONE:
         c->closed = 1;
         budget_give(s, c->unary_bytes);
@@ -1036,6 +1073,7 @@ static void handle_event(svd_server *s, grpc_event ev)
     case TAG_RECV: stream_received(c, ev.success); break;
     case TAG_SEND:
         c->sending = 0;
+        atomic_store(&c->send_since, 0.0);
         budget_give(s, c->sending_bytes);
         c->sending_bytes = 0;
         if (!ev.success)
@@ -1102,13 +1140,12 @@ static void *ticker_thread(void *arg)
             pthread_cond_broadcast(&s->work_cv);
         double now = now_seconds();
         for (c = s->live; c; c = c->lnext) {
-            if (!c->started)
-                continue;
-            pthread_mutex_lock(&c->mu);
-            int stalled = c->sending && !c->closed && now - c->send_since > s->cfg.send_timeout;
-            if (stalled)
-                c->send_since = INFINITY; /* once */
-            pthread_mutex_unlock(&c->mu);
+            /* No call lock here (the order is server, then call, and event
+             * threads take the server's while starting a call): the send's
+             * start time is an atomic, and a call in the list is alive. */
+            double since = atomic_load(&c->send_since);
+            int stalled = since > 0 && now - since > s->cfg.send_timeout &&
+                          atomic_compare_exchange_strong(&c->send_since, &since, -1.0);
             if (stalled) {
                 atomic_fetch_add(&s->send_timeouts, 1);
                 char msg[160];

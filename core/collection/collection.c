@@ -347,6 +347,14 @@ void sv_engine_set_id_counter(sv_collection *c, uint64_t counter)
     pthread_rwlock_unlock(&c->lock);
 }
 
+uint64_t sv_engine_unindexed(sv_collection *c)
+{
+    pthread_rwlock_rdlock(&c->lock);
+    uint64_t n = c->active.n + c->flushing.n;
+    pthread_rwlock_unlock(&c->lock);
+    return n;
+}
+
 uint64_t sv_engine_buffered(sv_collection *c)
 {
     pthread_rwlock_rdlock(&c->lock);

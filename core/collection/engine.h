@@ -81,6 +81,13 @@ sv_status sv_engine_flush(sv_collection *c, const sv_flush_hooks *h, int wait, s
  * the same point, so the same slots are recycled). n = 0: no call. */
 sv_status sv_engine_consolidate(sv_collection *c, const sv_flush_hooks *h, sv_error *err);
 
+/* Compaction (compact.c): vectors at the top of the slot range move into
+ * free slots below and the top is given back. before()/after() of h are
+ * called around it (taking is not: it changes no logical content, so the
+ * log does not record it). *moved (may be NULL): vectors moved. Skipped
+ * (SV_OK, 0 moved) while an add or delete is between its steps. */
+sv_status sv_engine_compact(sv_collection *c, const sv_flush_hooks *h, uint32_t *moved, sv_error *err);
+
 /* Adds stop flushing on their own (the durable layer flushes and logs). */
 void sv_engine_set_manual_flush(sv_collection *c, int on);
 /* int8: train the quantizer from the write buffer if it is untrained and
@@ -97,8 +104,11 @@ int sv_engine_trained(sv_collection *c);
  * ADD so a replay hands out the same numbers. */
 uint64_t sv_engine_id_counter(sv_collection *c);
 void sv_engine_set_id_counter(sv_collection *c, uint64_t counter);
-/* Live vectors in the active write buffer. */
+/* Vectors in the active write buffer (what the next flush takes). */
 uint64_t sv_engine_buffered(sv_collection *c);
+/* Vectors not in the graph yet: the active buffer and the rows a running
+ * flush is linking (both searched by brute force). */
+uint64_t sv_engine_unindexed(sv_collection *c);
 /* The counts kept as they change, in O(1): live, tombstones, buffered
  * (active buffer), free_slots, slots. The rest of *out is zero. */
 void sv_engine_counts(sv_collection *c, sv_stats *out);

@@ -292,7 +292,9 @@ static int buffer_full(sv_durable *d, size_t n)
     uint32_t threshold = sv_collection_params(d->c)->flush_threshold;
     if (!d->o.buffer_factor || !threshold)
         return 0;
-    uint64_t have = sv_engine_buffered(d->c);
+    /* A running flush's rows count: they are searched by brute force too
+     * until it finishes. */
+    uint64_t have = sv_engine_unindexed(d->c);
     uint64_t bound = (uint64_t)threshold * d->o.buffer_factor;
     /* Below the threshold a batch always fits: one larger than the bound
      * must get in somehow. So the buffer stays under bound + a batch. */
@@ -541,6 +543,30 @@ sv_status sv_durable_consolidate(sv_durable *d, sv_error *err)
     return st;
 }
 
+sv_status sv_durable_compact(sv_durable *d, uint32_t *moved, sv_error *err)
+{
+    pthread_mutex_lock(&d->maint_lock);
+    sv_status st;
+    if (d->dropped) {
+        st = refuse_dropped(err);
+    } else {
+        /* The order lock keeps adds and deletes (which hold slot numbers
+         * between their steps) out while slots move. */
+        sv_flush_hooks hooks = {marker_before, NULL, marker_after, d};
+        st = sv_engine_compact(d->c, &hooks, moved, err);
+    }
+    pthread_mutex_unlock(&d->maint_lock);
+    return st;
+}
+
+int sv_durable_compact_due(sv_durable *d, double ratio)
+{
+    sv_stats s;
+    sv_engine_counts(d->c, &s);
+    uint64_t range = s.slots + s.free_slots;
+    return s.free_slots >= 64 && (double)s.free_slots >= ratio * (double)range;
+}
+
 /* ---- reads --------------------------------------------------------------------- */
 
 const sv_params *sv_durable_params(const sv_durable *d)
@@ -597,7 +623,7 @@ int sv_durable_consolidate_due(sv_durable *d, double ratio, uint64_t min_tombsto
 
 uint64_t sv_durable_buffered(sv_durable *d)
 {
-    return sv_engine_buffered(d->c);
+    return sv_engine_unindexed(d->c);
 }
 
 /* ---- snapshots ------------------------------------------------------------ */

@@ -88,6 +88,8 @@ sv_status sv_durable_delete(sv_durable *d, const char *const *ids, size_t n, siz
 sv_status sv_durable_flush(sv_durable *d, sv_error *err);
 /* Consolidate the tombstones (the point is logged: a replay does the same). */
 sv_status sv_durable_consolidate(sv_durable *d, sv_error *err);
+/* Compact the slot range (sv_collection_compact); *moved may be NULL. */
+sv_status sv_durable_compact(sv_durable *d, uint32_t *moved, sv_error *err);
 
 /* ---- reads (the collection itself stays behind this handle) ------------------- */
 
@@ -108,7 +110,11 @@ int sv_durable_flush_due(sv_durable *d);
 /* Tombstones are at least `ratio` of the indexed nodes plus tombstones
  * (and at least `min_tombstones`). */
 int sv_durable_consolidate_due(sv_durable *d, double ratio, uint64_t min_tombstones);
-/* Live vectors in the write buffer. */
+/* Free slots are at least `ratio` of the slot range (and at least 64):
+ * compaction would give memory back. */
+int sv_durable_compact_due(sv_durable *d, double ratio);
+/* Vectors not in the graph yet (the write buffer and a running flush's
+ * rows): what every search scans by brute force. */
 uint64_t sv_durable_buffered(sv_durable *d);
 
 /* Take a snapshot now (one at a time per collection; SV_OK and lsn 0 in

@@ -123,6 +123,31 @@ const uint32_t *sv_edges_view(const sv_edges *e, uint32_t slot, uint32_t *count)
     return word_ids(w);
 }
 
+uint32_t *sv_edges_mutable(sv_edges *e, uint32_t slot, uint32_t *count)
+{
+    uint64_t w = atomic_load_explicit(word_at(e, slot), memory_order_relaxed);
+    *count = word_count(w);
+    return word_ids(w);
+}
+
+void sv_edges_move(sv_edges *e, uint32_t from, uint32_t to)
+{
+    uint64_t w = atomic_load_explicit(word_at(e, from), memory_order_relaxed);
+    assert(atomic_load_explicit(word_at(e, to), memory_order_relaxed) == 0);
+    atomic_store_explicit(word_at(e, to), w, memory_order_relaxed);
+    atomic_store_explicit(word_at(e, from), 0, memory_order_relaxed);
+}
+
+void sv_edges_shrink(sv_edges *e, uint32_t n_slots)
+{
+    uint32_t need = (uint32_t)(((uint64_t)n_slots + WORDS_PER_CHUNK - 1) / WORDS_PER_CHUNK);
+    while (e->n_chunks > need) {
+        e->n_chunks--;
+        sv_mem_free(e->alloc, e->tally, (void *)e->chunks[e->n_chunks], WORDS_PER_CHUNK * sizeof(uint64_t));
+        e->chunks[e->n_chunks] = NULL;
+    }
+}
+
 uint32_t sv_edges_capacity(const sv_edges *e, uint32_t slot)
 {
     return word_cap(atomic_load_explicit(word_at(e, slot), memory_order_relaxed));

@@ -59,6 +59,13 @@ int sv_edges_append(sv_edges *e, uint32_t slot, uint32_t id, uint32_t max_degree
  * list at once. */
 void sv_edges_clear(sv_edges *e, uint32_t slot);
 
+/* Compaction, with no reader and no writer (the collection's write lock):
+ * the list of slot, writable in place; move a list to a slot with none;
+ * release the words wholly past n_slots (which must hold no lists). */
+uint32_t *sv_edges_mutable(sv_edges *e, uint32_t slot, uint32_t *count);
+void sv_edges_move(sv_edges *e, uint32_t from, uint32_t to);
+void sv_edges_shrink(sv_edges *e, uint32_t n_slots);
+
 /* Slots that have words: [0, sv_edges_slots). */
 uint32_t sv_edges_slots(const sv_edges *e);
 

@@ -166,6 +166,18 @@ sv_status sv_graph_reserve(sv_graph *g, uint32_t n_slots)
     return SV_OK;
 }
 
+void sv_graph_shrink(sv_graph *g, uint32_t n_slots)
+{
+    uint32_t cap = (uint32_t)sv_good_size(g->alloc, n_slots ? n_slots : 1);
+    if (cap >= g->state_cap || (g->state_cap - cap) * 4 < g->state_cap)
+        return; /* not worth a copy */
+    _Atomic uint8_t *s = sv_mem_realloc(g->alloc, g->tally, (void *)g->state, g->state_cap, cap);
+    if (!s)
+        return;
+    g->state = s;
+    g->state_cap = cap;
+}
+
 void sv_graph_set_entry_if_empty(sv_graph *g, uint32_t slot)
 {
     uint32_t none = SV_NO_SLOT;

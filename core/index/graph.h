@@ -90,6 +90,8 @@ sv_status sv_graph_init(sv_graph *g, const sv_allocator *a, sv_tally *t, sv_stor
                         sv_edges *edges, uint32_t R, uint32_t L, float alpha);
 void sv_graph_release(sv_graph *g);
 sv_status sv_graph_reserve(sv_graph *g, uint32_t n_slots); /* write lock */
+/* Give back state room past n_slots (compaction; write lock). */
+void sv_graph_shrink(sv_graph *g, uint32_t n_slots);
 
 static inline uint8_t sv_graph_state(const sv_graph *g, uint32_t slot)
 {

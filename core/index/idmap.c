@@ -330,6 +330,32 @@ sv_status sv_idmap_reserve_slots(sv_idmap *m, uint32_t n_slots)
     return SV_OK;
 }
 
+void sv_idmap_move_slot(sv_idmap *m, uint32_t from, uint32_t to)
+{
+    if (from >= m->keys_cap || m->keys[from] == UNBOUND || to >= m->keys_cap)
+        return;
+    /* The entry's position depends only on the key, which moves with it. */
+    size_t i = table_pos_of_slot(m, from);
+    m->keys[to] = m->keys[from];
+    m->keys[from] = UNBOUND;
+    m->table[i] = to + 1;
+}
+
+void sv_idmap_shrink_slots(sv_idmap *m, uint32_t n_slots)
+{
+    size_t bytes = sv_good_size(&m->alloc, (size_t)(n_slots ? n_slots : 1) * sizeof(uint64_t));
+    uint64_t cap = bytes / sizeof(uint64_t);
+    /* Only when it frees a quarter or more: shrinking is a copy. */
+    if (cap >= m->keys_cap || (m->keys_cap - cap) * 4 < m->keys_cap)
+        return;
+    uint64_t *keys = sv_mem_realloc(&m->alloc, m->tally, m->keys, (size_t)m->keys_cap * sizeof(uint64_t),
+                                    (size_t)cap * sizeof(uint64_t));
+    if (!keys)
+        return; /* keep the larger array: nothing is lost */
+    m->keys = keys;
+    m->keys_cap = (uint32_t)cap;
+}
+
 int sv_idmap_find_number(const sv_idmap *m, uint64_t num, uint32_t *slot)
 {
     /* Numbers from 2^63 up are not ids, and could equal a tagged pointer. */

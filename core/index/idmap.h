@@ -67,6 +67,11 @@ sv_status sv_idmap_insert_number(sv_idmap *m, uint64_t num, uint32_t slot);
 /* Unbind whatever id slot holds (no-op if unbound); frees its string. */
 void sv_idmap_remove_slot(sv_idmap *m, uint32_t slot);
 
+/* Compaction: bind the id of slot `from` to the unbound slot `to` instead;
+ * give back keys[] room past n_slots (all unbound there). */
+void sv_idmap_move_slot(sv_idmap *m, uint32_t from, uint32_t to);
+void sv_idmap_shrink_slots(sv_idmap *m, uint32_t n_slots);
+
 /* Write slot's id, NUL-terminated, into buf (cap >= SV_ID_MAX + 1);
  * returns its length, 0 when the slot is unbound. */
 size_t sv_idmap_format(const sv_idmap *m, uint32_t slot, char *buf, size_t cap);

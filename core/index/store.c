@@ -176,6 +176,21 @@ void sv_store_put(sv_store *s, uint32_t slot, const float *x)
         memcpy(rec, x, s->rec_size);
 }
 
+void sv_store_move(sv_store *s, uint32_t from, uint32_t to)
+{
+    memcpy(record_at(s, to), record_at(s, from), s->rec_size);
+}
+
+void sv_store_shrink(sv_store *s, uint32_t n_slots)
+{
+    uint32_t need = (uint32_t)(((uint64_t)n_slots + s->chunk_slots - 1) / s->chunk_slots);
+    while (s->n_chunks > need) {
+        s->n_chunks--;
+        sv_mem_free(s->alloc, s->tally, s->chunks[s->n_chunks], s->chunk_bytes);
+        s->chunks[s->n_chunks] = NULL;
+    }
+}
+
 void sv_store_get(const sv_store *s, uint32_t slot, float *out)
 {
     const uint8_t *rec = record_at(s, slot);

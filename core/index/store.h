@@ -48,6 +48,11 @@ const float *sv_store_mean(const sv_store *s);
  * snapshots copy whole chunks. Records of slots never written are zero. */
 uint8_t *sv_store_chunk(const sv_store *s, uint32_t i, uint32_t *n_records);
 
+/* Compaction (no reader, the collection's write lock): copy a record to
+ * another slot; release the chunks wholly past n_slots. */
+void sv_store_move(sv_store *s, uint32_t from, uint32_t to);
+void sv_store_shrink(sv_store *s, uint32_t n_slots);
+
 /* Write slot's record from a (validated, normalised for cosine) vector. */
 void sv_store_put(sv_store *s, uint32_t slot, const float *x);
 /* The stored vector (dequantized for int8). */
