@@ -1595,6 +1595,199 @@ START_TEST(test_open_forged_record_in_vectors)
 }
 END_TEST
 
+/* ---- durable before visible ---------------------------------------------- */
+
+/* A sync hook that holds every fsync until released, or fails it. */
+typedef struct gate {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int entered, open, fail_errno;
+} gate;
+
+static int gate_hook(void *ctx)
+{
+    gate *g = ctx;
+    pthread_mutex_lock(&g->mu);
+    g->entered++;
+    pthread_cond_broadcast(&g->cv);
+    while (!g->open && !g->fail_errno)
+        pthread_cond_wait(&g->cv, &g->mu);
+    int e = g->fail_errno;
+    pthread_mutex_unlock(&g->mu);
+    return e;
+}
+
+static void gate_wait_entered(gate *g, int n)
+{
+    pthread_mutex_lock(&g->mu);
+    while (g->entered < n)
+        pthread_cond_wait(&g->cv, &g->mu);
+    pthread_mutex_unlock(&g->mu);
+}
+
+static void gate_set(gate *g, int open, int fail_errno)
+{
+    pthread_mutex_lock(&g->mu);
+    g->open = open;
+    g->fail_errno = fail_errno;
+    pthread_cond_broadcast(&g->cv);
+    pthread_mutex_unlock(&g->mu);
+}
+
+typedef struct write_job {
+    sv_durable *d;
+    const float *v;
+    size_t n;
+    const char *const *ids;
+    int is_delete;
+    sv_status st;
+    size_t deleted;
+    sv_error err;
+} write_job;
+
+static void *write_thread(void *arg)
+{
+    write_job *j = arg;
+    if (j->is_delete)
+        j->st = sv_durable_delete(j->d, j->ids, j->n, &j->deleted, &j->err);
+    else
+        j->st = sv_durable_add(j->d, j->v, j->n, SM_DIM, j->ids, NULL, &j->err);
+    return NULL;
+}
+
+/*
+ * An add is invisible until its fsync returns: no search, get or delete
+ * sees it meanwhile (a crash then would take back what a reader saw), and
+ * a failed fsync leaves nothing visible and nothing acknowledged. A delete
+ * likewise: the vector stays until the delete is durable, and a second
+ * delete of it fails meanwhile (its replay would).
+ */
+START_TEST(test_visible_only_when_durable)
+{
+    char base[PATHN], dir[PATHN];
+    make_tmp(base);
+    pathf(dir, "%s/c", base);
+    sv_params p;
+    sv_params_default(&p, SM_DIM);
+    p.threads = 1;
+    sv_durable_options o = {0};
+    sv_durable *d = NULL;
+    sv_error err;
+    ck_assert_msg(sv_durable_create(dir, &p, &o, &d, &err) == SV_OK, "%s", err.message);
+    float v[4 * SM_DIM];
+    for (int i = 0; i < 4 * SM_DIM; i++)
+        v[i] = (float)(i % 7) + 0.5f;
+    const char *ids[4] = {"v0", "v1", "v2", "v3"};
+    gate g = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
+    sv_wal_set_sync_hook(gate_hook, &g);
+
+    write_job add = {.d = d, .v = v, .n = 4, .ids = ids};
+    pthread_t t;
+    pthread_create(&t, NULL, write_thread, &add);
+    gate_wait_entered(&g, 1); /* logged, its fsync held */
+    float out[SM_DIM];
+    sv_hit hits[4];
+    size_t nh = 0;
+    ck_assert_int_eq(sv_durable_get(d, "v0", out, SM_DIM, NULL), SV_ERR_NOT_FOUND);
+    ck_assert_int_eq(sv_durable_search(d, v, SM_DIM, 4, 16, NULL, hits, &nh, NULL), SV_OK);
+    ck_assert_uint_eq(nh, 0);
+    ck_assert_uint_eq(sv_durable_count(d), 0);
+    const char *v1[1] = {"v1"};
+    ck_assert_int_eq(sv_durable_delete(d, v1, 1, NULL, NULL), SV_ERR_NOT_FOUND);
+    gate_set(&g, 1, 0);
+    pthread_join(t, NULL);
+    ck_assert_msg(add.st == SV_OK, "%s", add.err.message);
+    ck_assert_int_eq(sv_durable_get(d, "v0", out, SM_DIM, NULL), SV_OK);
+    ck_assert_uint_eq(sv_durable_count(d), 4);
+
+    /* A delete: still there until durable; a second delete fails meanwhile. */
+    gate_set(&g, 0, 0);
+    g.entered = 0;
+    write_job del = {.d = d, .n = 1, .ids = v1, .is_delete = 1};
+    pthread_create(&t, NULL, write_thread, &del);
+    gate_wait_entered(&g, 1);
+    ck_assert_int_eq(sv_durable_get(d, "v1", out, SM_DIM, NULL), SV_OK);
+    ck_assert_int_eq(sv_durable_delete(d, v1, 1, NULL, &err), SV_ERR_NOT_FOUND);
+    gate_set(&g, 1, 0);
+    pthread_join(t, NULL);
+    ck_assert_msg(del.st == SV_OK, "%s", del.err.message);
+    ck_assert_uint_eq(del.deleted, 1);
+    ck_assert_int_eq(sv_durable_get(d, "v1", out, SM_DIM, NULL), SV_ERR_NOT_FOUND);
+
+    /* A failed fsync: nothing visible, nothing acknowledged, and the log
+     * refuses further writes until a restart rebuilds from it. */
+    gate_set(&g, 0, EIO);
+    const char *w[2] = {"w0", "w1"};
+    ck_assert_int_eq(sv_durable_add(d, v, 2, SM_DIM, w, NULL, &err), SV_ERR_IO);
+    ck_assert_int_eq(sv_durable_get(d, "w0", out, SM_DIM, NULL), SV_ERR_NOT_FOUND);
+    ck_assert_uint_eq(sv_durable_count(d), 3);
+    ck_assert_msg(sv_durable_validate(d, &err) == SV_OK, "%s", err.message);
+    sv_wal_set_sync_hook(NULL, NULL);
+    ck_assert_int_eq(sv_durable_add(d, v, 2, SM_DIM, w, NULL, &err), SV_ERR_IO);
+    sv_durable_free(d);
+    /* What a restart finds: the acknowledged writes; w0/w1 maybe (their
+     * record was written, then its fsync failed), whole or not at all. */
+    sv_recovery rec;
+    ck_assert_msg(try_open(dir, &d, &rec, &err) == SV_OK, "%s", err.message);
+    ck_assert_int_eq(sv_durable_get(d, "v0", out, SM_DIM, NULL), SV_OK);
+    ck_assert_int_eq(sv_durable_get(d, "v1", out, SM_DIM, NULL), SV_ERR_NOT_FOUND);
+    uint64_t n = sv_durable_count(d);
+    ck_assert(n == 3 || n == 5);
+    sv_durable_free(d);
+    rm_rf(base);
+}
+END_TEST
+
+/*
+ * A consolidation is logged where it fixes its tombstones: a replay
+ * consolidates at the same point, so the slots come back the same and the
+ * adds after it reuse them as they did (the memory matches the original).
+ */
+START_TEST(test_consolidation_replays)
+{
+    char base[PATHN], dir[PATHN];
+    make_tmp(base);
+    pathf(dir, "%s/c", base);
+    sv_params p;
+    sv_params_default(&p, SM_DIM);
+    p.threads = 1;
+    p.flush_threshold = 100;
+    sv_durable_options o = {0};
+    sv_durable *d = NULL;
+    sv_error err;
+    ck_assert_msg(sv_durable_create(dir, &p, &o, &d, &err) == SV_OK, "%s", err.message);
+    float *v = tu_gaussian(600, SM_DIM, 5);
+    char names[600][16];
+    const char *ids[600];
+    for (int i = 0; i < 600; i++) {
+        snprintf(names[i], sizeof names[i], "%d", i);
+        ids[i] = names[i];
+    }
+    ck_assert_int_eq(dadd(d, v, 300, SM_DIM, ids, NULL, &err), SV_OK);
+    ck_assert_int_eq(sv_durable_flush(d, &err), SV_OK);
+    ck_assert_int_eq(sv_durable_delete(d, ids, 120, NULL, &err), SV_OK);
+    ck_assert_int_eq(sv_durable_consolidate(d, &err), SV_OK);
+    ck_assert_int_eq(dadd(d, v + 300 * SM_DIM, 100, SM_DIM, ids + 300, NULL, &err), SV_OK);
+    sv_stats before;
+    sv_durable_collection_stats(d, &before);
+    ck_assert_uint_eq(before.slots, 280); /* the adds reused freed slots */
+    ck_assert_uint_eq(before.tombstones, 0);
+    sv_durable_free(d); /* no snapshot: the log alone */
+    sv_recovery rec;
+    ck_assert_msg(try_open(dir, &d, &rec, &err) == SV_OK, "%s", err.message);
+    sv_stats after;
+    sv_durable_collection_stats(d, &after);
+    ck_assert_uint_eq(after.slots, before.slots);
+    ck_assert_uint_eq(after.free_slots, before.free_slots);
+    ck_assert_uint_eq(after.tombstones, 0);
+    ck_assert_uint_eq(after.live, 280);
+    ck_assert_msg(sv_durable_validate(d, &err) == SV_OK, "%s", err.message);
+    sv_durable_free(d);
+    free(v);
+    rm_rf(base);
+}
+END_TEST
+
 START_TEST(test_open_corrupt_record)
 {
     char base[PATHN], dir[PATHN], path[PATHN];
@@ -2241,6 +2434,8 @@ static Suite *suite(void)
     tcase_add_test(tc, test_snapshot_then_log);
     tcase_add_test(tc, test_open_torn_tail);
     tcase_add_test(tc, test_open_forged_record_in_vectors);
+    tcase_add_test(tc, test_visible_only_when_durable);
+    tcase_add_test(tc, test_consolidation_replays);
     tcase_add_test(tc, test_open_corrupt_record);
     tcase_add_test(tc, test_open_damaged_snapshot_without_log);
     tcase_add_test(tc, test_open_empty_dir);

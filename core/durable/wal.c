@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -225,6 +226,15 @@ static int create_segment(const char *dir, uint64_t first_lsn, uint32_t *seed, s
     return fd;
 }
 
+static sv_wal_sync_hook _Atomic sync_hook;
+static void *_Atomic sync_hook_ctx;
+
+void sv_wal_set_sync_hook(sv_wal_sync_hook hook, void *ctx)
+{
+    atomic_store(&sync_hook_ctx, ctx);
+    atomic_store(&sync_hook, hook);
+}
+
 /* Leader of one group commit; called with the lock held, returns with it. */
 static int sync_now(sv_wal *w)
 {
@@ -233,8 +243,12 @@ static int sync_now(sv_wal *w)
     int fd = w->fd;
     pthread_mutex_unlock(&w->lock);
     double t0 = sv_now_seconds();
-    int rc = fdatasync(fd);
-    int e = errno;
+    sv_wal_sync_hook hook = atomic_load(&sync_hook);
+    int rc = 0, e = 0;
+    if (hook && (e = hook(atomic_load(&sync_hook_ctx))) != 0)
+        rc = -1;
+    else if ((rc = fdatasync(fd)) != 0)
+        e = errno;
     double dt = sv_now_seconds() - t0;
     pthread_mutex_lock(&w->lock);
     w->syncing = 0;

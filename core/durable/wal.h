@@ -100,6 +100,12 @@ sv_status sv_wal_sync(sv_wal *w, uint64_t lsn, sv_error *err);
  * the last LSN of the sealed segments. */
 sv_status sv_wal_rotate(sv_wal *w, uint64_t *last_lsn, sv_error *err);
 
+/* Tests only: a hook every log's group-commit leader calls just before its
+ * fdatasync (without the log's lock); a nonzero return fails that sync with
+ * that errno. Process-wide; NULL removes it. */
+typedef int (*sv_wal_sync_hook)(void *ctx);
+void sv_wal_set_sync_hook(sv_wal_sync_hook hook, void *ctx);
+
 typedef struct sv_wal_stats {
     uint64_t next_lsn;
     uint64_t bytes;         /* bytes appended since the wal started or last rotated */

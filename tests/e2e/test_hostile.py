@@ -481,6 +481,61 @@ class Hostile(unittest.TestCase):
         r = s.stub.Search(pb.SearchRequest(collection="t", queries=[1, 1, 1, 1], k=1), timeout=scaled(30))
         self.assertEqual(r.results[0].hits[0].id, "ключ-é")
 
+    # ---- shutdown right after a refused ingest -----------------------------------
+
+    def test_sigterm_after_refused_ingest(self):
+        """The memory cap refuses a batch of `slimvec ingest`, the client
+        exits, SIGTERM comes at once: exit 0 after the shutdown snapshot
+        (the server once aborted in gRPC, 8 times in 32, and never wrote it)."""
+        import subprocess
+        import tempfile
+        cli = os.path.join(os.path.dirname(SLIMVECD), "slimvec")
+        with tempfile.TemporaryDirectory(prefix="slimvec-cli-") as tmp:
+            path = os.path.join(tmp, "base.fvecs")
+            rows = np.random.default_rng(9).standard_normal((60000, 128), dtype=np.float32)
+            with open(path, "wb") as f:
+                for r in rows:
+                    f.write(struct.pack("<i", 128))
+                    f.write(r.tobytes())
+            rounds = 12
+            for i in range(rounds):
+                s = start("--memory-cap", str(24 << 20))
+                create(s.stub, "c", 128)
+                p = subprocess.run([cli, "ingest", "--addr", s.addr, "--collection", "c", "--file", path,
+                                    "--batch", "2000"], capture_output=True, text=True, timeout=scaled(120))
+                self.assertEqual(p.returncode, 1, p.stdout + p.stderr)
+                self.assertIn("memory cap", p.stdout + p.stderr)
+                rc = s.stop(seconds=60)
+                log = s.log()
+                self.assertEqual(rc, 0, log[-2000:])
+                self.assertGreater(log.rfind("snapshot of \"c\""), log.find("SIGTERM"), log[-2000:])
+            print("  %d rounds: refused by the cap, SIGTERM at once, exit 0 after the snapshot" % rounds,
+                  flush=True)
+
+    # ---- a failing snapshot -------------------------------------------------------
+
+    def test_snapshot_failure_backs_off(self):
+        """A snapshot that keeps failing (here: its temporary file's name is
+        taken by a directory) is retried after 1, 2, 4... seconds, not every
+        second; once the cause is gone it succeeds."""
+        s = self.serve("--snapshot-log-bytes", "20000")
+        create(s.stub, "x", 8)
+        block = os.path.join(s.data_dir, "c-x", "snapshot.tmp")
+        os.mkdir(block)
+        ingest(s.stub, "x", np.random.default_rng(10).standard_normal((2000, 8), dtype=np.float32))
+        t0 = time.monotonic()
+        wait_for(lambda: s.log().count("next snapshot attempt of \"x\" in 4 s"), 30, "three failures")
+        waited = time.monotonic() - t0
+        fails = s.log().count("snapshot of \"x\" failed")
+        print("  3 failed snapshots took %.1f s (1 + 2 s of back-off between them); %d attempts" %
+              (waited, fails), flush=True)
+        self.assertEqual(fails, 3)
+        self.assertIn("in 1 s", s.log())
+        self.assertIn("in 2 s", s.log())
+        self.assertGreaterEqual(waited, 2.5)
+        os.rmdir(block)
+        wait_for(lambda: "snapshot of \"x\": LSN" in s.log(), 30, "the snapshot once the cause is gone")
+
     # ---- backpressure -------------------------------------------------------------
 
     def test_backpressure(self):
