@@ -144,7 +144,9 @@ static void *race_creator(void *arg)
 {
     race *r = arg;
     char name[16];
-    for (int round = 0; round < 300; round++) {
+    /* At least 300 rounds, and on until the readers did their share (a
+     * busy machine may start them late). */
+    for (int round = 0; round < 300 || r->lookups < 3000; round++) {
         snprintf(name, sizeof name, "r%d", round % 4);
         Slimvec__V1__CollectionSpec spec = SLIMVEC__V1__COLLECTION_SPEC__INIT;
         spec.name = name;

@@ -224,10 +224,17 @@ sv_status sv_graph_search(sv_graph *g, const sv_query *q, uint32_t L, sv_scratch
     s->list[0] = (sv_cand){sv_query_distance(q, entry), entry, 0};
     s->n = 1;
     uint32_t todo[SV_R_MAX];
-    uint32_t cur = 0, expanded = 0;
+    uint32_t cur = 0;
+    /* Work since the caller was last asked: an expansion costs its
+     * neighbours' distances plus moves in the beam, which a long list
+     * makes large, so the question comes by work, not by expansions. */
+    uint64_t work = 0;
     while (cur < s->n) {
-        if (intr && ++expanded % SV_GRAPH_INTERRUPT_EVERY == 0 && intr->stop(intr->ctx))
-            return SV_ERR_INTERRUPTED;
+        if (intr && (work += 64 + s->n) >= SV_GRAPH_INTERRUPT_WORK) {
+            work = 0;
+            if (intr->stop(intr->ctx))
+                return SV_ERR_INTERRUPTED;
+        }
         sv_cand c = s->list[cur];
         s->list[cur].flag = 1;
         if (collect && pool_push(s, c.dist, c.slot))

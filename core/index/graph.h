@@ -105,10 +105,11 @@ static inline void sv_graph_set_state(sv_graph *g, uint32_t slot, uint8_t st)
 /*
  * Beam search from the entry point with list size L. Leaves the beam in
  * s->list[0..s->n) and, when collect is set, the expanded nodes in s->pool.
- * `intr` (may be NULL) is asked every SV_GRAPH_INTERRUPT_EVERY expansions;
- * when it says stop, the search returns SV_ERR_INTERRUPTED.
+ * `intr` (may be NULL) is asked after about SV_GRAPH_INTERRUPT_WORK units of
+ * work (an expansion counts 64 + the beam's length: the beam moves grow
+ * with it); when it says stop, the search returns SV_ERR_INTERRUPTED.
  */
-#define SV_GRAPH_INTERRUPT_EVERY 32u
+#define SV_GRAPH_INTERRUPT_WORK 8192u
 sv_status sv_graph_search(sv_graph *g, const sv_query *q, uint32_t L, sv_scratch *s, int collect,
                           const sv_interrupt *intr);
 
