@@ -225,6 +225,115 @@ START_TEST(test_connect_links_once)
 }
 END_TEST
 
+/*
+ * Every reached node full, and two cut-off nodes a and b whose nearest node
+ * is the same, v. The first connect replaced v's last edge, which was the
+ * edge it had just given a when it came to b: a and b took the slot from
+ * each other every round until the cap of 16 rounds, and one stayed
+ * unreachable (the 1M one-flush failure in miniature). Connect must link
+ * both in one pass, replacing only edges whose targets keep another way in.
+ *
+ *   2-D points, R = 2, entry 0:   2 (-10,10)      0 (10,10)
+ *                                     b (-1,0) 3 (0,0) a (1,0)   5 (20,0)
+ *                                 4 (-10,-10)     1 (10,-10)
+ */
+START_TEST(test_connect_full_neighbours)
+{
+    const sv_allocator *al = sv_allocator_default();
+    fixture f;
+    memset(&f, 0, sizeof f);
+    f.n = 8;
+    sv_store *store = f.store = sv_store_create(al, &f.tv, 2, SV_STORAGE_F32, SV_METRIC_L2);
+    sv_edges *edges = f.edges = sv_edges_create(al, &f.te);
+    ck_assert_ptr_nonnull(store);
+    ck_assert_ptr_nonnull(edges);
+    sv_graph_init(&f.g, al, &f.tg, store, edges, 2, 16, 1.0f);
+    sv_scratch_init(&f.s, al, NULL);
+    ck_assert(sv_store_reserve(store, f.n) == SV_OK);
+    ck_assert(sv_edges_reserve(edges, f.n) == SV_OK);
+    ck_assert(sv_graph_reserve(&f.g, f.n) == SV_OK);
+    static const float pos[8][2] = {{10, 10}, {10, -10}, {-10, 10}, {0, 0},
+                                    {-10, -10}, {20, 0}, {1, 0}, {-1, 0}};
+    static const uint32_t out[8][2] = {{1, 2}, {2, 3}, {3, 4}, {4, 5},
+                                       {5, 0}, {0, 1}, {3, 4}, {3, 2}};
+    for (uint32_t i = 0; i < f.n; i++) {
+        sv_store_put(store, i, pos[i]);
+        sv_graph_set_state(&f.g, i, SV_SLOT_INDEXED);
+        put(&f, i, out[i], 2);
+    }
+    sv_graph_set_entry_if_empty(&f.g, 0);
+    expect_invalid(&f, "not reachable");
+
+    uint32_t linked = 0;
+    ck_assert(sv_graph_connect(&f.g, f.n, &f.s, &linked) == SV_OK);
+    expect_valid(&f); /* degrees <= R and everything reachable */
+    ck_assert_uint_eq(linked, 2);
+    ck_assert_uint_eq(f.g.last_connect.unreachable_before, 2);
+    ck_assert_uint_eq(f.g.last_connect.unreachable_after, 0);
+    ck_assert_uint_eq(f.g.last_connect.rounds, 1);
+    ck_assert_uint_eq(f.g.last_connect.replaced, 2);
+    /* v = 3 gave up its spare edges (to 4 and 5, which keep 2 -> 4 and
+     * 4 -> 5), not the one it had just given a. */
+    uint32_t c = 0;
+    const uint32_t *ids = sv_edges_view(edges, 3, &c);
+    ck_assert_uint_eq(c, 2);
+    ck_assert((ids[0] == 6 && ids[1] == 7) || (ids[0] == 7 && ids[1] == 6));
+    sv_edges_reclaim(edges);
+    teardown(&f);
+}
+END_TEST
+
+/* A larger version: every node that the entry reaches is topped up to R
+ * edges and a fifth of the nodes lose every in-edge, so each one connect
+ * links costs someone an edge. One pass, nothing left, degrees <= R. */
+START_TEST(test_connect_all_full)
+{
+    fixture f;
+    build(&f, 800, 16, 12);
+    uint32_t entry = atomic_load(&f.g.entry);
+    uint32_t victims[160] = {0}, nv = 0;
+    for (uint32_t u = 3; u < f.n && nv < 160; u += 5)
+        if (u != entry)
+            victims[nv++] = u;
+    cut_in_edges(&f, victims, nv);
+    uint8_t *is_victim = calloc(f.n, 1);
+    ck_assert_ptr_nonnull(is_victim);
+    for (uint32_t i = 0; i < nv; i++)
+        is_victim[victims[i]] = 1;
+    uint64_t rng = 7;
+    for (uint32_t u = 0; u < f.n; u++) {
+        if (is_victim[u])
+            continue;
+        uint32_t keep[SV_R_MAX];
+        uint32_t n = save(&f, u, keep);
+        while (n < 12) {
+            rng = rng * 6364136223846793005ull + 1442695040888963407ull;
+            uint32_t w = (uint32_t)(rng >> 33) % f.n;
+            int dup = w == u || is_victim[w];
+            for (uint32_t i = 0; i < n && !dup; i++)
+                dup = keep[i] == w;
+            if (!dup)
+                keep[n++] = w;
+        }
+        put(&f, u, keep, n);
+    }
+    expect_invalid(&f, "not reachable");
+    uint32_t linked = 0;
+    ck_assert(sv_graph_connect(&f.g, f.n, &f.s, &linked) == SV_OK);
+    expect_valid(&f);
+    ck_assert_uint_eq(f.g.last_connect.unreachable_after, 0);
+    ck_assert_uint_eq(f.g.last_connect.rounds, 1);
+    ck_assert_uint_ge(f.g.last_connect.replaced, 1);
+    /* A second call finds nothing to do. */
+    ck_assert(sv_graph_connect(&f.g, f.n, &f.s, &linked) == SV_OK);
+    ck_assert_uint_eq(linked, 0);
+    ck_assert_uint_eq(f.g.last_connect.rounds, 0);
+    free(is_victim);
+    sv_edges_reclaim(f.edges);
+    teardown(&f);
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("graph");
@@ -233,6 +342,8 @@ static Suite *suite(void)
     tcase_add_test(tc, test_validator_catches_breakage);
     tcase_add_test(tc, test_lists_sized_to_degree);
     tcase_add_test(tc, test_connect_links_once);
+    tcase_add_test(tc, test_connect_full_neighbours);
+    tcase_add_test(tc, test_connect_all_full);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -41,6 +41,19 @@ static inline int sv_slot_is_tombstone(uint8_t st)
 
 #define SV_NO_SLOT UINT32_MAX
 
+/* What sv_graph_connect did (for benchmarks, tests and metrics). */
+typedef struct sv_connect_stats {
+    uint64_t calls;              /* calls counted here */
+    double seconds;              /* wall time */
+    uint64_t rounds;             /* linking passes (0: nothing was unreachable) */
+    uint64_t unreachable_before; /* live indexed nodes the entry did not reach at the start */
+    uint64_t linked;             /* in-edges added */
+    uint64_t replaced;           /* of those, how many took the place of another edge */
+    uint64_t searches;           /* nodes whose linker took a search from the entry */
+    uint64_t scans;              /* nodes whose linker took a scan of every slot */
+    uint64_t unreachable_after;  /* still unreachable when it returned (0 unless failed) */
+} sv_connect_stats;
+
 typedef struct sv_graph {
     const sv_allocator *alloc;
     sv_tally *tally;          /* for the state array */
@@ -51,6 +64,10 @@ typedef struct sv_graph {
     uint32_t R, L;
     float alpha;
     _Atomic uint32_t entry;   /* SV_NO_SLOT while the graph is empty */
+    /* Written by sv_graph_connect only, under the read lock: read them where
+     * no connect can run (the collection's maintenance lock). */
+    sv_connect_stats last_connect;  /* the last sv_graph_connect */
+    sv_connect_stats connect_total; /* every sv_graph_connect so far, summed */
 } sv_graph;
 
 /* A candidate: slot and distance; `flag` marks expanded / pruned. */
@@ -128,8 +145,11 @@ sv_status sv_graph_repair_node(sv_graph *g, uint32_t slot, sv_scratch *s);
  * the caller stores it under the write lock. */
 uint32_t sv_graph_pick_entry(const sv_graph *g, uint32_t n_slots);
 
-/* Link every live indexed node that the entry point cannot reach. Returns
- * the number of nodes linked. */
+/* Link every live indexed node that the entry point cannot reach (graph.c
+ * says how), keeping degrees <= R. *linked receives the number of nodes
+ * linked, g->last_connect the figures. Read lock suffices; no other writer
+ * of edges may run meanwhile. SV_ERR_INTERNAL if nodes stay unreachable
+ * (last_connect.unreachable_after), SV_ERR_RESOURCE out of memory. */
 sv_status sv_graph_connect(sv_graph *g, uint32_t n_slots, sv_scratch *s, uint32_t *linked);
 
 /* The checks of sv_collection_validate over slots [0, n_slots). */
