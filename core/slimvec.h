@@ -177,6 +177,20 @@ sv_status sv_collection_compact(sv_collection *c, sv_error *err);
  * to a used slot, every live indexed node reachable from the entry point. */
 sv_status sv_collection_validate(sv_collection *c, sv_error *err);
 
+/* What the graph's connect step did (the pass at the end of every flush
+ * and consolidation that gives cut-off nodes an in-edge back). */
+typedef struct sv_connect_stats {
+    uint64_t calls;              /* connect passes counted here */
+    double seconds;              /* their wall time */
+    uint64_t rounds;             /* linking rounds (0: nothing was unreachable) */
+    uint64_t unreachable_before; /* live indexed nodes the entry did not reach at the start */
+    uint64_t linked;             /* in-edges added */
+    uint64_t replaced;           /* of those, how many took the place of another edge */
+    uint64_t searches;           /* nodes whose linker took a search from the entry */
+    uint64_t scans;              /* nodes whose linker took a scan of every slot */
+    uint64_t unreachable_after;  /* still unreachable when it returned (0 unless it failed) */
+} sv_connect_stats;
+
 /*
  * Statistics. Counts are exact. The byte figures per part are the engine's
  * own sum of the allocator's usable sizes (an estimate of the breakdown);
@@ -197,6 +211,8 @@ typedef struct sv_stats {
     uint64_t est_bytes_idmap;   /* id map (hash + slot->id + strings) */
     uint64_t est_bytes_buffer;  /* write buffer */
     uint64_t est_bytes_other;   /* slot states, quantizer, bookkeeping */
+    sv_connect_stats connect_last;  /* the last flush's or consolidation's connect */
+    sv_connect_stats connect_total; /* every connect since the collection was made or loaded */
 } sv_stats;
 
 void sv_collection_stats(sv_collection *c, sv_stats *out);

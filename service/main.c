@@ -83,6 +83,9 @@ static void usage(FILE *f)
             "  --compact-ratio R    move vectors into freed slots and give the rest back once free slots\n"
             "                       are this share of a collection's slots; 0 = never\n"
             "                       (SLIMVEC_COMPACT_RATIO, default 0.05)\n"
+            "  --quiet-seconds S    a collection with no write for this long is consolidated and compacted\n"
+            "                       down to no tombstone and no free slot; 0 = never\n"
+            "                       (SLIMVEC_QUIET_SECONDS, default 10)\n"
             "  --arenas N           shared jemalloc arenas for the collections (SLIMVEC_ARENAS, default 16)\n"
             "  --build-threads N    flush threads per collection, 0 = all cores, at most 64 are used\n"
             "                       (SLIMVEC_BUILD_THREADS, default 0)\n"
@@ -181,7 +184,8 @@ static int load_config(config *cfg, int argc, char **argv)
            snapshot_bytes = 128 << 20, max_calls = 1024, max_streams = 256,
            inflight = 256 << 20, grpc_memory = 512 << 20, send_timeout = 30, max_list = 1024,
            max_work = 2000000, max_get = 1000, max_colls = 10000, max_threshold = 65536,
-           buffer_factor = 4, cons_ratio = 0.1, cons_min = 64, compact_ratio = 0.05, arenas = 16;
+           buffer_factor = 4, cons_ratio = 0.1, cons_min = 64, compact_ratio = 0.05, quiet = 10,
+           arenas = 16;
     const char *memory_cap = "0";
     cfg->listen = "127.0.0.1:50051";
     cfg->data_dir = "slimvec-data";
@@ -212,6 +216,7 @@ static int load_config(config *cfg, int argc, char **argv)
         {"--consolidate-ratio", "SLIMVEC_CONSOLIDATE_RATIO", 0.001, 1, &cons_ratio, NULL},
         {"--consolidate-min", "SLIMVEC_CONSOLIDATE_MIN", 1, 1e12, &cons_min, NULL},
         {"--compact-ratio", "SLIMVEC_COMPACT_RATIO", 0, 1, &compact_ratio, NULL},
+        {"--quiet-seconds", "SLIMVEC_QUIET_SECONDS", 0, 1e6, &quiet, NULL},
         {"--arenas", "SLIMVEC_ARENAS", 1, 256, &arenas, NULL},
         {"--build-threads", "SLIMVEC_BUILD_THREADS", 0, 1e6, &build_threads, NULL},
         {"--grace", "SLIMVEC_GRACE", 0, 3600, &grace, NULL},
@@ -291,6 +296,7 @@ static int load_config(config *cfg, int argc, char **argv)
                                      .consolidate_ratio = cons_ratio,
                                      .consolidate_min = (uint64_t)cons_min,
                                      .compact_ratio = compact_ratio,
+                                     .quiet_seconds = quiet,
                                      .snapshots = cfg->data_dir && snapshot_bytes > 0};
     cfg->limits = (svd_limits){.max_dim = (uint32_t)max_dim,
                                .max_k = (uint32_t)max_k,

@@ -118,11 +118,27 @@ static void tend(svd_maint *m, svd_coll *c)
             fprintf(stderr, "slimvecd: flush of \"%s\" failed: %s\n", c->name, err.message);
         wake(m);
     }
-    if (sv_durable_consolidate_due(c->dur, m->o.consolidate_ratio, m->o.consolidate_min)) {
+    /* Quiet: nothing changed since the last looks for quiet_seconds. */
+    sv_stats counts;
+    sv_durable_counts(c->dur, &counts);
+    uint64_t writes = counts.live * 3 + counts.tombstones * 5 + counts.slots * 7 + counts.buffered;
+    double now0 = now_seconds();
+    pthread_mutex_lock(&m->mu);
+    if (writes != c->seen_writes) {
+        c->seen_writes = writes;
+        c->quiet_since = now0;
+    }
+    int quiet = m->o.quiet_seconds > 0 && now0 - c->quiet_since >= m->o.quiet_seconds;
+    pthread_mutex_unlock(&m->mu);
+    if (quiet && counts.tombstones > 0) {
+        if (sv_durable_consolidate(c->dur, &err) != SV_OK && err.code != SV_ERR_NOT_FOUND)
+            fprintf(stderr, "slimvecd: consolidation of \"%s\" failed: %s\n", c->name, err.message);
+    } else if (sv_durable_consolidate_due(c->dur, m->o.consolidate_ratio, m->o.consolidate_min)) {
         if (sv_durable_consolidate(c->dur, &err) != SV_OK && err.code != SV_ERR_NOT_FOUND)
             fprintf(stderr, "slimvecd: consolidation of \"%s\" failed: %s\n", c->name, err.message);
     }
-    if (m->o.compact_ratio > 0 && sv_durable_compact_due(c->dur, m->o.compact_ratio)) {
+    if ((m->o.compact_ratio > 0 && sv_durable_compact_due(c->dur, m->o.compact_ratio)) ||
+        (quiet && sv_durable_compact_due(c->dur, 0.0))) {
         if (sv_durable_compact(c->dur, NULL, &err) != SV_OK && err.code != SV_ERR_NOT_FOUND)
             fprintf(stderr, "slimvecd: compaction of \"%s\" failed: %s\n", c->name, err.message);
     }

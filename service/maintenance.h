@@ -9,6 +9,9 @@
  *     (the point is logged, so a replay consolidates at the same one);
  *   - compact when free slots are `compact_ratio` of the slot range, so a
  *     churned collection's memory comes back down;
+ *   - once a collection has had no writes for `quiet_seconds`, consolidate
+ *     and compact whatever is left below those ratios: a quiet collection
+ *     ends with no tombstone and no free slot;
  *   - snapshot when the log passed --snapshot-log-bytes; a failed snapshot
  *     is retried after a back-off that doubles up to five minutes.
  * After each step that empties a buffer it calls `wake` (the RPC server
@@ -26,6 +29,8 @@ typedef struct svd_maint_options {
     double consolidate_ratio;    /* tombstones / (live + tombstones) that triggers it */
     uint64_t consolidate_min;    /* and at least this many tombstones */
     double compact_ratio;        /* free slots / slot range that triggers a compaction */
+    double quiet_seconds;        /* a collection without writes this long is consolidated and
+                                    compacted whatever the ratios (0: never) */
     int snapshots;               /* 1: snapshot when the log passed the threshold */
     void (*wake)(void *ctx);     /* after a step that made room (may be NULL) */
     void *wake_ctx;

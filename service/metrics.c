@@ -255,6 +255,16 @@ char *svd_metrics_render(svd_metrics *m, size_t *len)
                     (unsigned long long)(k == 0 ? d.flushes : d.consolidations));
             }
         }
+        put(&t, "# HELP slimvec_collection_connect_seconds_total Time the graph's connect step took (after each flush and consolidation).\n"
+                "# TYPE slimvec_collection_connect_seconds_total counter\n");
+        for (size_t i = 0; i < n && !t.failed; i++)
+            put(&t, "slimvec_collection_connect_seconds_total{collection=\"%s\"} %.6f\n", all[i]->name,
+                st[i].connect_total.seconds);
+        put(&t, "# HELP slimvec_collection_connect_linked_total Cut-off nodes given an in-edge back by the connect step.\n"
+                "# TYPE slimvec_collection_connect_linked_total counter\n");
+        for (size_t i = 0; i < n && !t.failed; i++)
+            put(&t, "slimvec_collection_connect_linked_total{collection=\"%s\"} %llu\n", all[i]->name,
+                (unsigned long long)st[i].connect_total.linked);
         put(&t, "# HELP slimvec_collection_tombstones Deleted vectors awaiting consolidation.\n"
                 "# TYPE slimvec_collection_tombstones gauge\n");
         for (size_t i = 0; i < n && !t.failed; i++)

@@ -25,6 +25,8 @@ typedef struct svd_coll {
     /* Owned by the maintenance thread (maintenance.c), under its lock. */
     double snapshot_retry_at;  /* monotonic seconds: no snapshot attempt before */
     double snapshot_backoff;   /* seconds; doubles after each failure */
+    uint64_t seen_writes;      /* live + tombstones + slots when last looked at */
+    double quiet_since;        /* monotonic seconds since which those did not change */
 } svd_coll;
 
 typedef struct svd_registry svd_registry;

@@ -484,5 +484,7 @@ void sv_collection_stats(sv_collection *c, sv_stats *out)
     out->est_bytes_idmap = (uint64_t)sv_tally_get(&c->t_idmap);
     out->est_bytes_buffer = (uint64_t)sv_tally_get(&c->t_buffer);
     out->est_bytes_other = (uint64_t)sv_tally_get(&c->t_other);
+    out->connect_last = c->connect_last;
+    out->connect_total = c->connect_total;
     pthread_rwlock_unlock(&c->lock);
 }

@@ -54,6 +54,9 @@ struct sv_collection {
     size_t del_marked;
     uint64_t rng;          /* splitmix64 state */
     uint32_t id_len_max;   /* longest id bound so far (only grows) */
+    /* The graph's connect figures, copied under the write lock after each
+     * connect (which writes the graph's own under the read lock). */
+    sv_connect_stats connect_last, connect_total;
     /* Search scratch kept between searches (its visited bitmap covers every
      * slot: allocating and clearing it per query would cost O(n)). One per
      * concurrent search at most; charged to t_other. */

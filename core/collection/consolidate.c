@@ -123,9 +123,15 @@ static sv_status consolidate_locked(sv_collection *c, const sv_flush_hooks *h, s
         pthread_rwlock_unlock(&c->lock);
         pthread_rwlock_wrlock(&c->lock);
         sv_edges_reclaim(c->edges);
+        c->connect_last = c->graph.last_connect;
+        c->connect_total = c->graph.connect_total;
         pthread_rwlock_unlock(&c->lock);
     }
-    st = st == SV_OK ? sv_ok(err) : sv_fail(err, SV_ERR_RESOURCE, "out of memory consolidating");
+    if (st == SV_ERR_INTERNAL)
+        st = sv_fail(err, SV_ERR_INTERNAL, "connect left %llu vectors unreachable from the entry point",
+                     (unsigned long long)c->connect_last.unreachable_after);
+    else
+        st = st == SV_OK ? sv_ok(err) : sv_fail(err, SV_ERR_RESOURCE, "out of memory consolidating");
 
 cleanup:
     if (scratch) {

@@ -198,8 +198,13 @@ sv_status sv_coll_flush_locked(sv_collection *c, const sv_flush_hooks *h, sv_err
     pthread_rwlock_wrlock(&c->lock);
     sv_buffer_release(&c->flushing);
     sv_edges_reclaim(c->edges);
+    c->connect_last = c->graph.last_connect;
+    c->connect_total = c->graph.connect_total;
     pthread_rwlock_unlock(&c->lock);
-    if (failed || cs != SV_OK)
+    if (cs == SV_ERR_INTERNAL)
+        st = sv_fail(err, SV_ERR_INTERNAL, "connect left %llu vectors unreachable from the entry point",
+                     (unsigned long long)c->connect_last.unreachable_after);
+    else if (failed || cs != SV_OK)
         st = sv_fail(err, SV_ERR_RESOURCE,
                   "out of memory linking vectors into the graph (%zu of %zu poorly linked)", failed, n);
     else

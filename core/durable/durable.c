@@ -564,7 +564,14 @@ int sv_durable_compact_due(sv_durable *d, double ratio)
     sv_stats s;
     sv_engine_counts(d->c, &s);
     uint64_t range = s.slots + s.free_slots;
+    if (ratio <= 0)
+        return s.free_slots > 0;
     return s.free_slots >= 64 && (double)s.free_slots >= ratio * (double)range;
+}
+
+void sv_durable_counts(sv_durable *d, sv_stats *out)
+{
+    sv_engine_counts(d->c, out);
 }
 
 /* ---- reads --------------------------------------------------------------------- */

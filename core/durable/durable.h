@@ -105,13 +105,16 @@ sv_status sv_durable_validate(sv_durable *d, sv_error *err);
 
 /* ---- what the owner's maintenance asks ------------------------------------------ */
 
+/* The counts kept as they change (live, tombstones, buffered, slots,
+ * free_slots), in O(1); the rest of *out is zero. */
+void sv_durable_counts(sv_durable *d, sv_stats *out);
 /* Buffered vectors reached the flush threshold. */
 int sv_durable_flush_due(sv_durable *d);
 /* Tombstones are at least `ratio` of the indexed nodes plus tombstones
  * (and at least `min_tombstones`). */
 int sv_durable_consolidate_due(sv_durable *d, double ratio, uint64_t min_tombstones);
-/* Free slots are at least `ratio` of the slot range (and at least 64):
- * compaction would give memory back. */
+/* Free slots are at least `ratio` of the slot range (and at least 64, or
+ * any with ratio 0): compaction would give memory back. */
 int sv_durable_compact_due(sv_durable *d, double ratio);
 /* Vectors not in the graph yet (the write buffer and a running flush's
  * rows): what every search scans by brute force. */

@@ -41,18 +41,7 @@ static inline int sv_slot_is_tombstone(uint8_t st)
 
 #define SV_NO_SLOT UINT32_MAX
 
-/* What sv_graph_connect did (for benchmarks, tests and metrics). */
-typedef struct sv_connect_stats {
-    uint64_t calls;              /* calls counted here */
-    double seconds;              /* wall time */
-    uint64_t rounds;             /* linking passes (0: nothing was unreachable) */
-    uint64_t unreachable_before; /* live indexed nodes the entry did not reach at the start */
-    uint64_t linked;             /* in-edges added */
-    uint64_t replaced;           /* of those, how many took the place of another edge */
-    uint64_t searches;           /* nodes whose linker took a search from the entry */
-    uint64_t scans;              /* nodes whose linker took a scan of every slot */
-    uint64_t unreachable_after;  /* still unreachable when it returned (0 unless failed) */
-} sv_connect_stats;
+/* sv_connect_stats (what sv_graph_connect did) is in slimvec.h: sv_stats carries it. */
 
 typedef struct sv_graph {
     const sv_allocator *alloc;

@@ -25,9 +25,7 @@
  * Results: a table on stdout and one JSON object (stdout, or --json FILE).
  * Progress goes to stderr.
  *
- * The connect figures are read from the collection's internals
- * (collection_impl.h): sv_stats does not carry them yet. That header is the
- * core's own; this tool reads one struct member and nothing else.
+ * The connect figures come from sv_stats (connect_last, connect_total).
  */
 #include <errno.h>
 #include <math.h>
@@ -40,9 +38,7 @@
 
 #include "arena.h"
 #include "benchutil.h"
-#include "collection_impl.h"
 #include "datasets.h"
-#include "graph.h"
 #include "slimvec.h"
 
 #define SB_K 10
@@ -375,8 +371,10 @@ static int run(const options *o, result *r)
     r->build_seconds = bu_now_seconds() - t0;
     r->rate = (double)o->n / r->build_seconds;
     /* Nothing else touches the collection now. */
-    r->connect = c->graph.last_connect;
-    r->connect_total = c->graph.connect_total;
+    sv_stats cs;
+    sv_collection_stats(c, &cs);
+    r->connect = cs.connect_last;
+    r->connect_total = cs.connect_total;
     fprintf(stderr, "slimvec-scale: built in %.1f s (final flush %.1f s); validating\n",
             r->build_seconds, r->flush_seconds);
 
