@@ -75,10 +75,11 @@ static void usage(FILE *f)
             "  --max-collections N  most collections (SLIMVEC_MAX_COLLECTIONS, default 10000)\n"
             "  --max-flush-threshold N  largest flush threshold a collection may ask for\n"
             "                       (SLIMVEC_MAX_FLUSH_THRESHOLD, default 65536)\n"
-            "  --buffer-factor N    ingest waits while a write buffer holds N x its flush threshold\n"
-            "                       (SLIMVEC_BUFFER_FACTOR, default 4)\n"
+            "  --buffer-factor N    ingest waits while a collection holds N x its flush threshold of\n"
+            "                       vectors not yet in the graph (every search scans those by brute\n"
+            "                       force) (SLIMVEC_BUFFER_FACTOR, default 2)\n"
             "  --consolidate-ratio R  consolidate a collection once deleted vectors are this share of\n"
-            "                       its vectors (SLIMVEC_CONSOLIDATE_RATIO, default 0.1)\n"
+            "                       its vectors (SLIMVEC_CONSOLIDATE_RATIO, default 0.05)\n"
             "  --consolidate-min N  ... and at least this many (SLIMVEC_CONSOLIDATE_MIN, default 64)\n"
             "  --compact-ratio R    move vectors into freed slots and give the rest back once free slots\n"
             "                       are this share of a collection's slots; 0 = never\n"
@@ -184,7 +185,7 @@ static int load_config(config *cfg, int argc, char **argv)
            snapshot_bytes = 128 << 20, max_calls = 1024, max_streams = 256,
            inflight = 256 << 20, grpc_memory = 512 << 20, send_timeout = 30, max_list = 1024,
            max_work = 2000000, max_get = 1000, max_colls = 10000, max_threshold = 65536,
-           buffer_factor = 4, cons_ratio = 0.1, cons_min = 64, compact_ratio = 0.05, quiet = 10,
+           buffer_factor = 2, cons_ratio = 0.05, cons_min = 64, compact_ratio = 0.05, quiet = 10,
            arenas = 16;
     const char *memory_cap = "0";
     cfg->listen = "127.0.0.1:50051";

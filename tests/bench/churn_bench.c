@@ -42,8 +42,13 @@
 #define BATCH 1000
 #define MAX_ROUNDS 32
 
-enum phase { PHASE_IDLE, PHASE_CHURN, PHASE_CONSOLIDATE, N_PHASES };
-static const char *PHASE_NAMES[N_PHASES] = {"idle", "churn", "consolidating"};
+enum phase { PHASE_IDLE, PHASE_CHURN, PHASE_FLUSH, PHASE_CONSOLIDATE, N_PHASES };
+static const char *PHASE_NAMES[N_PHASES] = {"idle", "churn", "flushing", "consolidating"};
+
+/* slimvecd's defaults (service/main.c) */
+#define CONSOLIDATE_RATIO 0.05
+#define CONSOLIDATE_MIN 64
+#define COMPACT_RATIO 0.05
 
 typedef struct options {
     const char *dataset, *json, *cache;
@@ -62,6 +67,7 @@ typedef struct shared {
     uint32_t search_list;
     atomic_int stop;
     atomic_int churning;
+    atomic_int flushing;
     atomic_int consolidating;
     pthread_mutex_t mu;            /* the latency samples */
     lat samples[N_PHASES];
@@ -120,18 +126,20 @@ static void *maintainer(void *arg)
             atomic_store(&sh->consolidating, 0);
         }
         if (sv_durable_flush_due(sh->d)) {
+            atomic_store(&sh->flushing, 1);
             if (sv_durable_flush(sh->d, &err) != SV_OK)
                 die("flush", &err);
+            atomic_store(&sh->flushing, 0);
             atomic_fetch_add(&sh->flushes, 1);
         }
-        if (sv_durable_consolidate_due(sh->d, 0.1, 64)) {
+        if (sv_durable_consolidate_due(sh->d, CONSOLIDATE_RATIO, CONSOLIDATE_MIN)) {
             atomic_store(&sh->consolidating, 1);
             if (sv_durable_consolidate(sh->d, &err) != SV_OK)
                 die("consolidate", &err);
             atomic_store(&sh->consolidating, 0);
             atomic_fetch_add(&sh->consolidations, 1);
         }
-        if (sv_durable_compact_due(sh->d, 0.05)) {
+        if (sv_durable_compact_due(sh->d, COMPACT_RATIO)) {
             atomic_store(&sh->consolidating, 1);
             if (sv_durable_compact(sh->d, NULL, &err) != SV_OK)
                 die("compact", &err);
@@ -151,15 +159,18 @@ static void *searcher(void *arg)
     while (!atomic_load(&sh->stop)) {
         const float *q = sh->query->data + (i++ % sh->query->rows) * sh->query->dim;
         int phase = atomic_load(&sh->consolidating) ? PHASE_CONSOLIDATE
+                    : atomic_load(&sh->flushing)    ? PHASE_FLUSH
                     : atomic_load(&sh->churning)    ? PHASE_CHURN
                                                     : PHASE_IDLE;
         size_t n = 0;
         double t0 = bu_now_seconds();
         sv_durable_search(sh->d, q, sh->query->dim, K, sh->search_list, NULL, hits, &n, NULL);
         double dt = bu_now_seconds() - t0;
-        /* The phase at the end counts too: a search a consolidation ran into. */
+        /* The phase at the end counts too: a search maintenance ran into. */
         if (atomic_load(&sh->consolidating))
             phase = PHASE_CONSOLIDATE;
+        else if (phase != PHASE_CONSOLIDATE && atomic_load(&sh->flushing))
+            phase = PHASE_FLUSH;
         pthread_mutex_lock(&sh->mu);
         lat_push(&sh->samples[phase], dt);
         pthread_mutex_unlock(&sh->mu);
@@ -250,8 +261,8 @@ static void settle(sv_durable *d)
     for (;;) {
         sv_stats s;
         sv_durable_collection_stats(d, &s);
-        if (!sv_durable_flush_due(d) && !sv_durable_consolidate_due(d, 0.1, 64) &&
-            !sv_durable_compact_due(d, 0.05))
+        if (!sv_durable_flush_due(d) && !sv_durable_consolidate_due(d, CONSOLIDATE_RATIO, CONSOLIDATE_MIN) &&
+            !sv_durable_compact_due(d, COMPACT_RATIO))
             break;
         usleep(20000);
     }
