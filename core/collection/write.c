@@ -164,9 +164,18 @@ static sv_status place_batch(sv_collection *c, const float *prep, size_t n, cons
     return sv_ok(err);
 }
 
-sv_status sv_collection_add(sv_collection *c, const float *vectors, size_t n, uint32_t dim,
-                            const char *const *ids, uint64_t *assigned, sv_error *err)
+/*
+ * Check the batch and place it in state `state` under the write lock.
+ * *slots_out receives the slots (n of them; caller frees with
+ * sv_mem_free(..., n * 4)) on success, NULL otherwise; *want_flush says
+ * an automatic flush is due.
+ */
+static sv_status add_batch(sv_collection *c, const float *vectors, size_t n, uint32_t dim,
+                           const char *const *ids, uint64_t *assigned, uint8_t state,
+                           uint32_t **slots_out, int *want_flush, sv_error *err)
 {
+    *slots_out = NULL;
+    *want_flush = 0;
     sv_status st = check_batch(c, vectors, n, dim, ids, err);
     if (st != SV_OK || n == 0)
         return st;
@@ -178,12 +187,25 @@ sv_status sv_collection_add(sv_collection *c, const float *vectors, size_t n, ui
         return sv_fail(err, SV_ERR_RESOURCE, "out of memory adding %zu vectors", n);
     }
     pthread_rwlock_wrlock(&c->lock);
-    st = place_batch(c, prep, n, ids, assigned, slots, SV_SLOT_BUFFERED, err);
-    int want_flush = st == SV_OK && !c->manual_flush && c->params.flush_threshold &&
-                     c->active.n >= c->params.flush_threshold;
+    st = place_batch(c, prep, n, ids, assigned, slots, state, err);
+    *want_flush = st == SV_OK && !c->manual_flush && c->params.flush_threshold &&
+                  c->active.n >= c->params.flush_threshold;
     pthread_rwlock_unlock(&c->lock);
-    sv_mem_free(&c->alloc, NULL, slots, n * sizeof *slots);
     sv_coll_free_prepared(c, vectors, prep, n);
+    if (st != SV_OK)
+        sv_mem_free(&c->alloc, NULL, slots, n * sizeof *slots);
+    else
+        *slots_out = slots;
+    return st;
+}
+
+sv_status sv_collection_add(sv_collection *c, const float *vectors, size_t n, uint32_t dim,
+                            const char *const *ids, uint64_t *assigned, sv_error *err)
+{
+    uint32_t *slots = NULL;
+    int want_flush = 0;
+    sv_status st = add_batch(c, vectors, n, dim, ids, assigned, SV_SLOT_BUFFERED, &slots, &want_flush, err);
+    sv_mem_free(&c->alloc, NULL, slots, n * sizeof *slots);
     /* The batch is applied and searchable in the buffer whatever the flush
      * does. If a flush or consolidation is running, do not wait for it: the
      * next add over the threshold (or an explicit flush) takes the buffer;
@@ -199,29 +221,12 @@ sv_status sv_engine_add_prepare(sv_collection *c, const float *vectors, size_t n
                                 const char *const *ids, uint64_t *assigned, sv_add_ticket *t,
                                 sv_error *err)
 {
-    t->slots = NULL;
+    int want_flush = 0; /* a manual-flush collection: never set */
     t->n = 0;
-    sv_status st = check_batch(c, vectors, n, dim, ids, err);
-    if (st != SV_OK || n == 0)
-        return st;
-    const float *prep = sv_coll_prepare_vectors(c, vectors, n);
-    uint32_t *slots = sv_mem_alloc(&c->alloc, NULL, n * sizeof *slots);
-    if (!prep || !slots) {
-        sv_mem_free(&c->alloc, NULL, slots, n * sizeof *slots);
-        sv_coll_free_prepared(c, vectors, prep, n);
-        return sv_fail(err, SV_ERR_RESOURCE, "out of memory adding %zu vectors", n);
-    }
-    pthread_rwlock_wrlock(&c->lock);
-    st = place_batch(c, prep, n, ids, assigned, slots, SV_SLOT_PENDING, err);
-    pthread_rwlock_unlock(&c->lock);
-    sv_coll_free_prepared(c, vectors, prep, n);
-    if (st != SV_OK) {
-        sv_mem_free(&c->alloc, NULL, slots, n * sizeof *slots);
-        return st;
-    }
-    t->slots = slots;
-    t->n = n;
-    return SV_OK;
+    sv_status st = add_batch(c, vectors, n, dim, ids, assigned, SV_SLOT_PENDING, &t->slots, &want_flush, err);
+    if (t->slots)
+        t->n = n;
+    return st;
 }
 
 static void ticket_release(sv_collection *c, sv_add_ticket *t)

@@ -245,31 +245,26 @@ static sv_status apply(void *ctx, uint32_t type, uint64_t lsn, const uint8_t *p,
     replay *r = ctx;
     if (lsn <= r->base || type == SV_WAL_TRAIN)
         return SV_OK;
-    if (type == SV_WAL_CONSOLIDATE) {
-        uint64_t tombstones = 0;
+    if (type == SV_WAL_CONSOLIDATE || type == SV_WAL_FLUSH) {
+        /* Markers: the point where a consolidation fixed its tombstones or
+         * a flush took the buffer; the replay does the same there. */
+        uint64_t count = 0;
         sv_error e = {0};
-        sv_status st = sv_logrec_decode_consolidate(p, len, &tombstones, &e);
-        if (st == SV_OK)
-            st = sv_collection_consolidate(r->c, &e);
-        if (st != SV_OK && st != SV_ERR_RESOURCE)
-            snprintf(r->why, sizeof r->why, "offset %zu: LSN %" PRIu64 " does not apply: %.180s", off,
-                     lsn, e.message);
-        if (st == SV_OK)
-            r->applied++;
-        return st;
-    }
-    if (type == SV_WAL_FLUSH) {
-        uint64_t rows = 0;
-        sv_error e = {0};
-        sv_status st = sv_logrec_decode_flush(p, len, &rows, &e);
-        uint64_t have = sv_engine_buffered(r->c);
-        if (st == SV_OK && rows != have) {
-            st = SV_ERR_CORRUPT;
-            snprintf(e.message, sizeof e.message, "a flush of %llu rows where the replay buffers %llu",
-                     (unsigned long long)rows, (unsigned long long)have);
+        sv_status st;
+        if (type == SV_WAL_CONSOLIDATE) {
+            if ((st = sv_logrec_decode_consolidate(p, len, &count, &e)) == SV_OK)
+                st = sv_collection_consolidate(r->c, &e);
+        } else {
+            st = sv_logrec_decode_flush(p, len, &count, &e);
+            uint64_t have = sv_engine_buffered(r->c);
+            if (st == SV_OK && count != have) {
+                st = SV_ERR_CORRUPT;
+                snprintf(e.message, sizeof e.message, "a flush of %llu rows where the replay buffers %llu",
+                         (unsigned long long)count, (unsigned long long)have);
+            }
+            if (st == SV_OK)
+                st = replay_flush(r);
         }
-        if (st == SV_OK)
-            st = replay_flush(r);
         if (st != SV_OK && st != SV_ERR_RESOURCE)
             snprintf(r->why, sizeof r->why, "offset %zu: LSN %" PRIu64 " does not apply: %.180s", off,
                      lsn, e.message);

@@ -84,3 +84,36 @@ void bu_json_str(FILE *f, const char *s)
     }
     fputc('"', f);
 }
+
+static uint64_t splitmix64(uint64_t *s)
+{
+    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+/* Uniform in (0, 1]: never 0, so log() is finite. */
+static double uniform01(bu_rng *r)
+{
+    return ((double)(splitmix64(&r->s) >> 11) + 1.0) * (1.0 / 9007199254740992.0);
+}
+
+static double normal(bu_rng *r)
+{
+    if (r->has_spare) {
+        r->has_spare = 0;
+        return r->spare;
+    }
+    double u1 = uniform01(r), u2 = uniform01(r);
+    double m = sqrt(-2.0 * log(u1));
+    r->spare = m * sin(2.0 * M_PI * u2);
+    r->has_spare = 1;
+    return m * cos(2.0 * M_PI * u2);
+}
+
+void bu_fill_normal(bu_rng *r, float *out, size_t count)
+{
+    for (size_t i = 0; i < count; i++)
+        out[i] = (float)normal(r);
+}

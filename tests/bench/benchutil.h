@@ -26,4 +26,14 @@ double bu_percentile(const double *sorted, size_t n, double p);
 void bu_json_num(FILE *f, double v);
 void bu_json_str(FILE *f, const char *s);
 
+/* Reproducible standard-normal floats: splitmix64 and Box-Muller (the
+ * benchmarks that make their own data share it, so the same seed gives the
+ * same bytes in each). Start with {.s = seed}. */
+typedef struct bu_rng {
+    uint64_t s;
+    int has_spare;
+    double spare;
+} bu_rng;
+void bu_fill_normal(bu_rng *r, float *out, size_t count);
+
 #endif

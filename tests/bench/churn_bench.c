@@ -203,7 +203,7 @@ static sv_durable *build(const ds_fmatrix *base, sv_arena *arena, uint32_t threa
     sv_params_default(&p, base->dim);
     p.threads = threads;
     p.allocator = sv_arena_allocator(arena);
-    sv_durable_options o = {0};
+    sv_durable_options o = {.buffer_factor = 2}; /* slimvecd's default bound */
     sv_durable *d = NULL;
     sv_error err;
     if (sv_durable_create(NULL, &p, &o, &d, &err) != SV_OK)

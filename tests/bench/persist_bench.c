@@ -196,45 +196,6 @@ static int parse_args(int argc, char **argv, options *o)
 
 /* ---- helpers -------------------------------------------------------------- */
 
-/* splitmix64 and Box-Muller: reproducible standard-normal floats. */
-typedef struct rng {
-    uint64_t s;
-    bool has_spare;
-    double spare;
-} rng;
-
-static uint64_t splitmix64(uint64_t *s)
-{
-    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
-/* Uniform in (0, 1]: never 0, so log() is finite. */
-static double uniform01(rng *r)
-{
-    return ((double)(splitmix64(&r->s) >> 11) + 1.0) * (1.0 / 9007199254740992.0);
-}
-
-static double normal(rng *r)
-{
-    if (r->has_spare) {
-        r->has_spare = false;
-        return r->spare;
-    }
-    double u1 = uniform01(r), u2 = uniform01(r);
-    double m = sqrt(-2.0 * log(u1));
-    r->spare = m * sin(2.0 * M_PI * u2);
-    r->has_spare = true;
-    return m * cos(2.0 * M_PI * u2);
-}
-
-static void fill_normal(rng *r, float *out, size_t count)
-{
-    for (size_t i = 0; i < count; i++)
-        out[i] = (float)normal(r);
-}
 
 static int rm_entry(const char *path, const struct stat *sb, int type, struct FTW *ftw)
 {
@@ -549,8 +510,8 @@ static int run_ingest(const options *o, mode_result *modes)
         fprintf(stderr, "persist-bench: out of memory for %zu floats\n", count);
         return -1;
     }
-    rng r = {.s = o->seed};
-    fill_normal(&r, data, count);
+    bu_rng r = {.s = o->seed};
+    bu_fill_normal(&r, data, count);
     fprintf(stderr, "persist-bench: ingest data ready (%llu x %u)\n", (unsigned long long)o->n,
             o->dim);
 
@@ -744,8 +705,8 @@ static int run_restart(const options *o, restart_result *r)
         fprintf(stderr, "persist-bench: out of memory (or no jemalloc arena)\n");
         goto out;
     }
-    rng qr = {.s = o->seed ^ 0x5155455259ull}; /* queries: a stream of their own */
-    fill_normal(&qr, queries, (size_t)nq * dim);
+    bu_rng qr = {.s = o->seed ^ 0x5155455259ull}; /* queries: a stream of their own */
+    bu_fill_normal(&qr, queries, (size_t)nq * dim);
 
     sv_params p;
     sv_params_default(&p, dim);
@@ -758,12 +719,12 @@ static int run_restart(const options *o, restart_result *r)
     }
 
     /* Build. */
-    rng br = {.s = o->seed + 1};
+    bu_rng br = {.s = o->seed + 1};
     double t0 = bu_now_seconds(), last = t0;
     for (uint64_t done = 0; done < o->restart_n;) {
         size_t cnt = o->restart_n - done < o->restart_batch ? (size_t)(o->restart_n - done)
                                                             : o->restart_batch;
-        fill_normal(&br, batch, cnt * dim);
+        bu_fill_normal(&br, batch, cnt * dim);
         if (sv_durable_add(d, batch, cnt, dim, NULL, NULL, &err) != SV_OK ||
             (sv_durable_flush_due(d) && sv_durable_flush(d, &err) != SV_OK)) {
             print_err("sv_durable_add", &err);

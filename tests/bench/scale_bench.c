@@ -170,46 +170,6 @@ static int parse_args(int argc, char **argv, options *o)
 
 /* ---- data ----------------------------------------------------------------- */
 
-/* splitmix64 and Box-Muller: reproducible standard-normal floats (the same
- * generator as persist-bench). */
-typedef struct rng {
-    uint64_t s;
-    bool has_spare;
-    double spare;
-} rng;
-
-static uint64_t splitmix64(uint64_t *s)
-{
-    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
-/* Uniform in (0, 1]: never 0, so log() is finite. */
-static double uniform01(rng *r)
-{
-    return ((double)(splitmix64(&r->s) >> 11) + 1.0) * (1.0 / 9007199254740992.0);
-}
-
-static double normal(rng *r)
-{
-    if (r->has_spare) {
-        r->has_spare = false;
-        return r->spare;
-    }
-    double u1 = uniform01(r), u2 = uniform01(r);
-    double m = sqrt(-2.0 * log(u1));
-    r->spare = m * sin(2.0 * M_PI * u2);
-    r->has_spare = true;
-    return m * cos(2.0 * M_PI * u2);
-}
-
-static void fill_normal(rng *r, float *out, size_t count)
-{
-    for (size_t i = 0; i < count; i++)
-        out[i] = (float)normal(r);
-}
 
 /* ---- results -------------------------------------------------------------- */
 
@@ -334,12 +294,12 @@ static int run(const options *o, result *r)
         goto cleanup;
     }
 
-    rng br = {.s = o->seed};
+    bu_rng br = {.s = o->seed};
     double t0 = bu_now_seconds(), last = t0;
     for (uint64_t done = 0; done < o->n;) {
         size_t cnt = o->n - done < o->batch ? (size_t)(o->n - done) : o->batch;
         float *rows = want_recall ? base + done * dim : base;
-        fill_normal(&br, rows, cnt * dim);
+        bu_fill_normal(&br, rows, cnt * dim);
         double ta = bu_now_seconds();
         if (sv_collection_add(c, rows, cnt, dim, NULL, assigned, &err) != SV_OK) {
             print_err("sv_collection_add", &err);
@@ -399,8 +359,8 @@ static int run(const options *o, result *r)
             fprintf(stderr, "slimvec-scale: out of memory for the queries\n");
             goto cleanup;
         }
-        rng qr = {.s = o->seed ^ 0x5155455259ull}; /* a stream of their own */
-        fill_normal(&qr, queries, (size_t)o->queries * dim);
+        bu_rng qr = {.s = o->seed ^ 0x5155455259ull}; /* a stream of their own */
+        bu_fill_normal(&qr, queries, (size_t)o->queries * dim);
         fprintf(stderr, "slimvec-scale: exact ground truth for %u queries\n", o->queries);
         char gerr[DS_ERR_LEN];
         double tg = bu_now_seconds();
