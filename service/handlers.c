@@ -172,7 +172,13 @@ static Slimvec__V1__CollectionInfo *make_info(svd_coll *c, svd_reply *r)
     slimvec__v1__graph_params__init(graph);
     slimvec__v1__memory_stats__init(mem);
     const sv_params *p = sv_durable_params(c->dur);
-    spec->name = c->name;
+    /* A copy: the answer is packed after the reference to c is put, and a
+     * drop meanwhile frees c. */
+    char *name = own(r, sizeof c->name);
+    if (!name)
+        return NULL;
+    memcpy(name, c->name, sizeof c->name);
+    spec->name = name;
     spec->dimension = p->dim;
     spec->metric = p->metric == SV_METRIC_L2   ? SLIMVEC__V1__METRIC__METRIC_L2
                    : p->metric == SV_METRIC_IP ? SLIMVEC__V1__METRIC__METRIC_IP
