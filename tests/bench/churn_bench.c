@@ -197,13 +197,15 @@ static double recall(sv_durable *d, const ds_fmatrix *q, const ds_imatrix *gt, u
     return (double)found / ((double)q->rows * K);
 }
 
-static sv_durable *build(const ds_fmatrix *base, sv_arena *arena, uint32_t threads)
+/* bounded: slimvecd's buffer bound (2 x the threshold; the maintenance
+ * thread must run); else none (a fresh build flushes once at the end). */
+static sv_durable *build(const ds_fmatrix *base, sv_arena *arena, uint32_t threads, int bounded)
 {
     sv_params p;
     sv_params_default(&p, base->dim);
     p.threads = threads;
     p.allocator = sv_arena_allocator(arena);
-    sv_durable_options o = {.buffer_factor = 2}; /* slimvecd's default bound */
+    sv_durable_options o = {.buffer_factor = bounded ? 2 : 0};
     sv_durable *d = NULL;
     sv_error err;
     if (sv_durable_create(NULL, &p, &o, &d, &err) != SV_OK)
@@ -356,13 +358,13 @@ int main(int argc, char **argv)
         all[i] = (uint32_t)i;
 
     sv_arena *arena = sv_arena_create();
-    sv_durable *d = build(&base, arena, o.threads);
+    sv_durable *d = build(&base, arena, o.threads, 1);
     double t0 = bu_now_seconds();
-    add_rows(d, &base, all, n);
     shared sh = {.d = d, .query = &query, .search_list = o.search_list, .quiet = o.quiet};
     pthread_mutex_init(&sh.mu, NULL);
     pthread_t tm, ts;
     pthread_create(&tm, NULL, maintainer, &sh);
+    add_rows(d, &base, all, n);
     settle(d);
     printf("slimvec-churn: %s, %zu x %u, built in %.1f s; search list %u, %u rounds of %.0f%%\n",
            o.dataset, n, base.dim, bu_now_seconds() - t0, o.search_list, o.rounds, o.fraction * 100);
@@ -422,7 +424,7 @@ int main(int argc, char **argv)
 
     /* A fresh build of the same vectors. */
     sv_arena *farena = sv_arena_create();
-    sv_durable *f = build(&base, farena, o.threads);
+    sv_durable *f = build(&base, farena, o.threads, 0);
     add_rows(f, &base, all, n);
     sv_error ferr;
     if (sv_durable_flush(f, &ferr) != SV_OK)
