@@ -212,6 +212,30 @@ START_TEST(test_registry_create_drop_lookup_race)
 }
 END_TEST
 
+/* Past jemalloc's 4,096 arenas: an arena per collection once failed to
+ * create at about 4,086 with "out of memory"; the pool has no such limit,
+ * and each collection's account still counts exactly its own bytes. */
+START_TEST(test_five_thousand_collections)
+{
+    svd_app *app = app_new(6000);
+    char name[16];
+    for (int i = 0; i < 5000; i++) {
+        snprintf(name, sizeof name, "c%d", i);
+        create(app, name, 4, 0);
+    }
+    ck_assert_uint_eq(svd_registry_count(app->registry), 5000);
+    sv_arena_pool_stats ps;
+    sv_arena_pool_stats_get(svd_registry_pool(app->registry), &ps);
+    ck_assert_uint_le(ps.arenas, 4);
+    ck_assert_uint_eq(ps.accounts, 5000);
+    ck_assert_uint_eq(ps.jemalloc, ps.accounted); /* (equal under ASan too: its own malloc) */
+    svd_coll *c = svd_registry_get(app->registry, "c4999");
+    ck_assert_uint_gt(sv_arena_allocated(c->arena), 0);
+    svd_registry_put(app->registry, c);
+    app_free(app);
+}
+END_TEST
+
 START_TEST(test_max_collections)
 {
     svd_app *app = app_new(3);
@@ -695,6 +719,7 @@ int main(void)
     tcase_set_timeout(tc, 600);
     tcase_add_test(tc, test_registry_create_drop_lookup_race);
     tcase_add_test(tc, test_max_collections);
+    tcase_add_test(tc, test_five_thousand_collections);
     tcase_add_test(tc, test_handlers_from_threads);
     tcase_add_test(tc, test_search_stops_at_deadline_and_cancel);
     tcase_add_test(tc, test_answers_bounded_before_built);
