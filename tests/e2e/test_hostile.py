@@ -357,8 +357,11 @@ class Hostile(unittest.TestCase):
                 got += len(set(int(h.id) for h in res.hits) & set(truth[qi].tolist()))
             return got / (10 * len(queries))
 
-        create(s.stub, "churn", dim)
+        # A threshold below one round's re-adds: every round's deletes hit
+        # the graph (a buffered vector is removed outright, no tombstone).
+        create(s.stub, "churn", dim, flush_threshold=1000)
         ingest(s.stub, "churn", data, ids=ids)
+        s.stub.Flush(pb.FlushRequest(collection="churn"), timeout=scaled(120))
         cur = data.copy()
         for rnd in range(5):
             pick = rng.choice(n, m, replace=False)
