@@ -19,6 +19,7 @@
 #include "health/v1/health.pb-c.h"
 #include "slimvec/v1/slimvec.pb-c.h"
 #include "text.h"
+#include "tokens.h"
 
 /* ---- response memory ------------------------------------------------------ */
 
@@ -114,11 +115,24 @@ static int text_ok(const char *field, const char *what, size_t index, svd_reply 
     return 0;
 }
 
-/* The collection named, or an error reply (INVALID_ARGUMENT for a name
- * that is not text, NOT_FOUND). Caller puts it. */
-static svd_coll *lookup(svd_app *app, const char *name, svd_reply *r)
+/* 1 when the caller may act with role on the collection named; else 0
+ * and PERMISSION_DENIED. Checked before the collection is looked up, so a
+ * denial says nothing of whether it exists. */
+static int allowed(svd_ctx *ctx, svd_role role, const char *name, svd_reply *r)
 {
-    if (!text_ok(name, "the collection name", SIZE_MAX, r))
+    if (!ctx->principal || svd_principal_allows(ctx->principal, role, name))
+        return 1;
+    svd_reply_error(r, GRPC_STATUS_PERMISSION_DENIED, "the token has no %s role on collection \"%.64s\"",
+                    svd_role_name(role), name);
+    return 0;
+}
+
+/* The collection named, if the caller may act with role on it, or an error
+ * reply (INVALID_ARGUMENT for a name that is not text, PERMISSION_DENIED,
+ * NOT_FOUND). Caller puts it. */
+static svd_coll *lookup(svd_app *app, svd_ctx *ctx, svd_role role, const char *name, svd_reply *r)
+{
+    if (!text_ok(name, "the collection name", SIZE_MAX, r) || !allowed(ctx, role, name, r))
         return NULL;
     svd_coll *c = svd_registry_get(app->registry, name);
     if (!c)
@@ -255,7 +269,8 @@ static void h_create(void *appv, svd_ctx *ctx, void **state, const ProtobufCMess
         svd_reply_error(r, GRPC_STATUS_INVALID_ARGUMENT, "spec is missing");
         return;
     }
-    if (!text_ok(spec->name, "the collection name", SIZE_MAX, r))
+    if (!text_ok(spec->name, "the collection name", SIZE_MAX, r) ||
+        !allowed(ctx, SVD_ROLE_ADMIN, spec->name, r))
         return;
     if (!svd_name_valid(spec->name)) {
         svd_reply_error(r, GRPC_STATUS_INVALID_ARGUMENT,
@@ -331,7 +346,8 @@ static void h_drop(void *appv, svd_ctx *ctx, void **state, const ProtobufCMessag
     (void)ctx;
     (void)state;
     const Slimvec__V1__DropCollectionRequest *req = (const void *)m;
-    if (!text_ok(req->name, "the collection name", SIZE_MAX, r))
+    if (!text_ok(req->name, "the collection name", SIZE_MAX, r) ||
+        !allowed(ctx, SVD_ROLE_ADMIN, req->name, r))
         return;
     sv_error err;
     sv_status st = svd_registry_drop(app->registry, req->name, &err);
@@ -349,7 +365,14 @@ static void h_list(void *appv, svd_ctx *ctx, void **state, const ProtobufCMessag
     (void)m;
     (void)state;
     svd_coll **all = NULL;
-    size_t n = svd_registry_list(app->registry, &all);
+    size_t total = svd_registry_list(app->registry, &all), n = 0;
+    /* A scoped token lists only the collections it may read. */
+    for (size_t i = 0; i < total; i++) {
+        if (!ctx->principal || svd_principal_allows(ctx->principal, SVD_ROLE_READ, all[i]->name))
+            all[n++] = all[i];
+        else
+            svd_registry_put(app->registry, all[i]);
+    }
     if (!response_ok(app, ctx, (uint64_t)n * INFO_PACKED + 16, (uint64_t)n * INFO_BUILD,
                      "one entry per collection", r)) {
         svd_registry_put_list(app->registry, all, n);
@@ -378,7 +401,7 @@ static void h_describe(void *appv, svd_ctx *ctx, void **state, const ProtobufCMe
     (void)ctx;
     (void)state;
     const Slimvec__V1__DescribeCollectionRequest *req = (const void *)m;
-    svd_coll *c = lookup(app, req->name, r);
+    svd_coll *c = lookup(app, ctx, SVD_ROLE_READ, req->name, r);
     if (!c)
         return;
     reply_with_info(r, c, &slimvec__v1__describe_collection_response__descriptor);
@@ -389,11 +412,12 @@ static void h_describe(void *appv, svd_ctx *ctx, void **state, const ProtobufCMe
  * Flush and Snapshot run on the maintenance thread: the call submits a task
  * and defers (holding no thread) until it ran. *state is the task.
  */
-static svd_task *await_task(svd_app *app, void **state, const char *name, svd_task_kind kind,
-                            sv_status *st, sv_error *err, sv_snapshot_info *info, svd_reply *r)
+static svd_task *await_task(svd_app *app, svd_ctx *ctx, void **state, const char *name,
+                            svd_task_kind kind, sv_status *st, sv_error *err, sv_snapshot_info *info,
+                            svd_reply *r)
 {
     if (!*state) {
-        svd_coll *c = lookup(app, name, r);
+        svd_coll *c = lookup(app, ctx, SVD_ROLE_WRITE, name, r);
         if (!c)
             return NULL;
         if (kind == SVD_TASK_SNAPSHOT && !sv_durable_dir(c->dur)) {
@@ -432,13 +456,13 @@ static void h_flush(void *appv, svd_ctx *ctx, void **state, const ProtobufCMessa
     const Slimvec__V1__FlushRequest *req = (const void *)m;
     sv_status st;
     sv_error err;
-    if (!await_task(app, state, req->collection, SVD_TASK_FLUSH, &st, &err, NULL, r))
+    if (!await_task(app, ctx, state, req->collection, SVD_TASK_FLUSH, &st, &err, NULL, r))
         return;
     if (st != SV_OK) {
         svd_reply_error(r, code_of(st), "%s", err.message);
         return;
     }
-    svd_coll *c = lookup(app, req->collection, r);
+    svd_coll *c = lookup(app, ctx, SVD_ROLE_WRITE, req->collection, r);
     if (!c)
         return;
     reply_with_info(r, c, &slimvec__v1__flush_response__descriptor);
@@ -453,7 +477,7 @@ static void h_snapshot(void *appv, svd_ctx *ctx, void **state, const ProtobufCMe
     sv_status st;
     sv_error err;
     sv_snapshot_info info;
-    if (!await_task(app, state, req->collection, SVD_TASK_SNAPSHOT, &st, &err, &info, r))
+    if (!await_task(app, ctx, state, req->collection, SVD_TASK_SNAPSHOT, &st, &err, &info, r))
         return;
     if (st != SV_OK) {
         svd_reply_error(r, code_of(st), "%s", err.message);
@@ -526,10 +550,10 @@ static int ids_ok(svd_app *app, char **ids, size_t n, const char *what, svd_repl
  * after the next flush): the stream reads nothing meanwhile, so HTTP/2 flow
  * control pushes back on the client.
  */
-static void ingest_batch(svd_app *app, const Slimvec__V1__IngestRequest *req,
+static void ingest_batch(svd_app *app, svd_ctx *ctx, const Slimvec__V1__IngestRequest *req,
                          Slimvec__V1__IngestResponse *resp, svd_reply *r)
 {
-    svd_coll *c = lookup(app, req->collection, r);
+    svd_coll *c = lookup(app, ctx, SVD_ROLE_WRITE, req->collection, r);
     if (!c)
         return;
     size_t n = 0;
@@ -614,7 +638,7 @@ static void s_ingest(void *appv, svd_ctx *ctx, void **state, const ProtobufCMess
     slimvec__v1__ingest_response__init(resp);
     resp->sequence = req->sequence;
     svd_reply inner = {.code = GRPC_STATUS_OK, .owned = r->owned, .free_fn = r->free_fn};
-    ingest_batch(appv, req, resp, &inner);
+    ingest_batch(appv, ctx, req, resp, &inner);
     if (inner.defer) {
         r->owned = inner.owned;
         r->free_fn = inner.free_fn;
@@ -640,7 +664,7 @@ static uint64_t field_bytes(uint64_t len)
 static void search_into(svd_app *app, svd_ctx *ctx, const Slimvec__V1__SearchRequest *req,
                         Slimvec__V1__SearchResponse *resp, svd_reply *r)
 {
-    svd_coll *c = lookup(app, req->collection, r);
+    svd_coll *c = lookup(app, ctx, SVD_ROLE_READ, req->collection, r);
     if (!c)
         return;
     size_t m = 0;
@@ -797,7 +821,7 @@ static void h_get(void *appv, svd_ctx *ctx, void **state, const ProtobufCMessage
     svd_app *app = appv;
     (void)state;
     const Slimvec__V1__GetRequest *req = (const void *)m;
-    svd_coll *c = lookup(app, req->collection, r);
+    svd_coll *c = lookup(app, ctx, SVD_ROLE_READ, req->collection, r);
     if (!c)
         return;
     uint32_t dim = sv_durable_params(c->dur)->dim;
@@ -858,7 +882,7 @@ static void h_delete(void *appv, svd_ctx *ctx, void **state, const ProtobufCMess
     (void)ctx;
     (void)state;
     const Slimvec__V1__DeleteRequest *req = (const void *)m;
-    svd_coll *c = lookup(app, req->collection, r);
+    svd_coll *c = lookup(app, ctx, SVD_ROLE_WRITE, req->collection, r);
     if (!c)
         return;
     if (req->n_ids > app->limits.max_batch) {
@@ -946,21 +970,21 @@ static void s_health_watch(void *appv, svd_ctx *ctx, void **state, const Protobu
     r->msg = &resp->base;
 }
 
-#define M(path, req, fn, end, kind, light) {path, &req##__descriptor, fn, end, kind, light}
+#define M(path, req, fn, end, kind, light, role) {path, &req##__descriptor, fn, end, kind, light, role}
 static const svd_method methods[] = {
-    M("/slimvec.v1.SlimVec/CreateCollection", slimvec__v1__create_collection_request, h_create, NULL, SVD_UNARY, 0),
-    M("/slimvec.v1.SlimVec/DropCollection", slimvec__v1__drop_collection_request, h_drop, NULL, SVD_UNARY, 0),
-    M("/slimvec.v1.SlimVec/ListCollections", slimvec__v1__list_collections_request, h_list, NULL, SVD_UNARY, 0),
-    M("/slimvec.v1.SlimVec/DescribeCollection", slimvec__v1__describe_collection_request, h_describe, NULL, SVD_UNARY, 0),
-    M("/slimvec.v1.SlimVec/Ingest", slimvec__v1__ingest_request, s_ingest, NULL, SVD_STREAM, 0),
-    M("/slimvec.v1.SlimVec/Search", slimvec__v1__search_request, h_search, NULL, SVD_UNARY, 0),
-    M("/slimvec.v1.SlimVec/SearchStream", slimvec__v1__search_request, s_search, NULL, SVD_STREAM, 0),
-    M("/slimvec.v1.SlimVec/Get", slimvec__v1__get_request, h_get, NULL, SVD_UNARY, 0),
-    M("/slimvec.v1.SlimVec/Delete", slimvec__v1__delete_request, h_delete, NULL, SVD_UNARY, 0),
-    M("/slimvec.v1.SlimVec/Flush", slimvec__v1__flush_request, h_flush, end_task, SVD_UNARY, 0),
-    M("/slimvec.v1.SlimVec/Snapshot", slimvec__v1__snapshot_request, h_snapshot, end_task, SVD_UNARY, 0),
-    M("/grpc.health.v1.Health/Check", grpc__health__v1__health_check_request, h_health_check, NULL, SVD_UNARY, 1),
-    M("/grpc.health.v1.Health/Watch", grpc__health__v1__health_check_request, s_health_watch, NULL, SVD_WATCH, 1),
+    M("/slimvec.v1.SlimVec/CreateCollection", slimvec__v1__create_collection_request, h_create, NULL, SVD_UNARY, 0, SVD_ROLE_ADMIN),
+    M("/slimvec.v1.SlimVec/DropCollection", slimvec__v1__drop_collection_request, h_drop, NULL, SVD_UNARY, 0, SVD_ROLE_ADMIN),
+    M("/slimvec.v1.SlimVec/ListCollections", slimvec__v1__list_collections_request, h_list, NULL, SVD_UNARY, 0, SVD_ROLE_READ),
+    M("/slimvec.v1.SlimVec/DescribeCollection", slimvec__v1__describe_collection_request, h_describe, NULL, SVD_UNARY, 0, SVD_ROLE_READ),
+    M("/slimvec.v1.SlimVec/Ingest", slimvec__v1__ingest_request, s_ingest, NULL, SVD_STREAM, 0, SVD_ROLE_WRITE),
+    M("/slimvec.v1.SlimVec/Search", slimvec__v1__search_request, h_search, NULL, SVD_UNARY, 0, SVD_ROLE_READ),
+    M("/slimvec.v1.SlimVec/SearchStream", slimvec__v1__search_request, s_search, NULL, SVD_STREAM, 0, SVD_ROLE_READ),
+    M("/slimvec.v1.SlimVec/Get", slimvec__v1__get_request, h_get, NULL, SVD_UNARY, 0, SVD_ROLE_READ),
+    M("/slimvec.v1.SlimVec/Delete", slimvec__v1__delete_request, h_delete, NULL, SVD_UNARY, 0, SVD_ROLE_WRITE),
+    M("/slimvec.v1.SlimVec/Flush", slimvec__v1__flush_request, h_flush, end_task, SVD_UNARY, 0, SVD_ROLE_WRITE),
+    M("/slimvec.v1.SlimVec/Snapshot", slimvec__v1__snapshot_request, h_snapshot, end_task, SVD_UNARY, 0, SVD_ROLE_WRITE),
+    M("/grpc.health.v1.Health/Check", grpc__health__v1__health_check_request, h_health_check, NULL, SVD_UNARY, 1, SVD_ROLE_NONE),
+    M("/grpc.health.v1.Health/Watch", grpc__health__v1__health_check_request, s_health_watch, NULL, SVD_WATCH, 1, SVD_ROLE_NONE),
 };
 #undef M
 

@@ -17,12 +17,17 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
+#include "access.h"
 #include "handlers.h"
+#include "http.h"
 #include "maintenance.h"
 #include "memory.h"
 #include "metrics.h"
 #include "rpc.h"
+#include "tls.h"
+#include "tokens.h"
 
 typedef struct config {
     const char *listen;
@@ -37,6 +42,11 @@ typedef struct config {
     unsigned arenas;
     svd_maint_options maint;
     svd_limits limits;
+    svd_tls_options tls;       /* cert NULL: plaintext */
+    const char *tokens_file;   /* NULL: no tokens */
+    int metrics_tls;           /* the HTTP port over TLS too */
+    int metrics_auth;          /* /metrics needs a token */
+    double reload_seconds;
 } config;
 
 static void usage(FILE *f)
@@ -96,6 +106,20 @@ static void usage(FILE *f)
             "                       refused (RESOURCE_EXHAUSTED); searches, gets and lists past it + the\n"
             "                       in-flight memory; N%% of the memory limit; 0 = no cap\n"
             "                       (SLIMVEC_MEMORY_CAP, default 0)\n"
+            "  --tls-cert FILE      PEM certificate chain: the gRPC port speaks TLS (SLIMVEC_TLS_CERT)\n"
+            "  --tls-key FILE       PEM private key of that certificate (SLIMVEC_TLS_KEY)\n"
+            "  --tls-client-ca FILE PEM CAs whose client certificates are accepted (SLIMVEC_TLS_CLIENT_CA)\n"
+            "  --tls-client-auth none|optional|require  client certificates: not asked for, verified when\n"
+            "                       sent, or required (SLIMVEC_TLS_CLIENT_AUTH, default require with a\n"
+            "                       client CA, else none)\n"
+            "  --tokens-file FILE   bearer tokens by SHA-256 hash with their roles: every call but health\n"
+            "                       needs one (SLIMVEC_TOKENS_FILE; see README, Security)\n"
+            "  --metrics-tls off|on the HTTP port over TLS with the same certificate (SLIMVEC_METRICS_TLS,\n"
+            "                       default off)\n"
+            "  --metrics-auth none|token  /metrics needs a token with read on every collection\n"
+            "                       (SLIMVEC_METRICS_AUTH, default token with a tokens file, else none)\n"
+            "  --reload-seconds S   how often certificate and tokens files are looked at for changes\n"
+            "                       (SLIMVEC_RELOAD_SECONDS, default 5)\n"
             "  --memory-limit BYTES the memory the process may use (a container's limit; in Kubernetes set\n"
             "                       SLIMVEC_MEMORY_LIMIT from limits.memory); 0 = read the cgroup's\n"
             "                       memory.max (SLIMVEC_MEMORY_LIMIT, default 0)\n");
@@ -187,7 +211,10 @@ static int load_config(config *cfg, int argc, char **argv)
            max_work = 2000000, max_get = 1000, max_colls = 10000, max_threshold = 65536,
            buffer_factor = 2, cons_ratio = 0.05, cons_min = 64, compact_ratio = 0.05, quiet = 10,
            arenas = 16;
-    const char *memory_cap = "0";
+    const char *memory_cap = "0", *client_auth = NULL, *metrics_tls = "off", *metrics_auth = NULL;
+    double reload_seconds = 5;
+    cfg->tls = (svd_tls_options){0};
+    cfg->tokens_file = NULL;
     cfg->listen = "127.0.0.1:50051";
     cfg->data_dir = "slimvec-data";
     cfg->metrics_listen = "127.0.0.1:9464";
@@ -223,6 +250,14 @@ static int load_config(config *cfg, int argc, char **argv)
         {"--grace", "SLIMVEC_GRACE", 0, 3600, &grace, NULL},
         {"--memory-cap", "SLIMVEC_MEMORY_CAP", 0, 0, NULL, &memory_cap},
         {"--memory-limit", "SLIMVEC_MEMORY_LIMIT", 0, 1e18, &memory_limit, NULL},
+        {"--tls-cert", "SLIMVEC_TLS_CERT", 0, 0, NULL, &cfg->tls.cert},
+        {"--tls-key", "SLIMVEC_TLS_KEY", 0, 0, NULL, &cfg->tls.key},
+        {"--tls-client-ca", "SLIMVEC_TLS_CLIENT_CA", 0, 0, NULL, &cfg->tls.client_ca},
+        {"--tls-client-auth", "SLIMVEC_TLS_CLIENT_AUTH", 0, 0, NULL, &client_auth},
+        {"--tokens-file", "SLIMVEC_TOKENS_FILE", 0, 0, NULL, &cfg->tokens_file},
+        {"--metrics-tls", "SLIMVEC_METRICS_TLS", 0, 0, NULL, &metrics_tls},
+        {"--metrics-auth", "SLIMVEC_METRICS_AUTH", 0, 0, NULL, &metrics_auth},
+        {"--reload-seconds", "SLIMVEC_RELOAD_SECONDS", 0.1, 86400, &reload_seconds, NULL},
     };
     size_t n_defs = sizeof defs / sizeof defs[0];
     for (size_t d = 0; d < n_defs; d++) {
@@ -257,6 +292,51 @@ static int load_config(config *cfg, int argc, char **argv)
         cfg->data_dir = NULL;
     else if (!cfg->data_dir[0]) {
         fprintf(stderr, "slimvecd: --data-dir is empty (use :memory: to keep nothing on disk)\n");
+        return -1;
+    }
+    /* Empty values (an unset environment in a manifest) mean "none". */
+    const char **files[] = {&cfg->tls.cert, &cfg->tls.key, &cfg->tls.client_ca, &cfg->tokens_file};
+    for (size_t f = 0; f < sizeof files / sizeof files[0]; f++)
+        if (*files[f] && !**files[f])
+            *files[f] = NULL;
+    if ((cfg->tls.cert != NULL) != (cfg->tls.key != NULL)) {
+        fprintf(stderr, "slimvecd: TLS needs both --tls-cert and --tls-key\n");
+        return -1;
+    }
+    if (cfg->tls.client_ca && !cfg->tls.cert) {
+        fprintf(stderr, "slimvecd: --tls-client-ca needs --tls-cert and --tls-key\n");
+        return -1;
+    }
+    cfg->tls.client_auth = cfg->tls.client_ca ? SVD_CLIENT_AUTH_REQUIRE : SVD_CLIENT_AUTH_NONE;
+    if (client_auth && *client_auth && svd_client_auth_parse(client_auth, &cfg->tls.client_auth) != 0) {
+        fprintf(stderr, "slimvecd: --tls-client-auth: '%s' is not none, optional or require\n", client_auth);
+        return -1;
+    }
+    if (cfg->tls.client_auth != SVD_CLIENT_AUTH_NONE && !cfg->tls.client_ca) {
+        fprintf(stderr, "slimvecd: --tls-client-auth %s needs --tls-client-ca\n", client_auth);
+        return -1;
+    }
+    cfg->tls.reload_seconds = reload_seconds;
+    cfg->reload_seconds = reload_seconds;
+    if (strcmp(metrics_tls, "on") && strcmp(metrics_tls, "off")) {
+        fprintf(stderr, "slimvecd: --metrics-tls: '%s' is not on or off\n", metrics_tls);
+        return -1;
+    }
+    cfg->metrics_tls = !strcmp(metrics_tls, "on");
+    if (cfg->metrics_tls && !cfg->tls.cert) {
+        fprintf(stderr, "slimvecd: --metrics-tls on needs --tls-cert and --tls-key\n");
+        return -1;
+    }
+    cfg->metrics_auth = cfg->tokens_file != NULL;
+    if (metrics_auth && *metrics_auth) {
+        if (strcmp(metrics_auth, "none") && strcmp(metrics_auth, "token")) {
+            fprintf(stderr, "slimvecd: --metrics-auth: '%s' is not none or token\n", metrics_auth);
+            return -1;
+        }
+        cfg->metrics_auth = !strcmp(metrics_auth, "token");
+    }
+    if (cfg->metrics_auth && !cfg->tokens_file) {
+        fprintf(stderr, "slimvecd: --metrics-auth token needs --tokens-file\n");
         return -1;
     }
     cfg->durable = (sv_durable_options){(uint32_t)sync_ms, (uint64_t)snapshot_bytes,
@@ -334,6 +414,59 @@ static void wake_server(void *ctx)
         svd_server_wake(s);
 }
 
+/* 1 when the gRPC address is reachable from this machine only. */
+static int loopback_only(const char *listen)
+{
+    return !strncmp(listen, "127.", 4) || !strncmp(listen, "localhost:", 10) ||
+           !strncmp(listen, "[::1]:", 6) || !strncmp(listen, "unix:", 5) ||
+           !strncmp(listen, "unix-abstract:", 14);
+}
+
+/* Secure by default where it does not break the first run: a server that
+ * others can reach without TLS or tokens says so, loudly. */
+static void warn_if_open(const config *cfg)
+{
+    if (loopback_only(cfg->listen))
+        return;
+    if (!cfg->tls.cert)
+        fprintf(stderr,
+                "slimvecd: WARNING ********************************************************\n"
+                "slimvecd: WARNING %s is reachable from other machines WITHOUT TLS:\n"
+                "slimvecd: WARNING vectors%s travel in clear text. Set --tls-cert and --tls-key.\n",
+                cfg->listen, cfg->tokens_file ? " and tokens" : "");
+    if (!cfg->tokens_file)
+        fprintf(stderr,
+                "slimvecd: WARNING ********************************************************\n"
+                "slimvecd: WARNING %s is reachable from other machines WITHOUT TOKENS:\n"
+                "slimvecd: WARNING anyone who reaches it can read, write and drop every collection.\n"
+                "slimvecd: WARNING Set --tokens-file.\n",
+                cfg->listen);
+}
+
+/* Look at the certificate and tokens files again (the main thread, every
+ * second between signals). */
+static void refresh_files(svd_tls *tls, svd_tokens *tokens, svd_http *http)
+{
+    char err[512];
+    if (tokens) {
+        int r = svd_tokens_refresh(tokens, err, sizeof err);
+        if (r > 0) {
+            svd_tokens_stats ts;
+            svd_tokens_get_stats(tokens, &ts);
+            fprintf(stderr, "slimvecd: tokens file reloaded: %zu lines in force\n", ts.lines);
+        } else if (r < 0) {
+            fprintf(stderr, "slimvecd: tokens file refused, the previous one stays: %s\n", err);
+        }
+    }
+    if (tls) {
+        int r = svd_tls_refresh(tls, 0, err, sizeof err);
+        if (r < 0)
+            fprintf(stderr, "slimvecd: new TLS files refused, the previous certificate stays: %s\n", err);
+        if (http && svd_http_refresh(http, err, sizeof err) < 0)
+            fprintf(stderr, "slimvecd: HTTP port: %s\n", err);
+    }
+}
+
 int main(int argc, char **argv)
 {
     config cfg;
@@ -346,6 +479,28 @@ int main(int argc, char **argv)
     sigaddset(&sigs, SIGTERM);
     pthread_sigmask(SIG_BLOCK, &sigs, NULL); /* inherited by every thread */
 
+    /* Certificates and tokens first: a wrong file fails in milliseconds,
+     * not after every collection was opened. */
+    char err[512];
+    svd_tls *tls = NULL;
+    svd_tokens *tokens = NULL;
+    if (cfg.tls.cert && !(tls = svd_tls_open(&cfg.tls, err, sizeof err))) {
+        fprintf(stderr, "slimvecd: cannot start: %s\n", err);
+        return 1;
+    }
+    if (cfg.tokens_file && !(tokens = svd_tokens_open(cfg.tokens_file, err, sizeof err))) {
+        fprintf(stderr, "slimvecd: cannot start: %s\n", err);
+        svd_tls_free(tls);
+        return 1;
+    }
+    if (tls) {
+        svd_tls_stats ls;
+        svd_tls_get_stats(tls, &ls);
+        if (ls.not_after && ls.not_after < (int64_t)time(NULL))
+            fprintf(stderr, "slimvecd: WARNING: the certificate in %s has expired: clients will refuse "
+                            "it until it is renewed\n", cfg.tls.cert);
+    }
+
     svd_registry_options ro = {.data_dir = cfg.data_dir,
                                .durable = cfg.durable,
                                .build_threads = cfg.limits.build_threads,
@@ -356,16 +511,22 @@ int main(int argc, char **argv)
                    .memory = svd_memory_create(cfg.memory_cap, cfg.memory_limit,
                                                cfg.rpc.inflight_bytes)};
     atomic_init(&app.serving, 1);
+    int rc = 1;
+    svd_metrics *metrics = NULL;
+    svd_http *http = NULL;
+    svd_server *srv = NULL;
+    grpc_server_credentials *creds = NULL;
+    int grpc_started = 0;
+    _Atomic(svd_server *) running = NULL;
     if (!app.registry || !app.memory) {
         fprintf(stderr, "slimvecd: out of memory\n");
-        return 1;
+        goto cleanup;
     }
     double recovery_seconds = 0;
     sv_error oerr;
     if (svd_registry_open_all(app.registry, &recovery_seconds, &oerr) != SV_OK) {
         fprintf(stderr, "slimvecd: cannot start: %s\n", oerr.message);
-        svd_registry_free(app.registry);
-        return 1;
+        goto cleanup;
     }
     if (cfg.memory_cap)
         fprintf(stderr, "slimvecd: memory cap %llu bytes (memory limit %llu)\n",
@@ -375,49 +536,73 @@ int main(int argc, char **argv)
             : cfg.durable.sync_interval_ms ? "log fsynced on an interval"
                                            : "log fsynced before every acknowledgement");
     grpc_init();
+    grpc_started = 1;
     size_t n_methods = 0;
     const svd_method *methods = svd_methods(&n_methods);
-    char err[256];
-    _Atomic(svd_server *) running = NULL;
     cfg.maint.wake = wake_server;
     cfg.maint.wake_ctx = &running;
     app.maint = svd_maint_start(app.registry, &cfg.maint);
-    svd_metrics *metrics = svd_metrics_create(methods, n_methods, app.registry, &app.serving);
-    if (metrics) {
-        svd_metrics_set_recovery(metrics, recovery_seconds);
-        svd_metrics_set_memory(metrics, cfg.memory_limit, cfg.memory_cap);
+    metrics = svd_metrics_create(methods, n_methods, app.registry, &app.serving);
+    if (!app.maint || !metrics) {
+        fprintf(stderr, "slimvecd: %s\n", !app.maint ? "cannot start the maintenance thread" : "out of memory");
+        goto cleanup;
     }
-    if (!app.maint || !metrics || svd_metrics_listen(metrics, cfg.metrics_listen, err, sizeof err) != 0) {
-        fprintf(stderr, "slimvecd: %s\n", !app.maint ? "cannot start the maintenance thread"
-                                          : metrics  ? err
-                                                     : "out of memory");
-        svd_maint_stop(app.maint);
-        svd_metrics_free(metrics);
-        svd_registry_free(app.registry);
-        grpc_shutdown_blocking();
-        return 1;
+    svd_metrics_set_recovery(metrics, recovery_seconds);
+    svd_metrics_set_memory(metrics, cfg.memory_limit, cfg.memory_cap);
+    svd_metrics_set_auth(metrics, tokens, tls);
+    svd_http_options ho = {.listen = cfg.metrics_listen,
+                           .metrics = metrics,
+                           .serving = &app.serving,
+                           .tokens = cfg.metrics_auth ? tokens : NULL,
+                           .tls = cfg.metrics_tls ? tls : NULL};
+    if (!(http = svd_http_start(&ho, err, sizeof err))) {
+        fprintf(stderr, "slimvecd: %s\n", err);
+        goto cleanup;
     }
     svd_server_config scfg = cfg.rpc;
     scfg.listen = cfg.listen;
     scfg.observer = metrics;
     scfg.on_message = svd_metrics_message;
     scfg.on_call_end = svd_metrics_call_end;
-    svd_server *srv = svd_server_start(&scfg, methods, n_methods, &app, err, sizeof err);
+    if (tls && !(creds = svd_tls_server_credentials(tls))) {
+        fprintf(stderr, "slimvecd: cannot make the TLS credentials\n");
+        goto cleanup;
+    }
+    scfg.credentials = creds;
+    if (tokens) {
+        scfg.auth = tokens;
+        scfg.authenticate = svd_access_check;
+        scfg.principal_free = svd_principal_free;
+    }
+    srv = svd_server_start(&scfg, methods, n_methods, &app, err, sizeof err);
     if (!srv) {
         fprintf(stderr, "slimvecd: %s\n", err);
-        svd_maint_stop(app.maint);
-        svd_metrics_free(metrics);
-        svd_registry_free(app.registry);
-        grpc_shutdown_blocking();
-        return 1;
+        goto cleanup;
     }
     atomic_store(&running, srv);
     svd_metrics_set_server(metrics, srv);
-    fprintf(stderr, "slimvecd: listening on %s, metrics on http://%s/metrics\n", cfg.listen,
-            cfg.metrics_listen);
+    fprintf(stderr, "slimvecd: listening on %s (%s%s), metrics on %s://%s/metrics%s\n", cfg.listen,
+            tls ? "TLS" : "plaintext",
+            !tls ? "" : cfg.tls.client_auth == SVD_CLIENT_AUTH_REQUIRE ? ", client certificates required"
+                      : cfg.tls.client_auth == SVD_CLIENT_AUTH_OPTIONAL ? ", client certificates verified when sent"
+                                                                         : "",
+            cfg.metrics_tls ? "https" : "http", cfg.metrics_listen,
+            cfg.metrics_auth ? " (token needed)" : "");
+    if (tokens) {
+        svd_tokens_stats ts;
+        svd_tokens_get_stats(tokens, &ts);
+        fprintf(stderr, "slimvecd: tokens from %s: %zu lines\n", cfg.tokens_file, ts.lines);
+    }
+    warn_if_open(&cfg);
 
     int sig = 0;
-    sigwait(&sigs, &sig);
+    for (;;) {
+        struct timespec tick = {1, 0};
+        sig = sigtimedwait(&sigs, NULL, &tick);
+        if (sig > 0)
+            break;
+        refresh_files(tls, tokens, http);
+    }
     fprintf(stderr, "slimvecd: %s, draining for up to %g s\n", sig == SIGTERM ? "SIGTERM" : "SIGINT",
             cfg.grace);
     atomic_store(&app.serving, 0);
@@ -430,13 +615,28 @@ int main(int argc, char **argv)
                         "shutdown snapshot (the log holds every acknowledged write)\n", 2.0);
         return 1;
     }
+    srv = NULL;
     svd_maint_stop(app.maint);
-    int failed = svd_snapshot_all(app.registry);
-    svd_metrics_free(metrics);
-    svd_registry_free(app.registry);
-    svd_memory_free(app.memory);
-    grpc_shutdown_blocking();
-    fprintf(stderr, "slimvecd: stopped\n");
+    app.maint = NULL;
     /* A failed shutdown snapshot loses nothing (the log stays), but say so. */
-    return failed ? 1 : 0;
+    rc = svd_snapshot_all(app.registry) ? 1 : 0;
+    if (!rc)
+        fprintf(stderr, "slimvecd: stopped\n");
+
+cleanup:
+    if (srv)
+        svd_server_stop(srv, 0, 2.0);
+    svd_maint_stop(app.maint);
+    svd_http_stop(http);
+    svd_metrics_free(metrics);
+    if (app.registry)
+        svd_registry_free(app.registry);
+    svd_memory_free(app.memory);
+    if (creds)
+        grpc_server_credentials_release(creds);
+    if (grpc_started)
+        grpc_shutdown_blocking();
+    svd_tokens_free(tokens);
+    svd_tls_free(tls);
+    return rc;
 }

@@ -1,9 +1,6 @@
 /* Prometheus metrics over HTTP (see metrics.h). */
 #include "metrics.h"
 
-#include <arpa/inet.h>
-#include <microhttpd.h>
-#include <netinet/in.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -33,12 +30,25 @@ struct svd_metrics {
     size_t n;
     svd_registry *registry;
     atomic_int *serving;
-    struct MHD_Daemon *daemon;
     double recovery_seconds;            /* set once before listening */
     uint64_t memory_limit, memory_cap;  /* likewise */
     svd_server *server;                 /* set once it runs (NULL before) */
     _Atomic(svd_server *) server_atomic;
+    svd_tokens *tokens;                 /* set once before serving (NULL: none) */
+    svd_tls *tls;
+    atomic_ullong http_denied[2];       /* /metrics: unauthenticated, forbidden */
 };
+
+void svd_metrics_set_auth(svd_metrics *m, svd_tokens *tokens, svd_tls *tls)
+{
+    m->tokens = tokens;
+    m->tls = tls;
+}
+
+void svd_metrics_http_denied(svd_metrics *m, int forbidden)
+{
+    atomic_fetch_add(&m->http_denied[forbidden ? 1 : 0], 1);
+}
 
 void svd_metrics_set_memory(svd_metrics *m, uint64_t limit, uint64_t cap)
 {
@@ -80,8 +90,6 @@ void svd_metrics_free(svd_metrics *m)
 {
     if (!m)
         return;
-    if (m->daemon)
-        MHD_stop_daemon(m->daemon);
     free(m->methods);
     free(m);
 }
@@ -332,6 +340,49 @@ char *svd_metrics_render(svd_metrics *m, size_t *len)
                 put(&t, "slimvec_rpc_calls_total{method=\"%s\",code=\"%s\"} %llu\n",
                     m->methods[i].name, CODE_NAMES[c], v);
         }
+    put(&t, "# HELP slimvec_auth_denials_total Calls and HTTP requests refused: no valid token "
+            "(unauthenticated) or a role too weak (permission_denied).\n"
+            "# TYPE slimvec_auth_denials_total counter\n");
+    for (size_t i = 0; i <= m->n; i++) {
+        unsigned long long un = atomic_load(&m->methods[i].calls[GRPC_STATUS_UNAUTHENTICATED]),
+                           pd = atomic_load(&m->methods[i].calls[GRPC_STATUS_PERMISSION_DENIED]);
+        if (un)
+            put(&t, "slimvec_auth_denials_total{method=\"%s\",reason=\"unauthenticated\"} %llu\n",
+                m->methods[i].name, un);
+        if (pd)
+            put(&t, "slimvec_auth_denials_total{method=\"%s\",reason=\"permission_denied\"} %llu\n",
+                m->methods[i].name, pd);
+    }
+    put(&t, "slimvec_auth_denials_total{method=\"http/metrics\",reason=\"unauthenticated\"} %llu\n"
+            "slimvec_auth_denials_total{method=\"http/metrics\",reason=\"permission_denied\"} %llu\n",
+        (unsigned long long)atomic_load(&m->http_denied[0]),
+        (unsigned long long)atomic_load(&m->http_denied[1]));
+    if (m->tokens) {
+        svd_tokens_stats ts;
+        svd_tokens_get_stats(m->tokens, &ts);
+        put(&t, "# HELP slimvec_auth_token_lines Lines of the tokens file in force.\n"
+                "# TYPE slimvec_auth_token_lines gauge\nslimvec_auth_token_lines %zu\n"
+                "# HELP slimvec_auth_token_reloads_total Reloads of the tokens file (error: it did not "
+                "parse and the previous one stayed).\n"
+                "# TYPE slimvec_auth_token_reloads_total counter\n"
+                "slimvec_auth_token_reloads_total{result=\"ok\"} %llu\n"
+                "slimvec_auth_token_reloads_total{result=\"error\"} %llu\n",
+            ts.lines, (unsigned long long)ts.reloads, (unsigned long long)ts.reload_errors);
+    }
+    if (m->tls) {
+        svd_tls_stats ls;
+        svd_tls_get_stats(m->tls, &ls);
+        put(&t, "# HELP slimvec_tls_certificate_expiry_seconds When the server certificate in force "
+                "expires (Unix time).\n"
+                "# TYPE slimvec_tls_certificate_expiry_seconds gauge\n"
+                "slimvec_tls_certificate_expiry_seconds %lld\n"
+                "# HELP slimvec_tls_reloads_total New certificate files taken up (error: refused, the "
+                "previous pair stayed).\n"
+                "# TYPE slimvec_tls_reloads_total counter\n"
+                "slimvec_tls_reloads_total{result=\"ok\"} %llu\n"
+                "slimvec_tls_reloads_total{result=\"error\"} %llu\n",
+            (long long)ls.not_after, (unsigned long long)ls.reloads, (unsigned long long)ls.reload_errors);
+    }
     put(&t, "# HELP slimvec_rpc_handle_seconds Time to handle one unary call or one stream message.\n"
             "# TYPE slimvec_rpc_handle_seconds histogram\n");
     for (size_t i = 0; i <= m->n; i++) {
@@ -353,82 +404,4 @@ char *svd_metrics_render(svd_metrics *m, size_t *len)
     }
     *len = t.len;
     return t.buf;
-}
-
-/* ---- HTTP ----------------------------------------------------------------- */
-
-static enum MHD_Result answer(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
-                              const char *version, const char *upload, size_t *upload_len, void **con_cls)
-{
-    svd_metrics *m = cls;
-    (void)version;
-    (void)upload;
-    (void)upload_len;
-    (void)con_cls;
-    struct MHD_Response *resp = NULL;
-    unsigned status = MHD_HTTP_OK;
-    const char *type = "text/plain; charset=utf-8";
-    if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0) {
-        status = MHD_HTTP_METHOD_NOT_ALLOWED;
-        resp = MHD_create_response_from_buffer(0, "", MHD_RESPMEM_PERSISTENT);
-    } else if (strcmp(url, "/metrics") == 0) {
-        size_t len = 0;
-        char *body = svd_metrics_render(m, &len);
-        if (body) {
-            resp = MHD_create_response_from_buffer(len, body, MHD_RESPMEM_MUST_FREE);
-            type = "text/plain; version=0.0.4; charset=utf-8";
-        } else {
-            status = MHD_HTTP_INTERNAL_SERVER_ERROR;
-            resp = MHD_create_response_from_buffer(14, "out of memory\n", MHD_RESPMEM_PERSISTENT);
-        }
-    } else if (strcmp(url, "/healthz") == 0) {
-        resp = MHD_create_response_from_buffer(3, "ok\n", MHD_RESPMEM_PERSISTENT);
-    } else if (strcmp(url, "/readyz") == 0) {
-        int ready = atomic_load(m->serving);
-        status = ready ? MHD_HTTP_OK : MHD_HTTP_SERVICE_UNAVAILABLE;
-        resp = ready ? MHD_create_response_from_buffer(6, "ready\n", MHD_RESPMEM_PERSISTENT)
-                     : MHD_create_response_from_buffer(14, "shutting down\n", MHD_RESPMEM_PERSISTENT);
-    } else {
-        status = MHD_HTTP_NOT_FOUND;
-        resp = MHD_create_response_from_buffer(10, "not found\n", MHD_RESPMEM_PERSISTENT);
-    }
-    if (!resp)
-        return MHD_NO;
-    MHD_add_response_header(resp, "Content-Type", type);
-    enum MHD_Result r = MHD_queue_response(conn, status, resp);
-    MHD_destroy_response(resp);
-    return r;
-}
-
-int svd_metrics_listen(svd_metrics *m, const char *addr, char *err, size_t err_cap)
-{
-    char host[64];
-    const char *colon = strrchr(addr, ':');
-    if (!colon || (size_t)(colon - addr) >= sizeof host) {
-        snprintf(err, err_cap, "metrics address '%s' is not host:port", addr);
-        return -1;
-    }
-    memcpy(host, addr, (size_t)(colon - addr));
-    host[colon - addr] = '\0';
-    long port = strtol(colon + 1, NULL, 10);
-    struct sockaddr_in sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sin_family = AF_INET;
-    sa.sin_port = htons((uint16_t)port);
-    if (port < 1 || port > 65535 ||
-        inet_pton(AF_INET, strcmp(host, "") == 0 ? "0.0.0.0" : host, &sa.sin_addr) != 1) {
-        snprintf(err, err_cap, "metrics address '%s' is not an IPv4 host:port", addr);
-        return -1;
-    }
-    /* epoll, not select(): with thousands of collections open (a log file
-     * each) the listening socket's descriptor is past FD_SETSIZE. */
-    m->daemon = MHD_start_daemon(MHD_USE_EPOLL_INTERNAL_THREAD, (uint16_t)port, NULL, NULL, answer, m,
-                                 MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa,
-                                 MHD_OPTION_CONNECTION_LIMIT, (unsigned)64,
-                                 MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)30, MHD_OPTION_END);
-    if (!m->daemon) {
-        snprintf(err, err_cap, "cannot serve metrics on %s", addr);
-        return -1;
-    }
-    return 0;
 }

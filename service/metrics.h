@@ -1,5 +1,5 @@
 /*
- * Prometheus metrics over HTTP (libmicrohttpd): /metrics, /healthz, /readyz.
+ * Prometheus metrics (served over HTTP by http.c).
  *
  * Per collection: vectors, the arena's allocated bytes (the measurement),
  * bytes per vector, and the engine's estimated breakdown by part. Process:
@@ -15,6 +15,8 @@
 
 #include "registry.h"
 #include "rpc.h"
+#include "tls.h"
+#include "tokens.h"
 
 typedef struct svd_metrics svd_metrics;
 
@@ -29,14 +31,17 @@ void svd_metrics_set_memory(svd_metrics *m, uint64_t limit, uint64_t cap);
  * set while the daemon runs). */
 void svd_metrics_set_server(svd_metrics *m, svd_server *s);
 
+/* The tokens table and TLS set whose reloads and expiry are exported
+ * (either NULL; before serving). */
+void svd_metrics_set_auth(svd_metrics *m, svd_tokens *tokens, svd_tls *tls);
+/* /metrics refused (forbidden: a valid token with too weak a role). */
+void svd_metrics_http_denied(svd_metrics *m, int forbidden);
+
 /* rpc.c observers (method -1: an unknown method). */
 void svd_metrics_message(void *m, int method, double seconds);
 void svd_metrics_call_end(void *m, int method, int code);
 
 /* The exposition text (malloc'd; caller frees). */
 char *svd_metrics_render(svd_metrics *m, size_t *len);
-
-/* Serve on host:port; 0 on success. */
-int svd_metrics_listen(svd_metrics *m, const char *addr, char *err, size_t err_cap);
 
 #endif

@@ -403,6 +403,8 @@ static void call_free(call *c)
         grpc_slice_unref(c->status_details);
     grpc_metadata_array_destroy(&c->md);
     grpc_call_details_destroy(&c->details);
+    if (c->ctx.principal && cfg->principal_free)
+        cfg->principal_free((struct svd_principal *)c->ctx.principal);
     if (c->call)
         grpc_call_unref(c->call);
     pthread_mutex_destroy(&c->mu);
@@ -918,6 +920,49 @@ static int admit(call *c)
     return ok;
 }
 
+/*
+ * Check the call's token before it counts against any limit (an
+ * unauthenticated client cannot take call slots). 0 when refused: code
+ * and message set for part 2.
+ */
+static int authenticate(call *c)
+{
+    svd_server *s = c->srv;
+    const svd_method *m = method_of(c);
+    int role = m ? m->role : -1;
+    if (!s->cfg.authenticate || role == 0)
+        return 1;
+    const char *value = NULL;
+    size_t len = 0;
+    int seen = 0;
+    for (size_t i = 0; i < c->md.count; i++) {
+        if (grpc_slice_str_cmp(c->md.metadata[i].key, "authorization") != 0)
+            continue;
+        value = (const char *)GRPC_SLICE_START_PTR(c->md.metadata[i].value);
+        len = GRPC_SLICE_LENGTH(c->md.metadata[i].value);
+        seen++;
+    }
+    struct svd_principal *p = NULL;
+    grpc_status_code code;
+    if (seen > 1) {
+        code = GRPC_STATUS_UNAUTHENTICATED;
+        snprintf(c->message, sizeof c->message, "more than one authorization metadata");
+    } else {
+        /* A value of length 0 still counts as sent. */
+        code = s->cfg.authenticate(s->cfg.auth, c->method, role, seen ? (value ? value : "") : NULL,
+                                   len, &p, c->message, sizeof c->message);
+    }
+    if (code == GRPC_STATUS_OK) {
+        c->ctx.principal = p;
+        return 1;
+    }
+    if (p && s->cfg.principal_free)
+        s->cfg.principal_free(p);
+    c->refused = 1;
+    c->code = code;
+    return 0;
+}
+
 static void stream_begin(call *c)
 {
     grpc_op ops[2];
@@ -955,6 +1000,8 @@ static int new_call_admit(call *c, int success)
         post_request(s, c->method);
     set_deadline(c);
     const svd_method *m = method_of(c);
+    if (!authenticate(c))
+        return 1; /* refused in part 2 */
     if (!m || (atomic_load(&s->shutting_down) && !m->light))
         return 1; /* refused in part 2 */
     if (!admit(c))
@@ -976,14 +1023,14 @@ static void handle_new(call *c)
 {
     svd_server *s = c->srv;
     const svd_method *m = method_of(c);
+    if (c->refused) {
+        finish_unary(c, NULL, 0, 1); /* code and message set by authenticate() or admit() */
+        return;
+    }
     if (!m) {
         char *path = grpc_slice_to_c_string(c->details.method);
         refuse(c, GRPC_STATUS_UNIMPLEMENTED, "unknown method %s", path);
         gpr_free(path);
-        return;
-    }
-    if (c->refused) {
-        finish_unary(c, NULL, 0, 1); /* code and message set by admit() */
         return;
     }
     if (atomic_load(&s->shutting_down) && !m->light && !c->counted) {
@@ -1249,9 +1296,11 @@ svd_server *svd_server_start(const svd_server_config *cfg, const svd_method *met
             goto fail;
         }
     }
-    grpc_server_credentials *creds = grpc_insecure_server_credentials_create();
+    grpc_server_credentials *creds =
+        cfg->credentials ? cfg->credentials : grpc_insecure_server_credentials_create();
     int port = grpc_server_add_http2_port(s->server, cfg->listen, creds);
-    grpc_server_credentials_release(creds);
+    if (!cfg->credentials)
+        grpc_server_credentials_release(creds);
     if (port == 0) {
         snprintf(err, err_cap, "cannot listen on %s", cfg->listen);
         goto fail;

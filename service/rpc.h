@@ -38,6 +38,7 @@
 #include <stdint.h>
 
 typedef struct svd_server svd_server;
+struct svd_principal; /* auth/tokens.h */
 
 /*
  * A call's context, handed to its handler. The runtime fills it for every
@@ -51,6 +52,10 @@ typedef struct svd_ctx {
     svd_server *srv;             /* NULL: a local context */
     size_t max_message;          /* --max-message */
     size_t reserved;             /* bytes reserved by the handler (svd_ctx_reserve) */
+    /* Who is calling, from the call's bearer token (see svd_server_config's
+     * authenticate). NULL when the server checks no tokens (and in local
+     * contexts): then every call may do everything. */
+    const struct svd_principal *principal;
 } svd_ctx;
 
 /* A local context: timeout_seconds <= 0 means no deadline. */
@@ -95,6 +100,8 @@ typedef struct svd_method {
     svd_kind kind;
     int light;   /* answered on the event threads, never refused by the call limits:
                     only for handlers that do a few microseconds of work (health) */
+    int role;    /* the least role (auth/tokens.h svd_role) a caller must have on some
+                    collection; 0: open to every caller (health) */
 } svd_method;
 
 typedef struct svd_server_config {
@@ -108,6 +115,20 @@ typedef struct svd_server_config {
     size_t grpc_memory;          /* gRPC transport resource quota; 0 = gRPC's default */
     double send_timeout;         /* seconds a stream's send may wait for its client */
     int stream_queue;            /* responses queued per stream before reading pauses */
+    grpc_server_credentials *credentials; /* NULL: plaintext (the server takes a ref) */
+    /*
+     * Authentication (NULL: none). Called on an event thread for each new
+     * call of a method whose role is not 0 (unknown methods included, role
+     * -1), before the call counts against any limit, with the value of its
+     * "authorization" metadata (NULL when absent). Returns GRPC_STATUS_OK
+     * and sets *principal (handed to the handler in its context, freed
+     * with principal_free when the call ends), or the code and message the
+     * call is refused with.
+     */
+    void *auth;
+    grpc_status_code (*authenticate)(void *auth, int method, int role, const char *value, size_t len,
+                                     struct svd_principal **principal, char *msg, size_t msg_cap);
+    void (*principal_free)(struct svd_principal *principal);
     /* Observers (may be NULL); method is an index or -1 (unknown method). */
     void *observer;
     void (*on_message)(void *observer, int method, double seconds); /* one message handled */

@@ -7,11 +7,17 @@
  *   slimvec stats   --collection C
  *   slimvec snapshot --collection C
  *   slimvec health  [--service S]
+ *   slimvec list
+ *   slimvec drop    --collection C
+ *   slimvec token   [--role read|write|admin] [--glob G]   (a new token and its tokens-file line)
  *   slimvec ingest  --collection C --file B.fvecs [--batch N] [--window N] [--flush]
  *   slimvec search  --collection C --query Q.fvecs --gt G.ivecs [--k N]
  *                   [--search-list L] [--window N] [--json OUT]
  *
- * Every subcommand takes --addr A (default 127.0.0.1:50051).
+ * Every subcommand takes --addr A (default 127.0.0.1:50051) and the
+ * connection flags of auth/client.h: --tls, --ca, --cert, --key,
+ * --server-name, --token (or SLIMVEC_CA, SLIMVEC_CERT, SLIMVEC_KEY,
+ * SLIMVEC_SERVER_NAME, SLIMVEC_TOKEN, SLIMVEC_TLS=1).
  * Exit status: 0 success, 1 an RPC or I/O failure, 2 a usage error.
  *
  * Both streaming RPCs (Ingest, SearchStream) run through one driver,
@@ -28,6 +34,7 @@
 #include <grpc/support/alloc.h>
 #include <grpc/support/time.h>
 #include <protobuf-c/protobuf-c.h>
+#include <sodium.h>
 
 #include <errno.h>
 #include <inttypes.h>
@@ -40,8 +47,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "client.h"
 #include "health/v1/health.pb-c.h"
 #include "slimvec/v1/slimvec.pb-c.h"
+#include "tokens.h"
 #include "vecfile.h"
 
 #define DEFAULT_ADDR "127.0.0.1:50051"
@@ -113,6 +122,11 @@ static int read_vecs(const char *path, svf_kind kind, svf_matrix *out)
 
 /* ---- gRPC plumbing ------------------------------------------------------- */
 
+/* How to reach the server (flags, then the environment), and the token
+ * metadata every call sends: set once in main. */
+static svd_client_options conn;
+static svd_client_auth_md auth_md;
+
 static grpc_channel *open_channel(const char *addr)
 {
     /* Replies (a Search with vectors, a big List) can exceed the 4 MiB
@@ -124,11 +138,19 @@ static grpc_channel *open_channel(const char *addr)
     args[1].type = GRPC_ARG_INTEGER;
     args[1].key = GRPC_ARG_MAX_SEND_MESSAGE_LENGTH;
     args[1].value.integer = MAX_MESSAGE;
-    grpc_channel_args chargs = {2, args};
-    grpc_channel_credentials *creds = grpc_insecure_credentials_create();
-    grpc_channel *ch = grpc_channel_create(addr, creds, &chargs);
-    grpc_channel_credentials_release(creds);
+    char err[512];
+    grpc_channel *ch = svd_client_channel(addr, &conn, args, 2, err, sizeof err);
+    if (!ch)
+        fprintf(stderr, "slimvec: %s\n", err);
     return ch;
+}
+
+/* The first batch's SEND_INITIAL_METADATA: the token, if any. */
+static void send_initial_metadata(grpc_op *op)
+{
+    op->op = GRPC_OP_SEND_INITIAL_METADATA;
+    op->data.send_initial_metadata.count = auth_md.count;
+    op->data.send_initial_metadata.metadata = auth_md.count ? auth_md.md : NULL;
 }
 
 static grpc_byte_buffer *pack(const ProtobufCMessage *msg)
@@ -188,7 +210,7 @@ static int unary(grpc_channel *ch, const char *rpc, const char *path, const Prot
                                                deadline, NULL);
     grpc_op ops[6];
     memset(ops, 0, sizeof ops);
-    ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+    send_initial_metadata(&ops[0]);
     ops[1].op = GRPC_OP_SEND_MESSAGE;
     ops[1].data.send_message.send_message = send_bb;
     ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
@@ -287,7 +309,7 @@ static int run_stream(grpc_channel *ch, const char *rpc, const char *path, const
     grpc_op ops[2];
 
     memset(ops, 0, sizeof ops);
-    ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+    send_initial_metadata(&ops[0]);
     ops[1].op = GRPC_OP_RECV_INITIAL_METADATA;
     ops[1].data.recv_initial_metadata.recv_initial_metadata = &md_init;
     if (start_batch(call, ops, 2, T_START, &pending) != 0)
@@ -416,16 +438,26 @@ static const char usage_text[] =
     "  stats   --collection C\n"
     "  snapshot --collection C   (write a snapshot now; needs a server with a data directory)\n"
     "  health  [--service S]     grpc.health.v1 Check; exit 0 when SERVING (container probes)\n"
+    "  list                      every collection (a scoped token: those it may read)\n"
+    "  drop    --collection C\n"
+    "  token   [--role read|write|admin (read)] [--glob G]\n"
+    "                            a new random token, and the line for slimvecd's --tokens-file\n"
     "  ingest  --collection C --file B.fvecs [--batch N (1000)] [--window N (8)] [--flush]\n"
     "  search  --collection C --query Q.fvecs --gt G.ivecs [--k N (10)]\n"
     "          [--search-list L (0 = server default)] [--window N (8)] [--json OUT]\n"
     "\n"
     "every command: --addr HOST:PORT (default " DEFAULT_ADDR ")\n"
+    "  --tls                     TLS with the system's CAs (SLIMVEC_TLS=1)\n"
+    "  --ca FILE                 TLS, trusting the CAs in FILE (SLIMVEC_CA)\n"
+    "  --cert FILE --key FILE    a client certificate, for mutual TLS (SLIMVEC_CERT, SLIMVEC_KEY)\n"
+    "  --server-name NAME        the name the server's certificate must carry (SLIMVEC_SERVER_NAME)\n"
+    "  --token TOKEN             bearer token sent with every call (SLIMVEC_TOKEN; prefer the\n"
+    "                            variable: a flag shows in the process list)\n"
     "exit status: 0 ok, 1 RPC or I/O failure, 2 usage error\n";
 
 typedef struct opts {
     const char *addr, *collection, *file, *query, *gt, *json, *service;
-    const char *metric, *storage;
+    const char *metric, *storage, *role, *glob;
     unsigned long dim, R, L, seed, flush_threshold, batch, window, k, search_list;
     double alpha;
     int flush;
@@ -467,10 +499,21 @@ static void parse_opts(int argc, char **argv, opts *o)
             o->flush = 1;
             continue;
         }
+        if (!strcmp(f, "--tls")) {
+            conn.tls = 1;
+            continue;
+        }
         if (i + 1 >= argc)
             usage_error("%s needs a value", f);
         const char *v = argv[++i];
         if (!strcmp(f, "--addr")) o->addr = v;
+        else if (!strcmp(f, "--ca")) conn.ca = v;
+        else if (!strcmp(f, "--cert")) conn.cert = v;
+        else if (!strcmp(f, "--key")) conn.key = v;
+        else if (!strcmp(f, "--server-name")) conn.server_name = v;
+        else if (!strcmp(f, "--token")) conn.token = v;
+        else if (!strcmp(f, "--role")) o->role = v;
+        else if (!strcmp(f, "--glob")) o->glob = v;
         else if (!strcmp(f, "--collection")) o->collection = v;
         else if (!strcmp(f, "--service")) o->service = v;
         else if (!strcmp(f, "--file")) o->file = v;
@@ -665,6 +708,67 @@ static int cmd_snapshot(grpc_channel *ch, const opts *o)
     printf("snapshot of %s: LSN %" PRIu64 ", %" PRIu64 " bytes, %.3f s (ingest waited %.3f s)\n",
            o->collection, r->lsn, r->bytes, r->seconds, r->stall_seconds);
     protobuf_c_message_free_unpacked(resp, NULL);
+    return 0;
+}
+
+static int cmd_list(grpc_channel *ch, const opts *o)
+{
+    (void)o;
+    Slimvec__V1__ListCollectionsRequest req = SLIMVEC__V1__LIST_COLLECTIONS_REQUEST__INIT;
+    ProtobufCMessage *resp = NULL;
+    if (unary(ch, "ListCollections", METHOD("ListCollections"), &req.base,
+              &slimvec__v1__list_collections_response__descriptor, &resp) != 0)
+        return 1;
+    const Slimvec__V1__ListCollectionsResponse *r = (const void *)resp;
+    for (size_t i = 0; i < r->n_collections; i++)
+        printf("%s\t%" PRIu64 " vectors\n", r->collections[i]->spec ? r->collections[i]->spec->name : "?",
+               r->collections[i]->vectors);
+    protobuf_c_message_free_unpacked(resp, NULL);
+    return 0;
+}
+
+static int cmd_drop(grpc_channel *ch, const opts *o)
+{
+    require(o->collection, "--collection");
+    Slimvec__V1__DropCollectionRequest req = SLIMVEC__V1__DROP_COLLECTION_REQUEST__INIT;
+    req.name = (char *)o->collection;
+    ProtobufCMessage *resp = NULL;
+    if (unary(ch, "DropCollection", METHOD("DropCollection"), &req.base,
+              &slimvec__v1__drop_collection_response__descriptor, &resp) != 0)
+        return 1;
+    printf("dropped %s\n", o->collection);
+    protobuf_c_message_free_unpacked(resp, NULL);
+    return 0;
+}
+
+/*
+ * A new token: 32 random bytes as URL-safe base64 (43 characters of RFC
+ * 6750's token set), and the tokens-file line holding only its SHA-256.
+ * No server is contacted.
+ */
+static int make_token(const opts *o)
+{
+    const char *role = o->role ? o->role : "read";
+    if (strcmp(role, "read") && strcmp(role, "write") && strcmp(role, "admin"))
+        usage_error("unknown role %s (read, write, admin)", role);
+    if (o->glob && (!o->glob[0] || strlen(o->glob) > SVD_GLOB_MAX || strpbrk(o->glob, " \t\r\n#")))
+        usage_error("bad --glob %s", o->glob);
+    if (sodium_init() < 0) {
+        fprintf(stderr, "slimvec: libsodium cannot start\n");
+        return 1;
+    }
+    unsigned char raw[32], hash[crypto_hash_sha256_BYTES];
+    char token[sodium_base64_ENCODED_LEN(32, sodium_base64_VARIANT_URLSAFE_NO_PADDING)];
+    char hex[2 * crypto_hash_sha256_BYTES + 1];
+    randombytes_buf(raw, sizeof raw);
+    sodium_bin2base64(token, sizeof token, raw, sizeof raw, sodium_base64_VARIANT_URLSAFE_NO_PADDING);
+    crypto_hash_sha256(hash, (const unsigned char *)token, strlen(token));
+    sodium_bin2hex(hex, sizeof hex, hash, sizeof hash);
+    printf("# the token (give it to the client as SLIMVEC_TOKEN; it is not kept anywhere):\n%s\n"
+           "# the line for slimvecd's --tokens-file:\nsha256:%s %s%s%s\n",
+           token, hex, role, o->glob ? " " : "", o->glob ? o->glob : "");
+    sodium_memzero(raw, sizeof raw);
+    sodium_memzero(token, sizeof token);
     return 0;
 }
 
@@ -1014,13 +1118,28 @@ int main(int argc, char **argv)
     else if (!strcmp(cmd, "health")) run = cmd_health;
     else if (!strcmp(cmd, "ingest")) run = cmd_ingest;
     else if (!strcmp(cmd, "search")) run = cmd_search;
-    else usage_error("unknown command %s", cmd);
+    else if (!strcmp(cmd, "list")) run = cmd_list;
+    else if (!strcmp(cmd, "drop")) run = cmd_drop;
+    else if (strcmp(cmd, "token")) usage_error("unknown command %s", cmd);
     opts o;
     parse_opts(argc, argv, &o); /* before grpc_init: usage errors exit at once */
+    if (!run)
+        return make_token(&o);
+    svd_client_options_from_env(&conn);
     grpc_init();
+    char err[256];
+    if (svd_client_auth_md_init(&auth_md, &conn, err, sizeof err) != 0) {
+        fprintf(stderr, "slimvec: %s\n", err);
+        grpc_shutdown_blocking();
+        return 2;
+    }
+    int rc = 1;
     grpc_channel *ch = open_channel(o.addr);
-    int rc = run(ch, &o);
-    grpc_channel_destroy(ch);
+    if (ch) {
+        rc = run(ch, &o);
+        grpc_channel_destroy(ch);
+    }
+    svd_client_auth_md_release(&auth_md);
     grpc_shutdown_blocking();
     return rc;
 }

@@ -47,11 +47,67 @@ def rss_bytes(pid):
     return 0
 
 
+def _env(value, name):
+    return value if value is not None else (os.environ.get(name) or None)
+
+
+class _TokenInterceptor:
+    """Adds `authorization: Bearer <token>` to every call (works on plaintext
+    channels too, unlike grpc's call credentials)."""
+
+    def __init__(self, token):
+        import grpc
+        self.md = ("authorization", "Bearer " + token)
+
+        class Details(grpc.ClientCallDetails):
+            def __init__(self, d, md):
+                self.method, self.timeout, self.credentials = d.method, d.timeout, d.credentials
+                self.wait_for_ready, self.compression = d.wait_for_ready, getattr(d, "compression", None)
+                self.metadata = list(d.metadata or []) + [md]
+        self.Details = Details
+
+    def _go(self, continuation, details, request):
+        return continuation(self.Details(details, self.md), request)
+
+    intercept_unary_unary = _go
+    intercept_unary_stream = _go
+    intercept_stream_unary = _go
+    intercept_stream_stream = _go
+
+
+def client_channel(addr, ca=None, cert=None, key=None, server_name=None, token=None, tls=None,
+                   options=()):
+    """A channel to a slimvecd: TLS when a CA (or SLIMVEC_CA, or tls=True)
+    is given, a client certificate for mutual TLS, and a bearer token
+    (SLIMVEC_TOKEN) on every call. Arguments left None fall back to the
+    environment, as the CLI does."""
+    import grpc
+    ca, cert, key = _env(ca, "SLIMVEC_CA"), _env(cert, "SLIMVEC_CERT"), _env(key, "SLIMVEC_KEY")
+    server_name, token = _env(server_name, "SLIMVEC_SERVER_NAME"), _env(token, "SLIMVEC_TOKEN")
+    options = [("grpc.max_receive_message_length", 256 << 20),
+               ("grpc.max_send_message_length", 256 << 20), *options]
+    if tls or ca or cert:
+        def read(path):
+            with open(path, "rb") as f:
+                return f.read()
+        creds = grpc.ssl_channel_credentials(root_certificates=read(ca) if ca else None,
+                                             private_key=read(key) if key else None,
+                                             certificate_chain=read(cert) if cert else None)
+        if server_name:
+            options.append(("grpc.ssl_target_name_override", server_name))
+        channel = grpc.secure_channel(addr, creds, options=options)
+    else:
+        channel = grpc.insecure_channel(addr, options=options)
+    if token:
+        channel = grpc.intercept_channel(channel, _TokenInterceptor(token))
+    return channel
+
+
 class Slimvecd:
     """A slimvecd process on free loopback ports, with a data directory of
     its own unless one is given; stderr goes to a file (read with .log())."""
 
-    def __init__(self, binary, stubs, *extra, data_dir=None, wait=True):
+    def __init__(self, binary, stubs, *extra, data_dir=None, wait=True, client=None):
         import subprocess
         import tempfile
         import grpc
@@ -67,17 +123,34 @@ class Slimvecd:
         self.args = [binary, "--listen", self.addr, "--metrics-listen", self.metrics,
                      "--data-dir", self.data_dir, *extra]
         self.proc = subprocess.Popen(self.args, stdout=subprocess.DEVNULL, stderr=self.log_file)
-        self.channel = grpc.insecure_channel(self.addr, options=[
-            ("grpc.max_receive_message_length", 256 << 20),
-            ("grpc.max_send_message_length", 256 << 20)])
+        # How clients reach it: client_channel's keywords (ca, cert, key,
+        # server_name, token); the environment fills what is not given.
+        self.client = dict(client or {})
+        self.channel = self.new_channel()
         self.stub = pbg.SlimVecStub(self.channel)
         self.health = health_pb2_grpc.HealthStub(self.channel)
         if wait:
             self.wait_ready()
 
+    def new_channel(self, **override):
+        """A channel of its own, as self.client says, with overrides."""
+        return client_channel(self.addr, **{**self.client, **override})
+
     def wait_ready(self, seconds=60):
+        """Until Health answers (the process may still be opening its data)."""
         import grpc
-        grpc.channel_ready_future(self.channel).result(timeout=scaled(seconds))
+        from health.v1 import health_pb2
+        until = time.monotonic() + scaled(seconds)
+        while True:
+            if self.proc.poll() is not None:
+                raise AssertionError("slimvecd exited with %s:\n%s" % (self.proc.returncode, self.log()))
+            try:
+                self.health.Check(health_pb2.HealthCheckRequest(), timeout=scaled(2), wait_for_ready=True)
+                return
+            except grpc.RpcError:
+                if time.monotonic() > until:
+                    raise
+                time.sleep(0.05)
 
     def log(self):
         with open(self.log_path) as f:
@@ -86,9 +159,15 @@ class Slimvecd:
     def rss(self):
         return rss_bytes(self.proc.pid)
 
-    def http(self, path, seconds=10):
+    def http(self, path, seconds=10, token=None, ca=None):
+        """GET on the HTTP port (https when ca is given); the body."""
+        import ssl
         import urllib.request
-        with urllib.request.urlopen("http://%s%s" % (self.metrics, path), timeout=scaled(seconds)) as r:
+        req = urllib.request.Request("%s://%s%s" % ("https" if ca else "http", self.metrics, path))
+        if token:
+            req.add_header("Authorization", "Bearer " + token)
+        ctx = ssl.create_default_context(cafile=ca) if ca else None
+        with urllib.request.urlopen(req, timeout=scaled(seconds), context=ctx) as r:
             return r.read().decode()
 
     def stop(self, sig=None, seconds=60, keep_dir=False):
@@ -109,12 +188,11 @@ class HealthMonitor:
     """Asks Health/Check every `period` seconds on a channel of its own and
     records the slowest answer and any failure (a deadline of `limit`)."""
 
-    def __init__(self, addr, limit=1.0, period=0.1):
+    def __init__(self, addr, limit=1.0, period=0.1, **client):
         import threading
-        import grpc
         from health.v1 import health_pb2, health_pb2_grpc
         self.pb = health_pb2
-        self.channel = grpc.insecure_channel(addr)
+        self.channel = client_channel(addr, **client)
         self.stub = health_pb2_grpc.HealthStub(self.channel)
         self.limit = scaled(limit)
         self.period = period

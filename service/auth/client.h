@@ -1,0 +1,42 @@
+/*
+ * How our clients (the CLI, the cluster's links to other pods) reach a
+ * slimvecd: a channel, plain or TLS (a CA to trust, optionally a client
+ * certificate for mutual TLS), and the bearer token each call carries.
+ *
+ * Flags win over the environment: SLIMVEC_TOKEN, SLIMVEC_CA, SLIMVEC_CERT,
+ * SLIMVEC_KEY, SLIMVEC_TLS=1 (TLS with the system's roots),
+ * SLIMVEC_SERVER_NAME (the name the certificate must carry, when the
+ * address is an IP or a different name).
+ */
+#ifndef SVD_CLIENT_H
+#define SVD_CLIENT_H
+
+#include <grpc/grpc.h>
+#include <stddef.h>
+
+typedef struct svd_client_options {
+    int tls;                 /* 1: TLS (set by ca or cert too) */
+    const char *ca;          /* PEM file of the CAs to trust; NULL: the system's */
+    const char *cert, *key;  /* PEM client certificate and key (mutual TLS) */
+    const char *server_name; /* override of the name checked in the certificate */
+    const char *token;       /* bearer token; NULL: none */
+} svd_client_options;
+
+/* Fill the fields still NULL (or 0) from the environment. */
+void svd_client_options_from_env(svd_client_options *o);
+
+/* A channel to addr, with extra channel args; NULL with err filled. */
+grpc_channel *svd_client_channel(const char *addr, const svd_client_options *o, const grpc_arg *extra,
+                                 size_t n_extra, char *err, size_t err_cap);
+
+/* The call metadata carrying the token. */
+typedef struct svd_client_auth_md {
+    grpc_metadata md[1];
+    size_t count;            /* 0 when there is no token */
+} svd_client_auth_md;
+/* 0, or -1 and err filled when the token cannot be sent (bad characters,
+ * too long). Release with svd_client_auth_md_release. */
+int svd_client_auth_md_init(svd_client_auth_md *m, const svd_client_options *o, char *err, size_t err_cap);
+void svd_client_auth_md_release(svd_client_auth_md *m);
+
+#endif

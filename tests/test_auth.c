@@ -1,0 +1,325 @@
+/*
+ * service/auth: the tokens file (parse, errors naming the line, reload on
+ * change, a bad file keeping the old table), the authorization value
+ * (forms refused, roles and globs granted), and a statistical check that
+ * refusing a wrong token takes the same time however much of it matches.
+ */
+#include <check.h>
+#include <math.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "testutil.h"
+#include "tokens.h"
+
+static char *line_of(const char *token, const char *role, const char *glob)
+{
+    unsigned char h[crypto_hash_sha256_BYTES];
+    char hex[2 * crypto_hash_sha256_BYTES + 1];
+    crypto_hash_sha256(h, (const unsigned char *)token, strlen(token));
+    sodium_bin2hex(hex, sizeof hex, h, sizeof h);
+    char *s = malloc(512);
+    ck_assert_ptr_nonnull(s);
+    snprintf(s, 512, "sha256:%s %s%s%s\n", hex, role, glob ? " " : "", glob ? glob : "");
+    return s;
+}
+
+static svd_tokens *table_of(const char *text)
+{
+    char err[256];
+    svd_tokens *t = svd_tokens_from_text(text, strlen(text), err, sizeof err);
+    ck_assert_msg(t != NULL, "%s", err);
+    return t;
+}
+
+static svd_auth_status check_value(svd_tokens *t, const char *value, svd_principal **p, char *why)
+{
+    return svd_tokens_check(t, value, value ? strlen(value) : 0, p, why, 256);
+}
+
+START_TEST(test_parse_and_roles)
+{
+    ck_assert_int_ge(sodium_init(), 0);
+    char *r = line_of("reader", "read", NULL), *w = line_of("writer", "write", "pub-*"),
+         *a = line_of("admin", "admin", NULL), *w2 = line_of("writer", "read", "team-[ab]");
+    char text[4096];
+    /* Comments, blank lines, leading blanks, a token on two lines. */
+    snprintf(text, sizeof text, "# slimvec tokens\n\n  %s%s\t# the admin:\n%s%s", r, w, w2, a);
+    svd_tokens *t = table_of(text);
+    svd_tokens_stats st;
+    svd_tokens_get_stats(t, &st);
+    ck_assert_uint_eq(st.lines, 4);
+
+    char why[256];
+    svd_principal *p = NULL;
+    ck_assert_int_eq(check_value(t, "Bearer reader", &p, why), SVD_AUTH_OK);
+    ck_assert(svd_principal_allows(p, SVD_ROLE_READ, "anything"));
+    ck_assert(!svd_principal_allows(p, SVD_ROLE_WRITE, "anything"));
+    ck_assert(svd_principal_allows_all(p, SVD_ROLE_READ));
+    ck_assert_int_eq(svd_principal_max_role(p), SVD_ROLE_READ);
+    svd_principal_free(p);
+
+    /* Two lines for one token: the union. */
+    ck_assert_int_eq(check_value(t, "bearer   writer", &p, why), SVD_AUTH_OK);
+    ck_assert(svd_principal_allows(p, SVD_ROLE_WRITE, "pub-1"));
+    ck_assert(!svd_principal_allows(p, SVD_ROLE_WRITE, "priv"));
+    ck_assert(svd_principal_allows(p, SVD_ROLE_READ, "team-a"));
+    ck_assert(!svd_principal_allows(p, SVD_ROLE_READ, "team-c"));
+    ck_assert(!svd_principal_allows(p, SVD_ROLE_ADMIN, "pub-1"));
+    ck_assert(!svd_principal_allows_all(p, SVD_ROLE_READ));
+    ck_assert(svd_principal_allows_some(p, SVD_ROLE_WRITE));
+    ck_assert(!svd_principal_allows_some(p, SVD_ROLE_ADMIN));
+    svd_principal_free(p);
+
+    ck_assert_int_eq(check_value(t, "BEARER admin", &p, why), SVD_AUTH_OK);
+    ck_assert(svd_principal_allows(p, SVD_ROLE_ADMIN, "x"));
+    svd_principal_free(p);
+    svd_tokens_free(t);
+    free(r);
+    free(w);
+    free(a);
+    free(w2);
+}
+END_TEST
+
+START_TEST(test_values_refused)
+{
+    char *r = line_of("reader", "read", NULL);
+    svd_tokens *t = table_of(r);
+    char why[256];
+    svd_principal *p = (svd_principal *)1;
+    ck_assert_int_eq(check_value(t, NULL, &p, why), SVD_AUTH_MISSING);
+    ck_assert_ptr_null(p);
+    static const char *malformed[] = {"", "reader", "Basic cmVhZGVy", "Bearer", "Bearer ", "Bearer    ",
+                                      "Bearerreader", "Bearer read er", "Bearer read*er", "Bearer réader",
+                                      "Bearer reader\t", "Bearer =reader"};
+    for (size_t i = 0; i < sizeof malformed / sizeof malformed[0]; i++) {
+        ck_assert_msg(check_value(t, malformed[i], &p, why) == SVD_AUTH_MALFORMED, "'%s' not malformed",
+                      malformed[i]);
+        ck_assert_ptr_null(p);
+        ck_assert(strstr(why, "reader") == NULL); /* never echoes the token */
+    }
+    ck_assert_int_eq(check_value(t, "Bearer readers", &p, why), SVD_AUTH_UNKNOWN);
+    ck_assert_int_eq(check_value(t, "Bearer Reader", &p, why), SVD_AUTH_UNKNOWN);
+    ck_assert_int_eq(check_value(t, "Bearer reader==", &p, why), SVD_AUTH_UNKNOWN);
+    /* Length: SVD_TOKEN_MAX is accepted as a form, one more is not. */
+    char *big = malloc(7 + SVD_TOKEN_MAX + 2);
+    ck_assert_ptr_nonnull(big);
+    memcpy(big, "Bearer ", 7);
+    memset(big + 7, 'a', SVD_TOKEN_MAX);
+    big[7 + SVD_TOKEN_MAX] = '\0';
+    ck_assert_int_eq(check_value(t, big, &p, why), SVD_AUTH_UNKNOWN);
+    big[7 + SVD_TOKEN_MAX] = 'a';
+    big[8 + SVD_TOKEN_MAX] = '\0';
+    ck_assert_int_eq(check_value(t, big, &p, why), SVD_AUTH_MALFORMED);
+    ck_assert(strstr(why, "longer") != NULL);
+    free(big);
+    /* An embedded NUL is part of the value (not a shorter token). */
+    ck_assert_int_eq(svd_tokens_check(t, "Bearer reader\0x", 15, &p, why, sizeof why), SVD_AUTH_MALFORMED);
+    svd_tokens_free(t);
+    free(r);
+}
+END_TEST
+
+START_TEST(test_file_errors)
+{
+    char *r = line_of("reader", "read", NULL);
+    char hex_only[80];
+    memcpy(hex_only, r, 71);
+    hex_only[71] = '\0';
+    struct {
+        const char *text, *want;
+    } bad[] = {
+        {"reader read\n", "line 1"},
+        {"sha256:abcd read\n", "line 1"},
+        {"# ok\nsha256:zz00000000000000000000000000000000000000000000000000000000000000 read\n", "line 2"},
+        {NULL, "unknown role"},
+        {NULL, "role is missing"},
+        {NULL, "after the glob"},
+    };
+    char text[1024];
+    char err[256];
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        const char *s = bad[i].text;
+        if (!s) {
+            if (i == 3)
+                snprintf(text, sizeof text, "\n\n%s superuser\n", hex_only);
+            else if (i == 4)
+                snprintf(text, sizeof text, "%s\n", hex_only);
+            else
+                snprintf(text, sizeof text, "%s read a-* extra\n", hex_only);
+            s = text;
+        }
+        svd_tokens *t = svd_tokens_from_text(s, strlen(s), err, sizeof err);
+        ck_assert_msg(t == NULL, "accepted: %s", s);
+        ck_assert_msg(strstr(err, bad[i].want) != NULL, "'%s' lacks '%s'", err, bad[i].want);
+    }
+    ck_assert_ptr_null(svd_tokens_from_text("x\0y", 3, err, sizeof err));
+    /* A trailing comment after the glob is fine; an empty file is an empty table. */
+    snprintf(text, sizeof text, "%s read a-* # team a\n", hex_only);
+    svd_tokens *t = table_of(text);
+    svd_tokens_free(t);
+    t = table_of("");
+    svd_principal *p = NULL;
+    ck_assert_int_eq(check_value(t, "Bearer reader", &p, err), SVD_AUTH_UNKNOWN);
+    svd_tokens_free(t);
+    free(r);
+}
+END_TEST
+
+static void write_file(const char *path, const char *text)
+{
+    char tmp[512];
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    FILE *f = fopen(tmp, "w");
+    ck_assert_ptr_nonnull(f);
+    fputs(text, f);
+    fclose(f);
+    ck_assert_int_eq(rename(tmp, path), 0); /* a new inode: seen even within one mtime tick */
+}
+
+START_TEST(test_reload)
+{
+    char dir[] = "/tmp/sv-auth-XXXXXX";
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    char path[256];
+    snprintf(path, sizeof path, "%s/tokens", dir);
+    char *a = line_of("alpha", "read", NULL), *b = line_of("beta", "admin", NULL);
+    write_file(path, a);
+    char err[256];
+    svd_tokens *t = svd_tokens_open(path, err, sizeof err);
+    ck_assert_msg(t != NULL, "%s", err);
+    svd_principal *p = NULL;
+    ck_assert_int_eq(svd_tokens_refresh(t, err, sizeof err), 0);
+    ck_assert_int_eq(check_value(t, "Bearer alpha", &p, err), SVD_AUTH_OK);
+    svd_principal_free(p);
+
+    write_file(path, b);
+    ck_assert_int_eq(svd_tokens_refresh(t, err, sizeof err), 1);
+    ck_assert_int_eq(check_value(t, "Bearer alpha", &p, err), SVD_AUTH_UNKNOWN);
+    ck_assert_int_eq(check_value(t, "Bearer beta", &p, err), SVD_AUTH_OK);
+    svd_principal_free(p);
+
+    /* A file that does not parse: refused, the table in force stays. */
+    write_file(path, "sha256:nothex admin\n");
+    ck_assert_int_eq(svd_tokens_refresh(t, err, sizeof err), -1);
+    ck_assert(strstr(err, "line 1") != NULL);
+    ck_assert_int_eq(check_value(t, "Bearer beta", &p, err), SVD_AUTH_OK);
+    svd_principal_free(p);
+    ck_assert_int_eq(svd_tokens_refresh(t, err, sizeof err), 0); /* not again until it changes */
+    /* A missing file is refused the same way. */
+    unlink(path);
+    ck_assert_int_eq(svd_tokens_refresh(t, err, sizeof err), -1);
+    ck_assert_int_eq(check_value(t, "Bearer beta", &p, err), SVD_AUTH_OK);
+    svd_principal_free(p);
+    svd_tokens_stats st;
+    svd_tokens_get_stats(t, &st);
+    ck_assert_uint_eq(st.reloads, 1);
+    ck_assert_uint_eq(st.reload_errors, 2);
+    svd_tokens_free(t);
+    rmdir(dir);
+    free(a);
+    free(b);
+}
+END_TEST
+
+static double now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e9 + (double)ts.tv_nsec;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/*
+ * Refusing a wrong token costs the same whether it shares all but its last
+ * byte with a real one or nothing at all. Statistical, not a timed unit
+ * test: 41 rounds alternate the two kinds (2,000 checks each), and the
+ * medians of the per-round means must agree within 10%. The tokens are
+ * long (4 KB), so a comparison that stopped at the first differing byte
+ * would differ by the cost of comparing 4 KB, far past 10%... were the
+ * token compared rather than its hash.
+ */
+START_TEST(test_timing_independent_of_match)
+{
+    enum { LEN = 4000, ROUNDS = 41, PER = 2000 };
+    char *real = malloc(LEN + 8), *near = malloc(LEN + 8), *far = malloc(LEN + 8);
+    ck_assert(real && near && far);
+    memcpy(real, "Bearer ", 7);
+    for (size_t i = 7; i < LEN; i++)
+        real[i] = (char)('a' + i % 26);
+    real[LEN] = '\0';
+    memcpy(near, real, LEN + 1);
+    near[LEN - 1] = near[LEN - 1] == 'z' ? 'y' : 'z';
+    memcpy(far, real, LEN + 1);
+    for (size_t i = 7; i < LEN; i++)
+        far[i] = (char)('A' + i % 26);
+    /* A table of 64 lines, one of them the real token. */
+    size_t cap = 64 * 100;
+    char *text = calloc(1, cap);
+    ck_assert_ptr_nonnull(text);
+    for (int i = 0; i < 63; i++) {
+        char tok[32];
+        snprintf(tok, sizeof tok, "other-%d", i);
+        char *l = line_of(tok, "read", NULL);
+        strcat(text, l);
+        free(l);
+    }
+    char *l = line_of(real + 7, "admin", NULL);
+    strcat(text, l);
+    free(l);
+    svd_tokens *t = table_of(text);
+    char why[256];
+    svd_principal *p = NULL;
+    ck_assert_int_eq(check_value(t, real, &p, why), SVD_AUTH_OK);
+    svd_principal_free(p);
+    double m_near[ROUNDS], m_far[ROUNDS];
+    for (int r = 0; r < ROUNDS; r++) {
+        for (int k = 0; k < 2; k++) {
+            const char *v = (k ^ (r & 1)) ? near : far;
+            double t0 = now_ns();
+            for (int i = 0; i < PER; i++)
+                ck_assert_int_eq(svd_tokens_check(t, v, LEN, &p, why, sizeof why), SVD_AUTH_UNKNOWN);
+            double per = (now_ns() - t0) / PER;
+            if (v == near)
+                m_near[r] = per;
+            else
+                m_far[r] = per;
+        }
+    }
+    qsort(m_near, ROUNDS, sizeof(double), cmp_double);
+    qsort(m_far, ROUNDS, sizeof(double), cmp_double);
+    double a = m_near[ROUNDS / 2], b = m_far[ROUNDS / 2];
+    printf("refusing a 4 KB token: %.0f ns sharing all but 1 byte, %.0f ns sharing none (medians of %d rounds)\n",
+           a, b, ROUNDS);
+    ck_assert_msg(fabs(a - b) < 0.10 * (a > b ? a : b), "near %.0f ns vs far %.0f ns", a, b);
+    svd_tokens_free(t);
+    free(text);
+    free(real);
+    free(near);
+    free(far);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("auth");
+    TCase *tc = tcase_create("tokens");
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, test_parse_and_roles);
+    tcase_add_test(tc, test_values_refused);
+    tcase_add_test(tc, test_file_errors);
+    tcase_add_test(tc, test_reload);
+    tcase_add_test(tc, test_timing_independent_of_match);
+    suite_add_tcase(s, tc);
+    return tu_run_suite(s);
+}
