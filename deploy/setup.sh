@@ -34,19 +34,19 @@ DRY=${SV_DRY_RUN:-0}
 # the build finds it for the generated stubs).
 BUILD_PACKAGES="build-essential cmake pkg-config libjemalloc-dev check \
 libgrpc-dev protobuf-compiler protobuf-compiler-grpc protobuf-c-compiler libprotobuf-c-dev \
-grpc-proto libmicrohttpd-dev libsodium-dev python3"
+grpc-proto libmicrohttpd-dev libsodium-dev libssl-dev python3"
 
 # Only for tests, benchmarks and the deploy checks.
 TEST_PACKAGES="zlib1g-dev python3-grpcio python3-protobuf \
 prometheus python3-prometheus-client \
 python3-numpy python3-hnswlib dataset-fashion-mnist \
-docker-compose yamllint"
+docker-compose yamllint openssl"
 
 # What slimvecd and slimvec link against (their DT_NEEDED libraries), less
 # libc6 which every Debian image has. apt brings the rest (abseil, c-ares,
 # re2, OpenSSL, GnuTLS, zlib, ...) as their dependencies; test_image.py
 # checks every library ldd lists against this list's dependency closure.
-RUNTIME_PACKAGES="libgrpc29 libprotobuf-c1 libmicrohttpd12 libjemalloc2 libsodium23"
+RUNTIME_PACKAGES="libgrpc29 libprotobuf-c1 libmicrohttpd12 libjemalloc2 libsodium23 libssl3"
 
 # x CMD...: run CMD, or print it under SV_DRY_RUN=1.
 x() {
@@ -150,7 +150,7 @@ run_tests() {
     echo "setup: concurrent tests under TSan"
     build "$ROOT/build-tsan" -DSV_TSAN=ON
     x_in "$ROOT/build-tsan" env TSAN_OPTIONS=halt_on_error=1 \
-        ctest --output-on-failure -R 'test_concurrency|test_kernels|test_collection|test_durable|test_service'
+        ctest --output-on-failure -R 'test_concurrency|test_kernels|test_collection|test_durable|test_service|test_auth'
 }
 
 cmd=${1:-}

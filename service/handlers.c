@@ -124,6 +124,7 @@ static int allowed(svd_ctx *ctx, svd_role role, const char *name, svd_reply *r)
         return 1;
     svd_reply_error(r, GRPC_STATUS_PERMISSION_DENIED, "the token has no %s role on collection \"%.64s\"",
                     svd_role_name(role), name);
+    svd_ctx_denied(ctx);
     return 0;
 }
 

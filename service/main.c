@@ -564,6 +564,7 @@ int main(int argc, char **argv)
     scfg.observer = metrics;
     scfg.on_message = svd_metrics_message;
     scfg.on_call_end = svd_metrics_call_end;
+    scfg.on_stream_denied = svd_metrics_stream_denied;
     if (tls && !(creds = svd_tls_server_credentials(tls))) {
         fprintf(stderr, "slimvecd: cannot make the TLS credentials\n");
         goto cleanup;

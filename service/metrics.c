@@ -23,6 +23,7 @@ typedef struct method_stats {
     atomic_ullong buckets[N_BUCKETS];   /* cumulative at render time */
     atomic_ullong count;
     _Atomic double sum;
+    atomic_ullong denied_messages;      /* stream messages refused by authorization */
 } method_stats;
 
 struct svd_metrics {
@@ -113,6 +114,11 @@ void svd_metrics_message(void *mv, int method, double seconds)
     while (!atomic_compare_exchange_weak_explicit(&s->sum, &old, old + seconds, memory_order_relaxed,
                                                   memory_order_relaxed))
         ;
+}
+
+void svd_metrics_stream_denied(void *mv, int method)
+{
+    atomic_fetch_add_explicit(&stats_of(mv, method)->denied_messages, 1, memory_order_relaxed);
 }
 
 void svd_metrics_call_end(void *mv, int method, int code)
@@ -340,12 +346,13 @@ char *svd_metrics_render(svd_metrics *m, size_t *len)
                 put(&t, "slimvec_rpc_calls_total{method=\"%s\",code=\"%s\"} %llu\n",
                     m->methods[i].name, CODE_NAMES[c], v);
         }
-    put(&t, "# HELP slimvec_auth_denials_total Calls and HTTP requests refused: no valid token "
-            "(unauthenticated) or a role too weak (permission_denied).\n"
+    put(&t, "# HELP slimvec_auth_denials_total Calls, stream messages and HTTP requests refused: no "
+            "valid token (unauthenticated) or a role too weak (permission_denied).\n"
             "# TYPE slimvec_auth_denials_total counter\n");
     for (size_t i = 0; i <= m->n; i++) {
         unsigned long long un = atomic_load(&m->methods[i].calls[GRPC_STATUS_UNAUTHENTICATED]),
-                           pd = atomic_load(&m->methods[i].calls[GRPC_STATUS_PERMISSION_DENIED]);
+                           pd = atomic_load(&m->methods[i].calls[GRPC_STATUS_PERMISSION_DENIED]) +
+                                atomic_load(&m->methods[i].denied_messages);
         if (un)
             put(&t, "slimvec_auth_denials_total{method=\"%s\",reason=\"unauthenticated\"} %llu\n",
                 m->methods[i].name, un);

@@ -40,6 +40,7 @@ void svd_metrics_http_denied(svd_metrics *m, int forbidden);
 /* rpc.c observers (method -1: an unknown method). */
 void svd_metrics_message(void *m, int method, double seconds);
 void svd_metrics_call_end(void *m, int method, int code);
+void svd_metrics_stream_denied(void *m, int method);
 
 /* The exposition text (malloc'd; caller frees). */
 char *svd_metrics_render(svd_metrics *m, size_t *len);

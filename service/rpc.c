@@ -36,6 +36,7 @@
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -489,6 +490,16 @@ double svd_ctx_remaining(svd_ctx *ctx)
 size_t svd_ctx_max_message(svd_ctx *ctx)
 {
     return ctx->max_message;
+}
+
+void svd_ctx_denied(svd_ctx *ctx)
+{
+    if (!ctx->srv)
+        return;
+    call *c = (call *)((char *)ctx - offsetof(call, ctx));
+    const svd_method *m = method_of(c);
+    if (m && m->kind != SVD_UNARY && ctx->srv->cfg.on_stream_denied)
+        ctx->srv->cfg.on_stream_denied(ctx->srv->cfg.observer, c->method);
 }
 
 svd_server *svd_ctx_server(svd_ctx *ctx)

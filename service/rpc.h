@@ -133,6 +133,8 @@ typedef struct svd_server_config {
     void *observer;
     void (*on_message)(void *observer, int method, double seconds); /* one message handled */
     void (*on_call_end)(void *observer, int method, int code);      /* a call finished */
+    void (*on_stream_denied)(void *observer, int method);           /* a stream message refused
+                                                                       by authorization */
 } svd_server_config;
 
 /* Creates, binds and starts the server; NULL with err filled on failure.
@@ -182,6 +184,10 @@ size_t svd_ctx_max_message(svd_ctx *ctx);
  * RESOURCE_EXHAUSTED naming the figures when the budget has no room.
  */
 int svd_ctx_reserve(svd_ctx *ctx, size_t bytes, svd_reply *r);
+/* A handler refused this call's current message for authorization
+ * (PERMISSION_DENIED). A unary call's denial shows in its status; a
+ * stream's, answered in-band, is counted here. */
+void svd_ctx_denied(svd_ctx *ctx);
 /* The server this call runs on (for svd_server_wake from a handler). */
 svd_server *svd_ctx_server(svd_ctx *ctx);
 

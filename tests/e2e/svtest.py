@@ -51,28 +51,29 @@ def _env(value, name):
     return value if value is not None else (os.environ.get(name) or None)
 
 
-class _TokenInterceptor:
+def _token_interceptor(token):
     """Adds `authorization: Bearer <token>` to every call (works on plaintext
     channels too, unlike grpc's call credentials)."""
+    import grpc
+    md = ("authorization", "Bearer " + token)
 
-    def __init__(self, token):
-        import grpc
-        self.md = ("authorization", "Bearer " + token)
+    class Details(grpc.ClientCallDetails):
+        def __init__(self, d):
+            self.method, self.timeout, self.credentials = d.method, d.timeout, d.credentials
+            self.wait_for_ready, self.compression = d.wait_for_ready, getattr(d, "compression", None)
+            self.metadata = list(d.metadata or []) + [md]
 
-        class Details(grpc.ClientCallDetails):
-            def __init__(self, d, md):
-                self.method, self.timeout, self.credentials = d.method, d.timeout, d.credentials
-                self.wait_for_ready, self.compression = d.wait_for_ready, getattr(d, "compression", None)
-                self.metadata = list(d.metadata or []) + [md]
-        self.Details = Details
+    class Interceptor(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor,
+                      grpc.StreamUnaryClientInterceptor, grpc.StreamStreamClientInterceptor):
+        def _go(self, continuation, details, request):
+            return continuation(Details(details), request)
 
-    def _go(self, continuation, details, request):
-        return continuation(self.Details(details, self.md), request)
+        intercept_unary_unary = _go
+        intercept_unary_stream = _go
+        intercept_stream_unary = _go
+        intercept_stream_stream = _go
 
-    intercept_unary_unary = _go
-    intercept_unary_stream = _go
-    intercept_stream_unary = _go
-    intercept_stream_stream = _go
+    return Interceptor()
 
 
 def client_channel(addr, ca=None, cert=None, key=None, server_name=None, token=None, tls=None,
@@ -99,7 +100,7 @@ def client_channel(addr, ca=None, cert=None, key=None, server_name=None, token=N
     else:
         channel = grpc.insecure_channel(addr, options=options)
     if token:
-        channel = grpc.intercept_channel(channel, _TokenInterceptor(token))
+        channel = grpc.intercept_channel(channel, _token_interceptor(token))
     return channel
 
 
@@ -107,7 +108,7 @@ class Slimvecd:
     """A slimvecd process on free loopback ports, with a data directory of
     its own unless one is given; stderr goes to a file (read with .log())."""
 
-    def __init__(self, binary, stubs, *extra, data_dir=None, wait=True, client=None):
+    def __init__(self, binary, stubs, *extra, data_dir=None, wait=True, client=None, host="127.0.0.1"):
         import subprocess
         import tempfile
         import grpc
@@ -120,7 +121,7 @@ class Slimvecd:
         self.data_dir = data_dir or tempfile.mkdtemp(prefix="slimvec-e2e-")
         self.log_path = os.path.join(tempfile.gettempdir(), "slimvecd-%d-%d.log" % (os.getpid(), self.port))
         self.log_file = open(self.log_path, "w")
-        self.args = [binary, "--listen", self.addr, "--metrics-listen", self.metrics,
+        self.args = [binary, "--listen", "%s:%d" % (host, self.port), "--metrics-listen", self.metrics,
                      "--data-dir", self.data_dir, *extra]
         self.proc = subprocess.Popen(self.args, stdout=subprocess.DEVNULL, stderr=self.log_file)
         # How clients reach it: client_channel's keywords (ca, cert, key,

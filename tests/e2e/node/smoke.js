@@ -5,6 +5,11 @@
 //
 // Usage (ctest runs it): node smoke.js SLIMVECD_PATH PROTO_DIR
 //   PROTO_DIR holds slimvec/v1/slimvec.proto.
+// A secured server (tests/e2e/test_security.py runs it so): the client
+// reads SLIMVEC_CA (TLS, trusting that CA), SLIMVEC_CERT/SLIMVEC_KEY (a
+// client certificate), SLIMVEC_SERVER_NAME and SLIMVEC_TOKEN (bearer token
+// metadata on every call), as the CLI does; SLIMVEC_SMOKE_SERVER_ARGS (a
+// JSON array) is added to slimvecd's arguments.
 // Exits 0 on success; on any failure prints a message, kills the server and
 // exits nonzero. The whole run is bounded by OVERALL_TIMEOUT_MS.
 'use strict';
@@ -97,10 +102,29 @@ function deadline(ms = RPC_TIMEOUT_MS) {
   return new Date(Date.now() + ms);
 }
 
+// The connection as the environment says (see the top).
+function credentials() {
+  const env = process.env;
+  if (!env.SLIMVEC_CA && !env.SLIMVEC_CERT) return grpc.credentials.createInsecure();
+  const read = (f) => (f ? fs.readFileSync(f) : null);
+  return grpc.credentials.createSsl(read(env.SLIMVEC_CA), read(env.SLIMVEC_KEY), read(env.SLIMVEC_CERT));
+}
+
+function channelOptions() {
+  const name = process.env.SLIMVEC_SERVER_NAME;
+  return name ? { 'grpc.ssl_target_name_override': name, 'grpc.default_authority': name } : {};
+}
+
+function callMetadata() {
+  const md = new grpc.Metadata();
+  if (process.env.SLIMVEC_TOKEN) md.set('authorization', `Bearer ${process.env.SLIMVEC_TOKEN}`);
+  return md;
+}
+
 // Unary call as a promise.
 function unary(method, req) {
   return new Promise((resolve, reject) => {
-    client[method](req, { deadline: deadline() }, (err, resp) => {
+    client[method](req, callMetadata(), { deadline: deadline() }, (err, resp) => {
       if (err) reject(new Failure(`${method} failed: ${err.code} ${err.details || err.message}`));
       else resolve(resp);
     });
@@ -110,7 +134,7 @@ function unary(method, req) {
 // Bidirectional call: writes every request, half-closes, collects responses.
 function bidi(method, reqs) {
   return new Promise((resolve, reject) => {
-    const call = client[method]({ deadline: deadline() });
+    const call = client[method](callMetadata(), { deadline: deadline() });
     const out = [];
     call.on('data', (r) => out.push(r));
     call.on('error', (err) =>
@@ -168,8 +192,9 @@ async function main() {
   const metricsAddr = `127.0.0.1:${await freePort()}`;
   const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'slimvec-node-'));
   process.on('exit', () => fs.rmSync(dataDir, { recursive: true, force: true }));
+  const extraArgs = JSON.parse(process.env.SLIMVEC_SMOKE_SERVER_ARGS || '[]');
   server = spawn(slimvecd, ['--listen', addr, '--metrics-listen', metricsAddr, '--grace', '5',
-                            '--data-dir', dataDir],
+                            '--data-dir', dataDir, ...extraArgs],
                  { stdio: ['ignore', 'pipe', 'pipe'] });
   const keep = (d) => { serverLog = (serverLog + d.toString()).slice(-16000); };
   server.stdout.on('data', keep);
@@ -184,7 +209,7 @@ async function main() {
   earlyExit.catch(() => {});  // observed through race() below
   const guard = (p) => Promise.race([p, earlyExit]);
 
-  client = new SlimVec(addr, grpc.credentials.createInsecure());
+  client = new SlimVec(addr, credentials(), channelOptions());
   await guard(waitForReady(addr));
   log('server ready');
 
