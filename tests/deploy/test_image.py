@@ -517,13 +517,15 @@ class ContainerRunTest(unittest.TestCase):
         return subprocess.Popen(argv, env=cls.environment(extra_env), cwd=cls.cwd, user=cls.image.uid,
                                 group=cls.image.gid, extra_groups=[], **kw)
 
-    def start(self, extra_env=None):
+    def start(self, extra_env=None, token=None):
         self.env = self.environment(extra_env)
         self.__class__.proc = self.run_as_image(self.image.argv, extra_env, stderr=subprocess.PIPE,
                                                 text=True)
         self.channel = grpc.insecure_channel("127.0.0.1:%d" % self.port)
         try:
             grpc.channel_ready_future(self.channel).result(timeout=20)
+            if token:
+                self.channel = grpc.intercept_channel(self.channel, token_interceptor(token))
         except grpc.FutureTimeoutError:
             self.proc.kill()
             err = self.proc.communicate()[1]
@@ -648,7 +650,27 @@ class ContainerRunTest(unittest.TestCase):
         # the way docker-compose.yml starts it (its environment on top of
         # the image's) when the compose file can be read.
         compose_env = compose_environment()
-        self.start(compose_env)
+        token = None
+        if compose_env and "SLIMVEC_TOKENS_FILE" in compose_env:
+            # The compose secret, as the container sees it, with a line
+            # added for this test's token: the shipped file has none, so
+            # without one every call would be refused.
+            src = compose_secrets()[compose_env["SLIMVEC_TOKENS_FILE"]]
+            token = "deploy-test-" + "".join(random.choice("abcdefghij0123456789") for _ in range(32))
+            import hashlib
+            tokens = os.path.join(self.base, "tokens")
+            with open(src) as f, open(tokens, "w") as out:
+                out.write(f.read() + "sha256:%s admin\n" % hashlib.sha256(token.encode()).hexdigest())
+            os.chmod(tokens, 0o644)
+            compose_env["SLIMVEC_TOKENS_FILE"] = tokens
+        self.start(compose_env, token=token)
+        if token:
+            # Without the token: refused.
+            bare = grpc.insecure_channel("127.0.0.1:%d" % self.port)
+            with self.assertRaises(grpc.RpcError) as cm:
+                pbg.SlimVecStub(bare).ListCollections(pb.ListCollectionsRequest(), timeout=10)
+            self.assertEqual(cm.exception.code(), grpc.StatusCode.UNAUTHENTICATED)
+            bare.close()
         if compose_env:
             cap = self.check_memory_cap(self.metrics())
             self.assertTrue(cap is None or cap > 0, "compose sets a memory limit: the cap must follow it")
@@ -678,6 +700,35 @@ def compose_environment():
     if isinstance(env, list):
         env = dict(e.split("=", 1) for e in env)
     return {k: str(v) for k, v in env.items()}
+
+
+def compose_secrets():
+    """{path in the container: file on the host} of slimvecd's compose secrets."""
+    c = load_yaml(COMPOSE) or {}
+    out = {}
+    for name in c.get("services", {}).get("slimvecd", {}).get("secrets", []):
+        name = name if isinstance(name, str) else name["source"]
+        out["/run/secrets/" + name] = os.path.join(ROOT, c["secrets"][name]["file"])
+    return out
+
+
+def token_interceptor(token):
+    """Adds `authorization: Bearer <token>` to every call."""
+    md = ("authorization", "Bearer " + token)
+
+    class Details(grpc.ClientCallDetails):
+        def __init__(self, d):
+            self.method, self.timeout, self.credentials = d.method, d.timeout, d.credentials
+            self.wait_for_ready, self.compression = d.wait_for_ready, getattr(d, "compression", None)
+            self.metadata = list(d.metadata or []) + [md]
+
+    class Interceptor(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor,
+                      grpc.StreamUnaryClientInterceptor, grpc.StreamStreamClientInterceptor):
+        def _go(self, continuation, details, request):
+            return continuation(Details(details), request)
+        intercept_unary_unary = intercept_unary_stream = _go
+        intercept_stream_unary = intercept_stream_stream = _go
+    return Interceptor()
 
 
 class ComposeTest(unittest.TestCase):

@@ -29,6 +29,7 @@ try {
     YAML = require('yaml');
     ts = require('typescript');
     require.resolve('kubernetes-models');
+    require.resolve('@kubernetes-models/cert-manager');
 } catch (e) {
     console.log(`FAIL ${e.message.split('\n')[0]} (run \`npm ci\` in ${__dirname}; deploy/setup.sh does)`);
     process.exit(1);
@@ -36,7 +37,9 @@ try {
 
 const ROOT = path.resolve(process.argv[2] || path.join(__dirname, '..', '..', '..'));
 const K8S_DIR = path.join(ROOT, 'deploy', 'k8s');
-const MODELS_DIR = path.dirname(require.resolve('kubernetes-models'));
+// Model packages: Kubernetes itself, and cert-manager's CRDs (certificate.yaml).
+const MODEL_PACKAGES = ['kubernetes-models', '@kubernetes-models/cert-manager'];
+const modelsDir = (pkg) => path.dirname(require.resolve(pkg));
 
 // ---------------------------------------------------------------- loading
 
@@ -74,12 +77,15 @@ function parseDocs(file, text, b) {
 
 function modelClass(apiVersion, kind) {
     if (typeof apiVersion !== 'string' || typeof kind !== 'string' || !/^[A-Za-z0-9]+$/.test(kind)) return null;
-    try {
-        const C = require(`kubernetes-models/${apiVersion}/${kind}`)[kind];
-        return typeof C === 'function' && C.kind === kind && C.apiVersion === apiVersion ? C : null;
-    } catch (e) {
-        return null;
+    for (const pkg of MODEL_PACKAGES) {
+        try {
+            const C = require(`${pkg}/${apiVersion}/${kind}`)[kind];
+            if (typeof C === 'function' && C.kind === kind && C.apiVersion === apiVersion) return C;
+        } catch (e) {
+            /* not in this package */
+        }
     }
+    return null;
 }
 
 // Strict fields: the TypeScript declaration of the kind, walked along the
@@ -89,8 +95,9 @@ const tsTypes = {};
 function declaredType(apiVersion, kind) {
     const key = `${apiVersion}/${kind}`;
     if (key in tsTypes) return tsTypes[key];
-    const file = path.join(MODELS_DIR, apiVersion, `${kind}.d.ts`);
-    if (!fs.existsSync(file)) return (tsTypes[key] = null);
+    const file = MODEL_PACKAGES.map((p) => path.join(modelsDir(p), apiVersion, `${kind}.d.ts`))
+        .find((f) => fs.existsSync(f));
+    if (!file) return (tsTypes[key] = null);
     const program = ts.createProgram([file], {
         noEmit: true, strict: true, types: [], skipLibCheck: true,
         moduleResolution: ts.ModuleResolutionKind.Node10,
@@ -246,13 +253,20 @@ function validateBundle(b) {
         subset(spec.selector && spec.selector.matchLabels, podLabels),
         `selector ${fmt(spec.selector)} labels ${fmt(podLabels)}`);
 
-    // Probes: native gRPC (grpc.health.v1) on the grpc container port.
-    for (const kind of ['readinessProbe', 'livenessProbe', 'startupProbe']) {
+    // Probes: HTTP on the metrics port (the kubelet's gRPC probes cannot
+    // speak TLS, which the gRPC port requires): /readyz for readiness (503
+    // once shutdown begins), /healthz for start-up and liveness. Plain HTTP
+    // unless the metrics port is on TLS too.
+    const metricsTls = val('SLIMVEC_METRICS_TLS') === 'on';
+    const probePaths = { readinessProbe: '/readyz', livenessProbe: '/healthz', startupProbe: '/healthz' };
+    for (const [kind, want] of Object.entries(probePaths)) {
         const p = c[kind];
-        const others = p ? ['httpGet', 'tcpSocket', 'exec'].filter((h) => h in p) : [];
-        check(`${kind} is a grpc probe on the grpc container port (${grpcPort && grpcPort.containerPort})`,
-            p && p.grpc && grpcPort && p.grpc.port === grpcPort.containerPort && others.length === 0 &&
-            ['', undefined, 'slimvec.v1.SlimVec'].includes(p.grpc.service),
+        const others = p ? ['grpc', 'tcpSocket', 'exec'].filter((h) => h in p) : [];
+        const h = (p && p.httpGet) || {};
+        const onMetrics = h.port === 'metrics' || (metricsPort && h.port === metricsPort.containerPort);
+        check(`${kind} is an HTTP ${want} probe on the metrics port (${metricsTls ? 'HTTPS' : 'HTTP'})`,
+            p && p.httpGet && onMetrics && h.path === want && others.length === 0 &&
+            (h.scheme || 'HTTP') === (metricsTls ? 'HTTPS' : 'HTTP'),
             p ? `probe ${fmt(p)}` : 'missing');
     }
     // Start-up budget: everything the memory cap admits could be in logs
@@ -332,6 +346,34 @@ function validateBundle(b) {
     check('SLIMVEC_DATA_DIR equals the data volume mount path',
         dataMount && val('SLIMVEC_DATA_DIR') === dataMount.mountPath && !dataMount.readOnly,
         `SLIMVEC_DATA_DIR ${fmt(val('SLIMVEC_DATA_DIR'))} mountPath ${fmt(dataMount && dataMount.mountPath)}`);
+
+    // TLS and tokens from Secrets, read-only; the TLS Secret is the one a
+    // cert-manager Certificate of the bundle writes (it renews it).
+    const secretMountOf = (file) => {
+        const m = mounts.find((x) => file && String(file).startsWith(x.mountPath.replace(/\/?$/, '/')));
+        const v = m && (pod.volumes || []).find((x) => x.name === m.name);
+        return m && v && v.secret ? { mount: m, secret: v.secret.secretName } : null;
+    };
+    const certAt = secretMountOf(val('SLIMVEC_TLS_CERT'));
+    const keyAt = secretMountOf(val('SLIMVEC_TLS_KEY'));
+    check('SLIMVEC_TLS_CERT and SLIMVEC_TLS_KEY are files of one read-only Secret volume',
+        certAt && keyAt && certAt.secret === keyAt.secret && certAt.mount.readOnly === true,
+        `SLIMVEC_TLS_CERT ${fmt(val('SLIMVEC_TLS_CERT'))} SLIMVEC_TLS_KEY ${fmt(val('SLIMVEC_TLS_KEY'))}`);
+    const certs = of('Certificate').filter((x) => !(x.spec && x.spec.isCA));
+    check('the TLS Secret is written by a cert-manager Certificate (server, not CA) of the bundle',
+        certAt && certs.some((x) => x.spec.secretName === certAt.secret),
+        `Secret ${fmt(certAt && certAt.secret)} Certificates ${fmt(certs.map((x) => x.spec && x.spec.secretName))}`);
+    for (const cert of certs) {
+        const issuer = cert.spec.issuerRef || {};
+        check(`Certificate ${cert.metadata.name} is issued by an Issuer of the bundle`,
+            (issuer.kind || 'Issuer') === 'Issuer' && of('Issuer').some((i) => i.metadata.name === issuer.name),
+            fmt(issuer));
+        check(`Certificate ${cert.metadata.name} names the Services (${svcs.map((x) => x.metadata.name)})`,
+            svcs.every((x) => (cert.spec.dnsNames || []).includes(x.metadata.name)), fmt(cert.spec.dnsNames));
+    }
+    const tokAt = secretMountOf(val('SLIMVEC_TOKENS_FILE'));
+    check('SLIMVEC_TOKENS_FILE is a file of a read-only Secret volume',
+        tokAt && tokAt.mount.readOnly === true, `SLIMVEC_TOKENS_FILE ${fmt(val('SLIMVEC_TOKENS_FILE'))}`);
 
     // Environment: known options, listen addresses.
     if (b.options) {
@@ -425,8 +467,8 @@ const objOf = (b, kind, name) => Object.values(b.files).flat().find((o) => o.kin
 const BREAKAGES = [
     ['misspelled container field (imagePullPolicyy)',
         (b) => { ctrOf(b).imagePullPolicyy = 'Always'; }, /StatefulSet\/slimvec: no unknown fields/],
-    ['misspelled field deep in a probe (grpc.prot)',
-        (b) => { ctrOf(b).livenessProbe.grpc.prot = 1; }, /StatefulSet\/slimvec: no unknown fields/],
+    ['misspelled field deep in a probe (httpGet.paht)',
+        (b) => { ctrOf(b).livenessProbe.httpGet.paht = '/healthz'; }, /StatefulSet\/slimvec: no unknown fields/],
     ['misspelled Service spec field (selectr)',
         (b) => { const s = objOf(b, 'Service', 'slimvec').spec; s.selectr = s.selector; },
         /Service\/slimvec: no unknown fields/],
@@ -435,17 +477,40 @@ const BREAKAGES = [
     ['string where an integer is required (terminationGracePeriodSeconds "60")',
         (b) => { stsOf(b).spec.template.spec.terminationGracePeriodSeconds = '60'; },
         /StatefulSet\/slimvec: valid against the/],
-    ['grpc probe without a port',
-        (b) => { delete ctrOf(b).readinessProbe.grpc.port; }, /StatefulSet\/slimvec: valid against the/],
+    ['HTTP probe without a port',
+        (b) => { delete ctrOf(b).readinessProbe.httpGet.port; }, /StatefulSet\/slimvec: valid against the/],
     ['wrong enum value (imagePullPolicy Sometimes)',
         (b) => { ctrOf(b).imagePullPolicy = 'Sometimes'; }, /StatefulSet\/slimvec: valid against the/],
     ['unknown apiVersion (apps/v2)',
         (b) => { stsOf(b).apiVersion = 'apps/v2'; }, /kubernetes-models has apps\/v2 StatefulSet/],
-    ['readiness probe on HTTP instead of gRPC',
-        (b) => { ctrOf(b).readinessProbe = { httpGet: { path: '/readyz', port: 9464 } }; },
-        /readinessProbe is a grpc probe/],
-    ['startup probe on the metrics port',
-        (b) => { ctrOf(b).startupProbe.grpc.port = 9464; }, /startupProbe is a grpc probe/],
+    ['readiness probe on gRPC (no TLS in kubelet gRPC probes)',
+        (b) => { ctrOf(b).readinessProbe = { grpc: { port: 50051 } }; }, /readinessProbe is an HTTP \/readyz probe/],
+    ['readiness probe on /healthz (stays 200 while draining)',
+        (b) => { ctrOf(b).readinessProbe.httpGet.path = '/healthz'; }, /readinessProbe is an HTTP \/readyz probe/],
+    ['startup probe on the gRPC port',
+        (b) => { ctrOf(b).startupProbe.httpGet.port = 'grpc'; }, /startupProbe is an HTTP \/healthz probe/],
+    ['HTTPS probes on a plain HTTP metrics port',
+        (b) => { ctrOf(b).livenessProbe.httpGet.scheme = 'HTTPS'; }, /livenessProbe is an HTTP \/healthz probe/],
+    ['TLS key outside the Secret volume',
+        (b) => { envOf(b, 'SLIMVEC_TLS_KEY').value = '/tmp/tls.key'; }, /SLIMVEC_TLS_CERT and SLIMVEC_TLS_KEY are files/],
+    ['TLS Secret mounted read-write',
+        (b) => { ctrOf(b).volumeMounts.find((m) => m.name === 'tls').readOnly = false; },
+        /SLIMVEC_TLS_CERT and SLIMVEC_TLS_KEY are files/],
+    ['TLS Secret no Certificate writes',
+        (b) => { stsOf(b).spec.template.spec.volumes.find((v) => v.name === 'tls').secret.secretName = 'tls'; },
+        /the TLS Secret is written by a cert-manager Certificate/],
+    ['server Certificate without the Service name',
+        (b) => { objOf(b, 'Certificate', 'slimvec-tls').spec.dnsNames = ['slimvec-headless']; },
+        /Certificate slimvec-tls names the Services/],
+    ['server Certificate issued by an Issuer not in the bundle',
+        (b) => { objOf(b, 'Certificate', 'slimvec-tls').spec.issuerRef.name = 'letsencrypt'; },
+        /Certificate slimvec-tls is issued by an Issuer of the bundle/],
+    ['misspelled Certificate field (dnsName)',
+        (b) => { objOf(b, 'Certificate', 'slimvec-tls').spec.dnsName = ['x']; },
+        /Certificate\/slimvec-tls: no unknown fields/],
+    ['tokens file not from a Secret',
+        (b) => { envOf(b, 'SLIMVEC_TOKENS_FILE').value = '/var/lib/slimvec/tokens'; },
+        /SLIMVEC_TOKENS_FILE is a file of a read-only Secret volume/],
     ['startup budget too short for recovery',
         (b) => { ctrOf(b).startupProbe.failureThreshold = 3; }, /startupProbe allows recovery/],
     ['client Service selector does not match the pods',
@@ -540,7 +605,8 @@ function selfTest(bundle) {
 
 function main() {
     console.log(`deploy/k8s validation (${ROOT}), kubernetes-models ` +
-        `${require('kubernetes-models/package.json').version} (Kubernetes 1.27 schemas), ` +
+        `${require('kubernetes-models/package.json').version} (Kubernetes 1.27 schemas), cert-manager models ` +
+        `${require('@kubernetes-models/cert-manager/package.json').version}, ` +
         `yaml ${require('yaml/package.json').version}, typescript ${ts.version}`);
     let bad = 0;
     let bundle;
