@@ -7,6 +7,7 @@
 #include <check.h>
 #include <math.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -230,7 +231,7 @@ END_TEST
 
 typedef struct reader_arg {
     svd_tokens *t;
-    volatile int *stop;
+    atomic_int *stop;
     long checks, ok;
 } reader_arg;
 
@@ -238,7 +239,7 @@ static void *reader(void *p)
 {
     reader_arg *a = p;
     char why[256];
-    while (!*a->stop) {
+    while (!atomic_load(a->stop)) {
         svd_principal *pr = NULL;
         svd_auth_status st = svd_tokens_check(a->t, "Bearer beta", 11, &pr, why, sizeof why);
         ck_assert(st == SVD_AUTH_OK || st == SVD_AUTH_UNKNOWN);
@@ -265,7 +266,7 @@ START_TEST(test_reload_while_checking)
     char err[256];
     svd_tokens *t = svd_tokens_open(path, err, sizeof err);
     ck_assert_ptr_nonnull(t);
-    volatile int stop = 0;
+    atomic_int stop = 0;
     pthread_t th[4];
     reader_arg args[4];
     for (int i = 0; i < 4; i++) {
@@ -277,7 +278,7 @@ START_TEST(test_reload_while_checking)
         write_file(path, i % 2 ? a : b);
         reloads += svd_tokens_refresh(t, err, sizeof err) == 1;
     }
-    stop = 1;
+    atomic_store(&stop, 1);
     long checks = 0, ok = 0;
     for (int i = 0; i < 4; i++) {
         pthread_join(th[i], NULL);
