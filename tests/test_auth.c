@@ -184,17 +184,24 @@ static void write_file(const char *path, const char *text)
     ck_assert_int_eq(rename(tmp, path), 0); /* a new inode: seen even within one mtime tick */
 }
 
-START_TEST(test_reload)
+/* A tokens file holding text in a new directory dir (a mkdtemp template),
+ * opened. */
+static svd_tokens *open_temp_tokens(char *dir, char *path, size_t path_cap, const char *text)
 {
-    char dir[] = "/tmp/sv-auth-XXXXXX";
     ck_assert_ptr_nonnull(mkdtemp(dir));
-    char path[256];
-    snprintf(path, sizeof path, "%s/tokens", dir);
-    char *a = line_of("alpha", "read", NULL), *b = line_of("beta", "admin", NULL);
-    write_file(path, a);
+    snprintf(path, path_cap, "%s/tokens", dir);
+    write_file(path, text);
     char err[256];
     svd_tokens *t = svd_tokens_open(path, err, sizeof err);
     ck_assert_msg(t != NULL, "%s", err);
+    return t;
+}
+
+START_TEST(test_reload)
+{
+    char dir[] = "/tmp/sv-auth-XXXXXX", path[256], err[256];
+    char *a = line_of("alpha", "read", NULL), *b = line_of("beta", "admin", NULL);
+    svd_tokens *t = open_temp_tokens(dir, path, sizeof path, a);
     svd_principal *p = NULL;
     ck_assert_int_eq(svd_tokens_refresh(t, err, sizeof err), 0);
     ck_assert_int_eq(check_value(t, "Bearer alpha", &p, err), SVD_AUTH_OK);
@@ -257,15 +264,9 @@ static void *reader(void *p)
  * sees the old table or the new, whole (run under TSan in CI). */
 START_TEST(test_reload_while_checking)
 {
-    char dir[] = "/tmp/sv-auth-XXXXXX";
-    ck_assert_ptr_nonnull(mkdtemp(dir));
-    char path[256];
-    snprintf(path, sizeof path, "%s/tokens", dir);
+    char dir[] = "/tmp/sv-auth-XXXXXX", path[256], err[256];
     char *a = line_of("alpha", "read", NULL), *b = line_of("beta", "admin", NULL);
-    write_file(path, a);
-    char err[256];
-    svd_tokens *t = svd_tokens_open(path, err, sizeof err);
-    ck_assert_ptr_nonnull(t);
+    svd_tokens *t = open_temp_tokens(dir, path, sizeof path, a);
     atomic_int stop = 0;
     pthread_t th[4];
     reader_arg args[4];

@@ -7,10 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "filestamp.h"
+#include "files.h"
 #include "tokens.h"
-
-#define PEM_MAX (1u << 20)
 
 static const char *env_or(const char *v, const char *name)
 {
@@ -32,15 +30,6 @@ void svd_client_options_from_env(svd_client_options *o)
         o->tls = 1;
 }
 
-static char *read_pem(const char *path, const char *what, char *err, size_t err_cap)
-{
-    char *s = svd_read_file(path, PEM_MAX, NULL);
-    if (!s)
-        snprintf(err, err_cap, "cannot read the %s %s: %s", what, path,
-                 errno == EFBIG ? "larger than 1 MiB" : strerror(errno));
-    return s;
-}
-
 grpc_channel *svd_client_channel(const char *addr, const svd_client_options *o, const grpc_arg *extra,
                                  size_t n_extra, char *err, size_t err_cap)
 {
@@ -60,10 +49,10 @@ grpc_channel *svd_client_channel(const char *addr, const svd_client_options *o, 
         goto cleanup;
     }
     if (o->tls || o->ca || o->cert) {
-        if (o->ca && !(ca = read_pem(o->ca, "CA file", err, err_cap)))
+        if (o->ca && !(ca = svd_read_pem(o->ca, "CA file", err, err_cap)))
             goto cleanup;
-        if (o->cert && (!(cert = read_pem(o->cert, "client certificate", err, err_cap)) ||
-                        !(key = read_pem(o->key, "client key", err, err_cap))))
+        if (o->cert && (!(cert = svd_read_pem(o->cert, "client certificate", err, err_cap)) ||
+                        !(key = svd_read_pem(o->key, "client key", err, err_cap))))
             goto cleanup;
         grpc_ssl_pem_key_cert_pair pair = {key, cert};
         creds = grpc_ssl_credentials_create(ca, cert ? &pair : NULL, NULL, NULL);

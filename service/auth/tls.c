@@ -12,10 +12,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "filestamp.h"
-
-/* PEM files larger than this are not certificates. */
-#define PEM_MAX (1u << 20)
+#include "files.h"
 
 typedef struct pemset {
     char *cert, *key, *ca; /* ca NULL when none */
@@ -62,15 +59,6 @@ static void pemset_free(pemset *p)
     free(p->key);
     free(p->ca);
     *p = (pemset){0};
-}
-
-static char *read_pem(const char *path, const char *what, char *err, size_t err_cap)
-{
-    char *s = svd_read_file(path, PEM_MAX, NULL);
-    if (!s)
-        snprintf(err, err_cap, "cannot read the %s %s: %s", what, path,
-                 errno == EFBIG ? "larger than 1 MiB" : strerror(errno));
-    return s;
 }
 
 static int64_t asn1_unix(const ASN1_TIME *t)
@@ -125,9 +113,9 @@ static int load(svd_tls *t, pemset *out, svd_filestamp stamps[3], char *err, siz
     svd_filestamp_of(t->cert_path, &stamps[0]);
     svd_filestamp_of(t->key_path, &stamps[1]);
     svd_filestamp_of(t->ca_path, &stamps[2]);
-    if (!(out->cert = read_pem(t->cert_path, "certificate", err, err_cap)) ||
-        !(out->key = read_pem(t->key_path, "private key", err, err_cap)) ||
-        (t->ca_path && !(out->ca = read_pem(t->ca_path, "client CA", err, err_cap))) ||
+    if (!(out->cert = svd_read_pem(t->cert_path, "certificate", err, err_cap)) ||
+        !(out->key = svd_read_pem(t->key_path, "private key", err, err_cap)) ||
+        (t->ca_path && !(out->ca = svd_read_pem(t->ca_path, "client CA", err, err_cap))) ||
         !check_pair(out, t->cert_path, t->key_path, err, err_cap) ||
         (out->ca && !check_ca(out->ca, t->ca_path, err, err_cap))) {
         pemset_free(out);

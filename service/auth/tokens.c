@@ -10,7 +10,7 @@
 #include <string.h>
 #include <strings.h>
 
-#include "filestamp.h"
+#include "files.h"
 
 #define HASH_BYTES crypto_hash_sha256_BYTES
 

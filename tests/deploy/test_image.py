@@ -37,11 +37,13 @@ import urllib.request
 SLIMVECD = os.path.abspath(sys.argv[1] if len(sys.argv) > 1 else "./build/service/slimvecd")
 STUBS = sys.argv[2] if len(sys.argv) > 2 else "./build/proto/python"
 sys.path.insert(0, STUBS)
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "e2e"))
 
 import grpc  # noqa: E402
 from health.v1 import health_pb2, health_pb2_grpc  # noqa: E402
 from slimvec.v1 import slimvec_pb2 as pb  # noqa: E402
 from slimvec.v1 import slimvec_pb2_grpc as pbg  # noqa: E402
+from svtest import token_interceptor  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DOCKERFILE = os.path.join(ROOT, "deploy", "Dockerfile")
@@ -710,25 +712,6 @@ def compose_secrets():
         name = name if isinstance(name, str) else name["source"]
         out["/run/secrets/" + name] = os.path.join(ROOT, c["secrets"][name]["file"])
     return out
-
-
-def token_interceptor(token):
-    """Adds `authorization: Bearer <token>` to every call."""
-    md = ("authorization", "Bearer " + token)
-
-    class Details(grpc.ClientCallDetails):
-        def __init__(self, d):
-            self.method, self.timeout, self.credentials = d.method, d.timeout, d.credentials
-            self.wait_for_ready, self.compression = d.wait_for_ready, getattr(d, "compression", None)
-            self.metadata = list(d.metadata or []) + [md]
-
-    class Interceptor(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor,
-                      grpc.StreamUnaryClientInterceptor, grpc.StreamStreamClientInterceptor):
-        def _go(self, continuation, details, request):
-            return continuation(Details(details), request)
-        intercept_unary_unary = intercept_unary_stream = _go
-        intercept_stream_unary = intercept_stream_stream = _go
-    return Interceptor()
 
 
 class ComposeTest(unittest.TestCase):

@@ -51,7 +51,7 @@ def _env(value, name):
     return value if value is not None else (os.environ.get(name) or None)
 
 
-def _token_interceptor(token):
+def token_interceptor(token):
     """Adds `authorization: Bearer <token>` to every call (works on plaintext
     channels too, unlike grpc's call credentials)."""
     import grpc
@@ -100,7 +100,7 @@ def client_channel(addr, ca=None, cert=None, key=None, server_name=None, token=N
     else:
         channel = grpc.insecure_channel(addr, options=options)
     if token:
-        channel = grpc.intercept_channel(channel, _token_interceptor(token))
+        channel = grpc.intercept_channel(channel, token_interceptor(token))
     return channel
 
 

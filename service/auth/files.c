@@ -1,8 +1,9 @@
-#include "filestamp.h"
+#include "files.h"
 
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/stat.h>
 
 void svd_filestamp_of(const char *path, svd_filestamp *out)
@@ -72,4 +73,13 @@ char *svd_read_file(const char *path, size_t max, size_t *len)
     if (len)
         *len = n;
     return buf;
+}
+
+char *svd_read_pem(const char *path, const char *what, char *err, size_t err_cap)
+{
+    char *s = svd_read_file(path, 1u << 20, NULL);
+    if (!s)
+        snprintf(err, err_cap, "cannot read the %s %s: %s", what, path,
+                 errno == EFBIG ? "larger than 1 MiB" : strerror(errno));
+    return s;
 }

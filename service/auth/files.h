@@ -1,11 +1,12 @@
 /*
- * Whether a file changed since it was last read: its device, inode, size,
+ * Files the auth module reads: whole, PEM, and whether one changed since
+ * it was last read: its device, inode, size,
  * modification and status-change times. A Kubernetes Secret volume swaps
  * its files by renaming a symlink (stat follows it: the inode changes); an
  * editor or `cp` changes the times.
  */
-#ifndef SVD_FILESTAMP_H
-#define SVD_FILESTAMP_H
+#ifndef SVD_FILES_H
+#define SVD_FILES_H
 
 #include <stddef.h>
 #include <stdint.h>
@@ -25,5 +26,9 @@ int svd_filestamp_differ(const svd_filestamp *a, const svd_filestamp *b);
  * (malloc'd; *len without the NUL). NULL and errno set on failure (EFBIG
  * past max). */
 char *svd_read_file(const char *path, size_t max, size_t *len);
+
+/* A PEM file (at most 1 MiB), or NULL with err saying "cannot read the
+ * <what> <path>: <why>". */
+char *svd_read_pem(const char *path, const char *what, char *err, size_t err_cap);
 
 #endif
