@@ -6,7 +6,9 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sodium.h>
 #include <string.h>
+#include <unistd.h>
 
 struct svd_http {
     svd_http_options o;
@@ -32,7 +34,7 @@ static unsigned metrics_denied(svd_http *h, struct MHD_Connection *conn)
     unsigned status = 0;
     if (svd_tokens_check(h->o.tokens, v, v ? strlen(v) : 0, &p, why, sizeof why) != SVD_AUTH_OK)
         status = MHD_HTTP_UNAUTHORIZED;
-    else if (!svd_principal_allows_all(p, SVD_ROLE_READ))
+    else if (!svd_principal_allows(p, SVD_ROLE_METRICS, NULL))
         status = MHD_HTTP_FORBIDDEN;
     svd_principal_free(p);
     if (status)
@@ -65,7 +67,7 @@ static enum MHD_Result answer(void *cls, struct MHD_Connection *conn, const char
                 MHD_add_response_header(resp, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer realm=\"slimvec\"");
         } else if (denied) {
             status = denied;
-            resp = text_response("the token needs the read role on every collection\n");
+            resp = text_response("the token needs the metrics role (or admin on every collection)\n");
         } else if (body) {
             resp = MHD_create_response_from_buffer(len, body, MHD_RESPMEM_MUST_FREE);
             type = "text/plain; version=0.0.4; charset=utf-8";
@@ -100,14 +102,18 @@ static enum MHD_Result answer(void *cls, struct MHD_Connection *conn, const char
 static struct MHD_Daemon *start_daemon(svd_http *h, MHD_socket fd, const char *cert, const char *key)
 {
     unsigned flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_USE_ITC | (cert ? MHD_USE_TLS : 0);
-    struct MHD_OptionItem opts[8];
+    struct MHD_OptionItem opts[9];
     size_t n = 0;
     if (fd != MHD_INVALID_SOCKET)
         opts[n++] = (struct MHD_OptionItem){MHD_OPTION_LISTEN_SOCKET, (intptr_t)fd, NULL};
     else
         opts[n++] = (struct MHD_OptionItem){MHD_OPTION_SOCK_ADDR, 0, &h->sa};
-    opts[n++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_LIMIT, 64, NULL};
-    opts[n++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_TIMEOUT, 30, NULL};
+    /* Probes must get through while someone holds connections open: many
+     * connections, few per address (the kubelet probes from the node's),
+     * and idle ones closed soon. */
+    opts[n++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_LIMIT, 512, NULL};
+    opts[n++] = (struct MHD_OptionItem){MHD_OPTION_PER_IP_CONNECTION_LIMIT, 16, NULL};
+    opts[n++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_TIMEOUT, 10, NULL};
     if (cert) {
         opts[n++] = (struct MHD_OptionItem){MHD_OPTION_HTTPS_MEM_CERT, 0, (void *)cert};
         opts[n++] = (struct MHD_OptionItem){MHD_OPTION_HTTPS_MEM_KEY, 0, (void *)key};
@@ -120,7 +126,7 @@ static struct MHD_Daemon *start_daemon(svd_http *h, MHD_socket fd, const char *c
 static void free_pems(char **cert, char **key)
 {
     if (*key)
-        memset(*key, 0, strlen(*key));
+        sodium_memzero(*key, strlen(*key));
     free(*cert);
     free(*key);
     *cert = *key = NULL;
@@ -174,7 +180,7 @@ fail:
 
 int svd_http_refresh(svd_http *h, char *err, size_t err_cap)
 {
-    if (!h->o.tls || svd_tls_generation(h->o.tls) == h->generation)
+    if (!h->o.tls || !h->daemon || svd_tls_generation(h->o.tls) == h->generation)
         return 0;
     char *cert = NULL, *key = NULL;
     uint64_t gen = 0;
@@ -188,8 +194,12 @@ int svd_http_refresh(svd_http *h, char *err, size_t err_cap)
     if (fd == MHD_INVALID_SOCKET) {
         snprintf(err, err_cap, "the HTTP daemon cannot hand its socket over");
         free_pems(&cert, &key);
+        h->generation = gen; /* not again at every refresh: at the next new pair */
         return -1;
     }
+    /* A daemon that fails to start closes the socket it was given: keep a
+     * duplicate to fall back on. */
+    MHD_socket spare = dup(fd);
     struct MHD_Daemon *next = start_daemon(h, fd, cert, key);
     int r = 1;
     if (!next) {
@@ -197,15 +207,18 @@ int svd_http_refresh(svd_http *h, char *err, size_t err_cap)
         snprintf(err, err_cap, "the HTTP daemon does not start with the new certificate");
         free_pems(&cert, &key);
         h->generation = gen; /* not again at every refresh: at the next new pair */
-        next = start_daemon(h, fd, h->cert, h->key);
+        next = spare >= 0 ? start_daemon(h, spare, h->cert, h->key) : NULL;
+        spare = MHD_INVALID_SOCKET; /* the new daemon owns it, or closed it */
         r = -1;
         if (!next) {
-            snprintf(err, err_cap, "the HTTP daemon cannot restart: metrics are down");
+            snprintf(err, err_cap, "the HTTP daemon cannot restart: /metrics, /healthz and /readyz are down");
             MHD_stop_daemon(h->daemon);
             h->daemon = NULL;
             return -1;
         }
     }
+    if (spare != MHD_INVALID_SOCKET)
+        close(spare);
     MHD_stop_daemon(h->daemon);
     h->daemon = next;
     if (r == 1) {

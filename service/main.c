@@ -116,7 +116,7 @@ static void usage(FILE *f)
             "                       needs one (SLIMVEC_TOKENS_FILE; see README, Security)\n"
             "  --metrics-tls off|on the HTTP port over TLS with the same certificate (SLIMVEC_METRICS_TLS,\n"
             "                       default off)\n"
-            "  --metrics-auth none|token  /metrics needs a token with read on every collection\n"
+            "  --metrics-auth none|token  /metrics needs a token with the metrics role (or admin)\n"
             "                       (SLIMVEC_METRICS_AUTH, default token with a tokens file, else none)\n"
             "  --reload-seconds S   how often certificate and tokens files are looked at for changes\n"
             "                       (SLIMVEC_RELOAD_SECONDS, default 5)\n"
@@ -294,11 +294,15 @@ static int load_config(config *cfg, int argc, char **argv)
         fprintf(stderr, "slimvecd: --data-dir is empty (use :memory: to keep nothing on disk)\n");
         return -1;
     }
-    /* Empty values (an unset environment in a manifest) mean "none". */
+    /* An empty file name (a variable set from something unset) is an
+     * error, not "none": it must not turn TLS or tokens off unnoticed. */
     const char **files[] = {&cfg->tls.cert, &cfg->tls.key, &cfg->tls.client_ca, &cfg->tokens_file};
+    const char *file_flags[] = {"--tls-cert", "--tls-key", "--tls-client-ca", "--tokens-file"};
     for (size_t f = 0; f < sizeof files / sizeof files[0]; f++)
-        if (*files[f] && !**files[f])
-            *files[f] = NULL;
+        if (*files[f] && !**files[f]) {
+            fprintf(stderr, "slimvecd: %s is empty (leave it unset for none)\n", file_flags[f]);
+            return -1;
+        }
     if ((cfg->tls.cert != NULL) != (cfg->tls.key != NULL)) {
         fprintf(stderr, "slimvecd: TLS needs both --tls-cert and --tls-key\n");
         return -1;
@@ -434,6 +438,10 @@ static void warn_if_open(const config *cfg)
                 "slimvecd: WARNING %s is reachable from other machines WITHOUT TLS:\n"
                 "slimvecd: WARNING vectors%s travel in clear text. Set --tls-cert and --tls-key.\n",
                 cfg->listen, cfg->tokens_file ? " and tokens" : "");
+    if (cfg->tokens_file && cfg->metrics_auth && !cfg->metrics_tls && !loopback_only(cfg->metrics_listen))
+        fprintf(stderr,
+                "slimvecd: WARNING %s: /metrics tokens travel in clear text; set --metrics-tls on\n",
+                cfg->metrics_listen);
     if (!cfg->tokens_file)
         fprintf(stderr,
                 "slimvecd: WARNING ********************************************************\n"
@@ -574,6 +582,7 @@ int main(int argc, char **argv)
         scfg.auth = tokens;
         scfg.authenticate = svd_access_check;
         scfg.principal_free = svd_principal_free;
+        scfg.recheck = svd_access_recheck;
     }
     srv = svd_server_start(&scfg, methods, n_methods, &app, err, sizeof err);
     if (!srv) {
@@ -596,13 +605,21 @@ int main(int argc, char **argv)
     }
     warn_if_open(&cfg);
 
+    /* Between signals, the certificate and tokens files are looked at
+     * every --reload-seconds (gRPC also asks for the certificate at each new
+     * connection, rate-limited the same way in tls.c). */
     int sig = 0;
+    double tick_s = cfg.reload_seconds < 1 ? cfg.reload_seconds : 1, since = 0;
     for (;;) {
-        struct timespec tick = {1, 0};
+        struct timespec tick = {(time_t)tick_s, (long)((tick_s - (double)(time_t)tick_s) * 1e9)};
         sig = sigtimedwait(&sigs, NULL, &tick);
         if (sig > 0)
             break;
-        refresh_files(tls, tokens, http);
+        since += tick_s;
+        if (since + 1e-9 >= cfg.reload_seconds) {
+            since = 0;
+            refresh_files(tls, tokens, http);
+        }
     }
     fprintf(stderr, "slimvecd: %s, draining for up to %g s\n", sig == SIGTERM ? "SIGTERM" : "SIGINT",
             cfg.grace);

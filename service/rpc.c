@@ -760,6 +760,10 @@ static int run_job(call *c)
                             : "the call was cancelled");
     } else if (atomic_load(&s->shutting_down) && m->kind != SVD_UNARY) {
         svd_reply_error(&r, GRPC_STATUS_UNAVAILABLE, "the server is shutting down");
+    } else if (m->kind != SVD_UNARY && c->ctx.principal && s->cfg.recheck &&
+               s->cfg.recheck(s->cfg.auth, (struct svd_principal *)c->ctx.principal) != GRPC_STATUS_OK) {
+        /* The token was removed while the stream was open: it ends here. */
+        svd_reply_error(&r, GRPC_STATUS_UNAUTHENTICATED, "the token was revoked");
     } else {
         if (!c->job_req)
             c->job_req = unpack(m, c->job_payload, &c->job_mem);
@@ -901,8 +905,8 @@ static int admit(call *c)
 {
     svd_server *s = c->srv;
     const svd_method *m = method_of(c);
-    if (m->light)
-        return 1;
+    if (m->light && m->kind == SVD_UNARY)
+        return 1; /* a health check: a watch, which stays open, counts */
     int ok;
     pthread_mutex_lock(&s->mu);
     ok = s->calls < s->cfg.max_calls && (m->kind == SVD_UNARY || s->streams < s->cfg.max_streams);

@@ -129,6 +129,10 @@ typedef struct svd_server_config {
     grpc_status_code (*authenticate)(void *auth, int method, int role, const char *value, size_t len,
                                      struct svd_principal **principal, char *msg, size_t msg_cap);
     void (*principal_free)(struct svd_principal *principal);
+    /* Before each message of a stream: the principal brought up to date
+     * with the tokens in force (a reload may have narrowed or removed its
+     * token); not OK ends the stream UNAUTHENTICATED. May be NULL. */
+    grpc_status_code (*recheck)(void *auth, struct svd_principal *principal);
     /* Observers (may be NULL); method is an index or -1 (unknown method). */
     void *observer;
     void (*on_message)(void *observer, int method, double seconds); /* one message handled */

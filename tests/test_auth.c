@@ -79,7 +79,22 @@ START_TEST(test_parse_and_roles)
 
     ck_assert_int_eq(check_value(t, "BEARER admin", &p, why), SVD_AUTH_OK);
     ck_assert(svd_principal_allows(p, SVD_ROLE_ADMIN, "x"));
+    ck_assert(svd_principal_allows(p, SVD_ROLE_METRICS, NULL)); /* an unscoped admin */
     svd_principal_free(p);
+    /* The metrics role reads /metrics and nothing else; read-all does not read /metrics. */
+    ck_assert_int_eq(check_value(t, "Bearer reader", &p, why), SVD_AUTH_OK);
+    ck_assert(!svd_principal_allows(p, SVD_ROLE_METRICS, NULL));
+    svd_principal_free(p);
+    svd_tokens_free(t);
+    char *m = line_of("scraper", "metrics", NULL);
+    t = table_of(m);
+    ck_assert_int_eq(check_value(t, "Bearer scraper", &p, why), SVD_AUTH_OK);
+    ck_assert(svd_principal_allows(p, SVD_ROLE_METRICS, NULL));
+    ck_assert(!svd_principal_allows(p, SVD_ROLE_READ, "x"));
+    ck_assert(!svd_principal_allows_some(p, SVD_ROLE_READ));
+    ck_assert_int_eq(svd_principal_max_role(p), SVD_ROLE_NONE);
+    svd_principal_free(p);
+    free(m);
     svd_tokens_free(t);
     free(r);
     free(w);
@@ -161,8 +176,22 @@ START_TEST(test_file_errors)
         ck_assert_msg(strstr(err, bad[i].want) != NULL, "'%s' lacks '%s'", err, bad[i].want);
     }
     ck_assert_ptr_null(svd_tokens_from_text("x\0y", 3, err, sizeof err));
-    /* A trailing comment after the glob is fine; an empty file is an empty table. */
-    snprintf(text, sizeof text, "%s read a-* # team a\n", hex_only);
+    /* Comments take whole lines: a glob that looks like one ("#team", which
+     * would otherwise leave the line covering every collection) and text
+     * after a glob are errors; so are characters no name has, and a glob on
+     * the metrics role. */
+    static const char *bad_tails[] = {"read #team-*", "read a-* # team a", "read a/b", "read a b",
+                                      "metrics x-*", "read "};
+    for (size_t i = 0; i < sizeof bad_tails / sizeof bad_tails[0]; i++) {
+        snprintf(text, sizeof text, "%s %s\n", hex_only, bad_tails[i]);
+        if (i == 5) { /* "read " then nothing: the role alone, fine */
+            svd_tokens_free(table_of(text));
+            continue;
+        }
+        ck_assert_msg(svd_tokens_from_text(text, strlen(text), err, sizeof err) == NULL, "accepted: %s", text);
+        ck_assert(strstr(err, "line 1") != NULL);
+    }
+    snprintf(text, sizeof text, "%s read team-[ab]?-*\n", hex_only);
     svd_tokens *t = table_of(text);
     svd_tokens_free(t);
     t = table_of("");
@@ -207,8 +236,13 @@ START_TEST(test_reload)
     ck_assert_int_eq(check_value(t, "Bearer alpha", &p, err), SVD_AUTH_OK);
     svd_principal_free(p);
 
+    svd_principal *open_call = NULL; /* a stream's principal, made before the reload */
+    ck_assert_int_eq(check_value(t, "Bearer alpha", &open_call, err), SVD_AUTH_OK);
+    ck_assert_int_eq(svd_tokens_recheck(t, open_call), SVD_AUTH_OK);
     write_file(path, b);
     ck_assert_int_eq(svd_tokens_refresh(t, err, sizeof err), 1);
+    ck_assert_int_eq(svd_tokens_recheck(t, open_call), SVD_AUTH_UNKNOWN); /* revoked */
+    svd_principal_free(open_call);
     ck_assert_int_eq(check_value(t, "Bearer alpha", &p, err), SVD_AUTH_UNKNOWN);
     ck_assert_int_eq(check_value(t, "Bearer beta", &p, err), SVD_AUTH_OK);
     svd_principal_free(p);

@@ -21,3 +21,11 @@ grpc_status_code svd_access_check(void *auth, int method, int role, const char *
     *principal = p;
     return GRPC_STATUS_OK;
 }
+
+grpc_status_code svd_access_recheck(void *auth, struct svd_principal *principal)
+{
+    svd_auth_status st = svd_tokens_recheck(auth, principal);
+    return st == SVD_AUTH_OK ? GRPC_STATUS_OK
+           : st == SVD_AUTH_NOMEM ? GRPC_STATUS_RESOURCE_EXHAUSTED
+                                  : GRPC_STATUS_UNAUTHENTICATED;
+}

@@ -18,4 +18,7 @@
 grpc_status_code svd_access_check(void *auth, int method, int role, const char *value, size_t len,
                                   struct svd_principal **principal, char *msg, size_t msg_cap);
 
+/* The runtime's recheck hook: svd_tokens_recheck as a gRPC status. */
+grpc_status_code svd_access_recheck(void *auth, struct svd_principal *principal);
+
 #endif

@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <grpc/grpc_security.h>
 #include <grpc/slice.h>
+#include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -76,7 +77,7 @@ cleanup:
     if (creds)
         grpc_channel_credentials_release(creds);
     if (key) {
-        memset(key, 0, strlen(key));
+        sodium_memzero(key, strlen(key));
         free(key);
     }
     free(cert);
@@ -109,7 +110,7 @@ int svd_client_auth_md_init(svd_client_auth_md *m, const svd_client_options *o, 
     memcpy(v + 7, o->token, n + 1);
     m->md[0].key = grpc_slice_from_static_string("authorization");
     m->md[0].value = grpc_slice_from_copied_buffer(v, n + 7);
-    memset(v, 0, n + 7);
+    sodium_memzero(v, n + 7);
     free(v);
     m->count = 1;
     return 0;

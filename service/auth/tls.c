@@ -69,13 +69,24 @@ static int64_t asn1_unix(const ASN1_TIME *t)
     return (int64_t)timegm(&tm);
 }
 
+/* An encrypted key is not supported: fail instead of OpenSSL's default of
+ * prompting on the terminal (on a gRPC thread, holding our lock). */
+static int no_password(char *buf, int size, int rwflag, void *u)
+{
+    (void)buf;
+    (void)size;
+    (void)rwflag;
+    (void)u;
+    return -1;
+}
+
 /* The pair parses and the key is the certificate's. */
 static int check_pair(pemset *p, const char *cert_path, const char *key_path, char *err, size_t err_cap)
 {
     int ok = 0;
     BIO *cb = BIO_new_mem_buf(p->cert, -1), *kb = BIO_new_mem_buf(p->key, -1);
     X509 *x = cb ? PEM_read_bio_X509(cb, NULL, NULL, NULL) : NULL;
-    EVP_PKEY *k = kb ? PEM_read_bio_PrivateKey(kb, NULL, NULL, NULL) : NULL;
+    EVP_PKEY *k = kb ? PEM_read_bio_PrivateKey(kb, NULL, no_password, NULL) : NULL;
     if (!x)
         snprintf(err, err_cap, "%s holds no PEM certificate", cert_path);
     else if (!k)
@@ -193,6 +204,9 @@ static int refresh_locked(svd_tls *t, int force, char *err, size_t err_cap)
     t->cur = next;
     t->generation++;
     atomic_fetch_add(&t->reloads, 1);
+    if (t->cur.not_after && t->cur.not_after < (int64_t)time(NULL))
+        fprintf(stderr, "slimvecd: WARNING: the new certificate in %s has expired: clients will refuse it\n",
+                t->cert_path);
     return 1;
 }
 

@@ -27,8 +27,9 @@ typedef struct table {
 
 struct svd_tokens {
     char *path;               /* NULL: from text, never reloaded */
-    pthread_rwlock_t lock;    /* guards cur */
+    pthread_rwlock_t lock;    /* guards cur and generation */
     table *cur;
+    uint64_t generation;      /* of cur: bumped at each reload */
     pthread_mutex_t reload_mu; /* one reload at a time; guards stamp */
     svd_filestamp stamp;
     _Atomic uint64_t reloads, reload_errors;
@@ -42,6 +43,8 @@ typedef struct grant {
 struct svd_principal {
     size_t n;
     grant *g;
+    uint8_t hash[HASH_BYTES]; /* the token's, to check it again after a reload */
+    uint64_t generation;      /* of the table the grants come from */
 };
 
 const char *svd_role_name(svd_role r)
@@ -51,6 +54,7 @@ const char *svd_role_name(svd_role r)
     case SVD_ROLE_READ: return "read";
     case SVD_ROLE_WRITE: return "write";
     case SVD_ROLE_ADMIN: return "admin";
+    case SVD_ROLE_METRICS: return "metrics";
     }
     return "?";
 }
@@ -87,15 +91,20 @@ static int next_field(const char **p, const char *end, const char **f, size_t *f
     return 1;
 }
 
-/* A glob of printable ASCII without spaces (collection names are
- * [A-Za-z0-9_.-]; anything else could never match one). */
+/* A glob over the characters of collection names ([A-Za-z0-9_.-]) and
+ * fnmatch's * ? [ ] ! : anything else could never match a name, and a
+ * glob that looked like a comment ("#team") would otherwise be taken for
+ * one and leave the line covering every collection. */
 static int glob_ok(const char *g, size_t n)
 {
     if (n == 0 || n > SVD_GLOB_MAX)
         return 0;
-    for (size_t i = 0; i < n; i++)
-        if ((unsigned char)g[i] <= 0x20 || (unsigned char)g[i] >= 0x7f)
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)g[i];
+        if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' ||
+              c == '.' || c == '-' || c == '*' || c == '?' || c == '[' || c == ']' || c == '!'))
             return 0;
+    }
     return 1;
 }
 
@@ -107,7 +116,7 @@ static int parse_line(const char *s, const char *end, line *out, char *why, size
     if (!next_field(&s, end, &f, &n))
         return 0; /* blank */
     if (f[0] == '#')
-        return 0;
+        return 0; /* a comment line */
     if (n != 7 + 2 * HASH_BYTES || strncmp(f, "sha256:", 7) != 0) {
         snprintf(why, why_cap, "expected sha256:<%d hex digits> (the token's SHA-256, never the token)",
                  2 * HASH_BYTES);
@@ -129,25 +138,32 @@ static int parse_line(const char *s, const char *end, line *out, char *why, size
         out->role = SVD_ROLE_WRITE;
     else if (n == 5 && strncmp(f, "admin", 5) == 0)
         out->role = SVD_ROLE_ADMIN;
+    else if (n == 7 && strncmp(f, "metrics", 7) == 0)
+        out->role = SVD_ROLE_METRICS;
     else {
-        snprintf(why, why_cap, "unknown role '%.*s' (read, write or admin)", n > 16 ? 16 : (int)n, f);
+        snprintf(why, why_cap, "unknown role '%.*s' (read, write, admin or metrics)",
+                 n > 16 ? 16 : (int)n, f);
         return -1;
     }
     if (next_field(&s, end, &f, &n)) {
-        if (f[0] == '#')
-            return 1;
+        if (out->role == SVD_ROLE_METRICS) {
+            snprintf(why, why_cap, "the metrics role takes no collection glob");
+            return -1;
+        }
         if (!glob_ok(f, n)) {
-            snprintf(why, why_cap, "the collection glob must be 1..%d printable characters", SVD_GLOB_MAX);
+            snprintf(why, why_cap,
+                     "the collection glob must be 1..%d of [A-Za-z0-9_.-] and *?[]! (comments take "
+                     "whole lines)", SVD_GLOB_MAX);
             return -1;
         }
         if (!(out->glob = strndup(f, n))) {
             snprintf(why, why_cap, "out of memory");
             return -1;
         }
-        if (next_field(&s, end, &f, &n) && f[0] != '#') {
+        if (next_field(&s, end, &f, &n)) {
             free(out->glob);
             out->glob = NULL;
-            snprintf(why, why_cap, "unexpected text after the glob");
+            snprintf(why, why_cap, "unexpected text after the glob (comments take whole lines)");
             return -1;
         }
     }
@@ -290,6 +306,7 @@ int svd_tokens_refresh(svd_tokens *k, char *err, size_t err_cap)
             pthread_rwlock_wrlock(&k->lock);
             table *old = k->cur;
             k->cur = t;
+            k->generation++;
             pthread_rwlock_unlock(&k->lock);
             table_free(old);
             atomic_fetch_add(&k->reloads, 1);
@@ -358,38 +375,13 @@ svd_auth_status svd_tokens_check(svd_tokens *k, const char *value, size_t len, s
         snprintf(why, why_cap, "the bearer token has characters outside RFC 6750's token68 set");
         return SVD_AUTH_MALFORMED;
     }
-    uint8_t h[HASH_BYTES];
-    crypto_hash_sha256(h, (const unsigned char *)tok, n);
-
-    svd_auth_status st = SVD_AUTH_UNKNOWN;
-    svd_principal *p = NULL;
-    pthread_rwlock_rdlock(&k->lock);
-    const table *t = k->cur;
-    /* Every line is compared, each in constant time: no early exit on a
-     * match or on a mismatch's first byte. */
-    size_t matches = 0;
-    for (size_t i = 0; i < t->n; i++)
-        matches += sodium_memcmp(h, t->lines[i].hash, HASH_BYTES) == 0;
-    if (matches) {
-        p = calloc(1, sizeof *p);
-        if (p)
-            p->g = calloc(matches, sizeof *p->g);
-        if (!p || !p->g) {
-            st = SVD_AUTH_NOMEM;
-        } else {
-            st = SVD_AUTH_OK;
-            for (size_t i = 0; i < t->n && st == SVD_AUTH_OK; i++) {
-                if (sodium_memcmp(h, t->lines[i].hash, HASH_BYTES) != 0)
-                    continue;
-                grant *g = &p->g[p->n++];
-                g->role = t->lines[i].role;
-                if (t->lines[i].glob && !(g->glob = strdup(t->lines[i].glob)))
-                    st = SVD_AUTH_NOMEM;
-            }
-        }
+    svd_principal *p = calloc(1, sizeof *p);
+    if (!p) {
+        snprintf(why, why_cap, "out of memory");
+        return SVD_AUTH_NOMEM;
     }
-    pthread_rwlock_unlock(&k->lock);
-    sodium_memzero(h, sizeof h);
+    crypto_hash_sha256(p->hash, (const unsigned char *)tok, n);
+    svd_auth_status st = svd_tokens_recheck(k, p);
     if (st == SVD_AUTH_OK) {
         *out = p;
         return st;
@@ -399,23 +391,88 @@ svd_auth_status svd_tokens_check(svd_tokens *k, const char *value, size_t len, s
     return st;
 }
 
+static void grants_free(grant *g, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        free(g[i].glob);
+    free(g);
+}
+
+/* The grants of the table in force for p's hash (the read lock held). */
+static svd_auth_status grants_of(const table *t, svd_principal *p)
+{
+    /* Every line is compared, each in constant time: no early exit on a
+     * match or on a mismatch's first byte. */
+    size_t matches = 0;
+    for (size_t i = 0; i < t->n; i++)
+        matches += sodium_memcmp(p->hash, t->lines[i].hash, HASH_BYTES) == 0;
+    if (!matches)
+        return SVD_AUTH_UNKNOWN;
+    grant *g = calloc(matches, sizeof *g);
+    size_t n = 0;
+    if (!g)
+        return SVD_AUTH_NOMEM;
+    for (size_t i = 0; i < t->n; i++) {
+        if (sodium_memcmp(p->hash, t->lines[i].hash, HASH_BYTES) != 0)
+            continue;
+        g[n].role = t->lines[i].role;
+        if (t->lines[i].glob && !(g[n].glob = strdup(t->lines[i].glob))) {
+            grants_free(g, n);
+            return SVD_AUTH_NOMEM;
+        }
+        n++;
+    }
+    grants_free(p->g, p->n);
+    p->g = g;
+    p->n = n;
+    return SVD_AUTH_OK;
+}
+
+svd_auth_status svd_tokens_recheck(svd_tokens *k, svd_principal *p)
+{
+    svd_auth_status st = SVD_AUTH_OK;
+    pthread_rwlock_rdlock(&k->lock);
+    if (!p->g || p->generation != k->generation) {
+        st = grants_of(k->cur, p);
+        if (st == SVD_AUTH_OK)
+            p->generation = k->generation;
+    }
+    pthread_rwlock_unlock(&k->lock);
+    return st;
+}
+
+/* Whether a grant's role covers the role asked for: the order read <
+ * write < admin, with metrics apart (only an unscoped admin also has it;
+ * the caller checks the scope). */
+static int covers(svd_role have, svd_role want)
+{
+    if (want == SVD_ROLE_METRICS)
+        return have == SVD_ROLE_METRICS || have == SVD_ROLE_ADMIN;
+    return have != SVD_ROLE_METRICS && have >= want;
+}
+
 int svd_principal_allows(const svd_principal *p, svd_role role, const char *collection)
 {
+    if (role == SVD_ROLE_METRICS)
+        return svd_principal_allows_all(p, role);
     for (size_t i = 0; i < p->n; i++)
-        if (p->g[i].role >= role && (!p->g[i].glob || fnmatch(p->g[i].glob, collection, 0) == 0))
+        if (covers(p->g[i].role, role) && (!p->g[i].glob || fnmatch(p->g[i].glob, collection, 0) == 0))
             return 1;
     return 0;
 }
 
 int svd_principal_allows_some(const svd_principal *p, svd_role role)
 {
-    return svd_principal_max_role(p) >= role;
+    for (size_t i = 0; i < p->n; i++)
+        if (covers(p->g[i].role, role))
+            return 1;
+    return 0;
 }
 
 int svd_principal_allows_all(const svd_principal *p, svd_role role)
 {
     for (size_t i = 0; i < p->n; i++)
-        if (p->g[i].role >= role && (!p->g[i].glob || strcmp(p->g[i].glob, "*") == 0))
+        if (covers(p->g[i].role, role) && (!p->g[i].glob || strcmp(p->g[i].glob, "*") == 0))
             return 1;
     return 0;
 }
@@ -424,7 +481,7 @@ svd_role svd_principal_max_role(const svd_principal *p)
 {
     svd_role r = SVD_ROLE_NONE;
     for (size_t i = 0; i < p->n; i++)
-        if (p->g[i].role > r)
+        if (p->g[i].role != SVD_ROLE_METRICS && p->g[i].role > r)
             r = p->g[i].role;
     return r;
 }
@@ -433,8 +490,7 @@ void svd_principal_free(svd_principal *p)
 {
     if (!p)
         return;
-    for (size_t i = 0; i < p->n; i++)
-        free(p->g[i].glob);
-    free(p->g);
+    grants_free(p->g, p->n);
+    sodium_memzero(p->hash, sizeof p->hash);
     free(p);
 }

@@ -8,10 +8,12 @@
  *
  * Roles, each including the ones before it: read (search, get, describe,
  * list), write (+ ingest, delete, flush, snapshot), admin (+ create, drop,
- * cluster operations). A glob (fnmatch(3): *, ?, [...]) limits the line to
+ * cluster operations); and apart, metrics: the HTTP /metrics only (for a
+ * Prometheus, so its credential reads no vector). A glob (fnmatch(3): *,
+ * ?, [...], over the characters of collection names) limits the line to
  * the collections it matches; without one the line covers every
  * collection. A token may have several lines; it may do what any of them
- * allows.
+ * allows. Comments take whole lines.
  *
  * Clients send the metadata `authorization: Bearer <token>`. A presented
  * token is hashed and its hash compared with every line's in constant time
@@ -39,7 +41,9 @@ typedef enum svd_role {
     SVD_ROLE_NONE = 0, /* open to everyone (health) */
     SVD_ROLE_READ = 1,
     SVD_ROLE_WRITE = 2,
-    SVD_ROLE_ADMIN = 3
+    SVD_ROLE_ADMIN = 3,
+    SVD_ROLE_METRICS = 4 /* outside the order: only the HTTP /metrics (which an
+                            unscoped admin may also read); nothing over gRPC */
 } svd_role;
 
 const char *svd_role_name(svd_role r);
@@ -81,7 +85,16 @@ void svd_tokens_get_stats(svd_tokens *t, svd_tokens_stats *out);
 svd_auth_status svd_tokens_check(svd_tokens *t, const char *value, size_t len, svd_principal **out,
                                  char *why, size_t why_cap);
 
-/* 1 when the principal may act with role on the collection named. */
+/*
+ * Check an open call's principal again if the table changed since it was
+ * made (a stream outlives a reload): SVD_AUTH_OK with its grants brought
+ * up to date, or SVD_AUTH_UNKNOWN when its token was removed. Thread-safe
+ * for the table; the principal must not be in use by another thread.
+ */
+svd_auth_status svd_tokens_recheck(svd_tokens *t, svd_principal *p);
+
+/* 1 when the principal may act with role on the collection named (role
+ * SVD_ROLE_METRICS: may read /metrics, collection ignored). */
 int svd_principal_allows(const svd_principal *p, svd_role role, const char *collection);
 /* 1 when it may act with role on some collection (a method-level check). */
 int svd_principal_allows_some(const svd_principal *p, svd_role role);

@@ -440,7 +440,7 @@ static const char usage_text[] =
     "  health  [--service S]     grpc.health.v1 Check; exit 0 when SERVING (container probes)\n"
     "  list                      every collection (a scoped token: those it may read)\n"
     "  drop    --collection C\n"
-    "  token   [--role read|write|admin (read)] [--glob G]\n"
+    "  token   [--role read|write|admin|metrics (read)] [--glob G]\n"
     "                            a new random token, and the line for slimvecd's --tokens-file\n"
     "  ingest  --collection C --file B.fvecs [--batch N (1000)] [--window N (8)] [--flush]\n"
     "  search  --collection C --query Q.fvecs --gt G.ivecs [--k N (10)]\n"
@@ -749,8 +749,8 @@ static int cmd_drop(grpc_channel *ch, const opts *o)
 static int make_token(const opts *o)
 {
     const char *role = o->role ? o->role : "read";
-    if (strcmp(role, "read") && strcmp(role, "write") && strcmp(role, "admin"))
-        usage_error("unknown role %s (read, write, admin)", role);
+    if (strcmp(role, "read") && strcmp(role, "write") && strcmp(role, "admin") && strcmp(role, "metrics"))
+        usage_error("unknown role %s (read, write, admin, metrics)", role);
     if (o->glob && (!o->glob[0] || strlen(o->glob) > SVD_GLOB_MAX || strpbrk(o->glob, " \t\r\n#")))
         usage_error("bad --glob %s", o->glob);
     if (sodium_init() < 0) {
@@ -1126,6 +1126,9 @@ int main(int argc, char **argv)
     if (!run)
         return make_token(&o);
     svd_client_options_from_env(&conn);
+    if (conn.token && !conn.tls && !conn.ca && !conn.cert && strncmp(o.addr, "127.", 4) &&
+        strncmp(o.addr, "localhost:", 10) && strncmp(o.addr, "[::1]:", 6))
+        fprintf(stderr, "slimvec: warning: sending the token to %s without TLS (--ca or --tls)\n", o.addr);
     grpc_init();
     char err[256];
     if (svd_client_auth_md_init(&auth_md, &conn, err, sizeof err) != 0) {

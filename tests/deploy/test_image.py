@@ -654,10 +654,10 @@ class ContainerRunTest(unittest.TestCase):
         compose_env = compose_environment()
         token = None
         if compose_env and "SLIMVEC_TOKENS_FILE" in compose_env:
-            # The compose secret, as the container sees it, with a line
-            # added for this test's token: the shipped file has none, so
-            # without one every call would be refused.
-            src = compose_secrets()[compose_env["SLIMVEC_TOKENS_FILE"]]
+            # The tokens file, as the container sees it, with a line added
+            # for this test's token: the shipped file has none, so without
+            # one every call would be refused.
+            src = compose_host_path(compose_env["SLIMVEC_TOKENS_FILE"])
             token = "deploy-test-" + "".join(random.choice("abcdefghij0123456789") for _ in range(32))
             import hashlib
             tokens = os.path.join(self.base, "tokens")
@@ -704,14 +704,15 @@ def compose_environment():
     return {k: str(v) for k, v in env.items()}
 
 
-def compose_secrets():
-    """{path in the container: file on the host} of slimvecd's compose secrets."""
+def compose_host_path(path):
+    """The host file behind a path in slimvecd's container, through the
+    compose file's bind mounts of repository directories."""
     c = load_yaml(COMPOSE) or {}
-    out = {}
-    for name in c.get("services", {}).get("slimvecd", {}).get("secrets", []):
-        name = name if isinstance(name, str) else name["source"]
-        out["/run/secrets/" + name] = os.path.join(ROOT, c["secrets"][name]["file"])
-    return out
+    for v in c.get("services", {}).get("slimvecd", {}).get("volumes", []):
+        parts = str(v).split(":")
+        if parts[0].startswith("./") and (path + "/").startswith(parts[1].rstrip("/") + "/"):
+            return os.path.join(ROOT, parts[0], os.path.relpath(path, parts[1]))
+    raise AssertionError("%s is not under a bind mount of docker-compose.yml" % path)
 
 
 class ComposeTest(unittest.TestCase):

@@ -304,11 +304,12 @@ class Security(unittest.TestCase):
     def tokens_server(self, text=None, *extra, tls=False):
         """A server with a tokens file of the standard roles (self.tok)."""
         self.tok = {k: secrets.token_urlsafe(32) for k in
-                    ("admin", "write", "read", "pubread", "pubwrite", "teamadmin")}
+                    ("admin", "write", "read", "pubread", "pubwrite", "teamadmin", "metrics")}
         lines = (token_line(self.tok["admin"], "admin") + token_line(self.tok["write"], "write")
                  + token_line(self.tok["read"], "read") + token_line(self.tok["pubread"], "read", "pub-*")
                  + token_line(self.tok["pubwrite"], "write", "pub-*")
-                 + token_line(self.tok["teamadmin"], "admin", "team-*"))
+                 + token_line(self.tok["teamadmin"], "admin", "team-*")
+                 + token_line(self.tok["metrics"], "metrics"))
         self.tokens_path = os.path.join(self.dir, "tokens-%s" % secrets.token_hex(4))
         write_atomic(self.tokens_path, "# test tokens\n" + (text if text is not None else lines))
         args = ("--tokens-file", self.tokens_path, "--reload-seconds", "0.2") + tuple(extra)
@@ -342,6 +343,7 @@ class Security(unittest.TestCase):
         grants = {  # token -> [(role, glob)]
             "admin": [(3, None)], "write": [(2, None)], "read": [(1, None)],
             "pubread": [(1, "pub-")], "pubwrite": [(2, "pub-")], "teamadmin": [(3, "team-")],
+            "metrics": [],  # /metrics only: nothing over gRPC
         }
         seq = [0]
 
@@ -432,8 +434,8 @@ class Security(unittest.TestCase):
                 names = {c.spec.name for c in self.stub_for(s, token).ListCollections(
                     pb.ListCollectionsRequest(), timeout=scaled(10)).collections}
             except grpc.RpcError as e:
-                self.assertEqual(e.code(), UNAUTH, kind)
-                self.assertIn(kind, ("none", "unknown"))
+                self.assertEqual(e.code(), DENIED if kind == "metrics" else UNAUTH, kind)
+                self.assertIn(kind, ("none", "unknown", "metrics"))
                 continue
             globs = [g for _, g in grants[kind]]
             self.assertEqual(names, {n for n in everything if any(g is None or n.startswith(g) for g in globs)}, kind)
@@ -479,14 +481,19 @@ class Security(unittest.TestCase):
                                                 ("authorization", "Bearer " + good)], timeout=scaled(10))
         self.assertEqual(cm.exception.code(), UNAUTH)
         self.assertIn("more than one", cm.exception.details())
-        # Far past gRPC's metadata limit: refused by the transport, the server fine.
+        stub.ListCollections(req, metadata=[("authorization", "bearer  " + good)], timeout=scaled(10))
+        ch.close()
+        # Far past gRPC's metadata limit, on a channel of its own (the
+        # transport drops the connection): refused, the server fine.
+        big = s.new_channel(token=None)
         try:
-            stub.ListCollections(req, metadata=[("authorization", "Bearer " + "a" * 100000)], timeout=scaled(10))
+            pbg.SlimVecStub(big).ListCollections(req, metadata=[("authorization", "Bearer " + "a" * 100000)],
+                                                 timeout=scaled(10))
             self.fail("a 100 KB token was accepted")
         except grpc.RpcError as e:
             self.assertNotEqual(e.code(), grpc.StatusCode.OK)
-        stub.ListCollections(req, metadata=[("authorization", "bearer  " + good)], timeout=scaled(10))
-        ch.close()
+        big.close()
+        self.stub_for(s, good).ListCollections(req, timeout=scaled(10), wait_for_ready=True)
         text = s.http("/metrics", token=self.tok["admin"])
         denied = metric(text, 'slimvec_auth_denials_total{method="slimvec.v1.SlimVec/ListCollections",'
                               'reason="unauthenticated"}')
@@ -516,13 +523,38 @@ class Security(unittest.TestCase):
         with self.assertRaises(grpc.RpcError) as cm:
             stub_old.ListCollections(req, timeout=scaled(10))
         self.assertEqual(cm.exception.code(), UNAUTH)
+        # A stream open when its token is removed ends at its next message.
+        import queue
+        s.stub.CreateCollection(pb.CreateCollectionRequest(spec=pb.CollectionSpec(
+            name="rv", dimension=4, metric=pb.METRIC_L2, storage=pb.STORAGE_F32)), timeout=scaled(10))
+        q = queue.Queue()
+
+        def requests():
+            while True:
+                item = q.get()
+                if item is None:
+                    return
+                yield item
+        answers = stub_new.SearchStream(requests(), timeout=scaled(60))
+        q.put(pb.SearchRequest(collection="rv", queries=[0.0] * 4, k=1, tag=1))
+        self.assertEqual(next(answers).tag, 1)
+        write_atomic(self.tokens_path, token_line(self.tok["admin"], "admin"))
+        wait_for(lambda: not new_works(), 20, "the token to be removed")
+        q.put(pb.SearchRequest(collection="rv", queries=[0.0] * 4, k=1, tag=2))
+        with self.assertRaises(grpc.RpcError) as cm:
+            next(answers)
+        self.assertEqual(cm.exception.code(), UNAUTH)
+        self.assertIn("revoked", cm.exception.details())
+        q.put(None)
+        write_atomic(self.tokens_path, token_line(self.tok["admin"], "admin") + token_line(new, "read"))
+        wait_for(new_works, 20, "the token to be back")
         # A file that does not parse: refused, the table in force stays.
         write_atomic(self.tokens_path, "sha256:1234 read\n")
         wait_for(lambda: "tokens file refused" in s.log(), 20, "the broken file to be refused")
         stub_new.ListCollections(req, timeout=scaled(10))
         self.assertIn("line 1", s.log())
         text = s.http("/metrics", token=self.tok["admin"])
-        self.assertEqual(metric(text, 'slimvec_auth_token_reloads_total{result="ok"}'), 1)
+        self.assertEqual(metric(text, 'slimvec_auth_token_reloads_total{result="ok"}'), 3)
         self.assertEqual(metric(text, 'slimvec_auth_token_reloads_total{result="error"}'), 1)
         # A tokens file that does not parse stops the start.
         bad = os.path.join(self.dir, "bad-tokens")
@@ -543,15 +575,22 @@ class Security(unittest.TestCase):
             "metrics, unknown token": status("/metrics", "nope"),
             "metrics, scoped read": status("/metrics", self.tok["pubread"]),
             "metrics, read": status("/metrics", self.tok["read"]),
+            "metrics, metrics role": status("/metrics", self.tok["metrics"]),
+            "metrics, admin": status("/metrics", self.tok["admin"]),
             "healthz": status("/healthz"),
             "readyz": status("/readyz"),
         }
         self.assertEqual(got, {"metrics, no token": 401, "metrics, unknown token": 401,
-                               "metrics, scoped read": 403, "metrics, read": 200, "healthz": 200,
-                               "readyz": 200})
-        text = s.http("/metrics", token=self.tok["read"], ca=self.ca)
+                               "metrics, scoped read": 403, "metrics, read": 403,
+                               "metrics, metrics role": 200, "metrics, admin": 200,
+                               "healthz": 200, "readyz": 200})
+        text = s.http("/metrics", token=self.tok["metrics"], ca=self.ca)
         self.assertEqual(metric(text, 'slimvec_auth_denials_total{method="http/metrics",reason="unauthenticated"}'), 2)
-        self.assertEqual(metric(text, 'slimvec_auth_denials_total{method="http/metrics",reason="permission_denied"}'), 1)
+        self.assertEqual(metric(text, 'slimvec_auth_denials_total{method="http/metrics",reason="permission_denied"}'), 2)
+        # The scraper's token reads no vector.
+        with self.assertRaises(grpc.RpcError) as cm:
+            self.stub_for(s, self.tok["metrics"]).ListCollections(pb.ListCollectionsRequest(), timeout=scaled(10))
+        self.assertEqual(cm.exception.code(), DENIED)
         self.assertGreater(metric(text, "slimvec_tls_certificate_expiry_seconds"), time.time())
         # Plain HTTP to the TLS port gets nothing.
         with self.assertRaises(Exception):

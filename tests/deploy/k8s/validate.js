@@ -371,6 +371,9 @@ function validateBundle(b) {
         check(`Certificate ${cert.metadata.name} names the Services (${svcs.map((x) => x.metadata.name)})`,
             svcs.every((x) => (cert.spec.dnsNames || []).includes(x.metadata.name)), fmt(cert.spec.dnsNames));
     }
+    check('/metrics tokens travel over TLS (SLIMVEC_METRICS_AUTH token needs SLIMVEC_METRICS_TLS on)',
+        val('SLIMVEC_METRICS_AUTH') !== 'token' || metricsTls,
+        `SLIMVEC_METRICS_AUTH ${fmt(val('SLIMVEC_METRICS_AUTH'))} SLIMVEC_METRICS_TLS ${fmt(val('SLIMVEC_METRICS_TLS'))}`);
     const tokAt = secretMountOf(val('SLIMVEC_TOKENS_FILE'));
     check('SLIMVEC_TOKENS_FILE is a file of a read-only Secret volume',
         tokAt && tokAt.mount.readOnly === true, `SLIMVEC_TOKENS_FILE ${fmt(val('SLIMVEC_TOKENS_FILE'))}`);
@@ -489,8 +492,10 @@ const BREAKAGES = [
         (b) => { ctrOf(b).readinessProbe.httpGet.path = '/healthz'; }, /readinessProbe is an HTTP \/readyz probe/],
     ['startup probe on the gRPC port',
         (b) => { ctrOf(b).startupProbe.httpGet.port = 'grpc'; }, /startupProbe is an HTTP \/healthz probe/],
-    ['HTTPS probes on a plain HTTP metrics port',
-        (b) => { ctrOf(b).livenessProbe.httpGet.scheme = 'HTTPS'; }, /livenessProbe is an HTTP \/healthz probe/],
+    ['an HTTP probe on the TLS metrics port',
+        (b) => { ctrOf(b).livenessProbe.httpGet.scheme = 'HTTP'; }, /livenessProbe is an HTTP \/healthz probe/],
+    ['the metrics token in clear text (metrics TLS off)',
+        (b) => { envOf(b, 'SLIMVEC_METRICS_TLS').value = 'off'; }, /\/metrics tokens travel over TLS/],
     ['TLS key outside the Secret volume',
         (b) => { envOf(b, 'SLIMVEC_TLS_KEY').value = '/tmp/tls.key'; }, /SLIMVEC_TLS_CERT and SLIMVEC_TLS_KEY are files/],
     ['TLS Secret mounted read-write',
