@@ -155,7 +155,20 @@ struct svd_server {
     tag t_shutdown;
     atomic_size_t inflight;
     atomic_ullong refused_calls, refused_bytes, send_timeouts;
+    int body_after_auth;          /* unary bodies are read once the token passed */
 };
+
+/*
+ * With authentication on, a unary call's body is not part of the call gRPC
+ * hands over (GRPC_SRM_PAYLOAD_NONE): it is read only once the call's token
+ * was accepted, so a client without one cannot make the server receive and
+ * hold request bodies (up to --max-message each). Health (light) is open
+ * and keeps its body with the call.
+ */
+static int body_after_auth(const svd_server *s, const svd_method *m)
+{
+    return s->body_after_auth && m->kind == SVD_UNARY && !m->light;
+}
 
 static double now_seconds(void)
 {
@@ -427,10 +440,10 @@ static void post_request(svd_server *s, int m)
     c->pending = 1;
     if (m >= 0) {
         const svd_method *meth = &s->methods[m];
-        e = grpc_server_request_registered_call(s->server, s->registered[m], &c->call,
-                                                &c->deadline_raw, &c->md,
-                                                meth->kind == SVD_UNARY ? &c->payload : NULL, s->cq,
-                                                s->cq, &c->t_new);
+        e = grpc_server_request_registered_call(
+            s->server, s->registered[m], &c->call, &c->deadline_raw, &c->md,
+            meth->kind == SVD_UNARY && !body_after_auth(s, meth) ? &c->payload : NULL, s->cq, s->cq,
+            &c->t_new);
     } else {
         e = grpc_server_request_call(s->server, &c->call, &c->details, &c->md, s->cq, s->cq,
                                      &c->t_new);
@@ -1062,7 +1075,17 @@ static void handle_new(call *c)
         refuse(c, GRPC_STATUS_INTERNAL, "cannot start the call");
         return;
     }
-    if (m->kind == SVD_UNARY) {
+    if (m->kind == SVD_UNARY && body_after_auth(s, m)) {
+        grpc_op op;
+        memset(&op, 0, sizeof op);
+        op.op = GRPC_OP_RECV_MESSAGE;
+        op.data.recv_message.recv_message = &c->payload;
+        if (start(c, &op, 1, &c->t_recv) != 0) {
+            c->code = GRPC_STATUS_INTERNAL;
+            snprintf(c->message, sizeof c->message, "cannot read the request");
+            finish_unary(c, NULL, 0, 0);
+        }
+    } else if (m->kind == SVD_UNARY) {
         c->job_payload = c->payload;
         c->payload = NULL;
         c->pending++; /* the job's hold */
@@ -1072,9 +1095,32 @@ static void handle_new(call *c)
     }
 }
 
+/* A unary call's body, read after its token passed (body_after_auth). */
+static void unary_received(call *c, int success)
+{
+    grpc_byte_buffer *bb = c->payload;
+    c->payload = NULL;
+    if (!success || !bb) {
+        if (bb)
+            grpc_byte_buffer_destroy(bb);
+        c->code = success ? GRPC_STATUS_INVALID_ARGUMENT : GRPC_STATUS_CANCELLED;
+        snprintf(c->message, sizeof c->message, "%s",
+                 success ? "the call has no request message" : "the request was not received");
+        finish_unary(c, NULL, 0, 0);
+        return;
+    }
+    c->job_payload = bb;
+    c->pending++; /* the job's hold */
+    c->want_job = c->has_job = 1;
+}
+
 static void stream_received(call *c, int success)
 {
     const svd_method *m = method_of(c);
+    if (m->kind == SVD_UNARY) {
+        unary_received(c, success);
+        return;
+    }
     grpc_byte_buffer *bb = c->payload;
     c->payload = NULL;
     if (success && !bb && m->kind == SVD_WATCH)
@@ -1263,6 +1309,7 @@ svd_server *svd_server_start(const svd_server_config *cfg, const svd_method *met
     if (!(s->cfg.send_timeout > 0))
         s->cfg.send_timeout = 30;
     s->t_shutdown = (tag){NULL, TAG_SHUTDOWN};
+    s->body_after_auth = cfg->authenticate != NULL;
     atomic_init(&s->inflight, 0);
     pthread_mutex_init(&s->mu, NULL);
     pthread_cond_init(&s->cv, NULL);
@@ -1303,8 +1350,9 @@ svd_server *svd_server_start(const svd_server_config *cfg, const svd_method *met
     for (size_t i = 0; i < n_methods; i++) {
         s->registered[i] = grpc_server_register_method(
             s->server, methods[i].path, NULL,
-            methods[i].kind == SVD_UNARY ? GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER
-                                         : GRPC_SRM_PAYLOAD_NONE,
+            methods[i].kind == SVD_UNARY && !body_after_auth(s, &methods[i])
+                ? GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER
+                : GRPC_SRM_PAYLOAD_NONE,
             0);
         if (!s->registered[i]) {
             snprintf(err, err_cap, "cannot register %s", methods[i].path);
