@@ -180,7 +180,27 @@ fail:
 
 int svd_http_refresh(svd_http *h, char *err, size_t err_cap)
 {
-    if (!h->o.tls || !h->daemon || svd_tls_generation(h->o.tls) == h->generation)
+    if (!h->daemon) {
+        /* A failed reload left the port closed: bind it again. */
+        char *cert = NULL, *key = NULL;
+        uint64_t gen = h->generation;
+        if (h->o.tls && svd_tls_pems(h->o.tls, &cert, &key, &gen) != 0) {
+            snprintf(err, err_cap, "out of memory");
+            return -1;
+        }
+        h->daemon = start_daemon(h, MHD_INVALID_SOCKET, cert, key);
+        if (!h->daemon) {
+            free_pems(&cert, &key);
+            snprintf(err, err_cap, "the HTTP daemon cannot restart: /metrics, /healthz and /readyz are down");
+            return -1;
+        }
+        free_pems(&h->cert, &h->key);
+        h->cert = cert;
+        h->key = key;
+        h->generation = gen;
+        return 1;
+    }
+    if (!h->o.tls || svd_tls_generation(h->o.tls) == h->generation)
         return 0;
     char *cert = NULL, *key = NULL;
     uint64_t gen = 0;
