@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <openssl/bio.h>
+#include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <openssl/x509.h>
@@ -16,7 +17,7 @@
 
 typedef struct pemset {
     char *cert, *key, *ca; /* ca NULL when none */
-    int64_t not_after;
+    int64_t not_after, not_before;
 } pemset;
 
 struct svd_tls {
@@ -80,6 +81,20 @@ static int no_password(char *buf, int size, int rwflag, void *u)
     return -1;
 }
 
+/* The rest of a chain after its first certificate: every PEM block parses
+ * (gRPC would silently stop at a damaged one and serve a cut chain). */
+static int chain_rest_ok(BIO *b)
+{
+    ERR_clear_error();
+    X509 *x;
+    while ((x = PEM_read_bio_X509(b, NULL, NULL, NULL)))
+        X509_free(x);
+    unsigned long e = ERR_peek_last_error();
+    ERR_clear_error();
+    /* The end of the file shows as "no start line"; anything else is damage. */
+    return e == 0 || (ERR_GET_LIB(e) == ERR_LIB_PEM && ERR_GET_REASON(e) == PEM_R_NO_START_LINE);
+}
+
 /* The pair parses and the key is the certificate's. */
 static int check_pair(pemset *p, const char *cert_path, const char *key_path, char *err, size_t err_cap)
 {
@@ -93,8 +108,12 @@ static int check_pair(pemset *p, const char *cert_path, const char *key_path, ch
         snprintf(err, err_cap, "%s holds no PEM private key (an encrypted key is not supported)", key_path);
     else if (X509_check_private_key(x, k) != 1)
         snprintf(err, err_cap, "the key in %s is not the key of the certificate in %s", key_path, cert_path);
+    else if (!chain_rest_ok(cb))
+        snprintf(err, err_cap, "%s: a certificate after the first one does not parse (a cut chain?)",
+                 cert_path);
     else {
         p->not_after = asn1_unix(X509_get0_notAfter(x));
+        p->not_before = asn1_unix(X509_get0_notBefore(x));
         ok = 1;
     }
     X509_free(x);
@@ -204,9 +223,10 @@ static int refresh_locked(svd_tls *t, int force, char *err, size_t err_cap)
     t->cur = next;
     t->generation++;
     atomic_fetch_add(&t->reloads, 1);
-    if (t->cur.not_after && t->cur.not_after < (int64_t)time(NULL))
-        fprintf(stderr, "slimvecd: WARNING: the new certificate in %s has expired: clients will refuse it\n",
-                t->cert_path);
+    int64_t wall = (int64_t)time(NULL);
+    if ((t->cur.not_after && t->cur.not_after < wall) || t->cur.not_before > wall)
+        fprintf(stderr, "slimvecd: WARNING: the new certificate in %s is %s: clients will refuse it\n",
+                t->cert_path, t->cur.not_before > wall ? "not valid yet" : "expired");
     return 1;
 }
 

@@ -188,8 +188,18 @@ class Security(unittest.TestCase):
         self.assertIn("cannot read the private key", err)
         err = self.fails_to_start("--tls-cert", self.server[1], "--tls-key", self.server[1])
         self.assertIn("holds no PEM certificate", err)
+        # A chain whose second certificate was cut short.
+        with open(self.server[0]) as a, open(self.ca) as b:
+            chain = a.read() + b.read()
+        cut = os.path.join(self.dir, "cut-chain.crt")
+        with open(cut, "w") as f:
+            f.write(chain[:-120] + "\n-----END CERTIFICATE-----\n")
+        err = self.fails_to_start("--tls-cert", cut, "--tls-key", self.server[1])
+        self.assertIn("does not parse (a cut chain?)", err)
         err = self.fails_to_start("--tls-cert", self.server[0])
         self.assertIn("both --tls-cert and --tls-key", err)
+        err = self.fails_to_start("--tls-cert", "", "--tls-key", self.server[1])
+        self.assertIn("--tls-cert is empty", err)
         err = self.fails_to_start(*self.tls_args, "--tls-client-auth", "require")
         self.assertIn("needs --tls-client-ca", err)
 
