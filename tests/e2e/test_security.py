@@ -493,9 +493,10 @@ class Security(unittest.TestCase):
         self.assertIn("more than one", cm.exception.details())
         stub.ListCollections(req, metadata=[("authorization", "bearer  " + good)], timeout=scaled(10))
         ch.close()
-        # Far past gRPC's metadata limit, on a channel of its own (the
-        # transport drops the connection): refused, the server fine.
-        big = s.new_channel(token=None)
+        # Far past gRPC's metadata limit, on a connection of its own (the
+        # transport drops it; channels with equal arguments would share it):
+        # refused, the server fine.
+        big = s.new_channel(token=None, options=[("grpc.use_local_subchannel_pool", 1)])
         try:
             pbg.SlimVecStub(big).ListCollections(req, metadata=[("authorization", "Bearer " + "a" * 100000)],
                                                  timeout=scaled(10))
@@ -557,7 +558,8 @@ class Security(unittest.TestCase):
         print("  48 unauthenticated 48 MB requests: refused in %.2f s; server RSS %d MB at start, +%.0f MB "
               "at most" % (took, base >> 20, grown), flush=True)
         self.assertEqual(set(codes), {UNAUTH})
-        self.assertLess(grown, 170 * (1 if SCALE <= 1 else 2))
+        # Sanitizer builds keep freed memory in quarantine: a larger allowance.
+        self.assertLess(grown, 170 * (1 if SCALE <= 1 else 3))
         s.stub.ListCollections(pb.ListCollectionsRequest(), timeout=scaled(10))
 
     def test_tokens_reload(self):
