@@ -25,6 +25,7 @@
 #include "crc32c.h"
 #include "durable.h"
 #include "durable_impl.h"
+#include "log.h"
 #include "logrec.h"
 #include "slimvec.h"
 #include "snapshot.h"
@@ -399,6 +400,63 @@ START_TEST(test_wal_framing)
     ck_assert_int_eq(sv_snapshot_name_lsn("snap-0000000000000000004.svs", &lsn), 0);
     ck_assert_int_eq(sv_snapshot_name_lsn("wal-00000000000000000042.log", &lsn), 0);
     ck_assert_int_eq(sv_snapshot_name_lsn("snap-99999999999999999999.svs", &lsn), 0);
+    rm_rf(dir);
+}
+END_TEST
+
+/* Count the segment files in dir. */
+static int count_segments(const char *dir)
+{
+    DIR *d = opendir(dir);
+    ck_assert_ptr_nonnull(d);
+    struct dirent *e;
+    int n = 0;
+    uint64_t v;
+    while ((e = readdir(d)) != NULL)
+        n += sv_wal_segment_lsn(e->d_name, &v);
+    closedir(d);
+    return n;
+}
+
+/* The log interface's contract (log.h) on the local backend: consecutive
+ * LSNs, seal at a snapshot boundary, release drops exactly what the
+ * snapshot holds, stats follow. */
+START_TEST(test_log_local_contract)
+{
+    char dir[PATHN];
+    make_tmp(dir);
+    sv_error err;
+    sv_log *log = NULL;
+    ck_assert_int_eq(sv_log_local_start(dir, 1, 0, &log, &err), SV_OK);
+    uint8_t payload[100] = {0};
+    struct iovec part = {payload, sizeof payload};
+    uint64_t lsn = 0;
+    for (uint64_t i = 1; i <= 3; i++) {
+        ck_assert_int_eq(sv_log_append(log, SV_WAL_ADD, &part, 1, &lsn, &err), SV_OK);
+        ck_assert_uint_eq(lsn, i);
+    }
+    ck_assert_int_eq(sv_log_sync(log, lsn, &err), SV_OK);
+    uint64_t sealed = 0;
+    ck_assert_int_eq(sv_log_seal(log, &sealed, &err), SV_OK);
+    ck_assert_uint_eq(sealed, 3);
+    sv_log_stats st;
+    sv_log_get_stats(log, &st);
+    ck_assert_uint_eq(st.next_lsn, 4);
+    ck_assert_uint_eq(st.bytes, 0); /* since the seal */
+    ck_assert_uint_eq(st.total_bytes, 3 * (SV_WAL_REC_HEADER + sizeof payload));
+    ck_assert_int_eq(sv_log_append(log, SV_WAL_DELETE, &part, 1, &lsn, &err), SV_OK);
+    ck_assert_uint_eq(lsn, 4);
+    ck_assert_int_eq(count_segments(dir), 2);
+    sv_log_release(log, sealed); /* the snapshot at 3 is durable */
+    ck_assert_int_eq(count_segments(dir), 1);
+    sv_log_release(log, sealed); /* again: nothing more goes */
+    ck_assert_int_eq(count_segments(dir), 1);
+    sv_log_close(log);
+    /* What is left replays from LSN 4. */
+    char name[64], path[PATHN];
+    sv_wal_segment_name(4, name, sizeof name);
+    pathf(path, "%s/%s", dir, name);
+    ck_assert_int_eq(access(path, F_OK), 0);
     rm_rf(dir);
 }
 END_TEST
@@ -2423,6 +2481,7 @@ static Suite *suite(void)
     tcase_set_timeout(tc, 600);
     tcase_add_checked_fixture(tc, NULL, remove_tmp_dirs);
     tcase_add_test(tc, test_wal_framing);
+    tcase_add_test(tc, test_log_local_contract);
     tcase_add_test(tc, test_wal_torn_tails);
     tcase_add_test(tc, test_wal_group_commit);
     tcase_add_test(tc, test_logrec_round_trip);

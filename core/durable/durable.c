@@ -21,7 +21,7 @@
 #include "durable_impl.h"
 #include "fileio.h"
 #include "logrec.h"
-#include "wal.h"
+#include "log.h"
 
 static const uint8_t PARAMS_MAGIC[8] = {'S', 'V', 'P', 'A', 'R', 'A', 'M', 1};
 #define PARAMS_VERSION 1u
@@ -40,7 +40,7 @@ static const uint8_t PARAMS_MAGIC[8] = {'S', 'V', 'P', 'A', 'R', 'A', 'M', 1};
 struct sv_durable {
     char *dir;                 /* NULL: in memory */
     sv_collection *c;
-    sv_wal *wal;
+    sv_log *log;               /* the only way to the log (log.h): any backend */
     sv_durable_options o;
     pthread_mutex_t order;     /* check + append of adds and deletes, in one order */
     pthread_mutex_t maint_lock; /* one flush or consolidation (their markers) */
@@ -133,7 +133,7 @@ void sv_durable_free(sv_durable *d)
 {
     if (!d)
         return;
-    sv_wal_close(d->wal);
+    sv_log_close(d->log);
     sv_collection_free(d->c);
     pthread_mutex_destroy(&d->order);
     pthread_mutex_destroy(&d->maint_lock);
@@ -226,7 +226,7 @@ sv_status sv_durable_create(const char *dir, const sv_params *p, const sv_durabl
         sv_durable_remove_dir(dir, NULL);
         goto fail_out;
     }
-    if ((st = sv_wal_start(dir, 1, o->sync_interval_ms, &d->wal, err)) != SV_OK) {
+    if ((st = sv_log_local_start(dir, 1, o->sync_interval_ms, &d->log, err)) != SV_OK) {
         sv_durable_remove_dir(dir, NULL);
         sv_durable_free(d);
         return st;
@@ -327,7 +327,7 @@ sv_status sv_durable_add(sv_durable *d, const float *vectors, size_t n, uint32_t
         } else {
             struct iovec parts[2] = {{head, head_len},
                                      {(void *)vectors, n * (size_t)dim * sizeof(float)}};
-            st = sv_wal_append(d->wal, SV_WAL_ADD, parts, 2, &lsn, err);
+            st = sv_log_append(d->log, SV_WAL_ADD, parts, 2, &lsn, err);
         }
         if (st != SV_OK)
             sv_engine_add_abort(d->c, &t);
@@ -343,7 +343,7 @@ sv_status sv_durable_add(sv_durable *d, const float *vectors, size_t n, uint32_t
     pthread_mutex_unlock(&d->order);
     free(head);
     if (pending) {
-        st = sv_wal_sync(d->wal, lsn, err);
+        st = sv_log_sync(d->log, lsn, err);
         if (st == SV_OK)
             sv_engine_add_publish(d->c, &t);
         else
@@ -380,7 +380,7 @@ sv_status sv_durable_delete(sv_durable *d, const char *const *ids, size_t n, siz
             st = sv_fail(err, SV_ERR_RESOURCE, "out of memory logging %zu deletes", n);
         } else {
             struct iovec part = {rec, rec_len};
-            st = sv_wal_append(d->wal, SV_WAL_DELETE, &part, 1, &lsn, err);
+            st = sv_log_append(d->log, SV_WAL_DELETE, &part, 1, &lsn, err);
         }
         if (st != SV_OK)
             sv_engine_delete_cancel(d->c, &t);
@@ -396,7 +396,7 @@ sv_status sv_durable_delete(sv_durable *d, const char *const *ids, size_t n, siz
     pthread_mutex_unlock(&d->order);
     free(rec);
     if (pending) {
-        st = sv_wal_sync(d->wal, lsn, err);
+        st = sv_log_sync(d->log, lsn, err);
         if (st == SV_OK)
             sv_engine_delete_apply(d->c, &t, deleted);
         else
@@ -412,9 +412,9 @@ static sv_status log_mean(sv_durable *d, const float *mean, sv_error *err)
     uint32_t dim = sv_collection_params(d->c)->dim;
     struct iovec parts[2] = {{&dim, 4}, {(void *)mean, (size_t)dim * sizeof(float)}};
     uint64_t lsn = 0;
-    sv_status st = sv_wal_append(d->wal, SV_WAL_TRAIN, parts, 2, &lsn, err);
+    sv_status st = sv_log_append(d->log, SV_WAL_TRAIN, parts, 2, &lsn, err);
     if (st == SV_OK)
-        st = sv_wal_sync(d->wal, lsn, err);
+        st = sv_log_sync(d->log, lsn, err);
     d->mean_unlogged = st != SV_OK;
     return st;
 }
@@ -435,7 +435,7 @@ static sv_status marker_append(sv_durable *d, uint32_t type, size_t n, sv_error 
         return sv_ok(err);
     uint64_t count = n;
     struct iovec part = {&count, 8};
-    return sv_wal_append(d->wal, type, &part, 1, &d->marker_lsn, err);
+    return sv_log_append(d->log, type, &part, 1, &d->marker_lsn, err);
 }
 
 static sv_status flush_taking(void *ctx, size_t n, sv_error *err)
@@ -460,7 +460,7 @@ static sv_status sync_marker(sv_durable *d, sv_status st, sv_error *err)
     if (!d->marker_lsn)
         return st;
     sv_error serr;
-    sv_status ss = sv_wal_sync(d->wal, d->marker_lsn, &serr);
+    sv_status ss = sv_log_sync(d->log, d->marker_lsn, &serr);
     if (st == SV_OK && ss != SV_OK) {
         st = ss;
         if (err)
@@ -498,10 +498,10 @@ static sv_status flush_now(sv_durable *d, sv_error *err)
     return st;
 }
 
-sv_status sv_durable_attach_log(sv_durable *d, sv_wal *w, uint64_t old_log_bytes, int log,
+sv_status sv_durable_attach_log(sv_durable *d, sv_log *l, uint64_t old_log_bytes, int log,
                                 sv_error *err)
 {
-    d->wal = w;
+    d->log = l;
     d->old_log_bytes = old_log_bytes;
     if (!log)
         return sv_ok(err);
@@ -640,10 +640,10 @@ static sv_status quiesce(void *ctx, uint64_t *lsn, sv_error *err)
     sv_durable *d = ctx;
     pthread_mutex_lock(&d->order);
     wait_pending(d);
-    sv_wal_stats ws;
-    sv_wal_get_stats(d->wal, &ws);
+    sv_log_stats ws;
+    sv_log_get_stats(d->log, &ws);
     d->rotated_bytes = ws.bytes;
-    sv_status st = sv_wal_rotate(d->wal, lsn, err);
+    sv_status st = sv_log_seal(d->log, lsn, err);
     if (st != SV_OK)
         d->rotated_bytes = 0;
     if (st != SV_OK)
@@ -657,10 +657,12 @@ static void resume(void *ctx)
     pthread_mutex_unlock(&d->order);
 }
 
-/* Remove what the snapshot at lsn replaces: segments of LSNs <= lsn and
- * older snapshots. */
-static void remove_replaced(const char *dir, uint64_t lsn)
+/* Remove what the snapshot at lsn replaces: the log through lsn (the
+ * backend's business) and older snapshots. */
+static void remove_replaced(sv_durable *d, uint64_t lsn)
 {
+    sv_log_release(d->log, lsn);
+    const char *dir = d->dir;
     DIR *dh = opendir(dir);
     if (!dh)
         return;
@@ -668,8 +670,7 @@ static void remove_replaced(const char *dir, uint64_t lsn)
     char path[PATH_CAP];
     while ((e = readdir(dh)) != NULL) {
         uint64_t v = 0;
-        int old = (sv_wal_segment_lsn(e->d_name, &v) && v <= lsn) ||
-                  (sv_snapshot_name_lsn(e->d_name, &v) && v < lsn);
+        int old = sv_snapshot_name_lsn(e->d_name, &v) && v < lsn;
         if (old && snprintf(path, sizeof path, "%s/%s", dir, e->d_name) < (int)sizeof path)
             unlink(path);
     }
@@ -721,7 +722,7 @@ sv_status sv_durable_snapshot(sv_durable *d, sv_snapshot_info *info, sv_error *e
         d->rotated_bytes = 0;
         goto out;
     }
-    remove_replaced(d->dir, info->lsn);
+    remove_replaced(d, info->lsn);
     pthread_mutex_lock(&d->stats_lock);
     d->old_log_bytes = 0;
     d->snapshots++;
@@ -751,8 +752,8 @@ void sv_durable_get_stats(sv_durable *d, sv_durable_stats *out)
     pthread_mutex_unlock(&d->stats_lock);
     if (!d->dir)
         return;
-    sv_wal_stats w;
-    sv_wal_get_stats(d->wal, &w);
+    sv_log_stats w;
+    sv_log_get_stats(d->log, &w);
     pthread_mutex_lock(&d->stats_lock);
     out->log_bytes = w.bytes + d->old_log_bytes;
     out->log_bytes_total = w.total_bytes;

@@ -19,6 +19,7 @@
 #include "fileio.h"
 #include "logrec.h"
 #include "snapshot.h"
+#include "log.h"
 #include "wal.h"
 
 #define PATH_CAP 4200
@@ -377,7 +378,7 @@ sv_status sv_durable_open(const char *dir, const sv_allocator *a, uint32_t threa
     sv_params p;
     listing l = {0};
     sv_collection *c = NULL;
-    sv_wal *wal = NULL;
+    sv_log *log = NULL;
     char path[PATH_CAP], first_err[256] = "", why[160];
     sv_status st = read_params(dir, a, threads, &p, err);
     if (st == SV_OK)
@@ -493,7 +494,9 @@ sv_status sv_durable_open(const char *dir, const sv_allocator *a, uint32_t threa
     for (size_t i = 0; i < l.n_segs; i++)
         if (l.segs[i].last > base)
             old_bytes += l.segs[i].good_end - SV_WAL_HEADER;
-    if ((st = sv_wal_start(dir, rec->last_lsn + 1, o->sync_interval_ms, &wal, err)) != SV_OK)
+    /* Replay above read the local segments; writing goes on through the
+     * log interface like everything durable.c does. */
+    if ((st = sv_log_local_start(dir, rec->last_lsn + 1, o->sync_interval_ms, &log, err)) != SV_OK)
         goto cleanup;
     sv_durable *d = sv_durable_wrap(dir, c, o);
     if (!d) {
@@ -501,17 +504,17 @@ sv_status sv_durable_open(const char *dir, const sv_allocator *a, uint32_t threa
         goto cleanup;
     }
     c = NULL;
-    if ((st = sv_durable_attach_log(d, wal, old_bytes, r.trained_here, err)) != SV_OK) {
-        sv_durable_free(d);
-        wal = NULL;
+    if ((st = sv_durable_attach_log(d, log, old_bytes, r.trained_here, err)) != SV_OK) {
+        sv_durable_free(d); /* closes the log it was given */
+        log = NULL;
         goto cleanup;
     }
-    wal = NULL;
+    log = NULL;
     *out = d;
     rec->seconds = sv_now_seconds() - t0;
     st = sv_ok(err);
 cleanup:
-    sv_wal_close(wal);
+    sv_log_close(log);
     sv_collection_free(c);
     free(l.segs);
     free(l.snaps);

@@ -33,13 +33,13 @@
 #include <stdint.h>
 #include <sys/uio.h>
 
+#include "log.h"
 #include "slimvec.h"
 
 #define SV_WAL_HEADER 32u
 #define SV_WAL_REC_HEADER 20u
 #define SV_WAL_MAX_PAYLOAD (1u << 30)
 
-enum { SV_WAL_ADD = 1, SV_WAL_DELETE = 2, SV_WAL_TRAIN = 3, SV_WAL_FLUSH = 4, SV_WAL_CONSOLIDATE = 5 };
 
 /* ---- reading (pure: parses bytes in memory) ---------------------------- */
 
