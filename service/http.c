@@ -132,6 +132,32 @@ static void free_pems(char **cert, char **key)
     *cert = *key = NULL;
 }
 
+/* The PEMs the daemon now serves (the previous ones are freed). */
+static void adopt(svd_http *h, char *cert, char *key, uint64_t generation)
+{
+    free_pems(&h->cert, &h->key);
+    h->cert = cert;
+    h->key = key;
+    h->generation = generation;
+}
+
+/* A daemon bound to the address afresh, with the PEMs in force (at the
+ * start, or when a failed reload left the port closed). 0 on success. */
+static int bind_fresh(svd_http *h)
+{
+    char *cert = NULL, *key = NULL;
+    uint64_t gen = h->generation;
+    if (h->o.tls && svd_tls_pems(h->o.tls, &cert, &key, &gen) != 0)
+        return -1;
+    h->daemon = start_daemon(h, MHD_INVALID_SOCKET, cert, key);
+    if (!h->daemon) {
+        free_pems(&cert, &key);
+        return -1;
+    }
+    adopt(h, cert, key, gen);
+    return 0;
+}
+
 svd_http *svd_http_start(const svd_http_options *o, char *err, size_t err_cap)
 {
     svd_http *h = calloc(1, sizeof *h);
@@ -162,18 +188,12 @@ svd_http *svd_http_start(const svd_http_options *o, char *err, size_t err_cap)
         snprintf(err, err_cap, "this libmicrohttpd has no TLS");
         goto fail;
     }
-    if (o->tls && svd_tls_pems(o->tls, &h->cert, &h->key, &h->generation) != 0) {
-        snprintf(err, err_cap, "out of memory");
-        goto fail;
-    }
-    h->daemon = start_daemon(h, MHD_INVALID_SOCKET, h->cert, h->key);
-    if (!h->daemon) {
+    if (bind_fresh(h) != 0) {
         snprintf(err, err_cap, "cannot serve metrics on %s", addr);
         goto fail;
     }
     return h;
 fail:
-    free_pems(&h->cert, &h->key);
     free(h);
     return NULL;
 }
@@ -182,23 +202,10 @@ int svd_http_refresh(svd_http *h, char *err, size_t err_cap)
 {
     if (!h->daemon) {
         /* A failed reload left the port closed: bind it again. */
-        char *cert = NULL, *key = NULL;
-        uint64_t gen = h->generation;
-        if (h->o.tls && svd_tls_pems(h->o.tls, &cert, &key, &gen) != 0) {
-            snprintf(err, err_cap, "out of memory");
-            return -1;
-        }
-        h->daemon = start_daemon(h, MHD_INVALID_SOCKET, cert, key);
-        if (!h->daemon) {
-            free_pems(&cert, &key);
-            snprintf(err, err_cap, "the HTTP daemon cannot restart: /metrics, /healthz and /readyz are down");
-            return -1;
-        }
-        free_pems(&h->cert, &h->key);
-        h->cert = cert;
-        h->key = key;
-        h->generation = gen;
-        return 1;
+        if (bind_fresh(h) == 0)
+            return 1;
+        snprintf(err, err_cap, "the HTTP daemon cannot restart: /metrics, /healthz and /readyz are down");
+        return -1;
     }
     if (!h->o.tls || svd_tls_generation(h->o.tls) == h->generation)
         return 0;
@@ -241,12 +248,8 @@ int svd_http_refresh(svd_http *h, char *err, size_t err_cap)
         close(spare);
     MHD_stop_daemon(h->daemon);
     h->daemon = next;
-    if (r == 1) {
-        free_pems(&h->cert, &h->key);
-        h->cert = cert;
-        h->key = key;
-        h->generation = gen;
-    }
+    if (r == 1)
+        adopt(h, cert, key, gen);
     return r;
 }
 
