@@ -20,6 +20,7 @@
 #include <time.h>
 
 #include "access.h"
+#include "client.h"
 #include "handlers.h"
 #include "http.h"
 #include "maintenance.h"
@@ -418,19 +419,11 @@ static void wake_server(void *ctx)
         svd_server_wake(s);
 }
 
-/* 1 when the gRPC address is reachable from this machine only. */
-static int loopback_only(const char *listen)
-{
-    return !strncmp(listen, "127.", 4) || !strncmp(listen, "localhost:", 10) ||
-           !strncmp(listen, "[::1]:", 6) || !strncmp(listen, "unix:", 5) ||
-           !strncmp(listen, "unix-abstract:", 14);
-}
-
 /* Secure by default where it does not break the first run: a server that
  * others can reach without TLS or tokens says so, loudly. */
 static void warn_if_open(const config *cfg)
 {
-    if (loopback_only(cfg->listen))
+    if (svd_address_is_local(cfg->listen))
         return;
     if (!cfg->tls.cert)
         fprintf(stderr,
@@ -438,7 +431,7 @@ static void warn_if_open(const config *cfg)
                 "slimvecd: WARNING %s is reachable from other machines WITHOUT TLS:\n"
                 "slimvecd: WARNING vectors%s travel in clear text. Set --tls-cert and --tls-key.\n",
                 cfg->listen, cfg->tokens_file ? " and tokens" : "");
-    if (cfg->tokens_file && cfg->metrics_auth && !cfg->metrics_tls && !loopback_only(cfg->metrics_listen))
+    if (cfg->tokens_file && cfg->metrics_auth && !cfg->metrics_tls && !svd_address_is_local(cfg->metrics_listen))
         fprintf(stderr,
                 "slimvecd: WARNING %s: /metrics tokens travel in clear text; set --metrics-tls on\n",
                 cfg->metrics_listen);

@@ -20,13 +20,9 @@
 
 static char *line_of(const char *token, const char *role, const char *glob)
 {
-    unsigned char h[crypto_hash_sha256_BYTES];
-    char hex[2 * crypto_hash_sha256_BYTES + 1];
-    crypto_hash_sha256(h, (const unsigned char *)token, strlen(token));
-    sodium_bin2hex(hex, sizeof hex, h, sizeof h);
-    char *s = malloc(512);
+    char *s = malloc(SVD_TOKEN_LINE_MAX), why[256];
     ck_assert_ptr_nonnull(s);
-    snprintf(s, 512, "sha256:%s %s%s%s\n", hex, role, glob ? " " : "", glob ? glob : "");
+    ck_assert_msg(svd_token_line(token, role, glob, s, SVD_TOKEN_LINE_MAX, why, sizeof why) == 0, "%s", why);
     return s;
 }
 
@@ -176,6 +172,12 @@ START_TEST(test_file_errors)
         ck_assert_msg(strstr(err, bad[i].want) != NULL, "'%s' lacks '%s'", err, bad[i].want);
     }
     ck_assert_ptr_null(svd_tokens_from_text("x\0y", 3, err, sizeof err));
+    /* The line maker (slimvec token) applies the same rules. */
+    char made[SVD_TOKEN_LINE_MAX];
+    ck_assert_int_eq(svd_token_line("t", "superuser", NULL, made, sizeof made, err, sizeof err), -1);
+    ck_assert(strstr(err, "unknown role") != NULL);
+    ck_assert_int_eq(svd_token_line("t", "read", "a/b", made, sizeof made, err, sizeof err), -1);
+    ck_assert_int_eq(svd_token_line("t", "metrics", "a-*", made, sizeof made, err, sizeof err), -1);
     /* Comments take whole lines: a glob that looks like one ("#team", which
      * would otherwise leave the line covering every collection) and text
      * after a glob are errors; so are characters no name has, and a glob on

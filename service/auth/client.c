@@ -19,6 +19,12 @@ static const char *env_or(const char *v, const char *name)
     return e && *e ? e : NULL;
 }
 
+int svd_address_is_local(const char *addr)
+{
+    return !strncmp(addr, "127.", 4) || !strncmp(addr, "localhost:", 10) || !strncmp(addr, "[::1]:", 6) ||
+           !strncmp(addr, "unix:", 5) || !strncmp(addr, "unix-abstract:", 14);
+}
+
 void svd_client_options_from_env(svd_client_options *o)
 {
     o->ca = env_or(o->ca, "SLIMVEC_CA");

@@ -22,6 +22,10 @@ typedef struct svd_client_options {
     const char *token;       /* bearer token; NULL: none */
 } svd_client_options;
 
+/* 1 when a gRPC address reaches this machine only (127.x, localhost,
+ * [::1], a Unix socket): a token or a server there needs no TLS. */
+int svd_address_is_local(const char *addr);
+
 /* Fill the fields still NULL (or 0) from the environment. */
 void svd_client_options_from_env(svd_client_options *o);
 

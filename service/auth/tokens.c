@@ -170,6 +170,30 @@ static int parse_line(const char *s, const char *end, line *out, char *why, size
     return 1;
 }
 
+int svd_token_line(const char *token, const char *role, const char *glob, char *out, size_t out_cap,
+                   char *why, size_t why_cap)
+{
+    if (sodium_init() < 0) {
+        snprintf(why, why_cap, "libsodium cannot start");
+        return -1;
+    }
+    uint8_t h[HASH_BYTES];
+    char hex[2 * HASH_BYTES + 1];
+    crypto_hash_sha256(h, (const unsigned char *)token, strlen(token));
+    sodium_bin2hex(hex, sizeof hex, h, sizeof h);
+    int n = snprintf(out, out_cap, "sha256:%s %s%s%s\n", hex, role, glob ? " " : "", glob ? glob : "");
+    if (n < 0 || (size_t)n >= out_cap) {
+        snprintf(why, why_cap, "the line is longer than %zu bytes", out_cap);
+        return -1;
+    }
+    line l;
+    int r = parse_line(out, out + n - 1, &l, why, why_cap); /* as the file's lines: without the newline */
+    free(l.glob);
+    if (r != 1 && r != -1)
+        snprintf(why, why_cap, "the line is empty");
+    return r == 1 ? 0 : -1;
+}
+
 static table *parse(const char *text, size_t len, char *err, size_t err_cap)
 {
     table *t = calloc(1, sizeof *t);

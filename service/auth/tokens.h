@@ -59,6 +59,15 @@ typedef enum svd_auth_status {
 typedef struct svd_tokens svd_tokens;
 typedef struct svd_principal svd_principal;
 
+/* Room for the longest tokens-file line svd_token_line writes. */
+#define SVD_TOKEN_LINE_MAX (7 + 64 + 1 + 8 + 1 + SVD_GLOB_MAX + 2)
+
+/* The tokens-file line for a token: "sha256:<hex> <role>[ <glob>]\n" into
+ * out, checked by the same rules as the file's lines. 0, or -1 with why
+ * saying what the file would refuse (an unknown role, a bad glob). */
+int svd_token_line(const char *token, const char *role, const char *glob, char *out, size_t out_cap,
+                   char *why, size_t why_cap);
+
 /* Load a tokens file; NULL with err filled (naming the line) on failure. */
 svd_tokens *svd_tokens_open(const char *path, char *err, size_t err_cap);
 /* A table from text (tests, fuzzing); never reloads. */

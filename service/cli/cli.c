@@ -748,27 +748,25 @@ static int cmd_drop(grpc_channel *ch, const opts *o)
  */
 static int make_token(const opts *o)
 {
-    const char *role = o->role ? o->role : "read";
-    if (strcmp(role, "read") && strcmp(role, "write") && strcmp(role, "admin") && strcmp(role, "metrics"))
-        usage_error("unknown role %s (read, write, admin, metrics)", role);
-    if (o->glob && (!o->glob[0] || strlen(o->glob) > SVD_GLOB_MAX || strpbrk(o->glob, " \t\r\n#")))
-        usage_error("bad --glob %s", o->glob);
     if (sodium_init() < 0) {
         fprintf(stderr, "slimvec: libsodium cannot start\n");
         return 1;
     }
-    unsigned char raw[32], hash[crypto_hash_sha256_BYTES];
+    unsigned char raw[32];
     char token[sodium_base64_ENCODED_LEN(32, sodium_base64_VARIANT_URLSAFE_NO_PADDING)];
-    char hex[2 * crypto_hash_sha256_BYTES + 1];
+    char line[SVD_TOKEN_LINE_MAX], why[256];
     randombytes_buf(raw, sizeof raw);
     sodium_bin2base64(token, sizeof token, raw, sizeof raw, sodium_base64_VARIANT_URLSAFE_NO_PADDING);
-    crypto_hash_sha256(hash, (const unsigned char *)token, strlen(token));
-    sodium_bin2hex(hex, sizeof hex, hash, sizeof hash);
-    printf("# the token (give it to the client as SLIMVEC_TOKEN; it is not kept anywhere):\n%s\n"
-           "# the line for slimvecd's --tokens-file:\nsha256:%s %s%s%s\n",
-           token, hex, role, o->glob ? " " : "", o->glob ? o->glob : "");
+    /* The server's own rules decide what a line may hold. */
+    int ok = svd_token_line(token, o->role ? o->role : "read", o->glob, line, sizeof line, why, sizeof why) == 0;
+    if (ok)
+        printf("# the token (give it to the client as SLIMVEC_TOKEN; it is not kept anywhere):\n%s\n"
+               "# the line for slimvecd's --tokens-file:\n%s",
+               token, line);
     sodium_memzero(raw, sizeof raw);
     sodium_memzero(token, sizeof token);
+    if (!ok)
+        usage_error("%s", why);
     return 0;
 }
 
@@ -1126,8 +1124,7 @@ int main(int argc, char **argv)
     if (!run)
         return make_token(&o);
     svd_client_options_from_env(&conn);
-    if (conn.token && !conn.tls && !conn.ca && !conn.cert && strncmp(o.addr, "127.", 4) &&
-        strncmp(o.addr, "localhost:", 10) && strncmp(o.addr, "[::1]:", 6))
+    if (conn.token && !conn.tls && !conn.ca && !conn.cert && !svd_address_is_local(o.addr))
         fprintf(stderr, "slimvec: warning: sending the token to %s without TLS (--ca or --tls)\n", o.addr);
     grpc_init();
     char err[256];

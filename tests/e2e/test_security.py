@@ -716,6 +716,8 @@ class Security(unittest.TestCase):
         r = subprocess.run([cli, "token", "--role", "write", "--glob", "pub-*"], capture_output=True, text=True)
         lines = [x for x in r.stdout.splitlines() if not x.startswith("#")]
         self.assertEqual(lines[1], token_line(lines[0], "write", "pub-*").strip())
+        r = subprocess.run([cli, "token", "--role", "read", "--glob", "a/b"], capture_output=True, text=True)
+        self.assertEqual(r.returncode, 2, "a glob the server would refuse")
 
         node, smoke, proto = (os.environ.get(k) for k in ("SV_NODE", "SV_SMOKE", "SV_PROTO"))
         if not (node and smoke and proto and shutil.which(node)):

@@ -43,14 +43,10 @@ static void check(int cond, const char *what)
 
 static char *line_for(const char *token, const char *role, const char *glob)
 {
-    unsigned char h[crypto_hash_sha256_BYTES];
-    char hex[2 * crypto_hash_sha256_BYTES + 1];
-    crypto_hash_sha256(h, (const unsigned char *)token, strlen(token));
-    sodium_bin2hex(hex, sizeof hex, h, sizeof h);
-    char *s = malloc(512);
+    char *s = malloc(SVD_TOKEN_LINE_MAX), why[256];
     if (!s)
         abort();
-    snprintf(s, 512, "sha256:%s %s%s%s\n", hex, role, glob ? " " : "", glob ? glob : "");
+    check(svd_token_line(token, role, glob, s, SVD_TOKEN_LINE_MAX, why, sizeof why) == 0, why);
     return s;
 }
 
