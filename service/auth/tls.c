@@ -135,14 +135,19 @@ static int check_ca(const char *pem, const char *path, char *err, size_t err_cap
     return ok;
 }
 
-/* Read and check the files into *out (stamps taken before reading: a
- * change during the read shows at the next look). */
-static int load(svd_tls *t, pemset *out, svd_filestamp stamps[3], char *err, size_t err_cap)
+/* The three files' stamps now. */
+static void stamps_of(const svd_tls *t, svd_filestamp stamps[3])
 {
-    *out = (pemset){0};
     svd_filestamp_of(t->cert_path, &stamps[0]);
     svd_filestamp_of(t->key_path, &stamps[1]);
     svd_filestamp_of(t->ca_path, &stamps[2]);
+}
+
+/* Read and check the files into *out (the caller took their stamps before:
+ * a change during the read shows at the next look). */
+static int load(svd_tls *t, pemset *out, char *err, size_t err_cap)
+{
+    *out = (pemset){0};
     if (!(out->cert = svd_read_pem(t->cert_path, "certificate", err, err_cap)) ||
         !(out->key = svd_read_pem(t->key_path, "private key", err, err_cap)) ||
         (t->ca_path && !(out->ca = svd_read_pem(t->ca_path, "client CA", err, err_cap))) ||
@@ -177,7 +182,8 @@ svd_tls *svd_tls_open(const svd_tls_options *o, char *err, size_t err_cap)
     t->o.key = t->key_path;
     t->o.client_ca = t->ca_path;
     pthread_mutex_init(&t->mu, NULL);
-    if (load(t, &t->cur, t->stamps, err, err_cap) != 0) {
+    stamps_of(t, t->stamps);
+    if (load(t, &t->cur, err, err_cap) != 0) {
         svd_tls_free(t);
         return NULL;
     }
@@ -206,16 +212,17 @@ static int refresh_locked(svd_tls *t, int force, char *err, size_t err_cap)
         return 0;
     t->last_look = now;
     svd_filestamp s[3];
-    svd_filestamp_of(t->cert_path, &s[0]);
-    svd_filestamp_of(t->key_path, &s[1]);
-    svd_filestamp_of(t->ca_path, &s[2]);
+    stamps_of(t, s);
     int changed = 0;
     for (int i = 0; i < 3; i++)
         changed |= svd_filestamp_differ(&s[i], &t->stamps[i]);
     if (!changed)
         return 0;
+    /* Seen, whether the files load or not: a refused set is not read
+     * again until it changes. */
+    memcpy(t->stamps, s, sizeof s);
     pemset next;
-    if (load(t, &next, t->stamps, err, err_cap) != 0) {
+    if (load(t, &next, err, err_cap) != 0) {
         atomic_fetch_add(&t->reload_errors, 1);
         return -1;
     }
