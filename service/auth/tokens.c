@@ -238,10 +238,10 @@ fail:
     return NULL;
 }
 
-static table *load(const char *path, svd_filestamp *stamp, char *err, size_t err_cap)
+/* Read and parse the file (the caller took its stamp before: a change
+ * while reading shows at the next refresh). */
+static table *load(const char *path, char *err, size_t err_cap)
 {
-    /* The stamp first: a change while reading shows at the next refresh. */
-    svd_filestamp_of(path, stamp);
     size_t len = 0;
     char *text = svd_read_file(path, SVD_TOKENS_FILE_MAX, &len);
     if (!text) {
@@ -275,7 +275,8 @@ svd_tokens *svd_tokens_open(const char *path, char *err, size_t err_cap)
         return NULL;
     }
     svd_filestamp stamp;
-    table *t = load(path, &stamp, err, err_cap);
+    svd_filestamp_of(path, &stamp);
+    table *t = load(path, err, err_cap);
     if (!t)
         return NULL;
     svd_tokens *k = tokens_new(t, path);
@@ -325,7 +326,8 @@ int svd_tokens_refresh(svd_tokens *k, char *err, size_t err_cap)
     svd_filestamp now;
     svd_filestamp_of(k->path, &now);
     if (svd_filestamp_differ(&now, &k->stamp)) {
-        table *t = load(k->path, &k->stamp, err, err_cap);
+        k->stamp = now; /* seen: a file that does not parse is not read again until it changes */
+        table *t = load(k->path, err, err_cap);
         if (t) {
             pthread_rwlock_wrlock(&k->lock);
             table *old = k->cur;
