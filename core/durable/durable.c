@@ -22,6 +22,7 @@
 #include "fileio.h"
 #include "logrec.h"
 #include "log.h"
+#include "follow.h"
 
 static const uint8_t PARAMS_MAGIC[8] = {'S', 'V', 'P', 'A', 'R', 'A', 'M', 1};
 #define PARAMS_VERSION 1u
@@ -57,6 +58,10 @@ struct sv_durable {
     uint64_t rotated_bytes;    /* log sealed by the running snapshot's rotation */
     uint64_t snapshots, flushes, consolidations; /* stats_lock */
     sv_snapshot_info last;
+    int following;             /* the log is another's: records come in by sv_durable_apply */
+    sv_follow_ids follow;
+    uint64_t applied;          /* following: the last LSN applied (order) */
+    uint64_t applied_bytes;    /* following: record bytes applied since the last snapshot (stats_lock) */
 };
 
 /* ---- params file ---------------------------------------------------------- */
@@ -169,15 +174,23 @@ static int write_file_synced(const char *path, const void *data, size_t n)
     return rc;
 }
 
-sv_status sv_durable_create(const char *dir, const sv_params *p, const sv_durable_options *o,
-                            sv_durable **out, sv_error *err)
+/* follow_log NULL: a local log of its own; else it follows that log
+ * (taken in every case). */
+static sv_status create(const char *dir, const sv_params *p, const sv_durable_options *o, sv_log *follow_log,
+                        const sv_follow_ids *f, sv_durable **out, sv_error *err)
 {
     *out = NULL;
     sv_collection *c = NULL;
     sv_status st = sv_collection_create(p, &c, err);
-    if (st != SV_OK)
+    if (st != SV_OK) {
+        sv_log_close(follow_log);
         return st;
+    }
     if (!dir) {
+        if (follow_log) {
+            st = sv_fail(err, SV_ERR_INVALID_ARGUMENT, "a collection that follows a log needs a directory");
+            goto fail_out;
+        }
         if (!(*out = sv_durable_wrap(NULL, c, o))) {
             sv_collection_free(c);
             return sv_fail(err, SV_ERR_RESOURCE, "out of memory creating the collection");
@@ -187,8 +200,8 @@ sv_status sv_durable_create(const char *dir, const sv_params *p, const sv_durabl
     char tmp[PATH_CAP], file[PATH_CAP + 16], parent[PATH_CAP];
     struct stat sb;
     if (stat(dir, &sb) == 0) {
-        sv_collection_free(c);
-        return sv_fail(err, SV_ERR_ALREADY_EXISTS, "%s already exists", dir);
+        st = sv_fail(err, SV_ERR_ALREADY_EXISTS, "%s already exists", dir);
+        goto fail_out;
     }
     /* Build it under a temporary name and rename: a crash leaves either no
      * collection or a whole one (start-up removes stray temporaries). */
@@ -226,7 +239,9 @@ sv_status sv_durable_create(const char *dir, const sv_params *p, const sv_durabl
         sv_durable_remove_dir(dir, NULL);
         goto fail_out;
     }
-    if ((st = sv_log_local_start(dir, 1, o->sync_interval_ms, &d->log, err)) != SV_OK) {
+    if (follow_log) {
+        sv_durable_attach_follower(d, follow_log, f, 0, 0, err);
+    } else if ((st = sv_log_local_start(dir, 1, o->sync_interval_ms, &d->log, err)) != SV_OK) {
         sv_durable_remove_dir(dir, NULL);
         sv_durable_free(d);
         return st;
@@ -234,8 +249,21 @@ sv_status sv_durable_create(const char *dir, const sv_params *p, const sv_durabl
     *out = d;
     return sv_ok(err);
 fail_out:
+    sv_log_close(follow_log);
     sv_collection_free(c);
     return st;
+}
+
+sv_status sv_durable_create(const char *dir, const sv_params *p, const sv_durable_options *o,
+                            sv_durable **out, sv_error *err)
+{
+    return create(dir, p, o, NULL, NULL, out, err);
+}
+
+sv_status sv_durable_create_follower(const char *dir, const sv_params *p, const sv_durable_options *o,
+                                     sv_log *log, const sv_follow_ids *f, sv_durable **out, sv_error *err)
+{
+    return create(dir, p, o, log, f, out, err);
 }
 
 sv_collection *sv_durable_collection(sv_durable *d)
@@ -253,6 +281,14 @@ const char *sv_durable_dir(const sv_durable *d)
 static sv_status refuse_dropped(sv_error *err)
 {
     return sv_fail(err, SV_ERR_NOT_FOUND, "the collection was dropped");
+}
+
+/* Writes to a follower go to the log it follows, never to it. */
+static sv_status refuse_write(const sv_durable *d, sv_error *err)
+{
+    if (d->dropped)
+        return refuse_dropped(err);
+    return sv_fail(err, SV_ERR_INVALID_ARGUMENT, "this collection follows a log: write to the log, not to it");
 }
 
 static void pending_add(sv_durable *d)
@@ -315,8 +351,8 @@ sv_status sv_durable_add(sv_durable *d, const float *vectors, size_t n, uint32_t
     pthread_mutex_lock(&d->order);
     uint64_t counter = sv_engine_id_counter(d->c);
     sv_status st;
-    if (d->dropped)
-        st = refuse_dropped(err);
+    if (d->dropped || d->following)
+        st = refuse_write(d, err);
     else if (n && buffer_full(d, n))
         st = sv_fail(err, SV_ERR_BUSY, "the write buffer is full; the batch waits for a flush");
     else
@@ -374,7 +410,7 @@ sv_status sv_durable_delete(sv_durable *d, const char *const *ids, size_t n, siz
     /* Checked (and marked, so no other delete takes the same ids) and
      * logged in one turn of the order lock; applied once durable. */
     pthread_mutex_lock(&d->order);
-    sv_status st = d->dropped ? refuse_dropped(err) : sv_engine_delete_check(d->c, ids, n, &t, err);
+    sv_status st = d->dropped || d->following ? refuse_write(d, err) : sv_engine_delete_check(d->c, ids, n, &t, err);
     if (st == SV_OK && d->dir) {
         if (sv_logrec_delete(ids, n, &rec, &rec_len) != SV_OK) {
             st = sv_fail(err, SV_ERR_RESOURCE, "out of memory logging %zu deletes", n);
@@ -431,8 +467,8 @@ static void marker_before(void *ctx)
 static sv_status marker_append(sv_durable *d, uint32_t type, size_t n, sv_error *err)
 {
     d->marker_n = n;
-    if (!d->dir)
-        return sv_ok(err);
+    if (!d->dir || d->following)
+        return sv_ok(err); /* a follower's flushes are its own: its snapshots keep them */
     uint64_t count = n;
     struct iovec part = {&count, 8};
     return sv_log_append(d->log, type, &part, 1, &d->marker_lsn, err);
@@ -478,7 +514,7 @@ static sv_status flush_now(sv_durable *d, sv_error *err)
         return sv_fail(err, SV_ERR_RESOURCE, "out of memory flushing");
     int trained = 0;
     sv_status st = sv_engine_train(d->c, mean, &trained, err);
-    if (st == SV_OK && d->dir && (trained || d->mean_unlogged)) {
+    if (st == SV_OK && d->dir && !d->following && (trained || d->mean_unlogged)) {
         if (!trained)
             sv_engine_mean(d->c, mean);
         st = log_mean(d, mean, err);
@@ -512,6 +548,49 @@ sv_status sv_durable_attach_log(sv_durable *d, sv_log *l, uint64_t old_log_bytes
     sv_status st = log_mean(d, mean, err);
     free(mean);
     return st;
+}
+
+sv_status sv_durable_attach_follower(sv_durable *d, sv_log *l, const sv_follow_ids *f, uint64_t applied,
+                                     uint64_t old_log_bytes, sv_error *err)
+{
+    d->log = l;
+    d->following = 1;
+    d->follow = *f;
+    d->applied = applied;
+    d->old_log_bytes = old_log_bytes;
+    return sv_ok(err);
+}
+
+sv_status sv_durable_apply(sv_durable *d, uint32_t type, uint64_t lsn, const uint8_t *payload, size_t len,
+                           sv_status *outcome, sv_error *err)
+{
+    *outcome = SV_OK;
+    pthread_mutex_lock(&d->order);
+    sv_status st = SV_OK;
+    if (!d->following)
+        st = sv_fail(err, SV_ERR_INVALID_ARGUMENT, "this collection writes its own log");
+    else if (d->dropped)
+        st = refuse_dropped(err);
+    else if (lsn <= d->applied)
+        st = sv_ok(err); /* delivered again: already in */
+    else if (lsn != d->applied + 1)
+        st = sv_fail(err, SV_ERR_CORRUPT, "LSN %" PRIu64 " follows %" PRIu64 ": records are missing", lsn,
+                     d->applied);
+    else if (type == SV_WAL_ADD && buffer_full(d, 1))
+        st = sv_fail(err, SV_ERR_BUSY, "the write buffer is full; LSN %" PRIu64 " waits for a flush", lsn);
+    else if ((st = sv_follow_apply(d->c, &d->follow, type, lsn, payload, len, outcome, err)) == SV_OK) {
+        __atomic_store_n(&d->applied, lsn, __ATOMIC_RELAXED);
+        pthread_mutex_lock(&d->stats_lock);
+        d->applied_bytes += len;
+        pthread_mutex_unlock(&d->stats_lock);
+    }
+    pthread_mutex_unlock(&d->order);
+    return st;
+}
+
+uint64_t sv_durable_applied(sv_durable *d)
+{
+    return __atomic_load_n(&d->applied, __ATOMIC_RELAXED);
 }
 
 sv_status sv_durable_flush(sv_durable *d, sv_error *err)
@@ -640,6 +719,15 @@ static sv_status quiesce(void *ctx, uint64_t *lsn, sv_error *err)
     sv_durable *d = ctx;
     pthread_mutex_lock(&d->order);
     wait_pending(d);
+    if (d->following) {
+        /* The snapshot holds what was applied; the stream keeps the rest. */
+        *lsn = d->applied;
+        pthread_mutex_lock(&d->stats_lock);
+        d->rotated_bytes = d->applied_bytes;
+        d->applied_bytes = 0;
+        pthread_mutex_unlock(&d->stats_lock);
+        return sv_ok(err);
+    }
     sv_log_stats ws;
     sv_log_get_stats(d->log, &ws);
     d->rotated_bytes = ws.bytes;
@@ -755,11 +843,13 @@ void sv_durable_get_stats(sv_durable *d, sv_durable_stats *out)
     sv_log_stats w;
     sv_log_get_stats(d->log, &w);
     pthread_mutex_lock(&d->stats_lock);
-    out->log_bytes = w.bytes + d->old_log_bytes;
+    out->log_bytes = w.bytes + d->old_log_bytes + d->applied_bytes;
     out->log_bytes_total = w.total_bytes;
     out->syncs = w.syncs;
     out->sync_seconds = w.sync_seconds;
     out->last_lsn = w.next_lsn - 1;
+    if (d->following)
+        out->last_lsn = __atomic_load_n(&d->applied, __ATOMIC_RELAXED);
     out->snapshots = d->snapshots;
     out->flushes = d->flushes;
     out->consolidations = d->consolidations;

@@ -68,6 +68,32 @@ sv_status sv_durable_open(const char *dir, const sv_allocator *a, uint32_t threa
                           sv_error *err);
 void sv_durable_free(sv_durable *d); /* closes the log; takes no snapshot */
 
+/* ---- following a log another process writes (cluster mode, follow.h) ---------- */
+
+struct sv_log;
+struct sv_follow_ids;
+/* As sv_durable_create and sv_durable_open, but the collection follows
+ * `log` (taken in every case: closed on failure): adds and deletes are
+ * refused (SV_ERR_INVALID_ARGUMENT); records come in by sv_durable_apply in LSN
+ * order; snapshots hold the LSN applied, and release() tells the log. Open
+ * loads the newest snapshot the log covers and applies the log after it
+ * (a log purged past every snapshot fails with SV_ERR_CORRUPT). */
+sv_status sv_durable_create_follower(const char *dir, const sv_params *p, const sv_durable_options *o,
+                                     struct sv_log *log, const struct sv_follow_ids *f, sv_durable **out,
+                                     sv_error *err);
+sv_status sv_durable_open_follower(const char *dir, const sv_allocator *a, uint32_t threads,
+                                   const sv_durable_options *o, struct sv_log *log,
+                                   const struct sv_follow_ids *f, sv_durable **out, sv_recovery *rec,
+                                   sv_error *err);
+/* Apply the record at lsn. SV_OK: done (applied, or refused the same way on
+ * every replica: *outcome says which and err why; SV_OK when applied); an
+ * LSN already applied is a no-op. SV_ERR_BUSY: the write buffer is full,
+ * apply it again after a flush. Anything else applied nothing. */
+sv_status sv_durable_apply(sv_durable *d, uint32_t type, uint64_t lsn, const uint8_t *payload, size_t len,
+                           sv_status *outcome, sv_error *err);
+/* The last LSN applied (following), without a lock. */
+uint64_t sv_durable_applied(sv_durable *d);
+
 const char *sv_durable_dir(const sv_durable *d); /* NULL in memory */
 
 /* ---- writes: durable before visible ----------------------------------------- */

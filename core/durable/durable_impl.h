@@ -4,6 +4,7 @@
 
 #include "durable.h"
 #include "log.h"
+#include "follow.h"
 
 /* The collection behind the handle (recovery and tests). */
 sv_collection *sv_durable_collection(sv_durable *d);
@@ -13,5 +14,9 @@ sv_durable *sv_durable_wrap(const char *dir, sv_collection *c, const sv_durable_
  * snapshot. When log_mean, the mean trained during the replay is logged. */
 sv_status sv_durable_attach_log(sv_durable *d, sv_log *log, uint64_t old_log_bytes, int log_mean,
                                 sv_error *err);
+
+/* Make it a follower of l (taken) from LSN `applied` (follow.h). */
+sv_status sv_durable_attach_follower(sv_durable *d, sv_log *l, const sv_follow_ids *f, uint64_t applied,
+                                     uint64_t old_log_bytes, sv_error *err);
 
 #endif

@@ -7,7 +7,11 @@
  *
  * The contract every backend keeps:
  *   - append gives records consecutive LSNs in the order of the calls; a
- *     failed append appends nothing;
+ *     failed append appends nothing; `key`, when not NULL, makes the
+ *     append idempotent where the backend de-duplicates (a stream's message
+ *     id): a second append with the same key inside the backend's window
+ *     appends nothing and returns the first one's LSN (*duplicate = 1);
+ *     the local log is only ever given NULL;
  *   - sync(lsn) returns once every record through lsn is durable by the
  *     backend's definition (fsynced here; committed by a quorum for a
  *     replicated log); after a failure that may have lost written records
@@ -16,14 +20,24 @@
  *     *last_lsn) will be in the snapshot being written, and records
  *     appended from now on will not;
  *   - release(lsn) says that snapshot is durable: the backend may drop
- *     every record through lsn (delete segments, purge a stream).
+ *     every record through lsn (delete segments, purge a stream);
+ *   - read(after) visits the records after `after` in LSN order, through
+ *     the last one the log holds when the call starts (waiting up to
+ *     wait_ms for one when there is none yet): the same call replays a log
+ *     at start-up and follows a stream another process appends to;
+ *   - covers(after) says whether the log still holds every record after
+ *     `after` (no segment missing, nothing purged past it), the test a
+ *     snapshot at `after` must pass before recovery builds on it;
+ *   - begin readies a log that was opened for reading to append after its
+ *     last record (the local log cuts a torn tail and starts a segment).
  *
- * Replay at start-up reads the log the backend wrote (recovery.c reads the
- * local segments; a stream is read from the snapshot's LSN + 1).
+ * Recovery (recovery.c) is the same over every backend: the newest
+ * snapshot the log covers, then read() from its LSN.
  */
 #ifndef SV_LOG_H
 #define SV_LOG_H
 
+#include <stddef.h>
 #include <stdint.h>
 #include <sys/uio.h>
 
@@ -40,12 +54,22 @@ typedef struct sv_log_stats {
     double sync_seconds;    /* time spent in them */
 } sv_log_stats;
 
+/* A record given to read()'s visitor; a nonzero status stops the read and is
+ * returned (err filled by the visitor). */
+typedef sv_status (*sv_log_visit)(void *ctx, uint32_t type, uint64_t lsn, const uint8_t *payload,
+                                  size_t len, sv_error *err);
+
 typedef struct sv_log_ops {
-    sv_status (*append)(void *impl, uint32_t type, const struct iovec *parts, int n_parts, uint64_t *lsn,
-                        sv_error *err);
+    sv_status (*append)(void *impl, uint32_t type, const char *key, const struct iovec *parts, int n_parts,
+                        uint64_t *lsn, int *duplicate, sv_error *err);
     sv_status (*sync)(void *impl, uint64_t lsn, sv_error *err);
     sv_status (*seal)(void *impl, uint64_t *last_lsn, sv_error *err);
     void (*release)(void *impl, uint64_t lsn);
+    sv_status (*read)(void *impl, uint64_t after, uint32_t wait_ms, sv_log_visit visit, void *ctx,
+                      uint64_t *last_read, sv_error *err);
+    int (*covers)(void *impl, uint64_t after, char *why, size_t cap);
+    uint64_t (*last)(void *impl); /* the last LSN the log holds (0: none) */
+    sv_status (*begin)(void *impl, sv_error *err);
     void (*stats)(void *impl, sv_log_stats *out);
     void (*close)(void *impl); /* sync what is appended; free the backend and its sv_log */
 } sv_log_ops;
@@ -59,7 +83,12 @@ typedef struct sv_log {
 static inline sv_status sv_log_append(sv_log *l, uint32_t type, const struct iovec *parts, int n_parts,
                                       uint64_t *lsn, sv_error *err)
 {
-    return l->ops->append(l->impl, type, parts, n_parts, lsn, err);
+    return l->ops->append(l->impl, type, NULL, parts, n_parts, lsn, NULL, err);
+}
+static inline sv_status sv_log_append_keyed(sv_log *l, uint32_t type, const char *key, const struct iovec *parts,
+                                            int n_parts, uint64_t *lsn, int *duplicate, sv_error *err)
+{
+    return l->ops->append(l->impl, type, key, parts, n_parts, lsn, duplicate, err);
 }
 static inline sv_status sv_log_sync(sv_log *l, uint64_t lsn, sv_error *err)
 {
@@ -72,6 +101,23 @@ static inline sv_status sv_log_seal(sv_log *l, uint64_t *last_lsn, sv_error *err
 static inline void sv_log_release(sv_log *l, uint64_t lsn)
 {
     l->ops->release(l->impl, lsn);
+}
+static inline sv_status sv_log_read(sv_log *l, uint64_t after, uint32_t wait_ms, sv_log_visit visit, void *ctx,
+                                    uint64_t *last_read, sv_error *err)
+{
+    return l->ops->read(l->impl, after, wait_ms, visit, ctx, last_read, err);
+}
+static inline int sv_log_covers(sv_log *l, uint64_t after, char *why, size_t cap)
+{
+    return l->ops->covers(l->impl, after, why, cap);
+}
+static inline uint64_t sv_log_last(sv_log *l)
+{
+    return l->ops->last(l->impl);
+}
+static inline sv_status sv_log_begin(sv_log *l, sv_error *err)
+{
+    return l->ops->begin(l->impl, err);
 }
 static inline void sv_log_get_stats(sv_log *l, sv_log_stats *out)
 {
@@ -87,5 +133,16 @@ void sv_log_close(sv_log *l);
  */
 sv_status sv_log_local_start(const char *dir, uint64_t next_lsn, uint32_t sync_interval_ms, sv_log **out,
                              sv_error *err);
+
+/*
+ * Open the segments already in dir for reading, changing nothing: each is
+ * checked record by record; only the newest may end in a torn record (a
+ * crash during an append), which is reported in *torn_bytes and `note` and
+ * cut by sv_log_begin, after which appends start at the last LSN + 1. A
+ * header-less segment (a crash while creating it) is removed. Any other
+ * damage fails with SV_ERR_CORRUPT naming the segment and offset.
+ */
+sv_status sv_log_local_open(const char *dir, uint32_t sync_interval_ms, sv_log **out, uint64_t *torn_bytes,
+                            char *note, size_t note_cap, sv_error *err);
 
 #endif

@@ -1,0 +1,59 @@
+/*
+ * Following a log another process writes (cluster mode): a replica of a
+ * shard applies the shard's stream in order, so every replica holds the
+ * same ids and vectors after the same LSN (their graphs may differ, which
+ * is harmless). Writers (routers) append ADD and DELETE records only;
+ * flushes, training and consolidations are each replica's own business
+ * and never logged: its snapshots keep them.
+ *
+ * Applying is deterministic: a record is applied whole or not at all, by
+ * the same checks on every replica (an id that already exists, a delete of
+ * an id that does not, a vector the engine refuses), so a record refused
+ * on one replica is refused on all of them, with the same outcome.
+ *
+ * Ids the cluster assigns: a record leaves them to the follower (an ADD
+ * entry without an id); vector i of the record at LSN `lsn` of shard s of
+ * S is
+ *     S * (ceil(2^62 / S) + lsn * 2^20 + i) + s
+ * unique cluster-wide (a shard and LSN never repeat), at or above 2^62 so
+ * no client's numeric id below 2^62 can collide, and routed back to s by
+ * sv_follow_route. A record holds at most 2^20 vectors.
+ */
+#ifndef SV_FOLLOW_H
+#define SV_FOLLOW_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "slimvec.h"
+
+#define SV_FOLLOW_BATCH_MAX (1u << 20)
+#define SV_FOLLOW_ASSIGNED_MIN (UINT64_C(1) << 62)
+
+typedef struct sv_follow_ids {
+    uint32_t shards; /* S >= 1 */
+    uint32_t shard;  /* s < S */
+} sv_follow_ids;
+
+/* The id of vector i of the record at lsn; 0 when the LSN is past what the
+ * scheme can number (lsn * 2^20 * S must stay below 2^62). */
+uint64_t sv_follow_assigned_id(const sv_follow_ids *f, uint64_t lsn, uint32_t i);
+/* The shard an id belongs to: a canonical decimal id below 2^63 by its
+ * number (mod S), any other by the CRC-32C of its bytes (mod S). Stable
+ * across versions: it decides where data lives. */
+uint32_t sv_follow_route(const char *id, size_t len, uint32_t shards);
+/* 1 when a client may give this id in cluster mode (numbers from 2^62 up
+ * are the cluster's to assign). */
+int sv_follow_id_allowed(const char *id, size_t len);
+
+/*
+ * Apply one record of a followed log to c. SV_OK: the record is done
+ * (applied, or refused by the deterministic checks: *outcome then holds
+ * the refusal's status and `err` its reason; SV_OK when applied). Any
+ * other status (out of memory, a damaged record) applied nothing and must
+ * be retried or reported: skipping it would let replicas differ.
+ */
+sv_status sv_follow_apply(sv_collection *c, const sv_follow_ids *f, uint32_t type, uint64_t lsn,
+                          const uint8_t *payload, size_t len, sv_status *outcome, sv_error *err);
+
+#endif

@@ -1,0 +1,327 @@
+/*
+ * Following a log (cluster mode's apply path, follow.h) over the local
+ * backend: the reader reads what a writer appended, a follower applies it
+ * deterministically (ids the cluster assigns, refusals the same on every
+ * replica), snapshots at the LSN applied and reopens from snapshot + log;
+ * two followers of one log hold the same ids and vectors. The JetStream
+ * backend runs the same steps against real nats-server processes
+ * (tests/cluster).
+ */
+#include <check.h>
+#include <dirent.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "durable.h"
+#include "follow.h"
+#include "log.h"
+#include "logrec.h"
+#include "slimvec.h"
+#include "testutil.h"
+
+enum { DIM = 8 };
+
+static void rm_rf(const char *path)
+{
+    char cmd[512];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", path);
+    ck_assert_int_eq(system(cmd), 0);
+}
+
+static void make_tmp(char *out, size_t cap)
+{
+    snprintf(out, cap, "/tmp/sv-follow-XXXXXX");
+    ck_assert_ptr_nonnull(mkdtemp(out));
+}
+
+/* What a router appends: an ADD of n vectors, ids[i] NULL = the cluster
+ * assigns it. */
+static uint64_t append_add(sv_log *log, const char *const *ids, size_t n, const float *v)
+{
+    uint64_t zero[64] = {0};
+    ck_assert_uint_le(n, 64);
+    uint8_t *head = NULL;
+    size_t hl = 0;
+    ck_assert_int_eq(sv_logrec_add_ids(ids, zero, n, DIM, 0, &head, &hl), SV_OK);
+    struct iovec parts[2] = {{head, hl}, {(void *)v, n * DIM * sizeof(float)}};
+    uint64_t lsn = 0;
+    sv_error err;
+    ck_assert_int_eq(sv_log_append(log, SV_WAL_ADD, parts, 2, &lsn, &err), SV_OK);
+    free(head);
+    return lsn;
+}
+
+static uint64_t append_delete(sv_log *log, const char *const *ids, size_t n)
+{
+    uint8_t *rec = NULL;
+    size_t len = 0;
+    ck_assert_int_eq(sv_logrec_delete(ids, n, &rec, &len), SV_OK);
+    struct iovec part = {rec, len};
+    uint64_t lsn = 0;
+    sv_error err;
+    ck_assert_int_eq(sv_log_append(log, SV_WAL_DELETE, &part, 1, &lsn, &err), SV_OK);
+    free(rec);
+    return lsn;
+}
+
+typedef struct applier {
+    sv_durable *d;
+    sv_status outcomes[64]; /* by LSN */
+    uint64_t seen;
+} applier;
+
+static sv_status apply_visit(void *ctx, uint32_t type, uint64_t lsn, const uint8_t *p, size_t len, sv_error *err)
+{
+    applier *a = ctx;
+    sv_status outcome = SV_OK;
+    sv_status st = sv_durable_apply(a->d, type, lsn, p, len, &outcome, err);
+    if (st == SV_OK && lsn < 64)
+        a->outcomes[lsn] = outcome;
+    a->seen++;
+    return st;
+}
+
+static sv_params params(void)
+{
+    sv_params p;
+    sv_params_default(&p, DIM);
+    p.flush_threshold = 0;
+    return p;
+}
+
+static const sv_follow_ids SHARD = {3, 1};
+
+/* The writer's log: 5 records (adds with given and assigned ids, a
+ * duplicate, a delete of an id that is not there, a delete that works). */
+static void write_log(const char *dir, float *v)
+{
+    sv_log *w = NULL;
+    sv_error err;
+    ck_assert_int_eq(sv_log_local_start(dir, 1, 0, &w, &err), SV_OK);
+    const char *a[4] = {"alpha", NULL, "7", NULL};
+    ck_assert_uint_eq(append_add(w, a, 4, v), 1);
+    const char *dup[2] = {"beta", "alpha"}; /* alpha exists: refused whole */
+    ck_assert_uint_eq(append_add(w, dup, 2, v + 4 * DIM), 2);
+    const char *gone[2] = {"7", "nope"};
+    ck_assert_uint_eq(append_delete(w, gone, 2), 3);
+    const char *del[1] = {"7"};
+    ck_assert_uint_eq(append_delete(w, del, 1), 4);
+    const char *b[2] = {"beta", NULL};
+    ck_assert_uint_eq(append_add(w, b, 2, v + 6 * DIM), 5);
+    ck_assert_int_eq(sv_log_sync(w, 5, &err), SV_OK);
+    sv_log_close(w);
+}
+
+static sv_log *reader(const char *dir)
+{
+    sv_log *r = NULL;
+    uint64_t torn = 0;
+    char note[128] = "";
+    sv_error err;
+    ck_assert_msg(sv_log_local_open(dir, 0, &r, &torn, note, sizeof note, &err) == SV_OK, "%s", err.message);
+    return r;
+}
+
+static void assert_has(sv_durable *d, const char *id, const float *want)
+{
+    float got[DIM];
+    sv_error err;
+    ck_assert_msg(sv_durable_get(d, id, got, DIM, &err) == SV_OK, "%s: %s", id, err.message);
+    for (int j = 0; j < DIM; j++)
+        ck_assert(fabsf(got[j] - want[j]) < 0.05f);
+}
+
+static void assert_state(sv_durable *d, const float *v)
+{
+    char id[32];
+    sv_error err;
+    ck_assert_uint_eq(sv_durable_count(d), 5);
+    assert_has(d, "alpha", v);
+    snprintf(id, sizeof id, "%" PRIu64, sv_follow_assigned_id(&SHARD, 1, 1));
+    assert_has(d, id, v + DIM);
+    snprintf(id, sizeof id, "%" PRIu64, sv_follow_assigned_id(&SHARD, 1, 3));
+    assert_has(d, id, v + 3 * DIM);
+    assert_has(d, "beta", v + 6 * DIM);
+    snprintf(id, sizeof id, "%" PRIu64, sv_follow_assigned_id(&SHARD, 5, 1));
+    assert_has(d, id, v + 7 * DIM);
+    float got[DIM];
+    ck_assert_int_eq(sv_durable_get(d, "7", got, DIM, &err), SV_ERR_NOT_FOUND);
+}
+
+START_TEST(test_follow_apply_snapshot_reopen)
+{
+    char base[64], logdir[128], dir[128], twin[128];
+    make_tmp(base, sizeof base);
+    snprintf(logdir, sizeof logdir, "%s/log", base);
+    snprintf(dir, sizeof dir, "%s/replica", base);
+    snprintf(twin, sizeof twin, "%s/twin", base);
+    ck_assert_int_eq(mkdir(logdir, 0755), 0);
+    float *v = tu_gaussian(8, DIM, 5);
+    write_log(logdir, v);
+
+    sv_params p = params();
+    sv_durable_options o = {0};
+    sv_error err;
+    applier a = {0};
+    sv_log *r = reader(logdir);
+    ck_assert_uint_eq(sv_log_last(r), 5);
+    ck_assert_msg(sv_durable_create_follower(dir, &p, &o, r, &SHARD, &a.d, &err) == SV_OK, "%s", err.message);
+    /* A follower takes no writes of its own. */
+    const char *ids[1] = {"x"};
+    ck_assert_int_eq(sv_durable_add(a.d, v, 1, DIM, ids, NULL, &err), SV_ERR_INVALID_ARGUMENT);
+    ck_assert_int_eq(sv_durable_delete(a.d, ids, 1, NULL, &err), SV_ERR_INVALID_ARGUMENT);
+    uint64_t last = 0;
+    ck_assert_int_eq(sv_log_read(r, 0, 0, apply_visit, &a, &last, &err), SV_OK);
+    ck_assert_uint_eq(last, 5);
+    ck_assert_uint_eq(sv_durable_applied(a.d), 5);
+    ck_assert_int_eq(a.outcomes[1], SV_OK);
+    ck_assert_int_eq(a.outcomes[2], SV_ERR_ALREADY_EXISTS);
+    ck_assert_int_eq(a.outcomes[3], SV_ERR_NOT_FOUND);
+    ck_assert_int_eq(a.outcomes[4], SV_OK);
+    ck_assert_int_eq(a.outcomes[5], SV_OK);
+    assert_state(a.d, v);
+    /* Delivered again (a consumer restarted): nothing changes. */
+    a.seen = 0;
+    ck_assert_int_eq(sv_log_read(r, 2, 0, apply_visit, &a, &last, &err), SV_OK);
+    ck_assert_uint_eq(a.seen, 3);
+    assert_state(a.d, v);
+    /* A gap is never skipped. */
+    sv_status outcome;
+    uint8_t junk[4] = {0};
+    ck_assert_int_eq(sv_durable_apply(a.d, SV_WAL_DELETE, 7, junk, 0, &outcome, &err), SV_ERR_CORRUPT);
+
+    /* Snapshot at the LSN applied; the reopen loads it and reads nothing
+     * more. (The snapshot's release would purge a stream; on this local
+     * reader it drops the segments the snapshot holds.) */
+    ck_assert_int_eq(sv_durable_flush(a.d, &err), SV_OK);
+    sv_snapshot_info info;
+    ck_assert_msg(sv_durable_snapshot(a.d, &info, &err) == SV_OK, "%s", err.message);
+    ck_assert_uint_eq(info.lsn, 5);
+    sv_durable_stats ds;
+    sv_durable_get_stats(a.d, &ds);
+    ck_assert_uint_eq(ds.last_lsn, 5);
+    sv_durable_free(a.d);
+
+    /* A second follower of the same log from nothing, reading as records
+     * come: the same ids and vectors. */
+    write_log(logdir, v); /* the release above removed the segments: write them again */
+    applier t = {0};
+    sv_log *r2 = reader(logdir);
+    ck_assert_int_eq(sv_durable_create_follower(twin, &p, &o, r2, &SHARD, &t.d, &err), SV_OK);
+    for (uint64_t after = 0; after < 5; after++) {
+        /* One record at a time, as a consumer hands them over. */
+        sv_log *one = reader(logdir);
+        ck_assert_int_eq(sv_log_read(one, after, 0, apply_visit, &t, &last, &err), SV_OK);
+        sv_log_close(one);
+    }
+    assert_state(t.d, v);
+    sv_durable_free(t.d);
+
+    sv_recovery rec;
+    ck_assert_msg(sv_durable_open_follower(dir, NULL, 1, &o, reader(logdir), &SHARD, &a.d, &rec, &err) == SV_OK,
+                  "%s", err.message);
+    ck_assert_uint_eq(rec.snapshot_lsn, 5);
+    ck_assert_uint_eq(rec.replayed, 0);
+    assert_state(a.d, v);
+    sv_durable_free(a.d);
+    free(v);
+    rm_rf(base);
+}
+END_TEST
+
+/* A snapshot the log no longer covers (purged past it) with no newer one:
+ * the open fails and says so, it never builds on a hole. */
+START_TEST(test_follow_purged_past_snapshot)
+{
+    char base[64], logdir[128], dir[128];
+    make_tmp(base, sizeof base);
+    snprintf(logdir, sizeof logdir, "%s/log", base);
+    snprintf(dir, sizeof dir, "%s/replica", base);
+    ck_assert_int_eq(mkdir(logdir, 0755), 0);
+    float *v = tu_gaussian(8, DIM, 6);
+    sv_log *w = NULL;
+    sv_error err;
+    ck_assert_int_eq(sv_log_local_start(logdir, 1, 0, &w, &err), SV_OK);
+    const char *a[2] = {"a", "b"};
+    append_add(w, a, 2, v);
+    uint64_t sealed = 0;
+    ck_assert_int_eq(sv_log_seal(w, &sealed, &err), SV_OK);
+    const char *b[2] = {"c", "d"};
+    append_add(w, b, 2, v + 2 * DIM);
+    ck_assert_int_eq(sv_log_sync(w, 2, &err), SV_OK);
+    sv_log_release(w, sealed); /* LSN 1 is gone */
+    sv_log_close(w);
+
+    sv_params p = params();
+    sv_durable_options o = {0};
+    sv_durable *d = NULL;
+    ck_assert_int_eq(sv_durable_create_follower(dir, &p, &o, reader(logdir), &SHARD, &d, &err), SV_OK);
+    sv_durable_free(d);
+    sv_recovery rec;
+    ck_assert_int_eq(sv_durable_open_follower(dir, NULL, 1, &o, reader(logdir), &SHARD, &d, &rec, &err),
+                     SV_ERR_CORRUPT);
+    ck_assert_ptr_null(d);
+    ck_assert_msg(strstr(err.message, "no snapshot holds") != NULL, "%s", err.message);
+    free(v);
+    rm_rf(base);
+}
+END_TEST
+
+/* The id scheme: unique, at or above 2^62, routed back to its shard; the
+ * route is stable (numbers by value, strings by CRC-32C). */
+START_TEST(test_follow_ids_and_routes)
+{
+    for (uint32_t shards = 1; shards <= 7; shards++) {
+        for (uint32_t s = 0; s < shards; s++) {
+            sv_follow_ids f = {shards, s};
+            uint64_t prev = 0;
+            for (uint64_t lsn = 1; lsn < 50; lsn += 7) {
+                for (uint32_t i = 0; i < 3; i++) {
+                    uint64_t id = sv_follow_assigned_id(&f, lsn, i);
+                    ck_assert_uint_ge(id, SV_FOLLOW_ASSIGNED_MIN);
+                    ck_assert_uint_lt(id, UINT64_C(1) << 63);
+                    ck_assert_uint_gt(id, prev);
+                    prev = id;
+                    char text[24];
+                    int n = snprintf(text, sizeof text, "%" PRIu64, id);
+                    ck_assert_uint_eq(sv_follow_route(text, (size_t)n, shards), s);
+                    ck_assert(!sv_follow_id_allowed(text, (size_t)n));
+                }
+            }
+            ck_assert_uint_eq(sv_follow_assigned_id(&f, 1, SV_FOLLOW_BATCH_MAX), 0);
+            ck_assert_uint_eq(sv_follow_assigned_id(&f, UINT64_C(1) << 50, 0), 0);
+        }
+    }
+    ck_assert_uint_eq(sv_follow_route("10", 2, 4), 2);
+    ck_assert_uint_eq(sv_follow_route("010", 3, 4), sv_follow_route("010", 3, 4));
+    ck_assert(sv_follow_id_allowed("4611686018427387903", 19)); /* 2^62 - 1 */
+    ck_assert(!sv_follow_id_allowed("4611686018427387904", 19));
+    ck_assert(sv_follow_id_allowed("doc-1", 5));
+    /* Strings spread over the shards. */
+    unsigned count[4] = {0};
+    for (int i = 0; i < 4000; i++) {
+        char id[16];
+        int n = snprintf(id, sizeof id, "doc-%d", i);
+        count[sv_follow_route(id, (size_t)n, 4)]++;
+    }
+    for (int s = 0; s < 4; s++)
+        ck_assert_uint_gt(count[s], 800);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("follow");
+    TCase *tc = tcase_create("core");
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, test_follow_apply_snapshot_reopen);
+    tcase_add_test(tc, test_follow_purged_past_snapshot);
+    tcase_add_test(tc, test_follow_ids_and_routes);
+    suite_add_tcase(s, tc);
+    return tu_run_suite(s);
+}
