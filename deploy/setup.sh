@@ -34,13 +34,13 @@ DRY=${SV_DRY_RUN:-0}
 # the build finds it for the generated stubs).
 BUILD_PACKAGES="build-essential cmake pkg-config libjemalloc-dev check \
 libgrpc-dev protobuf-compiler protobuf-compiler-grpc protobuf-c-compiler libprotobuf-c-dev \
-grpc-proto libmicrohttpd-dev libsodium-dev libssl-dev python3"
+grpc-proto libmicrohttpd-dev libsodium-dev libssl-dev libnats-dev python3"
 
 # Only for tests, benchmarks and the deploy checks.
 TEST_PACKAGES="zlib1g-dev python3-grpcio python3-protobuf \
 prometheus python3-prometheus-client \
 python3-numpy python3-hnswlib dataset-fashion-mnist \
-docker-compose yamllint openssl"
+docker-compose yamllint openssl nats-server"
 
 # What slimvecd and slimvec link against (their DT_NEEDED libraries), less
 # libc6 which every Debian image has. apt brings the rest (abseil, c-ares,

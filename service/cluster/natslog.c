@@ -1,0 +1,570 @@
+/* The JetStream log backend (see natslog.h). */
+#include "natslog.h"
+
+#include <inttypes.h>
+#include <nats/nats.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "error.h"
+
+#define KV_BUCKET "SV_SNAPSHOTS"
+#define NAME_MAX_LEN 200
+
+/*
+ * Locks: svc_nats.mu (the snapshot bucket handle) and natslog.mu (the
+ * read subscription, the cached stream bounds, stats) are never held
+ * together and never across a call into the log's visitor.
+ */
+struct svc_nats {
+    natsConnection *nc;
+    jsCtx *js;
+    int64_t timeout_ms;
+    pthread_mutex_t mu;
+    kvStore *kv; /* SV_SNAPSHOTS, opened or created on first use (mu) */
+};
+
+typedef struct natslog {
+    sv_log log;
+    svc_nats *n;
+    char stream[NAME_MAX_LEN + 8];
+    char subject[NAME_MAX_LEN + 8];
+    int replicas;
+    char *set;             /* this replica set; NULL: no marks, no purge */
+    char **sets;
+    int n_sets;
+    pthread_mutex_t mu;
+    natsSubscription *sub; /* the ordered consumer read() follows */
+    uint64_t next;         /* the LSN it delivers next */
+    uint64_t first, last;  /* the stream's bounds when last asked */
+    uint64_t appends, bytes, dups;
+    double append_seconds;
+} natslog;
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* A NATS failure as our status: the log could not be reached or did not
+ * answer (gRPC UNAVAILABLE); nothing was acknowledged. */
+static sv_status nats_fail(sv_error *err, natsStatus s, jsErrCode jerr, const char *what, const char *stream)
+{
+    const char *last = nats_GetLastError(NULL);
+    return sv_fail(err, s == NATS_MAX_PAYLOAD ? SV_ERR_RESOURCE : SV_ERR_IO,
+                   "the log (stream %s) %s: %s (%s%s, JetStream error %d)", stream, what, natsStatus_GetText(s),
+                   last && *last ? "" : "no detail", last && *last ? last : "", (int)jerr);
+}
+
+/* ---- the connection ---------------------------------------------------------- */
+
+static void connected_later(natsConnection *nc, void *closure)
+{
+    (void)nc;
+    (void)closure; /* the library keeps retrying; nothing to do when it succeeds */
+}
+
+sv_status svc_nats_connect(const svc_nats_config *cfg, svc_nats **out, sv_error *err)
+{
+    *out = NULL;
+    svc_nats *n = calloc(1, sizeof *n);
+    char *urls = cfg->urls ? strdup(cfg->urls) : NULL;
+    const char *list[32];
+    int count = 0, secure = cfg->ca_file || cfg->cert_file;
+    natsOptions *o = NULL;
+    natsStatus s = NATS_NO_MEMORY;
+    sv_status st;
+    if (!n || !urls) {
+        st = sv_fail(err, SV_ERR_RESOURCE, "out of memory connecting to NATS");
+        goto cleanup;
+    }
+    for (char *save = NULL, *u = strtok_r(urls, ",", &save); u && count < 32; u = strtok_r(NULL, ",", &save)) {
+        list[count++] = u;
+        secure |= strncmp(u, "tls://", 6) == 0;
+    }
+    if (!count) {
+        st = sv_fail(err, SV_ERR_INVALID_ARGUMENT, "no NATS URL given");
+        goto cleanup;
+    }
+    n->timeout_ms = cfg->timeout_ms > 0 ? cfg->timeout_ms : 5000;
+    pthread_mutex_init(&n->mu, NULL);
+    if ((s = natsOptions_Create(&o)) != NATS_OK || (s = natsOptions_SetServers(o, list, count)) != NATS_OK ||
+        (s = natsOptions_SetTimeout(o, n->timeout_ms)) != NATS_OK ||
+        (s = natsOptions_SetMaxReconnect(o, -1)) != NATS_OK ||
+        (s = natsOptions_SetReconnectWait(o, 200)) != NATS_OK ||
+        (s = natsOptions_SetPingInterval(o, 2000)) != NATS_OK ||
+        (s = natsOptions_SetRetryOnFailedConnect(o, true, connected_later, NULL)) != NATS_OK)
+        goto nats_error;
+    if (secure && (s = natsOptions_SetSecure(o, true)) != NATS_OK)
+        goto nats_error;
+    if (cfg->ca_file && (s = natsOptions_LoadCATrustedCertificates(o, cfg->ca_file)) != NATS_OK)
+        goto nats_error;
+    if (cfg->cert_file && (s = natsOptions_LoadCertificatesChain(o, cfg->cert_file, cfg->key_file)) != NATS_OK)
+        goto nats_error;
+    if (cfg->token && (s = natsOptions_SetToken(o, cfg->token)) != NATS_OK)
+        goto nats_error;
+    s = natsConnection_Connect(&n->nc, o);
+    if (s != NATS_OK && s != NATS_NOT_YET_CONNECTED)
+        goto nats_error;
+    jsOptions jo;
+    jsOptions_Init(&jo);
+    jo.Wait = n->timeout_ms;
+    if ((s = natsConnection_JetStream(&n->js, n->nc, &jo)) != NATS_OK)
+        goto nats_error;
+    natsOptions_Destroy(o);
+    free(urls);
+    *out = n;
+    return sv_ok(err);
+nats_error:
+    st = sv_fail(err, s == NATS_NO_MEMORY ? SV_ERR_RESOURCE : SV_ERR_INVALID_ARGUMENT, "NATS at %s: %s (%s)",
+                 cfg->urls ? cfg->urls : "", natsStatus_GetText(s), nats_GetLastError(NULL));
+cleanup:
+    natsOptions_Destroy(o);
+    svc_nats_free(n);
+    free(urls);
+    return st;
+}
+
+void svc_nats_free(svc_nats *n)
+{
+    if (!n)
+        return;
+    if (n->kv)
+        kvStore_Destroy(n->kv);
+    jsCtx_Destroy(n->js);
+    if (n->nc) {
+        natsConnection_Close(n->nc);
+        natsConnection_Destroy(n->nc);
+    }
+    pthread_mutex_destroy(&n->mu);
+    free(n);
+}
+
+int64_t svc_nats_max_payload(svc_nats *n)
+{
+    return n && n->nc ? natsConnection_GetMaxPayload(n->nc) : 0;
+}
+
+/* The snapshot marks' bucket (created by the first replica that needs it). */
+static kvStore *snapshot_bucket(svc_nats *n, int replicas)
+{
+    pthread_mutex_lock(&n->mu);
+    if (!n->kv && js_KeyValue(&n->kv, n->js, KV_BUCKET) != NATS_OK) {
+        kvConfig kc;
+        kvConfig_Init(&kc);
+        kc.Bucket = KV_BUCKET;
+        kc.History = 1;
+        kc.Replicas = replicas;
+        kc.StorageType = js_FileStorage;
+        if (js_CreateKeyValue(&n->kv, n->js, &kc) != NATS_OK)
+            n->kv = NULL;
+    }
+    kvStore *kv = n->kv;
+    pthread_mutex_unlock(&n->mu);
+    return kv;
+}
+
+/* ---- the stream's bounds ------------------------------------------------------ */
+
+/* Ask the stream for its first and last sequence; 0 and the cache stays
+ * when it cannot be reached. */
+static int refresh_bounds(natslog *l, sv_error *err)
+{
+    jsStreamInfo *si = NULL;
+    jsErrCode jerr = 0;
+    natsStatus s = js_GetStreamInfo(&si, l->n->js, l->stream, NULL, &jerr);
+    if (s != NATS_OK || !si) {
+        if (err)
+            nats_fail(err, s, jerr, "cannot be reached", l->stream);
+        return 0;
+    }
+    pthread_mutex_lock(&l->mu);
+    l->first = si->State.FirstSeq;
+    l->last = si->State.LastSeq;
+    pthread_mutex_unlock(&l->mu);
+    jsStreamInfo_Destroy(si);
+    return 1;
+}
+
+static int nl_covers(void *impl, uint64_t after, char *why, size_t cap)
+{
+    natslog *l = impl;
+    sv_error e;
+    if (!refresh_bounds(l, &e)) {
+        snprintf(why, cap, "%.150s", e.message);
+        return 0;
+    }
+    pthread_mutex_lock(&l->mu);
+    uint64_t first = l->first;
+    pthread_mutex_unlock(&l->mu);
+    /* A purge below sequence q leaves first = q (also when the stream is
+     * empty after it): the records after `after` are all there when the
+     * first one kept is at most after + 1. */
+    if (first > after + 1) {
+        snprintf(why, cap,
+                 "the stream %s starts at LSN %" PRIu64 " and no snapshot holds the LSNs %" PRIu64 " to %" PRIu64
+                 " before it (purged)",
+                 l->stream, first, after + 1, first - 1);
+        return 0;
+    }
+    return 1;
+}
+
+static uint64_t nl_last(void *impl)
+{
+    natslog *l = impl;
+    refresh_bounds(l, NULL);
+    pthread_mutex_lock(&l->mu);
+    uint64_t last = l->last;
+    pthread_mutex_unlock(&l->mu);
+    return last;
+}
+
+/* ---- writing -------------------------------------------------------------------- */
+
+static sv_status nl_append(void *impl, uint32_t type, const char *key, const struct iovec *parts, int n_parts,
+                           uint64_t *lsn, int *duplicate, sv_error *err)
+{
+    natslog *l = impl;
+    size_t len = 4;
+    for (int i = 0; i < n_parts; i++)
+        len += parts[i].iov_len;
+    if (len > INT32_MAX)
+        return sv_fail(err, SV_ERR_RESOURCE, "a record of %zu bytes", len);
+    uint8_t *msg = malloc(len);
+    if (!msg)
+        return sv_fail(err, SV_ERR_RESOURCE, "out of memory appending %zu bytes", len);
+    uint8_t t[4] = {(uint8_t)type, (uint8_t)(type >> 8), (uint8_t)(type >> 16), (uint8_t)(type >> 24)};
+    memcpy(msg, t, 4);
+    size_t off = 4;
+    for (int i = 0; i < n_parts; i++) {
+        memcpy(msg + off, parts[i].iov_base, parts[i].iov_len);
+        off += parts[i].iov_len;
+    }
+    jsPubOptions po;
+    jsPubOptions_Init(&po);
+    po.MsgId = key;
+    po.ExpectStream = l->stream;
+    jsPubAck *pa = NULL;
+    jsErrCode jerr = 0;
+    double t0 = now_s();
+    natsStatus s = js_Publish(&pa, l->n->js, l->subject, msg, (int)len, &po, &jerr);
+    double dt = now_s() - t0;
+    free(msg);
+    if (s != NATS_OK || !pa) {
+        sv_status st = nats_fail(err, s, jerr, "did not acknowledge the append", l->stream);
+        jsPubAck_Destroy(pa);
+        return st;
+    }
+    *lsn = pa->Sequence;
+    if (duplicate)
+        *duplicate = pa->Duplicate;
+    pthread_mutex_lock(&l->mu);
+    l->appends++;
+    l->bytes += len;
+    l->dups += pa->Duplicate ? 1 : 0;
+    l->append_seconds += dt;
+    if (pa->Sequence > l->last)
+        l->last = pa->Sequence;
+    pthread_mutex_unlock(&l->mu);
+    jsPubAck_Destroy(pa);
+    return sv_ok(err);
+}
+
+/* The publish's acknowledgement came from the stream's quorum: nothing to
+ * wait for. */
+static sv_status nl_sync(void *impl, uint64_t lsn, sv_error *err)
+{
+    (void)impl;
+    (void)lsn;
+    return sv_ok(err);
+}
+
+static sv_status nl_seal(void *impl, uint64_t *last_lsn, sv_error *err)
+{
+    natslog *l = impl;
+    *last_lsn = nl_last(l);
+    return sv_ok(err);
+}
+
+static sv_status nl_begin(void *impl, sv_error *err)
+{
+    (void)impl;
+    return sv_ok(err);
+}
+
+/* ---- snapshots and the purge ----------------------------------------------------- */
+
+static int read_mark(kvStore *kv, const char *stream, const char *set, uint64_t *lsn)
+{
+    char key[NAME_MAX_LEN + 80];
+    snprintf(key, sizeof key, "%s.%s", stream, set);
+    kvEntry *e = NULL;
+    if (kvStore_Get(&e, kv, key) != NATS_OK || !e)
+        return 0;
+    const char *v = kvEntry_ValueString(e);
+    int ok = v && sscanf(v, "%" SCNu64, lsn) == 1;
+    kvEntry_Destroy(e);
+    return ok;
+}
+
+static void nl_release(void *impl, uint64_t lsn)
+{
+    natslog *l = impl;
+    if (!l->set)
+        return;
+    kvStore *kv = snapshot_bucket(l->n, l->replicas);
+    if (!kv)
+        return;
+    char key[NAME_MAX_LEN + 80], value[24];
+    snprintf(key, sizeof key, "%s.%s", l->stream, l->set);
+    snprintf(value, sizeof value, "%" PRIu64, lsn);
+    if (kvStore_PutString(NULL, kv, key, value) != NATS_OK)
+        return; /* the next snapshot tries again; nothing is purged without it */
+    /* Purge below the lowest mark, once every replica set has one. */
+    uint64_t low = UINT64_MAX;
+    for (int i = 0; i < l->n_sets; i++) {
+        uint64_t m = 0;
+        if (!read_mark(kv, l->stream, l->sets[i], &m))
+            return;
+        if (m < low)
+            low = m;
+    }
+    if (low == UINT64_MAX || low == 0)
+        return;
+    refresh_bounds(l, NULL);
+    pthread_mutex_lock(&l->mu);
+    uint64_t first = l->first;
+    pthread_mutex_unlock(&l->mu);
+    if (low + 1 <= first)
+        return;
+    jsOptions jo;
+    jsOptions_Init(&jo);
+    jo.Stream.Purge.Sequence = low + 1; /* up to, not including */
+    jsErrCode jerr = 0;
+    js_PurgeStream(l->n->js, l->stream, &jo, &jerr);
+}
+
+/* ---- reading ---------------------------------------------------------------------- */
+
+static void drop_sub(natslog *l)
+{
+    if (l->sub) {
+        natsSubscription_Unsubscribe(l->sub);
+        natsSubscription_Destroy(l->sub);
+        l->sub = NULL;
+    }
+}
+
+static sv_status subscribe_from(natslog *l, uint64_t start, sv_error *err)
+{
+    jsOptions jo;
+    jsOptions_Init(&jo);
+    jo.Wait = l->n->timeout_ms;
+    jsSubOptions so;
+    jsSubOptions_Init(&so);
+    so.Stream = l->stream;
+    so.Ordered = true;
+    so.Config.DeliverPolicy = js_DeliverByStartSequence;
+    so.Config.OptStartSeq = start;
+    jsErrCode jerr = 0;
+    natsStatus s = js_SubscribeSync(&l->sub, l->n->js, l->subject, &jo, &so, &jerr);
+    if (s != NATS_OK) {
+        l->sub = NULL;
+        return nats_fail(err, s, jerr, "cannot be read", l->stream);
+    }
+    l->next = start;
+    return sv_ok(err);
+}
+
+/*
+ * Read by an ordered consumer kept between calls: a call that continues
+ * where the last one stopped goes on with it; any other starts a new one
+ * at after + 1. The call returns when the consumer says nothing is pending
+ * (caught up), when no record comes within the wait, or at a failure.
+ */
+static sv_status nl_read(void *impl, uint64_t after, uint32_t wait_ms, sv_log_visit visit, void *ctx,
+                         uint64_t *last_read, sv_error *err)
+{
+    natslog *l = impl;
+    if (last_read)
+        *last_read = after;
+    sv_status st = SV_OK;
+    pthread_mutex_lock(&l->mu);
+    if (l->sub && l->next != after + 1)
+        drop_sub(l);
+    if (!l->sub)
+        st = subscribe_from(l, after + 1, err);
+    natsSubscription *sub = l->sub;
+    pthread_mutex_unlock(&l->mu);
+    if (st != SV_OK)
+        return st;
+    /* Only this thread reads (one follower per log); mu is not held while
+     * the visitor runs. */
+    int64_t wait = wait_ms;
+    for (;;) {
+        natsMsg *m = NULL;
+        natsStatus s = natsSubscription_NextMsg(&m, sub, wait);
+        if (s == NATS_TIMEOUT)
+            break;
+        if (s != NATS_OK) {
+            st = nats_fail(err, s, 0, "stopped delivering", l->stream);
+            break;
+        }
+        jsMsgMetaData *meta = NULL;
+        if (natsMsg_GetMetaData(&meta, m) != NATS_OK || !meta) {
+            natsMsg_Destroy(m);
+            continue; /* not a stream message (the consumer's own traffic) */
+        }
+        uint64_t seq = meta->Sequence.Stream, pending = meta->NumPending;
+        jsMsgMetaData_Destroy(meta);
+        const uint8_t *data = (const uint8_t *)natsMsg_GetData(m);
+        int len = natsMsg_GetDataLength(m);
+        if (seq != l->next) {
+            st = sv_fail(err, SV_ERR_CORRUPT,
+                         "the stream %s delivered LSN %" PRIu64 " where %" PRIu64
+                         " was next: the records between were purged or lost",
+                         l->stream, seq, l->next);
+        } else if (len < 4 || !data) {
+            st = sv_fail(err, SV_ERR_CORRUPT, "the stream %s: LSN %" PRIu64 " is %d bytes, not a record",
+                         l->stream, seq, len);
+        } else {
+            uint32_t type = (uint32_t)data[0] | (uint32_t)data[1] << 8 | (uint32_t)data[2] << 16 |
+                            (uint32_t)data[3] << 24;
+            st = visit(ctx, type, seq, data + 4, (size_t)len - 4, err);
+        }
+        natsMsg_Destroy(m);
+        if (st != SV_OK)
+            break;
+        l->next = seq + 1;
+        if (last_read)
+            *last_read = seq;
+        /* Caught up with the stream as it was when this one was sent: take
+         * what has come since without waiting, then stop. */
+        wait = pending == 0 ? 0 : l->n->timeout_ms;
+    }
+    if (st != SV_OK) {
+        /* The failed record was taken from the consumer: the next read
+         * starts a new one at it. */
+        pthread_mutex_lock(&l->mu);
+        drop_sub(l);
+        pthread_mutex_unlock(&l->mu);
+    }
+    return st;
+}
+
+static void nl_stats(void *impl, sv_log_stats *out)
+{
+    natslog *l = impl;
+    pthread_mutex_lock(&l->mu);
+    *out = (sv_log_stats){.next_lsn = l->last + 1, .bytes = 0, .total_bytes = l->bytes, .syncs = l->appends,
+                          .sync_seconds = l->append_seconds};
+    pthread_mutex_unlock(&l->mu);
+}
+
+static void nl_close(void *impl)
+{
+    natslog *l = impl;
+    drop_sub(l);
+    for (int i = 0; i < l->n_sets; i++)
+        free(l->sets[i]);
+    free(l->sets);
+    free(l->set);
+    pthread_mutex_destroy(&l->mu);
+    free(l);
+}
+
+static const sv_log_ops NATS_OPS = {nl_append, nl_sync, nl_seal,  nl_release, nl_read,
+                                    nl_covers, nl_last, nl_begin, nl_stats,   nl_close};
+
+static int name_ok(const char *name)
+{
+    size_t n = strlen(name);
+    if (n == 0 || n > NAME_MAX_LEN)
+        return 0;
+    for (size_t i = 0; i < n; i++) {
+        char c = name[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '-'))
+            return 0;
+    }
+    return 1;
+}
+
+sv_status svc_natslog_open(svc_nats *n, const svc_natslog_config *cfg, sv_log **out, sv_error *err)
+{
+    *out = NULL;
+    if (!name_ok(cfg->name))
+        return sv_fail(err, SV_ERR_INVALID_ARGUMENT, "a log name of [A-Za-z0-9_-], at most %d bytes: %s",
+                       NAME_MAX_LEN, cfg->name);
+    if (cfg->replicas < 1 || cfg->replicas > 5)
+        return sv_fail(err, SV_ERR_INVALID_ARGUMENT, "%d stream replicas (1..5)", cfg->replicas);
+    natslog *l = calloc(1, sizeof *l);
+    if (!l)
+        return sv_fail(err, SV_ERR_RESOURCE, "out of memory opening a log");
+    l->log = (sv_log){&NATS_OPS, l};
+    l->n = n;
+    l->replicas = cfg->replicas;
+    pthread_mutex_init(&l->mu, NULL);
+    snprintf(l->stream, sizeof l->stream, "SV_%s", cfg->name);
+    snprintf(l->subject, sizeof l->subject, "sv.%s", cfg->name);
+    sv_status st = SV_OK;
+    if (cfg->replica_set) {
+        l->sets = calloc((size_t)cfg->n_replica_sets + 1, sizeof *l->sets);
+        if (!l->sets || !(l->set = strdup(cfg->replica_set)))
+            st = sv_fail(err, SV_ERR_RESOURCE, "out of memory opening a log");
+        for (int i = 0; st == SV_OK && i < cfg->n_replica_sets; i++, l->n_sets++)
+            if (!(l->sets[i] = strdup(cfg->replica_sets[i])))
+                st = sv_fail(err, SV_ERR_RESOURCE, "out of memory opening a log");
+    }
+    if (st != SV_OK) {
+        nl_close(l);
+        return st;
+    }
+    jsStreamConfig sc;
+    jsStreamConfig_Init(&sc);
+    const char *subjects[1] = {l->subject};
+    sc.Name = l->stream;
+    sc.Subjects = subjects;
+    sc.SubjectsLen = 1;
+    sc.Storage = js_FileStorage;
+    sc.Replicas = cfg->replicas;
+    sc.Duplicates = (cfg->dup_window_ms > 0 ? cfg->dup_window_ms : 120000) * 1000000; /* ns */
+    jsStreamInfo *si = NULL;
+    jsErrCode jerr = 0;
+    natsStatus s = js_GetStreamInfo(&si, n->js, l->stream, NULL, &jerr);
+    if (s == NATS_NOT_FOUND) {
+        jerr = 0;
+        s = js_AddStream(&si, n->js, &sc, NULL, &jerr);
+        if (s != NATS_OK && jerr == JSStreamNameExistErr) { /* another pod created it meanwhile */
+            jerr = 0;
+            s = js_GetStreamInfo(&si, n->js, l->stream, NULL, &jerr);
+        }
+    }
+    if (s != NATS_OK || !si) {
+        st = nats_fail(err, s, jerr, "cannot be opened", l->stream);
+        jsStreamInfo_Destroy(si);
+        nl_close(l);
+        return st;
+    }
+    l->first = si->State.FirstSeq;
+    l->last = si->State.LastSeq;
+    jsStreamInfo_Destroy(si);
+    *out = &l->log;
+    return sv_ok(err);
+}
+
+sv_status svc_natslog_delete(svc_nats *n, const char *name, sv_error *err)
+{
+    char stream[NAME_MAX_LEN + 8];
+    snprintf(stream, sizeof stream, "SV_%s", name);
+    jsErrCode jerr = 0;
+    natsStatus s = js_DeleteStream(n->js, stream, NULL, &jerr);
+    if (s != NATS_OK && s != NATS_NOT_FOUND)
+        return nats_fail(err, s, jerr, "cannot be deleted", stream);
+    return sv_ok(err);
+}

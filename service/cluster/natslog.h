@@ -1,0 +1,67 @@
+/*
+ * The log of one (collection, shard) as a NATS JetStream stream: the
+ * cluster's write-ahead log (core/durable/log.h's interface). Routers
+ * append to it (a publish acknowledged by the stream's Raft quorum is the
+ * write's acknowledgement); every replica of the shard reads it in order
+ * and applies it (follow.h). NATS keeps the replicas of the stream, elects
+ * its leader and commits; nothing here does consensus.
+ *
+ *   stream   SV_<name>, one subject sv.<name>, file storage, `replicas`
+ *            copies, de-duplication window `dup_window_ms`; limits: none
+ *            (the purge below is the only thing that removes records)
+ *   message  u32 record type (little-endian) + the record's payload (the
+ *            local log's payloads: logrec.h); LSN = stream sequence
+ *   append   key = the message id (Nats-Msg-Id): an append repeated with the
+ *            same key inside the window returns the first one's LSN
+ *   release  this replica set's snapshot LSN goes into the key-value bucket
+ *            SV_SNAPSHOTS (key <stream>.<replica set>); the stream is purged
+ *            below the lowest snapshot of every replica set named in the
+ *            config, once each has one: a replica restarting from its own
+ *            snapshot always finds the records after it
+ *
+ * One svc_nats (connection + JetStream context) serves every log of the
+ * process; the library reconnects on its own.
+ */
+#ifndef SVC_NATSLOG_H
+#define SVC_NATSLOG_H
+
+#include <stdint.h>
+
+#include "log.h"
+#include "slimvec.h"
+
+typedef struct svc_nats_config {
+    const char *urls;         /* comma-separated nats:// or tls:// URLs */
+    const char *ca_file;      /* TLS: trust these CAs (NULL: the system's) */
+    const char *cert_file;    /* TLS client certificate and key (both or neither) */
+    const char *key_file;
+    const char *token;        /* NATS auth token (NULL: none) */
+    int64_t timeout_ms;       /* connect and request timeout (publish ack wait) */
+} svc_nats_config;
+
+typedef struct svc_nats svc_nats;
+
+/* Connect (retrying in the background when no server answers yet: the
+ * connection comes up when one does). */
+sv_status svc_nats_connect(const svc_nats_config *cfg, svc_nats **out, sv_error *err);
+void svc_nats_free(svc_nats *n); /* NULL is a no-op; after every log is closed */
+/* The largest message the servers take (bytes), 0 when not connected. */
+int64_t svc_nats_max_payload(svc_nats *n);
+
+typedef struct svc_natslog_config {
+    const char *name;               /* [A-Za-z0-9_-], at most 200 bytes: SV_<name>, sv.<name> */
+    int replicas;                   /* copies of the stream (1..5) */
+    int64_t dup_window_ms;          /* de-duplication window (0: 2 minutes) */
+    const char *replica_set;        /* this process's replica set (release); NULL: never purges */
+    const char *const *replica_sets;/* every replica set that follows the stream */
+    int n_replica_sets;
+} svc_natslog_config;
+
+/* Open the stream's log, creating the stream when it does not exist. */
+sv_status svc_natslog_open(svc_nats *n, const svc_natslog_config *cfg, sv_log **out, sv_error *err);
+
+/* Remove the stream (a dropped collection); its snapshot marks stay
+ * until the name is used again and overwritten. */
+sv_status svc_natslog_delete(svc_nats *n, const char *name, sv_error *err);
+
+#endif
