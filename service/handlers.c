@@ -10,6 +10,7 @@
  * stops when the call's context says so.
  */
 #include "handlers.h"
+#include "handlers_impl.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -41,7 +42,7 @@ static void owned_free(void *p)
 }
 
 /* Zeroed memory that lives until the reply is packed (NULL on OOM). */
-static void *own(svd_reply *r, size_t size)
+void *svd_own(svd_reply *r, size_t size)
 {
     owned *o = r->owned;
     if (!o) {
@@ -66,14 +67,14 @@ static void *own(svd_reply *r, size_t size)
 }
 
 /* n items of `size` bytes, or NULL (also when n * size overflows). */
-static void *own_array(svd_reply *r, size_t n, size_t size)
+void *svd_own_array(svd_reply *r, size_t n, size_t size)
 {
     if (size && n > SIZE_MAX / size)
         return NULL;
-    return own(r, n * size);
+    return svd_own(r, n * size);
 }
 
-static grpc_status_code code_of(sv_status s)
+grpc_status_code svd_code_of(sv_status s)
 {
     switch (s) {
     case SV_OK: return GRPC_STATUS_OK;
@@ -91,7 +92,7 @@ static grpc_status_code code_of(sv_status s)
     return GRPC_STATUS_UNKNOWN;
 }
 
-static void reply_oom(svd_reply *r)
+void svd_reply_oom(svd_reply *r)
 {
     svd_reply_error(r, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory building the response");
 }
@@ -103,7 +104,7 @@ static int ctx_stop(void *ctx)
 
 /* 0 and an INVALID_ARGUMENT reply when a text field has a NUL or is not
  * UTF-8 ("id 3 contains a NUL byte at offset 1"). index SIZE_MAX: no index. */
-static int text_ok(const char *field, const char *what, size_t index, svd_reply *r)
+int svd_field_ok(const char *field, const char *what, size_t index, svd_reply *r)
 {
     char why[96];
     if (svd_text_check(field, why, sizeof why) == 0)
@@ -118,7 +119,7 @@ static int text_ok(const char *field, const char *what, size_t index, svd_reply 
 /* 1 when the caller may act with role on the collection named; else 0
  * and PERMISSION_DENIED. Checked before the collection is looked up, so a
  * denial says nothing of whether it exists. */
-static int allowed(svd_ctx *ctx, svd_role role, const char *name, svd_reply *r)
+int svd_allowed(svd_ctx *ctx, svd_role role, const char *name, svd_reply *r)
 {
     if (!ctx->principal)
         return 1;
@@ -140,9 +141,9 @@ static int allowed(svd_ctx *ctx, svd_role role, const char *name, svd_reply *r)
 /* The collection named, if the caller may act with role on it, or an error
  * reply (INVALID_ARGUMENT for a name that is not text, PERMISSION_DENIED,
  * NOT_FOUND). Caller puts it. */
-static svd_coll *lookup(svd_app *app, svd_ctx *ctx, svd_role role, const char *name, svd_reply *r)
+svd_coll *svd_lookup(svd_app *app, svd_ctx *ctx, svd_role role, const char *name, svd_reply *r)
 {
-    if (!text_ok(name, "the collection name", SIZE_MAX, r) || !allowed(ctx, role, name, r))
+    if (!svd_field_ok(name, "the collection name", SIZE_MAX, r) || !svd_allowed(ctx, role, name, r))
         return NULL;
     svd_coll *c = svd_registry_get(app->registry, name);
     if (!c)
@@ -152,7 +153,7 @@ static svd_coll *lookup(svd_app *app, svd_ctx *ctx, svd_role role, const char *n
 
 /* 0 and an error reply unless `need` more bytes fit under the memory cap
  * (transient: memory freed once the answer is sent, see memory.h). */
-static int memory_ok(svd_app *app, uint64_t need, int transient, svd_reply *r)
+int svd_memory_ok(svd_app *app, uint64_t need, int transient, svd_reply *r)
 {
     char why[320];
     if (svd_memory_admit(app->memory, need, transient, why, sizeof why))
@@ -163,7 +164,7 @@ static int memory_ok(svd_app *app, uint64_t need, int transient, svd_reply *r)
 
 /* Bound a response before building it: its packed size against the
  * message limit, its memory (build + packed) against the budget and cap. */
-static int response_ok(svd_app *app, svd_ctx *ctx, uint64_t packed, uint64_t build,
+int svd_response_ok(svd_app *app, svd_ctx *ctx, uint64_t packed, uint64_t build,
                        const char *what, svd_reply *r)
 {
     if (packed > svd_ctx_max_message(ctx)) {
@@ -174,7 +175,7 @@ static int response_ok(svd_app *app, svd_ctx *ctx, uint64_t packed, uint64_t bui
         return 0;
     }
     uint64_t need = packed + build;
-    return memory_ok(app, need, 1, r) && svd_ctx_reserve(ctx, (size_t)need, r);
+    return svd_memory_ok(app, need, 1, r) && svd_ctx_reserve(ctx, (size_t)need, r);
 }
 
 /* ---- collection info ---------------------------------------------------- */
@@ -185,10 +186,10 @@ static int response_ok(svd_app *app, svd_ctx *ctx, uint64_t packed, uint64_t bui
 
 static Slimvec__V1__CollectionInfo *make_info(svd_coll *c, svd_reply *r)
 {
-    Slimvec__V1__CollectionInfo *info = own(r, sizeof *info);
-    Slimvec__V1__CollectionSpec *spec = own(r, sizeof *spec);
-    Slimvec__V1__GraphParams *graph = own(r, sizeof *graph);
-    Slimvec__V1__MemoryStats *mem = own(r, sizeof *mem);
+    Slimvec__V1__CollectionInfo *info = svd_own(r, sizeof *info);
+    Slimvec__V1__CollectionSpec *spec = svd_own(r, sizeof *spec);
+    Slimvec__V1__GraphParams *graph = svd_own(r, sizeof *graph);
+    Slimvec__V1__MemoryStats *mem = svd_own(r, sizeof *mem);
     if (!info || !spec || !graph || !mem)
         return NULL;
     slimvec__v1__collection_info__init(info);
@@ -198,7 +199,7 @@ static Slimvec__V1__CollectionInfo *make_info(svd_coll *c, svd_reply *r)
     const sv_params *p = sv_durable_params(c->dur);
     /* A copy: the answer is packed after the reference to c is put, and a
      * drop meanwhile frees c. */
-    char *name = own(r, sizeof c->name);
+    char *name = svd_own(r, sizeof c->name);
     if (!name)
         return NULL;
     memcpy(name, c->name, sizeof c->name);
@@ -232,7 +233,7 @@ static Slimvec__V1__CollectionInfo *make_info(svd_coll *c, svd_reply *r)
     mem->buffer_bytes_estimate = s.est_bytes_buffer;
     mem->other_bytes_estimate = s.est_bytes_other;
     if (sv_durable_dir(c->dur)) {
-        Slimvec__V1__Persistence *per = own(r, sizeof *per);
+        Slimvec__V1__Persistence *per = svd_own(r, sizeof *per);
         if (!per)
             return NULL;
         slimvec__v1__persistence__init(per);
@@ -255,10 +256,10 @@ static Slimvec__V1__CollectionInfo *make_info(svd_coll *c, svd_reply *r)
  */
 static void reply_with_info(svd_reply *r, svd_coll *c, const ProtobufCMessageDescriptor *d)
 {
-    ProtobufCMessage *resp = own(r, d->sizeof_message);
+    ProtobufCMessage *resp = svd_own(r, d->sizeof_message);
     Slimvec__V1__CollectionInfo *info = resp ? make_info(c, r) : NULL;
     if (!info) {
-        reply_oom(r);
+        svd_reply_oom(r);
         return;
     }
     protobuf_c_message_init(d, resp);
@@ -267,6 +268,65 @@ static void reply_with_info(svd_reply *r, svd_coll *c, const ProtobufCMessageDes
 }
 
 /* ---- admin ---------------------------------------------------------------- */
+
+/* The parameters a spec asks for, checked against the server's limits; 0
+ * and an INVALID_ARGUMENT reply when they are not acceptable. */
+int svd_spec_params(svd_app *app, const Slimvec__V1__CollectionSpec *spec, sv_params *p, svd_reply *r)
+{
+    if (!svd_name_valid(spec->name)) {
+        svd_reply_error(r, GRPC_STATUS_INVALID_ARGUMENT,
+                        "collection name \"%.64s\" must be 1..64 bytes of [A-Za-z0-9_.-]", spec->name);
+        return 0;
+    }
+    if (spec->dimension < 1 || spec->dimension > app->limits.max_dim) {
+        svd_reply_error(r, GRPC_STATUS_INVALID_ARGUMENT, "dimension %u is outside 1..%u",
+                        spec->dimension, app->limits.max_dim);
+        return 0;
+    }
+    sv_params_default(p, spec->dimension);
+    switch (spec->metric) {
+    case SLIMVEC__V1__METRIC__METRIC_L2: p->metric = SV_METRIC_L2; break;
+    case SLIMVEC__V1__METRIC__METRIC_IP: p->metric = SV_METRIC_IP; break;
+    case SLIMVEC__V1__METRIC__METRIC_COSINE: p->metric = SV_METRIC_COSINE; break;
+    default:
+        svd_reply_error(r, GRPC_STATUS_INVALID_ARGUMENT, "metric must be L2, IP or COSINE");
+        return 0;
+    }
+    switch (spec->storage) {
+    case SLIMVEC__V1__STORAGE__STORAGE_F32: p->storage = SV_STORAGE_F32; break;
+    case SLIMVEC__V1__STORAGE__STORAGE_INT8: p->storage = SV_STORAGE_INT8; break;
+    default:
+        svd_reply_error(r, GRPC_STATUS_INVALID_ARGUMENT, "storage must be F32 or INT8");
+        return 0;
+    }
+    if (spec->graph) {
+        if (spec->graph->max_degree)
+            p->R = spec->graph->max_degree;
+        if (spec->graph->build_list)
+            p->L_build = spec->graph->build_list;
+        else if (p->L_build < p->R)
+            p->L_build = p->R;
+        if (spec->graph->alpha != 0.0f)
+            p->alpha = spec->graph->alpha;
+    }
+    if (p->L_build > app->limits.max_search_list && p->L_build > p->R) {
+        svd_reply_error(r, GRPC_STATUS_INVALID_ARGUMENT, "build_list %u is over the server's --max-search-list %u",
+                        p->L_build, app->limits.max_search_list);
+        return 0;
+    }
+    if (spec->seed)
+        p->seed = spec->seed;
+    if (spec->flush_threshold)
+        p->flush_threshold = spec->flush_threshold;
+    if (p->flush_threshold > app->limits.max_flush_threshold) {
+        svd_reply_error(r, GRPC_STATUS_INVALID_ARGUMENT,
+                        "flush_threshold %u is over the server's --max-flush-threshold %u (buffered "
+                        "vectors are searched by brute force)",
+                        p->flush_threshold, app->limits.max_flush_threshold);
+        return 0;
+    }
+    return 1;
+}
 
 static void h_create(void *appv, svd_ctx *ctx, void **state, const ProtobufCMessage *m, svd_reply *r)
 {
@@ -279,71 +339,21 @@ static void h_create(void *appv, svd_ctx *ctx, void **state, const ProtobufCMess
         svd_reply_error(r, GRPC_STATUS_INVALID_ARGUMENT, "spec is missing");
         return;
     }
-    if (!text_ok(spec->name, "the collection name", SIZE_MAX, r) ||
-        !allowed(ctx, SVD_ROLE_ADMIN, spec->name, r))
+    if (!svd_field_ok(spec->name, "the collection name", SIZE_MAX, r) ||
+        !svd_allowed(ctx, SVD_ROLE_ADMIN, spec->name, r))
         return;
-    if (!svd_name_valid(spec->name)) {
-        svd_reply_error(r, GRPC_STATUS_INVALID_ARGUMENT,
-                        "collection name \"%.64s\" must be 1..64 bytes of [A-Za-z0-9_.-]", spec->name);
-        return;
-    }
-    if (spec->dimension < 1 || spec->dimension > app->limits.max_dim) {
-        svd_reply_error(r, GRPC_STATUS_INVALID_ARGUMENT, "dimension %u is outside 1..%u",
-                        spec->dimension, app->limits.max_dim);
-        return;
-    }
     sv_params p;
-    sv_params_default(&p, spec->dimension);
-    switch (spec->metric) {
-    case SLIMVEC__V1__METRIC__METRIC_L2: p.metric = SV_METRIC_L2; break;
-    case SLIMVEC__V1__METRIC__METRIC_IP: p.metric = SV_METRIC_IP; break;
-    case SLIMVEC__V1__METRIC__METRIC_COSINE: p.metric = SV_METRIC_COSINE; break;
-    default:
-        svd_reply_error(r, GRPC_STATUS_INVALID_ARGUMENT, "metric must be L2, IP or COSINE");
+    if (!svd_spec_params(app, spec, &p, r))
         return;
-    }
-    switch (spec->storage) {
-    case SLIMVEC__V1__STORAGE__STORAGE_F32: p.storage = SV_STORAGE_F32; break;
-    case SLIMVEC__V1__STORAGE__STORAGE_INT8: p.storage = SV_STORAGE_INT8; break;
-    default:
-        svd_reply_error(r, GRPC_STATUS_INVALID_ARGUMENT, "storage must be F32 or INT8");
-        return;
-    }
-    if (spec->graph) {
-        if (spec->graph->max_degree)
-            p.R = spec->graph->max_degree;
-        if (spec->graph->build_list)
-            p.L_build = spec->graph->build_list;
-        else if (p.L_build < p.R)
-            p.L_build = p.R;
-        if (spec->graph->alpha != 0.0f)
-            p.alpha = spec->graph->alpha;
-    }
-    if (p.L_build > app->limits.max_search_list && p.L_build > p.R) {
-        svd_reply_error(r, GRPC_STATUS_INVALID_ARGUMENT, "build_list %u is over the server's --max-search-list %u",
-                        p.L_build, app->limits.max_search_list);
-        return;
-    }
-    if (spec->seed)
-        p.seed = spec->seed;
-    if (spec->flush_threshold)
-        p.flush_threshold = spec->flush_threshold;
-    if (p.flush_threshold > app->limits.max_flush_threshold) {
-        svd_reply_error(r, GRPC_STATUS_INVALID_ARGUMENT,
-                        "flush_threshold %u is over the server's --max-flush-threshold %u (buffered "
-                        "vectors are searched by brute force)",
-                        p.flush_threshold, app->limits.max_flush_threshold);
-        return;
-    }
     p.threads = app->limits.build_threads;
     /* A new collection costs a few kilobytes of bookkeeping. */
-    if (!memory_ok(app, 64 * 1024, 0, r))
+    if (!svd_memory_ok(app, 64 * 1024, 0, r))
         return;
     svd_coll *c = NULL;
     sv_error err;
     sv_status st = svd_registry_create_collection(app->registry, spec->name, &p, &c, &err);
     if (st != SV_OK) {
-        svd_reply_error(r, code_of(st), "%s", err.message);
+        svd_reply_error(r, svd_code_of(st), "%s", err.message);
         return;
     }
     reply_with_info(r, c, &slimvec__v1__create_collection_response__descriptor);
@@ -356,13 +366,13 @@ static void h_drop(void *appv, svd_ctx *ctx, void **state, const ProtobufCMessag
     (void)ctx;
     (void)state;
     const Slimvec__V1__DropCollectionRequest *req = (const void *)m;
-    if (!text_ok(req->name, "the collection name", SIZE_MAX, r) ||
-        !allowed(ctx, SVD_ROLE_ADMIN, req->name, r))
+    if (!svd_field_ok(req->name, "the collection name", SIZE_MAX, r) ||
+        !svd_allowed(ctx, SVD_ROLE_ADMIN, req->name, r))
         return;
     sv_error err;
     sv_status st = svd_registry_drop(app->registry, req->name, &err);
     if (st != SV_OK) {
-        svd_reply_error(r, code_of(st), "%s", err.message);
+        svd_reply_error(r, svd_code_of(st), "%s", err.message);
         return;
     }
     static Slimvec__V1__DropCollectionResponse resp = SLIMVEC__V1__DROP_COLLECTION_RESPONSE__INIT;
@@ -383,20 +393,20 @@ static void h_list(void *appv, svd_ctx *ctx, void **state, const ProtobufCMessag
         else
             svd_registry_put(app->registry, all[i]);
     }
-    if (!response_ok(app, ctx, (uint64_t)n * INFO_PACKED + 16, (uint64_t)n * INFO_BUILD,
+    if (!svd_response_ok(app, ctx, (uint64_t)n * INFO_PACKED + 16, (uint64_t)n * INFO_BUILD,
                      "one entry per collection", r)) {
         svd_registry_put_list(app->registry, all, n);
         return;
     }
-    Slimvec__V1__ListCollectionsResponse *resp = own(r, sizeof *resp);
-    Slimvec__V1__CollectionInfo **infos = own_array(r, n, sizeof *infos);
+    Slimvec__V1__ListCollectionsResponse *resp = svd_own(r, sizeof *resp);
+    Slimvec__V1__CollectionInfo **infos = svd_own_array(r, n, sizeof *infos);
     int okay = resp && (infos || n == 0);
     for (size_t i = 0; i < n && okay; i++)
         if (!(infos[i] = make_info(all[i], r)))
             okay = 0;
     svd_registry_put_list(app->registry, all, n);
     if (!okay) {
-        reply_oom(r);
+        svd_reply_oom(r);
         return;
     }
     slimvec__v1__list_collections_response__init(resp);
@@ -411,7 +421,7 @@ static void h_describe(void *appv, svd_ctx *ctx, void **state, const ProtobufCMe
     (void)ctx;
     (void)state;
     const Slimvec__V1__DescribeCollectionRequest *req = (const void *)m;
-    svd_coll *c = lookup(app, ctx, SVD_ROLE_READ, req->name, r);
+    svd_coll *c = svd_lookup(app, ctx, SVD_ROLE_READ, req->name, r);
     if (!c)
         return;
     reply_with_info(r, c, &slimvec__v1__describe_collection_response__descriptor);
@@ -427,7 +437,7 @@ static svd_task *await_task(svd_app *app, svd_ctx *ctx, void **state, const char
                             svd_reply *r)
 {
     if (!*state) {
-        svd_coll *c = lookup(app, ctx, SVD_ROLE_WRITE, name, r);
+        svd_coll *c = svd_lookup(app, ctx, SVD_ROLE_WRITE, name, r);
         if (!c)
             return NULL;
         if (kind == SVD_TASK_SNAPSHOT && !sv_durable_dir(c->dur)) {
@@ -469,10 +479,10 @@ static void h_flush(void *appv, svd_ctx *ctx, void **state, const ProtobufCMessa
     if (!await_task(app, ctx, state, req->collection, SVD_TASK_FLUSH, &st, &err, NULL, r))
         return;
     if (st != SV_OK) {
-        svd_reply_error(r, code_of(st), "%s", err.message);
+        svd_reply_error(r, svd_code_of(st), "%s", err.message);
         return;
     }
-    svd_coll *c = lookup(app, ctx, SVD_ROLE_WRITE, req->collection, r);
+    svd_coll *c = svd_lookup(app, ctx, SVD_ROLE_WRITE, req->collection, r);
     if (!c)
         return;
     reply_with_info(r, c, &slimvec__v1__flush_response__descriptor);
@@ -490,12 +500,12 @@ static void h_snapshot(void *appv, svd_ctx *ctx, void **state, const ProtobufCMe
     if (!await_task(app, ctx, state, req->collection, SVD_TASK_SNAPSHOT, &st, &err, &info, r))
         return;
     if (st != SV_OK) {
-        svd_reply_error(r, code_of(st), "%s", err.message);
+        svd_reply_error(r, svd_code_of(st), "%s", err.message);
         return;
     }
-    Slimvec__V1__SnapshotResponse *resp = own(r, sizeof *resp);
+    Slimvec__V1__SnapshotResponse *resp = svd_own(r, sizeof *resp);
     if (!resp) {
-        reply_oom(r);
+        svd_reply_oom(r);
         return;
     }
     slimvec__v1__snapshot_response__init(resp);
@@ -510,7 +520,7 @@ static void h_snapshot(void *appv, svd_ctx *ctx, void **state, const ProtobufCMe
 
 /* Checks shared by batch calls: n vectors of the collection's dimension
  * (declared_dim, when not 0, must be that dimension). */
-static int batch_shape(svd_app *app, svd_coll *c, size_t n_floats, size_t n_ids, uint32_t declared_dim,
+int svd_batch_shape(svd_app *app, svd_coll *c, size_t n_floats, size_t n_ids, uint32_t declared_dim,
                        size_t *n_out, svd_reply *r)
 {
     uint32_t dim = sv_durable_params(c->dur)->dim;
@@ -539,10 +549,10 @@ static int batch_shape(svd_app *app, svd_coll *c, size_t n_floats, size_t n_ids,
 }
 
 /* Every id is text, at most max_id_len bytes (what = "id of vector"). */
-static int ids_ok(svd_app *app, char **ids, size_t n, const char *what, svd_reply *r)
+int svd_ids_ok(svd_app *app, char **ids, size_t n, const char *what, svd_reply *r)
 {
     for (size_t i = 0; i < n; i++) {
-        if (!text_ok(ids[i], what, i, r))
+        if (!svd_field_ok(ids[i], what, i, r))
             return 0;
         if (strlen(ids[i]) > app->limits.max_id_len) {
             svd_reply_error(r, GRPC_STATUS_INVALID_ARGUMENT, "%s %zu is longer than %u bytes", what, i,
@@ -563,23 +573,23 @@ static int ids_ok(svd_app *app, char **ids, size_t n, const char *what, svd_repl
 static void ingest_batch(svd_app *app, svd_ctx *ctx, const Slimvec__V1__IngestRequest *req,
                          Slimvec__V1__IngestResponse *resp, svd_reply *r)
 {
-    svd_coll *c = lookup(app, ctx, SVD_ROLE_WRITE, req->collection, r);
+    svd_coll *c = svd_lookup(app, ctx, SVD_ROLE_WRITE, req->collection, r);
     if (!c)
         return;
     size_t n = 0;
-    if (!batch_shape(app, c, req->n_vectors, req->n_ids, req->dimension, &n, r) ||
-        !ids_ok(app, req->ids, req->n_ids, "id of vector", r))
+    if (!svd_batch_shape(app, c, req->n_vectors, req->n_ids, req->dimension, &n, r) ||
+        !svd_ids_ok(app, req->ids, req->n_ids, "id of vector", r))
         goto done;
     uint32_t dim = sv_durable_params(c->dur)->dim;
     /* The batch's cost: its float copy in the write buffer, codes and
      * edges, its share of the flush's scratch; plus the answer's ids. */
-    if (!memory_ok(app, (uint64_t)n * ((uint64_t)dim * 6 + 256), 0, r))
+    if (!svd_memory_ok(app, (uint64_t)n * ((uint64_t)dim * 6 + 256), 0, r))
         goto done;
-    uint64_t *assigned = own_array(r, n, sizeof *assigned);
-    char **ids = own_array(r, n, sizeof *ids);
-    char *numbers = own_array(r, n, 24);
+    uint64_t *assigned = svd_own_array(r, n, sizeof *assigned);
+    char **ids = svd_own_array(r, n, sizeof *ids);
+    char *numbers = svd_own_array(r, n, 24);
     if (!assigned || !ids || !numbers) {
-        reply_oom(r);
+        svd_reply_oom(r);
         goto done;
     }
     sv_error err;
@@ -591,7 +601,7 @@ static void ingest_batch(svd_app *app, svd_ctx *ctx, const Slimvec__V1__IngestRe
         goto done;
     }
     if (st != SV_OK) {
-        svd_reply_error(r, code_of(st), "%s", err.message);
+        svd_reply_error(r, svd_code_of(st), "%s", err.message);
         goto done;
     }
     if (sv_durable_flush_due(c->dur))
@@ -616,16 +626,16 @@ done:
  * allocated into r, and turn its error (if any) into a BatchError for the
  * response. NULL when inner succeeded; on out of memory r becomes an error.
  */
-static Slimvec__V1__BatchError *batch_error(svd_reply *r, svd_reply *inner)
+Slimvec__V1__BatchError *svd_batch_error(svd_reply *r, svd_reply *inner)
 {
     r->owned = inner->owned;
     r->free_fn = inner->free_fn;
     if (inner->code == GRPC_STATUS_OK)
         return NULL;
-    Slimvec__V1__BatchError *berr = own(r, sizeof *berr);
-    char *message = own(r, sizeof inner->message);
+    Slimvec__V1__BatchError *berr = svd_own(r, sizeof *berr);
+    char *message = svd_own(r, sizeof inner->message);
     if (!berr || !message) {
-        reply_oom(r);
+        svd_reply_oom(r);
         return NULL;
     }
     slimvec__v1__batch_error__init(berr);
@@ -640,9 +650,9 @@ static void s_ingest(void *appv, svd_ctx *ctx, void **state, const ProtobufCMess
     (void)ctx;
     (void)state;
     const Slimvec__V1__IngestRequest *req = (const void *)m;
-    Slimvec__V1__IngestResponse *resp = own(r, sizeof *resp);
+    Slimvec__V1__IngestResponse *resp = svd_own(r, sizeof *resp);
     if (!resp) {
-        reply_oom(r);
+        svd_reply_oom(r);
         return;
     }
     slimvec__v1__ingest_response__init(resp);
@@ -655,7 +665,7 @@ static void s_ingest(void *appv, svd_ctx *ctx, void **state, const ProtobufCMess
         r->defer = 1;
         return;
     }
-    if ((resp->error = batch_error(r, &inner))) {
+    if ((resp->error = svd_batch_error(r, &inner))) {
         resp->applied = 0;
         resp->n_ids = 0;
         resp->ids = NULL;
@@ -671,15 +681,15 @@ static uint64_t field_bytes(uint64_t len)
 }
 
 /* Run the queries of one search request into resp. */
-static void search_into(svd_app *app, svd_ctx *ctx, const Slimvec__V1__SearchRequest *req,
+void svd_search_into(svd_app *app, svd_ctx *ctx, const Slimvec__V1__SearchRequest *req,
                         Slimvec__V1__SearchResponse *resp, svd_reply *r)
 {
-    svd_coll *c = lookup(app, ctx, SVD_ROLE_READ, req->collection, r);
+    svd_coll *c = svd_lookup(app, ctx, SVD_ROLE_READ, req->collection, r);
     if (!c)
         return;
     size_t m = 0;
     uint32_t dim = sv_durable_params(c->dur)->dim;
-    if (!batch_shape(app, c, req->n_queries, 0, req->dimension, &m, r))
+    if (!svd_batch_shape(app, c, req->n_queries, 0, req->dimension, &m, r))
         goto done;
     uint32_t k = req->k;
     if (k < 1 || k > app->limits.max_k) {
@@ -708,7 +718,7 @@ static void search_into(svd_app *app, svd_ctx *ctx, const Slimvec__V1__SearchReq
     snprintf(what, sizeof what, "%zu queries x %u hits of up to %llu bytes", m, k,
              (unsigned long long)hit_packed);
     if (packed > svd_ctx_max_message(ctx)) {
-        response_ok(app, ctx, packed, build, what, r); /* says so */
+        svd_response_ok(app, ctx, packed, build, what, r); /* says so */
         goto done;
     }
     uint64_t per_query = (L > k ? L : k) + sv_durable_buffered(c->dur) / SVD_BUFFER_WORK_DIVISOR;
@@ -721,13 +731,13 @@ static void search_into(svd_app *app, svd_ctx *ctx, const Slimvec__V1__SearchReq
                         (unsigned long long)work, (unsigned long long)app->limits.max_search_work);
         goto done;
     }
-    if (!response_ok(app, ctx, packed, build, what, r))
+    if (!svd_response_ok(app, ctx, packed, build, what, r))
         goto done;
-    Slimvec__V1__QueryResult **results = own_array(r, m, sizeof *results);
-    Slimvec__V1__QueryResult *qrs = own_array(r, m, sizeof *qrs);
-    sv_hit *hits = own_array(r, k, sizeof *hits);
+    Slimvec__V1__QueryResult **results = svd_own_array(r, m, sizeof *results);
+    Slimvec__V1__QueryResult *qrs = svd_own_array(r, m, sizeof *qrs);
+    sv_hit *hits = svd_own_array(r, k, sizeof *hits);
     if (!results || !qrs || !hits) {
-        reply_oom(r);
+        svd_reply_oom(r);
         goto done;
     }
     sv_interrupt intr = {ctx_stop, ctx};
@@ -743,7 +753,7 @@ static void search_into(svd_app *app, svd_ctx *ctx, const Slimvec__V1__SearchReq
             goto done;
         }
         if (st != SV_OK) {
-            svd_reply_error(r, code_of(st), "query %zu: %s", q, err.message);
+            svd_reply_error(r, svd_code_of(st), "query %zu: %s", q, err.message);
             goto done;
         }
         /* One block per query for hits, their pointers, ids and vectors:
@@ -751,12 +761,12 @@ static void search_into(svd_app *app, svd_ctx *ctx, const Slimvec__V1__SearchReq
         size_t id_bytes = 0;
         for (size_t h = 0; h < n; h++)
             id_bytes += strlen(hits[h].id) + 1;
-        Slimvec__V1__Hit *hv = own_array(r, n, sizeof *hv);
-        Slimvec__V1__Hit **hp = own_array(r, n, sizeof *hp);
-        char *idbuf = own(r, id_bytes);
-        float *vecs = req->include_vectors ? own_array(r, n, (size_t)dim * sizeof(float)) : NULL;
+        Slimvec__V1__Hit *hv = svd_own_array(r, n, sizeof *hv);
+        Slimvec__V1__Hit **hp = svd_own_array(r, n, sizeof *hp);
+        char *idbuf = svd_own(r, id_bytes);
+        float *vecs = req->include_vectors ? svd_own_array(r, n, (size_t)dim * sizeof(float)) : NULL;
         if (n && (!hv || !hp || !idbuf || (req->include_vectors && !vecs))) {
-            reply_oom(r);
+            svd_reply_oom(r);
             goto done;
         }
         Slimvec__V1__QueryResult *qr = &qrs[q];
@@ -793,14 +803,14 @@ static void h_search(void *appv, svd_ctx *ctx, void **state, const ProtobufCMess
 {
     (void)state;
     const Slimvec__V1__SearchRequest *req = (const void *)m;
-    Slimvec__V1__SearchResponse *resp = own(r, sizeof *resp);
+    Slimvec__V1__SearchResponse *resp = svd_own(r, sizeof *resp);
     if (!resp) {
-        reply_oom(r);
+        svd_reply_oom(r);
         return;
     }
     slimvec__v1__search_response__init(resp);
     resp->tag = req->tag;
-    search_into(appv, ctx, req, resp, r);
+    svd_search_into(appv, ctx, req, resp, r);
     if (r->code == GRPC_STATUS_OK)
         r->msg = &resp->base;
 }
@@ -809,16 +819,16 @@ static void s_search(void *appv, svd_ctx *ctx, void **state, const ProtobufCMess
 {
     (void)state;
     const Slimvec__V1__SearchRequest *req = (const void *)m;
-    Slimvec__V1__SearchResponse *resp = own(r, sizeof *resp);
+    Slimvec__V1__SearchResponse *resp = svd_own(r, sizeof *resp);
     if (!resp) {
-        reply_oom(r);
+        svd_reply_oom(r);
         return;
     }
     slimvec__v1__search_response__init(resp);
     resp->tag = req->tag;
     svd_reply inner = {.code = GRPC_STATUS_OK, .owned = r->owned, .free_fn = r->free_fn};
-    search_into(appv, ctx, req, resp, &inner);
-    if ((resp->error = batch_error(r, &inner))) {
+    svd_search_into(appv, ctx, req, resp, &inner);
+    if ((resp->error = svd_batch_error(r, &inner))) {
         resp->n_results = 0;
         resp->results = NULL;
     }
@@ -831,7 +841,7 @@ static void h_get(void *appv, svd_ctx *ctx, void **state, const ProtobufCMessage
     svd_app *app = appv;
     (void)state;
     const Slimvec__V1__GetRequest *req = (const void *)m;
-    svd_coll *c = lookup(app, ctx, SVD_ROLE_READ, req->collection, r);
+    svd_coll *c = svd_lookup(app, ctx, SVD_ROLE_READ, req->collection, r);
     if (!c)
         return;
     uint32_t dim = sv_durable_params(c->dur)->dim;
@@ -841,7 +851,7 @@ static void h_get(void *appv, svd_ctx *ctx, void **state, const ProtobufCMessage
                         n, app->limits.max_get_ids);
         goto done;
     }
-    if (!ids_ok(app, req->ids, n, "id", r))
+    if (!svd_ids_ok(app, req->ids, n, "id", r))
         goto done;
     uint64_t id_bytes = 0;
     for (size_t i = 0; i < n; i++)
@@ -850,14 +860,14 @@ static void h_get(void *appv, svd_ctx *ctx, void **state, const ProtobufCMessage
     uint64_t build = (uint64_t)n * (sizeof(Slimvec__V1__Vector) + sizeof(void *) + 4ull * dim);
     char what[96];
     snprintf(what, sizeof what, "%zu vectors of dimension %u", n, dim);
-    if (!response_ok(app, ctx, packed, build, what, r))
+    if (!svd_response_ok(app, ctx, packed, build, what, r))
         goto done;
-    Slimvec__V1__GetResponse *resp = own(r, sizeof *resp);
-    Slimvec__V1__Vector **vs = own_array(r, n, sizeof *vs);
-    Slimvec__V1__Vector *vb = own_array(r, n, sizeof *vb);
-    float *values = own_array(r, n, (size_t)dim * sizeof(float));
+    Slimvec__V1__GetResponse *resp = svd_own(r, sizeof *resp);
+    Slimvec__V1__Vector **vs = svd_own_array(r, n, sizeof *vs);
+    Slimvec__V1__Vector *vb = svd_own_array(r, n, sizeof *vb);
+    float *values = svd_own_array(r, n, (size_t)dim * sizeof(float));
     if (!resp || (n && (!vs || !vb || !values))) {
-        reply_oom(r);
+        svd_reply_oom(r);
         goto done;
     }
     slimvec__v1__get_response__init(resp);
@@ -871,7 +881,7 @@ static void h_get(void *appv, svd_ctx *ctx, void **state, const ProtobufCMessage
         sv_error err;
         sv_status st = sv_durable_get(c->dur, req->ids[i], values + (size_t)i * dim, dim, &err);
         if (st != SV_OK) {
-            svd_reply_error(r, code_of(st), "item %zu: %s", i, err.message);
+            svd_reply_error(r, svd_code_of(st), "item %zu: %s", i, err.message);
             goto done;
         }
         v->id = req->ids[i];
@@ -892,7 +902,7 @@ static void h_delete(void *appv, svd_ctx *ctx, void **state, const ProtobufCMess
     (void)ctx;
     (void)state;
     const Slimvec__V1__DeleteRequest *req = (const void *)m;
-    svd_coll *c = lookup(app, ctx, SVD_ROLE_WRITE, req->collection, r);
+    svd_coll *c = svd_lookup(app, ctx, SVD_ROLE_WRITE, req->collection, r);
     if (!c)
         return;
     if (req->n_ids > app->limits.max_batch) {
@@ -900,18 +910,18 @@ static void h_delete(void *appv, svd_ctx *ctx, void **state, const ProtobufCMess
                         req->n_ids, app->limits.max_batch);
         goto done;
     }
-    if (!ids_ok(app, req->ids, req->n_ids, "id", r))
+    if (!svd_ids_ok(app, req->ids, req->n_ids, "id", r))
         goto done;
     sv_error err;
     size_t deleted = 0;
     sv_status st = sv_durable_delete(c->dur, (const char *const *)req->ids, req->n_ids, &deleted, &err);
     if (st != SV_OK) {
-        svd_reply_error(r, code_of(st), "%s", err.message);
+        svd_reply_error(r, svd_code_of(st), "%s", err.message);
         goto done;
     }
-    Slimvec__V1__DeleteResponse *resp = own(r, sizeof *resp);
+    Slimvec__V1__DeleteResponse *resp = svd_own(r, sizeof *resp);
     if (!resp) {
-        reply_oom(r);
+        svd_reply_oom(r);
         goto done;
     }
     slimvec__v1__delete_response__init(resp);
@@ -942,9 +952,9 @@ static void h_health_check(void *appv, svd_ctx *ctx, void **state, const Protobu
         svd_reply_error(r, GRPC_STATUS_NOT_FOUND, "unknown service \"%.128s\"", svc);
         return;
     }
-    Grpc__Health__V1__HealthCheckResponse *resp = own(r, sizeof *resp);
+    Grpc__Health__V1__HealthCheckResponse *resp = svd_own(r, sizeof *resp);
     if (!resp) {
-        reply_oom(r);
+        svd_reply_oom(r);
         return;
     }
     grpc__health__v1__health_check_response__init(resp);
@@ -965,9 +975,9 @@ static void s_health_watch(void *appv, svd_ctx *ctx, void **state, const Protobu
     const Grpc__Health__V1__HealthCheckRequest *req = (const void *)m;
     if (req)
         *state = (void *)(uintptr_t)health_known(req->service ? req->service : "");
-    Grpc__Health__V1__HealthCheckResponse *resp = own(r, sizeof *resp);
+    Grpc__Health__V1__HealthCheckResponse *resp = svd_own(r, sizeof *resp);
     if (!resp) {
-        reply_oom(r);
+        svd_reply_oom(r);
         return;
     }
     grpc__health__v1__health_check_response__init(resp);
@@ -997,6 +1007,14 @@ static const svd_method methods[] = {
     M("/grpc.health.v1.Health/Watch", grpc__health__v1__health_check_request, s_health_watch, NULL, SVD_WATCH, 1, SVD_ROLE_NONE),
 };
 #undef M
+
+svd_handler_fn svd_local_handler(const char *path)
+{
+    for (size_t i = 0; i < sizeof methods / sizeof methods[0]; i++)
+        if (strcmp(methods[i].path, path) == 0)
+            return methods[i].handle;
+    return NULL;
+}
 
 const svd_method *svd_methods(size_t *n)
 {

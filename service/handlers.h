@@ -28,6 +28,7 @@ typedef struct svd_app {
     svd_memory *memory;          /* the cap every allocating call is checked against */
     svd_maint *maint;            /* flushes and snapshots (NULL: none, tests) */
     atomic_int serving;          /* health: 1 SERVING, 0 NOT_SERVING */
+    struct svc_cluster *cluster; /* cluster mode (cluster/router.c), NULL: a single node */
 } svd_app;
 
 /* The method table (with the app as every handler's first argument). */

@@ -21,6 +21,7 @@
 
 #include "access.h"
 #include "client.h"
+#include "cluster.h"
 #include "handlers.h"
 #include "http.h"
 #include "maintenance.h"
@@ -48,6 +49,8 @@ typedef struct config {
     int metrics_tls;           /* the HTTP port over TLS too */
     int metrics_auth;          /* /metrics needs a token */
     double reload_seconds;
+    int cluster;               /* cluster mode (--cluster-nats) */
+    svc_cluster_config cl;
 } config;
 
 static void usage(FILE *f)
@@ -121,6 +124,30 @@ static void usage(FILE *f)
             "                       (SLIMVEC_METRICS_AUTH, default token with a tokens file, else none)\n"
             "  --reload-seconds S   how often certificate and tokens files are looked at for changes\n"
             "                       (SLIMVEC_RELOAD_SECONDS, default 5)\n"
+            "Cluster mode (README, Cluster): set --cluster-nats to run as one replica of one shard\n"
+            "  --cluster-nats URLS  NATS servers with JetStream, comma-separated nats:// or tls:// URLs: the\n"
+            "                       cluster's logs (SLIMVEC_CLUSTER_NATS; unset: a single node)\n"
+            "  --shards N           shards of every collection (SLIMVEC_SHARDS, default 1)\n"
+            "  --shard N            this pod's shard (SLIMVEC_SHARD, default the ordinal at the end of\n"
+            "                       --pod-name, modulo --shards)\n"
+            "  --pod-name NAME      this pod's name, e.g. slimvec-r0-1 (SLIMVEC_POD_NAME, default $HOSTNAME)\n"
+            "  --replica-set NAME   this pod's replica set, e.g. r0 (SLIMVEC_REPLICA_SET)\n"
+            "  --replica-sets LIST  every replica set, comma-separated: a stream is purged only below the\n"
+            "                       snapshots of all of them (SLIMVEC_REPLICA_SETS, default this one)\n"
+            "  --cluster-peers SPEC every pod by shard: 0=host:port,host:port;1=host:port,...\n"
+            "                       (SLIMVEC_CLUSTER_PEERS)\n"
+            "  --stream-replicas N  copies NATS keeps of each stream (SLIMVEC_STREAM_REPLICAS, default 3)\n"
+            "  --hedge-ms MS        a read not answered by one replica of a shard after this also asks\n"
+            "                       another (SLIMVEC_HEDGE_MS, default 50)\n"
+            "  --outcome-seconds S  a write with ids of its own waits this long to hear how it applied\n"
+            "                       (SLIMVEC_OUTCOME_SECONDS, default 5)\n"
+            "  --nats-timeout-ms MS how long an append waits for the log's acknowledgement\n"
+            "                       (SLIMVEC_NATS_TIMEOUT_MS, default 5000)\n"
+            "  --nats-ca FILE, --nats-cert FILE, --nats-key FILE, --nats-token TOKEN  TLS and the token\n"
+            "                       for NATS (SLIMVEC_NATS_CA, SLIMVEC_NATS_CERT, SLIMVEC_NATS_KEY,\n"
+            "                       SLIMVEC_NATS_TOKEN)\n"
+            "  --peer-ca FILE, --peer-cert FILE, --peer-key FILE  TLS to the other pods (the caller's token\n"
+            "                       is passed on) (SLIMVEC_PEER_CA, SLIMVEC_PEER_CERT, SLIMVEC_PEER_KEY)\n"
             "  --memory-limit BYTES the memory the process may use (a container's limit; in Kubernetes set\n"
             "                       SLIMVEC_MEMORY_LIMIT from limits.memory); 0 = read the cgroup's\n"
             "                       memory.max (SLIMVEC_MEMORY_LIMIT, default 0)\n");
@@ -214,6 +241,9 @@ static int load_config(config *cfg, int argc, char **argv)
            arenas = 16;
     const char *memory_cap = "0", *client_auth = NULL, *metrics_tls = "off", *metrics_auth = NULL;
     double reload_seconds = 5;
+    double shards = 1, shard = -1, stream_replicas = 3, hedge_ms = 50, outcome_s = 5, nats_timeout = 5000;
+    const char *pod_name = getenv("HOSTNAME");
+    memset(&cfg->cl, 0, sizeof cfg->cl);
     cfg->tls = (svd_tls_options){0};
     cfg->tokens_file = NULL;
     cfg->listen = "127.0.0.1:50051";
@@ -259,6 +289,24 @@ static int load_config(config *cfg, int argc, char **argv)
         {"--metrics-tls", "SLIMVEC_METRICS_TLS", 0, 0, NULL, &metrics_tls},
         {"--metrics-auth", "SLIMVEC_METRICS_AUTH", 0, 0, NULL, &metrics_auth},
         {"--reload-seconds", "SLIMVEC_RELOAD_SECONDS", 0.1, 86400, &reload_seconds, NULL},
+        {"--cluster-nats", "SLIMVEC_CLUSTER_NATS", 0, 0, NULL, &cfg->cl.nats.urls},
+        {"--shards", "SLIMVEC_SHARDS", 1, SVC_SHARDS_MAX, &shards, NULL},
+        {"--shard", "SLIMVEC_SHARD", 0, SVC_SHARDS_MAX - 1, &shard, NULL},
+        {"--pod-name", "SLIMVEC_POD_NAME", 0, 0, NULL, &pod_name},
+        {"--replica-set", "SLIMVEC_REPLICA_SET", 0, 0, NULL, &cfg->cl.replica_set},
+        {"--replica-sets", "SLIMVEC_REPLICA_SETS", 0, 0, NULL, &cfg->cl.replica_sets},
+        {"--cluster-peers", "SLIMVEC_CLUSTER_PEERS", 0, 0, NULL, &cfg->cl.peers},
+        {"--stream-replicas", "SLIMVEC_STREAM_REPLICAS", 1, 5, &stream_replicas, NULL},
+        {"--hedge-ms", "SLIMVEC_HEDGE_MS", 1, 60000, &hedge_ms, NULL},
+        {"--outcome-seconds", "SLIMVEC_OUTCOME_SECONDS", 0.1, 3600, &outcome_s, NULL},
+        {"--nats-timeout-ms", "SLIMVEC_NATS_TIMEOUT_MS", 100, 600000, &nats_timeout, NULL},
+        {"--nats-ca", "SLIMVEC_NATS_CA", 0, 0, NULL, &cfg->cl.nats.ca_file},
+        {"--nats-cert", "SLIMVEC_NATS_CERT", 0, 0, NULL, &cfg->cl.nats.cert_file},
+        {"--nats-key", "SLIMVEC_NATS_KEY", 0, 0, NULL, &cfg->cl.nats.key_file},
+        {"--nats-token", "SLIMVEC_NATS_TOKEN", 0, 0, NULL, &cfg->cl.nats.token},
+        {"--peer-ca", "SLIMVEC_PEER_CA", 0, 0, NULL, &cfg->cl.peer.ca},
+        {"--peer-cert", "SLIMVEC_PEER_CERT", 0, 0, NULL, &cfg->cl.peer.cert},
+        {"--peer-key", "SLIMVEC_PEER_KEY", 0, 0, NULL, &cfg->cl.peer.key},
     };
     size_t n_defs = sizeof defs / sizeof defs[0];
     for (size_t d = 0; d < n_defs; d++) {
@@ -343,6 +391,43 @@ static int load_config(config *cfg, int argc, char **argv)
     if (cfg->metrics_auth && !cfg->tokens_file) {
         fprintf(stderr, "slimvecd: --metrics-auth token needs --tokens-file\n");
         return -1;
+    }
+    cfg->cluster = cfg->cl.nats.urls && *cfg->cl.nats.urls;
+    if (cfg->cluster) {
+        if (!cfg->data_dir) {
+            fprintf(stderr, "slimvecd: cluster mode needs a --data-dir (its snapshots)\n");
+            return -1;
+        }
+        if ((cfg->cl.nats.cert_file != NULL) != (cfg->cl.nats.key_file != NULL) ||
+            (cfg->cl.peer.cert != NULL) != (cfg->cl.peer.key != NULL)) {
+            fprintf(stderr, "slimvecd: a client certificate needs its key (--nats-cert/--nats-key, "
+                            "--peer-cert/--peer-key)\n");
+            return -1;
+        }
+        if (shard < 0) {
+            /* A StatefulSet's pods end in their ordinal: slimvec-r0-3. */
+            const char *dash = pod_name ? strrchr(pod_name, '-') : NULL;
+            char *end = NULL;
+            long ord = dash ? strtol(dash + 1, &end, 10) : -1;
+            if (!dash || end == dash + 1 || *end || ord < 0) {
+                fprintf(stderr, "slimvecd: no --shard, and the pod name \"%s\" ends in no ordinal\n",
+                        pod_name ? pod_name : "");
+                return -1;
+            }
+            shard = (double)(ord % (long)shards);
+        }
+        if (shard >= shards) {
+            fprintf(stderr, "slimvecd: --shard %g is not below --shards %g\n", shard, shards);
+            return -1;
+        }
+        cfg->cl.shards = (uint32_t)shards;
+        cfg->cl.shard = (uint32_t)shard;
+        cfg->cl.stream_replicas = (int)stream_replicas;
+        cfg->cl.hedge_seconds = hedge_ms / 1000.0;
+        cfg->cl.outcome_seconds = outcome_s;
+        cfg->cl.nats.timeout_ms = (int64_t)nats_timeout;
+        if (cfg->cl.peer.ca || cfg->cl.peer.cert)
+            cfg->cl.peer.tls = 1;
     }
     cfg->durable = (sv_durable_options){(uint32_t)sync_ms, (uint64_t)snapshot_bytes,
                                         (uint32_t)buffer_factor};
@@ -502,16 +587,34 @@ int main(int argc, char **argv)
                             "it until it is renewed\n", cfg.tls.cert);
     }
 
+    /* Cluster mode: NATS and the catalog before the collections, which
+     * follow their shards' streams. */
+    svc_cluster *cluster = NULL;
+    if (cfg.cluster) {
+        grpc_init(); /* the links to the other pods are made now */
+        sv_error cerr;
+        if (svc_cluster_create(&cfg.cl, 120, &cluster, &cerr) != SV_OK) {
+            fprintf(stderr, "slimvecd: cannot start the cluster mode: %s\n", cerr.message);
+            grpc_shutdown_blocking();
+            svd_tokens_free(tokens);
+            svd_tls_free(tls);
+            return 1;
+        }
+        fprintf(stderr, "slimvecd: cluster mode: shard %u of %u, replica set %s, logs on NATS at %s\n",
+                cfg.cl.shard, cfg.cl.shards, cfg.cl.replica_set, cfg.cl.nats.urls);
+    }
     svd_registry_options ro = {.data_dir = cfg.data_dir,
                                .durable = cfg.durable,
                                .build_threads = cfg.limits.build_threads,
                                .max_collections = cfg.max_collections,
-                               .arenas = cfg.arenas};
+                               .arenas = cfg.arenas,
+                               .follow = cluster ? svc_cluster_follow(cluster) : NULL};
     svd_app app = {.registry = svd_registry_create(&ro),
                    .limits = cfg.limits,
                    .memory = svd_memory_create(cfg.memory_cap, cfg.memory_limit,
                                                cfg.rpc.inflight_bytes)};
     atomic_init(&app.serving, 1);
+    app.cluster = cluster;
     int rc = 1;
     svd_metrics *metrics = NULL;
     svd_http *http = NULL;
@@ -534,12 +637,14 @@ int main(int argc, char **argv)
                 (unsigned long long)cfg.memory_cap, (unsigned long long)cfg.memory_limit);
     fprintf(stderr, "slimvecd: data in %s (%s)\n", cfg.data_dir ? cfg.data_dir : ":memory:",
             !cfg.data_dir ? "nothing is kept on disk"
+            : cluster ? "snapshots; the log is each shard's stream on NATS, acknowledged by its quorum"
             : cfg.durable.sync_interval_ms ? "log fsynced on an interval"
                                            : "log fsynced before every acknowledgement");
-    grpc_init();
+    if (!cluster)
+        grpc_init();
     grpc_started = 1;
     size_t n_methods = 0;
-    const svd_method *methods = svd_methods(&n_methods);
+    const svd_method *methods = cluster ? svc_router_methods(&n_methods) : svd_methods(&n_methods);
     cfg.maint.wake = wake_server;
     cfg.maint.wake_ctx = &running;
     app.maint = svd_maint_start(app.registry, &cfg.maint);
@@ -584,6 +689,10 @@ int main(int argc, char **argv)
     }
     atomic_store(&running, srv);
     svd_metrics_set_server(metrics, srv);
+    if (cluster && svc_cluster_start(cluster, &app, wake_server, &running, &oerr) != SV_OK) {
+        fprintf(stderr, "slimvecd: cannot start the cluster mode: %s\n", oerr.message);
+        goto cleanup;
+    }
     fprintf(stderr, "slimvecd: listening on %s (%s%s), metrics on %s://%s/metrics%s\n", cfg.listen,
             tls ? "TLS" : "plaintext",
             !tls ? "" : cfg.tls.client_auth == SVD_CLIENT_AUTH_REQUIRE ? ", client certificates required"
@@ -627,6 +736,7 @@ int main(int argc, char **argv)
         return 1;
     }
     srv = NULL;
+    svc_cluster_stop(cluster); /* nothing more is applied; the snapshots hold what was */
     svd_maint_stop(app.maint);
     app.maint = NULL;
     /* A failed shutdown snapshot loses nothing (the log stays), but say so. */
@@ -637,11 +747,13 @@ int main(int argc, char **argv)
 cleanup:
     if (srv)
         svd_server_stop(srv, 0, 2.0);
+    svc_cluster_stop(cluster);
     svd_maint_stop(app.maint);
     svd_http_stop(http);
     svd_metrics_free(metrics);
     if (app.registry)
         svd_registry_free(app.registry);
+    svc_cluster_free(cluster); /* after the collections: their logs use its NATS connection */
     svd_memory_free(app.memory);
     if (creds)
         grpc_server_credentials_release(creds);

@@ -1,6 +1,7 @@
 /* Collections by name (see registry.h). */
 #include "registry.h"
 
+#include "error.h"
 #include "fileio.h"
 
 #include <dirent.h>
@@ -33,6 +34,8 @@ struct svd_registry {
     uint32_t build_threads;
     size_t max_collections;
     sv_arena_pool *pool;
+    int following;
+    svd_registry_follow follow;
 };
 
 svd_registry *svd_registry_create(const svd_registry_options *o)
@@ -52,7 +55,85 @@ svd_registry *svd_registry_create(const svd_registry_options *o)
     r->opts = o->durable;
     r->build_threads = o->build_threads;
     r->max_collections = o->max_collections ? o->max_collections : SIZE_MAX;
+    if (o->follow) {
+        r->following = 1;
+        r->follow = *o->follow;
+    }
     return r;
+}
+
+/* Cluster mode: a collection's directory holds the incarnation it
+ * follows, so a copy of a collection dropped (and maybe created again)
+ * while this server was away is known as stale at the next start. */
+static int write_incarnation(const char *dir, uint64_t inc)
+{
+    char path[PATH_CAP + 16];
+    snprintf(path, sizeof path, "%s/incarnation", dir);
+    FILE *f = fopen(path, "w");
+    if (!f)
+        return -1;
+    int ok = fprintf(f, "%llu\n", (unsigned long long)inc) > 0;
+    ok &= fflush(f) == 0 && fsync(fileno(f)) == 0;
+    ok &= fclose(f) == 0;
+    return ok && sv_fsync_dir(dir) == 0 ? 0 : -1;
+}
+
+static uint64_t read_incarnation(const char *dir)
+{
+    char path[PATH_CAP + 16];
+    snprintf(path, sizeof path, "%s/incarnation", dir);
+    FILE *f = fopen(path, "r");
+    unsigned long long v = 0;
+    if (f) {
+        if (fscanf(f, "%llu", &v) != 1)
+            v = 0;
+        fclose(f);
+    }
+    return v;
+}
+
+/* Create the collection's durable handle: its own log, or (cluster mode)
+ * following its shard's. */
+static sv_status durable_create(svd_registry *r, svd_coll *c, const char *path, sv_params *params, sv_error *err)
+{
+    if (!r->following)
+        return sv_durable_create(r->data_dir ? path : NULL, params, &r->opts, &c->dur, err);
+    sv_log *log = NULL;
+    sv_status st = r->follow.open_log(r->follow.ctx, c->name, &c->incarnation, &log, err);
+    if (st == SV_OK)
+        st = sv_durable_create_follower(path, params, &r->opts, log, &r->follow.ids, &c->dur, err);
+    if (st == SV_OK && write_incarnation(path, c->incarnation) != 0) {
+        st = sv_fail(err, SV_ERR_IO, "%s/incarnation: %s", path, strerror(errno));
+        sv_error ignored;
+        sv_durable_drop(c->dur, &ignored);
+        sv_durable_free(c->dur);
+        c->dur = NULL;
+    }
+    return st;
+}
+
+/* Open what a collection's directory holds: its own log, or (cluster
+ * mode) the stream it follows. SV_ERR_NOT_FOUND: a stale copy (removed). */
+static sv_status durable_open(svd_registry *r, svd_coll *c, const char *path, sv_recovery *rec, sv_error *err)
+{
+    if (!r->following)
+        return sv_durable_open(path, sv_arena_allocator(c->arena), r->build_threads, &r->opts, &c->dur, rec, err);
+    uint64_t have = read_incarnation(path);
+    sv_log *log = NULL;
+    sv_status st = r->follow.open_log(r->follow.ctx, c->name, &c->incarnation, &log, err);
+    if (st == SV_OK && have != c->incarnation) {
+        sv_log_close(log);
+        st = sv_fail(err, SV_ERR_NOT_FOUND, "holds incarnation %llu of the collection, the cluster's is %llu",
+                     (unsigned long long)have, (unsigned long long)c->incarnation);
+    }
+    if (st == SV_ERR_NOT_FOUND) {
+        sv_durable_remove_dir(path, NULL);
+        return st;
+    }
+    if (st != SV_OK)
+        return st;
+    return sv_durable_open_follower(path, sv_arena_allocator(c->arena), r->build_threads, &r->opts, log,
+                                    &r->follow.ids, &c->dur, rec, err);
 }
 
 const char *svd_registry_data_dir(const svd_registry *r)
@@ -92,6 +173,8 @@ static svd_coll *coll_new(svd_registry *r, const char *name)
 static void coll_destroy(svd_coll *c)
 {
     sv_durable_free(c->dur);
+    if (c->extra_free)
+        c->extra_free(c->extra);
     size_t left = sv_arena_allocated(c->arena);
     if (left)
         fprintf(stderr, "slimvecd: collection \"%s\" left %zu bytes allocated after it was freed\n",
@@ -214,7 +297,7 @@ sv_status svd_registry_create_collection(svd_registry *r, const char *name, sv_p
                  "the server holds %zu collections, its limit (--max-collections %zu)", r->n,
                  r->max_collections);
     } else {
-        st = sv_durable_create(r->data_dir ? path : NULL, params, &r->opts, &c->dur, err);
+        st = durable_create(r, c, path, params, err);
     }
     if (st == SV_OK) {
         pthread_mutex_lock(&r->mu);
@@ -301,7 +384,13 @@ sv_status svd_registry_open_all(svd_registry *r, double *seconds, sv_error *err)
         }
         sv_recovery rec;
         sv_error oerr;
-        st = sv_durable_open(path, sv_arena_allocator(c->arena), r->build_threads, &r->opts, &c->dur, &rec, &oerr);
+        st = durable_open(r, c, path, &rec, &oerr);
+        if (st == SV_ERR_NOT_FOUND && r->following) {
+            fprintf(stderr, "slimvecd: removed %s: %s\n", path, oerr.message);
+            coll_destroy(c);
+            st = SV_OK;
+            continue;
+        }
         if (st != SV_OK) {
             err->code = st;
             /* The message names the file in the collection's directory. */

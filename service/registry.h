@@ -13,6 +13,8 @@
 
 #include "arena.h"
 #include "durable.h"
+#include "follow.h"
+#include "log.h"
 #include "slimvec.h"
 
 #define SVD_NAME_MAX 64
@@ -27,7 +29,24 @@ typedef struct svd_coll {
     double snapshot_backoff;   /* seconds; doubles after each failure */
     uint64_t seen_writes;      /* live + tombstones + slots when last looked at */
     double quiet_since;        /* monotonic seconds since which those did not change */
+    /* Cluster mode: the catalog's incarnation of the collection (follow.h,
+     * cluster/catalog.h) and the cluster's state for it (freed with it). */
+    uint64_t incarnation;
+    void *extra;
+    void (*extra_free)(void *extra);
 } svd_coll;
+
+/*
+ * Cluster mode: every collection follows a log another process writes
+ * (its shard's stream) instead of writing its own. open_log gives the log
+ * of the collection named, and its incarnation; SV_ERR_NOT_FOUND when the
+ * cluster has no such collection any more (a local copy of it is stale).
+ */
+typedef struct svd_registry_follow {
+    sv_status (*open_log)(void *ctx, const char *name, uint64_t *incarnation, sv_log **log, sv_error *err);
+    void *ctx;
+    sv_follow_ids ids;
+} svd_registry_follow;
 
 typedef struct svd_registry svd_registry;
 
@@ -37,6 +56,7 @@ typedef struct svd_registry_options {
     uint32_t build_threads;        /* flush threads per collection, 0 = all cores */
     size_t max_collections;        /* creates past this fail (RESOURCE_EXHAUSTED) */
     unsigned arenas;               /* shared jemalloc arenas in the pool */
+    const svd_registry_follow *follow; /* cluster mode (needs data_dir); NULL: each writes its own log */
 } svd_registry_options;
 
 /* Each collection lives in data_dir/c-<name> (see durable.h). NULL when

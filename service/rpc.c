@@ -968,6 +968,7 @@ static int authenticate(call *c)
             continue;
         value = (const char *)GRPC_SLICE_START_PTR(c->md.metadata[i].value);
         len = GRPC_SLICE_LENGTH(c->md.metadata[i].value);
+        c->ctx.authorization = &c->md.metadata[i].value;
         seen++;
     }
     struct svd_principal *p = NULL;

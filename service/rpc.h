@@ -56,6 +56,10 @@ typedef struct svd_ctx {
      * authenticate). NULL when the server checks no tokens (and in local
      * contexts): then every call may do everything. */
     const struct svd_principal *principal;
+    /* The call's "authorization" metadata as received (NULL when the server
+     * checks no tokens or none came): a router passes it on, so the pod it
+     * calls authorizes the caller itself. Valid while the call lives. */
+    const grpc_slice *authorization;
 } svd_ctx;
 
 /* A local context: timeout_seconds <= 0 means no deadline. */

@@ -79,7 +79,8 @@ static sv_status apply_visit(void *ctx, uint32_t type, uint64_t lsn, const uint8
 {
     applier *a = ctx;
     sv_status outcome = SV_OK;
-    sv_status st = sv_durable_apply(a->d, type, lsn, p, len, &outcome, err);
+    uint64_t count = 0;
+    sv_status st = sv_durable_apply(a->d, type, lsn, p, len, &outcome, &count, err);
     if (st == SV_OK && lsn < 64)
         a->outcomes[lsn] = outcome;
     a->seen++;
@@ -192,8 +193,9 @@ START_TEST(test_follow_apply_snapshot_reopen)
     assert_state(a.d, v);
     /* A gap is never skipped. */
     sv_status outcome;
+    uint64_t count;
     uint8_t junk[4] = {0};
-    ck_assert_int_eq(sv_durable_apply(a.d, SV_WAL_DELETE, 7, junk, 0, &outcome, &err), SV_ERR_CORRUPT);
+    ck_assert_int_eq(sv_durable_apply(a.d, SV_WAL_DELETE, 7, junk, 0, &outcome, &count, &err), SV_ERR_CORRUPT);
 
     /* Snapshot at the LSN applied; the reopen loads it and reads nothing
      * more. (The snapshot's release would purge a stream; on this local

@@ -562,9 +562,10 @@ sv_status sv_durable_attach_follower(sv_durable *d, sv_log *l, const sv_follow_i
 }
 
 sv_status sv_durable_apply(sv_durable *d, uint32_t type, uint64_t lsn, const uint8_t *payload, size_t len,
-                           sv_status *outcome, sv_error *err)
+                           sv_status *outcome, uint64_t *count, sv_error *err)
 {
     *outcome = SV_OK;
+    *count = 0;
     pthread_mutex_lock(&d->order);
     sv_status st = SV_OK;
     if (!d->following)
@@ -578,13 +579,49 @@ sv_status sv_durable_apply(sv_durable *d, uint32_t type, uint64_t lsn, const uin
                      d->applied);
     else if (type == SV_WAL_ADD && buffer_full(d, 1))
         st = sv_fail(err, SV_ERR_BUSY, "the write buffer is full; LSN %" PRIu64 " waits for a flush", lsn);
-    else if ((st = sv_follow_apply(d->c, &d->follow, type, lsn, payload, len, outcome, err)) == SV_OK) {
+    else if ((st = sv_follow_apply(d->c, &d->follow, type, lsn, payload, len, outcome, count, err)) ==
+             SV_OK) {
         __atomic_store_n(&d->applied, lsn, __ATOMIC_RELAXED);
         pthread_mutex_lock(&d->stats_lock);
         d->applied_bytes += len;
         pthread_mutex_unlock(&d->stats_lock);
     }
     pthread_mutex_unlock(&d->order);
+    return st;
+}
+
+typedef struct follow_ctx {
+    sv_durable *d;
+    sv_durable_outcome_fn fn;
+    void *ctx;
+    uint64_t n;
+} follow_ctx;
+
+static sv_status follow_visit(void *ctx, uint32_t type, uint64_t lsn, const uint8_t *p, size_t len, sv_error *err)
+{
+    follow_ctx *f = ctx;
+    sv_status outcome;
+    uint64_t count;
+    sv_error why = {0};
+    sv_status st = sv_durable_apply(f->d, type, lsn, p, len, &outcome, &count, &why);
+    if (st != SV_OK) {
+        *err = why;
+        return st;
+    }
+    f->n++;
+    if (f->fn)
+        f->fn(f->ctx, lsn, type, outcome, count, outcome == SV_OK ? "" : why.message);
+    return SV_OK;
+}
+
+sv_status sv_durable_follow(sv_durable *d, uint32_t wait_ms, sv_durable_outcome_fn fn, void *ctx,
+                            uint64_t *applied, sv_error *err)
+{
+    follow_ctx f = {d, fn, ctx, 0};
+    sv_status st = d->following ? sv_log_read(d->log, sv_durable_applied(d), wait_ms, follow_visit, &f, NULL, err)
+                                : sv_fail(err, SV_ERR_INVALID_ARGUMENT, "this collection writes its own log");
+    if (applied)
+        *applied = f.n;
     return st;
 }
 

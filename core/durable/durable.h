@@ -90,7 +90,17 @@ sv_status sv_durable_open_follower(const char *dir, const sv_allocator *a, uint3
  * LSN already applied is a no-op. SV_ERR_BUSY: the write buffer is full,
  * apply it again after a flush. Anything else applied nothing. */
 sv_status sv_durable_apply(sv_durable *d, uint32_t type, uint64_t lsn, const uint8_t *payload, size_t len,
-                           sv_status *outcome, sv_error *err);
+                           sv_status *outcome, uint64_t *count, sv_error *err);
+/* What became of each record sv_durable_follow applied (why: "" when OK). */
+typedef void (*sv_durable_outcome_fn)(void *ctx, uint64_t lsn, uint32_t type, sv_status outcome, uint64_t count,
+                                      const char *why);
+/* Read the followed log after the last LSN applied (waiting up to wait_ms
+ * for a record when none is there) and apply what came; *applied counts
+ * the records. Errors as sv_durable_apply's, or the log's (SV_ERR_IO: not
+ * reachable now; SV_ERR_CORRUPT: records are missing). One thread at a
+ * time per collection. */
+sv_status sv_durable_follow(sv_durable *d, uint32_t wait_ms, sv_durable_outcome_fn fn, void *ctx,
+                            uint64_t *applied, sv_error *err);
 /* The last LSN applied (following), without a lock. */
 uint64_t sv_durable_applied(sv_durable *d);
 

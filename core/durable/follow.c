@@ -82,10 +82,29 @@ cleanup:
     return st;
 }
 
+static int by_text(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* Distinct ids of a delete (a repeated id counts once), sorting rec.ids. */
+static uint64_t distinct(char **ids, uint32_t n)
+{
+    if (n == 0)
+        return 0;
+    qsort(ids, n, sizeof *ids, by_text);
+    uint64_t k = 1;
+    for (uint32_t i = 1; i < n; i++)
+        k += strcmp(ids[i - 1], ids[i]) != 0;
+    return k;
+}
+
 sv_status sv_follow_apply(sv_collection *c, const sv_follow_ids *f, uint32_t type, uint64_t lsn,
-                          const uint8_t *payload, size_t len, sv_status *outcome, sv_error *err)
+                          const uint8_t *payload, size_t len, sv_status *outcome, uint64_t *count,
+                          sv_error *err)
 {
     *outcome = SV_OK;
+    *count = 0;
     if (type != SV_WAL_ADD && type != SV_WAL_DELETE)
         return sv_ok(err); /* a replica's own markers are never in a followed log */
     sv_logrec rec;
@@ -96,10 +115,13 @@ sv_status sv_follow_apply(sv_collection *c, const sv_follow_ids *f, uint32_t typ
         return sv_fail(err, st, "out of memory decoding LSN %" PRIu64, lsn);
     if (st != SV_OK)
         return sv_fail(err, SV_ERR_CORRUPT, "LSN %" PRIu64 " does not decode: %s", lsn, derr.message);
-    if (type == SV_WAL_ADD)
+    if (type == SV_WAL_ADD) {
         st = apply_add(c, f, lsn, &rec, err);
-    else
+        *count = st == SV_OK ? rec.n : 0;
+    } else {
         st = sv_collection_delete(c, (const char *const *)rec.ids, rec.n, err);
+        *count = st == SV_OK ? distinct(rec.ids, rec.n) : 0;
+    }
     sv_logrec_release(&rec);
     if (deterministic(st)) {
         *outcome = st;

@@ -51,9 +51,12 @@ int sv_follow_id_allowed(const char *id, size_t len);
  * (applied, or refused by the deterministic checks: *outcome then holds
  * the refusal's status and `err` its reason; SV_OK when applied). Any
  * other status (out of memory, a damaged record) applied nothing and must
- * be retried or reported: skipping it would let replicas differ.
+ * be retried or reported: skipping it would let replicas differ. *count:
+ * the vectors an ADD added, the distinct ids a DELETE removed (0 when
+ * refused).
  */
 sv_status sv_follow_apply(sv_collection *c, const sv_follow_ids *f, uint32_t type, uint64_t lsn,
-                          const uint8_t *payload, size_t len, sv_status *outcome, sv_error *err);
+                          const uint8_t *payload, size_t len, sv_status *outcome, uint64_t *count,
+                          sv_error *err);
 
 #endif

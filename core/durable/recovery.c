@@ -210,7 +210,8 @@ static sv_status apply(void *ctx, uint32_t type, uint64_t lsn, const uint8_t *p,
     sv_status st;
     if (r->follow) {
         sv_status outcome; /* a refused record is refused on every replica: done */
-        st = sv_follow_apply(r->c, r->follow, type, lsn, p, len, &outcome, err);
+        uint64_t count;
+        st = sv_follow_apply(r->c, r->follow, type, lsn, p, len, &outcome, &count, err);
     } else {
         st = apply_own(r, type, p, len, err);
     }

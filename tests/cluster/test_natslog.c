@@ -96,7 +96,8 @@ static sv_status apply_visit(void *ctx, uint32_t type, uint64_t lsn, const uint8
 {
     applier *a = ctx;
     sv_status outcome = SV_OK;
-    sv_status st = sv_durable_apply(a->d, type, lsn, p, len, &outcome, err);
+    uint64_t count = 0;
+    sv_status st = sv_durable_apply(a->d, type, lsn, p, len, &outcome, &count, err);
     if (lsn < 16)
         a->outcome[lsn] = outcome;
     a->seen++;

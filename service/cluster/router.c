@@ -1,0 +1,1197 @@
+/*
+ * The router: the public methods in cluster mode, and the methods the pods
+ * call on each other (SlimVecShard).
+ *
+ * Writes (Ingest, Delete) are split by shard (follow.h routes ids) and
+ * appended to each shard's stream; the stream's acknowledgement is the
+ * write's. A batch that gives its own ids (which another write may hold)
+ * and every delete then wait for a replica of each shard to say how the
+ * record applied (SlimVecShard/Applied): a refusal is the same on every
+ * replica, so the client hears it as it would from a single node.
+ * Reads (Search, Get) go to one replica of every shard at once (fanout.h:
+ * retried on the sibling, hedged after a delay) and are merged.
+ * Create and Drop go through the catalog's stream. A handler waiting for
+ * any of these holds no thread: it defers, and the fan-out or the applier
+ * wakes it.
+ */
+#include <grpc/byte_buffer.h>
+#include <grpc/byte_buffer_reader.h>
+#include <inttypes.h>
+#include <math.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "cluster.h"
+#include "follow.h"
+#include "handlers_impl.h"
+#include "logrec.h"
+#include "maintenance.h"
+
+#define INTERNAL_TIMEOUT 30.0 /* seconds, for calls that came with no deadline */
+#define SHARD_METHOD(name) "/slimvec.v1.SlimVecShard/" name
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static double deadline_of(svd_ctx *ctx)
+{
+    return isfinite(ctx->deadline) ? ctx->deadline : now_s() + INTERNAL_TIMEOUT;
+}
+
+static grpc_byte_buffer *pack(const ProtobufCMessage *m)
+{
+    size_t n = protobuf_c_message_get_packed_size(m);
+    uint8_t *buf = malloc(n ? n : 1);
+    if (!buf)
+        return NULL;
+    protobuf_c_message_pack(m, buf);
+    grpc_slice s = grpc_slice_from_copied_buffer((const char *)buf, n);
+    free(buf);
+    grpc_byte_buffer *bb = grpc_raw_byte_buffer_create(&s, 1);
+    grpc_slice_unref(s);
+    return bb;
+}
+
+static ProtobufCMessage *unpack(const ProtobufCMessageDescriptor *d, grpc_byte_buffer *bb)
+{
+    grpc_byte_buffer_reader rd;
+    if (!bb || !grpc_byte_buffer_reader_init(&rd, bb))
+        return NULL;
+    grpc_slice s = grpc_byte_buffer_reader_readall(&rd);
+    grpc_byte_buffer_reader_destroy(&rd);
+    ProtobufCMessage *m = protobuf_c_message_unpack(d, NULL, GRPC_SLICE_LENGTH(s), GRPC_SLICE_START_PTR(s));
+    grpc_slice_unref(s);
+    return m;
+}
+
+/* Start one call per part to the replicas of parts' shards, with the
+ * caller's credentials. NULL: out of memory (r says so). */
+static svc_fanout_op *fan_out(svc_cluster *cl, svd_ctx *ctx, const char *path, size_t n,
+                              grpc_byte_buffer *const *reqs, const uint32_t *shards, svd_reply *r)
+{
+    grpc_channel *(*targets)[SVC_FANOUT_TARGETS] = calloc(n ? n : 1, sizeof *targets);
+    int *n_targets = calloc(n ? n : 1, sizeof *n_targets);
+    svc_fanout_op *op = NULL;
+    if (targets && n_targets) {
+        for (size_t i = 0; i < n; i++)
+            n_targets[i] = svc_cluster_targets(cl, shards[i], targets[i]);
+        grpc_metadata md[1];
+        size_t n_md = 0;
+        if (ctx->authorization) {
+            md[0].key = grpc_slice_from_static_string("authorization");
+            md[0].value = *ctx->authorization;
+            n_md = 1;
+        }
+        op = svc_fanout_start(svc_cluster_fanout(cl), path, n, reqs,
+                              (grpc_channel *const (*)[SVC_FANOUT_TARGETS])targets, n_targets, md, n_md,
+                              deadline_of(ctx));
+    }
+    free(targets);
+    free(n_targets);
+    if (!op)
+        svd_reply_oom(r);
+    return op;
+}
+
+/* A part's failure as the reply ("shard 1: ..."). */
+static void part_error(svd_reply *r, uint32_t shard, const svc_part_result *pr)
+{
+    svd_reply_error(r, pr->code, "shard %u: %s", shard, pr->message);
+}
+
+/* ---- write path -------------------------------------------------------------------------------- */
+
+/* Where each record of a write went. */
+typedef struct rec_pos {
+    uint32_t shard;
+    uint64_t lsn;
+    int given;      /* holds ids the client gave (its outcome is waited for) */
+} rec_pos;
+
+/* A batch id: what the client gave (printable ASCII, at most 64 bytes), or
+ * a fresh random one. 0 and an error reply when the given one is not. */
+static int batch_key(const char *given, char *out, size_t cap, svd_reply *r)
+{
+    if (given && *given) {
+        size_t len = strlen(given);
+        if (len > 64) {
+            svd_reply_error(r, GRPC_STATUS_INVALID_ARGUMENT, "batch_id is longer than 64 bytes");
+            return 0;
+        }
+        for (size_t i = 0; i < len; i++)
+            if (given[i] < 0x21 || given[i] > 0x7e) {
+                svd_reply_error(r, GRPC_STATUS_INVALID_ARGUMENT,
+                                "batch_id must be printable ASCII without spaces (byte %zu is not)", i);
+                return 0;
+            }
+        snprintf(out, cap, "%s", given);
+        return 1;
+    }
+    uint8_t raw[12];
+    randombytes_buf(raw, sizeof raw);
+    sodium_bin2hex(out, cap, raw, sizeof raw);
+    return 1;
+}
+
+/* Append one record to the shard's stream; 0 and an error reply on failure. */
+static int append_record(svc_cluster *cl, svd_coll *c, uint32_t shard, uint32_t type, const char *key,
+                         const struct iovec *parts, int n_parts, uint64_t *lsn, svd_reply *r)
+{
+    sv_log *log = NULL;
+    sv_error err;
+    sv_status st = svc_cluster_shard_log(cl, c->incarnation, shard, &log, &err);
+    double t0 = now_s();
+    int dup = 0;
+    if (st == SV_OK)
+        st = sv_log_append_keyed(log, type, key, parts, n_parts, lsn, &dup, &err);
+    svc_cluster_note_append(cl, st == SV_OK, now_s() - t0);
+    if (st != SV_OK) {
+        svd_reply_error(r, svd_code_of(st), "shard %u: %s", shard, err.message);
+        return 0;
+    }
+    return 1;
+}
+
+/* A write's state across its deferrals: the records written, then the
+ * replicas' word on how they applied. */
+typedef struct write_state {
+    int replied;           /* the last message was answered (streams: the next run is a new message) */
+    int waiting;           /* records written; outcomes asked */
+    rec_pos *recs;
+    size_t n_recs;
+    uint32_t *rec_of;      /* ingest: each vector's record */
+    uint32_t *pos_in_rec;  /* and its place in it */
+    size_t n;
+    grpc_status_code code; /* a failure while writing (the reply says what got in) */
+    char message[512];
+    svc_fanout_op *op;
+    size_t *asked;         /* the records whose outcome the fan-out asks */
+    size_t n_asked;
+} write_state;
+
+static void write_reset(write_state *w)
+{
+    svc_fanout_release(w->op);
+    free(w->recs);
+    free(w->rec_of);
+    free(w->pos_in_rec);
+    free(w->asked);
+    memset(w, 0, sizeof *w);
+}
+
+static void write_end(void *app, void *state, int cancelled)
+{
+    (void)app;
+    (void)cancelled;
+    write_state *w = state;
+    if (w) {
+        write_reset(w);
+        free(w);
+    }
+}
+
+static write_state *write_state_of(void **state, svd_reply *r)
+{
+    write_state *w = *state;
+    if (!w && !(w = *state = calloc(1, sizeof *w)))
+        svd_reply_oom(r);
+    if (w && w->replied)
+        write_reset(w);
+    return w;
+}
+
+static int add_rec(write_state *w, uint32_t shard, uint64_t lsn, int given)
+{
+    rec_pos *t = realloc(w->recs, (w->n_recs + 1) * sizeof *t);
+    if (!t)
+        return 0;
+    w->recs = t;
+    w->recs[w->n_recs++] = (rec_pos){shard, lsn, given};
+    return 1;
+}
+
+/* Ask a replica of each record's shard how it applied (given: only the
+ * records holding given ids). 0 when nothing is to be asked. */
+static int ask_outcomes(svc_cluster *cl, svd_ctx *ctx, const char *collection, write_state *w, int only_given,
+                        svd_reply *r)
+{
+    size_t n = 0;
+    w->asked = calloc(w->n_recs ? w->n_recs : 1, sizeof *w->asked);
+    grpc_byte_buffer **reqs = calloc(w->n_recs ? w->n_recs : 1, sizeof *reqs);
+    uint32_t *shards = calloc(w->n_recs ? w->n_recs : 1, sizeof *shards);
+    int ok = w->asked && reqs && shards;
+    for (size_t i = 0; ok && i < w->n_recs; i++) {
+        if (only_given && !w->recs[i].given)
+            continue;
+        Slimvec__V1__ShardApplyRequest q = SLIMVEC__V1__SHARD_APPLY_REQUEST__INIT;
+        Slimvec__V1__LogPosition pos = SLIMVEC__V1__LOG_POSITION__INIT;
+        pos.shard = w->recs[i].shard;
+        pos.lsn = w->recs[i].lsn;
+        q.collection = (char *)collection;
+        q.position = &pos;
+        if (!(reqs[n] = pack(&q.base))) {
+            ok = 0;
+            break;
+        }
+        shards[n] = w->recs[i].shard;
+        w->asked[n++] = i;
+    }
+    w->n_asked = n;
+    if (ok && n)
+        w->op = fan_out(cl, ctx, SHARD_METHOD("Applied"), n, reqs, shards, r);
+    else if (!ok)
+        svd_reply_oom(r);
+    for (size_t i = 0; i < n; i++)
+        grpc_byte_buffer_destroy(reqs[i]);
+    free(reqs);
+    free(shards);
+    return ok && n && w->op;
+}
+
+/* The outcomes: total count, or the first refusal as the reply. 0 when an
+ * outcome is missing or a refusal (r set). */
+static int outcomes_ok(write_state *w, uint64_t *count, svd_reply *r)
+{
+    *count = 0;
+    for (size_t k = 0; k < w->n_asked; k++) {
+        const svc_part_result *pr = svc_fanout_result(w->op, k);
+        rec_pos *rp = &w->recs[w->asked[k]];
+        if (pr->code != GRPC_STATUS_OK) {
+            svd_reply_error(r, GRPC_STATUS_UNAVAILABLE,
+                            "shard %u's part is in its log (LSN %" PRIu64 ") but no replica said how it applied (%s); "
+                            "send it again with the same batch_id",
+                            rp->shard, rp->lsn, pr->message);
+            return 0;
+        }
+        Slimvec__V1__ShardApplyResponse *a =
+            (void *)unpack(&slimvec__v1__shard_apply_response__descriptor, pr->response);
+        if (!a) {
+            svd_reply_error(r, GRPC_STATUS_INTERNAL, "shard %u: a malformed answer", rp->shard);
+            return 0;
+        }
+        int refused = a->error != NULL;
+        if (refused)
+            svd_reply_error(r, a->error->code, "%s (shard %u's part, LSN %" PRIu64 ", was refused by every replica%s)",
+                            a->error->message, rp->shard, rp->lsn, w->n_recs > 1 ? "; the other parts were applied" : "");
+        *count += a->count;
+        protobuf_c_message_free_unpacked(&a->base, NULL);
+        if (refused)
+            return 0;
+    }
+    return 1;
+}
+
+/* The positions the reply gives back (own'd by r). */
+static Slimvec__V1__LogPosition **positions(write_state *w, size_t *n, svd_reply *r)
+{
+    Slimvec__V1__LogPosition **pp = svd_own_array(r, w->n_recs, sizeof *pp);
+    Slimvec__V1__LogPosition *pv = svd_own_array(r, w->n_recs, sizeof *pv);
+    if (w->n_recs && (!pp || !pv))
+        return NULL;
+    for (size_t i = 0; i < w->n_recs; i++) {
+        slimvec__v1__log_position__init(&pv[i]);
+        pv[i].shard = w->recs[i].shard;
+        pv[i].lsn = w->recs[i].lsn;
+        pp[i] = &pv[i];
+    }
+    *n = w->n_recs;
+    return pp;
+}
+
+/* Split the batch by shard and append it, a record per shard (more when
+ * a shard's part is over the log's message size). */
+static void ingest_write(svc_cluster *cl, svd_app *app, svd_coll *c, const Slimvec__V1__IngestRequest *req,
+                         size_t n, const char *key, write_state *w)
+{
+    const svc_cluster_config *cfg = svc_cluster_config_of(cl);
+    uint32_t S = cfg->shards, dim = sv_durable_params(c->dur)->dim;
+    /* Ids left to the cluster go to one shard per batch: chosen from the
+     * batch id, so a resend splits the same way. */
+    uint8_t h[8];
+    crypto_generichash(h, sizeof h, (const uint8_t *)key, strlen(key), NULL, 0);
+    uint64_t hv;
+    memcpy(&hv, h, 8);
+    uint32_t assign_shard = (uint32_t)(hv % S);
+    uint32_t *shard_of = malloc((n ? n : 1) * sizeof *shard_of);
+    size_t *order = malloc((n ? n : 1) * sizeof *order);
+    w->rec_of = malloc((n ? n : 1) * sizeof *w->rec_of);
+    w->pos_in_rec = malloc((n ? n : 1) * sizeof *w->pos_in_rec);
+    w->n = n;
+    if (!shard_of || !order || !w->rec_of || !w->pos_in_rec) {
+        w->code = GRPC_STATUS_RESOURCE_EXHAUSTED;
+        snprintf(w->message, sizeof w->message, "out of memory splitting the batch");
+        goto cleanup;
+    }
+    for (size_t i = 0; i < n; i++) {
+        const char *id = req->n_ids ? req->ids[i] : "";
+        shard_of[i] = *id ? sv_follow_route(id, strlen(id), S) : assign_shard;
+    }
+    int64_t room = svc_cluster_max_record(cl) - 4096;
+    (void)app;
+    for (uint32_t s = 0; s < S; s++) {
+        size_t m = 0;
+        for (size_t i = 0; i < n; i++)
+            if (shard_of[i] == s)
+                order[m++] = i;
+        for (size_t from = 0, k = 0; from < m; k++) {
+            /* As many vectors as fit in one message. */
+            size_t to = from;
+            int64_t bytes = 64;
+            while (to < m && (to == from || bytes + (int64_t)dim * 4 + 140 <= room)) {
+                const char *id = req->n_ids ? req->ids[order[to]] : "";
+                bytes += (int64_t)dim * 4 + 2 + (int64_t)strlen(id) + 9;
+                to++;
+            }
+            size_t cnt = to - from;
+            const char **ids = malloc(cnt * sizeof *ids);
+            uint64_t *zero = calloc(cnt, sizeof *zero);
+            float *vec = malloc(cnt * (size_t)dim * sizeof *vec);
+            uint8_t *head = NULL;
+            size_t hl = 0;
+            int given = 0, ok = ids && zero && vec;
+            for (size_t j = 0; ok && j < cnt; j++) {
+                size_t i = order[from + j];
+                const char *id = req->n_ids ? req->ids[i] : "";
+                ids[j] = *id ? id : NULL;
+                given |= *id != 0;
+                memcpy(vec + j * dim, req->vectors + i * dim, (size_t)dim * sizeof *vec);
+            }
+            ok = ok && sv_logrec_add_ids(ids, zero, cnt, dim, 0, &head, &hl) == SV_OK;
+            char rkey[128];
+            snprintf(rkey, sizeof rkey, "%s:%u:%zu", key, s, k);
+            uint64_t lsn = 0;
+            svd_reply er = {.code = GRPC_STATUS_OK};
+            if (ok) {
+                struct iovec parts[2] = {{head, hl}, {vec, cnt * (size_t)dim * sizeof *vec}};
+                ok = append_record(cl, c, s, SV_WAL_ADD, rkey, parts, 2, &lsn, &er);
+                if (!ok) {
+                    w->code = er.code;
+                    snprintf(w->message, sizeof w->message, "%s", er.message);
+                }
+            } else {
+                w->code = GRPC_STATUS_RESOURCE_EXHAUSTED;
+                snprintf(w->message, sizeof w->message, "out of memory writing the batch");
+            }
+            if (ok && !add_rec(w, s, lsn, given)) {
+                ok = 0;
+                w->code = GRPC_STATUS_RESOURCE_EXHAUSTED;
+                snprintf(w->message, sizeof w->message, "out of memory");
+            }
+            for (size_t j = 0; ok && j < cnt; j++) {
+                w->rec_of[order[from + j]] = (uint32_t)(w->n_recs - 1);
+                w->pos_in_rec[order[from + j]] = (uint32_t)j;
+            }
+            free(ids);
+            free(zero);
+            free(vec);
+            free(head);
+            if (!ok)
+                goto cleanup;
+            from = to;
+        }
+    }
+cleanup:
+    free(shard_of);
+    free(order);
+}
+
+static void ingest_message(svd_app *app, svd_ctx *ctx, write_state *w, const Slimvec__V1__IngestRequest *req,
+                           Slimvec__V1__IngestResponse *resp, svd_reply *r)
+{
+    svc_cluster *cl = app->cluster;
+    svd_coll *c = svd_lookup(app, ctx, SVD_ROLE_WRITE, req->collection, r);
+    if (!c)
+        return;
+    size_t n = 0;
+    if (!w->waiting && !w->n_recs) {
+        char key[72];
+        if (!svd_batch_shape(app, c, req->n_vectors, req->n_ids, req->dimension, &n, r) ||
+            !svd_ids_ok(app, req->ids, req->n_ids, "id of vector", r) || !batch_key(req->batch_id, key, sizeof key, r))
+            goto done;
+        for (size_t i = 0; i < req->n_ids; i++)
+            if (!sv_follow_id_allowed(req->ids[i], strlen(req->ids[i]))) {
+                svd_reply_error(r, GRPC_STATUS_INVALID_ARGUMENT,
+                                "id of vector %zu: numbers from 2^62 up are assigned by the cluster", i);
+                goto done;
+            }
+        /* Vectors the engine would refuse are refused before they reach
+         * the log (every replica would refuse them the same way). */
+        uint32_t dim = sv_durable_params(c->dur)->dim;
+        for (size_t i = 0; i < n * dim; i++)
+            if (!isfinite(req->vectors[i])) {
+                svd_reply_error(r, GRPC_STATUS_INVALID_ARGUMENT, "vector %zu: component %zu is not finite", i / dim,
+                                i % dim);
+                goto done;
+            }
+        ingest_write(cl, app, c, req, n, key, w);
+        if (w->code == GRPC_STATUS_OK && ask_outcomes(cl, ctx, req->collection, w, 1, r)) {
+            w->waiting = 1;
+            r->defer = 1;
+            goto done;
+        }
+        if (r->code != GRPC_STATUS_OK)
+            goto done;
+    } else {
+        n = w->n;
+        if (w->op && !svc_fanout_done(w->op)) {
+            r->defer = 1;
+            goto done;
+        }
+    }
+    resp->positions = positions(w, &resp->n_positions, r);
+    if (w->code != GRPC_STATUS_OK) {
+        svd_reply_error(r, w->code, "%s%s", w->message,
+                        w->n_recs ? " (the parts in `positions` are in their logs; a resend with the same "
+                                    "batch_id writes only the rest)"
+                                  : "");
+        goto done;
+    }
+    uint64_t count = 0;
+    if (w->op && !outcomes_ok(w, &count, r))
+        goto done;
+    char **ids = svd_own_array(r, n, sizeof *ids);
+    char *numbers = svd_own_array(r, n, 24);
+    if (n && (!ids || !numbers)) {
+        svd_reply_oom(r);
+        goto done;
+    }
+    const svc_cluster_config *cfg = svc_cluster_config_of(cl);
+    for (size_t i = 0; i < n; i++) {
+        if (req->n_ids && req->ids[i][0]) {
+            ids[i] = req->ids[i];
+            continue;
+        }
+        rec_pos *rp = &w->recs[w->rec_of[i]];
+        sv_follow_ids f = {cfg->shards, rp->shard};
+        ids[i] = numbers + 24 * i;
+        snprintf(ids[i], 24, "%" PRIu64, sv_follow_assigned_id(&f, rp->lsn, w->pos_in_rec[i]));
+    }
+    resp->applied = (uint32_t)n;
+    resp->n_ids = n;
+    resp->ids = ids;
+done:
+    svd_registry_put(app->registry, c);
+}
+
+static void s_ingest(void *appv, svd_ctx *ctx, void **state, const ProtobufCMessage *m, svd_reply *r)
+{
+    const Slimvec__V1__IngestRequest *req = (const void *)m;
+    write_state *w = write_state_of(state, r);
+    Slimvec__V1__IngestResponse *resp = svd_own(r, sizeof *resp);
+    if (!w || !resp) {
+        svd_reply_oom(r);
+        return;
+    }
+    slimvec__v1__ingest_response__init(resp);
+    resp->sequence = req->sequence;
+    svd_reply inner = {.code = GRPC_STATUS_OK, .owned = r->owned, .free_fn = r->free_fn};
+    ingest_message(appv, ctx, w, req, resp, &inner);
+    if (inner.defer) {
+        r->owned = inner.owned;
+        r->free_fn = inner.free_fn;
+        r->defer = 1;
+        return;
+    }
+    if ((resp->error = svd_batch_error(r, &inner))) {
+        resp->applied = 0;
+        resp->n_ids = 0;
+        resp->ids = NULL;
+    }
+    w->replied = 1;
+    if (r->code == GRPC_STATUS_OK)
+        r->msg = &resp->base;
+}
+
+static void h_delete(void *appv, svd_ctx *ctx, void **state, const ProtobufCMessage *m, svd_reply *r)
+{
+    svd_app *app = appv;
+    svc_cluster *cl = app->cluster;
+    const Slimvec__V1__DeleteRequest *req = (const void *)m;
+    write_state *w = write_state_of(state, r);
+    if (!w)
+        return;
+    svd_coll *c = svd_lookup(app, ctx, SVD_ROLE_WRITE, req->collection, r);
+    if (!c)
+        return;
+    if (!w->waiting) {
+        if (req->n_ids > app->limits.max_batch) {
+            svd_reply_error(r, GRPC_STATUS_RESOURCE_EXHAUSTED, "%zu ids are over the batch limit of %u", req->n_ids,
+                            app->limits.max_batch);
+            goto done;
+        }
+        if (!svd_ids_ok(app, req->ids, req->n_ids, "id", r))
+            goto done;
+        char key[72];
+        batch_key(NULL, key, sizeof key, r);
+        uint32_t S = svc_cluster_config_of(cl)->shards;
+        const char **ids = malloc((req->n_ids ? req->n_ids : 1) * sizeof *ids);
+        if (!ids) {
+            svd_reply_oom(r);
+            goto done;
+        }
+        for (uint32_t s = 0; s < S && w->code == GRPC_STATUS_OK; s++) {
+            size_t k = 0;
+            for (size_t i = 0; i < req->n_ids; i++)
+                if (sv_follow_route(req->ids[i], strlen(req->ids[i]), S) == s)
+                    ids[k++] = req->ids[i];
+            if (!k)
+                continue;
+            uint8_t *rec = NULL;
+            size_t len = 0;
+            if (sv_logrec_delete(ids, k, &rec, &len) != SV_OK) {
+                free(ids);
+                svd_reply_oom(r);
+                goto done;
+            }
+            struct iovec part = {rec, len};
+            char rkey[96];
+            snprintf(rkey, sizeof rkey, "%s:%u", key, s);
+            uint64_t lsn = 0;
+            svd_reply er = {.code = GRPC_STATUS_OK};
+            if (append_record(cl, c, s, SV_WAL_DELETE, rkey, &part, 1, &lsn, &er)) {
+                if (!add_rec(w, s, lsn, 1)) {
+                    w->code = GRPC_STATUS_RESOURCE_EXHAUSTED;
+                    snprintf(w->message, sizeof w->message, "out of memory");
+                }
+            } else {
+                w->code = er.code;
+                snprintf(w->message, sizeof w->message, "%s", er.message);
+            }
+            free(rec);
+        }
+        free(ids);
+        if (w->code == GRPC_STATUS_OK && ask_outcomes(cl, ctx, req->collection, w, 0, r)) {
+            w->waiting = 1;
+            r->defer = 1;
+            goto done;
+        }
+        if (r->code != GRPC_STATUS_OK)
+            goto done;
+    } else if (w->op && !svc_fanout_done(w->op)) {
+        r->defer = 1;
+        goto done;
+    }
+    Slimvec__V1__DeleteResponse *resp = svd_own(r, sizeof *resp);
+    if (!resp) {
+        svd_reply_oom(r);
+        goto done;
+    }
+    slimvec__v1__delete_response__init(resp);
+    resp->positions = positions(w, &resp->n_positions, r);
+    if (w->code != GRPC_STATUS_OK) {
+        svd_reply_error(r, w->code, "%s", w->message);
+        goto done;
+    }
+    uint64_t count = 0;
+    if (w->op && !outcomes_ok(w, &count, r))
+        goto done;
+    resp->deleted = (uint32_t)count;
+    r->msg = &resp->base;
+done:
+    svd_registry_put(app->registry, c);
+}
+
+/* ---- read path ----------------------------------------------------------------------------------- */
+
+typedef struct read_state {
+    int replied;
+    svc_fanout_op *op;
+    uint32_t shards;
+    ProtobufCMessage **answers; /* one per shard, unpacked */
+} read_state;
+
+static void read_reset(read_state *s)
+{
+    svc_fanout_release(s->op);
+    for (uint32_t i = 0; s->answers && i < s->shards; i++)
+        if (s->answers[i])
+            protobuf_c_message_free_unpacked(s->answers[i], NULL);
+    free(s->answers);
+    memset(s, 0, sizeof *s);
+}
+
+static void read_end(void *app, void *state, int cancelled)
+{
+    (void)app;
+    (void)cancelled;
+    read_state *s = state;
+    if (s) {
+        read_reset(s);
+        free(s);
+    }
+}
+
+static read_state *read_state_of(void **state, svd_reply *r)
+{
+    read_state *s = *state;
+    if (!s && !(s = *state = calloc(1, sizeof *s)))
+        svd_reply_oom(r);
+    if (s && s->replied)
+        read_reset(s);
+    return s;
+}
+
+/* The same request to every shard. */
+static int fan_all(svc_cluster *cl, svd_ctx *ctx, read_state *s, const char *path, const ProtobufCMessage *req,
+                   svd_reply *r)
+{
+    uint32_t S = svc_cluster_config_of(cl)->shards;
+    grpc_byte_buffer *bb = pack(req);
+    grpc_byte_buffer **reqs = calloc(S, sizeof *reqs);
+    uint32_t *shards = calloc(S, sizeof *shards);
+    s->answers = calloc(S, sizeof *s->answers);
+    s->shards = S;
+    if (bb && reqs && shards && s->answers) {
+        for (uint32_t i = 0; i < S; i++) {
+            reqs[i] = bb;
+            shards[i] = i;
+        }
+        s->op = fan_out(cl, ctx, path, S, reqs, shards, r);
+    } else {
+        svd_reply_oom(r);
+    }
+    if (bb)
+        grpc_byte_buffer_destroy(bb);
+    free(reqs);
+    free(shards);
+    return s->op != NULL;
+}
+
+typedef struct merged_hit {
+    float distance;
+    Slimvec__V1__Hit *hit;
+} merged_hit;
+
+static int by_distance(const void *a, const void *b)
+{
+    float x = ((const merged_hit *)a)->distance, y = ((const merged_hit *)b)->distance;
+    return (x > y) - (x < y);
+}
+
+static void search_message(svd_app *app, svd_ctx *ctx, read_state *s, const Slimvec__V1__SearchRequest *req,
+                           Slimvec__V1__SearchResponse *resp, svd_reply *r)
+{
+    svc_cluster *cl = app->cluster;
+    if (!s->op) {
+        /* The checks a single node makes, before any pod is asked. */
+        svd_coll *c = svd_lookup(app, ctx, SVD_ROLE_READ, req->collection, r);
+        if (!c)
+            return;
+        size_t m = 0;
+        int ok = svd_batch_shape(app, c, req->n_queries, 0, req->dimension, &m, r);
+        svd_registry_put(app->registry, c);
+        if (!ok)
+            return;
+        if (req->k < 1 || req->k > app->limits.max_k) {
+            svd_reply_error(r, req->k < 1 ? GRPC_STATUS_INVALID_ARGUMENT : GRPC_STATUS_RESOURCE_EXHAUSTED,
+                            "k=%u is outside 1..%u", req->k, app->limits.max_k);
+            return;
+        }
+        if (fan_all(cl, ctx, s, SHARD_METHOD("Search"), &req->base, r))
+            r->defer = 1;
+        return;
+    }
+    if (!svc_fanout_done(s->op)) {
+        r->defer = 1;
+        return;
+    }
+    size_t m = 0;
+    uint32_t *missing = svd_own_array(r, s->shards, sizeof *missing);
+    if (!missing) {
+        svd_reply_oom(r);
+        return;
+    }
+    for (uint32_t i = 0; i < s->shards; i++) {
+        const svc_part_result *pr = svc_fanout_result(s->op, i);
+        if (pr->code == GRPC_STATUS_OK) {
+            s->answers[i] = unpack(&slimvec__v1__search_response__descriptor, pr->response);
+            if (!s->answers[i]) {
+                svd_reply_error(r, GRPC_STATUS_INTERNAL, "shard %u: a malformed answer", i);
+                return;
+            }
+            continue;
+        }
+        /* Only a shard that could not be reached may be left out. */
+        int unreachable = pr->code == GRPC_STATUS_UNAVAILABLE || pr->code == GRPC_STATUS_CANCELLED;
+        if (!req->allow_partial || !unreachable) {
+            part_error(r, i, pr);
+            return;
+        }
+        missing[m++] = i;
+    }
+    size_t queries = 0;
+    for (uint32_t i = 0; i < s->shards; i++)
+        if (s->answers[i]) {
+            queries = ((Slimvec__V1__SearchResponse *)s->answers[i])->n_results;
+            break;
+        }
+    Slimvec__V1__QueryResult **results = svd_own_array(r, queries, sizeof *results);
+    Slimvec__V1__QueryResult *qrs = svd_own_array(r, queries, sizeof *qrs);
+    merged_hit *all = svd_own_array(r, (size_t)req->k * s->shards, sizeof *all);
+    if (queries && (!results || !qrs || !all)) {
+        svd_reply_oom(r);
+        return;
+    }
+    for (size_t q = 0; q < queries; q++) {
+        size_t n = 0;
+        for (uint32_t i = 0; i < s->shards; i++) {
+            Slimvec__V1__SearchResponse *a = (void *)s->answers[i];
+            if (!a)
+                continue;
+            if (a->n_results != queries) {
+                svd_reply_error(r, GRPC_STATUS_INTERNAL, "shard %u answered %zu queries of %zu", i, a->n_results,
+                                queries);
+                return;
+            }
+            Slimvec__V1__QueryResult *qr = a->results[q];
+            for (size_t h = 0; h < qr->n_hits && n < (size_t)req->k * s->shards; h++)
+                all[n++] = (merged_hit){qr->hits[h]->distance, qr->hits[h]};
+        }
+        /* Each shard's top k, merged: the exact top k of what they found. */
+        qsort(all, n, sizeof *all, by_distance);
+        size_t keep = n < req->k ? n : req->k;
+        Slimvec__V1__Hit **hp = svd_own_array(r, keep, sizeof *hp);
+        if (keep && !hp) {
+            svd_reply_oom(r);
+            return;
+        }
+        for (size_t h = 0; h < keep; h++)
+            hp[h] = all[h].hit;
+        slimvec__v1__query_result__init(&qrs[q]);
+        qrs[q].n_hits = keep;
+        qrs[q].hits = hp;
+        results[q] = &qrs[q];
+    }
+    resp->n_results = queries;
+    resp->results = results;
+    resp->n_missing_shards = m;
+    resp->missing_shards = missing;
+}
+
+static void h_search(void *appv, svd_ctx *ctx, void **state, const ProtobufCMessage *m, svd_reply *r)
+{
+    const Slimvec__V1__SearchRequest *req = (const void *)m;
+    read_state *s = read_state_of(state, r);
+    Slimvec__V1__SearchResponse *resp = svd_own(r, sizeof *resp);
+    if (!s || !resp) {
+        svd_reply_oom(r);
+        return;
+    }
+    slimvec__v1__search_response__init(resp);
+    resp->tag = req->tag;
+    search_message(appv, ctx, s, req, resp, r);
+    if (r->defer)
+        return;
+    s->replied = 1;
+    if (r->code == GRPC_STATUS_OK)
+        r->msg = &resp->base;
+}
+
+static void s_search(void *appv, svd_ctx *ctx, void **state, const ProtobufCMessage *m, svd_reply *r)
+{
+    const Slimvec__V1__SearchRequest *req = (const void *)m;
+    read_state *s = read_state_of(state, r);
+    Slimvec__V1__SearchResponse *resp = svd_own(r, sizeof *resp);
+    if (!s || !resp) {
+        svd_reply_oom(r);
+        return;
+    }
+    slimvec__v1__search_response__init(resp);
+    resp->tag = req->tag;
+    svd_reply inner = {.code = GRPC_STATUS_OK, .owned = r->owned, .free_fn = r->free_fn};
+    search_message(appv, ctx, s, req, resp, &inner);
+    if (inner.defer) {
+        r->owned = inner.owned;
+        r->free_fn = inner.free_fn;
+        r->defer = 1;
+        return;
+    }
+    if ((resp->error = svd_batch_error(r, &inner))) {
+        resp->n_results = 0;
+        resp->results = NULL;
+    }
+    s->replied = 1;
+    if (r->code == GRPC_STATUS_OK)
+        r->msg = &resp->base;
+}
+
+static void h_get(void *appv, svd_ctx *ctx, void **state, const ProtobufCMessage *m, svd_reply *r)
+{
+    svd_app *app = appv;
+    svc_cluster *cl = app->cluster;
+    const Slimvec__V1__GetRequest *req = (const void *)m;
+    read_state *s = read_state_of(state, r);
+    if (!s)
+        return;
+    uint32_t S = svc_cluster_config_of(cl)->shards;
+    if (!s->op) {
+        svd_coll *c = svd_lookup(app, ctx, SVD_ROLE_READ, req->collection, r);
+        if (!c)
+            return;
+        svd_registry_put(app->registry, c);
+        if (req->n_ids > app->limits.max_get_ids) {
+            svd_reply_error(r, GRPC_STATUS_RESOURCE_EXHAUSTED, "%zu ids are over the server's --max-get-ids %u",
+                            req->n_ids, app->limits.max_get_ids);
+            return;
+        }
+        if (!svd_ids_ok(app, req->ids, req->n_ids, "id", r))
+            return;
+        /* Each shard is asked for its own ids. */
+        grpc_byte_buffer **reqs = calloc(S, sizeof *reqs);
+        uint32_t *shards = calloc(S, sizeof *shards);
+        char **sub = malloc((req->n_ids ? req->n_ids : 1) * sizeof *sub);
+        s->answers = calloc(S, sizeof *s->answers);
+        s->shards = S;
+        int ok = reqs && shards && sub && s->answers;
+        for (uint32_t i = 0; ok && i < S; i++) {
+            Slimvec__V1__GetRequest g = SLIMVEC__V1__GET_REQUEST__INIT;
+            g.collection = req->collection;
+            for (size_t k = 0; k < req->n_ids; k++)
+                if (sv_follow_route(req->ids[k], strlen(req->ids[k]), S) == i)
+                    sub[g.n_ids++] = req->ids[k];
+            g.ids = sub;
+            shards[i] = i;
+            ok = (reqs[i] = pack(&g.base)) != NULL;
+        }
+        if (ok)
+            s->op = fan_out(cl, ctx, SHARD_METHOD("Get"), S, reqs, shards, r);
+        else
+            svd_reply_oom(r);
+        for (uint32_t i = 0; reqs && i < S; i++)
+            if (reqs[i])
+                grpc_byte_buffer_destroy(reqs[i]);
+        free(reqs);
+        free(shards);
+        free(sub);
+        if (s->op)
+            r->defer = 1;
+        return;
+    }
+    if (!svc_fanout_done(s->op)) {
+        r->defer = 1;
+        return;
+    }
+    for (uint32_t i = 0; i < S; i++) {
+        const svc_part_result *pr = svc_fanout_result(s->op, i);
+        if (pr->code != GRPC_STATUS_OK) {
+            part_error(r, i, pr);
+            s->replied = 1;
+            return;
+        }
+        if (!(s->answers[i] = unpack(&slimvec__v1__get_response__descriptor, pr->response))) {
+            svd_reply_error(r, GRPC_STATUS_INTERNAL, "shard %u: a malformed answer", i);
+            s->replied = 1;
+            return;
+        }
+    }
+    /* Back in request order: each shard answered its ids in order. */
+    Slimvec__V1__GetResponse *resp = svd_own(r, sizeof *resp);
+    Slimvec__V1__Vector **vs = svd_own_array(r, req->n_ids, sizeof *vs);
+    size_t *next = svd_own_array(r, S, sizeof *next);
+    if (!resp || !next || (req->n_ids && !vs)) {
+        svd_reply_oom(r);
+        s->replied = 1;
+        return;
+    }
+    slimvec__v1__get_response__init(resp);
+    for (size_t k = 0; k < req->n_ids; k++) {
+        uint32_t i = sv_follow_route(req->ids[k], strlen(req->ids[k]), S);
+        Slimvec__V1__GetResponse *a = (void *)s->answers[i];
+        if (next[i] >= a->n_vectors) {
+            svd_reply_error(r, GRPC_STATUS_INTERNAL, "shard %u answered %zu vectors", i, a->n_vectors);
+            s->replied = 1;
+            return;
+        }
+        vs[k] = a->vectors[next[i]++];
+    }
+    resp->n_vectors = req->n_ids;
+    resp->vectors = vs;
+    r->msg = &resp->base;
+    s->replied = 1;
+}
+
+/* ---- the catalog --------------------------------------------------------------------------------- */
+
+typedef struct catalog_state {
+    uint64_t lsn;
+    uint64_t incarnation; /* drop: the one dropped */
+} catalog_state;
+
+static void catalog_end(void *app, void *state, int cancelled)
+{
+    (void)app;
+    (void)cancelled;
+    free(state);
+}
+
+static void h_create(void *appv, svd_ctx *ctx, void **state, const ProtobufCMessage *m, svd_reply *r)
+{
+    svd_app *app = appv;
+    svc_cluster *cl = app->cluster;
+    const Slimvec__V1__CreateCollectionRequest *req = (const void *)m;
+    catalog_state *cs = *state;
+    if (!cs) {
+        const Slimvec__V1__CollectionSpec *spec = req->spec;
+        if (!spec) {
+            svd_reply_error(r, GRPC_STATUS_INVALID_ARGUMENT, "spec is missing");
+            return;
+        }
+        sv_params p;
+        if (!svd_field_ok(spec->name, "the collection name", SIZE_MAX, r) ||
+            !svd_allowed(ctx, SVD_ROLE_ADMIN, spec->name, r) || !svd_spec_params(app, spec, &p, r) ||
+            !svd_memory_ok(app, 64 * 1024, 0, r))
+            return;
+        svc_catalog_entry e;
+        if (svc_catalog_find(svc_cluster_catalog(cl), spec->name, &e)) {
+            svd_reply_error(r, GRPC_STATUS_ALREADY_EXISTS, "collection \"%s\" already exists", spec->name);
+            return;
+        }
+        uint8_t rec[SVC_CATALOG_RECORD_MAX];
+        size_t len = svc_catalog_encode_create(spec->name, svc_cluster_config_of(cl)->shards, &p, rec);
+        sv_error err;
+        uint64_t lsn = 0;
+        sv_status st = svc_cluster_catalog_append(cl, SVC_CATALOG_CREATE, rec, len, &lsn, &err);
+        if (st != SV_OK) {
+            svd_reply_error(r, svd_code_of(st), "%s", err.message);
+            return;
+        }
+        if (!(cs = *state = calloc(1, sizeof *cs))) {
+            svd_reply_oom(r);
+            return;
+        }
+        cs->lsn = lsn;
+    }
+    /* Applied here (the catalog, then this pod's copy): the first CREATE
+     * of the name in the catalog's order is the one that counts. */
+    svd_coll *c = NULL;
+    svc_catalog_entry e;
+    if (svc_catalog_applied(svc_cluster_catalog(cl)) < cs->lsn) {
+        r->defer = 1;
+        return;
+    }
+    if (!svc_catalog_find(svc_cluster_catalog(cl), req->spec->name, &e) || e.incarnation != cs->lsn) {
+        svd_reply_error(r, GRPC_STATUS_ALREADY_EXISTS, "collection \"%s\" already exists", req->spec->name);
+        return;
+    }
+    c = svd_registry_get(app->registry, req->spec->name);
+    if (!c || c->incarnation != cs->lsn) {
+        svd_registry_put(app->registry, c);
+        r->defer = 1;
+        return;
+    }
+    svd_handler_fn describe = svd_local_handler("/slimvec.v1.SlimVec/DescribeCollection");
+    svd_registry_put(app->registry, c);
+    Slimvec__V1__DescribeCollectionRequest d = SLIMVEC__V1__DESCRIBE_COLLECTION_REQUEST__INIT;
+    d.name = req->spec->name;
+    void *none = NULL;
+    describe(appv, ctx, &none, &d.base, r);
+    /* Describe's answer and Create's have the same fields: info = 1. */
+    if (r->code == GRPC_STATUS_OK && r->msg) {
+        const Slimvec__V1__DescribeCollectionResponse *dr = (const void *)r->msg;
+        Slimvec__V1__CreateCollectionResponse *cr = svd_own(r, sizeof *cr);
+        if (!cr) {
+            svd_reply_oom(r);
+            return;
+        }
+        slimvec__v1__create_collection_response__init(cr);
+        cr->info = dr->info;
+        r->msg = &cr->base;
+    }
+}
+
+static void h_drop(void *appv, svd_ctx *ctx, void **state, const ProtobufCMessage *m, svd_reply *r)
+{
+    svd_app *app = appv;
+    svc_cluster *cl = app->cluster;
+    const Slimvec__V1__DropCollectionRequest *req = (const void *)m;
+    catalog_state *cs = *state;
+    if (!cs) {
+        if (!svd_field_ok(req->name, "the collection name", SIZE_MAX, r) ||
+            !svd_allowed(ctx, SVD_ROLE_ADMIN, req->name, r))
+            return;
+        svc_catalog_entry e;
+        if (!svc_catalog_find(svc_cluster_catalog(cl), req->name, &e)) {
+            svd_reply_error(r, GRPC_STATUS_NOT_FOUND, "collection \"%.64s\" not found", req->name);
+            return;
+        }
+        uint8_t rec[SVC_CATALOG_RECORD_MAX];
+        size_t len = svc_catalog_encode_drop(req->name, e.incarnation, rec);
+        sv_error err;
+        uint64_t lsn = 0;
+        sv_status st = svc_cluster_catalog_append(cl, SVC_CATALOG_DROP, rec, len, &lsn, &err);
+        if (st != SV_OK) {
+            svd_reply_error(r, svd_code_of(st), "%s", err.message);
+            return;
+        }
+        if (!(cs = *state = calloc(1, sizeof *cs))) {
+            svd_reply_oom(r);
+            return;
+        }
+        cs->lsn = lsn;
+        cs->incarnation = e.incarnation;
+    }
+    if (svc_catalog_applied(svc_cluster_catalog(cl)) < cs->lsn) {
+        r->defer = 1;
+        return;
+    }
+    svd_coll *c = svd_registry_get(app->registry, req->name);
+    int still = c && c->incarnation == cs->incarnation;
+    svd_registry_put(app->registry, c);
+    if (still) {
+        r->defer = 1;
+        return;
+    }
+    svc_cluster_delete_streams(cl, cs->incarnation);
+    static Slimvec__V1__DropCollectionResponse resp = SLIMVEC__V1__DROP_COLLECTION_RESPONSE__INIT;
+    r->msg = &resp.base;
+}
+
+/* ---- what the pods ask each other -------------------------------------------------------------------- */
+
+/* Wait (deferred) until this replica applied every position of its shard. */
+static int caught_up(svd_app *app, svd_coll *c, Slimvec__V1__LogPosition **after, size_t n)
+{
+    uint32_t mine = svc_cluster_config_of(app->cluster)->shard;
+    uint64_t applied = sv_durable_applied(c->dur);
+    for (size_t i = 0; i < n; i++)
+        if (after[i] && after[i]->shard == mine && after[i]->lsn > applied)
+            return 0;
+    return 1;
+}
+
+static void sh_search(void *appv, svd_ctx *ctx, void **state, const ProtobufCMessage *m, svd_reply *r)
+{
+    svd_app *app = appv;
+    (void)state;
+    const Slimvec__V1__SearchRequest *req = (const void *)m;
+    if (req->n_after) {
+        svd_coll *c = svd_lookup(app, ctx, SVD_ROLE_READ, req->collection, r);
+        if (!c)
+            return;
+        int ready = caught_up(app, c, req->after, req->n_after);
+        svd_registry_put(app->registry, c);
+        if (!ready) {
+            /* Until the deadline, then DEADLINE_EXCEEDED: never stale. */
+            r->defer = 1;
+            return;
+        }
+    }
+    Slimvec__V1__SearchResponse *resp = svd_own(r, sizeof *resp);
+    if (!resp) {
+        svd_reply_oom(r);
+        return;
+    }
+    slimvec__v1__search_response__init(resp);
+    resp->tag = req->tag;
+    svd_search_into(app, ctx, req, resp, r);
+    if (r->code == GRPC_STATUS_OK)
+        r->msg = &resp->base;
+}
+
+static void sh_applied(void *appv, svd_ctx *ctx, void **state, const ProtobufCMessage *m, svd_reply *r)
+{
+    svd_app *app = appv;
+    (void)state;
+    const Slimvec__V1__ShardApplyRequest *req = (const void *)m;
+    if (!req->position) {
+        svd_reply_error(r, GRPC_STATUS_INVALID_ARGUMENT, "position is missing");
+        return;
+    }
+    uint32_t mine = svc_cluster_config_of(app->cluster)->shard;
+    if (req->position->shard != mine) {
+        svd_reply_error(r, GRPC_STATUS_FAILED_PRECONDITION, "this pod holds shard %u, not %u", mine,
+                        req->position->shard);
+        return;
+    }
+    svd_coll *c = svd_lookup(app, ctx, SVD_ROLE_WRITE, req->collection, r);
+    if (!c)
+        return;
+    if (sv_durable_applied(c->dur) < req->position->lsn) {
+        svd_registry_put(app->registry, c);
+        r->defer = 1;
+        return;
+    }
+    sv_status st = SV_OK;
+    uint32_t count = 0;
+    char why[128];
+    int known = svc_cluster_outcome(c, req->position->lsn, &st, &count, why, sizeof why);
+    svd_registry_put(app->registry, c);
+    if (!known) {
+        svd_reply_error(r, GRPC_STATUS_UNAVAILABLE, "the outcome of LSN %" PRIu64 " is no longer kept here",
+                        req->position->lsn);
+        return;
+    }
+    Slimvec__V1__ShardApplyResponse *resp = svd_own(r, sizeof *resp);
+    Slimvec__V1__BatchError *be = svd_own(r, sizeof *be);
+    char *msg = svd_own(r, sizeof why);
+    if (!resp || !be || !msg) {
+        svd_reply_oom(r);
+        return;
+    }
+    slimvec__v1__shard_apply_response__init(resp);
+    resp->count = count;
+    if (st != SV_OK) {
+        slimvec__v1__batch_error__init(be);
+        be->code = (int32_t)svd_code_of(st);
+        memcpy(msg, why, sizeof why);
+        be->message = msg;
+        resp->error = be;
+    }
+    r->msg = &resp->base;
+}
+
+/* ---- the table ----------------------------------------------------------------------------------------- */
+
+#define PUBLIC(name) "/slimvec.v1.SlimVec/" name
+static svd_method table[32];
+static size_t table_n;
+
+static void set(const char *path, const ProtobufCMessageDescriptor *d, svd_handler_fn fn, svd_end_fn end,
+                svd_kind kind, int role)
+{
+    for (size_t i = 0; i < table_n; i++)
+        if (strcmp(table[i].path, path) == 0) {
+            table[i].handle = fn;
+            table[i].end = end;
+            return;
+        }
+    table[table_n++] = (svd_method){path, d, fn, end, kind, 0, role};
+}
+
+const svd_method *svc_router_methods(size_t *n)
+{
+    if (!table_n) {
+        size_t base_n = 0;
+        const svd_method *base = svd_methods(&base_n);
+        for (size_t i = 0; i < base_n && table_n < sizeof table / sizeof table[0]; i++)
+            table[table_n++] = base[i];
+        set(PUBLIC("CreateCollection"), &slimvec__v1__create_collection_request__descriptor, h_create, catalog_end,
+            SVD_UNARY, SVD_ROLE_ADMIN);
+        set(PUBLIC("DropCollection"), &slimvec__v1__drop_collection_request__descriptor, h_drop, catalog_end,
+            SVD_UNARY, SVD_ROLE_ADMIN);
+        set(PUBLIC("Ingest"), &slimvec__v1__ingest_request__descriptor, s_ingest, write_end, SVD_STREAM,
+            SVD_ROLE_WRITE);
+        set(PUBLIC("Delete"), &slimvec__v1__delete_request__descriptor, h_delete, write_end, SVD_UNARY,
+            SVD_ROLE_WRITE);
+        set(PUBLIC("Search"), &slimvec__v1__search_request__descriptor, h_search, read_end, SVD_UNARY,
+            SVD_ROLE_READ);
+        set(PUBLIC("SearchStream"), &slimvec__v1__search_request__descriptor, s_search, read_end, SVD_STREAM,
+            SVD_ROLE_READ);
+        set(PUBLIC("Get"), &slimvec__v1__get_request__descriptor, h_get, read_end, SVD_UNARY, SVD_ROLE_READ);
+        set(SHARD_METHOD("Search"), &slimvec__v1__search_request__descriptor, sh_search, NULL, SVD_UNARY,
+            SVD_ROLE_READ);
+        set(SHARD_METHOD("Get"), &slimvec__v1__get_request__descriptor, svd_local_handler(PUBLIC("Get")), NULL,
+            SVD_UNARY, SVD_ROLE_READ);
+        set(SHARD_METHOD("Applied"), &slimvec__v1__shard_apply_request__descriptor, sh_applied, NULL, SVD_UNARY,
+            SVD_ROLE_WRITE);
+    }
+    *n = table_n;
+    return table;
+}

@@ -1,0 +1,238 @@
+"""Real clusters for the cluster tests: nats-server processes with
+JetStream and slimvecd pods (S shards x R replica sets) on loopback, each
+on free ports, started, SIGKILLed, SIGSTOPped and restarted by the tests.
+No mock of either engine."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "e2e"))
+
+from svtest import free_port, scaled, wait_for  # noqa: E402
+
+
+class Nats:
+    """n nats-server processes forming one JetStream cluster."""
+
+    def __init__(self, n=3):
+        self.n = n
+        self.root = tempfile.mkdtemp(prefix="sv-nats-")
+        self.client = [free_port() for _ in range(n)]
+        self.route = [free_port() for _ in range(n)]
+        self.http = [free_port() for _ in range(n)]
+        self.procs = [None] * n
+        self.paused = set()
+        for i in range(n):
+            with open(self.conf(i), "w") as f:
+                f.write("server_name: n%d\nlisten: 127.0.0.1:%d\nhttp: 127.0.0.1:%d\n" %
+                        (i, self.client[i], self.http[i]))
+                f.write('jetstream { store_dir: "%s/n%d" }\n' % (self.root, i))
+                if n > 1:
+                    routes = "".join("    nats-route://127.0.0.1:%d\n" % self.route[j]
+                                     for j in range(n) if j != i)
+                    f.write("cluster {\n  name: svtest\n  listen: 127.0.0.1:%d\n  routes: [\n%s  ]\n}\n" %
+                            (self.route[i], routes))
+        for i in range(n):
+            self.start(i)
+        for i in range(n):
+            self.wait_ready(i)
+
+    def conf(self, i):
+        return os.path.join(self.root, "n%d.conf" % i)
+
+    @property
+    def urls(self):
+        return ",".join("nats://127.0.0.1:%d" % p for p in self.client)
+
+    def start(self, i):
+        log = open(os.path.join(self.root, "n%d.log" % i), "a")
+        self.procs[i] = subprocess.Popen(["nats-server", "-c", self.conf(i)], stdout=log, stderr=log)
+        log.close()
+
+    def jsz(self, i, query=""):
+        with urllib.request.urlopen("http://127.0.0.1:%d/jsz%s" % (self.http[i], query),
+                                    timeout=scaled(2)) as r:
+            return json.loads(r.read().decode())
+
+    def wait_ready(self, i, seconds=30):
+        """Until server i's JetStream has a meta leader."""
+        def ready():
+            try:
+                return self.jsz(i).get("meta_cluster", {}).get("leader") if self.n > 1 else True
+            except Exception:  # noqa: BLE001 - not up yet
+                return False
+        wait_for(ready, seconds, "nats-server n%d" % i, step=0.1)
+
+    def stream_leader(self, stream):
+        """The index of the server leading `stream`, or None."""
+        for i in range(self.n):
+            if i in self.paused or self.procs[i] is None:
+                continue
+            try:
+                info = self.jsz(i, "?accounts=true&streams=true")
+            except Exception:  # noqa: BLE001
+                continue
+            for acc in info.get("account_details", []):
+                for s in acc.get("stream_detail", []):
+                    if s.get("name") == stream and s.get("cluster", {}).get("leader"):
+                        return int(s["cluster"]["leader"][1:])
+        return None
+
+    def kill(self, i):
+        p = self.procs[i]
+        if p and p.poll() is None:
+            p.send_signal(signal.SIGCONT)
+            p.kill()
+            p.wait()
+        self.procs[i] = None
+        self.paused.discard(i)
+
+    def restart(self, i):
+        self.kill(i)
+        self.start(i)
+        self.wait_ready(i)
+
+    def pause(self, i):
+        self.procs[i].send_signal(signal.SIGSTOP)
+        self.paused.add(i)
+
+    def resume(self, i):
+        self.procs[i].send_signal(signal.SIGCONT)
+        self.paused.discard(i)
+
+    def close(self):
+        for i in range(self.n):
+            self.kill(i)
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+class Pod:
+    """One slimvecd of the cluster (replica set r, shard s)."""
+
+    def __init__(self, cluster, r, s):
+        self.cluster, self.r, self.s = cluster, r, s
+        self.port = free_port()
+        self.metrics_port = free_port()
+        self.addr = "127.0.0.1:%d" % self.port
+        self.data_dir = os.path.join(cluster.root, "r%d-s%d" % (r, s))
+        self.log_path = os.path.join(cluster.root, "r%d-s%d.log" % (r, s))
+        self.proc = None
+
+    def args(self):
+        c = self.cluster
+        return [c.binary, "--listen", self.addr, "--metrics-listen", "127.0.0.1:%d" % self.metrics_port,
+                "--data-dir", self.data_dir, "--cluster-nats", c.nats.urls, "--shards", str(c.shards),
+                "--shard", str(self.s), "--replica-set", "r%d" % self.r,
+                "--replica-sets", ",".join("r%d" % i for i in range(c.sets)),
+                "--cluster-peers", c.peers(), "--stream-replicas", str(min(3, c.nats.n)),
+                "--grace", "2", *c.extra]
+
+    def start(self):
+        log = open(self.log_path, "a")
+        self.proc = subprocess.Popen(self.args(), stdout=subprocess.DEVNULL, stderr=log)
+        log.close()
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill(self):
+        if self.alive():
+            self.proc.send_signal(signal.SIGCONT)
+            self.proc.kill()
+            self.proc.wait()
+
+    def pause(self):
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self):
+        self.proc.send_signal(signal.SIGCONT)
+
+    def stop(self):
+        if self.alive():
+            self.proc.send_signal(signal.SIGTERM)
+            return self.proc.wait(timeout=scaled(60))
+        return None
+
+    def log(self):
+        with open(self.log_path) as f:
+            return f.read()
+
+    def wait_ready(self, seconds=60):
+        import grpc
+        from health.v1 import health_pb2, health_pb2_grpc
+        ch = grpc.insecure_channel(self.addr)
+        stub = health_pb2_grpc.HealthStub(ch)
+        until = time.monotonic() + scaled(seconds)
+        try:
+            while True:
+                if not self.alive():
+                    raise AssertionError("pod r%d-s%d exited:\n%s" % (self.r, self.s, self.log()[-3000:]))
+                try:
+                    stub.Check(health_pb2.HealthCheckRequest(), timeout=scaled(2), wait_for_ready=True)
+                    return
+                except grpc.RpcError:
+                    if time.monotonic() > until:
+                        raise
+                    time.sleep(0.05)
+        finally:
+            ch.close()
+
+    def metrics(self):
+        with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % self.metrics_port, timeout=scaled(5)) as r:
+            return r.read().decode()
+
+
+class Cluster:
+    """S shards x R replica sets of slimvecd over a NATS cluster."""
+
+    def __init__(self, binary, stubs, shards=2, sets=2, nats=None, nats_servers=3, extra=()):
+        sys.path.insert(0, stubs)
+        self.binary = binary
+        self.shards, self.sets = shards, sets
+        self.extra = list(extra)
+        self.root = tempfile.mkdtemp(prefix="sv-cluster-")
+        self.own_nats = nats is None
+        self.nats = nats or Nats(nats_servers)
+        self.pods = [Pod(self, r, s) for r in range(sets) for s in range(shards)]
+        for p in self.pods:
+            p.start()
+        for p in self.pods:
+            p.wait_ready()
+
+    def peers(self):
+        return ";".join("%d=%s" % (s, ",".join(p.addr for p in self.pods if p.s == s))
+                        for s in range(self.shards))
+
+    def pod(self, r, s):
+        return next(p for p in self.pods if p.r == r and p.s == s)
+
+    def channel(self, pod=None):
+        import grpc
+        return grpc.insecure_channel((pod or self.pods[0]).addr)
+
+    def stub(self, pod=None):
+        from slimvec.v1 import slimvec_pb2_grpc as pbg
+        return pbg.SlimVecStub(self.channel(pod))
+
+    def restart(self, pod):
+        pod.kill()
+        pod.start()
+        pod.wait_ready()
+
+    def logs(self):
+        return "\n".join("---- r%d-s%d\n%s" % (p.r, p.s, p.log()[-4000:]) for p in self.pods)
+
+    def close(self, keep=False):
+        for p in self.pods:
+            p.kill()
+        if self.own_nats:
+            self.nats.close()
+        if not keep:
+            shutil.rmtree(self.root, ignore_errors=True)
