@@ -148,6 +148,8 @@ static void usage(FILE *f)
             "                       SLIMVEC_NATS_TOKEN)\n"
             "  --peer-ca FILE, --peer-cert FILE, --peer-key FILE  TLS to the other pods (the caller's token\n"
             "                       is passed on) (SLIMVEC_PEER_CA, SLIMVEC_PEER_CERT, SLIMVEC_PEER_KEY)\n"
+            "  --test-apply-delay-ms MS  tests only: this pod applies its streams in passes this far\n"
+            "                       apart, a replica made to lag (SLIMVEC_TEST_APPLY_DELAY_MS, default 0)\n"
             "  --memory-limit BYTES the memory the process may use (a container's limit; in Kubernetes set\n"
             "                       SLIMVEC_MEMORY_LIMIT from limits.memory); 0 = read the cgroup's\n"
             "                       memory.max (SLIMVEC_MEMORY_LIMIT, default 0)\n");
@@ -241,6 +243,7 @@ static int load_config(config *cfg, int argc, char **argv)
            arenas = 16;
     const char *memory_cap = "0", *client_auth = NULL, *metrics_tls = "off", *metrics_auth = NULL;
     double reload_seconds = 5;
+    double apply_delay_ms = 0;
     double shards = 1, shard = -1, stream_replicas = 3, hedge_ms = 50, outcome_s = 5, nats_timeout = 5000;
     const char *pod_name = getenv("HOSTNAME");
     memset(&cfg->cl, 0, sizeof cfg->cl);
@@ -307,6 +310,7 @@ static int load_config(config *cfg, int argc, char **argv)
         {"--peer-ca", "SLIMVEC_PEER_CA", 0, 0, NULL, &cfg->cl.peer.ca},
         {"--peer-cert", "SLIMVEC_PEER_CERT", 0, 0, NULL, &cfg->cl.peer.cert},
         {"--peer-key", "SLIMVEC_PEER_KEY", 0, 0, NULL, &cfg->cl.peer.key},
+        {"--test-apply-delay-ms", "SLIMVEC_TEST_APPLY_DELAY_MS", 0, 600000, &apply_delay_ms, NULL},
     };
     size_t n_defs = sizeof defs / sizeof defs[0];
     for (size_t d = 0; d < n_defs; d++) {
@@ -426,6 +430,7 @@ static int load_config(config *cfg, int argc, char **argv)
         cfg->cl.hedge_seconds = hedge_ms / 1000.0;
         cfg->cl.outcome_seconds = outcome_s;
         cfg->cl.nats.timeout_ms = (int64_t)nats_timeout;
+        cfg->cl.apply_delay_seconds = apply_delay_ms / 1000.0;
         if (cfg->cl.peer.ca || cfg->cl.peer.cert)
             cfg->cl.peer.tls = 1;
     }
@@ -682,6 +687,11 @@ int main(int argc, char **argv)
         scfg.principal_free = svd_principal_free;
         scfg.recheck = svd_access_recheck;
     }
+    /* Every collection of the catalog is here before the first call. */
+    if (cluster && svc_cluster_start(cluster, &app, wake_server, &running, &oerr) != SV_OK) {
+        fprintf(stderr, "slimvecd: cannot start the cluster mode: %s\n", oerr.message);
+        goto cleanup;
+    }
     srv = svd_server_start(&scfg, methods, n_methods, &app, err, sizeof err);
     if (!srv) {
         fprintf(stderr, "slimvecd: %s\n", err);
@@ -689,10 +699,7 @@ int main(int argc, char **argv)
     }
     atomic_store(&running, srv);
     svd_metrics_set_server(metrics, srv);
-    if (cluster && svc_cluster_start(cluster, &app, wake_server, &running, &oerr) != SV_OK) {
-        fprintf(stderr, "slimvecd: cannot start the cluster mode: %s\n", oerr.message);
-        goto cleanup;
-    }
+
     fprintf(stderr, "slimvecd: listening on %s (%s%s), metrics on %s://%s/metrics%s\n", cfg.listen,
             tls ? "TLS" : "plaintext",
             !tls ? "" : cfg.tls.client_auth == SVD_CLIENT_AUTH_REQUIRE ? ", client certificates required"

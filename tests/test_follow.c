@@ -72,17 +72,20 @@ static uint64_t append_delete(sv_log *log, const char *const *ids, size_t n)
 typedef struct applier {
     sv_durable *d;
     sv_status outcomes[64]; /* by LSN */
+    uint64_t first[64];     /* by LSN: duplicate_of */
     uint64_t seen;
 } applier;
 
 static sv_status apply_visit(void *ctx, uint32_t type, uint64_t lsn, const uint8_t *p, size_t len, sv_error *err)
 {
     applier *a = ctx;
-    sv_status outcome = SV_OK;
-    uint64_t count = 0;
-    sv_status st = sv_durable_apply(a->d, type, lsn, p, len, &outcome, &count, err);
-    if (st == SV_OK && lsn < 64)
+    sv_follow_result res;
+    sv_status st = sv_durable_apply(a->d, type, lsn, p, len, &res, err);
+    sv_status outcome = res.outcome;
+    if (st == SV_OK && lsn < 64) {
         a->outcomes[lsn] = outcome;
+        a->first[lsn] = res.duplicate_of;
+    }
     a->seen++;
     return st;
 }
@@ -192,10 +195,9 @@ START_TEST(test_follow_apply_snapshot_reopen)
     ck_assert_uint_eq(a.seen, 3);
     assert_state(a.d, v);
     /* A gap is never skipped. */
-    sv_status outcome;
-    uint64_t count;
+    sv_follow_result res;
     uint8_t junk[4] = {0};
-    ck_assert_int_eq(sv_durable_apply(a.d, SV_WAL_DELETE, 7, junk, 0, &outcome, &count, &err), SV_ERR_CORRUPT);
+    ck_assert_int_eq(sv_durable_apply(a.d, SV_WAL_DELETE, 7, junk, 0, &res, &err), SV_ERR_CORRUPT);
 
     /* Snapshot at the LSN applied; the reopen loads it and reads nothing
      * more. (The snapshot's release would purge a stream; on this local
@@ -274,6 +276,88 @@ START_TEST(test_follow_purged_past_snapshot)
 }
 END_TEST
 
+/* A keyed ADD as a router appends it (key wraps the record, follow.h). */
+static uint64_t append_keyed(sv_log *log, const char *key, const char *const *ids, size_t n, const float *v)
+{
+    uint64_t zero[8] = {0};
+    uint8_t *head = NULL, kh[64];
+    size_t hl = 0, kl = strlen(key);
+    uint32_t type = SV_WAL_ADD;
+    ck_assert_int_eq(sv_logrec_add_ids(ids, zero, n, DIM, 0, &head, &hl), SV_OK);
+    kh[0] = (uint8_t)kl;
+    memcpy(kh + 1, key, kl);
+    memcpy(kh + 1 + kl, &type, 4);
+    struct iovec parts[3] = {{kh, 1 + kl + 4}, {head, hl}, {(void *)v, n * DIM * sizeof(float)}};
+    uint64_t lsn = 0;
+    sv_error err;
+    ck_assert_int_eq(sv_log_append(log, SV_WAL_KEYED, parts, 3, &lsn, &err), SV_OK);
+    free(head);
+    return lsn;
+}
+
+/* A record sent twice with its key (the log's de-duplication missed it):
+ * applied once on every replica, answered as the first; also for a
+ * follower that starts from a snapshot taken between the two. */
+START_TEST(test_follow_keyed_resend)
+{
+    char base[64], logdir[128], dir[128];
+    make_tmp(base, sizeof base);
+    snprintf(logdir, sizeof logdir, "%s/log", base);
+    snprintf(dir, sizeof dir, "%s/replica", base);
+    ck_assert_int_eq(mkdir(logdir, 0755), 0);
+    float *v = tu_gaussian(8, DIM, 9);
+    sv_log *w = NULL;
+    sv_error err;
+    ck_assert_int_eq(sv_log_local_start(logdir, 1, 0, &w, &err), SV_OK);
+    const char *a[2] = {NULL, "given"};
+    ck_assert_uint_eq(append_keyed(w, "batch-a:0:0", a, 2, v), 1);
+    const char *b[1] = {NULL};
+    ck_assert_uint_eq(append_keyed(w, "batch-b:0:0", b, 1, v + 2 * DIM), 2);
+    ck_assert_uint_eq(append_keyed(w, "batch-a:0:0", a, 2, v), 3); /* the resend */
+    ck_assert_int_eq(sv_log_sync(w, 3, &err), SV_OK);
+
+    sv_params p = params();
+    sv_durable_options o = {0};
+    applier r = {0};
+    sv_log *rd = reader(logdir);
+    ck_assert_int_eq(sv_durable_create_follower(dir, &p, &o, rd, &SHARD, &r.d, &err), SV_OK);
+    uint64_t last = 0;
+    ck_assert_msg(sv_log_read(rd, 0, 0, apply_visit, &r, &last, &err) == SV_OK, "%s", err.message);
+    ck_assert_uint_eq(sv_durable_count(r.d), 3); /* not 5 */
+    ck_assert_int_eq(r.outcomes[3], SV_OK);
+    ck_assert_uint_eq(r.first[3], 1);
+    ck_assert_uint_eq(r.first[2], 0);
+    /* The snapshot's release would drop the segment with LSNs 1-3 (a
+     * stream keeps SV_FOLLOW_WINDOW records below the lowest snapshot): a
+     * copy stands in for that. */
+    char cmd[512];
+    snprintf(cmd, sizeof cmd, "cp -r '%s' '%s.keep'", logdir, logdir);
+    ck_assert_int_eq(system(cmd), 0);
+    sv_snapshot_info info;
+    ck_assert_int_eq(sv_durable_snapshot(r.d, &info, &err), SV_OK);
+    ck_assert_uint_eq(info.lsn, 3);
+    sv_durable_free(r.d);
+    sv_log_close(w);
+    snprintf(cmd, sizeof cmd, "rm -rf '%s' && mv '%s.keep' '%s'", logdir, logdir, logdir);
+    ck_assert_int_eq(system(cmd), 0);
+    /* Another resend, after the snapshot: the reopened follower read the
+     * records before its snapshot back into its window. */
+    ck_assert_int_eq(sv_log_local_start(logdir, 4, 0, &w, &err), SV_OK);
+    ck_assert_uint_eq(append_keyed(w, "batch-b:0:0", b, 1, v + 2 * DIM), 4);
+    ck_assert_int_eq(sv_log_sync(w, 4, &err), SV_OK);
+    sv_log_close(w);
+    sv_recovery rec;
+    ck_assert_msg(sv_durable_open_follower(dir, NULL, 1, &o, reader(logdir), &SHARD, &r.d, &rec, &err) == SV_OK,
+                  "%s", err.message);
+    ck_assert_uint_eq(rec.snapshot_lsn, 3);
+    ck_assert_uint_eq(rec.last_lsn, 4);
+    ck_assert_uint_eq(sv_durable_count(r.d), 3);
+    sv_durable_free(r.d);
+    free(v);
+    rm_rf(base);
+}
+END_TEST
+
 /* The id scheme: unique, at or above 2^62, routed back to its shard; the
  * route is stable (numbers by value, strings by CRC-32C). */
 START_TEST(test_follow_ids_and_routes)
@@ -324,6 +408,7 @@ int main(void)
     tcase_add_test(tc, test_follow_apply_snapshot_reopen);
     tcase_add_test(tc, test_follow_purged_past_snapshot);
     tcase_add_test(tc, test_follow_ids_and_routes);
+    tcase_add_test(tc, test_follow_keyed_resend);
     suite_add_tcase(s, tc);
     return tu_run_suite(s);
 }

@@ -62,6 +62,7 @@ struct sv_durable {
     sv_follow_ids follow;
     uint64_t applied;          /* following: the last LSN applied (order) */
     uint64_t applied_bytes;    /* following: record bytes applied since the last snapshot (stats_lock) */
+    sv_follow_window *window;  /* following: the keys of the last records (order) */
 };
 
 /* ---- params file ---------------------------------------------------------- */
@@ -139,6 +140,7 @@ void sv_durable_free(sv_durable *d)
     if (!d)
         return;
     sv_log_close(d->log);
+    sv_follow_window_free(d->window);
     sv_collection_free(d->c);
     pthread_mutex_destroy(&d->order);
     pthread_mutex_destroy(&d->maint_lock);
@@ -240,7 +242,11 @@ static sv_status create(const char *dir, const sv_params *p, const sv_durable_op
         goto fail_out;
     }
     if (follow_log) {
-        sv_durable_attach_follower(d, follow_log, f, 0, 0, err);
+        if ((st = sv_durable_attach_follower(d, follow_log, f, sv_follow_window_create(), 0, 0, err)) != SV_OK) {
+            sv_durable_remove_dir(dir, NULL);
+            sv_durable_free(d);
+            return st;
+        }
     } else if ((st = sv_log_local_start(dir, 1, o->sync_interval_ms, &d->log, err)) != SV_OK) {
         sv_durable_remove_dir(dir, NULL);
         sv_durable_free(d);
@@ -550,22 +556,22 @@ sv_status sv_durable_attach_log(sv_durable *d, sv_log *l, uint64_t old_log_bytes
     return st;
 }
 
-sv_status sv_durable_attach_follower(sv_durable *d, sv_log *l, const sv_follow_ids *f, uint64_t applied,
-                                     uint64_t old_log_bytes, sv_error *err)
+sv_status sv_durable_attach_follower(sv_durable *d, sv_log *l, const sv_follow_ids *f, sv_follow_window *w,
+                                     uint64_t applied, uint64_t old_log_bytes, sv_error *err)
 {
     d->log = l;
     d->following = 1;
     d->follow = *f;
+    d->window = w;
     d->applied = applied;
     d->old_log_bytes = old_log_bytes;
-    return sv_ok(err);
+    return w ? sv_ok(err) : sv_fail(err, SV_ERR_RESOURCE, "out of memory following a log");
 }
 
 sv_status sv_durable_apply(sv_durable *d, uint32_t type, uint64_t lsn, const uint8_t *payload, size_t len,
-                           sv_status *outcome, uint64_t *count, sv_error *err)
+                           sv_follow_result *res, sv_error *err)
 {
-    *outcome = SV_OK;
-    *count = 0;
+    *res = (sv_follow_result){SV_OK, 0, 0};
     pthread_mutex_lock(&d->order);
     sv_status st = SV_OK;
     if (!d->following)
@@ -577,10 +583,9 @@ sv_status sv_durable_apply(sv_durable *d, uint32_t type, uint64_t lsn, const uin
     else if (lsn != d->applied + 1)
         st = sv_fail(err, SV_ERR_CORRUPT, "LSN %" PRIu64 " follows %" PRIu64 ": records are missing", lsn,
                      d->applied);
-    else if (type == SV_WAL_ADD && buffer_full(d, 1))
+    else if ((type == SV_WAL_ADD || type == SV_WAL_KEYED) && buffer_full(d, 1))
         st = sv_fail(err, SV_ERR_BUSY, "the write buffer is full; LSN %" PRIu64 " waits for a flush", lsn);
-    else if ((st = sv_follow_apply(d->c, &d->follow, type, lsn, payload, len, outcome, count, err)) ==
-             SV_OK) {
+    else if ((st = sv_follow_apply(d->c, &d->follow, d->window, type, lsn, payload, len, res, err)) == SV_OK) {
         __atomic_store_n(&d->applied, lsn, __ATOMIC_RELAXED);
         pthread_mutex_lock(&d->stats_lock);
         d->applied_bytes += len;
@@ -600,17 +605,16 @@ typedef struct follow_ctx {
 static sv_status follow_visit(void *ctx, uint32_t type, uint64_t lsn, const uint8_t *p, size_t len, sv_error *err)
 {
     follow_ctx *f = ctx;
-    sv_status outcome;
-    uint64_t count;
+    sv_follow_result res;
     sv_error why = {0};
-    sv_status st = sv_durable_apply(f->d, type, lsn, p, len, &outcome, &count, &why);
+    sv_status st = sv_durable_apply(f->d, type, lsn, p, len, &res, &why);
     if (st != SV_OK) {
         *err = why;
         return st;
     }
     f->n++;
     if (f->fn)
-        f->fn(f->ctx, lsn, type, outcome, count, outcome == SV_OK ? "" : why.message);
+        f->fn(f->ctx, lsn, &res, res.outcome == SV_OK ? "" : why.message);
     return SV_OK;
 }
 

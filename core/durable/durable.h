@@ -85,15 +85,15 @@ sv_status sv_durable_open_follower(const char *dir, const sv_allocator *a, uint3
                                    const sv_durable_options *o, struct sv_log *log,
                                    const struct sv_follow_ids *f, sv_durable **out, sv_recovery *rec,
                                    sv_error *err);
-/* Apply the record at lsn. SV_OK: done (applied, or refused the same way on
- * every replica: *outcome says which and err why; SV_OK when applied); an
- * LSN already applied is a no-op. SV_ERR_BUSY: the write buffer is full,
+/* Apply the record at lsn. SV_OK: done (applied, refused the same way on
+ * every replica, or a duplicate: *res says which, err why); an LSN already
+ * applied is a no-op. SV_ERR_BUSY: the write buffer is full,
  * apply it again after a flush. Anything else applied nothing. */
+struct sv_follow_result;
 sv_status sv_durable_apply(sv_durable *d, uint32_t type, uint64_t lsn, const uint8_t *payload, size_t len,
-                           sv_status *outcome, uint64_t *count, sv_error *err);
+                           struct sv_follow_result *res, sv_error *err);
 /* What became of each record sv_durable_follow applied (why: "" when OK). */
-typedef void (*sv_durable_outcome_fn)(void *ctx, uint64_t lsn, uint32_t type, sv_status outcome, uint64_t count,
-                                      const char *why);
+typedef void (*sv_durable_outcome_fn)(void *ctx, uint64_t lsn, const struct sv_follow_result *res, const char *why);
 /* Read the followed log after the last LSN applied (waiting up to wait_ms
  * for a record when none is there) and apply what came; *applied counts
  * the records. Errors as sv_durable_apply's, or the log's (SV_ERR_IO: not

@@ -15,8 +15,9 @@ sv_durable *sv_durable_wrap(const char *dir, sv_collection *c, const sv_durable_
 sv_status sv_durable_attach_log(sv_durable *d, sv_log *log, uint64_t old_log_bytes, int log_mean,
                                 sv_error *err);
 
-/* Make it a follower of l (taken) from LSN `applied` (follow.h). */
-sv_status sv_durable_attach_follower(sv_durable *d, sv_log *l, const sv_follow_ids *f, uint64_t applied,
-                                     uint64_t old_log_bytes, sv_error *err);
+/* Make it a follower of l and w (both taken; w NULL: out of memory) from LSN
+ * `applied` (follow.h). */
+sv_status sv_durable_attach_follower(sv_durable *d, sv_log *l, const sv_follow_ids *f, sv_follow_window *w,
+                                     uint64_t applied, uint64_t old_log_bytes, sv_error *err);
 
 #endif

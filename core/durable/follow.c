@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <sodium.h>
+
 #include "crc32c.h"
 #include "error.h"
 #include "idmap.h"
@@ -82,6 +84,115 @@ cleanup:
     return st;
 }
 
+/* ---- the window of keys ---------------------------------------------------------- */
+
+typedef struct window_entry {
+    uint8_t hash[16];   /* of the key (BLAKE2b, 128 bits: collisions do not happen in practice) */
+    uint64_t lsn;       /* 0: empty */
+    sv_status outcome;
+    uint32_t count;
+} window_entry;
+
+/* A ring of the last SV_FOLLOW_WINDOW keyed records, by arrival, with an
+ * open-addressing index (2x the ring) of their hashes. */
+struct sv_follow_window {
+    window_entry ring[SV_FOLLOW_WINDOW];
+    uint32_t next;                         /* the ring slot the next record takes */
+    int32_t index[2 * SV_FOLLOW_WINDOW];   /* ring slot + 1; 0 empty; -1 removed */
+};
+
+sv_follow_window *sv_follow_window_create(void)
+{
+    return calloc(1, sizeof(sv_follow_window));
+}
+
+void sv_follow_window_free(sv_follow_window *w)
+{
+    free(w);
+}
+
+static uint32_t slot_of(const uint8_t *hash)
+{
+    uint32_t h;
+    memcpy(&h, hash, 4);
+    return h & (2 * SV_FOLLOW_WINDOW - 1);
+}
+
+static long window_find(const sv_follow_window *w, const uint8_t *hash)
+{
+    for (uint32_t i = slot_of(hash), n = 0; n < 2 * SV_FOLLOW_WINDOW; i = (i + 1) & (2 * SV_FOLLOW_WINDOW - 1), n++) {
+        int32_t e = w->index[i];
+        if (e == 0)
+            return -1;
+        if (e > 0 && memcmp(w->ring[e - 1].hash, hash, 16) == 0)
+            return e - 1;
+    }
+    return -1;
+}
+
+static void window_add(sv_follow_window *w, const uint8_t *hash, uint64_t lsn, sv_status outcome, uint64_t count)
+{
+    window_entry *old = &w->ring[w->next];
+    if (old->lsn) {
+        /* The oldest leaves: its index entry is marked removed. */
+        for (uint32_t i = slot_of(old->hash);; i = (i + 1) & (2 * SV_FOLLOW_WINDOW - 1))
+            if (w->index[i] == (int32_t)w->next + 1) {
+                w->index[i] = -1;
+                break;
+            }
+    }
+    *old = (window_entry){.lsn = lsn, .outcome = outcome, .count = (uint32_t)count};
+    memcpy(old->hash, hash, 16);
+    uint32_t i = slot_of(hash);
+    while (w->index[i] > 0)
+        i = (i + 1) & (2 * SV_FOLLOW_WINDOW - 1);
+    w->index[i] = (int32_t)w->next + 1;
+    w->next = (w->next + 1) % SV_FOLLOW_WINDOW;
+    /* Removed marks pile up; rebuild the index when the ring wraps. */
+    if (w->next == 0) {
+        memset(w->index, 0, sizeof w->index);
+        for (uint32_t r = 0; r < SV_FOLLOW_WINDOW; r++) {
+            uint32_t k = slot_of(w->ring[r].hash);
+            while (w->index[k] > 0)
+                k = (k + 1) & (2 * SV_FOLLOW_WINDOW - 1);
+            w->index[k] = (int32_t)r + 1;
+        }
+    }
+}
+
+int sv_follow_unwrap(const uint8_t *p, size_t len, const uint8_t **key, size_t *key_len, uint32_t *type,
+                     const uint8_t **inner, size_t *inner_len)
+{
+    if (len < 1 || p[0] < 1 || p[0] > SV_FOLLOW_KEY_MAX || len < 1u + p[0] + 4u)
+        return 0;
+    *key = p + 1;
+    *key_len = p[0];
+    memcpy(type, p + 1 + p[0], 4);
+    *inner = p + 1 + p[0] + 4;
+    *inner_len = len - 1 - p[0] - 4;
+    return 1;
+}
+
+static void key_hash(const uint8_t *key, size_t len, uint8_t *out)
+{
+    crypto_generichash(out, 16, key, len, NULL, 0);
+}
+
+void sv_follow_window_note(sv_follow_window *w, uint32_t type, uint64_t lsn, const uint8_t *payload, size_t len)
+{
+    const uint8_t *key, *inner;
+    size_t key_len, inner_len;
+    uint32_t t;
+    uint8_t hash[16];
+    if (!w || type != SV_WAL_KEYED || !sv_follow_unwrap(payload, len, &key, &key_len, &t, &inner, &inner_len))
+        return;
+    key_hash(key, key_len, hash);
+    if (window_find(w, hash) < 0)
+        window_add(w, hash, lsn, SV_OK, 0);
+}
+
+/* ---- applying ---------------------------------------------------------------------- */
+
 static int by_text(const void *a, const void *b)
 {
     return strcmp(*(char *const *)a, *(char *const *)b);
@@ -99,12 +210,10 @@ static uint64_t distinct(char **ids, uint32_t n)
     return k;
 }
 
-sv_status sv_follow_apply(sv_collection *c, const sv_follow_ids *f, uint32_t type, uint64_t lsn,
-                          const uint8_t *payload, size_t len, sv_status *outcome, uint64_t *count,
-                          sv_error *err)
+/* An ADD or DELETE (not keyed). */
+static sv_status apply_plain(sv_collection *c, const sv_follow_ids *f, uint32_t type, uint64_t lsn,
+                             const uint8_t *payload, size_t len, sv_follow_result *res, sv_error *err)
 {
-    *outcome = SV_OK;
-    *count = 0;
     if (type != SV_WAL_ADD && type != SV_WAL_DELETE)
         return sv_ok(err); /* a replica's own markers are never in a followed log */
     sv_logrec rec;
@@ -117,15 +226,48 @@ sv_status sv_follow_apply(sv_collection *c, const sv_follow_ids *f, uint32_t typ
         return sv_fail(err, SV_ERR_CORRUPT, "LSN %" PRIu64 " does not decode: %s", lsn, derr.message);
     if (type == SV_WAL_ADD) {
         st = apply_add(c, f, lsn, &rec, err);
-        *count = st == SV_OK ? rec.n : 0;
+        res->count = st == SV_OK ? rec.n : 0;
     } else {
         st = sv_collection_delete(c, (const char *const *)rec.ids, rec.n, err);
-        *count = st == SV_OK ? distinct(rec.ids, rec.n) : 0;
+        res->count = st == SV_OK ? distinct(rec.ids, rec.n) : 0;
     }
     sv_logrec_release(&rec);
     if (deterministic(st)) {
-        *outcome = st;
+        res->outcome = st;
         return SV_OK;
     }
     return st == SV_OK ? sv_ok(err) : st;
+}
+
+sv_status sv_follow_apply(sv_collection *c, const sv_follow_ids *f, sv_follow_window *w, uint32_t type,
+                          uint64_t lsn, const uint8_t *payload, size_t len, sv_follow_result *res, sv_error *err)
+{
+    *res = (sv_follow_result){SV_OK, 0, 0};
+    if (type != SV_WAL_KEYED)
+        return apply_plain(c, f, type, lsn, payload, len, res, err);
+    const uint8_t *key, *inner;
+    size_t key_len, inner_len;
+    uint32_t inner_type;
+    if (!sv_follow_unwrap(payload, len, &key, &key_len, &inner_type, &inner, &inner_len) ||
+        inner_type == SV_WAL_KEYED)
+        return sv_fail(err, SV_ERR_CORRUPT, "LSN %" PRIu64 ": a keyed record that does not decode", lsn);
+    if (!w)
+        return sv_fail(err, SV_ERR_INVALID_ARGUMENT, "LSN %" PRIu64 ": a keyed record and no window", lsn);
+    uint8_t hash[16];
+    key_hash(key, key_len, hash);
+    long at = window_find(w, hash);
+    if (at >= 0) {
+        /* Sent twice: the first one's answer, nothing applied. */
+        res->duplicate_of = w->ring[at].lsn;
+        res->outcome = w->ring[at].outcome;
+        res->count = w->ring[at].count;
+        if (res->outcome != SV_OK)
+            sv_fail(err, res->outcome, "a record sent again; the first (LSN %" PRIu64 ") was refused",
+                    res->duplicate_of);
+        return SV_OK;
+    }
+    sv_status st = apply_plain(c, f, inner_type, lsn, inner, inner_len, res, err);
+    if (st == SV_OK)
+        window_add(w, hash, lsn, res->outcome, res->count);
+    return st;
 }

@@ -18,6 +18,18 @@
  * unique cluster-wide (a shard and LSN never repeat), at or above 2^62 so
  * no client's numeric id below 2^62 can collide, and routed back to s by
  * sv_follow_route. A record holds at most 2^20 vectors.
+ *
+ * Writes sent twice: a writer wraps each record with its key (KEYED:
+ * u8 key length | key | u32 type | payload), the same key when it sends
+ * the record again. The log de-duplicates by key too (a stream's message
+ * id), but not always: a record committed while the log's servers crash
+ * can come back after the de-duplication state is rebuilt, and the resend
+ * is taken as new. So followers check as well, the same way on every
+ * replica: a keyed record whose key came in one of the SV_FOLLOW_WINDOW
+ * keyed records before it is a duplicate: applied as nothing, answered as
+ * the first one was (duplicate_of). A follower that starts from a snapshot
+ * reads the window's records before it again (sv_follow_window_note), so
+ * the log keeps that many records below the lowest snapshot.
  */
 #ifndef SV_FOLLOW_H
 #define SV_FOLLOW_H
@@ -46,17 +58,36 @@ uint32_t sv_follow_route(const char *id, size_t len, uint32_t shards);
  * are the cluster's to assign). */
 int sv_follow_id_allowed(const char *id, size_t len);
 
+#define SV_FOLLOW_WINDOW 4096u
+#define SV_FOLLOW_KEY_MAX 200u
+
+/* The keys of the last SV_FOLLOW_WINDOW keyed records and their outcomes. */
+typedef struct sv_follow_window sv_follow_window;
+sv_follow_window *sv_follow_window_create(void); /* NULL when out of memory */
+void sv_follow_window_free(sv_follow_window *w);
+/* A record before the snapshot a follower starts from: its key goes into
+ * the window (its outcome is not known again: answered as applied). */
+void sv_follow_window_note(sv_follow_window *w, uint32_t type, uint64_t lsn, const uint8_t *payload, size_t len);
+
+/* A KEYED record's parts (0 when it does not decode). */
+int sv_follow_unwrap(const uint8_t *p, size_t len, const uint8_t **key, size_t *key_len, uint32_t *type,
+                     const uint8_t **inner, size_t *inner_len);
+
+typedef struct sv_follow_result {
+    sv_status outcome;     /* SV_OK: applied; else the refusal (the same on every replica) */
+    uint64_t count;        /* vectors added, distinct ids deleted */
+    uint64_t duplicate_of; /* a duplicate: the LSN of the first (nothing applied now) */
+} sv_follow_result;
+
 /*
  * Apply one record of a followed log to c. SV_OK: the record is done
- * (applied, or refused by the deterministic checks: *outcome then holds
- * the refusal's status and `err` its reason; SV_OK when applied). Any
- * other status (out of memory, a damaged record) applied nothing and must
- * be retried or reported: skipping it would let replicas differ. *count:
- * the vectors an ADD added, the distinct ids a DELETE removed (0 when
- * refused).
+ * (applied, refused by the deterministic checks, or a duplicate: res says
+ * which, `err` the refusal's reason). Any other status (out of memory, a
+ * damaged record) applied nothing and must be retried or reported:
+ * skipping it would let replicas differ. w may be NULL (no keyed records
+ * expected).
  */
-sv_status sv_follow_apply(sv_collection *c, const sv_follow_ids *f, uint32_t type, uint64_t lsn,
-                          const uint8_t *payload, size_t len, sv_status *outcome, uint64_t *count,
-                          sv_error *err);
+sv_status sv_follow_apply(sv_collection *c, const sv_follow_ids *f, sv_follow_window *w, uint32_t type,
+                          uint64_t lsn, const uint8_t *payload, size_t len, sv_follow_result *res, sv_error *err);
 
 #endif

@@ -99,6 +99,7 @@ typedef struct replay {
     sv_collection *c;
     uint64_t base;
     const sv_follow_ids *follow; /* NULL: the log this process wrote */
+    sv_follow_window *window;    /* following: the keys of the last records */
     int trained_here;   /* the replay trained the quantizer itself */
     uint64_t applied;
     uint64_t bytes;     /* payload bytes read after base */
@@ -209,15 +210,25 @@ static sv_status apply(void *ctx, uint32_t type, uint64_t lsn, const uint8_t *p,
     r->bytes += len;
     sv_status st;
     if (r->follow) {
-        sv_status outcome; /* a refused record is refused on every replica: done */
-        uint64_t count;
-        st = sv_follow_apply(r->c, r->follow, type, lsn, p, len, &outcome, &count, err);
+        sv_follow_result res; /* a refused record is refused on every replica: done */
+        st = sv_follow_apply(r->c, r->follow, r->window, type, lsn, p, len, &res, err);
     } else {
         st = apply_own(r, type, p, len, err);
     }
     if (st != SV_OK)
         return does_not_apply(st, err);
     r->applied++;
+    return SV_OK;
+}
+
+/* The keyed records before the snapshot, back into the window (a stop
+ * past it ends the read). */
+static sv_status note_key(void *ctx, uint32_t type, uint64_t lsn, const uint8_t *p, size_t len, sv_error *err)
+{
+    replay *r = ctx;
+    if (lsn > r->base)
+        return sv_fail(err, SV_ERR_INTERRUPTED, "past the snapshot");
+    sv_follow_window_note(r->window, type, lsn, p, len);
     return SV_OK;
 }
 
@@ -309,6 +320,7 @@ static sv_status recover(const char *dir, const sv_allocator *a, uint32_t thread
     sv_collection *c = NULL;
     char first_err[256] = "", why[160];
     uint64_t base = 0, end = sv_log_last(log);
+    replay r = {0};
     sv_status st = read_params(dir, a, threads, &p, err);
     if (st == SV_OK)
         st = list_snapshots(dir, &l, err);
@@ -334,8 +346,27 @@ static sv_status recover(const char *dir, const sv_allocator *a, uint32_t thread
         sv_engine_set_manual_flush(c, 1);
     }
 
-    replay r = {.c = c, .base = base, .follow = follow};
+    r.c = c;
+    r.base = base;
+    r.follow = follow;
     uint64_t last = base;
+    if (follow) {
+        /* The window of keys as it was at the snapshot: its records again
+         * (the log keeps them below the lowest snapshot, follow.h). */
+        if (!(r.window = sv_follow_window_create())) {
+            st = sv_fail(err, SV_ERR_RESOURCE, "out of memory following %s", dir);
+            goto cleanup;
+        }
+        uint64_t from = base > SV_FOLLOW_WINDOW ? base - SV_FOLLOW_WINDOW : 0;
+        char why2[160];
+        if (base && sv_log_covers(log, from, why2, sizeof why2)) {
+            st = sv_log_read(log, from, 0, note_key, &r, NULL, err);
+            if (st == SV_ERR_INTERRUPTED)
+                st = SV_OK;
+            if (st != SV_OK)
+                goto cleanup;
+        }
+    }
     if (!follow && !sv_engine_trained(c) && (st = sv_log_read(log, base, 0, find_train, &r, NULL, err)) != SV_OK)
         goto cleanup;
     if ((st = sv_log_read(log, base, 0, apply, &r, &last, err)) != SV_OK)
@@ -350,9 +381,10 @@ static sv_status recover(const char *dir, const sv_allocator *a, uint32_t thread
         goto cleanup;
     }
     c = NULL;
-    st = follow ? sv_durable_attach_follower(d, log, follow, last, r.bytes, err)
+    st = follow ? sv_durable_attach_follower(d, log, follow, r.window, last, r.bytes, err)
                 : sv_durable_attach_log(d, log, r.bytes, r.trained_here, err);
-    log = NULL; /* the durable handle has it, even when attaching failed */
+    log = NULL; /* the durable handle has it (and the window), even when attaching failed */
+    r.window = NULL;
     if (st != SV_OK) {
         sv_durable_free(d);
         goto cleanup;
@@ -361,6 +393,7 @@ static sv_status recover(const char *dir, const sv_allocator *a, uint32_t thread
     rec->seconds = sv_now_seconds() - t0;
     st = sv_ok(err);
 cleanup:
+    sv_follow_window_free(r.window);
     sv_log_close(log);
     sv_collection_free(c);
     free(l.snaps);

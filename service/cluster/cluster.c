@@ -21,6 +21,7 @@
 
 typedef struct outcome {
     uint64_t lsn;
+    uint64_t duplicate_of;
     sv_status st;
     uint32_t count;
     char why[100];
@@ -63,6 +64,7 @@ struct svc_cluster {
     shard_log *logs;
     size_t n_logs, cap_logs;
     svc_fanout *fanout;
+    double open_wait;            /* seconds a stream that cannot be opened is waited for */
     svd_app *app;
     void (*wake)(void *ctx);     /* runs deferred calls again (the server's) */
     void *wake_ctx;
@@ -180,6 +182,7 @@ static sv_status open_stream(svc_cluster *c, const char *name, const char *set, 
 {
     svc_natslog_config nc = {.name = name,
                              .replicas = c->cfg.stream_replicas,
+                             .keep_before = SV_FOLLOW_WINDOW,
                              .replica_set = set,
                              .replica_sets = c->sets,
                              .n_replica_sets = c->n_sets};
@@ -196,7 +199,15 @@ static sv_status follow_open_log(void *ctx, const char *name, uint64_t *incarnat
     *incarnation = e.incarnation;
     char stream[64];
     stream_name(e.incarnation, c->cfg.shard, stream, sizeof stream);
-    return open_stream(c, stream, c->cfg.replica_set, log, err);
+    /* Right after NATS restarts a stream has no leader for a few seconds:
+     * a pod starting then waits for it rather than fail. */
+    double until = now_s() + c->open_wait;
+    for (;;) {
+        sv_status st = open_stream(c, stream, c->cfg.replica_set, log, err);
+        if (st != SV_ERR_IO || now_s() > until)
+            return st;
+        usleep(250000);
+    }
 }
 
 sv_status svc_cluster_shard_log(svc_cluster *c, uint64_t incarnation, uint32_t shard, sv_log **out, sv_error *err)
@@ -262,10 +273,9 @@ static void outcomes_free(void *p)
     free(o);
 }
 
-static void note_outcome(void *ctx, uint64_t lsn, uint32_t type, sv_status st, uint64_t count, const char *why)
+static void note_outcome(void *ctx, uint64_t lsn, const sv_follow_result *res, const char *why)
 {
     svd_coll *coll = ctx;
-    (void)type;
     outcomes *o = __atomic_load_n((outcomes **)&coll->extra, __ATOMIC_ACQUIRE);
     if (!o) {
         if (!(o = calloc(1, sizeof *o)))
@@ -277,13 +287,15 @@ static void note_outcome(void *ctx, uint64_t lsn, uint32_t type, sv_status st, u
     pthread_mutex_lock(&o->mu);
     outcome *slot = &o->ring[lsn % OUTCOMES];
     slot->lsn = lsn;
-    slot->st = st;
-    slot->count = (uint32_t)count;
+    slot->duplicate_of = res->duplicate_of;
+    slot->st = res->outcome;
+    slot->count = (uint32_t)res->count;
     snprintf(slot->why, sizeof slot->why, "%s", why ? why : "");
     pthread_mutex_unlock(&o->mu);
 }
 
-int svc_cluster_outcome(svd_coll *coll, uint64_t lsn, sv_status *st, uint32_t *count, char *why, size_t cap)
+int svc_cluster_outcome(svd_coll *coll, uint64_t lsn, sv_status *st, uint32_t *count, uint64_t *duplicate_of,
+                        char *why, size_t cap)
 {
     outcomes *o = __atomic_load_n((outcomes **)&coll->extra, __ATOMIC_ACQUIRE);
     if (!o)
@@ -294,6 +306,7 @@ int svc_cluster_outcome(svd_coll *coll, uint64_t lsn, sv_status *st, uint32_t *c
     if (known) {
         *st = slot->st;
         *count = slot->count;
+        *duplicate_of = slot->duplicate_of;
         snprintf(why, cap, "%s", slot->why);
     }
     pthread_mutex_unlock(&o->mu);
@@ -439,6 +452,8 @@ static void *applier(void *arg)
             c->wake(c->wake_ctx); /* calls waiting for these records */
         else
             usleep(IDLE_US);
+        if (c->cfg.apply_delay_seconds > 0)
+            usleep((useconds_t)(c->cfg.apply_delay_seconds * 1e6));
     }
     return NULL;
 }
@@ -466,6 +481,7 @@ sv_status svc_cluster_create(const svc_cluster_config *cfg, double wait_seconds,
         c->cfg.outcome_seconds = 5;
     pthread_mutex_init(&c->logs_mu, NULL);
     pthread_mutex_init(&c->stats_mu, NULL);
+    c->open_wait = wait_seconds;
     sv_status st = SV_OK;
     if (cfg->shards < 1 || cfg->shards > SVC_SHARDS_MAX || cfg->shard >= cfg->shards)
         st = sv_fail(err, SV_ERR_INVALID_ARGUMENT, "shard %u of %u shards (1..%d shards)", cfg->shard, cfg->shards,
@@ -576,6 +592,11 @@ const svc_cluster_config *svc_cluster_config_of(svc_cluster *c)
 svc_fanout *svc_cluster_fanout(svc_cluster *c)
 {
     return c->fanout;
+}
+
+int svc_cluster_catalog_behind(svc_cluster *c)
+{
+    return svc_catalog_applied(c->catalog) < sv_log_last(c->catalog_log);
 }
 
 svc_catalog *svc_cluster_catalog(svc_cluster *c)

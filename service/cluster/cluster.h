@@ -44,6 +44,7 @@ typedef struct svc_cluster_config {
     double hedge_seconds;         /* a read's second replica starts after this */
     double outcome_seconds;       /* how long a write waits to hear how it applied */
     svd_client_options peer;      /* TLS to the other pods (the caller's token is passed on) */
+    double apply_delay_seconds;   /* tests only: the applier pauses this long between passes (a lagging replica) */
 } svc_cluster_config;
 
 typedef struct svc_cluster svc_cluster;
@@ -73,13 +74,18 @@ sv_status svc_cluster_shard_log(svc_cluster *c, uint64_t incarnation, uint32_t s
 sv_status svc_cluster_catalog_append(svc_cluster *c, uint32_t type, const uint8_t *rec, size_t len,
                                      uint64_t *lsn, sv_error *err);
 svc_catalog *svc_cluster_catalog(svc_cluster *c);
+/* 1 when the catalog's stream holds records this pod has not applied yet
+ * (a collection created through another pod a moment ago). */
+int svc_cluster_catalog_behind(svc_cluster *c);
 /* Remove every shard's stream of a dropped collection. */
 void svc_cluster_delete_streams(svc_cluster *c, uint64_t incarnation);
 int64_t svc_cluster_max_record(svc_cluster *c);
 
 /* How a record this pod applied went (kept for the last records of each
- * collection): 1 and the outcome when known, 0 when not kept. */
-int svc_cluster_outcome(svd_coll *coll, uint64_t lsn, sv_status *st, uint32_t *count, char *why, size_t cap);
+ * collection): 1 and the outcome when known, 0 when not kept. A record
+ * sent twice: *duplicate_of is the first one's LSN (follow.h). */
+int svc_cluster_outcome(svd_coll *coll, uint64_t lsn, sv_status *st, uint32_t *count, uint64_t *duplicate_of,
+                        char *why, size_t cap);
 
 typedef struct svc_cluster_stats {
     uint64_t applied_records, refused_records, apply_errors;

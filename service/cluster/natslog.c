@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "error.h"
 
@@ -33,6 +34,7 @@ typedef struct natslog {
     char stream[NAME_MAX_LEN + 8];
     char subject[NAME_MAX_LEN + 8];
     int replicas;
+    uint64_t keep_before;
     char *set;             /* this replica set; NULL: no marks, no purge */
     char **sets;
     int n_sets;
@@ -171,13 +173,24 @@ static kvStore *snapshot_bucket(svc_nats *n, int replicas)
 
 /* ---- the stream's bounds ------------------------------------------------------ */
 
+/* Requests about a stream (create, info) answer in milliseconds or not at
+ * all: when several pods create the same stream at once NATS 2.9 can leave
+ * one of them unanswered. A short wait, and the callers ask again. */
+static void admin_options(svc_nats *n, jsOptions *o)
+{
+    jsOptions_Init(o);
+    o->Wait = n->timeout_ms < 1000 ? n->timeout_ms : 1000;
+}
+
 /* Ask the stream for its first and last sequence; 0 and the cache stays
  * when it cannot be reached. */
 static int refresh_bounds(natslog *l, sv_error *err)
 {
     jsStreamInfo *si = NULL;
     jsErrCode jerr = 0;
-    natsStatus s = js_GetStreamInfo(&si, l->n->js, l->stream, NULL, &jerr);
+    jsOptions admin;
+    admin_options(l->n, &admin);
+    natsStatus s = js_GetStreamInfo(&si, l->n->js, l->stream, &admin, &jerr);
     if (s != NATS_OK || !si) {
         if (err)
             nats_fail(err, s, jerr, "cannot be reached", l->stream);
@@ -253,7 +266,17 @@ static sv_status nl_append(void *impl, uint32_t type, const char *key, const str
     jsPubAck *pa = NULL;
     jsErrCode jerr = 0;
     double t0 = now_s();
-    natsStatus s = js_Publish(&pa, l->n->js, l->subject, msg, (int)len, &po, &jerr);
+    natsStatus s;
+    /* "No responders": the stream has no leader this moment (just created,
+     * or an election after a server died). The same message id makes
+     * sending again safe; keep at it until the timeout. */
+    for (;;) {
+        jerr = 0;
+        s = js_Publish(&pa, l->n->js, l->subject, msg, (int)len, &po, &jerr);
+        if (s != NATS_NO_RESPONDERS || now_s() - t0 > (double)l->n->timeout_ms / 1000.0)
+            break;
+        usleep(50000);
+    }
     double dt = now_s() - t0;
     free(msg);
     if (s != NATS_OK || !pa) {
@@ -335,8 +358,9 @@ static void nl_release(void *impl, uint64_t lsn)
         if (m < low)
             low = m;
     }
-    if (low == UINT64_MAX || low == 0)
+    if (low == UINT64_MAX || low <= l->keep_before)
         return;
+    low -= l->keep_before;
     refresh_bounds(l, NULL);
     pthread_mutex_lock(&l->mu);
     uint64_t first = l->first;
@@ -509,6 +533,7 @@ sv_status svc_natslog_open(svc_nats *n, const svc_natslog_config *cfg, sv_log **
     l->log = (sv_log){&NATS_OPS, l};
     l->n = n;
     l->replicas = cfg->replicas;
+    l->keep_before = cfg->keep_before;
     pthread_mutex_init(&l->mu, NULL);
     snprintf(l->stream, sizeof l->stream, "SV_%s", cfg->name);
     snprintf(l->subject, sizeof l->subject, "sv.%s", cfg->name);
@@ -534,16 +559,17 @@ sv_status svc_natslog_open(svc_nats *n, const svc_natslog_config *cfg, sv_log **
     sc.Storage = js_FileStorage;
     sc.Replicas = cfg->replicas;
     sc.Duplicates = (cfg->dup_window_ms > 0 ? cfg->dup_window_ms : 120000) * 1000000; /* ns */
+    /* Adding a stream that exists with the same configuration answers with
+     * it (the meta leader answers, not the stream's own leader, which may
+     * be in an election); one that exists otherwise is asked for. */
     jsStreamInfo *si = NULL;
     jsErrCode jerr = 0;
-    natsStatus s = js_GetStreamInfo(&si, n->js, l->stream, NULL, &jerr);
-    if (s == NATS_NOT_FOUND) {
+    jsOptions admin;
+    admin_options(n, &admin);
+    natsStatus s = js_AddStream(&si, n->js, &sc, &admin, &jerr);
+    if (s != NATS_OK && jerr == JSStreamNameExistErr) {
         jerr = 0;
-        s = js_AddStream(&si, n->js, &sc, NULL, &jerr);
-        if (s != NATS_OK && jerr == JSStreamNameExistErr) { /* another pod created it meanwhile */
-            jerr = 0;
-            s = js_GetStreamInfo(&si, n->js, l->stream, NULL, &jerr);
-        }
+        s = js_GetStreamInfo(&si, n->js, l->stream, &admin, &jerr);
     }
     if (s != NATS_OK || !si) {
         st = nats_fail(err, s, jerr, "cannot be opened", l->stream);

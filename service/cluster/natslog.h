@@ -16,8 +16,9 @@
  *   release  this replica set's snapshot LSN goes into the key-value bucket
  *            SV_SNAPSHOTS (key <stream>.<replica set>); the stream is purged
  *            below the lowest snapshot of every replica set named in the
- *            config, once each has one: a replica restarting from its own
- *            snapshot always finds the records after it
+ *            config, once each has one, keeping `keep_before` records below it:
+ *            a replica restarting from its own snapshot always finds the
+ *            records after it (and the window of keys before it, follow.h)
  *
  * One svc_nats (connection + JetStream context) serves every log of the
  * process; the library reconnects on its own.
@@ -55,6 +56,7 @@ typedef struct svc_natslog_config {
     const char *replica_set;        /* this process's replica set (release); NULL: never purges */
     const char *const *replica_sets;/* every replica set that follows the stream */
     int n_replica_sets;
+    uint64_t keep_before;           /* records kept below the lowest snapshot (a follower reads them again) */
 } svc_natslog_config;
 
 /* Open the stream's log, creating the stream when it does not exist. */

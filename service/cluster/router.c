@@ -106,13 +106,38 @@ static void part_error(svd_reply *r, uint32_t shard, const svc_part_result *pr)
     svd_reply_error(r, pr->code, "shard %u: %s", shard, pr->message);
 }
 
+/*
+ * The collection named, as svd_lookup; but a name this pod does not hold
+ * while the catalog has it (its copy is being made) or while its catalog
+ * is behind the catalog's stream (created through another pod a moment
+ * ago) defers the call until it caught up, so every pod answers as soon
+ * as any pod acknowledged the create.
+ */
+static svd_coll *lookup(svd_app *app, svd_ctx *ctx, svd_role role, const char *name, svd_reply *r)
+{
+    svd_reply probe = {.code = GRPC_STATUS_OK};
+    svd_coll *c = svd_lookup(app, ctx, role, name, &probe);
+    if (c)
+        return c;
+    svc_catalog_entry e;
+    if (probe.code == GRPC_STATUS_NOT_FOUND &&
+        (svc_catalog_find(svc_cluster_catalog(app->cluster), name, &e) || svc_cluster_catalog_behind(app->cluster))) {
+        r->defer = 1;
+        return NULL;
+    }
+    r->code = probe.code;
+    memcpy(r->message, probe.message, sizeof r->message);
+    return NULL;
+}
+
 /* ---- write path -------------------------------------------------------------------------------- */
 
 /* Where each record of a write went. */
 typedef struct rec_pos {
     uint32_t shard;
     uint64_t lsn;
-    int given;      /* holds ids the client gave (its outcome is waited for) */
+    uint64_t first;  /* the LSN whose ids it has: lsn, or the first copy's when it was sent twice */
+    int ask;         /* its outcome is waited for */
 } rec_pos;
 
 /* A batch id: what the client gave (printable ASCII, at most 64 bytes), or
@@ -149,8 +174,23 @@ static int append_record(svc_cluster *cl, svd_coll *c, uint32_t shard, uint32_t 
     sv_status st = svc_cluster_shard_log(cl, c->incarnation, shard, &log, &err);
     double t0 = now_s();
     int dup = 0;
+    /* The key goes into the record too: the replicas catch a resend the
+     * log's own de-duplication let through (follow.h). */
+    size_t klen = strlen(key);
+    uint8_t head[1 + SV_FOLLOW_KEY_MAX + 4];
+    struct iovec all[4];
+    if (klen < 1 || klen > SV_FOLLOW_KEY_MAX || n_parts > 3) {
+        svd_reply_error(r, GRPC_STATUS_INTERNAL, "a record key of %zu bytes", klen);
+        return 0;
+    }
+    head[0] = (uint8_t)klen;
+    memcpy(head + 1, key, klen);
+    memcpy(head + 1 + klen, &type, 4);
+    all[0] = (struct iovec){head, 1 + klen + 4};
+    for (int i = 0; i < n_parts; i++)
+        all[i + 1] = parts[i];
     if (st == SV_OK)
-        st = sv_log_append_keyed(log, type, key, parts, n_parts, lsn, &dup, &err);
+        st = sv_log_append_keyed(log, SV_WAL_KEYED, key, all, n_parts + 1, lsn, &dup, &err);
     svc_cluster_note_append(cl, st == SV_OK, now_s() - t0);
     if (st != SV_OK) {
         svd_reply_error(r, svd_code_of(st), "shard %u: %s", shard, err.message);
@@ -207,20 +247,19 @@ static write_state *write_state_of(void **state, svd_reply *r)
     return w;
 }
 
-static int add_rec(write_state *w, uint32_t shard, uint64_t lsn, int given)
+static int add_rec(write_state *w, uint32_t shard, uint64_t lsn, int ask)
 {
     rec_pos *t = realloc(w->recs, (w->n_recs + 1) * sizeof *t);
     if (!t)
         return 0;
     w->recs = t;
-    w->recs[w->n_recs++] = (rec_pos){shard, lsn, given};
+    w->recs[w->n_recs++] = (rec_pos){shard, lsn, lsn, ask};
     return 1;
 }
 
-/* Ask a replica of each record's shard how it applied (given: only the
- * records holding given ids). 0 when nothing is to be asked. */
-static int ask_outcomes(svc_cluster *cl, svd_ctx *ctx, const char *collection, write_state *w, int only_given,
-                        svd_reply *r)
+/* Ask a replica of each record's shard how it applied (the records marked
+ * `ask`). 0 when nothing is to be asked. */
+static int ask_outcomes(svc_cluster *cl, svd_ctx *ctx, const char *collection, write_state *w, svd_reply *r)
 {
     size_t n = 0;
     w->asked = calloc(w->n_recs ? w->n_recs : 1, sizeof *w->asked);
@@ -228,7 +267,7 @@ static int ask_outcomes(svc_cluster *cl, svd_ctx *ctx, const char *collection, w
     uint32_t *shards = calloc(w->n_recs ? w->n_recs : 1, sizeof *shards);
     int ok = w->asked && reqs && shards;
     for (size_t i = 0; ok && i < w->n_recs; i++) {
-        if (only_given && !w->recs[i].given)
+        if (!w->recs[i].ask)
             continue;
         Slimvec__V1__ShardApplyRequest q = SLIMVEC__V1__SHARD_APPLY_REQUEST__INIT;
         Slimvec__V1__LogPosition pos = SLIMVEC__V1__LOG_POSITION__INIT;
@@ -281,6 +320,8 @@ static int outcomes_ok(write_state *w, uint64_t *count, svd_reply *r)
             svd_reply_error(r, a->error->code, "%s (shard %u's part, LSN %" PRIu64 ", was refused by every replica%s)",
                             a->error->message, rp->shard, rp->lsn, w->n_recs > 1 ? "; the other parts were applied" : "");
         *count += a->count;
+        if (a->duplicate_of)
+            rp->first = a->duplicate_of; /* its ids are the first copy's */
         protobuf_c_message_free_unpacked(&a->base, NULL);
         if (refused)
             return 0;
@@ -308,7 +349,7 @@ static Slimvec__V1__LogPosition **positions(write_state *w, size_t *n, svd_reply
 /* Split the batch by shard and append it, a record per shard (more when
  * a shard's part is over the log's message size). */
 static void ingest_write(svc_cluster *cl, svd_app *app, svd_coll *c, const Slimvec__V1__IngestRequest *req,
-                         size_t n, const char *key, write_state *w)
+                         size_t n, const char *key, int resend, write_state *w)
 {
     const svc_cluster_config *cfg = svc_cluster_config_of(cl);
     uint32_t S = cfg->shards, dim = sv_durable_params(c->dur)->dim;
@@ -379,7 +420,10 @@ static void ingest_write(svc_cluster *cl, svd_app *app, svd_coll *c, const Slimv
                 w->code = GRPC_STATUS_RESOURCE_EXHAUSTED;
                 snprintf(w->message, sizeof w->message, "out of memory writing the batch");
             }
-            if (ok && !add_rec(w, s, lsn, given)) {
+            /* A batch with ids of its own may meet ids already there; one
+             * with a batch id of the client's may be a resend: both wait to
+             * hear how they applied. */
+            if (ok && !add_rec(w, s, lsn, given || resend)) {
                 ok = 0;
                 w->code = GRPC_STATUS_RESOURCE_EXHAUSTED;
                 snprintf(w->message, sizeof w->message, "out of memory");
@@ -406,7 +450,7 @@ static void ingest_message(svd_app *app, svd_ctx *ctx, write_state *w, const Sli
                            Slimvec__V1__IngestResponse *resp, svd_reply *r)
 {
     svc_cluster *cl = app->cluster;
-    svd_coll *c = svd_lookup(app, ctx, SVD_ROLE_WRITE, req->collection, r);
+    svd_coll *c = lookup(app, ctx, SVD_ROLE_WRITE, req->collection, r);
     if (!c)
         return;
     size_t n = 0;
@@ -430,8 +474,8 @@ static void ingest_message(svd_app *app, svd_ctx *ctx, write_state *w, const Sli
                                 i % dim);
                 goto done;
             }
-        ingest_write(cl, app, c, req, n, key, w);
-        if (w->code == GRPC_STATUS_OK && ask_outcomes(cl, ctx, req->collection, w, 1, r)) {
+        ingest_write(cl, app, c, req, n, key, req->batch_id && *req->batch_id, w);
+        if (w->code == GRPC_STATUS_OK && ask_outcomes(cl, ctx, req->collection, w, r)) {
             w->waiting = 1;
             r->defer = 1;
             goto done;
@@ -471,7 +515,7 @@ static void ingest_message(svd_app *app, svd_ctx *ctx, write_state *w, const Sli
         rec_pos *rp = &w->recs[w->rec_of[i]];
         sv_follow_ids f = {cfg->shards, rp->shard};
         ids[i] = numbers + 24 * i;
-        snprintf(ids[i], 24, "%" PRIu64, sv_follow_assigned_id(&f, rp->lsn, w->pos_in_rec[i]));
+        snprintf(ids[i], 24, "%" PRIu64, sv_follow_assigned_id(&f, rp->first, w->pos_in_rec[i]));
     }
     resp->applied = (uint32_t)n;
     resp->n_ids = n;
@@ -517,7 +561,7 @@ static void h_delete(void *appv, svd_ctx *ctx, void **state, const ProtobufCMess
     write_state *w = write_state_of(state, r);
     if (!w)
         return;
-    svd_coll *c = svd_lookup(app, ctx, SVD_ROLE_WRITE, req->collection, r);
+    svd_coll *c = lookup(app, ctx, SVD_ROLE_WRITE, req->collection, r);
     if (!c)
         return;
     if (!w->waiting) {
@@ -567,7 +611,7 @@ static void h_delete(void *appv, svd_ctx *ctx, void **state, const ProtobufCMess
             free(rec);
         }
         free(ids);
-        if (w->code == GRPC_STATUS_OK && ask_outcomes(cl, ctx, req->collection, w, 0, r)) {
+        if (w->code == GRPC_STATUS_OK && ask_outcomes(cl, ctx, req->collection, w, r)) {
             w->waiting = 1;
             r->defer = 1;
             goto done;
@@ -681,7 +725,7 @@ static void search_message(svd_app *app, svd_ctx *ctx, read_state *s, const Slim
     svc_cluster *cl = app->cluster;
     if (!s->op) {
         /* The checks a single node makes, before any pod is asked. */
-        svd_coll *c = svd_lookup(app, ctx, SVD_ROLE_READ, req->collection, r);
+        svd_coll *c = lookup(app, ctx, SVD_ROLE_READ, req->collection, r);
         if (!c)
             return;
         size_t m = 0;
@@ -832,7 +876,7 @@ static void h_get(void *appv, svd_ctx *ctx, void **state, const ProtobufCMessage
         return;
     uint32_t S = svc_cluster_config_of(cl)->shards;
     if (!s->op) {
-        svd_coll *c = svd_lookup(app, ctx, SVD_ROLE_READ, req->collection, r);
+        svd_coll *c = lookup(app, ctx, SVD_ROLE_READ, req->collection, r);
         if (!c)
             return;
         svd_registry_put(app->registry, c);
@@ -853,6 +897,8 @@ static void h_get(void *appv, svd_ctx *ctx, void **state, const ProtobufCMessage
         for (uint32_t i = 0; ok && i < S; i++) {
             Slimvec__V1__GetRequest g = SLIMVEC__V1__GET_REQUEST__INIT;
             g.collection = req->collection;
+            g.n_after = req->n_after;
+            g.after = req->after;
             for (size_t k = 0; k < req->n_ids; k++)
                 if (sv_follow_route(req->ids[k], strlen(req->ids[k]), S) == i)
                     sub[g.n_ids++] = req->ids[k];
@@ -1071,18 +1117,19 @@ static void sh_search(void *appv, svd_ctx *ctx, void **state, const ProtobufCMes
     svd_app *app = appv;
     (void)state;
     const Slimvec__V1__SearchRequest *req = (const void *)m;
+    svd_coll *c = lookup(app, ctx, SVD_ROLE_READ, req->collection, r);
+    if (!c)
+        return;
     if (req->n_after) {
-        svd_coll *c = svd_lookup(app, ctx, SVD_ROLE_READ, req->collection, r);
-        if (!c)
-            return;
         int ready = caught_up(app, c, req->after, req->n_after);
-        svd_registry_put(app->registry, c);
         if (!ready) {
             /* Until the deadline, then DEADLINE_EXCEEDED: never stale. */
+            svd_registry_put(app->registry, c);
             r->defer = 1;
             return;
         }
     }
+    svd_registry_put(app->registry, c);
     Slimvec__V1__SearchResponse *resp = svd_own(r, sizeof *resp);
     if (!resp) {
         svd_reply_oom(r);
@@ -1093,6 +1140,22 @@ static void sh_search(void *appv, svd_ctx *ctx, void **state, const ProtobufCMes
     svd_search_into(app, ctx, req, resp, r);
     if (r->code == GRPC_STATUS_OK)
         r->msg = &resp->base;
+}
+
+static void sh_get(void *appv, svd_ctx *ctx, void **state, const ProtobufCMessage *m, svd_reply *r)
+{
+    svd_app *app = appv;
+    const Slimvec__V1__GetRequest *req = (const void *)m;
+    svd_coll *c = lookup(app, ctx, SVD_ROLE_READ, req->collection, r);
+    if (!c)
+        return;
+    int ready = caught_up(app, c, req->after, req->n_after);
+    svd_registry_put(app->registry, c);
+    if (!ready) {
+        r->defer = 1; /* until the deadline: never a stale answer */
+        return;
+    }
+    svd_local_handler("/slimvec.v1.SlimVec/Get")(appv, ctx, state, m, r);
 }
 
 static void sh_applied(void *appv, svd_ctx *ctx, void **state, const ProtobufCMessage *m, svd_reply *r)
@@ -1110,7 +1173,7 @@ static void sh_applied(void *appv, svd_ctx *ctx, void **state, const ProtobufCMe
                         req->position->shard);
         return;
     }
-    svd_coll *c = svd_lookup(app, ctx, SVD_ROLE_WRITE, req->collection, r);
+    svd_coll *c = lookup(app, ctx, SVD_ROLE_WRITE, req->collection, r);
     if (!c)
         return;
     if (sv_durable_applied(c->dur) < req->position->lsn) {
@@ -1120,8 +1183,9 @@ static void sh_applied(void *appv, svd_ctx *ctx, void **state, const ProtobufCMe
     }
     sv_status st = SV_OK;
     uint32_t count = 0;
+    uint64_t first = 0;
     char why[128];
-    int known = svc_cluster_outcome(c, req->position->lsn, &st, &count, why, sizeof why);
+    int known = svc_cluster_outcome(c, req->position->lsn, &st, &count, &first, why, sizeof why);
     svd_registry_put(app->registry, c);
     if (!known) {
         svd_reply_error(r, GRPC_STATUS_UNAVAILABLE, "the outcome of LSN %" PRIu64 " is no longer kept here",
@@ -1137,6 +1201,7 @@ static void sh_applied(void *appv, svd_ctx *ctx, void **state, const ProtobufCMe
     }
     slimvec__v1__shard_apply_response__init(resp);
     resp->count = count;
+    resp->duplicate_of = first;
     if (st != SV_OK) {
         slimvec__v1__batch_error__init(be);
         be->code = (int32_t)svd_code_of(st);
@@ -1187,7 +1252,7 @@ const svd_method *svc_router_methods(size_t *n)
         set(PUBLIC("Get"), &slimvec__v1__get_request__descriptor, h_get, read_end, SVD_UNARY, SVD_ROLE_READ);
         set(SHARD_METHOD("Search"), &slimvec__v1__search_request__descriptor, sh_search, NULL, SVD_UNARY,
             SVD_ROLE_READ);
-        set(SHARD_METHOD("Get"), &slimvec__v1__get_request__descriptor, svd_local_handler(PUBLIC("Get")), NULL,
+        set(SHARD_METHOD("Get"), &slimvec__v1__get_request__descriptor, sh_get, NULL,
             SVD_UNARY, SVD_ROLE_READ);
         set(SHARD_METHOD("Applied"), &slimvec__v1__shard_apply_request__descriptor, sh_applied, NULL, SVD_UNARY,
             SVD_ROLE_WRITE);

@@ -124,6 +124,7 @@ class Pod:
         self.data_dir = os.path.join(cluster.root, "r%d-s%d" % (r, s))
         self.log_path = os.path.join(cluster.root, "r%d-s%d.log" % (r, s))
         self.proc = None
+        self.extra = []  # flags of this pod only
 
     def args(self):
         c = self.cluster
@@ -132,7 +133,7 @@ class Pod:
                 "--shard", str(self.s), "--replica-set", "r%d" % self.r,
                 "--replica-sets", ",".join("r%d" % i for i in range(c.sets)),
                 "--cluster-peers", c.peers(), "--stream-replicas", str(min(3, c.nats.n)),
-                "--grace", "2", *c.extra]
+                "--grace", "2", *c.extra, *self.extra]
 
     def start(self):
         log = open(self.log_path, "a")

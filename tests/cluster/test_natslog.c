@@ -95,9 +95,9 @@ typedef struct applier {
 static sv_status apply_visit(void *ctx, uint32_t type, uint64_t lsn, const uint8_t *p, size_t len, sv_error *err)
 {
     applier *a = ctx;
-    sv_status outcome = SV_OK;
-    uint64_t count = 0;
-    sv_status st = sv_durable_apply(a->d, type, lsn, p, len, &outcome, &count, err);
+    sv_follow_result res;
+    sv_status st = sv_durable_apply(a->d, type, lsn, p, len, &res, err);
+    sv_status outcome = res.outcome;
     if (lsn < 16)
         a->outcome[lsn] = outcome;
     a->seen++;

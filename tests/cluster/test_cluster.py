@@ -1,0 +1,587 @@
+#!/usr/bin/python3
+"""Cluster mode end to end: real nats-server processes and slimvecd pods
+(2 shards x 2 replica sets) on loopback, killed with SIGKILL and paused
+with SIGSTOP. No mock of either engine.
+
+Usage (ctest runs one group per test): test_cluster.py SLIMVECD STUBS GROUP
+  paths     the write and read paths through any pod: ids given and
+            assigned, refusals as a single node gives them, merged search
+            (recall equal to one node on the same data), get, delete,
+            drop and create again
+  ryw       T5: read-your-writes against a replica made to lag
+  failover  T3: searches while one replica per shard is killed, 0 failed;
+            T8: everything SIGKILLed (NATS too) and restarted: every
+            acknowledged write is there
+  crash     T1: SLIMVEC_CLUSTER_ROUNDS (default 50) rounds of SIGKILL of a
+            random pod mid-ingest and restart; every acknowledged id on
+            every replica, 0 missing, 0 extra
+  nats      T2: SIGKILL of the stream's leader mid-ingest: 0 lost, 0
+            doubled, the stall printed; T4: SIGSTOP one, then two of three
+            NATS servers: writes go on, then fail unacknowledged while
+            searches go on; all back after SIGCONT
+"""
+
+import os
+import random
+import sys
+import threading
+import time
+import unittest
+
+import numpy as np
+
+SLIMVECD = os.path.abspath(sys.argv[1] if len(sys.argv) > 1 else "./build/service/slimvecd")
+STUBS = sys.argv[2] if len(sys.argv) > 2 else "./build/proto/python"
+GROUP = sys.argv[3] if len(sys.argv) > 3 else "paths"
+sys.path.insert(0, STUBS)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "e2e"))
+
+import grpc  # noqa: E402
+from clustertest import Cluster  # noqa: E402
+from svtest import Slimvecd, scaled, wait_for  # noqa: E402
+from slimvec.v1 import slimvec_pb2 as pb  # noqa: E402
+from slimvec.v1 import slimvec_pb2_grpc as pbg  # noqa: E402
+
+DIM = 16
+ROUNDS = int(os.environ.get("SLIMVEC_CLUSTER_ROUNDS", "50"))
+SEED = int(os.environ.get("SLIMVEC_CLUSTER_SEED", str(int(time.time()) % 100000)))
+T = scaled(30)  # an RPC's deadline
+
+
+def spec(name, dim=DIM, storage=pb.STORAGE_INT8):
+    return pb.CollectionSpec(name=name, dimension=dim, metric=pb.METRIC_L2, storage=storage)
+
+
+def route(ident, shards):
+    """The shard of a numeric id (follow.h: a number modulo S)."""
+    return int(ident) % shards
+
+
+def vectors(n, seed):
+    return np.random.default_rng(seed).standard_normal((n, DIM)).astype(np.float32)
+
+
+def exact_knn(base, queries, k):
+    d = ((queries[:, None, :] - base[None, :, :]) ** 2).sum(-1)
+    return np.argsort(d, axis=1)[:, :k]
+
+
+def recall(stub, name, base, ids, queries, k=10, search_list=64):
+    truth = exact_knn(base, queries, k)
+    r = stub.Search(pb.SearchRequest(collection=name, queries=queries.ravel().tolist(), k=k,
+                                     search_list=search_list), timeout=T)
+    hit = 0
+    for q, res in enumerate(r.results):
+        want = {ids[i] for i in truth[q]}
+        hit += len(want & {h.id for h in res.hits})
+    return hit / (k * len(queries))
+
+
+def ingest(stub, name, X, ids=None, batch=200, batch_prefix=None):
+    """Stream X in batches; the acknowledgements."""
+    def gen():
+        for b in range(0, len(X), batch):
+            yield pb.IngestRequest(collection=name, sequence=b, vectors=X[b:b + batch].ravel().tolist(),
+                                   ids=ids[b:b + batch] if ids is not None else [],
+                                   batch_id="%s-%d" % (batch_prefix, b) if batch_prefix else "")
+    return list(stub.Ingest(gen(), timeout=T))
+
+
+def shard_get(pod, name, ids):
+    """Which of ids the pod itself holds (its own shard, no routing)."""
+    ch = grpc.insecure_channel(pod.addr)
+    try:
+        stub = pbg.SlimVecShardStub(ch)
+        have = set()
+        for i in range(0, len(ids), 500):
+            part = ids[i:i + 500]
+            try:
+                stub.Get(pb.GetRequest(collection=name, ids=part), timeout=T)
+                have.update(part)
+            except grpc.RpcError as e:
+                if e.code() != grpc.StatusCode.NOT_FOUND:
+                    raise
+                for one in part:  # which ones: one at a time
+                    try:
+                        stub.Get(pb.GetRequest(collection=name, ids=[one]), timeout=T)
+                        have.add(one)
+                    except grpc.RpcError as e2:
+                        if e2.code() != grpc.StatusCode.NOT_FOUND:
+                            raise
+        return have
+    finally:
+        ch.close()
+
+
+def local_count(pod, name):
+    """The vectors this pod holds (its shard), -1 while it has no such
+    collection (yet)."""
+    ch = grpc.insecure_channel(pod.addr)
+    try:
+        return pbg.SlimVecStub(ch).DescribeCollection(pb.DescribeCollectionRequest(name=name), timeout=T).info.vectors
+    except grpc.RpcError as e:
+        if e.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.UNAVAILABLE):
+            return -1
+        raise
+    finally:
+        ch.close()
+
+
+def assert_replicas_hold(test, cluster, name, acked, seconds=60):
+    """Every replica holds exactly the acknowledged ids of its shard: 0
+    missing, 0 extra (after it caught up)."""
+    for pod in cluster.pods:
+        mine = sorted(i for i in acked if route(i, cluster.shards) == pod.s)
+        wait_for(lambda: local_count(pod, name) >= len(mine), seconds,
+                 "r%d-s%d to catch up to %d vectors" % (pod.r, pod.s, len(mine)), step=0.2)
+        have = shard_get(pod, name, mine)
+        test.assertEqual(len(mine) - len(have), 0, "r%d-s%d misses %d acknowledged ids, e.g. %s" %
+                         (pod.r, pod.s, len(mine) - len(have), sorted(set(mine) - have)[:5]))
+        test.assertEqual(local_count(pod, name), len(mine), "r%d-s%d holds ids never acknowledged" % (pod.r, pod.s))
+
+
+class Writer:
+    """A client ingesting numbered vectors through the pods, one batch at a
+    time, each retried with its batch_id until acknowledged (on any pod):
+    exactly once whatever dies."""
+
+    def __init__(self, cluster, name, batch=50, pods=None):
+        self.cluster, self.name, self.batch = cluster, name, batch
+        self.pods = pods or cluster.pods
+        self.acked = []
+        self.next_id = 0
+        self.stop_event = threading.Event()
+        self.errors = []
+        self.max_stall = 0.0
+        self.thread = threading.Thread(target=self.run, daemon=True)
+        self.thread.start()
+
+    def run(self):
+        rng = np.random.default_rng(7)
+        k = 0
+        while not self.stop_event.is_set():
+            ids = [str(self.next_id + i) for i in range(self.batch)]
+            X = rng.standard_normal((self.batch, DIM)).astype(np.float32)
+            req = pb.IngestRequest(collection=self.name, vectors=X.ravel().tolist(), ids=ids,
+                                   batch_id="w-%d" % self.next_id)
+            t0 = time.monotonic()
+            # A batch is sent until acknowledged, even after stop(): a batch
+            # in the log but never acknowledged would be an extra.
+            while True:
+                if time.monotonic() - t0 > scaled(180):
+                    self.errors.append("batch %d never acknowledged" % self.next_id)
+                    break
+                pod = self.pods[k % len(self.pods)]
+                k += 1
+                if not pod.alive():
+                    time.sleep(0.01)
+                    continue
+                ch = grpc.insecure_channel(pod.addr)
+                try:
+                    acks = list(pbg.SlimVecStub(ch).Ingest(iter([req]), timeout=scaled(10)))
+                    if acks and not acks[0].HasField("error"):
+                        self.acked.extend(ids)
+                        break
+                    if acks and acks[0].error.code != grpc.StatusCode.UNAVAILABLE.value[0]:
+                        self.errors.append(acks[0].error.message)
+                        break
+                except grpc.RpcError:
+                    pass  # the pod died or the log is away: again, same batch_id
+                finally:
+                    ch.close()
+                time.sleep(0.05)
+            self.max_stall = max(self.max_stall, time.monotonic() - t0)
+            self.next_id += self.batch
+
+    def stop(self):
+        self.stop_event.set()
+        self.thread.join()
+        return self
+
+
+class Searcher:
+    """Searches without pause through one pod; counts answers and failures."""
+
+    def __init__(self, pod, name, queries, k=10):
+        self.pod, self.name, self.queries, self.k = pod, name, queries, k
+        self.ok = 0
+        self.failures = []
+        self.stop_event = threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+        self.thread.start()
+
+    def run(self):
+        ch = grpc.insecure_channel(self.pod.addr)
+        stub = pbg.SlimVecStub(ch)
+        i = 0
+        while not self.stop_event.is_set():
+            q = self.queries[i % len(self.queries)]
+            i += 1
+            try:
+                r = stub.Search(pb.SearchRequest(collection=self.name, queries=q.tolist(), k=self.k),
+                                timeout=scaled(5))
+                if len(r.results) != 1 or len(r.results[0].hits) != self.k:
+                    self.failures.append("short answer")
+                self.ok += 1
+            except grpc.RpcError as e:
+                self.failures.append("%s: %s" % (e.code(), e.details()))
+        ch.close()
+
+    def stop(self):
+        self.stop_event.set()
+        self.thread.join()
+        return self
+
+
+class Paths(unittest.TestCase):
+    """The public API through any pod behaves as a single node does."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.c = Cluster(SLIMVECD, STUBS)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.c.close()
+
+    def test_write_read_paths(self):
+        c = self.c
+        st = c.stub(c.pod(0, 0))
+        other = c.stub(c.pod(1, 1))
+        st.CreateCollection(pb.CreateCollectionRequest(spec=spec("paths")), timeout=T)
+        with self.assertRaises(grpc.RpcError) as e:
+            other.CreateCollection(pb.CreateCollectionRequest(spec=spec("paths")), timeout=T)
+        self.assertEqual(e.exception.code(), grpc.StatusCode.ALREADY_EXISTS)
+        # Every pod has the collection (its own shard's copy).
+        for pod in c.pods:
+            wait_for(lambda: local_count(pod, "paths") == 0, 10, "the collection on every pod")
+        X = vectors(3000, 1)
+        ids = [str(i) for i in range(3000)]
+        acks = ingest(st, "paths", X, ids)
+        self.assertTrue(all(not a.HasField("error") and a.applied == 200 for a in acks), acks[:1])
+        self.assertTrue(all(a.positions for a in acks))
+        # Refusals, as a single node gives them; nothing is written.
+        bad = [
+            (pb.IngestRequest(collection="paths", vectors=X[:2].ravel().tolist(), ids=["5", "new-1"]),
+             grpc.StatusCode.ALREADY_EXISTS),
+            (pb.IngestRequest(collection="paths", vectors=[float("nan")] * DIM), grpc.StatusCode.INVALID_ARGUMENT),
+            (pb.IngestRequest(collection="paths", vectors=[1.0] * (DIM + 1)), grpc.StatusCode.INVALID_ARGUMENT),
+            (pb.IngestRequest(collection="paths", vectors=[1.0] * DIM, ids=["4611686018427387904"]),
+             grpc.StatusCode.INVALID_ARGUMENT),
+            (pb.IngestRequest(collection="paths", vectors=[1.0] * DIM, batch_id="has space"),
+             grpc.StatusCode.INVALID_ARGUMENT),
+            (pb.IngestRequest(collection="nope", vectors=[1.0] * DIM), grpc.StatusCode.NOT_FOUND),
+        ]
+        for req, code in bad:
+            a = list(other.Ingest(iter([req]), timeout=T))[0]
+            self.assertTrue(a.HasField("error"), req)
+            self.assertEqual(a.error.code, code.value[0], a.error.message)
+        # Assigned ids: unique, numeric, routed back to their shard.
+        a = list(other.Ingest(iter([pb.IngestRequest(collection="paths", vectors=X[:4].ravel().tolist())]),
+                              timeout=T))[0]
+        self.assertFalse(a.HasField("error"), a.error.message)
+        assigned = list(a.ids)
+        self.assertEqual(len(set(assigned)), 4)
+        self.assertTrue(all(int(i) >= 2 ** 62 for i in assigned))
+        got = st.Get(pb.GetRequest(collection="paths", ids=assigned + ["7", "2999"],
+                                   after=list(a.positions) + [p for ack in acks for p in ack.positions]), timeout=T)
+        self.assertEqual([v.id for v in got.vectors], assigned + ["7", "2999"])
+        np.testing.assert_allclose(np.array(got.vectors[0].values), X[0], atol=0.1)
+        # "new-1" was in a refused batch, in a part of its own: nothing of a
+        # refused part is written (the other parts say so in the message).
+        for r in range(c.sets):
+            wait_for(lambda: sum(local_count(c.pod(r, sh), "paths") for sh in range(c.shards)) == 3004, 20,
+                     "replica set r%d to hold the 3004 vectors" % r)
+        # Search: read your writes, merged top-k, recall as one node's.
+        Q = vectors(50, 2)
+        pos = [p for ack in acks for p in ack.positions]
+        r = other.Search(pb.SearchRequest(collection="paths", queries=X[100].tolist(), k=1, after=pos), timeout=T)
+        self.assertEqual(r.results[0].hits[0].id, "100")
+        base = np.vstack([X, X[:4]])
+        all_ids = ids + assigned
+        cluster_recall = recall(st, "paths", base, all_ids, Q)
+        single = Slimvecd(SLIMVECD, STUBS, "--data-dir", ":memory:")
+        try:
+            single.stub.CreateCollection(pb.CreateCollectionRequest(spec=spec("paths")), timeout=T)
+            ingest(single.stub, "paths", base, all_ids)
+            single.stub.Flush(pb.FlushRequest(collection="paths"), timeout=T)
+            single_recall = recall(single.stub, "paths", base, all_ids, Q)
+        finally:
+            single.stop()
+        print("recall@10: cluster (2 shards) %.3f, single node %.3f" % (cluster_recall, single_recall))
+        self.assertGreaterEqual(cluster_recall, single_recall - 0.02)
+        # Delete: counts distinct ids; an unknown id refuses its shard's part.
+        d = other.Delete(pb.DeleteRequest(collection="paths", ids=["10", "11", "10"]), timeout=T)
+        self.assertEqual(d.deleted, 2)
+        with self.assertRaises(grpc.RpcError) as e:
+            st.Delete(pb.DeleteRequest(collection="paths", ids=["10"]), timeout=T)
+        self.assertEqual(e.exception.code(), grpc.StatusCode.NOT_FOUND)
+        with self.assertRaises(grpc.RpcError) as e:
+            st.Get(pb.GetRequest(collection="paths", ids=["11"]), timeout=T)
+        self.assertEqual(e.exception.code(), grpc.StatusCode.NOT_FOUND)
+        # Drop and create again: the new one starts empty (new streams).
+        other.DropCollection(pb.DropCollectionRequest(name="paths"), timeout=T)
+        with self.assertRaises(grpc.RpcError) as e:
+            st.Search(pb.SearchRequest(collection="paths", queries=Q[0].tolist(), k=1), timeout=T)
+        self.assertEqual(e.exception.code(), grpc.StatusCode.NOT_FOUND)
+        st.CreateCollection(pb.CreateCollectionRequest(spec=spec("paths")), timeout=T)
+        for pod in c.pods:
+            wait_for(lambda: local_count(pod, "paths") == 0, 10, "the new collection everywhere")
+        r = other.Search(pb.SearchRequest(collection="paths", queries=Q[0].tolist(), k=5), timeout=T)
+        self.assertEqual(len(r.results[0].hits), 0)
+
+
+class ReadYourWrites(unittest.TestCase):
+    """T5: replica set r1 applies in passes 3 s apart (a lagging replica)."""
+
+    def test_never_stale(self):
+        c = Cluster(SLIMVECD, STUBS)
+        try:
+            for p in c.pods:
+                if p.r == 1:
+                    p.extra = ["--test-apply-delay-ms", "3000"]
+                    c.restart(p)
+            st = c.stub(c.pod(0, 0))
+            st.CreateCollection(pb.CreateCollectionRequest(spec=spec("ryw", storage=pb.STORAGE_F32)), timeout=T)
+            for pod in c.pods:
+                wait_for(lambda: local_count(pod, "ryw") == 0, 20, "the collection everywhere", step=0.1)
+            rng = np.random.default_rng(3)
+            stale_without = 0
+            held = failed = 0
+            for i in range(10):
+                v = rng.standard_normal(DIM).astype(np.float32)
+                a = list(st.Ingest(iter([pb.IngestRequest(collection="ryw", vectors=v.tolist(), ids=[str(i)])]),
+                                   timeout=T))[0]
+                self.assertFalse(a.HasField("error"), a.error.message)
+                # Straight to a lagging replica of the shard, with the token:
+                # it waits, then answers with the write, or fails by the
+                # deadline; never an answer without it.
+                pod = c.pod(1, route(i, c.shards))
+                ch = grpc.insecure_channel(pod.addr)
+                shard = pbg.SlimVecShardStub(ch)
+                try:
+                    r = shard.Search(pb.SearchRequest(collection="ryw", queries=v.tolist(), k=1,
+                                                      after=list(a.positions)), timeout=0.3 if i % 2 else 8)
+                    self.assertEqual(r.results[0].hits[0].id, str(i), "a stale answer with a token")
+                    held += 1
+                except grpc.RpcError as e:
+                    self.assertEqual(e.code(), grpc.StatusCode.DEADLINE_EXCEEDED, e.details())
+                    failed += 1
+                # Without the token the lagging replica answers at once,
+                # and is stale: the lag is real.
+                r = shard.Search(pb.SearchRequest(collection="ryw", queries=v.tolist(), k=1), timeout=T)
+                if not r.results[0].hits or r.results[0].hits[0].id != str(i):
+                    stale_without += 1
+                # Through a router: the token holds too (the lagging replica
+                # waits, its sibling answers first after the hedge delay).
+                r = c.stub(c.pod(1, 0)).Search(pb.SearchRequest(collection="ryw", queries=v.tolist(), k=1,
+                                                                after=list(a.positions)), timeout=T)
+                self.assertEqual(r.results[0].hits[0].id, str(i))
+                ch.close()
+            print("read-your-writes on a lagging replica: %d answers held the write, %d failed by the deadline, "
+                  "0 stale; without the token %d of 10 answers were stale" % (held, failed, stale_without))
+            self.assertGreater(stale_without, 0, "the replica did not lag: the test proves nothing")
+            self.assertGreater(held, 0)
+            self.assertGreater(failed, 0)
+        finally:
+            c.close()
+
+
+class Failover(unittest.TestCase):
+    def test_t3_searches_while_replicas_die(self):
+        c = Cluster(SLIMVECD, STUBS)
+        try:
+            st = c.stub(c.pod(0, 0))
+            st.CreateCollection(pb.CreateCollectionRequest(spec=spec("t3")), timeout=T)
+            X = vectors(4000, 4)
+            ids = [str(i) for i in range(4000)]
+            ingest(st, "t3", X, ids)
+            for pod in c.pods:
+                wait_for(lambda: local_count(pod, "t3") == 2000, 30, "catch-up", step=0.1)
+            Q = vectors(50, 5)
+            before = recall(st, "t3", X, ids, Q)
+            # Searches through r0-s0 while r1-s0 and r1-s1 die (one replica
+            # per shard), come back, then r0-s1 dies.
+            s = Searcher(c.pod(0, 0), "t3", Q)
+            time.sleep(0.5)
+            c.pod(1, 0).kill()
+            c.pod(1, 1).kill()
+            time.sleep(1.0)
+            after_kill = recall(st, "t3", X, ids, Q)
+            for r, sh in ((1, 0), (1, 1)):
+                c.pod(r, sh).start()
+            for r, sh in ((1, 0), (1, 1)):
+                c.pod(r, sh).wait_ready()
+            time.sleep(0.5)
+            c.pod(0, 1).kill()
+            time.sleep(1.0)
+            s.stop()
+            print("T3: %d searches while one replica per shard was SIGKILLed: %d failed; recall@10 %.3f before, "
+                  "%.3f with one replica per shard" % (s.ok, len(s.failures), before, after_kill))
+            self.assertEqual(s.failures, [])
+            self.assertGreater(s.ok, 20)
+            self.assertGreaterEqual(after_kill, before - 0.02)
+            # A shard with no live replica: UNAVAILABLE, or partial on request.
+            c.pod(1, 1).kill()
+            with self.assertRaises(grpc.RpcError) as e:
+                st.Search(pb.SearchRequest(collection="t3", queries=Q[0].tolist(), k=10), timeout=T)
+            self.assertEqual(e.exception.code(), grpc.StatusCode.UNAVAILABLE)
+            r = st.Search(pb.SearchRequest(collection="t3", queries=Q[0].tolist(), k=10, allow_partial=True),
+                          timeout=T)
+            self.assertEqual(list(r.missing_shards), [1])
+            self.assertEqual(len(r.results[0].hits), 10)
+            self.assertTrue(all(route(h.id, 2) == 0 for h in r.results[0].hits))
+        finally:
+            c.close()
+
+    def test_t8_everything_killed(self):
+        c = Cluster(SLIMVECD, STUBS, extra=["--snapshot-log-bytes", "200000"])
+        try:
+            st = c.stub(c.pod(0, 1))
+            st.CreateCollection(pb.CreateCollectionRequest(spec=spec("t8")), timeout=T)
+            w = Writer(c, "t8")
+            wait_for(lambda: len(w.acked) >= 3000, 60, "3000 acknowledged", step=0.1)
+            # Everything at once: the pods, then the NATS servers, SIGKILL.
+            for p in c.pods:
+                p.kill()
+            for i in range(c.nats.n):
+                c.nats.kill(i)
+            acked_before = len(w.acked)
+            for i in range(c.nats.n):
+                c.nats.start(i)
+            for i in range(c.nats.n):
+                c.nats.wait_ready(i)
+            for p in c.pods:
+                p.start()
+            for p in c.pods:
+                p.wait_ready(120)
+            # The batch in flight at the kill is sent again (its batch_id)
+            # until acknowledged: then the replicas hold exactly what was.
+            acked = w.stop().acked
+            print("T8: %d acknowledged before everything was SIGKILLed, %d in all" % (acked_before, len(acked)))
+            self.assertEqual(w.errors, [])
+            assert_replicas_hold(self, c, "t8", acked, seconds=120)
+            self.assertEqual(w.errors, [])
+        finally:
+            c.close()
+
+
+class Crash(unittest.TestCase):
+    def test_t1_pods_killed_mid_ingest(self):
+        c = Cluster(SLIMVECD, STUBS, extra=["--snapshot-log-bytes", "100000"])
+        rng = random.Random(SEED)
+        try:
+            c.stub(c.pod(0, 0)).CreateCollection(pb.CreateCollectionRequest(spec=spec("t1")), timeout=T)
+            w = Writer(c, "t1", batch=20)
+            for rnd in range(ROUNDS):
+                pod = rng.choice(c.pods)
+                time.sleep(rng.uniform(0.05, 0.3))
+                pod.kill()
+                time.sleep(rng.uniform(0, 0.2))
+                pod.start()
+                pod.wait_ready(120)
+            w.stop()
+            print("T1: %d rounds (seed %d): %d ids acknowledged, longest wait for an acknowledgement %.2f s" %
+                  (ROUNDS, SEED, len(w.acked), w.max_stall))
+            self.assertEqual(w.errors, [])
+            self.assertGreater(len(w.acked), ROUNDS * 20)
+            assert_replicas_hold(self, c, "t1", w.acked, seconds=120)
+        except Exception:
+            print(c.logs())
+            raise
+        finally:
+            c.close()
+
+
+class NatsFaults(unittest.TestCase):
+    def test_t2_stream_leader_killed(self):
+        c = Cluster(SLIMVECD, STUBS, extra=["--nats-timeout-ms", "2000"])
+        try:
+            st = c.stub(c.pod(0, 0))
+            st.CreateCollection(pb.CreateCollectionRequest(spec=spec("t2")), timeout=T)
+            w = Writer(c, "t2", batch=20)
+            wait_for(lambda: len(w.acked) >= 400, 30, "400 acknowledged", step=0.05)
+            inc = None
+            # The shard streams are SV_c<incarnation>_s<shard>: find shard 0's leader.
+            for i in range(c.nats.n):
+                info = c.nats.jsz(i, "?accounts=true&streams=true")
+                for acc in info.get("account_details", []):
+                    for s in acc.get("stream_detail", []):
+                        if s["name"].endswith("_s0") and s["name"].startswith("SV_c"):
+                            inc = s["name"]
+            leader = wait_for(lambda: c.nats.stream_leader(inc), 10, "the stream's leader")
+            n_before = len(w.acked)
+            c.nats.kill(leader)
+            wait_for(lambda: len(w.acked) >= n_before + 400, 60, "writes after the leader died", step=0.05)
+            w.stop()
+            c.nats.start(leader)
+            c.nats.wait_ready(leader)
+            print("T2: stream %s leader n%d SIGKILLed mid-ingest: longest write stall %.2f s; %d acknowledged" %
+                  (inc, leader, w.max_stall, len(w.acked)))
+            assert_replicas_hold(self, c, "t2", w.acked)
+            self.assertEqual(w.errors, [])
+        finally:
+            c.close()
+
+    def test_t4_nats_paused(self):
+        c = Cluster(SLIMVECD, STUBS, extra=["--nats-timeout-ms", "1500"])
+        try:
+            st = c.stub(c.pod(0, 0))
+            st.CreateCollection(pb.CreateCollectionRequest(spec=spec("t4")), timeout=T)
+            X = vectors(600, 6)
+            ingest(st, "t4", X, [str(i) for i in range(600)])
+            Q = vectors(20, 7)
+            searcher = Searcher(c.pod(1, 0), "t4", Q)
+            # One of three stopped: writes go on (after an election when it
+            # led the stream: a client sends again with the batch_id).
+            c.nats.pause(2)
+            t0 = time.monotonic()
+
+            def sent(ident, batch_id):
+                r = list(st.Ingest(iter([pb.IngestRequest(collection="t4", vectors=X[:1].ravel().tolist(),
+                                                          ids=[ident], batch_id=batch_id)]), timeout=T))[0]
+                if r.HasField("error"):
+                    self.assertEqual(r.error.code, grpc.StatusCode.UNAVAILABLE.value[0], r.error.message)
+                return not r.HasField("error")
+            wait_for(lambda: sent("one-paused", "t4-a"), 30, "a write with one NATS server stopped", step=0.2)
+            one_stall = time.monotonic() - t0
+            for i in range(5):
+                wait_for(lambda: sent("one-paused-%d" % i, "t4-a%d" % i), 30, "writes with one stopped", step=0.2)
+            # Two of three: no quorum, nothing acknowledged, searches go on.
+            c.nats.pause(1)
+            t0 = time.monotonic()
+            a = list(st.Ingest(iter([pb.IngestRequest(collection="t4", vectors=X[:1].ravel().tolist(),
+                                                      ids=["two-paused"], batch_id="t4-b")]), timeout=T))[0]
+            refused_after = time.monotonic() - t0
+            self.assertTrue(a.HasField("error"))
+            self.assertEqual(a.error.code, grpc.StatusCode.UNAVAILABLE.value[0], a.error.message)
+            with self.assertRaises(grpc.RpcError) as e:
+                st.CreateCollection(pb.CreateCollectionRequest(spec=spec("t4b")), timeout=T)
+            self.assertEqual(e.exception.code(), grpc.StatusCode.UNAVAILABLE)
+            time.sleep(1)
+            c.nats.resume(1)
+            c.nats.resume(2)
+            searcher.stop()
+            # The refused batch, sent again with its batch_id: in once.
+            wait_for(lambda: sent("two-paused", "t4-b"), 60, "writes after SIGCONT", step=0.5)
+            got = st.Get(pb.GetRequest(collection="t4", ids=["one-paused", "two-paused"]), timeout=T)
+            self.assertEqual(len(got.vectors), 2)
+            print("T4: one NATS server stopped: writes went on (the first after %.1f s); two: refused UNAVAILABLE "
+                  "after %.1f s, %d searches answered meanwhile, %d failed" %
+                  (one_stall, refused_after, searcher.ok, len(searcher.failures)))
+            self.assertEqual(searcher.failures, [])
+            self.assertGreater(searcher.ok, 5)
+        finally:
+            c.close()
+
+
+GROUPS = {"paths": [Paths], "ryw": [ReadYourWrites], "failover": [Failover], "crash": [Crash],
+          "nats": [NatsFaults]}
+
+if __name__ == "__main__":
+    suite = unittest.TestSuite()
+    for cls in GROUPS[GROUP]:
+        suite.addTests(unittest.defaultTestLoader.loadTestsFromTestCase(cls))
+    result = unittest.TextTestRunner(verbosity=2).run(suite)
+    sys.exit(0 if result.wasSuccessful() else 1)
