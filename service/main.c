@@ -661,6 +661,8 @@ int main(int argc, char **argv)
     svd_metrics_set_recovery(metrics, recovery_seconds);
     svd_metrics_set_memory(metrics, cfg.memory_limit, cfg.memory_cap);
     svd_metrics_set_auth(metrics, tokens, tls);
+    if (cluster)
+        svd_metrics_set_extra(metrics, svc_cluster_metrics, cluster);
     svd_http_options ho = {.listen = cfg.metrics_listen,
                            .metrics = metrics,
                            .serving = &app.serving,

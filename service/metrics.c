@@ -38,6 +38,8 @@ struct svd_metrics {
     svd_tokens *tokens;                 /* set once before serving (NULL: none) */
     svd_tls *tls;
     atomic_ullong http_denied[2];       /* /metrics: unauthenticated, forbidden */
+    char *(*extra)(void *ctx);          /* set once before serving (NULL: none) */
+    void *extra_ctx;
 };
 
 void svd_metrics_set_auth(svd_metrics *m, svd_tokens *tokens, svd_tls *tls)
@@ -60,6 +62,12 @@ void svd_metrics_set_memory(svd_metrics *m, uint64_t limit, uint64_t cap)
 void svd_metrics_set_server(svd_metrics *m, svd_server *s)
 {
     atomic_store(&m->server_atomic, s);
+}
+
+void svd_metrics_set_extra(svd_metrics *m, char *(*render)(void *ctx), void *ctx)
+{
+    m->extra = render;
+    m->extra_ctx = ctx;
 }
 
 void svd_metrics_set_recovery(svd_metrics *m, double seconds)
@@ -289,6 +297,12 @@ char *svd_metrics_render(svd_metrics *m, size_t *len)
         for (size_t i = 0; i < n && !t.failed; i++)
             put(&t, "slimvec_collection_buffered{collection=\"%s\"} %llu\n", all[i]->name,
                 (unsigned long long)st[i].buffered);
+    }
+    if (m->extra) {
+        char *more = m->extra(m->extra_ctx);
+        if (more)
+            put(&t, "%s", more);
+        free(more);
     }
     put(&t, "# HELP slimvec_collections Collections the server holds.\n"
             "# TYPE slimvec_collections gauge\nslimvec_collections %zu\n", n);

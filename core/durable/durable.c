@@ -629,6 +629,11 @@ sv_status sv_durable_follow(sv_durable *d, uint32_t wait_ms, sv_durable_outcome_
     return st;
 }
 
+uint64_t sv_durable_log_last(sv_durable *d)
+{
+    return d->log ? sv_log_last(d->log) : 0;
+}
+
 uint64_t sv_durable_applied(sv_durable *d)
 {
     return __atomic_load_n(&d->applied, __ATOMIC_RELAXED);

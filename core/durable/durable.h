@@ -103,6 +103,8 @@ sv_status sv_durable_follow(sv_durable *d, uint32_t wait_ms, sv_durable_outcome_
                             uint64_t *applied, sv_error *err);
 /* The last LSN applied (following), without a lock. */
 uint64_t sv_durable_applied(sv_durable *d);
+/* The last LSN its log holds (following: the stream's end, asked now). */
+uint64_t sv_durable_log_last(sv_durable *d);
 
 const char *sv_durable_dir(const sv_durable *d); /* NULL in memory */
 

@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <stdarg.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -273,9 +274,15 @@ static void outcomes_free(void *p)
     free(o);
 }
 
+typedef struct note_ctx {
+    svc_cluster *cluster;
+    svd_coll *coll;
+} note_ctx;
+
 static void note_outcome(void *ctx, uint64_t lsn, const sv_follow_result *res, const char *why)
 {
-    svd_coll *coll = ctx;
+    svc_cluster *cl = ((note_ctx *)ctx)->cluster;
+    svd_coll *coll = ((note_ctx *)ctx)->coll;
     outcomes *o = __atomic_load_n((outcomes **)&coll->extra, __ATOMIC_ACQUIRE);
     if (!o) {
         if (!(o = calloc(1, sizeof *o)))
@@ -283,6 +290,12 @@ static void note_outcome(void *ctx, uint64_t lsn, const sv_follow_result *res, c
         pthread_mutex_init(&o->mu, NULL);
         coll->extra_free = outcomes_free;
         __atomic_store_n((outcomes **)&coll->extra, o, __ATOMIC_RELEASE);
+    }
+    if (res->outcome != SV_OK || res->duplicate_of) {
+        pthread_mutex_lock(&cl->stats_mu);
+        cl->stats.refused_records += res->outcome != SV_OK;
+        cl->stats.duplicate_records += res->duplicate_of != 0;
+        pthread_mutex_unlock(&cl->stats_mu);
     }
     pthread_mutex_lock(&o->mu);
     outcome *slot = &o->ring[lsn % OUTCOMES];
@@ -315,11 +328,10 @@ int svc_cluster_outcome(svd_coll *coll, uint64_t lsn, sv_status *st, uint32_t *c
 
 /* ---- the applier ------------------------------------------------------------------------------ */
 
-static void stats_add(svc_cluster *c, uint64_t applied, uint64_t refused, uint64_t errors)
+static void stats_add(svc_cluster *c, uint64_t applied, uint64_t errors)
 {
     pthread_mutex_lock(&c->stats_mu);
     c->stats.applied_records += applied;
-    c->stats.refused_records += refused;
     c->stats.apply_errors += errors;
     pthread_mutex_unlock(&c->stats_mu);
 }
@@ -413,9 +425,10 @@ static uint64_t apply_collections(svc_cluster *c)
     for (size_t i = 0; i < m && !atomic_load(&c->stop); i++) {
         uint64_t n = 0;
         sv_error err;
-        sv_status st = sv_durable_follow(colls[i]->dur, 0, note_outcome, colls[i], &n, &err);
+        note_ctx nc = {c, colls[i]};
+        sv_status st = sv_durable_follow(colls[i]->dur, 0, note_outcome, &nc, &n, &err);
         total += n;
-        stats_add(c, n, 0, st == SV_OK || st == SV_ERR_BUSY ? 0 : 1);
+        stats_add(c, n, st == SV_OK || st == SV_ERR_BUSY ? 0 : 1);
         if (st == SV_ERR_BUSY)
             svd_maint_kick(c->app->maint); /* the buffer is full: a flush makes room */
         else if (st != SV_OK && st != SV_ERR_NOT_FOUND) {
@@ -646,6 +659,119 @@ void svc_cluster_note_append(svc_cluster *c, int ok, double seconds)
         c->stats.append_failures++;
     }
     pthread_mutex_unlock(&c->stats_mu);
+}
+
+void svc_cluster_note_fanout(svc_cluster *c, uint32_t shard, double seconds)
+{
+    if (shard >= SVC_SHARDS_MAX)
+        return;
+    pthread_mutex_lock(&c->stats_mu);
+    c->stats.fanout_parts[shard]++;
+    c->stats.fanout_seconds[shard] += seconds;
+    pthread_mutex_unlock(&c->stats_mu);
+}
+
+/* Append to a malloc'd text (the exposition format). */
+static void putf(char **buf, size_t *len, size_t *cap, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+static void putf(char **buf, size_t *len, size_t *cap, const char *fmt, ...)
+{
+    for (;;) {
+        if (!*buf)
+            return;
+        va_list ap;
+        va_start(ap, fmt);
+        int n = vsnprintf(*buf + *len, *cap - *len, fmt, ap);
+        va_end(ap);
+        if (n < 0)
+            return;
+        if ((size_t)n < *cap - *len) {
+            *len += (size_t)n;
+            return;
+        }
+        size_t ncap = *cap * 2 + (size_t)n;
+        char *b = realloc(*buf, ncap);
+        if (!b) {
+            free(*buf);
+            *buf = NULL;
+            return;
+        }
+        *buf = b;
+        *cap = ncap;
+    }
+}
+
+char *svc_cluster_metrics(void *ctx)
+{
+    svc_cluster *c = ctx;
+    svc_cluster_stats s;
+    svc_cluster_get_stats(c, &s);
+    size_t len = 0, cap = 8192;
+    char *b = malloc(cap);
+    if (!b)
+        return NULL;
+    b[0] = '\0';
+    putf(&b, &len, &cap,
+         "# HELP slimvec_cluster_shard This pod's shard and replica set (cluster mode).\n"
+         "# TYPE slimvec_cluster_shard gauge\nslimvec_cluster_shard{shard=\"%u\",shards=\"%u\",replica_set=\"%s\"} 1\n",
+         c->cfg.shard, c->cfg.shards, c->cfg.replica_set);
+    /* Per collection: where this replica is in its shard's stream. */
+    svd_coll **colls = NULL;
+    size_t m = c->app ? svd_registry_list(c->app->registry, &colls) : 0;
+    putf(&b, &len, &cap, "# HELP slimvec_cluster_applied_lsn The last record of the shard's stream this replica applied.\n"
+                         "# TYPE slimvec_cluster_applied_lsn gauge\n");
+    for (size_t i = 0; i < m; i++)
+        putf(&b, &len, &cap, "slimvec_cluster_applied_lsn{collection=\"%s\",shard=\"%u\"} %llu\n", colls[i]->name,
+             c->cfg.shard, (unsigned long long)sv_durable_applied(colls[i]->dur));
+    putf(&b, &len, &cap, "# HELP slimvec_cluster_lag_records Records in the shard's stream this replica has not applied yet.\n"
+                         "# TYPE slimvec_cluster_lag_records gauge\n");
+    for (size_t i = 0; i < m; i++) {
+        uint64_t last = sv_durable_log_last(colls[i]->dur), applied = sv_durable_applied(colls[i]->dur);
+        putf(&b, &len, &cap, "slimvec_cluster_lag_records{collection=\"%s\",shard=\"%u\"} %llu\n", colls[i]->name,
+             c->cfg.shard, (unsigned long long)(last > applied ? last - applied : 0));
+    }
+    if (c->app)
+        svd_registry_put_list(c->app->registry, colls, m);
+    putf(&b, &len, &cap,
+         "# HELP slimvec_cluster_records_applied_total Stream records this pod applied (all collections).\n"
+         "# TYPE slimvec_cluster_records_applied_total counter\nslimvec_cluster_records_applied_total %llu\n"
+         "# HELP slimvec_cluster_records_refused_total Records refused by every replica (a duplicate id, an unknown id to delete).\n"
+         "# TYPE slimvec_cluster_records_refused_total counter\nslimvec_cluster_records_refused_total %llu\n"
+         "# HELP slimvec_cluster_records_duplicate_total Records sent twice that the log let through, applied once.\n"
+         "# TYPE slimvec_cluster_records_duplicate_total counter\nslimvec_cluster_records_duplicate_total %llu\n"
+         "# HELP slimvec_cluster_apply_errors_total Passes that could not read or apply a stream (retried).\n"
+         "# TYPE slimvec_cluster_apply_errors_total counter\nslimvec_cluster_apply_errors_total %llu\n"
+         "# HELP slimvec_cluster_appends_total Records this pod appended to the logs, acknowledged by their quorum.\n"
+         "# TYPE slimvec_cluster_appends_total counter\nslimvec_cluster_appends_total %llu\n"
+         "# HELP slimvec_cluster_append_failures_total Appends the log did not acknowledge (answered UNAVAILABLE).\n"
+         "# TYPE slimvec_cluster_append_failures_total counter\nslimvec_cluster_append_failures_total %llu\n"
+         "# HELP slimvec_cluster_append_seconds_total Time appends waited for the log's acknowledgement (publish latency).\n"
+         "# TYPE slimvec_cluster_append_seconds_total counter\nslimvec_cluster_append_seconds_total %.6f\n",
+         (unsigned long long)s.applied_records, (unsigned long long)s.refused_records,
+         (unsigned long long)s.duplicate_records, (unsigned long long)s.apply_errors, (unsigned long long)s.appends,
+         (unsigned long long)s.append_failures, s.append_seconds);
+    putf(&b, &len, &cap, "# HELP slimvec_cluster_fanout_seconds_total Time reads routed here waited for each shard's answer.\n"
+                         "# TYPE slimvec_cluster_fanout_seconds_total counter\n");
+    for (uint32_t i = 0; i < c->cfg.shards; i++)
+        putf(&b, &len, &cap, "slimvec_cluster_fanout_seconds_total{shard=\"%u\"} %.6f\n", i, s.fanout_seconds[i]);
+    putf(&b, &len, &cap, "# HELP slimvec_cluster_fanout_answers_total Shard answers to reads routed here.\n"
+                         "# TYPE slimvec_cluster_fanout_answers_total counter\n");
+    for (uint32_t i = 0; i < c->cfg.shards; i++)
+        putf(&b, &len, &cap, "slimvec_cluster_fanout_answers_total{shard=\"%u\"} %llu\n", i,
+             (unsigned long long)s.fanout_parts[i]);
+    putf(&b, &len, &cap,
+         "# HELP slimvec_cluster_calls_total Calls to other pods (reads, outcomes), attempts included.\n"
+         "# TYPE slimvec_cluster_calls_total counter\nslimvec_cluster_calls_total %llu\n"
+         "# HELP slimvec_cluster_retries_total Calls moved to another replica after an error.\n"
+         "# TYPE slimvec_cluster_retries_total counter\nslimvec_cluster_retries_total %llu\n"
+         "# HELP slimvec_cluster_hedges_total Second calls started to another replica after the hedge delay.\n"
+         "# TYPE slimvec_cluster_hedges_total counter\nslimvec_cluster_hedges_total %llu\n"
+         "# HELP slimvec_cluster_hedge_wins_total Hedges that answered first.\n"
+         "# TYPE slimvec_cluster_hedge_wins_total counter\nslimvec_cluster_hedge_wins_total %llu\n"
+         "# HELP slimvec_cluster_call_failures_total Shard parts that failed on every replica.\n"
+         "# TYPE slimvec_cluster_call_failures_total counter\nslimvec_cluster_call_failures_total %llu\n",
+         (unsigned long long)s.fanout.calls, (unsigned long long)s.fanout.retries, (unsigned long long)s.fanout.hedges,
+         (unsigned long long)s.fanout.hedge_wins, (unsigned long long)s.fanout.failures);
+    return b;
 }
 
 void svc_cluster_get_stats(svc_cluster *c, svc_cluster_stats *out)

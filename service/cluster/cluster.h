@@ -88,13 +88,18 @@ int svc_cluster_outcome(svd_coll *coll, uint64_t lsn, sv_status *st, uint32_t *c
                         char *why, size_t cap);
 
 typedef struct svc_cluster_stats {
-    uint64_t applied_records, refused_records, apply_errors;
+    uint64_t applied_records, refused_records, duplicate_records, apply_errors;
     uint64_t appends, append_failures;
     double append_seconds;
+    uint64_t fanout_parts[SVC_SHARDS_MAX];   /* reads answered per shard */
+    double fanout_seconds[SVC_SHARDS_MAX];
     svc_fanout_stats fanout;
 } svc_cluster_stats;
 void svc_cluster_get_stats(svc_cluster *c, svc_cluster_stats *out);
 void svc_cluster_note_append(svc_cluster *c, int ok, double seconds);
+void svc_cluster_note_fanout(svc_cluster *c, uint32_t shard, double seconds);
+/* The cluster's metrics in the exposition format (malloc'd; for /metrics). */
+char *svc_cluster_metrics(void *c);
 
 /* The router's method table (router.c). */
 const svd_method *svc_router_methods(size_t *n);

@@ -157,6 +157,7 @@ static int retryable(grpc_status_code c)
 static void finish_part(svc_fanout_op *op, part *p)
 {
     p->done = 1;
+    p->r.seconds = p->started ? now_s() - p->started : 0;
     op->n_done++;
     /* The others lose the race: cancelled (their completions free them). */
     for (int k = 0; k < SVC_FANOUT_TARGETS; k++)

@@ -754,6 +754,7 @@ static void search_message(svd_app *app, svd_ctx *ctx, read_state *s, const Slim
     }
     for (uint32_t i = 0; i < s->shards; i++) {
         const svc_part_result *pr = svc_fanout_result(s->op, i);
+        svc_cluster_note_fanout(cl, i, pr->seconds);
         if (pr->code == GRPC_STATUS_OK) {
             s->answers[i] = unpack(&slimvec__v1__search_response__descriptor, pr->response);
             if (!s->answers[i]) {

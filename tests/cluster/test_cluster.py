@@ -311,6 +311,20 @@ class Paths(unittest.TestCase):
             single.stop()
         print("recall@10: cluster (2 shards) %.3f, single node %.3f" % (cluster_recall, single_recall))
         self.assertGreaterEqual(cluster_recall, single_recall - 0.02)
+        # Metrics: where each replica is in its stream, appends, fan-outs.
+        text = c.pod(0, 0).metrics()
+        for name in ("slimvec_cluster_applied_lsn{collection=\"paths\",shard=\"0\"}",
+                     "slimvec_cluster_lag_records{collection=\"paths\",shard=\"0\"} 0",
+                     "slimvec_cluster_appends_total", "slimvec_cluster_append_seconds_total",
+                     "slimvec_cluster_fanout_seconds_total{shard=\"1\"}", "slimvec_cluster_hedges_total",
+                     "slimvec_cluster_retries_total"):
+            self.assertTrue(name in text, name)
+
+        def metric(t, name):
+            return float(t.split(name + " ")[1].split()[0])
+        self.assertGreaterEqual(metric(text, "slimvec_cluster_appends_total"), 15)
+        # "5" (shard 1) was refused by shard 1's replicas.
+        self.assertGreaterEqual(metric(c.pod(0, 1).metrics(), "slimvec_cluster_records_refused_total"), 1)
         # Delete: counts distinct ids; an unknown id refuses its shard's part.
         d = other.Delete(pb.DeleteRequest(collection="paths", ids=["10", "11", "10"]), timeout=T)
         self.assertEqual(d.deleted, 2)
