@@ -321,7 +321,7 @@ class Paths(unittest.TestCase):
             self.assertTrue(name in text, name)
 
         def metric(t, name):
-            return float(t.split(name + " ")[1].split()[0])
+            return float(t.split("\n" + name + " ")[1].split()[0])
         self.assertGreaterEqual(metric(text, "slimvec_cluster_appends_total"), 15)
         # "5" (shard 1) was refused by shard 1's replicas.
         self.assertGreaterEqual(metric(c.pod(0, 1).metrics(), "slimvec_cluster_records_refused_total"), 1)
