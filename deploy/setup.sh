@@ -10,6 +10,9 @@
 #   deploy/setup.sh run       build + start slimvecd on 127.0.0.1:50051 (flags and
 #                             SLIMVEC_* variables pass through; see slimvecd --help)
 #   deploy/setup.sh bench     build + the benchmark's quick set (founding data)
+#   deploy/setup.sh cluster   build + a local cluster in the foreground: three
+#                             nats-server and 2 shards x 2 replicas of slimvecd
+#                             (deploy/cluster/local.sh)
 #
 #   deploy/setup.sh install-build     only the Debian packages that compiling needs
 #   deploy/setup.sh package DIR       install-build + the same build of ./build as
@@ -46,7 +49,7 @@ docker-compose yamllint openssl nats-server"
 # libc6 which every Debian image has. apt brings the rest (abseil, c-ares,
 # re2, OpenSSL, GnuTLS, zlib, ...) as their dependencies; test_image.py
 # checks every library ldd lists against this list's dependency closure.
-RUNTIME_PACKAGES="libgrpc29 libprotobuf-c1 libmicrohttpd12 libjemalloc2 libsodium23 libssl3"
+RUNTIME_PACKAGES="libgrpc29 libprotobuf-c1 libmicrohttpd12 libjemalloc2 libsodium23 libssl3 libnats3.4"
 
 # x CMD...: run CMD, or print it under SV_DRY_RUN=1.
 x() {
@@ -167,6 +170,10 @@ package)
     package "$2"
     ;;
 runtime-packages) echo "$RUNTIME_PACKAGES" | tr ' ' '\n' ;;
+cluster)
+    install && build "$ROOT/build"
+    x "$ROOT/deploy/cluster/local.sh" "$ROOT/build/service/slimvecd"
+    ;;
 run)
     shift
     install && build "$ROOT/build"

@@ -23,8 +23,9 @@
  *     every record through lsn (delete segments, purge a stream);
  *   - read(after) visits the records after `after` in LSN order, through
  *     the last one the log holds when the call starts (waiting up to
- *     wait_ms for one when there is none yet): the same call replays a log
- *     at start-up and follows a stream another process appends to;
+ *     wait_ms for one when there is none yet; with wait_ms 0 a remote log
+ *     may stop at what it has at hand, a poll): the same call replays a
+ *     log at start-up and follows a stream another process appends to;
  *   - covers(after) says whether the log still holds every record after
  *     `after` (no segment missing, nothing purged past it), the test a
  *     snapshot at `after` must pass before recovery builds on it;

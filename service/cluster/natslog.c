@@ -409,8 +409,10 @@ static sv_status subscribe_from(natslog *l, uint64_t start, sv_error *err)
 /*
  * Read by an ordered consumer kept between calls: a call that continues
  * where the last one stopped goes on with it; any other starts a new one
- * at after + 1. The call returns when the consumer says nothing is pending
- * (caught up), when no record comes within the wait, or at a failure.
+ * at after + 1. The call returns when it read through the stream's end as
+ * it was at the start (wait_ms > 0) or what the consumer had delivered
+ * (wait_ms 0: a poll), when no record comes within the wait, or at a
+ * failure.
  */
 static sv_status nl_read(void *impl, uint64_t after, uint32_t wait_ms, sv_log_visit visit, void *ctx,
                          uint64_t *last_read, sv_error *err)
@@ -428,6 +430,14 @@ static sv_status nl_read(void *impl, uint64_t after, uint32_t wait_ms, sv_log_vi
     pthread_mutex_unlock(&l->mu);
     if (st != SV_OK)
         return st;
+    /* With a wait, the call reads through the stream's end as it is now
+     * (one request for it); without, it takes what has come (a poll). */
+    uint64_t target = 0;
+    if (wait_ms && refresh_bounds(l, NULL)) {
+        pthread_mutex_lock(&l->mu);
+        target = l->last;
+        pthread_mutex_unlock(&l->mu);
+    }
     /* Only this thread reads (one follower per log); mu is not held while
      * the visitor runs. */
     int64_t wait = wait_ms;
@@ -468,9 +478,10 @@ static sv_status nl_read(void *impl, uint64_t after, uint32_t wait_ms, sv_log_vi
         l->next = seq + 1;
         if (last_read)
             *last_read = seq;
-        /* Caught up with the stream as it was when this one was sent: take
-         * what has come since without waiting, then stop. */
-        wait = pending == 0 ? 0 : l->n->timeout_ms;
+        /* Caught up with the stream as it was when this one was sent (and
+         * past the end asked for): take what has come since without
+         * waiting, then stop. */
+        wait = pending == 0 && seq >= target ? 0 : l->n->timeout_ms;
     }
     if (st != SV_OK) {
         /* The failed record was taken from the consumer: the next read

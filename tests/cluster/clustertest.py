@@ -15,7 +15,29 @@ import urllib.request
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "e2e"))
 
-from svtest import free_port, scaled, wait_for  # noqa: E402
+from svtest import scaled, wait_for  # noqa: E402
+
+_taken = set()
+
+
+def free_port():
+    """A free port below the kernel's ephemeral range (32768 up), at random,
+    checked by binding: an ephemeral port can be taken by an outgoing
+    connection or another test's pick in the time a server needs to start,
+    when tests run in parallel."""
+    import random
+    import socket
+    while True:
+        port = random.randrange(20000, 32000)
+        if port in _taken:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _taken.add(port)
+        return port
 
 
 class Nats:
@@ -231,9 +253,22 @@ class Cluster:
         return "\n".join("---- r%d-s%d\n%s" % (p.r, p.s, p.log()[-4000:]) for p in self.pods)
 
     def close(self, keep=False):
+        """Stop everything (SIGTERM first: a sanitizer build reports leaks at
+        exit) and fail if any pod's log holds a sanitizer's report."""
         for p in self.pods:
+            try:
+                p.stop()
+            except Exception:  # noqa: BLE001 - a pod that does not stop is killed
+                pass
             p.kill()
         if self.own_nats:
             self.nats.close()
+        reports = [(p.r, p.s) for p in self.pods
+                   if any(w in p.log() for w in ("AddressSanitizer", "LeakSanitizer", "runtime error:",
+                                                 "ThreadSanitizer"))]
+        if reports:
+            keep = True
         if not keep:
             shutil.rmtree(self.root, ignore_errors=True)
+        if reports:
+            raise AssertionError("sanitizer reports in the logs of %s (kept in %s)" % (reports, self.root))

@@ -13,21 +13,30 @@
 #include <time.h>
 #include <unistd.h>
 
-/* Ports the kernel gives out free (held open together so they differ). */
+/* Free ports below the kernel's ephemeral range (32768 up), picked at
+ * random and checked by binding: a port from the ephemeral range can be
+ * taken by an outgoing connection (or another test's free-port pick) in
+ * the time a nats-server needs to start, on a machine running tests in
+ * parallel. */
 static int free_ports(int *out, int n)
 {
-    int fds[2 * NP_MAX];
-    for (int i = 0; i < n; i++) {
-        struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-        socklen_t len = sizeof a;
-        fds[i] = socket(AF_INET, SOCK_STREAM, 0);
-        if (fds[i] < 0 || bind(fds[i], (struct sockaddr *)&a, sizeof a) != 0 ||
-            getsockname(fds[i], (struct sockaddr *)&a, &len) != 0)
+    static int seeded;
+    if (!seeded++)
+        srand((unsigned)getpid() ^ (unsigned)time(NULL));
+    for (int i = 0; i < n;) {
+        int port = 20000 + rand() % 12000, dup = 0;
+        for (int j = 0; j < i; j++)
+            dup |= out[j] == port;
+        struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK),
+                                .sin_port = htons((uint16_t)port)};
+        int fd = socket(AF_INET, SOCK_STREAM, 0);
+        if (fd < 0)
             return -1;
-        out[i] = ntohs(a.sin_port);
+        int ok = !dup && bind(fd, (struct sockaddr *)&a, sizeof a) == 0;
+        close(fd);
+        if (ok)
+            out[i++] = port;
     }
-    for (int i = 0; i < n; i++)
-        close(fds[i]);
     return 0;
 }
 

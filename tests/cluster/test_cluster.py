@@ -552,12 +552,16 @@ class NatsFaults(unittest.TestCase):
             c.nats.pause(2)
             t0 = time.monotonic()
 
+            positions = []
+
             def sent(ident, batch_id):
                 r = list(st.Ingest(iter([pb.IngestRequest(collection="t4", vectors=X[:1].ravel().tolist(),
                                                           ids=[ident], batch_id=batch_id)]), timeout=T))[0]
                 if r.HasField("error"):
                     self.assertEqual(r.error.code, grpc.StatusCode.UNAVAILABLE.value[0], r.error.message)
-                return not r.HasField("error")
+                    return False
+                positions.extend(r.positions)
+                return True
             wait_for(lambda: sent("one-paused", "t4-a"), 30, "a write with one NATS server stopped", step=0.2)
             one_stall = time.monotonic() - t0
             for i in range(5):
@@ -579,7 +583,7 @@ class NatsFaults(unittest.TestCase):
             searcher.stop()
             # The refused batch, sent again with its batch_id: in once.
             wait_for(lambda: sent("two-paused", "t4-b"), 60, "writes after SIGCONT", step=0.5)
-            got = st.Get(pb.GetRequest(collection="t4", ids=["one-paused", "two-paused"]), timeout=T)
+            got = st.Get(pb.GetRequest(collection="t4", ids=["one-paused", "two-paused"], after=positions), timeout=T)
             self.assertEqual(len(got.vectors), 2)
             print("T4: one NATS server stopped: writes went on (the first after %.1f s); two: refused UNAVAILABLE "
                   "after %.1f s, %d searches answered meanwhile, %d failed" %

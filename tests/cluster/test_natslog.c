@@ -315,8 +315,14 @@ START_TEST(test_natslog_quorum_loss)
     int dup;
     const char *ids[1] = {NULL};
     int refused = 0;
-    for (int i = 0; i < 3; i++)
-        refused += append_add(w, "q-3", ids, 1, vec, &lsn, &dup, &err) == SV_ERR_IO;
+    for (int i = 0; i < 3; i++) {
+        lsn = 0;
+        dup = -1;
+        sv_status st = append_add(w, "q-3", ids, 1, vec, &lsn, &dup, &err);
+        refused += st == SV_ERR_IO;
+        ck_assert_msg(st == SV_ERR_IO, "try %d with two of three stopped: status %d, LSN %" PRIu64 ", duplicate %d (%s)", i,
+                      st, lsn, dup, st == SV_OK ? "acknowledged" : err.message);
+    }
     ck_assert_int_eq(refused, 3);
     np_resume(&nats, 1);
     np_resume(&nats, 2);
