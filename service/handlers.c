@@ -645,6 +645,18 @@ Slimvec__V1__BatchError *svd_batch_error(svd_reply *r, svd_reply *inner)
     return berr;
 }
 
+int svd_stream_step_done(svd_reply *r, svd_reply *inner, Slimvec__V1__BatchError **berr)
+{
+    if (inner->defer) {
+        r->owned = inner->owned;
+        r->free_fn = inner->free_fn;
+        r->defer = 1;
+        return 1;
+    }
+    *berr = svd_batch_error(r, inner);
+    return 0;
+}
+
 static void s_ingest(void *appv, svd_ctx *ctx, void **state, const ProtobufCMessage *m, svd_reply *r)
 {
     (void)ctx;
@@ -657,15 +669,11 @@ static void s_ingest(void *appv, svd_ctx *ctx, void **state, const ProtobufCMess
     }
     slimvec__v1__ingest_response__init(resp);
     resp->sequence = req->sequence;
-    svd_reply inner = {.code = GRPC_STATUS_OK, .owned = r->owned, .free_fn = r->free_fn};
+    svd_reply inner = SVD_INNER(r);
     ingest_batch(appv, ctx, req, resp, &inner);
-    if (inner.defer) {
-        r->owned = inner.owned;
-        r->free_fn = inner.free_fn;
-        r->defer = 1;
+    if (svd_stream_step_done(r, &inner, &resp->error))
         return;
-    }
-    if ((resp->error = svd_batch_error(r, &inner))) {
+    if (resp->error) {
         resp->applied = 0;
         resp->n_ids = 0;
         resp->ids = NULL;
@@ -826,9 +834,11 @@ static void s_search(void *appv, svd_ctx *ctx, void **state, const ProtobufCMess
     }
     slimvec__v1__search_response__init(resp);
     resp->tag = req->tag;
-    svd_reply inner = {.code = GRPC_STATUS_OK, .owned = r->owned, .free_fn = r->free_fn};
+    svd_reply inner = SVD_INNER(r);
     svd_search_into(appv, ctx, req, resp, &inner);
-    if ((resp->error = svd_batch_error(r, &inner))) {
+    if (svd_stream_step_done(r, &inner, &resp->error))
+        return;
+    if (resp->error) {
         resp->n_results = 0;
         resp->results = NULL;
     }

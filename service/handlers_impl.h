@@ -35,6 +35,13 @@ int svd_batch_shape(svd_app *app, svd_coll *c, size_t n_floats, size_t n_ids, ui
 int svd_ids_ok(svd_app *app, char **ids, size_t n, const char *what, svd_reply *r);
 /* A stream's failed request as a BatchError (NULL when inner is OK). */
 Slimvec__V1__BatchError *svd_batch_error(svd_reply *r, svd_reply *inner);
+/* A stream message's step runs into a reply of its own (SVD_INNER(r): it
+ * takes r's owned memory), so that its failure answers the message rather
+ * than end the stream. Then: 1 when the step deferred (r defers too);
+ * else 0, with its failure as the answer's BatchError (*berr; NULL when it
+ * succeeded). */
+#define SVD_INNER(r) ((svd_reply){.code = GRPC_STATUS_OK, .owned = (r)->owned, .free_fn = (r)->free_fn})
+int svd_stream_step_done(svd_reply *r, svd_reply *inner, Slimvec__V1__BatchError **berr);
 /* The spec's name, dimension and parameters, checked. */
 int svd_spec_params(svd_app *app, const Slimvec__V1__CollectionSpec *spec, sv_params *p, svd_reply *r);
 /* This server's own search of req (its local collection). */

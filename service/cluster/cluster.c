@@ -76,13 +76,6 @@ struct svc_cluster {
     svc_cluster_stats stats;
 };
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 /* ---- configuration ------------------------------------------------------------------ */
 
 static const char *keep(svc_cluster *c, const char *s)
@@ -202,10 +195,10 @@ static sv_status follow_open_log(void *ctx, const char *name, uint64_t *incarnat
     stream_name(e.incarnation, c->cfg.shard, stream, sizeof stream);
     /* Right after NATS restarts a stream has no leader for a few seconds:
      * a pod starting then waits for it rather than fail. */
-    double until = now_s() + c->open_wait;
+    double until = sv_now_seconds() + c->open_wait;
     for (;;) {
         sv_status st = open_stream(c, stream, c->cfg.replica_set, log, err);
-        if (st != SV_ERR_IO || now_s() > until)
+        if (st != SV_ERR_IO || sv_now_seconds() > until)
             return st;
         usleep(250000);
     }
@@ -257,9 +250,9 @@ sv_status svc_cluster_catalog_append(svc_cluster *c, uint32_t type, const uint8_
                                      sv_error *err)
 {
     struct iovec part = {(void *)rec, len};
-    double t0 = now_s();
+    double t0 = sv_now_seconds();
     sv_status st = sv_log_append(c->catalog_log, type, &part, 1, lsn, err);
-    svc_cluster_note_append(c, st == SV_OK, now_s() - t0);
+    svc_cluster_note_append(c, st == SV_OK, sv_now_seconds() - t0);
     return st;
 }
 
@@ -433,7 +426,7 @@ static uint64_t apply_collections(svc_cluster *c)
             svd_maint_kick(c->app->maint); /* the buffer is full: a flush makes room */
         else if (st != SV_OK && st != SV_ERR_NOT_FOUND) {
             static double last_said;
-            double now = now_s();
+            double now = sv_now_seconds();
             if (now - last_said > 5) { /* the log is out of reach: say so now and then */
                 fprintf(stderr, "slimvecd: cluster: applying \"%s\": %s\n", colls[i]->name, err.message);
                 last_said = now;
@@ -456,7 +449,7 @@ static void *applier(void *arg)
         sv_error err;
         sv_log_read(c->catalog_log, before, 0, catalog_visit, &v, &after, &err);
         uint64_t n = apply_collections(c) + (after - before);
-        double now = now_s();
+        double now = sv_now_seconds();
         if (now - reconciled > RECONCILE_SECONDS) {
             reconcile(c);
             reconciled = now;
@@ -508,10 +501,10 @@ sv_status svc_cluster_create(const svc_cluster_config *cfg, double wait_seconds,
     if (st == SV_OK)
         st = svc_nats_connect(&c->cfg.nats, &c->nats, err);
     /* NATS may come up after us (a cluster starting at once): wait. */
-    double until = now_s() + wait_seconds;
+    double until = sv_now_seconds() + wait_seconds;
     while (st == SV_OK) {
         st = open_stream(c, "catalog", NULL, &c->catalog_log, err);
-        if (st != SV_ERR_IO || now_s() > until)
+        if (st != SV_ERR_IO || sv_now_seconds() > until)
             break;
         fprintf(stderr, "slimvecd: cluster: waiting for NATS: %s\n", err->message);
         sleep(1);
@@ -525,7 +518,7 @@ sv_status svc_cluster_create(const svc_cluster_config *cfg, double wait_seconds,
             break;
         uint64_t got = at;
         st = sv_log_read(c->catalog_log, at, 1000, catalog_visit, &v, &got, err);
-        if (st == SV_ERR_IO && now_s() < until) {
+        if (st == SV_ERR_IO && sv_now_seconds() < until) {
             sleep(1);
             st = SV_OK;
         }

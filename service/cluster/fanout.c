@@ -1,6 +1,8 @@
 /* Fan-out calls to other pods with retries and hedges (see fanout.h). */
 #include "fanout.h"
 
+#include "error.h"
+
 #include <grpc/byte_buffer.h>
 #include <grpc/support/alloc.h>
 #include <grpc/support/time.h>
@@ -71,13 +73,6 @@ struct svc_fanout {
     svc_fanout_stats stats;
 };
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 static gpr_timespec mono(double seconds)
 {
     return gpr_time_from_nanos((int64_t)(seconds * 1e9), GPR_CLOCK_MONOTONIC);
@@ -133,7 +128,7 @@ static int start_attempt(svc_fanout_op *op, size_t i, int hedge)
             break;
         }
     if (!p->started)
-        p->started = now_s();
+        p->started = sv_now_seconds();
     p->in_flight++;
     p->r.attempts++;
     op->live++;
@@ -157,7 +152,7 @@ static int retryable(grpc_status_code c)
 static void finish_part(svc_fanout_op *op, part *p)
 {
     p->done = 1;
-    p->r.seconds = p->started ? now_s() - p->started : 0;
+    p->r.seconds = p->started ? sv_now_seconds() - p->started : 0;
     op->n_done++;
     /* The others lose the race: cancelled (their completions free them). */
     for (int k = 0; k < SVC_FANOUT_TARGETS; k++)
@@ -224,7 +219,7 @@ static int completed(svc_fanout *f, attempt *a, int ok)
             snprintf(p->r.message, sizeof p->r.message, "%s", d && *d ? d : "no details");
             gpr_free(d);
             if (p->in_flight == 0) {
-                int moved = !op->released && !f->stopping && retryable(code) && now_s() < op->deadline &&
+                int moved = !op->released && !f->stopping && retryable(code) && sv_now_seconds() < op->deadline &&
                             start_attempt(op, a->part, 0);
                 if (moved)
                     f->stats.retries++;
@@ -257,7 +252,7 @@ static int completed(svc_fanout *f, attempt *a, int ok)
 /* With mu: hedges whose delay passed. */
 static void run_timers(svc_fanout *f)
 {
-    double now = now_s();
+    double now = sv_now_seconds();
     for (svc_fanout_op *op = f->ops; op; op = op->next) {
         if (op->released || op->n_done == op->n)
             continue;
@@ -274,7 +269,7 @@ static void *loop(void *arg)
 {
     svc_fanout *f = arg;
     for (;;) {
-        grpc_event ev = grpc_completion_queue_next(f->cq, mono(now_s() + TICK_MS / 1000.0), NULL);
+        grpc_event ev = grpc_completion_queue_next(f->cq, mono(sv_now_seconds() + TICK_MS / 1000.0), NULL);
         if (ev.type == GRPC_QUEUE_SHUTDOWN)
             break;
         int wake = 0;

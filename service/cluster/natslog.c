@@ -46,13 +46,6 @@ typedef struct natslog {
     double append_seconds;
 } natslog;
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 /* A NATS failure as our status: the log could not be reached or did not
  * answer (gRPC UNAVAILABLE); nothing was acknowledged. */
 static sv_status nats_fail(sv_error *err, natsStatus s, jsErrCode jerr, const char *what, const char *stream)
@@ -265,7 +258,7 @@ static sv_status nl_append(void *impl, uint32_t type, const char *key, const str
     po.ExpectStream = l->stream;
     jsPubAck *pa = NULL;
     jsErrCode jerr = 0;
-    double t0 = now_s();
+    double t0 = sv_now_seconds();
     natsStatus s;
     /* "No responders": the stream has no leader this moment (just created,
      * or an election after a server died). The same message id makes
@@ -273,11 +266,11 @@ static sv_status nl_append(void *impl, uint32_t type, const char *key, const str
     for (;;) {
         jerr = 0;
         s = js_Publish(&pa, l->n->js, l->subject, msg, (int)len, &po, &jerr);
-        if (s != NATS_NO_RESPONDERS || now_s() - t0 > (double)l->n->timeout_ms / 1000.0)
+        if (s != NATS_NO_RESPONDERS || sv_now_seconds() - t0 > (double)l->n->timeout_ms / 1000.0)
             break;
         usleep(50000);
     }
-    double dt = now_s() - t0;
+    double dt = sv_now_seconds() - t0;
     free(msg);
     if (s != NATS_OK || !pa) {
         sv_status st = nats_fail(err, s, jerr, "did not acknowledge the append", l->stream);

@@ -25,6 +25,7 @@
 #include <time.h>
 
 #include "cluster.h"
+#include "error.h"
 #include "follow.h"
 #include "handlers_impl.h"
 #include "logrec.h"
@@ -32,17 +33,11 @@
 
 #define INTERNAL_TIMEOUT 30.0 /* seconds, for calls that came with no deadline */
 #define SHARD_METHOD(name) "/slimvec.v1.SlimVecShard/" name
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
+#define PUBLIC(name) "/slimvec.v1.SlimVec/" name
 
 static double deadline_of(svd_ctx *ctx)
 {
-    return isfinite(ctx->deadline) ? ctx->deadline : now_s() + INTERNAL_TIMEOUT;
+    return isfinite(ctx->deadline) ? ctx->deadline : sv_now_seconds() + INTERNAL_TIMEOUT;
 }
 
 static grpc_byte_buffer *pack(const ProtobufCMessage *m)
@@ -172,7 +167,7 @@ static int append_record(svc_cluster *cl, svd_coll *c, uint32_t shard, uint32_t 
     sv_log *log = NULL;
     sv_error err;
     sv_status st = svc_cluster_shard_log(cl, c->incarnation, shard, &log, &err);
-    double t0 = now_s();
+    double t0 = sv_now_seconds();
     int dup = 0;
     /* The key goes into the record too: the replicas catch a resend the
      * log's own de-duplication let through (follow.h). */
@@ -191,7 +186,7 @@ static int append_record(svc_cluster *cl, svd_coll *c, uint32_t shard, uint32_t 
         all[i + 1] = parts[i];
     if (st == SV_OK)
         st = sv_log_append_keyed(log, SV_WAL_KEYED, key, all, n_parts + 1, lsn, &dup, &err);
-    svc_cluster_note_append(cl, st == SV_OK, now_s() - t0);
+    svc_cluster_note_append(cl, st == SV_OK, sv_now_seconds() - t0);
     if (st != SV_OK) {
         svd_reply_error(r, svd_code_of(st), "shard %u: %s", shard, err.message);
         return 0;
@@ -535,15 +530,11 @@ static void s_ingest(void *appv, svd_ctx *ctx, void **state, const ProtobufCMess
     }
     slimvec__v1__ingest_response__init(resp);
     resp->sequence = req->sequence;
-    svd_reply inner = {.code = GRPC_STATUS_OK, .owned = r->owned, .free_fn = r->free_fn};
+    svd_reply inner = SVD_INNER(r);
     ingest_message(appv, ctx, w, req, resp, &inner);
-    if (inner.defer) {
-        r->owned = inner.owned;
-        r->free_fn = inner.free_fn;
-        r->defer = 1;
+    if (svd_stream_step_done(r, &inner, &resp->error))
         return;
-    }
-    if ((resp->error = svd_batch_error(r, &inner))) {
+    if (resp->error) {
         resp->applied = 0;
         resp->n_ids = 0;
         resp->ids = NULL;
@@ -850,15 +841,11 @@ static void s_search(void *appv, svd_ctx *ctx, void **state, const ProtobufCMess
     }
     slimvec__v1__search_response__init(resp);
     resp->tag = req->tag;
-    svd_reply inner = {.code = GRPC_STATUS_OK, .owned = r->owned, .free_fn = r->free_fn};
+    svd_reply inner = SVD_INNER(r);
     search_message(appv, ctx, s, req, resp, &inner);
-    if (inner.defer) {
-        r->owned = inner.owned;
-        r->free_fn = inner.free_fn;
-        r->defer = 1;
+    if (svd_stream_step_done(r, &inner, &resp->error))
         return;
-    }
-    if ((resp->error = svd_batch_error(r, &inner))) {
+    if (resp->error) {
         resp->n_results = 0;
         resp->results = NULL;
     }
@@ -1113,50 +1100,34 @@ static int caught_up(svd_app *app, svd_coll *c, Slimvec__V1__LogPosition **after
     return 1;
 }
 
-static void sh_search(void *appv, svd_ctx *ctx, void **state, const ProtobufCMessage *m, svd_reply *r)
+/* Search and Get of this pod's own shard: the single node's handlers, once
+ * the read-your-writes positions are applied here. */
+static void shard_read(void *appv, svd_ctx *ctx, void **state, const ProtobufCMessage *m, const char *collection,
+                       Slimvec__V1__LogPosition **after, size_t n_after, const char *local, svd_reply *r)
 {
     svd_app *app = appv;
-    (void)state;
-    const Slimvec__V1__SearchRequest *req = (const void *)m;
-    svd_coll *c = lookup(app, ctx, SVD_ROLE_READ, req->collection, r);
+    svd_coll *c = lookup(app, ctx, SVD_ROLE_READ, collection, r);
     if (!c)
         return;
-    if (req->n_after) {
-        int ready = caught_up(app, c, req->after, req->n_after);
-        if (!ready) {
-            /* Until the deadline, then DEADLINE_EXCEEDED: never stale. */
-            svd_registry_put(app->registry, c);
-            r->defer = 1;
-            return;
-        }
-    }
+    int ready = caught_up(app, c, after, n_after);
     svd_registry_put(app->registry, c);
-    Slimvec__V1__SearchResponse *resp = svd_own(r, sizeof *resp);
-    if (!resp) {
-        svd_reply_oom(r);
+    if (!ready) {
+        r->defer = 1; /* until the deadline, then DEADLINE_EXCEEDED: never stale */
         return;
     }
-    slimvec__v1__search_response__init(resp);
-    resp->tag = req->tag;
-    svd_search_into(app, ctx, req, resp, r);
-    if (r->code == GRPC_STATUS_OK)
-        r->msg = &resp->base;
+    svd_local_handler(local)(appv, ctx, state, m, r);
+}
+
+static void sh_search(void *appv, svd_ctx *ctx, void **state, const ProtobufCMessage *m, svd_reply *r)
+{
+    const Slimvec__V1__SearchRequest *req = (const void *)m;
+    shard_read(appv, ctx, state, m, req->collection, req->after, req->n_after, PUBLIC("Search"), r);
 }
 
 static void sh_get(void *appv, svd_ctx *ctx, void **state, const ProtobufCMessage *m, svd_reply *r)
 {
-    svd_app *app = appv;
     const Slimvec__V1__GetRequest *req = (const void *)m;
-    svd_coll *c = lookup(app, ctx, SVD_ROLE_READ, req->collection, r);
-    if (!c)
-        return;
-    int ready = caught_up(app, c, req->after, req->n_after);
-    svd_registry_put(app->registry, c);
-    if (!ready) {
-        r->defer = 1; /* until the deadline: never a stale answer */
-        return;
-    }
-    svd_local_handler("/slimvec.v1.SlimVec/Get")(appv, ctx, state, m, r);
+    shard_read(appv, ctx, state, m, req->collection, req->after, req->n_after, PUBLIC("Get"), r);
 }
 
 static void sh_applied(void *appv, svd_ctx *ctx, void **state, const ProtobufCMessage *m, svd_reply *r)
@@ -1215,7 +1186,6 @@ static void sh_applied(void *appv, svd_ctx *ctx, void **state, const ProtobufCMe
 
 /* ---- the table ----------------------------------------------------------------------------------------- */
 
-#define PUBLIC(name) "/slimvec.v1.SlimVec/" name
 static svd_method table[32];
 static size_t table_n;
 

@@ -24,6 +24,7 @@ Usage (ctest runs one group per test): test_cluster.py SLIMVECD STUBS GROUP
 import os
 import random
 import sys
+import tempfile
 import threading
 import time
 import unittest
@@ -594,7 +595,67 @@ class NatsFaults(unittest.TestCase):
             c.close()
 
 
-GROUPS = {"paths": [Paths], "ryw": [ReadYourWrites], "failover": [Failover], "crash": [Crash],
+class Security(unittest.TestCase):
+    """Tokens on every pod: a router passes the caller's token on, so each
+    pod authorizes the caller; a read token cannot write through a router."""
+
+    def test_tokens_through_routers(self):
+        import hashlib
+        admin, reader = "admin-" + "a" * 32, "reader-" + "b" * 32
+        tokens = os.path.join(tempfile.mkdtemp(prefix="sv-tokens-"), "tokens")
+        with open(tokens, "w") as f:
+            f.write("sha256:%s admin\n" % hashlib.sha256(admin.encode()).hexdigest())
+            f.write("sha256:%s read\n" % hashlib.sha256(reader.encode()).hexdigest())
+        c = Cluster(SLIMVECD, STUBS, extra=["--tokens-file", tokens])
+        try:
+            def stub(pod, token):
+                ch = grpc.insecure_channel(pod.addr)
+                if token:
+                    from svtest import token_interceptor
+                    ch = grpc.intercept_channel(ch, token_interceptor(token))
+                return pbg.SlimVecStub(ch), pbg.SlimVecShardStub(ch)
+            adm, _ = stub(c.pod(0, 0), admin)
+            rd, rd_shard = stub(c.pod(1, 1), reader)
+            anon, anon_shard = stub(c.pod(0, 1), None)
+            adm.CreateCollection(pb.CreateCollectionRequest(spec=spec("sec")), timeout=T)
+            X = vectors(200, 8)
+            acks = ingest(adm, "sec", X, [str(i) for i in range(200)])
+            self.assertTrue(all(not a.HasField("error") for a in acks))
+            pos = [p for a in acks for p in a.positions]
+            # Read: through another pod, both shards answer the reader.
+            r = rd.Search(pb.SearchRequest(collection="sec", queries=X[3].tolist(), k=1, after=pos), timeout=T)
+            self.assertEqual(r.results[0].hits[0].id, "3")
+            self.assertEqual(len(rd.Get(pb.GetRequest(collection="sec", ids=["4", "5"], after=pos),
+                                        timeout=T).vectors), 2)
+            # Writes with a read token: refused by the router, nothing logged.
+            for call in (lambda: list(rd.Ingest(iter([pb.IngestRequest(collection="sec", vectors=X[0].tolist(),
+                                                                       ids=["w"])]), timeout=T)),
+                         lambda: rd.Delete(pb.DeleteRequest(collection="sec", ids=["1"]), timeout=T),
+                         lambda: rd.CreateCollection(pb.CreateCollectionRequest(spec=spec("sec2")), timeout=T),
+                         lambda: rd_shard.Applied(pb.ShardApplyRequest(collection="sec",
+                                                                       position=pos[0]), timeout=T)):
+                with self.assertRaises(grpc.RpcError) as e:
+                    call()
+                self.assertEqual(e.exception.code(), grpc.StatusCode.PERMISSION_DENIED)
+            with self.assertRaises(grpc.RpcError) as e:
+                adm.Get(pb.GetRequest(collection="sec", ids=["w"]), timeout=T)
+            self.assertEqual(e.exception.code(), grpc.StatusCode.NOT_FOUND)
+            # No token: refused everywhere, pod-to-pod methods included.
+            for call in (lambda: anon.Search(pb.SearchRequest(collection="sec", queries=X[0].tolist(), k=1),
+                                             timeout=T),
+                         lambda: anon_shard.Search(pb.SearchRequest(collection="sec", queries=X[0].tolist(), k=1),
+                                                   timeout=T)):
+                with self.assertRaises(grpc.RpcError) as e:
+                    call()
+                self.assertEqual(e.exception.code(), grpc.StatusCode.UNAUTHENTICATED)
+            with self.assertRaises(grpc.RpcError) as e:
+                local_count(c.pod(0, 0), "sec")
+            self.assertEqual(e.exception.code(), grpc.StatusCode.UNAUTHENTICATED)
+        finally:
+            c.close()
+
+
+GROUPS = {"paths": [Paths, Security], "ryw": [ReadYourWrites], "failover": [Failover], "crash": [Crash],
           "nats": [NatsFaults]}
 
 if __name__ == "__main__":
