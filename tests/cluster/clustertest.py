@@ -15,7 +15,7 @@ import urllib.request
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "e2e"))
 
-from svtest import scaled, wait_for  # noqa: E402
+from svtest import client_channel, scaled, wait_for  # noqa: E402
 
 _taken = set()
 
@@ -43,8 +43,10 @@ def free_port():
 class Nats:
     """n nats-server processes forming one JetStream cluster."""
 
-    def __init__(self, n=3):
+    def __init__(self, n=3, tls=None):
+        """tls: (cert, key) to require TLS of clients (tls:// URLs)."""
         self.n = n
+        self.tls = tls
         self.root = tempfile.mkdtemp(prefix="sv-nats-")
         self.client = [free_port() for _ in range(n)]
         self.route = [free_port() for _ in range(n)]
@@ -56,6 +58,8 @@ class Nats:
                 f.write("server_name: n%d\nlisten: 127.0.0.1:%d\nhttp: 127.0.0.1:%d\n" %
                         (i, self.client[i], self.http[i]))
                 f.write('jetstream { store_dir: "%s/n%d" }\n' % (self.root, i))
+                if tls:
+                    f.write('tls { cert_file: "%s", key_file: "%s" }\n' % tls)
                 if n > 1:
                     routes = "".join("    nats-route://127.0.0.1:%d\n" % self.route[j]
                                      for j in range(n) if j != i)
@@ -71,7 +75,7 @@ class Nats:
 
     @property
     def urls(self):
-        return ",".join("nats://127.0.0.1:%d" % p for p in self.client)
+        return ",".join("%s://127.0.0.1:%d" % ("tls" if self.tls else "nats", p) for p in self.client)
 
     def start(self, i):
         log = open(os.path.join(self.root, "n%d.log" % i), "a")
@@ -187,10 +191,13 @@ class Pod:
         with open(self.log_path) as f:
             return f.read()
 
+    def channel(self):
+        return client_channel(self.addr, **self.cluster.client)
+
     def wait_ready(self, seconds=60):
         import grpc
         from health.v1 import health_pb2, health_pb2_grpc
-        ch = grpc.insecure_channel(self.addr)
+        ch = self.channel()
         stub = health_pb2_grpc.HealthStub(ch)
         until = time.monotonic() + scaled(seconds)
         try:
@@ -215,9 +222,11 @@ class Pod:
 class Cluster:
     """S shards x R replica sets of slimvecd over a NATS cluster."""
 
-    def __init__(self, binary, stubs, shards=2, sets=2, nats=None, nats_servers=3, extra=()):
+    def __init__(self, binary, stubs, shards=2, sets=2, nats=None, nats_servers=3, extra=(), client=None):
+        """client: how clients reach the pods (svtest.client_channel's keywords: ca, token...)."""
         sys.path.insert(0, stubs)
         self.binary = binary
+        self.client = dict(client or {})
         self.shards, self.sets = shards, sets
         self.extra = list(extra)
         self.root = tempfile.mkdtemp(prefix="sv-cluster-")
@@ -237,8 +246,7 @@ class Cluster:
         return next(p for p in self.pods if p.r == r and p.s == s)
 
     def channel(self, pod=None):
-        import grpc
-        return grpc.insecure_channel((pod or self.pods[0]).addr)
+        return (pod or self.pods[0]).channel()
 
     def stub(self, pod=None):
         from slimvec.v1 import slimvec_pb2_grpc as pbg

@@ -91,7 +91,7 @@ def ingest(stub, name, X, ids=None, batch=200, batch_prefix=None):
 
 def shard_get(pod, name, ids):
     """Which of ids the pod itself holds (its own shard, no routing)."""
-    ch = grpc.insecure_channel(pod.addr)
+    ch = pod.channel()
     try:
         stub = pbg.SlimVecShardStub(ch)
         have = set()
@@ -118,7 +118,7 @@ def shard_get(pod, name, ids):
 def local_count(pod, name):
     """The vectors this pod holds (its shard), -1 while it has no such
     collection (yet)."""
-    ch = grpc.insecure_channel(pod.addr)
+    ch = pod.channel()
     try:
         return pbg.SlimVecStub(ch).DescribeCollection(pb.DescribeCollectionRequest(name=name), timeout=T).info.vectors
     except grpc.RpcError as e:
@@ -655,7 +655,42 @@ class Security(unittest.TestCase):
             c.close()
 
 
-GROUPS = {"paths": [Paths, Security], "ryw": [ReadYourWrites], "failover": [Failover], "crash": [Crash],
+class TlsLinks(unittest.TestCase):
+    """TLS everywhere: clients to pods, pods to pods (--peer-ca), pods to
+    NATS (tls:// URLs, --nats-ca; the NATS servers require TLS)."""
+
+    def test_tls_links(self):
+        from clustertest import Nats
+        from svtest import Certs
+        certs = Certs(tempfile.mkdtemp(prefix="sv-certs-"))
+        ca = certs.ca("ca")
+        pod_cert, pod_key = certs.leaf("pod", "ca")
+        nats_cert, nats_key = certs.leaf("nats", "ca")
+        nats = Nats(3, tls=(nats_cert, nats_key))
+        c = None
+        try:
+            c = Cluster(SLIMVECD, STUBS, nats=nats, client={"ca": ca},
+                        extra=["--tls-cert", pod_cert, "--tls-key", pod_key, "--peer-ca", ca, "--nats-ca", ca])
+            st = pbg.SlimVecStub(c.channel(c.pod(0, 0)))
+            st.CreateCollection(pb.CreateCollectionRequest(spec=spec("tls")), timeout=T)
+            X = vectors(300, 9)
+            acks = ingest(st, "tls", X, [str(i) for i in range(300)])
+            self.assertTrue(all(not a.HasField("error") for a in acks))
+            pos = [p for a in acks for p in a.positions]
+            other = pbg.SlimVecStub(c.channel(c.pod(1, 1)))
+            r = other.Search(pb.SearchRequest(collection="tls", queries=X[7].tolist(), k=1, after=pos), timeout=T)
+            self.assertEqual(r.results[0].hits[0].id, "7")
+            # A plaintext client is not served.
+            with self.assertRaises(grpc.RpcError):
+                pbg.SlimVecStub(grpc.insecure_channel(c.pod(0, 0).addr)).ListCollections(
+                    pb.ListCollectionsRequest(), timeout=scaled(3))
+        finally:
+            if c:
+                c.close()
+            nats.close()
+
+
+GROUPS = {"paths": [Paths, Security, TlsLinks], "ryw": [ReadYourWrites], "failover": [Failover], "crash": [Crash],
           "nats": [NatsFaults]}
 
 if __name__ == "__main__":

@@ -51,42 +51,10 @@ import grpc  # noqa: E402
 from health.v1 import health_pb2  # noqa: E402
 from slimvec.v1 import slimvec_pb2 as pb  # noqa: E402
 from slimvec.v1 import slimvec_pb2_grpc as pbg  # noqa: E402
-from svtest import SCALE, Slimvecd, client_channel, scaled, wait_for  # noqa: E402
+from svtest import SCALE, Certs, Slimvecd, client_channel, scaled, wait_for  # noqa: E402
 
 UNAUTH = grpc.StatusCode.UNAUTHENTICATED
 DENIED = grpc.StatusCode.PERMISSION_DENIED
-
-
-def sh(*args, cwd=None):
-    subprocess.run(args, cwd=cwd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-
-class Certs:
-    """CAs and leaf certificates made with the openssl command."""
-
-    def __init__(self, root):
-        self.root = root
-
-    def path(self, name):
-        return os.path.join(self.root, name)
-
-    def ca(self, name):
-        sh("openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-           "-nodes", "-keyout", self.path(name + ".key"), "-out", self.path(name + ".crt"),
-           "-days", "30", "-subj", "/CN=%s" % name)
-        return self.path(name + ".crt")
-
-    def leaf(self, name, ca, days=30, usage="serverAuth"):
-        ext = self.path(name + ".ext")
-        with open(ext, "w") as f:
-            f.write("subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=%s\n" % usage)
-        sh("openssl", "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-           "-keyout", self.path(name + ".key"), "-out", self.path(name + ".csr"), "-subj", "/CN=%s" % name)
-        # -days -1: a notAfter before notBefore, an expired certificate.
-        sh("openssl", "x509", "-req", "-in", self.path(name + ".csr"), "-CA", self.path(ca + ".crt"),
-           "-CAkey", self.path(ca + ".key"), "-CAcreateserial", "-out", self.path(name + ".crt"),
-           "-days", str(days), "-extfile", ext)
-        return self.path(name + ".crt"), self.path(name + ".key")
 
 
 def token_line(token, role, glob=None):
