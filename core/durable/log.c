@@ -150,8 +150,8 @@ static int local_covers(void *impl, uint64_t after, char *why, size_t cap)
         if (s->last <= after)
             continue;
         if (first && s->first > prev + 1) {
-            snprintf(why, cap, "%s: the log starts at LSN %" PRIu64 " and no snapshot holds the LSNs %" PRIu64
-                     " to %" PRIu64 " before it", s->name, s->first, prev + 1, s->first - 1);
+            snprintf(why, cap, "%s: the log starts at LSN %" PRIu64 " and no snapshot holds the LSNs before it (%" PRIu64
+                     " to %" PRIu64 ")", s->name, s->first, prev + 1, s->first - 1);
             return 0;
         }
         if (!first && s->first != prev + 1) {

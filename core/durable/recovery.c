@@ -360,16 +360,18 @@ static sv_status recover(const char *dir, const sv_allocator *a, uint32_t thread
         uint64_t from = base > SV_FOLLOW_WINDOW ? base - SV_FOLLOW_WINDOW : 0;
         char why2[160];
         if (base && sv_log_covers(log, from, why2, sizeof why2)) {
-            st = sv_log_read(log, from, 0, note_key, &r, NULL, err);
+            st = sv_log_read(log, from, 1, note_key, &r, NULL, err);
             if (st == SV_ERR_INTERRUPTED)
                 st = SV_OK;
             if (st != SV_OK)
                 goto cleanup;
         }
     }
-    if (!follow && !sv_engine_trained(c) && (st = sv_log_read(log, base, 0, find_train, &r, NULL, err)) != SV_OK)
+    /* A wait of 1 ms: a remote log is read through the end it has now, not
+     * only what it had at hand (log.h); nothing more is waited for. */
+    if (!follow && !sv_engine_trained(c) && (st = sv_log_read(log, base, 1, find_train, &r, NULL, err)) != SV_OK)
         goto cleanup;
-    if ((st = sv_log_read(log, base, 0, apply, &r, &last, err)) != SV_OK)
+    if ((st = sv_log_read(log, base, 1, apply, &r, &last, err)) != SV_OK)
         goto cleanup;
     rec->replayed = r.applied;
     rec->last_lsn = last;

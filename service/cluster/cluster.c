@@ -60,7 +60,7 @@ struct svc_cluster {
     svc_catalog *catalog;
     svd_registry_follow follow;
     peer_set peers[SVC_SHARDS_MAX];
-    atomic_uint rr;
+    atomic_uint rr[SVC_SHARDS_MAX]; /* per shard: which replica a read asks first */
     pthread_mutex_t logs_mu;
     shard_log *logs;
     size_t n_logs, cap_logs;
@@ -620,7 +620,7 @@ int svc_cluster_targets(svc_cluster *c, uint32_t shard, grpc_channel **out)
 {
     peer_set *ps = &c->peers[shard];
     int n = ps->n, k = 0;
-    unsigned start = atomic_fetch_add(&c->rr, 1);
+    unsigned start = atomic_fetch_add(&c->rr[shard], 1);
     /* Healthy-looking channels first (rotating), failing ones last. */
     for (int pass = 0; pass < 2; pass++)
         for (int i = 0; i < n; i++) {

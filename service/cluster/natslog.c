@@ -213,8 +213,8 @@ static int nl_covers(void *impl, uint64_t after, char *why, size_t cap)
      * first one kept is at most after + 1. */
     if (first > after + 1) {
         snprintf(why, cap,
-                 "the stream %s starts at LSN %" PRIu64 " and no snapshot holds the LSNs %" PRIu64 " to %" PRIu64
-                 " before it (purged)",
+                 "the stream %s starts at LSN %" PRIu64 " and no snapshot holds the LSNs before it (%" PRIu64
+                 " to %" PRIu64 ", purged)",
                  l->stream, first, after + 1, first - 1);
         return 0;
     }

@@ -69,7 +69,7 @@ static ProtobufCMessage *unpack(const ProtobufCMessageDescriptor *d, grpc_byte_b
 /* Start one call per part to the replicas of parts' shards, with the
  * caller's credentials. NULL: out of memory (r says so). */
 static svc_fanout_op *fan_out(svc_cluster *cl, svd_ctx *ctx, const char *path, size_t n,
-                              grpc_byte_buffer *const *reqs, const uint32_t *shards, svd_reply *r)
+                              grpc_byte_buffer *const *reqs, const uint32_t *shards, double deadline, svd_reply *r)
 {
     grpc_channel *(*targets)[SVC_FANOUT_TARGETS] = calloc(n ? n : 1, sizeof *targets);
     int *n_targets = calloc(n ? n : 1, sizeof *n_targets);
@@ -86,7 +86,7 @@ static svc_fanout_op *fan_out(svc_cluster *cl, svd_ctx *ctx, const char *path, s
         }
         op = svc_fanout_start(svc_cluster_fanout(cl), path, n, reqs,
                               (grpc_channel *const (*)[SVC_FANOUT_TARGETS])targets, n_targets, md, n_md,
-                              deadline_of(ctx));
+                              deadline);
     }
     free(targets);
     free(n_targets);
@@ -278,8 +278,12 @@ static int ask_outcomes(svc_cluster *cl, svd_ctx *ctx, const char *collection, w
         w->asked[n++] = i;
     }
     w->n_asked = n;
+    /* How long a write waits to hear how it applied: --outcome-seconds,
+     * within the call's own deadline. */
+    double until = sv_now_seconds() + svc_cluster_config_of(cl)->outcome_seconds;
+    double deadline = deadline_of(ctx) < until ? deadline_of(ctx) : until;
     if (ok && n)
-        w->op = fan_out(cl, ctx, SHARD_METHOD("Applied"), n, reqs, shards, r);
+        w->op = fan_out(cl, ctx, SHARD_METHOD("Applied"), n, reqs, shards, deadline, r);
     else if (!ok)
         svd_reply_oom(r);
     for (size_t i = 0; i < n; i++)
@@ -688,7 +692,7 @@ static int fan_all(svc_cluster *cl, svd_ctx *ctx, read_state *s, const char *pat
             reqs[i] = bb;
             shards[i] = i;
         }
-        s->op = fan_out(cl, ctx, path, S, reqs, shards, r);
+        s->op = fan_out(cl, ctx, path, S, reqs, shards, deadline_of(ctx), r);
     } else {
         svd_reply_oom(r);
     }
@@ -895,7 +899,7 @@ static void h_get(void *appv, svd_ctx *ctx, void **state, const ProtobufCMessage
             ok = (reqs[i] = pack(&g.base)) != NULL;
         }
         if (ok)
-            s->op = fan_out(cl, ctx, SHARD_METHOD("Get"), S, reqs, shards, r);
+            s->op = fan_out(cl, ctx, SHARD_METHOD("Get"), S, reqs, shards, deadline_of(ctx), r);
         else
             svd_reply_oom(r);
         for (uint32_t i = 0; reqs && i < S; i++)

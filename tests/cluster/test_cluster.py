@@ -396,6 +396,13 @@ class ReadYourWrites(unittest.TestCase):
                 ch.close()
             print("read-your-writes on a lagging replica: %d answers held the write, %d failed by the deadline, "
                   "0 stale; without the token %d of 10 answers were stale" % (held, failed, stale_without))
+            # The router asked the lagging replica first about half the time
+            # and answered from its sibling after the hedge delay.
+            text = c.pod(1, 0).metrics()
+            hedges = float(text.split("\nslimvec_cluster_hedges_total ")[1].split()[0])
+            wins = float(text.split("\nslimvec_cluster_hedge_wins_total ")[1].split()[0])
+            print("hedges through r1-s0: %d started, %d answered first" % (hedges, wins))
+            self.assertGreaterEqual(wins, 1)
             self.assertGreater(stale_without, 0, "the replica did not lag: the test proves nothing")
             self.assertGreater(held, 0)
             self.assertGreater(failed, 0)

@@ -248,7 +248,7 @@ static sv_status visit(void *ctx, uint32_t type, uint64_t lsn, const uint8_t *pa
 {
     wal_ctx *w = ctx;
     (void)lsn;
-    check(type >= SV_WAL_ADD && type <= SV_WAL_CONSOLIDATE, "visited record type");
+    check(type >= SV_WAL_ADD && type <= SV_WAL_KEYED, "visited record type");
     check(offset >= SV_WAL_HEADER && offset + SV_WAL_REC_HEADER + len <= w->len &&
               payload == w->data + offset + SV_WAL_REC_HEADER,
           "visited record lies in the segment");
