@@ -12,6 +12,7 @@
  */
 #include <errno.h>
 #include <grpc/grpc.h>
+#include <pthread.h>
 #include <signal.h>
 #include <sys/resource.h>
 #include <stdio.h>
@@ -502,11 +503,25 @@ static void raise_fd_limit(void)
     }
 }
 
+/* The server that deferred calls wait on, for the threads that wake them
+ * (maintenance, the cluster's applier and calls). The lock keeps a wake
+ * from using a server that is being stopped and freed. */
+static pthread_mutex_t running_mu = PTHREAD_MUTEX_INITIALIZER;
+
 static void wake_server(void *ctx)
 {
+    pthread_mutex_lock(&running_mu);
     svd_server *s = atomic_load((_Atomic(svd_server *) *)ctx);
     if (s)
         svd_server_wake(s);
+    pthread_mutex_unlock(&running_mu);
+}
+
+static void set_running(_Atomic(svd_server *) *running, svd_server *s)
+{
+    pthread_mutex_lock(&running_mu);
+    atomic_store(running, s);
+    pthread_mutex_unlock(&running_mu);
 }
 
 /* Secure by default where it does not break the first run: a server that
@@ -699,7 +714,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "slimvecd: %s\n", err);
         goto cleanup;
     }
-    atomic_store(&running, srv);
+    set_running(&running, srv);
     svd_metrics_set_server(metrics, srv);
 
     fprintf(stderr, "slimvecd: listening on %s (%s%s), metrics on %s://%s/metrics%s\n", cfg.listen,
@@ -736,7 +751,7 @@ int main(int argc, char **argv)
             cfg.grace);
     atomic_store(&app.serving, 0);
     svd_metrics_set_server(metrics, NULL);
-    atomic_store(&running, NULL);
+    set_running(&running, NULL);
     if (svd_server_stop(srv, cfg.grace, 2.0) != 0) {
         /* A handler stuck past the grace (a hung disk): everything
          * acknowledged is in the log already; do not wait for it. */
@@ -754,6 +769,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "slimvecd: stopped\n");
 
 cleanup:
+    set_running(&running, NULL);
     if (srv)
         svd_server_stop(srv, 0, 2.0);
     svc_cluster_stop(cluster);

@@ -90,6 +90,15 @@ static sv_status apply_visit(void *ctx, uint32_t type, uint64_t lsn, const uint8
     return st;
 }
 
+static uint64_t stop_at; /* apply_until stops past this LSN (0: never) */
+
+static sv_status apply_until(void *ctx, uint32_t type, uint64_t lsn, const uint8_t *p, size_t len, sv_error *err)
+{
+    if (stop_at && lsn > stop_at)
+        return SV_ERR_INTERRUPTED;
+    return apply_visit(ctx, type, lsn, p, len, err);
+}
+
 static sv_params params(void)
 {
     sv_params p;
@@ -358,6 +367,71 @@ START_TEST(test_follow_keyed_resend)
 }
 END_TEST
 
+/* The window is a matter of LSNs: a resend more than SV_FOLLOW_WINDOW
+ * records after the first copy is new, one within is a duplicate; a
+ * follower that restarted from a snapshot in between decides the same. */
+START_TEST(test_follow_window_by_lsn)
+{
+    char base[64], logdir[128], d1[128], d2[128], cmd[512];
+    make_tmp(base, sizeof base);
+    snprintf(logdir, sizeof logdir, "%s/log", base);
+    snprintf(d1, sizeof d1, "%s/one", base);
+    snprintf(d2, sizeof d2, "%s/two", base);
+    ck_assert_int_eq(mkdir(logdir, 0755), 0);
+    float *v = tu_gaussian(4, DIM, 11);
+    sv_log *w = NULL;
+    sv_error err;
+    ck_assert_int_eq(sv_log_local_start(logdir, 1, 0, &w, &err), SV_OK);
+    const char *a[1] = {"a"}, *b[1] = {"b"}, *c[1] = {"c"}, *d[1] = {"d"}, *none[1] = {"none"};
+    ck_assert_uint_eq(append_keyed(w, "K1", a, 1, v), 1);
+    for (uint64_t i = 2; i <= SV_FOLLOW_WINDOW + 1; i++)
+        ck_assert_uint_eq(append_delete(w, none, 1), i); /* refused, but they take LSNs */
+    ck_assert_uint_eq(append_keyed(w, "K1", b, 1, v + DIM), SV_FOLLOW_WINDOW + 2);     /* 4097 after: new */
+    ck_assert_uint_eq(append_keyed(w, "K2", c, 1, v + 2 * DIM), SV_FOLLOW_WINDOW + 3);
+    ck_assert_uint_eq(append_keyed(w, "K2", d, 1, v + 3 * DIM), SV_FOLLOW_WINDOW + 4); /* a resend */
+    ck_assert_int_eq(sv_log_sync(w, SV_FOLLOW_WINDOW + 4, &err), SV_OK);
+    sv_log_close(w);
+    sv_params p = params();
+    sv_durable_options o = {0};
+    /* One follower straight through. */
+    applier one = {0};
+    sv_log *r1 = reader(logdir);
+    ck_assert_int_eq(sv_durable_create_follower(d1, &p, &o, r1, &SHARD, &one.d, &err), SV_OK);
+    ck_assert_int_eq(sv_log_read(r1, 0, 0, apply_visit, &one, NULL, &err), SV_OK);
+    float got[DIM];
+    ck_assert_int_eq(sv_durable_get(one.d, "a", got, DIM, &err), SV_OK);
+    ck_assert_int_eq(sv_durable_get(one.d, "b", got, DIM, &err), SV_OK);
+    ck_assert_int_eq(sv_durable_get(one.d, "c", got, DIM, &err), SV_OK);
+    ck_assert_int_eq(sv_durable_get(one.d, "d", got, DIM, &err), SV_ERR_NOT_FOUND);
+    sv_durable_free(one.d);
+    /* Another through 3000, a snapshot there, a restart: the same. */
+    applier two = {0};
+    sv_log *r2 = reader(logdir);
+    ck_assert_int_eq(sv_durable_create_follower(d2, &p, &o, r2, &SHARD, &two.d, &err), SV_OK);
+    stop_at = 3000;
+    ck_assert_int_eq(sv_log_read(r2, 0, 0, apply_until, &two, NULL, &err), SV_ERR_INTERRUPTED);
+    stop_at = 0;
+    ck_assert_uint_eq(sv_durable_applied(two.d), 3000);
+    snprintf(cmd, sizeof cmd, "cp -r '%s' '%s.keep'", logdir, logdir);
+    ck_assert_int_eq(system(cmd), 0);
+    sv_snapshot_info info;
+    ck_assert_int_eq(sv_durable_snapshot(two.d, &info, &err), SV_OK);
+    sv_durable_free(two.d);
+    snprintf(cmd, sizeof cmd, "rm -rf '%s' && mv '%s.keep' '%s'", logdir, logdir, logdir);
+    ck_assert_int_eq(system(cmd), 0);
+    sv_recovery rec;
+    ck_assert_int_eq(sv_durable_open_follower(d2, NULL, 1, &o, reader(logdir), &SHARD, &two.d, &rec, &err), SV_OK);
+    ck_assert_uint_eq(rec.snapshot_lsn, 3000);
+    ck_assert_int_eq(sv_durable_get(two.d, "b", got, DIM, &err), SV_OK);
+    ck_assert_int_eq(sv_durable_get(two.d, "c", got, DIM, &err), SV_OK);
+    ck_assert_int_eq(sv_durable_get(two.d, "d", got, DIM, &err), SV_ERR_NOT_FOUND);
+    ck_assert_uint_eq(sv_durable_count(two.d), 3);
+    sv_durable_free(two.d);
+    free(v);
+    rm_rf(base);
+}
+END_TEST
+
 /* The id scheme: unique, at or above 2^62, routed back to its shard; the
  * route is stable (numbers by value, strings by CRC-32C). */
 START_TEST(test_follow_ids_and_routes)
@@ -409,6 +483,7 @@ int main(void)
     tcase_add_test(tc, test_follow_purged_past_snapshot);
     tcase_add_test(tc, test_follow_ids_and_routes);
     tcase_add_test(tc, test_follow_keyed_resend);
+    tcase_add_test(tc, test_follow_window_by_lsn);
     suite_add_tcase(s, tc);
     return tu_run_suite(s);
 }

@@ -88,7 +88,7 @@ cleanup:
 
 typedef struct window_entry {
     uint8_t hash[16];   /* of the key (BLAKE2b, 128 bits: collisions do not happen in practice) */
-    uint64_t lsn;       /* 0: empty */
+    uint64_t lsn;       /* of the key's first copy; 0: empty */
     sv_status outcome;
     uint32_t count;
 } window_entry;
@@ -130,19 +130,24 @@ static long window_find(const sv_follow_window *w, const uint8_t *hash)
     return -1;
 }
 
+/* Take ring slot `at` out of the index (its entry stays as a hole). */
+static void window_remove(sv_follow_window *w, uint32_t at)
+{
+    for (uint32_t i = slot_of(w->ring[at].hash);; i = (i + 1) & (2 * SV_FOLLOW_WINDOW - 1))
+        if (w->index[i] == (int32_t)at + 1) {
+            w->index[i] = -1;
+            break;
+        }
+    w->ring[at].lsn = 0;
+}
+
 static void window_add(sv_follow_window *w, const uint8_t *hash, uint64_t lsn, sv_status outcome, uint64_t count)
 {
-    window_entry *old = &w->ring[w->next];
-    if (old->lsn) {
-        /* The oldest leaves: its index entry is marked removed. */
-        for (uint32_t i = slot_of(old->hash);; i = (i + 1) & (2 * SV_FOLLOW_WINDOW - 1))
-            if (w->index[i] == (int32_t)w->next + 1) {
-                w->index[i] = -1;
-                break;
-            }
-    }
-    *old = (window_entry){.lsn = lsn, .outcome = outcome, .count = (uint32_t)count};
-    memcpy(old->hash, hash, 16);
+    if (w->ring[w->next].lsn)
+        window_remove(w, w->next); /* the oldest leaves */
+    window_entry *e = &w->ring[w->next];
+    *e = (window_entry){.lsn = lsn, .outcome = outcome, .count = (uint32_t)count};
+    memcpy(e->hash, hash, 16);
     uint32_t i = slot_of(hash);
     while (w->index[i] > 0)
         i = (i + 1) & (2 * SV_FOLLOW_WINDOW - 1);
@@ -152,12 +157,32 @@ static void window_add(sv_follow_window *w, const uint8_t *hash, uint64_t lsn, s
     if (w->next == 0) {
         memset(w->index, 0, sizeof w->index);
         for (uint32_t r = 0; r < SV_FOLLOW_WINDOW; r++) {
+            if (!w->ring[r].lsn)
+                continue;
             uint32_t k = slot_of(w->ring[r].hash);
             while (w->index[k] > 0)
                 k = (k + 1) & (2 * SV_FOLLOW_WINDOW - 1);
             w->index[k] = (int32_t)r + 1;
         }
     }
+}
+
+/*
+ * The first copy of a key, when it is within the window of the record at
+ * lsn: its LSN is one of the SV_FOLLOW_WINDOW before. The window is a
+ * matter of LSNs only, so a follower that rebuilt it from the log after a
+ * restart decides exactly as one that never stopped. A key whose first copy
+ * is older is forgotten (its entry taken out): the record is new.
+ */
+static long window_first(sv_follow_window *w, const uint8_t *hash, uint64_t lsn)
+{
+    long at = window_find(w, hash);
+    if (at < 0)
+        return -1;
+    if (w->ring[at].lsn + SV_FOLLOW_WINDOW >= lsn)
+        return at;
+    window_remove(w, (uint32_t)at);
+    return -1;
 }
 
 int sv_follow_unwrap(const uint8_t *p, size_t len, const uint8_t **key, size_t *key_len, uint32_t *type,
@@ -187,7 +212,7 @@ void sv_follow_window_note(sv_follow_window *w, uint32_t type, uint64_t lsn, con
     if (!w || type != SV_WAL_KEYED || !sv_follow_unwrap(payload, len, &key, &key_len, &t, &inner, &inner_len))
         return;
     key_hash(key, key_len, hash);
-    if (window_find(w, hash) < 0)
+    if (window_first(w, hash, lsn) < 0)
         window_add(w, hash, lsn, SV_OK, 0);
 }
 
@@ -255,7 +280,7 @@ sv_status sv_follow_apply(sv_collection *c, const sv_follow_ids *f, sv_follow_wi
         return sv_fail(err, SV_ERR_INVALID_ARGUMENT, "LSN %" PRIu64 ": a keyed record and no window", lsn);
     uint8_t hash[16];
     key_hash(key, key_len, hash);
-    long at = window_find(w, hash);
+    long at = window_first(w, hash, lsn);
     if (at >= 0) {
         /* Sent twice: the first one's answer, nothing applied. */
         res->duplicate_of = w->ring[at].lsn;

@@ -25,11 +25,13 @@
  * id), but not always: a record committed while the log's servers crash
  * can come back after the de-duplication state is rebuilt, and the resend
  * is taken as new. So followers check as well, the same way on every
- * replica: a keyed record whose key came in one of the SV_FOLLOW_WINDOW
- * keyed records before it is a duplicate: applied as nothing, answered as
- * the first one was (duplicate_of). A follower that starts from a snapshot
- * reads the window's records before it again (sv_follow_window_note), so
- * the log keeps that many records below the lowest snapshot.
+ * replica: a keyed record whose key's first copy is one of the
+ * SV_FOLLOW_WINDOW records (by LSN) before it is a duplicate: applied as
+ * nothing, answered as the first one was (duplicate_of). The window is a
+ * matter of LSNs alone, so a follower that starts from a snapshot and
+ * reads the window's records before it again (sv_follow_window_note)
+ * decides every later record as one that never stopped; the log keeps
+ * that many records below the lowest snapshot.
  */
 #ifndef SV_FOLLOW_H
 #define SV_FOLLOW_H

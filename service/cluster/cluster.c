@@ -19,6 +19,7 @@
 #define OUTCOMES 512           /* records whose outcome each collection keeps */
 #define RECONCILE_SECONDS 1.0  /* the registry is checked against the catalog this often */
 #define IDLE_US 2000           /* the applier's pause when nothing came */
+#define ERROR_US 50000         /* ... and when something failed */
 
 typedef struct outcome {
     uint64_t lsn;
@@ -172,9 +173,11 @@ static void stream_name(uint64_t incarnation, uint32_t shard, char *out, size_t 
     snprintf(out, cap, "c%" PRIu64 "_s%u", incarnation, shard);
 }
 
-static sv_status open_stream(svc_cluster *c, const char *name, const char *set, sv_log **out, sv_error *err)
+static sv_status open_stream(svc_cluster *c, const char *name, const char *set, int create, sv_log **out,
+                             sv_error *err)
 {
     svc_natslog_config nc = {.name = name,
+                             .create = create,
                              .replicas = c->cfg.stream_replicas,
                              .keep_before = SV_FOLLOW_WINDOW,
                              .replica_set = set,
@@ -197,14 +200,15 @@ static sv_status follow_open_log(void *ctx, const char *name, uint64_t *incarnat
      * a pod starting then waits for it rather than fail. */
     double until = sv_now_seconds() + c->open_wait;
     for (;;) {
-        sv_status st = open_stream(c, stream, c->cfg.replica_set, log, err);
+        sv_status st = open_stream(c, stream, c->cfg.replica_set, 1, log, err);
         if (st != SV_ERR_IO || sv_now_seconds() > until)
             return st;
         usleep(250000);
     }
 }
 
-sv_status svc_cluster_shard_log(svc_cluster *c, uint64_t incarnation, uint32_t shard, sv_log **out, sv_error *err)
+sv_status svc_cluster_shard_log(svc_cluster *c, uint64_t incarnation, uint32_t shard, int create, sv_log **out,
+                                sv_error *err)
 {
     pthread_mutex_lock(&c->logs_mu);
     for (size_t i = 0; i < c->n_logs; i++)
@@ -217,7 +221,7 @@ sv_status svc_cluster_shard_log(svc_cluster *c, uint64_t incarnation, uint32_t s
     char stream[64];
     stream_name(incarnation, shard, stream, sizeof stream);
     sv_log *log = NULL;
-    sv_status st = open_stream(c, stream, NULL, &log, err);
+    sv_status st = open_stream(c, stream, NULL, create, &log, err);
     if (st != SV_OK)
         return st;
     pthread_mutex_lock(&c->logs_mu);
@@ -305,11 +309,11 @@ int svc_cluster_outcome(svd_coll *coll, uint64_t lsn, sv_status *st, uint32_t *c
 {
     outcomes *o = __atomic_load_n((outcomes **)&coll->extra, __ATOMIC_ACQUIRE);
     if (!o)
-        return 0;
+        return 0; /* applied a moment ago, not noted yet */
     pthread_mutex_lock(&o->mu);
     outcome *slot = &o->ring[lsn % OUTCOMES];
-    int known = slot->lsn == lsn;
-    if (known) {
+    int known = slot->lsn == lsn ? 1 : slot->lsn < lsn ? 0 : -1;
+    if (known == 1) {
         *st = slot->st;
         *count = slot->count;
         *duplicate_of = slot->duplicate_of;
@@ -410,7 +414,7 @@ static void reconcile(svc_cluster *c)
     svd_registry_put_list(c->app->registry, colls, m);
 }
 
-static uint64_t apply_collections(svc_cluster *c)
+static uint64_t apply_collections(svc_cluster *c, int *errors)
 {
     svd_coll **colls = NULL;
     size_t m = svd_registry_list(c->app->registry, &colls);
@@ -422,6 +426,7 @@ static uint64_t apply_collections(svc_cluster *c)
         sv_status st = sv_durable_follow(colls[i]->dur, 0, note_outcome, &nc, &n, &err);
         total += n;
         stats_add(c, n, st == SV_OK || st == SV_ERR_BUSY ? 0 : 1);
+        *errors += st != SV_OK;
         if (st == SV_ERR_BUSY)
             svd_maint_kick(c->app->maint); /* the buffer is full: a flush makes room */
         else if (st != SV_OK && st != SV_ERR_NOT_FOUND) {
@@ -448,7 +453,8 @@ static void *applier(void *arg)
         uint64_t before = svc_catalog_applied(c->catalog), after = before;
         sv_error err;
         sv_log_read(c->catalog_log, before, 0, catalog_visit, &v, &after, &err);
-        uint64_t n = apply_collections(c) + (after - before);
+        int errors = 0;
+        uint64_t n = apply_collections(c, &errors) + (after - before);
         double now = sv_now_seconds();
         if (now - reconciled > RECONCILE_SECONDS) {
             reconcile(c);
@@ -457,7 +463,7 @@ static void *applier(void *arg)
         if (n && c->wake)
             c->wake(c->wake_ctx); /* calls waiting for these records */
         else
-            usleep(IDLE_US);
+            usleep(errors ? ERROR_US : IDLE_US); /* a stuck record or an absent log: not in a tight loop */
         if (c->cfg.apply_delay_seconds > 0)
             usleep((useconds_t)(c->cfg.apply_delay_seconds * 1e6));
     }
@@ -503,7 +509,7 @@ sv_status svc_cluster_create(const svc_cluster_config *cfg, double wait_seconds,
     /* NATS may come up after us (a cluster starting at once): wait. */
     double until = sv_now_seconds() + wait_seconds;
     while (st == SV_OK) {
-        st = open_stream(c, "catalog", NULL, &c->catalog_log, err);
+        st = open_stream(c, "catalog", NULL, 1, &c->catalog_log, err);
         if (st != SV_ERR_IO || sv_now_seconds() > until)
             break;
         fprintf(stderr, "slimvecd: cluster: waiting for NATS: %s\n", err->message);
@@ -552,6 +558,9 @@ sv_status svc_cluster_start(svc_cluster *c, svd_app *app, void (*wake)(void *ctx
     if (!(c->fanout = svc_fanout_create(wake_server, c, c->cfg.hedge_seconds)))
         return sv_fail(err, SV_ERR_RESOURCE, "out of memory starting the cluster's calls");
     reconcile(c);
+    /* From here a stream that cannot be opened is tried again at the next
+     * reconcile, not waited for: the applier serves every collection. */
+    c->open_wait = 2;
     if (pthread_create(&c->thread, NULL, applier, c) != 0)
         return sv_fail(err, SV_ERR_RESOURCE, "cannot start the applier thread: %s", strerror(errno));
     c->running = 1;
@@ -608,12 +617,6 @@ int svc_cluster_catalog_behind(svc_cluster *c)
 svc_catalog *svc_cluster_catalog(svc_cluster *c)
 {
     return c->catalog;
-}
-
-int64_t svc_cluster_max_record(svc_cluster *c)
-{
-    int64_t m = svc_nats_max_payload(c->nats);
-    return m > 0 ? m : 1 << 20;
 }
 
 int svc_cluster_targets(svc_cluster *c, uint32_t shard, grpc_channel **out)

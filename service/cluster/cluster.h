@@ -67,8 +67,10 @@ svc_fanout *svc_cluster_fanout(svc_cluster *c);
  * first, rotating between the rest); their count. */
 int svc_cluster_targets(svc_cluster *c, uint32_t shard, grpc_channel **out);
 
-/* The writer's log of (incarnation, shard), opened once and kept. */
-sv_status svc_cluster_shard_log(svc_cluster *c, uint64_t incarnation, uint32_t shard, sv_log **out,
+/* The writer's log of (incarnation, shard), opened once and kept. Only a
+ * create makes the stream (create = 1): a write racing a drop finds the
+ * stream gone (SV_ERR_NOT_FOUND) and never brings it back. */
+sv_status svc_cluster_shard_log(svc_cluster *c, uint64_t incarnation, uint32_t shard, int create, sv_log **out,
                                 sv_error *err);
 /* Append to the catalog (create or drop); the LSN. */
 sv_status svc_cluster_catalog_append(svc_cluster *c, uint32_t type, const uint8_t *rec, size_t len,
@@ -79,10 +81,10 @@ svc_catalog *svc_cluster_catalog(svc_cluster *c);
 int svc_cluster_catalog_behind(svc_cluster *c);
 /* Remove every shard's stream of a dropped collection. */
 void svc_cluster_delete_streams(svc_cluster *c, uint64_t incarnation);
-int64_t svc_cluster_max_record(svc_cluster *c);
 
 /* How a record this pod applied went (kept for the last records of each
- * collection): 1 and the outcome when known, 0 when not kept. A record
+ * collection): 1 and the outcome when known; 0 when not noted yet (the
+ * applier notes it just after applying); -1 when no longer kept. A record
  * sent twice: *duplicate_of is the first one's LSN (follow.h). */
 int svc_cluster_outcome(svd_coll *coll, uint64_t lsn, sv_status *st, uint32_t *count, uint64_t *duplicate_of,
                         char *why, size_t cap);

@@ -26,6 +26,7 @@ typedef struct part {
     int in_flight;
     int done;
     double started;        /* when its first attempt started */
+    double last_start;     /* when its latest attempt started (the hedge delay runs from it) */
 } part;
 
 struct svc_fanout_op {
@@ -73,9 +74,14 @@ struct svc_fanout {
     svc_fanout_stats stats;
 };
 
+/* Our monotonic seconds as a gRPC time: by the distance from now, gRPC's
+ * monotonic clock having an origin of its own. */
 static gpr_timespec mono(double seconds)
 {
-    return gpr_time_from_nanos((int64_t)(seconds * 1e9), GPR_CLOCK_MONOTONIC);
+    double left = seconds - sv_now_seconds();
+    if (left < 0)
+        left = 0;
+    return gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC), gpr_time_from_nanos((int64_t)(left * 1e9), GPR_TIMESPAN));
 }
 
 /* With mu. 0 when the call could not be started (the part then moves on). */
@@ -129,6 +135,7 @@ static int start_attempt(svc_fanout_op *op, size_t i, int hedge)
         }
     if (!p->started)
         p->started = sv_now_seconds();
+    p->last_start = sv_now_seconds();
     p->in_flight++;
     p->r.attempts++;
     op->live++;
@@ -259,7 +266,7 @@ static void run_timers(svc_fanout *f)
         for (size_t i = 0; i < op->n; i++) {
             part *p = &op->parts[i];
             if (!p->done && p->in_flight == 1 && !p->r.hedged && p->next_target < p->n_targets &&
-                now - p->started >= f->hedge && now < op->deadline)
+                now - p->last_start >= f->hedge && now < op->deadline && !f->stopping)
                 start_attempt(op, i, 1);
         }
     }

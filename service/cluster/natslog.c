@@ -14,6 +14,7 @@
 
 #define KV_BUCKET "SV_SNAPSHOTS"
 #define NAME_MAX_LEN 200
+#define POLL_RECORDS 256 /* the most one read without a wait takes */
 
 /*
  * Locks: svc_nats.mu (the snapshot bucket handle) and natslog.mu (the
@@ -40,6 +41,7 @@ typedef struct natslog {
     int n_sets;
     pthread_mutex_t mu;
     natsSubscription *sub; /* the ordered consumer read() follows */
+    natsMsg *held;         /* its record a visitor could not take yet (LSN next) */
     uint64_t next;         /* the LSN it delivers next */
     uint64_t first, last;  /* the stream's bounds when last asked */
     uint64_t appends, bytes, dups;
@@ -138,11 +140,6 @@ void svc_nats_free(svc_nats *n)
     }
     pthread_mutex_destroy(&n->mu);
     free(n);
-}
-
-int64_t svc_nats_max_payload(svc_nats *n)
-{
-    return n && n->nc ? natsConnection_GetMaxPayload(n->nc) : 0;
 }
 
 /* The snapshot marks' bucket (created by the first replica that needs it). */
@@ -371,6 +368,10 @@ static void nl_release(void *impl, uint64_t lsn)
 
 static void drop_sub(natslog *l)
 {
+    if (l->held) {
+        natsMsg_Destroy(l->held);
+        l->held = NULL;
+    }
     if (l->sub) {
         natsSubscription_Unsubscribe(l->sub);
         natsSubscription_Destroy(l->sub);
@@ -416,7 +417,7 @@ static sv_status nl_read(void *impl, uint64_t after, uint32_t wait_ms, sv_log_vi
     sv_status st = SV_OK;
     pthread_mutex_lock(&l->mu);
     if (l->sub && l->next != after + 1)
-        drop_sub(l);
+        drop_sub(l); /* also the record held back */
     if (!l->sub)
         st = subscribe_from(l, after + 1, err);
     natsSubscription *sub = l->sub;
@@ -424,7 +425,9 @@ static sv_status nl_read(void *impl, uint64_t after, uint32_t wait_ms, sv_log_vi
     if (st != SV_OK)
         return st;
     /* With a wait, the call reads through the stream's end as it is now
-     * (one request for it); without, it takes what has come (a poll). */
+     * (one request for it), waiting for records on their way; without, it
+     * takes what has come, at most POLL_RECORDS of it (a poll: a busy
+     * stream does not keep its reader from the others). */
     uint64_t target = 0;
     if (wait_ms && refresh_bounds(l, NULL)) {
         pthread_mutex_lock(&l->mu);
@@ -433,15 +436,18 @@ static sv_status nl_read(void *impl, uint64_t after, uint32_t wait_ms, sv_log_vi
     }
     /* Only this thread reads (one follower per log); mu is not held while
      * the visitor runs. */
-    int64_t wait = wait_ms;
-    for (;;) {
-        natsMsg *m = NULL;
-        natsStatus s = natsSubscription_NextMsg(&m, sub, wait);
-        if (s == NATS_TIMEOUT)
-            break;
-        if (s != NATS_OK) {
-            st = nats_fail(err, s, 0, "stopped delivering", l->stream);
-            break;
+    int64_t wait = target > after ? l->n->timeout_ms : wait_ms;
+    for (unsigned n = 0; wait_ms || n < POLL_RECORDS; n++) {
+        natsMsg *m = l->held; /* a record a visitor could not take last time */
+        l->held = NULL;
+        if (!m) {
+            natsStatus s = natsSubscription_NextMsg(&m, sub, wait);
+            if (s == NATS_TIMEOUT)
+                break;
+            if (s != NATS_OK) {
+                st = nats_fail(err, s, 0, "stopped delivering", l->stream);
+                break;
+            }
         }
         jsMsgMetaData *meta = NULL;
         if (natsMsg_GetMetaData(&meta, m) != NATS_OK || !meta) {
@@ -452,6 +458,7 @@ static sv_status nl_read(void *impl, uint64_t after, uint32_t wait_ms, sv_log_vi
         jsMsgMetaData_Destroy(meta);
         const uint8_t *data = (const uint8_t *)natsMsg_GetData(m);
         int len = natsMsg_GetDataLength(m);
+        int damaged = 1;
         if (seq != l->next) {
             st = sv_fail(err, SV_ERR_CORRUPT,
                          "the stream %s delivered LSN %" PRIu64 " where %" PRIu64
@@ -464,6 +471,13 @@ static sv_status nl_read(void *impl, uint64_t after, uint32_t wait_ms, sv_log_vi
             uint32_t type = (uint32_t)data[0] | (uint32_t)data[1] << 8 | (uint32_t)data[2] << 16 |
                             (uint32_t)data[3] << 24;
             st = visit(ctx, type, seq, data + 4, (size_t)len - 4, err);
+            damaged = 0;
+        }
+        if (st != SV_OK && !damaged) {
+            /* The visitor could not take it now (a full buffer, memory):
+             * it comes first at the next read, from the same consumer. */
+            l->held = m;
+            break;
         }
         natsMsg_Destroy(m);
         if (st != SV_OK)
@@ -476,9 +490,9 @@ static sv_status nl_read(void *impl, uint64_t after, uint32_t wait_ms, sv_log_vi
          * waiting, then stop. */
         wait = pending == 0 && seq >= target ? 0 : l->n->timeout_ms;
     }
-    if (st != SV_OK) {
-        /* The failed record was taken from the consumer: the next read
-         * starts a new one at it. */
+    if (st != SV_OK && !l->held) {
+        /* A damaged or missing record, or the connection: the next read
+         * starts a new consumer where it stands. */
         pthread_mutex_lock(&l->mu);
         drop_sub(l);
         pthread_mutex_unlock(&l->mu);
@@ -570,10 +584,21 @@ sv_status svc_natslog_open(svc_nats *n, const svc_natslog_config *cfg, sv_log **
     jsErrCode jerr = 0;
     jsOptions admin;
     admin_options(n, &admin);
-    natsStatus s = js_AddStream(&si, n->js, &sc, &admin, &jerr);
-    if (s != NATS_OK && jerr == JSStreamNameExistErr) {
-        jerr = 0;
+    natsStatus s;
+    if (cfg->create) {
+        s = js_AddStream(&si, n->js, &sc, &admin, &jerr);
+        if (s != NATS_OK && jerr == JSStreamNameExistErr) {
+            jerr = 0;
+            s = js_GetStreamInfo(&si, n->js, l->stream, &admin, &jerr);
+        }
+    } else {
         s = js_GetStreamInfo(&si, n->js, l->stream, &admin, &jerr);
+        if (s == NATS_NOT_FOUND || jerr == JSStreamNotFoundErr) {
+            jsStreamInfo_Destroy(si);
+            nl_close(l);
+            return sv_fail(err, SV_ERR_NOT_FOUND, "the stream SV_%s does not exist (its collection was dropped)",
+                           cfg->name);
+        }
     }
     if (s != NATS_OK || !si) {
         st = nats_fail(err, s, jerr, "cannot be opened", l->stream);

@@ -46,8 +46,6 @@ typedef struct svc_nats svc_nats;
  * connection comes up when one does). */
 sv_status svc_nats_connect(const svc_nats_config *cfg, svc_nats **out, sv_error *err);
 void svc_nats_free(svc_nats *n); /* NULL is a no-op; after every log is closed */
-/* The largest message the servers take (bytes), 0 when not connected. */
-int64_t svc_nats_max_payload(svc_nats *n);
 
 typedef struct svc_natslog_config {
     const char *name;               /* [A-Za-z0-9_-], at most 200 bytes: SV_<name>, sv.<name> */
@@ -57,9 +55,11 @@ typedef struct svc_natslog_config {
     const char *const *replica_sets;/* every replica set that follows the stream */
     int n_replica_sets;
     uint64_t keep_before;           /* records kept below the lowest snapshot (a follower reads them again) */
+    int create;                     /* make the stream when it does not exist (else SV_ERR_NOT_FOUND) */
 } svc_natslog_config;
 
-/* Open the stream's log, creating the stream when it does not exist. */
+/* Open the stream's log (creating the stream when it does not exist and
+ * cfg->create says so). */
 sv_status svc_natslog_open(svc_nats *n, const svc_natslog_config *cfg, sv_log **out, sv_error *err);
 
 /* Remove the stream (a dropped collection); its snapshot marks stay

@@ -32,12 +32,34 @@
 #include "maintenance.h"
 
 #define INTERNAL_TIMEOUT 30.0 /* seconds, for calls that came with no deadline */
+/* The most payload one log record carries. Fixed, not the NATS servers'
+ * limit (1 MiB by default; it must not be set lower): a resend through any
+ * pod splits a batch into the same records, so their keys match. */
+#define RECORD_BYTES (512 * 1024)
 #define SHARD_METHOD(name) "/slimvec.v1.SlimVecShard/" name
 #define PUBLIC(name) "/slimvec.v1.SlimVec/" name
 
 static double deadline_of(svd_ctx *ctx)
 {
     return isfinite(ctx->deadline) ? ctx->deadline : sv_now_seconds() + INTERNAL_TIMEOUT;
+}
+
+/*
+ * A call that came with no deadline waits INTERNAL_TIMEOUT at most for what
+ * it defers on (a record to apply, a collection to appear): 1 and
+ * DEADLINE_EXCEEDED when it did. *since is the call's own clock (0 at its
+ * first run).
+ */
+static int waited_out(svd_ctx *ctx, double *since, svd_reply *r)
+{
+    double now = sv_now_seconds();
+    if (*since == 0)
+        *since = now;
+    if (isfinite(ctx->deadline) || now - *since <= INTERNAL_TIMEOUT)
+        return 0;
+    svd_reply_error(r, GRPC_STATUS_DEADLINE_EXCEEDED,
+                    "waited %.0f s (the call has no deadline of its own) for the cluster to catch up", now - *since);
+    return 1;
 }
 
 static grpc_byte_buffer *pack(const ProtobufCMessage *m)
@@ -108,18 +130,20 @@ static void part_error(svd_reply *r, uint32_t shard, const svc_part_result *pr)
  * ago) defers the call until it caught up, so every pod answers as soon
  * as any pod acknowledged the create.
  */
-static svd_coll *lookup(svd_app *app, svd_ctx *ctx, svd_role role, const char *name, svd_reply *r)
+static svd_coll *lookup(svd_app *app, svd_ctx *ctx, svd_role role, const char *name, double *since, svd_reply *r)
 {
     svd_reply probe = {.code = GRPC_STATUS_OK};
     svd_coll *c = svd_lookup(app, ctx, role, name, &probe);
     if (c)
         return c;
     svc_catalog_entry e;
-    if (probe.code == GRPC_STATUS_NOT_FOUND &&
+    if (probe.code == GRPC_STATUS_NOT_FOUND && !waited_out(ctx, since, r) &&
         (svc_catalog_find(svc_cluster_catalog(app->cluster), name, &e) || svc_cluster_catalog_behind(app->cluster))) {
         r->defer = 1;
         return NULL;
     }
+    if (r->code != GRPC_STATUS_OK)
+        return NULL; /* waited out */
     r->code = probe.code;
     memcpy(r->message, probe.message, sizeof r->message);
     return NULL;
@@ -166,7 +190,7 @@ static int append_record(svc_cluster *cl, svd_coll *c, uint32_t shard, uint32_t 
 {
     sv_log *log = NULL;
     sv_error err;
-    sv_status st = svc_cluster_shard_log(cl, c->incarnation, shard, &log, &err);
+    sv_status st = svc_cluster_shard_log(cl, c->incarnation, shard, 0, &log, &err);
     double t0 = sv_now_seconds();
     int dup = 0;
     /* The key goes into the record too: the replicas catch a resend the
@@ -209,6 +233,8 @@ typedef struct write_state {
     svc_fanout_op *op;
     size_t *asked;         /* the records whose outcome the fan-out asks */
     size_t n_asked;
+    double since;          /* waited_out's clock */
+    uint64_t incarnation;  /* of the collection written */
 } write_state;
 
 static void write_reset(write_state *w)
@@ -268,6 +294,7 @@ static int ask_outcomes(svc_cluster *cl, svd_ctx *ctx, const char *collection, w
         Slimvec__V1__LogPosition pos = SLIMVEC__V1__LOG_POSITION__INIT;
         pos.shard = w->recs[i].shard;
         pos.lsn = w->recs[i].lsn;
+        pos.incarnation = w->incarnation;
         q.collection = (char *)collection;
         q.position = &pos;
         if (!(reqs[n] = pack(&q.base))) {
@@ -339,6 +366,7 @@ static Slimvec__V1__LogPosition **positions(write_state *w, size_t *n, svd_reply
         slimvec__v1__log_position__init(&pv[i]);
         pv[i].shard = w->recs[i].shard;
         pv[i].lsn = w->recs[i].lsn;
+        pv[i].incarnation = w->incarnation;
         pp[i] = &pv[i];
     }
     *n = w->n_recs;
@@ -373,7 +401,7 @@ static void ingest_write(svc_cluster *cl, svd_app *app, svd_coll *c, const Slimv
         const char *id = req->n_ids ? req->ids[i] : "";
         shard_of[i] = *id ? sv_follow_route(id, strlen(id), S) : assign_shard;
     }
-    int64_t room = svc_cluster_max_record(cl) - 4096;
+    int64_t room = RECORD_BYTES;
     (void)app;
     for (uint32_t s = 0; s < S; s++) {
         size_t m = 0;
@@ -449,9 +477,11 @@ static void ingest_message(svd_app *app, svd_ctx *ctx, write_state *w, const Sli
                            Slimvec__V1__IngestResponse *resp, svd_reply *r)
 {
     svc_cluster *cl = app->cluster;
-    svd_coll *c = lookup(app, ctx, SVD_ROLE_WRITE, req->collection, r);
+    svd_coll *c = lookup(app, ctx, SVD_ROLE_WRITE, req->collection, &w->since, r);
     if (!c)
         return;
+    if (!w->incarnation)
+        w->incarnation = c->incarnation;
     size_t n = 0;
     if (!w->waiting && !w->n_recs) {
         char key[72];
@@ -548,6 +578,52 @@ static void s_ingest(void *appv, svd_ctx *ctx, void **state, const ProtobufCMess
         r->msg = &resp->base;
 }
 
+/* Append a delete, a record per shard (more when a shard's ids are over
+ * RECORD_BYTES); a failure is left in w (the parts before it are in). */
+static void delete_write(svc_cluster *cl, svd_coll *c, char **all, size_t n, const char *key, write_state *w)
+{
+    uint32_t S = svc_cluster_config_of(cl)->shards;
+    const char **ids = malloc((n ? n : 1) * sizeof *ids);
+    if (!ids) {
+        w->code = GRPC_STATUS_RESOURCE_EXHAUSTED;
+        snprintf(w->message, sizeof w->message, "out of memory splitting the delete");
+        return;
+    }
+    for (uint32_t s = 0; s < S && w->code == GRPC_STATUS_OK; s++) {
+        size_t k = 0;
+        for (size_t i = 0; i < n; i++)
+            if (sv_follow_route(all[i], strlen(all[i]), S) == s)
+                ids[k++] = all[i];
+        for (size_t from = 0, part_no = 0; from < k && w->code == GRPC_STATUS_OK; part_no++) {
+            size_t to = from, bytes = 4;
+            while (to < k && (to == from || bytes + 2 + strlen(ids[to]) <= RECORD_BYTES))
+                bytes += 2 + strlen(ids[to++]);
+            uint8_t *rec = NULL;
+            size_t len = 0;
+            char rkey[96];
+            snprintf(rkey, sizeof rkey, "%s:%u:%zu", key, s, part_no);
+            uint64_t lsn = 0;
+            svd_reply er = {.code = GRPC_STATUS_OK};
+            if (sv_logrec_delete(ids + from, to - from, &rec, &len) != SV_OK) {
+                w->code = GRPC_STATUS_RESOURCE_EXHAUSTED;
+                snprintf(w->message, sizeof w->message, "out of memory writing the delete");
+            } else {
+                struct iovec part = {rec, len};
+                if (!append_record(cl, c, s, SV_WAL_DELETE, rkey, &part, 1, &lsn, &er)) {
+                    w->code = er.code;
+                    snprintf(w->message, sizeof w->message, "%s", er.message);
+                } else if (!add_rec(w, s, lsn, 1)) {
+                    w->code = GRPC_STATUS_RESOURCE_EXHAUSTED;
+                    snprintf(w->message, sizeof w->message, "out of memory");
+                }
+            }
+            free(rec);
+            from = to;
+        }
+    }
+    free(ids);
+}
+
 static void h_delete(void *appv, svd_ctx *ctx, void **state, const ProtobufCMessage *m, svd_reply *r)
 {
     svd_app *app = appv;
@@ -556,9 +632,11 @@ static void h_delete(void *appv, svd_ctx *ctx, void **state, const ProtobufCMess
     write_state *w = write_state_of(state, r);
     if (!w)
         return;
-    svd_coll *c = lookup(app, ctx, SVD_ROLE_WRITE, req->collection, r);
+    svd_coll *c = lookup(app, ctx, SVD_ROLE_WRITE, req->collection, &w->since, r);
     if (!c)
         return;
+    if (!w->incarnation)
+        w->incarnation = c->incarnation;
     if (!w->waiting) {
         if (req->n_ids > app->limits.max_batch) {
             svd_reply_error(r, GRPC_STATUS_RESOURCE_EXHAUSTED, "%zu ids are over the batch limit of %u", req->n_ids,
@@ -569,43 +647,7 @@ static void h_delete(void *appv, svd_ctx *ctx, void **state, const ProtobufCMess
             goto done;
         char key[72];
         batch_key(NULL, key, sizeof key, r);
-        uint32_t S = svc_cluster_config_of(cl)->shards;
-        const char **ids = malloc((req->n_ids ? req->n_ids : 1) * sizeof *ids);
-        if (!ids) {
-            svd_reply_oom(r);
-            goto done;
-        }
-        for (uint32_t s = 0; s < S && w->code == GRPC_STATUS_OK; s++) {
-            size_t k = 0;
-            for (size_t i = 0; i < req->n_ids; i++)
-                if (sv_follow_route(req->ids[i], strlen(req->ids[i]), S) == s)
-                    ids[k++] = req->ids[i];
-            if (!k)
-                continue;
-            uint8_t *rec = NULL;
-            size_t len = 0;
-            if (sv_logrec_delete(ids, k, &rec, &len) != SV_OK) {
-                free(ids);
-                svd_reply_oom(r);
-                goto done;
-            }
-            struct iovec part = {rec, len};
-            char rkey[96];
-            snprintf(rkey, sizeof rkey, "%s:%u", key, s);
-            uint64_t lsn = 0;
-            svd_reply er = {.code = GRPC_STATUS_OK};
-            if (append_record(cl, c, s, SV_WAL_DELETE, rkey, &part, 1, &lsn, &er)) {
-                if (!add_rec(w, s, lsn, 1)) {
-                    w->code = GRPC_STATUS_RESOURCE_EXHAUSTED;
-                    snprintf(w->message, sizeof w->message, "out of memory");
-                }
-            } else {
-                w->code = er.code;
-                snprintf(w->message, sizeof w->message, "%s", er.message);
-            }
-            free(rec);
-        }
-        free(ids);
+        delete_write(cl, c, req->ids, req->n_ids, key, w);
         if (w->code == GRPC_STATUS_OK && ask_outcomes(cl, ctx, req->collection, w, r)) {
             w->waiting = 1;
             r->defer = 1;
@@ -641,6 +683,7 @@ done:
 
 typedef struct read_state {
     int replied;
+    double since;               /* waited_out's clock */
     svc_fanout_op *op;
     uint32_t shards;
     ProtobufCMessage **answers; /* one per shard, unpacked */
@@ -720,7 +763,7 @@ static void search_message(svd_app *app, svd_ctx *ctx, read_state *s, const Slim
     svc_cluster *cl = app->cluster;
     if (!s->op) {
         /* The checks a single node makes, before any pod is asked. */
-        svd_coll *c = lookup(app, ctx, SVD_ROLE_READ, req->collection, r);
+        svd_coll *c = lookup(app, ctx, SVD_ROLE_READ, req->collection, &s->since, r);
         if (!c)
             return;
         size_t m = 0;
@@ -868,7 +911,7 @@ static void h_get(void *appv, svd_ctx *ctx, void **state, const ProtobufCMessage
         return;
     uint32_t S = svc_cluster_config_of(cl)->shards;
     if (!s->op) {
-        svd_coll *c = lookup(app, ctx, SVD_ROLE_READ, req->collection, r);
+        svd_coll *c = lookup(app, ctx, SVD_ROLE_READ, req->collection, &s->since, r);
         if (!c)
             return;
         svd_registry_put(app->registry, c);
@@ -958,6 +1001,7 @@ static void h_get(void *appv, svd_ctx *ctx, void **state, const ProtobufCMessage
 /* ---- the catalog --------------------------------------------------------------------------------- */
 
 typedef struct catalog_state {
+    double since;         /* waited_out's clock */
     uint64_t lsn;
     uint64_t incarnation; /* drop: the one dropped */
 } catalog_state;
@@ -1011,7 +1055,8 @@ static void h_create(void *appv, svd_ctx *ctx, void **state, const ProtobufCMess
     svd_coll *c = NULL;
     svc_catalog_entry e;
     if (svc_catalog_applied(svc_cluster_catalog(cl)) < cs->lsn) {
-        r->defer = 1;
+        if (!waited_out(ctx, &cs->since, r))
+            r->defer = 1;
         return;
     }
     if (!svc_catalog_find(svc_cluster_catalog(cl), req->spec->name, &e) || e.incarnation != cs->lsn) {
@@ -1021,8 +1066,21 @@ static void h_create(void *appv, svd_ctx *ctx, void **state, const ProtobufCMess
     c = svd_registry_get(app->registry, req->spec->name);
     if (!c || c->incarnation != cs->lsn) {
         svd_registry_put(app->registry, c);
-        r->defer = 1;
+        if (!waited_out(ctx, &cs->since, r))
+            r->defer = 1;
         return;
+    }
+    /* Every shard's stream exists before the create is answered: writes
+     * only open streams, so a write racing a drop cannot bring one back. */
+    for (uint32_t s = 0; s < svc_cluster_config_of(cl)->shards; s++) {
+        sv_log *log = NULL;
+        sv_error err;
+        sv_status st = svc_cluster_shard_log(cl, cs->lsn, s, 1, &log, &err);
+        if (st != SV_OK) {
+            svd_registry_put(app->registry, c);
+            svd_reply_error(r, svd_code_of(st), "shard %u: %s", s, err.message);
+            return;
+        }
     }
     svd_handler_fn describe = svd_local_handler("/slimvec.v1.SlimVec/DescribeCollection");
     svd_registry_put(app->registry, c);
@@ -1076,14 +1134,16 @@ static void h_drop(void *appv, svd_ctx *ctx, void **state, const ProtobufCMessag
         cs->incarnation = e.incarnation;
     }
     if (svc_catalog_applied(svc_cluster_catalog(cl)) < cs->lsn) {
-        r->defer = 1;
+        if (!waited_out(ctx, &cs->since, r))
+            r->defer = 1;
         return;
     }
     svd_coll *c = svd_registry_get(app->registry, req->name);
     int still = c && c->incarnation == cs->incarnation;
     svd_registry_put(app->registry, c);
     if (still) {
-        r->defer = 1;
+        if (!waited_out(ctx, &cs->since, r))
+            r->defer = 1;
         return;
     }
     svc_cluster_delete_streams(cl, cs->incarnation);
@@ -1094,14 +1154,45 @@ static void h_drop(void *appv, svd_ctx *ctx, void **state, const ProtobufCMessag
 /* ---- what the pods ask each other -------------------------------------------------------------------- */
 
 /* Wait (deferred) until this replica applied every position of its shard. */
-static int caught_up(svd_app *app, svd_coll *c, Slimvec__V1__LogPosition **after, size_t n)
+/* 1 when this replica applied every position of its shard; -1 (and r
+ * says so) when one is of another incarnation of the collection. */
+static int caught_up(svd_app *app, svd_coll *c, Slimvec__V1__LogPosition **after, size_t n, svd_reply *r)
 {
     uint32_t mine = svc_cluster_config_of(app->cluster)->shard;
     uint64_t applied = sv_durable_applied(c->dur);
-    for (size_t i = 0; i < n; i++)
-        if (after[i] && after[i]->shard == mine && after[i]->lsn > applied)
-            return 0;
-    return 1;
+    int ready = 1;
+    for (size_t i = 0; i < n; i++) {
+        if (!after[i])
+            continue;
+        if (after[i]->incarnation && after[i]->incarnation != c->incarnation) {
+            svd_reply_error(r, GRPC_STATUS_FAILED_PRECONDITION,
+                            "position %zu is of a collection \"%s\" that was dropped (and created again) since",
+                            i, c->name);
+            return -1;
+        }
+        if (after[i]->shard == mine && after[i]->lsn > applied)
+            ready = 0;
+    }
+    return ready;
+}
+
+/* What a pod-to-pod call keeps across its deferrals. */
+typedef struct shard_state {
+    double since; /* waited_out's clock */
+} shard_state;
+
+static void shard_end(void *app, void *state, int cancelled)
+{
+    (void)app;
+    (void)cancelled;
+    free(state);
+}
+
+static shard_state *shard_state_of(void **state, svd_reply *r)
+{
+    if (!*state && !(*state = calloc(1, sizeof(shard_state))))
+        svd_reply_oom(r);
+    return *state;
 }
 
 /* Search and Get of this pod's own shard: the single node's handlers, once
@@ -1110,16 +1201,23 @@ static void shard_read(void *appv, svd_ctx *ctx, void **state, const ProtobufCMe
                        Slimvec__V1__LogPosition **after, size_t n_after, const char *local, svd_reply *r)
 {
     svd_app *app = appv;
-    svd_coll *c = lookup(app, ctx, SVD_ROLE_READ, collection, r);
+    shard_state *ss = shard_state_of(state, r);
+    if (!ss)
+        return;
+    svd_coll *c = lookup(app, ctx, SVD_ROLE_READ, collection, &ss->since, r);
     if (!c)
         return;
-    int ready = caught_up(app, c, after, n_after);
+    int ready = caught_up(app, c, after, n_after, r);
     svd_registry_put(app->registry, c);
+    if (ready < 0)
+        return;
     if (!ready) {
-        r->defer = 1; /* until the deadline, then DEADLINE_EXCEEDED: never stale */
+        /* Until the deadline, then DEADLINE_EXCEEDED: never stale. */
+        if (!waited_out(ctx, &ss->since, r))
+            r->defer = 1;
         return;
     }
-    svd_local_handler(local)(appv, ctx, state, m, r);
+    svd_local_handler(local)(appv, ctx, state, m, r); /* it keeps no state of its own */
 }
 
 static void sh_search(void *appv, svd_ctx *ctx, void **state, const ProtobufCMessage *m, svd_reply *r)
@@ -1137,7 +1235,6 @@ static void sh_get(void *appv, svd_ctx *ctx, void **state, const ProtobufCMessag
 static void sh_applied(void *appv, svd_ctx *ctx, void **state, const ProtobufCMessage *m, svd_reply *r)
 {
     svd_app *app = appv;
-    (void)state;
     const Slimvec__V1__ShardApplyRequest *req = (const void *)m;
     if (!req->position) {
         svd_reply_error(r, GRPC_STATUS_INVALID_ARGUMENT, "position is missing");
@@ -1149,12 +1246,21 @@ static void sh_applied(void *appv, svd_ctx *ctx, void **state, const ProtobufCMe
                         req->position->shard);
         return;
     }
-    svd_coll *c = lookup(app, ctx, SVD_ROLE_WRITE, req->collection, r);
+    shard_state *ss = shard_state_of(state, r);
+    if (!ss)
+        return;
+    svd_coll *c = lookup(app, ctx, SVD_ROLE_WRITE, req->collection, &ss->since, r);
     if (!c)
         return;
+    Slimvec__V1__LogPosition *one[1] = {req->position};
+    if (caught_up(app, c, one, 1, r) < 0) {
+        svd_registry_put(app->registry, c);
+        return;
+    }
     if (sv_durable_applied(c->dur) < req->position->lsn) {
         svd_registry_put(app->registry, c);
-        r->defer = 1;
+        if (!waited_out(ctx, &ss->since, r))
+            r->defer = 1;
         return;
     }
     sv_status st = SV_OK;
@@ -1163,7 +1269,12 @@ static void sh_applied(void *appv, svd_ctx *ctx, void **state, const ProtobufCMe
     char why[128];
     int known = svc_cluster_outcome(c, req->position->lsn, &st, &count, &first, why, sizeof why);
     svd_registry_put(app->registry, c);
-    if (!known) {
+    if (known == 0) {
+        if (!waited_out(ctx, &ss->since, r))
+            r->defer = 1; /* applied, its outcome noted in a moment */
+        return;
+    }
+    if (known < 0) {
         svd_reply_error(r, GRPC_STATUS_UNAVAILABLE, "the outcome of LSN %" PRIu64 " is no longer kept here",
                         req->position->lsn);
         return;
@@ -1225,12 +1336,12 @@ const svd_method *svc_router_methods(size_t *n)
         set(PUBLIC("SearchStream"), &slimvec__v1__search_request__descriptor, s_search, read_end, SVD_STREAM,
             SVD_ROLE_READ);
         set(PUBLIC("Get"), &slimvec__v1__get_request__descriptor, h_get, read_end, SVD_UNARY, SVD_ROLE_READ);
-        set(SHARD_METHOD("Search"), &slimvec__v1__search_request__descriptor, sh_search, NULL, SVD_UNARY,
+        set(SHARD_METHOD("Search"), &slimvec__v1__search_request__descriptor, sh_search, shard_end, SVD_UNARY,
             SVD_ROLE_READ);
-        set(SHARD_METHOD("Get"), &slimvec__v1__get_request__descriptor, sh_get, NULL,
+        set(SHARD_METHOD("Get"), &slimvec__v1__get_request__descriptor, sh_get, shard_end,
             SVD_UNARY, SVD_ROLE_READ);
-        set(SHARD_METHOD("Applied"), &slimvec__v1__shard_apply_request__descriptor, sh_applied, NULL, SVD_UNARY,
-            SVD_ROLE_WRITE);
+        set(SHARD_METHOD("Applied"), &slimvec__v1__shard_apply_request__descriptor, sh_applied, shard_end,
+            SVD_UNARY, SVD_ROLE_WRITE);
     }
     *n = table_n;
     return table;

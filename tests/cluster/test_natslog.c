@@ -58,7 +58,7 @@ static void teardown(void)
 static sv_log *open_log(const char *name, const char *set)
 {
     static const char *const sets[2] = {"r0", "r1"};
-    svc_natslog_config cfg = {.name = name, .replicas = 3, .replica_set = set, .replica_sets = sets,
+    svc_natslog_config cfg = {.name = name, .replicas = 3, .create = 1, .replica_set = set, .replica_sets = sets,
                               .n_replica_sets = 2};
     sv_log *log = NULL;
     sv_error err;
