@@ -524,15 +524,22 @@ class NatsFaults(unittest.TestCase):
             st.CreateCollection(pb.CreateCollectionRequest(spec=spec("t2")), timeout=T)
             w = Writer(c, "t2", batch=20)
             wait_for(lambda: len(w.acked) >= 400, 30, "400 acknowledged", step=0.05)
-            inc = None
-            # The shard streams are SV_c<incarnation>_s<shard>: find shard 0's leader.
-            for i in range(c.nats.n):
-                info = c.nats.jsz(i, "?accounts=true&streams=true")
-                for acc in info.get("account_details", []):
-                    for s in acc.get("stream_detail", []):
-                        if s["name"].endswith("_s0") and s["name"].startswith("SV_c"):
-                            inc = s["name"]
-            leader = wait_for(lambda: c.nats.stream_leader(inc), 10, "the stream's leader")
+            # The shard streams are SV_c<incarnation>_s<shard>: find shard 0's
+            # and its leader (asking every server until one says).
+            def shard0_leader():
+                for i in range(c.nats.n):
+                    try:
+                        info = c.nats.jsz(i, "?accounts=true&streams=true")
+                    except Exception:  # noqa: BLE001 - busy: ask the next
+                        continue
+                    for acc in info.get("account_details", []):
+                        for s in acc.get("stream_detail", []):
+                            if s["name"].startswith("SV_c") and s["name"].endswith("_s0"):
+                                leader = c.nats.stream_leader(s["name"])
+                                if leader is not None:
+                                    return s["name"], leader
+                return None
+            inc, leader = wait_for(shard0_leader, 30, "shard 0's stream and its leader", step=0.2)
             n_before = len(w.acked)
             c.nats.kill(leader)
             wait_for(lambda: len(w.acked) >= n_before + 400, 60, "writes after the leader died", step=0.05)
