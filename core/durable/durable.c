@@ -629,6 +629,14 @@ sv_status sv_durable_follow(sv_durable *d, uint32_t wait_ms, sv_durable_outcome_
     return st;
 }
 
+int sv_durable_window_outcome(sv_durable *d, uint64_t lsn, sv_follow_result *res)
+{
+    pthread_mutex_lock(&d->order);
+    int found = d->following && sv_follow_window_outcome(d->window, lsn, res);
+    pthread_mutex_unlock(&d->order);
+    return found;
+}
+
 uint64_t sv_durable_log_last(sv_durable *d)
 {
     return d->log ? sv_log_last(d->log) : 0;

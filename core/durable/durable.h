@@ -103,6 +103,9 @@ sv_status sv_durable_follow(sv_durable *d, uint32_t wait_ms, sv_durable_outcome_
                             uint64_t *applied, sv_error *err);
 /* The last LSN applied (following), without a lock. */
 uint64_t sv_durable_applied(sv_durable *d);
+/* How the keyed record at lsn applied, from the window of keys (follow.h):
+ * 1 and *res when the window holds it (also after a restart). */
+int sv_durable_window_outcome(sv_durable *d, uint64_t lsn, struct sv_follow_result *res);
 /* The last LSN its log holds (following: the stream's end, asked now). */
 uint64_t sv_durable_log_last(sv_durable *d);
 

@@ -185,6 +185,18 @@ static long window_first(sv_follow_window *w, const uint8_t *hash, uint64_t lsn)
     return -1;
 }
 
+int sv_follow_window_outcome(const sv_follow_window *w, uint64_t lsn, sv_follow_result *res)
+{
+    if (!w || !lsn)
+        return 0;
+    for (uint32_t i = 0; i < SV_FOLLOW_WINDOW; i++)
+        if (w->ring[i].lsn == lsn) {
+            *res = (sv_follow_result){w->ring[i].outcome, w->ring[i].count, 0};
+            return 1;
+        }
+    return 0;
+}
+
 int sv_follow_unwrap(const uint8_t *p, size_t len, const uint8_t **key, size_t *key_len, uint32_t *type,
                      const uint8_t **inner, size_t *inner_len)
 {

@@ -81,6 +81,12 @@ typedef struct sv_follow_result {
     uint64_t duplicate_of; /* a duplicate: the LSN of the first (nothing applied now) */
 } sv_follow_result;
 
+/* The window's entry for the keyed record at lsn (its first copy): 1 and
+ * *res when the window holds it (a record read back at a restart, before
+ * the snapshot, is answered as applied with a count of 0: its outcome is
+ * not known again). */
+int sv_follow_window_outcome(const sv_follow_window *w, uint64_t lsn, sv_follow_result *res);
+
 /*
  * Apply one record of a followed log to c. SV_OK: the record is done
  * (applied, refused by the deterministic checks, or a duplicate: res says

@@ -220,8 +220,53 @@ static int append_record(svc_cluster *cl, svd_coll *c, uint32_t shard, uint32_t 
 
 /* A write's state across its deferrals: the records written, then the
  * replicas' word on how they applied. */
+/*
+ * A call's state across its deferrals starts with this head: `replied`
+ * says the last message was answered, so the next run (a stream's next
+ * message) starts afresh; `reset` empties the rest.
+ */
+typedef struct state_head {
+    int replied;
+    void (*reset)(void *state);
+} state_head;
+
+/* The call's state (made at its first run; reset after each answer); NULL
+ * and an out-of-memory reply when it cannot be made. */
+static void *state_of(void **state, size_t size, void (*reset)(void *), svd_reply *r)
+{
+    state_head *h = *state;
+    if (!h) {
+        if (!(h = *state = calloc(1, size))) {
+            svd_reply_oom(r);
+            return NULL;
+        }
+        h->reset = reset;
+    }
+    if (h->replied)
+        h->reset(h);
+    return h;
+}
+
+static void state_end(void *app, void *state, int cancelled)
+{
+    (void)app;
+    (void)cancelled;
+    state_head *h = state;
+    if (h) {
+        h->reset(h);
+        free(h);
+    }
+}
+
+/* Zero everything after the head. */
+static void clear_after_head(void *state, size_t size)
+{
+    memset((char *)state + sizeof(state_head), 0, size - sizeof(state_head));
+    ((state_head *)state)->replied = 0;
+}
+
 typedef struct write_state {
-    int replied;           /* the last message was answered (streams: the next run is a new message) */
+    state_head head;
     int waiting;           /* records written; outcomes asked */
     rec_pos *recs;
     size_t n_recs;
@@ -237,35 +282,20 @@ typedef struct write_state {
     uint64_t incarnation;  /* of the collection written */
 } write_state;
 
-static void write_reset(write_state *w)
+static void write_reset(void *state)
 {
+    write_state *w = state;
     svc_fanout_release(w->op);
     free(w->recs);
     free(w->rec_of);
     free(w->pos_in_rec);
     free(w->asked);
-    memset(w, 0, sizeof *w);
-}
-
-static void write_end(void *app, void *state, int cancelled)
-{
-    (void)app;
-    (void)cancelled;
-    write_state *w = state;
-    if (w) {
-        write_reset(w);
-        free(w);
-    }
+    clear_after_head(w, sizeof *w);
 }
 
 static write_state *write_state_of(void **state, svd_reply *r)
 {
-    write_state *w = *state;
-    if (!w && !(w = *state = calloc(1, sizeof *w)))
-        svd_reply_oom(r);
-    if (w && w->replied)
-        write_reset(w);
-    return w;
+    return state_of(state, sizeof(write_state), write_reset, r);
 }
 
 static int add_rec(write_state *w, uint32_t shard, uint64_t lsn, int ask)
@@ -573,7 +603,7 @@ static void s_ingest(void *appv, svd_ctx *ctx, void **state, const ProtobufCMess
         resp->n_ids = 0;
         resp->ids = NULL;
     }
-    w->replied = 1;
+    w->head.replied = 1;
     if (r->code == GRPC_STATUS_OK)
         r->msg = &resp->base;
 }
@@ -682,42 +712,27 @@ done:
 /* ---- read path ----------------------------------------------------------------------------------- */
 
 typedef struct read_state {
-    int replied;
+    state_head head;
     double since;               /* waited_out's clock */
     svc_fanout_op *op;
     uint32_t shards;
     ProtobufCMessage **answers; /* one per shard, unpacked */
 } read_state;
 
-static void read_reset(read_state *s)
+static void read_reset(void *state)
 {
+    read_state *s = state;
     svc_fanout_release(s->op);
     for (uint32_t i = 0; s->answers && i < s->shards; i++)
         if (s->answers[i])
             protobuf_c_message_free_unpacked(s->answers[i], NULL);
     free(s->answers);
-    memset(s, 0, sizeof *s);
-}
-
-static void read_end(void *app, void *state, int cancelled)
-{
-    (void)app;
-    (void)cancelled;
-    read_state *s = state;
-    if (s) {
-        read_reset(s);
-        free(s);
-    }
+    clear_after_head(s, sizeof *s);
 }
 
 static read_state *read_state_of(void **state, svd_reply *r)
 {
-    read_state *s = *state;
-    if (!s && !(s = *state = calloc(1, sizeof *s)))
-        svd_reply_oom(r);
-    if (s && s->replied)
-        read_reset(s);
-    return s;
+    return state_of(state, sizeof(read_state), read_reset, r);
 }
 
 /* The same request to every shard. */
@@ -872,7 +887,7 @@ static void h_search(void *appv, svd_ctx *ctx, void **state, const ProtobufCMess
     search_message(appv, ctx, s, req, resp, r);
     if (r->defer)
         return;
-    s->replied = 1;
+    s->head.replied = 1;
     if (r->code == GRPC_STATUS_OK)
         r->msg = &resp->base;
 }
@@ -896,7 +911,7 @@ static void s_search(void *appv, svd_ctx *ctx, void **state, const ProtobufCMess
         resp->n_results = 0;
         resp->results = NULL;
     }
-    s->replied = 1;
+    s->head.replied = 1;
     if (r->code == GRPC_STATUS_OK)
         r->msg = &resp->base;
 }
@@ -963,12 +978,12 @@ static void h_get(void *appv, svd_ctx *ctx, void **state, const ProtobufCMessage
         const svc_part_result *pr = svc_fanout_result(s->op, i);
         if (pr->code != GRPC_STATUS_OK) {
             part_error(r, i, pr);
-            s->replied = 1;
+            s->head.replied = 1;
             return;
         }
         if (!(s->answers[i] = unpack(&slimvec__v1__get_response__descriptor, pr->response))) {
             svd_reply_error(r, GRPC_STATUS_INTERNAL, "shard %u: a malformed answer", i);
-            s->replied = 1;
+            s->head.replied = 1;
             return;
         }
     }
@@ -978,7 +993,7 @@ static void h_get(void *appv, svd_ctx *ctx, void **state, const ProtobufCMessage
     size_t *next = svd_own_array(r, S, sizeof *next);
     if (!resp || !next || (req->n_ids && !vs)) {
         svd_reply_oom(r);
-        s->replied = 1;
+        s->head.replied = 1;
         return;
     }
     slimvec__v1__get_response__init(resp);
@@ -987,7 +1002,7 @@ static void h_get(void *appv, svd_ctx *ctx, void **state, const ProtobufCMessage
         Slimvec__V1__GetResponse *a = (void *)s->answers[i];
         if (next[i] >= a->n_vectors) {
             svd_reply_error(r, GRPC_STATUS_INTERNAL, "shard %u answered %zu vectors", i, a->n_vectors);
-            s->replied = 1;
+            s->head.replied = 1;
             return;
         }
         vs[k] = a->vectors[next[i]++];
@@ -995,7 +1010,7 @@ static void h_get(void *appv, svd_ctx *ctx, void **state, const ProtobufCMessage
     resp->n_vectors = req->n_ids;
     resp->vectors = vs;
     r->msg = &resp->base;
-    s->replied = 1;
+    s->head.replied = 1;
 }
 
 /* ---- the catalog --------------------------------------------------------------------------------- */
@@ -1268,6 +1283,18 @@ static void sh_applied(void *appv, svd_ctx *ctx, void **state, const ProtobufCMe
     uint64_t first = 0;
     char why[128];
     int known = svc_cluster_outcome(c, req->position->lsn, &st, &count, &first, why, sizeof why);
+    if (known != 1) {
+        /* Not in the ring of outcomes (applied before this pod restarted,
+         * or long ago): the window of keys may still hold it. */
+        sv_follow_result res;
+        if (sv_durable_window_outcome(c->dur, req->position->lsn, &res)) {
+            known = 1;
+            st = res.outcome;
+            count = (uint32_t)res.count;
+            first = 0;
+            snprintf(why, sizeof why, "%s", st == SV_OK ? "" : "refused (its first copy was)");
+        }
+    }
     svd_registry_put(app->registry, c);
     if (known == 0) {
         if (!waited_out(ctx, &ss->since, r))
@@ -1327,15 +1354,15 @@ const svd_method *svc_router_methods(size_t *n)
             SVD_UNARY, SVD_ROLE_ADMIN);
         set(PUBLIC("DropCollection"), &slimvec__v1__drop_collection_request__descriptor, h_drop, catalog_end,
             SVD_UNARY, SVD_ROLE_ADMIN);
-        set(PUBLIC("Ingest"), &slimvec__v1__ingest_request__descriptor, s_ingest, write_end, SVD_STREAM,
+        set(PUBLIC("Ingest"), &slimvec__v1__ingest_request__descriptor, s_ingest, state_end, SVD_STREAM,
             SVD_ROLE_WRITE);
-        set(PUBLIC("Delete"), &slimvec__v1__delete_request__descriptor, h_delete, write_end, SVD_UNARY,
+        set(PUBLIC("Delete"), &slimvec__v1__delete_request__descriptor, h_delete, state_end, SVD_UNARY,
             SVD_ROLE_WRITE);
-        set(PUBLIC("Search"), &slimvec__v1__search_request__descriptor, h_search, read_end, SVD_UNARY,
+        set(PUBLIC("Search"), &slimvec__v1__search_request__descriptor, h_search, state_end, SVD_UNARY,
             SVD_ROLE_READ);
-        set(PUBLIC("SearchStream"), &slimvec__v1__search_request__descriptor, s_search, read_end, SVD_STREAM,
+        set(PUBLIC("SearchStream"), &slimvec__v1__search_request__descriptor, s_search, state_end, SVD_STREAM,
             SVD_ROLE_READ);
-        set(PUBLIC("Get"), &slimvec__v1__get_request__descriptor, h_get, read_end, SVD_UNARY, SVD_ROLE_READ);
+        set(PUBLIC("Get"), &slimvec__v1__get_request__descriptor, h_get, state_end, SVD_UNARY, SVD_ROLE_READ);
         set(SHARD_METHOD("Search"), &slimvec__v1__search_request__descriptor, sh_search, shard_end, SVD_UNARY,
             SVD_ROLE_READ);
         set(SHARD_METHOD("Get"), &slimvec__v1__get_request__descriptor, sh_get, shard_end,
