@@ -1021,7 +1021,8 @@ typedef struct catalog_state {
     uint64_t incarnation; /* drop: the one dropped */
 } catalog_state;
 
-static void catalog_end(void *app, void *state, int cancelled)
+/* The end of a call whose state is one block (catalog and pod-to-pod calls). */
+static void free_end(void *app, void *state, int cancelled)
 {
     (void)app;
     (void)cancelled;
@@ -1196,13 +1197,6 @@ typedef struct shard_state {
     double since; /* waited_out's clock */
 } shard_state;
 
-static void shard_end(void *app, void *state, int cancelled)
-{
-    (void)app;
-    (void)cancelled;
-    free(state);
-}
-
 static shard_state *shard_state_of(void **state, svd_reply *r)
 {
     if (!*state && !(*state = calloc(1, sizeof(shard_state))))
@@ -1350,9 +1344,9 @@ const svd_method *svc_router_methods(size_t *n)
         const svd_method *base = svd_methods(&base_n);
         for (size_t i = 0; i < base_n && table_n < sizeof table / sizeof table[0]; i++)
             table[table_n++] = base[i];
-        set(PUBLIC("CreateCollection"), &slimvec__v1__create_collection_request__descriptor, h_create, catalog_end,
+        set(PUBLIC("CreateCollection"), &slimvec__v1__create_collection_request__descriptor, h_create, free_end,
             SVD_UNARY, SVD_ROLE_ADMIN);
-        set(PUBLIC("DropCollection"), &slimvec__v1__drop_collection_request__descriptor, h_drop, catalog_end,
+        set(PUBLIC("DropCollection"), &slimvec__v1__drop_collection_request__descriptor, h_drop, free_end,
             SVD_UNARY, SVD_ROLE_ADMIN);
         set(PUBLIC("Ingest"), &slimvec__v1__ingest_request__descriptor, s_ingest, state_end, SVD_STREAM,
             SVD_ROLE_WRITE);
@@ -1363,11 +1357,11 @@ const svd_method *svc_router_methods(size_t *n)
         set(PUBLIC("SearchStream"), &slimvec__v1__search_request__descriptor, s_search, state_end, SVD_STREAM,
             SVD_ROLE_READ);
         set(PUBLIC("Get"), &slimvec__v1__get_request__descriptor, h_get, state_end, SVD_UNARY, SVD_ROLE_READ);
-        set(SHARD_METHOD("Search"), &slimvec__v1__search_request__descriptor, sh_search, shard_end, SVD_UNARY,
+        set(SHARD_METHOD("Search"), &slimvec__v1__search_request__descriptor, sh_search, free_end, SVD_UNARY,
             SVD_ROLE_READ);
-        set(SHARD_METHOD("Get"), &slimvec__v1__get_request__descriptor, sh_get, shard_end,
+        set(SHARD_METHOD("Get"), &slimvec__v1__get_request__descriptor, sh_get, free_end,
             SVD_UNARY, SVD_ROLE_READ);
-        set(SHARD_METHOD("Applied"), &slimvec__v1__shard_apply_request__descriptor, sh_applied, shard_end,
+        set(SHARD_METHOD("Applied"), &slimvec__v1__shard_apply_request__descriptor, sh_applied, free_end,
             SVD_UNARY, SVD_ROLE_WRITE);
     }
     *n = table_n;
