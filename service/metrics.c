@@ -38,7 +38,7 @@ struct svd_metrics {
     svd_tokens *tokens;                 /* set once before serving (NULL: none) */
     svd_tls *tls;
     atomic_ullong http_denied[2];       /* /metrics: unauthenticated, forbidden */
-    char *(*extra)(void *ctx);          /* set once before serving (NULL: none) */
+    void (*extra)(void *ctx, svd_text *t); /* set once before serving (NULL: none) */
     void *extra_ctx;
 };
 
@@ -64,7 +64,7 @@ void svd_metrics_set_server(svd_metrics *m, svd_server *s)
     atomic_store(&m->server_atomic, s);
 }
 
-void svd_metrics_set_extra(svd_metrics *m, char *(*render)(void *ctx), void *ctx)
+void svd_metrics_set_extra(svd_metrics *m, void (*render)(void *ctx, svd_text *t), void *ctx)
 {
     m->extra = render;
     m->extra_ctx = ctx;
@@ -138,14 +138,15 @@ void svd_metrics_call_end(void *mv, int method, int code)
 
 /* ---- text ---------------------------------------------------------------- */
 
-typedef struct text {
+struct svd_text {
     char *buf;
     size_t len, cap;
     int failed;
-} text;
+};
+typedef svd_text text;
 
-static void put(text *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void put(text *t, const char *fmt, ...)
+#define put svd_text_put
+void svd_text_put(svd_text *t, const char *fmt, ...)
 {
     if (t->failed)
         return;
@@ -298,12 +299,8 @@ char *svd_metrics_render(svd_metrics *m, size_t *len)
             put(&t, "slimvec_collection_buffered{collection=\"%s\"} %llu\n", all[i]->name,
                 (unsigned long long)st[i].buffered);
     }
-    if (m->extra) {
-        char *more = m->extra(m->extra_ctx);
-        if (more)
-            put(&t, "%s", more);
-        free(more);
-    }
+    if (m->extra)
+        m->extra(m->extra_ctx, &t);
     put(&t, "# HELP slimvec_collections Collections the server holds.\n"
             "# TYPE slimvec_collections gauge\nslimvec_collections %zu\n", n);
     svd_registry_put_list(m->registry, all, n);

@@ -34,9 +34,13 @@ void svd_metrics_set_server(svd_metrics *m, svd_server *s);
 /* The tokens table and TLS set whose reloads and expiry are exported
  * (either NULL; before serving). */
 void svd_metrics_set_auth(svd_metrics *m, svd_tokens *tokens, svd_tls *tls);
-/* More metrics, rendered by another part (the cluster's): render returns
- * malloc'd text in the exposition format (NULL: none this time). */
-void svd_metrics_set_extra(svd_metrics *m, char *(*render)(void *ctx), void *ctx);
+/* The text of a scrape: svd_text_put appends (printf-style; growing the
+ * buffer, or marking the scrape failed when out of memory). */
+typedef struct svd_text svd_text;
+void svd_text_put(svd_text *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* More metrics, rendered by another part (the cluster's) into the scrape's
+ * text in the exposition format. */
+void svd_metrics_set_extra(svd_metrics *m, void (*render)(void *ctx, svd_text *t), void *ctx);
 /* /metrics refused (forbidden: a valid token with too weak a role). */
 void svd_metrics_http_denied(svd_metrics *m, int forbidden);
 

@@ -3,7 +3,6 @@
 
 #include <errno.h>
 #include <inttypes.h>
-#include <stdarg.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -667,67 +666,33 @@ void svc_cluster_note_fanout(svc_cluster *c, uint32_t shard, double seconds)
     pthread_mutex_unlock(&c->stats_mu);
 }
 
-/* Append to a malloc'd text (the exposition format). */
-static void putf(char **buf, size_t *len, size_t *cap, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
-static void putf(char **buf, size_t *len, size_t *cap, const char *fmt, ...)
-{
-    for (;;) {
-        if (!*buf)
-            return;
-        va_list ap;
-        va_start(ap, fmt);
-        int n = vsnprintf(*buf + *len, *cap - *len, fmt, ap);
-        va_end(ap);
-        if (n < 0)
-            return;
-        if ((size_t)n < *cap - *len) {
-            *len += (size_t)n;
-            return;
-        }
-        size_t ncap = *cap * 2 + (size_t)n;
-        char *b = realloc(*buf, ncap);
-        if (!b) {
-            free(*buf);
-            *buf = NULL;
-            return;
-        }
-        *buf = b;
-        *cap = ncap;
-    }
-}
-
-char *svc_cluster_metrics(void *ctx)
+void svc_cluster_metrics(void *ctx, svd_text *t)
 {
     svc_cluster *c = ctx;
     svc_cluster_stats s;
     svc_cluster_get_stats(c, &s);
-    size_t len = 0, cap = 8192;
-    char *b = malloc(cap);
-    if (!b)
-        return NULL;
-    b[0] = '\0';
-    putf(&b, &len, &cap,
+    svd_text_put(t,
          "# HELP slimvec_cluster_shard This pod's shard and replica set (cluster mode).\n"
          "# TYPE slimvec_cluster_shard gauge\nslimvec_cluster_shard{shard=\"%u\",shards=\"%u\",replica_set=\"%s\"} 1\n",
          c->cfg.shard, c->cfg.shards, c->cfg.replica_set);
     /* Per collection: where this replica is in its shard's stream. */
     svd_coll **colls = NULL;
     size_t m = c->app ? svd_registry_list(c->app->registry, &colls) : 0;
-    putf(&b, &len, &cap, "# HELP slimvec_cluster_applied_lsn The last record of the shard's stream this replica applied.\n"
+    svd_text_put(t, "# HELP slimvec_cluster_applied_lsn The last record of the shard's stream this replica applied.\n"
                          "# TYPE slimvec_cluster_applied_lsn gauge\n");
     for (size_t i = 0; i < m; i++)
-        putf(&b, &len, &cap, "slimvec_cluster_applied_lsn{collection=\"%s\",shard=\"%u\"} %llu\n", colls[i]->name,
+        svd_text_put(t, "slimvec_cluster_applied_lsn{collection=\"%s\",shard=\"%u\"} %llu\n", colls[i]->name,
              c->cfg.shard, (unsigned long long)sv_durable_applied(colls[i]->dur));
-    putf(&b, &len, &cap, "# HELP slimvec_cluster_lag_records Records in the shard's stream this replica has not applied yet.\n"
+    svd_text_put(t, "# HELP slimvec_cluster_lag_records Records in the shard's stream this replica has not applied yet.\n"
                          "# TYPE slimvec_cluster_lag_records gauge\n");
     for (size_t i = 0; i < m; i++) {
         uint64_t last = sv_durable_log_last(colls[i]->dur), applied = sv_durable_applied(colls[i]->dur);
-        putf(&b, &len, &cap, "slimvec_cluster_lag_records{collection=\"%s\",shard=\"%u\"} %llu\n", colls[i]->name,
+        svd_text_put(t, "slimvec_cluster_lag_records{collection=\"%s\",shard=\"%u\"} %llu\n", colls[i]->name,
              c->cfg.shard, (unsigned long long)(last > applied ? last - applied : 0));
     }
     if (c->app)
         svd_registry_put_list(c->app->registry, colls, m);
-    putf(&b, &len, &cap,
+    svd_text_put(t,
          "# HELP slimvec_cluster_records_applied_total Stream records this pod applied (all collections).\n"
          "# TYPE slimvec_cluster_records_applied_total counter\nslimvec_cluster_records_applied_total %llu\n"
          "# HELP slimvec_cluster_records_refused_total Records refused by every replica (a duplicate id, an unknown id to delete).\n"
@@ -745,16 +710,16 @@ char *svc_cluster_metrics(void *ctx)
          (unsigned long long)s.applied_records, (unsigned long long)s.refused_records,
          (unsigned long long)s.duplicate_records, (unsigned long long)s.apply_errors, (unsigned long long)s.appends,
          (unsigned long long)s.append_failures, s.append_seconds);
-    putf(&b, &len, &cap, "# HELP slimvec_cluster_fanout_seconds_total Time reads routed here waited for each shard's answer.\n"
+    svd_text_put(t, "# HELP slimvec_cluster_fanout_seconds_total Time reads routed here waited for each shard's answer.\n"
                          "# TYPE slimvec_cluster_fanout_seconds_total counter\n");
     for (uint32_t i = 0; i < c->cfg.shards; i++)
-        putf(&b, &len, &cap, "slimvec_cluster_fanout_seconds_total{shard=\"%u\"} %.6f\n", i, s.fanout_seconds[i]);
-    putf(&b, &len, &cap, "# HELP slimvec_cluster_fanout_answers_total Shard answers to reads routed here.\n"
+        svd_text_put(t, "slimvec_cluster_fanout_seconds_total{shard=\"%u\"} %.6f\n", i, s.fanout_seconds[i]);
+    svd_text_put(t, "# HELP slimvec_cluster_fanout_answers_total Shard answers to reads routed here.\n"
                          "# TYPE slimvec_cluster_fanout_answers_total counter\n");
     for (uint32_t i = 0; i < c->cfg.shards; i++)
-        putf(&b, &len, &cap, "slimvec_cluster_fanout_answers_total{shard=\"%u\"} %llu\n", i,
+        svd_text_put(t, "slimvec_cluster_fanout_answers_total{shard=\"%u\"} %llu\n", i,
              (unsigned long long)s.fanout_parts[i]);
-    putf(&b, &len, &cap,
+    svd_text_put(t,
          "# HELP slimvec_cluster_calls_total Calls to other pods (reads, outcomes), attempts included.\n"
          "# TYPE slimvec_cluster_calls_total counter\nslimvec_cluster_calls_total %llu\n"
          "# HELP slimvec_cluster_retries_total Calls moved to another replica after an error.\n"
@@ -767,7 +732,6 @@ char *svc_cluster_metrics(void *ctx)
          "# TYPE slimvec_cluster_call_failures_total counter\nslimvec_cluster_call_failures_total %llu\n",
          (unsigned long long)s.fanout.calls, (unsigned long long)s.fanout.retries, (unsigned long long)s.fanout.hedges,
          (unsigned long long)s.fanout.hedge_wins, (unsigned long long)s.fanout.failures);
-    return b;
 }
 
 void svc_cluster_get_stats(svc_cluster *c, svc_cluster_stats *out)

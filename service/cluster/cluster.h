@@ -25,6 +25,7 @@
 #include "fanout.h"
 #include "handlers.h"
 #include "log.h"
+#include "metrics.h"
 #include "natslog.h"
 #include "registry.h"
 
@@ -100,8 +101,8 @@ typedef struct svc_cluster_stats {
 void svc_cluster_get_stats(svc_cluster *c, svc_cluster_stats *out);
 void svc_cluster_note_append(svc_cluster *c, int ok, double seconds);
 void svc_cluster_note_fanout(svc_cluster *c, uint32_t shard, double seconds);
-/* The cluster's metrics in the exposition format (malloc'd; for /metrics). */
-char *svc_cluster_metrics(void *c);
+/* The cluster's metrics, in the exposition format, into a /metrics scrape. */
+void svc_cluster_metrics(void *c, svd_text *t);
 
 /* The router's method table (router.c). */
 const svd_method *svc_router_methods(size_t *n);
