@@ -11,7 +11,7 @@
 #                             SLIMVEC_* variables pass through; see slimvecd --help)
 #   deploy/setup.sh bench     build + the benchmark's quick set (founding data)
 #   deploy/setup.sh cluster   build + a local cluster in the foreground: three
-#                             nats-server and 2 shards x 2 replicas of slimvecd
+#                             nats-server, three etcd and 2 shards x 2 replicas of slimvecd
 #                             (deploy/cluster/local.sh)
 #
 #   deploy/setup.sh install-build     only the Debian packages that compiling needs
@@ -43,7 +43,7 @@ grpc-proto libmicrohttpd-dev libsodium-dev libssl-dev libnats-dev python3"
 TEST_PACKAGES="zlib1g-dev python3-grpcio python3-protobuf \
 prometheus python3-prometheus-client \
 python3-numpy python3-hnswlib dataset-fashion-mnist \
-docker-compose yamllint openssl nats-server"
+docker-compose yamllint openssl nats-server etcd-server"
 
 # What slimvecd and slimvec link against (their DT_NEEDED libraries), less
 # libc6 which every Debian image has. apt brings the rest (abseil, c-ares,

@@ -52,6 +52,7 @@ typedef struct config {
     double reload_seconds;
     int cluster;               /* cluster mode (--cluster-nats) */
     svc_cluster_config cl;
+    char advertise_buf[300];
 } config;
 
 static void usage(FILE *f)
@@ -129,14 +130,26 @@ static void usage(FILE *f)
             "  --cluster-nats URLS  NATS servers with JetStream, comma-separated nats:// or tls:// URLs: the\n"
             "                       cluster's logs (SLIMVEC_CLUSTER_NATS; unset: a single node)\n"
             "  --shards N           shards of every collection (SLIMVEC_SHARDS, default 1)\n"
-            "  --shard N            this pod's shard (SLIMVEC_SHARD, default the ordinal at the end of\n"
-            "                       --pod-name, modulo --shards)\n"
+            "  --shard N            the shard this pod joins when the shard map does not name it yet\n"
+            "                       (SLIMVEC_SHARD, default the ordinal at the end of --pod-name, modulo\n"
+            "                       --shards); after that the map says (moves change it)\n"
             "  --pod-name NAME      this pod's name, e.g. slimvec-r0-1 (SLIMVEC_POD_NAME, default $HOSTNAME)\n"
             "  --replica-set NAME   this pod's replica set, e.g. r0 (SLIMVEC_REPLICA_SET)\n"
             "  --replica-sets LIST  every replica set, comma-separated: a stream is purged only below the\n"
             "                       snapshots of all of them (SLIMVEC_REPLICA_SETS, default this one)\n"
-            "  --cluster-peers SPEC every pod by shard: 0=host:port,host:port;1=host:port,...\n"
-            "                       (SLIMVEC_CLUSTER_PEERS)\n"
+            "  --cluster-etcd EPS   etcd members' client endpoints, host:port,... (SLIMVEC_CLUSTER_ETCD):\n"
+            "                       the shard map, the pods' leases, the catalog of collections\n"
+            "  --cluster-name NAME  the cluster's keys in etcd are under /slimvec/NAME/ (SLIMVEC_CLUSTER_NAME,\n"
+            "                       default slimvec)\n"
+            "  --advertise ADDR     host:port the other pods reach this one at (SLIMVEC_ADVERTISE, default\n"
+            "                       --listen, its host replaced by the pod name when it is 0.0.0.0 or [::])\n"
+            "  --lease-seconds N    the pod's key in etcd lives this long without keep-alives\n"
+            "                       (SLIMVEC_LEASE_SECONDS, default 5)\n"
+            "  --etcd-timeout-ms MS each call to an etcd member (SLIMVEC_ETCD_TIMEOUT_MS, default 2000)\n"
+            "  --etcd-ca FILE, --etcd-cert FILE, --etcd-key FILE  TLS to etcd (SLIMVEC_ETCD_CA,\n"
+            "                       SLIMVEC_ETCD_CERT, SLIMVEC_ETCD_KEY)\n"
+            "  --ready-lag N        a replica catching up turns ready (read from) within N records of\n"
+            "                       the end of every stream (SLIMVEC_READY_LAG, default 64)\n"
             "  --stream-replicas N  copies NATS keeps of each stream (SLIMVEC_STREAM_REPLICAS, default 3)\n"
             "  --hedge-ms MS        a read not answered by one replica of a shard after this also asks\n"
             "                       another (SLIMVEC_HEDGE_MS, default 50)\n"
@@ -246,6 +259,7 @@ static int load_config(config *cfg, int argc, char **argv)
     double reload_seconds = 5;
     double apply_delay_ms = 0;
     double shards = 1, shard = -1, stream_replicas = 3, hedge_ms = 50, outcome_s = 5, nats_timeout = 5000;
+    double lease_seconds = 5, etcd_timeout = 2000, ready_lag = 64;
     const char *pod_name = getenv("HOSTNAME");
     memset(&cfg->cl, 0, sizeof cfg->cl);
     cfg->tls = (svd_tls_options){0};
@@ -299,7 +313,15 @@ static int load_config(config *cfg, int argc, char **argv)
         {"--pod-name", "SLIMVEC_POD_NAME", 0, 0, NULL, &pod_name},
         {"--replica-set", "SLIMVEC_REPLICA_SET", 0, 0, NULL, &cfg->cl.replica_set},
         {"--replica-sets", "SLIMVEC_REPLICA_SETS", 0, 0, NULL, &cfg->cl.replica_sets},
-        {"--cluster-peers", "SLIMVEC_CLUSTER_PEERS", 0, 0, NULL, &cfg->cl.peers},
+        {"--cluster-etcd", "SLIMVEC_CLUSTER_ETCD", 0, 0, NULL, &cfg->cl.meta.etcd.endpoints},
+        {"--cluster-name", "SLIMVEC_CLUSTER_NAME", 0, 0, NULL, &cfg->cl.meta.cluster},
+        {"--advertise", "SLIMVEC_ADVERTISE", 0, 0, NULL, &cfg->cl.meta.address},
+        {"--lease-seconds", "SLIMVEC_LEASE_SECONDS", 1, 3600, &lease_seconds, NULL},
+        {"--etcd-timeout-ms", "SLIMVEC_ETCD_TIMEOUT_MS", 50, 600000, &etcd_timeout, NULL},
+        {"--etcd-ca", "SLIMVEC_ETCD_CA", 0, 0, NULL, &cfg->cl.meta.etcd.tls.ca},
+        {"--etcd-cert", "SLIMVEC_ETCD_CERT", 0, 0, NULL, &cfg->cl.meta.etcd.tls.cert},
+        {"--etcd-key", "SLIMVEC_ETCD_KEY", 0, 0, NULL, &cfg->cl.meta.etcd.tls.key},
+        {"--ready-lag", "SLIMVEC_READY_LAG", 0, 1e9, &ready_lag, NULL},
         {"--stream-replicas", "SLIMVEC_STREAM_REPLICAS", 1, 5, &stream_replicas, NULL},
         {"--hedge-ms", "SLIMVEC_HEDGE_MS", 1, 60000, &hedge_ms, NULL},
         {"--outcome-seconds", "SLIMVEC_OUTCOME_SECONDS", 0.1, 3600, &outcome_s, NULL},
@@ -404,11 +426,39 @@ static int load_config(config *cfg, int argc, char **argv)
             return -1;
         }
         if ((cfg->cl.nats.cert_file != NULL) != (cfg->cl.nats.key_file != NULL) ||
-            (cfg->cl.peer.cert != NULL) != (cfg->cl.peer.key != NULL)) {
+            (cfg->cl.peer.cert != NULL) != (cfg->cl.peer.key != NULL) ||
+            (cfg->cl.meta.etcd.tls.cert != NULL) != (cfg->cl.meta.etcd.tls.key != NULL)) {
             fprintf(stderr, "slimvecd: a client certificate needs its key (--nats-cert/--nats-key, "
-                            "--peer-cert/--peer-key)\n");
+                            "--peer-cert/--peer-key, --etcd-cert/--etcd-key)\n");
             return -1;
         }
+        if (!cfg->cl.meta.etcd.endpoints || !*cfg->cl.meta.etcd.endpoints) {
+            fprintf(stderr, "slimvecd: cluster mode needs --cluster-etcd (the shard map and catalog)\n");
+            return -1;
+        }
+        if (!pod_name || !*pod_name) {
+            fprintf(stderr, "slimvecd: cluster mode needs --pod-name (or $HOSTNAME)\n");
+            return -1;
+        }
+        cfg->cl.meta.pod = pod_name;
+        if (!cfg->cl.meta.address) {
+            /* Others cannot call 0.0.0.0: the pod's name is its host (a
+             * StatefulSet's headless Service resolves it). */
+            const char *colon = strrchr(cfg->listen, ':');
+            int any = !colon || colon == cfg->listen || !strncmp(cfg->listen, "0.0.0.0:", 8) ||
+                      !strncmp(cfg->listen, "[::]:", 5);
+            if (any) {
+                snprintf(cfg->advertise_buf, sizeof cfg->advertise_buf, "%s%s", pod_name, colon ? colon : ":50051");
+                cfg->cl.meta.address = cfg->advertise_buf;
+            } else {
+                cfg->cl.meta.address = cfg->listen;
+            }
+        }
+        cfg->cl.meta.lease_seconds = (int)lease_seconds;
+        cfg->cl.meta.etcd.timeout_seconds = etcd_timeout / 1000.0;
+        if (cfg->cl.meta.etcd.tls.ca || cfg->cl.meta.etcd.tls.cert)
+            cfg->cl.meta.etcd.tls.tls = 1;
+        cfg->cl.ready_lag = (uint64_t)ready_lag;
         if (shard < 0) {
             /* A StatefulSet's pods end in their ordinal: slimvec-r0-3. */
             const char *dash = pod_name ? strrchr(pod_name, '-') : NULL;
@@ -620,8 +670,10 @@ int main(int argc, char **argv)
             svd_tls_free(tls);
             return 1;
         }
-        fprintf(stderr, "slimvecd: cluster mode: shard %u of %u, replica set %s, logs on NATS at %s\n",
-                cfg.cl.shard, cfg.cl.shards, cfg.cl.replica_set, cfg.cl.nats.urls);
+        fprintf(stderr, "slimvecd: cluster mode: pod %s (%s), shard %d of %u, replica set %s, logs on NATS at %s, "
+                        "metadata in etcd at %s\n",
+                cfg.cl.meta.pod, cfg.cl.meta.address, svc_cluster_shard(cluster), cfg.cl.shards, cfg.cl.replica_set,
+                cfg.cl.nats.urls, cfg.cl.meta.etcd.endpoints);
     }
     svd_registry_options ro = {.data_dir = cfg.data_dir,
                                .durable = cfg.durable,

@@ -350,6 +350,7 @@ static call *call_new(svd_server *s, int method)
     c->ctx.stopping = &s->stopping;
     c->ctx.srv = s;
     c->ctx.max_message = (size_t)s->cfg.max_message_bytes;
+    c->ctx.metadata = &c->md;
     pthread_mutex_lock(&s->mu);
     c->lnext = s->live;
     if (s->live)
@@ -1500,4 +1501,14 @@ void svd_server_get_stats(svd_server *s, svd_server_stats *out)
     out->refused_calls = atomic_load(&s->refused_calls);
     out->refused_bytes = atomic_load(&s->refused_bytes);
     out->send_timeouts = atomic_load(&s->send_timeouts);
+}
+
+const grpc_slice *svd_ctx_metadata(const svd_ctx *ctx, const char *key)
+{
+    if (!ctx->metadata)
+        return NULL;
+    for (size_t i = 0; i < ctx->metadata->count; i++)
+        if (grpc_slice_str_cmp(ctx->metadata->metadata[i].key, key) == 0)
+            return &ctx->metadata->metadata[i].value;
+    return NULL;
 }

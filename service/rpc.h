@@ -60,7 +60,12 @@ typedef struct svd_ctx {
      * checks no tokens or none came): a router passes it on, so the pod it
      * calls authorizes the caller itself. Valid while the call lives. */
     const grpc_slice *authorization;
+    /* The call's metadata as received (NULL in local contexts). */
+    const grpc_metadata_array *metadata;
 } svd_ctx;
+
+/* The value of the call's metadata key (the first one); NULL when absent. */
+const grpc_slice *svd_ctx_metadata(const svd_ctx *ctx, const char *key);
 
 /* A local context: timeout_seconds <= 0 means no deadline. */
 void svd_ctx_init_local(svd_ctx *ctx, size_t max_message, double timeout_seconds);

@@ -1,7 +1,8 @@
 #!/bin/sh
 # A cluster on this machine, on loopback: three nats-server processes with
-# JetStream (one cluster, the logs) and four slimvecd (2 shards x 2 replica
-# sets: r0-s0, r0-s1, r1-s0, r1-s1), each a router for all of them. Runs in
+# JetStream (one cluster, the logs), three etcd members (the shard map, the
+# pods' leases, the catalog) and four slimvecd (2 shards x 2 replica sets:
+# r0-s0, r0-s1, r1-s0, r1-s1), each a router for all of them. Runs in
 # the foreground until Ctrl-C, then stops everything (SIGTERM: the pods
 # snapshot). Data stays under ./slimvec-cluster for the next start.
 #
@@ -9,7 +10,8 @@
 #
 # Clients use any pod: 127.0.0.1:50061 (r0-s0), :50062 (r0-s1), :50063 (r1-s0),
 # :50064 (r1-s1); metrics on :9471..:9474. NATS: 127.0.0.1:4231..4233, its
-# monitoring on :8231..8233.
+# monitoring on :8231..8233. etcd: 127.0.0.1:2391..2393 (clients), 2381..2383
+# (peers): `ETCDCTL_API=3 etcdctl --endpoints 127.0.0.1:2391 get --prefix /slimvec/`.
 #
 # Debian's nats-server 2.9.10 acknowledges a write once a quorum holds it in
 # memory (it has no sync_interval): good for trying things. Production runs
@@ -45,14 +47,25 @@ EOF
     PIDS="$PIDS $!"
 done
 
+INITIAL="e1=http://127.0.0.1:2381,e2=http://127.0.0.1:2382,e3=http://127.0.0.1:2383"
+for i in 1 2 3; do
+    etcd --name "e$i" --data-dir "$DATA/etcd-$i" \
+        --listen-client-urls "http://127.0.0.1:239$i" --advertise-client-urls "http://127.0.0.1:239$i" \
+        --listen-peer-urls "http://127.0.0.1:238$i" --initial-advertise-peer-urls "http://127.0.0.1:238$i" \
+        --initial-cluster "$INITIAL" --initial-cluster-state new --initial-cluster-token slimvec-local \
+        >> "$DATA/etcd-$i.log" 2>&1 &
+    PIDS="$PIDS $!"
+done
+
 NATS=nats://127.0.0.1:4231,nats://127.0.0.1:4232,nats://127.0.0.1:4233
-PEERS="0=127.0.0.1:50061,127.0.0.1:50063;1=127.0.0.1:50062,127.0.0.1:50064"
+ETCD=127.0.0.1:2391,127.0.0.1:2392,127.0.0.1:2393
 n=1
 for set in r0 r1; do
     for shard in 0 1; do
         "$BIN" --listen 127.0.0.1:5006$n --metrics-listen 127.0.0.1:947$n \
-            --data-dir "$DATA/$set-s$shard" --cluster-nats "$NATS" --shards 2 --shard "$shard" \
-            --replica-set "$set" --replica-sets r0,r1 --cluster-peers "$PEERS" \
+            --data-dir "$DATA/$set-s$shard" --cluster-nats "$NATS" --cluster-etcd "$ETCD" \
+            --pod-name "$set-s$shard" --shards 2 --shard "$shard" \
+            --replica-set "$set" --replica-sets r0,r1 \
             >> "$DATA/$set-s$shard.log" 2>&1 &
         PIDS="$PIDS $!"
         n=$((n + 1))

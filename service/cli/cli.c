@@ -47,6 +47,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "call.h"
 #include "client.h"
 #include "health/v1/health.pb-c.h"
 #include "slimvec/v1/slimvec.pb-c.h"
@@ -153,29 +154,6 @@ static void send_initial_metadata(grpc_op *op)
     op->data.send_initial_metadata.metadata = auth_md.count ? auth_md.md : NULL;
 }
 
-static grpc_byte_buffer *pack(const ProtobufCMessage *msg)
-{
-    size_t len = protobuf_c_message_get_packed_size(msg);
-    grpc_slice slice = grpc_slice_malloc(len);
-    protobuf_c_message_pack(msg, GRPC_SLICE_START_PTR(slice));
-    grpc_byte_buffer *bb = grpc_raw_byte_buffer_create(&slice, 1);
-    grpc_slice_unref(slice); /* the buffer holds its own reference */
-    return bb;
-}
-
-static ProtobufCMessage *unpack(const ProtobufCMessageDescriptor *desc, grpc_byte_buffer *bb)
-{
-    grpc_byte_buffer_reader reader;
-    if (!grpc_byte_buffer_reader_init(&reader, bb))
-        return NULL;
-    grpc_slice all = grpc_byte_buffer_reader_readall(&reader);
-    grpc_byte_buffer_reader_destroy(&reader);
-    ProtobufCMessage *msg =
-        protobuf_c_message_unpack(desc, NULL, GRPC_SLICE_LENGTH(all), GRPC_SLICE_START_PTR(all));
-    grpc_slice_unref(all);
-    return msg;
-}
-
 /* Shut a queue down and drain it: the core requires both before destroy. */
 static void cq_destroy(grpc_completion_queue *cq)
 {
@@ -187,75 +165,19 @@ static void cq_destroy(grpc_completion_queue *cq)
 }
 
 /*
- * One unary call: a single batch with all six client ops. On OK, *resp is
- * the unpacked reply (free with protobuf_c_message_free_unpacked). Returns
- * 0, or 1 after printing the error.
+ * One unary call. On OK, *resp is the unpacked reply (free with
+ * protobuf_c_message_free_unpacked). Returns 0, or 1 after printing the
+ * error.
  */
 static int unary(grpc_channel *ch, const char *rpc, const char *path, const ProtobufCMessage *req,
                  const ProtobufCMessageDescriptor *resp_desc, ProtobufCMessage **resp)
 {
-    int rc = 1;
-    grpc_completion_queue *cq = grpc_completion_queue_create_for_pluck(NULL);
-    grpc_metadata_array md_init, md_trail;
-    grpc_metadata_array_init(&md_init);
-    grpc_metadata_array_init(&md_trail);
-    grpc_byte_buffer *send_bb = pack(req);
-    grpc_byte_buffer *recv_bb = NULL;
-    grpc_status_code status = GRPC_STATUS_UNKNOWN;
-    grpc_slice details = grpc_empty_slice();
-    gpr_timespec deadline = gpr_time_add(gpr_now(GPR_CLOCK_REALTIME),
-                                         gpr_time_from_seconds(unary_timeout_s, GPR_TIMESPAN));
-    grpc_slice method = grpc_slice_from_static_string(path);
-    grpc_call *call = grpc_channel_create_call(ch, NULL, GRPC_PROPAGATE_DEFAULTS, cq, method, NULL,
-                                               deadline, NULL);
-    grpc_op ops[6];
-    memset(ops, 0, sizeof ops);
-    send_initial_metadata(&ops[0]);
-    ops[1].op = GRPC_OP_SEND_MESSAGE;
-    ops[1].data.send_message.send_message = send_bb;
-    ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
-    ops[3].op = GRPC_OP_RECV_INITIAL_METADATA;
-    ops[3].data.recv_initial_metadata.recv_initial_metadata = &md_init;
-    ops[4].op = GRPC_OP_RECV_MESSAGE;
-    ops[4].data.recv_message.recv_message = &recv_bb;
-    ops[5].op = GRPC_OP_RECV_STATUS_ON_CLIENT;
-    ops[5].data.recv_status_on_client.trailing_metadata = &md_trail;
-    ops[5].data.recv_status_on_client.status = &status;
-    ops[5].data.recv_status_on_client.status_details = &details;
-    void *tag = (void *)ops; /* any unique address */
-    if (grpc_call_start_batch(call, ops, 6, tag, NULL) != GRPC_CALL_OK) {
-        fprintf(stderr, "slimvec: %s: cannot start the call\n", rpc);
-        goto cleanup;
-    }
-    grpc_event ev = grpc_completion_queue_pluck(cq, tag, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
-    if (ev.type != GRPC_OP_COMPLETE) {
-        fprintf(stderr, "slimvec: %s: completion queue failed\n", rpc);
-        goto cleanup;
-    }
-    if (status != GRPC_STATUS_OK) {
-        char *d = grpc_slice_to_c_string(details);
-        rpc_error(rpc, status, d);
-        gpr_free(d);
-        goto cleanup;
-    }
-    *resp = recv_bb ? unpack(resp_desc, recv_bb) : NULL;
-    if (!*resp) {
-        fprintf(stderr, "slimvec: %s: malformed or missing reply\n", rpc);
-        goto cleanup;
-    }
-    rc = 0;
-cleanup:
-    grpc_call_unref(call);
-    grpc_byte_buffer_destroy(send_bb);
-    if (recv_bb)
-        grpc_byte_buffer_destroy(recv_bb);
-    grpc_slice_unref(details);
-    grpc_metadata_array_destroy(&md_init);
-    grpc_metadata_array_destroy(&md_trail);
-    /* A pluck queue drains with pluck/next alike once shut down. */
-    grpc_completion_queue_shutdown(cq);
-    grpc_completion_queue_destroy(cq);
-    return rc;
+    svd_call_status st;
+    if (svd_call_unary(ch, path, auth_md.count ? auth_md.md : NULL, auth_md.count, req, resp_desc,
+                       unary_timeout_s, resp, &st) == GRPC_STATUS_OK)
+        return 0;
+    rpc_error(rpc, st.code, st.message);
+    return 1;
 }
 
 /* ---- streaming driver ---------------------------------------------------- */
@@ -815,13 +737,13 @@ static grpc_byte_buffer *ingest_make(void *ctx, size_t i)
     req.collection = (char *)c->collection;
     req.sequence = i;
     req.dimension = (uint32_t)c->dim; /* the server refuses a mismatch */
-    /* Points into the file's matrix: pack() copies, so no staging buffer. */
+    /* Points into the file's matrix: svd_pack() copies, so no staging buffer. */
     req.n_vectors = batch_rows(c, i) * c->dim;
     req.vectors = (float *)(c->data + i * c->batch * c->dim);
     /* No ids: the server assigns the smallest unused numbers, i.e. row
      * numbers for a fresh collection, which is what the .ivecs ground
      * truth refers to. */
-    return pack(&req.base);
+    return svd_pack(&req.base);
 }
 
 static int ingest_reply(void *ctx, size_t i, grpc_byte_buffer *bb)
@@ -829,7 +751,7 @@ static int ingest_reply(void *ctx, size_t i, grpc_byte_buffer *bb)
     ingest_ctx *c = ctx;
     int rc = 1;
     Slimvec__V1__IngestResponse *r =
-        (Slimvec__V1__IngestResponse *)unpack(&slimvec__v1__ingest_response__descriptor, bb);
+        (Slimvec__V1__IngestResponse *)svd_unpack(&slimvec__v1__ingest_response__descriptor, bb);
     if (!r) {
         if (c->tty && c->done > 0)
             fputc('\n', stderr); /* the error goes below the progress line */
@@ -955,7 +877,7 @@ static grpc_byte_buffer *search_make(void *ctx, size_t i)
     req.search_list = c->search_list;
     req.tag = i;
     req.dimension = (uint32_t)c->dim;
-    grpc_byte_buffer *bb = pack(&req.base);
+    grpc_byte_buffer *bb = svd_pack(&req.base);
     c->sent_at[i] = now_s();
     return bb;
 }
@@ -966,7 +888,7 @@ static int search_reply(void *ctx, size_t i, grpc_byte_buffer *bb)
     c->latency[i] = now_s() - c->sent_at[i];
     int rc = 1;
     Slimvec__V1__SearchResponse *r =
-        (Slimvec__V1__SearchResponse *)unpack(&slimvec__v1__search_response__descriptor, bb);
+        (Slimvec__V1__SearchResponse *)svd_unpack(&slimvec__v1__search_response__descriptor, bb);
     if (!r) {
         fprintf(stderr, "slimvec: SearchStream: malformed reply for query %zu\n", i);
         return 1;

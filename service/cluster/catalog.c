@@ -13,7 +13,7 @@ struct svc_catalog {
     pthread_mutex_t mu;
     svc_catalog_entry *items;
     size_t n, cap;
-    uint64_t applied;
+    uint64_t revision;
 };
 
 svc_catalog *svc_catalog_create(void)
@@ -43,19 +43,12 @@ static size_t put_name(const char *name, uint8_t *out)
     return 1 + len;
 }
 
-size_t svc_catalog_encode_create(const char *name, uint32_t shards, const sv_params *p, uint8_t *out)
+size_t svc_catalog_encode(const char *name, uint32_t shards, const sv_params *p, uint8_t *out)
 {
     size_t off = put_name(name, out);
     memcpy(out + off, &shards, 4);
     sv_params_encode(p, out + off + 4);
     return off + 4 + SV_PARAMS_BYTES;
-}
-
-size_t svc_catalog_encode_drop(const char *name, uint64_t incarnation, uint8_t *out)
-{
-    size_t off = put_name(name, out);
-    memcpy(out + off, &incarnation, 8);
-    return off + 8;
 }
 
 static long find(const svc_catalog *c, const char *name)
@@ -66,68 +59,54 @@ static long find(const svc_catalog *c, const char *name)
     return -1;
 }
 
-sv_status svc_catalog_apply(svc_catalog *c, uint32_t type, uint64_t lsn, const uint8_t *p, size_t len,
-                            svc_catalog_change *change, svc_catalog_entry *changed, sv_error *err)
+sv_status svc_catalog_decode(const uint8_t *p, size_t len, uint64_t incarnation, svc_catalog_entry *out,
+                             sv_error *err)
 {
-    *change = SVC_CATALOG_NONE;
-    char name[65];
+    memset(out, 0, sizeof *out);
     if (len < 1 || p[0] < 1 || p[0] > 64 || len < 1u + p[0])
-        return sv_fail(err, SV_ERR_CORRUPT, "catalog LSN %" PRIu64 ": a bad name", lsn);
-    memcpy(name, p + 1, p[0]);
-    name[p[0]] = '\0';
+        return sv_fail(err, SV_ERR_CORRUPT, "collection record: a bad name");
+    memcpy(out->name, p + 1, p[0]);
+    out->name[p[0]] = '\0';
+    if (strlen(out->name) != p[0])
+        return sv_fail(err, SV_ERR_CORRUPT, "collection record: a NUL in the name");
     size_t off = 1u + p[0];
-    svc_catalog_entry e = {0};
-    uint64_t inc = 0;
-    if (type == SVC_CATALOG_CREATE) {
-        if (len != off + 4 + SV_PARAMS_BYTES)
-            return sv_fail(err, SV_ERR_CORRUPT, "catalog LSN %" PRIu64 ": a CREATE of %zu bytes", lsn, len);
-        memcpy(&e.shards, p + off, 4);
-        sv_error perr;
-        if (sv_params_decode(p + off + 4, SV_PARAMS_BYTES, &e.params, &perr) != SV_OK || e.shards < 1)
-            return sv_fail(err, SV_ERR_CORRUPT, "catalog LSN %" PRIu64 ": %s", lsn, perr.message);
-        snprintf(e.name, sizeof e.name, "%s", name);
-        e.incarnation = lsn;
-    } else if (type == SVC_CATALOG_DROP) {
-        if (len != off + 8)
-            return sv_fail(err, SV_ERR_CORRUPT, "catalog LSN %" PRIu64 ": a DROP of %zu bytes", lsn, len);
-        memcpy(&inc, p + off, 8);
-    } else {
-        return sv_fail(err, SV_ERR_CORRUPT, "catalog LSN %" PRIu64 ": record type %u", lsn, type);
-    }
-    pthread_mutex_lock(&c->mu);
-    sv_status st = SV_OK;
-    if (lsn > c->applied) {
-        long at = find(c, name);
-        if (type == SVC_CATALOG_CREATE && at < 0) {
-            if (c->n == c->cap) {
-                size_t cap = c->cap ? c->cap * 2 : 16;
-                svc_catalog_entry *t = realloc(c->items, cap * sizeof *t);
-                if (!t)
-                    st = sv_fail(err, SV_ERR_RESOURCE, "out of memory in the catalog");
-                else
-                    c->items = t, c->cap = cap;
-            }
-            if (st == SV_OK) {
-                c->items[c->n++] = e;
-                *change = SVC_CATALOG_CREATED;
-                *changed = e;
-            }
-        } else if (type == SVC_CATALOG_DROP && at >= 0 && c->items[at].incarnation == inc) {
-            *changed = c->items[at];
-            c->items[at] = c->items[--c->n];
-            *change = SVC_CATALOG_DROPPED;
-        }
-        if (st == SV_OK)
-            c->applied = lsn;
-    }
-    pthread_mutex_unlock(&c->mu);
-    return st == SV_OK ? sv_ok(err) : st;
+    if (len != off + 4 + SV_PARAMS_BYTES)
+        return sv_fail(err, SV_ERR_CORRUPT, "collection record \"%s\": %zu bytes", out->name, len);
+    memcpy(&out->shards, p + off, 4);
+    sv_error perr;
+    if (sv_params_decode(p + off + 4, SV_PARAMS_BYTES, &out->params, &perr) != SV_OK)
+        return sv_fail(err, SV_ERR_CORRUPT, "collection record \"%s\": %s", out->name, perr.message);
+    if (out->shards < 1)
+        return sv_fail(err, SV_ERR_CORRUPT, "collection record \"%s\": 0 shards", out->name);
+    out->incarnation = incarnation;
+    return sv_ok(err);
 }
 
-uint64_t svc_catalog_applied(svc_catalog *c)
+sv_status svc_catalog_set(svc_catalog *c, const svc_catalog_entry *items, size_t n, uint64_t revision,
+                          sv_error *err)
+{
+    svc_catalog_entry *copy = malloc((n ? n : 1) * sizeof *copy);
+    if (!copy)
+        return sv_fail(err, SV_ERR_RESOURCE, "out of memory in the catalog");
+    if (n)
+        memcpy(copy, items, n * sizeof *copy);
+    pthread_mutex_lock(&c->mu);
+    if (revision >= c->revision) {
+        free(c->items);
+        c->items = copy;
+        c->n = c->cap = n;
+        c->revision = revision;
+        copy = NULL;
+    }
+    pthread_mutex_unlock(&c->mu);
+    free(copy);
+    return sv_ok(err);
+}
+
+uint64_t svc_catalog_revision(svc_catalog *c)
 {
     pthread_mutex_lock(&c->mu);
-    uint64_t a = c->applied;
+    uint64_t a = c->revision;
     pthread_mutex_unlock(&c->mu);
     return a;
 }

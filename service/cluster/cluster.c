@@ -17,6 +17,8 @@
 
 #define OUTCOMES 512           /* records whose outcome each collection keeps */
 #define RECONCILE_SECONDS 1.0  /* the registry is checked against the catalog this often */
+#define READY_CHECK_SECONDS 0.2 /* a catching-up replica looks at its lag this often */
+#define FORCED_READ_SECONDS 0.05 /* routers make etcd be read again at most this often */
 #define IDLE_US 2000           /* the applier's pause when nothing came */
 #define ERROR_US 50000         /* ... and when something failed */
 
@@ -39,15 +41,15 @@ typedef struct shard_log {
     sv_log *log;
 } shard_log;
 
-typedef struct peer_set {
-    grpc_channel *ch[SVC_FANOUT_TARGETS];
-    int n;
-} peer_set;
+typedef struct peer {
+    char address[SVC_ADDRESS_MAX + 1];
+    grpc_channel *ch;
+} peer;
 
 /*
- * Locks: logs_mu (the writers' log cache) and stats_mu are leaves. The
- * applier thread is the only one that applies records and changes the
- * registry's collections in cluster mode.
+ * Locks: logs_mu (the writers' log cache), peers_mu (the channels) and
+ * stats_mu are leaves. The applier thread is the only one that applies
+ * records and changes the registry's collections in cluster mode.
  */
 struct svc_cluster {
     svc_cluster_config cfg;
@@ -56,11 +58,15 @@ struct svc_cluster {
     int n_sets;
     char *sets_buf;
     svc_nats *nats;
-    sv_log *catalog_log;
-    svc_catalog *catalog;
+    svc_meta *meta;
+    int shard;                   /* this pod's shard (from the map at start), -1: none */
+    atomic_int meta_changed;     /* etcd said something changed: reconcile */
+    pthread_mutex_t refresh_mu;
+    double refreshed_at;         /* the start of the last read the routers forced (refresh_mu) */
     svd_registry_follow follow;
-    peer_set peers[SVC_SHARDS_MAX];
-    atomic_uint rr[SVC_SHARDS_MAX]; /* per shard: which replica a read asks first */
+    pthread_mutex_t peers_mu;
+    peer *peers;                 /* one channel per address ever routed to */
+    size_t n_peers, cap_peers;
     pthread_mutex_t logs_mu;
     shard_log *logs;
     size_t n_logs, cap_logs;
@@ -86,58 +92,6 @@ static const char *keep(svc_cluster *c, const char *s)
         if (!c->strings[i])
             return c->strings[i] = strdup(s);
     return NULL;
-}
-
-/* "0=a:1,b:2;1=c:3" into peer channels. */
-static sv_status parse_peers(svc_cluster *c, sv_error *err)
-{
-    if (!c->cfg.peers || !*c->cfg.peers)
-        return sv_fail(err, SV_ERR_INVALID_ARGUMENT, "cluster mode needs --cluster-peers (shard=host:port,...;...)");
-    char *copy = strdup(c->cfg.peers);
-    if (!copy)
-        return sv_fail(err, SV_ERR_RESOURCE, "out of memory");
-    sv_status st = SV_OK;
-    char *save = NULL;
-    for (char *group = strtok_r(copy, ";", &save); group && st == SV_OK; group = strtok_r(NULL, ";", &save)) {
-        char *eq = strchr(group, '=');
-        char *end = NULL;
-        unsigned long shard = eq ? strtoul(group, &end, 10) : 0;
-        if (!eq || end != eq || shard >= c->cfg.shards) {
-            st = sv_fail(err, SV_ERR_INVALID_ARGUMENT, "--cluster-peers: \"%.60s\" is not shard=host:port,... with a shard below %u",
-                         group, c->cfg.shards);
-            break;
-        }
-        char *save2 = NULL;
-        for (char *addr = strtok_r(eq + 1, ",", &save2); addr; addr = strtok_r(NULL, ",", &save2)) {
-            peer_set *ps = &c->peers[shard];
-            if (ps->n == SVC_FANOUT_TARGETS) {
-                st = sv_fail(err, SV_ERR_INVALID_ARGUMENT, "--cluster-peers: more than %d replicas of shard %lu",
-                             SVC_FANOUT_TARGETS, shard);
-                break;
-            }
-            char why[256] = "";
-            /* Failing fast on a dead pod is what lets the router move on
-             * to its sibling: no waiting for a connection to come up. */
-            grpc_arg args[2];
-            memset(args, 0, sizeof args);
-            args[0].type = args[1].type = GRPC_ARG_INTEGER;
-            args[0].key = (char *)"grpc.initial_reconnect_backoff_ms";
-            args[0].value.integer = 100;
-            args[1].key = (char *)"grpc.max_reconnect_backoff_ms";
-            args[1].value.integer = 1000;
-            grpc_channel *ch = svd_client_channel(addr, &c->cfg.peer, args, 2, why, sizeof why);
-            if (!ch) {
-                st = sv_fail(err, SV_ERR_INVALID_ARGUMENT, "--cluster-peers: %s: %s", addr, why);
-                break;
-            }
-            ps->ch[ps->n++] = ch;
-        }
-    }
-    free(copy);
-    for (uint32_t s = 0; st == SV_OK && s < c->cfg.shards; s++)
-        if (!c->peers[s].n)
-            st = sv_fail(err, SV_ERR_INVALID_ARGUMENT, "--cluster-peers names no replica of shard %u", s);
-    return st;
 }
 
 static sv_status parse_sets(svc_cluster *c, sv_error *err)
@@ -190,11 +144,13 @@ static sv_status follow_open_log(void *ctx, const char *name, uint64_t *incarnat
 {
     svc_cluster *c = ctx;
     svc_catalog_entry e;
-    if (!svc_catalog_find(c->catalog, name, &e))
+    if (!svc_catalog_find(svc_meta_catalog(c->meta), name, &e))
         return sv_fail(err, SV_ERR_NOT_FOUND, "the cluster has no collection \"%s\"", name);
+    if (c->shard < 0)
+        return sv_fail(err, SV_ERR_NOT_FOUND, "this pod serves no shard");
     *incarnation = e.incarnation;
     char stream[64];
-    stream_name(e.incarnation, c->cfg.shard, stream, sizeof stream);
+    stream_name(e.incarnation, (uint32_t)c->shard, stream, sizeof stream);
     /* Right after NATS restarts a stream has no leader for a few seconds:
      * a pod starting then waits for it rather than fail. */
     double until = sv_now_seconds() + c->open_wait;
@@ -247,16 +203,6 @@ sv_status svc_cluster_shard_log(svc_cluster *c, uint64_t incarnation, uint32_t s
     pthread_mutex_unlock(&c->logs_mu);
     *out = log;
     return sv_ok(err);
-}
-
-sv_status svc_cluster_catalog_append(svc_cluster *c, uint32_t type, const uint8_t *rec, size_t len, uint64_t *lsn,
-                                     sv_error *err)
-{
-    struct iovec part = {(void *)rec, len};
-    double t0 = sv_now_seconds();
-    sv_status st = sv_log_append(c->catalog_log, type, &part, 1, lsn, err);
-    svc_cluster_note_append(c, st == SV_OK, sv_now_seconds() - t0);
-    return st;
 }
 
 /* ---- outcomes ------------------------------------------------------------------------------ */
@@ -366,30 +312,12 @@ static void drop_local(svc_cluster *c, const svc_catalog_entry *e)
     }
     /* This shard's stream goes too (the router that dropped it removes
      * every shard's; removing twice is harmless). */
+    if (c->shard < 0)
+        return;
     char stream[64];
-    stream_name(e->incarnation, c->cfg.shard, stream, sizeof stream);
+    stream_name(e->incarnation, (uint32_t)c->shard, stream, sizeof stream);
     sv_error err;
     svc_natslog_delete(c->nats, stream, &err);
-}
-
-typedef struct catalog_visit_ctx {
-    svc_cluster *c;
-    int act; /* change the registry (after start) */
-} catalog_visit_ctx;
-
-static sv_status catalog_visit(void *ctx, uint32_t type, uint64_t lsn, const uint8_t *p, size_t len, sv_error *err)
-{
-    catalog_visit_ctx *v = ctx;
-    svc_catalog_change change;
-    svc_catalog_entry e;
-    sv_status st = svc_catalog_apply(v->c->catalog, type, lsn, p, len, &change, &e, err);
-    if (st != SV_OK || !v->act)
-        return st;
-    if (change == SVC_CATALOG_CREATED)
-        create_local(v->c, &e);
-    else if (change == SVC_CATALOG_DROPPED)
-        drop_local(v->c, &e);
-    return SV_OK;
 }
 
 /* The registry in line with the catalog: what it lacks is created, what it
@@ -397,20 +325,25 @@ static sv_status catalog_visit(void *ctx, uint32_t type, uint64_t lsn, const uin
 static void reconcile(svc_cluster *c)
 {
     svc_catalog_entry *all = NULL;
-    size_t n = svc_catalog_list(c->catalog, &all);
+    size_t n = svc_catalog_list(svc_meta_catalog(c->meta), &all);
+    /* A collection dropped in etcd: dropped here (and this shard's stream). */
+    svd_coll **have = NULL;
+    size_t h = svd_registry_list(c->app->registry, &have);
+    for (size_t i = 0; i < h; i++) {
+        int found = 0;
+        for (size_t k = 0; k < n && !found; k++)
+            found = !strcmp(all[k].name, have[i]->name) && all[k].incarnation == have[i]->incarnation;
+        if (!found) {
+            svc_catalog_entry gone = {0};
+            snprintf(gone.name, sizeof gone.name, "%s", have[i]->name);
+            gone.incarnation = have[i]->incarnation;
+            drop_local(c, &gone);
+        }
+    }
+    svd_registry_put_list(c->app->registry, have, h);
     for (size_t i = 0; i < n; i++)
         create_local(c, &all[i]);
     free(all);
-    svd_coll **colls = NULL;
-    size_t m = svd_registry_list(c->app->registry, &colls);
-    for (size_t i = 0; i < m; i++) {
-        svc_catalog_entry e;
-        if (!svc_catalog_find(c->catalog, colls[i]->name, &e) || e.incarnation != colls[i]->incarnation) {
-            sv_error err;
-            svd_registry_drop(c->app->registry, colls[i]->name, &err);
-        }
-    }
-    svd_registry_put_list(c->app->registry, colls, m);
 }
 
 static uint64_t apply_collections(svc_cluster *c, int *errors)
@@ -443,21 +376,52 @@ static uint64_t apply_collections(svc_cluster *c, int *errors)
     return total;
 }
 
+/* A catching-up replica that applied (nearly) everything turns itself
+ * ready: routers start reading from it. */
+static void maybe_ready(svc_cluster *c)
+{
+    int state;
+    if (c->shard < 0 || svc_meta_my_shard(c->meta, &state) != c->shard || state != SVC_REPLICA_CATCHING_UP)
+        return;
+    svc_catalog_entry *all = NULL;
+    size_t n = svc_catalog_list(svc_meta_catalog(c->meta), &all);
+    int behind = 0;
+    for (size_t i = 0; i < n && !behind; i++) {
+        svd_coll *coll = svd_registry_get(c->app->registry, all[i].name);
+        if (!coll || coll->incarnation != all[i].incarnation) {
+            behind = 1; /* not opened here yet */
+        } else {
+            uint64_t last = sv_durable_log_last(coll->dur), applied = sv_durable_applied(coll->dur);
+            behind = last > applied + c->cfg.ready_lag;
+        }
+        svd_registry_put(c->app->registry, coll);
+    }
+    free(all);
+    if (behind)
+        return;
+    sv_error err;
+    if (svc_meta_set_state(c->meta, SVC_REPLICA_READY, &err) == SV_OK)
+        fprintf(stderr, "slimvecd: cluster: caught up with shard %d: ready (epoch %llu)\n", c->shard,
+                (unsigned long long)svc_meta_epoch(c->meta));
+    else
+        fprintf(stderr, "slimvecd: cluster: turning ready: %s (tried again)\n", err.message);
+}
+
 static void *applier(void *arg)
 {
     svc_cluster *c = arg;
-    catalog_visit_ctx v = {c, 1};
-    double reconciled = 0;
+    double reconciled = 0, readied = 0;
     while (!atomic_load(&c->stop)) {
-        uint64_t before = svc_catalog_applied(c->catalog), after = before;
-        sv_error err;
-        sv_log_read(c->catalog_log, before, 0, catalog_visit, &v, &after, &err);
         int errors = 0;
-        uint64_t n = apply_collections(c, &errors) + (after - before);
         double now = sv_now_seconds();
-        if (now - reconciled > RECONCILE_SECONDS) {
+        if (atomic_exchange(&c->meta_changed, 0) || now - reconciled > RECONCILE_SECONDS) {
             reconcile(c);
             reconciled = now;
+        }
+        uint64_t n = apply_collections(c, &errors);
+        if (now - readied > READY_CHECK_SECONDS) {
+            maybe_ready(c);
+            readied = now;
         }
         if (n && c->wake)
             c->wake(c->wake_ctx); /* calls waiting for these records */
@@ -470,6 +434,12 @@ static void *applier(void *arg)
 }
 
 /* ---- life ----------------------------------------------------------------------------------- */
+
+static void meta_changed(void *ctx)
+{
+    svc_cluster *c = ctx;
+    atomic_store(&c->meta_changed, 1);
+}
 
 sv_status svc_cluster_create(const svc_cluster_config *cfg, double wait_seconds, svc_cluster **out, sv_error *err)
 {
@@ -485,12 +455,14 @@ sv_status svc_cluster_create(const svc_cluster_config *cfg, double wait_seconds,
     c->cfg.nats.token = keep(c, cfg->nats.token);
     c->cfg.replica_set = keep(c, cfg->replica_set);
     c->cfg.replica_sets = keep(c, cfg->replica_sets);
-    c->cfg.peers = keep(c, cfg->peers);
     if (c->cfg.stream_replicas < 1)
         c->cfg.stream_replicas = 3;
     if (c->cfg.outcome_seconds <= 0)
         c->cfg.outcome_seconds = 5;
+    c->shard = -1;
     pthread_mutex_init(&c->logs_mu, NULL);
+    pthread_mutex_init(&c->peers_mu, NULL);
+    pthread_mutex_init(&c->refresh_mu, NULL);
     pthread_mutex_init(&c->stats_mu, NULL);
     c->open_wait = wait_seconds;
     sv_status st = SV_OK;
@@ -499,40 +471,23 @@ sv_status svc_cluster_create(const svc_cluster_config *cfg, double wait_seconds,
                      SVC_SHARDS_MAX);
     if (st == SV_OK)
         st = parse_sets(c, err);
-    if (st == SV_OK)
-        st = parse_peers(c, err);
-    if (st == SV_OK && !(c->catalog = svc_catalog_create()))
-        st = sv_fail(err, SV_ERR_RESOURCE, "out of memory");
-    if (st == SV_OK)
-        st = svc_nats_connect(&c->cfg.nats, &c->nats, err);
-    /* NATS may come up after us (a cluster starting at once): wait. */
-    double until = sv_now_seconds() + wait_seconds;
-    while (st == SV_OK) {
-        st = open_stream(c, "catalog", NULL, 1, &c->catalog_log, err);
-        if (st != SV_ERR_IO || sv_now_seconds() > until)
-            break;
-        fprintf(stderr, "slimvecd: cluster: waiting for NATS: %s\n", err->message);
-        sleep(1);
-        st = SV_OK;
+    if (st == SV_OK) {
+        svc_meta_config mc = cfg->meta;
+        mc.shards = cfg->shards;
+        mc.shard = cfg->shard;
+        mc.replica_set = c->cfg.replica_set;
+        st = svc_meta_create(&mc, wait_seconds, meta_changed, c, &c->meta, err);
     }
-    /* The whole catalog before anything opens: it says what exists. */
-    catalog_visit_ctx v = {c, 0};
-    while (st == SV_OK) {
-        uint64_t end = sv_log_last(c->catalog_log), at = svc_catalog_applied(c->catalog);
-        if (at >= end)
-            break;
-        uint64_t got = at;
-        st = sv_log_read(c->catalog_log, at, 1000, catalog_visit, &v, &got, err);
-        if (st == SV_ERR_IO && sv_now_seconds() < until) {
-            sleep(1);
-            st = SV_OK;
-        }
+    if (st == SV_OK) {
+        int state;
+        c->shard = svc_meta_my_shard(c->meta, &state);
+        st = svc_nats_connect(&c->cfg.nats, &c->nats, err);
     }
     if (st != SV_OK) {
         svc_cluster_free(c);
         return st;
     }
-    c->follow = (svd_registry_follow){follow_open_log, c, {c->cfg.shards, c->cfg.shard}};
+    c->follow = (svd_registry_follow){follow_open_log, c, {c->cfg.shards, c->shard < 0 ? 0 : (uint32_t)c->shard}};
     *out = c;
     return sv_ok(err);
 }
@@ -584,16 +539,17 @@ void svc_cluster_free(svc_cluster *c)
     for (size_t i = 0; i < c->n_logs; i++)
         sv_log_close(c->logs[i].log);
     free(c->logs);
-    sv_log_close(c->catalog_log);
-    svc_catalog_free(c->catalog);
-    for (uint32_t s = 0; s < SVC_SHARDS_MAX; s++)
-        for (int k = 0; k < c->peers[s].n; k++)
-            grpc_channel_destroy(c->peers[s].ch[k]);
+    svc_meta_free(c->meta);
+    for (size_t i = 0; i < c->n_peers; i++)
+        grpc_channel_destroy(c->peers[i].ch);
+    free(c->peers);
     svc_nats_free(c->nats);
     for (size_t i = 0; i < sizeof c->strings / sizeof c->strings[0]; i++)
         free(c->strings[i]);
     free(c->sets_buf);
     pthread_mutex_destroy(&c->logs_mu);
+    pthread_mutex_destroy(&c->peers_mu);
+    pthread_mutex_destroy(&c->refresh_mu);
     pthread_mutex_destroy(&c->stats_mu);
     free(c);
 }
@@ -608,30 +564,137 @@ svc_fanout *svc_cluster_fanout(svc_cluster *c)
     return c->fanout;
 }
 
-int svc_cluster_catalog_behind(svc_cluster *c)
+int svc_cluster_catalog_behind(svc_cluster *c, double call_start)
 {
-    return svc_catalog_applied(c->catalog) < sv_log_last(c->catalog_log);
+    pthread_mutex_lock(&c->refresh_mu);
+    double at = c->refreshed_at, now = sv_now_seconds();
+    if (at >= call_start) {
+        pthread_mutex_unlock(&c->refresh_mu);
+        return 0; /* read since the call began: the name is unknown */
+    }
+    if (now - at < FORCED_READ_SECONDS) {
+        /* A read a moment ago, before this call: one more comes soon. */
+        pthread_mutex_unlock(&c->refresh_mu);
+        svc_meta_poke(c->meta);
+        return 1;
+    }
+    c->refreshed_at = now;
+    pthread_mutex_unlock(&c->refresh_mu);
+    /* A hostile client asking for unknown names makes one read per
+     * FORCED_READ_SECONDS at most, whatever its rate. */
+    sv_error err;
+    svc_meta_refresh(c->meta, 1, &err);
+    return 1;
 }
 
 svc_catalog *svc_cluster_catalog(svc_cluster *c)
 {
-    return c->catalog;
+    return svc_meta_catalog(c->meta);
 }
 
-int svc_cluster_targets(svc_cluster *c, uint32_t shard, grpc_channel **out)
+svc_meta *svc_cluster_meta(svc_cluster *c)
 {
-    peer_set *ps = &c->peers[shard];
-    int n = ps->n, k = 0;
-    unsigned start = atomic_fetch_add(&c->rr[shard], 1);
-    /* Healthy-looking channels first (rotating), failing ones last. */
-    for (int pass = 0; pass < 2; pass++)
-        for (int i = 0; i < n; i++) {
-            grpc_channel *ch = ps->ch[(start + (unsigned)i) % (unsigned)n];
-            int failing = grpc_channel_check_connectivity_state(ch, 1) == GRPC_CHANNEL_TRANSIENT_FAILURE;
-            if (failing == pass)
-                out[k++] = ch;
+    return c->meta;
+}
+
+int svc_cluster_shard(svc_cluster *c)
+{
+    return c->shard;
+}
+
+void svc_cluster_map_stale(svc_cluster *c)
+{
+    svc_meta_poke(c->meta);
+}
+
+/* The channel to address (made once, kept: the pods of a cluster are few). */
+static grpc_channel *channel_to(svc_cluster *c, const char *address)
+{
+    pthread_mutex_lock(&c->peers_mu);
+    grpc_channel *ch = NULL;
+    for (size_t i = 0; i < c->n_peers && !ch; i++)
+        if (!strcmp(c->peers[i].address, address))
+            ch = c->peers[i].ch;
+    if (!ch && c->n_peers == c->cap_peers) {
+        size_t cap = c->cap_peers ? c->cap_peers * 2 : 16;
+        peer *t = realloc(c->peers, cap * sizeof *t);
+        if (t) {
+            c->peers = t;
+            c->cap_peers = cap;
         }
-    return k;
+    }
+    if (!ch && c->n_peers < c->cap_peers) {
+        char why[256] = "";
+        /* Failing fast on a dead pod is what lets the router move on
+         * to its sibling: no waiting for a connection to come up. */
+        grpc_arg args[2];
+        memset(args, 0, sizeof args);
+        args[0].type = args[1].type = GRPC_ARG_INTEGER;
+        args[0].key = (char *)"grpc.initial_reconnect_backoff_ms";
+        args[0].value.integer = 100;
+        args[1].key = (char *)"grpc.max_reconnect_backoff_ms";
+        args[1].value.integer = 1000;
+        if ((ch = svd_client_channel(address, &c->cfg.peer, args, 2, why, sizeof why))) {
+            snprintf(c->peers[c->n_peers].address, sizeof c->peers[c->n_peers].address, "%s", address);
+            c->peers[c->n_peers++].ch = ch;
+        } else {
+            fprintf(stderr, "slimvecd: cluster: a channel to %s: %s\n", address, why);
+        }
+    }
+    pthread_mutex_unlock(&c->peers_mu);
+    return ch;
+}
+
+int svc_cluster_targets(svc_cluster *c, uint32_t shard, grpc_channel **out, uint64_t *epoch)
+{
+    svc_meta_replica reps[SVC_FANOUT_TARGETS];
+    int n = svc_meta_targets(c->meta, shard, reps, SVC_FANOUT_TARGETS, epoch), k = 0;
+    grpc_channel *chs[SVC_FANOUT_TARGETS];
+    for (int i = 0; i < n; i++)
+        if ((chs[k] = channel_to(c, reps[i].address)))
+            k++;
+    /* Healthy-looking channels first, failing ones last. */
+    int m = 0;
+    for (int pass = 0; pass < 2; pass++)
+        for (int i = 0; i < k; i++) {
+            int failing = grpc_channel_check_connectivity_state(chs[i], 1) == GRPC_CHANNEL_TRANSIENT_FAILURE;
+            if (failing == pass)
+                out[m++] = chs[i];
+        }
+    return m;
+}
+
+int svc_cluster_check_shard(svc_cluster *c, const grpc_slice *md, uint32_t *shard, char *why, size_t cap)
+{
+    char buf[64];
+    size_t len = md ? GRPC_SLICE_LENGTH(*md) : 0;
+    unsigned long long epoch = 0;
+    unsigned s = 0;
+    char extra;
+    if (!md || len >= sizeof buf) {
+        snprintf(why, cap, "a call between pods without its shard (metadata slimvec-shard)");
+        return 0;
+    }
+    memcpy(buf, GRPC_SLICE_START_PTR(*md), len);
+    buf[len] = 0;
+    if (sscanf(buf, "%u@%llu%c", &s, &epoch, &extra) != 2) {
+        snprintf(why, cap, "metadata slimvec-shard \"%s\" is not <shard>@<epoch>", buf);
+        return 0;
+    }
+    *shard = s;
+    if (epoch > svc_meta_epoch(c->meta)) {
+        sv_error err; /* the caller saw a newer map than ours */
+        svc_meta_refresh(c->meta, 0, &err);
+    }
+    if (svc_meta_serves(c->meta, s))
+        return 1;
+    int state;
+    int mine = svc_meta_my_shard(c->meta, &state);
+    snprintf(why, cap, "stale shard map: this pod is %s of shard %d, not a ready replica of shard %u (epoch %llu "
+             "here, %llu at the router)", state == SVC_REPLICA_READY ? "a ready replica"
+             : state == SVC_REPLICA_CATCHING_UP ? "catching up" : state == SVC_REPLICA_LEAVING ? "leaving" : "no replica",
+             mine, s, (unsigned long long)svc_meta_epoch(c->meta), epoch);
+    return 0;
 }
 
 void svc_cluster_delete_streams(svc_cluster *c, uint64_t incarnation)
@@ -672,23 +735,28 @@ void svc_cluster_metrics(void *ctx, svd_text *t)
     svc_cluster_stats s;
     svc_cluster_get_stats(c, &s);
     svd_text_put(t,
-         "# HELP slimvec_cluster_shard This pod's shard and replica set (cluster mode).\n"
-         "# TYPE slimvec_cluster_shard gauge\nslimvec_cluster_shard{shard=\"%u\",shards=\"%u\",replica_set=\"%s\"} 1\n",
-         c->cfg.shard, c->cfg.shards, c->cfg.replica_set);
+         "# HELP slimvec_cluster_shard This pod's shard (-1: none) and replica set (cluster mode).\n"
+         "# TYPE slimvec_cluster_shard gauge\nslimvec_cluster_shard{shards=\"%u\",replica_set=\"%s\"} %d\n"
+         "# HELP slimvec_cluster_map_epoch The epoch of the shard map this pod routes by.\n"
+         "# TYPE slimvec_cluster_map_epoch gauge\nslimvec_cluster_map_epoch %llu\n"
+         "# HELP slimvec_cluster_replica_ready 1 when this pod is a ready replica of its shard.\n"
+         "# TYPE slimvec_cluster_replica_ready gauge\nslimvec_cluster_replica_ready %d\n",
+         c->cfg.shards, c->cfg.replica_set, c->shard, (unsigned long long)svc_meta_epoch(c->meta),
+         c->shard >= 0 && svc_meta_serves(c->meta, (uint32_t)c->shard));
     /* Per collection: where this replica is in its shard's stream. */
     svd_coll **colls = NULL;
     size_t m = c->app ? svd_registry_list(c->app->registry, &colls) : 0;
     svd_text_put(t, "# HELP slimvec_cluster_applied_lsn The last record of the shard's stream this replica applied.\n"
                          "# TYPE slimvec_cluster_applied_lsn gauge\n");
     for (size_t i = 0; i < m; i++)
-        svd_text_put(t, "slimvec_cluster_applied_lsn{collection=\"%s\",shard=\"%u\"} %llu\n", colls[i]->name,
-             c->cfg.shard, (unsigned long long)sv_durable_applied(colls[i]->dur));
+        svd_text_put(t, "slimvec_cluster_applied_lsn{collection=\"%s\",shard=\"%d\"} %llu\n", colls[i]->name,
+             c->shard, (unsigned long long)sv_durable_applied(colls[i]->dur));
     svd_text_put(t, "# HELP slimvec_cluster_lag_records Records in the shard's stream this replica has not applied yet.\n"
                          "# TYPE slimvec_cluster_lag_records gauge\n");
     for (size_t i = 0; i < m; i++) {
         uint64_t last = sv_durable_log_last(colls[i]->dur), applied = sv_durable_applied(colls[i]->dur);
-        svd_text_put(t, "slimvec_cluster_lag_records{collection=\"%s\",shard=\"%u\"} %llu\n", colls[i]->name,
-             c->cfg.shard, (unsigned long long)(last > applied ? last - applied : 0));
+        svd_text_put(t, "slimvec_cluster_lag_records{collection=\"%s\",shard=\"%d\"} %llu\n", colls[i]->name,
+             c->shard, (unsigned long long)(last > applied ? last - applied : 0));
     }
     if (c->app)
         svd_registry_put_list(c->app->registry, colls, m);

@@ -1,17 +1,22 @@
 /*
- * Cluster mode (part 1: a static shard map). Every slimvecd of a cluster
- * is a replica of one shard (of S) and a router for all of them:
+ * Cluster mode. Every slimvecd of a cluster is a router for every shard,
+ * and a replica of at most one shard (of S), as the shard map says:
  *
+ *   - the cluster's metadata is in etcd (meta.h): the shard map (which pods
+ *     serve which shard, with an epoch), the pods' leases, the catalog of
+ *     collections;
  *   - the log of each (collection, shard) is a NATS JetStream stream
- *     (natslog.h); the catalog of collections is one more (catalog.h);
- *   - this pod applies the catalog and its own shard's streams in order
- *     (the applier thread below), snapshots locally, and restarts from its
- *     snapshots plus the streams' tails;
+ *     (natslog.h);
+ *   - this pod applies its shard's streams in order (the applier thread
+ *     below), snapshots locally, and restarts from its snapshots plus the
+ *     streams' tails; it joins the map catching up and turns itself ready
+ *     once it has caught up;
  *   - as a router (router.c) it writes any shard's stream and fans reads
- *     out to one replica of every shard (fanout.h), whose addresses come
- *     from the configuration.
+ *     out to one ready replica of every shard (fanout.h), each call
+ *     carrying the map's epoch: a replica that no longer serves the shard
+ *     refuses, and the router reads the map again.
  *
- * Nothing here elects, replicates or commits: NATS does.
+ * Nothing here elects, replicates or commits: NATS and etcd do.
  */
 #ifndef SVC_CLUSTER_H
 #define SVC_CLUSTER_H
@@ -26,6 +31,7 @@
 #include "handlers.h"
 #include "log.h"
 #include "metrics.h"
+#include "meta.h"
 #include "natslog.h"
 #include "registry.h"
 
@@ -34,24 +40,23 @@
 
 typedef struct svc_cluster_config {
     svc_nats_config nats;
+    svc_meta_config meta;         /* etcd, the cluster's name, this pod's name and address, S, where it joins */
     uint32_t shards;              /* S >= 1 */
-    uint32_t shard;               /* this pod's shard, < S */
+    uint32_t shard;               /* where this pod joins when the map does not name it, < S */
     const char *replica_set;      /* this pod's replica set ("r0") */
     const char *replica_sets;     /* every replica set, comma-separated ("r0,r1"): the purge waits for all */
     int stream_replicas;          /* copies of each stream NATS keeps (1..5) */
-    /* Every replica of every shard: "0=host:port,host:port;1=host:port,..."
-     * (this pod's own address among them). */
-    const char *peers;
     double hedge_seconds;         /* a read's second replica starts after this */
     double outcome_seconds;       /* how long a write waits to hear how it applied */
     svd_client_options peer;      /* TLS to the other pods (the caller's token is passed on) */
+    uint64_t ready_lag;           /* records behind (per collection) a catching-up replica turns ready at */
     double apply_delay_seconds;   /* tests only: the applier pauses this long between passes (a lagging replica) */
 } svc_cluster_config;
 
 typedef struct svc_cluster svc_cluster;
 
-/* Connect to NATS and read the catalog (waiting up to wait_seconds for
- * NATS to answer). */
+/* Connect to etcd and NATS, join the shard map, read the catalog
+ * (waiting up to wait_seconds for them to answer). */
 sv_status svc_cluster_create(const svc_cluster_config *cfg, double wait_seconds, svc_cluster **out, sv_error *err);
 /* What the registry needs to follow the shard's streams. */
 const svd_registry_follow *svc_cluster_follow(svc_cluster *c);
@@ -64,22 +69,31 @@ void svc_cluster_free(svc_cluster *c);
 
 const svc_cluster_config *svc_cluster_config_of(svc_cluster *c);
 svc_fanout *svc_cluster_fanout(svc_cluster *c);
-/* The shard's replicas (best first: channels not known to be failing
- * first, rotating between the rest); their count. */
-int svc_cluster_targets(svc_cluster *c, uint32_t shard, grpc_channel **out);
+/* The shard's ready replicas (live ones first, rotating); their count;
+ * *epoch: the map's epoch they come from. */
+int svc_cluster_targets(svc_cluster *c, uint32_t shard, grpc_channel **out, uint64_t *epoch);
+/* This pod's shard (-1: none). */
+int svc_cluster_shard(svc_cluster *c);
+/* A call to SlimVecShard names (metadata "slimvec-shard" =
+ * "<shard>@<epoch>") the shard it means: 1 when this pod serves it (the
+ * map is read again first when the caller's epoch is newer than ours);
+ * else 0 and why. */
+int svc_cluster_check_shard(svc_cluster *c, const grpc_slice *md, uint32_t *shard, char *why, size_t cap);
+/* A router was refused for a stale map: read it again soon. */
+void svc_cluster_map_stale(svc_cluster *c);
+svc_meta *svc_cluster_meta(svc_cluster *c);
 
 /* The writer's log of (incarnation, shard), opened once and kept. Only a
  * create makes the stream (create = 1): a write racing a drop finds the
  * stream gone (SV_ERR_NOT_FOUND) and never brings it back. */
 sv_status svc_cluster_shard_log(svc_cluster *c, uint64_t incarnation, uint32_t shard, int create, sv_log **out,
                                 sv_error *err);
-/* Append to the catalog (create or drop); the LSN. */
-sv_status svc_cluster_catalog_append(svc_cluster *c, uint32_t type, const uint8_t *rec, size_t len,
-                                     uint64_t *lsn, sv_error *err);
 svc_catalog *svc_cluster_catalog(svc_cluster *c);
-/* 1 when the catalog's stream holds records this pod has not applied yet
- * (a collection created through another pod a moment ago). */
-int svc_cluster_catalog_behind(svc_cluster *c);
+/* A name the catalog lacks, looked up by a call that started at
+ * call_start: 1 when the catalog may be behind etcd (it was read again,
+ * or will be in a moment: look again), 0 when it was read after the call
+ * started (the name really is unknown). */
+int svc_cluster_catalog_behind(svc_cluster *c, double call_start);
 /* Remove every shard's stream of a dropped collection. */
 void svc_cluster_delete_streams(svc_cluster *c, uint64_t incarnation);
 

@@ -19,6 +19,8 @@ typedef struct attempt attempt;
 typedef struct part {
     svc_part_result r;
     grpc_byte_buffer *req;
+    grpc_metadata md[SVC_FANOUT_MD_MAX + 1]; /* the op's, then the part's own */
+    size_t n_md;
     grpc_channel *targets[SVC_FANOUT_TARGETS];
     int n_targets;
     int next_target;       /* the next target to start on */
@@ -32,8 +34,6 @@ typedef struct part {
 struct svc_fanout_op {
     svc_fanout *f;
     grpc_slice path;
-    grpc_metadata *md;
-    size_t n_md;
     double deadline;
     part *parts;
     size_t n, n_done;
@@ -106,8 +106,8 @@ static int start_attempt(svc_fanout_op *op, size_t i, int hedge)
     grpc_op ops[6];
     memset(ops, 0, sizeof ops);
     ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
-    ops[0].data.send_initial_metadata.count = op->n_md;
-    ops[0].data.send_initial_metadata.metadata = op->md;
+    ops[0].data.send_initial_metadata.count = p->n_md;
+    ops[0].data.send_initial_metadata.metadata = p->n_md ? p->md : NULL;
     ops[1].op = GRPC_OP_SEND_MESSAGE;
     ops[1].data.send_message.send_message = a->req;
     ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
@@ -180,16 +180,16 @@ static void unlink_op(svc_fanout *f, svc_fanout_op *op)
 static void free_op(svc_fanout_op *op)
 {
     for (size_t i = 0; i < op->n; i++) {
-        grpc_byte_buffer_destroy(op->parts[i].req);
-        if (op->parts[i].r.response)
-            grpc_byte_buffer_destroy(op->parts[i].r.response);
-    }
-    for (size_t i = 0; i < op->n_md; i++) {
-        grpc_slice_unref(op->md[i].key);
-        grpc_slice_unref(op->md[i].value);
+        part *p = &op->parts[i];
+        grpc_byte_buffer_destroy(p->req);
+        if (p->r.response)
+            grpc_byte_buffer_destroy(p->r.response);
+        for (size_t k = 0; k < p->n_md; k++) {
+            grpc_slice_unref(p->md[k].key);
+            grpc_slice_unref(p->md[k].value);
+        }
     }
     grpc_slice_unref(op->path);
-    free(op->md);
     free(op->parts);
     free(op);
 }
@@ -347,16 +347,16 @@ void svc_fanout_get_stats(svc_fanout *f, svc_fanout_stats *out)
 
 svc_fanout_op *svc_fanout_start(svc_fanout *f, const char *path, size_t n, grpc_byte_buffer *const *requests,
                                 grpc_channel *const (*targets)[SVC_FANOUT_TARGETS], const int *n_targets,
-                                const grpc_metadata *md, size_t n_md, double deadline)
+                                const grpc_metadata *md, size_t n_md, const char *part_key,
+                                const char *const *part_values, double deadline)
 {
+    if (n_md > SVC_FANOUT_MD_MAX)
+        return NULL;
     svc_fanout_op *op = calloc(1, sizeof *op);
     if (!op)
         return NULL;
     op->parts = calloc(n ? n : 1, sizeof *op->parts);
-    op->md = calloc(n_md ? n_md : 1, sizeof *op->md);
-    if (!op->parts || !op->md) {
-        free(op->parts);
-        free(op->md);
+    if (!op->parts) {
         free(op);
         return NULL;
     }
@@ -364,19 +364,24 @@ svc_fanout_op *svc_fanout_start(svc_fanout *f, const char *path, size_t n, grpc_
     op->n = n;
     op->deadline = deadline;
     op->path = grpc_slice_from_copied_string(path);
-    for (size_t i = 0; i < n_md; i++) {
-        op->md[i].key = grpc_slice_ref(md[i].key);
-        op->md[i].value = grpc_slice_ref(md[i].value);
-    }
-    op->n_md = n_md;
     for (size_t i = 0; i < n; i++) {
         part *p = &op->parts[i];
+        for (size_t k = 0; k < n_md; k++) {
+            p->md[k].key = grpc_slice_ref(md[k].key);
+            p->md[k].value = grpc_slice_ref(md[k].value);
+        }
+        p->n_md = n_md;
+        if (part_key && part_values && part_values[i]) {
+            p->md[n_md].key = grpc_slice_from_copied_string(part_key);
+            p->md[n_md].value = grpc_slice_from_copied_string(part_values[i]);
+            p->n_md++;
+        }
         p->req = grpc_byte_buffer_copy(requests[i]);
         p->n_targets = n_targets[i] < SVC_FANOUT_TARGETS ? n_targets[i] : SVC_FANOUT_TARGETS;
         for (int k = 0; k < p->n_targets; k++)
             p->targets[k] = targets[i][k];
         p->r.code = GRPC_STATUS_UNAVAILABLE;
-        snprintf(p->r.message, sizeof p->r.message, "no replica of this shard is configured");
+        snprintf(p->r.message, sizeof p->r.message, "no ready replica of this shard");
     }
     pthread_mutex_lock(&f->mu);
     op->next = f->ops;

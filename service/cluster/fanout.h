@@ -20,6 +20,7 @@
 #include <stdint.h>
 
 #define SVC_FANOUT_TARGETS 8
+#define SVC_FANOUT_MD_MAX 4    /* metadata common to every part */
 
 typedef struct svc_fanout svc_fanout;
 typedef struct svc_fanout_op svc_fanout_op;
@@ -45,12 +46,15 @@ void svc_fanout_get_stats(svc_fanout *f, svc_fanout_stats *out);
 
 /*
  * Start n parts of the method `path`: part i sends requests[i] (copied) to
- * targets[i][0..n_targets[i]). deadline: CLOCK_MONOTONIC seconds. NULL when
- * out of memory.
+ * targets[i][0..n_targets[i]), with the metadata md (at most
+ * SVC_FANOUT_MD_MAX) and, when part_values[i] is not NULL, part_key =
+ * part_values[i]. deadline: CLOCK_MONOTONIC seconds. NULL when out of
+ * memory.
  */
 svc_fanout_op *svc_fanout_start(svc_fanout *f, const char *path, size_t n, grpc_byte_buffer *const *requests,
                                 grpc_channel *const (*targets)[SVC_FANOUT_TARGETS], const int *n_targets,
-                                const grpc_metadata *md, size_t n_md, double deadline);
+                                const grpc_metadata *md, size_t n_md, const char *part_key,
+                                const char *const *part_values, double deadline);
 /* 1 when every part is done. */
 int svc_fanout_done(svc_fanout_op *op);
 /* Part i's result (after svc_fanout_done). */

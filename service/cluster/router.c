@@ -24,6 +24,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "call.h"
 #include "cluster.h"
 #include "error.h"
 #include "follow.h"
@@ -36,6 +37,8 @@
  * limit (1 MiB by default; it must not be set lower): a resend through any
  * pod splits a batch into the same records, so their keys match. */
 #define RECORD_BYTES (512 * 1024)
+#define STALE_RESTARTS 3      /* a read starts over this often after a stale map */
+#define SHARD_MD "slimvec-shard" /* "<shard>@<epoch>" on every call between pods */
 #define SHARD_METHOD(name) "/slimvec.v1.SlimVecShard/" name
 #define PUBLIC(name) "/slimvec.v1.SlimVec/" name
 
@@ -62,32 +65,6 @@ static int waited_out(svd_ctx *ctx, double *since, svd_reply *r)
     return 1;
 }
 
-static grpc_byte_buffer *pack(const ProtobufCMessage *m)
-{
-    size_t n = protobuf_c_message_get_packed_size(m);
-    uint8_t *buf = malloc(n ? n : 1);
-    if (!buf)
-        return NULL;
-    protobuf_c_message_pack(m, buf);
-    grpc_slice s = grpc_slice_from_copied_buffer((const char *)buf, n);
-    free(buf);
-    grpc_byte_buffer *bb = grpc_raw_byte_buffer_create(&s, 1);
-    grpc_slice_unref(s);
-    return bb;
-}
-
-static ProtobufCMessage *unpack(const ProtobufCMessageDescriptor *d, grpc_byte_buffer *bb)
-{
-    grpc_byte_buffer_reader rd;
-    if (!bb || !grpc_byte_buffer_reader_init(&rd, bb))
-        return NULL;
-    grpc_slice s = grpc_byte_buffer_reader_readall(&rd);
-    grpc_byte_buffer_reader_destroy(&rd);
-    ProtobufCMessage *m = protobuf_c_message_unpack(d, NULL, GRPC_SLICE_LENGTH(s), GRPC_SLICE_START_PTR(s));
-    grpc_slice_unref(s);
-    return m;
-}
-
 /* Start one call per part to the replicas of parts' shards, with the
  * caller's credentials. NULL: out of memory (r says so). */
 static svc_fanout_op *fan_out(svc_cluster *cl, svd_ctx *ctx, const char *path, size_t n,
@@ -95,10 +72,18 @@ static svc_fanout_op *fan_out(svc_cluster *cl, svd_ctx *ctx, const char *path, s
 {
     grpc_channel *(*targets)[SVC_FANOUT_TARGETS] = calloc(n ? n : 1, sizeof *targets);
     int *n_targets = calloc(n ? n : 1, sizeof *n_targets);
+    char (*where)[48] = calloc(n ? n : 1, sizeof *where);
+    const char **values = calloc(n ? n : 1, sizeof *values);
     svc_fanout_op *op = NULL;
-    if (targets && n_targets) {
-        for (size_t i = 0; i < n; i++)
-            n_targets[i] = svc_cluster_targets(cl, shards[i], targets[i]);
+    if (targets && n_targets && where && values) {
+        /* Each part says which shard it means, by which map's epoch: a pod
+         * that no longer serves it refuses (svc_cluster_check_shard). */
+        for (size_t i = 0; i < n; i++) {
+            uint64_t epoch = 0;
+            n_targets[i] = svc_cluster_targets(cl, shards[i], targets[i], &epoch);
+            snprintf(where[i], sizeof where[i], "%u@%" PRIu64, shards[i], epoch);
+            values[i] = where[i];
+        }
         grpc_metadata md[1];
         size_t n_md = 0;
         if (ctx->authorization) {
@@ -108,27 +93,37 @@ static svc_fanout_op *fan_out(svc_cluster *cl, svd_ctx *ctx, const char *path, s
         }
         op = svc_fanout_start(svc_cluster_fanout(cl), path, n, reqs,
                               (grpc_channel *const (*)[SVC_FANOUT_TARGETS])targets, n_targets, md, n_md,
-                              deadline);
+                              SHARD_MD, values, deadline);
     }
     free(targets);
     free(n_targets);
+    free(where);
+    free(values);
     if (!op)
         svd_reply_oom(r);
     return op;
 }
 
-/* A part's failure as the reply ("shard 1: ..."). */
-static void part_error(svd_reply *r, uint32_t shard, const svc_part_result *pr)
+/* A replica refused the part: by its map it does not serve the shard. */
+static int stale(const svc_part_result *pr)
 {
+    return pr->code == GRPC_STATUS_ABORTED && strstr(pr->message, "stale shard map") != NULL;
+}
+
+/* A part's failure as the reply ("shard 1: ..."). */
+static void part_error(svc_cluster *cl, svd_reply *r, uint32_t shard, const svc_part_result *pr)
+{
+    if (stale(pr))
+        svc_cluster_map_stale(cl); /* read the map again: the next call goes where the shard is */
     svd_reply_error(r, pr->code, "shard %u: %s", shard, pr->message);
 }
 
 /*
  * The collection named, as svd_lookup; but a name this pod does not hold
  * while the catalog has it (its copy is being made) or while its catalog
- * is behind the catalog's stream (created through another pod a moment
- * ago) defers the call until it caught up, so every pod answers as soon
- * as any pod acknowledged the create.
+ * may be behind etcd (created through another pod a moment ago) defers the
+ * call until it caught up, so every pod answers as soon as any pod
+ * acknowledged the create.
  */
 static svd_coll *lookup(svd_app *app, svd_ctx *ctx, svd_role role, const char *name, double *since, svd_reply *r)
 {
@@ -138,7 +133,8 @@ static svd_coll *lookup(svd_app *app, svd_ctx *ctx, svd_role role, const char *n
         return c;
     svc_catalog_entry e;
     if (probe.code == GRPC_STATUS_NOT_FOUND && !waited_out(ctx, since, r) &&
-        (svc_catalog_find(svc_cluster_catalog(app->cluster), name, &e) || svc_cluster_catalog_behind(app->cluster))) {
+        (svc_catalog_find(svc_cluster_catalog(app->cluster), name, &e) ||
+         svc_cluster_catalog_behind(app->cluster, *since))) {
         r->defer = 1;
         return NULL;
     }
@@ -227,6 +223,7 @@ static int append_record(svc_cluster *cl, svd_coll *c, uint32_t shard, uint32_t 
  */
 typedef struct state_head {
     int replied;
+    int restarts;               /* times the call started over after a stale map */
     void (*reset)(void *state);
 } state_head;
 
@@ -242,8 +239,10 @@ static void *state_of(void **state, size_t size, void (*reset)(void *), svd_repl
         }
         h->reset = reset;
     }
-    if (h->replied)
+    if (h->replied) {
         h->reset(h);
+        h->restarts = 0;
+    }
     return h;
 }
 
@@ -327,7 +326,7 @@ static int ask_outcomes(svc_cluster *cl, svd_ctx *ctx, const char *collection, w
         pos.incarnation = w->incarnation;
         q.collection = (char *)collection;
         q.position = &pos;
-        if (!(reqs[n] = pack(&q.base))) {
+        if (!(reqs[n] = svd_pack(&q.base))) {
             ok = 0;
             break;
         }
@@ -352,13 +351,15 @@ static int ask_outcomes(svc_cluster *cl, svd_ctx *ctx, const char *collection, w
 
 /* The outcomes: total count, or the first refusal as the reply. 0 when an
  * outcome is missing or a refusal (r set). */
-static int outcomes_ok(write_state *w, uint64_t *count, svd_reply *r)
+static int outcomes_ok(svc_cluster *cl, write_state *w, uint64_t *count, svd_reply *r)
 {
     *count = 0;
     for (size_t k = 0; k < w->n_asked; k++) {
         const svc_part_result *pr = svc_fanout_result(w->op, k);
         rec_pos *rp = &w->recs[w->asked[k]];
         if (pr->code != GRPC_STATUS_OK) {
+            if (stale(pr))
+                svc_cluster_map_stale(cl);
             svd_reply_error(r, GRPC_STATUS_UNAVAILABLE,
                             "shard %u's part is in its log (LSN %" PRIu64 ") but no replica said how it applied (%s); "
                             "send it again with the same batch_id",
@@ -366,7 +367,7 @@ static int outcomes_ok(write_state *w, uint64_t *count, svd_reply *r)
             return 0;
         }
         Slimvec__V1__ShardApplyResponse *a =
-            (void *)unpack(&slimvec__v1__shard_apply_response__descriptor, pr->response);
+            (void *)svd_unpack(&slimvec__v1__shard_apply_response__descriptor, pr->response);
         if (!a) {
             svd_reply_error(r, GRPC_STATUS_INTERNAL, "shard %u: a malformed answer", rp->shard);
             return 0;
@@ -557,7 +558,7 @@ static void ingest_message(svd_app *app, svd_ctx *ctx, write_state *w, const Sli
         goto done;
     }
     uint64_t count = 0;
-    if (w->op && !outcomes_ok(w, &count, r))
+    if (w->op && !outcomes_ok(cl, w, &count, r))
         goto done;
     char **ids = svd_own_array(r, n, sizeof *ids);
     char *numbers = svd_own_array(r, n, 24);
@@ -701,7 +702,7 @@ static void h_delete(void *appv, svd_ctx *ctx, void **state, const ProtobufCMess
         goto done;
     }
     uint64_t count = 0;
-    if (w->op && !outcomes_ok(w, &count, r))
+    if (w->op && !outcomes_ok(cl, w, &count, r))
         goto done;
     resp->deleted = (uint32_t)count;
     r->msg = &resp->base;
@@ -735,12 +736,35 @@ static read_state *read_state_of(void **state, svd_reply *r)
     return state_of(state, sizeof(read_state), read_reset, r);
 }
 
+/*
+ * A replica refused a part for a stale map (the shard moved): read the
+ * map again and start the call over, from its checks, at most
+ * STALE_RESTARTS times. 1 when it starts over (r defers).
+ */
+static int restart_if_stale(svc_cluster *cl, read_state *s, svd_reply *r)
+{
+    int any = 0;
+    for (uint32_t i = 0; i < s->shards && !any; i++)
+        any = stale(svc_fanout_result(s->op, i));
+    if (!any || s->head.restarts >= STALE_RESTARTS)
+        return 0;
+    sv_error err;
+    svc_meta_refresh(svc_cluster_meta(cl), 1, &err);
+    int restarts = s->head.restarts + 1;
+    double since = s->since;
+    read_reset(s);
+    s->head.restarts = restarts;
+    s->since = since;
+    r->defer = 1;
+    return 1;
+}
+
 /* The same request to every shard. */
 static int fan_all(svc_cluster *cl, svd_ctx *ctx, read_state *s, const char *path, const ProtobufCMessage *req,
                    svd_reply *r)
 {
     uint32_t S = svc_cluster_config_of(cl)->shards;
-    grpc_byte_buffer *bb = pack(req);
+    grpc_byte_buffer *bb = svd_pack(req);
     grpc_byte_buffer **reqs = calloc(S, sizeof *reqs);
     uint32_t *shards = calloc(S, sizeof *shards);
     s->answers = calloc(S, sizeof *s->answers);
@@ -799,6 +823,8 @@ static void search_message(svd_app *app, svd_ctx *ctx, read_state *s, const Slim
         r->defer = 1;
         return;
     }
+    if (restart_if_stale(cl, s, r))
+        return;
     size_t m = 0;
     uint32_t *missing = svd_own_array(r, s->shards, sizeof *missing);
     if (!missing) {
@@ -809,7 +835,7 @@ static void search_message(svd_app *app, svd_ctx *ctx, read_state *s, const Slim
         const svc_part_result *pr = svc_fanout_result(s->op, i);
         svc_cluster_note_fanout(cl, i, pr->seconds);
         if (pr->code == GRPC_STATUS_OK) {
-            s->answers[i] = unpack(&slimvec__v1__search_response__descriptor, pr->response);
+            s->answers[i] = svd_unpack(&slimvec__v1__search_response__descriptor, pr->response);
             if (!s->answers[i]) {
                 svd_reply_error(r, GRPC_STATUS_INTERNAL, "shard %u: a malformed answer", i);
                 return;
@@ -819,7 +845,7 @@ static void search_message(svd_app *app, svd_ctx *ctx, read_state *s, const Slim
         /* Only a shard that could not be reached may be left out. */
         int unreachable = pr->code == GRPC_STATUS_UNAVAILABLE || pr->code == GRPC_STATUS_CANCELLED;
         if (!req->allow_partial || !unreachable) {
-            part_error(r, i, pr);
+            part_error(cl, r, i, pr);
             return;
         }
         missing[m++] = i;
@@ -954,7 +980,7 @@ static void h_get(void *appv, svd_ctx *ctx, void **state, const ProtobufCMessage
                     sub[g.n_ids++] = req->ids[k];
             g.ids = sub;
             shards[i] = i;
-            ok = (reqs[i] = pack(&g.base)) != NULL;
+            ok = (reqs[i] = svd_pack(&g.base)) != NULL;
         }
         if (ok)
             s->op = fan_out(cl, ctx, SHARD_METHOD("Get"), S, reqs, shards, deadline_of(ctx), r);
@@ -974,14 +1000,16 @@ static void h_get(void *appv, svd_ctx *ctx, void **state, const ProtobufCMessage
         r->defer = 1;
         return;
     }
+    if (restart_if_stale(cl, s, r))
+        return;
     for (uint32_t i = 0; i < S; i++) {
         const svc_part_result *pr = svc_fanout_result(s->op, i);
         if (pr->code != GRPC_STATUS_OK) {
-            part_error(r, i, pr);
+            part_error(cl, r, i, pr);
             s->head.replied = 1;
             return;
         }
-        if (!(s->answers[i] = unpack(&slimvec__v1__get_response__descriptor, pr->response))) {
+        if (!(s->answers[i] = svd_unpack(&slimvec__v1__get_response__descriptor, pr->response))) {
             svd_reply_error(r, GRPC_STATUS_INTERNAL, "shard %u: a malformed answer", i);
             s->head.replied = 1;
             return;
@@ -1017,8 +1045,7 @@ static void h_get(void *appv, svd_ctx *ctx, void **state, const ProtobufCMessage
 
 typedef struct catalog_state {
     double since;         /* waited_out's clock */
-    uint64_t lsn;
-    uint64_t incarnation; /* drop: the one dropped */
+    uint64_t incarnation; /* the one created, or dropped */
 } catalog_state;
 
 /* The end of a call whose state is one block (catalog and pod-to-pod calls). */
@@ -1046,16 +1073,16 @@ static void h_create(void *appv, svd_ctx *ctx, void **state, const ProtobufCMess
             !svd_allowed(ctx, SVD_ROLE_ADMIN, spec->name, r) || !svd_spec_params(app, spec, &p, r) ||
             !svd_memory_ok(app, 64 * 1024, 0, r))
             return;
-        svc_catalog_entry e;
-        if (svc_catalog_find(svc_cluster_catalog(cl), spec->name, &e)) {
-            svd_reply_error(r, GRPC_STATUS_ALREADY_EXISTS, "collection \"%s\" already exists", spec->name);
+        if (strlen(spec->name) > 64) {
+            svd_reply_error(r, GRPC_STATUS_INVALID_ARGUMENT, "a cluster's collection names are at most 64 bytes");
             return;
         }
-        uint8_t rec[SVC_CATALOG_RECORD_MAX];
-        size_t len = svc_catalog_encode_create(spec->name, svc_cluster_config_of(cl)->shards, &p, rec);
+        /* etcd decides: the first create of the name is the one that counts. */
+        uint8_t val[SVC_CATALOG_VALUE_MAX];
+        size_t len = svc_catalog_encode(spec->name, svc_cluster_config_of(cl)->shards, &p, val);
         sv_error err;
-        uint64_t lsn = 0;
-        sv_status st = svc_cluster_catalog_append(cl, SVC_CATALOG_CREATE, rec, len, &lsn, &err);
+        uint64_t inc = 0;
+        sv_status st = svc_meta_create_collection(svc_cluster_meta(cl), spec->name, val, len, &inc, &err);
         if (st != SV_OK) {
             svd_reply_error(r, svd_code_of(st), "%s", err.message);
             return;
@@ -1064,39 +1091,26 @@ static void h_create(void *appv, svd_ctx *ctx, void **state, const ProtobufCMess
             svd_reply_oom(r);
             return;
         }
-        cs->lsn = lsn;
-    }
-    /* Applied here (the catalog, then this pod's copy): the first CREATE
-     * of the name in the catalog's order is the one that counts. */
-    svd_coll *c = NULL;
-    svc_catalog_entry e;
-    if (svc_catalog_applied(svc_cluster_catalog(cl)) < cs->lsn) {
-        if (!waited_out(ctx, &cs->since, r))
-            r->defer = 1;
-        return;
-    }
-    if (!svc_catalog_find(svc_cluster_catalog(cl), req->spec->name, &e) || e.incarnation != cs->lsn) {
-        svd_reply_error(r, GRPC_STATUS_ALREADY_EXISTS, "collection \"%s\" already exists", req->spec->name);
-        return;
-    }
-    c = svd_registry_get(app->registry, req->spec->name);
-    if (!c || c->incarnation != cs->lsn) {
-        svd_registry_put(app->registry, c);
-        if (!waited_out(ctx, &cs->since, r))
-            r->defer = 1;
-        return;
+        cs->incarnation = inc;
     }
     /* Every shard's stream exists before the create is answered: writes
      * only open streams, so a write racing a drop cannot bring one back. */
     for (uint32_t s = 0; s < svc_cluster_config_of(cl)->shards; s++) {
         sv_log *log = NULL;
         sv_error err;
-        sv_status st = svc_cluster_shard_log(cl, cs->lsn, s, 1, &log, &err);
+        sv_status st = svc_cluster_shard_log(cl, cs->incarnation, s, 1, &log, &err);
         if (st != SV_OK) {
-            svd_registry_put(app->registry, c);
             svd_reply_error(r, svd_code_of(st), "shard %u: %s", s, err.message);
             return;
         }
+    }
+    /* Answered with this pod's copy once it has one (the applier makes it). */
+    svd_coll *c = svd_registry_get(app->registry, req->spec->name);
+    if (!c || c->incarnation != cs->incarnation) {
+        svd_registry_put(app->registry, c);
+        if (!waited_out(ctx, &cs->since, r))
+            r->defer = 1;
+        return;
     }
     svd_handler_fn describe = svd_local_handler("/slimvec.v1.SlimVec/DescribeCollection");
     svd_registry_put(app->registry, c);
@@ -1129,15 +1143,16 @@ static void h_drop(void *appv, svd_ctx *ctx, void **state, const ProtobufCMessag
             !svd_allowed(ctx, SVD_ROLE_ADMIN, req->name, r))
             return;
         svc_catalog_entry e;
-        if (!svc_catalog_find(svc_cluster_catalog(cl), req->name, &e)) {
-            svd_reply_error(r, GRPC_STATUS_NOT_FOUND, "collection \"%.64s\" not found", req->name);
-            return;
-        }
-        uint8_t rec[SVC_CATALOG_RECORD_MAX];
-        size_t len = svc_catalog_encode_drop(req->name, e.incarnation, rec);
         sv_error err;
-        uint64_t lsn = 0;
-        sv_status st = svc_cluster_catalog_append(cl, SVC_CATALOG_DROP, rec, len, &lsn, &err);
+        if (!svc_catalog_find(svc_cluster_catalog(cl), req->name, &e)) {
+            /* Created through another pod a moment ago? Ask etcd itself. */
+            svc_meta_refresh(svc_cluster_meta(cl), 1, &err);
+            if (!svc_catalog_find(svc_cluster_catalog(cl), req->name, &e)) {
+                svd_reply_error(r, GRPC_STATUS_NOT_FOUND, "collection \"%.64s\" not found", req->name);
+                return;
+            }
+        }
+        sv_status st = svc_meta_drop_collection(svc_cluster_meta(cl), req->name, e.incarnation, &err);
         if (st != SV_OK) {
             svd_reply_error(r, svd_code_of(st), "%s", err.message);
             return;
@@ -1146,13 +1161,7 @@ static void h_drop(void *appv, svd_ctx *ctx, void **state, const ProtobufCMessag
             svd_reply_oom(r);
             return;
         }
-        cs->lsn = lsn;
         cs->incarnation = e.incarnation;
-    }
-    if (svc_catalog_applied(svc_cluster_catalog(cl)) < cs->lsn) {
-        if (!waited_out(ctx, &cs->since, r))
-            r->defer = 1;
-        return;
     }
     svd_coll *c = svd_registry_get(app->registry, req->name);
     int still = c && c->incarnation == cs->incarnation;
@@ -1174,7 +1183,7 @@ static void h_drop(void *appv, svd_ctx *ctx, void **state, const ProtobufCMessag
  * says so) when one is of another incarnation of the collection. */
 static int caught_up(svd_app *app, svd_coll *c, Slimvec__V1__LogPosition **after, size_t n, svd_reply *r)
 {
-    uint32_t mine = svc_cluster_config_of(app->cluster)->shard;
+    int mine = svc_cluster_shard(app->cluster);
     uint64_t applied = sv_durable_applied(c->dur);
     int ready = 1;
     for (size_t i = 0; i < n; i++) {
@@ -1186,10 +1195,27 @@ static int caught_up(svd_app *app, svd_coll *c, Slimvec__V1__LogPosition **after
                             i, c->name);
             return -1;
         }
-        if (after[i]->shard == mine && after[i]->lsn > applied)
+        if (mine >= 0 && after[i]->shard == (uint32_t)mine && after[i]->lsn > applied)
             ready = 0;
     }
     return ready;
+}
+
+/* A call between pods names its shard and the router's map epoch: 1 when
+ * this pod serves that shard now; else ABORTED "stale shard map" (the
+ * router reads the map again) and 0. */
+static int serves(svd_app *app, svd_ctx *ctx, uint32_t *shard, svd_reply *r)
+{
+    char why[256];
+    uint32_t s = 0;
+    if (svc_cluster_check_shard(app->cluster, svd_ctx_metadata(ctx, SHARD_MD), &s, why, sizeof why)) {
+        if (shard)
+            *shard = s;
+        return 1;
+    }
+    svd_reply_error(r, strstr(why, "stale shard map") ? GRPC_STATUS_ABORTED : GRPC_STATUS_INVALID_ARGUMENT, "%s",
+                    why);
+    return 0;
 }
 
 /* What a pod-to-pod call keeps across its deferrals. */
@@ -1210,6 +1236,8 @@ static void shard_read(void *appv, svd_ctx *ctx, void **state, const ProtobufCMe
                        Slimvec__V1__LogPosition **after, size_t n_after, const char *local, svd_reply *r)
 {
     svd_app *app = appv;
+    if (!serves(app, ctx, NULL, r))
+        return;
     shard_state *ss = shard_state_of(state, r);
     if (!ss)
         return;
@@ -1249,10 +1277,12 @@ static void sh_applied(void *appv, svd_ctx *ctx, void **state, const ProtobufCMe
         svd_reply_error(r, GRPC_STATUS_INVALID_ARGUMENT, "position is missing");
         return;
     }
-    uint32_t mine = svc_cluster_config_of(app->cluster)->shard;
-    if (req->position->shard != mine) {
-        svd_reply_error(r, GRPC_STATUS_FAILED_PRECONDITION, "this pod holds shard %u, not %u", mine,
-                        req->position->shard);
+    uint32_t shard = 0;
+    if (!serves(app, ctx, &shard, r))
+        return;
+    if (req->position->shard != shard) {
+        svd_reply_error(r, GRPC_STATUS_INVALID_ARGUMENT, "a position of shard %u sent to shard %u",
+                        req->position->shard, shard);
         return;
     }
     shard_state *ss = shard_state_of(state, r);

@@ -1,7 +1,7 @@
 """Real clusters for the cluster tests: nats-server processes with
-JetStream and slimvecd pods (S shards x R replica sets) on loopback, each
-on free ports, started, SIGKILLed, SIGSTOPped and restarted by the tests.
-No mock of either engine."""
+JetStream, etcd members, and slimvecd pods (S shards x R replica sets) on
+loopback, each on free ports, started, SIGKILLed, SIGSTOPped and restarted
+by the tests. No mock of any engine."""
 
 import json
 import os
@@ -139,11 +139,87 @@ class Nats:
         shutil.rmtree(self.root, ignore_errors=True)
 
 
+class Etcd:
+    """n etcd members forming one cluster (etcd-server's binary)."""
+
+    def __init__(self, n=1):
+        self.n = n
+        self.root = tempfile.mkdtemp(prefix="sv-etcd-")
+        self.client = [free_port() for _ in range(n)]
+        self.peer = [free_port() for _ in range(n)]
+        self.procs = [None] * n
+        self.paused = set()
+        for i in range(n):
+            self.start(i)
+        for i in range(n):
+            self.wait_ready(i)
+
+    @property
+    def endpoints(self):
+        return ",".join("127.0.0.1:%d" % p for p in self.client)
+
+    def args(self, i):
+        cluster = ",".join("e%d=http://127.0.0.1:%d" % (j, self.peer[j]) for j in range(self.n))
+        return ["etcd", "--name", "e%d" % i, "--data-dir", os.path.join(self.root, "e%d" % i),
+                "--listen-client-urls", "http://127.0.0.1:%d" % self.client[i],
+                "--advertise-client-urls", "http://127.0.0.1:%d" % self.client[i],
+                "--listen-peer-urls", "http://127.0.0.1:%d" % self.peer[i],
+                "--initial-advertise-peer-urls", "http://127.0.0.1:%d" % self.peer[i],
+                "--initial-cluster", cluster, "--initial-cluster-state", "new",
+                "--initial-cluster-token", "svtest", "--heartbeat-interval", "50",
+                "--election-timeout", "500", "--log-level", "warn"]
+
+    def start(self, i):
+        log = open(os.path.join(self.root, "e%d.log" % i), "a")
+        self.procs[i] = subprocess.Popen(self.args(i), stdout=log, stderr=log)
+        log.close()
+
+    def health(self, i):
+        """The member's own word on whether the cluster has a leader."""
+        try:
+            with urllib.request.urlopen("http://127.0.0.1:%d/health" % self.client[i], timeout=scaled(2)) as r:
+                return json.loads(r.read().decode()).get("health") == "true"
+        except Exception:  # noqa: BLE001 - not up, or no quorum
+            return False
+
+    def wait_ready(self, i, seconds=30):
+        if self.n == 1 or len([j for j in range(self.n) if self.procs[j] is not None]) > self.n // 2:
+            wait_for(lambda: self.health(i), seconds, "etcd member e%d" % i, step=0.1)
+
+    def kill(self, i):
+        p = self.procs[i]
+        if p and p.poll() is None:
+            p.send_signal(signal.SIGCONT)
+            p.kill()
+            p.wait()
+        self.procs[i] = None
+        self.paused.discard(i)
+
+    def restart(self, i):
+        self.kill(i)
+        self.start(i)
+        self.wait_ready(i)
+
+    def pause(self, i):
+        self.procs[i].send_signal(signal.SIGSTOP)
+        self.paused.add(i)
+
+    def resume(self, i):
+        self.procs[i].send_signal(signal.SIGCONT)
+        self.paused.discard(i)
+
+    def close(self):
+        for i in range(self.n):
+            self.kill(i)
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
 class Pod:
     """One slimvecd of the cluster (replica set r, shard s)."""
 
     def __init__(self, cluster, r, s):
         self.cluster, self.r, self.s = cluster, r, s
+        self.name = "r%d-s%d" % (r, s)
         self.port = free_port()
         self.metrics_port = free_port()
         self.addr = "127.0.0.1:%d" % self.port
@@ -156,9 +232,10 @@ class Pod:
         c = self.cluster
         return [c.binary, "--listen", self.addr, "--metrics-listen", "127.0.0.1:%d" % self.metrics_port,
                 "--data-dir", self.data_dir, "--cluster-nats", c.nats.urls, "--shards", str(c.shards),
+                "--cluster-etcd", c.etcd.endpoints, "--pod-name", self.name,
                 "--shard", str(self.s), "--replica-set", "r%d" % self.r,
                 "--replica-sets", ",".join("r%d" % i for i in range(c.sets)),
-                "--cluster-peers", c.peers(), "--stream-replicas", str(min(3, c.nats.n)),
+                "--stream-replicas", str(min(3, c.nats.n)),
                 "--grace", "2", *c.extra, *self.extra]
 
     def start(self):
@@ -215,32 +292,49 @@ class Pod:
             ch.close()
 
     def metrics(self):
-        with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % self.metrics_port, timeout=scaled(5)) as r:
+        req = urllib.request.Request("http://127.0.0.1:%d/metrics" % self.metrics_port)
+        if self.cluster.metrics_token:
+            req.add_header("Authorization", "Bearer " + self.cluster.metrics_token)
+        with urllib.request.urlopen(req, timeout=scaled(5)) as r:
             return r.read().decode()
+
+    def metric(self, name):
+        """The value of an unlabelled metric (None when absent)."""
+        for line in self.metrics().splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[1])
+        return None
+
+    def wait_serving(self, seconds=60):
+        """Until this pod is a ready replica of its shard in the map."""
+        wait_for(lambda: self.metric("slimvec_cluster_replica_ready") == 1, scaled(seconds),
+                 "pod %s ready in the shard map" % self.name, step=0.05)
 
 
 class Cluster:
     """S shards x R replica sets of slimvecd over a NATS cluster."""
 
-    def __init__(self, binary, stubs, shards=2, sets=2, nats=None, nats_servers=3, extra=(), client=None):
+    def __init__(self, binary, stubs, shards=2, sets=2, nats=None, nats_servers=3, extra=(), client=None,
+                 etcd=None, etcd_members=1, metrics_token=None):
         """client: how clients reach the pods (svtest.client_channel's keywords: ca, token...)."""
         sys.path.insert(0, stubs)
         self.binary = binary
         self.client = dict(client or {})
+        self.metrics_token = metrics_token
         self.shards, self.sets = shards, sets
         self.extra = list(extra)
         self.root = tempfile.mkdtemp(prefix="sv-cluster-")
         self.own_nats = nats is None
+        self.own_etcd = etcd is None
         self.nats = nats or Nats(nats_servers)
+        self.etcd = etcd or Etcd(etcd_members)
         self.pods = [Pod(self, r, s) for r in range(sets) for s in range(shards)]
         for p in self.pods:
             p.start()
         for p in self.pods:
             p.wait_ready()
-
-    def peers(self):
-        return ";".join("%d=%s" % (s, ",".join(p.addr for p in self.pods if p.s == s))
-                        for s in range(self.shards))
+        for p in self.pods:
+            p.wait_serving()
 
     def pod(self, r, s):
         return next(p for p in self.pods if p.r == r and p.s == s)
@@ -271,6 +365,8 @@ class Cluster:
             p.kill()
         if self.own_nats:
             self.nats.close()
+        if self.own_etcd:
+            self.etcd.close()
         reports = [(p.r, p.s) for p in self.pods
                    if any(w in p.log() for w in ("AddressSanitizer", "LeakSanitizer", "runtime error:",
                                                  "ThreadSanitizer"))]

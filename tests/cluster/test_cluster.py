@@ -89,6 +89,12 @@ def ingest(stub, name, X, ids=None, batch=200, batch_prefix=None):
     return list(stub.Ingest(gen(), timeout=T))
 
 
+def shard_md(pod, shard=None):
+    """The metadata a router sends with a call to a replica: the shard it
+    means @ its map's epoch (0: whatever this pod's map says)."""
+    return [("slimvec-shard", "%d@0" % (pod.s if shard is None else shard))]
+
+
 def shard_get(pod, name, ids):
     """Which of ids the pod itself holds (its own shard, no routing)."""
     ch = pod.channel()
@@ -98,14 +104,14 @@ def shard_get(pod, name, ids):
         for i in range(0, len(ids), 500):
             part = ids[i:i + 500]
             try:
-                stub.Get(pb.GetRequest(collection=name, ids=part), timeout=T)
+                stub.Get(pb.GetRequest(collection=name, ids=part), timeout=T, metadata=shard_md(pod))
                 have.update(part)
             except grpc.RpcError as e:
                 if e.code() != grpc.StatusCode.NOT_FOUND:
                     raise
                 for one in part:  # which ones: one at a time
                     try:
-                        stub.Get(pb.GetRequest(collection=name, ids=[one]), timeout=T)
+                        stub.Get(pb.GetRequest(collection=name, ids=[one]), timeout=T, metadata=shard_md(pod))
                         have.add(one)
                     except grpc.RpcError as e2:
                         if e2.code() != grpc.StatusCode.NOT_FOUND:
@@ -377,7 +383,8 @@ class ReadYourWrites(unittest.TestCase):
                 shard = pbg.SlimVecShardStub(ch)
                 try:
                     r = shard.Search(pb.SearchRequest(collection="ryw", queries=v.tolist(), k=1,
-                                                      after=list(a.positions)), timeout=0.3 if i % 2 else 8)
+                                                      after=list(a.positions)), timeout=0.3 if i % 2 else 8,
+                                      metadata=shard_md(pod))
                     self.assertEqual(r.results[0].hits[0].id, str(i), "a stale answer with a token")
                     held += 1
                 except grpc.RpcError as e:
@@ -385,7 +392,8 @@ class ReadYourWrites(unittest.TestCase):
                     failed += 1
                 # Without the token the lagging replica answers at once,
                 # and is stale: the lag is real.
-                r = shard.Search(pb.SearchRequest(collection="ryw", queries=v.tolist(), k=1), timeout=T)
+                r = shard.Search(pb.SearchRequest(collection="ryw", queries=v.tolist(), k=1), timeout=T,
+                                 metadata=shard_md(pod))
                 if not r.results[0].hits or r.results[0].hits[0].id != str(i):
                     stale_without += 1
                 # Through a router: the token holds too (the lagging replica
@@ -625,7 +633,7 @@ class Security(unittest.TestCase):
         with open(tokens, "w") as f:
             f.write("sha256:%s admin\n" % hashlib.sha256(admin.encode()).hexdigest())
             f.write("sha256:%s read\n" % hashlib.sha256(reader.encode()).hexdigest())
-        c = Cluster(SLIMVECD, STUBS, extra=["--tokens-file", tokens])
+        c = Cluster(SLIMVECD, STUBS, extra=["--tokens-file", tokens], metrics_token=admin)
         try:
             def stub(pod, token):
                 ch = grpc.insecure_channel(pod.addr)

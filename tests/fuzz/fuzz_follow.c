@@ -1,17 +1,19 @@
 /*
- * Fuzz target for the records a cluster pod reads from NATS (bytes another
- * process wrote, so untrusted):
+ * Fuzz target for the records a cluster pod reads from NATS and etcd (bytes
+ * another process wrote, so untrusted):
  *
  *   byte 0 even  a shard stream's record, applied to a follower collection
  *                (sv_follow_apply, dim 8, with the window of keys): byte 1
  *                is the record type (ADD, DELETE, KEYED, or anything)
- *   byte 0 odd   a catalog record (svc_catalog_apply): byte 1 is its type
+ *   byte 0 odd   what a pod reads from etcd: byte 1 odd, a collection's
+ *                value (svc_catalog_decode); even, the shard map
+ *                (svc_meta_map_check)
  *
  * A record either applies, is refused the way every replica refuses it
  * (the outcome), or is reported damaged; never a crash, a leak or a change
- * after a refusal (the collection's count and the catalog are checked).
+ * after a refusal (the collection's count is checked; etcd values decode or not).
  * Valid seeds (an ADD with given and left-to-the-cluster ids, a DELETE,
- * both wrapped with a key, CREATE and DROP records) are made in memory,
+ * both wrapped with a key, a collection value and a shard map) are made in memory,
  * then a fixed-seed stream of their mutations and random bytes is applied.
  *
  *   fuzz_follow [N]                    N inputs (default 20000)
@@ -22,6 +24,8 @@
 #include <string.h>
 
 #include "catalog.h"
+#include "meta.h"
+#include "slimvec/v1/slimvec.pb-c.h"
 #include "follow.h"
 #include "fuzzutil.h"
 #include "log.h"
@@ -29,7 +33,7 @@
 #include "slimvec.h"
 
 #define DIM 8u
-#define MAX_INPUT 4096u
+#define FUZZ_MAX_INPUT 4096u
 
 static sv_collection *coll;
 static sv_follow_window *window;
@@ -69,20 +73,21 @@ static sv_status run_one(const uint8_t *in, size_t size)
     size_t len = size - 2;
     sv_error err;
     if (in[0] & 1) {
-        svc_catalog_change change;
-        svc_catalog_entry e;
-        size_t before = 0;
-        svc_catalog_entry *all = NULL;
-        before = svc_catalog_list(catalog, &all);
-        free(all);
-        sv_status st = svc_catalog_apply(catalog, type, ++lsn, p, len, &change, &e, &err);
-        size_t after = svc_catalog_list(catalog, &all);
-        free(all);
-        if (st != SV_OK || change == SVC_CATALOG_NONE)
-            check(after == before, "a refused catalog record changed nothing");
-        cat_changed += change != SVC_CATALOG_NONE;
-        cat_refused += change == SVC_CATALOG_NONE;
-        return st;
+        /* What a pod reads from etcd: a collection's value or the map. */
+        if (type & 1) {
+            svc_catalog_entry e;
+            sv_status st = svc_catalog_decode(p, len, ++lsn, &e, &err);
+            if (st == SV_OK)
+                check(e.shards >= 1 && strlen(e.name) >= 1 && strlen(e.name) <= 64, "a decoded collection is sane");
+            cat_changed += st == SV_OK;
+            cat_refused += st != SV_OK;
+            return st;
+        }
+        char why[200];
+        int rc = svc_meta_map_check(p, len, why, sizeof why);
+        cat_changed += rc == 0;
+        cat_refused += rc != 0;
+        return rc == 0 ? SV_OK : SV_ERR_CORRUPT;
     }
     uint64_t count_before = sv_collection_count(coll);
     sv_follow_ids f = {3, 1};
@@ -112,7 +117,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 #ifndef SV_LIBFUZZER
 typedef struct seed {
-    uint8_t b[MAX_INPUT];
+    uint8_t b[FUZZ_MAX_INPUT];
     size_t len;
 } seed;
 
@@ -141,7 +146,7 @@ static size_t keyed(const char *key, uint32_t type, const uint8_t *p, size_t len
 
 static void make_seeds(void)
 {
-    uint8_t buf[MAX_INPUT], wrapped[MAX_INPUT];
+    uint8_t buf[FUZZ_MAX_INPUT], wrapped[FUZZ_MAX_INPUT];
     const char *ids[3] = {"doc-1", NULL, "42"};
     uint64_t zero[3] = {0};
     float v[3 * DIM];
@@ -165,8 +170,29 @@ static void make_seeds(void)
     free(del);
     sv_params p;
     sv_params_default(&p, DIM);
-    add_seed(1, SVC_CATALOG_CREATE, buf, svc_catalog_encode_create("docs", 2, &p, buf));
-    add_seed(1, SVC_CATALOG_DROP, buf, svc_catalog_encode_drop("docs", 1, buf));
+    add_seed(1, 1, buf, svc_catalog_encode("docs", 2, &p, buf));
+    /* A map of two shards with three replicas. */
+    Slimvec__V1__ShardReplica r[3];
+    Slimvec__V1__ShardReplica *rp[3];
+    const char *pods[3] = {"slimvec-r0-0", "slimvec-r1-0", "slimvec-r0-1"};
+    for (int i = 0; i < 3; i++) {
+        slimvec__v1__shard_replica__init(&r[i]);
+        r[i].pod = (char *)pods[i];
+        r[i].address = (char *)"10.0.0.1:50051";
+        r[i].replica_set = (char *)"r0";
+        r[i].shard = (uint32_t)(i % 2);
+        r[i].state = i == 2 ? SLIMVEC__V1__REPLICA_STATE__REPLICA_CATCHING_UP : SLIMVEC__V1__REPLICA_STATE__REPLICA_READY;
+        rp[i] = &r[i];
+    }
+    Slimvec__V1__ShardMap map = SLIMVEC__V1__SHARD_MAP__INIT;
+    map.epoch = 7;
+    map.shards = 2;
+    map.n_replicas = 3;
+    map.replicas = rp;
+    size_t ml = slimvec__v1__shard_map__get_packed_size(&map);
+    check(ml <= sizeof buf, "a small map");
+    slimvec__v1__shard_map__pack(&map, buf);
+    add_seed(1, 2, buf, ml);
 }
 
 static void mutate(uint8_t *b, size_t *len)
@@ -183,7 +209,7 @@ static void mutate(uint8_t *b, size_t *len)
             b[pos] = (uint8_t)fu_next();
         break;
     case 2:
-        fu_insert_random(b, len, MAX_INPUT, pos, 16);
+        fu_insert_random(b, len, FUZZ_MAX_INPUT, pos, 16);
         break;
     case 3:
         if (n > 2)
@@ -212,7 +238,7 @@ int main(int argc, char **argv)
         else
             check(run_one(seeds[i].b, seeds[i].len) == SV_OK, "a valid seed applies");
     }
-    uint8_t in[MAX_INPUT];
+    uint8_t in[FUZZ_MAX_INPUT];
     for (long i = 0; i < rounds; i++) {
         size_t len;
         if (i % 16 == 15) {
@@ -231,8 +257,8 @@ int main(int argc, char **argv)
         else
             run_one(in, len);
     }
-    printf("fuzz_follow: %ld inputs: records applied %lu, refused or sent twice %lu, damaged %lu; catalog "
-           "changes %lu, refused %lu\n",
+    printf("fuzz_follow: %ld inputs: records applied %lu, refused or sent twice %lu, damaged %lu; etcd values "
+           "decoded %lu, refused %lu\n",
            rounds, applied, refused, damaged, cat_changed, cat_refused);
     sv_collection_free(coll);
     sv_follow_window_free(window);
