@@ -523,7 +523,12 @@ static void h_snapshot(void *appv, svd_ctx *ctx, void **state, const ProtobufCMe
 int svd_batch_shape(svd_app *app, svd_coll *c, size_t n_floats, size_t n_ids, uint32_t declared_dim,
                        size_t *n_out, svd_reply *r)
 {
-    uint32_t dim = sv_durable_params(c->dur)->dim;
+    return svd_batch_shape_dim(app, sv_durable_params(c->dur)->dim, n_floats, n_ids, declared_dim, n_out, r);
+}
+
+int svd_batch_shape_dim(svd_app *app, uint32_t dim, size_t n_floats, size_t n_ids, uint32_t declared_dim,
+                        size_t *n_out, svd_reply *r)
+{
     if (declared_dim && declared_dim != dim) {
         svd_reply_error(r, GRPC_STATUS_INVALID_ARGUMENT,
                         "dimension %u does not match the collection's %u", declared_dim, dim);

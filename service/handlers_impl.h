@@ -32,6 +32,9 @@ int svd_response_ok(svd_app *app, svd_ctx *ctx, uint64_t packed, uint64_t build,
 /* n vectors of the collection's dimension in n_floats (n_ids 0 or n). */
 int svd_batch_shape(svd_app *app, svd_coll *c, size_t n_floats, size_t n_ids, uint32_t declared_dim,
                     size_t *n_out, svd_reply *r);
+/* The same for a collection of dimension dim (a router's, from the catalog). */
+int svd_batch_shape_dim(svd_app *app, uint32_t dim, size_t n_floats, size_t n_ids, uint32_t declared_dim,
+                        size_t *n_out, svd_reply *r);
 int svd_ids_ok(svd_app *app, char **ids, size_t n, const char *what, svd_reply *r);
 /* A stream's failed request as a BatchError (NULL when inner is OK). */
 Slimvec__V1__BatchError *svd_batch_error(svd_reply *r, svd_reply *inner);

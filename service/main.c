@@ -149,7 +149,8 @@ static void usage(FILE *f)
             "  --etcd-ca FILE, --etcd-cert FILE, --etcd-key FILE  TLS to etcd (SLIMVEC_ETCD_CA,\n"
             "                       SLIMVEC_ETCD_CERT, SLIMVEC_ETCD_KEY)\n"
             "  --ready-lag N        a replica catching up turns ready (read from) within N records of\n"
-            "                       the end of every stream (SLIMVEC_READY_LAG, default 64)\n"
+            "                       the end of every stream (SLIMVEC_READY_LAG, default 64)\n"            "  --router-only 0|1    1: this pod serves no shard, it only routes; shards are never\n"
+            "                       moved to it (SLIMVEC_ROUTER_ONLY, default 0)\n"
             "  --stream-replicas N  copies NATS keeps of each stream (SLIMVEC_STREAM_REPLICAS, default 3)\n"
             "  --hedge-ms MS        a read not answered by one replica of a shard after this also asks\n"
             "                       another (SLIMVEC_HEDGE_MS, default 50)\n"
@@ -162,8 +163,13 @@ static void usage(FILE *f)
             "                       SLIMVEC_NATS_TOKEN)\n"
             "  --peer-ca FILE, --peer-cert FILE, --peer-key FILE  TLS to the other pods (the caller's token\n"
             "                       is passed on) (SLIMVEC_PEER_CA, SLIMVEC_PEER_CERT, SLIMVEC_PEER_KEY)\n"
+            "  --peer-token TOKEN   this pod's own token (admin role) for what it asks other pods by\n"
+            "                       itself: a peer's snapshot when it joins a shard (SLIMVEC_PEER_TOKEN;\n"
+            "                       needed when the pods check tokens)\n"
             "  --test-apply-delay-ms MS  tests only: this pod applies its streams in passes this far\n"
             "                       apart, a replica made to lag (SLIMVEC_TEST_APPLY_DELAY_MS, default 0)\n"
+            "  --test-map-delay-ms MS  tests only: this pod reads the shard map this often and ignores\n"
+            "                       etcd's watch (a router with a stale map) (SLIMVEC_TEST_MAP_DELAY_MS)\n"
             "  --memory-limit BYTES the memory the process may use (a container's limit; in Kubernetes set\n"
             "                       SLIMVEC_MEMORY_LIMIT from limits.memory); 0 = read the cgroup's\n"
             "                       memory.max (SLIMVEC_MEMORY_LIMIT, default 0)\n");
@@ -259,7 +265,7 @@ static int load_config(config *cfg, int argc, char **argv)
     double reload_seconds = 5;
     double apply_delay_ms = 0;
     double shards = 1, shard = -1, stream_replicas = 3, hedge_ms = 50, outcome_s = 5, nats_timeout = 5000;
-    double lease_seconds = 5, etcd_timeout = 2000, ready_lag = 64;
+    double lease_seconds = 5, etcd_timeout = 2000, ready_lag = 64, map_delay_ms = 0, router_only = 0;
     const char *pod_name = getenv("HOSTNAME");
     memset(&cfg->cl, 0, sizeof cfg->cl);
     cfg->tls = (svd_tls_options){0};
@@ -322,6 +328,7 @@ static int load_config(config *cfg, int argc, char **argv)
         {"--etcd-cert", "SLIMVEC_ETCD_CERT", 0, 0, NULL, &cfg->cl.meta.etcd.tls.cert},
         {"--etcd-key", "SLIMVEC_ETCD_KEY", 0, 0, NULL, &cfg->cl.meta.etcd.tls.key},
         {"--ready-lag", "SLIMVEC_READY_LAG", 0, 1e9, &ready_lag, NULL},
+        {"--router-only", "SLIMVEC_ROUTER_ONLY", 0, 1, &router_only, NULL},
         {"--stream-replicas", "SLIMVEC_STREAM_REPLICAS", 1, 5, &stream_replicas, NULL},
         {"--hedge-ms", "SLIMVEC_HEDGE_MS", 1, 60000, &hedge_ms, NULL},
         {"--outcome-seconds", "SLIMVEC_OUTCOME_SECONDS", 0.1, 3600, &outcome_s, NULL},
@@ -333,7 +340,9 @@ static int load_config(config *cfg, int argc, char **argv)
         {"--peer-ca", "SLIMVEC_PEER_CA", 0, 0, NULL, &cfg->cl.peer.ca},
         {"--peer-cert", "SLIMVEC_PEER_CERT", 0, 0, NULL, &cfg->cl.peer.cert},
         {"--peer-key", "SLIMVEC_PEER_KEY", 0, 0, NULL, &cfg->cl.peer.key},
+        {"--peer-token", "SLIMVEC_PEER_TOKEN", 0, 0, NULL, &cfg->cl.peer.token},
         {"--test-apply-delay-ms", "SLIMVEC_TEST_APPLY_DELAY_MS", 0, 600000, &apply_delay_ms, NULL},
+        {"--test-map-delay-ms", "SLIMVEC_TEST_MAP_DELAY_MS", 0, 600000, &map_delay_ms, NULL},
     };
     size_t n_defs = sizeof defs / sizeof defs[0];
     for (size_t d = 0; d < n_defs; d++) {
@@ -459,6 +468,8 @@ static int load_config(config *cfg, int argc, char **argv)
         if (cfg->cl.meta.etcd.tls.ca || cfg->cl.meta.etcd.tls.cert)
             cfg->cl.meta.etcd.tls.tls = 1;
         cfg->cl.ready_lag = (uint64_t)ready_lag;
+        cfg->cl.meta.test_read_seconds = map_delay_ms / 1000.0;
+        cfg->cl.meta.router_only = router_only != 0;
         if (shard < 0) {
             /* A StatefulSet's pods end in their ordinal: slimvec-r0-3. */
             const char *dash = pod_name ? strrchr(pod_name, '-') : NULL;

@@ -318,6 +318,105 @@ sv_status svd_registry_create_collection(svd_registry *r, const char *name, sv_p
     return SV_OK;
 }
 
+/* Set a follower's copy that does not open aside (stale-<name>, the one
+ * before replaced): the cluster makes a new copy from a peer's snapshot
+ * and the stream, where a local log's collection would stop the start. */
+static void set_aside(svd_registry *r, const char *name, const char *path, const char *why)
+{
+    char aside[PATH_CAP];
+    snprintf(aside, sizeof aside, "%s/stale-%s", r->data_dir, name);
+    sv_remove_dir(aside);
+    if (rename(path, aside) == 0)
+        fprintf(stderr, "slimvecd: %s does not open (%s): set aside as %s; a peer's snapshot replaces it\n",
+                path, why, aside);
+    else
+        sv_remove_dir(path);
+}
+
+/* Open the collection in path and add it. */
+static sv_status open_one(svd_registry *r, const char *name, const char *path, double *seconds, sv_error *err)
+{
+    svd_coll *c = coll_new(r, name);
+    if (!c)
+        return sv_fail(err, SV_ERR_RESOURCE, "out of memory opening collections");
+    sv_recovery rec;
+    sv_error oerr;
+    sv_status st = durable_open(r, c, path, &rec, &oerr);
+    if (st == SV_ERR_NOT_FOUND && r->following) {
+        fprintf(stderr, "slimvecd: removed %s: %s\n", path, oerr.message);
+        coll_destroy(c);
+        return SV_OK;
+    }
+    if (st == SV_ERR_CORRUPT && r->following) {
+        /* Damaged, or the stream was purged past its snapshots (this pod
+         * was away long): not if the stream is out of reach (SV_ERR_IO). */
+        set_aside(r, name, path, oerr.message);
+        coll_destroy(c);
+        return SV_OK;
+    }
+    if (st != SV_OK) {
+        err->code = st;
+        /* The message names the file in the collection's directory. */
+        snprintf(err->message, sizeof err->message, "collection \"%s\": %.180s", name, oerr.message);
+        fprintf(stderr, "slimvecd: %s: %s\n", path, oerr.message);
+        coll_destroy(c);
+        return st;
+    }
+    *seconds += rec.seconds;
+    fprintf(stderr,
+            "slimvecd: opened \"%s\": %llu vectors, snapshot LSN %llu (%.3f s), %llu log records replayed, %.3f s%s%s\n",
+            name, (unsigned long long)sv_durable_count(c->dur), (unsigned long long)rec.snapshot_lsn,
+            rec.snapshot_seconds, (unsigned long long)rec.replayed, rec.seconds, rec.note[0] ? "; " : "", rec.note);
+    pthread_mutex_lock(&r->mu);
+    st = insert(r, c, 1, err);
+    pthread_mutex_unlock(&r->mu);
+    if (st != SV_OK)
+        coll_destroy(c);
+    return st;
+}
+
+sv_status svd_registry_adopt(svd_registry *r, const char *name, const sv_params *params, uint64_t incarnation,
+                             const char *snapshot_file, uint64_t lsn, sv_error *err)
+{
+    if (!r->following || !r->data_dir)
+        return sv_fail(err, SV_ERR_INVALID_ARGUMENT, "only a cluster pod adopts a snapshot");
+    char path[PATH_CAP];
+    snprintf(path, sizeof path, "%s/c-%s", r->data_dir, name);
+    pthread_mutex_lock(&r->dir_lock);
+    sv_status st = SV_OK;
+    pthread_mutex_lock(&r->mu);
+    int have = find(r, name) >= 0;
+    pthread_mutex_unlock(&r->mu);
+    if (have)
+        st = sv_fail(err, SV_ERR_ALREADY_EXISTS, "collection \"%s\" is open here", name);
+    if (st == SV_OK)
+        st = sv_durable_prepare_follower(path, params, snapshot_file, lsn, err);
+    if (st == SV_OK && write_incarnation(path, incarnation) != 0) {
+        st = sv_fail(err, SV_ERR_IO, "%s/incarnation: %s", path, strerror(errno));
+        sv_durable_remove_dir(path, NULL);
+    }
+    double seconds = 0;
+    if (st == SV_OK)
+        st = open_one(r, name, path, &seconds, err);
+    if (st == SV_OK) {
+        pthread_mutex_lock(&r->mu);
+        have = find(r, name) >= 0;
+        pthread_mutex_unlock(&r->mu);
+        if (!have) /* set aside: the snapshot did not open with the stream */
+            st = sv_fail(err, SV_ERR_CORRUPT, "the snapshot of \"%s\" at LSN %llu did not open", name,
+                         (unsigned long long)lsn);
+    }
+    pthread_mutex_unlock(&r->dir_lock);
+    return st;
+}
+
+void svd_registry_set_follow_shard(svd_registry *r, uint32_t shard)
+{
+    pthread_mutex_lock(&r->mu);
+    r->follow.ids.shard = shard;
+    pthread_mutex_unlock(&r->mu);
+}
+
 sv_status svd_registry_open_all(svd_registry *r, double *seconds, sv_error *err)
 {
     *seconds = 0;
@@ -361,6 +460,11 @@ sv_status svd_registry_open_all(svd_registry *r, double *seconds, sv_error *err)
     sv_status st = SV_OK;
     struct dirent *e;
     while (st == SV_OK && (e = readdir(dh)) != NULL) {
+        if (!strncmp(e->d_name, "fetch-", 6)) { /* a peer's snapshot a crash left half-fetched */
+            snprintf(path, sizeof path, "%s/%s", r->data_dir, e->d_name);
+            unlink(path);
+            continue;
+        }
         if (strncmp(e->d_name, "c-", 2) != 0)
             continue;
         snprintf(path, sizeof path, "%s/%s", r->data_dir, e->d_name);
@@ -376,40 +480,7 @@ sv_status svd_registry_open_all(svd_registry *r, double *seconds, sv_error *err)
             fprintf(stderr, "slimvecd: ignoring %s: not a collection name\n", path);
             continue;
         }
-        svd_coll *c = coll_new(r, name);
-        if (!c) {
-            err->code = st = SV_ERR_RESOURCE;
-            strcpy(err->message, "out of memory opening collections");
-            break;
-        }
-        sv_recovery rec;
-        sv_error oerr;
-        st = durable_open(r, c, path, &rec, &oerr);
-        if (st == SV_ERR_NOT_FOUND && r->following) {
-            fprintf(stderr, "slimvecd: removed %s: %s\n", path, oerr.message);
-            coll_destroy(c);
-            st = SV_OK;
-            continue;
-        }
-        if (st != SV_OK) {
-            err->code = st;
-            /* The message names the file in the collection's directory. */
-            snprintf(err->message, sizeof err->message, "collection \"%s\": %.180s", name, oerr.message);
-            fprintf(stderr, "slimvecd: %s: %s\n", path, oerr.message);
-            coll_destroy(c);
-            break;
-        }
-        *seconds += rec.seconds;
-        fprintf(stderr,
-                "slimvecd: opened \"%s\": %llu vectors, snapshot LSN %llu (%.3f s), %llu log records replayed, %.3f s%s%s\n",
-                name, (unsigned long long)sv_durable_count(c->dur), (unsigned long long)rec.snapshot_lsn,
-                rec.snapshot_seconds, (unsigned long long)rec.replayed, rec.seconds, rec.note[0] ? "; " : "",
-                rec.note);
-        pthread_mutex_lock(&r->mu);
-        st = insert(r, c, 1, err);
-        pthread_mutex_unlock(&r->mu);
-        if (st != SV_OK)
-            coll_destroy(c);
+        st = open_one(r, name, path, seconds, err);
     }
     closedir(dh);
     if (st == SV_OK && r->n > r->max_collections)

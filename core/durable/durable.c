@@ -272,6 +272,49 @@ sv_status sv_durable_create_follower(const char *dir, const sv_params *p, const 
     return create(dir, p, o, log, f, out, err);
 }
 
+sv_status sv_durable_prepare_follower(const char *dir, const sv_params *p, const char *snapshot_file, uint64_t lsn,
+                                      sv_error *err)
+{
+    char tmp[PATH_CAP], file[PATH_CAP + 48], parent[PATH_CAP], name[48];
+    struct stat sb;
+    if (stat(dir, &sb) == 0)
+        return sv_fail(err, SV_ERR_ALREADY_EXISTS, "%s already exists", dir);
+    /* As create(): built under a temporary name, then renamed whole. */
+    snprintf(tmp, sizeof tmp, "%s~tmp-XXXXXX", dir);
+    parent_of(dir, parent, sizeof parent);
+    uint8_t buf[SV_PARAMS_BYTES];
+    sv_params_encode(p, buf);
+    if (!mkdtemp(tmp))
+        return sv_fail(err, SV_ERR_IO, "%s: %s", tmp, strerror(errno));
+    snprintf(file, sizeof file, "%s/params", tmp);
+    sv_status st = SV_OK;
+    if (write_file_synced(file, buf, sizeof buf) != 0) {
+        st = sv_fail(err, SV_ERR_IO, "%s: %s", file, strerror(errno));
+        goto fail;
+    }
+    sv_snapshot_name(lsn, name, sizeof name);
+    snprintf(file, sizeof file, "%s/%s", tmp, name);
+    if (rename(snapshot_file, file) != 0 || sv_fsync_dir(tmp) != 0) {
+        st = sv_fail(err, SV_ERR_IO, "%s: %s", file, strerror(errno));
+        goto fail;
+    }
+    if (rename(tmp, dir) != 0) {
+        int e = errno;
+        st = e == EEXIST || e == ENOTEMPTY ? sv_fail(err, SV_ERR_ALREADY_EXISTS, "%s already exists", dir)
+                                           : sv_fail(err, SV_ERR_IO, "%s: %s", dir, strerror(e));
+        goto fail;
+    }
+    if (sv_fsync_dir(parent) != 0) {
+        st = sv_fail(err, SV_ERR_IO, "%s: %s", parent, strerror(errno));
+        sv_durable_remove_dir(dir, NULL);
+        return st;
+    }
+    return sv_ok(err);
+fail:
+    sv_remove_dir(tmp);
+    return st;
+}
+
 sv_collection *sv_durable_collection(sv_durable *d)
 {
     return d->c;

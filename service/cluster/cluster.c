@@ -14,10 +14,12 @@
 #include "error.h"
 #include "follow.h"
 #include "maintenance.h"
+#include "transfer.h"
 
 #define OUTCOMES 512           /* records whose outcome each collection keeps */
 #define RECONCILE_SECONDS 1.0  /* the registry is checked against the catalog this often */
 #define READY_CHECK_SECONDS 0.2 /* a catching-up replica looks at its lag this often */
+#define LEAVE_GRACE_SECONDS 5.0 /* a replica leaving a shard keeps its copies this long (calls in flight) */
 #define FORCED_READ_SECONDS 0.05 /* routers make etcd be read again at most this often */
 #define IDLE_US 2000           /* the applier's pause when nothing came */
 #define ERROR_US 50000         /* ... and when something failed */
@@ -59,7 +61,8 @@ struct svc_cluster {
     char *sets_buf;
     svc_nats *nats;
     svc_meta *meta;
-    int shard;                   /* this pod's shard (from the map at start), -1: none */
+    int shard;                   /* the shard this pod follows (the map's, acted on by the applier), -1: none */
+    double leaving_since;        /* the applier saw this pod leaving its shard (0: not leaving) */
     atomic_int meta_changed;     /* etcd said something changed: reconcile */
     pthread_mutex_t refresh_mu;
     double refreshed_at;         /* the start of the last read the routers forced (refresh_mu) */
@@ -278,8 +281,80 @@ static void stats_add(svc_cluster *c, uint64_t applied, uint64_t errors)
     pthread_mutex_unlock(&c->stats_mu);
 }
 
+/* The metadata a call to a replica of this pod's shard carries, with this
+ * pod's own token (--peer-token): background calls have no caller. */
+static size_t own_md(svc_cluster *c, grpc_metadata *md, char *where, size_t cap, char *bearer, size_t bcap)
+{
+    size_t n = 0;
+    snprintf(where, cap, "%d@%llu", c->shard, (unsigned long long)svc_meta_epoch(c->meta));
+    md[n].key = grpc_slice_from_static_string("slimvec-shard");
+    md[n++].value = grpc_slice_from_static_string(where);
+    if (c->cfg.peer.token && *c->cfg.peer.token) {
+        snprintf(bearer, bcap, "Bearer %s", c->cfg.peer.token);
+        md[n].key = grpc_slice_from_static_string("authorization");
+        md[n++].value = grpc_slice_from_static_string(bearer);
+    }
+    return n;
+}
+
+/*
+ * This pod's copy of a collection from a ready replica's snapshot (then
+ * the stream after it): how a replica that joins a shard starts, and how a
+ * copy the stream no longer covers (purged past it) comes back. SV_ERR_NOT_FOUND
+ * when the shard has no other ready replica (a new shard: it starts empty).
+ */
+static sv_status bootstrap(svc_cluster *c, const svc_catalog_entry *e, sv_error *err)
+{
+    svc_meta_replica reps[SVC_FANOUT_TARGETS];
+    uint64_t epoch;
+    int n = svc_meta_targets(c->meta, (uint32_t)c->shard, reps, SVC_FANOUT_TARGETS, &epoch);
+    sv_status st = sv_fail(err, SV_ERR_NOT_FOUND, "shard %d has no other ready replica", c->shard);
+    char path[4200];
+    snprintf(path, sizeof path, "%s/fetch-%s.tmp", svd_registry_data_dir(c->app->registry), e->name);
+    for (int i = 0; i < n && st != SV_OK && !atomic_load(&c->stop); i++) {
+        if (!strcmp(reps[i].pod, c->cfg.meta.pod))
+            continue;
+        grpc_channel *ch = svc_cluster_channel(c, reps[i].address);
+        if (!ch)
+            continue;
+        grpc_metadata md[2];
+        char where[48], bearer[600];
+        size_t n_md = own_md(c, md, where, sizeof where, bearer, sizeof bearer);
+        svc_fetched f;
+        sv_error ferr;
+        st = svc_transfer_fetch(ch, md, n_md, e->name, path, &c->stop, &f, &ferr);
+        if (st == SV_OK && f.incarnation != e->incarnation)
+            st = sv_fail(&ferr, SV_ERR_NOT_FOUND, "the peer holds incarnation %llu, not %llu",
+                         (unsigned long long)f.incarnation, (unsigned long long)e->incarnation);
+        if (st == SV_OK) {
+            sv_params p = e->params;
+            p.threads = c->app->limits.build_threads;
+            st = svd_registry_adopt(c->app->registry, e->name, &p, e->incarnation, path, f.lsn, &ferr);
+            if (st == SV_OK) {
+                fprintf(stderr,
+                        "slimvecd: cluster: \"%s\" from %s's snapshot: %llu bytes at LSN %llu in %.2f s; "
+                        "the stream follows\n",
+                        e->name, reps[i].pod, (unsigned long long)f.bytes, (unsigned long long)f.lsn, f.seconds);
+                pthread_mutex_lock(&c->stats_mu);
+                c->stats.snapshots_fetched++;
+                c->stats.snapshot_bytes_fetched += f.bytes;
+                pthread_mutex_unlock(&c->stats_mu);
+            }
+        }
+        unlink(path);
+        if (st != SV_OK) {
+            fprintf(stderr, "slimvecd: cluster: \"%s\" from %s's snapshot: %s\n", e->name, reps[i].pod,
+                    ferr.message);
+            *err = ferr;
+        }
+    }
+    return st;
+}
+
 static void create_local(svc_cluster *c, const svc_catalog_entry *e)
 {
+    if (c->shard < 0)
+        return; /* no shard: nothing to hold */
     svd_coll *have = svd_registry_get(c->app->registry, e->name);
     if (have) {
         uint64_t inc = have->incarnation;
@@ -289,10 +364,16 @@ static void create_local(svc_cluster *c, const svc_catalog_entry *e)
         sv_error err;
         svd_registry_drop(c->app->registry, e->name, &err); /* a stale copy */
     }
+    sv_error err;
+    int state;
+    /* A replica joining a shard that has data loads a peer's snapshot; so
+     * does one whose copy went (set aside, or dropped for a purged gap). */
+    if (bootstrap(c, e, &err) != SV_ERR_NOT_FOUND)
+        return; /* adopted, or it failed: tried again at the next reconcile */
+    (void)state;
     sv_params p = e->params;
     p.threads = c->app->limits.build_threads;
     svd_coll *coll = NULL;
-    sv_error err;
     if (svd_registry_create_collection(c->app->registry, e->name, &p, &coll, &err) != SV_OK) {
         fprintf(stderr, "slimvecd: cluster: creating \"%s\" here: %s (tried again later)\n", e->name, err.message);
         return;
@@ -324,6 +405,8 @@ static void drop_local(svc_cluster *c, const svc_catalog_entry *e)
  * no longer has (or has again under a new incarnation) is dropped. */
 static void reconcile(svc_cluster *c)
 {
+    if (c->shard < 0 || c->leaving_since)
+        return; /* no copies to keep in line (leaving: follow_map drops them) */
     svc_catalog_entry *all = NULL;
     size_t n = svc_catalog_list(svc_meta_catalog(c->meta), &all);
     /* A collection dropped in etcd: dropped here (and this shard's stream). */
@@ -359,9 +442,18 @@ static uint64_t apply_collections(svc_cluster *c, int *errors)
         total += n;
         stats_add(c, n, st == SV_OK || st == SV_ERR_BUSY ? 0 : 1);
         *errors += st != SV_OK;
-        if (st == SV_ERR_BUSY)
+        if (st == SV_ERR_BUSY) {
             svd_maint_kick(c->app->maint); /* the buffer is full: a flush makes room */
-        else if (st != SV_OK && st != SV_ERR_NOT_FOUND) {
+        } else if (st == SV_ERR_CORRUPT && strstr(err.message, "purged")) {
+            /* The stream was purged past what this copy applied (it lagged
+             * behind every other replica set's snapshots): this copy goes,
+             * and the next reconcile loads a peer's newer snapshot. */
+            fprintf(stderr, "slimvecd: cluster: \"%s\": %s; a peer's snapshot replaces this copy\n",
+                    colls[i]->name, err.message);
+            sv_error derr;
+            svd_registry_drop(c->app->registry, colls[i]->name, &derr);
+            atomic_store(&c->meta_changed, 1);
+        } else if (st != SV_OK && st != SV_ERR_NOT_FOUND) {
             static double last_said;
             double now = sv_now_seconds();
             if (now - last_said > 5) { /* the log is out of reach: say so now and then */
@@ -407,6 +499,54 @@ static void maybe_ready(svc_cluster *c)
         fprintf(stderr, "slimvecd: cluster: turning ready: %s (tried again)\n", err.message);
 }
 
+/*
+ * This pod's place in the map, acted on: a shard given to a pod that had
+ * none (a move, an idle pod): follow it, catching up; a shard this pod is
+ * leaving (moved away, drained): stop being read (routers no longer ask
+ * it, it refuses those with an old map), and after LEAVE_GRACE_SECONDS
+ * drop its copies and leave the map.
+ */
+static void follow_map(svc_cluster *c)
+{
+    int state;
+    int shard = svc_meta_my_shard(c->meta, &state);
+    double now = sv_now_seconds();
+    if (c->shard >= 0 && (shard != c->shard || state == SVC_REPLICA_LEAVING)) {
+        if (!c->leaving_since) {
+            c->leaving_since = now;
+            fprintf(stderr, "slimvecd: cluster: leaving shard %d (epoch %llu); its copies go in %.0f s\n", c->shard,
+                    (unsigned long long)svc_meta_epoch(c->meta), LEAVE_GRACE_SECONDS);
+        }
+        if (now - c->leaving_since < LEAVE_GRACE_SECONDS)
+            return;
+        svd_coll **colls = NULL;
+        size_t m = svd_registry_list(c->app->registry, &colls);
+        for (size_t i = 0; i < m; i++) {
+            sv_error err; /* the copy only: the shard's stream stays for its other replicas */
+            if (svd_registry_drop(c->app->registry, colls[i]->name, &err) != SV_OK)
+                fprintf(stderr, "slimvecd: cluster: dropping \"%s\" here: %s\n", colls[i]->name, err.message);
+        }
+        svd_registry_put_list(c->app->registry, colls, m);
+        sv_error err;
+        if (shard == c->shard && state == SVC_REPLICA_LEAVING && svc_meta_leave(c->meta, &err) != SV_OK) {
+            fprintf(stderr, "slimvecd: cluster: leaving the shard map: %s (tried again)\n", err.message);
+            return;
+        }
+        fprintf(stderr, "slimvecd: cluster: left shard %d\n", c->shard);
+        c->shard = -1;
+        c->leaving_since = 0;
+        return;
+    }
+    if (c->shard < 0 && shard >= 0 && state != SVC_REPLICA_LEAVING) {
+        c->shard = shard;
+        c->follow.ids.shard = (uint32_t)shard;
+        svd_registry_set_follow_shard(c->app->registry, (uint32_t)shard);
+        fprintf(stderr, "slimvecd: cluster: joining shard %d (epoch %llu), catching up\n", shard,
+                (unsigned long long)svc_meta_epoch(c->meta));
+        atomic_store(&c->meta_changed, 1);
+    }
+}
+
 static void *applier(void *arg)
 {
     svc_cluster *c = arg;
@@ -414,6 +554,7 @@ static void *applier(void *arg)
     while (!atomic_load(&c->stop)) {
         int errors = 0;
         double now = sv_now_seconds();
+        follow_map(c);
         if (atomic_exchange(&c->meta_changed, 0) || now - reconciled > RECONCILE_SECONDS) {
             reconcile(c);
             reconciled = now;
@@ -608,7 +749,7 @@ void svc_cluster_map_stale(svc_cluster *c)
 }
 
 /* The channel to address (made once, kept: the pods of a cluster are few). */
-static grpc_channel *channel_to(svc_cluster *c, const char *address)
+grpc_channel *svc_cluster_channel(svc_cluster *c, const char *address)
 {
     pthread_mutex_lock(&c->peers_mu);
     grpc_channel *ch = NULL;
@@ -651,7 +792,7 @@ int svc_cluster_targets(svc_cluster *c, uint32_t shard, grpc_channel **out, uint
     int n = svc_meta_targets(c->meta, shard, reps, SVC_FANOUT_TARGETS, epoch), k = 0;
     grpc_channel *chs[SVC_FANOUT_TARGETS];
     for (int i = 0; i < n; i++)
-        if ((chs[k] = channel_to(c, reps[i].address)))
+        if ((chs[k] = svc_cluster_channel(c, reps[i].address)))
             k++;
     /* Healthy-looking channels first, failing ones last. */
     int m = 0;
@@ -719,6 +860,29 @@ void svc_cluster_note_append(svc_cluster *c, int ok, double seconds)
     pthread_mutex_unlock(&c->stats_mu);
 }
 
+void svc_cluster_note_stale(svc_cluster *c)
+{
+    pthread_mutex_lock(&c->stats_mu);
+    c->stats.stale_restarts++;
+    pthread_mutex_unlock(&c->stats_mu);
+}
+
+void svc_cluster_saw_stale(svc_cluster *c, int n)
+{
+    pthread_mutex_lock(&c->stats_mu);
+    c->stats.stale_refusals += (uint64_t)n;
+    pthread_mutex_unlock(&c->stats_mu);
+    pthread_mutex_lock(&c->refresh_mu);
+    double now = sv_now_seconds();
+    int due = now - c->refreshed_at >= FORCED_READ_SECONDS;
+    if (due)
+        c->refreshed_at = now;
+    pthread_mutex_unlock(&c->refresh_mu);
+    sv_error err;
+    if (due)
+        svc_meta_refresh(c->meta, 1, &err);
+}
+
 void svc_cluster_note_fanout(svc_cluster *c, uint32_t shard, double seconds)
 {
     if (shard >= SVC_SHARDS_MAX)
@@ -774,10 +938,20 @@ void svc_cluster_metrics(void *ctx, svd_text *t)
          "# HELP slimvec_cluster_append_failures_total Appends the log did not acknowledge (answered UNAVAILABLE).\n"
          "# TYPE slimvec_cluster_append_failures_total counter\nslimvec_cluster_append_failures_total %llu\n"
          "# HELP slimvec_cluster_append_seconds_total Time appends waited for the log's acknowledgement (publish latency).\n"
-         "# TYPE slimvec_cluster_append_seconds_total counter\nslimvec_cluster_append_seconds_total %.6f\n",
+         "# TYPE slimvec_cluster_append_seconds_total counter\nslimvec_cluster_append_seconds_total %.6f\n"
+         "# HELP slimvec_cluster_snapshots_fetched_total Peers' snapshots this pod loaded (joining a shard, or after a purge).\n"
+         "# TYPE slimvec_cluster_snapshots_fetched_total counter\nslimvec_cluster_snapshots_fetched_total %llu\n"
+         "# HELP slimvec_cluster_snapshot_fetched_bytes_total Bytes of those snapshots.\n"
+         "# TYPE slimvec_cluster_snapshot_fetched_bytes_total counter\nslimvec_cluster_snapshot_fetched_bytes_total %llu\n"
+         "# HELP slimvec_cluster_stale_map_restarts_total Reads routed here that a replica refused for a stale shard map; the map was read again and the read started over.\n"
+         "# TYPE slimvec_cluster_stale_map_restarts_total counter\nslimvec_cluster_stale_map_restarts_total %llu\n"
+         "# HELP slimvec_cluster_stale_map_refusals_total Calls of this router a replica refused for a stale shard map (retried elsewhere; the map is read again).\n"
+         "# TYPE slimvec_cluster_stale_map_refusals_total counter\nslimvec_cluster_stale_map_refusals_total %llu\n",
          (unsigned long long)s.applied_records, (unsigned long long)s.refused_records,
          (unsigned long long)s.duplicate_records, (unsigned long long)s.apply_errors, (unsigned long long)s.appends,
-         (unsigned long long)s.append_failures, s.append_seconds);
+         (unsigned long long)s.append_failures, s.append_seconds, (unsigned long long)s.snapshots_fetched,
+         (unsigned long long)s.snapshot_bytes_fetched, (unsigned long long)s.stale_restarts,
+         (unsigned long long)s.stale_refusals);
     svd_text_put(t, "# HELP slimvec_cluster_fanout_seconds_total Time reads routed here waited for each shard's answer.\n"
                          "# TYPE slimvec_cluster_fanout_seconds_total counter\n");
     for (uint32_t i = 0; i < c->cfg.shards; i++)

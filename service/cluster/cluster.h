@@ -82,6 +82,9 @@ int svc_cluster_check_shard(svc_cluster *c, const grpc_slice *md, uint32_t *shar
 /* A router was refused for a stale map: read it again soon. */
 void svc_cluster_map_stale(svc_cluster *c);
 svc_meta *svc_cluster_meta(svc_cluster *c);
+/* The channel to another pod (made at first use, kept); NULL when it
+ * cannot be made. */
+grpc_channel *svc_cluster_channel(svc_cluster *c, const char *address);
 
 /* The writer's log of (incarnation, shard), opened once and kept. Only a
  * create makes the stream (create = 1): a write racing a drop finds the
@@ -107,6 +110,9 @@ int svc_cluster_outcome(svd_coll *coll, uint64_t lsn, sv_status *st, uint32_t *c
 typedef struct svc_cluster_stats {
     uint64_t applied_records, refused_records, duplicate_records, apply_errors;
     uint64_t appends, append_failures;
+    uint64_t snapshots_fetched, snapshot_bytes_fetched; /* peers' snapshots this pod loaded */
+    uint64_t stale_restarts;     /* reads routed here that started over after a stale map */
+    uint64_t stale_refusals;     /* calls of this router that replicas refused for a stale map */
     double append_seconds;
     uint64_t fanout_parts[SVC_SHARDS_MAX];   /* reads answered per shard */
     double fanout_seconds[SVC_SHARDS_MAX];
@@ -115,6 +121,10 @@ typedef struct svc_cluster_stats {
 void svc_cluster_get_stats(svc_cluster *c, svc_cluster_stats *out);
 void svc_cluster_note_append(svc_cluster *c, int ok, double seconds);
 void svc_cluster_note_fanout(svc_cluster *c, uint32_t shard, double seconds);
+void svc_cluster_note_stale(svc_cluster *c);
+/* Replicas refused n calls for a stale map: counted, and the map is read
+ * again (at most every few milliseconds, whatever the rate). */
+void svc_cluster_saw_stale(svc_cluster *c, int n);
 /* The cluster's metrics, in the exposition format, into a /metrics scrape. */
 void svc_cluster_metrics(void *c, svd_text *t);
 

@@ -220,6 +220,7 @@ static int completed(svc_fanout *f, attempt *a, int ok)
         } else {
             if (code == GRPC_STATUS_OK)
                 code = GRPC_STATUS_INTERNAL; /* OK without a message */
+            p->r.aborted += code == GRPC_STATUS_ABORTED;
             p->r.code = code;
             p->r.target = a->target;
             char *d = grpc_slice_to_c_string(a->details);

@@ -32,6 +32,7 @@ typedef struct svc_part_result {
     int target;                 /* the target that answered (or failed last) */
     int attempts;               /* calls started: 1, more after retries and hedges */
     int hedged;                 /* a hedge was started */
+    int aborted;                /* attempts a replica refused with ABORTED (a stale shard map), retried or not */
     double seconds;             /* from the start to its answer (or its last failure) */
 } svc_part_result;
 

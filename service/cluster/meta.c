@@ -25,6 +25,8 @@ typedef struct view {
     int64_t map_mod;             /* the map key's mod revision (0: none) */
     svc_meta_replica *reps;
     size_t n_reps;
+    svc_meta_name *idle;         /* pods that left a shard: they do not join one on their own */
+    size_t n_idle;
     svc_meta_replica *pods;      /* live pods (address, replica set from PodInfo) */
     size_t n_pods;
     int64_t revision;            /* the etcd revision it was read at */
@@ -63,6 +65,7 @@ static const char *keep(svc_meta *m, const char *s)
 static void view_free(view *v)
 {
     free(v->reps);
+    free(v->idle);
     free(v->pods);
     memset(v, 0, sizeof *v);
 }
@@ -99,12 +102,14 @@ static int map_decode(const uint8_t *p, size_t len, view *out, char *why, size_t
         snprintf(why, cap, "the shard map has %u shards (1..%d)", sm->shards, SHARDS_MAX);
         goto done;
     }
-    if (sm->n_replicas > REPLICAS_MAX) {
-        snprintf(why, cap, "the shard map has %zu replicas (at most %d)", sm->n_replicas, REPLICAS_MAX);
+    if (sm->n_replicas > REPLICAS_MAX || sm->n_idle > REPLICAS_MAX) {
+        snprintf(why, cap, "the shard map has %zu replicas and %zu idle pods (at most %d each)", sm->n_replicas,
+                 sm->n_idle, REPLICAS_MAX);
         goto done;
     }
     out->reps = calloc(sm->n_replicas ? sm->n_replicas : 1, sizeof *out->reps);
-    if (!out->reps) {
+    out->idle = calloc(sm->n_idle ? sm->n_idle : 1, sizeof *out->idle);
+    if (!out->reps || !out->idle) {
         snprintf(why, cap, "out of memory");
         goto done;
     }
@@ -112,7 +117,7 @@ static int map_decode(const uint8_t *p, size_t len, view *out, char *why, size_t
         Slimvec__V1__ShardReplica *r = sm->replicas[i];
         if (!name_ok(r->pod, SVC_POD_NAME_MAX, 1) || r->shard >= sm->shards || (int)r->state < SVC_REPLICA_CATCHING_UP ||
             (int)r->state > SVC_REPLICA_LEAVING || !*r->address || strlen(r->address) > SVC_ADDRESS_MAX ||
-            strlen(r->replica_set) > 32) {
+            strlen(r->replica_set) > 32 || (*r->replaces && !name_ok(r->replaces, SVC_POD_NAME_MAX, 1))) {
             snprintf(why, cap, "the shard map's replica %zu (\"%.64s\") is not valid", i, r->pod);
             goto done;
         }
@@ -125,9 +130,18 @@ static int map_decode(const uint8_t *p, size_t len, view *out, char *why, size_t
         snprintf(o->pod, sizeof o->pod, "%s", r->pod);
         snprintf(o->address, sizeof o->address, "%s", r->address);
         snprintf(o->replica_set, sizeof o->replica_set, "%s", r->replica_set);
+        snprintf(o->replaces, sizeof o->replaces, "%s", r->replaces);
         o->shard = r->shard;
         o->state = (int)r->state;
     }
+    for (size_t i = 0; i < sm->n_idle; i++) {
+        if (!name_ok(sm->idle[i], SVC_POD_NAME_MAX, 1)) {
+            snprintf(why, cap, "the shard map's idle pod %zu is not a pod name", i);
+            goto done;
+        }
+        snprintf(out->idle[i].name, sizeof out->idle[i].name, "%s", sm->idle[i]);
+    }
+    out->n_idle = sm->n_idle;
     out->n_reps = sm->n_replicas;
     out->epoch = sm->epoch;
     out->shards = sm->shards;
@@ -135,8 +149,10 @@ static int map_decode(const uint8_t *p, size_t len, view *out, char *why, size_t
 done:
     if (rc) {
         free(out->reps);
+        free(out->idle);
         out->reps = NULL;
-        out->n_reps = 0;
+        out->idle = NULL;
+        out->n_reps = out->n_idle = 0;
     }
     slimvec__v1__shard_map__free_unpacked(sm, NULL);
     return rc;
@@ -151,33 +167,41 @@ int svc_meta_map_check(const uint8_t *p, size_t len, char *why, size_t cap)
 }
 
 /* The map's value; NULL when out of memory. */
-static uint8_t *map_encode(uint64_t epoch, uint32_t shards, const svc_meta_replica *reps, size_t n, size_t *len)
+static uint8_t *map_encode(uint64_t epoch, uint32_t shards, const svc_meta_map *mp, size_t *len)
 {
+    size_t n = mp->n;
     Slimvec__V1__ShardMap sm = SLIMVEC__V1__SHARD_MAP__INIT;
     Slimvec__V1__ShardReplica *rs = calloc(n ? n : 1, sizeof *rs);
     Slimvec__V1__ShardReplica **ptrs = calloc(n ? n : 1, sizeof *ptrs);
+    char **idle = calloc(mp->n_idle ? mp->n_idle : 1, sizeof *idle);
     uint8_t *out = NULL;
-    if (!rs || !ptrs)
+    if (!rs || !ptrs || !idle)
         goto done;
     for (size_t i = 0; i < n; i++) {
         slimvec__v1__shard_replica__init(&rs[i]);
-        rs[i].pod = (char *)reps[i].pod;
-        rs[i].address = (char *)reps[i].address;
-        rs[i].replica_set = (char *)reps[i].replica_set;
-        rs[i].shard = reps[i].shard;
-        rs[i].state = (Slimvec__V1__ReplicaState)reps[i].state;
+        rs[i].pod = (char *)mp->reps[i].pod;
+        rs[i].address = (char *)mp->reps[i].address;
+        rs[i].replica_set = (char *)mp->reps[i].replica_set;
+        rs[i].replaces = (char *)mp->reps[i].replaces;
+        rs[i].shard = mp->reps[i].shard;
+        rs[i].state = (Slimvec__V1__ReplicaState)mp->reps[i].state;
         ptrs[i] = &rs[i];
     }
+    for (size_t i = 0; i < mp->n_idle; i++)
+        idle[i] = (char *)mp->idle[i].name;
     sm.epoch = epoch;
     sm.shards = shards;
     sm.n_replicas = n;
     sm.replicas = ptrs;
+    sm.n_idle = mp->n_idle;
+    sm.idle = idle;
     *len = slimvec__v1__shard_map__get_packed_size(&sm);
     if ((out = malloc(*len ? *len : 1)))
         slimvec__v1__shard_map__pack(&sm, out);
 done:
     free(rs);
     free(ptrs);
+    free(idle);
     return out;
 }
 
@@ -231,6 +255,7 @@ static sv_status read_all(svc_meta *m, int linearizable, int *news, sv_error *er
                 snprintf(o->address, sizeof o->address, "%s", pi->address);
                 snprintf(o->replica_set, sizeof o->replica_set, "%s", pi->replica_set);
                 o->live = 1;
+                o->router_only = pi->router_only;
             }
             if (pi)
                 slimvec__v1__pod_info__free_unpacked(pi, NULL);
@@ -274,10 +299,9 @@ sv_status svc_meta_refresh(svc_meta *m, int linearizable, sv_error *err)
 
 /* ---- changing the map ------------------------------------------------------------------ */
 
-/* edit(replicas, n, cap, ctx): change the copy in place (n may grow up to
- * cap); returns 1 when it changed something, 0 when there is nothing to do,
- * -1 (with err) to give up. */
-typedef int (*map_edit)(svc_meta *m, svc_meta_replica *reps, size_t *n, size_t cap, void *ctx, sv_error *err);
+/* edit(map, ctx): change the copy in place; returns 1 when it changed
+ * something, 0 when there is nothing to do, -1 (with err) to give up. */
+typedef int (*map_edit)(svc_meta *m, svc_meta_map *mp, void *ctx, sv_error *err);
 
 static sv_status update_map(svc_meta *m, map_edit edit, void *ctx, sv_error *err)
 {
@@ -287,30 +311,44 @@ static sv_status update_map(svc_meta *m, map_edit edit, void *ctx, sv_error *err
         if (st != SV_OK)
             return st;
         pthread_mutex_lock(&m->mu);
-        size_t n = m->v.n_reps, cap = n + 1;
-        svc_meta_replica *reps = malloc(cap * sizeof *reps);
-        if (reps && n)
-            memcpy(reps, m->v.reps, n * sizeof *reps);
+        svc_meta_map mp = {0};
+        mp.n = m->v.n_reps;
+        mp.n_idle = m->v.n_idle;
+        mp.reps = malloc((mp.n + 2) * sizeof *mp.reps);
+        mp.idle = malloc((mp.n_idle + 2) * sizeof *mp.idle);
+        if (mp.reps && mp.n)
+            memcpy(mp.reps, m->v.reps, mp.n * sizeof *mp.reps);
+        if (mp.idle && mp.n_idle)
+            memcpy(mp.idle, m->v.idle, mp.n_idle * sizeof *mp.idle);
+        mp.pods = m->v.pods; /* read only, under mu: copied below */
         uint64_t epoch = m->v.epoch;
         uint32_t shards = m->v.shards;
         int64_t mod = m->v.map_mod;
+        size_t n_pods = m->v.n_pods;
+        svc_meta_replica *pods = malloc((n_pods ? n_pods : 1) * sizeof *pods);
+        if (pods && n_pods)
+            memcpy(pods, m->v.pods, n_pods * sizeof *pods);
         pthread_mutex_unlock(&m->mu);
-        if (!reps)
-            return sv_fail(err, SV_ERR_RESOURCE, "out of memory");
-        if (!mod) {
-            free(reps);
-            return sv_fail(err, SV_ERR_NOT_FOUND, "the cluster has no shard map");
-        }
-        int changed = edit(m, reps, &n, cap, ctx, err);
-        if (changed <= 0) {
-            free(reps);
-            return changed < 0 ? err->code : sv_ok(err);
-        }
+        mp.pods = pods;
+        mp.n_pods = n_pods;
+        int changed = -2;
+        if (!mp.reps || !mp.idle || !pods)
+            sv_fail(err, SV_ERR_RESOURCE, "out of memory");
+        else if (!mod)
+            sv_fail(err, SV_ERR_NOT_FOUND, "the cluster has no shard map");
+        else
+            changed = edit(m, &mp, ctx, err);
+        uint8_t *val = NULL;
         size_t len = 0;
-        uint8_t *val = map_encode(epoch + 1, shards, reps, n, &len);
-        free(reps);
-        if (!val)
-            return sv_fail(err, SV_ERR_RESOURCE, "out of memory");
+        if (changed > 0 && !(val = map_encode(epoch + 1, shards, &mp, &len)))
+            changed = -2, sv_fail(err, SV_ERR_RESOURCE, "out of memory");
+        free(mp.reps);
+        free(mp.idle);
+        free(pods);
+        if (changed < 0)
+            return err->code;
+        if (changed == 0)
+            return sv_ok(err);
         char key[200];
         key_of(m, "map", key, sizeof key);
         int swapped = 0;
@@ -325,31 +363,61 @@ static sv_status update_map(svc_meta *m, map_edit edit, void *ctx, sv_error *err
     return sv_fail(err, SV_ERR_BUSY, "the shard map kept changing under %d tries", CAS_TRIES);
 }
 
-static long find_rep(const svc_meta_replica *reps, size_t n, const char *pod)
+long svc_meta_map_find(const svc_meta_map *mp, const char *pod)
 {
-    for (size_t i = 0; i < n; i++)
-        if (!strcmp(reps[i].pod, pod))
+    for (size_t i = 0; i < mp->n; i++)
+        if (!strcmp(mp->reps[i].pod, pod))
             return (long)i;
     return -1;
 }
 
-/* Join: add this pod (or correct its address) in the map. */
-static int edit_join(svc_meta *m, svc_meta_replica *reps, size_t *n, size_t cap, void *ctx, sv_error *err)
+static long find_idle(const svc_meta_map *mp, const char *pod)
+{
+    for (size_t i = 0; i < mp->n_idle; i++)
+        if (!strcmp(mp->idle[i].name, pod))
+            return (long)i;
+    return -1;
+}
+
+static void remove_idle(svc_meta_map *mp, const char *pod)
+{
+    long at = find_idle(mp, pod);
+    if (at >= 0)
+        mp->idle[at] = mp->idle[--mp->n_idle];
+}
+
+static void remove_rep(svc_meta_map *mp, long at)
+{
+    memmove(&mp->reps[at], &mp->reps[at + 1], (mp->n - (size_t)at - 1) * sizeof *mp->reps);
+    mp->n--;
+}
+
+static const svc_meta_replica *live_pod(const svc_meta_map *mp, const char *pod)
+{
+    for (size_t i = 0; i < mp->n_pods; i++)
+        if (!strcmp(mp->pods[i].pod, pod))
+            return &mp->pods[i];
+    return NULL;
+}
+
+/* Join: add this pod (or correct its address) in the map, unless it left
+ * a shard before (idle: an operator gives it one). */
+static int edit_join(svc_meta *m, svc_meta_map *mp, void *ctx, sv_error *err)
 {
     (void)ctx;
     (void)err;
-    long at = find_rep(reps, *n, m->cfg.pod);
+    long at = svc_meta_map_find(mp, m->cfg.pod);
     if (at >= 0) {
-        svc_meta_replica *r = &reps[at];
+        svc_meta_replica *r = &mp->reps[at];
         if (!strcmp(r->address, m->cfg.address) && !strcmp(r->replica_set, m->cfg.replica_set))
             return 0;
         snprintf(r->address, sizeof r->address, "%s", m->cfg.address);
         snprintf(r->replica_set, sizeof r->replica_set, "%s", m->cfg.replica_set);
         return 1;
     }
-    if (*n == cap)
+    if (find_idle(mp, m->cfg.pod) >= 0 || m->cfg.router_only)
         return 0;
-    svc_meta_replica *r = &reps[(*n)++];
+    svc_meta_replica *r = &mp->reps[mp->n++];
     memset(r, 0, sizeof *r);
     snprintf(r->pod, sizeof r->pod, "%s", m->cfg.pod);
     snprintf(r->address, sizeof r->address, "%s", m->cfg.address);
@@ -359,24 +427,161 @@ static int edit_join(svc_meta *m, svc_meta_replica *reps, size_t *n, size_t cap,
     return 1;
 }
 
-static int edit_state(svc_meta *m, svc_meta_replica *reps, size_t *n, size_t cap, void *ctx, sv_error *err)
+static int edit_state(svc_meta *m, svc_meta_map *mp, void *ctx, sv_error *err)
 {
-    (void)cap;
     int state = *(int *)ctx;
-    long at = find_rep(reps, *n, m->cfg.pod);
+    long at = svc_meta_map_find(mp, m->cfg.pod);
     if (at < 0) {
         sv_fail(err, SV_ERR_NOT_FOUND, "pod \"%s\" is not in the shard map", m->cfg.pod);
         return -1;
     }
-    if (reps[at].state == state)
+    svc_meta_replica *me = &mp->reps[at];
+    if (me->state == state)
         return 0;
-    reps[at].state = state;
+    me->state = state;
+    if (state == SVC_REPLICA_READY && me->replaces[0]) {
+        /* A move: the replica this one replaces leaves in the same change,
+         * so the shard never has fewer ready replicas than before. */
+        long old = svc_meta_map_find(mp, me->replaces);
+        if (old >= 0 && mp->reps[old].shard == me->shard)
+            mp->reps[old].state = SVC_REPLICA_LEAVING;
+        me->replaces[0] = 0;
+    }
     return 1;
 }
 
 sv_status svc_meta_set_state(svc_meta *m, int state, sv_error *err)
 {
     return update_map(m, edit_state, &state, err);
+}
+
+/* Leave: out of the map's replicas, into its idle pods. */
+static int edit_leave(svc_meta *m, svc_meta_map *mp, void *ctx, sv_error *err)
+{
+    (void)ctx;
+    (void)err;
+    long at = svc_meta_map_find(mp, m->cfg.pod);
+    if (at < 0)
+        return 0;
+    remove_rep(mp, at);
+    if (find_idle(mp, m->cfg.pod) < 0)
+        snprintf(mp->idle[mp->n_idle++].name, sizeof mp->idle[0].name, "%s", m->cfg.pod);
+    return 1;
+}
+
+sv_status svc_meta_leave(svc_meta *m, sv_error *err)
+{
+    return update_map(m, edit_leave, NULL, err);
+}
+
+typedef struct move_args {
+    uint32_t shard;
+    const char *to, *from;
+} move_args;
+
+static int edit_move(svc_meta *m, svc_meta_map *mp, void *ctx, sv_error *err)
+{
+    (void)m;
+    move_args *a = ctx;
+    if (a->shard >= m->cfg.shards) {
+        sv_fail(err, SV_ERR_INVALID_ARGUMENT, "shard %u: the cluster has %u shards", a->shard, m->cfg.shards);
+        return -1;
+    }
+    const svc_meta_replica *live = live_pod(mp, a->to);
+    if (!live || live->router_only) {
+        sv_fail(err, SV_ERR_INVALID_ARGUMENT, live ? "pod \"%s\" only routes (--router-only)"
+                                                   : "pod \"%s\" is not live (no key under pods/)", a->to);
+        return -1;
+    }
+    long to = svc_meta_map_find(mp, a->to);
+    if (to >= 0 && mp->reps[to].state != SVC_REPLICA_LEAVING) {
+        if (mp->reps[to].shard == a->shard && !strcmp(mp->reps[to].replaces, a->from ? a->from : ""))
+            return 0; /* asked twice */
+        sv_fail(err, SV_ERR_INVALID_ARGUMENT, "pod \"%s\" serves shard %u: drain it first", a->to,
+                mp->reps[to].shard);
+        return -1;
+    }
+    if (to >= 0) {
+        sv_fail(err, SV_ERR_INVALID_ARGUMENT, "pod \"%s\" is still leaving shard %u", a->to, mp->reps[to].shard);
+        return -1;
+    }
+    if (a->from && *a->from) {
+        long from = svc_meta_map_find(mp, a->from);
+        if (from < 0 || mp->reps[from].shard != a->shard || mp->reps[from].state != SVC_REPLICA_READY) {
+            sv_fail(err, SV_ERR_INVALID_ARGUMENT, "pod \"%s\" is not a ready replica of shard %u", a->from,
+                    a->shard);
+            return -1;
+        }
+    }
+    remove_idle(mp, a->to);
+    svc_meta_replica *r = &mp->reps[mp->n++];
+    memset(r, 0, sizeof *r);
+    snprintf(r->pod, sizeof r->pod, "%s", a->to);
+    snprintf(r->address, sizeof r->address, "%s", live->address);
+    snprintf(r->replica_set, sizeof r->replica_set, "%s", live->replica_set);
+    snprintf(r->replaces, sizeof r->replaces, "%s", a->from ? a->from : "");
+    r->shard = a->shard;
+    r->state = SVC_REPLICA_CATCHING_UP;
+    return 1;
+}
+
+sv_status svc_meta_move(svc_meta *m, uint32_t shard, const char *to_pod, const char *from_pod, sv_error *err)
+{
+    move_args a = {shard, to_pod, from_pod};
+    return update_map(m, edit_move, &a, err);
+}
+
+typedef struct drain_args {
+    const char *pod;
+    char moved_to[SVC_POD_NAME_MAX + 1];
+} drain_args;
+
+static int edit_drain(svc_meta *m, svc_meta_map *mp, void *ctx, sv_error *err)
+{
+    (void)m;
+    drain_args *a = ctx;
+    a->moved_to[0] = 0;
+    long at = svc_meta_map_find(mp, a->pod);
+    if (at < 0 || mp->reps[at].state == SVC_REPLICA_LEAVING)
+        return 0; /* not serving a shard (or leaving already) */
+    uint32_t shard = mp->reps[at].shard;
+    for (size_t i = 0; i < mp->n; i++)
+        if (!strcmp(mp->reps[i].replaces, a->pod))
+            return 0; /* a move away from it is under way */
+    /* A live pod in no shard takes it over (it joins catching up; this pod
+     * leaves when it is ready). */
+    for (size_t i = 0; i < mp->n_pods; i++) {
+        const svc_meta_replica *p = &mp->pods[i];
+        if (svc_meta_map_find(mp, p->pod) >= 0 || !strcmp(p->pod, a->pod) || p->router_only)
+            continue;
+        move_args mv = {shard, p->pod, mp->reps[at].state == SVC_REPLICA_READY ? a->pod : NULL};
+        int rc = edit_move(m, mp, &mv, err);
+        if (rc > 0) {
+            if (!mv.from) /* it was catching up itself: it just goes */
+                mp->reps[at].state = SVC_REPLICA_LEAVING;
+            snprintf(a->moved_to, sizeof a->moved_to, "%s", p->pod);
+        }
+        return rc;
+    }
+    /* None: the shard keeps its other ready replicas, if it has any. */
+    int others = 0;
+    for (size_t i = 0; i < mp->n; i++)
+        others += (long)i != at && mp->reps[i].shard == shard && mp->reps[i].state == SVC_REPLICA_READY;
+    if (!others && mp->reps[at].state == SVC_REPLICA_READY) {
+        sv_fail(err, SV_ERR_INVALID_ARGUMENT,
+                "pod \"%s\" is shard %u's only ready replica and no live pod is free to take it over", a->pod, shard);
+        return -1;
+    }
+    mp->reps[at].state = SVC_REPLICA_LEAVING;
+    return 1;
+}
+
+sv_status svc_meta_drain(svc_meta *m, const char *pod, char *moved_to, size_t cap, sv_error *err)
+{
+    drain_args a = {pod, ""};
+    sv_status st = update_map(m, edit_drain, &a, err);
+    snprintf(moved_to, cap, "%s", a.moved_to);
+    return st;
 }
 
 /* The map exists with this pod in it. */
@@ -401,7 +606,8 @@ static sv_status ensure_map(svc_meta *m, sv_error *err)
             return update_map(m, edit_join, NULL, err);
         }
         size_t len = 0;
-        uint8_t *val = map_encode(1, m->cfg.shards, NULL, 0, &len);
+        svc_meta_map empty = {0};
+        uint8_t *val = map_encode(1, m->cfg.shards, &empty, &len);
         if (!val)
             return sv_fail(err, SV_ERR_RESOURCE, "out of memory");
         int swapped;
@@ -426,6 +632,7 @@ static sv_status register_pod(svc_meta *m, sv_error *err)
     pi.replica_set = (char *)m->cfg.replica_set;
     pi.started = (double)time(NULL);
     pi.lease = m->lease;
+    pi.router_only = m->cfg.router_only != 0;
     uint8_t buf[1024];
     size_t len = slimvec__v1__pod_info__get_packed_size(&pi);
     if (len > sizeof buf)
@@ -474,7 +681,7 @@ static void *meta_thread(void *arg)
         if (!m->poked) {
             struct timespec until;
             clock_gettime(CLOCK_REALTIME, &until);
-            double wait = READ_EVERY_SECONDS;
+            double wait = m->cfg.test_read_seconds > 0 ? m->cfg.test_read_seconds : READ_EVERY_SECONDS;
             double to_keepalive = m->keepalive_at - sv_now_seconds();
             if (to_keepalive < wait)
                 wait = to_keepalive > 0.01 ? to_keepalive : 0.01;
@@ -515,7 +722,9 @@ void svc_meta_poke(svc_meta *m)
 
 static void on_watch(void *ctx)
 {
-    svc_meta_poke(ctx);
+    svc_meta *m = ctx;
+    if (m->cfg.test_read_seconds <= 0)
+        svc_meta_poke(m);
 }
 
 /* ---- life ------------------------------------------------------------------------------ */
@@ -634,7 +843,8 @@ uint64_t svc_meta_epoch(svc_meta *m)
 int svc_meta_my_shard(svc_meta *m, int *state)
 {
     pthread_mutex_lock(&m->mu);
-    long at = find_rep(m->v.reps, m->v.n_reps, m->cfg.pod);
+    svc_meta_map view_map = {.reps = m->v.reps, .n = m->v.n_reps};
+    long at = svc_meta_map_find(&view_map, m->cfg.pod);
     int shard = at >= 0 ? (int)m->v.reps[at].shard : -1;
     *state = at >= 0 ? m->v.reps[at].state : SVC_REPLICA_NONE;
     pthread_mutex_unlock(&m->mu);
@@ -691,6 +901,19 @@ size_t svc_meta_replicas(svc_meta *m, svc_meta_replica **out, uint64_t *epoch, i
     size_t n = copy_out(m->v.reps, m->v.n_reps, out);
     *epoch = m->v.epoch;
     *revision = m->v.revision;
+    pthread_mutex_unlock(&m->mu);
+    return n;
+}
+
+size_t svc_meta_idle(svc_meta *m, svc_meta_name **out)
+{
+    pthread_mutex_lock(&m->mu);
+    size_t n = m->v.n_idle;
+    *out = malloc((n ? n : 1) * sizeof **out);
+    if (!*out)
+        n = 0;
+    else if (n)
+        memcpy(*out, m->v.idle, n * sizeof **out);
     pthread_mutex_unlock(&m->mu);
     return n;
 }

@@ -42,6 +42,8 @@ typedef struct svc_meta_config {
     uint32_t shards;             /* S: makes the map when none exists; must match it otherwise */
     uint32_t shard;              /* where this pod joins when the map does not name it */
     int lease_seconds;           /* TTL of the pod's key (default 5) */
+    int router_only;             /* join no shard; only route */
+    double test_read_seconds;    /* tests only (> 0): read etcd this often, deaf to the watch (a stale map) */
 } svc_meta_config;
 
 enum { SVC_REPLICA_NONE = 0, SVC_REPLICA_CATCHING_UP = 1, SVC_REPLICA_READY = 2, SVC_REPLICA_LEAVING = 3 };
@@ -50,10 +52,27 @@ typedef struct svc_meta_replica {
     char pod[SVC_POD_NAME_MAX + 1];
     char address[SVC_ADDRESS_MAX + 1];
     char replica_set[33];
+    char replaces[SVC_POD_NAME_MAX + 1]; /* a move: the pod that leaves when this one is ready */
     uint32_t shard;
     int state;
     int live;                    /* pods/<pod> exists */
+    int router_only;             /* (live pods) it serves no shard, ever */
 } svc_meta_replica;
+
+typedef struct svc_meta_name {
+    char name[SVC_POD_NAME_MAX + 1];
+} svc_meta_name;
+
+/* A copy of the map being changed (room for two more entries in each list). */
+typedef struct svc_meta_map {
+    svc_meta_replica *reps;
+    size_t n;
+    svc_meta_name *idle;
+    size_t n_idle;
+    const svc_meta_replica *pods; /* the live pods, read only */
+    size_t n_pods;
+} svc_meta_map;
+long svc_meta_map_find(const svc_meta_map *mp, const char *pod);
 
 typedef struct svc_meta svc_meta;
 
@@ -88,8 +107,20 @@ sv_status svc_meta_refresh(svc_meta *m, int linearizable, sv_error *err);
 /* Ask the background thread for a read soon (a router saw a stale map). */
 void svc_meta_poke(svc_meta *m);
 
-/* This pod's state in the map, by compare-and-swap (a new epoch). */
+/* Changes of the map, each one compare-and-swap (a new epoch); a refusal
+ * the map's state explains (a pod that is not live, a shard's last ready
+ * replica) is SV_ERR_INVALID_ARGUMENT with why. */
+/* This pod's state; READY also sets the pod it replaces LEAVING. */
 sv_status svc_meta_set_state(svc_meta *m, int state, sv_error *err);
+/* This pod out of its shard, into the idle pods. */
+sv_status svc_meta_leave(svc_meta *m, sv_error *err);
+/* to_pod (live, in no shard) joins shard catching up, replacing from_pod
+ * (NULL or "": an added replica). */
+sv_status svc_meta_move(svc_meta *m, uint32_t shard, const char *to_pod, const char *from_pod, sv_error *err);
+/* pod's shard goes to an idle live pod (its name into moved_to) or, with
+ * none, pod leaves and the shard keeps its other ready replicas. */
+sv_status svc_meta_drain(svc_meta *m, const char *pod, char *moved_to, size_t cap, sv_error *err);
+size_t svc_meta_idle(svc_meta *m, svc_meta_name **out);
 
 svc_catalog *svc_meta_catalog(svc_meta *m);
 /* Create a collection: SV_ERR_ALREADY_EXISTS when the name is taken;

@@ -16,6 +16,10 @@
  */
 #include <grpc/byte_buffer.h>
 #include <grpc/byte_buffer_reader.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <errno.h>
 #include <inttypes.h>
 #include <math.h>
 #include <sodium.h>
@@ -25,6 +29,8 @@
 #include <time.h>
 
 #include "call.h"
+#include "crc32c.h"
+#include "snapshot.h"
 #include "cluster.h"
 #include "error.h"
 #include "follow.h"
@@ -41,6 +47,7 @@
 #define SHARD_MD "slimvec-shard" /* "<shard>@<epoch>" on every call between pods */
 #define SHARD_METHOD(name) "/slimvec.v1.SlimVecShard/" name
 #define PUBLIC(name) "/slimvec.v1.SlimVec/" name
+#define CLUSTER_METHOD(name) "/slimvec.v1.SlimVecCluster/" name
 
 static double deadline_of(svd_ctx *ctx)
 {
@@ -145,6 +152,29 @@ static svd_coll *lookup(svd_app *app, svd_ctx *ctx, svd_role role, const char *n
     return NULL;
 }
 
+/*
+ * The collection as the cluster's catalog has it (a router needs no copy
+ * of its own: a pod that serves no shard routes too), if the caller may
+ * act with role on it. A name the catalog lacks while it may be behind
+ * etcd defers the call (as lookup). 0 when there is no such collection
+ * (r says so) or the call deferred.
+ */
+static int route_lookup(svd_app *app, svd_ctx *ctx, svd_role role, const char *name, double *since,
+                        svc_catalog_entry *out, svd_reply *r)
+{
+    if (!svd_field_ok(name, "the collection name", SIZE_MAX, r) || !svd_allowed(ctx, role, name, r))
+        return 0;
+    if (svc_catalog_find(svc_cluster_catalog(app->cluster), name, out))
+        return 1;
+    if (!waited_out(ctx, since, r) && svc_cluster_catalog_behind(app->cluster, *since)) {
+        r->defer = 1;
+        return 0;
+    }
+    if (r->code == GRPC_STATUS_OK)
+        svd_reply_error(r, GRPC_STATUS_NOT_FOUND, "collection \"%.64s\" not found", name);
+    return 0;
+}
+
 /* ---- write path -------------------------------------------------------------------------------- */
 
 /* Where each record of a write went. */
@@ -181,7 +211,7 @@ static int batch_key(const char *given, char *out, size_t cap, svd_reply *r)
 }
 
 /* Append one record to the shard's stream; 0 and an error reply on failure. */
-static int append_record(svc_cluster *cl, svd_coll *c, uint32_t shard, uint32_t type, const char *key,
+static int append_record(svc_cluster *cl, const svc_catalog_entry *c, uint32_t shard, uint32_t type, const char *key,
                          const struct iovec *parts, int n_parts, uint64_t *lsn, svd_reply *r)
 {
     sv_log *log = NULL;
@@ -406,11 +436,11 @@ static Slimvec__V1__LogPosition **positions(write_state *w, size_t *n, svd_reply
 
 /* Split the batch by shard and append it, a record per shard (more when
  * a shard's part is over the log's message size). */
-static void ingest_write(svc_cluster *cl, svd_app *app, svd_coll *c, const Slimvec__V1__IngestRequest *req,
+static void ingest_write(svc_cluster *cl, svd_app *app, const svc_catalog_entry *c, const Slimvec__V1__IngestRequest *req,
                          size_t n, const char *key, int resend, write_state *w)
 {
     const svc_cluster_config *cfg = svc_cluster_config_of(cl);
-    uint32_t S = cfg->shards, dim = sv_durable_params(c->dur)->dim;
+    uint32_t S = cfg->shards, dim = c->params.dim;
     /* Ids left to the cluster go to one shard per batch: chosen from the
      * batch id, so a resend splits the same way. */
     uint8_t h[8];
@@ -508,15 +538,15 @@ static void ingest_message(svd_app *app, svd_ctx *ctx, write_state *w, const Sli
                            Slimvec__V1__IngestResponse *resp, svd_reply *r)
 {
     svc_cluster *cl = app->cluster;
-    svd_coll *c = lookup(app, ctx, SVD_ROLE_WRITE, req->collection, &w->since, r);
-    if (!c)
+    svc_catalog_entry ce, *c = &ce;
+    if (!route_lookup(app, ctx, SVD_ROLE_WRITE, req->collection, &w->since, c, r))
         return;
     if (!w->incarnation)
         w->incarnation = c->incarnation;
     size_t n = 0;
     if (!w->waiting && !w->n_recs) {
         char key[72];
-        if (!svd_batch_shape(app, c, req->n_vectors, req->n_ids, req->dimension, &n, r) ||
+        if (!svd_batch_shape_dim(app, c->params.dim, req->n_vectors, req->n_ids, req->dimension, &n, r) ||
             !svd_ids_ok(app, req->ids, req->n_ids, "id of vector", r) || !batch_key(req->batch_id, key, sizeof key, r))
             goto done;
         for (size_t i = 0; i < req->n_ids; i++)
@@ -527,7 +557,7 @@ static void ingest_message(svd_app *app, svd_ctx *ctx, write_state *w, const Sli
             }
         /* Vectors the engine would refuse are refused before they reach
          * the log (every replica would refuse them the same way). */
-        uint32_t dim = sv_durable_params(c->dur)->dim;
+        uint32_t dim = c->params.dim;
         for (size_t i = 0; i < n * dim; i++)
             if (!isfinite(req->vectors[i])) {
                 svd_reply_error(r, GRPC_STATUS_INVALID_ARGUMENT, "vector %zu: component %zu is not finite", i / dim,
@@ -581,7 +611,7 @@ static void ingest_message(svd_app *app, svd_ctx *ctx, write_state *w, const Sli
     resp->n_ids = n;
     resp->ids = ids;
 done:
-    svd_registry_put(app->registry, c);
+    return;
 }
 
 static void s_ingest(void *appv, svd_ctx *ctx, void **state, const ProtobufCMessage *m, svd_reply *r)
@@ -611,7 +641,7 @@ static void s_ingest(void *appv, svd_ctx *ctx, void **state, const ProtobufCMess
 
 /* Append a delete, a record per shard (more when a shard's ids are over
  * RECORD_BYTES); a failure is left in w (the parts before it are in). */
-static void delete_write(svc_cluster *cl, svd_coll *c, char **all, size_t n, const char *key, write_state *w)
+static void delete_write(svc_cluster *cl, const svc_catalog_entry *c, char **all, size_t n, const char *key, write_state *w)
 {
     uint32_t S = svc_cluster_config_of(cl)->shards;
     const char **ids = malloc((n ? n : 1) * sizeof *ids);
@@ -663,8 +693,8 @@ static void h_delete(void *appv, svd_ctx *ctx, void **state, const ProtobufCMess
     write_state *w = write_state_of(state, r);
     if (!w)
         return;
-    svd_coll *c = lookup(app, ctx, SVD_ROLE_WRITE, req->collection, &w->since, r);
-    if (!c)
+    svc_catalog_entry ce, *c = &ce;
+    if (!route_lookup(app, ctx, SVD_ROLE_WRITE, req->collection, &w->since, c, r))
         return;
     if (!w->incarnation)
         w->incarnation = c->incarnation;
@@ -707,7 +737,7 @@ static void h_delete(void *appv, svd_ctx *ctx, void **state, const ProtobufCMess
     resp->deleted = (uint32_t)count;
     r->msg = &resp->base;
 done:
-    svd_registry_put(app->registry, c);
+    return;
 }
 
 /* ---- read path ----------------------------------------------------------------------------------- */
@@ -743,13 +773,18 @@ static read_state *read_state_of(void **state, svd_reply *r)
  */
 static int restart_if_stale(svc_cluster *cl, read_state *s, svd_reply *r)
 {
-    int any = 0;
-    for (uint32_t i = 0; i < s->shards && !any; i++)
-        any = stale(svc_fanout_result(s->op, i));
+    int any = 0, refused = 0;
+    for (uint32_t i = 0; i < s->shards; i++) {
+        any |= stale(svc_fanout_result(s->op, i));
+        refused += svc_fanout_result(s->op, i)->aborted;
+    }
+    if (refused)
+        svc_cluster_saw_stale(cl, refused); /* even when a sibling answered: this map is old */
     if (!any || s->head.restarts >= STALE_RESTARTS)
         return 0;
     sv_error err;
     svc_meta_refresh(svc_cluster_meta(cl), 1, &err);
+    svc_cluster_note_stale(cl);
     int restarts = s->head.restarts + 1;
     double since = s->since;
     read_reset(s);
@@ -802,13 +837,11 @@ static void search_message(svd_app *app, svd_ctx *ctx, read_state *s, const Slim
     svc_cluster *cl = app->cluster;
     if (!s->op) {
         /* The checks a single node makes, before any pod is asked. */
-        svd_coll *c = lookup(app, ctx, SVD_ROLE_READ, req->collection, &s->since, r);
-        if (!c)
+        svc_catalog_entry c;
+        if (!route_lookup(app, ctx, SVD_ROLE_READ, req->collection, &s->since, &c, r))
             return;
         size_t m = 0;
-        int ok = svd_batch_shape(app, c, req->n_queries, 0, req->dimension, &m, r);
-        svd_registry_put(app->registry, c);
-        if (!ok)
+        if (!svd_batch_shape_dim(app, c.params.dim, req->n_queries, 0, req->dimension, &m, r))
             return;
         if (req->k < 1 || req->k > app->limits.max_k) {
             svd_reply_error(r, req->k < 1 ? GRPC_STATUS_INVALID_ARGUMENT : GRPC_STATUS_RESOURCE_EXHAUSTED,
@@ -952,10 +985,9 @@ static void h_get(void *appv, svd_ctx *ctx, void **state, const ProtobufCMessage
         return;
     uint32_t S = svc_cluster_config_of(cl)->shards;
     if (!s->op) {
-        svd_coll *c = lookup(app, ctx, SVD_ROLE_READ, req->collection, &s->since, r);
-        if (!c)
+        svc_catalog_entry c;
+        if (!route_lookup(app, ctx, SVD_ROLE_READ, req->collection, &s->since, &c, r))
             return;
-        svd_registry_put(app->registry, c);
         if (req->n_ids > app->limits.max_get_ids) {
             svd_reply_error(r, GRPC_STATUS_RESOURCE_EXHAUSTED, "%zu ids are over the server's --max-get-ids %u",
                             req->n_ids, app->limits.max_get_ids);
@@ -1350,9 +1382,461 @@ static void sh_applied(void *appv, svd_ctx *ctx, void **state, const ProtobufCMe
     r->msg = &resp->base;
 }
 
+/* ---- snapshots between replicas ------------------------------------------------------------------------ */
+
+#define CHUNK_DEFAULT (1u << 20)
+#define CHUNK_MAX (4u << 20)
+
+typedef struct fetch_state {
+    svd_task *task;       /* the snapshot being written for this stream */
+    int fd;               /* then the file, open for the stream's life (a newer snapshot may unlink it) */
+    uint64_t lsn, incarnation, total;
+} fetch_state;
+
+static void fetch_end(void *app, void *state, int cancelled)
+{
+    (void)app;
+    (void)cancelled;
+    fetch_state *fs = state;
+    if (!fs)
+        return;
+    if (fs->task)
+        svd_task_release(fs->task);
+    if (fs->fd >= 0)
+        close(fs->fd);
+    free(fs);
+}
+
+/* A fresh snapshot of the collection (written for this stream, so it holds
+ * what this replica applied now), then its bytes chunk by chunk. */
+static void sh_fetch(void *appv, svd_ctx *ctx, void **state, const ProtobufCMessage *m, svd_reply *r)
+{
+    svd_app *app = appv;
+    const Slimvec__V1__SnapshotChunkRequest *req = (const void *)m;
+    if (!serves(app, ctx, NULL, r))
+        return;
+    fetch_state *fs = *state;
+    if (!fs) {
+        if (!(fs = *state = calloc(1, sizeof *fs))) {
+            svd_reply_oom(r);
+            return;
+        }
+        fs->fd = -1;
+    }
+    if (fs->fd < 0) {
+        if (!fs->task) {
+            svd_coll *c = svd_lookup(app, ctx, SVD_ROLE_ADMIN, req->collection, r);
+            if (!c)
+                return;
+            fs->incarnation = c->incarnation;
+            fs->task = app->maint ? svd_maint_submit(app->maint, c, SVD_TASK_SNAPSHOT) : NULL;
+            svd_registry_put(app->registry, c);
+            if (!fs->task) {
+                svd_reply_error(r, GRPC_STATUS_UNAVAILABLE, "the server is shutting down");
+                return;
+            }
+        }
+        sv_status st;
+        sv_error err;
+        sv_snapshot_info info;
+        if (!svd_task_done(fs->task, &st, &err, &info)) {
+            r->defer = 1;
+            return;
+        }
+        svd_task_release(fs->task);
+        fs->task = NULL;
+        if (st != SV_OK) {
+            svd_reply_error(r, svd_code_of(st), "snapshot of \"%.64s\": %s", req->collection, err.message);
+            return;
+        }
+        svd_coll *c = svd_lookup(app, ctx, SVD_ROLE_ADMIN, req->collection, r);
+        if (!c)
+            return;
+        char name[48], path[4200];
+        sv_snapshot_name(info.lsn, name, sizeof name);
+        snprintf(path, sizeof path, "%s/%s", sv_durable_dir(c->dur), name);
+        int same = c->incarnation == fs->incarnation;
+        svd_registry_put(app->registry, c);
+        struct stat sb;
+        if (!same || (fs->fd = open(path, O_RDONLY | O_CLOEXEC)) < 0 || fstat(fs->fd, &sb) != 0) {
+            /* Dropped and created again, or replaced by a newer one at once:
+             * the fetching replica starts over. */
+            svd_reply_error(r, GRPC_STATUS_ABORTED, "the snapshot of \"%.64s\" went away while it was opened",
+                            req->collection);
+            return;
+        }
+        fs->lsn = info.lsn;
+        fs->total = (uint64_t)sb.st_size;
+    }
+    if (req->offset > fs->total) {
+        svd_reply_error(r, GRPC_STATUS_OUT_OF_RANGE, "offset %" PRIu64 " is past the snapshot's %" PRIu64 " bytes",
+                        req->offset, fs->total);
+        return;
+    }
+    size_t want = req->max_bytes ? req->max_bytes : CHUNK_DEFAULT;
+    if (want > CHUNK_MAX)
+        want = CHUNK_MAX;
+    if (ctx->max_message && want > ctx->max_message / 2)
+        want = ctx->max_message / 2; /* room for the message around it */
+    if (want > fs->total - req->offset)
+        want = (size_t)(fs->total - req->offset);
+    uint8_t *buf = svd_own(r, want ? want : 1);
+    Slimvec__V1__SnapshotChunk *resp = svd_own(r, sizeof *resp);
+    if (!buf || !resp) {
+        svd_reply_oom(r);
+        return;
+    }
+    size_t got = 0;
+    while (got < want) {
+        ssize_t k = pread(fs->fd, buf + got, want - got, (off_t)(req->offset + got));
+        if (k <= 0) {
+            svd_reply_error(r, GRPC_STATUS_INTERNAL, "reading the snapshot: %s", k ? strerror(errno) : "short file");
+            return;
+        }
+        got += (size_t)k;
+    }
+    slimvec__v1__snapshot_chunk__init(resp);
+    resp->lsn = fs->lsn;
+    resp->incarnation = fs->incarnation;
+    resp->total = fs->total;
+    resp->offset = req->offset;
+    resp->data.data = buf;
+    resp->data.len = got;
+    resp->crc32c = sv_crc32c(0, buf, got);
+    r->msg = &resp->base;
+}
+
+/* This replica's shard, epoch and progress per collection. */
+static void sh_status(void *appv, svd_ctx *ctx, void **state, const ProtobufCMessage *m, svd_reply *r)
+{
+    svd_app *app = appv;
+    (void)state;
+    (void)m;
+    if (!svd_allowed(ctx, SVD_ROLE_ADMIN, "*", r))
+        return;
+    svc_cluster *cl = app->cluster;
+    svd_coll **colls = NULL;
+    size_t n = svd_registry_list(app->registry, &colls);
+    Slimvec__V1__ShardStatusResponse *resp = svd_own(r, sizeof *resp);
+    Slimvec__V1__ClusterCollectionLag **lp = svd_own_array(r, n, sizeof *lp);
+    Slimvec__V1__ClusterCollectionLag *lv = svd_own_array(r, n, sizeof *lv);
+    char *names = svd_own_array(r, n, 65);
+    if (!resp || (n && (!lp || !lv || !names))) {
+        svd_registry_put_list(app->registry, colls, n);
+        svd_reply_oom(r);
+        return;
+    }
+    slimvec__v1__shard_status_response__init(resp);
+    resp->pod = (char *)svc_cluster_config_of(cl)->meta.pod;
+    int mine = svc_cluster_shard(cl);
+    resp->shard = mine < 0 ? UINT32_MAX : (uint32_t)mine;
+    resp->epoch = svc_meta_epoch(svc_cluster_meta(cl));
+    for (size_t i = 0; i < n; i++) {
+        slimvec__v1__cluster_collection_lag__init(&lv[i]);
+        snprintf(names + i * 65, 65, "%s", colls[i]->name);
+        lv[i].collection = names + i * 65;
+        uint64_t last = sv_durable_log_last(colls[i]->dur), applied = sv_durable_applied(colls[i]->dur);
+        lv[i].applied_lsn = applied;
+        lv[i].lag_records = last > applied ? last - applied : 0;
+        lv[i].vectors = sv_durable_count(colls[i]->dur);
+        lp[i] = &lv[i];
+    }
+    resp->n_collections = n;
+    resp->collections = lp;
+    svd_registry_put_list(app->registry, colls, n);
+    r->msg = &resp->base;
+}
+
+/* ---- operators' calls ---------------------------------------------------------------------------------- */
+
+/* The map as the proto message (own'd by r). */
+static Slimvec__V1__ShardMap *map_message(svc_cluster *cl, svd_reply *r)
+{
+    svc_meta *meta = svc_cluster_meta(cl);
+    svc_meta_replica *reps = NULL;
+    svc_meta_name *idle = NULL;
+    uint64_t epoch = 0;
+    int64_t rev = 0;
+    size_t n = svc_meta_replicas(meta, &reps, &epoch, &rev);
+    size_t n_idle = svc_meta_idle(meta, &idle);
+    Slimvec__V1__ShardMap *sm = svd_own(r, sizeof *sm);
+    Slimvec__V1__ShardReplica **rp = svd_own_array(r, n, sizeof *rp);
+    Slimvec__V1__ShardReplica *rv = svd_own_array(r, n, sizeof *rv);
+    svc_meta_replica *keep = svd_own_array(r, n, sizeof *keep);
+    char **ip = svd_own_array(r, n_idle, sizeof *ip);
+    svc_meta_name *ikeep = svd_own_array(r, n_idle, sizeof *ikeep);
+    if (!sm || (n && (!rp || !rv || !keep)) || (n_idle && (!ip || !ikeep)) || !reps || !idle) {
+        free(reps);
+        free(idle);
+        return NULL;
+    }
+    slimvec__v1__shard_map__init(sm);
+    sm->epoch = epoch;
+    sm->shards = svc_cluster_config_of(cl)->shards;
+    for (size_t i = 0; i < n; i++) {
+        keep[i] = reps[i];
+        slimvec__v1__shard_replica__init(&rv[i]);
+        rv[i].pod = keep[i].pod;
+        rv[i].shard = keep[i].shard;
+        rv[i].state = (Slimvec__V1__ReplicaState)keep[i].state;
+        rv[i].address = keep[i].address;
+        rv[i].replica_set = keep[i].replica_set;
+        rv[i].replaces = keep[i].replaces;
+        rp[i] = &rv[i];
+    }
+    for (size_t i = 0; i < n_idle; i++) {
+        ikeep[i] = idle[i];
+        ip[i] = ikeep[i].name;
+    }
+    sm->n_replicas = n;
+    sm->replicas = rp;
+    sm->n_idle = n_idle;
+    sm->idle = ip;
+    free(reps);
+    free(idle);
+    return sm;
+}
+
+typedef struct status_state {
+    double since;
+    svc_fanout_op *op;
+    size_t n;
+    svc_meta_replica *reps;
+} status_state;
+
+static void status_end(void *app, void *state, int cancelled)
+{
+    (void)app;
+    (void)cancelled;
+    status_state *ss = state;
+    if (!ss)
+        return;
+    svc_fanout_release(ss->op);
+    free(ss->reps);
+    free(ss);
+}
+
+static void c_status(void *appv, svd_ctx *ctx, void **state, const ProtobufCMessage *m, svd_reply *r)
+{
+    svd_app *app = appv;
+    svc_cluster *cl = app->cluster;
+    (void)m;
+    status_state *ss = *state;
+    if (!ss) {
+        if (!svd_allowed(ctx, SVD_ROLE_ADMIN, "*", r))
+            return;
+        if (!(ss = *state = calloc(1, sizeof *ss))) {
+            svd_reply_oom(r);
+            return;
+        }
+        sv_error err;
+        svc_meta_refresh(svc_cluster_meta(cl), 0, &err);
+        uint64_t epoch;
+        int64_t rev;
+        ss->n = svc_meta_replicas(svc_cluster_meta(cl), &ss->reps, &epoch, &rev);
+        /* Every replica, each asked once (its own figures). */
+        size_t n = ss->n;
+        grpc_byte_buffer **reqs = calloc(n ? n : 1, sizeof *reqs);
+        grpc_channel *(*targets)[SVC_FANOUT_TARGETS] = calloc(n ? n : 1, sizeof *targets);
+        int *n_targets = calloc(n ? n : 1, sizeof *n_targets);
+        Slimvec__V1__ShardStatusRequest q = SLIMVEC__V1__SHARD_STATUS_REQUEST__INIT;
+        grpc_byte_buffer *bb = svd_pack(&q.base);
+        if (reqs && targets && n_targets && bb && ss->reps) {
+            for (size_t i = 0; i < n; i++) {
+                reqs[i] = bb;
+                targets[i][0] = svc_cluster_channel(cl, ss->reps[i].address);
+                n_targets[i] = targets[i][0] != NULL;
+            }
+            grpc_metadata md[1];
+            size_t n_md = 0;
+            if (ctx->authorization) {
+                md[0].key = grpc_slice_from_static_string("authorization");
+                md[0].value = *ctx->authorization;
+                n_md = 1;
+            }
+            double deadline = sv_now_seconds() + 2;
+            if (deadline > deadline_of(ctx))
+                deadline = deadline_of(ctx);
+            ss->op = svc_fanout_start(svc_cluster_fanout(cl), SHARD_METHOD("Status"), n, reqs,
+                                      (grpc_channel *const (*)[SVC_FANOUT_TARGETS])targets, n_targets, md, n_md,
+                                      NULL, NULL, deadline);
+        }
+        if (bb)
+            grpc_byte_buffer_destroy(bb);
+        free(reqs);
+        free(targets);
+        free(n_targets);
+        if (!ss->op) {
+            svd_reply_oom(r);
+            return;
+        }
+    }
+    if (!svc_fanout_done(ss->op)) {
+        r->defer = 1;
+        return;
+    }
+    Slimvec__V1__ClusterStatusResponse *resp = svd_own(r, sizeof *resp);
+    Slimvec__V1__ShardMap *sm = map_message(cl, r);
+    Slimvec__V1__ClusterReplicaStatus **rp = svd_own_array(r, ss->n, sizeof *rp);
+    Slimvec__V1__ClusterReplicaStatus *rv = svd_own_array(r, ss->n, sizeof *rv);
+    Slimvec__V1__ShardReplica *rr = svd_own_array(r, ss->n, sizeof *rr);
+    svc_meta_replica *keep = svd_own_array(r, ss->n, sizeof *keep);
+    svc_meta_replica *pods = NULL;
+    size_t n_pods = svc_meta_pods(svc_cluster_meta(cl), &pods);
+    Slimvec__V1__PodInfo **pp = svd_own_array(r, n_pods, sizeof *pp);
+    Slimvec__V1__PodInfo *pv = svd_own_array(r, n_pods, sizeof *pv);
+    svc_meta_replica *pkeep = svd_own_array(r, n_pods, sizeof *pkeep);
+    if (!resp || !sm || !pods || (ss->n && (!rp || !rv || !rr || !keep)) || (n_pods && (!pp || !pv || !pkeep))) {
+        free(pods);
+        svd_reply_oom(r);
+        return;
+    }
+    slimvec__v1__cluster_status_response__init(resp);
+    resp->map = sm;
+    for (size_t i = 0; i < ss->n; i++) {
+        keep[i] = ss->reps[i];
+        slimvec__v1__cluster_replica_status__init(&rv[i]);
+        slimvec__v1__shard_replica__init(&rr[i]);
+        rr[i].pod = keep[i].pod;
+        rr[i].shard = keep[i].shard;
+        rr[i].state = (Slimvec__V1__ReplicaState)keep[i].state;
+        rr[i].address = keep[i].address;
+        rr[i].replica_set = keep[i].replica_set;
+        rr[i].replaces = keep[i].replaces;
+        rv[i].replica = &rr[i];
+        rv[i].live = keep[i].live;
+        const svc_part_result *pr = svc_fanout_result(ss->op, i);
+        Slimvec__V1__ShardStatusResponse *a =
+            pr->code == GRPC_STATUS_OK
+                ? (void *)svd_unpack(&slimvec__v1__shard_status_response__descriptor, pr->response)
+                : NULL;
+        if (!a) {
+            char *why = svd_own(r, sizeof pr->message);
+            if (why) {
+                snprintf(why, sizeof pr->message, "%s", pr->code == GRPC_STATUS_OK ? "a malformed answer"
+                                                                                    : pr->message);
+                rv[i].error = why;
+            }
+        } else {
+            /* Its figures move into r's memory (the answer is freed here). */
+            Slimvec__V1__ClusterCollectionLag **lp = svd_own_array(r, a->n_collections, sizeof *lp);
+            Slimvec__V1__ClusterCollectionLag *lv = svd_own_array(r, a->n_collections, sizeof *lv);
+            char *names = svd_own_array(r, a->n_collections, 65);
+            if (a->n_collections && (!lp || !lv || !names)) {
+                protobuf_c_message_free_unpacked(&a->base, NULL);
+                svd_reply_oom(r);
+                free(pods);
+                return;
+            }
+            for (size_t k = 0; k < a->n_collections; k++) {
+                lv[k] = *a->collections[k];
+                snprintf(names + k * 65, 65, "%s", a->collections[k]->collection);
+                lv[k].collection = names + k * 65;
+                lp[k] = &lv[k];
+            }
+            rv[i].n_collections = a->n_collections;
+            rv[i].collections = lp;
+            protobuf_c_message_free_unpacked(&a->base, NULL);
+        }
+        rp[i] = &rv[i];
+    }
+    resp->n_replicas = ss->n;
+    resp->replicas = rp;
+    for (size_t i = 0; i < n_pods; i++) {
+        pkeep[i] = pods[i];
+        slimvec__v1__pod_info__init(&pv[i]);
+        pv[i].pod = pkeep[i].pod;
+        pv[i].address = pkeep[i].address;
+        pv[i].replica_set = pkeep[i].replica_set;
+        pp[i] = &pv[i];
+    }
+    free(pods);
+    resp->n_pods = n_pods;
+    resp->pods = pp;
+    r->msg = &resp->base;
+}
+
+/* A refusal the map explains is FAILED_PRECONDITION for an operator. */
+static void map_error(svd_reply *r, sv_status st, const sv_error *err)
+{
+    svd_reply_error(r, st == SV_ERR_INVALID_ARGUMENT ? GRPC_STATUS_FAILED_PRECONDITION : svd_code_of(st), "%s",
+                    err->message);
+}
+
+static void c_move(void *appv, svd_ctx *ctx, void **state, const ProtobufCMessage *m, svd_reply *r)
+{
+    svd_app *app = appv;
+    svc_cluster *cl = app->cluster;
+    const Slimvec__V1__MoveShardRequest *req = (const void *)m;
+    (void)state;
+    if (!svd_allowed(ctx, SVD_ROLE_ADMIN, "*", r) || !svd_field_ok(req->to_pod, "to_pod", SIZE_MAX, r) ||
+        !svd_field_ok(req->from_pod, "from_pod", SIZE_MAX, r))
+        return;
+    if (!*req->to_pod || strlen(req->to_pod) > SVC_POD_NAME_MAX || strlen(req->from_pod) > SVC_POD_NAME_MAX) {
+        svd_reply_error(r, GRPC_STATUS_INVALID_ARGUMENT, "to_pod is 1..%d bytes, from_pod at most %d",
+                        SVC_POD_NAME_MAX, SVC_POD_NAME_MAX);
+        return;
+    }
+    if (req->shard >= svc_cluster_config_of(cl)->shards) {
+        svd_reply_error(r, GRPC_STATUS_INVALID_ARGUMENT, "shard %u: the cluster has %u shards", req->shard,
+                        svc_cluster_config_of(cl)->shards);
+        return;
+    }
+    sv_error err;
+    sv_status st = svc_meta_move(svc_cluster_meta(cl), req->shard, req->to_pod, req->from_pod, &err);
+    if (st != SV_OK) {
+        map_error(r, st, &err);
+        return;
+    }
+    Slimvec__V1__MoveShardResponse *resp = svd_own(r, sizeof *resp);
+    Slimvec__V1__ShardMap *sm = map_message(cl, r);
+    if (!resp || !sm) {
+        svd_reply_oom(r);
+        return;
+    }
+    slimvec__v1__move_shard_response__init(resp);
+    resp->map = sm;
+    r->msg = &resp->base;
+}
+
+static void c_drain(void *appv, svd_ctx *ctx, void **state, const ProtobufCMessage *m, svd_reply *r)
+{
+    svd_app *app = appv;
+    svc_cluster *cl = app->cluster;
+    const Slimvec__V1__DrainPodRequest *req = (const void *)m;
+    (void)state;
+    if (!svd_allowed(ctx, SVD_ROLE_ADMIN, "*", r) || !svd_field_ok(req->pod, "pod", SIZE_MAX, r))
+        return;
+    if (!*req->pod || strlen(req->pod) > SVC_POD_NAME_MAX) {
+        svd_reply_error(r, GRPC_STATUS_INVALID_ARGUMENT, "pod is 1..%d bytes", SVC_POD_NAME_MAX);
+        return;
+    }
+    sv_error err;
+    char *moved = svd_own(r, SVC_POD_NAME_MAX + 1);
+    if (!moved) {
+        svd_reply_oom(r);
+        return;
+    }
+    sv_status st = svc_meta_drain(svc_cluster_meta(cl), req->pod, moved, SVC_POD_NAME_MAX + 1, &err);
+    if (st != SV_OK) {
+        map_error(r, st, &err);
+        return;
+    }
+    Slimvec__V1__DrainPodResponse *resp = svd_own(r, sizeof *resp);
+    Slimvec__V1__ShardMap *sm = map_message(cl, r);
+    if (!resp || !sm) {
+        svd_reply_oom(r);
+        return;
+    }
+    slimvec__v1__drain_pod_response__init(resp);
+    resp->map = sm;
+    resp->moved_to = moved;
+    r->msg = &resp->base;
+}
+
 /* ---- the table ----------------------------------------------------------------------------------------- */
 
-static svd_method table[32];
+static svd_method table[48];
 static size_t table_n;
 
 static void set(const char *path, const ProtobufCMessageDescriptor *d, svd_handler_fn fn, svd_end_fn end,
@@ -1393,6 +1877,16 @@ const svd_method *svc_router_methods(size_t *n)
             SVD_UNARY, SVD_ROLE_READ);
         set(SHARD_METHOD("Applied"), &slimvec__v1__shard_apply_request__descriptor, sh_applied, free_end,
             SVD_UNARY, SVD_ROLE_WRITE);
+        set(SHARD_METHOD("Status"), &slimvec__v1__shard_status_request__descriptor, sh_status, NULL, SVD_UNARY,
+            SVD_ROLE_ADMIN);
+        set(SHARD_METHOD("FetchSnapshot"), &slimvec__v1__snapshot_chunk_request__descriptor, sh_fetch, fetch_end,
+            SVD_STREAM, SVD_ROLE_ADMIN);
+        set(CLUSTER_METHOD("Status"), &slimvec__v1__cluster_status_request__descriptor, c_status, status_end,
+            SVD_UNARY, SVD_ROLE_ADMIN);
+        set(CLUSTER_METHOD("MoveShard"), &slimvec__v1__move_shard_request__descriptor, c_move, NULL, SVD_UNARY,
+            SVD_ROLE_ADMIN);
+        set(CLUSTER_METHOD("DrainPod"), &slimvec__v1__drain_pod_request__descriptor, c_drain, NULL, SVD_UNARY,
+            SVD_ROLE_ADMIN);
     }
     *n = table_n;
     return table;

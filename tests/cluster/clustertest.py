@@ -217,14 +217,15 @@ class Etcd:
 class Pod:
     """One slimvecd of the cluster (replica set r, shard s)."""
 
-    def __init__(self, cluster, r, s):
+    def __init__(self, cluster, r, s, name=None):
+        """Replica set r; s: the shard it joins when the map does not name it."""
         self.cluster, self.r, self.s = cluster, r, s
-        self.name = "r%d-s%d" % (r, s)
+        self.name = name or "r%d-s%d" % (r, s)
         self.port = free_port()
         self.metrics_port = free_port()
         self.addr = "127.0.0.1:%d" % self.port
-        self.data_dir = os.path.join(cluster.root, "r%d-s%d" % (r, s))
-        self.log_path = os.path.join(cluster.root, "r%d-s%d.log" % (r, s))
+        self.data_dir = os.path.join(cluster.root, self.name)
+        self.log_path = os.path.join(cluster.root, self.name + ".log")
         self.proc = None
         self.extra = []  # flags of this pod only
 
@@ -280,7 +281,7 @@ class Pod:
         try:
             while True:
                 if not self.alive():
-                    raise AssertionError("pod r%d-s%d exited:\n%s" % (self.r, self.s, self.log()[-3000:]))
+                    raise AssertionError("pod %s exited:\n%s" % (self.name, self.log()[-3000:]))
                 try:
                     stub.Check(health_pb2.HealthCheckRequest(), timeout=scaled(2), wait_for_ready=True)
                     return
@@ -303,6 +304,13 @@ class Pod:
         for line in self.metrics().splitlines():
             if line.startswith(name + " "):
                 return float(line.split()[1])
+        return None
+
+    def shard(self):
+        """The shard this pod follows now (-1: none), from its metrics."""
+        for line in self.metrics().splitlines():
+            if line.startswith("slimvec_cluster_shard{"):
+                return int(float(line.split()[-1]))
         return None
 
     def wait_serving(self, seconds=60):
@@ -352,7 +360,7 @@ class Cluster:
         pod.wait_ready()
 
     def logs(self):
-        return "\n".join("---- r%d-s%d\n%s" % (p.r, p.s, p.log()[-4000:]) for p in self.pods)
+        return "\n".join("---- %s\n%s" % (p.name, p.log()[-4000:]) for p in self.pods)
 
     def close(self, keep=False):
         """Stop everything (SIGTERM first: a sanitizer build reports leaks at
@@ -367,7 +375,7 @@ class Cluster:
             self.nats.close()
         if self.own_etcd:
             self.etcd.close()
-        reports = [(p.r, p.s) for p in self.pods
+        reports = [p.name for p in self.pods
                    if any(w in p.log() for w in ("AddressSanitizer", "LeakSanitizer", "runtime error:",
                                                  "ThreadSanitizer"))]
         if reports:
