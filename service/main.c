@@ -135,8 +135,6 @@ static void usage(FILE *f)
             "                       --shards); after that the map says (moves change it)\n"
             "  --pod-name NAME      this pod's name, e.g. slimvec-r0-1 (SLIMVEC_POD_NAME, default $HOSTNAME)\n"
             "  --replica-set NAME   this pod's replica set, e.g. r0 (SLIMVEC_REPLICA_SET)\n"
-            "  --replica-sets LIST  every replica set, comma-separated: a stream is purged only below the\n"
-            "                       snapshots of all of them (SLIMVEC_REPLICA_SETS, default this one)\n"
             "  --cluster-etcd EPS   etcd members' client endpoints, host:port,... (SLIMVEC_CLUSTER_ETCD):\n"
             "                       the shard map, the pods' leases, the catalog of collections\n"
             "  --cluster-name NAME  the cluster's keys in etcd are under /slimvec/NAME/ (SLIMVEC_CLUSTER_NAME,\n"
@@ -318,7 +316,6 @@ static int load_config(config *cfg, int argc, char **argv)
         {"--shard", "SLIMVEC_SHARD", 0, SVC_SHARDS_MAX - 1, &shard, NULL},
         {"--pod-name", "SLIMVEC_POD_NAME", 0, 0, NULL, &pod_name},
         {"--replica-set", "SLIMVEC_REPLICA_SET", 0, 0, NULL, &cfg->cl.replica_set},
-        {"--replica-sets", "SLIMVEC_REPLICA_SETS", 0, 0, NULL, &cfg->cl.replica_sets},
         {"--cluster-etcd", "SLIMVEC_CLUSTER_ETCD", 0, 0, NULL, &cfg->cl.meta.etcd.endpoints},
         {"--cluster-name", "SLIMVEC_CLUSTER_NAME", 0, 0, NULL, &cfg->cl.meta.cluster},
         {"--advertise", "SLIMVEC_ADVERTISE", 0, 0, NULL, &cfg->cl.meta.address},

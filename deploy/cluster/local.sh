@@ -65,7 +65,7 @@ for set in r0 r1; do
         "$BIN" --listen 127.0.0.1:5006$n --metrics-listen 127.0.0.1:947$n \
             --data-dir "$DATA/$set-s$shard" --cluster-nats "$NATS" --cluster-etcd "$ETCD" \
             --pod-name "$set-s$shard" --shards 2 --shard "$shard" \
-            --replica-set "$set" --replica-sets r0,r1 \
+            --replica-set "$set" \
             >> "$DATA/$set-s$shard.log" 2>&1 &
         PIDS="$PIDS $!"
         n=$((n + 1))

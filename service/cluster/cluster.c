@@ -56,9 +56,6 @@ typedef struct peer {
 struct svc_cluster {
     svc_cluster_config cfg;
     char *strings[8];            /* the config's strings, owned */
-    const char *sets[SVC_REPLICA_SETS_MAX];
-    int n_sets;
-    char *sets_buf;
     svc_nats *nats;
     svc_meta *meta;
     int shard;                   /* the shard this pod follows (the map's, acted on by the applier), -1: none */
@@ -97,29 +94,18 @@ static const char *keep(svc_cluster *c, const char *s)
     return NULL;
 }
 
-static sv_status parse_sets(svc_cluster *c, sv_error *err)
+/* A replica set's name: [A-Za-z0-9_-], 1..32 bytes (the map shows it;
+ * Kubernetes spreads the sets over nodes). */
+static sv_status check_set(const char *set, sv_error *err)
 {
-    const char *list = c->cfg.replica_sets && *c->cfg.replica_sets ? c->cfg.replica_sets : c->cfg.replica_set;
-    if (!c->cfg.replica_set || !*c->cfg.replica_set || !list)
+    if (!set || !*set)
         return sv_fail(err, SV_ERR_INVALID_ARGUMENT, "cluster mode needs --replica-set");
-    if (!(c->sets_buf = strdup(list)))
-        return sv_fail(err, SV_ERR_RESOURCE, "out of memory");
-    int self = 0;
-    char *save = NULL;
-    for (char *s = strtok_r(c->sets_buf, ",", &save); s; s = strtok_r(NULL, ",", &save)) {
-        if (c->n_sets == SVC_REPLICA_SETS_MAX)
-            return sv_fail(err, SV_ERR_INVALID_ARGUMENT, "more than %d replica sets", SVC_REPLICA_SETS_MAX);
-        for (const char *p = s; *p; p++)
-            if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') || *p == '-' ||
-                  *p == '_'))
-                return sv_fail(err, SV_ERR_INVALID_ARGUMENT, "replica set \"%.40s\": use [A-Za-z0-9_-]", s);
-        self |= strcmp(s, c->cfg.replica_set) == 0;
-        c->sets[c->n_sets++] = s;
-    }
-    if (!self)
-        return sv_fail(err, SV_ERR_INVALID_ARGUMENT, "--replica-sets \"%s\" does not name this pod's set \"%s\"",
-                       list, c->cfg.replica_set);
-    return SV_OK;
+    size_t n = 0;
+    for (const char *p = set; *p; p++, n++)
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') || *p == '-' ||
+              *p == '_'))
+            return sv_fail(err, SV_ERR_INVALID_ARGUMENT, "replica set \"%.40s\": use [A-Za-z0-9_-]", set);
+    return n <= 32 ? SV_OK : sv_fail(err, SV_ERR_INVALID_ARGUMENT, "replica set \"%.40s\": at most 32 bytes", set);
 }
 
 /* ---- logs ------------------------------------------------------------------------------- */
@@ -129,16 +115,29 @@ static void stream_name(uint64_t incarnation, uint32_t shard, char *out, size_t 
     snprintf(out, cap, "c%" PRIu64 "_s%u", incarnation, shard);
 }
 
-static sv_status open_stream(svc_cluster *c, const char *name, const char *set, int create, sv_log **out,
+/* The natslog's mark hook: this pod's snapshot mark, in etcd (meta.h),
+ * and the lowest of every replica of the stream's shard. */
+static sv_status mark_snapshot(void *ctx, const char *name, uint64_t lsn, uint64_t *lowest, sv_error *err)
+{
+    svc_cluster *c = ctx;
+    unsigned long long inc;
+    unsigned shard;
+    char extra;
+    if (sscanf(name, "c%llu_s%u%c", &inc, &shard, &extra) != 2)
+        return sv_fail(err, SV_ERR_INVALID_ARGUMENT, "stream %s is not a shard's", name);
+    return svc_meta_mark(c->meta, name, shard, lsn, lowest, err);
+}
+
+/* follower = 1: this pod's own copy follows it (its snapshots mark it). */
+static sv_status open_stream(svc_cluster *c, const char *name, int follower, int create, sv_log **out,
                              sv_error *err)
 {
     svc_natslog_config nc = {.name = name,
                              .create = create,
                              .replicas = c->cfg.stream_replicas,
                              .keep_before = SV_FOLLOW_WINDOW,
-                             .replica_set = set,
-                             .replica_sets = c->sets,
-                             .n_replica_sets = c->n_sets};
+                             .mark = follower ? mark_snapshot : NULL,
+                             .mark_ctx = c};
     return svc_natslog_open(c->nats, &nc, out, err);
 }
 
@@ -158,7 +157,7 @@ static sv_status follow_open_log(void *ctx, const char *name, uint64_t *incarnat
      * a pod starting then waits for it rather than fail. */
     double until = sv_now_seconds() + c->open_wait;
     for (;;) {
-        sv_status st = open_stream(c, stream, c->cfg.replica_set, 1, log, err);
+        sv_status st = open_stream(c, stream, 1, 1, log, err);
         if (st != SV_ERR_IO || sv_now_seconds() > until)
             return st;
         usleep(250000);
@@ -179,7 +178,7 @@ sv_status svc_cluster_shard_log(svc_cluster *c, uint64_t incarnation, uint32_t s
     char stream[64];
     stream_name(incarnation, shard, stream, sizeof stream);
     sv_log *log = NULL;
-    sv_status st = open_stream(c, stream, NULL, create, &log, err);
+    sv_status st = open_stream(c, stream, 0, create, &log, err);
     if (st != SV_OK)
         return st;
     pthread_mutex_lock(&c->logs_mu);
@@ -595,7 +594,6 @@ sv_status svc_cluster_create(const svc_cluster_config *cfg, double wait_seconds,
     c->cfg.nats.key_file = keep(c, cfg->nats.key_file);
     c->cfg.nats.token = keep(c, cfg->nats.token);
     c->cfg.replica_set = keep(c, cfg->replica_set);
-    c->cfg.replica_sets = keep(c, cfg->replica_sets);
     if (c->cfg.stream_replicas < 1)
         c->cfg.stream_replicas = 3;
     if (c->cfg.outcome_seconds <= 0)
@@ -611,7 +609,7 @@ sv_status svc_cluster_create(const svc_cluster_config *cfg, double wait_seconds,
         st = sv_fail(err, SV_ERR_INVALID_ARGUMENT, "shard %u of %u shards (1..%d shards)", cfg->shard, cfg->shards,
                      SVC_SHARDS_MAX);
     if (st == SV_OK)
-        st = parse_sets(c, err);
+        st = check_set(c->cfg.replica_set, err);
     if (st == SV_OK) {
         svc_meta_config mc = cfg->meta;
         mc.shards = cfg->shards;
@@ -687,7 +685,6 @@ void svc_cluster_free(svc_cluster *c)
     svc_nats_free(c->nats);
     for (size_t i = 0; i < sizeof c->strings / sizeof c->strings[0]; i++)
         free(c->strings[i]);
-    free(c->sets_buf);
     pthread_mutex_destroy(&c->logs_mu);
     pthread_mutex_destroy(&c->peers_mu);
     pthread_mutex_destroy(&c->refresh_mu);
@@ -845,6 +842,7 @@ void svc_cluster_delete_streams(svc_cluster *c, uint64_t incarnation)
         stream_name(incarnation, s, stream, sizeof stream);
         sv_error err;
         svc_natslog_delete(c->nats, stream, &err);
+        svc_meta_forget_marks(c->meta, stream, &err);
     }
 }
 

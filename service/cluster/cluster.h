@@ -36,7 +36,6 @@
 #include "registry.h"
 
 #define SVC_SHARDS_MAX 256
-#define SVC_REPLICA_SETS_MAX 8
 
 typedef struct svc_cluster_config {
     svc_nats_config nats;
@@ -44,7 +43,6 @@ typedef struct svc_cluster_config {
     uint32_t shards;              /* S >= 1 */
     uint32_t shard;               /* where this pod joins when the map does not name it, < S */
     const char *replica_set;      /* this pod's replica set ("r0") */
-    const char *replica_sets;     /* every replica set, comma-separated ("r0,r1"): the purge waits for all */
     int stream_replicas;          /* copies of each stream NATS keeps (1..5) */
     double hedge_seconds;         /* a read's second replica starts after this */
     double outcome_seconds;       /* how long a write waits to hear how it applied */

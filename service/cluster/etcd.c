@@ -429,3 +429,19 @@ void svc_etcd_watch_stop(svc_etcd_watch *w)
     free(w->prefix);
     free(w);
 }
+
+sv_status svc_etcd_delete_prefix(svc_etcd *e, const char *prefix, sv_error *err)
+{
+    uint8_t end[512];
+    Etcdserverpb__DeleteRangeRequest del = ETCDSERVERPB__DELETE_RANGE_REQUEST__INIT;
+    del.key.data = (uint8_t *)prefix;
+    del.key.len = strlen(prefix);
+    if (!(del.range_end.len = prefix_end(prefix, end, sizeof end)))
+        return sv_fail(err, SV_ERR_INVALID_ARGUMENT, "etcd key too long");
+    del.range_end.data = end;
+    Etcdserverpb__RequestOp op = ETCDSERVERPB__REQUEST_OP__INIT;
+    op.request_case = ETCDSERVERPB__REQUEST_OP__REQUEST_REQUEST_DELETE_RANGE;
+    op.request_delete_range = &del;
+    int done = 0;
+    return txn(e, NULL, &op, &done, NULL, err);
+}

@@ -51,6 +51,9 @@ sv_status svc_etcd_put_if(svc_etcd *e, const char *key, int64_t mod_revision, co
 /* Delete key if its create revision is create_revision; *deleted says whether. */
 sv_status svc_etcd_delete_if(svc_etcd *e, const char *key, int64_t create_revision, int *deleted, sv_error *err);
 
+/* Delete every key starting with prefix. */
+sv_status svc_etcd_delete_prefix(svc_etcd *e, const char *prefix, sv_error *err);
+
 /* Leases: grant (ttl seconds), keep alive (*ttl = what remains; 0 when
  * the lease is gone: expired or revoked), revoke. */
 sv_status svc_etcd_lease_grant(svc_etcd *e, int64_t ttl, int64_t *id, sv_error *err);

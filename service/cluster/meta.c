@@ -959,3 +959,59 @@ sv_status svc_meta_drop_collection(svc_meta *m, const char *name, uint64_t incar
         return sv_fail(err, SV_ERR_NOT_FOUND, "collection \"%s\" was dropped meanwhile", name);
     return svc_meta_refresh(m, 1, err);
 }
+
+/* ---- snapshot marks -------------------------------------------------------------------- */
+
+sv_status svc_meta_mark(svc_meta *m, const char *stream, uint32_t shard, uint64_t lsn, uint64_t *lowest,
+                        sv_error *err)
+{
+    *lowest = 0;
+    char key[400];
+    snprintf(key, sizeof key, "%smarks/%s/%s", m->prefix, stream, m->cfg.pod);
+    uint8_t v[8];
+    for (int i = 0; i < 8; i++)
+        v[i] = (uint8_t)(lsn >> (8 * i));
+    int swapped;
+    sv_status st = svc_etcd_put_if(m->etcd, key, -1, v, sizeof v, 0, &swapped, NULL, err);
+    if (st != SV_OK)
+        return st;
+    snprintf(key, sizeof key, "%smarks/%s/", m->prefix, stream);
+    Etcdserverpb__RangeResponse *r = NULL;
+    if ((st = svc_etcd_range(m->etcd, key, 1, 0, &r, err)) != SV_OK)
+        return st;
+    size_t plen = strlen(key);
+    uint64_t low = UINT64_MAX;
+    int missing = 0;
+    pthread_mutex_lock(&m->mu);
+    for (size_t i = 0; i < m->v.n_reps && !missing; i++) {
+        const svc_meta_replica *rep = &m->v.reps[i];
+        if (rep->shard != shard || rep->state == SVC_REPLICA_LEAVING)
+            continue;
+        int found = 0;
+        for (size_t k = 0; k < r->n_kvs && !found; k++) {
+            const Mvccpb__KeyValue *kv = r->kvs[k];
+            if (kv->key.len != plen + strlen(rep->pod) || memcmp(kv->key.data + plen, rep->pod, kv->key.len - plen) ||
+                kv->value.len != 8)
+                continue;
+            uint64_t x = 0;
+            for (int b = 0; b < 8; b++)
+                x |= (uint64_t)kv->value.data[b] << (8 * b);
+            if (x < low)
+                low = x;
+            found = 1;
+        }
+        missing = !found;
+    }
+    pthread_mutex_unlock(&m->mu);
+    svc_etcd_range_free(r);
+    if (!missing && low != UINT64_MAX)
+        *lowest = low;
+    return sv_ok(err);
+}
+
+sv_status svc_meta_forget_marks(svc_meta *m, const char *stream, sv_error *err)
+{
+    char key[400];
+    snprintf(key, sizeof key, "%smarks/%s/", m->prefix, stream);
+    return svc_etcd_delete_prefix(m->etcd, key, err);
+}

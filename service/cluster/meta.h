@@ -9,6 +9,11 @@
  *   pods/<pod>          PodInfo on the pod's lease (TTL --lease-seconds,
  *                       kept alive by this pod): gone when the pod is
  *   collections/<name>  catalog.h's value; incarnation = create revision
+ *   marks/<stream>/<pod>  8 bytes LE: the LSN through which that replica's
+ *                       newest snapshot holds the stream (not on a lease:
+ *                       a pod that restarts needs the records after it);
+ *                       the stream is purged below the lowest mark of the
+ *                       shard's replicas in the map
  *
  * A background thread keeps the lease alive (a lease that expired, as
  * after etcd lost its quorum for longer than the TTL, is replaced and the
@@ -121,6 +126,14 @@ sv_status svc_meta_move(svc_meta *m, uint32_t shard, const char *to_pod, const c
  * none, pod leaves and the shard keeps its other ready replicas. */
 sv_status svc_meta_drain(svc_meta *m, const char *pod, char *moved_to, size_t cap, sv_error *err);
 size_t svc_meta_idle(svc_meta *m, svc_meta_name **out);
+
+/* This pod's snapshot mark on stream (of shard); *lowest: the lowest mark
+ * of every replica of the shard in the map, not leaving (0 when one has
+ * none yet: nothing may be purged). */
+sv_status svc_meta_mark(svc_meta *m, const char *stream, uint32_t shard, uint64_t lsn, uint64_t *lowest,
+                        sv_error *err);
+/* The marks of a stream that is gone. */
+sv_status svc_meta_forget_marks(svc_meta *m, const char *stream, sv_error *err);
 
 svc_catalog *svc_meta_catalog(svc_meta *m);
 /* Create a collection: SV_ERR_ALREADY_EXISTS when the name is taken;

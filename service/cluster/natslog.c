@@ -12,21 +12,18 @@
 
 #include "error.h"
 
-#define KV_BUCKET "SV_SNAPSHOTS"
 #define NAME_MAX_LEN 200
 #define POLL_RECORDS 256 /* the most one read without a wait takes */
 
 /*
- * Locks: svc_nats.mu (the snapshot bucket handle) and natslog.mu (the
- * read subscription, the cached stream bounds, stats) are never held
- * together and never across a call into the log's visitor.
+ * Locks: natslog.mu (the read subscription, the cached stream bounds,
+ * stats) is never held across a call into the log's visitor or the mark
+ * hook.
  */
 struct svc_nats {
     natsConnection *nc;
     jsCtx *js;
     int64_t timeout_ms;
-    pthread_mutex_t mu;
-    kvStore *kv; /* SV_SNAPSHOTS, opened or created on first use (mu) */
 };
 
 typedef struct natslog {
@@ -36,9 +33,9 @@ typedef struct natslog {
     char subject[NAME_MAX_LEN + 8];
     int replicas;
     uint64_t keep_before;
-    char *set;             /* this replica set; NULL: no marks, no purge */
-    char **sets;
-    int n_sets;
+    char name[NAME_MAX_LEN + 1];
+    sv_status (*mark)(void *ctx, const char *name, uint64_t lsn, uint64_t *lowest, sv_error *err);
+    void *mark_ctx;        /* mark NULL: no purge */
     pthread_mutex_t mu;
     natsSubscription *sub; /* the ordered consumer read() follows */
     natsMsg *held;         /* its record a visitor could not take yet (LSN next) */
@@ -89,7 +86,6 @@ sv_status svc_nats_connect(const svc_nats_config *cfg, svc_nats **out, sv_error 
         goto cleanup;
     }
     n->timeout_ms = cfg->timeout_ms > 0 ? cfg->timeout_ms : 5000;
-    pthread_mutex_init(&n->mu, NULL);
     if ((s = natsOptions_Create(&o)) != NATS_OK || (s = natsOptions_SetServers(o, list, count)) != NATS_OK ||
         (s = natsOptions_SetTimeout(o, n->timeout_ms)) != NATS_OK ||
         (s = natsOptions_SetMaxReconnect(o, -1)) != NATS_OK ||
@@ -131,34 +127,12 @@ void svc_nats_free(svc_nats *n)
 {
     if (!n)
         return;
-    if (n->kv)
-        kvStore_Destroy(n->kv);
     jsCtx_Destroy(n->js);
     if (n->nc) {
         natsConnection_Close(n->nc);
         natsConnection_Destroy(n->nc);
     }
-    pthread_mutex_destroy(&n->mu);
     free(n);
-}
-
-/* The snapshot marks' bucket (created by the first replica that needs it). */
-static kvStore *snapshot_bucket(svc_nats *n, int replicas)
-{
-    pthread_mutex_lock(&n->mu);
-    if (!n->kv && js_KeyValue(&n->kv, n->js, KV_BUCKET) != NATS_OK) {
-        kvConfig kc;
-        kvConfig_Init(&kc);
-        kc.Bucket = KV_BUCKET;
-        kc.History = 1;
-        kc.Replicas = replicas;
-        kc.StorageType = js_FileStorage;
-        if (js_CreateKeyValue(&n->kv, n->js, &kc) != NATS_OK)
-            n->kv = NULL;
-    }
-    kvStore *kv = n->kv;
-    pthread_mutex_unlock(&n->mu);
-    return kv;
 }
 
 /* ---- the stream's bounds ------------------------------------------------------ */
@@ -313,42 +287,17 @@ static sv_status nl_begin(void *impl, sv_error *err)
 
 /* ---- snapshots and the purge ----------------------------------------------------- */
 
-static int read_mark(kvStore *kv, const char *stream, const char *set, uint64_t *lsn)
-{
-    char key[NAME_MAX_LEN + 80];
-    snprintf(key, sizeof key, "%s.%s", stream, set);
-    kvEntry *e = NULL;
-    if (kvStore_Get(&e, kv, key) != NATS_OK || !e)
-        return 0;
-    const char *v = kvEntry_ValueString(e);
-    int ok = v && sscanf(v, "%" SCNu64, lsn) == 1;
-    kvEntry_Destroy(e);
-    return ok;
-}
-
 static void nl_release(void *impl, uint64_t lsn)
 {
     natslog *l = impl;
-    if (!l->set)
+    if (!l->mark)
         return;
-    kvStore *kv = snapshot_bucket(l->n, l->replicas);
-    if (!kv)
-        return;
-    char key[NAME_MAX_LEN + 80], value[24];
-    snprintf(key, sizeof key, "%s.%s", l->stream, l->set);
-    snprintf(value, sizeof value, "%" PRIu64, lsn);
-    if (kvStore_PutString(NULL, kv, key, value) != NATS_OK)
+    /* Purge below the lowest mark, once every replica has one. */
+    uint64_t low = 0;
+    sv_error err;
+    if (l->mark(l->mark_ctx, l->name, lsn, &low, &err) != SV_OK)
         return; /* the next snapshot tries again; nothing is purged without it */
-    /* Purge below the lowest mark, once every replica set has one. */
-    uint64_t low = UINT64_MAX;
-    for (int i = 0; i < l->n_sets; i++) {
-        uint64_t m = 0;
-        if (!read_mark(kv, l->stream, l->sets[i], &m))
-            return;
-        if (m < low)
-            low = m;
-    }
-    if (low == UINT64_MAX || low <= l->keep_before)
+    if (!low || low <= l->keep_before)
         return;
     low -= l->keep_before;
     refresh_bounds(l, NULL);
@@ -513,10 +462,6 @@ static void nl_close(void *impl)
 {
     natslog *l = impl;
     drop_sub(l);
-    for (int i = 0; i < l->n_sets; i++)
-        free(l->sets[i]);
-    free(l->sets);
-    free(l->set);
     pthread_mutex_destroy(&l->mu);
     free(l);
 }
@@ -556,18 +501,9 @@ sv_status svc_natslog_open(svc_nats *n, const svc_natslog_config *cfg, sv_log **
     snprintf(l->stream, sizeof l->stream, "SV_%s", cfg->name);
     snprintf(l->subject, sizeof l->subject, "sv.%s", cfg->name);
     sv_status st = SV_OK;
-    if (cfg->replica_set) {
-        l->sets = calloc((size_t)cfg->n_replica_sets + 1, sizeof *l->sets);
-        if (!l->sets || !(l->set = strdup(cfg->replica_set)))
-            st = sv_fail(err, SV_ERR_RESOURCE, "out of memory opening a log");
-        for (int i = 0; st == SV_OK && i < cfg->n_replica_sets; i++, l->n_sets++)
-            if (!(l->sets[i] = strdup(cfg->replica_sets[i])))
-                st = sv_fail(err, SV_ERR_RESOURCE, "out of memory opening a log");
-    }
-    if (st != SV_OK) {
-        nl_close(l);
-        return st;
-    }
+    snprintf(l->name, sizeof l->name, "%s", cfg->name);
+    l->mark = cfg->mark;
+    l->mark_ctx = cfg->mark_ctx;
     jsStreamConfig sc;
     jsStreamConfig_Init(&sc);
     const char *subjects[1] = {l->subject};

@@ -13,11 +13,11 @@
  *            local log's payloads: logrec.h); LSN = stream sequence
  *   append   key = the message id (Nats-Msg-Id): an append repeated with the
  *            same key inside the window returns the first one's LSN
- *   release  this replica set's snapshot LSN goes into the key-value bucket
- *            SV_SNAPSHOTS (key <stream>.<replica set>); the stream is purged
- *            below the lowest snapshot of every replica set named in the
- *            config, once each has one, keeping `keep_before` records below it:
- *            a replica restarting from its own snapshot always finds the
+ *   release  this replica's snapshot LSN is recorded by the config's mark
+ *            hook (the cluster keeps marks in etcd, meta.h); the stream is
+ *            purged below the lowest mark of every replica that follows it,
+ *            once each has one, keeping `keep_before` records below it: a
+ *            replica restarting from its own snapshot always finds the
  *            records after it (and the window of keys before it, follow.h)
  *
  * One svc_nats (connection + JetStream context) serves every log of the
@@ -51,9 +51,11 @@ typedef struct svc_natslog_config {
     const char *name;               /* [A-Za-z0-9_-], at most 200 bytes: SV_<name>, sv.<name> */
     int replicas;                   /* copies of the stream (1..5) */
     int64_t dup_window_ms;          /* de-duplication window (0: 2 minutes) */
-    const char *replica_set;        /* this process's replica set (release); NULL: never purges */
-    const char *const *replica_sets;/* every replica set that follows the stream */
-    int n_replica_sets;
+    /* Record that this replica's snapshot holds the stream through lsn;
+     * *lowest: the lowest such mark of every replica following the stream
+     * (0: one has none yet). NULL: this log never purges. */
+    sv_status (*mark)(void *ctx, const char *name, uint64_t lsn, uint64_t *lowest, sv_error *err);
+    void *mark_ctx;
     uint64_t keep_before;           /* records kept below the lowest snapshot (a follower reads them again) */
     int create;                     /* make the stream when it does not exist (else SV_ERR_NOT_FOUND) */
 } svc_natslog_config;
@@ -62,8 +64,7 @@ typedef struct svc_natslog_config {
  * cfg->create says so). */
 sv_status svc_natslog_open(svc_nats *n, const svc_natslog_config *cfg, sv_log **out, sv_error *err);
 
-/* Remove the stream (a dropped collection); its snapshot marks stay
- * until the name is used again and overwritten. */
+/* Remove the stream (a dropped collection). */
 sv_status svc_natslog_delete(svc_nats *n, const char *name, sv_error *err);
 
 #endif

@@ -235,7 +235,6 @@ class Pod:
                 "--data-dir", self.data_dir, "--cluster-nats", c.nats.urls, "--shards", str(c.shards),
                 "--cluster-etcd", c.etcd.endpoints, "--pod-name", self.name,
                 "--shard", str(self.s), "--replica-set", "r%d" % self.r,
-                "--replica-sets", ",".join("r%d" % i for i in range(c.sets)),
                 "--stream-replicas", str(min(3, c.nats.n)),
                 "--grace", "2", *c.extra, *self.extra]
 

@@ -2,7 +2,7 @@
  * The JetStream log backend (service/cluster/natslog.c) against three real
  * nats-server processes on loopback: the log interface's contract (LSNs,
  * de-duplication by key, reading and following), a follower applying the
- * stream, the purge below the lowest replica set's snapshot and what a
+ * stream, the purge below the lowest replica's snapshot mark and what a
  * follower does after it, quorum loss (SIGSTOP two of three: appends fail,
  * nothing is acknowledged; a retry with the same key never doubles a
  * record) and the loss of the stream's leader (SIGKILL: appends stall,
@@ -19,6 +19,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "error.h"
 #include "durable.h"
 #include "follow.h"
 #include "log.h"
@@ -55,11 +56,25 @@ static void teardown(void)
     np_stop_all(&nats);
 }
 
+/* Two replicas, r0 and r1, as the cluster's marks in etcd would hold
+ * them (one stream at a time here): the lowest once both have one. */
+static uint64_t marks[2];
+static int marked[2];
+
+static sv_status mark(void *ctx, const char *name, uint64_t lsn, uint64_t *lowest, sv_error *err)
+{
+    (void)name;
+    int who = *(const char *)ctx == '0';
+    marks[who] = lsn;
+    marked[who] = 1;
+    *lowest = marked[0] && marked[1] ? (marks[0] < marks[1] ? marks[0] : marks[1]) : 0;
+    return sv_ok(err);
+}
+
 static sv_log *open_log(const char *name, const char *set)
 {
-    static const char *const sets[2] = {"r0", "r1"};
-    svc_natslog_config cfg = {.name = name, .replicas = 3, .create = 1, .replica_set = set, .replica_sets = sets,
-                              .n_replica_sets = 2};
+    svc_natslog_config cfg = {.name = name, .replicas = 3, .create = 1, .mark = set ? mark : NULL,
+                              .mark_ctx = set ? (void *)(set + 1) : NULL};
     sv_log *log = NULL;
     sv_error err;
     /* The meta leader may still be settling right after start. */
