@@ -20,6 +20,7 @@
 #define RECONCILE_SECONDS 1.0  /* the registry is checked against the catalog this often */
 #define READY_CHECK_SECONDS 0.2 /* a catching-up replica looks at its lag this often */
 #define LEAVE_GRACE_SECONDS 5.0 /* a replica leaving a shard keeps its copies this long (calls in flight) */
+#define ETCD_BACKOFF_SECONDS 1.0 /* no forced read this long after one failed */
 #define FORCED_READ_SECONDS 0.05 /* routers make etcd be read again at most this often */
 #define IDLE_US 2000           /* the applier's pause when nothing came */
 #define ERROR_US 50000         /* ... and when something failed */
@@ -62,7 +63,10 @@ struct svc_cluster {
     double leaving_since;        /* the applier saw this pod leaving its shard (0: not leaving) */
     atomic_int meta_changed;     /* etcd said something changed: reconcile */
     pthread_mutex_t refresh_mu;
-    double refreshed_at;         /* the start of the last read the routers forced (refresh_mu) */
+    double refreshed_at;         /* refresh_mu: the start of the last read routers forced, */
+    double done_start;           /* ... the start of the last one that succeeded, */
+    double failed_at;            /* ... when the last one failed, */
+    int reading;                 /* ... and whether one is under way */
     svd_registry_follow follow;
     pthread_mutex_t peers_mu;
     peer *peers;                 /* one channel per address ever routed to */
@@ -307,7 +311,8 @@ static sv_status bootstrap(svc_cluster *c, const svc_catalog_entry *e, sv_error 
     svc_meta_replica reps[SVC_FANOUT_TARGETS];
     uint64_t epoch;
     int n = svc_meta_targets(c->meta, (uint32_t)c->shard, reps, SVC_FANOUT_TARGETS, &epoch);
-    sv_status st = sv_fail(err, SV_ERR_NOT_FOUND, "shard %d has no other ready replica", c->shard);
+    sv_status st = sv_fail(err, SV_ERR_NOT_FOUND, "shard %d has no other ready replica with a copy", c->shard);
+    int tried = 0;
     char path[4200];
     snprintf(path, sizeof path, "%s/fetch-%s.tmp", svd_registry_data_dir(c->app->registry), e->name);
     for (int i = 0; i < n && st != SV_OK && !atomic_load(&c->stop); i++) {
@@ -322,6 +327,7 @@ static sv_status bootstrap(svc_cluster *c, const svc_catalog_entry *e, sv_error 
         svc_fetched f;
         sv_error ferr;
         st = svc_transfer_fetch(ch, md, n_md, e->name, path, &c->stop, &f, &ferr);
+        tried += st != SV_ERR_NOT_FOUND;
         if (st == SV_OK && f.incarnation != e->incarnation)
             st = sv_fail(&ferr, SV_ERR_NOT_FOUND, "the peer holds incarnation %llu, not %llu",
                          (unsigned long long)f.incarnation, (unsigned long long)e->incarnation);
@@ -341,13 +347,28 @@ static sv_status bootstrap(svc_cluster *c, const svc_catalog_entry *e, sv_error 
             }
         }
         unlink(path);
-        if (st != SV_OK) {
+        if (st != SV_OK && st != SV_ERR_NOT_FOUND) {
             fprintf(stderr, "slimvecd: cluster: \"%s\" from %s's snapshot: %s\n", e->name, reps[i].pod,
                     ferr.message);
             *err = ferr;
         }
     }
-    return st;
+    /* Only peers without a copy: as if there were none. */
+    return st != SV_OK && !tried ? sv_fail(err, SV_ERR_NOT_FOUND, "no ready replica of shard %d has a copy",
+                                           c->shard)
+                                 : st;
+}
+
+/* 1 when the shard's stream still holds every record from its start: a
+ * copy can be built from it alone. */
+static int stream_whole(svc_cluster *c, const svc_catalog_entry *e)
+{
+    sv_log *log = NULL;
+    sv_error err;
+    char why[160];
+    if (svc_cluster_shard_log(c, e->incarnation, (uint32_t)c->shard, 0, &log, &err) != SV_OK)
+        return 0;
+    return sv_log_covers(log, 0, why, sizeof why);
 }
 
 static void create_local(svc_cluster *c, const svc_catalog_entry *e)
@@ -365,11 +386,16 @@ static void create_local(svc_cluster *c, const svc_catalog_entry *e)
     }
     sv_error err;
     int state;
-    /* A replica joining a shard that has data loads a peer's snapshot; so
-     * does one whose copy went (set aside, or dropped for a purged gap). */
-    if (bootstrap(c, e, &err) != SV_ERR_NOT_FOUND)
-        return; /* adopted, or it failed: tried again at the next reconcile */
-    (void)state;
+    /* A replica joining a shard loads a peer's snapshot (then the tail);
+     * so does one whose copy the stream alone cannot rebuild (purged). A
+     * ready replica builds a new collection from the stream. */
+    int catching = svc_meta_my_shard(c->meta, &state) == c->shard && state == SVC_REPLICA_CATCHING_UP;
+    int whole = stream_whole(c, e);
+    if (catching || !whole) {
+        sv_status st = bootstrap(c, e, &err);
+        if (st == SV_OK || st != SV_ERR_NOT_FOUND || !whole)
+            return; /* adopted; or tried again at the next reconcile */
+    }
     sv_params p = e->params;
     p.threads = c->app->limits.build_threads;
     svd_coll *coll = NULL;
@@ -702,27 +728,51 @@ svc_fanout *svc_cluster_fanout(svc_cluster *c)
     return c->fanout;
 }
 
-int svc_cluster_catalog_behind(svc_cluster *c, double call_start)
+/*
+ * Routers make the metadata be read again (a name unknown here, a
+ * replica's refusal): one read at a time and at most one every
+ * FORCED_READ_SECONDS whatever the callers' rate; none for
+ * ETCD_BACKOFF_SECONDS after one failed (etcd without its quorum answers
+ * only at its timeout: no call waits for that). Returns 0 when a read that
+ * began after call_start is done, or etcd is failing (what this pod has is
+ * all it knows); 1 when a read was made now or comes in a moment.
+ */
+static int forced_read(svc_cluster *c, double call_start)
 {
     pthread_mutex_lock(&c->refresh_mu);
-    double at = c->refreshed_at, now = sv_now_seconds();
-    if (at >= call_start) {
+    double now = sv_now_seconds();
+    if (c->done_start >= call_start || now - c->failed_at < ETCD_BACKOFF_SECONDS) {
         pthread_mutex_unlock(&c->refresh_mu);
-        return 0; /* read since the call began: the name is unknown */
+        return 0;
     }
-    if (now - at < FORCED_READ_SECONDS) {
-        /* A read a moment ago, before this call: one more comes soon. */
+    if (c->reading || now - c->refreshed_at < FORCED_READ_SECONDS) {
         pthread_mutex_unlock(&c->refresh_mu);
         svc_meta_poke(c->meta);
         return 1;
     }
     c->refreshed_at = now;
+    c->reading = 1;
     pthread_mutex_unlock(&c->refresh_mu);
-    /* A hostile client asking for unknown names makes one read per
-     * FORCED_READ_SECONDS at most, whatever its rate. */
     sv_error err;
-    svc_meta_refresh(c->meta, 1, &err);
+    sv_status st = svc_meta_refresh(c->meta, 1, &err);
+    pthread_mutex_lock(&c->refresh_mu);
+    c->reading = 0;
+    if (st == SV_OK)
+        c->done_start = now;
+    else
+        c->failed_at = sv_now_seconds();
+    pthread_mutex_unlock(&c->refresh_mu);
     return 1;
+}
+
+int svc_cluster_catalog_behind(svc_cluster *c, double call_start)
+{
+    return forced_read(c, call_start);
+}
+
+void svc_cluster_read_map(svc_cluster *c)
+{
+    forced_read(c, sv_now_seconds());
 }
 
 svc_catalog *svc_cluster_catalog(svc_cluster *c)
@@ -820,10 +870,8 @@ int svc_cluster_check_shard(svc_cluster *c, const grpc_slice *md, uint32_t *shar
         return 0;
     }
     *shard = s;
-    if (epoch > svc_meta_epoch(c->meta)) {
-        sv_error err; /* the caller saw a newer map than ours */
-        svc_meta_refresh(c->meta, 0, &err);
-    }
+    if (epoch > svc_meta_epoch(c->meta))
+        forced_read(c, sv_now_seconds()); /* the caller saw a newer map than ours */
     if (svc_meta_serves(c->meta, s))
         return 1;
     int state;
@@ -870,15 +918,7 @@ void svc_cluster_saw_stale(svc_cluster *c, int n)
     pthread_mutex_lock(&c->stats_mu);
     c->stats.stale_refusals += (uint64_t)n;
     pthread_mutex_unlock(&c->stats_mu);
-    pthread_mutex_lock(&c->refresh_mu);
-    double now = sv_now_seconds();
-    int due = now - c->refreshed_at >= FORCED_READ_SECONDS;
-    if (due)
-        c->refreshed_at = now;
-    pthread_mutex_unlock(&c->refresh_mu);
-    sv_error err;
-    if (due)
-        svc_meta_refresh(c->meta, 1, &err);
+    forced_read(c, sv_now_seconds());
 }
 
 void svc_cluster_note_fanout(svc_cluster *c, uint32_t shard, double seconds)

@@ -77,6 +77,9 @@ int svc_cluster_shard(svc_cluster *c);
  * map is read again first when the caller's epoch is newer than ours);
  * else 0 and why. */
 int svc_cluster_check_shard(svc_cluster *c, const grpc_slice *md, uint32_t *shard, char *why, size_t cap);
+/* Read the map again now (a router about to retry a refused read): at
+ * most one read at a time, and none while etcd is failing. */
+void svc_cluster_read_map(svc_cluster *c);
 /* A router was refused for a stale map: read it again soon. */
 void svc_cluster_map_stale(svc_cluster *c);
 svc_meta *svc_cluster_meta(svc_cluster *c);

@@ -782,8 +782,7 @@ static int restart_if_stale(svc_cluster *cl, read_state *s, svd_reply *r)
         svc_cluster_saw_stale(cl, refused); /* even when a sibling answered: this map is old */
     if (!any || s->head.restarts >= STALE_RESTARTS)
         return 0;
-    sv_error err;
-    svc_meta_refresh(svc_cluster_meta(cl), 1, &err);
+    svc_cluster_read_map(cl);
     svc_cluster_note_stale(cl);
     int restarts = s->head.restarts + 1;
     double since = s->since;

@@ -148,8 +148,10 @@ finish:
     ops[0].data.recv_status_on_client.status_details = &details;
     status_known = run(call, cq, ops, 1, 10);
     if (st == SV_ERR_IO && status_known && status != GRPC_STATUS_OK) {
+        /* The peer has no such collection (yet): not a failure of the link. */
         char *d = grpc_slice_to_c_string(details);
-        sv_fail(err, SV_ERR_IO, "fetching \"%s\": %s (status %d)", collection, d, (int)status);
+        st = sv_fail(err, status == GRPC_STATUS_NOT_FOUND ? SV_ERR_NOT_FOUND : SV_ERR_IO,
+                     "fetching \"%s\": %s (status %d)", collection, d, (int)status);
         gpr_free(d);
     }
     grpc_call_unref(call);

@@ -25,8 +25,8 @@ typedef struct svc_fetched {
 /*
  * Fetch collection's snapshot over ch into the new file path (fsynced),
  * calls carrying md (the shard it means, this pod's credentials). Stops
- * early (SV_ERR_INTERRUPTED) when *stop is set. The file is removed on any
- * failure.
+ * early (SV_ERR_INTERRUPTED) when *stop is set; SV_ERR_NOT_FOUND when the
+ * peer has no copy of the collection. The file is removed on any failure.
  */
 sv_status svc_transfer_fetch(grpc_channel *ch, const grpc_metadata *md, size_t n_md, const char *collection,
                              const char *path, const atomic_int *stop, svc_fetched *out, sv_error *err);

@@ -176,7 +176,225 @@ class Moves(unittest.TestCase):
             c.close()
 
 
-GROUPS = {"move": [Moves]}
+def stream_bounds(nats, prefix="SV_c", suffix="_s0"):
+    """(first_seq, last_seq) of the shard's stream, from a NATS server's /jsz."""
+    for i in range(nats.n):
+        try:
+            info = nats.jsz(i, "?accounts=true&streams=true")
+        except Exception:  # noqa: BLE001 - that server is down: the next
+            continue
+        for acc in info.get("account_details", []):
+            for st in acc.get("stream_detail", []):
+                if st["name"].startswith(prefix) and st["name"].endswith(suffix):
+                    return st["state"]["first_seq"], st["state"]["last_seq"]
+    return None
+
+
+def snapshot_lsn(pod, name):
+    ch = pod.channel()
+    try:
+        return pbg.SlimVecStub(ch).Snapshot(pb.SnapshotRequest(collection=name), timeout=T).lsn
+    finally:
+        ch.close()
+
+
+class Purge(unittest.TestCase):
+    """T7: the stream is purged below the replicas' snapshots; restarts."""
+
+    def test_purge_and_restarts(self):
+        import shutil
+        c = Cluster(SLIMVECD, STUBS, shards=1, sets=2)
+        try:
+            st = c.stub()
+            st.CreateCollection(pb.CreateCollectionRequest(spec=spec("pg")), timeout=T)
+            r0, r1 = c.pod(0, 0), c.pod(1, 0)
+            for p in (r0, r1):
+                wait_for(lambda: local_count(p, "pg") == 0, 20, "the collection everywhere")
+            acked = []
+
+            def write(n_records, start):
+                # One record per message: 2 vectors each.
+                X = vectors(2 * n_records, start)
+                ids = [str(start + i) for i in range(len(X))]
+                acks = ingest(st, "pg", X, ids, batch=2)
+                self.assertTrue(all(not a.HasField("error") for a in acks))
+                acked.extend(ids)
+            write(3000, 0)
+            # r1 stops (its shutdown snapshot), and a copy of its data is kept:
+            # later it comes back with that copy, older than the purge point.
+            wait_for(lambda: local_count(r1, "pg") == len(acked), scaled(60), "r1 to catch up")
+            self.assertEqual(r1.stop(), 0)
+            old = r1.data_dir + ".old"
+            shutil.copytree(r1.data_dir, old)
+            old_lsn = max(int(f[5:-4]) for d in os.listdir(old) if d.startswith("c-")
+                          for f in os.listdir(os.path.join(old, d)) if f.startswith("snap-"))
+            r1.start()
+            r1.wait_ready()
+            write(6000, 100000)
+            # Both replicas snapshot: marks in etcd, the stream purged below
+            # the lower one less the 4,096 records kept for the window.
+            for p in (r0, r1):
+                wait_for(lambda: local_count(p, "pg") == len(acked), scaled(60), "%s to catch up" % p.name)
+            marks = [snapshot_lsn(p, "pg") for p in (r0, r1)]
+            write(10, 200000)  # the purge runs at a snapshot, on the marks it finds
+            marks = [snapshot_lsn(p, "pg") for p in (r0, r1)]
+            first, last = stream_bounds(c.nats)
+            print("stream: LSN %d..%d; snapshot marks %s; the old copy's snapshot is at LSN %d" %
+                  (first, last, marks, old_lsn))
+            self.assertGreater(first, old_lsn + 1, "the stream was not purged past the old copy")
+            self.assertLessEqual(first, min(marks) - 4096 + 1, "purged past what a replica needs")
+
+            # A replica restarts from its snapshot plus the stream's tail.
+            write(50, 300000)
+            c.restart(r0)
+            self.assertRegex(r0.log(), r"opened \"pg\": \d+ vectors, snapshot LSN [1-9]\d*")
+            # A replica whose snapshot is older than the purge point: it
+            # loads a peer's newer snapshot instead of failing to start.
+            r1.kill()
+            shutil.rmtree(r1.data_dir)
+            shutil.move(old, r1.data_dir)
+            r1.start()
+            r1.wait_ready()
+            wait_for(lambda: "from r0-s0's snapshot" in r1.log(), scaled(60), "r1 to load r0's snapshot")
+            self.assertIn("set aside", r1.log())
+            write(50, 400000)
+            # A pod that lost its disk (an empty volume) comes back the same way.
+            r0.kill()
+            shutil.rmtree(r0.data_dir)
+            r0.start()
+            r0.wait_ready()
+            wait_for(lambda: "from r1-s0's snapshot" in r0.log(), scaled(60), "r0 to load r1's snapshot")
+            write(50, 500000)
+            assert_all_held(self, c, "pg", acked)
+            self.assertTrue(r0.alive() and r1.alive())
+        finally:
+            c.close()
+
+
+class EtcdLoss(unittest.TestCase):
+    """Three etcd members; one, then two SIGKILLed, then back."""
+
+    def test_member_loss(self):
+        etcd = Etcd(3)
+        c = None
+        try:
+            c = Cluster(SLIMVECD, STUBS, shards=2, sets=1, etcd=etcd)
+            st = c.stub(c.pod(0, 1))
+            st.CreateCollection(pb.CreateCollectionRequest(spec=spec("ed")), timeout=T)
+            X = vectors(600, 31)
+            ids = [str(i) for i in range(len(X))]
+            self.assertTrue(all(not a.HasField("error") for a in ingest(st, "ed", X[:300], ids[:300])))
+
+            def serves(name, n):
+                r = st.Search(pb.SearchRequest(collection=name, queries=X[7].tolist(), k=1), timeout=T)
+                self.assertEqual(r.results[0].hits[0].id, "7")
+                got = st.Get(pb.GetRequest(collection=name, ids=ids[:n]), timeout=T)
+                self.assertEqual(len(got.vectors), n)
+
+            serves("ed", 300)
+            # One member gone: reads and changes go on.
+            etcd.kill(0)
+            t0 = time.monotonic()
+            st.CreateCollection(pb.CreateCollectionRequest(spec=spec("ed1")), timeout=T)
+            one = time.monotonic() - t0
+            self.assertTrue(all(not a.HasField("error") for a in ingest(st, "ed", X[300:400], ids[300:400])))
+            serves("ed", 400)
+            # Two gone (no quorum): the map and the catalog are still read
+            # (each pod's copy, the survivor's serializable answers), so
+            # routing, searches and writes (on NATS) go on; changes fail
+            # cleanly, UNAVAILABLE, nothing half done.
+            etcd.kill(1)
+            time.sleep(1)
+            self.assertTrue(all(not a.HasField("error") for a in ingest(st, "ed", X[400:500], ids[400:500])))
+            serves("ed", 500)
+            status = admin(c.pod(0, 0)).Status(pb.ClusterStatusRequest(), timeout=T)
+            self.assertEqual(len(status.map.replicas), 2)
+            t0 = time.monotonic()
+            for call in (lambda: st.CreateCollection(pb.CreateCollectionRequest(spec=spec("ed2")), timeout=T),
+                         lambda: admin(c.pod(0, 0)).DrainPod(pb.DrainPodRequest(pod="r0-s1"), timeout=T),
+                         lambda: st.DropCollection(pb.DropCollectionRequest(name="ed1"), timeout=T)):
+                with self.assertRaises(grpc.RpcError) as e:
+                    call()
+                self.assertEqual(e.exception.code(), grpc.StatusCode.UNAVAILABLE, e.exception.details())
+            refused = (time.monotonic() - t0) / 3
+            # Nothing was half done: the map and the catalog are as they were.
+            status2 = admin(c.pod(0, 0)).Status(pb.ClusterStatusRequest(), timeout=T)
+            self.assertEqual(status2.map.epoch, status.map.epoch)
+            names = {x.spec.name for x in st.ListCollections(pb.ListCollectionsRequest(), timeout=T).collections}
+            self.assertEqual(names & {"ed", "ed1", "ed2"}, {"ed", "ed1"})
+            # Both back: changes work again; every pod is live again.
+            etcd.start(0)
+            etcd.start(1)
+            for i in range(3):
+                etcd.wait_ready(i)
+            wait_for(lambda: self._create(st, "ed2"), scaled(60), "a change once etcd has its quorum", step=0.5)
+            st.DropCollection(pb.DropCollectionRequest(name="ed1"), timeout=T)
+            wait_for(lambda: all(x.live for x in admin(c.pod(0, 0)).Status(pb.ClusterStatusRequest(),
+                                                                            timeout=T).replicas),
+                     scaled(30), "every pod live again")
+            self.assertTrue(all(not a.HasField("error") for a in ingest(st, "ed", X[500:], ids[500:])))
+            serves("ed", 600)
+            print("etcd member loss: a change with one of three members gone took %.2f s; with two gone "
+                  "changes were refused (UNAVAILABLE) in %.2f s each while reads and writes went on" % (one, refused))
+        finally:
+            if c:
+                c.close()
+            etcd.close()
+
+    @staticmethod
+    def _create(st, name):
+        try:
+            st.CreateCollection(pb.CreateCollectionRequest(spec=spec(name)), timeout=T)
+            return True
+        except grpc.RpcError as e:
+            if e.code() == grpc.StatusCode.ALREADY_EXISTS:
+                return True
+            return False
+
+
+class Rolling(unittest.TestCase):
+    """Every pod restarted in turn, as a Kubernetes rollout does."""
+
+    def test_rolling_restart(self):
+        c = Cluster(SLIMVECD, STUBS, shards=2, sets=2)
+        try:
+            st = c.stub()
+            st.CreateCollection(pb.CreateCollectionRequest(spec=spec("roll")), timeout=T)
+            for p in c.pods:
+                wait_for(lambda: local_count(p, "roll") == 0, 20, "the collection everywhere")
+            X = vectors(2000, 41)
+            first = [str(100000 + i) for i in range(len(X))]
+            self.assertTrue(all(not a.HasField("error") for a in ingest(st, "roll", X, first)))
+            # Clients go through a pod that is not restarted meanwhile (a
+            # Service would send them elsewhere while a pod is down).
+            router = Pod(c, 0, 0, name="router")
+            router.extra = ["--router-only", "1"]
+            c.pods.append(router)
+            router.start()
+            router.wait_ready()
+            writer = Writer(c, "roll", pods=[router])
+            searcher = UniqueSearcher(router, "roll", vectors(40, 42))
+            for p in [p for p in c.pods if p is not router]:
+                # A rollout waits for the pod's readiness; then the next.
+                self.assertEqual(p.stop(), 0)
+                p.start()
+                p.wait_ready()
+                p.wait_serving()
+                time.sleep(0.5)
+            time.sleep(1)
+            writer.stop()
+            searcher.stop()
+            self.assertEqual(writer.errors, [])
+            self.assertEqual(searcher.failures[:5], [], "failed searches during the rollout")
+            self.assertGreater(searcher.ok, 50)
+            print("rolling restart of 4 pods: %d searches, 0 failed; %d vectors acknowledged, 0 lost" %
+                  (searcher.ok, len(writer.acked) + len(first)))
+            assert_all_held(self, c, "roll", first + writer.acked)
+        finally:
+            c.close()
+
+
+GROUPS = {"move": [Moves], "purge": [Purge], "etcd": [EtcdLoss], "rolling": [Rolling]}
 
 if __name__ == "__main__":
     suite = unittest.TestSuite()

@@ -15,7 +15,11 @@ No image is built or run here (CI has no container engine). Instead:
     serve, ingest, search, export metrics, write only to its volume, stop
     cleanly on SIGTERM and find its data again after a restart;
   - docker-compose.yml and deploy/prometheus/*.yml pass docker-compose,
-    promtool and yamllint, and agree with the Dockerfile.
+    promtool and yamllint, and agree with the Dockerfile;
+  - docker-compose.yml's cluster profile (3 NATS, 3 etcd, 2 shards x 2
+    replica sets of slimvecd) parses, leaves the default services alone,
+    runs deploy/cluster/nats-server.conf as it is, and its pieces name each
+    other consistently (broken copies must fail those checks).
 """
 
 import glob
@@ -802,6 +806,413 @@ class ComposeTest(unittest.TestCase):
         interval = jobs[0].get("scrape_interval", p.get("global", {}).get("scrape_interval", "1m"))
         self.assertEqual(seconds(interval), 15)
         self.assertEqual(jobs[0].get("metrics_path", "/metrics"), "/metrics")
+
+
+# --- the compose file's cluster profile --------------------------------------
+
+NATS_CONF = os.path.join(ROOT, "deploy", "cluster", "nats-server.conf")
+MAIN_C = os.path.join(ROOT, "service", "main.c")
+# sync_interval needs nats-server 2.10.23 or later (README, Cluster mode).
+NATS_MIN = (2, 10, 23)
+
+
+def slimvecd_options():
+    """The SLIMVEC_* variables slimvecd reads (its flag table in service/main.c)."""
+    with open(MAIN_C) as f:
+        return set(re.findall(r'\{\s*"--[a-z-]+",\s*"(SLIMVEC_[A-Z0-9_]+)"', f.read()))
+
+
+def nats_settings(text):
+    """What the cluster profile relies on in a nats-server configuration."""
+    text = "\n".join(line.split("#")[0] for line in text.splitlines())
+    js = re.search(r"^jetstream\s*\{(.*?)^\}", text, re.M | re.S)
+    cl = re.search(r"^cluster\s*\{(.*?)^\}", text, re.M | re.S)
+    name = re.search(r"^server_name:\s*\$(\w+)\s*$", text, re.M)
+    listen = re.search(r"^listen:\s*\S*:(\d+)\s*$", text, re.M)
+    store = js and re.search(r"^\s*store_dir:\s*(\S+)\s*$", js.group(1), re.M)
+    cl_listen = cl and re.search(r"^\s*listen:\s*\S*:(\d+)\s*$", cl.group(1), re.M)
+    return {
+        "sync_always": bool(js and re.search(r"^\s*sync_interval:\s*always\s*$", js.group(1), re.M)),
+        "store_dir": store.group(1) if store else None,
+        "server_name_var": name.group(1) if name else None,
+        "client_port": int(listen.group(1)) if listen else None,
+        "cluster_port": int(cl_listen.group(1)) if cl_listen else None,
+        "routes": [(h, int(p)) for h, p in re.findall(r"nats-route://([^:\s,\]]+):(\d+)", cl.group(1))] if cl else [],
+    }
+
+
+def env_of(svc):
+    env = svc.get("environment") or {}
+    if isinstance(env, list):
+        env = dict(e.split("=", 1) for e in env)
+    return {k: "" if v is None else str(v) for k, v in env.items()}
+
+
+def networks_of(svc):
+    """{network: [aliases]}; a service with none is on "default"."""
+    nets = svc.get("networks")
+    if not nets:
+        return {"default": []}
+    if isinstance(nets, list):
+        return {n: [] for n in nets}
+    return {n: list((v or {}).get("aliases") or []) for n, v in nets.items()}
+
+
+def names_from(c, target, caller):
+    """The names by which service caller reaches service target: its name
+    and hostname on any network they share, its aliases on those networks."""
+    t, f = networks_of(c["services"][target]), networks_of(c["services"][caller])
+    shared = set(t) & set(f)
+    if not shared:
+        return set()
+    names = {target}
+    if c["services"][target].get("hostname"):
+        names.add(c["services"][target]["hostname"])
+    for n in shared:
+        names.update(t[n])
+    return names
+
+
+def published(svc):
+    """[(host ip, host port, container port)] of a service's ports."""
+    out = []
+    for p in svc.get("ports") or []:
+        if isinstance(p, dict):
+            out.append((p.get("host_ip", ""), str(p.get("published", "")), int(p["target"])))
+        else:
+            parts = str(p).split("/")[0].split(":")
+            if len(parts) == 3:
+                out.append((parts[0], parts[1], int(parts[2])))
+            elif len(parts) == 2:
+                out.append(("", parts[0], int(parts[1])))
+            else:
+                out.append(("", "", int(parts[0])))
+    return out
+
+
+def mounts(svc):
+    """[(source, target, read-only)] of a service's volumes (short syntax)."""
+    out = []
+    for v in svc.get("volumes") or []:
+        if isinstance(v, dict):
+            out.append((str(v.get("source", "")), v["target"], bool(v.get("read_only"))))
+        else:
+            parts = str(v).split(":")
+            out.append((parts[0], parts[1], len(parts) > 2 and "ro" in parts[2].split(",")))
+    return out
+
+
+def named_volume(src):
+    return bool(src) and not src.startswith((".", "/", "~"))
+
+
+def depends(svc):
+    d = svc.get("depends_on") or {}
+    return {n: "service_started" for n in d} if isinstance(d, list) else \
+        {n: (v or {}).get("condition", "service_started") for n, v in d.items()}
+
+
+def cluster_problems(c, nats_conf, img, options):
+    """What is wrong with the compose file's cluster profile (c: the file as
+    docker-compose renders it), as messages; [] when nothing is. Each message
+    starts with the check's name, so the self-test can tell them apart."""
+    out = []
+    svcs = c.get("services", {})
+    prof = {n: s for n, s in svcs.items() if "cluster" in (s.get("profiles") or [])}
+    others = [n for n, s in svcs.items() if n not in prof and s.get("profiles")]
+    if others:
+        out.append("profiles: only 'cluster' is used, not by %s" % others)
+    default = svcs.get("slimvecd", {})
+    nats = sorted(n for n, s in prof.items() if re.match(r"(docker\.io/)?(library/)?nats:", str(s.get("image"))))
+    etcd = sorted(n for n, s in prof.items() if re.search(r"(^|/)etcd:", str(s.get("image"))))
+    pods = sorted(n for n, s in prof.items() if s.get("image") == default.get("image"))
+    stray = sorted(set(prof) - set(nats) - set(etcd) - set(pods))
+    if len(nats) != 3 or len(etcd) != 3 or len(pods) < 2 or stray:
+        return ["services: 3 NATS, 3 etcd and the slimvecd pods, got nats %s etcd %s slimvecd %s other %s"
+                % (nats, etcd, pods, stray)]
+    conf = nats_settings(nats_conf)
+    if not conf["sync_always"]:
+        out.append("nats conf: jetstream { sync_interval: always } (acknowledged = on the quorum's disks)")
+
+    # --- NATS: the production configuration as it is, a server each
+    routes = list(conf["routes"])
+    for n in nats:
+        s = svcs[n]
+        m = re.match(r"(?:docker\.io/)?(?:library/)?nats:v?(\d+)\.(\d+)\.(\d+)", str(s["image"]))
+        if not m or tuple(int(x) for x in m.groups()) < NATS_MIN:
+            out.append("nats image: %s is not nats %s or later (sync_interval)" % (n, ".".join(map(str, NATS_MIN))))
+        cmd = s.get("command") or []
+        cmd = shlex.split(cmd) if isinstance(cmd, str) else list(cmd)
+        path = cmd[cmd.index("--config") + 1] if "--config" in cmd[:-1] else None
+        conf_mounts = [src for src, dst, ro in mounts(s) if dst == path and ro]
+        if not conf_mounts or os.path.realpath(os.path.join(ROOT, conf_mounts[0])) != os.path.realpath(NATS_CONF):
+            out.append("nats config: %s reads deploy/cluster/nats-server.conf, read-only, at its --config %s"
+                       % (n, path))
+        store = conf["store_dir"] or ""
+        if not any(named_volume(src) and (store + "/").startswith(dst.rstrip("/") + "/") for src, dst, _ in mounts(s)):
+            out.append("nats store: %s keeps store_dir %s on a named volume" % (n, store))
+        if not env_of(s).get(conf["server_name_var"] or "-"):
+            out.append("nats server_name: %s sets %s" % (n, conf["server_name_var"]))
+        hit = [r for r in routes if r[0] in names_from(c, n, nats[0])]
+        if len(hit) != 1 or hit[0][1] != conf["cluster_port"]:
+            out.append("nats routes: one route names %s on the cluster port, got %s" % (n, hit))
+        for r in hit:
+            routes.remove(r)
+    if routes:
+        out.append("nats routes: %s name no NATS service" % routes)
+    names = [env_of(svcs[n]).get(conf["server_name_var"] or "-") for n in nats]
+    if len(set(names)) != len(names):
+        out.append("nats server_name: distinct, got %s" % names)
+
+    # --- etcd: static bootstrap from the members' names
+    members = {env_of(svcs[n]).get("ETCD_NAME"): n for n in etcd}
+    if len(members) != 3 or None in members:
+        out.append("etcd names: each member has its own ETCD_NAME, got %s" % members)
+    for n in etcd:
+        e = env_of(svcs[n])
+        initial = dict(x.split("=", 1) for x in e.get("ETCD_INITIAL_CLUSTER", "").split(",") if "=" in x)
+        if set(initial) != set(members):
+            out.append("etcd initial cluster: %s names %s, the members are %s" % (n, sorted(initial), sorted(members)))
+        peer = re.match(r"http://[^:/]+:(\d+)$", e.get("ETCD_LISTEN_PEER_URLS", ""))
+        for name, url in initial.items():
+            m = re.match(r"https?://([^:/]+):(\d+)$", url)
+            if name not in members or not m or m.group(1) not in names_from(c, members[name], n) or \
+                    not peer or m.group(2) != peer.group(1):
+                out.append("etcd initial cluster: %s reaches %s at %s" % (n, name, url))
+        if e.get("ETCD_INITIAL_ADVERTISE_PEER_URLS") != initial.get(e.get("ETCD_NAME")):
+            out.append("etcd advertise: %s advertises %s, the initial cluster says %s"
+                       % (n, e.get("ETCD_INITIAL_ADVERTISE_PEER_URLS"), initial.get(e.get("ETCD_NAME"))))
+        if e.get("ETCD_INITIAL_CLUSTER_STATE") != "new":
+            out.append("etcd initial cluster: %s bootstraps (ETCD_INITIAL_CLUSTER_STATE new)" % n)
+        data = e.get("ETCD_DATA_DIR", "")
+        if not any(named_volume(src) and (data + "/").startswith(dst.rstrip("/") + "/")
+                   for src, dst, _ in mounts(svcs[n])):
+            out.append("etcd data: %s keeps %s on a named volume" % (n, data))
+    etcd_client = {n: re.match(r"http://[^:/]+:(\d+)$", env_of(svcs[n]).get("ETCD_LISTEN_CLIENT_URLS", "")) for n in etcd}
+
+    # --- NATS and etcd stay off the host; slimvecd waits for them
+    for n in nats + etcd:
+        if svcs[n].get("ports"):
+            out.append("published: %s publishes nothing (NATS and etcd take no credentials here)" % n)
+        if not svcs[n].get("healthcheck"):
+            out.append("healthcheck: %s has one (slimvecd waits for it)" % n)
+
+    # --- slimvecd: the single node's settings, the cluster's environment
+    denv = env_of(default)
+    listen = port_of(denv.get("SLIMVEC_LISTEN", img.env["SLIMVEC_LISTEN"]))[1]
+    shards, pairs, pod_names, host_ports, data_volumes = set(), {}, [], {}, {}
+    for n, s in svcs.items():
+        for ip, hp, _ in published(s):
+            host_ports.setdefault((ip, hp), []).append(n)
+    for n in pods:
+        s, e = svcs[n], env_of(svcs[n])
+        unknown = sorted(k for k in e if k.startswith("SLIMVEC_") and k not in options)
+        if unknown:
+            out.append("options: %s sets %s, which slimvecd does not read" % (n, unknown))
+        for k in ("user", "read_only", "mem_limit", "stop_signal", "stop_grace_period", "healthcheck"):
+            if s.get(k) != default.get(k):
+                out.append("as slimvecd: %s %s %r, the single node has %r" % (n, k, s.get(k), default.get(k)))
+        for k in ("SLIMVEC_MEMORY_LIMIT", "SLIMVEC_MEMORY_CAP", "SLIMVEC_TOKENS_FILE", "SLIMVEC_METRICS_AUTH"):
+            if e.get(k) != denv.get(k):
+                out.append("as slimvecd: %s %s %r, the single node has %r" % (n, k, e.get(k), denv.get(k)))
+        if "SLIMVEC_PEER_TOKEN" not in e and "SLIMVEC_TOKENS_FILE" in e:
+            out.append("peer token: %s passes SLIMVEC_PEER_TOKEN on (a joining replica fetches a peer's snapshot)" % n)
+        for ip, hp, cp in published(s):
+            if ip != "127.0.0.1" or cp not in img.expose:
+                out.append("published: %s on 127.0.0.1 only, to an exposed port, not %s:%s:%s" % (n, ip, hp, cp))
+        data = [src for src, dst, ro in mounts(s)
+                if dst == denv.get("SLIMVEC_DATA_DIR", img.env["SLIMVEC_DATA_DIR"]) and not ro]
+        if len(data) != 1 or not named_volume(data[0]) or data[0] not in (c.get("volumes") or {}):
+            out.append("data volume: %s keeps its data on a named volume, got %s" % (n, data))
+        for d in data:
+            data_volumes.setdefault(d, []).append(n)
+        wait = depends(s)
+        missing = [x for x in nats + etcd if wait.get(x) != "service_healthy"]
+        if missing:
+            out.append("depends_on: %s waits for %s to be healthy" % (n, missing))
+        # Where the others reach NATS, etcd and this pod.
+        got = [re.match(r"(?:nats|tls)://([^:/]+):(\d+)$", x.strip())
+               for x in e.get("SLIMVEC_CLUSTER_NATS", "").split(",") if x.strip()]
+        hit = sorted(t for t in nats for m in got if m and m.group(1) in names_from(c, t, n)
+                     and int(m.group(2)) == conf["client_port"])
+        if len(got) != len(nats) or hit != nats:
+            out.append("cluster nats: %s names every NATS server on its client port, got %s"
+                       % (n, e.get("SLIMVEC_CLUSTER_NATS")))
+        got = [re.match(r"([^:/]+):(\d+)$", x.strip()) for x in e.get("SLIMVEC_CLUSTER_ETCD", "").split(",") if x.strip()]
+        hit = sorted(t for t in etcd for m in got if m and etcd_client[t] and m.group(1) in names_from(c, t, n)
+                     and m.group(2) == etcd_client[t].group(1))
+        if len(got) != len(etcd) or hit != etcd:
+            out.append("cluster etcd: %s names every etcd member on its client port, got %s"
+                       % (n, e.get("SLIMVEC_CLUSTER_ETCD")))
+        adv = re.match(r"([^:/]+):(\d+)$", e.get("SLIMVEC_ADVERTISE", ""))
+        callers = [p for p in pods if p != n]
+        if not adv or int(adv.group(2)) != listen or \
+                not all(adv.group(1) in names_from(c, n, p) for p in callers):
+            out.append("advertise: %s advertises %r, a name the other pods reach on port %d"
+                       % (n, e.get("SLIMVEC_ADVERTISE"), listen))
+        sr = int(e.get("SLIMVEC_STREAM_REPLICAS", "3"))
+        if sr > len(nats):
+            out.append("stream replicas: %s keeps %d copies on %d NATS servers" % (n, sr, len(nats)))
+        # Shard and replica set.
+        pod = e.get("SLIMVEC_POD_NAME", s.get("hostname", ""))
+        pod_names.append(pod)
+        ordinal = re.search(r"(\d+)$", pod)
+        try:
+            S = int(e.get("SLIMVEC_SHARDS", "1"))
+        except ValueError:
+            S = 0
+        shards.add(S)
+        shard = int(e["SLIMVEC_SHARD"]) if "SLIMVEC_SHARD" in e else (int(ordinal.group(1)) % S if ordinal and S else None)
+        pairs.setdefault((e.get("SLIMVEC_REPLICA_SET"), shard), []).append(n)
+    if len(shards) != 1:
+        out.append("shards: every pod has the same SLIMVEC_SHARDS, got %s" % sorted(shards))
+    S = min(shards) if shards else 0
+    sets = sorted({rs for rs, _ in pairs if rs})
+    want = {(rs, k) for rs in sets for k in range(S)}
+    if len(sets) < 2 or set(pairs) != want or any(len(v) != 1 for v in pairs.values()):
+        out.append("shards: each replica set %s holds each of the %d shards once, got %s"
+                   % (sets, S, {"%s/%s" % k: v for k, v in sorted(pairs.items(), key=str)}))
+    if len(set(pod_names)) != len(pod_names):
+        out.append("pod names: distinct, got %s" % pod_names)
+    for (ip, hp), who in host_ports.items():
+        if len(who) > 1:
+            out.append("published: host port %s:%s taken by %s" % (ip, hp, who))
+    for v, who in data_volumes.items():
+        if len(who) > 1:
+            out.append("data volume: %s shared by %s" % (v, who))
+    return out
+
+
+def _svc(c, n):
+    return c["services"][n]
+
+
+def _set_env(c, n, k, v):
+    _svc(c, n)["environment"][k] = v
+
+
+# [what is broken, mutation of the rendered config (or of the NATS conf:
+# returns the text), regex of the message that must appear]
+COMPOSE_BREAKAGES = [
+    ("SLIMVEC_CLUSTER_NATS without nats-2",
+     lambda c: _set_env(c, "slimvec-r0-0", "SLIMVEC_CLUSTER_NATS", "nats://nats-0.nats:4222,nats://nats-1.nats:4222"),
+     r"^cluster nats: slimvec-r0-0"),
+    ("SLIMVEC_CLUSTER_NATS on the cluster port",
+     lambda c: _set_env(c, "slimvec-r1-1", "SLIMVEC_CLUSTER_NATS",
+                        "nats://nats-0.nats:6222,nats://nats-1.nats:6222,nats://nats-2.nats:6222"),
+     r"^cluster nats: slimvec-r1-1"),
+    ("SLIMVEC_CLUSTER_ETCD naming etcd-0 twice",
+     lambda c: _set_env(c, "slimvec-r0-1", "SLIMVEC_CLUSTER_ETCD", "etcd-0.etcd:2379,etcd-0:2379,etcd-1.etcd:2379"),
+     r"^cluster etcd: slimvec-r0-1"),
+    ("two pods holding r0's shard 0, none its shard 1",
+     lambda c: _set_env(c, "slimvec-r0-1", "SLIMVEC_POD_NAME", "slimvec-r0-2"), r"^shards: each replica set"),
+    ("a pod in the wrong replica set",
+     lambda c: _set_env(c, "slimvec-r1-1", "SLIMVEC_REPLICA_SET", "r0"), r"^shards: each replica set"),
+    ("SLIMVEC_SHARDS 3 on one pod",
+     lambda c: _set_env(c, "slimvec-r0-0", "SLIMVEC_SHARDS", "3"), r"^shards: every pod has the same"),
+    ("SLIMVEC_ADVERTISE on loopback",
+     lambda c: _set_env(c, "slimvec-r0-0", "SLIMVEC_ADVERTISE", "127.0.0.1:50051"), r"^advertise: slimvec-r0-0"),
+    ("a slimvecd off the cluster network",
+     lambda c: _svc(c, "slimvec-r1-0").pop("networks"), r"^cluster nats: slimvec-r1-0"),
+    ("an option slimvecd no longer reads (SLIMVEC_REPLICA_SETS)",
+     lambda c: _set_env(c, "slimvec-r0-0", "SLIMVEC_REPLICA_SETS", "r0,r1"), r"^options: slimvec-r0-0"),
+    ("memory limit of one pod alone",
+     lambda c: _svc(c, "slimvec-r0-1").update(mem_limit="4g"), r"^as slimvecd: slimvec-r0-1 mem_limit"),
+    ("the peer token not passed on",
+     lambda c: _svc(c, "slimvec-r1-1")["environment"].pop("SLIMVEC_PEER_TOKEN"), r"^peer token: slimvec-r1-1"),
+    ("gRPC published on every interface",
+     lambda c: _svc(c, "slimvec-r0-0").update(ports=["0.0.0.0:50061:50051/tcp", "127.0.0.1:9471:9464/tcp"]),
+     r"^published: slimvec-r0-0 on 127.0.0.1 only"),
+    ("the single node's host port taken again",
+     lambda c: _svc(c, "slimvec-r0-0").update(ports=["127.0.0.1:50051:50051/tcp", "127.0.0.1:9471:9464/tcp"]),
+     r"^published: host port 127.0.0.1:50051"),
+    ("NATS monitoring published",
+     lambda c: _svc(c, "nats-0").update(ports=["127.0.0.1:8222:8222/tcp"]), r"^published: nats-0 publishes nothing"),
+    ("two pods on one data volume",
+     lambda c: _svc(c, "slimvec-r1-1").update(volumes=[
+         v.replace("slimvec-r1-1-data", "slimvec-r1-0-data") for v in _svc(c, "slimvec-r1-1")["volumes"]]),
+     r"^data volume: slimvec-r1-0-data shared"),
+    ("slimvecd not waiting for etcd-2",
+     lambda c: _svc(c, "slimvec-r0-0")["depends_on"].pop("etcd-2"), r"^depends_on: slimvec-r0-0"),
+    ("NATS route alias renamed",
+     lambda c: _svc(c, "nats-2")["networks"]["cluster"].update(aliases=["nats2.nats"]), r"^nats routes: one route names nats-2"),
+    ("NATS older than 2.10.23",
+     lambda c: _svc(c, "nats-1").update(image="nats:2.9.25-alpine"), r"^nats image: nats-1"),
+    ("NATS with a configuration of its own",
+     lambda c: _svc(c, "nats-0").update(volumes=["/tmp/nats.conf:/etc/nats/nats-server.conf:ro", "nats-0-data:/data:rw"]),
+     r"^nats config: nats-0"),
+    ("two NATS servers with one name",
+     lambda c: _set_env(c, "nats-2", "NATS_SERVER_NAME", "nats-1"), r"^nats server_name: distinct"),
+    ("sync_interval removed from the NATS configuration",
+     lambda conf: conf.replace("sync_interval: always", ""), r"^nats conf: jetstream \{ sync_interval: always \}"),
+    ("etcd initial cluster without etcd-2",
+     lambda c: [_set_env(c, n, "ETCD_INITIAL_CLUSTER", "etcd-0=http://etcd-0.etcd:2380,etcd-1=http://etcd-1.etcd:2380")
+                for n in ("etcd-0", "etcd-1", "etcd-2")], r"^etcd initial cluster: etcd-0 names"),
+    ("etcd advertising another peer URL",
+     lambda c: _set_env(c, "etcd-1", "ETCD_INITIAL_ADVERTISE_PEER_URLS", "http://etcd-1:2380"),
+     r"^etcd advertise: etcd-1"),
+    ("etcd data off the volume",
+     lambda c: _set_env(c, "etcd-2", "ETCD_DATA_DIR", "/tmp/etcd"), r"^etcd data: etcd-2"),
+]
+
+
+class ComposeClusterTest(unittest.TestCase):
+    """(e) docker-compose.yml's cluster profile: it parses, the default
+    services stay as they were, and the pieces agree with each other (as
+    tests/deploy/k8s/validate.js checks deploy/k8s/cluster)."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.image = Image(DOCKERFILE)
+        with open(NATS_CONF) as f:
+            cls.nats_conf = f.read()
+        cls.options = slimvecd_options()
+
+    def rendered(self, *profile):
+        """docker-compose's own reading of the file (merge keys, variables)."""
+        exe = shutil.which("docker-compose")
+        if not exe:
+            self.fail("docker-compose not installed: run deploy/setup.sh install")
+        try:
+            import yaml
+        except ImportError:
+            self.fail("python3-yaml not installed: run deploy/setup.sh install")
+        env = {k: v for k, v in os.environ.items() if k != "SLIMVEC_PEER_TOKEN"}
+        r = subprocess.run([exe, "-f", COMPOSE, *profile, "config"], stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, text=True, cwd=ROOT, timeout=60, env=env)
+        self.assertEqual(r.returncode, 0, "docker-compose %s config:\n%s" % (" ".join(profile), r.stdout))
+        return yaml.safe_load(r.stdout)
+
+    def test_default_services_unchanged(self):
+        # `docker-compose up` (no profile) starts the single node and
+        # Prometheus only: every other service belongs to the profile.
+        c = self.rendered()
+        plain = sorted(n for n, s in c["services"].items() if not s.get("profiles"))
+        self.assertEqual(plain, ["prometheus", "slimvecd"])
+        for n, s in c["services"].items():
+            if s.get("profiles"):
+                self.assertEqual(s["profiles"], ["cluster"], n)
+
+    def test_cluster_profile(self):
+        problems = cluster_problems(self.rendered("--profile", "cluster"), self.nats_conf, self.image, self.options)
+        self.assertEqual(problems, [])
+
+    def test_cluster_checks_catch_breakage(self):
+        # Each broken copy must fail the check it targets, or the check
+        # above could pass anything.
+        import copy
+        good = self.rendered("--profile", "cluster")
+        self.assertEqual(cluster_problems(good, self.nats_conf, self.image, self.options), [])
+        for what, mutate, expect in COMPOSE_BREAKAGES:
+            with self.subTest(what):
+                c, conf = copy.deepcopy(good), self.nats_conf
+                if "conf" in mutate.__code__.co_varnames:
+                    conf = mutate(conf)
+                else:
+                    mutate(c)
+                problems = cluster_problems(c, conf, self.image, self.options)
+                self.assertTrue(any(re.search(expect, p) for p in problems),
+                                "%s: not caught by %s; problems: %s" % (what, expect, problems))
 
 
 if __name__ == "__main__":
