@@ -367,6 +367,12 @@ static const char usage_text[] =
     "  ingest  --collection C --file B.fvecs [--batch N (1000)] [--window N (8)] [--flush]\n"
     "  search  --collection C --query Q.fvecs --gt G.ivecs [--k N (10)]\n"
     "          [--search-list L (0 = server default)] [--window N (8)] [--json OUT]\n"
+    "  cluster status            the shard map (epoch, each shard's replicas: state, lease, lag\n"
+    "                            and vectors per collection), idle and live pods (admin role)\n"
+    "  cluster move --shard N --to POD [--from POD]\n"
+    "                            POD joins shard N (a peer's snapshot, then the stream); once it\n"
+    "                            is ready the --from pod leaves the shard\n"
+    "  cluster drain --pod POD   POD's shard goes to an idle pod, or keeps its other replicas\n"
     "\n"
     "every command: --addr HOST:PORT (default " DEFAULT_ADDR ")\n"
     "  --tls                     TLS with the system's CAs (SLIMVEC_TLS=1)\n"
@@ -380,9 +386,12 @@ static const char usage_text[] =
 typedef struct opts {
     const char *addr, *collection, *file, *query, *gt, *json, *service;
     const char *metric, *storage, *role, *glob;
+    const char *pod, *to, *from;
+    long shard;
     unsigned long dim, R, L, seed, flush_threshold, batch, window, k, search_list;
     double alpha;
     int flush;
+    const char *sub;             /* cluster's subcommand */
 } opts;
 
 static void usage_error(const char *fmt, const char *arg)
@@ -411,6 +420,7 @@ static void parse_opts(int argc, char **argv, opts *o)
     o->batch = 1000;
     o->window = 8;
     o->k = 10;
+    o->shard = -1;
     for (int i = 2; i < argc; i++) {
         const char *f = argv[i];
         if (!strcmp(f, "--help") || !strcmp(f, "-h")) {
@@ -436,6 +446,10 @@ static void parse_opts(int argc, char **argv, opts *o)
         else if (!strcmp(f, "--token")) conn.token = v;
         else if (!strcmp(f, "--role")) o->role = v;
         else if (!strcmp(f, "--glob")) o->glob = v;
+        else if (!strcmp(f, "--pod")) o->pod = v;
+        else if (!strcmp(f, "--to")) o->to = v;
+        else if (!strcmp(f, "--from")) o->from = v;
+        else if (!strcmp(f, "--shard")) o->shard = (long)parse_ulong(f, v, 65535);
         else if (!strcmp(f, "--collection")) o->collection = v;
         else if (!strcmp(f, "--service")) o->service = v;
         else if (!strcmp(f, "--file")) o->file = v;
@@ -1018,6 +1032,110 @@ cleanup:
     return rc;
 }
 
+/* ---- cluster ------------------------------------------------------------- */
+
+#define CLUSTER_METHOD(name) "/slimvec.v1.SlimVecCluster/" name
+
+static const char *state_name(Slimvec__V1__ReplicaState s)
+{
+    switch (s) {
+    case SLIMVEC__V1__REPLICA_STATE__REPLICA_CATCHING_UP: return "catching-up";
+    case SLIMVEC__V1__REPLICA_STATE__REPLICA_READY: return "ready";
+    case SLIMVEC__V1__REPLICA_STATE__REPLICA_LEAVING: return "leaving";
+    default: return "?";
+    }
+}
+
+static void print_map(const Slimvec__V1__ShardMap *m)
+{
+    if (!m)
+        return;
+    printf("shard map: %u shards, epoch %" PRIu64 "\n", m->shards, m->epoch);
+    for (uint32_t s = 0; s < m->shards; s++)
+        for (size_t i = 0; i < m->n_replicas; i++) {
+            const Slimvec__V1__ShardReplica *r = m->replicas[i];
+            if (r->shard == s)
+                printf("  shard %u  %-20s %-12s %s%s%s\n", s, r->pod, state_name(r->state), r->address,
+                       *r->replaces ? "  replaces " : "", r->replaces);
+        }
+    for (size_t i = 0; i < m->n_idle; i++)
+        printf("  idle     %s\n", m->idle[i]);
+}
+
+static int cluster_status(grpc_channel *ch)
+{
+    Slimvec__V1__ClusterStatusRequest req = SLIMVEC__V1__CLUSTER_STATUS_REQUEST__INIT;
+    ProtobufCMessage *resp = NULL;
+    if (unary(ch, "cluster status", CLUSTER_METHOD("Status"), &req.base,
+              &slimvec__v1__cluster_status_response__descriptor, &resp) != 0)
+        return 1;
+    const Slimvec__V1__ClusterStatusResponse *r = (const void *)resp;
+    const Slimvec__V1__ShardMap *m = r->map;
+    printf("shard map: %u shards, epoch %" PRIu64 "\n", m ? m->shards : 0, m ? m->epoch : 0);
+    printf("%-6s %-20s %-12s %-5s %-22s %s\n", "shard", "pod", "state", "lease", "address",
+           "collection: applied LSN, lag (records), vectors");
+    for (uint32_t s = 0; m && s < m->shards; s++) {
+        int any = 0;
+        for (size_t i = 0; i < r->n_replicas; i++) {
+            const Slimvec__V1__ClusterReplicaStatus *x = r->replicas[i];
+            if (!x->replica || x->replica->shard != s)
+                continue;
+            any = 1;
+            printf("%-6u %-20s %-12s %-5s %-22s", s, x->replica->pod, state_name(x->replica->state),
+                   x->live ? "live" : "GONE", x->replica->address);
+            if (*x->error)
+                printf(" (no answer: %s)", x->error);
+            for (size_t k = 0; k < x->n_collections; k++)
+                printf("%s%s: %" PRIu64 ", %" PRIu64 ", %" PRIu64, k ? "; " : " ", x->collections[k]->collection,
+                       x->collections[k]->applied_lsn, x->collections[k]->lag_records, x->collections[k]->vectors);
+            printf("\n");
+        }
+        if (!any)
+            printf("%-6u (no replica)\n", s);
+    }
+    for (size_t i = 0; m && i < m->n_idle; i++)
+        printf("idle   %s\n", m->idle[i]);
+    printf("live pods:");
+    for (size_t i = 0; i < r->n_pods; i++)
+        printf(" %s", r->pods[i]->pod);
+    printf("\n");
+    protobuf_c_message_free_unpacked(resp, NULL);
+    return 0;
+}
+
+static int cmd_cluster(grpc_channel *ch, const opts *o)
+{
+    if (!strcmp(o->sub, "status"))
+        return cluster_status(ch);
+    ProtobufCMessage *resp = NULL;
+    if (!strcmp(o->sub, "move")) {
+        Slimvec__V1__MoveShardRequest req = SLIMVEC__V1__MOVE_SHARD_REQUEST__INIT;
+        req.shard = (uint32_t)o->shard;
+        req.to_pod = (char *)o->to;
+        req.from_pod = (char *)(o->from ? o->from : "");
+        if (unary(ch, "cluster move", CLUSTER_METHOD("MoveShard"), &req.base,
+                  &slimvec__v1__move_shard_response__descriptor, &resp) != 0)
+            return 1;
+        printf("%s joins shard %ld, catching up%s%s%s\n", o->to, o->shard, o->from ? "; " : "",
+               o->from ? o->from : "", o->from ? " leaves once it is ready" : "");
+        print_map(((const Slimvec__V1__MoveShardResponse *)resp)->map);
+    } else {
+        Slimvec__V1__DrainPodRequest req = SLIMVEC__V1__DRAIN_POD_REQUEST__INIT;
+        req.pod = (char *)o->pod;
+        if (unary(ch, "cluster drain", CLUSTER_METHOD("DrainPod"), &req.base,
+                  &slimvec__v1__drain_pod_response__descriptor, &resp) != 0)
+            return 1;
+        const Slimvec__V1__DrainPodResponse *r = (const void *)resp;
+        if (*r->moved_to)
+            printf("%s's shard moves to %s (it leaves once %s is ready)\n", o->pod, r->moved_to, r->moved_to);
+        else
+            printf("%s leaves its shard (its other replicas serve it)\n", o->pod);
+        print_map(r->map);
+    }
+    protobuf_c_message_free_unpacked(resp, NULL);
+    return 0;
+}
+
 /* ---- main ------------------------------------------------------------------ */
 
 int main(int argc, char **argv)
@@ -1040,9 +1158,24 @@ int main(int argc, char **argv)
     else if (!strcmp(cmd, "search")) run = cmd_search;
     else if (!strcmp(cmd, "list")) run = cmd_list;
     else if (!strcmp(cmd, "drop")) run = cmd_drop;
+    else if (!strcmp(cmd, "cluster")) run = cmd_cluster;
     else if (strcmp(cmd, "token")) usage_error("unknown command %s", cmd);
     opts o;
+    const char *sub = NULL;
+    if (run == cmd_cluster) {
+        /* slimvec cluster SUB [options]: the options after the subcommand. */
+        if (argc < 3 || (strcmp(argv[2], "status") && strcmp(argv[2], "move") && strcmp(argv[2], "drain")))
+            usage_error("cluster needs status, move or drain%s", "");
+        sub = argv[2];
+        argc--;
+        argv++;
+    }
     parse_opts(argc, argv, &o); /* before grpc_init: usage errors exit at once */
+    o.sub = sub;
+    if (sub && !strcmp(sub, "move") && (o.shard < 0 || !o.to))
+        usage_error("cluster move needs --shard N and --to POD%s", "");
+    if (sub && !strcmp(sub, "drain"))
+        require(o.pod, "--pod");
     if (!run)
         return make_token(&o);
     svd_client_options_from_env(&conn);

@@ -47,6 +47,17 @@ def admin(pod):
     return pbg.SlimVecClusterStub(pod.channel())
 
 
+def cli(*args):
+    """The operators' CLI (slimvec, beside slimvecd): its output; fails the
+    test on a non-zero exit."""
+    import subprocess
+    p = subprocess.run([os.path.join(os.path.dirname(SLIMVECD), "slimvec"), *args], capture_output=True, text=True,
+                       timeout=scaled(60))
+    if p.returncode:
+        raise AssertionError("slimvec %s: exit %d\n%s%s" % (" ".join(args), p.returncode, p.stdout, p.stderr))
+    return p.stdout
+
+
 def shard_of(ident, shards):
     return int(ident) % shards
 
@@ -135,9 +146,10 @@ class Moves(unittest.TestCase):
             e.wait_ready()
             e.wait_serving(90)
             self.assertIn("from r0-s1's snapshot", e.log())
-            # 2. Drain r0-s1 (no idle pod: e keeps shard 1): it leaves.
-            r = admin(c.pod(0, 0)).DrainPod(pb.DrainPodRequest(pod="r0-s1"), timeout=T)
-            self.assertEqual(r.moved_to, "")
+            # 2. Drain r0-s1 with the operators' CLI (no idle pod: e keeps
+            # shard 1): it leaves.
+            out = cli("cluster", "drain", "--pod", "r0-s1", "--addr", c.pod(0, 0).addr)
+            self.assertIn("r0-s1 leaves its shard", out)
             wait_state(self, c.pod(0, 1), -1)
             # 3. Shard 0 moves to the drained pod: it loads r0-s0's snapshot,
             # turns ready, and r0-s0 leaves in the same change.
@@ -165,6 +177,11 @@ class Moves(unittest.TestCase):
             self.assertEqual({x.replica.shard for x in status.replicas}, {0, 1})
             self.assertIn("r0-s0", list(status.map.idle))
             self.assertTrue(all(x.live and not x.error for x in status.replicas))
+            out = cli("cluster", "status", "--addr", stale.addr)
+            print(out)
+            self.assertRegex(out, r"\n0 +r0-s1 +ready +live ")
+            self.assertRegex(out, r"\n1 +e +ready +live ")
+            self.assertIn("idle   r0-s0", out)
             assert_all_held(self, c, "mv", first + writer.acked)
             # A shard call with the map's old owner is refused: ABORTED.
             with self.assertRaises(grpc.RpcError) as err:
