@@ -184,26 +184,17 @@ int svd_response_ok(svd_app *app, svd_ctx *ctx, uint64_t packed, uint64_t build,
 #define INFO_PACKED 512u
 #define INFO_BUILD 1024u
 
-static Slimvec__V1__CollectionInfo *make_info(svd_coll *c, svd_reply *r)
+int svd_fill_spec(Slimvec__V1__CollectionSpec *spec, Slimvec__V1__GraphParams *graph, const char *name,
+                  const sv_params *p, svd_reply *r)
 {
-    Slimvec__V1__CollectionInfo *info = svd_own(r, sizeof *info);
-    Slimvec__V1__CollectionSpec *spec = svd_own(r, sizeof *spec);
-    Slimvec__V1__GraphParams *graph = svd_own(r, sizeof *graph);
-    Slimvec__V1__MemoryStats *mem = svd_own(r, sizeof *mem);
-    if (!info || !spec || !graph || !mem)
-        return NULL;
-    slimvec__v1__collection_info__init(info);
     slimvec__v1__collection_spec__init(spec);
     slimvec__v1__graph_params__init(graph);
-    slimvec__v1__memory_stats__init(mem);
-    const sv_params *p = sv_durable_params(c->dur);
-    /* A copy: the answer is packed after the reference to c is put, and a
-     * drop meanwhile frees c. */
-    char *name = svd_own(r, sizeof c->name);
-    if (!name)
-        return NULL;
-    memcpy(name, c->name, sizeof c->name);
-    spec->name = name;
+    size_t len = strlen(name) + 1;
+    char *copy = svd_own(r, len);
+    if (!copy)
+        return 0;
+    memcpy(copy, name, len);
+    spec->name = copy;
     spec->dimension = p->dim;
     spec->metric = p->metric == SV_METRIC_L2   ? SLIMVEC__V1__METRIC__METRIC_L2
                    : p->metric == SV_METRIC_IP ? SLIMVEC__V1__METRIC__METRIC_IP
@@ -216,6 +207,23 @@ static Slimvec__V1__CollectionInfo *make_info(svd_coll *c, svd_reply *r)
     spec->graph = graph;
     spec->seed = p->seed;
     spec->flush_threshold = p->flush_threshold;
+    return 1;
+}
+
+static Slimvec__V1__CollectionInfo *make_info(svd_coll *c, svd_reply *r)
+{
+    Slimvec__V1__CollectionInfo *info = svd_own(r, sizeof *info);
+    Slimvec__V1__CollectionSpec *spec = svd_own(r, sizeof *spec);
+    Slimvec__V1__GraphParams *graph = svd_own(r, sizeof *graph);
+    Slimvec__V1__MemoryStats *mem = svd_own(r, sizeof *mem);
+    if (!info || !spec || !graph || !mem)
+        return NULL;
+    slimvec__v1__collection_info__init(info);
+    slimvec__v1__memory_stats__init(mem);
+    /* A copy of the name: the answer is packed after the reference to c is
+     * put, and a drop meanwhile frees c. */
+    if (!svd_fill_spec(spec, graph, c->name, sv_durable_params(c->dur), r))
+        return NULL;
     sv_stats s;
     sv_durable_collection_stats(c->dur, &s);
     info->spec = spec;

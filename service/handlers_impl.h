@@ -50,6 +50,10 @@ int svd_spec_params(svd_app *app, const Slimvec__V1__CollectionSpec *spec, sv_pa
 /* This server's own search of req (its local collection). */
 void svd_search_into(svd_app *app, svd_ctx *ctx, const Slimvec__V1__SearchRequest *req,
                      Slimvec__V1__SearchResponse *resp, svd_reply *r);
+/* spec (and its graph) from a collection's parameters; the name copied
+ * into r's memory. 0 when out of memory. */
+int svd_fill_spec(Slimvec__V1__CollectionSpec *spec, Slimvec__V1__GraphParams *graph, const char *name,
+                  const sv_params *p, svd_reply *r);
 /* The single-node handler of a method path (NULL when none). */
 svd_handler_fn svd_local_handler(const char *path);
 

@@ -1511,11 +1511,15 @@ static void sh_status(void *appv, svd_ctx *ctx, void **state, const ProtobufCMes
     svd_app *app = appv;
     (void)state;
     (void)m;
-    if (!svd_allowed(ctx, SVD_ROLE_ADMIN, "*", r))
-        return;
     svc_cluster *cl = app->cluster;
     svd_coll **colls = NULL;
-    size_t n = svd_registry_list(app->registry, &colls);
+    size_t total = svd_registry_list(app->registry, &colls), n = 0;
+    for (size_t i = 0; i < total; i++) { /* the collections the caller may read */
+        if (!ctx->principal || svd_principal_allows(ctx->principal, SVD_ROLE_READ, colls[i]->name))
+            colls[n++] = colls[i];
+        else
+            svd_registry_put(app->registry, colls[i]);
+    }
     Slimvec__V1__ShardStatusResponse *resp = svd_own(r, sizeof *resp);
     Slimvec__V1__ClusterCollectionLag **lp = svd_own_array(r, n, sizeof *lp);
     Slimvec__V1__ClusterCollectionLag *lv = svd_own_array(r, n, sizeof *lv);
@@ -1833,6 +1837,285 @@ static void c_drain(void *appv, svd_ctx *ctx, void **state, const ProtobufCMessa
     r->msg = &resp->base;
 }
 
+/* ---- collection admin, cluster-wide ----------------------------------------------------------------------- */
+
+/* This replica's own figures (the single node's Describe of its copy). */
+static void sh_describe(void *appv, svd_ctx *ctx, void **state, const ProtobufCMessage *m, svd_reply *r)
+{
+    svd_local_handler(PUBLIC("DescribeCollection"))(appv, ctx, state, m, r);
+}
+
+typedef struct admin_state {
+    double since;
+    svc_fanout_op *op;
+    size_t n;
+    svc_meta_replica *reps;      /* Describe: the replica each part asked */
+    ProtobufCMessage **answers;  /* unpacked, freed at the end (the reply points into them) */
+    svc_catalog_entry ce;
+} admin_state;
+
+static void admin_end(void *app, void *state, int cancelled)
+{
+    (void)app;
+    (void)cancelled;
+    admin_state *as = state;
+    if (!as)
+        return;
+    svc_fanout_release(as->op);
+    for (size_t i = 0; as->answers && i < as->n; i++)
+        if (as->answers[i])
+            protobuf_c_message_free_unpacked(as->answers[i], NULL);
+    free(as->answers);
+    free(as->reps);
+    free(as);
+}
+
+/* Start path on every part: request req, part i to targets[i][0..n). */
+static int admin_fan(svc_cluster *cl, svd_ctx *ctx, admin_state *as, const char *path, const ProtobufCMessage *req,
+                     grpc_channel *const (*targets)[SVC_FANOUT_TARGETS], const int *n_targets, svd_reply *r)
+{
+    grpc_byte_buffer *bb = svd_pack(req);
+    grpc_byte_buffer **reqs = calloc(as->n ? as->n : 1, sizeof *reqs);
+    as->answers = calloc(as->n ? as->n : 1, sizeof *as->answers);
+    if (bb && reqs && as->answers) {
+        for (size_t i = 0; i < as->n; i++)
+            reqs[i] = bb;
+        grpc_metadata md[1];
+        size_t n_md = 0;
+        if (ctx->authorization) {
+            md[0].key = grpc_slice_from_static_string("authorization");
+            md[0].value = *ctx->authorization;
+            n_md = 1;
+        }
+        double deadline = sv_now_seconds() + 5;
+        if (deadline > deadline_of(ctx))
+            deadline = deadline_of(ctx);
+        as->op = svc_fanout_start(svc_cluster_fanout(cl), path, as->n, reqs, targets, n_targets, md, n_md, NULL,
+                                  NULL, deadline);
+    }
+    if (bb)
+        grpc_byte_buffer_destroy(bb);
+    free(reqs);
+    if (!as->op)
+        svd_reply_oom(r);
+    return as->op != NULL;
+}
+
+/*
+ * Describe through any pod: every replica's own figures (its shard's
+ * part), and the cluster's totals: counts once per shard (its first ready
+ * replica that answered), memory over every replica.
+ */
+static void h_describe(void *appv, svd_ctx *ctx, void **state, const ProtobufCMessage *m, svd_reply *r)
+{
+    svd_app *app = appv;
+    svc_cluster *cl = app->cluster;
+    const Slimvec__V1__DescribeCollectionRequest *req = (const void *)m;
+    admin_state *as = *state;
+    if (!as) {
+        if (!(as = *state = calloc(1, sizeof *as))) {
+            svd_reply_oom(r);
+            return;
+        }
+    }
+    if (!as->op) {
+        if (!route_lookup(app, ctx, SVD_ROLE_READ, req->name, &as->since, &as->ce, r))
+            return;
+        uint64_t epoch;
+        int64_t rev;
+        svc_meta_replica *all = NULL;
+        size_t n = svc_meta_replicas(svc_cluster_meta(cl), &all, &epoch, &rev), k = 0;
+        for (size_t i = 0; all && i < n; i++)
+            if (all[i].state != SVC_REPLICA_LEAVING)
+                all[k++] = all[i];
+        as->reps = all;
+        as->n = k;
+        grpc_channel *(*targets)[SVC_FANOUT_TARGETS] = calloc(k ? k : 1, sizeof *targets);
+        int *n_targets = calloc(k ? k : 1, sizeof *n_targets);
+        int ok = all && targets && n_targets;
+        for (size_t i = 0; ok && i < k; i++)
+            n_targets[i] = (targets[i][0] = svc_cluster_channel(cl, all[i].address)) != NULL;
+        if (ok)
+            ok = admin_fan(cl, ctx, as, SHARD_METHOD("Describe"), m,
+                           (grpc_channel *const (*)[SVC_FANOUT_TARGETS])targets, n_targets, r);
+        else
+            svd_reply_oom(r);
+        free(targets);
+        free(n_targets);
+        if (ok)
+            r->defer = 1;
+        return;
+    }
+    if (!svc_fanout_done(as->op)) {
+        r->defer = 1;
+        return;
+    }
+    uint32_t S = svc_cluster_config_of(cl)->shards;
+    Slimvec__V1__DescribeCollectionResponse *resp = svd_own(r, sizeof *resp);
+    Slimvec__V1__CollectionInfo *info = svd_own(r, sizeof *info);
+    Slimvec__V1__MemoryStats *mem = svd_own(r, sizeof *mem);
+    Slimvec__V1__CollectionSpec *spec = svd_own(r, sizeof *spec);
+    Slimvec__V1__GraphParams *graph = svd_own(r, sizeof *graph);
+    Slimvec__V1__ReplicaCollectionInfo **rp = svd_own_array(r, as->n, sizeof *rp);
+    Slimvec__V1__ReplicaCollectionInfo *rv = svd_own_array(r, as->n, sizeof *rv);
+    svc_meta_replica *keep = svd_own_array(r, as->n, sizeof *keep);
+    uint32_t *missing = svd_own_array(r, S, sizeof *missing);
+    int *counted = calloc(S, sizeof *counted);
+    if (!resp || !info || !mem || !spec || !graph || !missing || !counted ||
+        (as->n && (!rp || !rv || !keep))) {
+        free(counted);
+        svd_reply_oom(r);
+        return;
+    }
+    slimvec__v1__describe_collection_response__init(resp);
+    slimvec__v1__collection_info__init(info);
+    slimvec__v1__memory_stats__init(mem);
+    if (!svd_fill_spec(spec, graph, as->ce.name, &as->ce.params, r)) {
+        free(counted);
+        svd_reply_oom(r);
+        return;
+    }
+    double degree_sum = 0, slots_sum = 0;
+    for (size_t i = 0; i < as->n; i++) {
+        const svc_part_result *pr = svc_fanout_result(as->op, i);
+        keep[i] = as->reps[i];
+        slimvec__v1__replica_collection_info__init(&rv[i]);
+        rv[i].pod = keep[i].pod;
+        rv[i].shard = keep[i].shard;
+        rv[i].state = (Slimvec__V1__ReplicaState)keep[i].state;
+        rp[i] = &rv[i];
+        Slimvec__V1__DescribeCollectionResponse *a =
+            pr->code == GRPC_STATUS_OK
+                ? (void *)svd_unpack(&slimvec__v1__describe_collection_response__descriptor, pr->response)
+                : NULL;
+        as->answers[i] = a ? &a->base : NULL;
+        if (!a || !a->info) {
+            char *why = svd_own(r, sizeof pr->message);
+            if (why) {
+                snprintf(why, sizeof pr->message, "%s", pr->code == GRPC_STATUS_OK ? "a malformed answer" : pr->message);
+                rv[i].error = why;
+            }
+            continue;
+        }
+        const Slimvec__V1__CollectionInfo *x = a->info;
+        rv[i].info = a->info;
+        if (x->memory) {
+            mem->allocated_bytes += x->memory->allocated_bytes;
+            mem->vectors_bytes_estimate += x->memory->vectors_bytes_estimate;
+            mem->edges_bytes_estimate += x->memory->edges_bytes_estimate;
+            mem->id_map_bytes_estimate += x->memory->id_map_bytes_estimate;
+            mem->buffer_bytes_estimate += x->memory->buffer_bytes_estimate;
+            mem->other_bytes_estimate += x->memory->other_bytes_estimate;
+        }
+        if (keep[i].shard < S && keep[i].state == SVC_REPLICA_READY && !counted[keep[i].shard]) {
+            counted[keep[i].shard] = 1;
+            info->vectors += x->vectors;
+            info->indexed += x->indexed;
+            info->buffered += x->buffered;
+            info->tombstones += x->tombstones;
+            degree_sum += x->avg_degree * (double)x->indexed;
+            slots_sum += x->avg_edge_slots * (double)x->indexed;
+        }
+    }
+    for (uint32_t s = 0; s < S; s++)
+        if (!counted[s])
+            missing[resp->n_missing_shards++] = s;
+    free(counted);
+    info->spec = spec;
+    info->avg_degree = info->indexed ? degree_sum / (double)info->indexed : 0;
+    info->avg_edge_slots = info->indexed ? slots_sum / (double)info->indexed : 0;
+    mem->bytes_per_vector = info->vectors ? (double)mem->allocated_bytes / (double)info->vectors : 0;
+    info->memory = mem;
+    resp->info = info;
+    resp->n_replicas = as->n;
+    resp->replicas = rp;
+    resp->missing_shards = missing;
+    r->msg = &resp->base;
+}
+
+/* List through any pod: the catalog's collections the caller may read,
+ * their vectors summed over the shards (a ready replica of each). */
+static void h_list(void *appv, svd_ctx *ctx, void **state, const ProtobufCMessage *m, svd_reply *r)
+{
+    svd_app *app = appv;
+    svc_cluster *cl = app->cluster;
+    admin_state *as = *state;
+    uint32_t S = svc_cluster_config_of(cl)->shards;
+    if (!as) {
+        if (!(as = *state = calloc(1, sizeof *as))) {
+            svd_reply_oom(r);
+            return;
+        }
+        as->n = S;
+        grpc_channel *(*targets)[SVC_FANOUT_TARGETS] = calloc(S, sizeof *targets);
+        int *n_targets = calloc(S, sizeof *n_targets);
+        int ok = targets && n_targets;
+        for (uint32_t i = 0; ok && i < S; i++) {
+            uint64_t epoch;
+            n_targets[i] = svc_cluster_targets(cl, i, targets[i], &epoch);
+        }
+        Slimvec__V1__ShardStatusRequest q = SLIMVEC__V1__SHARD_STATUS_REQUEST__INIT;
+        (void)m;
+        if (ok)
+            ok = admin_fan(cl, ctx, as, SHARD_METHOD("Status"), &q.base,
+                           (grpc_channel *const (*)[SVC_FANOUT_TARGETS])targets, n_targets, r);
+        else
+            svd_reply_oom(r);
+        free(targets);
+        free(n_targets);
+        if (ok)
+            r->defer = 1;
+        return;
+    }
+    if (!svc_fanout_done(as->op)) {
+        r->defer = 1;
+        return;
+    }
+    for (uint32_t i = 0; i < S; i++) {
+        const svc_part_result *pr = svc_fanout_result(as->op, i);
+        if (pr->code != GRPC_STATUS_OK) {
+            part_error(cl, r, i, pr);
+            return;
+        }
+        if (!(as->answers[i] = svd_unpack(&slimvec__v1__shard_status_response__descriptor, pr->response))) {
+            svd_reply_error(r, GRPC_STATUS_INTERNAL, "shard %u: a malformed answer", i);
+            return;
+        }
+    }
+    svc_catalog_entry *all = NULL;
+    size_t total = svc_catalog_list(svc_cluster_catalog(cl), &all), n = 0;
+    for (size_t i = 0; i < total; i++) /* a scoped token lists only what it may read */
+        if (!ctx->principal || svd_principal_allows(ctx->principal, SVD_ROLE_READ, all[i].name))
+            all[n++] = all[i];
+    Slimvec__V1__ListCollectionsResponse *resp = svd_own(r, sizeof *resp);
+    Slimvec__V1__CollectionInfo **ip = svd_own_array(r, n, sizeof *ip);
+    Slimvec__V1__CollectionInfo *iv = svd_own_array(r, n, sizeof *iv);
+    Slimvec__V1__CollectionSpec *sv = svd_own_array(r, n, sizeof *sv);
+    Slimvec__V1__GraphParams *gv = svd_own_array(r, n, sizeof *gv);
+    int ok = resp && (!n || (ip && iv && sv && gv));
+    for (size_t i = 0; ok && i < n; i++) {
+        slimvec__v1__collection_info__init(&iv[i]);
+        ok = svd_fill_spec(&sv[i], &gv[i], all[i].name, &all[i].params, r);
+        iv[i].spec = &sv[i];
+        for (uint32_t s = 0; s < S; s++) {
+            const Slimvec__V1__ShardStatusResponse *a = (const void *)as->answers[s];
+            for (size_t k = 0; k < a->n_collections; k++)
+                if (!strcmp(a->collections[k]->collection, all[i].name))
+                    iv[i].vectors += a->collections[k]->vectors;
+        }
+        ip[i] = &iv[i];
+    }
+    free(all);
+    if (!ok) {
+        svd_reply_oom(r);
+        return;
+    }
+    slimvec__v1__list_collections_response__init(resp);
+    resp->n_collections = n;
+    resp->collections = ip;
+    r->msg = &resp->base;
+}
+
 /* ---- the table ----------------------------------------------------------------------------------------- */
 
 static svd_method table[48];
@@ -1877,7 +2160,13 @@ const svd_method *svc_router_methods(size_t *n)
         set(SHARD_METHOD("Applied"), &slimvec__v1__shard_apply_request__descriptor, sh_applied, free_end,
             SVD_UNARY, SVD_ROLE_WRITE);
         set(SHARD_METHOD("Status"), &slimvec__v1__shard_status_request__descriptor, sh_status, NULL, SVD_UNARY,
-            SVD_ROLE_ADMIN);
+            SVD_ROLE_READ);
+        set(SHARD_METHOD("Describe"), &slimvec__v1__describe_collection_request__descriptor, sh_describe, NULL,
+            SVD_UNARY, SVD_ROLE_READ);
+        set(PUBLIC("DescribeCollection"), &slimvec__v1__describe_collection_request__descriptor, h_describe,
+            admin_end, SVD_UNARY, SVD_ROLE_READ);
+        set(PUBLIC("ListCollections"), &slimvec__v1__list_collections_request__descriptor, h_list, admin_end,
+            SVD_UNARY, SVD_ROLE_READ);
         set(SHARD_METHOD("FetchSnapshot"), &slimvec__v1__snapshot_chunk_request__descriptor, sh_fetch, fetch_end,
             SVD_STREAM, SVD_ROLE_ADMIN);
         set(CLUSTER_METHOD("Status"), &slimvec__v1__cluster_status_request__descriptor, c_status, status_end,

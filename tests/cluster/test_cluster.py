@@ -126,7 +126,9 @@ def local_count(pod, name):
     collection (yet)."""
     ch = pod.channel()
     try:
-        return pbg.SlimVecStub(ch).DescribeCollection(pb.DescribeCollectionRequest(name=name), timeout=T).info.vectors
+        # SlimVecShard's Describe: the pod's own copy (the public one gives
+        # the cluster's totals).
+        return pbg.SlimVecShardStub(ch).Describe(pb.DescribeCollectionRequest(name=name), timeout=T).info.vectors
     except grpc.RpcError as e:
         if e.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.UNAVAILABLE):
             return -1
@@ -300,6 +302,22 @@ class Paths(unittest.TestCase):
         for r in range(c.sets):
             wait_for(lambda: sum(local_count(c.pod(r, sh), "paths") for sh in range(c.shards)) == 3004, 20,
                      "replica set r%d to hold the 3004 vectors" % r)
+        # Describe and List through any pod: the cluster's totals (vectors
+        # once, memory over all four replicas) and every replica's part.
+        d = other.DescribeCollection(pb.DescribeCollectionRequest(name="paths"), timeout=T)
+        self.assertEqual(d.info.vectors, 3004)
+        self.assertEqual(len(d.replicas), c.shards * c.sets)
+        self.assertEqual(list(d.missing_shards), [])
+        self.assertEqual(d.info.spec.dimension, DIM)
+        self.assertEqual(d.info.memory.allocated_bytes, sum(x.info.memory.allocated_bytes for x in d.replicas))
+        self.assertAlmostEqual(d.info.memory.bytes_per_vector, d.info.memory.allocated_bytes / 3004, places=3)
+        for x in d.replicas:
+            self.assertEqual(x.info.vectors, local_count(c.pod(int(x.pod[1]), x.shard), "paths"))
+        print("Describe through a router: %d vectors, %d replicas, %.0f bytes a vector with every copy" %
+              (d.info.vectors, len(d.replicas), d.info.memory.bytes_per_vector))
+        listed = {x.spec.name: x.vectors for x in other.ListCollections(pb.ListCollectionsRequest(),
+                                                                          timeout=T).collections}
+        self.assertEqual(listed.get("paths"), 3004)
         # Search: read your writes, merged top-k, recall as one node's.
         Q = vectors(50, 2)
         pos = [p for ack in acks for p in ack.positions]
