@@ -37,6 +37,17 @@ void svd_client_options_from_env(svd_client_options *o)
         o->tls = 1;
 }
 
+size_t svd_client_fast_reconnect(grpc_arg out[2])
+{
+    memset(out, 0, 2 * sizeof *out);
+    out[0].type = out[1].type = GRPC_ARG_INTEGER;
+    out[0].key = (char *)"grpc.initial_reconnect_backoff_ms";
+    out[0].value.integer = 100;
+    out[1].key = (char *)"grpc.max_reconnect_backoff_ms";
+    out[1].value.integer = 1000;
+    return 2;
+}
+
 grpc_channel *svd_client_channel(const char *addr, const svd_client_options *o, const grpc_arg *extra,
                                  size_t n_extra, char *err, size_t err_cap)
 {

@@ -29,6 +29,12 @@ int svd_address_is_local(const char *addr);
 /* Fill the fields still NULL (or 0) from the environment. */
 void svd_client_options_from_env(svd_client_options *o);
 
+/* The channel args of a link to a server that may be down (a cluster's
+ * peers, etcd members): reconnect tries within 100 ms .. 1 s, so a server
+ * that comes back is found quickly and one that is down fails calls at
+ * once. Fills out[0..2); returns 2. */
+size_t svd_client_fast_reconnect(grpc_arg out[2]);
+
 /* A channel to addr, with extra channel args; NULL with err filled. */
 grpc_channel *svd_client_channel(const char *addr, const svd_client_options *o, const grpc_arg *extra,
                                  size_t n_extra, char *err, size_t err_cap);

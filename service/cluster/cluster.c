@@ -816,12 +816,7 @@ grpc_channel *svc_cluster_channel(svc_cluster *c, const char *address)
         /* Failing fast on a dead pod is what lets the router move on
          * to its sibling: no waiting for a connection to come up. */
         grpc_arg args[2];
-        memset(args, 0, sizeof args);
-        args[0].type = args[1].type = GRPC_ARG_INTEGER;
-        args[0].key = (char *)"grpc.initial_reconnect_backoff_ms";
-        args[0].value.integer = 100;
-        args[1].key = (char *)"grpc.max_reconnect_backoff_ms";
-        args[1].value.integer = 1000;
+        svd_client_fast_reconnect(args);
         if ((ch = svd_client_channel(address, &c->cfg.peer, args, 2, why, sizeof why))) {
             snprintf(c->peers[c->n_peers].address, sizeof c->peers[c->n_peers].address, "%s", address);
             c->peers[c->n_peers++].ch = ch;

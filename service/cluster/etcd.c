@@ -37,14 +37,9 @@ sv_status svc_etcd_create(const svc_etcd_config *cfg, svc_etcd **out, sv_error *
     }
     e->timeout = cfg->timeout_seconds > 0 ? cfg->timeout_seconds : 2;
     /* A member that is down fails at once (connection refused) and one
-     * that comes back is found within a second: short reconnect backoff. */
+     * that comes back is found within a second. */
     grpc_arg args[2];
-    memset(args, 0, sizeof args);
-    args[0].type = args[1].type = GRPC_ARG_INTEGER;
-    args[0].key = (char *)"grpc.initial_reconnect_backoff_ms";
-    args[0].value.integer = 100;
-    args[1].key = (char *)"grpc.max_reconnect_backoff_ms";
-    args[1].value.integer = 1000;
+    svd_client_fast_reconnect(args);
     sv_status st = SV_OK;
     char *save = NULL;
     for (char *ep = strtok_r(copy, ",", &save); ep && st == SV_OK; ep = strtok_r(NULL, ",", &save)) {

@@ -40,7 +40,40 @@ def free_port():
         return port
 
 
-class Nats:
+class Servers:
+    """n server processes of one engine (start(i) and wait_ready(i) are the
+    engine's): SIGKILL, SIGSTOP/SIGCONT, restart, and cleanup of their
+    directory."""
+
+    def kill(self, i):
+        p = self.procs[i]
+        if p and p.poll() is None:
+            p.send_signal(signal.SIGCONT)
+            p.kill()
+            p.wait()
+        self.procs[i] = None
+        self.paused.discard(i)
+
+    def restart(self, i):
+        self.kill(i)
+        self.start(i)
+        self.wait_ready(i)
+
+    def pause(self, i):
+        self.procs[i].send_signal(signal.SIGSTOP)
+        self.paused.add(i)
+
+    def resume(self, i):
+        self.procs[i].send_signal(signal.SIGCONT)
+        self.paused.discard(i)
+
+    def close(self):
+        for i in range(self.n):
+            self.kill(i)
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+class Nats(Servers):
     """n nats-server processes forming one JetStream cluster."""
 
     def __init__(self, n=3, tls=None):
@@ -111,35 +144,9 @@ class Nats:
                         return int(s["cluster"]["leader"][1:])
         return None
 
-    def kill(self, i):
-        p = self.procs[i]
-        if p and p.poll() is None:
-            p.send_signal(signal.SIGCONT)
-            p.kill()
-            p.wait()
-        self.procs[i] = None
-        self.paused.discard(i)
-
-    def restart(self, i):
-        self.kill(i)
-        self.start(i)
-        self.wait_ready(i)
-
-    def pause(self, i):
-        self.procs[i].send_signal(signal.SIGSTOP)
-        self.paused.add(i)
-
-    def resume(self, i):
-        self.procs[i].send_signal(signal.SIGCONT)
-        self.paused.discard(i)
-
-    def close(self):
-        for i in range(self.n):
-            self.kill(i)
-        shutil.rmtree(self.root, ignore_errors=True)
 
 
-class Etcd:
+class Etcd(Servers):
     """n etcd members forming one cluster (etcd-server's binary)."""
 
     def __init__(self, n=1):
@@ -186,32 +193,6 @@ class Etcd:
         if self.n == 1 or len([j for j in range(self.n) if self.procs[j] is not None]) > self.n // 2:
             wait_for(lambda: self.health(i), seconds, "etcd member e%d" % i, step=0.1)
 
-    def kill(self, i):
-        p = self.procs[i]
-        if p and p.poll() is None:
-            p.send_signal(signal.SIGCONT)
-            p.kill()
-            p.wait()
-        self.procs[i] = None
-        self.paused.discard(i)
-
-    def restart(self, i):
-        self.kill(i)
-        self.start(i)
-        self.wait_ready(i)
-
-    def pause(self, i):
-        self.procs[i].send_signal(signal.SIGSTOP)
-        self.paused.add(i)
-
-    def resume(self, i):
-        self.procs[i].send_signal(signal.SIGCONT)
-        self.paused.discard(i)
-
-    def close(self):
-        for i in range(self.n):
-            self.kill(i)
-        shutil.rmtree(self.root, ignore_errors=True)
 
 
 class Pod:

