@@ -860,8 +860,13 @@ int svc_meta_serves(svc_meta *m, uint32_t shard)
 
 int svc_meta_targets(svc_meta *m, uint32_t shard, svc_meta_replica *out, int max, uint64_t *epoch)
 {
-    /* Per shard, so every replica of a shard is first in turn. */
-    unsigned start = shard < SHARDS_MAX ? atomic_fetch_add(&m->rr[shard], 1) : 0;
+    /* Who goes first: a per-shard counter, mixed (a plain rotation would
+     * keep step with any caller that alternates, e.g. between two shards,
+     * and always ask the same replica first). */
+    uint64_t turn = shard < SHARDS_MAX ? atomic_fetch_add(&m->rr[shard], 1) : 0;
+    turn = (turn + 0x9e3779b97f4a7c15ull) * 0xbf58476d1ce4e5b9ull;
+    turn ^= turn >> 31;
+    unsigned start = (unsigned)(turn >> 32);
     pthread_mutex_lock(&m->mu);
     *epoch = m->v.epoch;
     int k = 0;

@@ -10,8 +10,8 @@ Usage (ctest runs one group per test): test_cluster.py SLIMVECD STUBS GROUP
             drop and create again
   ryw       T5: read-your-writes against a replica made to lag
   failover  T3: searches while one replica per shard is killed, 0 failed;
-            T8: everything SIGKILLed (NATS too) and restarted: every
-            acknowledged write is there
+            T8: everything SIGKILLed (NATS and etcd too) and restarted:
+            every acknowledged write is there, the map's epoch unchanged
   crash     T1: SLIMVEC_CLUSTER_ROUNDS (default 50) rounds of SIGKILL of a
             random pod mid-ingest and restart; every acknowledged id on
             every replica, 0 missing, 0 extra
@@ -494,14 +494,22 @@ class Failover(unittest.TestCase):
             st.CreateCollection(pb.CreateCollectionRequest(spec=spec("t8")), timeout=T)
             w = Writer(c, "t8")
             wait_for(lambda: len(w.acked) >= 3000, 60, "3000 acknowledged", step=0.1)
-            # Everything at once: the pods, then the NATS servers, SIGKILL.
+            epoch = c.pod(0, 0).metric("slimvec_cluster_map_epoch")
+            # Everything at once: the pods, then the NATS servers and etcd,
+            # SIGKILL.
             for p in c.pods:
                 p.kill()
             for i in range(c.nats.n):
                 c.nats.kill(i)
+            for i in range(c.etcd.n):
+                c.etcd.kill(i)
             acked_before = len(w.acked)
+            for i in range(c.etcd.n):
+                c.etcd.start(i)
             for i in range(c.nats.n):
                 c.nats.start(i)
+            for i in range(c.etcd.n):
+                c.etcd.wait_ready(i)
             for i in range(c.nats.n):
                 c.nats.wait_ready(i)
             t0 = time.monotonic()
@@ -516,6 +524,8 @@ class Failover(unittest.TestCase):
             resent = time.monotonic() - t0
             self.assertEqual(w.errors, [])
             assert_replicas_hold(self, c, "t8", acked, seconds=120)
+            # The map came back as it was: same replicas, same epoch.
+            self.assertEqual([p.metric("slimvec_cluster_map_epoch") for p in c.pods], [epoch] * len(c.pods))
             print("T8: %d acknowledged before everything was SIGKILLed, %d in all; after the restart the pods "
                   "served in %.1f s, the batch in flight was acknowledged at %.1f s, every replica held exactly "
                   "the acknowledged ids at %.1f s" % (acked_before, len(acked), up, resent, time.monotonic() - t0))
