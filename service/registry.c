@@ -13,6 +13,7 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #define PATH_CAP 4200
@@ -318,19 +319,21 @@ sv_status svd_registry_create_collection(svd_registry *r, const char *name, sv_p
     return SV_OK;
 }
 
-/* Set a follower's copy that does not open aside (stale-<name>, the one
- * before replaced): the cluster makes a new copy from a peer's snapshot
- * and the stream, where a local log's collection would stop the start. */
+/* Set a follower's copy that does not open aside (stale-<name>-<time>):
+ * the cluster makes a new copy from a peer's snapshot and the stream,
+ * where a local log's collection would stop the start. Never removed here
+ * (it may be the last copy of something): the operator removes it. */
 static void set_aside(svd_registry *r, const char *name, const char *path, const char *why)
 {
     char aside[PATH_CAP];
-    snprintf(aside, sizeof aside, "%s/stale-%s", r->data_dir, name);
-    sv_remove_dir(aside);
+    snprintf(aside, sizeof aside, "%s/stale-%s-%lld", r->data_dir, name, (long long)time(NULL));
     if (rename(path, aside) == 0)
-        fprintf(stderr, "slimvecd: %s does not open (%s): set aside as %s; a peer's snapshot replaces it\n",
+        fprintf(stderr, "slimvecd: %s does not open (%s): set aside as %s (remove it once the collection "
+                        "serves again); a peer's snapshot replaces it\n",
                 path, why, aside);
     else
-        sv_remove_dir(path);
+        fprintf(stderr, "slimvecd: %s does not open (%s) and cannot be set aside: %s\n", path, why,
+                strerror(errno));
 }
 
 /* Open the collection in path and add it. */
@@ -352,6 +355,8 @@ static sv_status open_one(svd_registry *r, const char *name, const char *path, d
          * was away long): not if the stream is out of reach (SV_ERR_IO). */
         set_aside(r, name, path, oerr.message);
         coll_destroy(c);
+        if (access(path, F_OK) == 0) /* still there: do not open what does not open */
+            return sv_fail(err, SV_ERR_IO, "collection \"%s\": %.180s", name, oerr.message);
         return SV_OK;
     }
     if (st != SV_OK) {
@@ -396,8 +401,8 @@ sv_status svd_registry_adopt(svd_registry *r, const char *name, const sv_params 
         sv_durable_remove_dir(path, NULL);
     }
     double seconds = 0;
-    if (st == SV_OK)
-        st = open_one(r, name, path, &seconds, err);
+    if (st == SV_OK && (st = open_one(r, name, path, &seconds, err)) != SV_OK)
+        sv_durable_remove_dir(path, NULL); /* it came from a peer: the next try fetches it again */
     if (st == SV_OK) {
         pthread_mutex_lock(&r->mu);
         have = find(r, name) >= 0;

@@ -19,6 +19,7 @@
 #define OUTCOMES 512           /* records whose outcome each collection keeps */
 #define RECONCILE_SECONDS 1.0  /* the registry is checked against the catalog this often */
 #define READY_CHECK_SECONDS 0.2 /* a catching-up replica looks at its lag this often */
+#define BACKOFF_SLOTS 64
 #define LEAVE_GRACE_SECONDS 5.0 /* a replica leaving a shard keeps its copies this long (calls in flight) */
 #define ETCD_BACKOFF_SECONDS 1.0 /* no forced read this long after one failed */
 #define FORCED_READ_SECONDS 0.05 /* routers make etcd be read again at most this often */
@@ -61,6 +62,10 @@ struct svc_cluster {
     svc_meta *meta;
     int shard;                   /* the shard this pod follows (the map's, acted on by the applier), -1: none */
     double leaving_since;        /* the applier saw this pod leaving its shard (0: not leaving) */
+    struct {
+        char name[65];
+        double next, delay;
+    } backoff[BACKOFF_SLOTS];    /* (applier) collections whose peer snapshot failed: when to try again */
     atomic_int meta_changed;     /* etcd said something changed: reconcile */
     pthread_mutex_t refresh_mu;
     double refreshed_at;         /* refresh_mu: the start of the last read routers forced, */
@@ -371,6 +376,42 @@ static int stream_whole(svc_cluster *c, const svc_catalog_entry *e)
     return sv_log_covers(log, 0, why, sizeof why);
 }
 
+/* After a failed fetch of a peer's snapshot the next try of that
+ * collection waits (1 s doubling to 60 s): each try makes a peer write a
+ * snapshot. */
+static int backoff_due(svc_cluster *c, const char *name)
+{
+    double now = sv_now_seconds();
+    for (int i = 0; i < BACKOFF_SLOTS; i++)
+        if (!strcmp(c->backoff[i].name, name))
+            return now >= c->backoff[i].next;
+    return 1;
+}
+
+static void backoff_note(svc_cluster *c, const char *name, int failed)
+{
+    int at = -1, oldest = 0;
+    for (int i = 0; i < BACKOFF_SLOTS && at < 0; i++)
+        if (!strcmp(c->backoff[i].name, name))
+            at = i;
+    if (!failed) {
+        if (at >= 0)
+            memset(&c->backoff[at], 0, sizeof c->backoff[at]);
+        return;
+    }
+    if (at < 0) {
+        for (int i = 1; i < BACKOFF_SLOTS; i++)
+            if (c->backoff[i].next < c->backoff[oldest].next)
+                oldest = i;
+        at = oldest;
+        memset(&c->backoff[at], 0, sizeof c->backoff[at]);
+        snprintf(c->backoff[at].name, sizeof c->backoff[at].name, "%s", name);
+    }
+    double d = c->backoff[at].delay ? c->backoff[at].delay * 2 : 1;
+    c->backoff[at].delay = d > 60 ? 60 : d;
+    c->backoff[at].next = sv_now_seconds() + c->backoff[at].delay;
+}
+
 static void create_local(svc_cluster *c, const svc_catalog_entry *e)
 {
     if (c->shard < 0)
@@ -392,7 +433,10 @@ static void create_local(svc_cluster *c, const svc_catalog_entry *e)
     int catching = svc_meta_my_shard(c->meta, &state) == c->shard && state == SVC_REPLICA_CATCHING_UP;
     int whole = stream_whole(c, e);
     if (catching || !whole) {
+        if (!backoff_due(c, e->name))
+            return;
         sv_status st = bootstrap(c, e, &err);
+        backoff_note(c, e->name, st != SV_OK && st != SV_ERR_NOT_FOUND);
         if (st == SV_OK || st != SV_ERR_NOT_FOUND || !whole)
             return; /* adopted; or tried again at the next reconcile */
     }
@@ -500,6 +544,8 @@ static void maybe_ready(svc_cluster *c)
     int state;
     if (c->shard < 0 || svc_meta_my_shard(c->meta, &state) != c->shard || state != SVC_REPLICA_CATCHING_UP)
         return;
+    if (!svc_nats_connected(c->nats))
+        return; /* the streams' ends would be the last ones seen, maybe long ago */
     svc_catalog_entry *all = NULL;
     size_t n = svc_catalog_list(svc_meta_catalog(c->meta), &all);
     int behind = 0;
@@ -517,7 +563,7 @@ static void maybe_ready(svc_cluster *c)
     if (behind)
         return;
     sv_error err;
-    if (svc_meta_set_state(c->meta, SVC_REPLICA_READY, &err) == SV_OK)
+    if (svc_meta_set_state(c->meta, SVC_REPLICA_CATCHING_UP, SVC_REPLICA_READY, &err) == SV_OK)
         fprintf(stderr, "slimvecd: cluster: caught up with shard %d: ready (epoch %llu)\n", c->shard,
                 (unsigned long long)svc_meta_epoch(c->meta));
     else
@@ -536,7 +582,26 @@ static void follow_map(svc_cluster *c)
     int state;
     int shard = svc_meta_my_shard(c->meta, &state);
     double now = sv_now_seconds();
-    if (c->shard >= 0 && (shard != c->shard || state == SVC_REPLICA_LEAVING)) {
+    /* Copies go only when the map says so: this pod leaving its shard, or
+     * moved to another. A map that does not name this pod at all (deleted,
+     * or an operator's edit by hand) drops nothing: this pod only stops
+     * serving (its checks refuse) and says so. */
+    int leaving = c->shard >= 0 && ((shard == c->shard && state == SVC_REPLICA_LEAVING) ||
+                                    (shard >= 0 && shard != c->shard));
+    if (c->shard >= 0 && shard < 0) {
+        static double last_said;
+        if (now - last_said > 30) {
+            fprintf(stderr, "slimvecd: cluster: the shard map does not name this pod (%s) any more; it keeps its "
+                            "copies of shard %d and serves no reads until the map names it\n",
+                    c->cfg.meta.pod, c->shard);
+            last_said = now;
+        }
+    }
+    if (!leaving && c->leaving_since) {
+        c->leaving_since = 0; /* the map changed its mind (a drain undone): stay */
+        fprintf(stderr, "slimvecd: cluster: staying in shard %d\n", c->shard);
+    }
+    if (leaving) {
         if (!c->leaving_since) {
             c->leaving_since = now;
             fprintf(stderr, "slimvecd: cluster: leaving shard %d (epoch %llu); its copies go in %.0f s\n", c->shard,
@@ -557,6 +622,8 @@ static void follow_map(svc_cluster *c)
             fprintf(stderr, "slimvecd: cluster: leaving the shard map: %s (tried again)\n", err.message);
             return;
         }
+        if (svc_meta_forget_my_marks(c->meta, &err) != SV_OK) /* they would hold the purge back */
+            fprintf(stderr, "slimvecd: cluster: removing this pod's snapshot marks: %s\n", err.message);
         fprintf(stderr, "slimvecd: cluster: left shard %d\n", c->shard);
         c->shard = -1;
         c->leaving_since = 0;

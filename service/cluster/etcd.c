@@ -89,11 +89,14 @@ static int member_failed(grpc_status_code c)
            c == GRPC_STATUS_CANCELLED || c == GRPC_STATUS_RESOURCE_EXHAUSTED || c == GRPC_STATUS_INTERNAL;
 }
 
-/* One call, on the member that answered last, then on each other one. */
+/* One call, on the member that answered last, then on each other one. A
+ * transaction that timed out may have committed: it is not sent again
+ * (its caller would see its own write as someone else's). */
 static sv_status call(svc_etcd *e, const char *path, const ProtobufCMessage *req,
                       const ProtobufCMessageDescriptor *resp_desc, ProtobufCMessage **resp, sv_error *err)
 {
     int first = atomic_load(&e->current);
+    int txn = strstr(path, "/Txn") != NULL;
     svd_call_status st = {GRPC_STATUS_UNAVAILABLE, "no member"};
     for (int k = 0; k < e->n; k++) {
         int i = (first + k) % e->n;
@@ -101,8 +104,11 @@ static sv_status call(svc_etcd *e, const char *path, const ProtobufCMessage *req
             atomic_store(&e->current, i);
             return sv_ok(err);
         }
-        if (!member_failed(st.code))
+        if (!member_failed(st.code) || (txn && st.code == GRPC_STATUS_DEADLINE_EXCEEDED)) {
+            if (member_failed(st.code)) /* the next call starts elsewhere */
+                atomic_store(&e->current, (i + 1) % e->n);
             break;
+        }
     }
     return sv_fail(err, member_failed(st.code) ? SV_ERR_IO : SV_ERR_INVALID_ARGUMENT, "etcd %s: %s (status %d)",
                    strrchr(path, '/') + 1, st.message, (int)st.code);

@@ -18,6 +18,7 @@
 #define REPLICAS_MAX 4096
 #define READ_EVERY_SECONDS 1.0   /* the whole prefix is read this often even when the watch is quiet */
 #define CAS_TRIES 50
+#define IDLE_KEEP 256          /* idle pods past this many: the ones not live are forgotten */
 
 typedef struct view {
     uint64_t epoch;
@@ -36,6 +37,7 @@ struct svc_meta {
     svc_meta_config cfg;
     char *strings[12];
     char prefix[128];
+    char marks[160];             /* /slimvec-marks/<cluster>/: outside the prefix read every second */
     svc_etcd *etcd;
     svc_etcd_watch *watch;
     int64_t lease;
@@ -429,14 +431,17 @@ static int edit_join(svc_meta *m, svc_meta_map *mp, void *ctx, sv_error *err)
 
 static int edit_state(svc_meta *m, svc_meta_map *mp, void *ctx, sv_error *err)
 {
-    int state = *(int *)ctx;
+    const int *from_to = ctx;
+    int state = from_to[1];
     long at = svc_meta_map_find(mp, m->cfg.pod);
     if (at < 0) {
         sv_fail(err, SV_ERR_NOT_FOUND, "pod \"%s\" is not in the shard map", m->cfg.pod);
         return -1;
     }
     svc_meta_replica *me = &mp->reps[at];
-    if (me->state == state)
+    /* Only from the state the caller saw: a drain that set it leaving
+     * meanwhile is not undone. */
+    if (me->state == state || me->state != from_to[0])
         return 0;
     me->state = state;
     if (state == SVC_REPLICA_READY && me->replaces[0]) {
@@ -450,9 +455,10 @@ static int edit_state(svc_meta *m, svc_meta_map *mp, void *ctx, sv_error *err)
     return 1;
 }
 
-sv_status svc_meta_set_state(svc_meta *m, int state, sv_error *err)
+sv_status svc_meta_set_state(svc_meta *m, int from, int to, sv_error *err)
 {
-    return update_map(m, edit_state, &state, err);
+    int from_to[2] = {from, to};
+    return update_map(m, edit_state, from_to, err);
 }
 
 /* Leave: out of the map's replicas, into its idle pods. */
@@ -464,7 +470,13 @@ static int edit_leave(svc_meta *m, svc_meta_map *mp, void *ctx, sv_error *err)
     if (at < 0)
         return 0;
     remove_rep(mp, at);
-    if (find_idle(mp, m->cfg.pod) < 0)
+    /* Idle pods no longer live are forgotten once the list is long (a pod
+     * forgotten joins --shard again at its next start). */
+    if (mp->n_idle >= IDLE_KEEP)
+        for (size_t i = mp->n_idle; i-- > 0;)
+            if (!live_pod(mp, mp->idle[i].name))
+                mp->idle[i] = mp->idle[--mp->n_idle];
+    if (find_idle(mp, m->cfg.pod) < 0 && mp->n_idle < REPLICAS_MAX)
         snprintf(mp->idle[mp->n_idle++].name, sizeof mp->idle[0].name, "%s", m->cfg.pod);
     return 1;
 }
@@ -621,9 +633,13 @@ static sv_status ensure_map(svc_meta *m, sv_error *err)
 
 /* ---- the pod's lease ------------------------------------------------------------------- */
 
+/* A lease and this pod's key on it; m->lease changes only once the key is
+ * written (else the next keep-alive would keep a lease with no key alive,
+ * and the pod would never be live again). */
 static sv_status register_pod(svc_meta *m, sv_error *err)
 {
-    sv_status st = svc_etcd_lease_grant(m->etcd, m->cfg.lease_seconds, &m->lease, err);
+    int64_t lease = 0;
+    sv_status st = svc_etcd_lease_grant(m->etcd, m->cfg.lease_seconds, &lease, err);
     if (st != SV_OK)
         return st;
     Slimvec__V1__PodInfo pi = SLIMVEC__V1__POD_INFO__INIT;
@@ -631,7 +647,7 @@ static sv_status register_pod(svc_meta *m, sv_error *err)
     pi.address = (char *)m->cfg.address;
     pi.replica_set = (char *)m->cfg.replica_set;
     pi.started = (double)time(NULL);
-    pi.lease = m->lease;
+    pi.lease = lease;
     pi.router_only = m->cfg.router_only != 0;
     uint8_t buf[1024];
     size_t len = slimvec__v1__pod_info__get_packed_size(&pi);
@@ -641,7 +657,13 @@ static sv_status register_pod(svc_meta *m, sv_error *err)
     char key[300];
     snprintf(key, sizeof key, "%spods/%s", m->prefix, m->cfg.pod);
     int swapped;
-    st = svc_etcd_put_if(m->etcd, key, -1, buf, len, m->lease, &swapped, NULL, err);
+    st = svc_etcd_put_if(m->etcd, key, -1, buf, len, lease, &swapped, NULL, err);
+    if (st != SV_OK) {
+        sv_error ignored;
+        svc_etcd_lease_revoke(m->etcd, lease, &ignored);
+        return st;
+    }
+    m->lease = lease;
     m->keepalive_at = sv_now_seconds() + m->cfg.lease_seconds / 3.0;
     return st;
 }
@@ -770,6 +792,7 @@ sv_status svc_meta_create(const svc_meta_config *cfg, double wait_seconds, void 
         st = sv_fail(err, SV_ERR_RESOURCE, "out of memory");
     if (st == SV_OK) {
         snprintf(m->prefix, sizeof m->prefix, "/slimvec/%s/", m->cfg.cluster);
+        snprintf(m->marks, sizeof m->marks, "/slimvec-marks/%s/", m->cfg.cluster);
         st = svc_etcd_create(&m->cfg.etcd, &m->etcd, err);
     }
     /* etcd may come up after us (a cluster starting at once): wait. */
@@ -972,7 +995,7 @@ sv_status svc_meta_mark(svc_meta *m, const char *stream, uint32_t shard, uint64_
 {
     *lowest = 0;
     char key[400];
-    snprintf(key, sizeof key, "%smarks/%s/%s", m->prefix, stream, m->cfg.pod);
+    snprintf(key, sizeof key, "%s%s/%s", m->marks, stream, m->cfg.pod);
     uint8_t v[8];
     for (int i = 0; i < 8; i++)
         v[i] = (uint8_t)(lsn >> (8 * i));
@@ -980,7 +1003,7 @@ sv_status svc_meta_mark(svc_meta *m, const char *stream, uint32_t shard, uint64_
     sv_status st = svc_etcd_put_if(m->etcd, key, -1, v, sizeof v, 0, &swapped, NULL, err);
     if (st != SV_OK)
         return st;
-    snprintf(key, sizeof key, "%smarks/%s/", m->prefix, stream);
+    snprintf(key, sizeof key, "%s%s/", m->marks, stream);
     Etcdserverpb__RangeResponse *r = NULL;
     if ((st = svc_etcd_range(m->etcd, key, 1, 0, &r, err)) != SV_OK)
         return st;
@@ -1017,6 +1040,28 @@ sv_status svc_meta_mark(svc_meta *m, const char *stream, uint32_t shard, uint64_
 sv_status svc_meta_forget_marks(svc_meta *m, const char *stream, sv_error *err)
 {
     char key[400];
-    snprintf(key, sizeof key, "%smarks/%s/", m->prefix, stream);
+    snprintf(key, sizeof key, "%s%s/", m->marks, stream);
     return svc_etcd_delete_prefix(m->etcd, key, err);
+}
+
+sv_status svc_meta_forget_my_marks(svc_meta *m, sv_error *err)
+{
+    Etcdserverpb__RangeResponse *r = NULL;
+    sv_status st = svc_etcd_range(m->etcd, m->marks, 1, 0, &r, err);
+    if (st != SV_OK)
+        return st;
+    size_t pl = strlen(m->cfg.pod);
+    for (size_t i = 0; i < r->n_kvs && st == SV_OK; i++) {
+        const Mvccpb__KeyValue *kv = r->kvs[i];
+        if (kv->key.len <= pl + 1 || kv->key.len >= 400 || kv->key.data[kv->key.len - pl - 1] != '/' ||
+            memcmp(kv->key.data + kv->key.len - pl, m->cfg.pod, pl))
+            continue;
+        char key[400];
+        memcpy(key, kv->key.data, kv->key.len);
+        key[kv->key.len] = 0;
+        int deleted;
+        st = svc_etcd_delete_if(m->etcd, key, kv->create_revision, &deleted, err);
+    }
+    svc_etcd_range_free(r);
+    return st;
 }

@@ -9,11 +9,15 @@
  *   pods/<pod>          PodInfo on the pod's lease (TTL --lease-seconds,
  *                       kept alive by this pod): gone when the pod is
  *   collections/<name>  catalog.h's value; incarnation = create revision
- *   marks/<stream>/<pod>  8 bytes LE: the LSN through which that replica's
+
+ * and under /slimvec-marks/<cluster>/ (not read every second):
+ *
+ *   <stream>/<pod>      8 bytes LE: the LSN through which that replica's
  *                       newest snapshot holds the stream (not on a lease:
  *                       a pod that restarts needs the records after it);
  *                       the stream is purged below the lowest mark of the
- *                       shard's replicas in the map
+ *                       shard's replicas in the map; a pod's marks go when
+ *                       it leaves its shard, a stream's when it is deleted
  *
  * A background thread keeps the lease alive (a lease that expired, as
  * after etcd lost its quorum for longer than the TTL, is replaced and the
@@ -115,8 +119,9 @@ void svc_meta_poke(svc_meta *m);
 /* Changes of the map, each one compare-and-swap (a new epoch); a refusal
  * the map's state explains (a pod that is not live, a shard's last ready
  * replica) is SV_ERR_INVALID_ARGUMENT with why. */
-/* This pod's state; READY also sets the pod it replaces LEAVING. */
-sv_status svc_meta_set_state(svc_meta *m, int state, sv_error *err);
+/* This pod's state from `from` (else nothing changes) to `to`; READY also
+ * sets the pod it replaces LEAVING. */
+sv_status svc_meta_set_state(svc_meta *m, int from, int to, sv_error *err);
 /* This pod out of its shard, into the idle pods. */
 sv_status svc_meta_leave(svc_meta *m, sv_error *err);
 /* to_pod (live, in no shard) joins shard catching up, replacing from_pod
@@ -132,8 +137,9 @@ size_t svc_meta_idle(svc_meta *m, svc_meta_name **out);
  * none yet: nothing may be purged). */
 sv_status svc_meta_mark(svc_meta *m, const char *stream, uint32_t shard, uint64_t lsn, uint64_t *lowest,
                         sv_error *err);
-/* The marks of a stream that is gone. */
+/* The marks of a stream that is gone; this pod's marks (it left its shard). */
 sv_status svc_meta_forget_marks(svc_meta *m, const char *stream, sv_error *err);
+sv_status svc_meta_forget_my_marks(svc_meta *m, sv_error *err);
 
 svc_catalog *svc_meta_catalog(svc_meta *m);
 /* Create a collection: SV_ERR_ALREADY_EXISTS when the name is taken;

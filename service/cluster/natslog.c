@@ -123,6 +123,11 @@ cleanup:
     return st;
 }
 
+int svc_nats_connected(svc_nats *n)
+{
+    return n && natsConnection_Status(n->nc) == NATS_CONN_STATUS_CONNECTED;
+}
+
 void svc_nats_free(svc_nats *n)
 {
     if (!n)
@@ -171,11 +176,13 @@ static int refresh_bounds(natslog *l, sv_error *err)
 static int nl_covers(void *impl, uint64_t after, char *why, size_t cap)
 {
     natslog *l = impl;
-    sv_error e;
-    if (!refresh_bounds(l, &e)) {
-        snprintf(why, cap, "%.150s", e.message);
-        return 0;
-    }
+    /* Out of reach (a stream leader being elected): not "purged". Say yes
+     * and let the read tell: it fails SV_ERR_IO while the stream is away,
+     * and SV_ERR_CORRUPT ("purged") only when records really are gone. A
+     * "no" here would make a replica give up a good copy (registry.c sets
+     * copies the stream does not cover aside). */
+    if (!refresh_bounds(l, NULL))
+        return 1;
     pthread_mutex_lock(&l->mu);
     uint64_t first = l->first;
     pthread_mutex_unlock(&l->mu);

@@ -46,6 +46,8 @@ typedef struct svc_nats svc_nats;
  * connection comes up when one does). */
 sv_status svc_nats_connect(const svc_nats_config *cfg, svc_nats **out, sv_error *err);
 void svc_nats_free(svc_nats *n); /* NULL is a no-op; after every log is closed */
+/* 1 while connected to a NATS server (a log's bounds are then fresh). */
+int svc_nats_connected(svc_nats *n);
 
 typedef struct svc_natslog_config {
     const char *name;               /* [A-Za-z0-9_-], at most 200 bytes: SV_<name>, sv.<name> */

@@ -23,6 +23,7 @@
 #include <inttypes.h>
 #include <math.h>
 #include <sodium.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1385,6 +1386,9 @@ static void sh_applied(void *appv, svd_ctx *ctx, void **state, const ProtobufCMe
 
 #define CHUNK_DEFAULT (1u << 20)
 #define CHUNK_MAX (4u << 20)
+#define FETCHES_MAX 2             /* snapshot transfers a pod serves at once */
+
+static atomic_int fetches;        /* under way (FetchSnapshot streams) */
 
 typedef struct fetch_state {
     svd_task *task;       /* the snapshot being written for this stream */
@@ -1399,6 +1403,7 @@ static void fetch_end(void *app, void *state, int cancelled)
     fetch_state *fs = state;
     if (!fs)
         return;
+    atomic_fetch_sub(&fetches, 1);
     if (fs->task)
         svd_task_release(fs->task);
     if (fs->fd >= 0)
@@ -1416,7 +1421,16 @@ static void sh_fetch(void *appv, svd_ctx *ctx, void **state, const ProtobufCMess
         return;
     fetch_state *fs = *state;
     if (!fs) {
+        /* Each stream makes this pod write a snapshot and holds a file:
+         * a few at once (replicas joining), not as many as callers ask. */
+        if (atomic_fetch_add(&fetches, 1) >= FETCHES_MAX) {
+            atomic_fetch_sub(&fetches, 1);
+            svd_reply_error(r, GRPC_STATUS_RESOURCE_EXHAUSTED, "%d snapshot transfers are under way here",
+                            FETCHES_MAX);
+            return;
+        }
         if (!(fs = *state = calloc(1, sizeof *fs))) {
+            atomic_fetch_sub(&fetches, 1);
             svd_reply_oom(r);
             return;
         }
@@ -1732,9 +1746,14 @@ static void c_status(void *appv, svd_ctx *ctx, void **state, const ProtobufCMess
                 return;
             }
             for (size_t k = 0; k < a->n_collections; k++) {
-                lv[k] = *a->collections[k];
+                /* Field by field: a copy of the struct would keep pointers
+                 * (unknown fields) into the answer freed below. */
+                slimvec__v1__cluster_collection_lag__init(&lv[k]);
                 snprintf(names + k * 65, 65, "%s", a->collections[k]->collection);
                 lv[k].collection = names + k * 65;
+                lv[k].applied_lsn = a->collections[k]->applied_lsn;
+                lv[k].lag_records = a->collections[k]->lag_records;
+                lv[k].vectors = a->collections[k]->vectors;
                 lp[k] = &lv[k];
             }
             rv[i].n_collections = a->n_collections;

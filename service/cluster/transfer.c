@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include "call.h"
@@ -19,7 +20,8 @@
 #include "slimvec/v1/slimvec.pb-c.h"
 
 #define CHUNK (1u << 20)
-#define STEP_SECONDS 60     /* one chunk (or the snapshot being written) may take this long */
+#define STEP_SECONDS 60     /* one chunk may take this long */
+#define FIRST_SECONDS 900   /* the first: the peer writes a snapshot for it, behind its other maintenance */
 #define CALL_SECONDS 3600   /* the whole transfer */
 
 /* One batch, waited for (plucked): 1 when it completed successfully. */
@@ -96,7 +98,7 @@ sv_status svc_transfer_fetch(grpc_channel *ch, const grpc_metadata *md, size_t n
             ops[1].op = GRPC_OP_RECV_INITIAL_METADATA;
             ops[1].data.recv_initial_metadata.recv_initial_metadata = &md_init;
         }
-        ok = ok && run(call, cq, ops, first ? 2 : 1, STEP_SECONDS) && recv;
+        ok = ok && run(call, cq, ops, first ? 2 : 1, first ? FIRST_SECONDS : STEP_SECONDS) && recv;
         first = 0;
         Slimvec__V1__SnapshotChunk *c =
             ok ? (Slimvec__V1__SnapshotChunk *)svd_unpack(&slimvec__v1__snapshot_chunk__descriptor, recv) : NULL;
@@ -114,6 +116,14 @@ sv_status svc_transfer_fetch(grpc_channel *ch, const grpc_metadata *md, size_t n
             out->lsn = c->lsn;
             out->incarnation = c->incarnation;
             total = c->total;
+            /* A peer's word on the size: the disk must hold it (and some). */
+            struct statvfs vfs;
+            if (fstatvfs(fd, &vfs) == 0 && total > (uint64_t)vfs.f_bavail * vfs.f_frsize / 10 * 9) {
+                st = sv_fail(err, SV_ERR_RESOURCE, "fetching \"%s\": a snapshot of %" PRIu64
+                             " bytes does not fit the free space", collection, total);
+                protobuf_c_message_free_unpacked(&c->base, NULL);
+                break;
+            }
         }
         if (c->offset != offset || c->total != total || c->lsn != out->lsn || c->incarnation != out->incarnation ||
             c->data.len > total - offset || (c->data.len == 0 && offset < total)) {
