@@ -89,29 +89,37 @@ static int member_failed(grpc_status_code c)
            c == GRPC_STATUS_CANCELLED || c == GRPC_STATUS_RESOURCE_EXHAUSTED || c == GRPC_STATUS_INTERNAL;
 }
 
-/* One call, on the member that answered last, then on each other one. A
- * transaction that timed out may have committed: it is not sent again
- * (its caller would see its own write as someone else's). */
-static sv_status call(svc_etcd *e, const char *path, const ProtobufCMessage *req,
-                      const ProtobufCMessageDescriptor *resp_desc, ProtobufCMessage **resp, sv_error *err)
+/* One call, on the member that answered last, then on each other one.
+ * *retried (may be NULL): an attempt before the one that answered failed
+ * in a way that may have applied it (a transaction that timed out may have
+ * committed: its caller checks what it finds). */
+static sv_status call_ex(svc_etcd *e, const char *path, const ProtobufCMessage *req,
+                         const ProtobufCMessageDescriptor *resp_desc, ProtobufCMessage **resp, int *retried,
+                         sv_error *err)
 {
     int first = atomic_load(&e->current);
-    int txn = strstr(path, "/Txn") != NULL;
     svd_call_status st = {GRPC_STATUS_UNAVAILABLE, "no member"};
+    if (retried)
+        *retried = 0;
     for (int k = 0; k < e->n; k++) {
         int i = (first + k) % e->n;
         if (svd_call_unary(e->ch[i], path, NULL, 0, req, resp_desc, e->timeout, resp, &st) == GRPC_STATUS_OK) {
             atomic_store(&e->current, i);
             return sv_ok(err);
         }
-        if (!member_failed(st.code) || (txn && st.code == GRPC_STATUS_DEADLINE_EXCEEDED)) {
-            if (member_failed(st.code)) /* the next call starts elsewhere */
-                atomic_store(&e->current, (i + 1) % e->n);
+        if (!member_failed(st.code))
             break;
-        }
+        if (retried)
+            *retried = 1;
     }
     return sv_fail(err, member_failed(st.code) ? SV_ERR_IO : SV_ERR_INVALID_ARGUMENT, "etcd %s: %s (status %d)",
                    strrchr(path, '/') + 1, st.message, (int)st.code);
+}
+
+static sv_status call(svc_etcd *e, const char *path, const ProtobufCMessage *req,
+                      const ProtobufCMessageDescriptor *resp_desc, ProtobufCMessage **resp, sv_error *err)
+{
+    return call_ex(e, path, req, resp_desc, resp, NULL, err);
 }
 
 /* The end of the range of keys starting with prefix: the prefix with its
@@ -157,7 +165,7 @@ void svc_etcd_range_free(Etcdserverpb__RangeResponse *r)
 }
 
 static sv_status txn(svc_etcd *e, Etcdserverpb__Compare *cmp, Etcdserverpb__RequestOp *op, int *succeeded,
-                     int64_t *revision, sv_error *err)
+                     int64_t *revision, int *retried, sv_error *err)
 {
     Etcdserverpb__TxnRequest req = ETCDSERVERPB__TXN_REQUEST__INIT;
     Etcdserverpb__Compare *cmps[1] = {cmp};
@@ -167,8 +175,8 @@ static sv_status txn(svc_etcd *e, Etcdserverpb__Compare *cmp, Etcdserverpb__Requ
     req.n_success = 1;
     req.success = ops;
     Etcdserverpb__TxnResponse *resp = NULL;
-    sv_status st = call(e, "/etcdserverpb.KV/Txn", &req.base, &etcdserverpb__txn_response__descriptor,
-                        (ProtobufCMessage **)&resp, err);
+    sv_status st = call_ex(e, "/etcdserverpb.KV/Txn", &req.base, &etcdserverpb__txn_response__descriptor,
+                           (ProtobufCMessage **)&resp, retried, err);
     if (st != SV_OK)
         return st;
     *succeeded = resp->succeeded;
@@ -196,7 +204,23 @@ sv_status svc_etcd_put_if(svc_etcd *e, const char *key, int64_t mod_revision, co
     Etcdserverpb__RequestOp op = ETCDSERVERPB__REQUEST_OP__INIT;
     op.request_case = ETCDSERVERPB__REQUEST_OP__REQUEST_REQUEST_PUT;
     op.request_put = &put;
-    return txn(e, mod_revision >= 0 ? &cmp : NULL, &op, swapped, revision, err);
+    int retried = 0;
+    sv_status st = txn(e, mod_revision >= 0 ? &cmp : NULL, &op, swapped, revision, &retried, err);
+    if (st != SV_OK || *swapped || !retried)
+        return st;
+    /* The compare failed on a second try: the first may have committed.
+     * The key holding exactly this value now is taken as ours (whoever
+     * wrote the same bytes wrote the same thing). */
+    Etcdserverpb__RangeResponse *r = NULL;
+    if (svc_etcd_range(e, key, 0, 0, &r, err) != SV_OK)
+        return sv_ok(err); /* not swapped, as far as is known */
+    if (r->n_kvs == 1 && r->kvs[0]->value.len == len && (!len || !memcmp(r->kvs[0]->value.data, value, len))) {
+        *swapped = 1;
+        if (revision)
+            *revision = r->kvs[0]->mod_revision;
+    }
+    svc_etcd_range_free(r);
+    return sv_ok(err);
 }
 
 sv_status svc_etcd_delete_if(svc_etcd *e, const char *key, int64_t create_revision, int *deleted, sv_error *err)
@@ -213,7 +237,17 @@ sv_status svc_etcd_delete_if(svc_etcd *e, const char *key, int64_t create_revisi
     Etcdserverpb__RequestOp op = ETCDSERVERPB__REQUEST_OP__INIT;
     op.request_case = ETCDSERVERPB__REQUEST_OP__REQUEST_REQUEST_DELETE_RANGE;
     op.request_delete_range = &del;
-    return txn(e, &cmp, &op, deleted, NULL, err);
+    int retried = 0;
+    sv_status st = txn(e, &cmp, &op, deleted, NULL, &retried, err);
+    if (st != SV_OK || *deleted || !retried)
+        return st;
+    /* A second try found the key gone or replaced: gone is what was asked. */
+    Etcdserverpb__RangeResponse *r = NULL;
+    if (svc_etcd_range(e, key, 0, 0, &r, err) != SV_OK)
+        return sv_ok(err);
+    *deleted = r->n_kvs == 0;
+    svc_etcd_range_free(r);
+    return sv_ok(err);
 }
 
 sv_status svc_etcd_lease_grant(svc_etcd *e, int64_t ttl, int64_t *id, sv_error *err)
@@ -444,5 +478,5 @@ sv_status svc_etcd_delete_prefix(svc_etcd *e, const char *prefix, sv_error *err)
     op.request_case = ETCDSERVERPB__REQUEST_OP__REQUEST_REQUEST_DELETE_RANGE;
     op.request_delete_range = &del;
     int done = 0;
-    return txn(e, NULL, &op, &done, NULL, err);
+    return txn(e, NULL, &op, &done, NULL, NULL, err);
 }

@@ -44,7 +44,10 @@ void svc_etcd_range_free(Etcdserverpb__RangeResponse *r);
  * Put value at key if the key's mod revision is still mod_revision (0:
  * the key does not exist; < 0: whatever it is): one transaction. *swapped says whether it did;
  * *revision is the store's revision after it (the key's new mod revision
- * when swapped). lease: attach the key to it (0: none).
+ * when swapped). lease: attach the key to it (0: none). A try that failed
+ * ambiguously (timed out, perhaps committed) is retried on another member;
+ * when the retry's compare fails and the key holds exactly `value`, that
+ * is taken as this call's own write.
  */
 sv_status svc_etcd_put_if(svc_etcd *e, const char *key, int64_t mod_revision, const uint8_t *value, size_t len,
                           int64_t lease, int *swapped, int64_t *revision, sv_error *err);
