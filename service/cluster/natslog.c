@@ -14,6 +14,7 @@
 
 #define NAME_MAX_LEN 200
 #define POLL_RECORDS 256 /* the most one read without a wait takes */
+#define LAST_FRESH_SECONDS 0.5 /* sv_log_last asks the stream at most this often */
 
 /*
  * Locks: natslog.mu (the read subscription, the cached stream bounds,
@@ -40,6 +41,7 @@ typedef struct natslog {
     natsSubscription *sub; /* the ordered consumer read() follows */
     natsMsg *held;         /* its record a visitor could not take yet (LSN next) */
     uint64_t next;         /* the LSN it delivers next */
+    double bounds_at;      /* when first/last were read from the stream (mu) */
     uint64_t first, last;  /* the stream's bounds when last asked */
     uint64_t appends, bytes, dups;
     double append_seconds;
@@ -168,6 +170,7 @@ static int refresh_bounds(natslog *l, sv_error *err)
     pthread_mutex_lock(&l->mu);
     l->first = si->State.FirstSeq;
     l->last = si->State.LastSeq;
+    l->bounds_at = sv_now_seconds();
     pthread_mutex_unlock(&l->mu);
     jsStreamInfo_Destroy(si);
     return 1;
@@ -202,7 +205,14 @@ static int nl_covers(void *impl, uint64_t after, char *why, size_t cap)
 static uint64_t nl_last(void *impl)
 {
     natslog *l = impl;
-    refresh_bounds(l, NULL);
+    /* Asked often (each scrape, each status call, the applier's lag): the
+     * stream is asked at most every LAST_FRESH_SECONDS, the answer in
+     * between is the cached one (appends move it too). */
+    pthread_mutex_lock(&l->mu);
+    int fresh = sv_now_seconds() - l->bounds_at < LAST_FRESH_SECONDS;
+    pthread_mutex_unlock(&l->mu);
+    if (!fresh)
+        refresh_bounds(l, NULL);
     pthread_mutex_lock(&l->mu);
     uint64_t last = l->last;
     pthread_mutex_unlock(&l->mu);
