@@ -343,7 +343,9 @@ class Hostile(unittest.TestCase):
         dim, n, m = (16, 6000, 1500) if SLOW else (16, 10000, 2500)
         rng = np.random.default_rng(7)
         data = rng.standard_normal((n, dim), dtype=np.float32)
-        queries = rng.standard_normal((100, dim), dtype=np.float32)
+        # 400 queries: 100 left the comparison of two builds' recall
+        # within the noise of one build (0.984 vs 0.994 seen).
+        queries = rng.standard_normal((400, dim), dtype=np.float32)
         ids = [str(i) for i in range(n)]
 
         def recall(name, base):
@@ -394,7 +396,7 @@ class Hostile(unittest.TestCase):
                   flush=True)
         self.assertEqual(info.vectors, n)
         self.assertLess(churned_bpv, 1.10 * fresh.memory.bytes_per_vector)
-        self.assertGreater(churned_recall, fresh_recall - 0.01)
+        self.assertGreaterEqual(churned_recall, fresh_recall - 0.01)
         text = s.http("/metrics")
         self.assertGreater(metric(text, 'slimvec_collection_consolidations_total{collection="churn"}'), 0)
         # Every vector is the one written last.
