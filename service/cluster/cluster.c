@@ -365,14 +365,17 @@ static sv_status bootstrap(svc_cluster *c, const svc_catalog_entry *e, sv_error 
 }
 
 /* 1 when the shard's stream still holds every record from its start: a
- * copy can be built from it alone. */
+ * copy can be built from it alone. A stream not made yet (the collection
+ * was created a moment ago: the router makes the streams after the
+ * catalog entry) or out of reach counts as whole: had it been purged, the
+ * follower finds out when it reads and a peer's snapshot replaces it. */
 static int stream_whole(svc_cluster *c, const svc_catalog_entry *e)
 {
     sv_log *log = NULL;
     sv_error err;
     char why[160];
     if (svc_cluster_shard_log(c, e->incarnation, (uint32_t)c->shard, 0, &log, &err) != SV_OK)
-        return 0;
+        return 1;
     return sv_log_covers(log, 0, why, sizeof why);
 }
 
