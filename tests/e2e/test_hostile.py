@@ -280,6 +280,10 @@ class Hostile(unittest.TestCase):
             served += len(r.results) == 1
             self.sample_rss()
             time.sleep(0.1)
+        # On a busy machine (a cluster test beside this one) the answers may
+        # take longer to fill the budget: wait for the first close, bounded.
+        wait_for(lambda: (metric(s.http("/metrics"), 'slimvec_rpc_refused_total{limit="send_timeout"}') or 0) > 0,
+                 scaled(30), "a stream closed by the send timeout", step=0.2)
         text = s.http("/metrics")
         timeouts = metric(text, 'slimvec_rpc_refused_total{limit="send_timeout"}')
         inflight = metric(text, "slimvec_rpc_inflight_bytes")
