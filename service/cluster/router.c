@@ -1131,8 +1131,16 @@ static void h_create(void *appv, svd_ctx *ctx, void **state, const ProtobufCMess
         sv_log *log = NULL;
         sv_error err;
         sv_status st = svc_cluster_shard_log(cl, cs->incarnation, s, 1, &log, &err);
+        if (st == SV_ERR_IO && !waited_out(ctx, &cs->since, r) && sv_now_seconds() + 1 < deadline_of(ctx)) {
+            /* NATS 2.9 may leave one of several pods making the same stream
+             * at once unanswered: ask again in a moment (the entry is in
+             * etcd; a create that gives up here leaves it there). */
+            r->defer = 1;
+            return;
+        }
         if (st != SV_OK) {
-            svd_reply_error(r, svd_code_of(st), "shard %u: %s", s, err.message);
+            if (r->code == GRPC_STATUS_OK)
+                svd_reply_error(r, svd_code_of(st), "shard %u: %s", s, err.message);
             return;
         }
     }
