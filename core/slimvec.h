@@ -60,6 +60,11 @@ const char *sv_status_name(sv_status s);
 
 typedef enum sv_metric { SV_METRIC_L2 = 0, SV_METRIC_IP, SV_METRIC_COSINE } sv_metric;
 typedef enum sv_storage { SV_STORAGE_F32 = 0, SV_STORAGE_INT8 } sv_storage;
+/* Where full-precision originals live besides the codes (int8 only):
+ * nowhere, or in a file, memory-mapped, never in the arena (originals.h).
+ * With them a search re-ranks its best candidates by exact distance and a
+ * get returns the original. */
+typedef enum sv_originals_mode { SV_ORIGINALS_NONE = 0, SV_ORIGINALS_DISK } sv_originals_mode;
 
 const char *sv_metric_name(sv_metric m);
 const char *sv_storage_name(sv_storage s);
@@ -95,6 +100,12 @@ typedef struct sv_params {
                                   sv_collection_flush (a server flushes on its own
                                   thread instead and always sets one) */
     const sv_allocator *allocator; /* NULL = sv_allocator_default() */
+    sv_originals_mode originals;   /* SV_ORIGINALS_DISK needs storage int8 */
+    const char *originals_path;    /* the originals file (opened or created); NULL:
+                                      an unnamed temporary file, gone with the
+                                      collection (the durable layer names one in
+                                      its directory); not copied: must outlive
+                                      sv_collection_create only */
 } sv_params;
 
 /* Defaults: L2, int8, R=32, L_build=64, alpha=1.0, seed=1, all cores,
@@ -148,7 +159,25 @@ sv_status sv_collection_search_ex(sv_collection *c, const float *query, uint32_t
                                   uint32_t search_list, const sv_interrupt *intr, sv_hit *hits,
                                   size_t *n_hits, sv_error *err);
 
-/* The stored vector of an id (dequantized for int8; normalised for cosine). */
+/*
+ * Search with every option. rerank (collections with originals on disk):
+ * how many of the best candidates by code distance get their exact
+ * distance from the originals and are ordered by it; 0 = the search list,
+ * SV_RERANK_OFF = none (the hits then carry code distances). Raised to k.
+ */
+#define SV_RERANK_OFF UINT32_MAX
+typedef struct sv_search_opts {
+    uint32_t k;
+    uint32_t search_list;
+    uint32_t rerank;
+    const sv_interrupt *intr;  /* may be NULL */
+} sv_search_opts;
+sv_status sv_collection_search_opts(sv_collection *c, const float *query, uint32_t dim,
+                                    const sv_search_opts *o, sv_hit *hits, size_t *n_hits,
+                                    sv_error *err);
+
+/* The stored vector of an id (the original when originals are on disk, else
+ * dequantized for int8; normalised for cosine). */
 sv_status sv_collection_get(sv_collection *c, const char *id, float *out, uint32_t dim,
                             sv_error *err);
 
@@ -211,6 +240,10 @@ typedef struct sv_stats {
     uint64_t est_bytes_idmap;   /* id map (hash + slot->id + strings) */
     uint64_t est_bytes_buffer;  /* write buffer */
     uint64_t est_bytes_other;   /* slot states, quantizer, bookkeeping */
+    /* Originals on disk (0 without): not memory of the collection. */
+    uint64_t orig_file_bytes;     /* the file's length */
+    uint64_t orig_disk_bytes;     /* blocks it holds on disk */
+    uint64_t orig_resident_bytes; /* its mapped records in the page cache */
     sv_connect_stats connect_last;  /* the last flush's or consolidation's connect */
     sv_connect_stats connect_total; /* every connect since the collection was made or loaded */
 } sv_stats;

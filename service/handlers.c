@@ -207,6 +207,8 @@ int svd_fill_spec(Slimvec__V1__CollectionSpec *spec, Slimvec__V1__GraphParams *g
     spec->graph = graph;
     spec->seed = p->seed;
     spec->flush_threshold = p->flush_threshold;
+    spec->originals = p->originals == SV_ORIGINALS_DISK ? SLIMVEC__V1__ORIGINALS__ORIGINALS_DISK
+                                                        : SLIMVEC__V1__ORIGINALS__ORIGINALS_NONE;
     return 1;
 }
 
@@ -240,6 +242,17 @@ static Slimvec__V1__CollectionInfo *make_info(svd_coll *c, svd_reply *r)
     mem->id_map_bytes_estimate = s.est_bytes_idmap;
     mem->buffer_bytes_estimate = s.est_bytes_buffer;
     mem->other_bytes_estimate = s.est_bytes_other;
+    if (sv_durable_params(c->dur)->originals == SV_ORIGINALS_DISK) {
+        Slimvec__V1__OriginalsStats *os = svd_own(r, sizeof *os);
+        if (!os)
+            return NULL;
+        slimvec__v1__originals_stats__init(os);
+        os->disk_bytes = s.orig_disk_bytes;
+        os->disk_bytes_per_vector = s.live ? (double)s.orig_disk_bytes / (double)s.live : 0.0;
+        os->file_bytes = s.orig_file_bytes;
+        os->resident_bytes = s.orig_resident_bytes;
+        info->originals = os;
+    }
     if (sv_durable_dir(c->dur)) {
         Slimvec__V1__Persistence *per = svd_own(r, sizeof *per);
         if (!per)
@@ -305,6 +318,19 @@ int svd_spec_params(svd_app *app, const Slimvec__V1__CollectionSpec *spec, sv_pa
     case SLIMVEC__V1__STORAGE__STORAGE_INT8: p->storage = SV_STORAGE_INT8; break;
     default:
         svd_reply_error(r, GRPC_STATUS_INVALID_ARGUMENT, "storage must be F32 or INT8");
+        return 0;
+    }
+    switch (spec->originals) {
+    case SLIMVEC__V1__ORIGINALS__ORIGINALS_UNSPECIFIED:
+    case SLIMVEC__V1__ORIGINALS__ORIGINALS_NONE: p->originals = SV_ORIGINALS_NONE; break;
+    case SLIMVEC__V1__ORIGINALS__ORIGINALS_DISK: p->originals = SV_ORIGINALS_DISK; break;
+    default:
+        svd_reply_error(r, GRPC_STATUS_INVALID_ARGUMENT, "originals must be NONE or DISK");
+        return 0;
+    }
+    if (p->originals == SV_ORIGINALS_DISK && p->storage != SV_STORAGE_INT8) {
+        svd_reply_error(r, GRPC_STATUS_INVALID_ARGUMENT,
+                        "originals on disk need int8 storage (float32 storage is exact already)");
         return 0;
     }
     if (spec->graph) {
@@ -762,10 +788,12 @@ void svd_search_into(svd_app *app, svd_ctx *ctx, const Slimvec__V1__SearchReques
         goto done;
     }
     sv_interrupt intr = {ctx_stop, ctx};
+    sv_search_opts so = {.k = k, .search_list = L, .rerank = req->skip_rerank ? SV_RERANK_OFF : req->rerank_depth,
+                         .intr = &intr};
     for (size_t q = 0; q < m; q++) {
         size_t n = 0;
         sv_error err;
-        sv_status st = sv_durable_search(c->dur, req->queries + q * dim, dim, k, L, &intr, hits, &n, &err);
+        sv_status st = sv_durable_search(c->dur, req->queries + q * dim, dim, &so, hits, &n, &err);
         if (st == SV_ERR_INTERRUPTED) {
             svd_reply_error(r, svd_ctx_stop_code(ctx), "query %zu: stopped (%s)", q,
                             svd_ctx_stop_code(ctx) == GRPC_STATUS_DEADLINE_EXCEEDED

@@ -1747,7 +1747,7 @@ START_TEST(test_visible_only_when_durable)
     sv_hit hits[4];
     size_t nh = 0;
     ck_assert_int_eq(sv_durable_get(d, "v0", out, SM_DIM, NULL), SV_ERR_NOT_FOUND);
-    ck_assert_int_eq(sv_durable_search(d, v, SM_DIM, 4, 16, NULL, hits, &nh, NULL), SV_OK);
+    ck_assert_int_eq(sv_durable_search(d, v, SM_DIM, &(sv_search_opts){.k = 4, .search_list = 16}, hits, &nh, NULL), SV_OK);
     ck_assert_uint_eq(nh, 0);
     ck_assert_uint_eq(sv_durable_count(d), 0);
     const char *v1[1] = {"v1"};
@@ -2474,6 +2474,192 @@ START_TEST(test_in_memory)
 }
 END_TEST
 
+/* ---- originals on disk ------------------------------------------------------ */
+
+#define OR_DIM 16
+
+static void or_ids(char (*names)[16], const char **ids, int n)
+{
+    for (int i = 0; i < n; i++) {
+        snprintf(names[i], 16, "%d", i);
+        ids[i] = names[i];
+    }
+}
+
+/* Every live id in [from, to) reads back its exact original, and a search
+ * for it finds it first at distance 0 (re-ranked), or not exactly 0 from
+ * the codes alone. */
+static void or_check_exact(sv_durable *d, const float *v, const char **ids, int from, int to)
+{
+    float got[OR_DIM];
+    sv_error err;
+    sv_hit hits[5];
+    size_t n = 0;
+    int inexact = 0;
+    for (int i = from; i < to; i++) {
+        ck_assert_msg(sv_durable_get(d, ids[i], got, OR_DIM, &err) == SV_OK, "get %s: %s", ids[i], err.message);
+        ck_assert_msg(memcmp(got, v + (size_t)i * OR_DIM, sizeof got) == 0, "id %s: not its original", ids[i]);
+        sv_search_opts so = {.k = 5, .search_list = 32};
+        ck_assert_int_eq(sv_durable_search(d, v + (size_t)i * OR_DIM, OR_DIM, &so, hits, &n, &err), SV_OK);
+        ck_assert_uint_ge(n, 1);
+        ck_assert_str_eq(hits[0].id, ids[i]);
+        ck_assert_msg(hits[0].distance == 0.0f, "id %s: re-ranked distance %g", ids[i], (double)hits[0].distance);
+        so.rerank = SV_RERANK_OFF;
+        ck_assert_int_eq(sv_durable_search(d, v + (size_t)i * OR_DIM, OR_DIM, &so, hits, &n, &err), SV_OK);
+        inexact += n && hits[0].distance != 0.0f;
+    }
+    /* Code distances are not exact (buffered rows are: they are floats). */
+    sv_stats s;
+    sv_durable_collection_stats(d, &s);
+    if (s.indexed > 10 && to - from > 10)
+        ck_assert_int_gt(inexact, 0);
+}
+
+START_TEST(test_originals_durable)
+{
+    char base[PATHN], dir[PATHN], path[PATHN];
+    make_tmp(base);
+    pathf(dir, "%s/c", base);
+    pathf(path, "%s/" SV_ORIGINALS_FILE, dir);
+    sv_params p;
+    sv_params_default(&p, OR_DIM);
+    p.threads = 2;
+    p.flush_threshold = 100;
+    p.originals = SV_ORIGINALS_DISK;
+    sv_durable_options o = {0};
+    sv_durable *d = NULL;
+    sv_error err;
+    ck_assert_msg(sv_durable_create(dir, &p, &o, &d, &err) == SV_OK, "%s", err.message);
+    ck_assert_int_eq(sv_durable_params(d)->originals, SV_ORIGINALS_DISK);
+    float *v = tu_gaussian(600, OR_DIM, 11);
+    static char names[600][16];
+    const char *ids[600];
+    or_ids(names, ids, 600);
+    ck_assert_int_eq(dadd(d, v, 300, OR_DIM, ids, NULL, &err), SV_OK);
+    ck_assert_int_eq(sv_durable_flush(d, &err), SV_OK);
+    ck_assert_msg(sv_durable_snapshot(d, NULL, &err) == SV_OK, "%s", err.message);
+    ck_assert_int_eq(dadd(d, v + 300 * OR_DIM, 100, OR_DIM, ids + 300, NULL, &err), SV_OK);
+    ck_assert_int_eq(sv_durable_flush(d, &err), SV_OK);
+    ck_assert_int_eq(sv_durable_delete(d, ids, 50, NULL, &err), SV_OK);
+    ck_assert_int_eq(sv_durable_consolidate(d, &err), SV_OK);
+    /* These reuse the freed slots: their records are overwritten after
+     * the snapshot, and the replay writes them again. */
+    ck_assert_int_eq(dadd(d, v + 400 * OR_DIM, 60, OR_DIM, ids + 400, NULL, &err), SV_OK);
+    ck_assert_int_eq(sv_durable_flush(d, &err), SV_OK);
+    or_check_exact(d, v, ids, 50, 460);
+    sv_stats s;
+    sv_durable_collection_stats(d, &s);
+    ck_assert_uint_ge(s.orig_disk_bytes, (uint64_t)410 * OR_DIM * 4);
+    ck_assert_uint_gt(s.orig_resident_bytes, 0);
+    sv_durable_free(d); /* the snapshot plus the log */
+
+    sv_recovery rec;
+    ck_assert_msg(try_open(dir, &d, &rec, &err) == SV_OK, "%s", err.message);
+    ck_assert_uint_gt(rec.replayed, 0);
+    or_check_exact(d, v, ids, 50, 460);
+
+    /* Compaction moves records; flushes go on once the snapshot it takes
+     * holds the new layout, and the file gives the tail back. */
+    ck_assert_int_eq(sv_durable_delete(d, ids + 300, 160, NULL, &err), SV_OK);
+    ck_assert_int_eq(sv_durable_consolidate(d, &err), SV_OK);
+    uint32_t moved = 0;
+    ck_assert_msg(sv_durable_compact(d, &moved, &err) == SV_OK, "%s", err.message);
+    ck_assert_uint_gt(moved, 0);
+    ck_assert_int_eq(sv_durable_snapshot_due(d), 0);
+    ck_assert_int_eq(dadd(d, v + 460 * OR_DIM, 40, OR_DIM, ids + 460, NULL, &err), SV_OK);
+    ck_assert_int_eq(sv_durable_flush(d, &err), SV_OK);
+    sv_durable_collection_stats(d, &s);
+    ck_assert_uint_eq(s.indexed, 290);
+    or_check_exact(d, v, ids, 50, 300);
+    or_check_exact(d, v, ids, 460, 500);
+    struct stat sb;
+    ck_assert_int_eq(stat(path, &sb), 0);
+    sv_durable_free(d);
+    ck_assert_msg(try_open(dir, &d, &rec, &err) == SV_OK, "%s", err.message);
+    or_check_exact(d, v, ids, 50, 300);
+    or_check_exact(d, v, ids, 460, 500);
+    ck_assert_msg(sv_durable_validate(d, &err) == SV_OK, "%s", err.message);
+    ck_assert_msg(sv_durable_snapshot(d, NULL, &err) == SV_OK, "%s", err.message);
+    sv_durable_free(d);
+
+    /* Damage: a changed record, a cut file, a lost file, a wrong header:
+     * each stops the open with a clear error. */
+    size_t len = 0;
+    uint8_t *orig = read_all(path, &len);
+    ck_assert_ptr_nonnull(orig);
+    size_t rec_bytes = OR_DIM * 4;
+    for (int damage = 0; damage < 4; damage++) {
+        FILE *f = fopen(path, "wb");
+        ck_assert_ptr_nonnull(f);
+        if (damage == 0) { /* one float of every record a little off */
+            uint8_t *copy = malloc(len);
+            memcpy(copy, orig, len);
+            for (size_t off = 4096; off + rec_bytes <= len; off += rec_bytes)
+                copy[off + 5] ^= 0x40;
+            ck_assert_uint_eq(fwrite(copy, 1, len, f), len);
+            free(copy);
+        } else if (damage == 1) {
+            ck_assert_uint_eq(fwrite(orig, 1, 4096 + 10 * rec_bytes, f), 4096 + 10 * rec_bytes);
+        } else if (damage == 3) {
+            uint8_t *copy = malloc(len);
+            memcpy(copy, orig, len);
+            copy[16] ^= 1; /* the dimension */
+            ck_assert_uint_eq(fwrite(copy, 1, len, f), len);
+            free(copy);
+        }
+        fclose(f);
+        if (damage == 2)
+            ck_assert_int_eq(unlink(path), 0);
+        ck_assert_int_eq(try_open(dir, &d, &rec, &err), SV_ERR_CORRUPT);
+        ck_assert_msg(strstr(err.message, "originals") != NULL, "%s", err.message);
+    }
+    FILE *f = fopen(path, "wb");
+    ck_assert_uint_eq(fwrite(orig, 1, len, f), len);
+    fclose(f);
+    ck_assert_msg(try_open(dir, &d, &rec, &err) == SV_OK, "%s", err.message);
+    or_check_exact(d, v, ids, 460, 500);
+    sv_durable_free(d);
+    free(orig);
+    free(v);
+    rm_rf(base);
+}
+END_TEST
+
+START_TEST(test_originals_refused)
+{
+    sv_params p;
+    sv_params_default(&p, OR_DIM);
+    p.originals = SV_ORIGINALS_DISK;
+    p.storage = SV_STORAGE_F32;
+    sv_collection *c = NULL;
+    sv_error err;
+    ck_assert_int_eq(sv_collection_create(&p, &c, &err), SV_ERR_INVALID_ARGUMENT);
+    ck_assert_ptr_null(c);
+    p.storage = SV_STORAGE_INT8;
+    p.originals = (sv_originals_mode)7;
+    ck_assert_int_eq(sv_collection_create(&p, &c, &err), SV_ERR_INVALID_ARGUMENT);
+    /* In memory (no directory): an unnamed temporary file. */
+    p.originals = SV_ORIGINALS_DISK;
+    sv_durable_options o = {0};
+    sv_durable *d = NULL;
+    ck_assert_msg(sv_durable_create(NULL, &p, &o, &d, &err) == SV_OK, "%s", err.message);
+    float *v = tu_gaussian(200, OR_DIM, 3);
+    static char names[200][16];
+    const char *ids[200];
+    or_ids(names, ids, 200);
+    ck_assert_int_eq(sv_durable_add(d, v, 200, OR_DIM, ids, NULL, &err), SV_OK);
+    ck_assert_int_eq(sv_durable_flush(d, &err), SV_OK);
+    or_check_exact(d, v, ids, 0, 200);
+    /* Compaction without a directory cuts the file at once. */
+    ck_assert_int_eq(sv_durable_delete(d, ids + 100, 100, NULL, &err), SV_OK);
+    ck_assert_int_eq(sv_durable_consolidate(d, &err), SV_OK);
+    ck_assert_int_eq(sv_durable_compact(d, NULL, &err), SV_OK);
+    or_check_exact(d, v, ids, 0, 100);
+    sv_durable_free(d);
+    free(v);
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("durable");
@@ -2502,6 +2688,8 @@ static Suite *suite(void)
     tcase_add_test(tc, test_reopen_many_segments);
     tcase_add_test(tc, test_failures_log_nothing);
     tcase_add_test(tc, test_in_memory);
+    tcase_add_test(tc, test_originals_durable);
+    tcase_add_test(tc, test_originals_refused);
     /* Last: these snapshot collections that never freed a slot, which
      * passes a NULL free list to memcpy in sv_snapshot_write (UBSan stops
      * the sanitizer build there until that is fixed). */

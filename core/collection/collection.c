@@ -75,6 +75,11 @@ static sv_status check_params(const sv_params *p, sv_error *err)
         return sv_fail(err, SV_ERR_INVALID_ARGUMENT, "alpha=%g is outside 1.0..2.0", (double)p->alpha);
     if (p->threads > 64)
         return sv_fail(err, SV_ERR_INVALID_ARGUMENT, "threads=%u is over 64", p->threads);
+    if (p->originals != SV_ORIGINALS_NONE && p->originals != SV_ORIGINALS_DISK)
+        return sv_fail(err, SV_ERR_INVALID_ARGUMENT, "unknown originals mode %d", (int)p->originals);
+    if (p->originals == SV_ORIGINALS_DISK && p->storage != SV_STORAGE_INT8)
+        return sv_fail(err, SV_ERR_INVALID_ARGUMENT,
+                       "originals on disk need int8 storage (float32 storage is exact already)");
     const sv_allocator *a = p->allocator;
     if (a && (!a->alloc || !a->realloc || !a->free))
         return sv_fail(err, SV_ERR_INVALID_ARGUMENT, "allocator hook lacks alloc, realloc or free");
@@ -95,6 +100,7 @@ sv_status sv_collection_create(const sv_params *params, sv_collection **out, sv_
     c->alloc = *hook;
     c->params = *params;
     c->params.allocator = &c->alloc;
+    c->params.originals_path = NULL; /* the caller's string: not kept */
     c->k = sv_kernels_best();
     c->rng = params->seed;
     c->id_len_max = 19; /* assigned ids: numbers below 2^63 */
@@ -120,6 +126,11 @@ sv_status sv_collection_create(const sv_params *params, sv_collection **out, sv_
         sv_collection_free(c);
         return sv_fail(err, SV_ERR_RESOURCE, "out of memory creating the collection");
     }
+    if (params->originals == SV_ORIGINALS_DISK &&
+        (st = sv_orig_open(a, &c->t_other, params->originals_path, params->dim, &c->orig, err)) != SV_OK) {
+        sv_collection_free(c);
+        return st;
+    }
     *out = c;
     return sv_ok(err);
 }
@@ -134,6 +145,7 @@ void sv_collection_free(sv_collection *c)
     sv_idmap_free(c->idmap);
     sv_edges_free(c->edges);
     sv_store_free(c->store);
+    sv_orig_close(c->orig);
     sv_mem_free(&c->alloc, &c->t_other, c->free_slots, c->free_cap * sizeof *c->free_slots);
     sv_mem_free(&c->alloc, &c->t_other, c->del_marks, c->del_words * sizeof *c->del_marks);
     for (uint32_t i = 0; i < c->pool_n; i++) {
@@ -486,5 +498,12 @@ void sv_collection_stats(sv_collection *c, sv_stats *out)
     out->est_bytes_other = (uint64_t)sv_tally_get(&c->t_other);
     out->connect_last = c->connect_last;
     out->connect_total = c->connect_total;
+    if (c->orig) {
+        sv_orig_usage u;
+        sv_orig_get_usage(c->orig, c->next_slot, &u);
+        out->orig_file_bytes = u.file_bytes;
+        out->orig_disk_bytes = u.disk_bytes;
+        out->orig_resident_bytes = u.resident_bytes;
+    }
     pthread_rwlock_unlock(&c->lock);
 }

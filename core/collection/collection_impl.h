@@ -18,6 +18,7 @@
 #include "graph.h"
 #include "idmap.h"
 #include "kernels.h"
+#include "originals.h"
 #include "slimvec.h"
 #include "store.h"
 
@@ -30,6 +31,20 @@ struct sv_collection {
     pthread_rwlock_t lock; /* writer-preferring; see collection.c */
     sv_tally t_vectors, t_edges, t_idmap, t_buffer, t_other;
     sv_store *store;
+    /* Originals on disk (NULL without). Records are written by flushes
+     * (for slots no reader reaches yet) and by compaction; orig_errors
+     * counts records a flush failed to write (a snapshot refuses while any
+     * exist, so the log keeps them for a replay to rewrite).
+     * orig_defer (a data directory's collection; originals_upkeep.c says
+     * why): compaction leaves the file's tail, bumps compact_gen, and no
+     * flush runs until a snapshot taken after it (snap_gen, captured with
+     * snap_slots by sv_snapshot_write) is committed (safe_gen). Under the
+     * write lock. */
+    sv_originals *orig;
+    _Atomic unsigned long long orig_errors;
+    int orig_defer;
+    uint64_t compact_gen, snap_gen, safe_gen;
+    uint32_t snap_slots;
     sv_edges *edges;
     sv_graph graph;
     sv_idmap *idmap;

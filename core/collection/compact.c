@@ -61,6 +61,8 @@ static sv_status compact_locked(sv_collection *c, uint32_t *moved, sv_error *err
             break;
         uint32_t to = c->free_slots[lo++];
         if (st == SV_SLOT_INDEXED) {
+            if (c->orig && sv_orig_move(c->orig, top, to) != SV_OK)
+                break; /* a failed disk write: stop here, nothing half-moved */
             sv_store_move(c->store, top, to);
             sv_edges_move(c->edges, top, to);
         }
@@ -118,6 +120,14 @@ static sv_status compact_locked(sv_collection *c, uint32_t *moved, sv_error *err
 
     /* Give the room back. */
     sv_store_shrink(c->store, new_n);
+    if (c->orig) {
+        /* Durable: the last snapshot may still name the moved-from slots;
+         * the file keeps them until the next one is committed. */
+        if (c->orig_defer)
+            c->compact_gen += *moved > 0;
+        else
+            sv_orig_truncate(c->orig, new_n, NULL);
+    }
     sv_edges_shrink(c->edges, new_n);
     sv_graph_shrink(&c->graph, new_n);
     sv_idmap_shrink_slots(c->idmap, new_n);

@@ -113,4 +113,22 @@ uint64_t sv_engine_unindexed(sv_collection *c);
  * (active buffer), free_slots, slots. The rest of *out is zero. */
 void sv_engine_counts(sv_collection *c, sv_stats *out);
 
+/*
+ * Originals on disk (originals_upkeep.c). has: 1 when the collection keeps
+ * them. defer: compaction leaves the file's tail until _commit (a data
+ * directory's collection: its last snapshot may still need it), and
+ * flushes wait after a compaction until a snapshot is committed (waiting
+ * says so: take one). sync: make every record written so far durable
+ * (before a snapshot is renamed into place); SV_ERR_IO when a flush failed
+ * to write one. commit: after the snapshot is in place, cut the tail and
+ * let flushes go on. check: after a recovery, every indexed slot's original
+ * must quantize to its code (else SV_ERR_CORRUPT).
+ */
+int sv_engine_has_originals(sv_collection *c);
+void sv_engine_originals_defer(sv_collection *c);
+sv_status sv_engine_originals_sync(sv_collection *c, sv_error *err);
+void sv_engine_originals_commit(sv_collection *c);
+int sv_engine_originals_waiting(sv_collection *c);
+sv_status sv_engine_originals_check(sv_collection *c, sv_error *err);
+
 #endif

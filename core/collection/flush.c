@@ -24,7 +24,10 @@ static int encode_row(void *ctx, size_t i, unsigned worker)
 {
     flush_job *j = ctx;
     (void)worker;
-    sv_store_put(j->c->store, j->rows->slots[i], j->rows->vecs + i * j->rows->dim);
+    const float *x = j->rows->vecs + i * j->rows->dim;
+    sv_store_put(j->c->store, j->rows->slots[i], x);
+    if (j->c->orig && sv_orig_put(j->c->orig, j->rows->slots[i], x) != SV_OK)
+        atomic_fetch_add(&j->c->orig_errors, 1);
     return 0;
 }
 
@@ -108,7 +111,8 @@ sv_status sv_coll_flush_locked(sv_collection *c, const sv_flush_hooks *h, sv_err
      * flush never trains on its own then. PENDING rows (an add not yet
      * durable) are never taken: the durable layer's before() waits until
      * there are none, so this only skips a flush that raced one. */
-    if (n == 0 || c->n_pending || (c->manual_flush && !sv_store_trained(c->store))) {
+    if (n == 0 || c->n_pending || (c->manual_flush && !sv_store_trained(c->store)) ||
+        (c->orig && c->orig_defer && c->compact_gen != c->safe_gen)) {
         pthread_rwlock_unlock(&c->lock);
         if (h)
             h->after(h->ctx);
@@ -129,6 +133,14 @@ sv_status sv_coll_flush_locked(sv_collection *c, const sv_flush_hooks *h, sv_err
         if (h)
             h->after(h->ctx);
         st = sv_fail(err, SV_ERR_RESOURCE, "out of memory flushing %zu vectors", n);
+        goto cleanup;
+    }
+    /* Disk space for the originals first: a full disk stops the flush
+     * here, with the buffer where it was. */
+    if (c->orig && (st = sv_orig_reserve(c->orig, c->next_slot, err)) != SV_OK) {
+        pthread_rwlock_unlock(&c->lock);
+        if (h)
+            h->after(h->ctx);
         goto cleanup;
     }
     if (h && (st = h->taking(h->ctx, n, err)) != SV_OK) {
@@ -201,7 +213,11 @@ sv_status sv_coll_flush_locked(sv_collection *c, const sv_flush_hooks *h, sv_err
     c->connect_last = c->graph.last_connect;
     c->connect_total = c->graph.connect_total;
     pthread_rwlock_unlock(&c->lock);
-    if (cs == SV_ERR_INTERNAL)
+    unsigned long long orig_bad = c->orig ? atomic_load(&c->orig_errors) : 0;
+    if (orig_bad)
+        st = sv_fail(err, SV_ERR_IO, "originals: %llu records could not be written (disk error); "
+                     "snapshots wait until a restart rewrites them from the log", orig_bad);
+    else if (cs == SV_ERR_INTERNAL)
         st = sv_fail(err, SV_ERR_INTERNAL, "connect left %llu vectors unreachable from the entry point",
                      (unsigned long long)c->connect_last.unreachable_after);
     else if (failed || cs != SV_OK)

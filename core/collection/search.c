@@ -81,14 +81,54 @@ static sv_status scan_buffer(const sv_collection *c, const sv_buffer *b, const f
 sv_status sv_collection_search(sv_collection *c, const float *query, uint32_t dim, uint32_t k,
                                uint32_t search_list, sv_hit *hits, size_t *n_hits, sv_error *err)
 {
-    return sv_collection_search_ex(c, query, dim, k, search_list, NULL, hits, n_hits, err);
+    sv_search_opts o = {.k = k, .search_list = search_list};
+    return sv_collection_search_opts(c, query, dim, &o, hits, n_hits, err);
 }
 
 sv_status sv_collection_search_ex(sv_collection *c, const float *query, uint32_t dim, uint32_t k,
                                   uint32_t search_list, const sv_interrupt *intr, sv_hit *hits,
                                   size_t *n_hits, sv_error *err)
 {
+    sv_search_opts o = {.k = k, .search_list = search_list, .intr = intr};
+    return sv_collection_search_opts(c, query, dim, &o, hits, n_hits, err);
+}
+
+/*
+ * The graph's candidates (sorted by code distance) into the top k. With
+ * originals, the best `depth` indexed ones are pushed with their exact
+ * distance instead (the rest are left out: a code distance does not
+ * compare with an exact one). Under the read lock.
+ */
+static void take_candidates(const sv_collection *c, const sv_scratch *s, const float *q,
+                            uint32_t depth, sv_cand *top, uint32_t *n, uint32_t k)
+{
+    uint32_t taken = 0;
+    for (uint32_t i = 0; i < s->n; i++) {
+        uint32_t slot = s->list[i].slot;
+        if (sv_graph_state(&c->graph, slot) != SV_SLOT_INDEXED)
+            continue;
+        if (!depth) {
+            topk_push(top, n, k, s->list[i].dist, slot);
+            continue;
+        }
+        const float *x = sv_orig_get(c->orig, slot);
+        if (!x)
+            continue; /* cannot happen: a flush reserves before indexing */
+        if (i + 1 < s->n) /* the next original, while this one is measured */
+            __builtin_prefetch(sv_orig_get(c->orig, s->list[i + 1].slot));
+        topk_push(top, n, k, sv_metric_distance_f32(c->k, c->params.metric, q, x, c->params.dim), slot);
+        if (++taken == depth)
+            break;
+    }
+}
+
+sv_status sv_collection_search_opts(sv_collection *c, const float *query, uint32_t dim,
+                                    const sv_search_opts *o, sv_hit *hits, size_t *n_hits,
+                                    sv_error *err)
+{
     *n_hits = 0;
+    uint32_t k = o->k, search_list = o->search_list;
+    const sv_interrupt *intr = o->intr;
     sv_status st = sv_coll_check_dim(c, dim, err);
     if (st != SV_OK)
         return st;
@@ -99,6 +139,12 @@ sv_status sv_collection_search_ex(sv_collection *c, const float *query, uint32_t
     if ((st = sv_coll_check_vector(c, query, SIZE_MAX, err)) != SV_OK)
         return st;
     uint32_t L = search_list < k ? k : search_list;
+    uint32_t depth = 0; /* 0: no re-ranking */
+    if (c->orig && o->rerank != SV_RERANK_OFF) {
+        depth = o->rerank ? o->rerank : L;
+        if (depth < k)
+            depth = k;
+    }
     const float *q = sv_coll_prepare_vectors(c, query, 1);
     sv_cand *top = sv_mem_alloc(&c->alloc, NULL, (size_t)k * sizeof *top);
     sv_scratch *s = scratch_acquire(c);
@@ -113,9 +159,8 @@ sv_status sv_collection_search_ex(sv_collection *c, const float *query, uint32_t
     if (atomic_load(&c->graph.entry) != SV_NO_SLOT) {
         if ((st = sv_query_prepare(&pq, c->store, q, 0)) == SV_OK)
             st = sv_graph_search(&c->graph, &pq, L, s, 0, intr);
-        for (uint32_t i = 0; st == SV_OK && i < s->n; i++)
-            if (sv_graph_state(&c->graph, s->list[i].slot) == SV_SLOT_INDEXED)
-                topk_push(top, &n, k, s->list[i].dist, s->list[i].slot);
+        if (st == SV_OK)
+            take_candidates(c, s, q, depth, top, &n, k);
     }
     if (st == SV_OK)
         st = scan_buffer(c, &c->active, q, top, &n, k, intr);
@@ -158,7 +203,11 @@ sv_status sv_collection_get(sv_collection *c, const char *id, float *out, uint32
     if (sv_coll_find_live(c, id, &slot)) {
         uint8_t state = sv_graph_state(&c->graph, slot);
         long row = -1;
-        if (state == SV_SLOT_INDEXED) {
+        const float *orig = c->orig && state == SV_SLOT_INDEXED ? sv_orig_get(c->orig, slot) : NULL;
+        if (orig) {
+            memcpy(out, orig, dim * sizeof(float));
+            st = sv_ok(err);
+        } else if (state == SV_SLOT_INDEXED) {
             sv_store_get(c->store, slot, out);
             st = sv_ok(err);
         } else if (state == SV_SLOT_BUFFERED) {

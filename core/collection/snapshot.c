@@ -208,6 +208,10 @@ sv_status sv_snapshot_write(sv_collection *c, int fd, const sv_snapshot_hooks *h
     m.store_slots = m.n_slots < cap ? m.n_slots : cap;
     m.n_free = c->n_free;
     m.record_size = (uint32_t)sv_store_record_size(c->store);
+    /* What this snapshot needs of the originals file (engine.h); written
+     * with maint held, read under the write lock by its commit. */
+    c->snap_slots = c->next_slot;
+    c->snap_gen = c->compact_gen;
 
     uint8_t hdr[SV_FILE_HEADER];
     sv_file_header_encode(hdr, MAGIC, VERSION, lsn, 0);
@@ -428,6 +432,8 @@ static sv_status load_sections(sv_collection *c, reader *r, const meta *m, sv_er
         sv_store_reserve(c->store, m->store_slots) != SV_OK || sv_edges_reserve(c->edges, n) != SV_OK ||
         sv_coll_grow_free(c, m->n_free) != SV_OK)
         return sv_fail(err, SV_ERR_RESOURCE, "out of memory loading %u slots", n);
+    if (c->orig && (st = sv_orig_reserve(c->orig, n, err)) != SV_OK)
+        return st;
 
     /* STATES */
     if ((st = next_section(r, SEC_STATES, &s, err)) != SV_OK)

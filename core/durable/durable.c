@@ -76,6 +76,7 @@ void sv_params_encode(const sv_params *p, uint8_t *buf)
     memcpy(buf + 32, &p->alpha, 4);
     memcpy(buf + 36, &p->seed, 8);
     memcpy(buf + 44, &p->flush_threshold, 4);
+    buf[48] = (uint8_t)p->originals; /* a reserved zero byte before: old files read as none */
     uint32_t crc = sv_crc32c(0, buf, SV_PARAMS_BYTES - 4);
     memcpy(buf + SV_PARAMS_BYTES - 4, &crc, 4);
 }
@@ -100,7 +101,10 @@ sv_status sv_params_decode(const uint8_t *buf, size_t len, sv_params *p, sv_erro
     memcpy(&p->alpha, buf + 32, 4);
     memcpy(&p->seed, buf + 36, 8);
     memcpy(&p->flush_threshold, buf + 44, 4);
-    for (size_t i = 48; i < SV_PARAMS_BYTES - 4; i++)
+    p->originals = (sv_originals_mode)buf[48];
+    if (buf[48] > SV_ORIGINALS_DISK)
+        return sv_fail(err, SV_ERR_CORRUPT, "params: unknown originals mode %u", buf[48]);
+    for (size_t i = 49; i < SV_PARAMS_BYTES - 4; i++)
         if (buf[i])
             return sv_fail(err, SV_ERR_CORRUPT, "params: reserved byte %zu is not zero", i);
     if (v[2] > SV_METRIC_COSINE || v[3] > SV_STORAGE_INT8 || p->dim < 1 || p->dim > SV_DIM_MAX ||
@@ -132,6 +136,8 @@ sv_durable *sv_durable_wrap(const char *dir, sv_collection *c, const sv_durable_
     /* Flushes belong to the owner (a server's maintenance thread), never
      * to the request that crosses the threshold. */
     sv_engine_set_manual_flush(c, 1);
+    if (dir)
+        sv_engine_originals_defer(c);
     return d;
 }
 
@@ -183,8 +189,14 @@ static sv_status create(const char *dir, const sv_params *p, const sv_durable_op
 {
     *out = NULL;
     sv_collection *c = NULL;
-    sv_status st = sv_collection_create(p, &c, err);
-    if (st != SV_OK) {
+    sv_status st = SV_OK;
+    if (p->originals != SV_ORIGINALS_NONE && follow_log) {
+        /* A replica's snapshot travels alone (FetchSnapshot): it would
+         * arrive without the originals it needs. */
+        sv_log_close(follow_log);
+        return sv_fail(err, SV_ERR_INVALID_ARGUMENT, "originals on disk are not available in cluster mode");
+    }
+    if (!dir && (st = sv_collection_create(p, &c, err)) != SV_OK) {
         sv_log_close(follow_log);
         return st;
     }
@@ -216,8 +228,22 @@ static sv_status create(const char *dir, const sv_params *p, const sv_durable_op
         goto fail_out;
     }
     snprintf(file, sizeof file, "%s/params", tmp);
-    if (write_file_synced(file, buf, sizeof buf) != 0 || sv_fsync_dir(tmp) != 0) {
+    if (write_file_synced(file, buf, sizeof buf) != 0) {
         st = sv_fail(err, SV_ERR_IO, "%s: %s", file, strerror(errno));
+        sv_remove_dir(tmp);
+        goto fail_out;
+    }
+    /* The collection is made inside the temporary directory: its originals
+     * file (if any) is created there and moves with the rename. */
+    sv_params cp = *p;
+    snprintf(file, sizeof file, "%s/" SV_ORIGINALS_FILE, tmp);
+    cp.originals_path = file;
+    if ((st = sv_collection_create(&cp, &c, err)) != SV_OK) {
+        sv_remove_dir(tmp);
+        goto fail_out;
+    }
+    if (sv_fsync_dir(tmp) != 0) {
+        st = sv_fail(err, SV_ERR_IO, "%s: %s", tmp, strerror(errno));
         sv_remove_dir(tmp);
         goto fail_out;
     }
@@ -277,6 +303,8 @@ sv_status sv_durable_prepare_follower(const char *dir, const sv_params *p, const
 {
     char tmp[PATH_CAP], file[PATH_CAP + 48], parent[PATH_CAP], name[48];
     struct stat sb;
+    if (p->originals != SV_ORIGINALS_NONE)
+        return sv_fail(err, SV_ERR_INVALID_ARGUMENT, "originals on disk are not available in cluster mode");
     if (stat(dir, &sb) == 0)
         return sv_fail(err, SV_ERR_ALREADY_EXISTS, "%s already exists", dir);
     /* As create(): built under a temporary name, then renamed whole. */
@@ -732,6 +760,9 @@ sv_status sv_durable_compact(sv_durable *d, uint32_t *moved, sv_error *err)
         st = sv_engine_compact(d->c, &hooks, moved, err);
     }
     pthread_mutex_unlock(&d->maint_lock);
+    /* Originals: flushes wait for a snapshot of the new layout (engine.h). */
+    if (st == SV_OK && d->dir && sv_engine_originals_waiting(d->c))
+        st = sv_durable_snapshot(d, NULL, err);
     return st;
 }
 
@@ -757,11 +788,10 @@ const sv_params *sv_durable_params(const sv_durable *d)
     return sv_collection_params(d->c);
 }
 
-sv_status sv_durable_search(sv_durable *d, const float *query, uint32_t dim, uint32_t k,
-                            uint32_t search_list, const sv_interrupt *intr, sv_hit *hits,
-                            size_t *n_hits, sv_error *err)
+sv_status sv_durable_search(sv_durable *d, const float *query, uint32_t dim, const sv_search_opts *o,
+                            sv_hit *hits, size_t *n_hits, sv_error *err)
 {
-    return sv_collection_search_ex(d->c, query, dim, k, search_list, intr, hits, n_hits, err);
+    return sv_collection_search_opts(d->c, query, dim, o, hits, n_hits, err);
 }
 
 sv_status sv_durable_get(sv_durable *d, const char *id, float *out, uint32_t dim, sv_error *err)
@@ -890,6 +920,9 @@ sv_status sv_durable_snapshot(sv_durable *d, sv_snapshot_info *info, sv_error *e
     if (st == SV_OK && fdatasync(fd) != 0)
         st = sv_fail(err, SV_ERR_IO, "%s: fsync: %s", tmp, strerror(errno));
     close(fd);
+    /* The snapshot relies on the originals written so far: durable first. */
+    if (st == SV_OK)
+        st = sv_engine_originals_sync(d->c, err);
     if (st == SV_OK) {
         sv_snapshot_name(info->lsn, name, sizeof name);
         snprintf(final, sizeof final, "%s/%s", d->dir, name);
@@ -908,6 +941,7 @@ sv_status sv_durable_snapshot(sv_durable *d, sv_snapshot_info *info, sv_error *e
         goto out;
     }
     remove_replaced(d, info->lsn);
+    sv_engine_originals_commit(d->c);
     pthread_mutex_lock(&d->stats_lock);
     d->old_log_bytes = 0;
     d->snapshots++;
@@ -921,6 +955,8 @@ out:
 
 int sv_durable_snapshot_due(sv_durable *d)
 {
+    if (d->dir && sv_engine_originals_waiting(d->c))
+        return 1; /* flushes wait for it */
     if (!d->dir || !d->o.snapshot_log_bytes)
         return 0;
     sv_durable_stats s;

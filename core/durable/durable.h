@@ -4,6 +4,11 @@
  *   params                    the parameters (written once, at create)
  *   wal-<first lsn>.log       write-ahead log segments (wal.h)
  *   snap-<lsn>.svs            snapshots (snapshot.h); the newest counts
+ *   originals                 full-precision originals, when the collection
+ *                             keeps them on disk (originals.h): fsynced
+ *                             before each snapshot is renamed into place,
+ *                             rewritten by the replay for what the log adds,
+ *                             checked against the codes at open
  *
  * Every add and delete is checked, appended to the log in the order it was
  * checked, made durable (fsync, group commit), and only then applied where
@@ -33,6 +38,8 @@
 
 #include "slimvec.h"
 #include "snapshot.h"
+
+#define SV_ORIGINALS_FILE "originals"
 
 typedef struct sv_durable_options {
     uint32_t sync_interval_ms;   /* 0: fsync before each call returns (default);
@@ -141,9 +148,8 @@ sv_status sv_durable_compact(sv_durable *d, uint32_t *moved, sv_error *err);
 /* ---- reads (the collection itself stays behind this handle) ------------------- */
 
 const sv_params *sv_durable_params(const sv_durable *d);
-sv_status sv_durable_search(sv_durable *d, const float *query, uint32_t dim, uint32_t k,
-                            uint32_t search_list, const sv_interrupt *intr, sv_hit *hits,
-                            size_t *n_hits, sv_error *err);
+sv_status sv_durable_search(sv_durable *d, const float *query, uint32_t dim, const sv_search_opts *o,
+                            sv_hit *hits, size_t *n_hits, sv_error *err);
 sv_status sv_durable_get(sv_durable *d, const char *id, float *out, uint32_t dim, sv_error *err);
 uint64_t sv_durable_count(sv_durable *d);
 size_t sv_durable_id_len_max(sv_durable *d);

@@ -321,7 +321,12 @@ static sv_status recover(const char *dir, const sv_allocator *a, uint32_t thread
     char first_err[256] = "", why[160];
     uint64_t base = 0, end = sv_log_last(log);
     replay r = {0};
+    char orig_path[PATH_CAP];
     sv_status st = read_params(dir, a, threads, &p, err);
+    snprintf(orig_path, sizeof orig_path, "%s/" SV_ORIGINALS_FILE, dir);
+    p.originals_path = orig_path;
+    if (st == SV_OK && follow && p.originals != SV_ORIGINALS_NONE)
+        st = sv_fail(err, SV_ERR_INVALID_ARGUMENT, "%s: originals on disk are not available in cluster mode", dir);
     if (st == SV_OK)
         st = list_snapshots(dir, &l, err);
     if (st == SV_OK)
@@ -375,6 +380,10 @@ static sv_status recover(const char *dir, const sv_allocator *a, uint32_t thread
         goto cleanup;
     rec->replayed = r.applied;
     rec->last_lsn = last;
+    /* Every record the snapshot relies on was fsynced before it was
+     * renamed, and the replay rewrote the rest: a mismatch is damage. */
+    if ((st = sv_engine_originals_check(c, err)) != SV_OK)
+        goto cleanup;
     if (!follow && (st = sv_log_begin(log, err)) != SV_OK)
         goto cleanup;
     sv_durable *d = sv_durable_wrap(dir, c, o);

@@ -1109,6 +1109,12 @@ static void h_create(void *appv, svd_ctx *ctx, void **state, const ProtobufCMess
             svd_reply_error(r, GRPC_STATUS_INVALID_ARGUMENT, "a cluster's collection names are at most 64 bytes");
             return;
         }
+        if (p.originals != SV_ORIGINALS_NONE) {
+            /* A replica catches up from a peer's snapshot, which does not
+             * carry the originals file. */
+            svd_reply_error(r, GRPC_STATUS_INVALID_ARGUMENT, "originals on disk are not available in cluster mode");
+            return;
+        }
         /* etcd decides: the first create of the name is the one that counts. */
         uint8_t val[SVC_CATALOG_VALUE_MAX];
         size_t len = svc_catalog_encode(spec->name, svc_cluster_config_of(cl)->shards, &p, val);

@@ -50,11 +50,15 @@ typedef struct options {
     uint32_t lists[BENCH_MAX_LISTS];
     size_t n_lists;
     bool quick;
+    bool originals;                    /* --originals disk */
+    uint32_t depths[BENCH_MAX_LISTS];  /* --rerank-depths; 0 = the search list */
+    size_t n_depths;
 } options;
 
 /* One point of the recall/QPS curve. */
 typedef struct point {
     uint32_t search_list;
+    uint32_t rerank_depth;   /* 0: no re-ranking */
     double recall, qps, p50_us, p99_us;
 } point;
 
@@ -71,7 +75,7 @@ typedef struct results {
     bool validate_ok;
     double validate_seconds;
     char validate_message[320]; /* status name + sv_error.message */
-    point points[BENCH_MAX_LISTS];
+    point points[BENCH_MAX_LISTS * (BENCH_MAX_LISTS + 1)];
     size_t n_points;
 } results;
 
@@ -82,6 +86,7 @@ static void usage(FILE *out)
             "                     [--metric l2|ip|cosine] [--storage f32|int8]\n"
             "                     [--R N] [--L N] [--alpha F] [--threads N] [--seed N]\n"
             "                     [--search-lists 10,20,40,...] [--json OUT] [--data-dir DIR] [--gt-out G.ivecs]\n"
+            "                     [--originals none|disk] [--rerank-depths 0,20,...]\n"
             "\n"
             "  --dataset NAME    built-in dataset, written to the cache directory (--data-dir,\n"
             "                    else $SLIMVEC_BENCH_DATA, else ./bench-data) and reused\n"
@@ -91,7 +96,10 @@ static void usage(FILE *out)
             "  --R --L --alpha --seed   graph parameters (default: sv_params_default)\n"
             "  --threads N       build threads, 0 = all cores (default 0); searches are single-thread\n"
             "  --search-lists    search list sizes to sweep (values below k=%d are dropped)\n"
-            "  --quick           the founding set at default parameters with a short sweep\n",
+            "  --quick           the founding set at default parameters with a short sweep\n"
+            "  --originals disk  keep float32 originals in a file ($TMPDIR, unnamed) and re-rank:\n"
+            "                    each search list is measured without re-ranking and then at\n"
+            "                    every --rerank-depths value (default 0 = the search list)\n",
             BENCH_K, BENCH_K);
 }
 
@@ -123,6 +131,33 @@ static int parse_lists(const char *s, options *o)
     }
     if (o->n_lists == 0) {
         fprintf(stderr, "slimvec-bench: --search-lists: no value >= k=%d\n", BENCH_K);
+        return -1;
+    }
+    return 0;
+}
+
+/* "0,20,40" -> re-rank depths (0: the search list). */
+static int parse_depths(const char *s, options *o)
+{
+    char buf[1024];
+    if (strlen(s) >= sizeof buf) {
+        fprintf(stderr, "slimvec-bench: --rerank-depths: too long\n");
+        return -1;
+    }
+    strcpy(buf, s);
+    o->n_depths = 0;
+    for (char *save = NULL, *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+        uint32_t v;
+        if (bu_parse_u32("slimvec-bench", "--rerank-depths", tok, 0, SV_L_MAX, &v) != 0)
+            return -1;
+        if (o->n_depths == BENCH_MAX_LISTS) {
+            fprintf(stderr, "slimvec-bench: --rerank-depths: at most %d values\n", BENCH_MAX_LISTS);
+            return -1;
+        }
+        o->depths[o->n_depths++] = v;
+    }
+    if (!o->n_depths) {
+        fprintf(stderr, "slimvec-bench: --rerank-depths: no value\n");
         return -1;
     }
     return 0;
@@ -205,6 +240,15 @@ static int parse_args(int argc, char **argv, options *o)
             if (bu_parse_u64("slimvec-bench", arg, v, 0, UINT64_MAX, &o->seed) != 0)
                 return -1;
             o->has_seed = true;
+        } else if (strcmp(arg, "--originals") == 0) {
+            if (strcmp(v, "disk") != 0 && strcmp(v, "none") != 0) {
+                fprintf(stderr, "slimvec-bench: --originals: '%s' is not none or disk\n", v);
+                return -1;
+            }
+            o->originals = strcmp(v, "disk") == 0;
+        } else if (strcmp(arg, "--rerank-depths") == 0) {
+            if (parse_depths(v, o) != 0)
+                return -1;
         } else if (strcmp(arg, "--search-lists") == 0) {
             if (parse_lists(v, o) != 0)
                 return -1;
@@ -446,17 +490,17 @@ cleanup:
  * pass with a clock reading around each query. Recall is scored after the
  * timed pass so that it costs no query time. */
 static int sweep_point(sv_collection *c, const ds_fmatrix *base, const ds_fmatrix *query,
-                       const ds_imatrix *gt, uint32_t search_list, double *lat,
+                       const ds_imatrix *gt, uint32_t search_list, uint32_t rerank, double *lat,
                        int64_t *found, point *pt)
 {
     sv_error err = {0};
+    sv_search_opts so = {.k = BENCH_K, .search_list = search_list, .rerank = rerank};
     sv_hit hits[BENCH_K];
     size_t n_hits = 0;
 
     for (size_t q = 0; q < query->rows; q++) {
         const float *qv = query->data + q * query->dim;
-        if (sv_collection_search(c, qv, query->dim, BENCH_K, search_list, hits, &n_hits, &err) !=
-            SV_OK)
+        if (sv_collection_search_opts(c, qv, query->dim, &so, hits, &n_hits, &err) != SV_OK)
             goto search_failed;
     }
 
@@ -467,8 +511,7 @@ static int sweep_point(sv_collection *c, const ds_fmatrix *base, const ds_fmatri
         const float *qv = query->data + q * query->dim;
         struct timespec a, b;
         clock_gettime(CLOCK_MONOTONIC, &a);
-        sv_status s =
-            sv_collection_search(c, qv, query->dim, BENCH_K, search_list, hits, &n_hits, &err);
+        sv_status s = sv_collection_search_opts(c, qv, query->dim, &so, hits, &n_hits, &err);
         clock_gettime(CLOCK_MONOTONIC, &b);
         if (s != SV_OK)
             goto search_failed;
@@ -514,6 +557,8 @@ static int sweep_point(sv_collection *c, const ds_fmatrix *base, const ds_fmatri
 
     qsort(lat, query->rows, sizeof *lat, bu_cmp_double);
     pt->search_list = search_list;
+    pt->rerank_depth = rerank == SV_RERANK_OFF || !sv_collection_params(c)->originals ? 0
+                       : rerank ? (rerank < search_list ? rerank : search_list) : search_list;
     pt->recall = sum / (double)query->rows;
     pt->qps = total_us > 0 ? (double)query->rows * 1e6 / total_us : 0.0;
     pt->p50_us = bu_percentile(lat, query->rows, 0.50);
@@ -541,6 +586,9 @@ static void print_breakdown(const results *r)
            (double)s->est_bytes_idmap / n, (double)s->est_bytes_buffer / n,
            (double)s->est_bytes_other / n);
     printf("  sum     %8.1f B   (arena measured: %.1f B)\n", (double)est / n, r->bpv_arena);
+    if (s->orig_file_bytes)
+        printf("originals on disk (not memory): %.1f B/vector on disk, %.1f B/vector in the page cache\n",
+               (double)s->orig_disk_bytes / n, (double)s->orig_resident_bytes / n);
 }
 
 static int write_json(const char *path, const options *o, const sv_params *p, const results *r)
@@ -595,6 +643,19 @@ static int write_json(const char *path, const options *o, const sv_params *p, co
             (unsigned long long)s->est_bytes_vectors, (unsigned long long)s->est_bytes_edges,
             (unsigned long long)s->est_bytes_idmap, (unsigned long long)s->est_bytes_buffer,
             (unsigned long long)s->est_bytes_other);
+    fprintf(f, "  \"memory_by_part\": {\"codes\": ");
+    bu_json_num(f, (double)s->est_bytes_vectors / (double)r->n);
+    fputs(", \"edges\": ", f);
+    bu_json_num(f, (double)s->est_bytes_edges / (double)r->n);
+    fputs(", \"ids\": ", f);
+    bu_json_num(f, (double)s->est_bytes_idmap / (double)r->n);
+    fputs(", \"other\": ", f);
+    bu_json_num(f, (double)(s->est_bytes_buffer + s->est_bytes_other) / (double)r->n);
+    fprintf(f, "},\n  \"originals\": \"%s\",\n  \"disk_bytes_per_vector\": ", o->originals ? "disk" : "none");
+    bu_json_num(f, (double)s->orig_disk_bytes / (double)r->n);
+    fputs(",\n  \"originals_resident_bytes_per_vector\": ", f);
+    bu_json_num(f, (double)s->orig_resident_bytes / (double)r->n);
+    fputs(",\n", f);
     fprintf(f, "  \"validate\": {\"ok\": %s, \"seconds\": ", r->validate_ok ? "true" : "false");
     bu_json_num(f, r->validate_seconds);
     fputs(", \"message\": ", f);
@@ -602,7 +663,8 @@ static int write_json(const char *path, const options *o, const sv_params *p, co
     fputs("},\n  \"points\": [", f);
     for (size_t i = 0; i < r->n_points; i++) {
         const point *pt = &r->points[i];
-        fprintf(f, "%s\n    {\"search_list\": %u, \"recall_at_10\": ", i ? "," : "", pt->search_list);
+        fprintf(f, "%s\n    {\"search_list\": %u, \"rerank_depth\": %u, \"recall_at_10\": ", i ? "," : "",
+                pt->search_list, pt->rerank_depth);
         bu_json_num(f, pt->recall);
         fputs(", \"qps\": ", f);
         bu_json_num(f, pt->qps);
@@ -671,6 +733,7 @@ int main(int argc, char **argv)
     params.threads = o.threads;
     params.flush_threshold = 0; /* one manual flush: the build is add + flush */
     params.allocator = sv_arena_allocator(arena);
+    params.originals = o.originals ? SV_ORIGINALS_DISK : SV_ORIGINALS_NONE;
 
     printf("slimvec: n %zu, dim %u, queries %zu, metric %s, storage %s, R %u, L %u, alpha %.2f, threads %u%s\n",
            base.rows, base.dim, query.rows, sv_metric_name(params.metric),
@@ -710,16 +773,31 @@ int main(int argc, char **argv)
         goto cleanup;
     }
     printf("\nsearch (single thread, k=%d, %zu queries, warm-up pass first):\n", BENCH_K, query.rows);
-    printf("%12s %12s %12s %10s %10s\n", "search_list", "recall@10", "QPS", "p50 us", "p99 us");
-    for (size_t i = 0; i < o.n_lists; i++) {
-        point *pt = &res->points[res->n_points];
-        if (sweep_point(c, &base, &query, &gt, o.lists[i], lat, found, pt) != 0)
-            goto cleanup;
-        res->n_points++;
-        printf("%12u %12.4f %12.0f %10.1f %10.1f\n", pt->search_list, pt->recall, pt->qps,
-               pt->p50_us, pt->p99_us);
-        fflush(stdout);
+    printf("%12s %8s %12s %12s %10s %10s\n", "search_list", "rerank", "recall@10", "QPS", "p50 us",
+           "p99 us");
+    /* With originals: each list without re-ranking, then at each depth. */
+    uint32_t depths[BENCH_MAX_LISTS + 1];
+    size_t nd = 0;
+    depths[nd++] = SV_RERANK_OFF;
+    if (o.originals) {
+        if (!o.n_depths)
+            depths[nd++] = 0;
+        for (size_t j = 0; j < o.n_depths; j++)
+            depths[nd++] = o.depths[j];
     }
+    for (size_t i = 0; i < o.n_lists; i++) {
+        for (size_t j = 0; j < nd; j++) {
+            point *pt = &res->points[res->n_points];
+            if (sweep_point(c, &base, &query, &gt, o.lists[i], depths[j], lat, found, pt) != 0)
+                goto cleanup;
+            res->n_points++;
+            printf("%12u %8u %12.4f %12.0f %10.1f %10.1f\n", pt->search_list, pt->rerank_depth, pt->recall,
+                   pt->qps, pt->p50_us, pt->p99_us);
+            fflush(stdout);
+        }
+    }
+    /* The page-cache share after the searches touched the originals. */
+    sv_collection_stats(c, &res->stats);
 
     if (o.json) {
         if (write_json(o.json, &o, sv_collection_params(c), res) != 0)

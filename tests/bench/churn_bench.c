@@ -164,7 +164,7 @@ static void *searcher(void *arg)
                                                     : PHASE_IDLE;
         size_t n = 0;
         double t0 = bu_now_seconds();
-        sv_durable_search(sh->d, q, sh->query->dim, K, sh->search_list, NULL, hits, &n, NULL);
+        sv_durable_search(sh->d, q, sh->query->dim, &(sv_search_opts){.k = K, .search_list = sh->search_list}, hits, &n, NULL);
         double dt = bu_now_seconds() - t0;
         /* The phase at the end counts too: a search maintenance ran into. */
         if (atomic_load(&sh->consolidating))
@@ -185,7 +185,7 @@ static double recall(sv_durable *d, const ds_fmatrix *q, const ds_imatrix *gt, u
     size_t found = 0;
     for (size_t i = 0; i < q->rows; i++) {
         size_t n = 0;
-        if (sv_durable_search(d, q->data + i * q->dim, q->dim, K, L, NULL, hits, &n, NULL) != SV_OK)
+        if (sv_durable_search(d, q->data + i * q->dim, q->dim, &(sv_search_opts){.k = K, .search_list = L}, hits, &n, NULL) != SV_OK)
             die("search", NULL);
         for (size_t h = 0; h < n; h++) {
             long id = strtol(hits[h].id, NULL, 10);

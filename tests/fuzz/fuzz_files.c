@@ -11,6 +11,11 @@
  *   3  sv_snapshot_load (dim 8, R 8, L_build 16, threads 1, flush at 64;
  *      flags pick storage and metric); a snapshot that loads is searched,
  *      validated and, with a flag, written to (add, delete, flush)
+ *   4  an originals file (originals.h): a fixed snapshot of a collection
+ *      with originals on disk is loaded over these bytes (a memfd), the
+ *      records are checked against the codes as a recovery does, and a
+ *      collection that passes is searched with re-ranking, read back with
+ *      get and written to
  *
  * Checksums would stop nearly every mutation at the first CRC check, so the
  * checksums are recomputed on a copy of the bytes before parsing (params
@@ -37,15 +42,21 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <sys/mman.h>
+#include <unistd.h>
+
 #include "fuzzutil.h"
 #include "crc32c.h"
 #include "durable.h"
+#include "engine.h"
+#include "fileio.h"
+#include "originals.h"
 #include "logrec.h"
 #include "slimvec.h"
 #include "snapshot.h"
 #include "wal.h"
 
-enum { P_PARAMS, P_WAL, P_LOGREC, P_SNAPSHOT, N_PARSERS };
+enum { P_PARAMS, P_WAL, P_LOGREC, P_SNAPSHOT, P_ORIGINALS, N_PARSERS };
 
 #define FUZZ_DIM 8u
 #define FLAG_RAW 0xF0u       /* high nibble all set: checksums left alone */
@@ -156,6 +167,12 @@ static void fix_wal(uint8_t *b, size_t len)
         fu_wr32(b + off + 4, sv_wal_record_crc(seed, plen, b + off + 8, 12 + (size_t)plen));
         off += SV_WAL_REC_HEADER + (size_t)plen;
     }
+}
+
+static void fix_originals(uint8_t *b, size_t len)
+{
+    if (len >= SV_ORIG_HEADER)
+        fu_wr32(b + SV_ORIG_HEADER - 4, sv_crc32c(0, b, SV_ORIG_HEADER - 4));
 }
 
 static void fix_snapshot(uint8_t *b, size_t len)
@@ -381,6 +398,104 @@ static sv_status run_snapshot(const uint8_t *b, size_t len, unsigned flags)
     return st;
 }
 
+/* ---- originals ---------------------------------------------------------- */
+
+#define ORIG_ROWS 40u
+
+static void orig_params(sv_params *p)
+{
+    snapshot_params(p, 0); /* int8, L2 */
+    p->originals = SV_ORIGINALS_DISK;
+}
+
+/* The fixed collection: ORIG_ROWS rows ("o-<i>") flushed, three deleted,
+ * a snapshot; its snapshot bytes and its originals file, made once in a
+ * temporary directory. */
+static uint8_t *orig_snap, *orig_file;
+static size_t orig_snap_len, orig_file_len;
+static int read_file(const char *path, uint8_t **out, size_t *len);
+static int read_named(const char *dir, const char *prefix, uint8_t **out, size_t *len);
+
+static void orig_base(void)
+{
+    if (orig_snap)
+        return;
+    char base[] = "/tmp/fuzz_orig_XXXXXX", dir[64], path[96];
+    if (!mkdtemp(base))
+        abort();
+    snprintf(dir, sizeof dir, "%s/c", base);
+    sv_params p;
+    orig_params(&p);
+    sv_durable_options o = {0};
+    sv_durable *d = NULL;
+    sv_error err;
+    char names[ORIG_ROWS][16];
+    const char *ids[ORIG_ROWS];
+    float v[ORIG_ROWS * FUZZ_DIM];
+    uint32_t h = 12345;
+    for (uint32_t i = 0; i < ORIG_ROWS; i++) {
+        snprintf(names[i], sizeof names[i], "o-%u", i);
+        ids[i] = names[i];
+    }
+    for (size_t i = 0; i < ORIG_ROWS * FUZZ_DIM; i++) {
+        h = h * 1664525u + 1013904223u;
+        v[i] = (float)((int)(h >> 16) % 2000 - 1000) / 100.0f;
+    }
+    const char *del[3] = {"o-3", "o-17", "o-30"};
+    if (sv_durable_create(dir, &p, &o, &d, &err) != SV_OK || sv_durable_add(d, v, ORIG_ROWS, FUZZ_DIM, ids, NULL, &err) != SV_OK ||
+        sv_durable_flush(d, &err) != SV_OK || sv_durable_delete(d, del, 3, NULL, &err) != SV_OK ||
+        sv_durable_snapshot(d, NULL, &err) != SV_OK) {
+        fprintf(stderr, "fuzz_files: making the originals base: %s\n", err.message);
+        abort();
+    }
+    sv_durable_free(d);
+    snprintf(path, sizeof path, "%s/" SV_ORIGINALS_FILE, dir);
+    if (read_named(dir, "snap-", &orig_snap, &orig_snap_len) != 0 || read_file(path, &orig_file, &orig_file_len) != 0)
+        abort();
+    if (sv_remove_dir(dir) != 0 || rmdir(base) != 0)
+        abort();
+}
+
+static sv_status run_originals(const uint8_t *b, size_t len)
+{
+    orig_base();
+    int fd = memfd_create("fuzz-originals", MFD_CLOEXEC);
+    if (fd < 0 || (len && write(fd, b, len) != (ssize_t)len))
+        abort();
+    char path[64];
+    snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
+    sv_params p;
+    orig_params(&p);
+    p.allocator = &capped;
+    p.originals_path = path;
+    sv_collection *c = NULL;
+    uint64_t lsn = 0;
+    sv_error err;
+    sv_status st = sv_snapshot_load(orig_snap, orig_snap_len, &p, &c, &lsn, &err);
+    if (st == SV_OK)
+        st = sv_engine_originals_check(c, &err);
+    if (st == SV_OK) {
+        sv_hit hits[10];
+        size_t n = 0;
+        float q[FUZZ_DIM] = {0}, got[FUZZ_DIM];
+        sv_search_opts so = {.k = 10, .search_list = 20};
+        check(sv_collection_search_opts(c, q, FUZZ_DIM, &so, hits, &n, &err) == SV_OK, "re-ranked search");
+        for (size_t i = 1; i < n; i++)
+            check(hits[i - 1].distance <= hits[i].distance, "re-ranked hits in order");
+        check(sv_collection_get(c, "o-0", got, FUZZ_DIM, &err) == SV_OK, "get of a checked original");
+        const char *ids[1] = {"late"};
+        if (sv_collection_add(c, q, 1, FUZZ_DIM, ids, NULL, &err) == SV_OK)
+            sv_collection_flush(c, &err);
+        check(sv_collection_search_opts(c, got, FUZZ_DIM, &so, hits, &n, &err) == SV_OK, "search after a write");
+    } else if (verbose) {
+        fprintf(stderr, "originals rejected: %s\n", err.message);
+    }
+    sv_collection_free(c);
+    close(fd);
+    check(atomic_load(&mem_live) == 0, "the collection gave back all its memory");
+    return st;
+}
+
 /* Parse one input; returns the parser's status (SV_OK: accepted). */
 static sv_status run_one(const uint8_t *data, size_t size)
 {
@@ -403,6 +518,8 @@ static sv_status run_one(const uint8_t *data, size_t size)
             fix_wal(b, len);
         else if (which == P_SNAPSHOT)
             fix_snapshot(b, len);
+        else if (which == P_ORIGINALS)
+            fix_originals(b, len);
     }
     sv_status st = SV_OK;
     switch (which) {
@@ -414,6 +531,9 @@ static sv_status run_one(const uint8_t *data, size_t size)
         break;
     case P_LOGREC:
         st = run_logrec(b, len);
+        break;
+    case P_ORIGINALS:
+        st = run_originals(b, len);
         break;
     default:
         st = run_snapshot(b, len, flags);
@@ -443,7 +563,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 #include <time.h>
 #include <unistd.h>
 
-static const char *parser_name[N_PARSERS] = {"params", "wal", "logrec", "snapshot"};
+static const char *parser_name[N_PARSERS] = {"params", "wal", "logrec", "snapshot", "originals"};
 
 /* The records/sections of a log segment or snapshot (offset and length of
  * each payload), walked as the checksum fix-up walks them. */
@@ -793,6 +913,10 @@ static void make_seeds(void)
     /* snapshots and real log segments: int8/L2, f32/L2, int8/cosine, f32/IP */
     for (unsigned v = 0; v < 4; v++)
         durable_seeds(v);
+    /* the originals file of the fixed collection (the mutations cut it
+     * short, change records and the header) */
+    orig_base();
+    add_seed(P_ORIGINALS, 0, orig_file, orig_file_len);
 }
 
 /* ---- mutations ---------------------------------------------------------- */
