@@ -222,6 +222,23 @@ char *svd_metrics_render(svd_metrics *m, size_t *len)
             put(&t, "slimvec_collection_part_bytes_estimate{collection=\"%s\",part=\"%s\"} %llu\n",
                 all[i]->name, parts[p].name, (unsigned long long)v[p]);
     }
+    /* Originals on disk: apart from memory (the page cache may drop them). */
+    static const struct {
+        const char *name, *help;
+    } orig[] = {
+        {"slimvec_collection_originals_disk_bytes", "Blocks the collection's originals file holds on disk (ORIGINALS_DISK)."},
+        {"slimvec_collection_originals_file_bytes", "Length of the originals file (sparse past the disk bytes)."},
+        {"slimvec_collection_originals_resident_bytes", "Of the originals file's records, bytes in the page cache now (not the collection's memory)."},
+    };
+    for (size_t m = 0; m < sizeof orig / sizeof orig[0] && !t.failed; m++) {
+        put(&t, "# HELP %s %s\n# TYPE %s gauge\n", orig[m].name, orig[m].help, orig[m].name);
+        for (size_t i = 0; i < n && !t.failed; i++) {
+            if (sv_durable_params(all[i]->dur)->originals != SV_ORIGINALS_DISK)
+                continue;
+            uint64_t v = m == 0 ? st[i].orig_disk_bytes : m == 1 ? st[i].orig_file_bytes : st[i].orig_resident_bytes;
+            put(&t, "%s{collection=\"%s\"} %llu\n", orig[m].name, all[i]->name, (unsigned long long)v);
+        }
+    }
     /* Durability, for collections kept in a data directory. */
     static const struct {
         const char *name, *type, *help;

@@ -357,6 +357,7 @@ static const char usage_text[] =
     "commands:\n"
     "  create  --collection C --dim D --metric l2|ip|cosine --storage f32|int8\n"
     "          [--R N] [--L N] [--alpha F] [--seed N] [--flush-threshold N]\n"
+    "          [--originals none|disk]  (disk: float32 originals in a file, re-ranked; int8 only)\n"
     "  stats   --collection C\n"
     "  snapshot --collection C   (write a snapshot now; needs a server with a data directory)\n"
     "  health  [--service S]     grpc.health.v1 Check; exit 0 when SERVING (container probes)\n"
@@ -367,6 +368,7 @@ static const char usage_text[] =
     "  ingest  --collection C --file B.fvecs [--batch N (1000)] [--window N (8)] [--flush]\n"
     "  search  --collection C --query Q.fvecs --gt G.ivecs [--k N (10)]\n"
     "          [--search-list L (0 = server default)] [--window N (8)] [--json OUT]\n"
+    "          [--rerank-depth N (0 = the search list)] [--no-rerank]   (originals on disk)\n"
     "  cluster status            the shard map (epoch, each shard's replicas: state, lease, lag\n"
     "                            and vectors per collection), idle and live pods (admin role)\n"
     "  cluster move --shard N --to POD [--from POD]\n"
@@ -385,12 +387,12 @@ static const char usage_text[] =
 
 typedef struct opts {
     const char *addr, *collection, *file, *query, *gt, *json, *service;
-    const char *metric, *storage, *role, *glob;
+    const char *metric, *storage, *role, *glob, *originals;
     const char *pod, *to, *from;
     long shard;
-    unsigned long dim, R, L, seed, flush_threshold, batch, window, k, search_list;
+    unsigned long dim, R, L, seed, flush_threshold, batch, window, k, search_list, rerank_depth;
     double alpha;
-    int flush;
+    int flush, no_rerank;
     const char *sub;             /* cluster's subcommand */
 } opts;
 
@@ -431,6 +433,10 @@ static void parse_opts(int argc, char **argv, opts *o)
             o->flush = 1;
             continue;
         }
+        if (!strcmp(f, "--no-rerank")) {
+            o->no_rerank = 1;
+            continue;
+        }
         if (!strcmp(f, "--tls")) {
             conn.tls = 1;
             continue;
@@ -467,6 +473,8 @@ static void parse_opts(int argc, char **argv, opts *o)
         else if (!strcmp(f, "--window")) o->window = parse_ulong(f, v, 1024);
         else if (!strcmp(f, "--k")) o->k = parse_ulong(f, v, UINT32_MAX);
         else if (!strcmp(f, "--search-list")) o->search_list = parse_ulong(f, v, UINT32_MAX);
+        else if (!strcmp(f, "--rerank-depth")) o->rerank_depth = parse_ulong(f, v, UINT32_MAX);
+        else if (!strcmp(f, "--originals")) o->originals = v;
         else if (!strcmp(f, "--alpha")) {
             char *end;
             o->alpha = strtod(v, &end);
@@ -502,6 +510,7 @@ static void print_spec(const Slimvec__V1__CollectionSpec *s)
     }
     printf("seed             %" PRIu64 "\n", s->seed);
     printf("flush threshold  %" PRIu32 "\n", s->flush_threshold);
+    printf("originals        %s\n", s->originals == SLIMVEC__V1__ORIGINALS__ORIGINALS_DISK ? "disk" : "none");
 }
 
 static void print_info(const Slimvec__V1__CollectionInfo *in)
@@ -529,6 +538,11 @@ static void print_info(const Slimvec__V1__CollectionInfo *in)
     printf("  write buffer   %" PRIu64 "\n", m->buffer_bytes_estimate);
     printf("  other          %" PRIu64 "\n", m->other_bytes_estimate);
     printf("  sum            %" PRIu64 "\n", sum);
+    const Slimvec__V1__OriginalsStats *os = in->originals;
+    if (os)
+        printf("originals file   %" PRIu64 " bytes on disk (%.1f per vector), %" PRIu64
+               " in the page cache (not memory)\n",
+               os->disk_bytes, os->disk_bytes_per_vector, os->resident_bytes);
     const Slimvec__V1__Persistence *p = in->persistence;
     if (!p) {
         printf("persistence      none (server runs with --data-dir :memory:)\n");
@@ -566,6 +580,9 @@ static int cmd_create(grpc_channel *ch, const opts *o)
     spec.graph = &graph;
     spec.seed = o->seed;
     spec.flush_threshold = (uint32_t)o->flush_threshold;
+    if (!o->originals || !strcmp(o->originals, "none")) spec.originals = SLIMVEC__V1__ORIGINALS__ORIGINALS_NONE;
+    else if (!strcmp(o->originals, "disk")) spec.originals = SLIMVEC__V1__ORIGINALS__ORIGINALS_DISK;
+    else usage_error("unknown originals %s (none, disk)", o->originals);
     Slimvec__V1__CreateCollectionRequest req = SLIMVEC__V1__CREATE_COLLECTION_REQUEST__INIT;
     req.spec = &spec;
     ProtobufCMessage *resp = NULL;
@@ -874,7 +891,8 @@ typedef struct search_ctx {
     uint32_t dim;
     const int32_t *gt;
     uint32_t gt_dim;
-    uint32_t k, search_list;
+    uint32_t k, search_list, rerank_depth;
+    int no_rerank;
     double *sent_at;     /* per query: when its request was handed to gRPC */
     double *latency;     /* per query, seconds */
     size_t hits_found;   /* ground-truth ids found in the top RECALL_AT */
@@ -889,6 +907,8 @@ static grpc_byte_buffer *search_make(void *ctx, size_t i)
     req.queries = (float *)(c->queries + i * c->dim);
     req.k = c->k;
     req.search_list = c->search_list;
+    req.rerank_depth = c->rerank_depth;
+    req.skip_rerank = c->no_rerank;
     req.tag = i;
     req.dimension = (uint32_t)c->dim;
     grpc_byte_buffer *bb = svd_pack(&req.base);
@@ -986,6 +1006,8 @@ static int cmd_search(grpc_channel *ch, const opts *o)
     c.gt = gm.data;
     c.k = (uint32_t)o->k;
     c.search_list = (uint32_t)o->search_list;
+    c.rerank_depth = (uint32_t)o->rerank_depth;
+    c.no_rerank = o->no_rerank;
     c.sent_at = calloc(nq, sizeof *c.sent_at);
     c.latency = calloc(nq, sizeof *c.latency);
     if (!c.sent_at || !c.latency) {

@@ -374,6 +374,7 @@ class CrashTest(unittest.TestCase):
     def setUp(self):
         self.tmp = Tmp("kill")
         self.server = None
+        self.originals = False
 
     def tearDown(self):
         if self.server:
@@ -458,7 +459,8 @@ class CrashTest(unittest.TestCase):
             return False
 
     def _check_value(self, vid, got, sent):
-        bound = QUANT_REL * float(np.max(np.abs(sent)))
+        # With originals on disk Get returns the original itself.
+        bound = 0.0 if self.originals else QUANT_REL * float(np.max(np.abs(sent)))
         diff = float(np.max(np.abs(got - sent)))
         self.max_rel_err = max(self.max_rel_err, diff / max(1e-9, float(np.max(np.abs(sent)))))
         self.check(diff <= bound, "id %s: Get returned values off by %.4f (bound %.4f):\n got %s\n sent %s" %
@@ -490,7 +492,7 @@ class CrashTest(unittest.TestCase):
         err = np.abs(got - sent).max(axis=1)
         if len(ids):
             self.max_rel_err = max(self.max_rel_err, float((err / np.maximum(scale, 1e-9)).max()))
-        for j in np.nonzero(err > QUANT_REL * scale)[0][:1]:
+        for j in np.nonzero(err > (0.0 if self.originals else QUANT_REL) * scale)[0][:1]:
             self._check_value(ids[j], got[j], sent[j])
         # Since every live id is there and the count matches, no other id is;
         # spot-check deleted ones anyway.
@@ -515,23 +517,39 @@ class CrashTest(unittest.TestCase):
             truth = set(ids[i] for i in order[:10])
             d10 = d[order[9]]
             # A hit counts when it is one of the exact 10, or a near-tie of
-            # the 10th (the server ranks by distances to int8 codes).
+            # the 10th (the server ranks by distances to int8 codes; with
+            # originals by exact float32 distances, and says them).
             dist = {ids[i]: d[i] for i in order[:200]}
-            for hid, _ in hits:
+            tie = (1e-5, 1e-6) if self.originals else (0.02, 1e-3)
+            for hid, hd in hits:
                 total += 1
-                if hid in truth or (hid in dist and dist[hid] <= d10 * 1.02 + 1e-3):
+                if hid in truth or (hid in dist and dist[hid] <= d10 * (1 + tie[0]) + tie[1]):
                     good += 1
+                if self.originals and hid in dist:
+                    self.check(abs(hd - dist[hid]) <= 1e-4 * max(1.0, dist[hid]),
+                               "hit %s: distance %.6f, exact %.6f" % (hid, hd, dist[hid]))
             self.assertEqual(len(hits), 10)
         recall = good / max(1, total)
-        self.check(recall >= 0.99, "exhaustive search recall %.3f vs exact neighbours (< 0.99)" % recall)
+        need = 1.0 if self.originals else 0.99
+        self.check(recall >= need, "exhaustive search recall %.3f vs exact neighbours (< %g)" % (recall, need))
         return recall
 
     # -- the test --------------------------------------------------------------
 
     def test_kill_and_restart(self):
-        rounds = max(ROUNDS, 4)
+        self.kill_rounds(max(ROUNDS, 4), originals=False)
+
+    def test_kill_and_restart_originals(self):
+        """The same with the originals on disk: the file is rewritten by the
+        replay and fsynced before snapshots, so after every kill Get returns
+        each acknowledged vector exactly and searches say exact distances."""
+        self.kill_rounds(max(ROUNDS // 3, 4), originals=True)
+
+    def kill_rounds(self, rounds, originals):
+        self.originals = originals
         rng = random.Random(SEED)
-        print("\ncrash test: %d rounds, seed %d (SLIMVEC_CRASH_SEED to repeat)" % (rounds, SEED), flush=True)
+        print("\ncrash test%s: %d rounds, seed %d (SLIMVEC_CRASH_SEED to repeat)" %
+              (" with originals on disk" if originals else "", rounds, SEED), flush=True)
         self.queries = np.random.default_rng(SEED).standard_normal((20, DIM)).astype(np.float32)
         self.max_rel_err = 0.0
         model = Model()
@@ -545,7 +563,8 @@ class CrashTest(unittest.TestCase):
         last_open = 0.05
 
         s = self.start()
-        create(s.stub, NAME, flush_threshold=500)
+        create(s.stub, NAME, flush_threshold=500,
+               originals=pb.ORIGINALS_DISK if originals else pb.ORIGINALS_NONE)
         for r in range(rounds):
             cat = plan[r]
             t_round = time.monotonic()
@@ -680,7 +699,7 @@ class CrashTest(unittest.TestCase):
               "%d live / %d deleted vectors at the end, final recall %.3f, max Get error %.4f x max|x|" %
               (rounds, time.monotonic() - t_begin, Server.launches, kills, graceful, snapshot_calls, bg, torn,
                len(model.live), len(model.deleted), recall or 0, self.max_rel_err), flush=True)
-        if rounds >= 20:
+        if rounds >= 20 and not originals:
             for c in cats:
                 self.assertGreaterEqual(kills[c], 3, "too few kills during %s: %s" % (c, kills))
 

@@ -12,6 +12,7 @@ import signal
 import shutil
 import socket
 import tempfile
+import struct
 import subprocess
 import sys
 import threading
@@ -186,6 +187,58 @@ class ServiceTest(unittest.TestCase):
         self.assertEqual(info.vectors, 999)
         self.assertGreater(info.memory.allocated_bytes, 0)
         self.assertAlmostEqual(info.memory.bytes_per_vector, info.memory.allocated_bytes / 999.0, places=3)
+
+    def test_originals_on_disk(self):
+        """ORIGINALS_DISK: exact re-ranked distances, Get returns the
+        original, the file's bytes reported apart from memory."""
+        dim, n = 16, 1500
+        self.assertCode(grpc.StatusCode.INVALID_ARGUMENT, create, self.stub, "of32", dim=dim,
+                        storage=pb.STORAGE_F32, originals=pb.ORIGINALS_DISK)
+        self.assertCode(grpc.StatusCode.INVALID_ARGUMENT, create, self.stub, "obad", dim=dim, originals=7)
+        info = create(self.stub, "orig", dim=dim, originals=pb.ORIGINALS_DISK)
+        self.assertEqual(info.spec.originals, pb.ORIGINALS_DISK)
+        self.assertEqual(create(self.stub, "noorig", dim=dim).spec.originals, pb.ORIGINALS_NONE)
+        data = rows(n, dim, 21)
+        ingest(self.stub, "orig", [data[i * 500 * dim:(i + 1) * 500 * dim] for i in range(3)], dim=dim)
+        self.stub.Flush(pb.FlushRequest(collection="orig"))
+        info = self.stub.DescribeCollection(pb.DescribeCollectionRequest(name="orig")).info
+        self.assertEqual(info.indexed, n)
+        self.assertTrue(info.HasField("originals"))
+        self.assertGreaterEqual(info.originals.disk_bytes, n * dim * 4)
+        self.assertAlmostEqual(info.originals.disk_bytes_per_vector, info.originals.disk_bytes / n, places=3)
+        # Memory holds codes, not floats: well under 4 bytes a component.
+        self.assertLess(info.memory.vectors_bytes_estimate, n * dim * 4)
+        got = self.stub.Get(pb.GetRequest(collection="orig", ids=["7", "1234"])).vectors
+        for g, i in zip(got, (7, 1234)):
+            want = [float(struct.unpack("f", struct.pack("f", x))[0]) for x in data[i * dim:(i + 1) * dim]]
+            self.assertEqual(list(g.values), want)
+        q = rows(5, dim, 77)
+
+        def exact(qi):
+            qv = q[qi * dim:(qi + 1) * dim]
+            d = sorted((sum((a - b) ** 2 for a, b in zip(qv, data[i * dim:(i + 1) * dim])), i) for i in range(n))
+            return d[:10]
+        rr = self.stub.Search(pb.SearchRequest(collection="orig", queries=q, k=10, search_list=200))
+        plain = self.stub.Search(pb.SearchRequest(collection="orig", queries=q, k=10, search_list=200,
+                                                  skip_rerank=True))
+        shallow = self.stub.Search(pb.SearchRequest(collection="orig", queries=q, k=10, search_list=200,
+                                                    rerank_depth=10))
+        inexact = 0
+        for qi in range(5):
+            truth = exact(qi)
+            hits = rr.results[qi].hits
+            self.assertEqual([h.id for h in hits], [str(i) for _, i in truth])
+            for h, (d, _) in zip(hits, truth):
+                self.assertAlmostEqual(h.distance, d, delta=1e-4 * max(1.0, d))
+            inexact += sum(abs(h.distance - d) > 1e-3 for h, (d, _) in zip(plain.results[qi].hits, truth))
+            self.assertEqual(len(shallow.results[qi].hits), 10)
+        self.assertGreater(inexact, 0)  # code distances are not exact
+        status, body = self.server.http("/metrics")
+        self.assertIn('slimvec_collection_originals_disk_bytes{collection="orig"} %d' % info.originals.disk_bytes,
+                      body)
+        self.assertNotIn('slimvec_collection_originals_disk_bytes{collection="noorig"}', body)
+        for name in ("orig", "noorig"):
+            self.stub.DropCollection(pb.DropCollectionRequest(name=name))
 
     def test_bad_batches_change_nothing(self):
         dim = 4
