@@ -335,6 +335,28 @@ void sv_coll_reclaim_if_due(sv_collection *c)
     pthread_rwlock_unlock(&c->lock);
 }
 
+sv_status sv_coll_connect(sv_collection *c, sv_scratch *s)
+{
+    sv_scratch local;
+    if (!s) {
+        sv_scratch_init(&local, &c->alloc, NULL);
+        s = &local;
+    }
+    uint32_t linked = 0;
+    pthread_rwlock_rdlock(&c->lock);
+    sv_status st = sv_graph_connect(&c->graph, c->next_slot, s, &linked);
+    pthread_rwlock_unlock(&c->lock);
+    pthread_rwlock_wrlock(&c->lock);
+    sv_edges_reclaim(c->edges);
+    c->connect_last = c->graph.last_connect;
+    c->connect_total = c->graph.connect_total;
+    c->connect_due = st != SV_OK;
+    pthread_rwlock_unlock(&c->lock);
+    if (s == &local)
+        sv_scratch_release(&local);
+    return st;
+}
+
 /* ---- the durable layer's small steps (engine.h) ---------------------------- */
 
 void sv_engine_set_manual_flush(sv_collection *c, int on)
@@ -480,9 +502,9 @@ void sv_collection_stats(sv_collection *c, sv_stats *out)
             continue;
         out->indexed++;
         uint32_t count = 0;
-        sv_edges_view(c->edges, i, &count);
+        count = sv_edges_count(c->edges, i);
         degree_sum += count;
-        cap_sum += sv_edges_capacity(c->edges, i);
+        cap_sum += sv_edges_bytes(c->edges, i);
         nodes++;
         if (count > out->max_degree)
             out->max_degree = count;
@@ -490,7 +512,9 @@ void sv_collection_stats(sv_collection *c, sv_stats *out)
     out->live = c->n_live;
     out->free_slots = c->n_free;
     out->avg_degree = nodes ? (double)degree_sum / (double)nodes : 0.0;
-    out->avg_edge_slots = nodes ? (double)cap_sum / (double)nodes : 0.0;
+    /* Blocks hold exactly their lists: the slots are the degree. */
+    out->avg_edge_slots = out->avg_degree;
+    out->avg_edge_bytes = nodes ? (double)cap_sum / (double)nodes + 8.0 : 0.0;
     out->est_bytes_vectors = (uint64_t)sv_tally_get(&c->t_vectors);
     out->est_bytes_edges = (uint64_t)sv_tally_get(&c->t_edges);
     out->est_bytes_idmap = (uint64_t)sv_tally_get(&c->t_idmap);

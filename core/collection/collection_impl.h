@@ -72,6 +72,9 @@ struct sv_collection {
     /* The graph's connect figures, copied under the write lock after each
      * connect (which writes the graph's own under the read lock). */
     sv_connect_stats connect_last, connect_total;
+    /* A connect did not finish (out of memory): the next flush or
+     * consolidation runs one even when it has nothing else to do (maint). */
+    int connect_due;
     /* Search scratch kept between searches (its visited bitmap covers every
      * slot: allocating and clearing it per query would cost O(n)). One per
      * concurrent search at most; charged to t_other. */
@@ -111,6 +114,11 @@ void sv_coll_remove_rows(sv_collection *c, const uint64_t *marked);
 /* Free edge blocks retired by writers once enough have piled up (takes the
  * write lock briefly). */
 void sv_coll_reclaim_if_due(sv_collection *c);
+
+/* With maint held: sv_graph_connect over every slot under the read lock,
+ * its figures copied, retired blocks freed; connect_due set on failure and
+ * cleared on success. s: scratch (NULL: a transient one). */
+sv_status sv_coll_connect(sv_collection *c, sv_scratch *s);
 
 /* The flush with the maintenance lock held (flush.c). */
 sv_status sv_coll_flush_locked(sv_collection *c, const sv_flush_hooks *h, sv_error *err);

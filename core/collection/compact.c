@@ -12,9 +12,11 @@
  *
  * How: with the maintenance lock and the write lock held (no reader, no
  * flush), pair the highest movable slot with the lowest free one while the
- * first is above the second; move the record, the neighbour list, the id
- * binding, the state and a buffered row's slot; then one pass over every
- * neighbour list rewrites edges to moved slots through a remap table. Only
+ * first is above the second (the plan, a remap table); copy the originals
+ * and encode every neighbour list that names a moved slot anew (what can
+ * fail, done first: a failure changes nothing); then move the record, the
+ * neighbour list, the id binding, the state and a buffered row's slot, and
+ * put the rewritten lists in place. Only
  * indexed and buffered vectors move: a tombstone or a pending add at the
  * top stops the pass (the next compaction goes on from there), and nothing
  * moves while an add or a delete holds slot numbers between its steps.
@@ -48,9 +50,12 @@ static sv_status compact_locked(sv_collection *c, uint32_t *moved, sv_error *err
     sv_edges_reclaim(c->edges);
     sv_sort(c->free_slots, c->n_free, sizeof *c->free_slots, cmp_u32, NULL);
 
+    /* 1. The plan: which slot moves where (remap), nothing changed yet. */
     uint32_t lo = 0, hi = n;
     while (hi > 0) {
         uint32_t top = hi - 1;
+        if (lo > 0 && c->free_slots[lo - 1] >= top)
+            break; /* met the slots taken as targets (still FREE in the plan) */
         uint8_t st = sv_graph_state(&c->graph, top);
         if (st == SV_SLOT_FREE) {
             hi--; /* dropped below */
@@ -59,44 +64,68 @@ static sv_status compact_locked(sv_collection *c, uint32_t *moved, sv_error *err
         if ((st != SV_SLOT_INDEXED && st != SV_SLOT_BUFFERED) || lo >= c->n_free ||
             c->free_slots[lo] >= top)
             break;
-        uint32_t to = c->free_slots[lo++];
-        if (st == SV_SLOT_INDEXED) {
-            if (c->orig && sv_orig_move(c->orig, top, to) != SV_OK)
-                break; /* a failed disk write: stop here, nothing half-moved */
-            sv_store_move(c->store, top, to);
-            sv_edges_move(c->edges, top, to);
-        }
-        sv_idmap_move_slot(c->idmap, top, to);
-        sv_graph_set_state(&c->graph, to, st);
-        sv_graph_set_state(&c->graph, top, SV_SLOT_FREE);
-        remap[top] = to;
+        remap[top] = c->free_slots[lo++];
         (*moved)++;
         hi--;
     }
     uint32_t new_n = hi;
-    /* Edges and rows that point past the new end point at moved slots. */
-    for (uint32_t u = 0; u < new_n && *moved; u++) {
-        uint8_t st = sv_graph_state(&c->graph, u);
-        if (st != SV_SLOT_INDEXED && !sv_slot_is_tombstone(st))
+    /* 2. What can fail, before anything the readers see changes: the
+     * originals' copies (into free slots: harmless if we stop) and the
+     * rewritten neighbour lists (new blocks: freed if we stop). */
+    uint64_t *lists = NULL; /* per slot below n: its new list's word, or 0 */
+    sv_status st = SV_OK;
+    for (uint32_t top = new_n; top < n && st == SV_OK; top++)
+        if (remap[top] != SV_NO_SLOT && c->orig && sv_graph_state(&c->graph, top) == SV_SLOT_INDEXED &&
+            sv_orig_move(c->orig, top, remap[top]) != SV_OK)
+            st = sv_fail(err, SV_ERR_IO, "originals: copying slot %u during compaction failed", top);
+    if (st == SV_OK && *moved && !(lists = sv_mem_calloc(&c->alloc, NULL, n, sizeof *lists)))
+        st = sv_fail(err, SV_ERR_RESOURCE, "out of memory compacting %u slots", n);
+    for (uint32_t u = 0; u < n && st == SV_OK && lists; u++) {
+        uint8_t us = sv_graph_state(&c->graph, u);
+        if (us != SV_SLOT_INDEXED && !sv_slot_is_tombstone(us))
             continue;
-        uint32_t count = 0;
-        uint32_t *ids = sv_edges_mutable(c->edges, u, &count);
-        int dropped = 0;
+        uint32_t ids[SV_R_MAX];
+        uint32_t count = sv_edges_get(c->edges, u, ids), k = 0;
+        int changed = 0;
         for (uint32_t i = 0; i < count; i++) {
-            if (ids[i] < new_n)
-                continue;
-            ids[i] = remap[ids[i]];
+            uint32_t v = ids[i] < new_n ? ids[i] : remap[ids[i]];
+            changed |= v != ids[i];
             /* An edge to a slot that was free (none should exist): gone. */
-            dropped |= ids[i] == SV_NO_SLOT;
+            if (v != SV_NO_SLOT)
+                ids[k++] = v;
         }
-        if (dropped) {
-            uint32_t k = 0, keep[SV_R_MAX];
-            for (uint32_t i = 0; i < count; i++)
-                if (ids[i] != SV_NO_SLOT)
-                    keep[k++] = ids[i];
-            sv_edges_set(c->edges, u, keep, k);
-        }
+        if (changed && k && sv_edges_encode(c->edges, ids, k, &lists[u]) != SV_OK)
+            st = sv_fail(err, SV_ERR_RESOURCE, "out of memory compacting the neighbour lists");
+        if (changed && !k)
+            lists[u] = SV_EDGES_EMPTY;
     }
+    if (st != SV_OK) {
+        for (uint32_t u = 0; lists && u < n; u++)
+            sv_edges_discard(c->edges, lists[u]);
+        sv_mem_free(&c->alloc, NULL, lists, (size_t)n * sizeof *lists);
+        sv_mem_free(&c->alloc, NULL, remap, (size_t)n * sizeof *remap);
+        *moved = 0;
+        return st;
+    }
+    /* 3. The moves; then every rewritten list goes where its node is now
+     * (no reader: the old blocks are freed at once). */
+    for (uint32_t top = new_n; top < n; top++) {
+        uint32_t to = remap[top];
+        if (to == SV_NO_SLOT)
+            continue;
+        uint8_t ts = sv_graph_state(&c->graph, top);
+        if (ts == SV_SLOT_INDEXED) {
+            sv_store_move(c->store, top, to);
+            sv_edges_move(c->edges, top, to);
+        }
+        sv_idmap_move_slot(c->idmap, top, to);
+        sv_graph_set_state(&c->graph, to, ts);
+        sv_graph_set_state(&c->graph, top, SV_SLOT_FREE);
+    }
+    for (uint32_t u = 0; lists && u < n; u++)
+        if (lists[u])
+            sv_edges_install(c->edges, u < new_n ? u : remap[u], lists[u]);
+    sv_mem_free(&c->alloc, NULL, lists, (size_t)n * sizeof *lists);
     for (size_t r = 0; r < c->active.n; r++)
         if (c->active.slots[r] >= new_n)
             c->active.slots[r] = remap[c->active.slots[r]];

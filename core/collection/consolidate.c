@@ -66,7 +66,9 @@ static sv_status consolidate_locked(sv_collection *c, const sv_flush_hooks *h, s
     if (st != SV_OK)
         return st;
     if (n_del == 0) {
-        st = sv_ok(err);
+        st = c->connect_due && sv_coll_connect(c, NULL) != SV_OK
+                 ? sv_fail(err, SV_ERR_RESOURCE, "out of memory linking cut-off vectors")
+                 : sv_ok(err);
         goto cleanup;
     }
 
@@ -116,17 +118,10 @@ static sv_status consolidate_locked(sv_collection *c, const sv_flush_hooks *h, s
     sv_edges_reclaim(c->edges);
     pthread_rwlock_unlock(&c->lock);
 
-    if (st == SV_OK && scratch) {
-        uint32_t linked = 0;
-        pthread_rwlock_rdlock(&c->lock);
-        st = sv_graph_connect(&c->graph, n_slots, &scratch[0], &linked);
-        pthread_rwlock_unlock(&c->lock);
-        pthread_rwlock_wrlock(&c->lock);
-        sv_edges_reclaim(c->edges);
-        c->connect_last = c->graph.last_connect;
-        c->connect_total = c->graph.connect_total;
-        pthread_rwlock_unlock(&c->lock);
-    }
+    if (st == SV_OK && scratch)
+        st = sv_coll_connect(c, &scratch[0]);
+    else
+        c->connect_due = 1; /* the repairs so far may have cut nodes off */
     if (st == SV_ERR_INTERNAL)
         st = sv_fail(err, SV_ERR_INTERNAL, "connect left %llu vectors unreachable from the entry point",
                      (unsigned long long)c->connect_last.unreachable_after);

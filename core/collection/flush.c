@@ -53,6 +53,14 @@ static int insert_row(void *ctx, size_t i, unsigned worker)
     return 0;
 }
 
+static int tighten_slot(void *ctx, size_t i, unsigned worker)
+{
+    flush_job *j = ctx;
+    if (sv_graph_state(&j->c->graph, (uint32_t)i) == SV_SLOT_INDEXED)
+        sv_graph_tighten(&j->c->graph, (uint32_t)i, &j->scratch[worker]);
+    return 0; /* out of memory: the list stays a little long, still valid */
+}
+
 static void reclaim_between(void *ctx)
 {
     sv_coll_reclaim_if_due(((flush_job *)ctx)->c);
@@ -116,6 +124,8 @@ sv_status sv_coll_flush_locked(sv_collection *c, const sv_flush_hooks *h, sv_err
         pthread_rwlock_unlock(&c->lock);
         if (h)
             h->after(h->ctx);
+        if (c->connect_due && sv_coll_connect(c, NULL) != SV_OK)
+            return sv_fail(err, SV_ERR_RESOURCE, "out of memory linking cut-off vectors");
         return sv_ok(err);
     }
     order = sv_mem_alloc(a, NULL, n * sizeof *order);
@@ -201,17 +211,15 @@ sv_status sv_coll_flush_locked(sv_collection *c, const sv_flush_hooks *h, sv_err
             sv_graph_set_state(&c->graph, rows->slots[i], SV_SLOT_INDEXED);
     pthread_rwlock_unlock(&c->lock);
 
+    /* Lists the inserts left over R go back to R (graph.c: slack_R). */
+    job.start = 0;
+    sv_parallel_for(threads, c->next_slot, 256, &c->lock, tighten_slot, reclaim_between, &job);
+
     /* Nodes whose in-edges were all pruned away get one back. */
-    uint32_t connected = 0;
-    pthread_rwlock_rdlock(&c->lock);
-    sv_status cs = sv_graph_connect(&c->graph, c->next_slot, &scratch[0], &connected);
-    pthread_rwlock_unlock(&c->lock);
+    sv_status cs = sv_coll_connect(c, &scratch[0]);
 
     pthread_rwlock_wrlock(&c->lock);
     sv_buffer_release(&c->flushing);
-    sv_edges_reclaim(c->edges);
-    c->connect_last = c->graph.last_connect;
-    c->connect_total = c->graph.connect_total;
     pthread_rwlock_unlock(&c->lock);
     unsigned long long orig_bad = c->orig ? atomic_load(&c->orig_errors) : 0;
     if (orig_bad)

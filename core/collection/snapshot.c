@@ -280,8 +280,8 @@ sv_status sv_snapshot_write(sv_collection *c, int fd, const sv_snapshot_hooks *h
     sec_begin(&w, SEC_EDGES);
     uint32_t edge_slots = sv_edges_slots(c->edges);
     for (uint32_t i = 0; i < m.n_slots; i++) {
-        uint32_t count = 0;
-        const uint32_t *ids = i < edge_slots ? sv_edges_view(c->edges, i, &count) : NULL;
+        uint32_t ids[SV_R_MAX];
+        uint32_t count = i < edge_slots ? sv_edges_get(c->edges, i, ids) : 0;
         w_u8(&w, (uint8_t)count);
         if (count)
             w_put(&w, ids, (size_t)count * sizeof(uint32_t));

@@ -1,4 +1,4 @@
-/* Neighbour lists with on-demand blocks and lock-free readers (see edges.h). */
+/* Neighbour lists: bit-packed immutable blocks, lock-free readers (see edges.h). */
 #include "edges.h"
 
 #include <assert.h>
@@ -10,8 +10,8 @@
 #define PTR_MASK ((UINT64_C(1) << 48) - 1)
 
 typedef struct retired {
-    uint32_t *ids;
-    uint32_t cap;
+    uint64_t *block;
+    uint32_t bytes;
 } retired;
 
 struct sv_edges {
@@ -27,14 +27,16 @@ struct sv_edges {
     atomic_size_t retired_bytes;
 };
 
-static inline uint64_t pack(uint32_t *ids, uint32_t count, uint32_t cap)
+/* ---- the word and the block ------------------------------------------------ */
+
+static inline uint64_t pack(const uint64_t *block, uint32_t count, uint32_t width)
 {
-    return (uint64_t)(uintptr_t)ids | ((uint64_t)count << 48) | ((uint64_t)cap << 56);
+    return (uint64_t)(uintptr_t)block | ((uint64_t)count << 48) | ((uint64_t)width << 56);
 }
 
-static inline uint32_t *word_ids(uint64_t w)
+static inline uint64_t *word_block(uint64_t w)
 {
-    return (uint32_t *)(uintptr_t)(w & PTR_MASK);
+    return (uint64_t *)(uintptr_t)(w & PTR_MASK);
 }
 
 static inline uint32_t word_count(uint64_t w)
@@ -42,14 +44,58 @@ static inline uint32_t word_count(uint64_t w)
     return (uint32_t)(w >> 48) & 0xffu;
 }
 
-static inline uint32_t word_cap(uint64_t w)
+static inline uint32_t word_width(uint64_t w)
 {
     return (uint32_t)(w >> 56);
+}
+
+/* Bytes of a block of count values of width bits: whole 64-bit words, so
+ * the decoder reads only words that hold value bits. */
+static inline uint32_t block_bytes(uint32_t count, uint32_t width)
+{
+    return (uint32_t)(((uint64_t)count * width + 63) / 64) * 8;
 }
 
 static inline _Atomic uint64_t *word_at(const sv_edges *e, uint32_t slot)
 {
     return &e->chunks[slot / WORDS_PER_CHUNK][slot % WORDS_PER_CHUNK];
+}
+
+static inline uint32_t bits_of(uint32_t v)
+{
+    return v ? 32u - (uint32_t)__builtin_clz(v) : 1u;
+}
+
+/* The values of a block: v[0] = the smallest id, v[i] = ids[i] - ids[i-1]. */
+static uint32_t decode(uint64_t w, uint32_t *out)
+{
+    uint32_t n = word_count(w), width = word_width(w);
+    const uint64_t *b = word_block(w);
+    uint64_t mask = (UINT64_C(1) << width) - 1;
+    uint64_t pos = 0;
+    uint32_t acc = 0;
+    for (uint32_t i = 0; i < n; i++, pos += width) {
+        uint32_t wi = (uint32_t)(pos >> 6), sh = (uint32_t)(pos & 63);
+        uint64_t v = b[wi] >> sh;
+        if (sh + width > 64)
+            v |= b[wi + 1] << (64 - sh);
+        acc += (uint32_t)(v & mask);
+        out[i] = acc;
+    }
+    return n;
+}
+
+/* Lists are short (at most SV_R_MAX, typically under 64): insertion sort. */
+static void sort_ids(uint32_t *ids, uint32_t n)
+{
+    for (uint32_t i = 1; i < n; i++) {
+        uint32_t v = ids[i], j = i;
+        while (j > 0 && ids[j - 1] > v) {
+            ids[j] = ids[j - 1];
+            j--;
+        }
+        ids[j] = v;
+    }
 }
 
 sv_edges *sv_edges_create(const sv_allocator *a, sv_tally *t)
@@ -65,9 +111,15 @@ sv_edges *sv_edges_create(const sv_allocator *a, sv_tally *t)
     return e;
 }
 
-static void free_block(sv_edges *e, uint32_t *ids, uint32_t cap)
+static void free_block(sv_edges *e, uint64_t *block, uint32_t bytes)
 {
-    sv_mem_free(e->alloc, e->tally, ids, (size_t)cap * sizeof(uint32_t));
+    sv_mem_free(e->alloc, e->tally, block, bytes);
+}
+
+static void free_word(sv_edges *e, uint64_t w)
+{
+    if (w)
+        free_block(e, word_block(w), block_bytes(word_count(w), word_width(w)));
 }
 
 void sv_edges_free(sv_edges *e)
@@ -76,11 +128,8 @@ void sv_edges_free(sv_edges *e)
         return;
     sv_edges_reclaim(e);
     for (uint32_t c = 0; c < e->n_chunks; c++) {
-        for (uint32_t i = 0; i < WORDS_PER_CHUNK; i++) {
-            uint64_t w = atomic_load_explicit(&e->chunks[c][i], memory_order_relaxed);
-            if (w)
-                free_block(e, word_ids(w), word_cap(w));
-        }
+        for (uint32_t i = 0; i < WORDS_PER_CHUNK; i++)
+            free_word(e, atomic_load_explicit(&e->chunks[c][i], memory_order_relaxed));
         sv_mem_free(e->alloc, e->tally, (void *)e->chunks[c], WORDS_PER_CHUNK * sizeof(uint64_t));
     }
     sv_mem_free(e->alloc, e->tally, e->chunks, e->chunks_cap * sizeof *e->chunks);
@@ -116,18 +165,31 @@ sv_status sv_edges_reserve(sv_edges *e, uint32_t n_slots)
     return SV_OK;
 }
 
-const uint32_t *sv_edges_view(const sv_edges *e, uint32_t slot, uint32_t *count)
+uint32_t sv_edges_get(const sv_edges *e, uint32_t slot, uint32_t *out)
 {
-    uint64_t w = atomic_load_explicit(word_at(e, slot), memory_order_acquire);
-    *count = word_count(w);
-    return word_ids(w);
+    return decode(atomic_load_explicit(word_at(e, slot), memory_order_acquire), out);
 }
 
-uint32_t *sv_edges_mutable(sv_edges *e, uint32_t slot, uint32_t *count)
+uint32_t sv_edges_count(const sv_edges *e, uint32_t slot)
+{
+    return word_count(atomic_load_explicit(word_at(e, slot), memory_order_acquire));
+}
+
+void sv_edges_prefetch(const sv_edges *e, uint32_t slot)
+{
+    uint64_t w = atomic_load_explicit(word_at(e, slot), memory_order_acquire);
+    if (w) {
+        const char *b = (const char *)word_block(w);
+        __builtin_prefetch(b);
+        if (block_bytes(word_count(w), word_width(w)) > 64)
+            __builtin_prefetch(b + 64);
+    }
+}
+
+uint32_t sv_edges_bytes(const sv_edges *e, uint32_t slot)
 {
     uint64_t w = atomic_load_explicit(word_at(e, slot), memory_order_relaxed);
-    *count = word_count(w);
-    return word_ids(w);
+    return w ? (uint32_t)sv_good_size(e->alloc, block_bytes(word_count(w), word_width(w))) : 0;
 }
 
 void sv_edges_move(sv_edges *e, uint32_t from, uint32_t to)
@@ -146,11 +208,6 @@ void sv_edges_shrink(sv_edges *e, uint32_t n_slots)
         sv_mem_free(e->alloc, e->tally, (void *)e->chunks[e->n_chunks], WORDS_PER_CHUNK * sizeof(uint64_t));
         e->chunks[e->n_chunks] = NULL;
     }
-}
-
-uint32_t sv_edges_capacity(const sv_edges *e, uint32_t slot)
-{
-    return word_cap(atomic_load_explicit(word_at(e, slot), memory_order_relaxed));
 }
 
 void sv_edges_lock(sv_edges *e, uint32_t slot)
@@ -204,90 +261,101 @@ static void retire(sv_edges *e, uint64_t w)
     pthread_mutex_lock(&e->retired_lock);
     e->n_reserved--;
     if (w) {
-        e->retired[e->n_retired++] = (retired){word_ids(w), word_cap(w)};
-        atomic_fetch_add_explicit(&e->retired_bytes, word_cap(w) * sizeof(uint32_t),
-                                  memory_order_relaxed);
+        uint32_t bytes = block_bytes(word_count(w), word_width(w));
+        e->retired[e->n_retired++] = (retired){word_block(w), bytes};
+        atomic_fetch_add_explicit(&e->retired_bytes, bytes, memory_order_relaxed);
     }
     pthread_mutex_unlock(&e->retired_lock);
 }
 
-/* A block of at least n ids, sized to its allocator class (capped at 255). */
-static uint32_t *new_block(sv_edges *e, uint32_t n, uint32_t *cap_out)
+/* A new block for ids[0..n) (n >= 1; sorted in place), and its word. */
+static sv_status encode(sv_edges *e, uint32_t *ids, uint32_t n, uint64_t *word)
 {
-    size_t bytes = sv_good_size(e->alloc, (size_t)n * sizeof(uint32_t));
-    uint32_t cap = (uint32_t)(bytes / sizeof(uint32_t));
-    if (cap > SV_R_MAX)
-        cap = SV_R_MAX;
-    if (cap < n)
-        cap = n;
-    uint32_t *ids = sv_mem_alloc(e->alloc, e->tally, (size_t)cap * sizeof(uint32_t));
-    if (!ids)
-        return NULL;
+    sort_ids(ids, n);
+    uint32_t width = bits_of(ids[0]);
+    for (uint32_t i = 1; i < n; i++) {
+        uint32_t b = bits_of(ids[i] - ids[i - 1]);
+        if (b > width)
+            width = b;
+    }
+    uint32_t bytes = block_bytes(n, width);
+    uint64_t *block = sv_mem_alloc(e->alloc, e->tally, bytes);
+    if (!block)
+        return SV_ERR_RESOURCE;
     /* The word keeps 48 bits of pointer; anything else is a platform we do
      * not support, and must not silently corrupt lists. */
-    if (((uintptr_t)ids & ~(uintptr_t)PTR_MASK) != 0)
+    if (((uintptr_t)block & ~(uintptr_t)PTR_MASK) != 0)
         abort();
-    *cap_out = cap;
-    return ids;
+    memset(block, 0, bytes);
+    uint64_t pos = 0;
+    for (uint32_t i = 0; i < n; i++, pos += width) {
+        uint64_t v = i ? ids[i] - ids[i - 1] : ids[0];
+        uint32_t wi = (uint32_t)(pos >> 6), sh = (uint32_t)(pos & 63);
+        block[wi] |= v << sh;
+        if (sh + width > 64)
+            block[wi + 1] |= v >> (64 - sh);
+    }
+    *word = pack(block, n, width);
+    return SV_OK;
 }
 
-sv_status sv_edges_set(sv_edges *e, uint32_t slot, const uint32_t *ids, uint32_t n)
+/* Publish a list (n = 0: none) in place of slot's, retiring the old block. */
+static sv_status publish(sv_edges *e, uint32_t slot, uint32_t *ids, uint32_t n)
 {
     _Atomic uint64_t *wp = word_at(e, slot);
     uint64_t old = atomic_load_explicit(wp, memory_order_relaxed);
     uint64_t w = 0;
     if (retire_reserve(e))
         return SV_ERR_RESOURCE;
-    if (n > 0) {
-        uint32_t cap = 0;
-        uint32_t *block = new_block(e, n, &cap);
-        if (!block) {
-            retire_cancel(e);
-            return SV_ERR_RESOURCE;
-        }
-        memcpy(block, ids, (size_t)n * sizeof(uint32_t));
-        w = pack(block, n, cap);
+    if (n > 0 && encode(e, ids, n, &w) != SV_OK) {
+        retire_cancel(e);
+        return SV_ERR_RESOURCE;
     }
     atomic_store_explicit(wp, w, memory_order_release);
     retire(e, old);
     return SV_OK;
 }
 
+sv_status sv_edges_set(sv_edges *e, uint32_t slot, const uint32_t *ids, uint32_t n)
+{
+    uint32_t copy[SV_R_MAX];
+    memcpy(copy, ids, (size_t)n * sizeof *copy);
+    return publish(e, slot, copy, n);
+}
+
 int sv_edges_append(sv_edges *e, uint32_t slot, uint32_t id, uint32_t max_degree)
 {
-    _Atomic uint64_t *wp = word_at(e, slot);
-    uint64_t w = atomic_load_explicit(wp, memory_order_relaxed);
-    uint32_t count = word_count(w), cap = word_cap(w);
+    uint32_t ids[SV_R_MAX];
+    uint32_t count = decode(atomic_load_explicit(word_at(e, slot), memory_order_relaxed), ids);
     if (count >= max_degree)
         return 0;
-    if (count < cap) {
-        uint32_t *ids = word_ids(w);
-        ids[count] = id; /* past the published count: no reader looks here */
-        atomic_store_explicit(wp, pack(ids, count + 1, cap), memory_order_release);
-        return 1;
-    }
-    if (retire_reserve(e))
-        return -1;
-    uint32_t ncap = 0;
-    uint32_t *block = new_block(e, count + 1, &ncap);
-    if (!block) {
-        retire_cancel(e);
-        return -1;
-    }
-    if (count)
-        memcpy(block, word_ids(w), (size_t)count * sizeof(uint32_t));
-    block[count] = id;
-    atomic_store_explicit(wp, pack(block, count + 1, ncap), memory_order_release);
-    retire(e, w);
-    return 1;
+    ids[count] = id;
+    return publish(e, slot, ids, count + 1) == SV_OK ? 1 : -1;
+}
+
+sv_status sv_edges_encode(sv_edges *e, uint32_t *ids, uint32_t n, uint64_t *word)
+{
+    *word = 0;
+    return n ? encode(e, ids, n, word) : SV_OK;
+}
+
+void sv_edges_install(sv_edges *e, uint32_t slot, uint64_t word)
+{
+    _Atomic uint64_t *wp = word_at(e, slot);
+    uint64_t w = word == SV_EDGES_EMPTY ? 0 : word;
+    free_word(e, atomic_exchange_explicit(wp, w, memory_order_acq_rel));
+}
+
+void sv_edges_discard(sv_edges *e, uint64_t word)
+{
+    if (word != SV_EDGES_EMPTY)
+        free_word(e, word);
 }
 
 void sv_edges_clear(sv_edges *e, uint32_t slot)
 {
     _Atomic uint64_t *wp = word_at(e, slot);
-    uint64_t old = atomic_exchange_explicit(wp, 0, memory_order_acq_rel);
-    if (old)
-        free_block(e, word_ids(old), word_cap(old));
+    free_word(e, atomic_exchange_explicit(wp, 0, memory_order_acq_rel));
 }
 
 uint32_t sv_edges_slots(const sv_edges *e)
@@ -299,7 +367,7 @@ void sv_edges_reclaim(sv_edges *e)
 {
     pthread_mutex_lock(&e->retired_lock);
     for (size_t i = 0; i < e->n_retired; i++)
-        free_block(e, e->retired[i].ids, e->retired[i].cap);
+        free_block(e, e->retired[i].block, e->retired[i].bytes);
     e->n_retired = 0;
     atomic_store_explicit(&e->retired_bytes, 0, memory_order_relaxed);
     /* The list itself is scratch of a flush: give it back unless a writer

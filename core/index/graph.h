@@ -122,6 +122,12 @@ sv_status sv_graph_search(sv_graph *g, const sv_query *q, uint32_t L, sv_scratch
 /* Link an already stored slot into the graph (x: its float vector). */
 sv_status sv_graph_insert(sv_graph *g, uint32_t slot, const float *x, sv_scratch *s);
 
+/* Inserts let lists grow a little past R (graph.c: slack_R); this prunes
+ * slot's list back to R if it is longer (read lock; takes the node's lock). */
+sv_status sv_graph_tighten(sv_graph *g, uint32_t slot, sv_scratch *s);
+/* The longest list an insert leaves before tighten: R plus the slack. */
+uint32_t sv_graph_max_degree(const sv_graph *g);
+
 /* Make `slot` the entry point if the graph has none. */
 void sv_graph_set_entry_if_empty(sv_graph *g, uint32_t slot);
 
