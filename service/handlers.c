@@ -235,6 +235,7 @@ static Slimvec__V1__CollectionInfo *make_info(svd_coll *c, svd_reply *r)
     info->tombstones = s.tombstones;
     info->avg_degree = s.avg_degree;
     info->avg_edge_slots = s.avg_edge_slots;
+    info->avg_edge_bytes = s.avg_edge_bytes;
     mem->allocated_bytes = sv_arena_allocated(c->arena);
     mem->bytes_per_vector = s.live ? (double)mem->allocated_bytes / (double)s.live : 0.0;
     mem->vectors_bytes_estimate = s.est_bytes_vectors;

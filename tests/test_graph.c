@@ -190,7 +190,7 @@ START_TEST(test_lists_sized_to_degree)
     ck_assert_uint_lt(bytes, deg * 4 / 2);
     sv_edges_reclaim(f.edges);
     /* After reclaim the tally is the live lists plus the word chunks. */
-    long long expect = (long long)bytes + (long long)((f.n + 8191) / 8192) * 8192 * 8;
+    long long expect = (long long)bytes + (long long)((f.n + 1023) / 1024) * 1024 * 8;
     ck_assert_int_ge(sv_tally_get(&f.te), expect);
     ck_assert_int_lt(sv_tally_get(&f.te), expect + 16384);
     teardown(&f);

@@ -1041,6 +1041,57 @@ START_TEST(test_string_spelling_a_number)
 }
 END_TEST
 
+/* Ids equal to their slots cost a bit each; the first id that breaks it
+ * (a string, another number, a move) builds the full map, and every id
+ * reads back the same before and after. */
+START_TEST(test_identity_mode)
+{
+    for (int breaker = 0; breaker < 3; breaker++) {
+        sv_tally t = {0};
+        sv_idmap *m = new_map(&t, 100000);
+        for (uint32_t i = 0; i < 100000; i++)
+            ck_assert_int_eq(sv_idmap_insert_number(m, i, i), SV_OK);
+        /* 100,000 ids: ~12.5 KB of bits (+ the map), not ~1.3 MB. */
+        ck_assert_int_lt(sv_tally_get(&t), 16 * 1024);
+        uint32_t slot = 0;
+        char buf[SV_ID_MAX + 1];
+        ck_assert(sv_idmap_find_number(m, 4242, &slot) && slot == 4242);
+        ck_assert(find_str(m, "99999", &slot) && slot == 99999);
+        ck_assert(!find_str(m, "100000", &slot));
+        ck_assert(!find_str(m, "doc", &slot));
+        ck_assert_uint_eq(sv_idmap_format(m, 17, buf, sizeof buf), 2);
+        ck_assert_str_eq(buf, "17");
+        sv_idmap_remove_slot(m, 17);
+        ck_assert(!sv_idmap_find_number(m, 17, &slot));
+        ck_assert_uint_eq(sv_idmap_count(m), 99999);
+        /* Assigned numbers skip the bound ones: 17 was freed, so it is next. */
+        ck_assert_uint_eq(sv_idmap_next_free_number(m), 17);
+        ck_assert_int_eq(sv_idmap_reserve_slots(m, 100002), SV_OK);
+        if (breaker == 0)
+            ck_assert_int_eq(sv_idmap_insert(m, "doc", 3, 100000), SV_OK);
+        else if (breaker == 1)
+            ck_assert_int_eq(sv_idmap_insert_number(m, 7777777, 100000), SV_OK);
+        else {
+            ck_assert_int_eq(sv_idmap_materialize(m), SV_OK);
+            sv_idmap_move_slot(m, 99999, 17);
+        }
+        ck_assert_int_gt(sv_tally_get(&t), 800 * 1024); /* the full map now */
+        ck_assert(sv_idmap_find_number(m, 4242, &slot) && slot == 4242);
+        ck_assert(!sv_idmap_find_number(m, 17, &slot) || breaker == 2);
+        if (breaker == 2) {
+            ck_assert(sv_idmap_find_number(m, 99999, &slot) && slot == 17);
+            ck_assert_uint_eq(sv_idmap_format(m, 17, buf, sizeof buf), 5);
+        } else {
+            ck_assert(sv_idmap_find_number(m, 99999, &slot) && slot == 99999);
+            ck_assert(find_str(m, breaker == 0 ? "doc" : "7777777", &slot) && slot == 100000);
+        }
+        ck_assert_uint_eq(sv_idmap_count(m), breaker == 2 ? 99999 : 100000);
+        sv_idmap_free(m);
+        ck_assert_int_eq(sv_tally_get(&t), 0);
+    }
+}
+END_TEST
+
 /* The statistic itself: empty, every id counted, back to zero. */
 START_TEST(test_probe_stats)
 {
@@ -1050,8 +1101,8 @@ START_TEST(test_probe_stats)
     ck_assert_uint_eq(p.ids, 0);
     ck_assert_uint_eq(p.total_probes, 0);
     ck_assert_uint_eq(p.table_cap, 0);
-    for (uint32_t i = 0; i < 1000; i++)
-        ck_assert_int_eq(sv_idmap_insert_number(m, i, i), SV_OK);
+    for (uint32_t i = 0; i < 1000; i++) /* not slot = id: the table holds them */
+        ck_assert_int_eq(sv_idmap_insert_number(m, i + 5000, i), SV_OK);
     sv_idmap_probe_stats(m, &p);
     ck_assert_uint_eq(p.ids, 1000);
     ck_assert_uint_ge(p.total_probes, 1000);
@@ -1090,6 +1141,7 @@ static Suite *idmap_suite(void)
     tcase_add_test(tc, test_seed_does_not_place);
     tcase_add_test(tc, test_string_spelling_a_number);
     tcase_add_test(tc, test_probe_stats);
+    tcase_add_test(tc, test_identity_mode);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -78,6 +78,8 @@ static sv_status compact_locked(sv_collection *c, uint32_t *moved, sv_error *err
         if (remap[top] != SV_NO_SLOT && c->orig && sv_graph_state(&c->graph, top) == SV_SLOT_INDEXED &&
             sv_orig_move(c->orig, top, remap[top]) != SV_OK)
             st = sv_fail(err, SV_ERR_IO, "originals: copying slot %u during compaction failed", top);
+    if (st == SV_OK && *moved && sv_idmap_materialize(c->idmap) != SV_OK)
+        st = sv_fail(err, SV_ERR_RESOURCE, "out of memory compacting the id map");
     if (st == SV_OK && *moved && !(lists = sv_mem_calloc(&c->alloc, NULL, n, sizeof *lists)))
         st = sv_fail(err, SV_ERR_RESOURCE, "out of memory compacting %u slots", n);
     for (uint32_t u = 0; u < n && st == SV_OK && lists; u++) {

@@ -5,7 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define WORDS_PER_CHUNK 8192u /* 64 KiB of words */
+#define WORDS_PER_CHUNK 512u /* 8 KiB of words (at 64 KiB the unused words of
+                                 the last chunk cost 5 bytes a vector at 10,000) */
 #define N_STRIPES 256u        /* writer locks, slot % N_STRIPES */
 #define PTR_MASK ((UINT64_C(1) << 48) - 1)
 

@@ -60,6 +60,15 @@
 struct sv_idmap {
     sv_allocator alloc;    /* a copy, so the caller's struct need not outlive us */
     sv_tally *tally;       /* may be NULL */
+    /* Identity mode: every bound slot's id is its own number (ids assigned
+     * to a collection that only grew, or numbers given in slot order). Then
+     * `bound` (one bit per slot, bits_cap of them) is all there is: no keys
+     * and no table. The first binding that breaks it (a string, another
+     * number, a move) builds keys[] and the table from the bits. */
+    int identity;
+    uint64_t *bound;
+    uint32_t bits_cap;     /* slots the bitmap has room for (a multiple of 64) */
+    uint32_t bits_n;       /* slots reserved (the callers' range) */
     uint64_t *keys;        /* keys_cap words */
     uint32_t keys_cap;
     uint32_t *table;       /* table_cap entries (power of two); NULL until the first insert */
@@ -258,14 +267,87 @@ sv_idmap *sv_idmap_create(const sv_allocator *a, sv_tally *t, uint64_t seed)
     sv_idmap *m = sv_mem_alloc(a, t, sizeof *m);
     if (!m)
         return NULL;
-    *m = (sv_idmap){.alloc = *a, .tally = t};
+    *m = (sv_idmap){.alloc = *a, .tally = t, .identity = 1};
     return m;
+}
+
+static int bit_test(const sv_idmap *m, uint64_t slot)
+{
+    return slot < m->bits_n && (m->bound[slot >> 6] >> (slot & 63)) & 1;
+}
+
+/* Resize the identity bitmap to cover at least n slots (or shrink to n). */
+static sv_status bits_resize(sv_idmap *m, uint64_t n)
+{
+    uint64_t words = (n + 63) / 64;
+    size_t bytes = (size_t)words * sizeof(uint64_t);
+    if (bytes)
+        bytes = sv_good_size(&m->alloc, bytes);
+    words = bytes / sizeof(uint64_t);
+    if (words * 64 > UINT32_MAX)
+        words = UINT32_MAX / 64;
+    size_t old = (size_t)m->bits_cap / 64;
+    if (words == old)
+        return SV_OK;
+    uint64_t *b = sv_mem_realloc(&m->alloc, m->tally, m->bound, old * sizeof(uint64_t),
+                                 (size_t)words * sizeof(uint64_t));
+    if (!b && words)
+        return SV_ERR_RESOURCE;
+    for (size_t i = old; i < words; i++)
+        b[i] = 0;
+    m->bound = b;
+    m->bits_cap = (uint32_t)(words * 64);
+    if (m->bits_n > m->bits_cap)
+        m->bits_n = m->bits_cap;
+    return SV_OK;
+}
+
+/*
+ * Leave identity mode: keys[] for every slot the bitmap covers, each bound
+ * slot's number in it, and the table. On failure nothing changed.
+ */
+static sv_status materialize(sv_idmap *m)
+{
+    if (!m->identity)
+        return SV_OK;
+    size_t cap = sv_good_size(&m->alloc, (size_t)(m->bits_n ? m->bits_n : 1) * sizeof(uint64_t)) /
+                 sizeof(uint64_t);
+    if (cap > UINT32_MAX)
+        cap = UINT32_MAX;
+    uint64_t *keys = sv_mem_alloc(&m->alloc, m->tally, cap * sizeof(uint64_t));
+    if (!keys)
+        return SV_ERR_RESOURCE;
+    m->keys = keys;
+    m->keys_cap = (uint32_t)cap;
+    m->identity = 0; /* table_reserve reads keys[] of the entries it moves */
+    if (m->count && table_reserve(m, m->count) != SV_OK) {
+        m->identity = 1;
+        m->keys = NULL;
+        m->keys_cap = 0;
+        sv_mem_free(&m->alloc, m->tally, keys, cap * sizeof(uint64_t));
+        return SV_ERR_RESOURCE;
+    }
+    for (size_t i = 0; i < cap; i++) {
+        keys[i] = bit_test(m, i) ? (uint64_t)i : UNBOUND;
+        if (keys[i] != UNBOUND)
+            table_place(m->table, m->table_cap - 1, hash_number(i), (uint32_t)i + 1);
+    }
+    sv_mem_free(&m->alloc, m->tally, m->bound, (size_t)m->bits_cap / 64 * sizeof(uint64_t));
+    m->bound = NULL;
+    m->bits_cap = m->bits_n = 0;
+    return SV_OK;
+}
+
+sv_status sv_idmap_materialize(sv_idmap *m)
+{
+    return materialize(m);
 }
 
 void sv_idmap_free(sv_idmap *m)
 {
     if (!m)
         return;
+    sv_mem_free(&m->alloc, m->tally, m->bound, (size_t)m->bits_cap / 64 * sizeof(uint64_t));
     for (uint32_t s = 0; s < m->keys_cap; s++)
         free_word(m, m->keys[s]);
     sv_mem_free(&m->alloc, m->tally, m->table, m->table_cap * sizeof(uint32_t));
@@ -297,6 +379,18 @@ int sv_id_parse_number(const char *id, size_t len, uint64_t *num)
 
 sv_status sv_idmap_reserve_slots(sv_idmap *m, uint32_t n_slots)
 {
+    if (m->identity) {
+        if (n_slots <= m->bits_n)
+            return SV_OK;
+        if (n_slots > m->bits_cap) {
+            uint64_t want = (uint64_t)m->bits_cap + m->bits_cap / 4;
+            sv_status st = bits_resize(m, want > n_slots ? want : n_slots);
+            if (st != SV_OK)
+                return st;
+        }
+        m->bits_n = n_slots;
+        return SV_OK;
+    }
     if (n_slots <= m->keys_cap)
         return SV_OK;
 
@@ -332,6 +426,10 @@ sv_status sv_idmap_reserve_slots(sv_idmap *m, uint32_t n_slots)
 
 void sv_idmap_move_slot(sv_idmap *m, uint32_t from, uint32_t to)
 {
+    /* A move gives a number another slot: no identity any more. The
+     * caller materialized first (the move itself cannot fail). */
+    if (m->identity && (!bit_test(m, from) || materialize(m) != SV_OK))
+        return;
     if (from >= m->keys_cap || m->keys[from] == UNBOUND || to >= m->keys_cap)
         return;
     /* The entry's position depends only on the key, which moves with it. */
@@ -343,6 +441,13 @@ void sv_idmap_move_slot(sv_idmap *m, uint32_t from, uint32_t to)
 
 void sv_idmap_shrink_slots(sv_idmap *m, uint32_t n_slots)
 {
+    if (m->identity) {
+        if (n_slots < m->bits_n)
+            m->bits_n = n_slots; /* all unbound there */
+        if ((uint64_t)n_slots + 64 * 4 < m->bits_cap) /* only when it frees something */
+            bits_resize(m, n_slots);
+        return;
+    }
     size_t bytes = sv_good_size(&m->alloc, (size_t)(n_slots ? n_slots : 1) * sizeof(uint64_t));
     uint64_t cap = bytes / sizeof(uint64_t);
     /* Only when it frees a quarter or more: shrinking is a copy. */
@@ -361,6 +466,13 @@ int sv_idmap_find_number(const sv_idmap *m, uint64_t num, uint32_t *slot)
     /* Numbers from 2^63 up are not ids, and could equal a tagged pointer. */
     if (num >= NUMBER_LIMIT || m->count == 0)
         return 0;
+    if (m->identity) {
+        if (!bit_test(m, num))
+            return 0;
+        if (slot)
+            *slot = (uint32_t)num;
+        return 1;
+    }
     size_t mask = m->table_cap - 1;
     size_t i = (size_t)hash_number(num) & mask;
     for (uint32_t e; (e = m->table[i]) != 0; i = (i + 1) & mask) {
@@ -376,7 +488,7 @@ int sv_idmap_find_number(const sv_idmap *m, uint64_t num, uint32_t *slot)
 /* Lookup of a non-numeric string id. */
 static int find_string(const sv_idmap *m, const unsigned char *id, size_t len, uint32_t *slot)
 {
-    if (m->count == 0)
+    if (m->count == 0 || m->identity)
         return 0;
     size_t mask = m->table_cap - 1;
     size_t i = (size_t)hash_string(id, len) & mask;
@@ -408,6 +520,8 @@ int sv_idmap_find(const sv_idmap *m, const char *id, size_t len, uint32_t *slot)
  * already bound would corrupt keys[] or leak a string. */
 static int slot_is_free(const sv_idmap *m, uint32_t slot)
 {
+    if (m->identity)
+        return slot < m->bits_n && !bit_test(m, slot);
     return slot < m->keys_cap && m->keys[slot] == UNBOUND;
 }
 
@@ -415,7 +529,15 @@ sv_status sv_idmap_insert_number(sv_idmap *m, uint64_t num, uint32_t slot)
 {
     if (num >= NUMBER_LIMIT || !slot_is_free(m, slot))
         return SV_ERR_INVALID_ARGUMENT;
-    sv_status st = table_reserve(m, m->count + 1);
+    if (m->identity && num == slot) {
+        m->bound[slot >> 6] |= UINT64_C(1) << (slot & 63);
+        m->count++;
+        return SV_OK;
+    }
+    sv_status st = materialize(m);
+    if (st != SV_OK)
+        return st;
+    st = table_reserve(m, m->count + 1);
     if (st != SV_OK)
         return st;
     m->keys[slot] = num;
@@ -431,6 +553,8 @@ sv_status sv_idmap_insert(sv_idmap *m, const char *id, size_t len, uint32_t slot
         return sv_idmap_insert_number(m, num, slot);
     if (len == 0 || len > SV_ID_MAX || !slot_is_free(m, slot))
         return SV_ERR_INVALID_ARGUMENT;
+    if (materialize(m) != SV_OK)
+        return SV_ERR_RESOURCE;
 
     /* Hashed from the caller's bytes, not from the copy below: SipHash's
      * 8-byte loads of bytes memcpy has just stored (in overlapping 16-byte
@@ -464,6 +588,13 @@ cleanup:
 
 void sv_idmap_remove_slot(sv_idmap *m, uint32_t slot)
 {
+    if (m->identity) {
+        if (bit_test(m, slot)) {
+            m->bound[slot >> 6] &= ~(UINT64_C(1) << (slot & 63));
+            m->count--;
+        }
+        return;
+    }
     if (slot >= m->keys_cap || m->keys[slot] == UNBOUND)
         return;
     table_delete_at(m, table_pos_of_slot(m, slot));
@@ -477,10 +608,16 @@ size_t sv_idmap_format(const sv_idmap *m, uint32_t slot, char *buf, size_t cap)
     if (cap == 0)
         return 0;
     buf[0] = '\0';
-    if (slot >= m->keys_cap || m->keys[slot] == UNBOUND)
-        return 0;
-
-    uint64_t w = m->keys[slot];
+    uint64_t w;
+    if (m->identity) {
+        if (!bit_test(m, slot))
+            return 0;
+        w = slot;
+    } else {
+        if (slot >= m->keys_cap || m->keys[slot] == UNBOUND)
+            return 0;
+        w = m->keys[slot];
+    }
     if (word_is_string(w)) {
         const unsigned char *s = untag_string(w);
         size_t len = s[0];
@@ -522,6 +659,12 @@ size_t sv_idmap_count(const sv_idmap *m)
 
 int sv_idmap_slot_id(const sv_idmap *m, uint32_t slot, uint64_t *num, const char **str, size_t *len)
 {
+    if (m->identity) {
+        if (!bit_test(m, slot))
+            return 0;
+        *num = slot;
+        return 1;
+    }
     if (slot >= m->keys_cap || m->keys[slot] == UNBOUND)
         return 0;
     uint64_t w = m->keys[slot];
@@ -541,7 +684,7 @@ int sv_idmap_slot_id(const sv_idmap *m, uint32_t slot, uint64_t *num, const char
 void sv_idmap_probe_stats(const sv_idmap *m, sv_idmap_probes *out)
 {
     *out = (sv_idmap_probes){.table_cap = m->table_cap};
-    if (m->count == 0)
+    if (m->count == 0 || m->identity)
         return;
     size_t mask = m->table_cap - 1;
     /* Start just after an empty position (the load limit leaves one), so a

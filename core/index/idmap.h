@@ -19,6 +19,11 @@
  * So a numeric id costs 8 bytes + ~5 bytes of table; a string id adds its
  * allocation.
  *
+ * Identity mode: while every bound slot's id is its own number (assigned
+ * ids of a collection that only grew, or numbers given in slot order),
+ * there are no keys[] and no table, only one bit per slot: an id costs
+ * 1/8 byte. The first binding that breaks it builds the layout above.
+ *
  * The table position is SipHash-2-4 (libsodium) of the id under random keys
  * drawn once per process and never shown: clients choose ids, and with a
  * hash they can predict (the old mix64(id ^ seed), seed being a collection
@@ -66,6 +71,10 @@ sv_status sv_idmap_insert_number(sv_idmap *m, uint64_t num, uint32_t slot);
 
 /* Unbind whatever id slot holds (no-op if unbound); frees its string. */
 void sv_idmap_remove_slot(sv_idmap *m, uint32_t slot);
+
+/* Leave identity mode now (see idmap.c): compaction calls it before it
+ * moves anything, so that a move cannot need memory. */
+sv_status sv_idmap_materialize(sv_idmap *m);
 
 /* Compaction: bind the id of slot `from` to the unbound slot `to` instead;
  * give back keys[] room past n_slots (all unbound there). */

@@ -1,6 +1,6 @@
 /*
  * Vector store: one fixed-size record per slot, float32 or 8-bit codes (see
- * quantizer.h), in chunks of ~64 KiB that never move, so readers hold plain
+ * quantizer.h), in chunks of ~32 KiB that never move, so readers hold plain
  * pointers while the chunk table grows (under the collection's write lock).
  * Chunks instead of one growing array: doubling an array wastes up to half
  * of it, a chunk at most one chunk per collection.

@@ -523,6 +523,7 @@ static void print_info(const Slimvec__V1__CollectionInfo *in)
     printf("tombstones       %" PRIu64 "\n", in->tombstones);
     printf("avg degree       %.2f\n", in->avg_degree);
     printf("avg edge slots   %.2f\n", in->avg_edge_slots);
+    printf("avg edge bytes   %.1f (bit-packed list + its word)\n", in->avg_edge_bytes);
     const Slimvec__V1__MemoryStats *m = in->memory;
     if (!m)
         return;

@@ -637,6 +637,8 @@ static int write_json(const char *path, const options *o, const sv_params *p, co
     bu_json_num(f, s->avg_degree);
     fputs(",\n  \"avg_edge_slots\": ", f);
     bu_json_num(f, s->avg_edge_slots);
+    fputs(",\n  \"avg_edge_bytes\": ", f);
+    bu_json_num(f, s->avg_edge_bytes);
     fprintf(f, ",\n  \"max_degree\": %u,\n", s->max_degree);
     fprintf(f,
             "  \"est_bytes\": {\"vectors\": %llu, \"edges\": %llu, \"idmap\": %llu, \"buffer\": %llu, \"other\": %llu},\n",
