@@ -42,7 +42,7 @@ grpc-proto libmicrohttpd-dev libsodium-dev libssl-dev libnats-dev python3"
 # Only for tests, benchmarks and the deploy checks.
 TEST_PACKAGES="zlib1g-dev python3-grpcio python3-protobuf \
 prometheus python3-prometheus-client \
-python3-numpy python3-hnswlib dataset-fashion-mnist \
+python3-numpy python3-hnswlib libhnswlib-dev python3-faiss g++ dataset-fashion-mnist \
 docker-compose yamllint openssl nats-server etcd-server"
 
 # What slimvecd and slimvec link against (their DT_NEEDED libraries), less

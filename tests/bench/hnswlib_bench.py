@@ -27,6 +27,7 @@ import time
 try:
     import hnswlib
     import numpy as np
+    from peers import common
 except ImportError as e:
     sys.exit(f"hnswlib_bench.py: {e}: install Debian's python3-hnswlib and python3-numpy "
              "and run with /usr/bin/python3")
@@ -75,10 +76,9 @@ def read_vecs(path, dtype):
 
 
 def read_rss():
-    """Resident set size in bytes from /proc/self/statm (second field, pages)."""
-    with open("/proc/self/statm") as f:
-        resident = int(f.read().split()[1])
-    return resident * os.sysconf("SC_PAGE_SIZE")
+    """Resident set size in bytes, after free heap pages are handed back to
+    the system (peers/common.py: the same reading as the other peers')."""
+    return common.read_rss()
 
 
 def parse_list(text):

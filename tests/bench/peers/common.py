@@ -1,0 +1,103 @@
+"""What the Python peers share: TEXMEX readers, RSS, recall and percentiles.
+
+Needs numpy only (imported by the caller's interpreter, /usr/bin/python3).
+"""
+
+import ctypes
+import gc
+import math
+import os
+import sys
+
+import numpy as np
+
+from peers.runners import DEFAULT_EFS  # noqa: F401 (the peers' --ef default)
+
+K = 10
+
+
+def die(prog, msg):
+    sys.exit(f"{prog}: {msg}")
+
+
+def read_vecs(path, dtype, prog):
+    """A TEXMEX .fvecs (float32) or .ivecs (int32) file as a rows x dim
+    array, with every record's dimension header checked."""
+    try:
+        raw = np.fromfile(path, dtype=np.int32)
+    except OSError as e:
+        die(prog, f"{path}: cannot read: {e.strerror}")
+    if raw.size == 0 or os.path.getsize(path) % 4:
+        die(prog, f"{path}: not a whole number of 4-byte values with a header")
+    dim = int(raw[0])
+    if dim <= 0 or dim > (1 << 20) or raw.size % (dim + 1):
+        die(prog, f"{path}: dimension header {dim} does not fit the file size {os.path.getsize(path)}")
+    table = raw.reshape(-1, dim + 1)
+    bad = np.nonzero(table[:, 0] != dim)[0]
+    if bad.size:
+        die(prog, f"{path}: record {int(bad[0])} has dimension header {int(table[bad[0], 0])}, expected {dim}")
+    data = np.ascontiguousarray(table[:, 1:])
+    if dtype == np.float32:
+        data = data.view(np.float32)
+        if not np.isfinite(data).all():
+            die(prog, f"{path}: has values that are not finite")
+    return data
+
+
+def load(args, prog):
+    """base, query, gt from --base/--query/--gt, checked against each other;
+    unit rows for cosine (which the peers then search by inner product)."""
+    base = read_vecs(args.base, np.float32, prog)
+    query = read_vecs(args.query, np.float32, prog)
+    gt = read_vecs(args.gt, np.int32, prog)
+    if query.shape[1] != base.shape[1]:
+        die(prog, f"{args.base} has dimension {base.shape[1]} but {args.query} has {query.shape[1]}")
+    if gt.shape[0] != query.shape[0] or gt.shape[1] < K:
+        die(prog, f"{args.gt}: {gt.shape[0]} rows of {gt.shape[1]} ids; need one row of >= {K} per query")
+    if base.shape[0] < K:
+        die(prog, f"{args.base}: need at least {K} base vectors")
+    if args.metric == "cosine":
+        for m in (base, query):
+            norms = np.linalg.norm(m, axis=1, keepdims=True)
+            m /= np.where(norms > 0, norms, 1)
+    return base, query, gt
+
+
+def read_rss():
+    """VmRSS of this process in bytes (/proc/self/status), after the
+    collector has run and glibc has handed its free heap pages back (else an
+    index could reuse freed but still resident pages, and its RSS delta
+    would come out short)."""
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError("/proc/self/status has no VmRSS")
+
+
+def parse_efs(text, prog):
+    """'10,20,...' -> the values >= k (a search never looks at fewer)."""
+    try:
+        values = [int(t) for t in text.split(",")]
+    except ValueError:
+        die(prog, f"--ef: '{text}' is not a list of whole numbers")
+    kept = [v for v in values if v >= K]
+    if not kept:
+        die(prog, f"--ef: no value >= k={K}")
+    return kept
+
+
+def recall_at_k(found, gt):
+    """|found top k ∩ exact top k| / k, averaged over the queries."""
+    hits = sum(len(set(row[:K].tolist()) & set(truth[:K].tolist())) for row, truth in zip(found, gt))
+    return hits / (K * len(gt))
+
+
+def percentile(sorted_values, q):
+    """Nearest-rank percentile, as hnswlib_bench.py and slimvec-bench take it."""
+    return float(sorted_values[max(0, math.ceil(q * len(sorted_values)) - 1)])

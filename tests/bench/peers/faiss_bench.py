@@ -1,0 +1,133 @@
+#!/usr/bin/python3
+"""FAISS IndexHNSWSQ8 as a peer of slimvec-bench: the same files, metric and threads.
+
+HNSW over 8-bit scalar-quantised vectors (faiss.IndexHNSWSQ with
+ScalarQuantizer.QT_8bit: one min/max range per dimension, trained on the
+base), the FAISS index closest to slimvec's int8 storage. Built with
+--threads OpenMP threads; then for each efSearch, single-thread recall@10
+against the ground truth and per-query latency (one search call per query
+on a 1-row array, after a warm-up pass), plus one single-thread search call
+over all queries (qps_batch: without Python's per-call overhead).
+
+Writes JSON in the shape of hnswlib_bench.py's. Debian's python3-faiss
+(1.7.3) is built generic (no AVX2 kernels: faiss.get_compile_options()).
+Run with /usr/bin/python3.
+"""
+
+import argparse
+import json
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from peers.common import DEFAULT_EFS, K, load, parse_efs, percentile, read_rss, recall_at_k  # noqa: E402
+
+PROG = "faiss_bench.py"
+try:
+    import faiss
+    import numpy as np
+except ImportError as e:
+    sys.exit(f"{PROG}: {e}: install Debian's python3-faiss and run with /usr/bin/python3")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--base", required=True)
+    ap.add_argument("--query", required=True)
+    ap.add_argument("--gt", required=True)
+    ap.add_argument("--metric", choices=["l2", "ip", "cosine"], default="l2")
+    ap.add_argument("--threads", type=int, default=0, help="build threads, 0 = all cores")
+    ap.add_argument("--M", type=int, default=16)
+    ap.add_argument("--ef-construction", type=int, default=200)
+    ap.add_argument("--ef", default=DEFAULT_EFS, help="efSearch values (below k=10 dropped)")
+    ap.add_argument("--dataset", help="dataset name, recorded in the JSON")
+    ap.add_argument("--json", help="write the results here")
+    args = ap.parse_args()
+
+    efs = parse_efs(args.ef, PROG)
+    threads = args.threads if args.threads > 0 else (os.cpu_count() or 1)
+    base, query, gt = load(args, PROG)
+    n, dim = base.shape
+    nq = query.shape[0]
+    metric = faiss.METRIC_L2 if args.metric == "l2" else faiss.METRIC_INNER_PRODUCT
+    print(f"faiss IndexHNSWSQ8 {args.metric}: n {n}, dim {dim}, queries {nq}, M {args.M}, "
+          f"efConstruction {args.ef_construction}, threads {threads}", flush=True)
+
+    # The inputs are loaded before the baseline and stay alive, so the delta
+    # is the index (codes, graph, and the training's leftovers).
+    rss_before = read_rss()
+    faiss.omp_set_num_threads(threads)
+    t0 = time.perf_counter()
+    index = faiss.IndexHNSWSQ(dim, faiss.ScalarQuantizer.QT_8bit, args.M, metric)
+    index.hnsw.efConstruction = args.ef_construction
+    index.train(base)
+    index.add(base)
+    build_seconds = time.perf_counter() - t0
+    rss_after = read_rss()
+    bpv_rss = (rss_after - rss_before) / n
+    print(f"build: {build_seconds:.2f} s, {n / build_seconds:.0f} vectors/s")
+    print(f"memory: RSS {bpv_rss:.1f} B/vector (codes alone: {dim} B)")
+
+    faiss.omp_set_num_threads(1)
+    rows = [query[i:i + 1] for i in range(nq)]
+    points = []
+    print(f"\nsearch (single thread, k={K}, {nq} queries, one search call per query, warm-up pass first):")
+    print(f"{'efSearch':>12} {'recall@10':>12} {'QPS':>12} {'p50 us':>10} {'p99 us':>10} {'QPS batch':>12}")
+    for ef in efs:
+        index.hnsw.efSearch = ef
+        for row in rows:
+            index.search(row, K)
+        lat = np.empty(nq)
+        found = np.empty((nq, K), dtype=np.int64)
+        for i, row in enumerate(rows):
+            a = time.perf_counter_ns()
+            _, ids = index.search(row, K)
+            lat[i] = (time.perf_counter_ns() - a) / 1000.0
+            found[i] = ids[0]
+        a = time.perf_counter()
+        index.search(query, K)
+        batch_seconds = time.perf_counter() - a
+        lat.sort()
+        point = {"search_list": ef, "ef": ef, "recall_at_10": recall_at_k(found, gt),
+                 "qps": nq / (lat.sum() / 1e6), "p50_us": percentile(lat, 0.50),
+                 "p99_us": percentile(lat, 0.99), "qps_batch": nq / batch_seconds}
+        points.append(point)
+        print(f"{ef:>12} {point['recall_at_10']:>12.4f} {point['qps']:>12.0f} {point['p50_us']:>10.1f} "
+              f"{point['p99_us']:>10.1f} {point['qps_batch']:>12.0f}", flush=True)
+
+    options = faiss.get_compile_options().strip() if hasattr(faiss, "get_compile_options") else "unknown"
+    result = {
+        "engine": "faiss-hnswsq8",
+        "build": f"Debian python3-faiss {faiss.__version__} (compile options: {options})",
+        "index": f"IndexHNSWSQ(d, QT_8bit, M={args.M})",
+        "dataset": args.dataset,
+        "files": {"base": args.base, "query": args.query, "gt": args.gt},
+        "metric": args.metric,
+        "storage": "sq8",
+        "M": args.M,
+        "ef_construction": args.ef_construction,
+        "threads": args.threads,
+        "cores": os.cpu_count(),
+        "k": K,
+        "n": int(n),
+        "dim": int(dim),
+        "n_queries": int(nq),
+        "build_seconds": build_seconds,
+        "insert_rate": n / build_seconds,
+        "rss_bytes_delta": rss_after - rss_before,
+        "bytes_per_vector_arena": None,
+        "bytes_per_vector_rss": bpv_rss,
+        "avg_degree": None,
+        "avg_edge_slots": None,
+        "points": points,
+    }
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=2)
+            f.write("\n")
+        print(f"\nwrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,334 @@
+// hnswlib built for this CPU, as a benchmark peer of slimvec-bench.
+//
+// Debian's python3-hnswlib is compiled without AVX; this program compiles
+// the same hnswlib (0.6.2, the header-only libhnswlib-dev) with
+// -O3 -march=native, so its distance kernels are the best this CPU has.
+// It is a benchmark peer only, never part of the default build:
+// compare.py compiles it on the fly (g++ -O3 -march=native -std=c++17
+// -pthread) into a cache directory, and tests/bench/CMakeLists.txt has it
+// behind -DSV_BENCH_NATIVE_PEERS=ON.
+//
+// Reads a TEXMEX .fvecs base and query file and an .ivecs ground truth,
+// builds a HierarchicalNSW index (addPoint from --threads threads), then for
+// each --ef measures single-thread recall@10, QPS (queries / summed
+// per-query wall time), p50 and p99 latency, after one warm-up pass. Writes
+// JSON in the shape of hnswlib_bench.py's.
+//
+//   hnswlib-native --base B.fvecs --query Q.fvecs --gt G.ivecs [--metric l2|ip|cosine]
+//                  [--threads 0] [--M 16] [--ef-construction 200] [--seed 100]
+//                  [--ef 10,16,...] [--dataset NAME] [--json OUT]
+#include <hnswlib/hnswlib.h>
+#include <malloc.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cerrno>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <unordered_set>
+#include <vector>
+
+namespace {
+
+constexpr size_t K = 10;
+constexpr const char *BUILD_NOTE = "hnswlib 0.6.2 headers (Debian libhnswlib-dev), g++ -O3 -march=native";
+
+#if defined(__AVX512F__)
+constexpr const char *SIMD = "avx512";
+#elif defined(__AVX__)
+constexpr const char *SIMD = "avx";
+#elif defined(__SSE__)
+constexpr const char *SIMD = "sse";
+#else
+constexpr const char *SIMD = "none";
+#endif
+
+[[noreturn]] void die(const std::string &msg) {
+    std::fprintf(stderr, "hnswlib-native: %s\n", msg.c_str());
+    std::exit(2);
+}
+
+// A TEXMEX file: rows records of a 4-byte dimension header and dim 4-byte
+// values (float for .fvecs, int32 for .ivecs).
+template <typename T>
+struct Matrix {
+    size_t rows = 0, dim = 0;
+    std::vector<T> data;
+    T *row(size_t i) { return data.data() + i * dim; }
+    const T *row(size_t i) const { return data.data() + i * dim; }
+};
+
+template <typename T>
+Matrix<T> read_vecs(const std::string &path) {
+    std::ifstream in(path, std::ios::binary | std::ios::ate);
+    if (!in)
+        die(path + ": cannot open");
+    std::vector<char> raw(size_t(in.tellg()));
+    in.seekg(0);
+    if (!in.read(raw.data(), std::streamsize(raw.size())))
+        die(path + ": cannot read");
+    if (raw.size() < 4 || raw.size() % 4 != 0)
+        die(path + ": size " + std::to_string(raw.size()) + " is not a whole number of 4-byte values");
+    int32_t dim;
+    std::memcpy(&dim, raw.data(), 4);
+    if (dim <= 0 || dim > (1 << 20))
+        die(path + ": offset 0: dimension header " + std::to_string(dim) + " is not in 1..1048576");
+    size_t rec = 4 * (size_t(dim) + 1);
+    if (raw.size() % rec != 0)
+        die(path + ": size " + std::to_string(raw.size()) + " is not a multiple of the record size " +
+            std::to_string(rec) + ": truncated, or not a TEXMEX file");
+    Matrix<T> m;
+    m.rows = raw.size() / rec;
+    m.dim = size_t(dim);
+    m.data.resize(m.rows * m.dim);
+    for (size_t r = 0; r < m.rows; r++) {
+        int32_t h;
+        std::memcpy(&h, raw.data() + r * rec, 4);
+        if (h != dim)
+            die(path + ": record " + std::to_string(r) + " at offset " + std::to_string(r * rec) +
+                " has dimension header " + std::to_string(h) + ", expected " + std::to_string(dim));
+        std::memcpy(m.row(r), raw.data() + r * rec + 4, 4 * m.dim);
+    }
+    return m;
+}
+
+// VmRSS from /proc/self/status, in bytes, after handing free heap pages
+// back to the system (else the index could reuse pages the readers freed
+// but which still count as resident, and its delta would come out short).
+long long read_rss() {
+    malloc_trim(0);
+    std::ifstream in("/proc/self/status");
+    std::string line;
+    while (std::getline(in, line))
+        if (line.compare(0, 6, "VmRSS:") == 0)
+            return std::atoll(line.c_str() + 6) * 1024LL;
+    die("/proc/self/status: no VmRSS line");
+}
+
+void normalise(Matrix<float> &m) {
+    for (size_t i = 0; i < m.rows; i++) {
+        float *v = m.row(i);
+        double s = 0;
+        for (size_t j = 0; j < m.dim; j++)
+            s += double(v[j]) * v[j];
+        if (s > 0) {
+            float inv = float(1.0 / std::sqrt(s));
+            for (size_t j = 0; j < m.dim; j++)
+                v[j] *= inv;
+        }
+    }
+}
+
+size_t parse_count(const char *flag, const std::string &s, size_t min) {
+    char *end = nullptr;
+    unsigned long long v = std::strtoull(s.c_str(), &end, 10);
+    if (s.empty() || *end || s[0] == '-' || v < min)
+        die(std::string(flag) + ": '" + s + "' is not a whole number >= " + std::to_string(min));
+    return size_t(v);
+}
+
+std::string json_str(const std::string &s) {
+    std::string out = "\"";
+    for (unsigned char c : s) {
+        if (c == '"' || c == '\\') {
+            out += '\\';
+            out += char(c);
+        } else if (c < 0x20) {
+            char buf[8];
+            std::snprintf(buf, sizeof buf, "\\u%04x", c);
+            out += buf;
+        } else {
+            out += char(c);
+        }
+    }
+    return out + "\"";
+}
+
+struct Point {
+    size_t ef;
+    double recall, qps, p50_us, p99_us;
+};
+
+// The nearest-rank percentile of sorted values, as hnswlib_bench.py takes it.
+double percentile(const std::vector<double> &sorted, double q) {
+    long i = long(std::ceil(q * double(sorted.size()))) - 1;
+    return sorted[size_t(std::max(0L, i))];
+}
+
+}  // namespace
+
+int main(int argc, char **argv) {
+    std::string base_path, query_path, gt_path, metric = "l2", dataset, json_path;
+    std::string ef_list = "10,16,20,32,40,50,64,80,100,128,160,200,256,400,512";
+    size_t threads = 0, M = 16, efc = 200, seed = 100;
+    for (int i = 1; i < argc; i++) {
+        std::string a = argv[i];
+        if (a == "-h" || a == "--help") {
+            std::printf("usage: hnswlib-native --base B.fvecs --query Q.fvecs --gt G.ivecs [--metric l2|ip|cosine]\n"
+                        "       [--threads 0] [--M 16] [--ef-construction 200] [--seed 100]\n"
+                        "       [--ef 10,16,...] [--dataset NAME] [--json OUT]\n");
+            return 0;
+        }
+        if (i + 1 >= argc)
+            die(a + ": needs a value (or unknown option)");
+        std::string v = argv[++i];
+        if (a == "--base") base_path = v;
+        else if (a == "--query") query_path = v;
+        else if (a == "--gt") gt_path = v;
+        else if (a == "--metric") metric = v;
+        else if (a == "--threads") threads = parse_count("--threads", v, 0);
+        else if (a == "--M") M = parse_count("--M", v, 2);
+        else if (a == "--ef-construction") efc = parse_count("--ef-construction", v, 1);
+        else if (a == "--seed") seed = parse_count("--seed", v, 0);
+        else if (a == "--ef") ef_list = v;
+        else if (a == "--dataset") dataset = v;
+        else if (a == "--json") json_path = v;
+        else die("unknown option " + a);
+    }
+    if (base_path.empty() || query_path.empty() || gt_path.empty())
+        die("need --base, --query and --gt");
+    if (metric != "l2" && metric != "ip" && metric != "cosine")
+        die("--metric: '" + metric + "' is not l2, ip or cosine");
+    std::vector<size_t> efs;
+    {
+        std::stringstream ss(ef_list);
+        std::string tok;
+        while (std::getline(ss, tok, ','))
+            if (size_t ef = parse_count("--ef", tok, 1); ef >= K)
+                efs.push_back(ef);  // hnswlib searches with max(ef, k) anyway
+        if (efs.empty())
+            die("--ef: no value >= k=10");
+    }
+    unsigned cores = std::max(1u, std::thread::hardware_concurrency());
+    size_t nthreads = threads ? threads : cores;
+
+    Matrix<float> base = read_vecs<float>(base_path);
+    Matrix<float> query = read_vecs<float>(query_path);
+    Matrix<int32_t> gt = read_vecs<int32_t>(gt_path);
+    size_t n = base.rows, dim = base.dim, nq = query.rows;
+    if (query.dim != dim)
+        die(base_path + " has dimension " + std::to_string(dim) + " but " + query_path + " has " +
+            std::to_string(query.dim));
+    if (gt.rows != nq || gt.dim < K)
+        die(gt_path + ": " + std::to_string(gt.rows) + " rows of " + std::to_string(gt.dim) +
+            " ids; need one row of >= 10 per query");
+    if (n < K)
+        die(base_path + ": need at least 10 base vectors");
+    // Cosine: unit vectors, then inner product (hnswlib's own "cosine").
+    if (metric == "cosine") {
+        normalise(base);
+        normalise(query);
+    }
+    hnswlib::L2Space l2(dim);
+    hnswlib::InnerProductSpace ip(dim);
+    hnswlib::SpaceInterface<float> *space = metric == "l2" ? static_cast<hnswlib::SpaceInterface<float> *>(&l2) : &ip;
+
+    std::printf("hnswlib-native (%s) %s: n %zu, dim %zu, queries %zu, M %zu, ef_construction %zu, threads %zu\n",
+                SIMD, metric.c_str(), n, dim, nq, M, efc, nthreads);
+    std::fflush(stdout);
+
+    // The inputs are loaded before the baseline and live to the end, so the
+    // delta is the index alone.
+    long long rss_before = read_rss();
+    auto t0 = std::chrono::steady_clock::now();
+    auto *index = new hnswlib::HierarchicalNSW<float>(space, n, M, efc, seed);
+    // The first point alone (it becomes the entry point), then the rest
+    // from nthreads threads taking ids off one counter.
+    index->addPoint(base.row(0), 0);
+    std::atomic<size_t> next{1};
+    std::vector<std::thread> pool;
+    for (size_t t = 0; t < nthreads; t++)
+        pool.emplace_back([&] {
+            for (size_t i; (i = next.fetch_add(1)) < n;)
+                index->addPoint(base.row(i), hnswlib::labeltype(i));
+        });
+    for (auto &th : pool)
+        th.join();
+    double build_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    long long rss_after = read_rss();
+    double bpv_rss = double(rss_after - rss_before) / double(n);
+    // Layer 0 per element as hnswlib lays it out: 2M links + a count, the
+    // float vector, the 8-byte label.
+    size_t bpv_level0 = (2 * M * 4 + 4) + dim * 4 + 8;
+    std::printf("build: %.2f s, %.0f vectors/s\nmemory: RSS %.1f B/vector (layer 0 alone: %zu B)\n",
+                build_seconds, double(n) / build_seconds, bpv_rss, bpv_level0);
+
+    std::printf("\nsearch (single thread, k=%zu, %zu queries, warm-up pass first):\n", K, nq);
+    std::printf("%12s %12s %12s %10s %10s\n", "ef", "recall@10", "QPS", "p50 us", "p99 us");
+    std::vector<Point> points;
+    std::vector<double> lat(nq);
+    std::vector<hnswlib::labeltype> found(nq * K);
+    for (size_t ef : efs) {
+        index->setEf(ef);
+        for (size_t q = 0; q < nq; q++)
+            index->searchKnn(query.row(q), K);
+        for (size_t q = 0; q < nq; q++) {
+            auto a = std::chrono::steady_clock::now();
+            auto res = index->searchKnn(query.row(q), K);
+            auto b = std::chrono::steady_clock::now();
+            lat[q] = std::chrono::duration<double, std::micro>(b - a).count();
+            for (size_t j = 0; j < K; j++) {
+                found[q * K + j] = res.empty() ? hnswlib::labeltype(-1) : res.top().second;
+                if (!res.empty())
+                    res.pop();
+            }
+        }
+        size_t hits = 0;
+        for (size_t q = 0; q < nq; q++) {
+            std::unordered_set<long long> truth(gt.row(q), gt.row(q) + K);
+            for (size_t j = 0; j < K; j++)
+                hits += truth.count((long long)found[q * K + j]);
+        }
+        double total_us = 0;
+        for (double l : lat)
+            total_us += l;
+        std::vector<double> sorted = lat;
+        std::sort(sorted.begin(), sorted.end());
+        Point p{ef, double(hits) / double(K * nq), double(nq) / (total_us / 1e6), percentile(sorted, 0.50),
+                percentile(sorted, 0.99)};
+        points.push_back(p);
+        std::printf("%12zu %12.4f %12.0f %10.1f %10.1f\n", ef, p.recall, p.qps, p.p50_us, p.p99_us);
+        std::fflush(stdout);
+    }
+    delete index;
+
+    if (json_path.empty())
+        return 0;
+    FILE *f = std::fopen(json_path.c_str(), "w");
+    if (!f)
+        die(json_path + ": cannot write: " + std::strerror(errno));
+    std::fprintf(f, "{\n  \"engine\": \"hnswlib-native\",\n  \"build\": %s,\n  \"hnswlib_build\": %s,\n"
+                    "  \"simd\": \"%s\",\n  \"dataset\": %s,\n",
+                 json_str(BUILD_NOTE).c_str(), json_str(BUILD_NOTE).c_str(), SIMD,
+                 dataset.empty() ? "null" : json_str(dataset).c_str());
+    std::fprintf(f, "  \"files\": {\"base\": %s, \"query\": %s, \"gt\": %s},\n",
+                 json_str(base_path).c_str(), json_str(query_path).c_str(), json_str(gt_path).c_str());
+    std::fprintf(f, "  \"metric\": \"%s\",\n  \"storage\": \"f32\",\n  \"M\": %zu,\n  \"ef_construction\": %zu,\n"
+                    "  \"seed\": %zu,\n  \"threads\": %zu,\n  \"cores\": %u,\n  \"k\": %zu,\n  \"n\": %zu,\n"
+                    "  \"dim\": %zu,\n  \"n_queries\": %zu,\n",
+                 metric.c_str(), M, efc, seed, threads, cores, K, n, dim, nq);
+    std::fprintf(f, "  \"build_seconds\": %.6f,\n  \"insert_rate\": %.3f,\n  \"rss_bytes_delta\": %lld,\n"
+                    "  \"bytes_per_vector_arena\": null,\n  \"bytes_per_vector_rss\": %.3f,\n"
+                    "  \"bytes_per_vector_level0\": %zu,\n  \"avg_degree\": null,\n  \"avg_edge_slots\": null,\n"
+                    "  \"points\": [",
+                 build_seconds, double(n) / build_seconds, rss_after - rss_before, bpv_rss, bpv_level0);
+    for (size_t i = 0; i < points.size(); i++) {
+        const Point &p = points[i];
+        std::fprintf(f, "%s\n    {\"search_list\": %zu, \"ef\": %zu, \"recall_at_10\": %.6f, \"qps\": %.3f, "
+                        "\"p50_us\": %.3f, \"p99_us\": %.3f}",
+                     i ? "," : "", p.ef, p.ef, p.recall, p.qps, p.p50_us, p.p99_us);
+    }
+    std::fprintf(f, "\n  ]\n}\n");
+    if (std::fclose(f) != 0)
+        die(json_path + ": write failed");
+    std::printf("\nwrote %s\n", json_path.c_str());
+    return 0;
+}
