@@ -21,6 +21,7 @@
  *   durable stats_lock                                   (leaf)
  *   wal lock                                             (leaf: appends, syncs, rotation)
  *   collection pool_lock                                 (leaf: search scratch)
+ *   collection calib_lock                                (leaf: the recall calibration)
  *
  *   snap_lock   one snapshot of a collection at a time (and drop vs snapshot)
  *   maint_lock  one flush or consolidation of a durable collection at a time

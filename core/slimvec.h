@@ -171,10 +171,44 @@ typedef struct sv_search_opts {
     uint32_t search_list;
     uint32_t rerank;
     const sv_interrupt *intr;  /* may be NULL */
+    /* 0 < target_recall <= 1: the search list is the calibration's smallest
+     * one that reached this recall@10 (sv_collection_calibrate), the largest
+     * it measured when none did; search_list is used when the collection
+     * has no calibration yet. */
+    float target_recall;
+    uint32_t *used_search_list; /* may be NULL: receives the list searched */
 } sv_search_opts;
 sv_status sv_collection_search_opts(sv_collection *c, const float *query, uint32_t dim,
                                     const sv_search_opts *o, sv_hit *hits, size_t *n_hits,
                                     sv_error *err);
+
+/*
+ * Recall calibration (calibrate.c): `queries` (1..1000) of the collection's
+ * own vectors, picked with `seed`, each searched for with itself left out,
+ * give recall@10 at each search list of a grid (10 .. 1024, stopping once
+ * recall reaches 0.9995), against the exact answer over every live vector
+ * (the originals when on disk: then the figures include the codes' error;
+ * else the stored vectors). The curve is kept (replacing the last) for
+ * target_recall and sv_collection_calibration. Runs concurrently with
+ * everything; takes about queries x (live vectors + the grid's searches).
+ */
+typedef struct sv_calib_point {
+    uint32_t search_list;
+    float recall;
+} sv_calib_point;
+typedef struct sv_calibration {
+    uint32_t queries;
+    uint64_t live;           /* live vectors when it ran */
+    int exact;               /* 1: against the originals on disk */
+    double seconds;
+    uint32_t n_points;       /* 0: never calibrated */
+    sv_calib_point points[16];
+} sv_calibration;
+sv_status sv_collection_calibrate(sv_collection *c, uint32_t queries, uint64_t seed, sv_error *err);
+/* The last calibration; 0 when there is none. */
+int sv_collection_calibration(sv_collection *c, sv_calibration *out);
+/* The smallest search list that reached target, 0 when none did. */
+uint32_t sv_calibration_search_list(const sv_calibration *cal, float target);
 
 /* The stored vector of an id (the original when originals are on disk, else
  * dequantized for int8; normalised for cosine). */

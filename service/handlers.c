@@ -236,6 +236,28 @@ static Slimvec__V1__CollectionInfo *make_info(svd_coll *c, svd_reply *r)
     info->avg_degree = s.avg_degree;
     info->avg_edge_slots = s.avg_edge_slots;
     info->avg_edge_bytes = s.avg_edge_bytes;
+    sv_calibration cal;
+    if (sv_durable_calibration(c->dur, &cal)) {
+        Slimvec__V1__Calibration *cm = svd_own(r, sizeof *cm);
+        Slimvec__V1__CalibrationPoint *pv = svd_own_array(r, cal.n_points, sizeof *pv);
+        Slimvec__V1__CalibrationPoint **pp = svd_own_array(r, cal.n_points, sizeof *pp);
+        if (!cm || !pv || !pp)
+            return NULL;
+        slimvec__v1__calibration__init(cm);
+        cm->queries = cal.queries;
+        cm->vectors = cal.live;
+        cm->exact = cal.exact;
+        cm->seconds = cal.seconds;
+        for (uint32_t i = 0; i < cal.n_points; i++) {
+            slimvec__v1__calibration_point__init(&pv[i]);
+            pv[i].search_list = cal.points[i].search_list;
+            pv[i].recall_at_10 = cal.points[i].recall;
+            pp[i] = &pv[i];
+        }
+        cm->n_points = cal.n_points;
+        cm->points = pp;
+        info->calibration = cm;
+    }
     mem->allocated_bytes = sv_arena_allocated(c->arena);
     mem->bytes_per_vector = s.live ? (double)mem->allocated_bytes / (double)s.live : 0.0;
     mem->vectors_bytes_estimate = s.est_bytes_vectors;
@@ -745,7 +767,22 @@ void svd_search_into(svd_app *app, svd_ctx *ctx, const Slimvec__V1__SearchReques
                         "k=%u is outside 1..%u", k, app->limits.max_k);
         goto done;
     }
+    /* A recall instead of a list: the collection's calibration decides. */
+    float target = req->target_recall != 0.0f ? req->target_recall
+                   : req->search_list ? 0.0f : app->limits.default_target_recall;
+    if (target != 0.0f && !(target > 0.0f && target <= 1.0f)) {
+        svd_reply_error(r, GRPC_STATUS_INVALID_ARGUMENT, "target_recall %g is outside (0, 1]", (double)target);
+        goto done;
+    }
     uint32_t L = req->search_list ? req->search_list : 64;
+    sv_calibration cal;
+    if (target != 0.0f && sv_durable_calibration(c->dur, &cal)) {
+        L = sv_calibration_search_list(&cal, target);
+        if (!L) /* beyond what was measured: the best known */
+            L = cal.points[cal.n_points - 1].search_list;
+        if (L > app->limits.max_search_list) /* the client named no list: stay in bounds */
+            L = app->limits.max_search_list;
+    }
     if (L > app->limits.max_search_list) {
         svd_reply_error(r, GRPC_STATUS_RESOURCE_EXHAUSTED,
                         "search_list %u is over the server's --max-search-list %u", L,
@@ -845,6 +882,7 @@ void svd_search_into(svd_app *app, svd_ctx *ctx, const Slimvec__V1__SearchReques
     }
     resp->n_results = m;
     resp->results = results;
+    resp->search_list = L;
 done:
     svd_registry_put(app->registry, c);
 }

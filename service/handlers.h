@@ -20,6 +20,8 @@ typedef struct svd_limits {
     uint64_t max_search_work;    /* queries x (search list + buffered / 16) per request */
     uint32_t max_get_ids;        /* most ids one Get may ask for */
     uint32_t max_flush_threshold;/* largest flush threshold a collection may have */
+    float default_target_recall; /* a search that names neither a list nor a recall
+                                    (0: the fixed default list, 64) */
 } svd_limits;
 
 typedef struct svd_app {

@@ -83,6 +83,15 @@ static void usage(FILE *f)
             "  --max-dim N          largest collection dimension (SLIMVEC_MAX_DIM, default 4096)\n"
             "  --max-k N            most neighbours per query (SLIMVEC_MAX_K, default 1000)\n"
             "  --max-search-list N  largest search list per query (SLIMVEC_MAX_SEARCH_LIST, default 1024)\n"
+            "  --default-target-recall R  a search that gives neither search_list nor target_recall\n"
+            "                       gets the search list the collection's calibration says reaches\n"
+            "                       recall@10 R (SLIMVEC_DEFAULT_TARGET_RECALL, default 0.95; 0 = the\n"
+            "                       fixed list 64; 64 too before a collection is calibrated)\n"
+            "  --calibration-queries N  vectors of its own a collection is calibrated with (recall by\n"
+            "                       search list; see Describe) (SLIMVEC_CALIBRATION_QUERIES, default\n"
+            "                       100; 0 = never)\n"
+            "  --calibration-min N  calibrate once a collection holds N vectors, again when it has\n"
+            "                       doubled or halved (SLIMVEC_CALIBRATION_MIN, default 1000)\n"
             "  --max-search-work N  most work per search request: queries x (search list + buffered\n"
             "                       vectors / 16) (SLIMVEC_MAX_SEARCH_WORK, default 2000000)\n"
             "  --max-batch N        most vectors or queries per message (SLIMVEC_MAX_BATCH, default 10000)\n"
@@ -258,7 +267,7 @@ static int load_config(config *cfg, int argc, char **argv)
            inflight = 256 << 20, grpc_memory = 512 << 20, send_timeout = 30, max_list = 1024,
            max_work = 2000000, max_get = 1000, max_colls = 10000, max_threshold = 65536,
            buffer_factor = 2, cons_ratio = 0.05, cons_min = 64, compact_ratio = 0.05, quiet = 10,
-           arenas = 16;
+           arenas = 16, target_recall = 0.95, cal_queries = 100, cal_min = 1000;
     const char *memory_cap = "0", *client_auth = NULL, *metrics_tls = "off", *metrics_auth = NULL;
     double reload_seconds = 5;
     double apply_delay_ms = 0;
@@ -288,6 +297,9 @@ static int load_config(config *cfg, int argc, char **argv)
         {"--max-k", "SLIMVEC_MAX_K", 1, SV_K_MAX, &max_k, NULL},
         {"--max-search-list", "SLIMVEC_MAX_SEARCH_LIST", 1, SV_L_MAX, &max_list, NULL},
         {"--max-search-work", "SLIMVEC_MAX_SEARCH_WORK", 1, 1e15, &max_work, NULL},
+        {"--default-target-recall", "SLIMVEC_DEFAULT_TARGET_RECALL", 0, 1, &target_recall, NULL},
+        {"--calibration-queries", "SLIMVEC_CALIBRATION_QUERIES", 0, 1000, &cal_queries, NULL},
+        {"--calibration-min", "SLIMVEC_CALIBRATION_MIN", 12, 1e12, &cal_min, NULL},
         {"--max-batch", "SLIMVEC_MAX_BATCH", 1, 1000000, &max_batch, NULL},
         {"--max-get-ids", "SLIMVEC_MAX_GET_IDS", 1, 1000000, &max_get, NULL},
         {"--max-id-len", "SLIMVEC_MAX_ID_LEN", 1, SV_ID_MAX, &max_id, NULL},
@@ -532,6 +544,8 @@ static int load_config(config *cfg, int argc, char **argv)
                                      .consolidate_min = (uint64_t)cons_min,
                                      .compact_ratio = compact_ratio,
                                      .quiet_seconds = quiet,
+                                     .calibration_queries = (uint32_t)cal_queries,
+                                     .calibration_min = (uint64_t)cal_min,
                                      .snapshots = cfg->data_dir && snapshot_bytes > 0};
     cfg->limits = (svd_limits){.max_dim = (uint32_t)max_dim,
                                .max_k = (uint32_t)max_k,
@@ -541,7 +555,8 @@ static int load_config(config *cfg, int argc, char **argv)
                                .max_search_list = (uint32_t)max_list,
                                .max_search_work = (uint64_t)max_work,
                                .max_get_ids = (uint32_t)max_get,
-                               .max_flush_threshold = (uint32_t)max_threshold};
+                               .max_flush_threshold = (uint32_t)max_threshold,
+                               .default_target_recall = (float)target_recall};
     return 0;
 }
 

@@ -109,6 +109,25 @@ static void run_tasks(svd_maint *m)
     }
 }
 
+/* Recall by search list, measured when the collection first reaches
+ * calibration_min vectors and again once it doubled or halved (with none
+ * buffered: the measure is of the graph as it will stay). */
+static void calibrate_if_due(svd_maint *m, svd_coll *c, const sv_stats *counts, double idle)
+{
+    /* Only between bursts of writes (none for a period): it holds this
+     * thread, and flushes waiting behind it would let ingest run into its
+     * buffer limit and memory into the cap. */
+    if (!m->o.calibration_queries || counts->live < m->o.calibration_min || counts->buffered ||
+        idle * 1000.0 < m->o.period_ms)
+        return;
+    sv_calibration cal;
+    if (sv_durable_calibration(c->dur, &cal) && counts->live < 2 * cal.live && 2 * counts->live > cal.live)
+        return;
+    sv_error err;
+    if (sv_durable_calibrate(c->dur, m->o.calibration_queries, counts->live, &err) != SV_OK)
+        fprintf(stderr, "slimvecd: calibration of \"%s\" failed: %s\n", c->name, err.message);
+}
+
 /* What one collection needs now. */
 static void tend(svd_maint *m, svd_coll *c)
 {
@@ -142,6 +161,7 @@ static void tend(svd_maint *m, svd_coll *c)
         if (sv_durable_compact(c->dur, NULL, &err) != SV_OK && err.code != SV_ERR_NOT_FOUND)
             fprintf(stderr, "slimvecd: compaction of \"%s\" failed: %s\n", c->name, err.message);
     }
+    calibrate_if_due(m, c, &counts, now0 - c->quiet_since);
     if (!m->o.snapshots || !sv_durable_snapshot_due(c->dur))
         return;
     double now = now_seconds();

@@ -13,7 +13,11 @@
  *     and compact whatever is left below those ratios: a quiet collection
  *     ends with no tombstone and no free slot;
  *   - snapshot when the log passed --snapshot-log-bytes; a failed snapshot
- *     is retried after a back-off that doubles up to five minutes.
+ *     is retried after a back-off that doubles up to five minutes;
+ *   - calibrate recall by search list (sv_collection_calibrate) once a
+ *     collection holds calibration_min vectors with none buffered and has
+ *     had no writes for a period, and again when its count has doubled or
+ *     halved since.
  * After each step that empties a buffer it calls `wake` (the RPC server
  * runs deferred ingest again).
  */
@@ -32,6 +36,9 @@ typedef struct svd_maint_options {
     double quiet_seconds;        /* a collection without writes this long is consolidated and
                                     compacted whatever the ratios (0: never) */
     int snapshots;               /* 1: snapshot when the log passed the threshold */
+    uint32_t calibration_queries;/* recall calibration's queries (0: never calibrate) */
+    uint64_t calibration_min;    /* first calibration at this many vectors, then again
+                                    when the count has doubled or halved */
     void (*wake)(void *ctx);     /* after a step that made room (may be NULL) */
     void *wake_ctx;
 } svd_maint_options;

@@ -529,6 +529,59 @@ START_TEST(test_recall_all_metrics)
 }
 END_TEST
 
+/* Calibration: a curve that rises with the search list, and a search that
+ * asks for a recall gets about that recall on fresh queries. */
+START_TEST(test_calibration_target_recall)
+{
+    const uint32_t dim = 32, n = 6000, nq = 200, k = 10;
+    float *v = tu_gaussian(n, dim, 21);
+    float *q = tu_gaussian(nq, dim, 22);
+    uint32_t *truth = tu_exact_knn(v, n, q, nq, dim, k, SV_METRIC_L2, NULL);
+    sv_collection *c = make(dim, SV_METRIC_L2, SV_STORAGE_INT8, 0);
+    sv_calibration cal;
+    ck_assert_int_eq(sv_collection_calibration(c, &cal), 0);
+    sv_error err;
+    ck_assert_int_eq(sv_collection_calibrate(c, 50, 1, &err), SV_ERR_INVALID_ARGUMENT); /* empty */
+    tu_add_rows(c, v, 0, n, dim);
+    ck_assert(sv_collection_flush(c, NULL) == SV_OK);
+    /* Without a calibration, target_recall falls back to the search list. */
+    sv_hit hits[10];
+    size_t nh = 0;
+    uint32_t used = 0;
+    sv_search_opts so = {.k = k, .search_list = 33, .target_recall = 0.9f, .used_search_list = &used};
+    ck_assert_int_eq(sv_collection_search_opts(c, q, dim, &so, hits, &nh, &err), SV_OK);
+    ck_assert_uint_eq(used, 33);
+    ck_assert_msg(sv_collection_calibrate(c, 100, 7, &err) == SV_OK, "%s", err.message);
+    ck_assert_int_eq(sv_collection_calibration(c, &cal), 1);
+    ck_assert_uint_eq(cal.queries, 100);
+    ck_assert_uint_eq(cal.live, n);
+    ck_assert_uint_ge(cal.n_points, 4);
+    for (uint32_t i = 0; i < cal.n_points; i++)
+        fprintf(stderr, "calibration: L %u recall %.3f\n", cal.points[i].search_list, (double)cal.points[i].recall);
+    ck_assert(cal.points[0].recall < cal.points[cal.n_points - 1].recall);
+    ck_assert(cal.points[cal.n_points - 1].recall >= 0.95f);
+    for (float target = 0.8f; target <= 0.951f; target += 0.15f) {
+        uint32_t L = sv_calibration_search_list(&cal, target);
+        ck_assert_uint_gt(L, 0);
+        so = (sv_search_opts){.k = k, .target_recall = target, .used_search_list = &used};
+        ck_assert_int_eq(sv_collection_search_opts(c, q, dim, &so, hits, &nh, &err), SV_OK);
+        ck_assert_uint_eq(used, L);
+        double r = tu_recall(c, q, nq, dim, k, L, truth);
+        fprintf(stderr, "target %.2f: search list %u, recall on fresh queries %.3f\n", (double)target, L, r);
+        ck_assert_msg(r >= target - 0.05, "target %.2f: recall %.3f", (double)target, r);
+    }
+    so.target_recall = 1.5f;
+    ck_assert_int_eq(sv_collection_search_opts(c, q, dim, &so, hits, &nh, &err), SV_ERR_INVALID_ARGUMENT);
+    so.target_recall = 1.0f; /* beyond the curve: its largest list */
+    ck_assert_int_eq(sv_collection_search_opts(c, q, dim, &so, hits, &nh, &err), SV_OK);
+    ck_assert_uint_ge(used, cal.points[cal.n_points - 1].search_list);
+    sv_collection_free(c);
+    free(truth);
+    free(q);
+    free(v);
+}
+END_TEST
+
 START_TEST(test_edges_on_demand)
 {
     const uint32_t dim = 16;
@@ -598,6 +651,7 @@ static Suite *suite(void)
     tcase_add_test(tc, test_compact_after_churn);
     tcase_add_test(tc, test_recall_all_metrics);
     tcase_add_test(tc, test_edges_on_demand);
+    tcase_add_test(tc, test_calibration_target_recall);
     tcase_add_test(tc, test_assigned_ids_cost_no_strings);
     suite_add_tcase(s, tc);
     return s;

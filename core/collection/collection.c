@@ -107,6 +107,7 @@ sv_status sv_collection_create(const sv_params *params, sv_collection **out, sv_
     atomic_fetch_add(&c->t_other.bytes, (long long)sv_good_size(&c->alloc, sizeof *c));
     pthread_mutex_init(&c->maint, NULL);
     pthread_mutex_init(&c->pool_lock, NULL);
+    pthread_mutex_init(&c->calib_lock, NULL);
     pthread_rwlockattr_t attr;
     pthread_rwlockattr_init(&attr);
     /* Searches never stop: without writer preference an add could starve. */
@@ -154,6 +155,7 @@ void sv_collection_free(sv_collection *c)
     }
     sv_mem_free(&c->alloc, &c->t_other, c->pool, c->pool_cap * sizeof *c->pool);
     pthread_mutex_destroy(&c->pool_lock);
+    pthread_mutex_destroy(&c->calib_lock);
     pthread_rwlock_destroy(&c->lock);
     pthread_mutex_destroy(&c->maint);
     sv_allocator hook = c->alloc;

@@ -79,6 +79,9 @@ struct sv_collection {
      * slot: allocating and clearing it per query would cost O(n)). One per
      * concurrent search at most; charged to t_other. */
     pthread_mutex_t pool_lock;
+    /* The last recall calibration (calibrate.c); calib_lock is a leaf. */
+    pthread_mutex_t calib_lock;
+    sv_calibration calib;
     sv_scratch **pool;
     uint32_t pool_n, pool_cap;
 };

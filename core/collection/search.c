@@ -138,7 +138,20 @@ sv_status sv_collection_search_opts(sv_collection *c, const float *query, uint32
         return sv_fail(err, SV_ERR_INVALID_ARGUMENT, "search list %u is over %d", search_list, SV_L_MAX);
     if ((st = sv_coll_check_vector(c, query, SIZE_MAX, err)) != SV_OK)
         return st;
+    if (o->target_recall != 0.0f) {
+        if (!(o->target_recall > 0.0f && o->target_recall <= 1.0f))
+            return sv_fail(err, SV_ERR_INVALID_ARGUMENT, "target recall %g is outside (0, 1]",
+                           (double)o->target_recall);
+        sv_calibration cal;
+        if (sv_collection_calibration(c, &cal)) {
+            search_list = sv_calibration_search_list(&cal, o->target_recall);
+            if (!search_list) /* beyond what was measured: the best known */
+                search_list = cal.points[cal.n_points - 1].search_list;
+        }
+    }
     uint32_t L = search_list < k ? k : search_list;
+    if (o->used_search_list)
+        *o->used_search_list = L;
     uint32_t depth = 0; /* 0: no re-ranking */
     if (c->orig && o->rerank != SV_RERANK_OFF) {
         depth = o->rerank ? o->rerank : L;

@@ -794,6 +794,16 @@ sv_status sv_durable_search(sv_durable *d, const float *query, uint32_t dim, con
     return sv_collection_search_opts(d->c, query, dim, o, hits, n_hits, err);
 }
 
+sv_status sv_durable_calibrate(sv_durable *d, uint32_t queries, uint64_t seed, sv_error *err)
+{
+    return sv_collection_calibrate(d->c, queries, seed, err);
+}
+
+int sv_durable_calibration(sv_durable *d, sv_calibration *out)
+{
+    return sv_collection_calibration(d->c, out);
+}
+
 sv_status sv_durable_get(sv_durable *d, const char *id, float *out, uint32_t dim, sv_error *err)
 {
     return sv_collection_get(d->c, id, out, dim, err);

@@ -151,6 +151,10 @@ const sv_params *sv_durable_params(const sv_durable *d);
 sv_status sv_durable_search(sv_durable *d, const float *query, uint32_t dim, const sv_search_opts *o,
                             sv_hit *hits, size_t *n_hits, sv_error *err);
 sv_status sv_durable_get(sv_durable *d, const char *id, float *out, uint32_t dim, sv_error *err);
+/* Recall calibration of the collection (sv_collection_calibrate) and the
+ * last one (0: none). */
+sv_status sv_durable_calibrate(sv_durable *d, uint32_t queries, uint64_t seed, sv_error *err);
+int sv_durable_calibration(sv_durable *d, sv_calibration *out);
 uint64_t sv_durable_count(sv_durable *d);
 size_t sv_durable_id_len_max(sv_durable *d);
 void sv_durable_collection_stats(sv_durable *d, sv_stats *out);

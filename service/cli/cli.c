@@ -369,6 +369,7 @@ static const char usage_text[] =
     "  search  --collection C --query Q.fvecs --gt G.ivecs [--k N (10)]\n"
     "          [--search-list L (0 = server default)] [--window N (8)] [--json OUT]\n"
     "          [--rerank-depth N (0 = the search list)] [--no-rerank]   (originals on disk)\n"
+    "          [--target-recall R]  (instead of --search-list: the collection's calibration picks it)\n"
     "  cluster status            the shard map (epoch, each shard's replicas: state, lease, lag\n"
     "                            and vectors per collection), idle and live pods (admin role)\n"
     "  cluster move --shard N --to POD [--from POD]\n"
@@ -393,6 +394,7 @@ typedef struct opts {
     unsigned long dim, R, L, seed, flush_threshold, batch, window, k, search_list, rerank_depth;
     double alpha;
     int flush, no_rerank;
+    double target_recall;
     const char *sub;             /* cluster's subcommand */
 } opts;
 
@@ -474,6 +476,12 @@ static void parse_opts(int argc, char **argv, opts *o)
         else if (!strcmp(f, "--k")) o->k = parse_ulong(f, v, UINT32_MAX);
         else if (!strcmp(f, "--search-list")) o->search_list = parse_ulong(f, v, UINT32_MAX);
         else if (!strcmp(f, "--rerank-depth")) o->rerank_depth = parse_ulong(f, v, UINT32_MAX);
+        else if (!strcmp(f, "--target-recall")) {
+            char *end;
+            o->target_recall = strtod(v, &end);
+            if (*end || end == v || !(o->target_recall > 0.0 && o->target_recall <= 1.0))
+                usage_error("bad value for %s (0 < R <= 1)", f);
+        }
         else if (!strcmp(f, "--originals")) o->originals = v;
         else if (!strcmp(f, "--alpha")) {
             char *end;
@@ -539,6 +547,14 @@ static void print_info(const Slimvec__V1__CollectionInfo *in)
     printf("  write buffer   %" PRIu64 "\n", m->buffer_bytes_estimate);
     printf("  other          %" PRIu64 "\n", m->other_bytes_estimate);
     printf("  sum            %" PRIu64 "\n", sum);
+    const Slimvec__V1__Calibration *cal = in->calibration;
+    if (cal) {
+        printf("calibration      %u queries at %" PRIu64 " vectors, %.2f s, against %s:\n", cal->queries,
+               cal->vectors, cal->seconds, cal->exact ? "the originals" : "the stored vectors");
+        for (size_t i = 0; i < cal->n_points; i++)
+            printf("  search list %5u  recall@10 %.3f\n", cal->points[i]->search_list,
+                   (double)cal->points[i]->recall_at_10);
+    }
     const Slimvec__V1__OriginalsStats *os = in->originals;
     if (os)
         printf("originals file   %" PRIu64 " bytes on disk (%.1f per vector), %" PRIu64
@@ -894,6 +910,7 @@ typedef struct search_ctx {
     uint32_t gt_dim;
     uint32_t k, search_list, rerank_depth;
     int no_rerank;
+    float target_recall;
     double *sent_at;     /* per query: when its request was handed to gRPC */
     double *latency;     /* per query, seconds */
     size_t hits_found;   /* ground-truth ids found in the top RECALL_AT */
@@ -909,6 +926,7 @@ static grpc_byte_buffer *search_make(void *ctx, size_t i)
     req.k = c->k;
     req.search_list = c->search_list;
     req.rerank_depth = c->rerank_depth;
+    req.target_recall = c->target_recall;
     req.skip_rerank = c->no_rerank;
     req.tag = i;
     req.dimension = (uint32_t)c->dim;
@@ -1008,6 +1026,7 @@ static int cmd_search(grpc_channel *ch, const opts *o)
     c.k = (uint32_t)o->k;
     c.search_list = (uint32_t)o->search_list;
     c.rerank_depth = (uint32_t)o->rerank_depth;
+    c.target_recall = (float)o->target_recall;
     c.no_rerank = o->no_rerank;
     c.sent_at = calloc(nq, sizeof *c.sent_at);
     c.latency = calloc(nq, sizeof *c.latency);

@@ -240,6 +240,50 @@ class ServiceTest(unittest.TestCase):
         for name in ("orig", "noorig"):
             self.stub.DropCollection(pb.DropCollectionRequest(name=name))
 
+    def test_target_recall(self):
+        """The maintenance thread calibrates a collection that reached
+        --calibration-min vectors; a search may then ask for a recall, and
+        one that names neither a list nor a recall gets the default's."""
+        dim, n = 16, 3000
+        create(self.stub, "cal", dim=dim)
+        data = rows(n, dim, 31)
+        ingest(self.stub, "cal", [data[i * 1000 * dim:(i + 1) * 1000 * dim] for i in range(3)], dim=dim)
+        self.stub.Flush(pb.FlushRequest(collection="cal"))
+        deadline = time.monotonic() + scaled(30)
+        info = None
+        while time.monotonic() < deadline:
+            info = self.stub.DescribeCollection(pb.DescribeCollectionRequest(name="cal")).info
+            if info.HasField("calibration"):
+                break
+            time.sleep(0.1)
+        self.assertTrue(info.HasField("calibration"), "no calibration within the deadline")
+        cal = info.calibration
+        self.assertEqual(cal.vectors, n)
+        self.assertGreater(cal.queries, 0)
+        pts = [(p.search_list, p.recall_at_10) for p in cal.points]
+        self.assertGreaterEqual(len(pts), 3)
+        self.assertLess(pts[0][1], pts[-1][1])
+
+        def chosen(target):
+            for L, r in pts:
+                if r >= target:
+                    return L
+            return pts[-1][0]
+        q = rows(2, dim, 99)
+        for target in (0.5, 0.9, 0.99):
+            r = self.stub.Search(pb.SearchRequest(collection="cal", queries=q, k=10, target_recall=target))
+            self.assertEqual(r.search_list, chosen(target), "target %g" % target)
+            self.assertEqual(len(r.results[0].hits), 10)
+        # Neither a list nor a recall: the server's default target (0.95).
+        r = self.stub.Search(pb.SearchRequest(collection="cal", queries=q, k=10))
+        self.assertEqual(r.search_list, chosen(0.95))
+        r = self.stub.Search(pb.SearchRequest(collection="cal", queries=q, k=10, search_list=77))
+        self.assertEqual(r.search_list, 77)
+        for bad in (1.5, -0.1, float("nan")):
+            self.assertCode(grpc.StatusCode.INVALID_ARGUMENT, self.stub.Search,
+                            pb.SearchRequest(collection="cal", queries=q, k=10, target_recall=bad))
+        self.stub.DropCollection(pb.DropCollectionRequest(name="cal"))
+
     def test_bad_batches_change_nothing(self):
         dim = 4
         create(self.stub, "bad", dim=dim)
@@ -301,6 +345,14 @@ class ServiceTest(unittest.TestCase):
         ingest(self.stub, "met", [rows(500, dim, 9), rows(500, dim, 10)], dim=dim)
         self.stub.Flush(pb.FlushRequest(collection="met"))
         self.stub.Search(pb.SearchRequest(collection="met", queries=rows(1, dim, 11), k=3))
+        # 1,000 vectors: the maintenance thread calibrates it once writes
+        # stop (its searches' scratch stays pooled): let it, then compare.
+        deadline = time.monotonic() + scaled(30)
+        while time.monotonic() < deadline:
+            info = self.stub.DescribeCollection(pb.DescribeCollectionRequest(name="met")).info
+            if info.HasField("calibration"):
+                break
+            time.sleep(0.1)
         info = self.stub.DescribeCollection(pb.DescribeCollectionRequest(name="met")).info
         status, body = self.server.http("/metrics")
         self.assertEqual(status, 200)
