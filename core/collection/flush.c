@@ -56,7 +56,10 @@ static int insert_row(void *ctx, size_t i, unsigned worker)
 static int tighten_slot(void *ctx, size_t i, unsigned worker)
 {
     flush_job *j = ctx;
-    if (sv_graph_state(&j->c->graph, (uint32_t)i) == SV_SLOT_INDEXED)
+    /* Tombstones too: a row deleted while it was being linked took reverse
+     * edges as well. */
+    uint8_t st = sv_graph_state(&j->c->graph, (uint32_t)i);
+    if (st == SV_SLOT_INDEXED || sv_slot_is_tombstone(st))
         sv_graph_tighten(&j->c->graph, (uint32_t)i, &j->scratch[worker]);
     return 0; /* out of memory: the list stays a little long, still valid */
 }
