@@ -269,8 +269,8 @@ typedef struct sv_stats {
     double avg_degree;        /* mean out-degree of indexed nodes */
     double avg_edge_slots;    /* mean edge slots per indexed node (= avg_degree: a
                                  list's block holds exactly its edges) */
-    double avg_edge_bytes;    /* mean bytes of a node's list: its block (allocator's
-                                 usable size) + its 8-byte word */
+    double avg_edge_bytes;    /* mean bytes of a node's list: its block + its 4-byte
+                                 handle (the slabs' free space is not in it) */
     uint32_t max_degree;
     uint64_t est_bytes_vectors; /* vector store (codes + per-vector params) */
     uint64_t est_bytes_edges;   /* neighbour lists + their index */

@@ -337,7 +337,7 @@ void sv_coll_reclaim_if_due(sv_collection *c)
     pthread_rwlock_unlock(&c->lock);
 }
 
-sv_status sv_coll_connect(sv_collection *c, sv_scratch *s)
+sv_status sv_coll_connect(sv_collection *c, sv_scratch *s, uint32_t repack_16ths)
 {
     sv_scratch local;
     if (!s) {
@@ -349,7 +349,9 @@ sv_status sv_coll_connect(sv_collection *c, sv_scratch *s)
     sv_status st = sv_graph_connect(&c->graph, c->next_slot, s, &linked);
     pthread_rwlock_unlock(&c->lock);
     pthread_rwlock_wrlock(&c->lock);
-    sv_edges_reclaim(c->edges);
+    /* Blocks the flush or consolidation replaced sit in free lists of
+     * their sizes: pack the slabs again past the caller's share. */
+    sv_edges_repack(c->edges, c->next_slot, repack_16ths);
     c->connect_last = c->graph.last_connect;
     c->connect_total = c->graph.connect_total;
     c->connect_due = st != SV_OK;
@@ -516,7 +518,7 @@ void sv_collection_stats(sv_collection *c, sv_stats *out)
     out->avg_degree = nodes ? (double)degree_sum / (double)nodes : 0.0;
     /* Blocks hold exactly their lists: the slots are the degree. */
     out->avg_edge_slots = out->avg_degree;
-    out->avg_edge_bytes = nodes ? (double)cap_sum / (double)nodes + 8.0 : 0.0;
+    out->avg_edge_bytes = nodes ? (double)cap_sum / (double)nodes + 4.0 : 0.0;
     out->est_bytes_vectors = (uint64_t)sv_tally_get(&c->t_vectors);
     out->est_bytes_edges = (uint64_t)sv_tally_get(&c->t_edges);
     out->est_bytes_idmap = (uint64_t)sv_tally_get(&c->t_idmap);

@@ -119,9 +119,12 @@ void sv_coll_remove_rows(sv_collection *c, const uint64_t *marked);
 void sv_coll_reclaim_if_due(sv_collection *c);
 
 /* With maint held: sv_graph_connect over every slot under the read lock,
- * its figures copied, retired blocks freed; connect_due set on failure and
- * cleared on success. s: scratch (NULL: a transient one). */
-sv_status sv_coll_connect(sv_collection *c, sv_scratch *s);
+ * its figures copied, retired blocks freed and the list slabs repacked when
+ * repack_16ths sixteenths or more are free (sv_edges_repack); connect_due
+ * set on failure and cleared on success. s: scratch (NULL: a transient). */
+#define SV_REPACK_FLUSH 3u   /* ~19%: a flush's replaced blocks are mostly reused by the next */
+#define SV_REPACK_DELETE 1u  /* ~6%: what deletes freed comes back */
+sv_status sv_coll_connect(sv_collection *c, sv_scratch *s, uint32_t repack_16ths);
 
 /* The flush with the maintenance lock held (flush.c). */
 sv_status sv_coll_flush_locked(sv_collection *c, const sv_flush_hooks *h, sv_error *err);

@@ -128,6 +128,9 @@ static sv_status compact_locked(sv_collection *c, uint32_t *moved, sv_error *err
         if (lists[u])
             sv_edges_install(c->edges, u < new_n ? u : remap[u], lists[u]);
     sv_mem_free(&c->alloc, NULL, lists, (size_t)n * sizeof *lists);
+    /* The list space churn left free goes back too (out of memory: it
+     * stays, and is reused by later lists). */
+    sv_edges_repack(c->edges, new_n, SV_REPACK_DELETE);
     for (size_t r = 0; r < c->active.n; r++)
         if (c->active.slots[r] >= new_n)
             c->active.slots[r] = remap[c->active.slots[r]];

@@ -66,7 +66,7 @@ static sv_status consolidate_locked(sv_collection *c, const sv_flush_hooks *h, s
     if (st != SV_OK)
         return st;
     if (n_del == 0) {
-        st = c->connect_due && sv_coll_connect(c, NULL) != SV_OK
+        st = c->connect_due && sv_coll_connect(c, NULL, SV_REPACK_DELETE) != SV_OK
                  ? sv_fail(err, SV_ERR_RESOURCE, "out of memory linking cut-off vectors")
                  : sv_ok(err);
         goto cleanup;
@@ -119,7 +119,7 @@ static sv_status consolidate_locked(sv_collection *c, const sv_flush_hooks *h, s
     pthread_rwlock_unlock(&c->lock);
 
     if (st == SV_OK && scratch)
-        st = sv_coll_connect(c, &scratch[0]);
+        st = sv_coll_connect(c, &scratch[0], SV_REPACK_DELETE);
     else
         c->connect_due = 1; /* the repairs so far may have cut nodes off */
     if (st == SV_ERR_INTERNAL)

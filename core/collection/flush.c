@@ -127,7 +127,7 @@ sv_status sv_coll_flush_locked(sv_collection *c, const sv_flush_hooks *h, sv_err
         pthread_rwlock_unlock(&c->lock);
         if (h)
             h->after(h->ctx);
-        if (c->connect_due && sv_coll_connect(c, NULL) != SV_OK)
+        if (c->connect_due && sv_coll_connect(c, NULL, SV_REPACK_FLUSH) != SV_OK)
             return sv_fail(err, SV_ERR_RESOURCE, "out of memory linking cut-off vectors");
         return sv_ok(err);
     }
@@ -212,14 +212,15 @@ sv_status sv_coll_flush_locked(sv_collection *c, const sv_flush_hooks *h, sv_err
     for (size_t i = 0; i < n; i++)
         if (sv_graph_state(&c->graph, rows->slots[i]) == SV_SLOT_BUFFERED)
             sv_graph_set_state(&c->graph, rows->slots[i], SV_SLOT_INDEXED);
+    uint32_t n_slots = c->next_slot; /* adds move it: read under the lock */
     pthread_rwlock_unlock(&c->lock);
 
     /* Lists the inserts left over R go back to R (graph.c: slack_R). */
     job.start = 0;
-    sv_parallel_for(threads, c->next_slot, 256, &c->lock, tighten_slot, reclaim_between, &job);
+    sv_parallel_for(threads, n_slots, 256, &c->lock, tighten_slot, reclaim_between, &job);
 
     /* Nodes whose in-edges were all pruned away get one back. */
-    sv_status cs = sv_coll_connect(c, &scratch[0]);
+    sv_status cs = sv_coll_connect(c, &scratch[0], SV_REPACK_FLUSH);
 
     pthread_rwlock_wrlock(&c->lock);
     sv_buffer_release(&c->flushing);

@@ -1,29 +1,27 @@
 /*
  * Neighbour lists, stored compactly and grown on demand. A node owns one
- * block holding exactly its list, bit-packed: the ids sorted, the smallest
- * and then each difference to the one before in `width` bits (the fewest
- * that hold the largest of them), in whole 64-bit words. 17 neighbours
- * among 10,000 slots take 32 bytes instead of 68 + a size class's slack.
+ * block holding exactly its list, bit-packed: a first 64-bit word with the
+ * count and the width, then the ids sorted, the smallest and each
+ * difference to the one before in `width` bits (the fewest that hold the
+ * largest of them), in whole 8-byte units. 17 neighbours among 10,000
+ * slots take 32 bytes instead of 68 + a size class's slack.
  *
- * Each node has one 64-bit word, published atomically, so a reader gets a
- * consistent (block, count, width) without a lock:
+ * Blocks live in the collection's own slabs (4 KiB growing to 512 KiB, each
+ * a sixteenth of the space in use, so the unused tail of the last is a small
+ * share), found by a 32-bit handle per node: the slab's number (16 bits)
+ * and the unit in it (16 bits), through a two-level table whose entries
+ * never move. No 8-byte pointer per node and no allocator size class per
+ * list. Freed blocks go to a free list per size; compaction repacks the
+ * slabs when a fifth or more of them is free.
  *
- *   63      56 55     48 47                                  0
- *   +---------+---------+-------------------------------------+
- *   | width   | count   | pointer to the block                |
- *   +---------+---------+-------------------------------------+
- *
- * (x86-64 and AArch64 user-space pointers fit in 48 bits; creation checks
- * every pointer and fails instead of corrupting.) Words live in 64 KiB
- * chunks that never move.
- *
- * Blocks never change once published. Writers of one node hold that node's
- * stripe lock; every change (an append, a prune, a growth) writes a new
- * block, publishes it (release) and retires the old one. Retired blocks are
- * freed by sv_edges_reclaim at a quiescent point (the collection's write
- * lock), so a reader may decode a block it loaded until it lets go of the
- * read lock. Lists are read by decoding into the caller's array (order:
- * ascending ids).
+ * Each node's handle is published atomically, so a reader gets a whole
+ * list without a lock. Blocks never change once published. Writers of one
+ * node hold that node's stripe lock; every change (an append, a prune, a
+ * growth) writes a new block, publishes its handle (release) and retires
+ * the old one. Retired blocks are freed by sv_edges_reclaim at a quiescent
+ * point (the collection's write lock), so a reader may decode a block it
+ * loaded until it lets go of the read lock. Lists are read by decoding into
+ * the caller's array (order: ascending ids).
  */
 #ifndef SV_EDGES_H
 #define SV_EDGES_H
@@ -84,6 +82,12 @@ void sv_edges_discard(sv_edges *e, uint64_t word);
 
 /* Slots that have words: [0, sv_edges_slots). */
 uint32_t sv_edges_slots(const sv_edges *e);
+
+/* Repack the slabs (no reader, no writer) when min_free_16ths sixteenths or
+ * more of them are free; SV_ERR_RESOURCE changes nothing. Space of all
+ * slabs, free or not. */
+sv_status sv_edges_repack(sv_edges *e, uint32_t n_slots, uint32_t min_free_16ths);
+uint64_t sv_edges_space_bytes(const sv_edges *e);
 
 /* Free retired blocks. Only with no reader holding a view. */
 void sv_edges_reclaim(sv_edges *e);
