@@ -57,6 +57,8 @@ typedef struct options {
     uint32_t n_lists;
     uint64_t seed;
     const char *json;
+    uint32_t R, L_build;  /* 0: the defaults */
+    float alpha;
 } options;
 
 static void usage(FILE *out)
@@ -64,7 +66,7 @@ static void usage(FILE *out)
     fprintf(out,
             "usage: slimvec-scale [--n N] [--dim D] [--batch B] [--mode one-flush|streaming]\n"
             "                     [--threads T] [--queries Q] [--search-list L[,L...]]\n"
-            "                     [--seed S] [--json FILE]\n"
+            "                     [--seed S] [--json FILE] [--R N] [--L N] [--alpha F]\n"
             "\n"
             "  --n N              vectors (default 1000000)\n"
             "  --dim D            dimension (default 128)\n"
@@ -76,6 +78,7 @@ static void usage(FILE *out)
             "  --queries Q        recall@%d queries, 0 for none (default 1000)\n"
             "  --search-list L    comma-separated search list sizes (default 10,32,64,128)\n"
             "  --seed S           data seed (default 42)\n"
+            "  --R --L --alpha    graph parameters (default: sv_params_default)\n"
             "  --json FILE        write the JSON object there instead of stdout\n"
             "Exit status: 0 ok, 1 the graph fails validation or a call fails, 2 usage.\n",
             SB_K);
@@ -149,6 +152,18 @@ static int parse_args(int argc, char **argv, options *o)
             rc = bu_parse_u64("slimvec-scale", a, v, 0, UINT64_MAX, &o->seed);
         else if (strcmp(a, "--json") == 0)
             o->json = v;
+        else if (strcmp(a, "--R") == 0)
+            rc = bu_parse_u32("slimvec-scale", a, v, 2, SV_R_MAX, &o->R);
+        else if (strcmp(a, "--L") == 0)
+            rc = bu_parse_u32("slimvec-scale", a, v, 2, SV_L_MAX, &o->L_build);
+        else if (strcmp(a, "--alpha") == 0) {
+            char *end;
+            o->alpha = strtof(v, &end);
+            if (*end || end == v || !(o->alpha >= 1.0f && o->alpha <= 2.0f)) {
+                fprintf(stderr, "slimvec-scale: --alpha: '%s' is not in 1.0..2.0\n", v);
+                return -1;
+            }
+        }
         else if (strcmp(a, "--mode") == 0) {
             if (strcmp(v, "one-flush") == 0)
                 o->mode = SB_ONE_FLUSH;
@@ -197,6 +212,8 @@ typedef struct result {
     double gt_seconds;
     list_result lists[SB_MAX_LISTS];
     uint32_t n_lists;
+    uint32_t R, L_build;  /* the graph parameters used */
+    float alpha;
 } result;
 
 static void print_err(const char *what, const sv_error *err)
@@ -286,6 +303,17 @@ static int run(const options *o, result *r)
     p.threads = o->threads;
     p.seed = o->seed;
     p.allocator = sv_arena_allocator(arena);
+    if (o->R)
+        p.R = o->R;
+    if (o->L_build)
+        p.L_build = o->L_build;
+    else if (p.L_build < p.R)
+        p.L_build = p.R;
+    if (o->alpha != 0.0f)
+        p.alpha = o->alpha;
+    r->R = p.R;
+    r->L_build = p.L_build;
+    r->alpha = p.alpha;
     if (o->mode == SB_ONE_FLUSH)
         p.flush_threshold = 0;
     r->arena_empty = sv_arena_allocated(arena);
@@ -403,9 +431,9 @@ static void print_table(const options *o, const result *r)
 {
     const sv_stats *s = &r->stats;
     double n = s->live ? (double)s->live : 1.0;
-    printf("slimvec-scale: n %llu, dim %u, batch %u, mode %s, int8 R 32 L_build 64 alpha 1.0, "
+    printf("slimvec-scale: n %llu, dim %u, batch %u, mode %s, int8 R %u L_build %u alpha %.2f, "
            "threads %u%s, %ld cores\n",
-           (unsigned long long)o->n, o->dim, o->batch, mode_name(o->mode), o->threads,
+           (unsigned long long)o->n, o->dim, o->batch, mode_name(o->mode), r->R, r->L_build, (double)r->alpha, o->threads,
            o->threads == 0 ? " (all)" : "", sysconf(_SC_NPROCESSORS_ONLN));
     printf("build:    %.1f s, %.0f vectors/s (adds %.1f s, final flush %.1f s)\n", r->build_seconds,
            r->rate, r->add_seconds, r->flush_seconds);
@@ -457,6 +485,7 @@ static int write_json(const options *o, const result *r)
                "\"seed\": %llu,\n",
             (unsigned long long)o->n, o->dim, o->batch, mode_name(o->mode), o->threads,
             (unsigned long long)o->seed);
+    fprintf(f, "  \"R\": %u, \"L\": %u, \"alpha\": %g,\n", r->R, r->L_build, (double)r->alpha);
     fputs("  \"build_seconds\": ", f);
     bu_json_num(f, r->build_seconds);
     fputs(", \"vectors_per_second\": ", f);
