@@ -19,7 +19,6 @@ Run with /usr/bin/python3 (the interpreter that has hnswlib and numpy).
 """
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -192,38 +191,10 @@ def main():
               f"{point['p50_us']:>10.1f} {point['p99_us']:>10.1f} {point['qps_batch']:>12.0f}",
               flush=True)
 
-    result = {
-        "engine": "hnswlib",
-        "hnswlib_build": "Debian python3-hnswlib, built without AVX (SSE only)",
-        "dataset": args.dataset,
-        "files": {"base": args.base, "query": args.query, "gt": args.gt},
-        "metric": args.metric,
-        "storage": "f32",
-        "M": args.M,
-        "ef_construction": args.ef_construction,
-        "seed": args.seed,
-        "threads": args.threads,
-        "cores": os.cpu_count(),
-        "k": K,
-        "n": int(n),
-        "dim": int(dim),
-        "n_queries": int(nq),
-        "build_seconds": build_seconds,
-        "insert_rate": n / build_seconds,
-        "rss_bytes_delta": rss_after - rss_before,
-        "bytes_per_vector_arena": None,
-        "bytes_per_vector_rss": bpv_rss,
-        "bytes_per_vector_level0": bpv_level0,
-        "avg_degree": None,
-        "avg_edge_slots": None,
-        "points": points,
-    }
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=2)
-            f.write("\n")
-        print(f"\nwrote {args.json}")
-
+    result = common.peer_result(args, "hnswlib", n, dim, nq, build_seconds, rss_before, rss_after, bpv_rss,
+                                points, hnswlib_build="Debian python3-hnswlib, built without AVX (SSE only)",
+                                storage="f32", seed=args.seed, bytes_per_vector_level0=bpv_level0)
+    common.write_result(args.json, result)
 
 if __name__ == "__main__":
     main()

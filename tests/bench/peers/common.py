@@ -101,3 +101,41 @@ def recall_at_k(found, gt):
 def percentile(sorted_values, q):
     """Nearest-rank percentile, as hnswlib_bench.py and slimvec-bench take it."""
     return float(sorted_values[max(0, math.ceil(q * len(sorted_values)) - 1)])
+
+
+def peer_result(args, engine, n, dim, nq, build_seconds, rss_before, rss_after, bpv_rss, points, **extra):
+    """The JSON object every peer writes (compare.py reads it); `extra`
+    keys go in after the engine's name."""
+    result = {"engine": engine}
+    result.update(extra)
+    result.update({
+        "dataset": args.dataset,
+        "files": {"base": args.base, "query": args.query, "gt": args.gt},
+        "metric": args.metric,
+        "M": args.M,
+        "ef_construction": args.ef_construction,
+        "threads": args.threads,
+        "cores": os.cpu_count(),
+        "k": K,
+        "n": int(n),
+        "dim": int(dim),
+        "n_queries": int(nq),
+        "build_seconds": build_seconds,
+        "insert_rate": n / build_seconds,
+        "rss_bytes_delta": rss_after - rss_before,
+        "bytes_per_vector_arena": None,
+        "bytes_per_vector_rss": bpv_rss,
+        "avg_degree": None,
+        "avg_edge_slots": None,
+        "points": points,
+    })
+    return result
+
+
+def write_result(path, result):
+    if path:
+        import json
+        with open(path, "w") as f:
+            json.dump(result, f, indent=2)
+            f.write("\n")
+        print(f"\nwrote {path}")

@@ -15,13 +15,13 @@ Run with /usr/bin/python3.
 """
 
 import argparse
-import json
 import os
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from peers.common import DEFAULT_EFS, K, load, parse_efs, percentile, read_rss, recall_at_k  # noqa: E402
+from peers.common import (DEFAULT_EFS, K, load, parse_efs, peer_result, percentile, read_rss,  # noqa: E402
+                          recall_at_k, write_result)
 
 PROG = "faiss_bench.py"
 try:
@@ -97,36 +97,10 @@ def main():
               f"{point['p99_us']:>10.1f} {point['qps_batch']:>12.0f}", flush=True)
 
     options = faiss.get_compile_options().strip() if hasattr(faiss, "get_compile_options") else "unknown"
-    result = {
-        "engine": "faiss-hnswsq8",
-        "build": f"Debian python3-faiss {faiss.__version__} (compile options: {options})",
-        "index": f"IndexHNSWSQ(d, QT_8bit, M={args.M})",
-        "dataset": args.dataset,
-        "files": {"base": args.base, "query": args.query, "gt": args.gt},
-        "metric": args.metric,
-        "storage": "sq8",
-        "M": args.M,
-        "ef_construction": args.ef_construction,
-        "threads": args.threads,
-        "cores": os.cpu_count(),
-        "k": K,
-        "n": int(n),
-        "dim": int(dim),
-        "n_queries": int(nq),
-        "build_seconds": build_seconds,
-        "insert_rate": n / build_seconds,
-        "rss_bytes_delta": rss_after - rss_before,
-        "bytes_per_vector_arena": None,
-        "bytes_per_vector_rss": bpv_rss,
-        "avg_degree": None,
-        "avg_edge_slots": None,
-        "points": points,
-    }
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=2)
-            f.write("\n")
-        print(f"\nwrote {args.json}")
+    result = peer_result(args, "faiss-hnswsq8", n, dim, nq, build_seconds, rss_before, rss_after, bpv_rss,
+                         points, build=f"Debian python3-faiss {faiss.__version__} (compile options: {options})",
+                         index=f"IndexHNSWSQ(d, QT_8bit, M={args.M})", storage="sq8")
+    write_result(args.json, result)
 
 
 if __name__ == "__main__":
