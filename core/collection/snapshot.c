@@ -700,6 +700,10 @@ sv_status sv_snapshot_load(const uint8_t *data, size_t len, const sv_params *exp
         sv_collection_free(c);
         return st;
     }
+    /* The lists went into slabs that grew as they came: pack them back to
+     * back, as a running collection keeps them (a restart must not change
+     * bytes per vector). Out of memory: they stay as loaded. */
+    sv_edges_repack(c->edges, c->next_slot, 0);
     *out = c;
     return sv_ok(err);
 }
