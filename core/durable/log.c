@@ -322,11 +322,17 @@ static sv_status list_segments(local_log *l, sv_error *err)
 
 /* A torn final record was never acknowledged: cut it off, then write on in
  * a new segment after the last good record. */
-static sv_status local_begin(void *impl, sv_error *err)
+static sv_status local_begin(void *impl, uint64_t floor, sv_error *err)
 {
     local_log *l = impl;
     if (l->wal)
         return sv_ok(err);
+    /* The snapshot recovery loaded holds LSNs up to floor. After it released
+     * every segment below, a crash before the next segment's header was
+     * written leaves none: starting again at 1 would give new writes LSNs
+     * the snapshot already claims, and the next recovery would skip them. */
+    if (l->last < floor)
+        l->last = floor;
     if (l->n_segs && l->segs[l->n_segs - 1].torn) {
         segment *s = &l->segs[l->n_segs - 1];
         char path[PATH_CAP];

@@ -30,7 +30,9 @@
  *     `after` (no segment missing, nothing purged past it), the test a
  *     snapshot at `after` must pass before recovery builds on it;
  *   - begin readies a log that was opened for reading to append after its
- *     last record (the local log cuts a torn tail and starts a segment).
+ *     last record, and never at or below `floor` (the snapshot recovery
+ *     built on: its segments may all be gone) (the local log cuts a torn
+ *     tail and starts a segment).
  *
  * Recovery (recovery.c) is the same over every backend: the newest
  * snapshot the log covers, then read() from its LSN.
@@ -71,7 +73,7 @@ typedef struct sv_log_ops {
                       uint64_t *last_read, sv_error *err);
     int (*covers)(void *impl, uint64_t after, char *why, size_t cap);
     uint64_t (*last)(void *impl); /* the last LSN the log holds (0: none) */
-    sv_status (*begin)(void *impl, sv_error *err);
+    sv_status (*begin)(void *impl, uint64_t floor, sv_error *err);
     void (*stats)(void *impl, sv_log_stats *out);
     void (*close)(void *impl); /* sync what is appended; free the backend and its sv_log */
 } sv_log_ops;
@@ -117,9 +119,9 @@ static inline uint64_t sv_log_last(sv_log *l)
 {
     return l->ops->last(l->impl);
 }
-static inline sv_status sv_log_begin(sv_log *l, sv_error *err)
+static inline sv_status sv_log_begin(sv_log *l, uint64_t floor, sv_error *err)
 {
-    return l->ops->begin(l->impl, err);
+    return l->ops->begin(l->impl, floor, err);
 }
 static inline void sv_log_get_stats(sv_log *l, sv_log_stats *out)
 {
@@ -140,7 +142,9 @@ sv_status sv_log_local_start(const char *dir, uint64_t next_lsn, uint32_t sync_i
  * Open the segments already in dir for reading, changing nothing: each is
  * checked record by record; only the newest may end in a torn record (a
  * crash during an append), which is reported in *torn_bytes and `note` and
- * cut by sv_log_begin, after which appends start at the last LSN + 1. A
+ * cut by sv_log_begin, after which appends start at the last LSN + 1 (or
+ * the floor's + 1: a snapshot may have released every segment, and the
+ * new one may have died before its header was written). A
  * header-less segment (a crash while creating it) is removed. Any other
  * damage fails with SV_ERR_CORRUPT naming the segment and offset.
  */

@@ -384,7 +384,7 @@ static sv_status recover(const char *dir, const sv_allocator *a, uint32_t thread
      * renamed, and the replay rewrote the rest: a mismatch is damage. */
     if ((st = sv_engine_originals_check(c, err)) != SV_OK)
         goto cleanup;
-    if (!follow && (st = sv_log_begin(log, err)) != SV_OK)
+    if (!follow && (st = sv_log_begin(log, base, err)) != SV_OK)
         goto cleanup;
     sv_durable *d = sv_durable_wrap(dir, c, o);
     if (!d) {

@@ -296,9 +296,10 @@ static sv_status nl_seal(void *impl, uint64_t *last_lsn, sv_error *err)
     return sv_ok(err);
 }
 
-static sv_status nl_begin(void *impl, sv_error *err)
+static sv_status nl_begin(void *impl, uint64_t floor, sv_error *err)
 {
     (void)impl;
+    (void)floor; /* a follower never appends: the stream numbers the records */
     return sv_ok(err);
 }
 
