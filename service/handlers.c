@@ -782,6 +782,16 @@ void svd_search_into(svd_app *app, svd_ctx *ctx, const Slimvec__V1__SearchReques
             L = cal.points[cal.n_points - 1].search_list;
         if (L > app->limits.max_search_list) /* the client named no list: stay in bounds */
             L = app->limits.max_search_list;
+        /* The server's default target (the client asked for nothing) must not
+         * turn a request that fits --max-search-work into a refusal: less
+         * recall than the default's, rather than an error. */
+        uint64_t buffered = sv_durable_buffered(c->dur) / SVD_BUFFER_WORK_DIVISOR;
+        if (req->target_recall == 0.0f && m) {
+            uint64_t room = app->limits.max_search_work / m;
+            room = room > buffered ? room - buffered : 0;
+            if (L > room)
+                L = room > k ? (uint32_t)room : (k > 64 ? k : 64);
+        }
     }
     if (L > app->limits.max_search_list) {
         svd_reply_error(r, GRPC_STATUS_RESOURCE_EXHAUSTED,

@@ -541,6 +541,45 @@ class CliTest(unittest.TestCase):
             self.assertEqual(server.stop(), 0)
 
 
+class DefaultTargetTest(unittest.TestCase):
+    def test_default_target_stays_within_the_work_limit(self):
+        """A search that names no list gets the calibrated one for the
+        server's default target, lowered to fit --max-search-work (never
+        an error the fixed default would not have given); an explicit
+        target_recall that does not fit is refused."""
+        server = Server("--max-search-work", "20000")
+        try:
+            dim, n = 64, 2000  # 64-d normal: the 0.95 list is past 40
+            create(server.stub, "dt", dim=dim)
+            ingest(server.stub, "dt", [rows(n, dim, 41)], dim=dim)
+            server.stub.Flush(pb.FlushRequest(collection="dt"))
+            deadline = time.monotonic() + scaled(30)
+            info = None
+            while time.monotonic() < deadline:
+                info = server.stub.DescribeCollection(pb.DescribeCollectionRequest(name="dt")).info
+                if info.HasField("calibration"):
+                    break
+                time.sleep(0.1)
+            self.assertTrue(info.HasField("calibration"))
+            target_list = next((p.search_list for p in info.calibration.points if p.recall_at_10 >= 0.95),
+                               info.calibration.points[-1].search_list)
+            print("  calibrated list for 0.95: %d; 500 queries may use %d" % (target_list, 20000 // 500), flush=True)
+            q = rows(500, dim, 42)
+            r = server.stub.Search(pb.SearchRequest(collection="dt", queries=q, k=10))
+            self.assertLessEqual(r.search_list, 20000 // 500)
+            self.assertEqual(r.search_list, min(target_list, 20000 // 500))
+            self.assertEqual(len(r.results), 500)
+            req = pb.SearchRequest(collection="dt", queries=q, k=10, target_recall=0.95)
+            if target_list * 500 > 20000:
+                with self.assertRaises(grpc.RpcError) as ctx:
+                    server.stub.Search(req)
+                self.assertEqual(ctx.exception.code(), grpc.StatusCode.RESOURCE_EXHAUSTED)
+            else:
+                self.assertEqual(server.stub.Search(req).search_list, target_list)
+        finally:
+            self.assertEqual(server.stop(), 0)
+
+
 class MemoryCapTest(unittest.TestCase):
     def test_cap_as_a_share_of_the_memory_limit(self):
         # As in Kubernetes: the limit from the downward API, the cap a share of it.
