@@ -102,6 +102,20 @@ def ingest(stub, name, batches, dim=8):
     return list(stub.Ingest(gen()))
 
 
+def wait_calibrated(stub, name):
+    """Describe's info once the maintenance thread has calibrated the
+    collection (writes stopped for a period), or the last one at the
+    deadline."""
+    deadline = time.monotonic() + scaled(30)
+    info = None
+    while time.monotonic() < deadline:
+        info = stub.DescribeCollection(pb.DescribeCollectionRequest(name=name)).info
+        if info.HasField("calibration"):
+            break
+        time.sleep(0.1)
+    return info
+
+
 class ServiceTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
@@ -249,13 +263,7 @@ class ServiceTest(unittest.TestCase):
         data = rows(n, dim, 31)
         ingest(self.stub, "cal", [data[i * 1000 * dim:(i + 1) * 1000 * dim] for i in range(3)], dim=dim)
         self.stub.Flush(pb.FlushRequest(collection="cal"))
-        deadline = time.monotonic() + scaled(30)
-        info = None
-        while time.monotonic() < deadline:
-            info = self.stub.DescribeCollection(pb.DescribeCollectionRequest(name="cal")).info
-            if info.HasField("calibration"):
-                break
-            time.sleep(0.1)
+        info = wait_calibrated(self.stub, "cal")
         self.assertTrue(info.HasField("calibration"), "no calibration within the deadline")
         cal = info.calibration
         self.assertEqual(cal.vectors, n)
@@ -347,12 +355,7 @@ class ServiceTest(unittest.TestCase):
         self.stub.Search(pb.SearchRequest(collection="met", queries=rows(1, dim, 11), k=3))
         # 1,000 vectors: the maintenance thread calibrates it once writes
         # stop (its searches' scratch stays pooled): let it, then compare.
-        deadline = time.monotonic() + scaled(30)
-        while time.monotonic() < deadline:
-            info = self.stub.DescribeCollection(pb.DescribeCollectionRequest(name="met")).info
-            if info.HasField("calibration"):
-                break
-            time.sleep(0.1)
+        wait_calibrated(self.stub, "met")
         info = self.stub.DescribeCollection(pb.DescribeCollectionRequest(name="met")).info
         status, body = self.server.http("/metrics")
         self.assertEqual(status, 200)
@@ -553,13 +556,7 @@ class DefaultTargetTest(unittest.TestCase):
             create(server.stub, "dt", dim=dim)
             ingest(server.stub, "dt", [rows(n, dim, 41)], dim=dim)
             server.stub.Flush(pb.FlushRequest(collection="dt"))
-            deadline = time.monotonic() + scaled(30)
-            info = None
-            while time.monotonic() < deadline:
-                info = server.stub.DescribeCollection(pb.DescribeCollectionRequest(name="dt")).info
-                if info.HasField("calibration"):
-                    break
-                time.sleep(0.1)
+            info = wait_calibrated(server.stub, "dt")
             self.assertTrue(info.HasField("calibration"))
             target_list = next((p.search_list for p in info.calibration.points if p.recall_at_10 >= 0.95),
                                info.calibration.points[-1].search_list)
