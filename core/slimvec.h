@@ -173,8 +173,8 @@ typedef struct sv_search_opts {
     const sv_interrupt *intr;  /* may be NULL */
     /* 0 < target_recall <= 1: the search list is the calibration's smallest
      * one that reached this recall@10 (sv_collection_calibrate), the largest
-     * it measured when none did; search_list is used when the collection
-     * has no calibration yet. */
+     * it measured when none did, scaled by ceil(k / 10) for k > 10;
+     * search_list is used when the collection has no calibration yet. */
     float target_recall;
     uint32_t *used_search_list; /* may be NULL: receives the list searched */
 } sv_search_opts;
@@ -209,6 +209,9 @@ sv_status sv_collection_calibrate(sv_collection *c, uint32_t queries, uint64_t s
 int sv_collection_calibration(sv_collection *c, sv_calibration *out);
 /* The smallest search list that reached target, 0 when none did. */
 uint32_t sv_calibration_search_list(const sv_calibration *cal, float target);
+/* The calibration is recall@10: for k > 10 a target search scales the list
+ * by ceil(k / 10) (an estimate; recall@k itself is not measured). */
+uint32_t sv_calibration_scale_list(uint32_t list, uint32_t k);
 
 /* The stored vector of an id (the original when originals are on disk, else
  * dequantized for int8; normalised for cosine). */

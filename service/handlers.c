@@ -780,6 +780,7 @@ void svd_search_into(svd_app *app, svd_ctx *ctx, const Slimvec__V1__SearchReques
         L = sv_calibration_search_list(&cal, target);
         if (!L) /* beyond what was measured: the best known */
             L = cal.points[cal.n_points - 1].search_list;
+        L = sv_calibration_scale_list(L, k); /* measured as recall@10 */
         if (L > app->limits.max_search_list) /* the client named no list: stay in bounds */
             L = app->limits.max_search_list;
         /* The server's default target (the client asked for nothing) must not

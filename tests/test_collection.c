@@ -570,6 +570,12 @@ START_TEST(test_calibration_target_recall)
         fprintf(stderr, "target %.2f: search list %u, recall on fresh queries %.3f\n", (double)target, L, r);
         ck_assert_msg(r >= target - 0.05, "target %.2f: recall %.3f", (double)target, r);
     }
+    /* More neighbours than the curve's 10: the list scales with k. */
+    sv_hit many[30];
+    so = (sv_search_opts){.k = 30, .target_recall = 0.95f, .used_search_list = &used};
+    ck_assert_int_eq(sv_collection_search_opts(c, q, dim, &so, many, &nh, &err), SV_OK);
+    ck_assert_uint_eq(used, 3 * sv_calibration_search_list(&cal, 0.95f));
+    so.k = k;
     so.target_recall = 1.5f;
     ck_assert_int_eq(sv_collection_search_opts(c, q, dim, &so, hits, &nh, &err), SV_ERR_INVALID_ARGUMENT);
     so.target_recall = 1.0f; /* beyond the curve: its largest list */

@@ -2688,6 +2688,45 @@ START_TEST(test_originals_durable)
 }
 END_TEST
 
+/* --sync-interval-ms: acknowledgements do not wait for an fsync, but with
+ * originals a consolidation's deletes must be durable before the freed
+ * slots take other vectors' records. */
+START_TEST(test_originals_consolidation_syncs)
+{
+    for (int with = 0; with < 2; with++) {
+        char base[PATHN], dir[PATHN];
+        make_tmp(base);
+        pathf(dir, "%s/c", base);
+        sv_params p;
+        sv_params_default(&p, OR_DIM);
+        p.threads = 1;
+        p.originals = with ? SV_ORIGINALS_DISK : SV_ORIGINALS_NONE;
+        sv_durable_options o = {.sync_interval_ms = 60000}; /* its thread never comes */
+        sv_durable *d = NULL;
+        sv_error err;
+        ck_assert_msg(sv_durable_create(dir, &p, &o, &d, &err) == SV_OK, "%s", err.message);
+        float *v = tu_gaussian(100, OR_DIM, 9);
+        static char names[100][16];
+        const char *ids[100];
+        or_ids(names, ids, 100);
+        ck_assert_int_eq(sv_durable_add(d, v, 100, OR_DIM, ids, NULL, &err), SV_OK);
+        ck_assert_int_eq(sv_durable_flush(d, &err), SV_OK);
+        ck_assert_int_eq(sv_durable_delete(d, ids, 30, NULL, &err), SV_OK);
+        sv_durable_stats before, after;
+        sv_durable_get_stats(d, &before);
+        ck_assert_int_eq(sv_durable_consolidate(d, &err), SV_OK);
+        sv_durable_get_stats(d, &after);
+        if (with)
+            ck_assert_uint_gt(after.syncs, before.syncs);
+        else
+            ck_assert_uint_eq(after.syncs, before.syncs);
+        sv_durable_free(d);
+        free(v);
+        rm_rf(base);
+    }
+}
+END_TEST
+
 START_TEST(test_originals_refused)
 {
     sv_params p;
@@ -2752,6 +2791,7 @@ static Suite *suite(void)
     tcase_add_test(tc, test_failures_log_nothing);
     tcase_add_test(tc, test_in_memory);
     tcase_add_test(tc, test_originals_durable);
+    tcase_add_test(tc, test_originals_consolidation_syncs);
     tcase_add_test(tc, test_log_restarts_after_snapshot_lsn);
     tcase_add_test(tc, test_originals_refused);
     /* Last: these snapshot collections that never freed a slot, which

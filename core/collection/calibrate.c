@@ -171,11 +171,13 @@ sv_status sv_collection_calibrate(sv_collection *c, uint32_t queries, uint64_t s
             d[j] = norm > 0.0 ? (float)(d[j] / sqrt(norm)) : 0.0f;
     }
     pthread_rwlock_unlock(&c->lock);
-    sv_mem_free(a, NULL, y, (size_t)dim * sizeof *y);
-    if (!dir) {
+    if (!dir || !y) {
+        sv_mem_free(a, NULL, y, (size_t)dim * sizeof *y);
+        sv_mem_free(a, NULL, dir, (size_t)asked * dim * sizeof *dir);
         st = sv_fail(err, SV_ERR_RESOURCE, "out of memory calibrating");
         goto cleanup;
     }
+    sv_mem_free(a, NULL, y, (size_t)dim * sizeof *y);
     queries = got;
     if (queries == 0) {
         st = sv_fail(err, SV_ERR_INTERNAL, "calibration found no live vector to ask with");
@@ -274,6 +276,17 @@ int sv_collection_calibration(sv_collection *c, sv_calibration *out)
     *out = c->calib;
     pthread_mutex_unlock(&c->calib_lock);
     return out->n_points > 0;
+}
+
+/* The curve is recall@10: a search for more neighbours needs a longer list
+ * to find as large a share of them. Scaled by k / 10 (an estimate, not a
+ * measurement of recall@k), and at most SV_L_MAX. */
+uint32_t sv_calibration_scale_list(uint32_t list, uint32_t k)
+{
+    if (k <= CAL_K)
+        return list;
+    uint64_t l = (uint64_t)list * ((k + CAL_K - 1) / CAL_K);
+    return l > SV_L_MAX ? SV_L_MAX : (uint32_t)l;
 }
 
 uint32_t sv_calibration_search_list(const sv_calibration *cal, float target)

@@ -147,13 +147,16 @@ sv_status sv_collection_search_opts(sv_collection *c, const float *query, uint32
             search_list = sv_calibration_search_list(&cal, o->target_recall);
             if (!search_list) /* beyond what was measured: the best known */
                 search_list = cal.points[cal.n_points - 1].search_list;
+            search_list = sv_calibration_scale_list(search_list, k);
         }
     }
     uint32_t L = search_list < k ? k : search_list;
     if (o->used_search_list)
         *o->used_search_list = L;
     uint32_t depth = 0; /* 0: no re-ranking */
-    if (c->orig && o->rerank != SV_RERANK_OFF) {
+    /* A record a flush failed to write would give another vector's
+     * distance: no re-ranking until a restart rewrote them. */
+    if (c->orig && o->rerank != SV_RERANK_OFF && atomic_load(&c->orig_errors) == 0) {
         depth = o->rerank ? o->rerank : L;
         if (depth < k)
             depth = k;
@@ -216,7 +219,9 @@ sv_status sv_collection_get(sv_collection *c, const char *id, float *out, uint32
     if (sv_coll_find_live(c, id, &slot)) {
         uint8_t state = sv_graph_state(&c->graph, slot);
         long row = -1;
-        const float *orig = c->orig && state == SV_SLOT_INDEXED ? sv_orig_get(c->orig, slot) : NULL;
+        const float *orig = c->orig && state == SV_SLOT_INDEXED && atomic_load(&c->orig_errors) == 0
+                                ? sv_orig_get(c->orig, slot)
+                                : NULL;
         if (orig) {
             memcpy(out, orig, dim * sizeof(float));
             st = sv_ok(err);

@@ -568,12 +568,13 @@ static void marker_after(void *ctx)
 
 /* The marker needs no fsync of its own for safety (it changes no data),
  * but one makes a crash right after replay the same step too. */
-static sv_status sync_marker(sv_durable *d, sv_status st, sv_error *err)
+static sv_status sync_marker(sv_durable *d, sv_status st, int force, sv_error *err)
 {
     if (!d->marker_lsn)
         return st;
     sv_error serr;
-    sv_status ss = sv_log_sync(d->log, d->marker_lsn, &serr);
+    sv_status ss = force ? sv_log_sync_force(d->log, d->marker_lsn, &serr)
+                         : sv_log_sync(d->log, d->marker_lsn, &serr);
     if (st == SV_OK && ss != SV_OK) {
         st = ss;
         if (err)
@@ -602,7 +603,7 @@ static sv_status flush_now(sv_durable *d, sv_error *err)
     sv_flush_hooks hooks = {marker_before, flush_taking, marker_after, d};
     d->marker_lsn = 0;
     d->marker_n = 0;
-    st = sync_marker(d, sv_engine_flush(d->c, &hooks, 1, err), err);
+    st = sync_marker(d, sv_engine_flush(d->c, &hooks, 1, err), 0, err);
     if (d->marker_n) {
         pthread_mutex_lock(&d->stats_lock);
         d->flushes++;
@@ -736,7 +737,12 @@ sv_status sv_durable_consolidate(sv_durable *d, sv_error *err)
         sv_flush_hooks hooks = {marker_before, consolidate_taking, marker_after, d};
         d->marker_lsn = 0;
         d->marker_n = 0;
-        st = sync_marker(d, sv_engine_consolidate(d->c, &hooks, err), err);
+        /* Originals on disk: the slots this frees get other vectors'
+         * records at the next flush (or compaction), overwriting ones the
+         * last snapshot may name. The deletes that freed them must then
+         * be durable whatever --sync-interval-ms says, or a power loss
+         * could bring back a vector whose original is gone. */
+        st = sync_marker(d, sv_engine_consolidate(d->c, &hooks, err), sv_engine_has_originals(d->c), err);
         if (d->marker_n) {
             pthread_mutex_lock(&d->stats_lock);
             d->consolidations++;

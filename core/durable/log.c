@@ -92,6 +92,13 @@ static sv_status local_sync(void *impl, uint64_t lsn, sv_error *err)
     return st == SV_OK ? sv_wal_sync(l->wal, lsn, err) : st;
 }
 
+static sv_status local_sync_force(void *impl, uint64_t lsn, sv_error *err)
+{
+    local_log *l = impl;
+    sv_status st = need_wal(l, err);
+    return st == SV_OK ? sv_wal_sync_force(l->wal, lsn, err) : st;
+}
+
 static sv_status local_seal(void *impl, uint64_t *last_lsn, sv_error *err)
 {
     local_log *l = impl;
@@ -363,7 +370,8 @@ static void local_close(void *impl)
 }
 
 static const sv_log_ops LOCAL_OPS = {local_append, local_sync,   local_seal,  local_release, local_read,
-                                     local_covers, local_last,   local_begin, local_stats,   local_close};
+                                     local_covers, local_last,   local_begin, local_stats,   local_close,
+                                     local_sync_force};
 
 static local_log *local_new(const char *dir, uint32_t sync_interval_ms, sv_error *err)
 {

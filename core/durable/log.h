@@ -76,6 +76,9 @@ typedef struct sv_log_ops {
     sv_status (*begin)(void *impl, uint64_t floor, sv_error *err);
     void (*stats)(void *impl, sv_log_stats *out);
     void (*close)(void *impl); /* sync what is appended; free the backend and its sv_log */
+    /* sync, durable even where sync is relaxed (the local log's interval
+     * mode); NULL: sync always is. */
+    sv_status (*sync_force)(void *impl, uint64_t lsn, sv_error *err);
 } sv_log_ops;
 
 typedef struct sv_log {
@@ -97,6 +100,11 @@ static inline sv_status sv_log_append_keyed(sv_log *l, uint32_t type, const char
 static inline sv_status sv_log_sync(sv_log *l, uint64_t lsn, sv_error *err)
 {
     return l->ops->sync(l->impl, lsn, err);
+}
+
+static inline sv_status sv_log_sync_force(sv_log *l, uint64_t lsn, sv_error *err)
+{
+    return (l->ops->sync_force ? l->ops->sync_force : l->ops->sync)(l->impl, lsn, err);
 }
 static inline sv_status sv_log_seal(sv_log *l, uint64_t *last_lsn, sv_error *err)
 {

@@ -421,10 +421,10 @@ sv_status sv_wal_append(sv_wal *w, uint32_t type, const struct iovec *parts, int
     return sv_ok(err);
 }
 
-sv_status sv_wal_sync(sv_wal *w, uint64_t lsn, sv_error *err)
+static sv_status sync_to(sv_wal *w, uint64_t lsn, int force, sv_error *err)
 {
     pthread_mutex_lock(&w->lock);
-    if (w->interval_ms > 0 && !w->failed_errno) {
+    if (!force && w->interval_ms > 0 && !w->failed_errno) {
         pthread_mutex_unlock(&w->lock);
         return SV_OK;
     }
@@ -437,6 +437,16 @@ sv_status sv_wal_sync(sv_wal *w, uint64_t lsn, sv_error *err)
     sv_status st = w->failed_errno ? poisoned(w, err) : SV_OK;
     pthread_mutex_unlock(&w->lock);
     return st;
+}
+
+sv_status sv_wal_sync(sv_wal *w, uint64_t lsn, sv_error *err)
+{
+    return sync_to(w, lsn, 0, err);
+}
+
+sv_status sv_wal_sync_force(sv_wal *w, uint64_t lsn, sv_error *err)
+{
+    return sync_to(w, lsn, 1, err);
 }
 
 sv_status sv_wal_rotate(sv_wal *w, uint64_t *last_lsn, sv_error *err)

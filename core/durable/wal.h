@@ -96,6 +96,9 @@ sv_status sv_wal_append(sv_wal *w, uint32_t type, const struct iovec *parts, int
                         uint64_t *lsn, sv_error *err);
 /* Make every record through lsn durable (see sync_interval_ms). */
 sv_status sv_wal_sync(sv_wal *w, uint64_t lsn, sv_error *err);
+/* The same, fsyncing even with sync_interval_ms > 0 (a point other files
+ * rely on: see durable.c, consolidation with originals on disk). */
+sv_status sv_wal_sync_force(sv_wal *w, uint64_t lsn, sv_error *err);
 /* Seal the current segment (fsynced) and start the next one. *last_lsn gets
  * the last LSN of the sealed segments. */
 sv_status sv_wal_rotate(sv_wal *w, uint64_t *last_lsn, sv_error *err);

@@ -484,8 +484,10 @@ static void nl_close(void *impl)
     free(l);
 }
 
+/* sync_force NULL: a quorum's commit is the only durability there is. */
 static const sv_log_ops NATS_OPS = {nl_append, nl_sync, nl_seal,  nl_release, nl_read,
-                                    nl_covers, nl_last, nl_begin, nl_stats,   nl_close};
+                                    nl_covers, nl_last, nl_begin, nl_stats,   nl_close,
+                                    NULL};
 
 static int name_ok(const char *name)
 {
