@@ -21,27 +21,54 @@ def die(prog, msg):
 
 
 def read_vecs(path, dtype, prog):
-    """A TEXMEX .fvecs (float32) or .ivecs (int32) file as a rows x dim
-    array, with every record's dimension header checked."""
+    """A TEXMEX .fvecs (float32) or .ivecs (int32) file as a C-contiguous
+    rows x dim array. Checks the file size against the first header and
+    every record's header, naming the file and byte offset of the first bad
+    record (or value, for floats that are not finite)."""
+    kind = "fvecs" if dtype == np.float32 else "ivecs"
     try:
         raw = np.fromfile(path, dtype=np.int32)
     except OSError as e:
         die(prog, f"{path}: cannot read: {e.strerror}")
-    if raw.size == 0 or os.path.getsize(path) % 4:
-        die(prog, f"{path}: not a whole number of 4-byte values with a header")
+    size = os.path.getsize(path)
+    if size < 4 or size % 4 != 0:
+        die(prog, f"{path}: file size {size} is not a whole number of 4-byte values with a header "
+                  f"(not a {kind} file?)")
     dim = int(raw[0])
-    if dim <= 0 or dim > (1 << 20) or raw.size % (dim + 1):
-        die(prog, f"{path}: dimension header {dim} does not fit the file size {os.path.getsize(path)}")
-    table = raw.reshape(-1, dim + 1)
+    if dim <= 0 or dim > (1 << 20):
+        die(prog, f"{path}: offset 0: dimension header {dim} is not in 1..{1 << 20}")
+    rec = dim + 1
+    if raw.size % rec != 0:
+        die(prog, f"{path}: file size {size} is not a multiple of the record size {4 * rec} "
+                  f"(4 + 4 x dimension {dim}): truncated, or not a {kind} file")
+    table = raw.reshape(-1, rec)
     bad = np.nonzero(table[:, 0] != dim)[0]
     if bad.size:
-        die(prog, f"{path}: record {int(bad[0])} has dimension header {int(table[bad[0], 0])}, expected {dim}")
+        r = int(bad[0])
+        die(prog, f"{path}: record {r} at offset {r * 4 * rec} has dimension header {int(table[r, 0])}, "
+                  f"expected {dim}")
     data = np.ascontiguousarray(table[:, 1:])
     if dtype == np.float32:
         data = data.view(np.float32)
-        if not np.isfinite(data).all():
-            die(prog, f"{path}: has values that are not finite")
+        finite = np.isfinite(data)
+        if not finite.all():
+            r, j = (int(x) for x in np.argwhere(~finite)[0])
+            die(prog, f"{path}: record {r}, value {j} at offset {r * 4 * rec + 4 + 4 * j} is not finite")
     return data
+
+
+def add_peer_args(ap, ef_default):
+    """The options every peer takes (compare.py passes them alike)."""
+    ap.add_argument("--base", required=True)
+    ap.add_argument("--query", required=True)
+    ap.add_argument("--gt", required=True)
+    ap.add_argument("--metric", choices=["l2", "ip", "cosine"], default="l2")
+    ap.add_argument("--threads", type=int, default=0, help="build threads, 0 = all cores")
+    ap.add_argument("--M", type=int, default=16)
+    ap.add_argument("--ef-construction", type=int, default=200)
+    ap.add_argument("--ef", default=ef_default, help=f"ef values to sweep (values below k={K} are dropped)")
+    ap.add_argument("--dataset", help="dataset name, recorded in the JSON")
+    ap.add_argument("--json", help="write the results here")
 
 
 def load(args, prog):
@@ -82,10 +109,12 @@ def read_rss():
 
 def parse_efs(text, prog):
     """'10,20,...' -> the values >= k (a search never looks at fewer)."""
-    try:
-        values = [int(t) for t in text.split(",")]
-    except ValueError:
-        die(prog, f"--ef: '{text}' is not a list of whole numbers")
+    values = []
+    for tok in text.split(","):
+        tok = tok.strip()
+        if not tok.isdigit() or int(tok) < 1:
+            die(prog, f"--ef: '{tok}' is not a positive whole number")
+        values.append(int(tok))
     kept = [v for v in values if v >= K]
     if not kept:
         die(prog, f"--ef: no value >= k={K}")

@@ -20,8 +20,8 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from peers.common import (DEFAULT_EFS, K, load, parse_efs, peer_result, percentile, read_rss,  # noqa: E402
-                          recall_at_k, write_result)
+from peers.common import (DEFAULT_EFS, K, add_peer_args, load, parse_efs, peer_result, percentile,  # noqa: E402
+                          read_rss, recall_at_k, write_result)
 
 PROG = "faiss_bench.py"
 try:
@@ -33,16 +33,7 @@ except ImportError as e:
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--base", required=True)
-    ap.add_argument("--query", required=True)
-    ap.add_argument("--gt", required=True)
-    ap.add_argument("--metric", choices=["l2", "ip", "cosine"], default="l2")
-    ap.add_argument("--threads", type=int, default=0, help="build threads, 0 = all cores")
-    ap.add_argument("--M", type=int, default=16)
-    ap.add_argument("--ef-construction", type=int, default=200)
-    ap.add_argument("--ef", default=DEFAULT_EFS, help="efSearch values (below k=10 dropped)")
-    ap.add_argument("--dataset", help="dataset name, recorded in the JSON")
-    ap.add_argument("--json", help="write the results here")
+    add_peer_args(ap, DEFAULT_EFS)
     args = ap.parse_args()
 
     efs = parse_efs(args.ef, PROG)
