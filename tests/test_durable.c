@@ -75,6 +75,18 @@ static void make_tmp(char *out)
     ck_assert_ptr_nonnull(mkdtemp(out));
 }
 
+/* A durable collection created in a new temporary directory: base (the
+ * test removes it) and dir = base/c. */
+static sv_durable *tmp_durable(char *base, char *dir, const sv_params *p, const sv_durable_options *o)
+{
+    make_tmp(base);
+    pathf(dir, "%s/c", base);
+    sv_durable *d = NULL;
+    sv_error err;
+    ck_assert_msg(sv_durable_create(dir, p, o, &d, &err) == SV_OK, "%s", err.message);
+    return d;
+}
+
 static void remove_tmp_dirs(void)
 {
     DIR *d = opendir("/tmp");
@@ -1723,15 +1735,12 @@ static void *write_thread(void *arg)
 START_TEST(test_visible_only_when_durable)
 {
     char base[PATHN], dir[PATHN];
-    make_tmp(base);
-    pathf(dir, "%s/c", base);
     sv_params p;
     sv_params_default(&p, SM_DIM);
     p.threads = 1;
     sv_durable_options o = {0};
-    sv_durable *d = NULL;
+    sv_durable *d = tmp_durable(base, dir, &p, &o);
     sv_error err;
-    ck_assert_msg(sv_durable_create(dir, &p, &o, &d, &err) == SV_OK, "%s", err.message);
     float v[4 * SM_DIM];
     for (int i = 0; i < 4 * SM_DIM; i++)
         v[i] = (float)(i % 7) + 0.5f;
@@ -1804,16 +1813,13 @@ END_TEST
 START_TEST(test_consolidation_replays)
 {
     char base[PATHN], dir[PATHN];
-    make_tmp(base);
-    pathf(dir, "%s/c", base);
     sv_params p;
     sv_params_default(&p, SM_DIM);
     p.threads = 1;
     p.flush_threshold = 100;
     sv_durable_options o = {0};
-    sv_durable *d = NULL;
+    sv_durable *d = tmp_durable(base, dir, &p, &o);
     sv_error err;
-    ck_assert_msg(sv_durable_create(dir, &p, &o, &d, &err) == SV_OK, "%s", err.message);
     float *v = tu_gaussian(600, SM_DIM, 5);
     char names[600][16];
     const char *ids[600];
@@ -2481,15 +2487,12 @@ END_TEST
 START_TEST(test_log_restarts_after_snapshot_lsn)
 {
     char base[PATHN], dir[PATHN], path[PATHN];
-    make_tmp(base);
-    pathf(dir, "%s/c", base);
     sv_params p;
     sv_params_default(&p, SM_DIM);
     p.threads = 1;
     sv_durable_options o = {0};
-    sv_durable *d = NULL;
+    sv_durable *d = tmp_durable(base, dir, &p, &o);
     sv_error err;
-    ck_assert_msg(sv_durable_create(dir, &p, &o, &d, &err) == SV_OK, "%s", err.message);
     float *v = tu_gaussian(40, SM_DIM, 3);
     static char names[40][16];
     const char *ids[40];
@@ -2581,18 +2584,15 @@ static void or_check_exact(sv_durable *d, const float *v, const char **ids, int 
 START_TEST(test_originals_durable)
 {
     char base[PATHN], dir[PATHN], path[PATHN];
-    make_tmp(base);
-    pathf(dir, "%s/c", base);
-    pathf(path, "%s/" SV_ORIGINALS_FILE, dir);
     sv_params p;
     sv_params_default(&p, OR_DIM);
     p.threads = 2;
     p.flush_threshold = 100;
     p.originals = SV_ORIGINALS_DISK;
     sv_durable_options o = {0};
-    sv_durable *d = NULL;
+    sv_durable *d = tmp_durable(base, dir, &p, &o);
+    pathf(path, "%s/" SV_ORIGINALS_FILE, dir);
     sv_error err;
-    ck_assert_msg(sv_durable_create(dir, &p, &o, &d, &err) == SV_OK, "%s", err.message);
     ck_assert_int_eq(sv_durable_params(d)->originals, SV_ORIGINALS_DISK);
     float *v = tu_gaussian(600, OR_DIM, 11);
     static char names[600][16];
@@ -2695,16 +2695,13 @@ START_TEST(test_originals_consolidation_syncs)
 {
     for (int with = 0; with < 2; with++) {
         char base[PATHN], dir[PATHN];
-        make_tmp(base);
-        pathf(dir, "%s/c", base);
         sv_params p;
         sv_params_default(&p, OR_DIM);
         p.threads = 1;
         p.originals = with ? SV_ORIGINALS_DISK : SV_ORIGINALS_NONE;
         sv_durable_options o = {.sync_interval_ms = 60000}; /* its thread never comes */
-        sv_durable *d = NULL;
+        sv_durable *d = tmp_durable(base, dir, &p, &o);
         sv_error err;
-        ck_assert_msg(sv_durable_create(dir, &p, &o, &d, &err) == SV_OK, "%s", err.message);
         float *v = tu_gaussian(100, OR_DIM, 9);
         static char names[100][16];
         const char *ids[100];
