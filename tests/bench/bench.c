@@ -107,60 +107,15 @@ static void usage(FILE *out)
  * them to k anyway and they would duplicate the k point. */
 static int parse_lists(const char *s, options *o)
 {
-    char buf[1024];
-    if (strlen(s) >= sizeof buf) {
-        fprintf(stderr, "slimvec-bench: --search-lists: too long\n");
-        return -1;
-    }
-    strcpy(buf, s);
-    o->n_lists = 0;
-    char *save = NULL;
-    for (char *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
-        uint32_t v = 0;
-        if (bu_parse_u32("slimvec-bench", "--search-lists", tok, 1, 1u << 20, &v) != 0)
-            return -1;
-        if (v < BENCH_K) {
-            fprintf(stderr, "slimvec-bench: note: search list %u < k=%d dropped\n", v, BENCH_K);
-            continue;
-        }
-        if (o->n_lists == BENCH_MAX_LISTS) {
-            fprintf(stderr, "slimvec-bench: --search-lists: at most %d values\n", BENCH_MAX_LISTS);
-            return -1;
-        }
-        o->lists[o->n_lists++] = v;
-    }
-    if (o->n_lists == 0) {
-        fprintf(stderr, "slimvec-bench: --search-lists: no value >= k=%d\n", BENCH_K);
-        return -1;
-    }
-    return 0;
+    return bu_parse_u32_list("slimvec-bench", "--search-lists", s, 1, BENCH_K, 1u << 20, o->lists,
+                             BENCH_MAX_LISTS, &o->n_lists);
 }
 
 /* "0,20,40" -> re-rank depths (0: the search list). */
 static int parse_depths(const char *s, options *o)
 {
-    char buf[1024];
-    if (strlen(s) >= sizeof buf) {
-        fprintf(stderr, "slimvec-bench: --rerank-depths: too long\n");
-        return -1;
-    }
-    strcpy(buf, s);
-    o->n_depths = 0;
-    for (char *save = NULL, *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
-        uint32_t v;
-        if (bu_parse_u32("slimvec-bench", "--rerank-depths", tok, 0, SV_L_MAX, &v) != 0)
-            return -1;
-        if (o->n_depths == BENCH_MAX_LISTS) {
-            fprintf(stderr, "slimvec-bench: --rerank-depths: at most %d values\n", BENCH_MAX_LISTS);
-            return -1;
-        }
-        o->depths[o->n_depths++] = v;
-    }
-    if (!o->n_depths) {
-        fprintf(stderr, "slimvec-bench: --rerank-depths: no value\n");
-        return -1;
-    }
-    return 0;
+    return bu_parse_u32_list("slimvec-bench", "--rerank-depths", s, 0, 0, SV_L_MAX, o->depths,
+                             BENCH_MAX_LISTS, &o->n_depths);
 }
 
 /* Returns 0 to run, 1 to exit 0 (--help), -1 on a usage error. */

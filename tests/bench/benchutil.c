@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 int bu_parse_u64(const char *prog, const char *opt, const char *s, uint64_t min, uint64_t max,
@@ -31,6 +32,37 @@ int bu_parse_u32(const char *prog, const char *opt, const char *s, uint32_t min,
     if (bu_parse_u64(prog, opt, s, min, max, &v) != 0)
         return -1;
     *out = (uint32_t)v;
+    return 0;
+}
+
+int bu_parse_u32_list(const char *prog, const char *opt, const char *s, uint32_t min, uint32_t keep_min,
+                      uint32_t max, uint32_t *out, size_t cap, size_t *n)
+{
+    char buf[1024];
+    *n = 0;
+    if (strlen(s) >= sizeof buf) {
+        fprintf(stderr, "%s: %s: too long\n", prog, opt);
+        return -1;
+    }
+    strcpy(buf, s);
+    for (char *save = NULL, *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+        uint32_t v = 0;
+        if (bu_parse_u32(prog, opt, tok, min, max, &v) != 0)
+            return -1;
+        if (v < keep_min) {
+            fprintf(stderr, "%s: note: %s value %u < %u dropped\n", prog, opt, v, keep_min);
+            continue;
+        }
+        if (*n == cap) {
+            fprintf(stderr, "%s: %s: at most %zu values\n", prog, opt, cap);
+            return -1;
+        }
+        out[(*n)++] = v;
+    }
+    if (*n == 0) {
+        fprintf(stderr, "%s: %s: no value >= %u\n", prog, opt, keep_min);
+        return -1;
+    }
     return 0;
 }
 

@@ -14,6 +14,12 @@ int bu_parse_u64(const char *prog, const char *opt, const char *s, uint64_t min,
 int bu_parse_u32(const char *prog, const char *opt, const char *s, uint32_t min, uint32_t max,
                  uint32_t *out);
 
+/* "10,20,40" -> out[0..*n): each value in [min, max]; values below keep_min
+ * are dropped with a note (not counted against cap). Prints "prog: opt: ..."
+ * and returns -1 when a value is bad, more than cap are kept, or none is. */
+int bu_parse_u32_list(const char *prog, const char *opt, const char *s, uint32_t min, uint32_t keep_min,
+                      uint32_t max, uint32_t *out, size_t cap, size_t *n);
+
 double bu_now_seconds(void); /* monotonic */
 
 /* qsort comparator for doubles, and the nearest-rank percentile (0..1) of
