@@ -209,9 +209,11 @@ sv_status sv_collection_calibrate(sv_collection *c, uint32_t queries, uint64_t s
 int sv_collection_calibration(sv_collection *c, sv_calibration *out);
 /* The smallest search list that reached target, 0 when none did. */
 uint32_t sv_calibration_search_list(const sv_calibration *cal, float target);
-/* The calibration is recall@10: for k > 10 a target search scales the list
- * by ceil(k / 10) (an estimate; recall@k itself is not measured). */
-uint32_t sv_calibration_scale_list(uint32_t list, uint32_t k);
+/* The list a target_recall search for k neighbours uses: the smallest that
+ * reached target, else the largest measured, times ceil(k / 10) for k > 10
+ * (the curve is recall@10: an estimate, recall@k is not measured); 0 when
+ * there is no curve. */
+uint32_t sv_calibration_list_for(const sv_calibration *cal, float target, uint32_t k);
 
 /* The stored vector of an id (the original when originals are on disk, else
  * dequantized for int8; normalised for cosine). */

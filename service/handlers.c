@@ -775,18 +775,15 @@ void svd_search_into(svd_app *app, svd_ctx *ctx, const Slimvec__V1__SearchReques
         goto done;
     }
     uint32_t L = req->search_list ? req->search_list : 64;
+    uint64_t buffered = sv_durable_buffered(c->dur) / SVD_BUFFER_WORK_DIVISOR;
     sv_calibration cal;
     if (target != 0.0f && sv_durable_calibration(c->dur, &cal)) {
-        L = sv_calibration_search_list(&cal, target);
-        if (!L) /* beyond what was measured: the best known */
-            L = cal.points[cal.n_points - 1].search_list;
-        L = sv_calibration_scale_list(L, k); /* measured as recall@10 */
+        L = sv_calibration_list_for(&cal, target, k);
         if (L > app->limits.max_search_list) /* the client named no list: stay in bounds */
             L = app->limits.max_search_list;
         /* The server's default target (the client asked for nothing) must not
          * turn a request that fits --max-search-work into a refusal: less
          * recall than the default's, rather than an error. */
-        uint64_t buffered = sv_durable_buffered(c->dur) / SVD_BUFFER_WORK_DIVISOR;
         if (req->target_recall == 0.0f && m) {
             uint64_t room = app->limits.max_search_work / m;
             room = room > buffered ? room - buffered : 0;
@@ -817,7 +814,7 @@ void svd_search_into(svd_app *app, svd_ctx *ctx, const Slimvec__V1__SearchReques
         svd_response_ok(app, ctx, packed, build, what, r); /* says so */
         goto done;
     }
-    uint64_t per_query = (L > k ? L : k) + sv_durable_buffered(c->dur) / SVD_BUFFER_WORK_DIVISOR;
+    uint64_t per_query = (L > k ? L : k) + buffered;
     uint64_t work = (uint64_t)m * per_query;
     if (work > app->limits.max_search_work) {
         svd_reply_error(r, GRPC_STATUS_RESOURCE_EXHAUSTED,

@@ -278,11 +278,17 @@ int sv_collection_calibration(sv_collection *c, sv_calibration *out)
     return out->n_points > 0;
 }
 
-/* The curve is recall@10: a search for more neighbours needs a longer list
- * to find as large a share of them. Scaled by k / 10 (an estimate, not a
- * measurement of recall@k), and at most SV_L_MAX. */
-uint32_t sv_calibration_scale_list(uint32_t list, uint32_t k)
+/* Past the curve's top, the best list it knows. The curve is recall@10: a
+ * search for more neighbours needs a longer list to find as large a share
+ * of them, so the list is scaled by k / 10 (an estimate, not a measurement
+ * of recall@k), and at most SV_L_MAX. */
+uint32_t sv_calibration_list_for(const sv_calibration *cal, float target, uint32_t k)
 {
+    if (!cal->n_points)
+        return 0;
+    uint32_t list = sv_calibration_search_list(cal, target);
+    if (!list)
+        list = cal->points[cal->n_points - 1].search_list;
     if (k <= CAL_K)
         return list;
     uint64_t l = (uint64_t)list * ((k + CAL_K - 1) / CAL_K);

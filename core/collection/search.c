@@ -143,12 +143,8 @@ sv_status sv_collection_search_opts(sv_collection *c, const float *query, uint32
             return sv_fail(err, SV_ERR_INVALID_ARGUMENT, "target recall %g is outside (0, 1]",
                            (double)o->target_recall);
         sv_calibration cal;
-        if (sv_collection_calibration(c, &cal)) {
-            search_list = sv_calibration_search_list(&cal, o->target_recall);
-            if (!search_list) /* beyond what was measured: the best known */
-                search_list = cal.points[cal.n_points - 1].search_list;
-            search_list = sv_calibration_scale_list(search_list, k);
-        }
+        if (sv_collection_calibration(c, &cal))
+            search_list = sv_calibration_list_for(&cal, o->target_recall, k);
     }
     uint32_t L = search_list < k ? k : search_list;
     if (o->used_search_list)
