@@ -40,6 +40,30 @@ def free_port():
         return port
 
 
+def stop(proc):
+    """SIGSTOP proc and wait until every thread of it is stopped: the
+    signal is only queued when kill() returns, and on a loaded machine the
+    other threads run on until one of them has taken it (a paused server
+    once acknowledged a replicated append after the signal was sent)."""
+    proc.send_signal(signal.SIGSTOP)
+    task = '/proc/%d/task' % proc.pid
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        try:
+            states = []
+            for tid in os.listdir(task):
+                try:
+                    with open('%s/%s/stat' % (task, tid)) as f:
+                        states.append(f.read().rsplit(')', 1)[1].split()[0])
+                except (FileNotFoundError, ProcessLookupError):
+                    pass
+        except FileNotFoundError:
+            return
+        if all(s in ('T', 't') for s in states):
+            return
+        time.sleep(0.001)
+
+
 class Servers:
     """n server processes of one engine (start(i) and wait_ready(i) are the
     engine's): SIGKILL, SIGSTOP/SIGCONT, restart, and cleanup of their
@@ -60,7 +84,7 @@ class Servers:
         self.wait_ready(i)
 
     def pause(self, i):
-        self.procs[i].send_signal(signal.SIGSTOP)
+        stop(self.procs[i])
         self.paused.add(i)
 
     def resume(self, i):
@@ -234,7 +258,7 @@ class Pod:
             self.proc.wait()
 
     def pause(self):
-        self.proc.send_signal(signal.SIGSTOP)
+        stop(self.proc)
 
     def resume(self):
         self.proc.send_signal(signal.SIGCONT)

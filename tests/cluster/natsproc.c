@@ -1,6 +1,7 @@
 /* nats-server processes for the tests (see natsproc.h). */
 #include "natsproc.h"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <nats/nats.h>
 #include <netinet/in.h>
@@ -161,10 +162,45 @@ void np_kill(np_cluster *c, int i)
     c->pid[i] = 0;
 }
 
+/* Whether every thread of pid is stopped ('T' in /proc/<pid>/task/<tid>/stat). */
+static int all_threads_stopped(pid_t pid)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/task", (int)pid);
+    DIR *dir = opendir(path);
+    if (!dir)
+        return 1; /* gone: nothing runs */
+    int stopped = 1;
+    struct dirent *e;
+    while (stopped && (e = readdir(dir)) != NULL) {
+        if (e->d_name[0] == '.')
+            continue;
+        char stat_path[64 + 256 + 8], buf[512];
+        snprintf(stat_path, sizeof stat_path, "%s/%s/stat", path, e->d_name);
+        FILE *f = fopen(stat_path, "r");
+        if (!f)
+            continue; /* the thread exited */
+        size_t n = fread(buf, 1, sizeof buf - 1, f);
+        fclose(f);
+        buf[n] = 0;
+        const char *paren = strrchr(buf, ')');
+        stopped = paren && paren[1] == ' ' && (paren[2] == 'T' || paren[2] == 't');
+    }
+    closedir(dir);
+    return stopped;
+}
+
+/* kill() only queues SIGSTOP: one thread must be scheduled to take it
+ * before the others are told to stop, and on a loaded machine the rest
+ * run on meanwhile (a paused server once acknowledged a replicated
+ * append after kill() returned). Wait until every thread is stopped. */
 void np_pause(np_cluster *c, int i)
 {
-    if (c->pid[i] > 0)
-        kill(c->pid[i], SIGSTOP);
+    if (c->pid[i] <= 0)
+        return;
+    kill(c->pid[i], SIGSTOP);
+    for (int tries = 0; tries < 5000 && !all_threads_stopped(c->pid[i]); tries++)
+        usleep(1000);
 }
 
 void np_resume(np_cluster *c, int i)
