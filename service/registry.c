@@ -381,7 +381,7 @@ static sv_status open_one(svd_registry *r, const char *name, const char *path, d
 }
 
 sv_status svd_registry_adopt(svd_registry *r, const char *name, const sv_params *params, uint64_t incarnation,
-                             const char *snapshot_file, uint64_t lsn, sv_error *err)
+                             const char *snapshot_file, const char *originals_file, uint64_t lsn, sv_error *err)
 {
     if (!r->following || !r->data_dir)
         return sv_fail(err, SV_ERR_INVALID_ARGUMENT, "only a cluster pod adopts a snapshot");
@@ -395,7 +395,7 @@ sv_status svd_registry_adopt(svd_registry *r, const char *name, const sv_params 
     if (have)
         st = sv_fail(err, SV_ERR_ALREADY_EXISTS, "collection \"%s\" is open here", name);
     if (st == SV_OK)
-        st = sv_durable_prepare_follower(path, params, snapshot_file, lsn, err);
+        st = sv_durable_prepare_follower(path, params, snapshot_file, originals_file, lsn, err);
     if (st == SV_OK && write_incarnation(path, incarnation) != 0) {
         st = sv_fail(err, SV_ERR_IO, "%s/incarnation: %s", path, strerror(errno));
         sv_durable_remove_dir(path, NULL);

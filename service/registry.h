@@ -81,10 +81,12 @@ int svd_name_valid(const char *name);
 sv_status svd_registry_create_collection(svd_registry *r, const char *name, sv_params *params,
                                          svd_coll **out, sv_error *err);
 /* A reference, or NULL when unknown. */
-/* Cluster mode: a collection from a peer's snapshot file (moved into its
+/* Cluster mode: a collection from a peer's snapshot file and, when it keeps
+ * originals on disk, the peer's originals file (both moved into its
  * directory), opened and added (the stream after lsn follows). */
 sv_status svd_registry_adopt(svd_registry *r, const char *name, const sv_params *params, uint64_t incarnation,
-                             const char *snapshot_file, uint64_t lsn, sv_error *err);
+                             const char *snapshot_file, const char *originals_file, uint64_t lsn,
+                             sv_error *err);
 /* Cluster mode: the shard the collections opened from now on follow. */
 void svd_registry_set_follow_shard(svd_registry *r, uint32_t shard);
 svd_coll *svd_registry_get(svd_registry *r, const char *name);

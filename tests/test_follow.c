@@ -432,6 +432,148 @@ START_TEST(test_follow_window_by_lsn)
 }
 END_TEST
 
+/* The follower's vectors and its re-ranked searches are the originals:
+ * each assigned id's Get returns v's row bit for bit, and a search for it
+ * finds it at distance 0 (re-ranked from the originals file). */
+static void assert_originals(sv_durable *d, const float *v, size_t n, uint64_t lsn)
+{
+    sv_error err;
+    for (size_t i = 0; i < n; i++) {
+        char id[32];
+        float got[DIM];
+        snprintf(id, sizeof id, "%" PRIu64, sv_follow_assigned_id(&SHARD, lsn + i / 32, (uint32_t)(i % 32)));
+        ck_assert_msg(sv_durable_get(d, id, got, DIM, &err) == SV_OK, "%s: %s", id, err.message);
+        ck_assert_msg(memcmp(got, v + i * DIM, sizeof got) == 0, "%s: not its original", id);
+        sv_hit hits[3];
+        size_t nh = 0;
+        sv_search_opts so = {.k = 3, .search_list = 64};
+        ck_assert_int_eq(sv_durable_search(d, v + i * DIM, DIM, &so, hits, &nh, &err), SV_OK);
+        ck_assert_uint_ge(nh, 1);
+        ck_assert_str_eq(hits[0].id, id);
+        ck_assert_msg(hits[0].distance == 0.0f, "%s: distance %g", id, (double)hits[0].distance);
+    }
+}
+
+static void copy_file(const char *from, const char *to)
+{
+    char cmd[512];
+    snprintf(cmd, sizeof cmd, "cp '%s' '%s'", from, to);
+    ck_assert_int_eq(system(cmd), 0);
+}
+
+/* Originals on disk in cluster mode: a replica that joins from a peer's
+ * snapshot takes the peer's originals file with it (what FetchSnapshot
+ * carries), checked against the snapshot's codes when it opens; without
+ * it, or with a damaged one, it does not open. Replicas rebuilt from the
+ * log write their own. */
+START_TEST(test_follow_originals_from_peer)
+{
+    char base[64], logdir[128], one[128], two[128], three[128], snap[160], orig[160], path[256], name[48];
+    make_tmp(base, sizeof base);
+    snprintf(logdir, sizeof logdir, "%s/log", base);
+    snprintf(one, sizeof one, "%s/one", base);
+    snprintf(two, sizeof two, "%s/two", base);
+    snprintf(three, sizeof three, "%s/three", base);
+    snprintf(snap, sizeof snap, "%s/fetched.snap", base);
+    snprintf(orig, sizeof orig, "%s/fetched.originals", base);
+    ck_assert_int_eq(mkdir(logdir, 0755), 0);
+    enum { N = 192 };
+    float *v = tu_gaussian(N, DIM, 21);
+    sv_log *w = NULL;
+    sv_error err;
+    ck_assert_int_eq(sv_log_local_start(logdir, 1, 0, &w, &err), SV_OK);
+    const char *none[32] = {NULL};
+    for (int b = 0; b < N / 32; b++)
+        ck_assert_uint_eq(append_add(w, none, 32, v + (size_t)b * 32 * DIM), (uint64_t)b + 1);
+    ck_assert_int_eq(sv_log_sync(w, N / 32, &err), SV_OK);
+    sv_log_close(w);
+
+    sv_params p = params();
+    p.originals = SV_ORIGINALS_DISK;
+    sv_durable_options o = {0};
+    /* Replica one from the log: the first four batches, flushed, a
+     * snapshot at LSN 4 (the log kept aside: the snapshot releases it). */
+    applier a = {0};
+    sv_log *r = reader(logdir);
+    ck_assert_msg(sv_durable_create_follower(one, &p, &o, r, &SHARD, &a.d, &err) == SV_OK, "%s", err.message);
+    stop_at = 4;
+    ck_assert_int_eq(sv_log_read(r, 0, 0, apply_until, &a, NULL, &err), SV_ERR_INTERRUPTED);
+    stop_at = 0;
+    ck_assert_int_eq(sv_durable_flush(a.d, &err), SV_OK);
+    assert_originals(a.d, v, 4 * 32, 1);
+    char cmd[512];
+    snprintf(cmd, sizeof cmd, "cp -r '%s' '%s.keep'", logdir, logdir);
+    ck_assert_int_eq(system(cmd), 0);
+    sv_snapshot_info info;
+    ck_assert_msg(sv_durable_snapshot(a.d, &info, &err) == SV_OK, "%s", err.message);
+    ck_assert_uint_eq(info.lsn, 4);
+    snprintf(cmd, sizeof cmd, "rm -rf '%s' && mv '%s.keep' '%s'", logdir, logdir, logdir);
+    ck_assert_int_eq(system(cmd), 0);
+    /* What a fetch brings: the snapshot and the originals file. */
+    sv_snapshot_name(info.lsn, name, sizeof name);
+    snprintf(path, sizeof path, "%s/%s", one, name);
+    copy_file(path, snap);
+    snprintf(path, sizeof path, "%s/" SV_ORIGINALS_FILE, one);
+    copy_file(path, orig);
+    sv_durable_free(a.d);
+
+    /* Without the originals, or with originals for a collection that keeps
+     * none: refused, nothing made. */
+    struct stat sb;
+    ck_assert_int_eq(sv_durable_prepare_follower(two, &p, snap, NULL, info.lsn, &err), SV_ERR_INVALID_ARGUMENT);
+    sv_params plain = params();
+    ck_assert_int_eq(sv_durable_prepare_follower(two, &plain, snap, orig, info.lsn, &err), SV_ERR_INVALID_ARGUMENT);
+    ck_assert_int_ne(stat(two, &sb), 0);
+    /* Replica two from the peer's files, then the rest of the log. */
+    ck_assert_msg(sv_durable_prepare_follower(two, &p, snap, orig, info.lsn, &err) == SV_OK, "%s", err.message);
+    sv_recovery rec;
+    applier b = {0};
+    sv_log *r2 = reader(logdir);
+    ck_assert_msg(sv_durable_open_follower(two, NULL, 1, &o, r2, &SHARD, &b.d, &rec, &err) == SV_OK, "%s",
+                  err.message);
+    ck_assert_uint_eq(rec.snapshot_lsn, 4);
+    ck_assert_int_eq(sv_log_read(r2, sv_durable_applied(b.d), 0, apply_visit, &b, NULL, &err), SV_OK);
+    ck_assert_uint_eq(sv_durable_applied(b.d), N / 32);
+    ck_assert_int_eq(sv_durable_flush(b.d, &err), SV_OK);
+    ck_assert_uint_eq(sv_durable_count(b.d), N);
+    assert_originals(b.d, v, N, 1);
+    sv_durable_free(b.d);
+
+    /* A damaged record in the peer's originals: the open refuses it (the
+     * cluster fetches again) instead of re-ranking with wrong vectors. */
+    snprintf(path, sizeof path, "%s/" SV_ORIGINALS_FILE, one);
+    copy_file(path, orig);
+    snprintf(path, sizeof path, "%s/%s", one, name);
+    copy_file(path, snap);
+    FILE *f = fopen(orig, "r+b");
+    ck_assert_ptr_nonnull(f);
+    float junk[DIM];
+    for (int j = 0; j < DIM; j++)
+        junk[j] = 100.0f + (float)j;
+    ck_assert_int_eq(fseek(f, 4096L + 7L * DIM * 4 /* the 4 KiB header, then slot 7 */, SEEK_SET), 0);
+    ck_assert_uint_eq(fwrite(junk, sizeof junk, 1, f), 1);
+    fclose(f);
+    ck_assert_int_eq(sv_durable_prepare_follower(three, &p, snap, orig, info.lsn, &err), SV_OK);
+    sv_durable *d3 = NULL;
+    ck_assert_int_eq(sv_durable_open_follower(three, NULL, 1, &o, reader(logdir), &SHARD, &d3, &rec, &err),
+                     SV_ERR_CORRUPT);
+    ck_assert_ptr_null(d3);
+    ck_assert_msg(strstr(err.message, "slot 7 does not match") != NULL, "%s", err.message);
+
+    /* Replica one restarts from its own snapshot and originals. */
+    applier c = {0};
+    sv_log *r1 = reader(logdir);
+    ck_assert_msg(sv_durable_open_follower(one, NULL, 1, &o, r1, &SHARD, &c.d, &rec, &err) == SV_OK, "%s",
+                  err.message);
+    ck_assert_int_eq(sv_log_read(r1, sv_durable_applied(c.d), 0, apply_visit, &c, NULL, &err), SV_OK);
+    ck_assert_int_eq(sv_durable_flush(c.d, &err), SV_OK);
+    assert_originals(c.d, v, N, 1);
+    sv_durable_free(c.d);
+    free(v);
+    rm_rf(base);
+}
+END_TEST
+
 /* The id scheme: unique, at or above 2^62, routed back to its shard; the
  * route is stable (numbers by value, strings by CRC-32C). */
 START_TEST(test_follow_ids_and_routes)
@@ -484,6 +626,7 @@ int main(void)
     tcase_add_test(tc, test_follow_ids_and_routes);
     tcase_add_test(tc, test_follow_keyed_resend);
     tcase_add_test(tc, test_follow_window_by_lsn);
+    tcase_add_test(tc, test_follow_originals_from_peer);
     suite_add_tcase(s, tc);
     return tu_run_suite(s);
 }

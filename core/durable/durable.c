@@ -190,12 +190,6 @@ static sv_status create(const char *dir, const sv_params *p, const sv_durable_op
     *out = NULL;
     sv_collection *c = NULL;
     sv_status st = SV_OK;
-    if (p->originals != SV_ORIGINALS_NONE && follow_log) {
-        /* A replica's snapshot travels alone (FetchSnapshot): it would
-         * arrive without the originals it needs. */
-        sv_log_close(follow_log);
-        return sv_fail(err, SV_ERR_INVALID_ARGUMENT, "originals on disk are not available in cluster mode");
-    }
     if (!dir && (st = sv_collection_create(p, &c, err)) != SV_OK) {
         sv_log_close(follow_log);
         return st;
@@ -298,13 +292,15 @@ sv_status sv_durable_create_follower(const char *dir, const sv_params *p, const 
     return create(dir, p, o, log, f, out, err);
 }
 
-sv_status sv_durable_prepare_follower(const char *dir, const sv_params *p, const char *snapshot_file, uint64_t lsn,
-                                      sv_error *err)
+sv_status sv_durable_prepare_follower(const char *dir, const sv_params *p, const char *snapshot_file,
+                                      const char *originals_file, uint64_t lsn, sv_error *err)
 {
     char tmp[PATH_CAP], file[PATH_CAP + 48], parent[PATH_CAP], name[48];
     struct stat sb;
-    if (p->originals != SV_ORIGINALS_NONE)
-        return sv_fail(err, SV_ERR_INVALID_ARGUMENT, "originals on disk are not available in cluster mode");
+    if (p->originals == SV_ORIGINALS_DISK && !originals_file)
+        return sv_fail(err, SV_ERR_INVALID_ARGUMENT, "the snapshot came without the originals file the collection keeps");
+    if (p->originals != SV_ORIGINALS_DISK && originals_file)
+        return sv_fail(err, SV_ERR_INVALID_ARGUMENT, "an originals file came for a collection that keeps none");
     if (stat(dir, &sb) == 0)
         return sv_fail(err, SV_ERR_ALREADY_EXISTS, "%s already exists", dir);
     /* As create(): built under a temporary name, then renamed whole. */
@@ -322,8 +318,17 @@ sv_status sv_durable_prepare_follower(const char *dir, const sv_params *p, const
     }
     sv_snapshot_name(lsn, name, sizeof name);
     snprintf(file, sizeof file, "%s/%s", tmp, name);
-    if (rename(snapshot_file, file) != 0 || sv_fsync_dir(tmp) != 0) {
+    if (rename(snapshot_file, file) != 0) {
         st = sv_fail(err, SV_ERR_IO, "%s: %s", file, strerror(errno));
+        goto fail;
+    }
+    snprintf(file, sizeof file, "%s/" SV_ORIGINALS_FILE, tmp);
+    if (originals_file && rename(originals_file, file) != 0) {
+        st = sv_fail(err, SV_ERR_IO, "%s: %s", file, strerror(errno));
+        goto fail;
+    }
+    if (sv_fsync_dir(tmp) != 0) {
+        st = sv_fail(err, SV_ERR_IO, "%s: %s", tmp, strerror(errno));
         goto fail;
     }
     if (rename(tmp, dir) != 0) {

@@ -79,12 +79,14 @@ void sv_durable_free(sv_durable *d); /* closes the log; takes no snapshot */
 
 struct sv_log;
 struct sv_follow_ids;
-/* A follower's directory from a snapshot another replica wrote: params
- * and the snapshot file (moved in, as holding the log through lsn), built
- * under a temporary name and renamed to dir; sv_durable_open_follower
- * opens it (the log's records after lsn follow). */
-sv_status sv_durable_prepare_follower(const char *dir, const sv_params *p, const char *snapshot_file, uint64_t lsn,
-                                      sv_error *err);
+/* A follower's directory from a snapshot another replica wrote: params,
+ * the snapshot file (moved in, as holding the log through lsn) and, for
+ * originals on disk, that replica's originals file (moved in; required
+ * then, refused otherwise), built under a temporary name and renamed to
+ * dir; sv_durable_open_follower opens it (the log's records after lsn
+ * follow) and checks every indexed original against its code. */
+sv_status sv_durable_prepare_follower(const char *dir, const sv_params *p, const char *snapshot_file,
+                                      const char *originals_file, uint64_t lsn, sv_error *err);
 /* As sv_durable_create and sv_durable_open, but the collection follows
  * `log` (taken in every case: closed on failure): adds and deletes are
  * refused (SV_ERR_INVALID_ARGUMENT); records come in by sv_durable_apply in LSN

@@ -325,8 +325,6 @@ static sv_status recover(const char *dir, const sv_allocator *a, uint32_t thread
     sv_status st = read_params(dir, a, threads, &p, err);
     snprintf(orig_path, sizeof orig_path, "%s/" SV_ORIGINALS_FILE, dir);
     p.originals_path = orig_path;
-    if (st == SV_OK && follow && p.originals != SV_ORIGINALS_NONE)
-        st = sv_fail(err, SV_ERR_INVALID_ARGUMENT, "%s: originals on disk are not available in cluster mode", dir);
     if (st == SV_OK)
         st = list_snapshots(dir, &l, err);
     if (st == SV_OK)

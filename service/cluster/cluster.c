@@ -318,8 +318,10 @@ static sv_status bootstrap(svc_cluster *c, const svc_catalog_entry *e, sv_error 
     int n = svc_meta_targets(c->meta, (uint32_t)c->shard, reps, SVC_FANOUT_TARGETS, &epoch);
     sv_status st = sv_fail(err, SV_ERR_NOT_FOUND, "shard %d has no other ready replica with a copy", c->shard);
     int tried = 0;
-    char path[4200];
+    char path[4200], opath[4200];
     snprintf(path, sizeof path, "%s/fetch-%s.tmp", svd_registry_data_dir(c->app->registry), e->name);
+    snprintf(opath, sizeof opath, "%s/fetch-%s.originals.tmp", svd_registry_data_dir(c->app->registry), e->name);
+    int with_originals = e->params.originals == SV_ORIGINALS_DISK;
     for (int i = 0; i < n && st != SV_OK && !atomic_load(&c->stop); i++) {
         if (!strcmp(reps[i].pod, c->cfg.meta.pod))
             continue;
@@ -331,7 +333,7 @@ static sv_status bootstrap(svc_cluster *c, const svc_catalog_entry *e, sv_error 
         size_t n_md = own_md(c, md, where, sizeof where, bearer, sizeof bearer);
         svc_fetched f;
         sv_error ferr;
-        st = svc_transfer_fetch(ch, md, n_md, e->name, path, &c->stop, &f, &ferr);
+        st = svc_transfer_fetch(ch, md, n_md, e->name, path, with_originals ? opath : NULL, &c->stop, &f, &ferr);
         tried += st != SV_ERR_NOT_FOUND;
         if (st == SV_OK && f.incarnation != e->incarnation)
             st = sv_fail(&ferr, SV_ERR_NOT_FOUND, "the peer holds incarnation %llu, not %llu",
@@ -339,12 +341,14 @@ static sv_status bootstrap(svc_cluster *c, const svc_catalog_entry *e, sv_error 
         if (st == SV_OK) {
             sv_params p = e->params;
             p.threads = c->app->limits.build_threads;
-            st = svd_registry_adopt(c->app->registry, e->name, &p, e->incarnation, path, f.lsn, &ferr);
+            st = svd_registry_adopt(c->app->registry, e->name, &p, e->incarnation, path,
+                                    f.originals_bytes ? opath : NULL, f.lsn, &ferr);
             if (st == SV_OK) {
                 fprintf(stderr,
-                        "slimvecd: cluster: \"%s\" from %s's snapshot: %llu bytes at LSN %llu in %.2f s; "
-                        "the stream follows\n",
-                        e->name, reps[i].pod, (unsigned long long)f.bytes, (unsigned long long)f.lsn, f.seconds);
+                        "slimvecd: cluster: \"%s\" from %s's snapshot: %llu bytes (originals %llu bytes) at LSN "
+                        "%llu in %.2f s; the stream follows\n",
+                        e->name, reps[i].pod, (unsigned long long)f.bytes, (unsigned long long)f.originals_bytes,
+                        (unsigned long long)f.lsn, f.seconds);
                 pthread_mutex_lock(&c->stats_mu);
                 c->stats.snapshots_fetched++;
                 c->stats.snapshot_bytes_fetched += f.bytes;
@@ -352,6 +356,7 @@ static sv_status bootstrap(svc_cluster *c, const svc_catalog_entry *e, sv_error 
             }
         }
         unlink(path);
+        unlink(opath);
         if (st != SV_OK && st != SV_ERR_NOT_FOUND) {
             fprintf(stderr, "slimvecd: cluster: \"%s\" from %s's snapshot: %s\n", e->name, reps[i].pod,
                     ferr.message);

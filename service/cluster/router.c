@@ -1109,12 +1109,6 @@ static void h_create(void *appv, svd_ctx *ctx, void **state, const ProtobufCMess
             svd_reply_error(r, GRPC_STATUS_INVALID_ARGUMENT, "a cluster's collection names are at most 64 bytes");
             return;
         }
-        if (p.originals != SV_ORIGINALS_NONE) {
-            /* A replica catches up from a peer's snapshot, which does not
-             * carry the originals file. */
-            svd_reply_error(r, GRPC_STATUS_INVALID_ARGUMENT, "originals on disk are not available in cluster mode");
-            return;
-        }
         /* etcd decides: the first create of the name is the one that counts. */
         uint8_t val[SVC_CATALOG_VALUE_MAX];
         size_t len = svc_catalog_encode(spec->name, svc_cluster_config_of(cl)->shards, &p, val);
@@ -1407,7 +1401,8 @@ static atomic_int fetches;        /* under way (FetchSnapshot streams) */
 typedef struct fetch_state {
     svd_task *task;       /* the snapshot being written for this stream */
     int fd;               /* then the file, open for the stream's life (a newer snapshot may unlink it) */
-    uint64_t lsn, incarnation, total;
+    int ofd;              /* the originals file (ORIGINALS_DISK), sent after the snapshot; else -1 */
+    uint64_t lsn, incarnation, total, orig_total;
 } fetch_state;
 
 static void fetch_end(void *app, void *state, int cancelled)
@@ -1422,11 +1417,18 @@ static void fetch_end(void *app, void *state, int cancelled)
         svd_task_release(fs->task);
     if (fs->fd >= 0)
         close(fs->fd);
+    if (fs->ofd >= 0)
+        close(fs->ofd);
     free(fs);
 }
 
 /* A fresh snapshot of the collection (written for this stream, so it holds
- * what this replica applied now), then its bytes chunk by chunk. */
+ * what this replica applied now), then its bytes chunk by chunk, then those
+ * of its originals file when it keeps one. The snapshot fsynced the
+ * originals of every vector it indexes before it was renamed, so the file
+ * read after it holds them. A compaction here while the file is read may
+ * move records under the reader: the fetching replica's open checks every
+ * indexed original against its code and fetches again when one differs. */
 static void sh_fetch(void *appv, svd_ctx *ctx, void **state, const ProtobufCMessage *m, svd_reply *r)
 {
     svd_app *app = appv;
@@ -1449,6 +1451,7 @@ static void sh_fetch(void *appv, svd_ctx *ctx, void **state, const ProtobufCMess
             return;
         }
         fs->fd = -1;
+        fs->ofd = -1;
     }
     if (fs->fd < 0) {
         if (!fs->task) {
@@ -1479,12 +1482,14 @@ static void sh_fetch(void *appv, svd_ctx *ctx, void **state, const ProtobufCMess
         svd_coll *c = svd_lookup(app, ctx, SVD_ROLE_ADMIN, req->collection, r);
         if (!c)
             return;
-        char name[48], path[4200];
+        char name[48], path[4200], opath[4200];
         sv_snapshot_name(info.lsn, name, sizeof name);
         snprintf(path, sizeof path, "%s/%s", sv_durable_dir(c->dur), name);
+        snprintf(opath, sizeof opath, "%s/" SV_ORIGINALS_FILE, sv_durable_dir(c->dur));
         int same = c->incarnation == fs->incarnation;
+        int with_originals = sv_durable_params(c->dur)->originals == SV_ORIGINALS_DISK;
         svd_registry_put(app->registry, c);
-        struct stat sb;
+        struct stat sb, osb;
         if (!same || (fs->fd = open(path, O_RDONLY | O_CLOEXEC)) < 0 || fstat(fs->fd, &sb) != 0) {
             /* Dropped and created again, or replaced by a newer one at once:
              * the fetching replica starts over. */
@@ -1492,21 +1497,33 @@ static void sh_fetch(void *appv, svd_ctx *ctx, void **state, const ProtobufCMess
                             req->collection);
             return;
         }
+        if (with_originals && ((fs->ofd = open(opath, O_RDONLY | O_CLOEXEC)) < 0 || fstat(fs->ofd, &osb) != 0)) {
+            svd_reply_error(r, GRPC_STATUS_INTERNAL, "the originals of \"%.64s\": %s", req->collection,
+                            strerror(errno));
+            return;
+        }
         fs->lsn = info.lsn;
         fs->total = (uint64_t)sb.st_size;
+        fs->orig_total = with_originals ? (uint64_t)osb.st_size : 0;
     }
-    if (req->offset > fs->total) {
-        svd_reply_error(r, GRPC_STATUS_OUT_OF_RANGE, "offset %" PRIu64 " is past the snapshot's %" PRIu64 " bytes",
-                        req->offset, fs->total);
+    if (req->offset > fs->total + fs->orig_total) {
+        svd_reply_error(r, GRPC_STATUS_OUT_OF_RANGE,
+                        "offset %" PRIu64 " is past the snapshot's %" PRIu64 " bytes and its originals' %" PRIu64,
+                        req->offset, fs->total, fs->orig_total);
         return;
     }
+    /* Which file the offset is in; a chunk ends where its file ends. */
+    int in_originals = req->offset >= fs->total && fs->orig_total;
+    int fd = in_originals ? fs->ofd : fs->fd;
+    uint64_t at = in_originals ? req->offset - fs->total : req->offset;
+    uint64_t end = in_originals ? fs->orig_total : fs->total;
     size_t want = req->max_bytes ? req->max_bytes : CHUNK_DEFAULT;
     if (want > CHUNK_MAX)
         want = CHUNK_MAX;
     if (ctx->max_message && want > ctx->max_message / 2)
         want = ctx->max_message / 2; /* room for the message around it */
-    if (want > fs->total - req->offset)
-        want = (size_t)(fs->total - req->offset);
+    if (want > end - at)
+        want = (size_t)(end - at);
     uint8_t *buf = svd_own(r, want ? want : 1);
     Slimvec__V1__SnapshotChunk *resp = svd_own(r, sizeof *resp);
     if (!buf || !resp) {
@@ -1515,9 +1532,12 @@ static void sh_fetch(void *appv, svd_ctx *ctx, void **state, const ProtobufCMess
     }
     size_t got = 0;
     while (got < want) {
-        ssize_t k = pread(fs->fd, buf + got, want - got, (off_t)(req->offset + got));
+        ssize_t k = pread(fd, buf + got, want - got, (off_t)(at + got));
         if (k <= 0) {
-            svd_reply_error(r, GRPC_STATUS_INTERNAL, "reading the snapshot: %s", k ? strerror(errno) : "short file");
+            /* The originals file is cut at a snapshot's commit: a newer
+             * snapshot than this stream's may have cut it. */
+            svd_reply_error(r, in_originals && !k ? GRPC_STATUS_ABORTED : GRPC_STATUS_INTERNAL, "reading the %s: %s",
+                            in_originals ? "originals" : "snapshot", k ? strerror(errno) : "short file");
             return;
         }
         got += (size_t)k;
@@ -1526,6 +1546,7 @@ static void sh_fetch(void *appv, svd_ctx *ctx, void **state, const ProtobufCMess
     resp->lsn = fs->lsn;
     resp->incarnation = fs->incarnation;
     resp->total = fs->total;
+    resp->originals_total = fs->orig_total;
     resp->offset = req->offset;
     resp->data.data = buf;
     resp->data.len = got;

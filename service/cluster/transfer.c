@@ -43,13 +43,15 @@ static int run(grpc_call *call, grpc_completion_queue *cq, const grpc_op *ops, s
 }
 
 sv_status svc_transfer_fetch(grpc_channel *ch, const grpc_metadata *md, size_t n_md, const char *collection,
-                             const char *path, const atomic_int *stop, svc_fetched *out, sv_error *err)
+                             const char *path, const char *originals_path, const atomic_int *stop,
+                             svc_fetched *out, sv_error *err)
 {
     memset(out, 0, sizeof *out);
     double t0 = sv_now_seconds();
     int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0)
         return sv_fail(err, SV_ERR_IO, "%s: %s", path, strerror(errno));
+    int ofd = -1; /* opened when the first originals byte comes */
     grpc_completion_queue *cq = grpc_completion_queue_create_for_pluck(NULL);
     gpr_timespec deadline = gpr_time_add(gpr_now(GPR_CLOCK_REALTIME),
                                          gpr_time_from_seconds(CALL_SECONDS, GPR_TIMESPAN));
@@ -72,7 +74,7 @@ sv_status svc_transfer_fetch(grpc_channel *ch, const grpc_metadata *md, size_t n
         st = sv_fail(err, SV_ERR_IO, "fetching \"%s\": the call did not start", collection);
         goto finish;
     }
-    uint64_t offset = 0, total = 0;
+    uint64_t offset = 0, total = 0, orig_total = 0;
     int first = 1;
     for (;;) {
         if (stop && atomic_load(stop)) {
@@ -116,34 +118,51 @@ sv_status svc_transfer_fetch(grpc_channel *ch, const grpc_metadata *md, size_t n
             out->lsn = c->lsn;
             out->incarnation = c->incarnation;
             total = c->total;
-            /* A peer's word on the size: the disk must hold it (and some). */
+            orig_total = c->originals_total;
+            /* A peer's word on the sizes: the disk must hold them (and some). */
             struct statvfs vfs;
-            if (fstatvfs(fd, &vfs) == 0 && total > (uint64_t)vfs.f_bavail * vfs.f_frsize / 10 * 9) {
-                st = sv_fail(err, SV_ERR_RESOURCE, "fetching \"%s\": a snapshot of %" PRIu64
-                             " bytes does not fit the free space", collection, total);
+            if (orig_total > UINT64_MAX - total ||
+                (fstatvfs(fd, &vfs) == 0 && total + orig_total > (uint64_t)vfs.f_bavail * vfs.f_frsize / 10 * 9)) {
+                st = sv_fail(err, SV_ERR_RESOURCE, "fetching \"%s\": a snapshot of %" PRIu64 " bytes and originals of %"
+                             PRIu64 " bytes do not fit the free space", collection, total, orig_total);
+                protobuf_c_message_free_unpacked(&c->base, NULL);
+                break;
+            }
+            if (orig_total && !originals_path) {
+                st = sv_fail(err, SV_ERR_CORRUPT, "fetching \"%s\": the peer sends originals this copy does not keep",
+                             collection);
                 protobuf_c_message_free_unpacked(&c->base, NULL);
                 break;
             }
         }
-        if (c->offset != offset || c->total != total || c->lsn != out->lsn || c->incarnation != out->incarnation ||
-            c->data.len > total - offset || (c->data.len == 0 && offset < total)) {
+        /* A chunk lies in one file: the snapshot's bytes, then the originals'. */
+        int in_orig = offset >= total && orig_total;
+        uint64_t end = in_orig ? total + orig_total : total;
+        if (c->offset != offset || c->total != total || c->originals_total != orig_total || c->lsn != out->lsn ||
+            c->incarnation != out->incarnation || c->data.len > end - offset || (c->data.len == 0 && offset < end)) {
             st = sv_fail(err, SV_ERR_CORRUPT, "fetching \"%s\": a chunk at %" PRIu64 " does not follow", collection,
                          offset);
         } else if (sv_crc32c(0, c->data.data, c->data.len) != c->crc32c) {
             st = sv_fail(err, SV_ERR_CORRUPT, "fetching \"%s\": the chunk at byte %" PRIu64 " fails its CRC-32C",
                          collection, offset);
-        } else if (sv_write_all(fd, c->data.data, c->data.len) != 0) {
-            st = sv_fail(err, SV_ERR_IO, "%s: %s", path, strerror(errno));
+        } else if (in_orig && ofd < 0 &&
+                   (ofd = open(originals_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644)) < 0) {
+            st = sv_fail(err, SV_ERR_IO, "%s: %s", originals_path, strerror(errno));
+        } else if (sv_write_all(in_orig ? ofd : fd, c->data.data, c->data.len) != 0) {
+            st = sv_fail(err, SV_ERR_IO, "%s: %s", in_orig ? originals_path : path, strerror(errno));
         } else {
             offset += c->data.len;
         }
         protobuf_c_message_free_unpacked(&c->base, NULL);
-        if (st != SV_OK || offset == total)
+        if (st != SV_OK || offset == total + orig_total)
             break;
     }
     if (st == SV_OK && fdatasync(fd) != 0)
         st = sv_fail(err, SV_ERR_IO, "%s: fsync: %s", path, strerror(errno));
+    if (st == SV_OK && ofd >= 0 && fdatasync(ofd) != 0)
+        st = sv_fail(err, SV_ERR_IO, "%s: fsync: %s", originals_path, strerror(errno));
     out->bytes = offset;
+    out->originals_bytes = offset > total ? offset - total : 0;
 finish:
     /* End our side and hear the status (the server's error when it failed). */
     memset(ops, 0, sizeof ops);
@@ -171,8 +190,13 @@ finish:
     grpc_completion_queue_shutdown(cq);
     grpc_completion_queue_destroy(cq);
     close(fd);
-    if (st != SV_OK)
+    if (ofd >= 0)
+        close(ofd);
+    if (st != SV_OK) {
         unlink(path);
+        if (originals_path)
+            unlink(originals_path);
+    }
     out->seconds = sv_now_seconds() - t0;
     return st;
 }
