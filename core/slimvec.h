@@ -108,8 +108,10 @@ typedef struct sv_params {
                                       sv_collection_create only */
 } sv_params;
 
-/* Defaults: L2, int8, R=32, L_build=64, alpha=1.0, seed=1, all cores,
- * flush at 8192 buffered vectors. */
+/* Defaults: L2, int8, R=32, L_build=64, alpha=1.0 below SV_DENSE_ALPHA_DIM
+ * dimensions and 1.1 from it, seed=1, all cores, flush at 8192 buffered
+ * vectors. */
+#define SV_DENSE_ALPHA_DIM 256
 void sv_params_default(sv_params *p, uint32_t dim);
 
 typedef struct sv_collection sv_collection;

@@ -72,6 +72,12 @@ START_TEST(test_params_rejected)
     p.L_build = p.R - 1;
     ck_assert_int_eq(sv_collection_create(&p, &c, &err), SV_ERR_INVALID_ARGUMENT);
     ck_assert_ptr_nonnull(strstr(err.message, "L_build"));
+    /* alpha's default follows the dimension (edges cost the same bytes at
+     * any dimension, a smaller share of a long vector). */
+    sv_params_default(&p, SV_DENSE_ALPHA_DIM - 1);
+    ck_assert(p.alpha == 1.0f);
+    sv_params_default(&p, SV_DENSE_ALPHA_DIM);
+    ck_assert(p.alpha == 1.1f);
 }
 END_TEST
 
