@@ -9,11 +9,6 @@
 
 #include <stddef.h>
 
-/* Offset of the first byte that makes s[0..len) invalid UTF-8 (overlong
- * forms, surrogates, code points past U+10FFFF, truncated sequences), or
- * len when it is valid. */
-size_t svd_utf8_invalid_at(const unsigned char *s, size_t len);
-
 /*
  * Check a string field of a decoded request (see svd_request_strlen):
  * 0 when it holds no NUL and is valid UTF-8; else -1 and `why` (cap bytes)

@@ -1,0 +1,365 @@
+/* Filters over payloads (see filter.h): checks, and evaluation by column scans. */
+#include "filter.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "error.h"
+#include "payload_impl.h"
+#include "utf8.h"
+
+/* ---- checks ------------------------------------------------------------------------------------------ */
+
+typedef struct check_state {
+    const sv_payloads *p;
+    uint32_t conditions;
+    sv_error *err;
+} check_state;
+
+static sv_status bad(check_state *cs, const char *where, const char *fmt, const char *a, const char *b)
+{
+    char msg[200];
+    snprintf(msg, sizeof msg, fmt, a, b);
+    return sv_fail(cs->err, SV_ERR_INVALID_ARGUMENT, "filter %s: %s", where, msg);
+}
+
+static int text_ok(const char *s)
+{
+    if (!s)
+        return 0;
+    size_t len = strnlen(s, SV_PAYLOAD_STRING_MAX + 1);
+    return len <= SV_PAYLOAD_STRING_MAX && sv_utf8_invalid_at((const unsigned char *)s, len) == len;
+}
+
+/* The key's type (NONE: known, no values now), or -1 (with the error) when unknown. */
+static int key_type(check_state *cs, const char *where, const char *key)
+{
+    if (!key || !text_ok(key)) {
+        bad(cs, where, "a condition needs a key (valid UTF-8)%s%s", "", "");
+        return -1;
+    }
+    int k = sv_payloads_key_index(cs->p, key);
+    if (k < 0) {
+        bad(cs, where, "unknown key \"%.64s\"%s", key, "");
+        return -1;
+    }
+    return (int)cs->p->keys[k].type;
+}
+
+/* A match value's type agrees with the key's (lists match their items). */
+static int value_fits(sv_pv_type key, sv_pv_type value)
+{
+    if (key == SV_PV_NONE)
+        return value == SV_PV_STRING || value == SV_PV_INT || value == SV_PV_BOOL;
+    if (value == SV_PV_STRING)
+        return key == SV_PV_STRING || key == SV_PV_STRINGS;
+    if (value == SV_PV_INT)
+        return key == SV_PV_INT || key == SV_PV_INTS;
+    return value == SV_PV_BOOL && key == SV_PV_BOOL;
+}
+
+static sv_status check_value(check_state *cs, const char *where, const char *key, sv_pv_type kt,
+                             const sv_pv_field *v)
+{
+    if (v->type != SV_PV_STRING && v->type != SV_PV_INT && v->type != SV_PV_BOOL)
+        return bad(cs, where, "key \"%.64s\": a match value is a string, an int64 or a bool%s", key, "");
+    if (v->type == SV_PV_STRING && !text_ok(v->s))
+        return bad(cs, where, "key \"%.64s\": the value is not valid UTF-8 (or too long)%s", key, "");
+    if (v->type == SV_PV_BOOL && v->b != 0 && v->b != 1)
+        return bad(cs, where, "key \"%.64s\": a bool is 0 or 1%s", key, "");
+    if (!value_fits((sv_pv_type)kt, v->type))
+        return bad(cs, where, "key \"%.64s\" holds %s values", key, sv_pv_type_name(kt));
+    return SV_OK;
+}
+
+static sv_status check_bound(check_state *cs, const char *where, const char *key, const sv_bound *b)
+{
+    if (b->set && !b->is_int && !isfinite(b->d))
+        return bad(cs, where, "key \"%.64s\": a range bound must be finite%s", key, "");
+    return SV_OK;
+}
+
+static sv_status check_filter(check_state *cs, const sv_filter *f, const char *where, int depth);
+
+static sv_status check_cond(check_state *cs, const sv_cond *c, const char *where, int depth)
+{
+    if (++cs->conditions > SV_FILTER_CONDITIONS_MAX)
+        return sv_fail(cs->err, SV_ERR_INVALID_ARGUMENT, "filter: more than %d conditions",
+                       SV_FILTER_CONDITIONS_MAX);
+    int kt;
+    sv_status st = SV_OK;
+    switch (c->kind) {
+    case SV_COND_MATCH:
+        if ((kt = key_type(cs, where, c->key)) < 0)
+            return cs->err->code;
+        return check_value(cs, where, c->key, (sv_pv_type)kt, &c->value);
+    case SV_COND_MATCH_ANY:
+        if ((kt = key_type(cs, where, c->key)) < 0)
+            return cs->err->code;
+        if (c->n_any == 0 || c->n_any > SV_FILTER_VALUES_MAX || !c->any)
+            return bad(cs, where, "key \"%.64s\": match any needs 1..1024 values%s", c->key, "");
+        for (uint32_t i = 0; i < c->n_any && st == SV_OK; i++) {
+            if (c->any[i].type != c->any[0].type || c->any[i].type == SV_PV_BOOL)
+                return bad(cs, where, "key \"%.64s\": match any takes strings or int64s, all of one type%s",
+                           c->key, "");
+            st = check_value(cs, where, c->key, (sv_pv_type)kt, &c->any[i]);
+        }
+        return st;
+    case SV_COND_RANGE:
+        if ((kt = key_type(cs, where, c->key)) < 0)
+            return cs->err->code;
+        if (kt != SV_PV_NONE && kt != SV_PV_INT && kt != SV_PV_INTS && kt != SV_PV_DOUBLE)
+            return bad(cs, where, "key \"%.64s\" holds %s values: a range needs numbers", c->key,
+                       sv_pv_type_name((sv_pv_type)kt));
+        if (!c->lo.set && !c->hi.set)
+            return bad(cs, where, "key \"%.64s\": a range needs a bound%s", c->key, "");
+        if ((st = check_bound(cs, where, c->key, &c->lo)) != SV_OK)
+            return st;
+        return check_bound(cs, where, c->key, &c->hi);
+    case SV_COND_IS_EMPTY:
+        return key_type(cs, where, c->key) < 0 ? cs->err->code : SV_OK;
+    case SV_COND_HAS_ID:
+        if (c->n_ids == 0 || c->n_ids > SV_FILTER_VALUES_MAX || !c->ids)
+            return bad(cs, where, "has id needs 1..1024 ids%s%s", "", "");
+        for (uint32_t i = 0; i < c->n_ids; i++)
+            if (!text_ok(c->ids[i]))
+                return bad(cs, where, "has id: an id is not valid UTF-8%s%s", "", "");
+        return SV_OK;
+    case SV_COND_FILTER:
+        if (!c->sub)
+            return bad(cs, where, "a nested filter is missing%s%s", "", "");
+        if (depth + 1 > SV_FILTER_DEPTH_MAX)
+            return sv_fail(cs->err, SV_ERR_INVALID_ARGUMENT, "filter: nested more than %d deep", SV_FILTER_DEPTH_MAX);
+        return check_filter(cs, c->sub, where, depth + 1);
+    default: return bad(cs, where, "unknown condition kind%s%s", "", "");
+    }
+}
+
+static sv_status check_list(check_state *cs, const sv_cond *list, uint32_t n, const char *name,
+                            const char *where, int depth)
+{
+    if (n && !list)
+        return bad(cs, where, "%s conditions missing%s", name, "");
+    for (uint32_t i = 0; i < n; i++) {
+        char here[128];
+        snprintf(here, sizeof here, "%s%s%s[%u]", where, *where ? "." : "", name, i);
+        sv_status st = check_cond(cs, &list[i], here, depth);
+        if (st != SV_OK)
+            return st;
+    }
+    return SV_OK;
+}
+
+static sv_status check_filter(check_state *cs, const sv_filter *f, const char *where, int depth)
+{
+    sv_status st;
+    if ((st = check_list(cs, f->must, f->n_must, "must", where, depth)) != SV_OK ||
+        (st = check_list(cs, f->should, f->n_should, "should", where, depth)) != SV_OK)
+        return st;
+    return check_list(cs, f->must_not, f->n_must_not, "must_not", where, depth);
+}
+
+sv_status sv_filter_check(const sv_payloads *p, const sv_filter *f, sv_error *err)
+{
+    sv_error local;
+    check_state cs = {p, 0, err ? err : &local};
+    sv_status st = check_filter(&cs, f, "", 0);
+    return st != SV_OK ? st : sv_ok(err);
+}
+
+/* ---- evaluation -------------------------------------------------------------------------------------- */
+
+typedef struct eval_state {
+    const sv_payloads *p;
+    uint32_t n_slots, words;
+    sv_filter_id_fn id_slot;
+    void *id_ctx;
+    const sv_allocator *a;
+    sv_tally *t;
+} eval_state;
+
+/* Exact comparison of an int64 or a double with a bound (long double holds both). */
+static int above_lo(long double v, const sv_bound *b)
+{
+    if (!b->set)
+        return 1;
+    long double x = b->is_int ? (long double)b->i : (long double)b->d;
+    return b->inclusive ? v >= x : v > x;
+}
+
+static int below_hi(long double v, const sv_bound *b)
+{
+    if (!b->set)
+        return 1;
+    long double x = b->is_int ? (long double)b->i : (long double)b->d;
+    return b->inclusive ? v <= x : v < x;
+}
+
+/* Whether one stored value (cell o of ch, list item j when a list) meets c. */
+static int int_meets(const sv_cond *c, int64_t v)
+{
+    if (c->kind == SV_COND_RANGE)
+        return above_lo((long double)v, &c->lo) && below_hi((long double)v, &c->hi);
+    if (c->kind == SV_COND_MATCH)
+        return c->value.i == v;
+    for (uint32_t i = 0; i < c->n_any; i++)
+        if (c->any[i].i == v)
+            return 1;
+    return 0;
+}
+
+/* MATCH / MATCH_ANY on strings compare codes: the values' codes, 0 for a
+ * value the dictionary does not hold (nothing has it). */
+static int code_meets(const uint32_t *codes, uint32_t n, uint32_t v)
+{
+    for (uint32_t i = 0; i < n; i++)
+        if (codes[i] == v)
+            return 1;
+    return 0;
+}
+
+static sv_status eval_filter(eval_state *es, const sv_filter *f, uint64_t *out);
+
+/* out = the slots meeting one condition. */
+static sv_status eval_cond(eval_state *es, const sv_cond *c, uint64_t *out)
+{
+    memset(out, 0, (size_t)es->words * sizeof *out);
+    if (c->kind == SV_COND_FILTER)
+        return eval_filter(es, c->sub, out);
+    if (c->kind == SV_COND_HAS_ID) {
+        for (uint32_t i = 0; i < c->n_ids; i++) {
+            int64_t s = es->id_slot ? es->id_slot(es->id_ctx, c->ids[i]) : -1;
+            if (s >= 0 && (uint64_t)s < es->n_slots)
+                out[s / 64] |= UINT64_C(1) << (s % 64);
+        }
+        return SV_OK;
+    }
+    const pv_key *k = &es->p->keys[sv_payloads_key_index(es->p, c->key)];
+    if (c->kind == SV_COND_IS_EMPTY) {
+        /* Empty: everywhere but where the key holds a scalar or a list with items. */
+        memset(out, 0xff, (size_t)es->words * sizeof *out);
+        for (uint32_t ci = 0; ci < k->n_chunks; ci++) {
+            const pv_chunk *ch = k->chunks[ci];
+            if (!ch)
+                continue;
+            for (uint32_t w = 0; w < PV_WORDS; w++) {
+                uint32_t gw = ci * PV_WORDS + w;
+                if (gw >= es->words)
+                    break;
+                uint64_t full = ch->present[w];
+                if (k->type == SV_PV_STRINGS || k->type == SV_PV_INTS) {
+                    for (uint64_t m = full; m; m &= m - 1) {
+                        uint32_t o = w * 64 + (uint32_t)__builtin_ctzll(m);
+                        if (ch->c.list[o]->n == 0)
+                            full &= ~(UINT64_C(1) << (o % 64));
+                    }
+                }
+                out[gw] &= ~full;
+            }
+        }
+        return SV_OK;
+    }
+    /* String values as codes (0: held by no vector). */
+    uint32_t codes[SV_FILTER_VALUES_MAX];
+    uint32_t n_codes = 0;
+    if ((c->kind == SV_COND_MATCH && c->value.type == SV_PV_STRING) ||
+        (c->kind == SV_COND_MATCH_ANY && c->any[0].type == SV_PV_STRING)) {
+        const sv_pv_field *vals = c->kind == SV_COND_MATCH ? &c->value : c->any;
+        uint32_t nv = c->kind == SV_COND_MATCH ? 1 : c->n_any;
+        for (uint32_t i = 0; i < nv; i++) {
+            uint32_t code = sv_dict_find(es->p->strings, vals[i].s, strlen(vals[i].s));
+            if (code)
+                codes[n_codes++] = code;
+        }
+        if (!n_codes)
+            return SV_OK;
+    }
+    /* A bool matches its bit; a string its code; an int64 or a double its number. */
+    for (uint32_t ci = 0; ci < k->n_chunks; ci++) {
+        const pv_chunk *ch = k->chunks[ci];
+        if (!ch)
+            continue;
+        for (uint32_t w = 0; w < PV_WORDS; w++) {
+            uint32_t gw = ci * PV_WORDS + w;
+            if (gw >= es->words)
+                break;
+            uint64_t hit = 0;
+            if (k->type == SV_PV_BOOL) {
+                hit = ch->present[w] & (c->value.b ? ch->c.bits[w] : ~ch->c.bits[w]);
+                out[gw] = hit;
+                continue;
+            }
+            for (uint64_t m = ch->present[w]; m; m &= m - 1) {
+                uint32_t b = (uint32_t)__builtin_ctzll(m), o = w * 64 + b;
+                int yes = 0;
+                switch (k->type) {
+                case SV_PV_STRING: yes = code_meets(codes, n_codes, ch->c.code[o]); break;
+                case SV_PV_INT: yes = int_meets(c, ch->c.i[o]); break;
+                case SV_PV_DOUBLE:
+                    yes = above_lo((long double)ch->c.d[o], &c->lo) && below_hi((long double)ch->c.d[o], &c->hi);
+                    break;
+                case SV_PV_STRINGS:
+                    for (uint32_t j = 0; j < ch->c.list[o]->n && !yes; j++)
+                        yes = code_meets(codes, n_codes, ch->c.list[o]->u.codes[j]);
+                    break;
+                case SV_PV_INTS:
+                    for (uint32_t j = 0; j < ch->c.list[o]->n && !yes; j++)
+                        yes = int_meets(c, ch->c.list[o]->u.ints[j]);
+                    break;
+                default: break;
+                }
+                hit |= (uint64_t)yes << b;
+            }
+            out[gw] = hit;
+        }
+    }
+    return SV_OK;
+}
+
+static sv_status eval_filter(eval_state *es, const sv_filter *f, uint64_t *out)
+{
+    size_t bytes = (size_t)es->words * sizeof(uint64_t);
+    uint64_t *tmp = sv_mem_alloc(es->a, es->t, bytes ? bytes : 8);
+    uint64_t *any = f->n_should ? sv_mem_alloc(es->a, es->t, bytes ? bytes : 8) : NULL;
+    sv_status st = SV_OK;
+    if (!tmp || (f->n_should && !any)) {
+        st = SV_ERR_RESOURCE;
+        goto cleanup;
+    }
+    memset(out, 0xff, bytes);
+    for (uint32_t i = 0; i < f->n_must && st == SV_OK; i++) {
+        if ((st = eval_cond(es, &f->must[i], tmp)) == SV_OK)
+            for (uint32_t w = 0; w < es->words; w++)
+                out[w] &= tmp[w];
+    }
+    if (f->n_should && st == SV_OK) {
+        memset(any, 0, bytes);
+        for (uint32_t i = 0; i < f->n_should && st == SV_OK; i++) {
+            if ((st = eval_cond(es, &f->should[i], tmp)) == SV_OK)
+                for (uint32_t w = 0; w < es->words; w++)
+                    any[w] |= tmp[w];
+        }
+        for (uint32_t w = 0; w < es->words; w++)
+            out[w] &= any[w];
+    }
+    for (uint32_t i = 0; i < f->n_must_not && st == SV_OK; i++) {
+        if ((st = eval_cond(es, &f->must_not[i], tmp)) == SV_OK)
+            for (uint32_t w = 0; w < es->words; w++)
+                out[w] &= ~tmp[w];
+    }
+    /* Past n_slots nothing passes. */
+    if (es->n_slots % 64 && es->words)
+        out[es->words - 1] &= (UINT64_C(1) << (es->n_slots % 64)) - 1;
+cleanup:
+    sv_mem_free(es->a, es->t, tmp, bytes ? bytes : 8);
+    sv_mem_free(es->a, es->t, any, bytes ? bytes : 8);
+    return st;
+}
+
+sv_status sv_filter_eval(const sv_payloads *p, const sv_filter *f, uint32_t n_slots, sv_filter_id_fn id_slot,
+                         void *id_ctx, const sv_allocator *a, sv_tally *t, uint64_t *out)
+{
+    eval_state es = {p, n_slots, (n_slots + 63) / 64, id_slot, id_ctx, a, t};
+    return eval_filter(&es, f, out);
+}
