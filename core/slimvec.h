@@ -135,6 +135,99 @@ typedef struct sv_hit {
     char id[SV_ID_MAX + 1];    /* NUL-terminated */
 } sv_hit;
 
+/* ---- payloads and filters (core/payload: payload.h, filter.h say how) ------- */
+
+/* Payloads: a few typed fields per vector; a key has one type in a
+ * collection while it holds any value. */
+#define SV_PAYLOAD_KEY_MAX 64        /* bytes of a key */
+#define SV_PAYLOAD_STRING_MAX 1024   /* bytes of a string value */
+#define SV_PAYLOAD_LIST_MAX 256      /* items of a list */
+#define SV_PAYLOAD_FIELDS_MAX 64     /* fields of one payload */
+#define SV_PAYLOAD_KEYS_MAX 1024     /* keys of one collection */
+
+typedef enum sv_pv_type {
+    SV_PV_NONE = 0,
+    SV_PV_STRING = 1,
+    SV_PV_INT = 2,    /* int64 */
+    SV_PV_DOUBLE = 3, /* finite */
+    SV_PV_BOOL = 4,
+    SV_PV_STRINGS = 5, /* a list of strings */
+    SV_PV_INTS = 6,    /* a list of int64 */
+} sv_pv_type;
+
+/* One field as a caller gives it (and as sv_payloads_get returns it). */
+typedef struct sv_pv_field {
+    const char *key;        /* NUL-terminated UTF-8, 1..SV_PAYLOAD_KEY_MAX bytes */
+    sv_pv_type type;
+    const char *s;          /* STRING: NUL-terminated UTF-8 */
+    int64_t i;              /* INT */
+    double d;               /* DOUBLE */
+    int b;                  /* BOOL: 0 or 1 */
+    const char *const *ss;  /* STRINGS: n items */
+    const int64_t *is;      /* INTS: n items */
+    uint32_t n;             /* items of a list */
+} sv_pv_field;
+
+typedef struct sv_payload {
+    const sv_pv_field *fields;
+    uint32_t n;
+} sv_payload;
+
+typedef enum sv_payload_mode {
+    SV_PAYLOAD_REPLACE = 0, /* the slot's fields become exactly these */
+    SV_PAYLOAD_PATCH = 1,   /* these fields set, the others kept */
+} sv_payload_mode;
+
+/* Filters: a vector passes when it passes every `must`, at least one
+ * `should` (when there are any) and no `must_not`; a condition on a list
+ * holds for any item; a vector without the key matches no value and no
+ * range, and is empty. Conditions name keys the collection has. */
+#define SV_FILTER_DEPTH_MAX 8        /* nesting of filters in filters */
+#define SV_FILTER_CONDITIONS_MAX 256 /* conditions of a whole filter */
+#define SV_FILTER_VALUES_MAX 1024    /* values of a match-any, ids of a has-id */
+
+typedef enum sv_cond_kind {
+    SV_COND_MATCH = 1,     /* key's value (or a list item) equals `value` */
+    SV_COND_MATCH_ANY = 2, /* ... equals one of `any` */
+    SV_COND_RANGE = 3,     /* key's number (or a list item) within lo..hi */
+    SV_COND_HAS_ID = 4,    /* the vector's id is one of `ids` */
+    SV_COND_IS_EMPTY = 5,  /* key absent, or an empty list */
+    SV_COND_FILTER = 6,    /* `sub` passes */
+} sv_cond_kind;
+
+/* A range bound: unset, or a number (int64 or double) and whether it is
+ * included. Compared exactly (int64 and double as long double). */
+typedef struct sv_bound {
+    int set;
+    int inclusive;
+    int is_int;
+    int64_t i;
+    double d;
+} sv_bound;
+
+struct sv_filter;
+
+typedef struct sv_cond {
+    sv_cond_kind kind;
+    const char *key;            /* all but HAS_ID and FILTER */
+    sv_pv_field value;          /* MATCH: STRING, INT or BOOL (key unused) */
+    const sv_pv_field *any;     /* MATCH_ANY: n_any values, all STRING or all INT */
+    uint32_t n_any;
+    sv_bound lo, hi;            /* RANGE: at least one set; finite */
+    const char *const *ids;     /* HAS_ID */
+    uint32_t n_ids;
+    const struct sv_filter *sub; /* FILTER */
+} sv_cond;
+
+typedef struct sv_filter {
+    const sv_cond *must;
+    uint32_t n_must;
+    const sv_cond *should;
+    uint32_t n_should;
+    const sv_cond *must_not;
+    uint32_t n_must_not;
+} sv_filter;
+
 /*
  * k nearest neighbours of one query. search_list (>= k; smaller is raised to
  * k) trades speed for recall. Writes up to k hits, nearest first, and their
@@ -168,6 +261,24 @@ sv_status sv_collection_search_ex(sv_collection *c, const float *query, uint32_t
  * SV_RERANK_OFF = none (the hits then carry code distances). Raised to k.
  */
 #define SV_RERANK_OFF UINT32_MAX
+/* sv_collection_add with a payload per vector (payloads may be NULL: none;
+ * else n of them, each checked with the batch: nothing is added when one
+ * is refused). */
+sv_status sv_collection_add_payloads(sv_collection *c, const float *vectors, size_t n, uint32_t dim,
+                                     const char *const *ids, const sv_payload *payloads, uint64_t *assigned,
+                                     sv_error *err);
+/* Replace (SV_PAYLOAD_REPLACE) or patch a live vector's payload. */
+sv_status sv_collection_set_payload(sv_collection *c, const char *id, const sv_payload *payload,
+                                    sv_payload_mode mode, sv_error *err);
+/* A live vector's payload copied into buf[0..cap) (8-byte aligned; fields,
+ * lists and texts, *out pointing into it); *need receives the bytes it
+ * takes. SV_ERR_RESOURCE with *need set when cap is too small. */
+sv_status sv_collection_get_payload(sv_collection *c, const char *id, void *buf, size_t cap, sv_payload *out,
+                                    size_t *need, sv_error *err);
+/* Live vectors passing filter (NULL: all). */
+sv_status sv_collection_count_filtered(sv_collection *c, const struct sv_filter *filter, uint64_t *count,
+                                        sv_error *err);
+
 typedef struct sv_search_opts {
     uint32_t k;
     uint32_t search_list;
@@ -179,6 +290,14 @@ typedef struct sv_search_opts {
      * search_list is used when the collection has no calibration yet. */
     float target_recall;
     uint32_t *used_search_list; /* may be NULL: receives the list searched */
+    /* May be NULL. Hits then all pass it, and there are k of them whenever
+     * k live vectors pass: a filter few vectors pass is searched
+     * exhaustively, one many pass inside the graph (search.c says when). */
+    const struct sv_filter *filter;
+    /* With a filter: the most passing vectors scanned instead of searching
+     * the graph (0: 64 per search-list entry; 1: the graph whenever more
+     * than one passes). */
+    uint32_t filter_scan;
 } sv_search_opts;
 sv_status sv_collection_search_opts(sv_collection *c, const float *query, uint32_t dim,
                                     const sv_search_opts *o, sv_hit *hits, size_t *n_hits,
@@ -284,6 +403,7 @@ typedef struct sv_stats {
     uint64_t est_bytes_idmap;   /* id map (hash + slot->id + strings) */
     uint64_t est_bytes_buffer;  /* write buffer */
     uint64_t est_bytes_other;   /* slot states, quantizer, bookkeeping */
+    uint64_t est_bytes_payload; /* payloads: columns, lists, string dictionary */
     /* Originals on disk (0 without): not memory of the collection. */
     uint64_t orig_file_bytes;     /* the file's length */
     uint64_t orig_disk_bytes;     /* blocks it holds on disk */

@@ -265,6 +265,7 @@ static Slimvec__V1__CollectionInfo *make_info(svd_coll *c, svd_reply *r)
     mem->id_map_bytes_estimate = s.est_bytes_idmap;
     mem->buffer_bytes_estimate = s.est_bytes_buffer;
     mem->other_bytes_estimate = s.est_bytes_other;
+    mem->payload_bytes_estimate = s.est_bytes_payload;
     if (sv_durable_params(c->dur)->originals == SV_ORIGINALS_DISK) {
         Slimvec__V1__OriginalsStats *os = svd_own(r, sizeof *os);
         if (!os)

@@ -191,7 +191,8 @@ char *svd_metrics_render(svd_metrics *m, size_t *len)
                  {"edges", "neighbour lists and their index"},
                  {"id_map", "id hash, slot words and string ids"},
                  {"buffer", "write buffer"},
-                 {"other", "slot states, search scratch, bookkeeping"}};
+                 {"other", "slot states, search scratch, bookkeeping"},
+                 {"payload", "payloads: columns, lists and the string dictionary"}};
     put(&t, "# HELP slimvec_collection_vectors Live vectors in the collection.\n"
             "# TYPE slimvec_collection_vectors gauge\n");
     sv_stats *st = calloc(n ? n : 1, sizeof *st);
@@ -216,9 +217,9 @@ char *svd_metrics_render(svd_metrics *m, size_t *len)
     put(&t, "# HELP slimvec_collection_part_bytes_estimate The engine's own sum of allocation sizes by part (an estimate; the arena figure is the measurement).\n"
             "# TYPE slimvec_collection_part_bytes_estimate gauge\n");
     for (size_t i = 0; i < n && !t.failed; i++) {
-        uint64_t v[5] = {st[i].est_bytes_vectors, st[i].est_bytes_edges, st[i].est_bytes_idmap,
-                         st[i].est_bytes_buffer, st[i].est_bytes_other};
-        for (size_t p = 0; p < 5; p++)
+        uint64_t v[6] = {st[i].est_bytes_vectors, st[i].est_bytes_edges, st[i].est_bytes_idmap,
+                         st[i].est_bytes_buffer, st[i].est_bytes_other, st[i].est_bytes_payload};
+        for (size_t p = 0; p < 6; p++)
             put(&t, "slimvec_collection_part_bytes_estimate{collection=\"%s\",part=\"%s\"} %llu\n",
                 all[i]->name, parts[p].name, (unsigned long long)v[p]);
     }

@@ -41,7 +41,7 @@ static sv_collection *make(sv_arena *arena, uint32_t dim, sv_storage storage)
 static uint64_t tally_sum(const sv_stats *s)
 {
     return s->est_bytes_vectors + s->est_bytes_edges + s->est_bytes_idmap + s->est_bytes_buffer +
-           s->est_bytes_other;
+           s->est_bytes_other + s->est_bytes_payload;
 }
 
 /*

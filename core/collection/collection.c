@@ -125,11 +125,12 @@ sv_status sv_collection_create(const sv_params *params, sv_collection **out, sv_
     c->store = sv_store_create(a, &c->t_vectors, params->dim, params->storage, params->metric);
     c->edges = sv_edges_create(a, &c->t_edges);
     c->idmap = sv_idmap_create(a, &c->t_idmap, params->seed);
+    c->payloads = sv_payloads_create(a, &c->t_payload);
     sv_graph_init(&c->graph, a, &c->t_other, c->store, c->edges, params->R, params->L_build,
                   params->alpha);
     sv_buffer_init(&c->active, a, &c->t_buffer, params->dim);
     sv_buffer_init(&c->flushing, a, &c->t_buffer, params->dim);
-    if (!c->store || !c->edges || !c->idmap) {
+    if (!c->store || !c->edges || !c->idmap || !c->payloads) {
         sv_collection_free(c);
         return sv_fail(err, SV_ERR_RESOURCE, "out of memory creating the collection");
     }
@@ -150,6 +151,7 @@ void sv_collection_free(sv_collection *c)
     sv_buffer_release(&c->flushing);
     sv_graph_release(&c->graph);
     sv_idmap_free(c->idmap);
+    sv_payloads_free(c->payloads);
     sv_edges_free(c->edges);
     sv_store_free(c->store);
     sv_orig_close(c->orig);
@@ -530,6 +532,7 @@ void sv_collection_stats(sv_collection *c, sv_stats *out)
     out->est_bytes_idmap = (uint64_t)sv_tally_get(&c->t_idmap);
     out->est_bytes_buffer = (uint64_t)sv_tally_get(&c->t_buffer);
     out->est_bytes_other = (uint64_t)sv_tally_get(&c->t_other);
+    out->est_bytes_payload = (uint64_t)sv_tally_get(&c->t_payload);
     out->connect_last = c->connect_last;
     out->connect_total = c->connect_total;
     if (c->orig) {

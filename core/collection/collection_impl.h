@@ -19,6 +19,7 @@
 #include "idmap.h"
 #include "kernels.h"
 #include "originals.h"
+#include "payload.h"
 #include "slimvec.h"
 #include "store.h"
 
@@ -29,7 +30,7 @@ struct sv_collection {
     const sv_kernels *k;
     pthread_mutex_t maint; /* one flush, consolidation, validation or snapshot */
     pthread_rwlock_t lock; /* writer-preferring; see collection.c */
-    sv_tally t_vectors, t_edges, t_idmap, t_buffer, t_other;
+    sv_tally t_vectors, t_edges, t_idmap, t_buffer, t_other, t_payload;
     sv_store *store;
     /* Originals on disk (NULL without). Records are written by flushes
      * (for slots no reader reaches yet) and by compaction; orig_errors
@@ -48,6 +49,9 @@ struct sv_collection {
     sv_edges *edges;
     sv_graph graph;
     sv_idmap *idmap;
+    /* Payloads by slot: set with the vector (PENDING too: its abort clears
+     * them), cleared by its delete, moved by compaction. */
+    sv_payloads *payloads;
     sv_buffer active;      /* adds go here */
     sv_buffer flushing;    /* the rows a flush is linking */
     uint32_t *free_slots;  /* recycled slots, a stack */
@@ -125,6 +129,15 @@ void sv_coll_reclaim_if_due(sv_collection *c);
 #define SV_REPACK_FLUSH 3u   /* ~19%: a flush's replaced blocks are mostly reused by the next */
 #define SV_REPACK_DELETE 1u  /* ~6%: what deletes freed comes back */
 sv_status sv_coll_connect(sv_collection *c, sv_scratch *s, uint32_t repack_16ths);
+
+/* Under the lock (read or write; it must stay held while the bitmap is
+ * used, since next_slot sizes it): check filter f and set in a new bitmap
+ * the indexed and buffered slots it passes, *count of them. Free with
+ * sv_coll_filter_release under the same hold. */
+struct sv_filter;
+sv_status sv_coll_filter_slots(sv_collection *c, const struct sv_filter *f, uint64_t **bits, uint64_t *count,
+                               sv_error *err);
+void sv_coll_filter_release(sv_collection *c, uint64_t *bits);
 
 /* The flush with the maintenance lock held (flush.c). */
 sv_status sv_coll_flush_locked(sv_collection *c, const sv_flush_hooks *h, sv_error *err);

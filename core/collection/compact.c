@@ -78,6 +78,9 @@ static sv_status compact_locked(sv_collection *c, uint32_t *moved, sv_error *err
         if (remap[top] != SV_NO_SLOT && c->orig && sv_graph_state(&c->graph, top) == SV_SLOT_INDEXED &&
             sv_orig_move(c->orig, top, remap[top]) != SV_OK)
             st = sv_fail(err, SV_ERR_IO, "originals: copying slot %u during compaction failed", top);
+    for (uint32_t top = new_n; top < n && st == SV_OK; top++)
+        if (remap[top] != SV_NO_SLOT && sv_payloads_reserve_move(c->payloads, top, remap[top]) != SV_OK)
+            st = sv_fail(err, SV_ERR_RESOURCE, "out of memory compacting the payloads");
     if (st == SV_OK && *moved && sv_idmap_materialize(c->idmap) != SV_OK)
         st = sv_fail(err, SV_ERR_RESOURCE, "out of memory compacting the id map");
     if (st == SV_OK && *moved && !(lists = sv_mem_calloc(&c->alloc, NULL, n, sizeof *lists)))
@@ -106,6 +109,7 @@ static sv_status compact_locked(sv_collection *c, uint32_t *moved, sv_error *err
             sv_edges_discard(c->edges, lists[u]);
         sv_mem_free(&c->alloc, NULL, lists, (size_t)n * sizeof *lists);
         sv_mem_free(&c->alloc, NULL, remap, (size_t)n * sizeof *remap);
+        sv_payloads_trim(c->payloads);
         *moved = 0;
         return st;
     }
@@ -121,6 +125,7 @@ static sv_status compact_locked(sv_collection *c, uint32_t *moved, sv_error *err
             sv_edges_move(c->edges, top, to);
         }
         sv_idmap_move_slot(c->idmap, top, to);
+        sv_payloads_move(c->payloads, top, to); /* reserved above: cannot fail */
         sv_graph_set_state(&c->graph, to, ts);
         sv_graph_set_state(&c->graph, top, SV_SLOT_FREE);
     }

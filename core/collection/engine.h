@@ -32,8 +32,8 @@ typedef struct sv_add_ticket {
  * failure), but the batch stays invisible until sv_engine_add_publish.
  * assigned[i] as sv_collection_add fills it. */
 sv_status sv_engine_add_prepare(sv_collection *c, const float *vectors, size_t n, uint32_t dim,
-                                const char *const *ids, uint64_t *assigned, sv_add_ticket *t,
-                                sv_error *err);
+                                const char *const *ids, const sv_payload *payloads, uint64_t *assigned,
+                                sv_add_ticket *t, sv_error *err);
 /* Make a prepared batch searchable. Cannot fail. */
 void sv_engine_add_publish(sv_collection *c, sv_add_ticket *t);
 /* Take a prepared batch back: rows, id bindings and slots. Cannot fail. */

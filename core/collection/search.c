@@ -64,13 +64,19 @@ static void topk_push(sv_cand *top, uint32_t *n, uint32_t k, float dist, uint32_
 /* Rows of brute force between two questions to the caller's interrupt. */
 #define SCAN_INTERRUPT_EVERY 1024u
 
+static int passes(const uint64_t *pass, uint32_t slot)
+{
+    return !pass || (pass[slot >> 6] >> (slot & 63) & 1);
+}
+
 static sv_status scan_buffer(const sv_collection *c, const sv_buffer *b, const float *q,
-                             sv_cand *top, uint32_t *n, uint32_t k, const sv_interrupt *intr)
+                             sv_cand *top, uint32_t *n, uint32_t k, const sv_interrupt *intr,
+                             const uint64_t *pass)
 {
     for (size_t i = 0; i < b->n; i++) {
         if (intr && i % SCAN_INTERRUPT_EVERY == SCAN_INTERRUPT_EVERY - 1 && intr->stop(intr->ctx))
             return SV_ERR_INTERRUPTED;
-        if (sv_graph_state(&c->graph, b->slots[i]) != SV_SLOT_BUFFERED)
+        if (sv_graph_state(&c->graph, b->slots[i]) != SV_SLOT_BUFFERED || !passes(pass, b->slots[i]))
             continue;
         float d = sv_metric_distance_f32(c->k, c->params.metric, q, b->vecs + i * b->dim, b->dim);
         topk_push(top, n, k, d, b->slots[i]);
@@ -100,12 +106,12 @@ sv_status sv_collection_search_ex(sv_collection *c, const float *query, uint32_t
  * compare with an exact one). Under the read lock.
  */
 static void take_candidates(const sv_collection *c, const sv_scratch *s, const float *q,
-                            uint32_t depth, sv_cand *top, uint32_t *n, uint32_t k)
+                            uint32_t depth, sv_cand *top, uint32_t *n, uint32_t k, const uint64_t *pass)
 {
     uint32_t taken = 0;
     for (uint32_t i = 0; i < s->n; i++) {
         uint32_t slot = s->list[i].slot;
-        if (sv_graph_state(&c->graph, slot) != SV_SLOT_INDEXED)
+        if (sv_graph_state(&c->graph, slot) != SV_SLOT_INDEXED || !passes(pass, slot))
             continue;
         if (!depth) {
             topk_push(top, n, k, s->list[i].dist, slot);
@@ -121,6 +127,38 @@ static void take_candidates(const sv_collection *c, const sv_scratch *s, const f
             break;
     }
 }
+
+/*
+ * Every indexed vector a filter passes, by its exact distance when the
+ * originals are on disk (depth > 0), else by its code's. Under the read lock.
+ */
+static sv_status scan_indexed(const sv_collection *c, const uint64_t *pass, const float *q, const sv_query *pq,
+                              uint32_t depth, sv_cand *top, uint32_t *n, uint32_t k, const sv_interrupt *intr)
+{
+    size_t words = ((size_t)c->next_slot + 63) / 64, seen = 0;
+    for (size_t w = 0; w < words; w++) {
+        for (uint64_t m = pass[w]; m; m &= m - 1) {
+            uint32_t slot = (uint32_t)(w * 64 + (size_t)__builtin_ctzll(m));
+            if (sv_graph_state(&c->graph, slot) != SV_SLOT_INDEXED)
+                continue;
+            if (intr && ++seen % SCAN_INTERRUPT_EVERY == 0 && intr->stop(intr->ctx))
+                return SV_ERR_INTERRUPTED;
+            const float *x = depth ? sv_orig_get(c->orig, slot) : NULL;
+            float d = x ? sv_metric_distance_f32(c->k, c->params.metric, q, x, c->params.dim)
+                        : sv_query_distance(pq, slot);
+            topk_push(top, n, k, d, slot);
+        }
+    }
+    return SV_OK;
+}
+
+/*
+ * A filter that few indexed vectors pass is searched by scanning them: up
+ * to this many per search-list entry, the scan costs about what a search
+ * of the graph with that list does (a graph search computes a few dozen
+ * distances an expansion, and a filtered one looks two hops out).
+ */
+#define FILTER_SCAN_PER_LIST 64u
 
 sv_status sv_collection_search_opts(sv_collection *c, const float *query, uint32_t dim,
                                     const sv_search_opts *o, sv_hit *hits, size_t *n_hits,
@@ -168,16 +206,34 @@ sv_status sv_collection_search_opts(sv_collection *c, const float *query, uint32
     }
 
     pthread_rwlock_rdlock(&c->lock);
-    if (atomic_load(&c->graph.entry) != SV_NO_SLOT) {
-        if ((st = sv_query_prepare(&pq, c->store, q, 0)) == SV_OK)
-            st = sv_graph_search(&c->graph, &pq, L, s, 0, intr);
-        if (st == SV_OK)
-            take_candidates(c, s, q, depth, top, &n, k);
+    uint64_t *pass = NULL, matches = 0;
+    if (o->filter && (st = sv_coll_filter_slots(c, o->filter, &pass, &matches, err)) != SV_OK) {
+        pthread_rwlock_unlock(&c->lock);
+        goto cleanup; /* the filter's own message */
     }
-    if (st == SV_OK)
-        st = scan_buffer(c, &c->active, q, top, &n, k, intr);
-    if (st == SV_OK)
-        st = scan_buffer(c, &c->flushing, q, top, &n, k, intr);
+    if (atomic_load(&c->graph.entry) != SV_NO_SLOT && (!pass || matches)) {
+        uint64_t scan_max = o->filter_scan ? o->filter_scan : (uint64_t)FILTER_SCAN_PER_LIST * L;
+        int scan = pass && matches <= scan_max;
+        if ((st = sv_query_prepare(&pq, c->store, q, 0)) == SV_OK && !scan)
+            st = sv_graph_search(&c->graph, &pq, L, s, 0, intr, pass);
+        if (st == SV_OK && !scan) {
+            take_candidates(c, s, q, depth, top, &n, k, pass);
+            /* The graph did not reach k passing vectors where more pass:
+             * the scan finds them (k hits whenever k pass). */
+            if (pass && n < k && matches > n) {
+                n = 0;
+                scan = 1;
+            }
+        }
+        if (st == SV_OK && scan)
+            st = scan_indexed(c, pass, q, &pq, depth, top, &n, k, intr);
+    }
+    if (st == SV_OK && (!pass || matches))
+        st = scan_buffer(c, &c->active, q, top, &n, k, intr, pass);
+    if (st == SV_OK && (!pass || matches))
+        st = scan_buffer(c, &c->flushing, q, top, &n, k, intr, pass);
+    if (pass)
+        sv_coll_filter_release(c, pass);
     if (st == SV_OK) {
         for (uint32_t i = 0; i < n; i++) {
             hits[i].distance = top[i].dist;

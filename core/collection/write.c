@@ -129,12 +129,16 @@ static sv_status check_batch(sv_collection *c, const float *vectors, size_t n, u
  * stack for its abort. Nothing changes on failure.
  */
 static sv_status place_batch(sv_collection *c, const float *prep, size_t n, const char *const *ids,
-                             uint64_t *assigned, uint32_t *slots, uint8_t state, sv_error *err)
+                             const sv_payload *payloads, uint64_t *assigned, uint32_t *slots, uint8_t state,
+                             sv_error *err)
 {
     uint32_t dim = c->params.dim;
     uint32_t saved_next = c->next_slot, saved_free = c->n_free;
     sv_status st = check_batch_ids(c, ids, n, err);
     if (st != SV_OK)
+        return st;
+    /* Payload types depend on what the collection holds: checked here, under the lock. */
+    if (payloads && (st = sv_payloads_check(c->payloads, payloads, n, err)) != SV_OK)
         return st;
     if ((uint64_t)c->next_slot + n > (uint64_t)UINT32_MAX - 1)
         return sv_fail(err, SV_ERR_RESOURCE, "the collection cannot hold %zu more vectors", n);
@@ -150,6 +154,19 @@ static sv_status place_batch(sv_collection *c, const float *prep, size_t n, cons
         c->next_slot = saved_next;
         c->n_free = saved_free; /* the popped slots are still in the array */
         return st;
+    }
+    for (size_t i = 0; payloads && i < n; i++) {
+        sv_error perr;
+        if ((st = sv_payloads_set(c->payloads, slots[i], &payloads[i], SV_PAYLOAD_REPLACE, &perr)) == SV_OK)
+            continue;
+        /* Out of memory: the payloads set so far and every binding go. */
+        for (size_t j = 0; j < i; j++)
+            sv_payloads_clear(c->payloads, slots[j]);
+        for (size_t j = 0; j < n; j++)
+            sv_idmap_remove_slot(c->idmap, slots[j]);
+        c->next_slot = saved_next;
+        c->n_free = saved_free;
+        return sv_fail(err, st, "vector %zu: %s", i, perr.message);
     }
     for (size_t i = 0; i < n; i++) {
         sv_buffer_push(&c->active, prep + i * dim, slots[i]);
@@ -171,8 +188,8 @@ static sv_status place_batch(sv_collection *c, const float *prep, size_t n, cons
  * an automatic flush is due.
  */
 static sv_status add_batch(sv_collection *c, const float *vectors, size_t n, uint32_t dim,
-                           const char *const *ids, uint64_t *assigned, uint8_t state,
-                           uint32_t **slots_out, int *want_flush, sv_error *err)
+                           const char *const *ids, const sv_payload *payloads, uint64_t *assigned,
+                           uint8_t state, uint32_t **slots_out, int *want_flush, sv_error *err)
 {
     *slots_out = NULL;
     *want_flush = 0;
@@ -187,7 +204,7 @@ static sv_status add_batch(sv_collection *c, const float *vectors, size_t n, uin
         return sv_fail(err, SV_ERR_RESOURCE, "out of memory adding %zu vectors", n);
     }
     pthread_rwlock_wrlock(&c->lock);
-    st = place_batch(c, prep, n, ids, assigned, slots, state, err);
+    st = place_batch(c, prep, n, ids, payloads, assigned, slots, state, err);
     *want_flush = st == SV_OK && !c->manual_flush && c->params.flush_threshold &&
                   c->active.n >= c->params.flush_threshold;
     pthread_rwlock_unlock(&c->lock);
@@ -202,9 +219,17 @@ static sv_status add_batch(sv_collection *c, const float *vectors, size_t n, uin
 sv_status sv_collection_add(sv_collection *c, const float *vectors, size_t n, uint32_t dim,
                             const char *const *ids, uint64_t *assigned, sv_error *err)
 {
+    return sv_collection_add_payloads(c, vectors, n, dim, ids, NULL, assigned, err);
+}
+
+sv_status sv_collection_add_payloads(sv_collection *c, const float *vectors, size_t n, uint32_t dim,
+                                     const char *const *ids, const sv_payload *payloads, uint64_t *assigned,
+                                     sv_error *err)
+{
     uint32_t *slots = NULL;
     int want_flush = 0;
-    sv_status st = add_batch(c, vectors, n, dim, ids, assigned, SV_SLOT_BUFFERED, &slots, &want_flush, err);
+    sv_status st = add_batch(c, vectors, n, dim, ids, payloads, assigned, SV_SLOT_BUFFERED, &slots, &want_flush,
+                             err);
     sv_mem_free(&c->alloc, NULL, slots, n * sizeof *slots);
     /* The batch is applied and searchable in the buffer whatever the flush
      * does. If a flush or consolidation is running, do not wait for it: the
@@ -218,12 +243,13 @@ sv_status sv_collection_add(sv_collection *c, const float *vectors, size_t n, ui
 }
 
 sv_status sv_engine_add_prepare(sv_collection *c, const float *vectors, size_t n, uint32_t dim,
-                                const char *const *ids, uint64_t *assigned, sv_add_ticket *t,
-                                sv_error *err)
+                                const char *const *ids, const sv_payload *payloads, uint64_t *assigned,
+                                sv_add_ticket *t, sv_error *err)
 {
     int want_flush = 0; /* a manual-flush collection: never set */
     t->n = 0;
-    sv_status st = add_batch(c, vectors, n, dim, ids, assigned, SV_SLOT_PENDING, &t->slots, &want_flush, err);
+    sv_status st = add_batch(c, vectors, n, dim, ids, payloads, assigned, SV_SLOT_PENDING, &t->slots, &want_flush,
+                             err);
     if (t->slots)
         t->n = n;
     return st;
@@ -264,6 +290,7 @@ void sv_engine_add_abort(sv_collection *c, sv_add_ticket *t)
         else
             sv_buffer_remove_slot(&c->active, s); /* slow, but needs no memory */
         sv_idmap_remove_slot(c->idmap, s);
+        sv_payloads_clear(c->payloads, s);
         sv_graph_set_state(&c->graph, s, SV_SLOT_FREE);
         /* Room was reserved at prepare. */
         c->free_slots[c->n_free++] = s;
@@ -393,6 +420,7 @@ static void apply_delete(sv_collection *c, const uint32_t *slots, size_t n)
             c->n_tombstones++;
         }
         sv_idmap_remove_slot(c->idmap, slot);
+        sv_payloads_clear(c->payloads, slot);
         c->n_live--;
     }
     if (bitmaps > 0)

@@ -438,7 +438,7 @@ sv_status sv_durable_add(sv_durable *d, const float *vectors, size_t n, uint32_t
     else if (n && buffer_full(d, n))
         st = sv_fail(err, SV_ERR_BUSY, "the write buffer is full; the batch waits for a flush");
     else
-        st = sv_engine_add_prepare(d->c, vectors, n, dim, ids, got, &t, err);
+        st = sv_engine_add_prepare(d->c, vectors, n, dim, ids, NULL, got, &t, err);
     if (st == SV_OK && t.n && d->dir) {
         if (sv_logrec_add_ids(ids, got, n, dim, counter, &head, &head_len) != SV_OK) {
             st = sv_fail(err, SV_ERR_RESOURCE, "out of memory logging %zu vectors", n);

@@ -212,8 +212,46 @@ static uint32_t beam_insert(sv_scratch *s, uint32_t L, sv_cand c)
     return lo;
 }
 
+/*
+ * A filtered search's new candidates around a node (ACORN-1, Patel et al.,
+ * SIGMOD 2024): the unvisited neighbours that pass; for a neighbour that
+ * does not, the unvisited ones of its own neighbours that pass, so that
+ * the beam, which holds only passing nodes, stays connected where most
+ * nodes fail. At most cap. -1: out of memory.
+ */
+static int gather_passing(sv_graph *g, sv_scratch *s, const uint32_t *ids, uint32_t count, const uint64_t *pass,
+                          uint32_t *todo, uint32_t cap)
+{
+    uint32_t m = 0;
+    for (uint32_t i = 0; i < count && m < cap; i++) {
+        uint32_t id = ids[i];
+        int r = visited_add(s, id);
+        if (r <= 0) {
+            if (r < 0)
+                return -1;
+            continue;
+        }
+        if (pass[id >> 6] >> (id & 63) & 1) {
+            todo[m++] = id;
+            continue;
+        }
+        uint32_t hop[SV_R_MAX];
+        uint32_t n2 = sv_edges_get(g->edges, id, hop);
+        for (uint32_t j = 0; j < n2 && m < cap; j++) {
+            uint32_t id2 = hop[j];
+            if (!(pass[id2 >> 6] >> (id2 & 63) & 1))
+                continue; /* not marked: reached directly later, it is looked past then */
+            if ((r = visited_add(s, id2)) < 0)
+                return -1;
+            if (r)
+                todo[m++] = id2;
+        }
+    }
+    return (int)m;
+}
+
 sv_status sv_graph_search(sv_graph *g, const sv_query *q, uint32_t L, sv_scratch *s, int collect,
-                          const sv_interrupt *intr)
+                          const sv_interrupt *intr, const uint64_t *pass)
 {
     s->n = 0;
     s->pool_n = 0;
@@ -223,14 +261,14 @@ sv_status sv_graph_search(sv_graph *g, const sv_query *q, uint32_t L, sv_scratch
     if (L < 1)
         L = 1;
     if (grow(s, &s->list, &s->list_cap, L + 1, sizeof *s->list) ||
-        grow(s, &s->dists, &s->dists_cap, SV_R_MAX, sizeof *s->dists) ||
+        grow(s, &s->dists, &s->dists_cap, 2 * SV_R_MAX, sizeof *s->dists) ||
         visited_reset(s, g->state_cap))
         return SV_ERR_RESOURCE;
 
     visited_add(s, entry);
     s->list[0] = (sv_cand){sv_query_distance(q, entry), entry, 0};
     s->n = 1;
-    uint32_t todo[SV_R_MAX];
+    uint32_t todo[2 * SV_R_MAX]; /* a filtered search looks two hops out */
     uint32_t cur = 0;
     /* Work since the caller was last asked: an expansion costs its
      * neighbours' distances plus moves in the beam, which a long list
@@ -251,13 +289,20 @@ sv_status sv_graph_search(sv_graph *g, const sv_query *q, uint32_t L, sv_scratch
         count = sv_edges_get(g->edges, c.slot, ids_buf);
         const uint32_t *ids = ids_buf;
         uint32_t m = 0;
-        for (uint32_t i = 0; i < count; i++) {
-            uint32_t id = ids[i];
-            int r = visited_add(s, id);
-            if (r < 0)
+        if (pass) {
+            int got = gather_passing(g, s, ids, count, pass, todo, 2 * SV_R_MAX);
+            if (got < 0)
                 return SV_ERR_RESOURCE;
-            if (r)
-                todo[m++] = id;
+            m = (uint32_t)got;
+        } else {
+            for (uint32_t i = 0; i < count; i++) {
+                uint32_t id = ids[i];
+                int r = visited_add(s, id);
+                if (r < 0)
+                    return SV_ERR_RESOURCE;
+                if (r)
+                    todo[m++] = id;
+            }
         }
         uint32_t first = cur + 1;
         sv_query_distances(q, todo, m, s->dists);
@@ -437,7 +482,7 @@ sv_status sv_graph_insert(sv_graph *g, uint32_t slot, const float *x, sv_scratch
     sv_status st = sv_query_prepare(&q, g->store, x, 1);
     if (st != SV_OK)
         return st;
-    st = sv_graph_search(g, &q, g->L, s, 1, NULL);
+    st = sv_graph_search(g, &q, g->L, s, 1, NULL, NULL);
     sv_query_release(&q);
     if (st != SV_OK)
         return st;
@@ -875,7 +920,7 @@ static sv_status pick_linker(sv_graph *g, const reach_map *m, uint32_t u, sv_scr
     sv_status st = sv_query_prepare(&q, g->store, x, 1);
     if (st != SV_OK)
         return st;
-    st = sv_graph_search(g, &q, g->L, s, 0, NULL);
+    st = sv_graph_search(g, &q, g->L, s, 0, NULL, NULL);
     sv_query_release(&q);
     if (st != SV_OK)
         return st;

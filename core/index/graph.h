@@ -116,8 +116,11 @@ static inline void sv_graph_set_state(sv_graph *g, uint32_t slot, uint8_t st)
  * with it); when it says stop, the search returns SV_ERR_INTERRUPTED.
  */
 #define SV_GRAPH_INTERRUPT_WORK 8192u
+/* pass (may be NULL: every node): a bitmap over slots; then the beam holds
+ * only nodes that pass (and the entry point, which may not), found up to
+ * two hops out past the ones that do not (graph.c: gather_passing). */
 sv_status sv_graph_search(sv_graph *g, const sv_query *q, uint32_t L, sv_scratch *s, int collect,
-                          const sv_interrupt *intr);
+                          const sv_interrupt *intr, const uint64_t *pass);
 
 /* Link an already stored slot into the graph (x: its float vector). */
 sv_status sv_graph_insert(sv_graph *g, uint32_t slot, const float *x, sv_scratch *s);

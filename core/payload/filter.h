@@ -20,51 +20,6 @@
 #include "payload.h"
 #include "slimvec.h"
 
-#define SV_FILTER_DEPTH_MAX 8        /* nesting of filters in filters */
-#define SV_FILTER_CONDITIONS_MAX 256 /* conditions of a whole filter */
-#define SV_FILTER_VALUES_MAX 1024    /* values of a match-any, ids of a has-id */
-
-typedef enum sv_cond_kind {
-    SV_COND_MATCH = 1,     /* key's value (or a list item) equals `value` */
-    SV_COND_MATCH_ANY = 2, /* ... equals one of `any` */
-    SV_COND_RANGE = 3,     /* key's number (or a list item) within lo..hi */
-    SV_COND_HAS_ID = 4,    /* the vector's id is one of `ids` */
-    SV_COND_IS_EMPTY = 5,  /* key absent, or an empty list */
-    SV_COND_FILTER = 6,    /* `sub` passes */
-} sv_cond_kind;
-
-/* A range bound: unset, or a number (int64 or double) and whether it is
- * included. Compared exactly (int64 and double as long double). */
-typedef struct sv_bound {
-    int set;
-    int inclusive;
-    int is_int;
-    int64_t i;
-    double d;
-} sv_bound;
-
-struct sv_filter;
-
-typedef struct sv_cond {
-    sv_cond_kind kind;
-    const char *key;            /* all but HAS_ID and FILTER */
-    sv_pv_field value;          /* MATCH: STRING, INT or BOOL (key unused) */
-    const sv_pv_field *any;     /* MATCH_ANY: n_any values, all STRING or all INT */
-    uint32_t n_any;
-    sv_bound lo, hi;            /* RANGE: at least one set; finite */
-    const char *const *ids;     /* HAS_ID */
-    uint32_t n_ids;
-    const struct sv_filter *sub; /* FILTER */
-} sv_cond;
-
-typedef struct sv_filter {
-    const sv_cond *must;
-    uint32_t n_must;
-    const sv_cond *should;
-    uint32_t n_should;
-    const sv_cond *must_not;
-    uint32_t n_must_not;
-} sv_filter;
 
 /* Check a filter against the collection's keys and the limits above:
  * INVALID_ARGUMENT naming what is wrong (and where: "must[2].should[0]"). */

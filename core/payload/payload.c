@@ -463,11 +463,10 @@ oom:
     return sv_fail(err, SV_ERR_RESOURCE, "out of memory storing a payload");
 }
 
-sv_status sv_payloads_move(sv_payloads *p, uint32_t from, uint32_t to)
+sv_status sv_payloads_reserve_move(sv_payloads *p, uint32_t from, uint32_t to)
 {
-    /* Chunks for every value first, so that the move cannot stop halfway;
-     * on failure the ones made go again (an empty chunk must not stay: a
-     * key whose values all go may later take another type's layout). */
+    /* On failure the chunks made go again (an empty chunk must not stay:
+     * a key whose values all go may later take another type's layout). */
     for (uint32_t i = 0; i < p->n_keys; i++) {
         pv_key *k = &p->keys[i];
         int made;
@@ -478,6 +477,21 @@ sv_status sv_payloads_move(sv_payloads *p, uint32_t from, uint32_t to)
             return SV_ERR_RESOURCE;
         }
     }
+    return SV_OK;
+}
+
+void sv_payloads_trim(sv_payloads *p)
+{
+    for (uint32_t i = 0; i < p->n_keys; i++)
+        for (uint32_t c = 0; c < p->keys[i].n_chunks; c++)
+            release_chunk_if_empty(p, &p->keys[i], c);
+}
+
+sv_status sv_payloads_move(sv_payloads *p, uint32_t from, uint32_t to)
+{
+    /* Chunks for every value first, so that the move cannot stop halfway. */
+    if (sv_payloads_reserve_move(p, from, to) != SV_OK)
+        return SV_ERR_RESOURCE;
     uint32_t fo = from % SV_PAYLOAD_CHUNK, to_o = to % SV_PAYLOAD_CHUNK;
     for (uint32_t i = 0; i < p->n_keys; i++) {
         pv_key *k = &p->keys[i];

@@ -25,45 +25,8 @@
 #include "alloc.h"
 #include "slimvec.h"
 
-#define SV_PAYLOAD_KEY_MAX 64        /* bytes of a key */
-#define SV_PAYLOAD_STRING_MAX 1024   /* bytes of a string value */
-#define SV_PAYLOAD_LIST_MAX 256      /* items of a list */
-#define SV_PAYLOAD_FIELDS_MAX 64     /* fields of one payload */
-#define SV_PAYLOAD_KEYS_MAX 1024     /* keys of one collection */
-#define SV_PAYLOAD_CHUNK 1024u       /* slots of a column chunk */
 
-typedef enum sv_pv_type {
-    SV_PV_NONE = 0,
-    SV_PV_STRING = 1,
-    SV_PV_INT = 2,    /* int64 */
-    SV_PV_DOUBLE = 3, /* finite */
-    SV_PV_BOOL = 4,
-    SV_PV_STRINGS = 5, /* a list of strings */
-    SV_PV_INTS = 6,    /* a list of int64 */
-} sv_pv_type;
-
-/* One field as a caller gives it (and as sv_payloads_get returns it). */
-typedef struct sv_pv_field {
-    const char *key;        /* NUL-terminated UTF-8, 1..SV_PAYLOAD_KEY_MAX bytes */
-    sv_pv_type type;
-    const char *s;          /* STRING: NUL-terminated UTF-8 */
-    int64_t i;              /* INT */
-    double d;               /* DOUBLE */
-    int b;                  /* BOOL: 0 or 1 */
-    const char *const *ss;  /* STRINGS: n items */
-    const int64_t *is;      /* INTS: n items */
-    uint32_t n;             /* items of a list */
-} sv_pv_field;
-
-typedef struct sv_payload {
-    const sv_pv_field *fields;
-    uint32_t n;
-} sv_payload;
-
-typedef enum sv_payload_mode {
-    SV_PAYLOAD_REPLACE = 0, /* the slot's fields become exactly these */
-    SV_PAYLOAD_PATCH = 1,   /* these fields set, the others kept */
-} sv_payload_mode;
+#define SV_PAYLOAD_CHUNK 1024u /* slots of a column chunk */
 
 typedef struct sv_payloads sv_payloads;
 
@@ -87,6 +50,13 @@ void sv_payloads_clear(sv_payloads *p, uint32_t slot);
 /* Compaction: move a slot's fields to a slot with none. SV_ERR_RESOURCE
  * when a chunk for `to` could not be had: nothing moved then. */
 sv_status sv_payloads_move(sv_payloads *p, uint32_t from, uint32_t to);
+/* Compaction in two steps: the chunks moving from's fields to `to` needs
+ * (what can fail, before anything moves), then the moves (which cannot
+ * fail once reserved); sv_payloads_trim frees chunks left holding nothing
+ * (call it when a compaction stops after reserving). Every reserved chunk
+ * is used or trimmed before the store changes otherwise. */
+sv_status sv_payloads_reserve_move(sv_payloads *p, uint32_t from, uint32_t to);
+void sv_payloads_trim(sv_payloads *p);
 /* Whether the slot holds any field. */
 int sv_payloads_has(const sv_payloads *p, uint32_t slot);
 

@@ -531,7 +531,7 @@ static void print_breakdown(const results *r)
     const sv_stats *s = &r->stats;
     double n = (double)r->n;
     uint64_t est = s->est_bytes_vectors + s->est_bytes_edges + s->est_bytes_idmap +
-                   s->est_bytes_buffer + s->est_bytes_other;
+                   s->est_bytes_buffer + s->est_bytes_other + s->est_bytes_payload;
     printf("\ngraph: live %llu, indexed %llu, buffered %llu, avg degree %.2f, avg edge slots %.2f, max degree %u\n",
            (unsigned long long)s->live, (unsigned long long)s->indexed,
            (unsigned long long)s->buffered, s->avg_degree, s->avg_edge_slots, s->max_degree);
@@ -540,6 +540,8 @@ static void print_breakdown(const results *r)
            (double)s->est_bytes_vectors / n, (double)s->est_bytes_edges / n,
            (double)s->est_bytes_idmap / n, (double)s->est_bytes_buffer / n,
            (double)s->est_bytes_other / n);
+    if (s->est_bytes_payload)
+        printf("  payload %8.1f B\n", (double)s->est_bytes_payload / n);
     printf("  sum     %8.1f B   (arena measured: %.1f B)\n", (double)est / n, r->bpv_arena);
     if (s->orig_file_bytes)
         printf("originals on disk (not memory): %.1f B/vector on disk, %.1f B/vector in the page cache\n",
@@ -608,6 +610,8 @@ static int write_json(const char *path, const options *o, const sv_params *p, co
     bu_json_num(f, (double)s->est_bytes_idmap / (double)r->n);
     fputs(", \"other\": ", f);
     bu_json_num(f, (double)(s->est_bytes_buffer + s->est_bytes_other) / (double)r->n);
+    fputs(", \"payload\": ", f);
+    bu_json_num(f, (double)s->est_bytes_payload / (double)r->n);
     fprintf(f, "},\n  \"originals\": \"%s\",\n  \"disk_bytes_per_vector\": ", o->originals ? "disk" : "none");
     bu_json_num(f, (double)s->orig_disk_bytes / (double)r->n);
     fputs(",\n  \"originals_resident_bytes_per_vector\": ", f);

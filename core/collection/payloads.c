@@ -1,0 +1,105 @@
+/*
+ * A collection's payloads (slimvec.h): set, get, count, and the bitmap of
+ * the live vectors a filter passes, which count and search share.
+ */
+#include <string.h>
+
+#include "collection_impl.h"
+#include "error.h"
+#include "filter.h"
+
+sv_status sv_collection_set_payload(sv_collection *c, const char *id, const sv_payload *payload,
+                                    sv_payload_mode mode, sv_error *err)
+{
+    if (!payload || (mode != SV_PAYLOAD_REPLACE && mode != SV_PAYLOAD_PATCH))
+        return sv_fail(err, SV_ERR_INVALID_ARGUMENT, "a payload and a mode (replace or patch) are needed");
+    pthread_rwlock_wrlock(&c->lock);
+    uint32_t slot;
+    sv_status st = sv_coll_find_live(c, id, &slot)
+                       ? sv_payloads_set(c->payloads, slot, payload, mode, err)
+                       : sv_fail(err, SV_ERR_NOT_FOUND, "id \"%.*s\" not found", SV_ID_MAX, id ? id : "");
+    pthread_rwlock_unlock(&c->lock);
+    return st;
+}
+
+sv_status sv_collection_get_payload(sv_collection *c, const char *id, void *buf, size_t cap, sv_payload *out,
+                                    size_t *need, sv_error *err)
+{
+    *need = 0;
+    out->fields = NULL;
+    out->n = 0;
+    pthread_rwlock_rdlock(&c->lock);
+    uint32_t slot;
+    sv_status st;
+    if (!sv_coll_find_live(c, id, &slot)) {
+        st = sv_fail(err, SV_ERR_NOT_FOUND, "id \"%.*s\" not found", SV_ID_MAX, id ? id : "");
+    } else {
+        *need = sv_payloads_copy(c->payloads, slot, buf, cap, out);
+        st = *need <= cap ? sv_ok(err)
+                          : sv_fail(err, SV_ERR_RESOURCE, "the payload of \"%.*s\" takes %zu bytes, %zu given",
+                                    SV_ID_MAX, id, *need, cap);
+    }
+    pthread_rwlock_unlock(&c->lock);
+    return st;
+}
+
+static int64_t live_slot(void *ctx, const char *id)
+{
+    uint32_t slot;
+    return sv_coll_find_live(ctx, id, &slot) ? (int64_t)slot : -1;
+}
+
+sv_status sv_coll_filter_slots(sv_collection *c, const sv_filter *f, uint64_t **bits_out, uint64_t *count,
+                               sv_error *err)
+{
+    *bits_out = NULL;
+    *count = 0;
+    sv_status st = sv_filter_check(c->payloads, f, err);
+    if (st != SV_OK)
+        return st;
+    uint32_t n = c->next_slot;
+    size_t words = ((size_t)n + 63) / 64;
+    uint64_t *bits = sv_mem_alloc(&c->alloc, NULL, (words ? words : 1) * sizeof *bits);
+    if (!bits || sv_filter_eval(c->payloads, f, n, live_slot, c, &c->alloc, NULL, bits) != SV_OK) {
+        sv_mem_free(&c->alloc, NULL, bits, (words ? words : 1) * sizeof *bits);
+        return sv_fail(err, SV_ERR_RESOURCE, "out of memory evaluating a filter");
+    }
+    /* Only what a search may return: indexed and buffered vectors. */
+    uint64_t total = 0;
+    for (size_t w = 0; w < words; w++) {
+        for (uint64_t m = bits[w]; m; m &= m - 1) {
+            uint32_t s = (uint32_t)(w * 64 + (size_t)__builtin_ctzll(m));
+            uint8_t state = sv_graph_state(&c->graph, s);
+            if (state != SV_SLOT_INDEXED && state != SV_SLOT_BUFFERED)
+                bits[w] &= ~(UINT64_C(1) << (s & 63));
+        }
+        total += (uint64_t)__builtin_popcountll(bits[w]);
+    }
+    *bits_out = bits;
+    *count = total;
+    return sv_ok(err);
+}
+
+void sv_coll_filter_release(sv_collection *c, uint64_t *bits)
+{
+    size_t words = ((size_t)c->next_slot + 63) / 64;
+    sv_mem_free(&c->alloc, NULL, bits, (words ? words : 1) * sizeof *bits);
+}
+
+sv_status sv_collection_count_filtered(sv_collection *c, const sv_filter *filter, uint64_t *count,
+                                        sv_error *err)
+{
+    *count = 0;
+    pthread_rwlock_rdlock(&c->lock);
+    sv_status st = SV_OK;
+    if (!filter) {
+        *count = c->n_live;
+        sv_ok(err);
+    } else {
+        uint64_t *bits = NULL;
+        if ((st = sv_coll_filter_slots(c, filter, &bits, count, err)) == SV_OK)
+            sv_coll_filter_release(c, bits);
+    }
+    pthread_rwlock_unlock(&c->lock);
+    return st;
+}
