@@ -159,6 +159,10 @@ static sv_status scan_indexed(const sv_collection *c, const uint64_t *pass, cons
  * distances an expansion, and a filtered one looks two hops out).
  */
 #define FILTER_SCAN_PER_LIST 64u
+/* From this share of passing vectors up, the graph is searched without the
+ * filter inside it (a list longer by 1 / share) and the passing nodes
+ * taken; below it, the filter is inside the traversal (graph.c). */
+#define FILTER_NAVIGATE_ALL 0.3
 
 sv_status sv_collection_search_opts(sv_collection *c, const float *query, uint32_t dim,
                                     const sv_search_opts *o, sv_hit *hits, size_t *n_hits,
@@ -214,8 +218,18 @@ sv_status sv_collection_search_opts(sv_collection *c, const float *query, uint32
     if (atomic_load(&c->graph.entry) != SV_NO_SLOT && (!pass || matches)) {
         uint64_t scan_max = o->filter_scan ? o->filter_scan : (uint64_t)FILTER_SCAN_PER_LIST * L;
         int scan = pass && matches <= scan_max;
+        /* Most pass: the plain graph with a list longer by 1 / share holds
+         * about L passing nodes, cheaper than looking past the few that
+         * fail two hops out. */
+        double share = pass && c->n_live ? (double)matches / (double)c->n_live : 1.0;
+        const uint64_t *inside = pass && share < FILTER_NAVIGATE_ALL ? pass : NULL;
+        uint32_t L_graph = L;
+        if (pass && !inside) {
+            double wide = ceil((double)L / share);
+            L_graph = wide > SV_L_MAX ? SV_L_MAX : (uint32_t)wide;
+        }
         if ((st = sv_query_prepare(&pq, c->store, q, 0)) == SV_OK && !scan)
-            st = sv_graph_search(&c->graph, &pq, L, s, 0, intr, pass);
+            st = sv_graph_search(&c->graph, &pq, L_graph, s, 0, intr, inside);
         if (st == SV_OK && !scan) {
             take_candidates(c, s, q, depth, top, &n, k, pass);
             /* The graph did not reach k passing vectors where more pass:

@@ -214,34 +214,40 @@ static uint32_t beam_insert(sv_scratch *s, uint32_t L, sv_cand c)
 
 /*
  * A filtered search's new candidates around a node (ACORN-1, Patel et al.,
- * SIGMOD 2024): the unvisited neighbours that pass; for a neighbour that
- * does not, the unvisited ones of its own neighbours that pass, so that
- * the beam, which holds only passing nodes, stays connected where most
- * nodes fail. At most cap. -1: out of memory.
+ * SIGMOD 2024): the unvisited neighbours that pass; then, past the ones
+ * that do not, the unvisited passing nodes among their own neighbours, so
+ * that the beam, which holds only passing nodes, stays connected where
+ * most nodes fail. At most cap (the graph's degree bound: as many
+ * distances an expansion as without a filter). -1: out of memory.
  */
 static int gather_passing(sv_graph *g, sv_scratch *s, const uint32_t *ids, uint32_t count, const uint64_t *pass,
                           uint32_t *todo, uint32_t cap)
 {
-    uint32_t m = 0;
-    for (uint32_t i = 0; i < count && m < cap; i++) {
+    uint32_t m = 0, n_fail = 0;
+    uint32_t failed[SV_R_MAX];
+    for (uint32_t i = 0; i < count; i++) {
         uint32_t id = ids[i];
         int r = visited_add(s, id);
-        if (r <= 0) {
-            if (r < 0)
-                return -1;
+        if (r < 0)
+            return -1;
+        if (!r)
             continue;
-        }
         if (pass[id >> 6] >> (id & 63) & 1) {
-            todo[m++] = id;
-            continue;
+            if (m < cap)
+                todo[m++] = id;
+        } else {
+            failed[n_fail++] = id;
         }
+    }
+    for (uint32_t i = 0; i < n_fail && m < cap; i++) {
         uint32_t hop[SV_R_MAX];
-        uint32_t n2 = sv_edges_get(g->edges, id, hop);
+        uint32_t n2 = sv_edges_get(g->edges, failed[i], hop);
         for (uint32_t j = 0; j < n2 && m < cap; j++) {
             uint32_t id2 = hop[j];
             if (!(pass[id2 >> 6] >> (id2 & 63) & 1))
                 continue; /* not marked: reached directly later, it is looked past then */
-            if ((r = visited_add(s, id2)) < 0)
+            int r = visited_add(s, id2);
+            if (r < 0)
                 return -1;
             if (r)
                 todo[m++] = id2;
@@ -290,7 +296,7 @@ sv_status sv_graph_search(sv_graph *g, const sv_query *q, uint32_t L, sv_scratch
         const uint32_t *ids = ids_buf;
         uint32_t m = 0;
         if (pass) {
-            int got = gather_passing(g, s, ids, count, pass, todo, 2 * SV_R_MAX);
+            int got = gather_passing(g, s, ids, count, pass, todo, g->R);
             if (got < 0)
                 return SV_ERR_RESOURCE;
             m = (uint32_t)got;

@@ -221,6 +221,34 @@ static int code_meets(const uint32_t *codes, uint32_t n, uint32_t v)
 
 static sv_status eval_filter(eval_state *es, const sv_filter *f, uint64_t *out);
 
+/* A range or a match on int64 values as inclusive int64 bounds (exact for
+ * double bounds too); 0 when nothing can be inside. */
+static int int_bounds(const sv_cond *c, int64_t *lo, int64_t *hi)
+{
+    if (c->kind == SV_COND_MATCH) {
+        *lo = *hi = c->value.i;
+        return 1;
+    }
+    long double l = -18446744073709551616.0L, h = 18446744073709551616.0L; /* past int64 either way */
+    if (c->lo.set) {
+        long double x = c->lo.is_int ? (long double)c->lo.i : (long double)c->lo.d;
+        l = c->lo.inclusive ? ceill(x) : floorl(x) + 1;
+    }
+    if (c->hi.set) {
+        long double x = c->hi.is_int ? (long double)c->hi.i : (long double)c->hi.d;
+        h = c->hi.inclusive ? floorl(x) : ceill(x) - 1;
+    }
+    if (l < (long double)INT64_MIN)
+        l = (long double)INT64_MIN;
+    if (h > (long double)INT64_MAX)
+        h = (long double)INT64_MAX;
+    if (l > h)
+        return 0;
+    *lo = (int64_t)l;
+    *hi = (int64_t)h;
+    return 1;
+}
+
 /* out = the slots meeting one condition. */
 static sv_status eval_cond(eval_state *es, const sv_cond *c, uint64_t *out)
 {
@@ -274,6 +302,33 @@ static sv_status eval_cond(eval_state *es, const sv_cond *c, uint64_t *out)
         }
         if (!n_codes)
             return SV_OK;
+    }
+    /* The common cases word by word without a branch a cell: a range or a
+     * match on int64 scalars, a match of one string. */
+    int64_t lo = 0, hi = 0;
+    int int_scan = k->type == SV_PV_INT && c->kind != SV_COND_MATCH_ANY;
+    if (int_scan && !int_bounds(c, &lo, &hi))
+        return SV_OK;
+    int code_scan = k->type == SV_PV_STRING && n_codes == 1;
+    if (int_scan || code_scan) {
+        uint64_t span = (uint64_t)hi - (uint64_t)lo;
+        for (uint32_t ci = 0; ci < k->n_chunks; ci++) {
+            const pv_chunk *ch = k->chunks[ci];
+            for (uint32_t w = 0; ch && w < PV_WORDS && ci * PV_WORDS + w < es->words; w++) {
+                uint64_t hit = 0;
+                if (int_scan) {
+                    const int64_t *v = ch->c.i + w * 64;
+                    for (uint32_t b = 0; b < 64; b++)
+                        hit |= (uint64_t)((uint64_t)v[b] - (uint64_t)lo <= span) << b;
+                } else {
+                    const uint32_t *v = ch->c.code + w * 64;
+                    for (uint32_t b = 0; b < 64; b++)
+                        hit |= (uint64_t)(v[b] == codes[0]) << b;
+                }
+                out[ci * PV_WORDS + w] = hit & ch->present[w];
+            }
+        }
+        return SV_OK;
     }
     /* A bool matches its bit; a string its code; an int64 or a double its number. */
     for (uint32_t ci = 0; ci < k->n_chunks; ci++) {

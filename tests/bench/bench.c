@@ -30,6 +30,7 @@
 #include "benchutil.h"
 #include "arena.h"
 #include "datasets.h"
+#include "filtered.h"
 #include "slimvec.h"
 
 #define BENCH_K 10               /* recall@10: hits asked for per query */
@@ -53,6 +54,8 @@ typedef struct options {
     bool originals;                    /* --originals disk */
     uint32_t depths[BENCH_MAX_LISTS];  /* --rerank-depths; 0 = the search list */
     size_t n_depths;
+    double sels[FB_MAX_SELS];          /* --filter-selectivity */
+    size_t n_sels;
 } options;
 
 /* One point of the recall/QPS curve. */
@@ -87,6 +90,7 @@ static void usage(FILE *out)
             "                     [--R N] [--L N] [--alpha F] [--threads N] [--seed N]\n"
             "                     [--search-lists 10,20,40,...] [--json OUT] [--data-dir DIR] [--gt-out G.ivecs]\n"
             "                     [--originals none|disk] [--rerank-depths 0,20,...]\n"
+            "                     [--filter-selectivity 0.5,0.1,0.01,0.001]\n"
             "\n"
             "  --dataset NAME    built-in dataset, written to the cache directory (--data-dir,\n"
             "                    else $SLIMVEC_BENCH_DATA, else ./bench-data) and reused\n"
@@ -99,7 +103,11 @@ static void usage(FILE *out)
             "  --quick           the founding set at default parameters with a short sweep\n"
             "  --originals disk  keep float32 originals in a file ($TMPDIR, unnamed) and re-rank:\n"
             "                    each search list is measured without re-ranking and then at\n"
-            "                    every --rerank-depths value (default 0 = the search list)\n",
+            "                    every --rerank-depths value (default 0 = the search list)\n"
+            "  --filter-selectivity  payloads on every row (class: Fashion's label or a seeded one;\n"
+            "                    u: uniform 0..999; tags), then filtered searches at each share\n"
+            "                    (0.1: one class; else u < 1000 x share) over the search lists,\n"
+            "                    against exact filtered answers (the first 1,000 queries)\n",
             BENCH_K, BENCH_K);
 }
 
@@ -204,6 +212,20 @@ static int parse_args(int argc, char **argv, options *o)
         } else if (strcmp(arg, "--rerank-depths") == 0) {
             if (parse_depths(v, o) != 0)
                 return -1;
+        } else if (strcmp(arg, "--filter-selectivity") == 0) {
+            char *end = NULL;
+            const char *at = v;
+            o->n_sels = 0;
+            while (*at) {
+                double x = strtod(at, &end);
+                if (end == at || !(x >= 0.001 && x <= 1.0) || o->n_sels == FB_MAX_SELS || (*end && *end != ',')) {
+                    fprintf(stderr, "slimvec-bench: --filter-selectivity: '%s' is not a list of up to %d shares in "
+                                    "0.001..1\n", v, FB_MAX_SELS);
+                    return -1;
+                }
+                o->sels[o->n_sels++] = x;
+                at = *end ? end + 1 : end;
+            }
         } else if (strcmp(arg, "--search-lists") == 0) {
             if (parse_lists(v, o) != 0)
                 return -1;
@@ -548,7 +570,8 @@ static void print_breakdown(const results *r)
                (double)s->orig_disk_bytes / n, (double)s->orig_resident_bytes / n);
 }
 
-static int write_json(const char *path, const options *o, const sv_params *p, const results *r)
+static int write_json(const char *path, const options *o, const sv_params *p, const results *r,
+                      const fb_results *fb)
 {
     FILE *f = fopen(path, "w");
     if (!f) {
@@ -617,6 +640,8 @@ static int write_json(const char *path, const options *o, const sv_params *p, co
     fputs(",\n  \"originals_resident_bytes_per_vector\": ", f);
     bu_json_num(f, (double)s->orig_resident_bytes / (double)r->n);
     fputs(",\n", f);
+    if (fb)
+        fb_json(f, fb);
     fprintf(f, "  \"validate\": {\"ok\": %s, \"seconds\": ", r->validate_ok ? "true" : "false");
     bu_json_num(f, r->validate_seconds);
     fputs(", \"message\": ", f);
@@ -654,6 +679,7 @@ int main(int argc, char **argv)
     double *lat = NULL;
     int64_t *found = NULL;
     results *res = NULL;
+    fb_results *fb = NULL;
     int rc = 1;
 
     int pa = parse_args(argc, argv, &o);
@@ -760,8 +786,26 @@ int main(int argc, char **argv)
     /* The page-cache share after the searches touched the originals. */
     sv_collection_stats(c, &res->stats);
 
+    if (o.n_sels) {
+        if (!(fb = calloc(1, sizeof *fb)))
+            goto cleanup;
+        int32_t *labels = NULL;
+        char lerr[DS_ERR_LEN];
+        if (o.dataset && strcmp(o.dataset, "fashion") == 0) {
+            if (!(labels = malloc(base.rows * sizeof *labels)) || ds_fashion_labels(labels, base.rows, lerr) != 0) {
+                fprintf(stderr, "slimvec-bench: %s\n", labels ? lerr : "out of memory");
+                free(labels);
+                goto cleanup;
+            }
+        }
+        int frc = fb_run(c, arena, &base, &query, labels, o.sels, o.n_sels, o.lists, o.n_lists, fb);
+        free(labels);
+        if (frc != 0)
+            goto cleanup;
+    }
+
     if (o.json) {
-        if (write_json(o.json, &o, sv_collection_params(c), res) != 0)
+        if (write_json(o.json, &o, sv_collection_params(c), res, fb) != 0)
             goto cleanup;
         printf("\nwrote %s\n", o.json);
     }
@@ -776,5 +820,6 @@ cleanup:
     free(lat);
     free(found);
     free(res);
+    free(fb);
     return rc;
 }

@@ -474,6 +474,36 @@ static uint32_t be32(const unsigned char *p)
     return ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) | p[3];
 }
 
+int ds_fashion_labels(int32_t *out, size_t n, char *err)
+{
+    const char *path = FASHION_DIR "/train-labels-idx1-ubyte.gz";
+    errno = 0;
+    gzFile g = gzopen(path, "rb");
+    if (!g) {
+        snprintf(err, DS_ERR_LEN, "%s: cannot open: %s", path, errno ? strerror(errno) : "zlib out of memory");
+        return -1;
+    }
+    unsigned char hdr[8];
+    int rc = -1;
+    unsigned char *buf = malloc(n ? n : 1);
+    if (!buf) {
+        snprintf(err, DS_ERR_LEN, "%s: out of memory", path);
+    } else if (gzread(g, hdr, sizeof hdr) != (int)sizeof hdr || be32(hdr) != 0x00000801u) {
+        snprintf(err, DS_ERR_LEN, "%s: not an IDX1 label file (magic 0x00000801)", path);
+    } else if (be32(hdr + 4) < n) {
+        snprintf(err, DS_ERR_LEN, "%s: %u labels, %zu needed", path, be32(hdr + 4), n);
+    } else if (gzread(g, buf, (unsigned)n) != (int)n) {
+        snprintf(err, DS_ERR_LEN, "%s: the labels end early", path);
+    } else {
+        for (size_t i = 0; i < n; i++)
+            out[i] = buf[i];
+        rc = 0;
+    }
+    free(buf);
+    gzclose(g);
+    return rc;
+}
+
 /* Reads a gzip'd IDX3 unsigned-byte image file of exactly `count` 28x28
  * images into out (count x 784 floats, the raw 0..255 pixel values).
  * Offsets in messages are in the decompressed stream. */

@@ -69,6 +69,10 @@ int ds_ground_truth(const float *base, size_t nb, const float *query, size_t nq,
                     uint32_t dim, ds_metric metric, uint32_t k, unsigned threads,
                     int32_t *out, char *err);
 
+/* The first n Fashion-MNIST training labels (0..9), the classes of the
+ * "fashion" dataset's base rows in order. */
+int ds_fashion_labels(int32_t *out, size_t n, char *err);
+
 /* $SLIMVEC_BENCH_DATA if set and not empty, else "./bench-data". */
 const char *ds_default_cache_dir(void);
 
