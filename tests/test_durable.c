@@ -2759,6 +2759,171 @@ START_TEST(test_originals_refused)
 }
 END_TEST
 
+/* ---- payloads ------------------------------------------------------------------ */
+
+enum { PL_DIM = 8, PL_N = 300 };
+
+/* Row i's payload as the test set it: class c<i%7>, u = i, tags on even rows;
+ * after the patch round, u = -i on multiples of 5. */
+static void pl_expect(int i, int patched, char *out, size_t cap)
+{
+    int64_t u = patched && i % 5 == 0 ? -i : i;
+    if (i % 2 == 0)
+        snprintf(out, cap, "class=c%d;u=%" PRId64 ";tags=t%d,x;", i % 7, u, i % 3);
+    else
+        snprintf(out, cap, "class=c%d;u=%" PRId64 ";", i % 7, u);
+}
+
+static void pl_render(sv_durable *d, const char *id, char *out, size_t cap)
+{
+    _Alignas(16) unsigned char buf[2048];
+    sv_payload pl;
+    size_t need = 0;
+    sv_error err;
+    ck_assert_msg(sv_collection_get_payload(sv_durable_collection(d), id, buf, sizeof buf, &pl, &need, &err) == SV_OK,
+                  "%s: %s", id, err.message);
+    out[0] = '\0';
+    size_t at = 0;
+    for (uint32_t i = 0; i < pl.n; i++) {
+        const sv_pv_field *f = &pl.fields[i];
+        at += (size_t)snprintf(out + at, cap - at, "%s=", f->key);
+        if (f->type == SV_PV_STRING)
+            at += (size_t)snprintf(out + at, cap - at, "%s;", f->s);
+        else if (f->type == SV_PV_INT)
+            at += (size_t)snprintf(out + at, cap - at, "%" PRId64 ";", f->i);
+        else {
+            for (uint32_t j = 0; j < f->n; j++)
+                at += (size_t)snprintf(out + at, cap - at, "%s%s", f->ss[j], j + 1 < f->n ? "," : ";");
+        }
+    }
+}
+
+static void pl_check(sv_durable *d, int patched)
+{
+    char want[256], got[256], id[16];
+    for (int i = 0; i < PL_N; i++) {
+        snprintf(id, sizeof id, "r%d", i);
+        float v[PL_DIM];
+        sv_error err;
+        if (i % 10 == 3) { /* deleted */
+            ck_assert_int_eq(sv_durable_get(d, id, v, PL_DIM, &err), SV_ERR_NOT_FOUND);
+            continue;
+        }
+        pl_expect(i, patched, want, sizeof want);
+        pl_render(d, id, got, sizeof got);
+        ck_assert_str_eq(got, want);
+    }
+    /* A filter over them agrees: class c3 and u >= 0. */
+    sv_pv_field c3 = {.type = SV_PV_STRING, .s = "c3"};
+    sv_cond cs[2] = {{.kind = SV_COND_MATCH, .key = "class", .value = c3},
+                     {.kind = SV_COND_RANGE, .key = "u", .lo = {.set = 1, .inclusive = 1, .is_int = 1, .i = 0}}};
+    sv_filter f = {.must = cs, .n_must = 2};
+    uint64_t want_n = 0, got_n = 0;
+    for (int i = 0; i < PL_N; i++)
+        want_n += i % 10 != 3 && i % 7 == 3 && !(patched && i % 5 == 0 && i > 0);
+    sv_error err;
+    ck_assert_int_eq(sv_collection_count_filtered(sv_durable_collection(d), &f, &got_n, &err), SV_OK);
+    ck_assert_uint_eq(got_n, want_n);
+}
+
+/* Payloads are logged with their vectors and by SET_PAYLOAD, written into
+ * snapshots, and come back from the log, a snapshot, and both; a refused
+ * payload is not logged. */
+START_TEST(test_payloads_durable)
+{
+    char base[PATHN], dir[PATHN];
+    sv_params p;
+    sv_params_default(&p, PL_DIM);
+    p.flush_threshold = 0;
+    sv_durable_options o = {0};
+    sv_durable *d = tmp_durable(base, dir, &p, &o);
+    float *v = tu_gaussian(PL_N, PL_DIM, 5);
+    static char names[PL_N][16], classes[PL_N][8], tag0[PL_N][8];
+    sv_error err;
+    for (int b = 0; b < PL_N; b += 50) {
+        const char *ids[50];
+        const char *tags[50][2];
+        sv_pv_field f[50][3];
+        sv_payload pl[50];
+        for (int j = 0; j < 50; j++) {
+            int i = b + j;
+            snprintf(names[i], sizeof names[i], "r%d", i);
+            snprintf(classes[i], sizeof classes[i], "c%d", i % 7);
+            snprintf(tag0[i], sizeof tag0[i], "t%d", i % 3);
+            ids[j] = names[i];
+            tags[j][0] = tag0[i];
+            tags[j][1] = "x";
+            f[j][0] = (sv_pv_field){.key = "class", .type = SV_PV_STRING, .s = classes[i]};
+            f[j][1] = (sv_pv_field){.key = "u", .type = SV_PV_INT, .i = i};
+            f[j][2] = (sv_pv_field){.key = "tags", .type = SV_PV_STRINGS, .ss = tags[j], .n = 2};
+            pl[j] = (sv_payload){f[j], i % 2 == 0 ? 3u : 2u};
+        }
+        ck_assert_msg(sv_durable_add_payloads(d, v + (size_t)b * PL_DIM, 50, PL_DIM, ids, pl, NULL, &err) == SV_OK,
+                      "%s", err.message);
+        if (b == 100)
+            ck_assert_int_eq(sv_durable_flush(d, &err), SV_OK);
+    }
+    /* A refused batch (a string where u holds int64s) and a refused set. */
+    sv_pv_field bad = {.key = "u", .type = SV_PV_STRING, .s = "no"};
+    sv_payload badpl = {&bad, 1};
+    const char *nid[1] = {"extra"};
+    ck_assert_int_eq(sv_durable_add_payloads(d, v, 1, PL_DIM, nid, &badpl, NULL, &err), SV_ERR_INVALID_ARGUMENT);
+    ck_assert_int_eq(sv_durable_set_payload(d, "r1", &badpl, SV_PAYLOAD_PATCH, &err), SV_ERR_INVALID_ARGUMENT);
+    ck_assert_int_eq(sv_durable_set_payload(d, "nobody", &badpl, SV_PAYLOAD_PATCH, &err), SV_ERR_NOT_FOUND);
+    static char del_names[PL_N][16];
+    const char *dels[PL_N];
+    size_t nd = 0;
+    for (int i = 3; i < PL_N; i += 10) {
+        snprintf(del_names[nd], sizeof del_names[nd], "r%d", i);
+        dels[nd] = del_names[nd];
+        nd++;
+    }
+    ck_assert_int_eq(sv_durable_delete(d, dels, nd, NULL, &err), SV_OK);
+    ck_assert_int_eq(sv_durable_set_payload(d, dels[0], &badpl, SV_PAYLOAD_PATCH, &err), SV_ERR_NOT_FOUND);
+    pl_check(d, 0);
+    sv_durable_free(d);
+
+    /* From the log alone. */
+    sv_recovery rec;
+    d = sc_reopen(dir, &rec);
+    pl_check(d, 0);
+    /* Patches (logged as SET_PAYLOAD), then a snapshot, then more patches:
+     * from snapshot + log. */
+    for (int i = 0; i < PL_N; i += 5) {
+        if (i % 10 == 3)
+            continue;
+        sv_pv_field u = {.key = "u", .type = SV_PV_INT, .i = -i};
+        sv_payload patch = {&u, 1};
+        ck_assert_msg(sv_durable_set_payload(d, names[i], &patch, SV_PAYLOAD_PATCH, &err) == SV_OK, "%s",
+                      err.message);
+        if (i == 150) {
+            sv_snapshot_info info;
+            ck_assert_msg(sv_durable_snapshot(d, &info, &err) == SV_OK, "%s", err.message);
+        }
+    }
+    pl_check(d, 1);
+    sv_durable_free(d);
+    d = sc_reopen(dir, &rec);
+    ck_assert_uint_gt(rec.snapshot_lsn, 0);
+    ck_assert_uint_gt(rec.replayed, 0);
+    pl_check(d, 1);
+    /* From a snapshot alone (compacted first: payloads move with the vectors). */
+    ck_assert_int_eq(sv_durable_consolidate(d, &err), SV_OK);
+    ck_assert_int_eq(sv_durable_compact(d, NULL, &err), SV_OK);
+    pl_check(d, 1);
+    sv_snapshot_info info;
+    ck_assert_int_eq(sv_durable_snapshot(d, &info, &err), SV_OK);
+    sv_durable_free(d);
+    d = sc_reopen(dir, &rec);
+    ck_assert_uint_eq(rec.replayed, 0);
+    pl_check(d, 1);
+    ck_assert_uint_eq(sv_durable_count(d), PL_N - nd);
+    sv_durable_free(d);
+    free(v);
+    rm_rf(base);
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("durable");
@@ -2766,6 +2931,7 @@ static Suite *suite(void)
     tcase_set_timeout(tc, 600);
     tcase_add_checked_fixture(tc, NULL, remove_tmp_dirs);
     tcase_add_test(tc, test_wal_framing);
+    tcase_add_test(tc, test_payloads_durable);
     tcase_add_test(tc, test_log_local_contract);
     tcase_add_test(tc, test_wal_torn_tails);
     tcase_add_test(tc, test_wal_group_commit);

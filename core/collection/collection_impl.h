@@ -52,6 +52,9 @@ struct sv_collection {
     /* Payloads by slot: set with the vector (PENDING too: its abort clears
      * them), cleared by its delete, moved by compaction. */
     sv_payloads *payloads;
+    /* Payload sets prepared and not committed or cancelled (engine.h): they
+     * hold a slot number, so compaction waits. */
+    uint32_t payload_held;
     sv_buffer active;      /* adds go here */
     sv_buffer flushing;    /* the rows a flush is linking */
     uint32_t *free_slots;  /* recycled slots, a stack */
@@ -91,6 +94,12 @@ struct sv_collection {
 };
 
 /* ---- shared between the collection's files (not part of any API) ---- */
+
+/* Whether a checked delete is removing slot (under the lock). */
+static inline int sv_coll_del_marked(const sv_collection *c, uint32_t slot)
+{
+    return (size_t)(slot >> 6) < c->del_words && ((c->del_marks[slot >> 6] >> (slot & 63)) & 1);
+}
 
 /* Worker threads for a flush or a consolidation. */
 unsigned sv_coll_threads(const sv_collection *c);

@@ -20,6 +20,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "payload.h"
 #include "slimvec.h"
 
 /* An add between prepare and publish/abort. */
@@ -34,6 +35,19 @@ typedef struct sv_add_ticket {
 sv_status sv_engine_add_prepare(sv_collection *c, const float *vectors, size_t n, uint32_t dim,
                                 const char *const *ids, const sv_payload *payloads, uint64_t *assigned,
                                 sv_add_ticket *t, sv_error *err);
+/* A payload set between prepare and commit/cancel (the durable layer logs
+ * it in between). Prepare: the live id's slot (not one a checked delete is
+ * removing: NOT_FOUND), the payload checked and everything it needs
+ * reserved; nothing visible changes. pl must stay valid until the end. */
+typedef struct sv_payload_ticket {
+    sv_payload_plan plan;
+    int held;
+} sv_payload_ticket;
+sv_status sv_engine_payload_prepare(sv_collection *c, const char *id, const sv_payload *pl, sv_payload_mode mode,
+                                    sv_payload_ticket *t, sv_error *err);
+void sv_engine_payload_commit(sv_collection *c, sv_payload_ticket *t); /* cannot fail */
+void sv_engine_payload_cancel(sv_collection *c, sv_payload_ticket *t);
+
 /* Make a prepared batch searchable. Cannot fail. */
 void sv_engine_add_publish(sv_collection *c, sv_add_ticket *t);
 /* Take a prepared batch back: rows, id bindings and slots. Cannot fail. */

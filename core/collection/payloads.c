@@ -43,6 +43,45 @@ sv_status sv_collection_get_payload(sv_collection *c, const char *id, void *buf,
     return st;
 }
 
+sv_status sv_engine_payload_prepare(sv_collection *c, const char *id, const sv_payload *pl, sv_payload_mode mode,
+                                    sv_payload_ticket *t, sv_error *err)
+{
+    t->held = 0;
+    if (!pl || (mode != SV_PAYLOAD_REPLACE && mode != SV_PAYLOAD_PATCH))
+        return sv_fail(err, SV_ERR_INVALID_ARGUMENT, "a payload and a mode (replace or patch) are needed");
+    pthread_rwlock_wrlock(&c->lock);
+    uint32_t slot;
+    sv_status st;
+    if (!sv_coll_find_live(c, id, &slot) || sv_coll_del_marked(c, slot))
+        st = sv_fail(err, SV_ERR_NOT_FOUND, "id \"%.*s\" not found", SV_ID_MAX, id ? id : "");
+    else if ((st = sv_payloads_prepare(c->payloads, slot, pl, mode, &t->plan, err)) == SV_OK)
+        c->payload_held++, t->held = 1;
+    pthread_rwlock_unlock(&c->lock);
+    return st;
+}
+
+void sv_engine_payload_commit(sv_collection *c, sv_payload_ticket *t)
+{
+    if (!t->held)
+        return;
+    pthread_rwlock_wrlock(&c->lock);
+    sv_payloads_commit(c->payloads, &t->plan);
+    c->payload_held--;
+    pthread_rwlock_unlock(&c->lock);
+    t->held = 0;
+}
+
+void sv_engine_payload_cancel(sv_collection *c, sv_payload_ticket *t)
+{
+    if (!t->held)
+        return;
+    pthread_rwlock_wrlock(&c->lock);
+    sv_payloads_cancel(c->payloads, &t->plan);
+    c->payload_held--;
+    pthread_rwlock_unlock(&c->lock);
+    t->held = 0;
+}
+
 static int64_t live_slot(void *ctx, const char *id)
 {
     uint32_t slot;

@@ -16,18 +16,23 @@
 #include "crc32c.h"
 #include "fileheader.h"
 #include "fileio.h"
+#include "pcodec.h"
 #include "quantizer.h"
 
 static const uint8_t MAGIC[8] = {'S', 'V', 'S', 'N', 'A', 'P', 0, 1};
 #define VERSION 1u
 #define SEC_HEADER 16u
 
-enum { SEC_META = 1, SEC_MEAN, SEC_STATES, SEC_IDS, SEC_FREE, SEC_BUFFER, SEC_CODES, SEC_EDGES, SEC_END };
+/* PAYLOADS, when any vector has one, comes after BUFFER (older snapshots
+ * have none): entries u32 slot | u32 bytes | one payload (pcodec.h). */
+enum { SEC_META = 1, SEC_MEAN, SEC_STATES, SEC_IDS, SEC_FREE, SEC_BUFFER, SEC_CODES, SEC_EDGES, SEC_END,
+       SEC_PAYLOADS };
 
 static const char *sec_name(uint32_t tag)
 {
-    static const char *names[] = {"?", "META", "MEAN", "STATES", "IDS", "FREE", "BUFFER", "CODES", "EDGES", "END"};
-    return tag <= SEC_END ? names[tag] : "?";
+    static const char *names[] = {"?",     "META",  "MEAN", "STATES", "IDS",     "FREE",
+                                  "BUFFER", "CODES", "EDGES", "END",  "PAYLOADS"};
+    return tag <= SEC_PAYLOADS ? names[tag] : "?";
 }
 
 /* META, fixed size. */
@@ -150,6 +155,49 @@ static void write_meta(writer *w, const meta *m)
     sec_end(w);
 }
 
+/* Every searchable vector's payload (under the write lock, with the ids). */
+static int write_payloads(writer *w, const sv_collection *c)
+{
+    size_t cap = 4096, ecap = 4096;
+    void *buf = malloc(cap);
+    uint8_t *enc = malloc(ecap);
+    int rc = buf && enc ? 0 : -1;
+    for (uint32_t s = 0; rc == 0 && s < c->next_slot; s++) {
+        uint8_t st = sv_graph_state(&c->graph, s);
+        if ((st != SV_SLOT_INDEXED && st != SV_SLOT_BUFFERED) || !sv_payloads_has(c->payloads, s))
+            continue;
+        sv_payload pl;
+        size_t need = sv_payloads_copy(c->payloads, s, buf, cap, &pl);
+        if (need > cap) {
+            void *nb = realloc(buf, need);
+            if (!nb) {
+                rc = -1;
+                break;
+            }
+            buf = nb;
+            cap = need;
+            sv_payloads_copy(c->payloads, s, buf, cap, &pl);
+        }
+        size_t len = sv_payload_encode(&pl, enc, ecap);
+        if (len > ecap) {
+            uint8_t *ne = realloc(enc, len);
+            if (!ne) {
+                rc = -1;
+                break;
+            }
+            enc = ne;
+            ecap = len;
+            sv_payload_encode(&pl, enc, ecap);
+        }
+        w_u32(w, s);
+        w_u32(w, (uint32_t)len);
+        w_put(w, enc, len);
+    }
+    free(buf);
+    free(enc);
+    return rc;
+}
+
 static void write_buffer_rows(writer *w, const sv_collection *c, const sv_buffer *b)
 {
     for (size_t i = 0; i < b->n; i++) {
@@ -257,7 +305,19 @@ sv_status sv_snapshot_write(sv_collection *c, int fd, const sv_snapshot_hooks *h
     write_buffer_rows(&w, c, &c->active);
     write_buffer_rows(&w, c, &c->flushing);
     sec_end(&w);
+    sv_payload_stats ps;
+    sv_payloads_get_stats(c->payloads, &ps);
+    int payload_oom = 0;
+    if (ps.slots_with_payload) {
+        sec_begin(&w, SEC_PAYLOADS);
+        payload_oom = write_payloads(&w, c) != 0;
+        sec_end(&w);
+    }
     pthread_rwlock_unlock(&c->lock);
+    if (payload_oom) {
+        st = sv_fail(err, SV_ERR_RESOURCE, "out of memory writing the payloads");
+        goto cleanup;
+    }
 
     hooks->resume(hooks->ctx);
     quiet = 0;
@@ -555,6 +615,42 @@ static sv_status load_sections(sv_collection *c, reader *r, const meta *m, sv_er
             }
         }
         b->slots[b->n++] = slot;
+    }
+
+    /* PAYLOADS (optional): each entry a searchable slot's, at most once. */
+    uint32_t tag = 0;
+    if (r->len - r->off >= 4)
+        memcpy(&tag, r->data + r->off, 4);
+    if (tag == SEC_PAYLOADS) {
+        if ((st = next_section(r, SEC_PAYLOADS, &s, err)) != SV_OK)
+            goto out;
+        memset(seen, 0, ((size_t)n + 7) / 8);
+        for (size_t at = 0; at < s.len;) {
+            uint32_t slot, plen;
+            if (s.len - at < 8 || (memcpy(&slot, s.p + at, 4), memcpy(&plen, s.p + at + 4, 4), s.len - at - 8 < plen)) {
+                st = sv_fail(err, SV_ERR_CORRUPT, "offset %zu: PAYLOADS entry runs past the section", s.off + at);
+                goto out;
+            }
+            uint8_t state = slot < n ? sv_graph_state(&c->graph, slot) : SV_SLOT_FREE;
+            if ((state != SV_SLOT_INDEXED && state != SV_SLOT_BUFFERED) || (seen[slot / 8] >> (slot % 8)) & 1) {
+                st = sv_fail(err, SV_ERR_CORRUPT, "offset %zu: payload of slot %u, which holds no vector or has one",
+                             s.off + at, slot);
+                goto out;
+            }
+            seen[slot / 8] |= (uint8_t)(1u << (slot % 8));
+            sv_payload *pl = NULL;
+            void *mem = NULL;
+            sv_error perr;
+            if ((st = sv_payload_decode_batch(s.p + at + 8, plen, 1, &pl, &mem, &perr)) == SV_OK)
+                st = sv_payloads_set(c->payloads, slot, pl, SV_PAYLOAD_REPLACE, &perr);
+            free(mem);
+            if (st != SV_OK) {
+                st = sv_fail(err, st == SV_ERR_RESOURCE ? st : SV_ERR_CORRUPT, "offset %zu: payload of slot %u: %s",
+                             s.off + at, slot, perr.message);
+                goto out;
+            }
+            at += 8 + (size_t)plen;
+        }
     }
 
     /* CODES: straight into the store's chunks. */

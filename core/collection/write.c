@@ -313,10 +313,6 @@ static int cmp_u32(const void *a, const void *b, void *ctx)
     return (x > y) - (x < y);
 }
 
-static int del_marked(const sv_collection *c, uint32_t slot)
-{
-    return (size_t)(slot >> 6) < c->del_words && ((c->del_marks[slot >> 6] >> (slot & 63)) & 1);
-}
 
 /* Room in the marks for slots below next_slot (write lock). */
 static sv_status del_marks_reserve(sv_collection *c)
@@ -359,7 +355,7 @@ static sv_status check_delete(sv_collection *c, const char *const *ids, size_t n
 {
     *n_out = 0;
     for (size_t i = 0; i < n; i++) {
-        if (!sv_coll_find_live(c, ids[i], &slots[i]) || del_marked(c, slots[i]))
+        if (!sv_coll_find_live(c, ids[i], &slots[i]) || sv_coll_del_marked(c, slots[i]))
             return sv_fail(err, SV_ERR_NOT_FOUND, "id \"%.*s\" (item %zu) not found", SV_ID_MAX,
                            ids[i] ? ids[i] : "", i);
     }

@@ -422,11 +422,18 @@ static int buffer_full(sv_durable *d, size_t n)
 sv_status sv_durable_add(sv_durable *d, const float *vectors, size_t n, uint32_t dim,
                          const char *const *ids, uint64_t *assigned, sv_error *err)
 {
+    return sv_durable_add_payloads(d, vectors, n, dim, ids, NULL, assigned, err);
+}
+
+sv_status sv_durable_add_payloads(sv_durable *d, const float *vectors, size_t n, uint32_t dim,
+                                  const char *const *ids, const sv_payload *payloads, uint64_t *assigned,
+                                  sv_error *err)
+{
     uint64_t *got = malloc((n ? n : 1) * sizeof *got);
     if (!got)
         return sv_fail(err, SV_ERR_RESOURCE, "out of memory adding %zu vectors", n);
-    uint8_t *head = NULL;
-    size_t head_len = 0;
+    uint8_t *head = NULL, *psec = NULL;
+    size_t head_len = 0, psec_len = 0;
     uint64_t lsn = 0;
     sv_add_ticket t = {0};
     int pending = 0;
@@ -438,14 +445,16 @@ sv_status sv_durable_add(sv_durable *d, const float *vectors, size_t n, uint32_t
     else if (n && buffer_full(d, n))
         st = sv_fail(err, SV_ERR_BUSY, "the write buffer is full; the batch waits for a flush");
     else
-        st = sv_engine_add_prepare(d->c, vectors, n, dim, ids, NULL, got, &t, err);
+        st = sv_engine_add_prepare(d->c, vectors, n, dim, ids, payloads, got, &t, err);
     if (st == SV_OK && t.n && d->dir) {
-        if (sv_logrec_add_ids(ids, got, n, dim, counter, &head, &head_len) != SV_OK) {
+        if (sv_logrec_add_ids(ids, got, n, dim, counter, &head, &head_len) != SV_OK ||
+            (payloads && sv_logrec_add_payloads(payloads, n, &psec, &psec_len) != SV_OK)) {
             st = sv_fail(err, SV_ERR_RESOURCE, "out of memory logging %zu vectors", n);
         } else {
-            struct iovec parts[2] = {{head, head_len},
-                                     {(void *)vectors, n * (size_t)dim * sizeof(float)}};
-            st = sv_log_append(d->log, SV_WAL_ADD, parts, 2, &lsn, err);
+            struct iovec parts[3] = {{head, head_len},
+                                     {(void *)vectors, n * (size_t)dim * sizeof(float)},
+                                     {psec, psec_len}};
+            st = sv_log_append(d->log, SV_WAL_ADD, parts, payloads ? 3 : 2, &lsn, err);
         }
         if (st != SV_OK)
             sv_engine_add_abort(d->c, &t);
@@ -460,6 +469,7 @@ sv_status sv_durable_add(sv_durable *d, const float *vectors, size_t n, uint32_t
     }
     pthread_mutex_unlock(&d->order);
     free(head);
+    free(psec);
     if (pending) {
         st = sv_log_sync(d->log, lsn, err);
         if (st == SV_OK)
@@ -471,6 +481,44 @@ sv_status sv_durable_add(sv_durable *d, const float *vectors, size_t n, uint32_t
     if (st == SV_OK && assigned)
         memcpy(assigned, got, n * sizeof *got);
     free(got);
+    return st;
+}
+
+/*
+ * Prepared (checked, its memory reserved), logged and, when the log waits
+ * for fsync, synced, then committed: all under the order lock, so payload
+ * sets and adds change key types in the log's order (a set applied after
+ * a later add had checked its types could refuse where the replay would
+ * not). The price: writers wait behind this one's fsync.
+ */
+sv_status sv_durable_set_payload(sv_durable *d, const char *id, const sv_payload *pl, sv_payload_mode mode,
+                                 sv_error *err)
+{
+    if (!id || strnlen(id, SV_ID_MAX + 1) > SV_ID_MAX)
+        return sv_fail(err, SV_ERR_NOT_FOUND, "id not found");
+    uint8_t *rec = NULL;
+    size_t rec_len = 0;
+    uint64_t lsn = 0;
+    sv_payload_ticket t;
+    pthread_mutex_lock(&d->order);
+    sv_status st = d->dropped || d->following ? refuse_write(d, err)
+                                               : sv_engine_payload_prepare(d->c, id, pl, mode, &t, err);
+    if (st == SV_OK && d->dir) {
+        if (sv_logrec_set_payload(id, pl, mode, &rec, &rec_len) != SV_OK) {
+            st = sv_fail(err, SV_ERR_RESOURCE, "out of memory logging a payload");
+        } else {
+            struct iovec part = {rec, rec_len};
+            st = sv_log_append(d->log, SV_WAL_SET_PAYLOAD, &part, 1, &lsn, err);
+        }
+        if (st == SV_OK && waits_for_fsync(d))
+            st = sv_log_sync(d->log, lsn, err);
+        if (st != SV_OK)
+            sv_engine_payload_cancel(d->c, &t);
+    }
+    if (st == SV_OK)
+        sv_engine_payload_commit(d->c, &t);
+    pthread_mutex_unlock(&d->order);
+    free(rec);
     return st;
 }
 

@@ -135,6 +135,15 @@ const char *sv_durable_dir(const sv_durable *d); /* NULL in memory */
  * after the next flush; nothing changed. */
 sv_status sv_durable_add(sv_durable *d, const float *vectors, size_t n, uint32_t dim,
                          const char *const *ids, uint64_t *assigned, sv_error *err);
+/* sv_durable_add with a payload per vector (payloads NULL: none), logged in
+ * the same record. */
+sv_status sv_durable_add_payloads(sv_durable *d, const float *vectors, size_t n, uint32_t dim,
+                                  const char *const *ids, const sv_payload *payloads, uint64_t *assigned,
+                                  sv_error *err);
+/* As sv_collection_set_payload, durable before it is seen (one SET_PAYLOAD
+ * record). NOT_FOUND for an id unknown or being deleted. */
+sv_status sv_durable_set_payload(sv_durable *d, const char *id, const sv_payload *pl, sv_payload_mode mode,
+                                 sv_error *err);
 /* As sv_collection_delete, durable before the vectors disappear. A delete
  * of an id another delete is removing fails (NOT_FOUND). *deleted (may be
  * NULL) counts the distinct ids removed. */

@@ -1,5 +1,7 @@
 /* Write-ahead log payloads (see logrec.h). */
 #include "logrec.h"
+
+#include "pcodec.h"
 #include "error.h"
 
 #include <stdarg.h>
@@ -68,6 +70,7 @@ sv_status sv_logrec_delete(const char *const *ids, size_t n, uint8_t **out, size
 
 void sv_logrec_release(sv_logrec *r)
 {
+    free(r->payload_mem);
     free(r->ids);
     free(r->expect);
     free(r->vectors);
@@ -143,10 +146,22 @@ sv_status sv_logrec_decode_add(const uint8_t *p, size_t len, sv_logrec *out, sv_
     if (st != SV_OK)
         goto fail_out;
     size_t vec_bytes = (size_t)out->n * out->dim * sizeof(float);
-    if ((size_t)(end - p) != vec_bytes) {
+    if ((size_t)(end - p) < vec_bytes) {
         st = sv_fail(err, SV_ERR_CORRUPT, "ADD record holds %zu bytes of vectors for %u x %u",
                   (size_t)(end - p), out->n, out->dim);
         goto fail_out;
+    }
+    /* After the vectors: nothing, or the payload section. */
+    const uint8_t *after = p + vec_bytes;
+    if (after != end) {
+        uint32_t plen = 0;
+        if (end - after < 4 || (memcpy(&plen, after, 4), (size_t)(end - after - 4) != plen)) {
+            st = sv_fail(err, SV_ERR_CORRUPT, "ADD record: %zu bytes after the vectors are not a payload section",
+                         (size_t)(end - after));
+            goto fail_out;
+        }
+        if ((st = sv_payload_decode_batch(after + 4, plen, out->n, &out->payloads, &out->payload_mem, err)) != SV_OK)
+            goto fail_out;
     }
     out->vectors = malloc(vec_bytes);
     if (!out->vectors) {
@@ -176,6 +191,56 @@ sv_status sv_logrec_decode_delete(const uint8_t *p, size_t len, sv_logrec *out, 
     if (st != SV_OK)
         sv_logrec_release(out);
     return st;
+}
+
+sv_status sv_logrec_decode_set_payload(const uint8_t *p, size_t len, sv_logrec *out, sv_error *err)
+{
+    memset(out, 0, sizeof *out);
+    const uint8_t *end = p + len;
+    if (len < 3 || p[0] > SV_PAYLOAD_PATCH)
+        return sv_fail(err, SV_ERR_CORRUPT, "SET_PAYLOAD record of %zu bytes does not decode", len);
+    out->mode = (sv_payload_mode)p[0];
+    out->n = 1;
+    p++;
+    sv_status st = decode_ids(&p, end, out, 0, err);
+    if (st == SV_OK)
+        st = sv_payload_decode_batch(p, (size_t)(end - p), 1, &out->payloads, &out->payload_mem, err);
+    if (st != SV_OK)
+        sv_logrec_release(out);
+    return st;
+}
+
+sv_status sv_logrec_add_payloads(const sv_payload *payloads, size_t n, uint8_t **out, size_t *out_len)
+{
+    size_t total = 4;
+    for (size_t i = 0; i < n; i++)
+        total += sv_payload_encode(&payloads[i], NULL, 0);
+    if (total - 4 > UINT32_MAX || !(*out = malloc(total)))
+        return SV_ERR_RESOURCE;
+    uint32_t body = (uint32_t)(total - 4);
+    memcpy(*out, &body, 4);
+    size_t at = 4;
+    for (size_t i = 0; i < n; i++)
+        at += sv_payload_encode(&payloads[i], *out + at, total - at);
+    *out_len = total;
+    return SV_OK;
+}
+
+sv_status sv_logrec_set_payload(const char *id, const sv_payload *pl, sv_payload_mode mode, uint8_t **out,
+                                size_t *out_len)
+{
+    size_t idl = strlen(id);
+    if (idl > SV_ID_MAX)
+        return SV_ERR_INVALID_ARGUMENT;
+    size_t plen = sv_payload_encode(pl, NULL, 0), total = 2 + idl + plen;
+    if (!(*out = malloc(total)))
+        return SV_ERR_RESOURCE;
+    (*out)[0] = (uint8_t)mode;
+    (*out)[1] = (uint8_t)idl;
+    memcpy(*out + 2, id, idl);
+    sv_payload_encode(pl, *out + 2 + idl, plen);
+    *out_len = total;
+    return SV_OK;
 }
 
 sv_status sv_logrec_decode_train(const uint8_t *p, size_t len, uint32_t dim, float *mean,

@@ -2,10 +2,12 @@
  * Payloads of the write-ahead log's records (wal.h frames them).
  *
  *   ADD     u32 n | u32 dim | u64 id counter before the batch | n ids |
- *           n * dim f32 vectors (as given, before any normalisation)
+ *           n * dim f32 vectors (as given, before any normalisation) |
+ *           optionally u32 bytes + n payloads (pcodec.h), one a vector
  *           id: u8 0 + u64 number   assigned by the engine
  *               u8 1 + u8 len + len bytes   given by the client
  *   DELETE  u32 n | n * (u8 len + len bytes)
+ *   SET_PAYLOAD  u8 mode (0 replace, 1 patch) | u8 len + id | one payload
  *   TRAIN   u32 dim | dim f32: the quantizer mean, logged before the first
  *           flush encodes anything, so a replay encodes identically
  *   FLUSH   u64 rows: a flush took the write buffer (that many rows) here;
@@ -32,6 +34,11 @@
  * be NULL/""), assigned[i] from sv_collection_add. Malloc'd into *out. */
 sv_status sv_logrec_add_ids(const char *const *ids, const uint64_t *assigned, size_t n,
                             uint32_t dim, uint64_t counter, uint8_t **out, size_t *out_len);
+/* The payload section of an ADD record (n payloads). Malloc'd into *out. */
+sv_status sv_logrec_add_payloads(const sv_payload *payloads, size_t n, uint8_t **out, size_t *out_len);
+/* A SET_PAYLOAD record. Malloc'd into *out. */
+sv_status sv_logrec_set_payload(const char *id, const sv_payload *pl, sv_payload_mode mode, uint8_t **out,
+                                size_t *out_len);
 /* A DELETE payload. Malloc'd into *out. */
 sv_status sv_logrec_delete(const char *const *ids, size_t n, uint8_t **out, size_t *out_len);
 
@@ -45,10 +52,15 @@ typedef struct sv_logrec {
     uint64_t *expect;
     float *vectors;   /* ADD: n * dim, aligned copy */
     char *strings;    /* backing store of ids */
+    sv_payload *payloads; /* ADD: n of them, or NULL; SET_PAYLOAD: one */
+    void *payload_mem;    /* their backing store */
+    sv_payload_mode mode; /* SET_PAYLOAD */
 } sv_logrec;
 
 sv_status sv_logrec_decode_add(const uint8_t *p, size_t len, sv_logrec *out, sv_error *err);
 sv_status sv_logrec_decode_delete(const uint8_t *p, size_t len, sv_logrec *out, sv_error *err);
+/* SET_PAYLOAD: ids[0] the id, payloads[0] the payload, mode. */
+sv_status sv_logrec_decode_set_payload(const uint8_t *p, size_t len, sv_logrec *out, sv_error *err);
 /* TRAIN: dim must match; the mean is copied into mean[dim]. */
 sv_status sv_logrec_decode_train(const uint8_t *p, size_t len, uint32_t dim, float *mean,
                                  sv_error *err);

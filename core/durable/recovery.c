@@ -183,6 +183,13 @@ static sv_status apply_own(replay *r, uint32_t type, const uint8_t *p, size_t le
         sv_logrec_release(&rec);
         return st;
     }
+    if (type == SV_WAL_SET_PAYLOAD) {
+        if ((st = sv_logrec_decode_set_payload(p, len, &rec, err)) != SV_OK)
+            return st;
+        st = sv_collection_set_payload(r->c, rec.ids[0], &rec.payloads[0], rec.mode, err);
+        sv_logrec_release(&rec);
+        return st;
+    }
     if ((st = sv_logrec_decode_add(p, len, &rec, err)) != SV_OK)
         return st;
     uint64_t *got = malloc(((size_t)rec.n + 1) * sizeof *got);
@@ -191,7 +198,8 @@ static sv_status apply_own(replay *r, uint32_t type, const uint8_t *p, size_t le
         return sv_fail(err, SV_ERR_RESOURCE, "out of memory");
     }
     sv_engine_set_id_counter(r->c, rec.counter);
-    st = sv_collection_add(r->c, rec.vectors, rec.n, rec.dim, (const char *const *)rec.ids, got, err);
+    st = sv_collection_add_payloads(r->c, rec.vectors, rec.n, rec.dim, (const char *const *)rec.ids, rec.payloads,
+                                    got, err);
     for (uint32_t i = 0; st == SV_OK && i < rec.n; i++)
         if (!rec.ids[i] && got[i] != rec.expect[i])
             st = sv_fail(err, SV_ERR_CORRUPT, "vector %u was assigned id %" PRIu64 " where the log says %" PRIu64,

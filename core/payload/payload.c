@@ -333,20 +333,12 @@ void sv_payloads_clear(sv_payloads *p, uint32_t slot)
     p->slots_with -= had;
 }
 
-/* What a set prepared for one field: its key, its chunk (new or not), the
- * string codes interned for it, its list block. */
-typedef struct prepared {
-    int key;
-    pv_chunk *chunk;
-    int made_chunk;
-    uint32_t code;   /* STRING */
-    pv_list *list;   /* STRINGS, INTS */
-    uint32_t interned; /* STRINGS: items interned so far */
-} prepared;
+typedef struct sv_pv_prepared prepared;
 
-/* Undo what a failed set prepared: string uses, lists, chunks made, and
- * the keys it added (the last ones: their name codes go back in reverse,
- * so the next key made takes the lowest again and codes stay indexes). */
+/* Undo what a set prepared (fields [0, n)): string uses, lists, chunks
+ * made, and the keys it added (the last ones: their name codes go back in
+ * reverse, so the next key made takes the lowest again and codes stay
+ * indexes). */
 static void unprepare(sv_payloads *p, const sv_pv_field *f, prepared *pr, uint32_t n, uint32_t slot,
                       uint32_t keys_before)
 {
@@ -394,24 +386,26 @@ static void put_cell(pv_key *k, const sv_pv_field *f, const prepared *pr, uint32
     k->type = f->type;
 }
 
-sv_status sv_payloads_set(sv_payloads *p, uint32_t slot, const sv_payload *pl, sv_payload_mode mode,
-                          sv_error *err)
+sv_status sv_payloads_prepare(sv_payloads *p, uint32_t slot, const sv_payload *pl, sv_payload_mode mode,
+                              sv_payload_plan *plan, sv_error *err)
 {
     sv_status st = sv_payloads_check(p, pl, 1, err);
     if (st != SV_OK)
         return st;
+    plan->slot = slot;
+    plan->mode = mode;
+    plan->pl = pl;
+    plan->keys_before = p->n_keys;
     const sv_pv_field *f = pl->fields;
-    prepared pr[SV_PAYLOAD_FIELDS_MAX];
-    uint32_t done = 0, keys_before = p->n_keys;
-    /* Everything that can fail first: keys, chunks, strings, lists. */
+    prepared *pr = plan->pr;
+    uint32_t done = 0;
+    /* Everything that can fail: keys, chunks, strings, lists. */
     for (; done < pl->n; done++) {
         prepared *q = &pr[done];
         memset(q, 0, sizeof *q);
         if ((q->key = key_for(p, f[done].key)) < 0)
             goto oom;
         pv_key *k = &p->keys[q->key];
-        /* A key holding no value may hold a chunk of another type's layout
-         * no longer: chunks go with their last value. */
         if (!(q->chunk = chunk_for(p, k, f[done].type, slot, &q->made_chunk)))
             goto oom;
         if (f[done].type == SV_PV_STRING &&
@@ -429,10 +423,28 @@ sv_status sv_payloads_set(sv_payloads *p, uint32_t slot, const sv_payload *pl, s
                     goto oom;
         }
     }
-    /* Then the change, which cannot fail. A chunk made above belongs to a
-     * key whose cell at slot is empty, so clearing never frees it. */
+    return sv_ok(err);
+oom:
+    unprepare(p, f, pr, done + 1, slot, plan->keys_before);
+    return sv_fail(err, SV_ERR_RESOURCE, "out of memory storing a payload");
+}
+
+void sv_payloads_cancel(sv_payloads *p, sv_payload_plan *plan)
+{
+    unprepare(p, plan->pl->fields, plan->pr, plan->pl->n, plan->slot, plan->keys_before);
+}
+
+void sv_payloads_commit(sv_payloads *p, sv_payload_plan *plan)
+{
+    const sv_payload *pl = plan->pl;
+    const sv_pv_field *f = pl->fields;
+    prepared *pr = plan->pr;
+    uint32_t slot = plan->slot;
+    /* A chunk made by the prepare belongs to a key whose cell at slot is
+     * empty, and a replace clears only the keys not given: no chunk the
+     * plan holds is freed here. */
     int had = sv_payloads_has(p, slot);
-    if (mode == SV_PAYLOAD_REPLACE) {
+    if (plan->mode == SV_PAYLOAD_REPLACE) {
         for (uint32_t i = 0; i < p->n_keys; i++) {
             int given = 0;
             for (uint32_t j = 0; j < pl->n && !given; j++)
@@ -443,8 +455,8 @@ sv_status sv_payloads_set(sv_payloads *p, uint32_t slot, const sv_payload *pl, s
     }
     for (uint32_t j = 0; j < pl->n; j++) {
         pv_key *k = &p->keys[pr[j].key];
-        /* Clearing the old value may free the chunk (its last value): keep
-         * it by counting the new value in first. */
+        /* The old value goes without its chunk going (its count stays up
+         * until the new value is in). */
         pv_chunk *ch = pr[j].chunk;
         uint32_t o = slot % SV_PAYLOAD_CHUNK;
         if (pv_present(ch, slot)) {
@@ -457,10 +469,16 @@ sv_status sv_payloads_set(sv_payloads *p, uint32_t slot, const sv_payload *pl, s
     }
     int has = sv_payloads_has(p, slot);
     p->slots_with += (uint64_t)has - (uint64_t)had;
-    return sv_ok(err);
-oom:
-    unprepare(p, f, pr, done + 1, slot, keys_before);
-    return sv_fail(err, SV_ERR_RESOURCE, "out of memory storing a payload");
+}
+
+sv_status sv_payloads_set(sv_payloads *p, uint32_t slot, const sv_payload *pl, sv_payload_mode mode,
+                          sv_error *err)
+{
+    sv_payload_plan plan;
+    sv_status st = sv_payloads_prepare(p, slot, pl, mode, &plan, err);
+    if (st == SV_OK)
+        sv_payloads_commit(p, &plan);
+    return st;
 }
 
 sv_status sv_payloads_reserve_move(sv_payloads *p, uint32_t from, uint32_t to)

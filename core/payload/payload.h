@@ -41,6 +41,34 @@ void sv_payloads_free(sv_payloads *p); /* NULL is a no-op */
  */
 sv_status sv_payloads_check(const sv_payloads *p, const sv_payload *items, size_t n, sv_error *err);
 
+/*
+ * A set in two steps, for a caller that must log it between them: prepare
+ * checks the payload and reserves everything it needs (keys, chunks,
+ * strings, lists: what can fail), commit makes it the slot's (cannot
+ * fail), cancel gives the reservation back. Between them nothing else may
+ * change the store, and pl must stay valid. The plan's members are the
+ * store's own.
+ */
+struct pv_chunk;
+struct pv_list;
+typedef struct sv_payload_plan {
+    uint32_t slot, keys_before;
+    sv_payload_mode mode;
+    const sv_payload *pl;
+    struct sv_pv_prepared {
+        int key;
+        struct pv_chunk *chunk;
+        int made_chunk;
+        uint32_t code;        /* STRING */
+        struct pv_list *list; /* STRINGS, INTS */
+        uint32_t interned;    /* STRINGS: items interned so far */
+    } pr[SV_PAYLOAD_FIELDS_MAX];
+} sv_payload_plan;
+sv_status sv_payloads_prepare(sv_payloads *p, uint32_t slot, const sv_payload *pl, sv_payload_mode mode,
+                              sv_payload_plan *plan, sv_error *err);
+void sv_payloads_commit(sv_payloads *p, sv_payload_plan *plan);
+void sv_payloads_cancel(sv_payloads *p, sv_payload_plan *plan);
+
 /* Set a slot's payload (checked or not: it is checked again). On any
  * failure (invalid, out of memory) nothing changed. */
 sv_status sv_payloads_set(sv_payloads *p, uint32_t slot, const sv_payload *pl, sv_payload_mode mode,
