@@ -11,6 +11,8 @@
  */
 #include "handlers.h"
 #include "handlers_impl.h"
+#include "payload_pb.h"
+#include "pcodec.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -655,9 +657,18 @@ static void ingest_batch(svd_app *app, svd_ctx *ctx, const Slimvec__V1__IngestRe
         svd_reply_oom(r);
         goto done;
     }
+    sv_payload *payloads = NULL;
+    if (req->n_payloads && req->n_payloads != n) {
+        svd_reply_error(r, GRPC_STATUS_INVALID_ARGUMENT, "%zu payloads for %zu vectors (give none or one each)",
+                        req->n_payloads, n);
+        goto done;
+    }
+    if (req->n_payloads && svd_payloads_from_pb(req->payloads, n, &payloads, r) != 0)
+        goto done;
     sv_error err;
-    sv_status st = sv_durable_add(c->dur, req->vectors, n, dim,
-                                  req->n_ids ? (const char *const *)req->ids : NULL, assigned, &err);
+    sv_status st = sv_durable_add_payloads(c->dur, req->vectors, n, dim,
+                                           req->n_ids ? (const char *const *)req->ids : NULL, payloads, assigned,
+                                           &err);
     if (st == SV_ERR_BUSY) {
         svd_maint_kick(app->maint);
         r->defer = 1;
@@ -751,6 +762,45 @@ static uint64_t field_bytes(uint64_t len)
     return 1 + 10 + len;
 }
 
+/*
+ * The payload of id as a message owned by r (*out NULL when the vector has
+ * none or is gone), *bytes increased by a bound of its packed size. -1 when
+ * out of memory (replied).
+ */
+static int payload_of(svd_coll *c, const char *id, Slimvec__V1__Payload **out, uint64_t *bytes, svd_reply *r)
+{
+    *out = NULL;
+    sv_payload pl;
+    size_t need = 0;
+    _Alignas(16) unsigned char small[512];
+    if (sv_durable_get_payload(c->dur, id, small, sizeof small, &pl, &need, NULL) != SV_OK) {
+        if (need <= sizeof small)
+            return 0; /* gone since the search */
+        void *buf = svd_own(r, need);
+        if (!buf) {
+            svd_reply_oom(r);
+            return -1;
+        }
+        if (sv_durable_get_payload(c->dur, id, buf, need, &pl, &need, NULL) != SV_OK)
+            return 0; /* changed in between: leave it out */
+    } else if (pl.n) {
+        /* The small buffer is the stack's: copy into the reply's. */
+        void *buf = svd_own(r, need);
+        if (!buf) {
+            svd_reply_oom(r);
+            return -1;
+        }
+        if (sv_durable_get_payload(c->dur, id, buf, need, &pl, &need, NULL) != SV_OK)
+            return 0;
+    }
+    if (!pl.n)
+        return 0;
+    if (!(*out = svd_payload_to_pb(&pl, r)))
+        return -1;
+    *bytes += field_bytes(sv_payload_encode(&pl, NULL, 0) + 24ull * pl.n);
+    return 0;
+}
+
 /* Run the queries of one search request into resp. */
 void svd_search_into(svd_app *app, svd_ctx *ctx, const Slimvec__V1__SearchRequest *req,
                         Slimvec__V1__SearchResponse *resp, svd_reply *r)
@@ -837,6 +887,13 @@ void svd_search_into(svd_app *app, svd_ctx *ctx, const Slimvec__V1__SearchReques
     sv_interrupt intr = {ctx_stop, ctx};
     sv_search_opts so = {.k = k, .search_list = L, .rerank = req->skip_rerank ? SV_RERANK_OFF : req->rerank_depth,
                          .intr = &intr};
+    sv_filter filter;
+    if (req->filter) {
+        if (svd_filter_from_pb(req->filter, &filter, r) != 0)
+            goto done;
+        so.filter = &filter;
+    }
+    uint64_t payload_bytes = 0;
     for (size_t q = 0; q < m; q++) {
         size_t n = 0;
         sv_error err;
@@ -883,11 +940,20 @@ void svd_search_into(svd_app *app, svd_ctx *ctx, const Slimvec__V1__SearchReques
                     hit->vector = v;
                 }
             }
+            if (req->with_payload && payload_of(c, hit->id, &hit->payload, &payload_bytes, r) != 0)
+                goto done;
             hp[h] = hit;
         }
         qr->n_hits = n;
         qr->hits = hp;
         results[q] = qr;
+    }
+    if (packed + payload_bytes > svd_ctx_max_message(ctx)) {
+        svd_reply_error(r, GRPC_STATUS_RESOURCE_EXHAUSTED,
+                        "the hits with their payloads take up to %llu bytes, over the message limit %llu; "
+                        "ask for fewer hits or queries, or without payloads",
+                        (unsigned long long)(packed + payload_bytes), (unsigned long long)svd_ctx_max_message(ctx));
+        goto done;
     }
     resp->n_results = m;
     resp->results = results;
@@ -986,10 +1052,83 @@ static void h_get(void *appv, svd_ctx *ctx, void **state, const ProtobufCMessage
         v->id = req->ids[i];
         v->n_values = dim;
         v->values = values + (size_t)i * dim;
+        if (req->with_payload && payload_of(c, req->ids[i], &v->payload, &packed, r) != 0)
+            goto done;
         vs[i] = v;
+    }
+    if (packed > svd_ctx_max_message(ctx)) {
+        svd_reply_error(r, GRPC_STATUS_RESOURCE_EXHAUSTED,
+                        "the vectors with their payloads take up to %llu bytes, over the message limit %llu",
+                        (unsigned long long)packed, (unsigned long long)svd_ctx_max_message(ctx));
+        goto done;
     }
     resp->n_vectors = n;
     resp->vectors = vs;
+    r->msg = &resp->base;
+done:
+    svd_registry_put(app->registry, c);
+}
+
+static void h_set_payload(void *appv, svd_ctx *ctx, void **state, const ProtobufCMessage *m, svd_reply *r)
+{
+    svd_app *app = appv;
+    (void)state;
+    const Slimvec__V1__SetPayloadRequest *req = (const void *)m;
+    svd_coll *c = svd_lookup(app, ctx, SVD_ROLE_WRITE, req->collection, r);
+    if (!c)
+        return;
+    sv_payload *pl = NULL;
+    char *one[1] = {req->id};
+    Slimvec__V1__SetPayloadResponse *resp = svd_own(r, sizeof *resp);
+    if (!resp) {
+        svd_reply_oom(r);
+        goto done;
+    }
+    if (!svd_ids_ok(app, one, 1, "id", r))
+        goto done;
+    if (!req->payload) {
+        svd_reply_error(r, GRPC_STATUS_INVALID_ARGUMENT, "payload is missing (an empty one clears with patch off)");
+        goto done;
+    }
+    Slimvec__V1__Payload *const pbs[1] = {req->payload};
+    if (svd_payloads_from_pb(pbs, 1, &pl, r) != 0)
+        goto done;
+    sv_error err;
+    sv_status st = sv_durable_set_payload(c->dur, req->id, pl, req->patch ? SV_PAYLOAD_PATCH : SV_PAYLOAD_REPLACE,
+                                          &err);
+    if (st != SV_OK) {
+        svd_reply_error(r, svd_code_of(st), "%s", err.message);
+        goto done;
+    }
+    slimvec__v1__set_payload_response__init(resp);
+    r->msg = &resp->base;
+done:
+    svd_registry_put(app->registry, c);
+}
+
+static void h_count(void *appv, svd_ctx *ctx, void **state, const ProtobufCMessage *m, svd_reply *r)
+{
+    svd_app *app = appv;
+    (void)state;
+    const Slimvec__V1__CountRequest *req = (const void *)m;
+    svd_coll *c = svd_lookup(app, ctx, SVD_ROLE_READ, req->collection, r);
+    if (!c)
+        return;
+    Slimvec__V1__CountResponse *resp = svd_own(r, sizeof *resp);
+    sv_filter filter;
+    if (!resp) {
+        svd_reply_oom(r);
+        goto done;
+    }
+    if (req->filter && svd_filter_from_pb(req->filter, &filter, r) != 0)
+        goto done;
+    slimvec__v1__count_response__init(resp);
+    sv_error err;
+    sv_status st = sv_durable_count_filtered(c->dur, req->filter ? &filter : NULL, &resp->count, &err);
+    if (st != SV_OK) {
+        svd_reply_error(r, svd_code_of(st), "%s", err.message);
+        goto done;
+    }
     r->msg = &resp->base;
 done:
     svd_registry_put(app->registry, c);
@@ -1100,6 +1239,8 @@ static const svd_method methods[] = {
     M("/slimvec.v1.SlimVec/SearchStream", slimvec__v1__search_request, s_search, NULL, SVD_STREAM, 0, SVD_ROLE_READ),
     M("/slimvec.v1.SlimVec/Get", slimvec__v1__get_request, h_get, NULL, SVD_UNARY, 0, SVD_ROLE_READ),
     M("/slimvec.v1.SlimVec/Delete", slimvec__v1__delete_request, h_delete, NULL, SVD_UNARY, 0, SVD_ROLE_WRITE),
+    M("/slimvec.v1.SlimVec/SetPayload", slimvec__v1__set_payload_request, h_set_payload, NULL, SVD_UNARY, 0, SVD_ROLE_WRITE),
+    M("/slimvec.v1.SlimVec/Count", slimvec__v1__count_request, h_count, NULL, SVD_UNARY, 0, SVD_ROLE_READ),
     M("/slimvec.v1.SlimVec/Flush", slimvec__v1__flush_request, h_flush, end_task, SVD_UNARY, 0, SVD_ROLE_WRITE),
     M("/slimvec.v1.SlimVec/Snapshot", slimvec__v1__snapshot_request, h_snapshot, end_task, SVD_UNARY, 0, SVD_ROLE_WRITE),
     M("/grpc.health.v1.Health/Check", grpc__health__v1__health_check_request, h_health_check, NULL, SVD_UNARY, 1, SVD_ROLE_NONE),

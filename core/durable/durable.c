@@ -348,6 +348,17 @@ fail:
     return st;
 }
 
+sv_status sv_durable_get_payload(sv_durable *d, const char *id, void *buf, size_t cap, sv_payload *out, size_t *need,
+                                 sv_error *err)
+{
+    return sv_collection_get_payload(d->c, id, buf, cap, out, need, err);
+}
+
+sv_status sv_durable_count_filtered(sv_durable *d, const sv_filter *filter, uint64_t *count, sv_error *err)
+{
+    return sv_collection_count_filtered(d->c, filter, count, err);
+}
+
 sv_collection *sv_durable_collection(sv_durable *d)
 {
     return d->c;

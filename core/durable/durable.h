@@ -144,6 +144,11 @@ sv_status sv_durable_add_payloads(sv_durable *d, const float *vectors, size_t n,
  * record). NOT_FOUND for an id unknown or being deleted. */
 sv_status sv_durable_set_payload(sv_durable *d, const char *id, const sv_payload *pl, sv_payload_mode mode,
                                  sv_error *err);
+/* Reads of payloads: as sv_collection_get_payload and
+ * sv_collection_count_filtered. */
+sv_status sv_durable_get_payload(sv_durable *d, const char *id, void *buf, size_t cap, sv_payload *out, size_t *need,
+                                 sv_error *err);
+sv_status sv_durable_count_filtered(sv_durable *d, const sv_filter *filter, uint64_t *count, sv_error *err);
 /* As sv_collection_delete, durable before the vectors disappear. A delete
  * of an id another delete is removing fails (NOT_FOUND). *deleted (may be
  * NULL) counts the distinct ids removed. */

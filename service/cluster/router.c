@@ -550,6 +550,12 @@ static void ingest_message(svd_app *app, svd_ctx *ctx, write_state *w, const Sli
         if (!svd_batch_shape_dim(app, c->params.dim, req->n_vectors, req->n_ids, req->dimension, &n, r) ||
             !svd_ids_ok(app, req->ids, req->n_ids, "id of vector", r) || !batch_key(req->batch_id, key, sizeof key, r))
             goto done;
+        if (req->n_payloads) {
+            /* The log's ADD records can carry them; the router's side of it
+             * (and SetPayload, Count) is not built yet: refused, not dropped. */
+            svd_reply_error(r, GRPC_STATUS_INVALID_ARGUMENT, "payloads are not available in cluster mode yet");
+            goto done;
+        }
         for (size_t i = 0; i < req->n_ids; i++)
             if (!sv_follow_id_allowed(req->ids[i], strlen(req->ids[i]))) {
                 svd_reply_error(r, GRPC_STATUS_INVALID_ARGUMENT,
@@ -2089,6 +2095,16 @@ static void h_describe(void *appv, svd_ctx *ctx, void **state, const ProtobufCMe
 
 /* List through any pod: the catalog's collections the caller may read,
  * their vectors summed over the shards (a ready replica of each). */
+/* SetPayload and Count: one shard's answer would be wrong for the cluster. */
+static void h_not_in_cluster(void *appv, svd_ctx *ctx, void **state, const ProtobufCMessage *m, svd_reply *r)
+{
+    (void)appv;
+    (void)ctx;
+    (void)state;
+    svd_reply_error(r, GRPC_STATUS_UNIMPLEMENTED, "%s is not available in cluster mode yet",
+                    m->descriptor == &slimvec__v1__count_request__descriptor ? "Count" : "SetPayload");
+}
+
 static void h_list(void *appv, svd_ctx *ctx, void **state, const ProtobufCMessage *m, svd_reply *r)
 {
     svd_app *app = appv;
@@ -2221,6 +2237,10 @@ const svd_method *svc_router_methods(size_t *n)
             admin_end, SVD_UNARY, SVD_ROLE_READ);
         set(PUBLIC("ListCollections"), &slimvec__v1__list_collections_request__descriptor, h_list, admin_end,
             SVD_UNARY, SVD_ROLE_READ);
+        set(PUBLIC("SetPayload"), &slimvec__v1__set_payload_request__descriptor, h_not_in_cluster, NULL, SVD_UNARY,
+            SVD_ROLE_WRITE);
+        set(PUBLIC("Count"), &slimvec__v1__count_request__descriptor, h_not_in_cluster, NULL, SVD_UNARY,
+            SVD_ROLE_READ);
         set(SHARD_METHOD("FetchSnapshot"), &slimvec__v1__snapshot_chunk_request__descriptor, sh_fetch, fetch_end,
             SVD_STREAM, SVD_ROLE_ADMIN);
         set(CLUSTER_METHOD("Status"), &slimvec__v1__cluster_status_request__descriptor, c_status, status_end,

@@ -1,0 +1,222 @@
+#!/usr/bin/python3
+"""Payloads and filtered search end to end: a real slimvecd through the
+generated Python client. Ingest with payloads, filtered searches against a
+brute-force answer (every hit passes; recall), Count, Get with payloads,
+SetPayload (patch, replace), every refusal a clear INVALID_ARGUMENT or
+NOT_FOUND that changes nothing, and payloads back after SIGKILL.
+
+Usage (ctest runs it): test_payloads.py SLIMVECD_PATH PYTHON_STUBS_DIR
+"""
+
+import os
+import signal
+import sys
+import unittest
+
+import numpy as np
+
+SLIMVECD = sys.argv[1] if len(sys.argv) > 1 else "./build/service/slimvecd"
+STUBS = sys.argv[2] if len(sys.argv) > 2 else "./build/proto/python"
+sys.path.insert(0, STUBS)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import grpc  # noqa: E402
+from svtest import Slimvecd, scaled  # noqa: E402
+from slimvec.v1 import slimvec_pb2 as pb  # noqa: E402
+
+DIM, N, T = 16, 3000, scaled(30)
+CLASSES = ["shirt", "coat", "bag", "dress", "sandal", "sneaker", "boot", "trouser", "pullover", "t-shirt"]
+
+
+def payload(cls, u, tags, price, active):
+    p = pb.Payload()
+    p.fields["class"].string_value = cls
+    p.fields["u"].int_value = u
+    p.fields["tags"].strings.values.extend(tags)
+    p.fields["price"].double_value = price
+    p.fields["active"].bool_value = active
+    return p
+
+
+def match(key, **value):
+    return pb.Condition(match=pb.FieldMatch(key=key, **value))
+
+
+def rng(key, lower=None, upper=None):
+    return pb.Condition(range=pb.FieldRange(key=key, lower=lower, upper=upper))
+
+
+def as_dict(p):
+    out = {}
+    for k, v in p.fields.items():
+        kind = v.WhichOneof("kind")
+        out[k] = list(v.strings.values) if kind == "strings" else list(v.ints.values) if kind == "ints" \
+            else getattr(v, kind)
+    return out
+
+
+class PayloadTest(unittest.TestCase):
+    def setUp(self):
+        self.server = Slimvecd(SLIMVECD, STUBS)
+        self.stub = self.server.stub
+        spec = pb.CollectionSpec(name="p", dimension=DIM, metric=pb.METRIC_L2, storage=pb.STORAGE_INT8,
+                                 flush_threshold=1000)
+        self.stub.CreateCollection(pb.CreateCollectionRequest(spec=spec), timeout=T)
+        r = np.random.default_rng(5)
+        self.X = r.standard_normal((N, DIM)).astype(np.float32)
+        self.meta = [dict(cls=CLASSES[i % 10], u=int(r.integers(0, 1000)),
+                          tags=["t%d" % (i % 3), "all"] if i % 2 else [], price=float(i) / 10, active=i % 4 == 0)
+                     for i in range(N)]
+
+        def gen():
+            for b in range(0, N, 500):
+                yield pb.IngestRequest(
+                    collection="p", sequence=b, vectors=self.X[b:b + 500].ravel().tolist(),
+                    ids=[str(i) for i in range(b, b + 500)],
+                    payloads=[payload(m["cls"], m["u"], m["tags"], m["price"], m["active"])
+                              for m in self.meta[b:b + 500]])
+        acks = list(self.stub.Ingest(gen(), timeout=T))
+        self.assertTrue(all(not a.HasField("error") for a in acks), [a.error for a in acks])
+
+    def tearDown(self):
+        self.server.stop()
+
+    def count(self, flt=None):
+        return self.stub.Count(pb.CountRequest(collection="p", filter=flt), timeout=T).count
+
+    def exact(self, q, passing, k=10):
+        idx = np.array(passing)
+        d = ((self.X[idx] - q) ** 2).sum(1)
+        return set(idx[np.argsort(d)[:k]].tolist())
+
+    def check_filter(self, flt, passes, min_recall=0.95):
+        passing = [i for i in range(N) if passes(self.meta[i])]
+        self.assertEqual(self.count(flt), len(passing))
+        found = wanted = 0
+        for qi in range(30):
+            q = self.X[(qi * 97) % N] + 0.1
+            res = self.stub.Search(pb.SearchRequest(collection="p", queries=q.tolist(), k=10, search_list=64,
+                                                    filter=flt, with_payload=True), timeout=T).results[0]
+            self.assertEqual(len(res.hits), min(10, len(passing)))
+            for h in res.hits:
+                m = self.meta[int(h.id)]
+                self.assertTrue(passes(m), "hit %s does not pass" % h.id)
+                self.assertEqual(as_dict(h.payload)["class"], m["cls"])
+            truth = self.exact(q, passing)
+            found += len(truth & {int(h.id) for h in res.hits})
+            wanted += len(truth)
+        self.assertGreaterEqual(found / wanted, min_recall)
+        return len(passing)
+
+    def test_filters_counts_and_restart(self):
+        self.assertEqual(self.count(), N)
+        # 10%: one class; ~50%: a range; ~1%: a narrow range and a list item;
+        # nested: (coat or bag) and not u >= 900; has id; is empty.
+        self.check_filter(pb.Filter(must=[match("class", string_value="coat")]), lambda m: m["cls"] == "coat")
+        self.check_filter(pb.Filter(must=[rng("u", upper=pb.RangeBound(int_value=500))]), lambda m: m["u"] < 500)
+        self.check_filter(pb.Filter(must=[rng("u", lower=pb.RangeBound(double_value=9.5),
+                                              upper=pb.RangeBound(int_value=19, inclusive=True)),
+                                          match("tags", string_value="all")]),
+                          lambda m: 10 <= m["u"] <= 19 and "all" in m["tags"])
+        nested = pb.Condition(filter=pb.NestedFilter(
+            should=[pb.LeafCondition(match=pb.FieldMatch(key="class", string_value="coat")),
+                    pb.LeafCondition(match=pb.FieldMatch(key="class", string_value="bag"))]))
+        self.check_filter(pb.Filter(must=[nested], must_not=[rng("u", lower=pb.RangeBound(int_value=900,
+                                                                                          inclusive=True))]),
+                          lambda m: m["cls"] in ("coat", "bag") and not m["u"] >= 900)
+        self.check_filter(pb.Filter(must=[match("active", bool_value=True),
+                                          pb.Condition(match_any=pb.FieldMatchAny(key="class",
+                                                                                  strings=["boot", "bag"]))]),
+                          lambda m: m["active"] and m["cls"] in ("boot", "bag"))
+        self.assertEqual(self.count(pb.Filter(must=[pb.Condition(is_empty=pb.IsEmpty(key="tags"))])), N // 2)
+        self.assertEqual(self.count(pb.Filter(must=[pb.Condition(has_id=pb.HasId(ids=["3", "7", "nobody"]))])), 2)
+
+        # Get with payloads, SetPayload patch and replace.
+        got = self.stub.Get(pb.GetRequest(collection="p", ids=["4", "5"], with_payload=True), timeout=T).vectors
+        self.assertEqual(as_dict(got[1].payload), {"class": self.meta[5]["cls"], "u": self.meta[5]["u"],
+                                                   "tags": ["t2", "all"], "price": 0.5, "active": False})
+        patch = pb.Payload()
+        patch.fields["u"].int_value = -1
+        patch.fields["note"].string_value = "patched"
+        self.stub.SetPayload(pb.SetPayloadRequest(collection="p", id="5", payload=patch, patch=True), timeout=T)
+        repl = pb.Payload()
+        repl.fields["class"].string_value = "bag"
+        self.stub.SetPayload(pb.SetPayloadRequest(collection="p", id="6", payload=repl), timeout=T)
+        before = {i: as_dict(v.payload) for i, v in zip(
+            ["5", "6"], self.stub.Get(pb.GetRequest(collection="p", ids=["5", "6"], with_payload=True),
+                                      timeout=T).vectors)}
+        self.assertEqual(before["5"]["u"], -1)
+        self.assertEqual(before["5"]["note"], "patched")
+        self.assertEqual(before["5"]["class"], self.meta[5]["cls"])
+        self.assertEqual(before["6"], {"class": "bag"})
+        counts = [self.count(pb.Filter(must=[match("class", string_value=c)])) for c in CLASSES]
+
+        # SIGKILL: everything acknowledged comes back from the log.
+        self.server.stop(signal.SIGKILL, keep_dir=True)
+        self.server = Slimvecd(SLIMVECD, STUBS, data_dir=self.server.data_dir)
+        self.stub = self.server.stub
+        self.server.own_dir = True
+        after = {i: as_dict(v.payload) for i, v in zip(
+            ["5", "6"], self.stub.Get(pb.GetRequest(collection="p", ids=["5", "6"], with_payload=True),
+                                      timeout=T).vectors)}
+        self.assertEqual(after, before)
+        self.assertEqual([self.count(pb.Filter(must=[match("class", string_value=c)])) for c in CLASSES], counts)
+        # And from a snapshot.
+        self.stub.Snapshot(pb.SnapshotRequest(collection="p"), timeout=T)
+        self.server.stop(signal.SIGKILL, keep_dir=True)
+        self.server = Slimvecd(SLIMVECD, STUBS, data_dir=self.server.data_dir)
+        self.stub = self.server.stub
+        self.server.own_dir = True
+        self.assertEqual([self.count(pb.Filter(must=[match("class", string_value=c)])) for c in CLASSES], counts)
+        self.meta[6]["cls"] = "bag"
+        self.check_filter(pb.Filter(must=[match("class", string_value="bag")]), lambda m: m["cls"] == "bag")
+
+    def test_refusals_change_nothing(self):
+        def code(fn, *a, **kw):
+            with self.assertRaises(grpc.RpcError) as ctx:
+                fn(*a, timeout=T, **kw)
+            return ctx.exception.code(), ctx.exception.details()
+
+        def one_batch(payloads, n=2, ids=("x1", "x2")):
+            ack = list(self.stub.Ingest(iter([pb.IngestRequest(
+                collection="p", sequence=1, vectors=[0.5] * (DIM * n), ids=list(ids)[:n], payloads=payloads)]),
+                timeout=T))[0]
+            return ack.error
+
+        bad_type = pb.Payload()
+        bad_type.fields["u"].string_value = "not a number"
+        err = one_batch([payload("coat", 1, [], 1.0, True), bad_type])
+        self.assertEqual(err.code, grpc.StatusCode.INVALID_ARGUMENT.value[0])
+        self.assertIn('payload 1, key "u"', err.message)
+        long_text = pb.Payload()
+        long_text.fields["class"].string_value = "x" * 2000
+        self.assertIn("longer than", one_batch([long_text, long_text]).message)
+        untyped = pb.Payload()
+        untyped.fields["class"].CopyFrom(pb.PayloadValue())
+        self.assertIn("without a type", one_batch([untyped, untyped]).message)
+        self.assertIn("1 payloads for 2 vectors", one_batch([bad_type]).message)
+        nan = pb.Payload()
+        nan.fields["price"].double_value = float("nan")
+        self.assertIn("finite", one_batch([nan, nan]).message)
+        self.assertEqual(self.count(), N)  # nothing was added
+
+        c, d = code(self.stub.Search, pb.SearchRequest(collection="p", queries=[0.0] * DIM, k=5,
+                                                        filter=pb.Filter(must=[match("nope", int_value=1)])))
+        self.assertEqual((c, 'unknown key "nope"' in d), (grpc.StatusCode.INVALID_ARGUMENT, True), d)
+        c, d = code(self.stub.Count, pb.CountRequest(collection="p", filter=pb.Filter(
+            must=[match("u", string_value="1")])))
+        self.assertEqual((c, "holds int64 values" in d), (grpc.StatusCode.INVALID_ARGUMENT, True), d)
+        c, d = code(self.stub.Count, pb.CountRequest(collection="p", filter=pb.Filter(must=[rng("class")])))
+        self.assertEqual(c, grpc.StatusCode.INVALID_ARGUMENT, d)
+        c, d = code(self.stub.SetPayload, pb.SetPayloadRequest(collection="p", id="nobody", payload=pb.Payload()))
+        self.assertEqual(c, grpc.StatusCode.NOT_FOUND, d)
+        c, d = code(self.stub.SetPayload, pb.SetPayloadRequest(collection="p", id="1", payload=bad_type, patch=True))
+        self.assertEqual(c, grpc.StatusCode.INVALID_ARGUMENT, d)
+        c, d = code(self.stub.Count, pb.CountRequest(collection="nope"))
+        self.assertEqual(c, grpc.StatusCode.NOT_FOUND, d)
+        got = self.stub.Get(pb.GetRequest(collection="p", ids=["1"], with_payload=True), timeout=T).vectors[0]
+        self.assertEqual(as_dict(got.payload)["u"], self.meta[1]["u"])
+
+
+if __name__ == "__main__":
+    unittest.main(argv=sys.argv[:1], verbosity=2)
