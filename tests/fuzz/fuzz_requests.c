@@ -111,8 +111,111 @@ static uint64_t next(void)
     return rng;
 }
 
+/* Payloads and a filter of every kind, for the messages below (static:
+ * the packer reads them after the builder returns). */
+static Slimvec__V1__PayloadValue pv[5];
+static Slimvec__V1__StringList tags;
+static Slimvec__V1__Payload__FieldsEntry pe[5], *pep[5];
+static Slimvec__V1__Payload pls[4], *plp[4];
+static Slimvec__V1__FieldMatch fm;
+static Slimvec__V1__FieldRange fr;
+static Slimvec__V1__RangeBound lo, hi;
+static Slimvec__V1__FieldMatchAny fma;
+static Slimvec__V1__IsEmpty fe;
+static Slimvec__V1__LeafCondition leaf[2], *leafp[2];
+static Slimvec__V1__NestedFilter nested;
+static Slimvec__V1__Condition cond[4], *condp[4];
+static Slimvec__V1__Filter filter;
+
+static void build_payloads(void)
+{
+    static char *tag_values[2] = {"red", "big"};
+    static char *keys[5] = {"class", "u", "x", "ok", "tags"};
+    static char *classes[2] = {"coat", "bag"};
+    for (int i = 0; i < 5; i++) {
+        slimvec__v1__payload_value__init(&pv[i]);
+        slimvec__v1__payload__fields_entry__init(&pe[i]);
+        pe[i].key = keys[i];
+        pe[i].value = &pv[i];
+        pep[i] = &pe[i];
+    }
+    pv[0].kind_case = SLIMVEC__V1__PAYLOAD_VALUE__KIND_STRING_VALUE;
+    pv[0].string_value = classes[next() % 2];
+    pv[1].kind_case = next() % 8 ? SLIMVEC__V1__PAYLOAD_VALUE__KIND_INT_VALUE
+                                 : SLIMVEC__V1__PAYLOAD_VALUE__KIND_STRING_VALUE; /* a wrong type now and then */
+    if (pv[1].kind_case == SLIMVEC__V1__PAYLOAD_VALUE__KIND_INT_VALUE)
+        pv[1].int_value = (int64_t)(next() % 100);
+    else
+        pv[1].string_value = "oops";
+    pv[2].kind_case = SLIMVEC__V1__PAYLOAD_VALUE__KIND_DOUBLE_VALUE;
+    pv[2].double_value = (double)(next() % 100) / 3.0;
+    pv[3].kind_case = SLIMVEC__V1__PAYLOAD_VALUE__KIND_BOOL_VALUE;
+    pv[3].bool_value = next() % 2;
+    slimvec__v1__string_list__init(&tags);
+    tags.n_values = next() % 3;
+    tags.values = tag_values;
+    pv[4].kind_case = SLIMVEC__V1__PAYLOAD_VALUE__KIND_STRINGS;
+    pv[4].strings = &tags;
+    for (int i = 0; i < 4; i++) {
+        slimvec__v1__payload__init(&pls[i]);
+        pls[i].n_fields = 1 + next() % 5;
+        pls[i].fields = pep;
+        plp[i] = &pls[i];
+    }
+    slimvec__v1__field_match__init(&fm);
+    fm.key = next() % 8 ? "class" : "nope";
+    fm.value_case = SLIMVEC__V1__FIELD_MATCH__VALUE_STRING_VALUE;
+    fm.string_value = "coat";
+    slimvec__v1__range_bound__init(&lo);
+    lo.value_case = SLIMVEC__V1__RANGE_BOUND__VALUE_INT_VALUE;
+    lo.int_value = (int64_t)(next() % 50);
+    slimvec__v1__range_bound__init(&hi);
+    hi.value_case = SLIMVEC__V1__RANGE_BOUND__VALUE_DOUBLE_VALUE;
+    hi.double_value = 70.5;
+    hi.inclusive = 1;
+    slimvec__v1__field_range__init(&fr);
+    fr.key = "u";
+    fr.lower = &lo;
+    fr.upper = next() % 2 ? &hi : NULL;
+    slimvec__v1__field_match_any__init(&fma);
+    fma.key = "tags";
+    fma.n_strings = tags.n_values ? tags.n_values : 1;
+    fma.strings = tag_values;
+    slimvec__v1__is_empty__init(&fe);
+    fe.key = "x";
+    for (int i = 0; i < 2; i++) {
+        slimvec__v1__leaf_condition__init(&leaf[i]);
+        leafp[i] = &leaf[i];
+    }
+    leaf[0].kind_case = SLIMVEC__V1__LEAF_CONDITION__KIND_MATCH_ANY;
+    leaf[0].match_any = &fma;
+    leaf[1].kind_case = SLIMVEC__V1__LEAF_CONDITION__KIND_IS_EMPTY;
+    leaf[1].is_empty = &fe;
+    slimvec__v1__nested_filter__init(&nested);
+    nested.n_should = 2;
+    nested.should = leafp;
+    for (int i = 0; i < 4; i++) {
+        slimvec__v1__condition__init(&cond[i]);
+        condp[i] = &cond[i];
+    }
+    cond[0].kind_case = SLIMVEC__V1__CONDITION__KIND_MATCH;
+    cond[0].match = &fm;
+    cond[1].kind_case = SLIMVEC__V1__CONDITION__KIND_RANGE;
+    cond[1].range = &fr;
+    cond[2].kind_case = SLIMVEC__V1__CONDITION__KIND_FILTER;
+    cond[2].filter = &nested;
+    cond[3].kind_case = SLIMVEC__V1__CONDITION__KIND_IS_EMPTY;
+    cond[3].is_empty = &fe;
+    slimvec__v1__filter__init(&filter);
+    filter.n_must = next() % 3;
+    filter.must = condp;
+    filter.n_must_not = next() % 2;
+    filter.must_not = condp + 3;
+}
+
 static size_t valid_message(uint8_t *buf, size_t cap, uint8_t *method)
 {
+    build_payloads();
     float v[16];
     for (int i = 0; i < 16; i++)
         v[i] = (float)((int)(next() % 2000) - 1000) / 100.0f;
@@ -128,7 +231,7 @@ static size_t valid_message(uint8_t *buf, size_t cap, uint8_t *method)
         *method = next() % 2 ? 7 : 8;
         return sizeof nul_id;
     }
-    switch (next() % 4) {
+    switch (next() % 6) {
     case 0: {
         Slimvec__V1__IngestRequest q = SLIMVEC__V1__INGEST_REQUEST__INIT;
         q.collection = "f";
@@ -137,6 +240,10 @@ static size_t valid_message(uint8_t *buf, size_t cap, uint8_t *method)
         if (next() % 2) {
             q.n_ids = q.n_vectors / 4;
             q.ids = ids;
+        }
+        if (next() % 2) {
+            q.n_payloads = q.n_vectors / 4;
+            q.payloads = plp;
         }
         *method = 4; /* Ingest */
         return protobuf_c_message_get_packed_size(&q.base) <= cap ? protobuf_c_message_pack(&q.base, buf) : 0;
@@ -149,6 +256,8 @@ static size_t valid_message(uint8_t *buf, size_t cap, uint8_t *method)
         q.k = (uint32_t)(next() % 12);
         q.search_list = (uint32_t)(next() % 80);
         q.include_vectors = next() % 2;
+        q.with_payload = next() % 2;
+        q.filter = next() % 2 ? &filter : NULL;
         *method = next() % 2 ? 5 : 6; /* Search, SearchStream */
         return protobuf_c_message_get_packed_size(&q.base) <= cap ? protobuf_c_message_pack(&q.base, buf) : 0;
     }
@@ -158,6 +267,22 @@ static size_t valid_message(uint8_t *buf, size_t cap, uint8_t *method)
         q.n_ids = 1 + next() % 3;
         q.ids = ids;
         *method = 7; /* Get */
+        return protobuf_c_message_get_packed_size(&q.base) <= cap ? protobuf_c_message_pack(&q.base, buf) : 0;
+    }
+    case 4: {
+        Slimvec__V1__SetPayloadRequest q = SLIMVEC__V1__SET_PAYLOAD_REQUEST__INIT;
+        q.collection = "f";
+        q.id = ids[next() % 4];
+        q.payload = plp[0];
+        q.patch = next() % 2;
+        *method = 9; /* SetPayload */
+        return protobuf_c_message_get_packed_size(&q.base) <= cap ? protobuf_c_message_pack(&q.base, buf) : 0;
+    }
+    case 5: {
+        Slimvec__V1__CountRequest q = SLIMVEC__V1__COUNT_REQUEST__INIT;
+        q.collection = "f";
+        q.filter = next() % 4 ? &filter : NULL;
+        *method = 10; /* Count */
         return protobuf_c_message_get_packed_size(&q.base) <= cap ? protobuf_c_message_pack(&q.base, buf) : 0;
     }
     default: {
