@@ -1239,10 +1239,10 @@ static const svd_method methods[] = {
     M("/slimvec.v1.SlimVec/SearchStream", slimvec__v1__search_request, s_search, NULL, SVD_STREAM, 0, SVD_ROLE_READ),
     M("/slimvec.v1.SlimVec/Get", slimvec__v1__get_request, h_get, NULL, SVD_UNARY, 0, SVD_ROLE_READ),
     M("/slimvec.v1.SlimVec/Delete", slimvec__v1__delete_request, h_delete, NULL, SVD_UNARY, 0, SVD_ROLE_WRITE),
-    M("/slimvec.v1.SlimVec/SetPayload", slimvec__v1__set_payload_request, h_set_payload, NULL, SVD_UNARY, 0, SVD_ROLE_WRITE),
-    M("/slimvec.v1.SlimVec/Count", slimvec__v1__count_request, h_count, NULL, SVD_UNARY, 0, SVD_ROLE_READ),
     M("/slimvec.v1.SlimVec/Flush", slimvec__v1__flush_request, h_flush, end_task, SVD_UNARY, 0, SVD_ROLE_WRITE),
     M("/slimvec.v1.SlimVec/Snapshot", slimvec__v1__snapshot_request, h_snapshot, end_task, SVD_UNARY, 0, SVD_ROLE_WRITE),
+    M("/slimvec.v1.SlimVec/SetPayload", slimvec__v1__set_payload_request, h_set_payload, NULL, SVD_UNARY, 0, SVD_ROLE_WRITE),
+    M("/slimvec.v1.SlimVec/Count", slimvec__v1__count_request, h_count, NULL, SVD_UNARY, 0, SVD_ROLE_READ),
     M("/grpc.health.v1.Health/Check", grpc__health__v1__health_check_request, h_health_check, NULL, SVD_UNARY, 1, SVD_ROLE_NONE),
     M("/grpc.health.v1.Health/Watch", grpc__health__v1__health_check_request, s_health_watch, NULL, SVD_WATCH, 1, SVD_ROLE_NONE),
 };

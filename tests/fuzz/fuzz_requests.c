@@ -275,14 +275,14 @@ static size_t valid_message(uint8_t *buf, size_t cap, uint8_t *method)
         q.id = ids[next() % 4];
         q.payload = plp[0];
         q.patch = next() % 2;
-        *method = 9; /* SetPayload */
+        *method = 11; /* SetPayload */
         return protobuf_c_message_get_packed_size(&q.base) <= cap ? protobuf_c_message_pack(&q.base, buf) : 0;
     }
     case 5: {
         Slimvec__V1__CountRequest q = SLIMVEC__V1__COUNT_REQUEST__INIT;
         q.collection = "f";
         q.filter = next() % 4 ? &filter : NULL;
-        *method = 10; /* Count */
+        *method = 12; /* Count */
         return protobuf_c_message_get_packed_size(&q.base) <= cap ? protobuf_c_message_pack(&q.base, buf) : 0;
     }
     default: {
