@@ -56,6 +56,7 @@ typedef struct options {
     size_t n_depths;
     double sels[FB_MAX_SELS];          /* --filter-selectivity */
     size_t n_sels;
+    const char *filter_out;            /* --filter-out DIR: the peers' inputs */
 } options;
 
 /* One point of the recall/QPS curve. */
@@ -107,7 +108,9 @@ static void usage(FILE *out)
             "  --filter-selectivity  payloads on every row (class: Fashion's label or a seeded one;\n"
             "                    u: uniform 0..999; tags), then filtered searches at each share\n"
             "                    (0.1: one class; else u < 1000 x share) over the search lists,\n"
-            "                    against exact filtered answers (the first 1,000 queries)\n",
+            "                    against exact filtered answers (the first 1,000 queries)\n"
+            "  --filter-out DIR  also write the rows' class and u and the filtered answers there\n"
+            "                    (attrs.ivecs, filtered-<share>.gt.ivecs: compare.py's peers read them)\n",
             BENCH_K, BENCH_K);
 }
 
@@ -212,6 +215,8 @@ static int parse_args(int argc, char **argv, options *o)
         } else if (strcmp(arg, "--rerank-depths") == 0) {
             if (parse_depths(v, o) != 0)
                 return -1;
+        } else if (strcmp(arg, "--filter-out") == 0) {
+            o->filter_out = v;
         } else if (strcmp(arg, "--filter-selectivity") == 0) {
             char *end = NULL;
             const char *at = v;
@@ -798,7 +803,7 @@ int main(int argc, char **argv)
                 goto cleanup;
             }
         }
-        int frc = fb_run(c, arena, &base, &query, labels, o.sels, o.n_sels, o.lists, o.n_lists, fb);
+        int frc = fb_run(c, arena, &base, &query, labels, o.sels, o.n_sels, o.lists, o.n_lists, o.filter_out, fb);
         free(labels);
         if (frc != 0)
             goto cleanup;

@@ -96,6 +96,9 @@ def main():
     sv_opt.add_argument("--originals", choices=["none", "disk"],
                         help="disk: originals on disk, plain and re-ranked curves")
     sv_opt.add_argument("--rerank-depths", help="re-rank depths with --originals disk")
+    sv_opt.add_argument("--filter-selectivity", help="filtered search at these shares passing (slimvec-bench's "
+                        "payloads and filters; FAISS with an IDSelectorBitmap on the same rows), e.g. "
+                        "0.5,0.1,0.01,0.001")
     sv_opt.add_argument("--bench", default="./build/tests/bench/slimvec-bench",
                         help="path of slimvec-bench (default %(default)s)")
     pe = ap.add_argument_group("peers")
@@ -156,9 +159,15 @@ def main():
                 cmd += ["--gt-out", os.path.join(data_dir, f"{stem}.{args.metric}.gt.ivecs")]
         for flag, value in (("--R", args.R), ("--L", args.L), ("--alpha", args.alpha),
                             ("--seed", args.seed), ("--search-lists", lists),
-                            ("--originals", args.originals), ("--rerank-depths", args.rerank_depths)):
+                            ("--originals", args.originals), ("--rerank-depths", args.rerank_depths),
+                            ("--filter-selectivity", args.filter_selectivity)):
             if value is not None:
                 cmd += [flag, str(value)]
+        args.filter_dir = None
+        if args.filter_selectivity:
+            args.filter_dir = os.path.join(tmp, "filtered")
+            os.makedirs(args.filter_dir)
+            cmd += ["--filter-out", args.filter_dir]
         rc = run(cmd)
         if not os.path.exists(sv_json):
             sys.exit(f"compare.py: slimvec-bench failed (exit {rc}) and wrote no results")
@@ -185,6 +194,8 @@ def main():
     notes = notes_for(sv, peers)
     comparison = compare_results(sv, peers)
     print_report(sv, peers, comparison, notes)
+    if args.filter_selectivity:
+        comparison["filtered"] = print_filtered(sv, peers)
     for name, why in failed.items():
         print(f"\nWARNING: peer {name} failed and is left out: {why}")
     combined = {"slimvec": sv, "peers": peers, "comparison": comparison, "notes": notes}
@@ -198,6 +209,54 @@ def main():
     # peer that did not run leaves the comparison short: say so in the exit
     # status too.
     return 0 if sv["validate"]["ok"] and not failed else 1
+
+
+def qps_at(points, target):
+    """QPS at a recall, interpolated between the sweep points around it
+    (the fastest point at or above it when the first already is); None
+    when no point reaches it."""
+    pts = sorted(points, key=lambda p: -p["qps"])
+    best = None
+    for i, p in enumerate(pts):
+        if p["recall_at_10"] >= target:
+            if i == 0:
+                return p["qps"]
+            q = pts[i - 1]
+            span = p["recall_at_10"] - q["recall_at_10"]
+            t = (target - q["recall_at_10"]) / span if span > 0 else 1.0
+            best = q["qps"] + t * (p["qps"] - q["qps"])
+            return best
+    return None
+
+
+def print_filtered(sv, peers):
+    """Per share passing: max recall and QPS at recall 0.95, slimvec and each
+    peer that ran the filtered sweep."""
+    rows = {}
+    names = ["slimvec"] + [n for n, p in peers.items() if p.get("filtered")]
+    series = {"slimvec": sv.get("filtered", [])}
+    for n in names[1:]:
+        series[n] = peers[n]["filtered"]
+    shares = sorted({p["selectivity"] for p in series["slimvec"]}, reverse=True)
+    print("\nfiltered search: QPS at recall@10 0.95 (max recall in the sweep)")
+    print(f"{'share':>8} {'passing':>9}" + "".join(f" {n:>26}" for n in names) +
+          "".join(f" {'vs ' + n:>12}" for n in names[1:]))
+    for s in shares:
+        cells, ratios = [], []
+        got = {}
+        for n in names:
+            pts = [p for p in series[n] if abs(p["selectivity"] - s) < 1e-12]
+            q = qps_at(pts, 0.95) if pts else None
+            top = max((p["recall_at_10"] for p in pts), default=0.0)
+            got[n] = q
+            cells.append(f" {('%.0f' % q) if q else 'not reached':>15} ({top:.4f})")
+        for n in names[1:]:
+            a, b = got["slimvec"], got[n]
+            ratios.append(f" {('%.2fx' % (a / b)) if a and b else ('inf' if a else '-'):>12}")
+        passing = next((p["matches"] for p in series["slimvec"] if abs(p["selectivity"] - s) < 1e-12), 0)
+        print(f"{s:>8g} {passing:>9}" + "".join(cells) + "".join(ratios))
+        rows[str(s)] = got
+    return rows
 
 
 if __name__ == "__main__":

@@ -150,7 +150,7 @@ static int measure(sv_collection *c, const ds_fmatrix *query, size_t nq, const f
 
 int fb_run(sv_collection *c, sv_arena *arena, const ds_fmatrix *base, const ds_fmatrix *query,
            const int32_t *labels, const double *sels, size_t n_sels, const uint32_t *lists, size_t n_lists,
-           fb_results *out)
+           const char *peer_dir, fb_results *out)
 {
     memset(out, 0, sizeof *out);
     size_t n = base->rows, nq = query->rows < FB_QUERIES ? query->rows : FB_QUERIES;
@@ -177,6 +177,26 @@ int fb_run(sv_collection *c, sv_arena *arena, const ds_fmatrix *base, const ds_f
     size_t a2 = sv_arena_allocated(arena);
     sv_stats st;
     sv_collection_stats(c, &st);
+    /* For the peers: each row's class and u, and below each share's exact
+     * answers (ivecs; -1 where fewer than 10 pass). */
+    char path[1024], werr[DS_ERR_LEN];
+    if (peer_dir) {
+        int32_t *attrs = malloc(n * 2 * sizeof *attrs);
+        int wrc = -1;
+        if (attrs) {
+            for (size_t i = 0; i < n; i++) {
+                attrs[2 * i] = cls[i];
+                attrs[2 * i + 1] = (int32_t)u[i];
+            }
+            snprintf(path, sizeof path, "%s/attrs.ivecs", peer_dir);
+            wrc = ds_write_ivecs(path, attrs, n, 2, werr);
+        }
+        free(attrs);
+        if (wrc != 0) {
+            fprintf(stderr, "slimvec-bench: %s\n", attrs ? werr : "out of memory");
+            goto done;
+        }
+    }
     out->payload_bpv_arena = ((double)a1 - (double)a0) / (double)n;
     out->payload_bpv_arena_tags = ((double)a2 - (double)a0) / (double)n;
     out->payload_bpv_tally = (double)st.est_bytes_payload / (double)n;
@@ -192,6 +212,13 @@ int fb_run(sv_collection *c, sv_arena *arena, const ds_fmatrix *base, const ds_f
         uint64_t matches = 0;
         if (truth(base, query, nq, &f, cls, u, gt, &matches) != 0)
             goto done;
+        if (peer_dir) {
+            snprintf(path, sizeof path, "%s/filtered-%g.gt.ivecs", peer_dir, sels[si]);
+            if (ds_write_ivecs(path, gt, nq, FB_K, werr) != 0) {
+                fprintf(stderr, "slimvec-bench: %s\n", werr);
+                goto done;
+            }
+        }
         for (size_t li = 0; li < n_lists && out->n_points < FB_MAX_POINTS; li++) {
             fb_point *pt = &out->points[out->n_points];
             pt->selectivity = sels[si];

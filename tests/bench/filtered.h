@@ -38,11 +38,13 @@ typedef struct fb_results {
  * Set the payloads of rows 0..base->rows-1 (ids are the row numbers),
  * labels[i] the class of row i (NULL: a seeded uniform class), then
  * measure each selectivity at each search list with the first
- * min(1000, queries) queries. 0 on success.
+ * min(1000, queries) queries. With peer_dir (may be NULL), write there
+ * attrs.ivecs (each row's class and u) and filtered-<share>.gt.ivecs (the
+ * exact answers; -1 where fewer than 10 pass) for the peers. 0 on success.
  */
 int fb_run(sv_collection *c, sv_arena *arena, const ds_fmatrix *base, const ds_fmatrix *query,
            const int32_t *labels, const double *sels, size_t n_sels, const uint32_t *lists, size_t n_lists,
-           fb_results *out);
+           const char *peer_dir, fb_results *out);
 /* The JSON members `filtered` and `payload_bytes_per_vector` (no braces). */
 void fb_json(FILE *f, const fb_results *r);
 

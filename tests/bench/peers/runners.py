@@ -96,7 +96,10 @@ def peer_command(name, args, files, out_json):
     if name == "hnswlib-native":
         return [args.hnswlib_native or native_binary(cache_dir(args.peer_cache))] + common
     if name == "faiss":
-        return [args.python, os.path.join(BENCH_DIR, "peers", "faiss_bench.py")] + common
+        filt = []
+        if getattr(args, "filter_dir", None):
+            filt = ["--filter-dir", args.filter_dir, "--filter-selectivity", args.filter_selectivity]
+        return [args.python, os.path.join(BENCH_DIR, "peers", "faiss_bench.py")] + common + filt
     if name == "hnswlib-debian":
         return [args.python, os.path.join(BENCH_DIR, "hnswlib_bench.py")] + common
     raise ValueError(name)
