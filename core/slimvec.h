@@ -279,6 +279,17 @@ sv_status sv_collection_get_payload(sv_collection *c, const char *id, void *buf,
 sv_status sv_collection_count_filtered(sv_collection *c, const struct sv_filter *filter, uint64_t *count,
                                         sv_error *err);
 
+/*
+ * The live vectors passing filter (NULL: all), a page at a time in slot
+ * order: up to limit ids from *cursor (0: the start) into ids[]; *n of
+ * them; *cursor becomes the next page's (0 when there is none). A vector
+ * added during a scroll may or may not come; one deleted before its page
+ * does not. A cursor from before a compaction (slots moved) is
+ * SV_ERR_INVALID_ARGUMENT: start again.
+ */
+sv_status sv_collection_scroll(sv_collection *c, const struct sv_filter *filter, uint64_t *cursor, uint32_t limit,
+                               char (*ids)[SV_ID_MAX + 1], uint32_t *n, sv_error *err);
+
 typedef struct sv_search_opts {
     uint32_t k;
     uint32_t search_list;

@@ -14,6 +14,7 @@
 #include "payload_pb.h"
 #include "pcodec.h"
 
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1134,6 +1135,94 @@ done:
     svd_registry_put(app->registry, c);
 }
 
+static void h_scroll(void *appv, svd_ctx *ctx, void **state, const ProtobufCMessage *m, svd_reply *r)
+{
+    svd_app *app = appv;
+    (void)state;
+    const Slimvec__V1__ScrollRequest *req = (const void *)m;
+    svd_coll *c = svd_lookup(app, ctx, SVD_ROLE_READ, req->collection, r);
+    if (!c)
+        return;
+    uint32_t dim = sv_durable_params(c->dur)->dim;
+    uint32_t limit = req->page_size ? req->page_size : 100;
+    if (limit > app->limits.max_get_ids) {
+        if (req->page_size) {
+            svd_reply_error(r, GRPC_STATUS_RESOURCE_EXHAUSTED, "page_size %u is over the server's --max-get-ids %u",
+                            req->page_size, app->limits.max_get_ids);
+            goto done;
+        }
+        limit = app->limits.max_get_ids;
+    }
+    /* The token: the cursor in decimal, nothing else. */
+    uint64_t cursor = 0;
+    if (req->page_token[0]) {
+        char *end = NULL;
+        errno = 0;
+        unsigned long long v = strtoull(req->page_token, &end, 10);
+        if (errno || *end || req->page_token[0] == '-' || v == 0 || strlen(req->page_token) > 20) {
+            svd_reply_error(r, GRPC_STATUS_INVALID_ARGUMENT, "page_token is not one this server gave");
+            goto done;
+        }
+        cursor = v;
+    }
+    sv_filter filter;
+    if (req->filter && svd_filter_from_pb(req->filter, &filter, r) != 0)
+        goto done;
+    uint64_t packed = 16 + (uint64_t)limit * field_bytes(field_bytes(SV_ID_MAX) +
+                                                        (req->with_vectors ? field_bytes(4ull * dim) : 0));
+    uint64_t build = (uint64_t)limit * (sizeof(Slimvec__V1__Vector) + sizeof(void *) + SV_ID_MAX + 1 +
+                                        (req->with_vectors ? 4ull * dim : 0));
+    if (!svd_response_ok(app, ctx, packed, build, "a page of vectors", r))
+        goto done;
+    Slimvec__V1__ScrollResponse *resp = svd_own(r, sizeof *resp);
+    char(*ids)[SV_ID_MAX + 1] = svd_own_array(r, limit, sizeof *ids);
+    Slimvec__V1__Vector *vb = svd_own_array(r, limit, sizeof *vb);
+    Slimvec__V1__Vector **vs = svd_own_array(r, limit, sizeof *vs);
+    float *values = req->with_vectors ? svd_own_array(r, limit, (size_t)dim * sizeof(float)) : NULL;
+    char *token = svd_own(r, 24);
+    if (!resp || !ids || !vb || !vs || !token || (req->with_vectors && !values)) {
+        svd_reply_oom(r);
+        goto done;
+    }
+    uint32_t n = 0;
+    sv_error err;
+    sv_status st = sv_durable_scroll(c->dur, req->filter ? &filter : NULL, &cursor, limit, ids, &n, &err);
+    if (st != SV_OK) {
+        svd_reply_error(r, svd_code_of(st), "%s", err.message);
+        goto done;
+    }
+    slimvec__v1__scroll_response__init(resp);
+    size_t kept = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        Slimvec__V1__Vector *v = &vb[kept];
+        slimvec__v1__vector__init(v);
+        v->id = ids[i];
+        if (req->with_vectors) {
+            float *dst = values + kept * dim;
+            if (sv_durable_get(c->dur, ids[i], dst, dim, NULL) != SV_OK)
+                continue; /* deleted since its page was read */
+            v->n_values = dim;
+            v->values = dst;
+        }
+        if (req->with_payload && payload_of(c, ids[i], &v->payload, &packed, r) != 0)
+            goto done;
+        vs[kept++] = v;
+    }
+    if (packed > svd_ctx_max_message(ctx)) {
+        svd_reply_error(r, GRPC_STATUS_RESOURCE_EXHAUSTED,
+                        "a page with its payloads takes up to %llu bytes, over the message limit %llu: ask for a "
+                        "smaller page_size", (unsigned long long)packed, (unsigned long long)svd_ctx_max_message(ctx));
+        goto done;
+    }
+    snprintf(token, 24, "%llu", (unsigned long long)cursor);
+    resp->n_vectors = kept;
+    resp->vectors = vs;
+    resp->next_page_token = cursor ? token : "";
+    r->msg = &resp->base;
+done:
+    svd_registry_put(app->registry, c);
+}
+
 static void h_delete(void *appv, svd_ctx *ctx, void **state, const ProtobufCMessage *m, svd_reply *r)
 {
     svd_app *app = appv;
@@ -1243,6 +1332,7 @@ static const svd_method methods[] = {
     M("/slimvec.v1.SlimVec/Snapshot", slimvec__v1__snapshot_request, h_snapshot, end_task, SVD_UNARY, 0, SVD_ROLE_WRITE),
     M("/slimvec.v1.SlimVec/SetPayload", slimvec__v1__set_payload_request, h_set_payload, NULL, SVD_UNARY, 0, SVD_ROLE_WRITE),
     M("/slimvec.v1.SlimVec/Count", slimvec__v1__count_request, h_count, NULL, SVD_UNARY, 0, SVD_ROLE_READ),
+    M("/slimvec.v1.SlimVec/Scroll", slimvec__v1__scroll_request, h_scroll, NULL, SVD_UNARY, 0, SVD_ROLE_READ),
     M("/grpc.health.v1.Health/Check", grpc__health__v1__health_check_request, h_health_check, NULL, SVD_UNARY, 1, SVD_ROLE_NONE),
     M("/grpc.health.v1.Health/Watch", grpc__health__v1__health_check_request, s_health_watch, NULL, SVD_WATCH, 1, SVD_ROLE_NONE),
 };

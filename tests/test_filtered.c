@@ -317,6 +317,70 @@ START_TEST(test_filtered_refusals)
 }
 END_TEST
 
+/* Scroll: every passing vector once, in pages; a cursor from before a
+ * compaction that moved vectors is refused. */
+START_TEST(test_scroll)
+{
+    make_filters();
+    enum { SN = 3000 };
+    float *v = tu_gaussian(SN, DIM, 21);
+    for (int i = 0; i < SN; i++) {
+        rows[i].cls = i % 10;
+        rows[i].u = (i * 7) % 1000;
+        rows[i].live = 0;
+    }
+    sv_params p;
+    sv_params_default(&p, DIM);
+    p.flush_threshold = 0;
+    sv_collection *c = NULL;
+    sv_error err;
+    ck_assert_int_eq(sv_collection_create(&p, &c, &err), SV_OK);
+    add_rows(c, v, 0, SN);
+    ck_assert_int_eq(sv_collection_flush(c, &err), SV_OK);
+    static char ids[256][SV_ID_MAX + 1];
+    static int seen[SN];
+    for (int w = -1; w < 5; w++) {
+        memset(seen, 0, sizeof seen);
+        uint64_t cursor = 0;
+        int pages = 0, total = 0;
+        do {
+            uint32_t n = 0;
+            ck_assert_int_eq(sv_collection_scroll(c, w < 0 ? NULL : &filters[w], &cursor, 256, ids, &n, &err), SV_OK);
+            for (uint32_t i = 0; i < n; i++) {
+                int id = atoi(ids[i]);
+                ck_assert_int_eq(seen[id]++, 0);
+                ck_assert(w < 0 || passes(w, &rows[id]));
+                total++;
+            }
+            pages++;
+        } while (cursor);
+        ck_assert_int_eq(total, w < 0 ? SN : (int)expected_count(SN, w));
+        ck_assert_int_ge(pages, total / 256);
+    }
+    /* A cursor, then deletes, consolidation and a compaction that moves. */
+    uint64_t cursor = 0;
+    uint32_t n = 0;
+    ck_assert_int_eq(sv_collection_scroll(c, NULL, &cursor, 100, ids, &n, &err), SV_OK);
+    ck_assert_uint_ne(cursor, 0);
+    static char del_names[SN][16];
+    const char *dels[SN];
+    size_t nd = 0;
+    for (int i = 0; i < SN; i += 4) {
+        snprintf(del_names[nd], sizeof del_names[nd], "%d", i);
+        dels[nd] = del_names[nd];
+        nd++;
+    }
+    ck_assert_int_eq(sv_collection_delete(c, dels, nd, &err), SV_OK);
+    ck_assert_int_eq(sv_collection_consolidate(c, &err), SV_OK);
+    ck_assert_int_eq(sv_collection_compact(c, &err), SV_OK);
+    ck_assert_int_eq(sv_collection_scroll(c, NULL, &cursor, 100, ids, &n, &err), SV_ERR_INVALID_ARGUMENT);
+    ck_assert_msg(strstr(err.message, "start the scroll again") != NULL, "%s", err.message);
+    ck_assert_int_eq(sv_collection_scroll(c, NULL, &cursor, 0, ids, &n, &err), SV_ERR_INVALID_ARGUMENT);
+    sv_collection_free(c);
+    free(v);
+}
+END_TEST
+
 /* Filtered searches while other threads add vectors with payloads, patch
  * a key the filter does not read, and delete: every hit passes, nothing
  * crashes (run under TSan in CI). */
@@ -426,6 +490,7 @@ int main(void)
     tcase_set_timeout(tc, 600);
     tcase_add_test(tc, test_filtered_search);
     tcase_add_test(tc, test_filtered_refusals);
+    tcase_add_test(tc, test_scroll);
     suite_add_tcase(s, tc);
     /* Its own case: the TSan run takes it alone (CK_RUN_CASE=concurrent). */
     TCase *cc = tcase_create("concurrent");

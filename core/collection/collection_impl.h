@@ -55,6 +55,9 @@ struct sv_collection {
     /* Payload sets prepared and not committed or cancelled (engine.h): they
      * hold a slot number, so compaction waits. */
     uint32_t payload_held;
+    /* Compactions that moved vectors: a scroll's cursor names a slot of
+     * one layout (payloads.c). */
+    uint32_t layout_gen;
     sv_buffer active;      /* adds go here */
     sv_buffer flushing;    /* the rows a flush is linking */
     uint32_t *free_slots;  /* recycled slots, a stack */

@@ -157,6 +157,7 @@ static sv_status compact_locked(sv_collection *c, uint32_t *moved, sv_error *err
     c->next_slot = new_n;
     sv_mem_free(&c->alloc, NULL, remap, (size_t)n * sizeof *remap);
 
+    c->layout_gen += *moved > 0;
     /* Give the room back. */
     sv_store_shrink(c->store, new_n);
     if (c->orig) {

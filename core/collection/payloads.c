@@ -125,6 +125,42 @@ void sv_coll_filter_release(sv_collection *c, uint64_t *bits)
     sv_mem_free(&c->alloc, NULL, bits, (words ? words : 1) * sizeof *bits);
 }
 
+sv_status sv_collection_scroll(sv_collection *c, const sv_filter *filter, uint64_t *cursor, uint32_t limit,
+                               char (*ids)[SV_ID_MAX + 1], uint32_t *n, sv_error *err)
+{
+    *n = 0;
+    if (limit == 0)
+        return sv_fail(err, SV_ERR_INVALID_ARGUMENT, "a page holds at least one vector");
+    pthread_rwlock_rdlock(&c->lock);
+    /* The cursor: the layout's generation + 1 (0 is the start) and a slot. */
+    uint32_t gen = (uint32_t)(*cursor >> 32), from = (uint32_t)*cursor;
+    sv_status st = SV_OK;
+    uint64_t *pass = NULL, matches = 0;
+    if (*cursor && gen != c->layout_gen + 1)
+        st = sv_fail(err, SV_ERR_INVALID_ARGUMENT,
+                     "the page token is from before the collection was compacted: start the scroll again");
+    else if (filter)
+        st = sv_coll_filter_slots(c, filter, &pass, &matches, err);
+    if (st == SV_OK) {
+        uint32_t s = *cursor ? from : 0, end = c->next_slot;
+        for (; s < end && *n < limit; s++) {
+            uint8_t state = sv_graph_state(&c->graph, s);
+            if ((state != SV_SLOT_INDEXED && state != SV_SLOT_BUFFERED) ||
+                (pass && !(pass[s >> 6] >> (s & 63) & 1)))
+                continue;
+            sv_idmap_format(c->idmap, s, ids[*n], SV_ID_MAX + 1);
+            (*n)++;
+        }
+        /* Whether anything is left past s is the next page's question. */
+        *cursor = s < end ? ((uint64_t)(c->layout_gen + 1) << 32) | s : 0;
+        sv_ok(err);
+    }
+    if (pass)
+        sv_coll_filter_release(c, pass);
+    pthread_rwlock_unlock(&c->lock);
+    return st;
+}
+
 sv_status sv_collection_count_filtered(sv_collection *c, const sv_filter *filter, uint64_t *count,
                                         sv_error *err)
 {

@@ -359,6 +359,12 @@ sv_status sv_durable_count_filtered(sv_durable *d, const sv_filter *filter, uint
     return sv_collection_count_filtered(d->c, filter, count, err);
 }
 
+sv_status sv_durable_scroll(sv_durable *d, const sv_filter *filter, uint64_t *cursor, uint32_t limit,
+                            char (*ids)[SV_ID_MAX + 1], uint32_t *n, sv_error *err)
+{
+    return sv_collection_scroll(d->c, filter, cursor, limit, ids, n, err);
+}
+
 sv_collection *sv_durable_collection(sv_durable *d)
 {
     return d->c;

@@ -2102,7 +2102,9 @@ static void h_not_in_cluster(void *appv, svd_ctx *ctx, void **state, const Proto
     (void)ctx;
     (void)state;
     svd_reply_error(r, GRPC_STATUS_UNIMPLEMENTED, "%s is not available in cluster mode yet",
-                    m->descriptor == &slimvec__v1__count_request__descriptor ? "Count" : "SetPayload");
+                    m->descriptor == &slimvec__v1__count_request__descriptor    ? "Count"
+                    : m->descriptor == &slimvec__v1__scroll_request__descriptor ? "Scroll"
+                                                                                : "SetPayload");
 }
 
 static void h_list(void *appv, svd_ctx *ctx, void **state, const ProtobufCMessage *m, svd_reply *r)
@@ -2240,6 +2242,8 @@ const svd_method *svc_router_methods(size_t *n)
         set(PUBLIC("SetPayload"), &slimvec__v1__set_payload_request__descriptor, h_not_in_cluster, NULL, SVD_UNARY,
             SVD_ROLE_WRITE);
         set(PUBLIC("Count"), &slimvec__v1__count_request__descriptor, h_not_in_cluster, NULL, SVD_UNARY,
+            SVD_ROLE_READ);
+        set(PUBLIC("Scroll"), &slimvec__v1__scroll_request__descriptor, h_not_in_cluster, NULL, SVD_UNARY,
             SVD_ROLE_READ);
         set(SHARD_METHOD("FetchSnapshot"), &slimvec__v1__snapshot_chunk_request__descriptor, sh_fetch, fetch_end,
             SVD_STREAM, SVD_ROLE_ADMIN);

@@ -171,6 +171,38 @@ class PayloadTest(unittest.TestCase):
         self.meta[6]["cls"] = "bag"
         self.check_filter(pb.Filter(must=[match("class", string_value="bag")]), lambda m: m["cls"] == "bag")
 
+    def test_scroll(self):
+        def scroll(flt=None, size=0, **kw):
+            ids, token, pages = [], "", 0
+            while True:
+                resp = self.stub.Scroll(pb.ScrollRequest(collection="p", filter=flt, page_size=size, page_token=token,
+                                                         **kw), timeout=T)
+                ids += [v.id for v in resp.vectors]
+                pages += 1
+                for v in resp.vectors:
+                    if kw.get("with_payload"):
+                        self.assertEqual(as_dict(v.payload)["u"], self.meta[int(v.id)]["u"])
+                    if kw.get("with_vectors"):
+                        self.assertTrue(np.allclose(v.values, self.X[int(v.id)], atol=0.05))
+                token = resp.next_page_token
+                if not token:
+                    return ids, pages
+        ids, pages = scroll()
+        self.assertEqual(sorted(map(int, ids)), list(range(N)))
+        self.assertEqual(pages, 1 + (N - 1) // 100)  # the default page of 100
+        flt = pb.Filter(must=[match("class", string_value="bag")])
+        ids, pages = scroll(flt, size=77, with_payload=True, with_vectors=True)
+        self.assertEqual(sorted(map(int, ids)), [i for i in range(N) if self.meta[i]["cls"] == "bag"])
+        self.assertGreater(pages, 3)
+        # Refusals: a token this server never gave, a page over --max-get-ids.
+        for bad in ("x", "-1", "0", "99999999999999999999999"):
+            with self.assertRaises(grpc.RpcError) as ctx:
+                self.stub.Scroll(pb.ScrollRequest(collection="p", page_token=bad), timeout=T)
+            self.assertEqual(ctx.exception.code(), grpc.StatusCode.INVALID_ARGUMENT, bad)
+        with self.assertRaises(grpc.RpcError) as ctx:
+            self.stub.Scroll(pb.ScrollRequest(collection="p", page_size=100000), timeout=T)
+        self.assertEqual(ctx.exception.code(), grpc.StatusCode.RESOURCE_EXHAUSTED)
+
     def test_refusals_change_nothing(self):
         def code(fn, *a, **kw):
             with self.assertRaises(grpc.RpcError) as ctx:
