@@ -144,6 +144,7 @@ typedef struct sv_hit {
 #define SV_PAYLOAD_LIST_MAX 256      /* items of a list */
 #define SV_PAYLOAD_FIELDS_MAX 64     /* fields of one payload */
 #define SV_PAYLOAD_KEYS_MAX 1024     /* keys of one collection */
+#define SV_PAYLOAD_BYTES_MAX 65536   /* one payload, encoded (pcodec.h) */
 
 typedef enum sv_pv_type {
     SV_PV_NONE = 0,
@@ -185,6 +186,7 @@ typedef enum sv_payload_mode {
 #define SV_FILTER_DEPTH_MAX 8        /* nesting of filters in filters */
 #define SV_FILTER_CONDITIONS_MAX 256 /* conditions of a whole filter */
 #define SV_FILTER_VALUES_MAX 1024    /* values of a match-any, ids of a has-id */
+#define SV_FILTER_VALUES_TOTAL_MAX 16384 /* values and ids of a whole filter */
 
 typedef enum sv_cond_kind {
     SV_COND_MATCH = 1,     /* key's value (or a list item) equals `value` */
@@ -275,9 +277,10 @@ sv_status sv_collection_set_payload(sv_collection *c, const char *id, const sv_p
  * takes. SV_ERR_RESOURCE with *need set when cap is too small. */
 sv_status sv_collection_get_payload(sv_collection *c, const char *id, void *buf, size_t cap, sv_payload *out,
                                     size_t *need, sv_error *err);
-/* Live vectors passing filter (NULL: all). */
-sv_status sv_collection_count_filtered(sv_collection *c, const struct sv_filter *filter, uint64_t *count,
-                                        sv_error *err);
+/* Live vectors passing filter (NULL: all). intr (may be NULL) may stop the
+ * filter's evaluation (SV_ERR_INTERRUPTED), as for scroll below. */
+sv_status sv_collection_count_filtered(sv_collection *c, const struct sv_filter *filter, const sv_interrupt *intr,
+                                        uint64_t *count, sv_error *err);
 
 /*
  * The live vectors passing filter (NULL: all), a page at a time in slot
@@ -287,8 +290,9 @@ sv_status sv_collection_count_filtered(sv_collection *c, const struct sv_filter 
  * does not. A cursor from before a compaction (slots moved) is
  * SV_ERR_INVALID_ARGUMENT: start again.
  */
-sv_status sv_collection_scroll(sv_collection *c, const struct sv_filter *filter, uint64_t *cursor, uint32_t limit,
-                               char (*ids)[SV_ID_MAX + 1], uint32_t *n, sv_error *err);
+sv_status sv_collection_scroll(sv_collection *c, const struct sv_filter *filter, const sv_interrupt *intr,
+                               uint64_t *cursor, uint32_t limit, char (*ids)[SV_ID_MAX + 1], uint32_t *n,
+                               sv_error *err);
 
 typedef struct sv_search_opts {
     uint32_t k;

@@ -763,43 +763,69 @@ static uint64_t field_bytes(uint64_t len)
     return 1 + 10 + len;
 }
 
+/* A bound of a payload's packed protobuf size: per field its map entry's
+ * tag and length, the key, the value's wrapper; an int64 up to 10 bytes as
+ * a varint, a string its length and up to 3 bytes of length. */
+static uint64_t payload_pb_bound(const sv_payload *pl)
+{
+    uint64_t b = 0;
+    for (uint32_t i = 0; i < pl->n; i++) {
+        const sv_pv_field *f = &pl->fields[i];
+        b += 16 + strlen(f->key);
+        switch (f->type) {
+        case SV_PV_STRING: b += 4 + strlen(f->s); break;
+        case SV_PV_INT: b += 11; break;
+        case SV_PV_DOUBLE: b += 9; break;
+        case SV_PV_BOOL: b += 2; break;
+        case SV_PV_STRINGS:
+            b += 8;
+            for (uint32_t j = 0; j < f->n; j++)
+                b += 4 + strlen(f->ss[j]);
+            break;
+        default: b += 8 + 10ull * f->n; break;
+        }
+    }
+    return field_bytes(b);
+}
+
 /*
  * The payload of id as a message owned by r (*out NULL when the vector has
- * none or is gone), *bytes increased by a bound of its packed size. -1 when
- * out of memory (replied).
+ * none or is gone), *bytes increased by a bound of its packed size, which
+ * must stay within limit (else RESOURCE_EXHAUSTED, checked before the copy
+ * is made). -1 when replied (over the limit, out of memory).
  */
-static int payload_of(svd_coll *c, const char *id, Slimvec__V1__Payload **out, uint64_t *bytes, svd_reply *r)
+static int payload_of(svd_coll *c, const char *id, Slimvec__V1__Payload **out, uint64_t *bytes, uint64_t limit,
+                      svd_reply *r)
 {
     *out = NULL;
     sv_payload pl;
     size_t need = 0;
-    _Alignas(16) unsigned char small[512];
-    if (sv_durable_get_payload(c->dur, id, small, sizeof small, &pl, &need, NULL) != SV_OK) {
-        if (need <= sizeof small)
-            return 0; /* gone since the search */
-        void *buf = svd_own(r, need);
-        if (!buf) {
-            svd_reply_oom(r);
-            return -1;
-        }
-        if (sv_durable_get_payload(c->dur, id, buf, need, &pl, &need, NULL) != SV_OK)
-            return 0; /* changed in between: leave it out */
-    } else if (pl.n) {
-        /* The small buffer is the stack's: copy into the reply's. */
-        void *buf = svd_own(r, need);
-        if (!buf) {
-            svd_reply_oom(r);
-            return -1;
-        }
-        if (sv_durable_get_payload(c->dur, id, buf, need, &pl, &need, NULL) != SV_OK)
-            return 0;
+    _Alignas(16) unsigned char probe[8];
+    sv_status st = sv_durable_get_payload(c->dur, id, probe, 0, &pl, &need, NULL);
+    if (st == SV_ERR_NOT_FOUND || need == 0)
+        return 0; /* gone since the search, or none */
+    /* A copy is at least as large as the message it becomes, give or take
+     * its varints: refuse before making one that cannot fit. */
+    if (*bytes + need / 2 > limit)
+        goto over;
+    void *buf = svd_own(r, need);
+    if (!buf) {
+        svd_reply_oom(r);
+        return -1;
     }
-    if (!pl.n)
-        return 0;
+    if (sv_durable_get_payload(c->dur, id, buf, need, &pl, &need, NULL) != SV_OK || !pl.n)
+        return 0; /* changed in between: leave it out */
+    *bytes += payload_pb_bound(&pl);
+    if (*bytes > limit)
+        goto over;
     if (!(*out = svd_payload_to_pb(&pl, r)))
         return -1;
-    *bytes += field_bytes(sv_payload_encode(&pl, NULL, 0) + 24ull * pl.n);
     return 0;
+over:
+    svd_reply_error(r, GRPC_STATUS_RESOURCE_EXHAUSTED,
+                    "the answer with its payloads would take over the message limit %llu bytes: ask for fewer "
+                    "vectors or without payloads", (unsigned long long)limit);
+    return -1;
 }
 
 /* Run the queries of one search request into resp. */
@@ -941,7 +967,8 @@ void svd_search_into(svd_app *app, svd_ctx *ctx, const Slimvec__V1__SearchReques
                     hit->vector = v;
                 }
             }
-            if (req->with_payload && payload_of(c, hit->id, &hit->payload, &payload_bytes, r) != 0)
+            if (req->with_payload &&
+                payload_of(c, hit->id, &hit->payload, &payload_bytes, svd_ctx_max_message(ctx) - packed, r) != 0)
                 goto done;
             hp[h] = hit;
         }
@@ -1053,7 +1080,7 @@ static void h_get(void *appv, svd_ctx *ctx, void **state, const ProtobufCMessage
         v->id = req->ids[i];
         v->n_values = dim;
         v->values = values + (size_t)i * dim;
-        if (req->with_payload && payload_of(c, req->ids[i], &v->payload, &packed, r) != 0)
+        if (req->with_payload && payload_of(c, req->ids[i], &v->payload, &packed, svd_ctx_max_message(ctx), r) != 0)
             goto done;
         vs[i] = v;
     }
@@ -1125,7 +1152,8 @@ static void h_count(void *appv, svd_ctx *ctx, void **state, const ProtobufCMessa
         goto done;
     slimvec__v1__count_response__init(resp);
     sv_error err;
-    sv_status st = sv_durable_count_filtered(c->dur, req->filter ? &filter : NULL, &resp->count, &err);
+    sv_interrupt intr = {ctx_stop, ctx};
+    sv_status st = sv_durable_count_filtered(c->dur, req->filter ? &filter : NULL, &intr, &resp->count, &err);
     if (st != SV_OK) {
         svd_reply_error(r, svd_code_of(st), "%s", err.message);
         goto done;
@@ -1186,7 +1214,8 @@ static void h_scroll(void *appv, svd_ctx *ctx, void **state, const ProtobufCMess
     }
     uint32_t n = 0;
     sv_error err;
-    sv_status st = sv_durable_scroll(c->dur, req->filter ? &filter : NULL, &cursor, limit, ids, &n, &err);
+    sv_interrupt intr = {ctx_stop, ctx};
+    sv_status st = sv_durable_scroll(c->dur, req->filter ? &filter : NULL, &intr, &cursor, limit, ids, &n, &err);
     if (st != SV_OK) {
         svd_reply_error(r, svd_code_of(st), "%s", err.message);
         goto done;
@@ -1204,7 +1233,7 @@ static void h_scroll(void *appv, svd_ctx *ctx, void **state, const ProtobufCMess
             v->n_values = dim;
             v->values = dst;
         }
-        if (req->with_payload && payload_of(c, ids[i], &v->payload, &packed, r) != 0)
+        if (req->with_payload && payload_of(c, ids[i], &v->payload, &packed, svd_ctx_max_message(ctx), r) != 0)
             goto done;
         vs[kept++] = v;
     }

@@ -253,9 +253,59 @@ static int conds_from(Slimvec__V1__Condition *const *pb, size_t n, const sv_cond
     return 0;
 }
 
+/* Values a leaf brings (match-any values, has-id ids). */
+static size_t leaf_values(int kind, const Slimvec__V1__FieldMatchAny *any, const Slimvec__V1__HasId *has)
+{
+    if (kind == SLIMVEC__V1__CONDITION__KIND_MATCH_ANY && any)
+        return any->n_strings + any->n_ints;
+    if (kind == SLIMVEC__V1__CONDITION__KIND_HAS_ID && has)
+        return has->n_ids;
+    return 0;
+}
+
+/* The whole filter's conditions and values, counted before anything is
+ * built from it: a request's few bytes per value must not become an
+ * engine struct each past the engine's own limits. */
+static int filter_size_ok(const Slimvec__V1__Filter *pb, svd_reply *r)
+{
+    size_t conds = 0, values = 0;
+    Slimvec__V1__Condition *const *lists[3] = {pb->must, pb->should, pb->must_not};
+    size_t ns[3] = {pb->n_must, pb->n_should, pb->n_must_not};
+    for (int l = 0; l < 3; l++) {
+        for (size_t i = 0; i < ns[l] && conds <= SV_FILTER_CONDITIONS_MAX; i++) {
+            const Slimvec__V1__Condition *c = lists[l][i];
+            conds++;
+            values += leaf_values((int)c->kind_case, c->match_any, c->has_id);
+            if (c->kind_case != SLIMVEC__V1__CONDITION__KIND_FILTER || !c->filter)
+                continue;
+            const Slimvec__V1__NestedFilter *nf = c->filter;
+            Slimvec__V1__LeafCondition *const *ll[3] = {nf->must, nf->should, nf->must_not};
+            size_t nl[3] = {nf->n_must, nf->n_should, nf->n_must_not};
+            for (int m = 0; m < 3; m++) {
+                for (size_t j = 0; j < nl[m] && conds <= SV_FILTER_CONDITIONS_MAX; j++) {
+                    conds++;
+                    values += leaf_values((int)ll[m][j]->kind_case, ll[m][j]->match_any, ll[m][j]->has_id);
+                }
+            }
+        }
+    }
+    if (conds > SV_FILTER_CONDITIONS_MAX) {
+        svd_reply_error(r, GRPC_STATUS_INVALID_ARGUMENT, "filter: more than %d conditions", SV_FILTER_CONDITIONS_MAX);
+        return 0;
+    }
+    if (values > SV_FILTER_VALUES_TOTAL_MAX) {
+        svd_reply_error(r, GRPC_STATUS_INVALID_ARGUMENT, "filter: %zu values and ids in all (at most %d)", values,
+                        SV_FILTER_VALUES_TOTAL_MAX);
+        return 0;
+    }
+    return 1;
+}
+
 int svd_filter_from_pb(const Slimvec__V1__Filter *pb, sv_filter *out, svd_reply *r)
 {
     memset(out, 0, sizeof *out);
+    if (!filter_size_ok(pb, r))
+        return -1;
     size_t item = 0;
     if (conds_from(pb->must, pb->n_must, &out->must, &out->n_must, &item, r) ||
         conds_from(pb->should, pb->n_should, &out->should, &out->n_should, &item, r) ||

@@ -145,7 +145,7 @@ static void check_counts(sv_collection *c, int n)
     for (int w = 0; w < 5; w++) {
         uint64_t got = 0;
         sv_error err;
-        ck_assert_int_eq(sv_collection_count_filtered(c, &filters[w], &got, &err), SV_OK);
+        ck_assert_int_eq(sv_collection_count_filtered(c, &filters[w], NULL, &got, &err), SV_OK);
         ck_assert_uint_eq(got, expected_count(n, w));
     }
 }
@@ -306,7 +306,7 @@ START_TEST(test_filtered_refusals)
     ck_assert_msg(strstr(err.message, "unknown key \"nope\"") != NULL, "%s", err.message);
     ck_assert_uint_eq(nh, 0);
     uint64_t cnt;
-    ck_assert_int_eq(sv_collection_count_filtered(c, &f, &cnt, &err), SV_ERR_INVALID_ARGUMENT);
+    ck_assert_int_eq(sv_collection_count_filtered(c, &f, NULL, &cnt, &err), SV_ERR_INVALID_ARGUMENT);
     bad = (sv_cond){.kind = SV_COND_MATCH, .key = "u", .value = {.type = SV_PV_STRING, .s = "x"}};
     ck_assert_int_eq(sv_collection_search_opts(c, v, DIM, &o, hits, &nh, &err), SV_ERR_INVALID_ARGUMENT);
     ck_assert_msg(strstr(err.message, "holds int64 values") != NULL, "%s", err.message);
@@ -345,7 +345,7 @@ START_TEST(test_scroll)
         int pages = 0, total = 0;
         do {
             uint32_t n = 0;
-            ck_assert_int_eq(sv_collection_scroll(c, w < 0 ? NULL : &filters[w], &cursor, 256, ids, &n, &err), SV_OK);
+            ck_assert_int_eq(sv_collection_scroll(c, w < 0 ? NULL : &filters[w], NULL, &cursor, 256, ids, &n, &err), SV_OK);
             for (uint32_t i = 0; i < n; i++) {
                 int id = atoi(ids[i]);
                 ck_assert_int_eq(seen[id]++, 0);
@@ -360,7 +360,7 @@ START_TEST(test_scroll)
     /* A cursor, then deletes, consolidation and a compaction that moves. */
     uint64_t cursor = 0;
     uint32_t n = 0;
-    ck_assert_int_eq(sv_collection_scroll(c, NULL, &cursor, 100, ids, &n, &err), SV_OK);
+    ck_assert_int_eq(sv_collection_scroll(c, NULL, NULL, &cursor, 100, ids, &n, &err), SV_OK);
     ck_assert_uint_ne(cursor, 0);
     static char del_names[SN][16];
     const char *dels[SN];
@@ -373,9 +373,9 @@ START_TEST(test_scroll)
     ck_assert_int_eq(sv_collection_delete(c, dels, nd, &err), SV_OK);
     ck_assert_int_eq(sv_collection_consolidate(c, &err), SV_OK);
     ck_assert_int_eq(sv_collection_compact(c, &err), SV_OK);
-    ck_assert_int_eq(sv_collection_scroll(c, NULL, &cursor, 100, ids, &n, &err), SV_ERR_INVALID_ARGUMENT);
+    ck_assert_int_eq(sv_collection_scroll(c, NULL, NULL, &cursor, 100, ids, &n, &err), SV_ERR_INVALID_ARGUMENT);
     ck_assert_msg(strstr(err.message, "start the scroll again") != NULL, "%s", err.message);
-    ck_assert_int_eq(sv_collection_scroll(c, NULL, &cursor, 0, ids, &n, &err), SV_ERR_INVALID_ARGUMENT);
+    ck_assert_int_eq(sv_collection_scroll(c, NULL, NULL, &cursor, 0, ids, &n, &err), SV_ERR_INVALID_ARGUMENT);
     sv_collection_free(c);
     free(v);
 }

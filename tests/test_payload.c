@@ -235,6 +235,18 @@ START_TEST(test_payload_refusals)
             ck_assert_str_eq(before, after);
         }
     }
+    /* Over SV_PAYLOAD_BYTES_MAX encoded (a list of 256 strings of 1 KB). */
+    static char kb[SV_PAYLOAD_STRING_MAX + 1];
+    memset(kb, 'y', SV_PAYLOAD_STRING_MAX);
+    static const char *many[SV_PAYLOAD_LIST_MAX];
+    for (int i = 0; i < SV_PAYLOAD_LIST_MAX; i++)
+        many[i] = kb;
+    sv_pv_field huge = {.key = "big", .type = SV_PV_STRINGS, .ss = many, .n = SV_PAYLOAD_LIST_MAX};
+    sv_payload hp = {&huge, 1};
+    ck_assert_int_eq(sv_payloads_set(p, 0, &hp, SV_PAYLOAD_PATCH, &err), SV_ERR_INVALID_ARGUMENT);
+    ck_assert_msg(strstr(err.message, "bytes (at most 65536)") != NULL, "%s", err.message);
+    render(p, 0, after, sizeof after);
+    ck_assert_str_eq(before, after);
     /* Too many fields in one payload. */
     sv_pv_field lots[SV_PAYLOAD_FIELDS_MAX + 1];
     static char names[SV_PAYLOAD_FIELDS_MAX + 1][8];
@@ -254,6 +266,43 @@ START_TEST(test_payload_refusals)
     ck_assert_str_eq(before, after);
     ck_assert_int_eq(sv_tally_get(&t), bytes);
     sv_payloads_free(p);
+}
+END_TEST
+
+/* A set held between prepare and commit (the durable layer logs it then)
+ * while a delete empties the chunk the plan points at: the chunk stays
+ * until the plan ends (run under ASan: no use after free). */
+START_TEST(test_payload_plan_survives_clears)
+{
+    sv_tally t = {0};
+    sv_payloads *p = sv_payloads_create(sv_allocator_default(), &t);
+    sv_error err;
+    sv_pv_field five = fi("tag", 5), seven = fi("tag", 7), nine = fi("tag", 9);
+    sv_payload p5 = {&five, 1}, p7 = {&seven, 1}, p9 = {&nine, 1};
+    ck_assert_int_eq(sv_payloads_set(p, 5, &p5, SV_PAYLOAD_REPLACE, &err), SV_OK);
+    long long base = sv_tally_get(&t);
+    sv_payload_plan plan;
+    ck_assert_int_eq(sv_payloads_prepare(p, 7, &p7, SV_PAYLOAD_PATCH, &plan, &err), SV_OK);
+    sv_payloads_clear(p, 5); /* the chunk's last value: it stays, the plan holds it */
+    sv_payloads_commit(p, &plan);
+    char text[64];
+    render(p, 7, text, sizeof text);
+    ck_assert_str_eq(text, "tag=i:7;");
+    ck_assert(!sv_payloads_has(p, 5));
+    /* Cancel: the emptied chunk goes when the plan ends. */
+    ck_assert_int_eq(sv_payloads_prepare(p, 9, &p9, SV_PAYLOAD_PATCH, &plan, &err), SV_OK);
+    sv_payloads_clear(p, 7);
+    sv_payloads_cancel(p, &plan);
+    ck_assert(!sv_payloads_has(p, 9));
+    ck_assert_int_lt(sv_tally_get(&t), base); /* the chunk went */
+    /* The key holds no value: free for another type again. */
+    sv_pv_field s9 = fs("tag", "nine");
+    sv_payload ps9 = {&s9, 1};
+    ck_assert_int_eq(sv_payloads_set(p, 9, &ps9, SV_PAYLOAD_REPLACE, &err), SV_OK);
+    render(p, 9, text, sizeof text);
+    ck_assert_str_eq(text, "tag=s:nine;");
+    sv_payloads_free(p);
+    ck_assert_int_eq(sv_tally_get(&t), 0);
 }
 END_TEST
 
@@ -663,7 +712,7 @@ START_TEST(test_filter_property)
         sv_filter f;
         random_filter(&pl, &f, 0);
         ck_assert_msg(sv_filter_check(p, &f, &err) == SV_OK, "round %d: %s", round, err.message);
-        ck_assert_int_eq(sv_filter_eval(p, &f, NS, id_slot, NULL, sv_allocator_default(), &scratch, bits), SV_OK);
+        ck_assert_int_eq(sv_filter_eval(p, &f, NS, id_slot, NULL, NULL, sv_allocator_default(), &scratch, bits), SV_OK);
         for (uint32_t s = 0; s < NS; s++) {
             int got = (int)(bits[s / 64] >> (s % 64) & 1), want = oracle_filter(&model[s], s, &f);
             ck_assert_msg(got == want, "round %d, slot %u: filter says %d, oracle %d", round, s, got, want);
@@ -735,6 +784,7 @@ int main(void)
     tcase_add_test(tc, test_dict);
     tcase_add_test(tc, test_payload_set_get);
     tcase_add_test(tc, test_payload_refusals);
+    tcase_add_test(tc, test_payload_plan_survives_clears);
     tcase_add_test(tc, test_payload_out_of_memory);
     tcase_add_test(tc, test_payload_bytes_per_vector);
     tcase_add_test(tc, test_filter_property);

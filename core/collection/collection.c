@@ -25,6 +25,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <sodium.h>
+
 #include "collection_impl.h"
 #include "error.h"
 #include "parallel.h"
@@ -126,6 +128,9 @@ sv_status sv_collection_create(const sv_params *params, sv_collection **out, sv_
     c->edges = sv_edges_create(a, &c->t_edges);
     c->idmap = sv_idmap_create(a, &c->t_idmap, params->seed);
     c->payloads = sv_payloads_create(a, &c->t_payload);
+    /* Random, so that a scroll token from another process (before a
+     * restart, which may follow a compaction) does not pass for this one's. */
+    c->layout_gen = randombytes_random();
     sv_graph_init(&c->graph, a, &c->t_other, c->store, c->edges, params->R, params->L_build,
                   params->alpha);
     sv_buffer_init(&c->active, a, &c->t_buffer, params->dim);

@@ -55,8 +55,8 @@ struct sv_collection {
     /* Payload sets prepared and not committed or cancelled (engine.h): they
      * hold a slot number, so compaction waits. */
     uint32_t payload_held;
-    /* Compactions that moved vectors: a scroll's cursor names a slot of
-     * one layout (payloads.c). */
+    /* Compactions that moved vectors, from a random start: a scroll's
+     * cursor names a slot of one layout of this process (payloads.c). */
     uint32_t layout_gen;
     sv_buffer active;      /* adds go here */
     sv_buffer flushing;    /* the rows a flush is linking */
@@ -147,8 +147,8 @@ sv_status sv_coll_connect(sv_collection *c, sv_scratch *s, uint32_t repack_16ths
  * the indexed and buffered slots it passes, *count of them. Free with
  * sv_coll_filter_release under the same hold. */
 struct sv_filter;
-sv_status sv_coll_filter_slots(sv_collection *c, const struct sv_filter *f, uint64_t **bits, uint64_t *count,
-                               sv_error *err);
+sv_status sv_coll_filter_slots(sv_collection *c, const struct sv_filter *f, const sv_interrupt *intr,
+                               uint64_t **bits, uint64_t *count, sv_error *err);
 void sv_coll_filter_release(sv_collection *c, uint64_t *bits);
 
 /* The flush with the maintenance lock held (flush.c). */

@@ -88,8 +88,8 @@ static int64_t live_slot(void *ctx, const char *id)
     return sv_coll_find_live(ctx, id, &slot) ? (int64_t)slot : -1;
 }
 
-sv_status sv_coll_filter_slots(sv_collection *c, const sv_filter *f, uint64_t **bits_out, uint64_t *count,
-                               sv_error *err)
+sv_status sv_coll_filter_slots(sv_collection *c, const sv_filter *f, const sv_interrupt *intr, uint64_t **bits_out,
+                               uint64_t *count, sv_error *err)
 {
     *bits_out = NULL;
     *count = 0;
@@ -99,9 +99,11 @@ sv_status sv_coll_filter_slots(sv_collection *c, const sv_filter *f, uint64_t **
     uint32_t n = c->next_slot;
     size_t words = ((size_t)n + 63) / 64;
     uint64_t *bits = sv_mem_alloc(&c->alloc, NULL, (words ? words : 1) * sizeof *bits);
-    if (!bits || sv_filter_eval(c->payloads, f, n, live_slot, c, &c->alloc, NULL, bits) != SV_OK) {
+    st = bits ? sv_filter_eval(c->payloads, f, n, live_slot, c, intr, &c->alloc, NULL, bits) : SV_ERR_RESOURCE;
+    if (st != SV_OK) {
         sv_mem_free(&c->alloc, NULL, bits, (words ? words : 1) * sizeof *bits);
-        return sv_fail(err, SV_ERR_RESOURCE, "out of memory evaluating a filter");
+        return st == SV_ERR_INTERRUPTED ? sv_fail(err, st, "the filter's evaluation was stopped by its caller")
+                                        : sv_fail(err, SV_ERR_RESOURCE, "out of memory evaluating a filter");
     }
     /* Only what a search may return: indexed and buffered vectors. */
     uint64_t total = 0;
@@ -125,8 +127,8 @@ void sv_coll_filter_release(sv_collection *c, uint64_t *bits)
     sv_mem_free(&c->alloc, NULL, bits, (words ? words : 1) * sizeof *bits);
 }
 
-sv_status sv_collection_scroll(sv_collection *c, const sv_filter *filter, uint64_t *cursor, uint32_t limit,
-                               char (*ids)[SV_ID_MAX + 1], uint32_t *n, sv_error *err)
+sv_status sv_collection_scroll(sv_collection *c, const sv_filter *filter, const sv_interrupt *intr, uint64_t *cursor,
+                               uint32_t limit, char (*ids)[SV_ID_MAX + 1], uint32_t *n, sv_error *err)
 {
     *n = 0;
     if (limit == 0)
@@ -140,7 +142,7 @@ sv_status sv_collection_scroll(sv_collection *c, const sv_filter *filter, uint64
         st = sv_fail(err, SV_ERR_INVALID_ARGUMENT,
                      "the page token is from before the collection was compacted: start the scroll again");
     else if (filter)
-        st = sv_coll_filter_slots(c, filter, &pass, &matches, err);
+        st = sv_coll_filter_slots(c, filter, intr, &pass, &matches, err);
     if (st == SV_OK) {
         uint32_t s = *cursor ? from : 0, end = c->next_slot;
         for (; s < end && *n < limit; s++) {
@@ -161,8 +163,8 @@ sv_status sv_collection_scroll(sv_collection *c, const sv_filter *filter, uint64
     return st;
 }
 
-sv_status sv_collection_count_filtered(sv_collection *c, const sv_filter *filter, uint64_t *count,
-                                        sv_error *err)
+sv_status sv_collection_count_filtered(sv_collection *c, const sv_filter *filter, const sv_interrupt *intr,
+                                        uint64_t *count, sv_error *err)
 {
     *count = 0;
     pthread_rwlock_rdlock(&c->lock);
@@ -172,7 +174,7 @@ sv_status sv_collection_count_filtered(sv_collection *c, const sv_filter *filter
         sv_ok(err);
     } else {
         uint64_t *bits = NULL;
-        if ((st = sv_coll_filter_slots(c, filter, &bits, count, err)) == SV_OK)
+        if ((st = sv_coll_filter_slots(c, filter, intr, &bits, count, err)) == SV_OK)
             sv_coll_filter_release(c, bits);
     }
     pthread_rwlock_unlock(&c->lock);

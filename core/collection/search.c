@@ -211,7 +211,7 @@ sv_status sv_collection_search_opts(sv_collection *c, const float *query, uint32
 
     pthread_rwlock_rdlock(&c->lock);
     uint64_t *pass = NULL, matches = 0;
-    if (o->filter && (st = sv_coll_filter_slots(c, o->filter, &pass, &matches, err)) != SV_OK) {
+    if (o->filter && (st = sv_coll_filter_slots(c, o->filter, intr, &pass, &matches, err)) != SV_OK) {
         pthread_rwlock_unlock(&c->lock);
         goto cleanup; /* the filter's own message */
     }

@@ -354,15 +354,16 @@ sv_status sv_durable_get_payload(sv_durable *d, const char *id, void *buf, size_
     return sv_collection_get_payload(d->c, id, buf, cap, out, need, err);
 }
 
-sv_status sv_durable_count_filtered(sv_durable *d, const sv_filter *filter, uint64_t *count, sv_error *err)
+sv_status sv_durable_count_filtered(sv_durable *d, const sv_filter *filter, const sv_interrupt *intr, uint64_t *count,
+                                    sv_error *err)
 {
-    return sv_collection_count_filtered(d->c, filter, count, err);
+    return sv_collection_count_filtered(d->c, filter, intr, count, err);
 }
 
-sv_status sv_durable_scroll(sv_durable *d, const sv_filter *filter, uint64_t *cursor, uint32_t limit,
-                            char (*ids)[SV_ID_MAX + 1], uint32_t *n, sv_error *err)
+sv_status sv_durable_scroll(sv_durable *d, const sv_filter *filter, const sv_interrupt *intr, uint64_t *cursor,
+                            uint32_t limit, char (*ids)[SV_ID_MAX + 1], uint32_t *n, sv_error *err)
 {
-    return sv_collection_scroll(d->c, filter, cursor, limit, ids, n, err);
+    return sv_collection_scroll(d->c, filter, intr, cursor, limit, ids, n, err);
 }
 
 sv_collection *sv_durable_collection(sv_durable *d)

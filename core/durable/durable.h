@@ -148,10 +148,11 @@ sv_status sv_durable_set_payload(sv_durable *d, const char *id, const sv_payload
  * sv_collection_count_filtered. */
 sv_status sv_durable_get_payload(sv_durable *d, const char *id, void *buf, size_t cap, sv_payload *out, size_t *need,
                                  sv_error *err);
-sv_status sv_durable_count_filtered(sv_durable *d, const sv_filter *filter, uint64_t *count, sv_error *err);
+sv_status sv_durable_count_filtered(sv_durable *d, const sv_filter *filter, const sv_interrupt *intr, uint64_t *count,
+                                    sv_error *err);
 /* As sv_collection_scroll. */
-sv_status sv_durable_scroll(sv_durable *d, const sv_filter *filter, uint64_t *cursor, uint32_t limit,
-                            char (*ids)[SV_ID_MAX + 1], uint32_t *n, sv_error *err);
+sv_status sv_durable_scroll(sv_durable *d, const sv_filter *filter, const sv_interrupt *intr, uint64_t *cursor,
+                            uint32_t limit, char (*ids)[SV_ID_MAX + 1], uint32_t *n, sv_error *err);
 /* As sv_collection_delete, durable before the vectors disappear. A delete
  * of an id another delete is removing fails (NOT_FOUND). *deleted (may be
  * NULL) counts the distinct ids removed. */

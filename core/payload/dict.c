@@ -8,7 +8,7 @@
 typedef struct entry {
     char *s;       /* NUL-terminated; NULL: the code is free */
     uint32_t len;
-    uint32_t refs;
+    uint64_t refs; /* 64 bits: lists repeat a code, and 2^32 uses are within reach */
     uint64_t hash;
 } entry;
 

@@ -3,6 +3,7 @@
 
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "error.h"
@@ -14,6 +15,7 @@
 typedef struct check_state {
     const sv_payloads *p;
     uint32_t conditions;
+    uint64_t values; /* of match-any conditions and has-id ids, all told */
     sv_error *err;
 } check_state;
 
@@ -99,6 +101,9 @@ static sv_status check_cond(check_state *cs, const sv_cond *c, const char *where
             return cs->err->code;
         if (c->n_any == 0 || c->n_any > SV_FILTER_VALUES_MAX || !c->any)
             return bad(cs, where, "key \"%.64s\": match any needs 1..1024 values%s", c->key, "");
+        if ((cs->values += c->n_any) > SV_FILTER_VALUES_TOTAL_MAX)
+            return sv_fail(cs->err, SV_ERR_INVALID_ARGUMENT, "filter: more than %d values and ids in all",
+                           SV_FILTER_VALUES_TOTAL_MAX);
         for (uint32_t i = 0; i < c->n_any && st == SV_OK; i++) {
             if (c->any[i].type != c->any[0].type || c->any[i].type == SV_PV_BOOL)
                 return bad(cs, where, "key \"%.64s\": match any takes strings or int64s, all of one type%s",
@@ -122,6 +127,9 @@ static sv_status check_cond(check_state *cs, const sv_cond *c, const char *where
     case SV_COND_HAS_ID:
         if (c->n_ids == 0 || c->n_ids > SV_FILTER_VALUES_MAX || !c->ids)
             return bad(cs, where, "has id needs 1..1024 ids%s%s", "", "");
+        if ((cs->values += c->n_ids) > SV_FILTER_VALUES_TOTAL_MAX)
+            return sv_fail(cs->err, SV_ERR_INVALID_ARGUMENT, "filter: more than %d values and ids in all",
+                           SV_FILTER_VALUES_TOTAL_MAX);
         for (uint32_t i = 0; i < c->n_ids; i++)
             if (!text_ok(c->ids[i]))
                 return bad(cs, where, "has id: an id is not valid UTF-8%s%s", "", "");
@@ -163,7 +171,7 @@ static sv_status check_filter(check_state *cs, const sv_filter *f, const char *w
 sv_status sv_filter_check(const sv_payloads *p, const sv_filter *f, sv_error *err)
 {
     sv_error local;
-    check_state cs = {p, 0, err ? err : &local};
+    check_state cs = {p, 0, 0, err ? err : &local};
     sv_status st = check_filter(&cs, f, "", 0);
     return st != SV_OK ? st : sv_ok(err);
 }
@@ -177,7 +185,14 @@ typedef struct eval_state {
     void *id_ctx;
     const sv_allocator *a;
     sv_tally *t;
+    const sv_interrupt *intr;
 } eval_state;
+
+/* Asked once a chunk: a filter over many slots and long lists takes time. */
+static int stopped(const eval_state *es)
+{
+    return es->intr && es->intr->stop(es->intr->ctx);
+}
 
 /* Exact comparison of an int64 or a double with a bound (long double holds both). */
 static int above_lo(long double v, const sv_bound *b)
@@ -196,27 +211,41 @@ static int below_hi(long double v, const sv_bound *b)
     return b->inclusive ? v <= x : v < x;
 }
 
-/* Whether one stored value (cell o of ch, list item j when a list) meets c. */
-static int int_meets(const sv_cond *c, int64_t v)
+/* A condition's values sorted, so a match-any is a binary search: a long
+ * list against a long set costs items x log(values), not items x values. */
+typedef struct sorted_values {
+    int64_t ints[SV_FILTER_VALUES_MAX];
+    uint32_t codes[SV_FILTER_VALUES_MAX];
+    uint32_t n_ints, n_codes;
+} sorted_values;
+
+static int cmp_i64(const void *a, const void *b)
+{
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+static int cmp_u32(const void *a, const void *b)
+{
+    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* Whether one stored int64 (a cell, or a list's item) meets c. */
+static int int_meets(const sv_cond *c, const sorted_values *sv, int64_t v)
 {
     if (c->kind == SV_COND_RANGE)
         return above_lo((long double)v, &c->lo) && below_hi((long double)v, &c->hi);
     if (c->kind == SV_COND_MATCH)
         return c->value.i == v;
-    for (uint32_t i = 0; i < c->n_any; i++)
-        if (c->any[i].i == v)
-            return 1;
-    return 0;
+    return bsearch(&v, sv->ints, sv->n_ints, sizeof v, cmp_i64) != NULL;
 }
 
-/* MATCH / MATCH_ANY on strings compare codes: the values' codes, 0 for a
- * value the dictionary does not hold (nothing has it). */
-static int code_meets(const uint32_t *codes, uint32_t n, uint32_t v)
+/* MATCH / MATCH_ANY on strings compare codes: the values' codes (sorted),
+ * none for a value the dictionary does not hold (nothing has it). */
+static int code_meets(const sorted_values *sv, uint32_t v)
 {
-    for (uint32_t i = 0; i < n; i++)
-        if (codes[i] == v)
-            return 1;
-    return 0;
+    return bsearch(&v, sv->codes, sv->n_codes, sizeof v, cmp_u32) != NULL;
 }
 
 static sv_status eval_filter(eval_state *es, const sv_filter *f, uint64_t *out);
@@ -288,9 +317,12 @@ static sv_status eval_cond(eval_state *es, const sv_cond *c, uint64_t *out)
         }
         return SV_OK;
     }
-    /* String values as codes (0: held by no vector). */
-    uint32_t codes[SV_FILTER_VALUES_MAX];
-    uint32_t n_codes = 0;
+    /* String values as codes (none: held by no vector), int64 ones sorted. */
+    sorted_values *sv = sv_mem_alloc(es->a, es->t, sizeof *sv);
+    if (!sv)
+        return SV_ERR_RESOURCE;
+    sv->n_ints = sv->n_codes = 0;
+    sv_status st = SV_OK;
     if ((c->kind == SV_COND_MATCH && c->value.type == SV_PV_STRING) ||
         (c->kind == SV_COND_MATCH_ANY && c->any[0].type == SV_PV_STRING)) {
         const sv_pv_field *vals = c->kind == SV_COND_MATCH ? &c->value : c->any;
@@ -298,21 +330,30 @@ static sv_status eval_cond(eval_state *es, const sv_cond *c, uint64_t *out)
         for (uint32_t i = 0; i < nv; i++) {
             uint32_t code = sv_dict_find(es->p->strings, vals[i].s, strlen(vals[i].s));
             if (code)
-                codes[n_codes++] = code;
+                sv->codes[sv->n_codes++] = code;
         }
-        if (!n_codes)
-            return SV_OK;
+        qsort(sv->codes, sv->n_codes, sizeof *sv->codes, cmp_u32);
+        if (!sv->n_codes)
+            goto out;
+    } else if (c->kind == SV_COND_MATCH_ANY) {
+        for (uint32_t i = 0; i < c->n_any; i++)
+            sv->ints[sv->n_ints++] = c->any[i].i;
+        qsort(sv->ints, sv->n_ints, sizeof *sv->ints, cmp_i64);
     }
     /* The common cases word by word without a branch a cell: a range or a
      * match on int64 scalars, a match of one string. */
     int64_t lo = 0, hi = 0;
     int int_scan = k->type == SV_PV_INT && c->kind != SV_COND_MATCH_ANY;
     if (int_scan && !int_bounds(c, &lo, &hi))
-        return SV_OK;
-    int code_scan = k->type == SV_PV_STRING && n_codes == 1;
+        goto out;
+    int code_scan = k->type == SV_PV_STRING && sv->n_codes == 1;
     if (int_scan || code_scan) {
         uint64_t span = (uint64_t)hi - (uint64_t)lo;
         for (uint32_t ci = 0; ci < k->n_chunks; ci++) {
+            if (stopped(es)) {
+                st = SV_ERR_INTERRUPTED;
+                goto out;
+            }
             const pv_chunk *ch = k->chunks[ci];
             for (uint32_t w = 0; ch && w < PV_WORDS && ci * PV_WORDS + w < es->words; w++) {
                 uint64_t hit = 0;
@@ -323,15 +364,19 @@ static sv_status eval_cond(eval_state *es, const sv_cond *c, uint64_t *out)
                 } else {
                     const uint32_t *v = ch->c.code + w * 64;
                     for (uint32_t b = 0; b < 64; b++)
-                        hit |= (uint64_t)(v[b] == codes[0]) << b;
+                        hit |= (uint64_t)(v[b] == sv->codes[0]) << b;
                 }
                 out[ci * PV_WORDS + w] = hit & ch->present[w];
             }
         }
-        return SV_OK;
+        goto out;
     }
     /* A bool matches its bit; a string its code; an int64 or a double its number. */
     for (uint32_t ci = 0; ci < k->n_chunks; ci++) {
+        if (stopped(es)) {
+            st = SV_ERR_INTERRUPTED;
+            goto out;
+        }
         const pv_chunk *ch = k->chunks[ci];
         if (!ch)
             continue;
@@ -349,18 +394,18 @@ static sv_status eval_cond(eval_state *es, const sv_cond *c, uint64_t *out)
                 uint32_t b = (uint32_t)__builtin_ctzll(m), o = w * 64 + b;
                 int yes = 0;
                 switch (k->type) {
-                case SV_PV_STRING: yes = code_meets(codes, n_codes, ch->c.code[o]); break;
-                case SV_PV_INT: yes = int_meets(c, ch->c.i[o]); break;
+                case SV_PV_STRING: yes = code_meets(sv, ch->c.code[o]); break;
+                case SV_PV_INT: yes = int_meets(c, sv, ch->c.i[o]); break;
                 case SV_PV_DOUBLE:
                     yes = above_lo((long double)ch->c.d[o], &c->lo) && below_hi((long double)ch->c.d[o], &c->hi);
                     break;
                 case SV_PV_STRINGS:
                     for (uint32_t j = 0; j < ch->c.list[o]->n && !yes; j++)
-                        yes = code_meets(codes, n_codes, ch->c.list[o]->u.codes[j]);
+                        yes = code_meets(sv, ch->c.list[o]->u.codes[j]);
                     break;
                 case SV_PV_INTS:
                     for (uint32_t j = 0; j < ch->c.list[o]->n && !yes; j++)
-                        yes = int_meets(c, ch->c.list[o]->u.ints[j]);
+                        yes = int_meets(c, sv, ch->c.list[o]->u.ints[j]);
                     break;
                 default: break;
                 }
@@ -369,7 +414,9 @@ static sv_status eval_cond(eval_state *es, const sv_cond *c, uint64_t *out)
             out[gw] = hit;
         }
     }
-    return SV_OK;
+out:
+    sv_mem_free(es->a, es->t, sv, sizeof *sv);
+    return st;
 }
 
 static sv_status eval_filter(eval_state *es, const sv_filter *f, uint64_t *out)
@@ -413,8 +460,8 @@ cleanup:
 }
 
 sv_status sv_filter_eval(const sv_payloads *p, const sv_filter *f, uint32_t n_slots, sv_filter_id_fn id_slot,
-                         void *id_ctx, const sv_allocator *a, sv_tally *t, uint64_t *out)
+                         void *id_ctx, const sv_interrupt *intr, const sv_allocator *a, sv_tally *t, uint64_t *out)
 {
-    eval_state es = {p, n_slots, (n_slots + 63) / 64, id_slot, id_ctx, a, t};
+    eval_state es = {p, n_slots, (n_slots + 63) / 64, id_slot, id_ctx, a, t, intr};
     return eval_filter(&es, f, out);
 }

@@ -33,9 +33,10 @@ typedef int64_t (*sv_filter_id_fn)(void *ctx, const char *id);
  * the slots in [0, n_slots) that pass a checked filter. Slots nobody uses
  * (free, deleted) pass a must_not-only filter: the caller ANDs with its
  * live slots. Scratch words come from a and are charged to t.
- * SV_ERR_RESOURCE when out of memory.
+ * SV_ERR_RESOURCE when out of memory; SV_ERR_INTERRUPTED when intr (may
+ * be NULL, asked every 1,024 slots of a condition) said stop.
  */
 sv_status sv_filter_eval(const sv_payloads *p, const sv_filter *f, uint32_t n_slots, sv_filter_id_fn id_slot,
-                         void *id_ctx, const sv_allocator *a, sv_tally *t, uint64_t *out);
+                         void *id_ctx, const sv_interrupt *intr, const sv_allocator *a, sv_tally *t, uint64_t *out);
 
 #endif

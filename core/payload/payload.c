@@ -7,6 +7,7 @@
 
 #include "error.h"
 #include "payload_impl.h"
+#include "pcodec.h"
 #include "utf8.h"
 
 const char *sv_pv_type_name(sv_pv_type t)
@@ -233,6 +234,12 @@ sv_status sv_payloads_check(const sv_payloads *p, const sv_payload *items, size_
                                sv_pv_type_name(f->type), sv_pv_type_name(have));
         }
     }
+    for (size_t it = 0; it < n; it++) {
+        size_t bytes = sv_payload_encode(&items[it], NULL, 0);
+        if (bytes > SV_PAYLOAD_BYTES_MAX)
+            return sv_fail(err, SV_ERR_INVALID_ARGUMENT, "payload %zu: %zu bytes (at most %d)", it, bytes,
+                           SV_PAYLOAD_BYTES_MAX);
+    }
     if (keys_after > SV_PAYLOAD_KEYS_MAX)
         return sv_fail(err, SV_ERR_INVALID_ARGUMENT, "a collection has at most %d payload keys", SV_PAYLOAD_KEYS_MAX);
     return sv_ok(err);
@@ -309,12 +316,14 @@ static void clear_cell(sv_payloads *p, pv_key *k, uint32_t slot)
     drop_cell(p, k, ch, o);
     ch->present[o / 64] &= ~(UINT64_C(1) << (o % 64));
     ch->count--;
-    if (ch->count == 0) {
+    if (ch->count == 0 && p->held) {
+        p->emptied = 1;
+    } else if (ch->count == 0) {
         sv_mem_free(p->a, p->t, ch, chunk_bytes(k->type));
         k->chunks[c] = NULL;
     }
-    if (--k->values == 0)
-        k->type = SV_PV_NONE; /* free for another type */
+    if (--k->values == 0 && !p->held)
+        k->type = SV_PV_NONE; /* free for another type (not while an empty chunk may stay: its layout is this type's) */
 }
 
 int sv_payloads_has(const sv_payloads *p, uint32_t slot)
@@ -423,15 +432,26 @@ sv_status sv_payloads_prepare(sv_payloads *p, uint32_t slot, const sv_payload *p
                     goto oom;
         }
     }
+    p->held++;
     return sv_ok(err);
 oom:
     unprepare(p, f, pr, done + 1, slot, plan->keys_before);
     return sv_fail(err, SV_ERR_RESOURCE, "out of memory storing a payload");
 }
 
+/* A held set ended: what was emptied meanwhile goes now. */
+static void release_hold(sv_payloads *p)
+{
+    if (--p->held || !p->emptied)
+        return;
+    p->emptied = 0;
+    sv_payloads_trim(p);
+}
+
 void sv_payloads_cancel(sv_payloads *p, sv_payload_plan *plan)
 {
     unprepare(p, plan->pl->fields, plan->pr, plan->pl->n, plan->slot, plan->keys_before);
+    release_hold(p);
 }
 
 void sv_payloads_commit(sv_payloads *p, sv_payload_plan *plan)
@@ -469,6 +489,7 @@ void sv_payloads_commit(sv_payloads *p, sv_payload_plan *plan)
     }
     int has = sv_payloads_has(p, slot);
     p->slots_with += (uint64_t)has - (uint64_t)had;
+    release_hold(p);
 }
 
 sv_status sv_payloads_set(sv_payloads *p, uint32_t slot, const sv_payload *pl, sv_payload_mode mode,
@@ -500,9 +521,12 @@ sv_status sv_payloads_reserve_move(sv_payloads *p, uint32_t from, uint32_t to)
 
 void sv_payloads_trim(sv_payloads *p)
 {
-    for (uint32_t i = 0; i < p->n_keys; i++)
+    for (uint32_t i = 0; i < p->n_keys; i++) {
         for (uint32_t c = 0; c < p->keys[i].n_chunks; c++)
             release_chunk_if_empty(p, &p->keys[i], c);
+        if (p->keys[i].values == 0)
+            p->keys[i].type = SV_PV_NONE; /* its chunks are gone: free for another type */
+    }
 }
 
 sv_status sv_payloads_move(sv_payloads *p, uint32_t from, uint32_t to)

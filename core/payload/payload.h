@@ -45,8 +45,10 @@ sv_status sv_payloads_check(const sv_payloads *p, const sv_payload *items, size_
  * A set in two steps, for a caller that must log it between them: prepare
  * checks the payload and reserves everything it needs (keys, chunks,
  * strings, lists: what can fail), commit makes it the slot's (cannot
- * fail), cancel gives the reservation back. Between them nothing else may
- * change the store, and pl must stay valid. The plan's members are the
+ * fail), cancel gives the reservation back. Between them no other set may
+ * run (the caller's order), and pl must stay valid; other writers may clear
+ * cells (a delete, an aborted add): a chunk emptied meanwhile stays until
+ * the plan ends (a plan points at chunks). The plan's members are the
  * store's own.
  */
 struct pv_chunk;

@@ -51,6 +51,11 @@ struct sv_payloads {
     pv_key *keys;
     uint32_t n_keys, cap_keys;
     uint64_t slots_with; /* slots holding any field */
+    /* Prepared sets not yet committed or cancelled: their plans point at
+     * chunks, so a chunk emptied meanwhile (a delete, an abort) stays until
+     * the last of them ends (emptied says one did; sv_payloads_trim). */
+    uint32_t held;
+    int emptied;
 };
 
 static inline const pv_chunk *pv_chunk_of(const pv_key *k, uint32_t slot)

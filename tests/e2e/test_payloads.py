@@ -25,6 +25,7 @@ from svtest import Slimvecd, scaled  # noqa: E402
 from slimvec.v1 import slimvec_pb2 as pb  # noqa: E402
 
 DIM, N, T = 16, 3000, scaled(30)
+ARGS = ("--max-message", str(8 << 20))  # small, so an oversized answer is cheap to ask for
 CLASSES = ["shirt", "coat", "bag", "dress", "sandal", "sneaker", "boot", "trouser", "pullover", "t-shirt"]
 
 
@@ -57,7 +58,7 @@ def as_dict(p):
 
 class PayloadTest(unittest.TestCase):
     def setUp(self):
-        self.server = Slimvecd(SLIMVECD, STUBS)
+        self.server = Slimvecd(SLIMVECD, STUBS, *ARGS)
         self.stub = self.server.stub
         spec = pb.CollectionSpec(name="p", dimension=DIM, metric=pb.METRIC_L2, storage=pb.STORAGE_INT8,
                                  flush_threshold=1000)
@@ -153,7 +154,7 @@ class PayloadTest(unittest.TestCase):
 
         # SIGKILL: everything acknowledged comes back from the log.
         self.server.stop(signal.SIGKILL, keep_dir=True)
-        self.server = Slimvecd(SLIMVECD, STUBS, data_dir=self.server.data_dir)
+        self.server = Slimvecd(SLIMVECD, STUBS, *ARGS, data_dir=self.server.data_dir)
         self.stub = self.server.stub
         self.server.own_dir = True
         after = {i: as_dict(v.payload) for i, v in zip(
@@ -164,7 +165,7 @@ class PayloadTest(unittest.TestCase):
         # And from a snapshot.
         self.stub.Snapshot(pb.SnapshotRequest(collection="p"), timeout=T)
         self.server.stop(signal.SIGKILL, keep_dir=True)
-        self.server = Slimvecd(SLIMVECD, STUBS, data_dir=self.server.data_dir)
+        self.server = Slimvecd(SLIMVECD, STUBS, *ARGS, data_dir=self.server.data_dir)
         self.stub = self.server.stub
         self.server.own_dir = True
         self.assertEqual([self.count(pb.Filter(must=[match("class", string_value=c)])) for c in CLASSES], counts)
@@ -246,6 +247,22 @@ class PayloadTest(unittest.TestCase):
         self.assertEqual(c, grpc.StatusCode.INVALID_ARGUMENT, d)
         c, d = code(self.stub.Count, pb.CountRequest(collection="nope"))
         self.assertEqual(c, grpc.StatusCode.NOT_FOUND, d)
+        # A filter past the limits is refused before it is built.
+        many = pb.Filter(must=[match("u", int_value=i) for i in range(300)])
+        c, d = code(self.stub.Count, pb.CountRequest(collection="p", filter=many))
+        self.assertEqual((c, "more than 256 conditions" in d), (grpc.StatusCode.INVALID_ARGUMENT, True), d)
+        lots = pb.Filter(must=[pb.Condition(match_any=pb.FieldMatchAny(key="u", ints=list(range(1000))))
+                               for _ in range(20)])
+        c, d = code(self.stub.Count, pb.CountRequest(collection="p", filter=lots))
+        self.assertEqual((c, "values and ids in all" in d), (grpc.StatusCode.INVALID_ARGUMENT, True), d)
+        # A payload of ~60 KB asked for a thousand times in one Get: the
+        # answer would pass the message limit; refused before it is built.
+        big = pb.Payload()
+        big.fields["blob"].strings.values.extend(["z" * 1000] * 60)
+        self.stub.SetPayload(pb.SetPayloadRequest(collection="p", id="2", payload=big, patch=True), timeout=T)
+        c, d = code(self.stub.Get, pb.GetRequest(collection="p", ids=["2"] * 1000, with_payload=True))
+        self.assertEqual((c, "message limit" in d), (grpc.StatusCode.RESOURCE_EXHAUSTED, True), d)
+        self.assertEqual(self.count(), N)
         got = self.stub.Get(pb.GetRequest(collection="p", ids=["1"], with_payload=True), timeout=T).vectors[0]
         self.assertEqual(as_dict(got.payload)["u"], self.meta[1]["u"])
 

@@ -613,7 +613,18 @@ class MemoryCapTest(unittest.TestCase):
             info = server.stub.DescribeCollection(pb.DescribeCollectionRequest(name="cap")).info
             self.assertEqual(info.vectors, applied)   # whole batches only
             self.assertEqual(applied % 1000, 0)
-            r = server.stub.Search(pb.SearchRequest(collection="cap", queries=batch[:dim], k=1))
+            # Reads go on: at once, or (when the refusals came while a
+            # flush held the buffer and its scratch at the same time) as
+            # soon as the maintenance thread's flush gives that back.
+            deadline = time.monotonic() + scaled(30)
+            while True:
+                try:
+                    r = server.stub.Search(pb.SearchRequest(collection="cap", queries=batch[:dim], k=1))
+                    break
+                except grpc.RpcError as e:
+                    if e.code() != grpc.StatusCode.RESOURCE_EXHAUSTED or time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.1)
             self.assertEqual(len(r.results[0].hits), 1)
         finally:
             self.assertEqual(server.stop(), 0)
