@@ -410,24 +410,34 @@ static void *c_search(void *arg)
     return NULL;
 }
 
+/* Rows [from, from + n) with ids their numbers, class cclass[i] and u. */
+static void c_add(sv_collection *c, int from, int n)
+{
+    const char *ids[500];
+    char names[500][16];
+    sv_pv_field fl[500][2];
+    sv_payload pl[500];
+    ck_assert_int_le(n, 500);
+    for (int j = 0; j < n; j++) {
+        snprintf(names[j], sizeof names[j], "%d", from + j);
+        ids[j] = names[j];
+        fl[j][0] = (sv_pv_field){.key = "class", .type = SV_PV_STRING, .s = CLASSES[cclass[from + j]]};
+        fl[j][1] = (sv_pv_field){.key = "u", .type = SV_PV_INT, .i = j};
+        pl[j] = (sv_payload){fl[j], 2};
+    }
+    sv_error err;
+    ck_assert_msg(sv_collection_add_payloads(c, cbase + (size_t)from * DIM, (size_t)n, DIM, ids, pl, NULL, &err) ==
+                      SV_OK,
+                  "%s", err.message);
+}
+
 static void *c_write(void *arg)
 {
     sv_collection *c = arg;
     sv_error err;
     char id[16];
     for (int i = CN; i < CN + CADD; i += 50) {
-        const char *ids[50];
-        static char names[50][16];
-        sv_pv_field fl[50][2];
-        sv_payload pl[50];
-        for (int j = 0; j < 50; j++) {
-            snprintf(names[j], sizeof names[j], "%d", i + j);
-            ids[j] = names[j];
-            fl[j][0] = (sv_pv_field){.key = "class", .type = SV_PV_STRING, .s = CLASSES[cclass[i + j]]};
-            fl[j][1] = (sv_pv_field){.key = "u", .type = SV_PV_INT, .i = j};
-            pl[j] = (sv_payload){fl[j], 2};
-        }
-        ck_assert_int_eq(sv_collection_add_payloads(c, cbase + (size_t)i * DIM, 50, DIM, ids, pl, NULL, &err), SV_OK);
+        c_add(c, i, 50);
         sv_pv_field u = {.key = "u", .type = SV_PV_INT, .i = i};
         sv_payload patch = {&u, 1};
         snprintf(id, sizeof id, "%d", i - CN);
@@ -454,20 +464,8 @@ START_TEST(test_filtered_concurrent)
     sv_collection *c = NULL;
     sv_error err;
     ck_assert_int_eq(sv_collection_create(&p, &c, &err), SV_OK);
-    for (int i = 0; i < CN; i += 500) {
-        const char *ids[500];
-        static char names[500][16];
-        sv_pv_field fl[500][2];
-        sv_payload pl[500];
-        for (int j = 0; j < 500; j++) {
-            snprintf(names[j], sizeof names[j], "%d", i + j);
-            ids[j] = names[j];
-            fl[j][0] = (sv_pv_field){.key = "class", .type = SV_PV_STRING, .s = CLASSES[cclass[i + j]]};
-            fl[j][1] = (sv_pv_field){.key = "u", .type = SV_PV_INT, .i = j};
-            pl[j] = (sv_payload){fl[j], 2};
-        }
-        ck_assert_int_eq(sv_collection_add_payloads(c, cbase + (size_t)i * DIM, 500, DIM, ids, pl, NULL, &err), SV_OK);
-    }
+    for (int i = 0; i < CN; i += 500)
+        c_add(c, i, 500);
     ck_assert_int_eq(sv_collection_flush(c, &err), SV_OK);
     pthread_t s1, s2, w;
     atomic_store(&cdone, 0);
