@@ -344,6 +344,29 @@ START_TEST(test_best_threads)
 }
 END_TEST
 
+/* The filter masks: every variant as the scalar one, edges included
+ * (the extremes of int64, an empty and a full span, values at the bounds). */
+START_TEST(test_masks)
+{
+    const sv_kernels *k = variants[_i], *ref = sv_kernels_by_name("scalar");
+    uint64_t x = 0x5EED0005ull;
+    int64_t v[64];
+    uint32_t c[64];
+    static const int64_t edges[] = {INT64_MIN, INT64_MIN + 1, -1, 0, 1, INT64_MAX - 1, INT64_MAX};
+    for (int t = 0; t < 2000; t++) {
+        for (int b = 0; b < 64; b++) {
+            x = x * 6364136223846793005ull + 1442695040888963407ull;
+            v[b] = t % 3 == 0 ? edges[(x >> 33) % 7] : (int64_t)((x >> 20) % 41) - 20;
+            c[b] = (uint32_t)((x >> 40) % 5);
+        }
+        int64_t lo = t % 4 == 0 ? edges[t % 7] : (int64_t)(t % 21) - 10;
+        uint64_t span = t % 5 == 0 ? UINT64_MAX : t % 7 == 0 ? 0 : (uint64_t)(t % 13);
+        ck_assert_uint_eq(k->range_mask_i64(v, lo, span), ref->range_mask_i64(v, lo, span));
+        ck_assert_uint_eq(k->eq_mask_u32(c, (uint32_t)(t % 5)), ref->eq_mask_u32(c, (uint32_t)(t % 5)));
+    }
+}
+END_TEST
+
 static Suite *first_call_suite(void)
 {
     Suite *s = suite_create("kernels_first_call");
@@ -371,6 +394,7 @@ static Suite *kernels_suite(void)
     tcase_add_loop_test(tc, test_f32u8, 0, nv);
     tcase_add_loop_test(tc, test_u8u8, 0, nv);
     tcase_add_loop_test(tc, test_u8u8_max, 0, nv);
+    tcase_add_loop_test(tc, test_masks, 0, nv);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -59,12 +59,30 @@ static uint32_t scalar_dot_u8u8(const uint8_t *a, const uint8_t *b, size_t n,
     return dot;
 }
 
+uint64_t sv_scalar_range_mask_i64(const int64_t *v, int64_t lo, uint64_t span)
+{
+    uint64_t m = 0;
+    for (unsigned b = 0; b < 64; b++)
+        m |= (uint64_t)((uint64_t)v[b] - (uint64_t)lo <= span) << b;
+    return m;
+}
+
+uint64_t sv_scalar_eq_mask_u32(const uint32_t *c, uint32_t x)
+{
+    uint64_t m = 0;
+    for (unsigned b = 0; b < 64; b++)
+        m |= (uint64_t)(c[b] == x) << b;
+    return m;
+}
+
 static const sv_kernels sv_kernels_scalar = {
     .name = "scalar",
     .l2sq_f32 = scalar_l2sq_f32,
     .dot_f32 = scalar_dot_f32,
     .dot_f32u8 = scalar_dot_f32u8,
     .dot_u8u8 = scalar_dot_u8u8,
+    .range_mask_i64 = sv_scalar_range_mask_i64,
+    .eq_mask_u32 = sv_scalar_eq_mask_u32,
 };
 
 /* Every variant compiled in, from the narrowest to the widest. */

@@ -26,6 +26,11 @@ typedef struct sv_kernels {
      * n <= 65536, so every sum fits in uint32. */
     uint32_t (*dot_u8u8)(const uint8_t *a, const uint8_t *b, size_t n,
                          uint32_t *sum_a, uint32_t *sum_b);
+    /* Filters over payload columns (core/payload/filter.c), 64 cells at a
+     * time: bit b set when (uint64_t)(v[b] - lo) <= span (v[b] in lo..lo +
+     * span, inclusive, in two's complement), or when c[b] == x. */
+    uint64_t (*range_mask_i64)(const int64_t *v, int64_t lo, uint64_t span);
+    uint64_t (*eq_mask_u32)(const uint32_t *c, uint32_t x);
 } sv_kernels;
 
 /* The best variant for this CPU (decided once, thread-safe). */

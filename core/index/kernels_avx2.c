@@ -262,12 +262,43 @@ SV_AVXVNNI static uint32_t avxvnni_dot_u8u8(const uint8_t *a, const uint8_t *b, 
     return d;
 }
 
+/* 64 cells, 4 at a time: AVX2 compares 64-bit lanes signed only, so the
+ * unsigned (v - lo) <= span is done on values with the sign bit flipped. */
+SV_AVX2 static uint64_t avx2_range_mask_i64(const int64_t *v, int64_t lo, uint64_t span)
+{
+    const __m256i flip = _mm256_set1_epi64x((long long)(UINT64_C(1) << 63));
+    const __m256i vlo = _mm256_set1_epi64x(lo);
+    const __m256i top = _mm256_xor_si256(_mm256_set1_epi64x((long long)span), flip);
+    uint64_t m = 0;
+    for (unsigned b = 0; b < 64; b += 4) {
+        __m256i d = _mm256_xor_si256(_mm256_sub_epi64(_mm256_loadu_si256((const __m256i *)(v + b)), vlo), flip);
+        /* outside: d > top (as signed after the flip) */
+        __m256i out = _mm256_cmpgt_epi64(d, top);
+        unsigned bits = (unsigned)_mm256_movemask_pd(_mm256_castsi256_pd(out));
+        m |= (uint64_t)(~bits & 0xfu) << b;
+    }
+    return m;
+}
+
+SV_AVX2 static uint64_t avx2_eq_mask_u32(const uint32_t *c, uint32_t x)
+{
+    const __m256i vx = _mm256_set1_epi32((int)x);
+    uint64_t m = 0;
+    for (unsigned b = 0; b < 64; b += 8) {
+        __m256i eq = _mm256_cmpeq_epi32(_mm256_loadu_si256((const __m256i *)(c + b)), vx);
+        m |= (uint64_t)(unsigned)_mm256_movemask_ps(_mm256_castsi256_ps(eq)) << b;
+    }
+    return m;
+}
+
 const sv_kernels sv_kernels_avx2 = {
     .name = "avx2",
     .l2sq_f32 = avx2_l2sq_f32,
     .dot_f32 = avx2_dot_f32,
     .dot_f32u8 = avx2_dot_f32u8,
     .dot_u8u8 = avx2_dot_u8u8,
+    .range_mask_i64 = avx2_range_mask_i64,
+    .eq_mask_u32 = avx2_eq_mask_u32,
 };
 
 /* Only the u8 x u8 dot gains from VNNI; the rest is the AVX2 code. */
@@ -277,4 +308,6 @@ const sv_kernels sv_kernels_avxvnni = {
     .dot_f32 = avx2_dot_f32,
     .dot_f32u8 = avx2_dot_f32u8,
     .dot_u8u8 = avxvnni_dot_u8u8,
+    .range_mask_i64 = avx2_range_mask_i64,
+    .eq_mask_u32 = avx2_eq_mask_u32,
 };

@@ -237,12 +237,35 @@ SV_AVX512VNNI static uint32_t avx512vnni_dot_u8u8(const uint8_t *a, const uint8_
     return hsum_epi32_512(_mm512_add_epi32(dot0, dot1)) + 128u * s_a;
 }
 
+/* 64 cells, 8 (or 16) at a time, with unsigned compares into masks. */
+SV_AVX512 static uint64_t avx512_range_mask_i64(const int64_t *v, int64_t lo, uint64_t span)
+{
+    const __m512i vlo = _mm512_set1_epi64(lo), vspan = _mm512_set1_epi64((long long)span);
+    uint64_t m = 0;
+    for (unsigned b = 0; b < 64; b += 8) {
+        __m512i d = _mm512_sub_epi64(_mm512_loadu_si512((const void *)(v + b)), vlo);
+        m |= (uint64_t)_mm512_cmple_epu64_mask(d, vspan) << b;
+    }
+    return m;
+}
+
+SV_AVX512 static uint64_t avx512_eq_mask_u32(const uint32_t *c, uint32_t x)
+{
+    const __m512i vx = _mm512_set1_epi32((int)x);
+    uint64_t m = 0;
+    for (unsigned b = 0; b < 64; b += 16)
+        m |= (uint64_t)_mm512_cmpeq_epu32_mask(_mm512_loadu_si512((const void *)(c + b)), vx) << b;
+    return m;
+}
+
 const sv_kernels sv_kernels_avx512 = {
     .name = "avx512",
     .l2sq_f32 = avx512_l2sq_f32,
     .dot_f32 = avx512_dot_f32,
     .dot_f32u8 = avx512_dot_f32u8,
     .dot_u8u8 = avx512_dot_u8u8,
+    .range_mask_i64 = avx512_range_mask_i64,
+    .eq_mask_u32 = avx512_eq_mask_u32,
 };
 
 /* Only the u8 x u8 dot gains from VNNI; the rest is the F + BW code. */
@@ -252,4 +275,6 @@ const sv_kernels sv_kernels_avx512vnni = {
     .dot_f32 = avx512_dot_f32,
     .dot_f32u8 = avx512_dot_f32u8,
     .dot_u8u8 = avx512vnni_dot_u8u8,
+    .range_mask_i64 = avx512_range_mask_i64,
+    .eq_mask_u32 = avx512_eq_mask_u32,
 };

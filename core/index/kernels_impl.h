@@ -8,6 +8,10 @@
 
 #include "kernels.h"
 
+/* kernels.c: the portable mask kernels (the AVX2 tables use them too). */
+uint64_t sv_scalar_range_mask_i64(const int64_t *v, int64_t lo, uint64_t span);
+uint64_t sv_scalar_eq_mask_u32(const uint32_t *c, uint32_t x);
+
 /* kernels_avx2.c: AVX2 + FMA. */
 extern const sv_kernels sv_kernels_avx2;
 /* kernels_avx2.c: AVX2 + FMA with the 256-bit AVX-VNNI dot for u8 x u8. */

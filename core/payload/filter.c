@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "error.h"
+#include "kernels.h"
 #include "payload_impl.h"
 #include "utf8.h"
 
@@ -349,6 +350,7 @@ static sv_status eval_cond(eval_state *es, const sv_cond *c, uint64_t *out)
     int code_scan = k->type == SV_PV_STRING && sv->n_codes == 1;
     if (int_scan || code_scan) {
         uint64_t span = (uint64_t)hi - (uint64_t)lo;
+        const sv_kernels *kern = sv_kernels_best();
         for (uint32_t ci = 0; ci < k->n_chunks; ci++) {
             if (stopped(es)) {
                 st = SV_ERR_INTERRUPTED;
@@ -356,16 +358,9 @@ static sv_status eval_cond(eval_state *es, const sv_cond *c, uint64_t *out)
             }
             const pv_chunk *ch = k->chunks[ci];
             for (uint32_t w = 0; ch && w < PV_WORDS && ci * PV_WORDS + w < es->words; w++) {
-                uint64_t hit = 0;
-                if (int_scan) {
-                    const int64_t *v = ch->c.i + w * 64;
-                    for (uint32_t b = 0; b < 64; b++)
-                        hit |= (uint64_t)((uint64_t)v[b] - (uint64_t)lo <= span) << b;
-                } else {
-                    const uint32_t *v = ch->c.code + w * 64;
-                    for (uint32_t b = 0; b < 64; b++)
-                        hit |= (uint64_t)(v[b] == sv->codes[0]) << b;
-                }
+                /* Cells without a value hold zeros: masked off below. */
+                uint64_t hit = int_scan ? kern->range_mask_i64(ch->c.i + w * 64, lo, span)
+                                        : kern->eq_mask_u32(ch->c.code + w * 64, sv->codes[0]);
                 out[ci * PV_WORDS + w] = hit & ch->present[w];
             }
         }
