@@ -38,6 +38,9 @@
 #include "handlers_impl.h"
 #include "logrec.h"
 #include "maintenance.h"
+#include "payload.h"
+#include "payload_pb.h"
+#include "pcodec.h"
 
 #define INTERNAL_TIMEOUT 30.0 /* seconds, for calls that came with no deadline */
 /* The most payload one log record carries. Fixed, not the NATS servers'
@@ -438,7 +441,7 @@ static Slimvec__V1__LogPosition **positions(write_state *w, size_t *n, svd_reply
 /* Split the batch by shard and append it, a record per shard (more when
  * a shard's part is over the log's message size). */
 static void ingest_write(svc_cluster *cl, svd_app *app, const svc_catalog_entry *c, const Slimvec__V1__IngestRequest *req,
-                         size_t n, const char *key, int resend, write_state *w)
+                         const sv_payload *pls, size_t n, const char *key, int resend, write_state *w)
 {
     const svc_cluster_config *cfg = svc_cluster_config_of(cl);
     uint32_t S = cfg->shards, dim = c->params.dim;
@@ -474,33 +477,41 @@ static void ingest_write(svc_cluster *cl, svd_app *app, const svc_catalog_entry 
             /* As many vectors as fit in one message. */
             size_t to = from;
             int64_t bytes = 64;
-            while (to < m && (to == from || bytes + (int64_t)dim * 4 + 140 <= room)) {
+            while (to < m) {
                 const char *id = req->n_ids ? req->ids[order[to]] : "";
-                bytes += (int64_t)dim * 4 + 2 + (int64_t)strlen(id) + 9;
+                int64_t one = (int64_t)dim * 4 + 2 + (int64_t)strlen(id) + 9 +
+                              (pls ? (int64_t)sv_payload_encode(&pls[order[to]], NULL, 0) : 0);
+                if (to > from && bytes + one + 140 > room)
+                    break;
+                bytes += one;
                 to++;
             }
             size_t cnt = to - from;
             const char **ids = malloc(cnt * sizeof *ids);
             uint64_t *zero = calloc(cnt, sizeof *zero);
             float *vec = malloc(cnt * (size_t)dim * sizeof *vec);
-            uint8_t *head = NULL;
-            size_t hl = 0;
-            int given = 0, ok = ids && zero && vec;
+            sv_payload *sub = pls ? malloc(cnt * sizeof *sub) : NULL;
+            uint8_t *head = NULL, *psec = NULL;
+            size_t hl = 0, pl_len = 0;
+            int given = 0, ok = ids && zero && vec && (!pls || sub);
             for (size_t j = 0; ok && j < cnt; j++) {
                 size_t i = order[from + j];
                 const char *id = req->n_ids ? req->ids[i] : "";
                 ids[j] = *id ? id : NULL;
                 given |= *id != 0;
                 memcpy(vec + j * dim, req->vectors + i * dim, (size_t)dim * sizeof *vec);
+                if (pls)
+                    sub[j] = pls[i];
             }
-            ok = ok && sv_logrec_add_ids(ids, zero, cnt, dim, 0, &head, &hl) == SV_OK;
+            ok = ok && sv_logrec_add_ids(ids, zero, cnt, dim, 0, &head, &hl) == SV_OK &&
+                 (!pls || sv_logrec_add_payloads(sub, cnt, &psec, &pl_len) == SV_OK);
             char rkey[128];
             snprintf(rkey, sizeof rkey, "%s:%u:%zu", key, s, k);
             uint64_t lsn = 0;
             svd_reply er = {.code = GRPC_STATUS_OK};
             if (ok) {
-                struct iovec parts[2] = {{head, hl}, {vec, cnt * (size_t)dim * sizeof *vec}};
-                ok = append_record(cl, c, s, SV_WAL_ADD, rkey, parts, 2, &lsn, &er);
+                struct iovec parts[3] = {{head, hl}, {vec, cnt * (size_t)dim * sizeof *vec}, {psec, pl_len}};
+                ok = append_record(cl, c, s, SV_WAL_ADD, rkey, parts, pls ? 3 : 2, &lsn, &er);
                 if (!ok) {
                     w->code = er.code;
                     snprintf(w->message, sizeof w->message, "%s", er.message);
@@ -509,10 +520,11 @@ static void ingest_write(svc_cluster *cl, svd_app *app, const svc_catalog_entry 
                 w->code = GRPC_STATUS_RESOURCE_EXHAUSTED;
                 snprintf(w->message, sizeof w->message, "out of memory writing the batch");
             }
-            /* A batch with ids of its own may meet ids already there; one
-             * with a batch id of the client's may be a resend: both wait to
-             * hear how they applied. */
-            if (ok && !add_rec(w, s, lsn, given || resend)) {
+            /* A batch with ids of its own may meet ids already there, one
+             * with payloads keys of another type, one with a batch id of
+             * the client's may be a resend: they wait to hear how they
+             * applied. */
+            if (ok && !add_rec(w, s, lsn, given || resend || pls)) {
                 ok = 0;
                 w->code = GRPC_STATUS_RESOURCE_EXHAUSTED;
                 snprintf(w->message, sizeof w->message, "out of memory");
@@ -524,7 +536,9 @@ static void ingest_write(svc_cluster *cl, svd_app *app, const svc_catalog_entry 
             free(ids);
             free(zero);
             free(vec);
+            free(sub);
             free(head);
+            free(psec);
             if (!ok)
                 goto cleanup;
             from = to;
@@ -533,6 +547,29 @@ static void ingest_write(svc_cluster *cl, svd_app *app, const svc_catalog_entry 
 cleanup:
     free(shard_of);
     free(order);
+}
+
+/* A batch's payloads converted (into r's memory) and checked as far as the
+ * router can: text, limits, types within the batch. What the keys already
+ * hold is each replica's to check: the batch waits for its outcome. */
+static int payloads_ok(Slimvec__V1__Payload *const *pb, size_t n, sv_payload **out, svd_reply *r)
+{
+    if (svd_payloads_from_pb(pb, n, out, r) != 0)
+        return 0;
+    sv_tally t = {0};
+    sv_payloads *empty = sv_payloads_create(sv_allocator_default(), &t);
+    if (!empty) {
+        svd_reply_oom(r);
+        return 0;
+    }
+    sv_error err;
+    sv_status st = sv_payloads_check(empty, *out, n, &err);
+    sv_payloads_free(empty);
+    if (st != SV_OK) {
+        svd_reply_error(r, svd_code_of(st), "%s", err.message);
+        return 0;
+    }
+    return 1;
 }
 
 static void ingest_message(svd_app *app, svd_ctx *ctx, write_state *w, const Slimvec__V1__IngestRequest *req,
@@ -550,12 +587,14 @@ static void ingest_message(svd_app *app, svd_ctx *ctx, write_state *w, const Sli
         if (!svd_batch_shape_dim(app, c->params.dim, req->n_vectors, req->n_ids, req->dimension, &n, r) ||
             !svd_ids_ok(app, req->ids, req->n_ids, "id of vector", r) || !batch_key(req->batch_id, key, sizeof key, r))
             goto done;
-        if (req->n_payloads) {
-            /* The log's ADD records can carry them; the router's side of it
-             * (and SetPayload, Count) is not built yet: refused, not dropped. */
-            svd_reply_error(r, GRPC_STATUS_INVALID_ARGUMENT, "payloads are not available in cluster mode yet");
+        sv_payload *pls = NULL;
+        if (req->n_payloads && req->n_payloads != n) {
+            svd_reply_error(r, GRPC_STATUS_INVALID_ARGUMENT, "%zu payloads for %zu vectors (give none or one each)",
+                            req->n_payloads, n);
             goto done;
         }
+        if (req->n_payloads && !payloads_ok(req->payloads, n, &pls, r))
+            goto done;
         for (size_t i = 0; i < req->n_ids; i++)
             if (!sv_follow_id_allowed(req->ids[i], strlen(req->ids[i]))) {
                 svd_reply_error(r, GRPC_STATUS_INVALID_ARGUMENT,
@@ -571,7 +610,7 @@ static void ingest_message(svd_app *app, svd_ctx *ctx, write_state *w, const Sli
                                 i % dim);
                 goto done;
             }
-        ingest_write(cl, app, c, req, n, key, req->batch_id && *req->batch_id, w);
+        ingest_write(cl, app, c, req, pls, n, key, req->batch_id && *req->batch_id, w);
         if (w->code == GRPC_STATUS_OK && ask_outcomes(cl, ctx, req->collection, w, r)) {
             w->waiting = 1;
             r->defer = 1;
@@ -1013,6 +1052,7 @@ static void h_get(void *appv, svd_ctx *ctx, void **state, const ProtobufCMessage
             g.collection = req->collection;
             g.n_after = req->n_after;
             g.after = req->after;
+            g.with_payload = req->with_payload;
             for (size_t k = 0; k < req->n_ids; k++)
                 if (sv_follow_route(req->ids[k], strlen(req->ids[k]), S) == i)
                     sub[g.n_ids++] = req->ids[k];

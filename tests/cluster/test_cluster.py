@@ -375,6 +375,68 @@ class Paths(unittest.TestCase):
         self.assertEqual(len(r.results[0].hits), 0)
 
 
+    def test_payloads_and_filters(self):
+        """Payloads through a router: each shard's part of a batch carries
+        its payloads in its log record; a filtered search fans out and every
+        hit passes; a payload whose key holds another type on the replicas
+        is refused by them and the batch's answer says so."""
+        c = self.c
+        st = c.stub(c.pod(0, 0))
+        other = c.stub(c.pod(1, 1))
+        st.CreateCollection(pb.CreateCollectionRequest(spec=spec("pay")), timeout=T)
+        for pod in c.pods:
+            wait_for(lambda: local_count(pod, "pay") == 0, 10, "the collection on every pod")
+        X = vectors(2000, 3)
+
+        def payload(i):
+            pl = pb.Payload()
+            pl.fields["class"].string_value = "c%d" % (i % 10)
+            pl.fields["u"].int_value = i
+            return pl
+
+        def req(lo, hi, **kw):
+            return pb.IngestRequest(collection="pay", vectors=X[lo:hi].ravel().tolist(),
+                                    ids=[str(i) for i in range(lo, hi)],
+                                    payloads=[payload(i) for i in range(lo, hi)], **kw)
+        acks = list(st.Ingest(iter([req(b, b + 200) for b in range(0, 2000, 200)]), timeout=T))
+        self.assertTrue(all(not a.HasField("error") for a in acks), [a.error.message for a in acks][:2])
+        pos = [p for a in acks for p in a.positions]
+        flt = pb.Filter(must=[pb.Condition(match=pb.FieldMatch(key="class", string_value="c3"))],
+                        must_not=[pb.Condition(range=pb.FieldRange(key="u", lower=pb.RangeBound(int_value=1000)))])
+        for q in range(10):
+            r = other.Search(pb.SearchRequest(collection="pay", queries=X[q * 7].tolist(), k=10, search_list=64,
+                                              filter=flt, with_payload=True, after=pos), timeout=T).results[0]
+            self.assertEqual(len(r.hits), 10)
+            for h in r.hits:
+                i = int(h.id)
+                self.assertTrue(i % 10 == 3 and i < 1000, h.id)
+                self.assertEqual(h.payload.fields["class"].string_value, "c%d" % (i % 10))
+        got = st.Get(pb.GetRequest(collection="pay", ids=["13", "1999"], with_payload=True, after=pos), timeout=T)
+        self.assertEqual([v.payload.fields["u"].int_value for v in got.vectors], [13, 1999])
+        # "u" holds int64s on every replica: a string there is refused by
+        # them (the router cannot know), the others' parts are applied.
+        bad = pb.Payload()
+        bad.fields["u"].string_value = "text"
+        a = list(other.Ingest(iter([pb.IngestRequest(collection="pay", vectors=X[:1].ravel().tolist(),
+                                                     ids=["new-0"], payloads=[bad])]), timeout=T))[0]
+        self.assertTrue(a.HasField("error"))
+        self.assertIn("holds int64 values", a.error.message)
+        # Within one batch the router refuses before anything is written.
+        mixed = [payload(0), bad]
+        a = list(other.Ingest(iter([pb.IngestRequest(collection="pay", vectors=X[:2].ravel().tolist(),
+                                                     ids=["m-1", "m-2"], payloads=mixed)]), timeout=T))[0]
+        self.assertEqual(a.error.code, grpc.StatusCode.INVALID_ARGUMENT.value[0], a.error.message)
+        self.assertEqual(len(a.positions), 0)
+        # Not yet in cluster mode: one shard's answer would be wrong.
+        for call, msg in ((other.Count, pb.CountRequest(collection="pay")),
+                          (other.Scroll, pb.ScrollRequest(collection="pay")),
+                          (other.SetPayload, pb.SetPayloadRequest(collection="pay", id="1", payload=bad))):
+            with self.assertRaises(grpc.RpcError) as e:
+                call(msg, timeout=T)
+            self.assertEqual(e.exception.code(), grpc.StatusCode.UNIMPLEMENTED)
+        other.DropCollection(pb.DropCollectionRequest(name="pay"), timeout=T)
+
+
 class ReadYourWrites(unittest.TestCase):
     """T5: replica set r1 applies in passes 3 s apart (a lagging replica)."""
 
