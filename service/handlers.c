@@ -920,7 +920,6 @@ void svd_search_into(svd_app *app, svd_ctx *ctx, const Slimvec__V1__SearchReques
             goto done;
         so.filter = &filter;
     }
-    uint64_t payload_bytes = 0;
     for (size_t q = 0; q < m; q++) {
         size_t n = 0;
         sv_error err;
@@ -968,20 +967,13 @@ void svd_search_into(svd_app *app, svd_ctx *ctx, const Slimvec__V1__SearchReques
                 }
             }
             if (req->with_payload &&
-                payload_of(c, hit->id, &hit->payload, &payload_bytes, svd_ctx_max_message(ctx) - packed, r) != 0)
+                payload_of(c, hit->id, &hit->payload, &packed, svd_ctx_max_message(ctx), r) != 0)
                 goto done;
             hp[h] = hit;
         }
         qr->n_hits = n;
         qr->hits = hp;
         results[q] = qr;
-    }
-    if (packed + payload_bytes > svd_ctx_max_message(ctx)) {
-        svd_reply_error(r, GRPC_STATUS_RESOURCE_EXHAUSTED,
-                        "the hits with their payloads take up to %llu bytes, over the message limit %llu; "
-                        "ask for fewer hits or queries, or without payloads",
-                        (unsigned long long)(packed + payload_bytes), (unsigned long long)svd_ctx_max_message(ctx));
-        goto done;
     }
     resp->n_results = m;
     resp->results = results;
@@ -1083,12 +1075,6 @@ static void h_get(void *appv, svd_ctx *ctx, void **state, const ProtobufCMessage
         if (req->with_payload && payload_of(c, req->ids[i], &v->payload, &packed, svd_ctx_max_message(ctx), r) != 0)
             goto done;
         vs[i] = v;
-    }
-    if (packed > svd_ctx_max_message(ctx)) {
-        svd_reply_error(r, GRPC_STATUS_RESOURCE_EXHAUSTED,
-                        "the vectors with their payloads take up to %llu bytes, over the message limit %llu",
-                        (unsigned long long)packed, (unsigned long long)svd_ctx_max_message(ctx));
-        goto done;
     }
     resp->n_vectors = n;
     resp->vectors = vs;
@@ -1236,12 +1222,6 @@ static void h_scroll(void *appv, svd_ctx *ctx, void **state, const ProtobufCMess
         if (req->with_payload && payload_of(c, ids[i], &v->payload, &packed, svd_ctx_max_message(ctx), r) != 0)
             goto done;
         vs[kept++] = v;
-    }
-    if (packed > svd_ctx_max_message(ctx)) {
-        svd_reply_error(r, GRPC_STATUS_RESOURCE_EXHAUSTED,
-                        "a page with its payloads takes up to %llu bytes, over the message limit %llu: ask for a "
-                        "smaller page_size", (unsigned long long)packed, (unsigned long long)svd_ctx_max_message(ctx));
-        goto done;
     }
     snprintf(token, 24, "%llu", (unsigned long long)cursor);
     resp->n_vectors = kept;
