@@ -189,6 +189,13 @@ typedef struct eval_state {
     const sv_interrupt *intr;
 } eval_state;
 
+/* Words of chunk ci that lie below n_slots (the bitmaps' length). */
+static uint32_t chunk_words(const eval_state *es, uint32_t ci)
+{
+    uint32_t first = ci * PV_WORDS;
+    return first >= es->words ? 0 : es->words - first < PV_WORDS ? es->words - first : PV_WORDS;
+}
+
 /* Asked once a chunk: a filter over many slots and long lists takes time. */
 static int stopped(const eval_state *es)
 {
@@ -301,10 +308,8 @@ static sv_status eval_cond(eval_state *es, const sv_cond *c, uint64_t *out)
             const pv_chunk *ch = k->chunks[ci];
             if (!ch)
                 continue;
-            for (uint32_t w = 0; w < PV_WORDS; w++) {
+            for (uint32_t w = 0, nw = chunk_words(es, ci); w < nw; w++) {
                 uint32_t gw = ci * PV_WORDS + w;
-                if (gw >= es->words)
-                    break;
                 uint64_t full = ch->present[w];
                 if (k->type == SV_PV_STRINGS || k->type == SV_PV_INTS) {
                     for (uint64_t m = full; m; m &= m - 1) {
@@ -357,7 +362,7 @@ static sv_status eval_cond(eval_state *es, const sv_cond *c, uint64_t *out)
                 goto out;
             }
             const pv_chunk *ch = k->chunks[ci];
-            for (uint32_t w = 0; ch && w < PV_WORDS && ci * PV_WORDS + w < es->words; w++) {
+            for (uint32_t w = 0, nw = ch ? chunk_words(es, ci) : 0; w < nw; w++) {
                 /* Cells without a value hold zeros: masked off below. */
                 uint64_t hit = int_scan ? kern->range_mask_i64(ch->c.i + w * 64, lo, span)
                                         : kern->eq_mask_u32(ch->c.code + w * 64, sv->codes[0]);
@@ -375,10 +380,8 @@ static sv_status eval_cond(eval_state *es, const sv_cond *c, uint64_t *out)
         const pv_chunk *ch = k->chunks[ci];
         if (!ch)
             continue;
-        for (uint32_t w = 0; w < PV_WORDS; w++) {
+        for (uint32_t w = 0, nw = chunk_words(es, ci); w < nw; w++) {
             uint32_t gw = ci * PV_WORDS + w;
-            if (gw >= es->words)
-                break;
             uint64_t hit = 0;
             if (k->type == SV_PV_BOOL) {
                 hit = ch->present[w] & (c->value.b ? ch->c.bits[w] : ~ch->c.bits[w]);
