@@ -155,12 +155,24 @@ static void write_meta(writer *w, const meta *m)
     sec_end(w);
 }
 
+/* *buf holding at least need bytes (grown by realloc). -1: out of memory. */
+static int fit(void **buf, size_t *cap, size_t need)
+{
+    if (need <= *cap)
+        return 0;
+    void *b = realloc(*buf, need);
+    if (!b)
+        return -1;
+    *buf = b;
+    *cap = need;
+    return 0;
+}
+
 /* Every searchable vector's payload (under the write lock, with the ids). */
 static int write_payloads(writer *w, const sv_collection *c)
 {
     size_t cap = 4096, ecap = 4096;
-    void *buf = malloc(cap);
-    uint8_t *enc = malloc(ecap);
+    void *buf = malloc(cap), *enc = malloc(ecap);
     int rc = buf && enc ? 0 : -1;
     for (uint32_t s = 0; rc == 0 && s < c->next_slot; s++) {
         uint8_t st = sv_graph_state(&c->graph, s);
@@ -168,27 +180,19 @@ static int write_payloads(writer *w, const sv_collection *c)
             continue;
         sv_payload pl;
         size_t need = sv_payloads_copy(c->payloads, s, buf, cap, &pl);
-        if (need > cap) {
-            void *nb = realloc(buf, need);
-            if (!nb) {
+        if (need > cap) { /* nothing copied: again, with room */
+            if (fit(&buf, &cap, need) != 0) {
                 rc = -1;
                 break;
             }
-            buf = nb;
-            cap = need;
             sv_payloads_copy(c->payloads, s, buf, cap, &pl);
         }
-        size_t len = sv_payload_encode(&pl, enc, ecap);
-        if (len > ecap) {
-            uint8_t *ne = realloc(enc, len);
-            if (!ne) {
-                rc = -1;
-                break;
-            }
-            enc = ne;
-            ecap = len;
-            sv_payload_encode(&pl, enc, ecap);
+        size_t len = sv_payload_encode(&pl, NULL, 0);
+        if (fit(&enc, &ecap, len) != 0) {
+            rc = -1;
+            break;
         }
+        sv_payload_encode(&pl, enc, ecap);
         w_u32(w, s);
         w_u32(w, (uint32_t)len);
         w_put(w, enc, len);
