@@ -193,7 +193,7 @@ sv_status sv_payloads_check(const sv_payloads *p, const sv_payload *items, size_
     /* Keys new to the collection take the type their first value in the
      * batch gives: later ones must agree. */
     pending_key fresh[SV_PAYLOAD_FIELDS_MAX];
-    uint32_t n_fresh = 0, keys_after = p->n_keys;
+    uint32_t n_fresh = 0, keys_after = p ? p->n_keys : 0;
     for (size_t it = 0; it < n; it++) {
         const sv_payload *pl = &items[it];
         if (pl->n > SV_PAYLOAD_FIELDS_MAX)
@@ -209,7 +209,7 @@ sv_status sv_payloads_check(const sv_payloads *p, const sv_payload *items, size_
             for (uint32_t j = 0; j < i; j++)
                 if (strcmp(pl->fields[j].key, f->key) == 0)
                     return sv_fail(err, SV_ERR_INVALID_ARGUMENT, "payload %zu: key \"%s\" given twice", it, f->key);
-            int k = sv_payloads_key_index(p, f->key);
+            int k = p ? sv_payloads_key_index(p, f->key) : -1;
             sv_pv_type have = k >= 0 ? p->keys[k].type : SV_PV_NONE;
             if (have == SV_PV_NONE) {
                 uint32_t j = 0;

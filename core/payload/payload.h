@@ -35,7 +35,8 @@ void sv_payloads_free(sv_payloads *p); /* NULL is a no-op */
 
 /*
  * Check n payloads (a batch, item i named in the message) against the
- * limits above and the types of the collection's keys and of one another,
+ * limits above and the types of the collection's keys (p NULL: a store
+ * with none, as a router that holds no copy checks) and of one another,
  * changing nothing: INVALID_ARGUMENT with a message naming the item, the
  * key and what is wrong.
  */

@@ -556,15 +556,8 @@ static int payloads_ok(Slimvec__V1__Payload *const *pb, size_t n, sv_payload **o
 {
     if (svd_payloads_from_pb(pb, n, out, r) != 0)
         return 0;
-    sv_tally t = {0};
-    sv_payloads *empty = sv_payloads_create(sv_allocator_default(), &t);
-    if (!empty) {
-        svd_reply_oom(r);
-        return 0;
-    }
     sv_error err;
-    sv_status st = sv_payloads_check(empty, *out, n, &err);
-    sv_payloads_free(empty);
+    sv_status st = sv_payloads_check(NULL, *out, n, &err);
     if (st != SV_OK) {
         svd_reply_error(r, svd_code_of(st), "%s", err.message);
         return 0;
