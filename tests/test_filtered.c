@@ -171,6 +171,20 @@ static void add_rows(sv_collection *c, const float *base, int from, int to)
     }
 }
 
+/* A collection of rows [0, n) of base with their payloads, all indexed. */
+static sv_collection *indexed_rows(const float *base, int n)
+{
+    sv_params p;
+    sv_params_default(&p, DIM);
+    p.flush_threshold = 0;
+    sv_collection *c = NULL;
+    sv_error err;
+    ck_assert_int_eq(sv_collection_create(&p, &c, &err), SV_OK);
+    add_rows(c, base, 0, n);
+    ck_assert_int_eq(sv_collection_flush(c, &err), SV_OK);
+    return c;
+}
+
 START_TEST(test_filtered_search)
 {
     make_filters();
@@ -181,14 +195,8 @@ START_TEST(test_filtered_search)
         rows[i].cls = rand() % 10;
         rows[i].u = rand() % 1000;
     }
-    sv_params p;
-    sv_params_default(&p, DIM);
-    p.flush_threshold = 0;
-    sv_collection *c = NULL;
+    sv_collection *c = indexed_rows(base, N);
     sv_error err;
-    ck_assert_int_eq(sv_collection_create(&p, &c, &err), SV_OK);
-    add_rows(c, base, 0, N);
-    ck_assert_int_eq(sv_collection_flush(c, &err), SV_OK);
     check_counts(c, N);
     static const char *names[5] = {"50%", "10%", "1%", "0.1%", "c3|c4 & !u>=900"};
     for (int w = 0; w < 5; w++) {
@@ -329,14 +337,8 @@ START_TEST(test_scroll)
         rows[i].u = (i * 7) % 1000;
         rows[i].live = 0;
     }
-    sv_params p;
-    sv_params_default(&p, DIM);
-    p.flush_threshold = 0;
-    sv_collection *c = NULL;
+    sv_collection *c = indexed_rows(v, SN);
     sv_error err;
-    ck_assert_int_eq(sv_collection_create(&p, &c, &err), SV_OK);
-    add_rows(c, v, 0, SN);
-    ck_assert_int_eq(sv_collection_flush(c, &err), SV_OK);
     static char ids[256][SV_ID_MAX + 1];
     static int seen[SN];
     for (int w = -1; w < 5; w++) {

@@ -117,7 +117,7 @@ void bu_json_str(FILE *f, const char *s)
     fputc('"', f);
 }
 
-static uint64_t splitmix64(uint64_t *s)
+uint64_t bu_splitmix64(uint64_t *s)
 {
     uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
     z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
@@ -128,7 +128,7 @@ static uint64_t splitmix64(uint64_t *s)
 /* Uniform in (0, 1]: never 0, so log() is finite. */
 static double uniform01(bu_rng *r)
 {
-    return ((double)(splitmix64(&r->s) >> 11) + 1.0) * (1.0 / 9007199254740992.0);
+    return ((double)(bu_splitmix64(&r->s) >> 11) + 1.0) * (1.0 / 9007199254740992.0);
 }
 
 static double normal(bu_rng *r)

@@ -35,6 +35,9 @@ void bu_json_str(FILE *f, const char *s);
 /* Reproducible standard-normal floats: splitmix64 and Box-Muller (the
  * benchmarks that make their own data share it, so the same seed gives the
  * same bytes in each). Start with {.s = seed}. */
+/* splitmix64: the next 64 random bits of the stream *s (seeded by its start). */
+uint64_t bu_splitmix64(uint64_t *s);
+
 typedef struct bu_rng {
     uint64_t s;
     int has_spare;

@@ -13,14 +13,6 @@
 static const char *const TAGS[8] = {"new", "sale", "summer", "winter", "kids", "eco", "premium", "basic"};
 static const char *const CLASSES[10] = {"0", "1", "2", "3", "4", "5", "6", "7", "8", "9"};
 
-static uint64_t mix(uint64_t *s)
-{
-    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
 /* The filter for a selectivity: one class (a string match) for 10%, else
  * u < 1000 s (an int64 range). *pass(i) says which rows pass. */
 typedef struct fb_filter {
@@ -55,9 +47,9 @@ static int set_payloads(sv_collection *c, size_t n, const int *cls, const int64_
     for (size_t i = 0; i < n; i++) {
         sv_pv_field f[3];
         const char *tags[3];
-        uint32_t nt = 1 + (uint32_t)(mix(&seed) % 3);
+        uint32_t nt = 1 + (uint32_t)(bu_splitmix64(&seed) % 3);
         for (uint32_t t = 0; t < nt; t++)
-            tags[t] = TAGS[mix(&seed) % 8];
+            tags[t] = TAGS[bu_splitmix64(&seed) % 8];
         f[0] = (sv_pv_field){.key = "class", .type = SV_PV_STRING, .s = CLASSES[cls[i]]};
         f[1] = (sv_pv_field){.key = "u", .type = SV_PV_INT, .i = u[i]};
         f[2] = (sv_pv_field){.key = "tags", .type = SV_PV_STRINGS, .ss = tags, .n = nt};
@@ -163,8 +155,8 @@ int fb_run(sv_collection *c, sv_arena *arena, const ds_fmatrix *base, const ds_f
         goto done;
     uint64_t seed = 0xf11e7ull;
     for (size_t i = 0; i < n; i++) {
-        cls[i] = labels ? labels[i] % 10 : (int)(mix(&seed) % 10);
-        u[i] = (int64_t)(mix(&seed) % 1000);
+        cls[i] = labels ? labels[i] % 10 : (int)(bu_splitmix64(&seed) % 10);
+        u[i] = (int64_t)(bu_splitmix64(&seed) % 1000);
     }
     /* Memory by the arena: the class and u first (the issue's figure),
      * then the tags. */
