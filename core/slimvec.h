@@ -48,7 +48,11 @@ typedef enum sv_status {
     SV_ERR_IO,               /* a file operation failed (disk full, fsync error, ...) */
     SV_ERR_CORRUPT,          /* a data file fails its checks (checksum, size, content) */
     SV_ERR_INTERRUPTED,      /* the caller's sv_interrupt said stop; nothing changed */
-    SV_ERR_BUSY              /* not now (a full write buffer); nothing changed, retry later */
+    SV_ERR_BUSY,             /* not now (a full write buffer); nothing changed, retry later */
+    SV_ERR_CONFLICT          /* engine.h's two-step calls only: an id the call names has a
+                              * write in flight; nothing changed (the durable layer waits
+                              * for the writes in flight and asks again). The calls in this
+                              * header never return it. */
 } sv_status;
 
 typedef struct sv_error {
@@ -269,6 +273,17 @@ sv_status sv_collection_search_ex(sv_collection *c, const float *query, uint32_t
 sv_status sv_collection_add_payloads(sv_collection *c, const float *vectors, size_t n, uint32_t dim,
                                      const char *const *ids, const sv_payload *payloads, uint64_t *assigned,
                                      sv_error *err);
+/*
+ * Upsert: as sv_collection_add_payloads, but a given id the collection has
+ * is replaced, vector and payload (none when payloads is NULL), instead of
+ * refused. Each replacement happens in one step under the write lock: a
+ * search sees the old vector or the new one, never both or neither. An id
+ * given twice in the batch is still refused. *replaced (may be NULL): how
+ * many existing ids were replaced; the rest were inserted.
+ */
+sv_status sv_collection_upsert(sv_collection *c, const float *vectors, size_t n, uint32_t dim,
+                               const char *const *ids, const sv_payload *payloads, uint64_t *assigned,
+                               size_t *replaced, sv_error *err);
 /* Replace (SV_PAYLOAD_REPLACE) or patch a live vector's payload. */
 sv_status sv_collection_set_payload(sv_collection *c, const char *id, const sv_payload *payload,
                                     sv_payload_mode mode, sv_error *err);

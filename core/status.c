@@ -47,6 +47,7 @@ const char *sv_status_name(sv_status s)
     case SV_ERR_CORRUPT: return "CORRUPT";
     case SV_ERR_INTERRUPTED: return "INTERRUPTED";
     case SV_ERR_BUSY: return "BUSY";
+    case SV_ERR_CONFLICT: return "CONFLICT";
     }
     return "UNKNOWN";
 }

@@ -153,7 +153,7 @@ run_tests() {
     echo "setup: concurrent tests under TSan"
     build "$ROOT/build-tsan" -DSV_TSAN=ON
     x_in "$ROOT/build-tsan" env TSAN_OPTIONS=halt_on_error=1 \
-        ctest --output-on-failure -R 'test_concurrency|test_kernels|test_collection|test_durable|test_service|test_auth|test_filtered_concurrent'
+        ctest --output-on-failure -R 'test_concurrency|test_kernels|test_collection|test_durable|test_service|test_auth|test_filtered_concurrent|test_upsert_concurrent'
 }
 
 cmd=${1:-}

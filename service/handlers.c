@@ -91,6 +91,7 @@ grpc_status_code svd_code_of(sv_status s)
     case SV_ERR_CORRUPT: return GRPC_STATUS_DATA_LOSS;
     case SV_ERR_INTERRUPTED: return GRPC_STATUS_CANCELLED;
     case SV_ERR_BUSY: return GRPC_STATUS_UNAVAILABLE;
+    case SV_ERR_CONFLICT: return GRPC_STATUS_ABORTED; /* never reaches here: the durable layer retries */
     }
     return GRPC_STATUS_UNKNOWN;
 }
@@ -667,9 +668,9 @@ static void ingest_batch(svd_app *app, svd_ctx *ctx, const Slimvec__V1__IngestRe
     if (req->n_payloads && svd_payloads_from_pb(req->payloads, n, &payloads, r) != 0)
         goto done;
     sv_error err;
-    sv_status st = sv_durable_add_payloads(c->dur, req->vectors, n, dim,
-                                           req->n_ids ? (const char *const *)req->ids : NULL, payloads, assigned,
-                                           &err);
+    const char *const *given = req->n_ids ? (const char *const *)req->ids : NULL;
+    sv_status st = req->upsert ? sv_durable_upsert(c->dur, req->vectors, n, dim, given, payloads, assigned, NULL, &err)
+                               : sv_durable_add_payloads(c->dur, req->vectors, n, dim, given, payloads, assigned, &err);
     if (st == SV_ERR_BUSY) {
         svd_maint_kick(app->maint);
         r->defer = 1;

@@ -695,7 +695,7 @@ static uint8_t *add_payload(const char *const *ids, const uint64_t *assigned, si
 {
     uint8_t *head = NULL;
     size_t hl = 0;
-    ck_assert_int_eq(sv_logrec_add_ids(ids, assigned, n, dim, counter, &head, &hl), SV_OK);
+    ck_assert_int_eq(sv_logrec_add_ids(ids, assigned, n, dim, counter, 0, &head, &hl), SV_OK);
     size_t vl = n * dim * sizeof(float);
     uint8_t *p = malloc(hl + vl);
     memcpy(p, head, hl);

@@ -47,7 +47,7 @@ static uint64_t append_add(sv_log *log, const char *const *ids, size_t n, const 
     ck_assert_uint_le(n, 64);
     uint8_t *head = NULL;
     size_t hl = 0;
-    ck_assert_int_eq(sv_logrec_add_ids(ids, zero, n, DIM, 0, &head, &hl), SV_OK);
+    ck_assert_int_eq(sv_logrec_add_ids(ids, zero, n, DIM, 0, 0, &head, &hl), SV_OK);
     struct iovec parts[2] = {{head, hl}, {(void *)v, n * DIM * sizeof(float)}};
     uint64_t lsn = 0;
     sv_error err;
@@ -292,7 +292,7 @@ static uint64_t append_keyed(sv_log *log, const char *key, const char *const *id
     uint8_t *head = NULL, kh[64];
     size_t hl = 0, kl = strlen(key);
     uint32_t type = SV_WAL_ADD;
-    ck_assert_int_eq(sv_logrec_add_ids(ids, zero, n, DIM, 0, &head, &hl), SV_OK);
+    ck_assert_int_eq(sv_logrec_add_ids(ids, zero, n, DIM, 0, 0, &head, &hl), SV_OK);
     kh[0] = (uint8_t)kl;
     memcpy(kh + 1, key, kl);
     memcpy(kh + 1 + kl, &type, 4);

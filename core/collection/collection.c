@@ -161,7 +161,8 @@ void sv_collection_free(sv_collection *c)
     sv_store_free(c->store);
     sv_orig_close(c->orig);
     sv_mem_free(&c->alloc, &c->t_other, c->free_slots, c->free_cap * sizeof *c->free_slots);
-    sv_mem_free(&c->alloc, &c->t_other, c->del_marks, c->del_words * sizeof *c->del_marks);
+    sv_marks_free(c, &c->del_marks);
+    sv_marks_free(c, &c->rep_marks);
     for (uint32_t i = 0; i < c->pool_n; i++) {
         sv_scratch_release(c->pool[i]);
         sv_mem_free(&c->alloc, &c->t_other, c->pool[i], sizeof *c->pool[i]);
@@ -304,6 +305,20 @@ int sv_coll_find_live(sv_collection *c, const char *id, uint32_t *slot)
         return 0;
     uint8_t st = sv_graph_state(&c->graph, *slot);
     return st == SV_SLOT_BUFFERED || st == SV_SLOT_INDEXED;
+}
+
+sv_status sv_coll_write_target(sv_collection *c, const char *id, uint32_t *slot)
+{
+    size_t len = id ? strnlen(id, SV_ID_MAX + 1) : 0;
+    if (len == 0 || len > SV_ID_MAX || !sv_idmap_find(c->idmap, id, len, slot))
+        return SV_ERR_NOT_FOUND;
+    if (sv_marks_test(&c->rep_marks, *slot))
+        return SV_ERR_CONFLICT;
+    /* An add in flight (PENDING) or a delete in flight: refused at once (see write.c). */
+    uint8_t st = sv_graph_state(&c->graph, *slot);
+    if (sv_marks_test(&c->del_marks, *slot))
+        return SV_ERR_NOT_FOUND;
+    return st == SV_SLOT_BUFFERED || st == SV_SLOT_INDEXED ? SV_OK : SV_ERR_NOT_FOUND;
 }
 
 /* Keep the rows whose slots are not marked, in their order. */

@@ -23,6 +23,14 @@
 #include "slimvec.h"
 #include "store.h"
 
+/* A set of slots marked by writes in flight: a bitmap over slots,
+ * allocated while any is marked; charged to t_other. */
+typedef struct sv_slot_marks {
+    uint64_t *bits;
+    size_t words;
+    size_t count;
+} sv_slot_marks;
+
 struct sv_collection {
     sv_params params;      /* params.allocator points at `alloc` below */
     int manual_flush;      /* 1: adds never flush (the durable layer does) */
@@ -72,11 +80,11 @@ struct sv_collection {
     uint64_t n_tombstones;
     uint64_t n_pending;    /* rows in state PENDING (an add not yet published) */
     /* Slots a checked delete will remove once it is durable (engine.h): a
-     * second delete of the same id must fail, as its replay would. A bitmap
-     * over slots, allocated while any is marked; charged to t_other. */
-    uint64_t *del_marks;
-    size_t del_words;
-    size_t del_marked;
+     * second delete of the same id must fail, as its replay would. */
+    sv_slot_marks del_marks;
+    /* Slots a prepared upsert will replace once it is durable: a write
+     * naming their ids waits for it (SV_ERR_CONFLICT; write.c). */
+    sv_slot_marks rep_marks;
     uint64_t rng;          /* splitmix64 state */
     uint32_t id_len_max;   /* longest id bound so far (only grows) */
     /* The graph's connect figures, copied under the write lock after each
@@ -98,11 +106,20 @@ struct sv_collection {
 
 /* ---- shared between the collection's files (not part of any API) ---- */
 
-/* Whether a checked delete is removing slot (under the lock). */
-static inline int sv_coll_del_marked(const sv_collection *c, uint32_t slot)
+/* Whether slot is marked (under the lock). */
+static inline int sv_marks_test(const sv_slot_marks *m, uint32_t slot)
 {
-    return (size_t)(slot >> 6) < c->del_words && ((c->del_marks[slot >> 6] >> (slot & 63)) & 1);
+    return (size_t)(slot >> 6) < m->words && ((m->bits[slot >> 6] >> (slot & 63)) & 1);
 }
+
+/* Room to mark any slot below next_slot (write lock). */
+sv_status sv_marks_reserve(sv_collection *c, sv_slot_marks *m);
+/* Mark slots (after sv_marks_reserve; none marked already). */
+void sv_marks_set(sv_slot_marks *m, const uint32_t *slots, size_t n);
+/* Unmark slots; the bitmap is freed when none is left, so an idle
+ * collection holds no byte for it. */
+void sv_marks_clear(sv_collection *c, sv_slot_marks *m, const uint32_t *slots, size_t n);
+void sv_marks_free(sv_collection *c, sv_slot_marks *m);
 
 /* Worker threads for a flush or a consolidation. */
 unsigned sv_coll_threads(const sv_collection *c);
@@ -125,6 +142,11 @@ sv_status sv_coll_reserve_free(sv_collection *c, size_t extra);
 /* Under the lock (read or write): the live slot of an id, or 0 (unknown, over-long,
  * or bound to a PENDING slot). */
 int sv_coll_find_live(sv_collection *c, const char *id, uint32_t *slot);
+/* For a delete or payload set naming id (write lock): SV_OK and *slot when
+ * the id is live; SV_ERR_CONFLICT when a prepared upsert replaces it (wait
+ * for it: see write.c); SV_ERR_NOT_FOUND otherwise, a checked delete's
+ * slot included. */
+sv_status sv_coll_write_target(sv_collection *c, const char *id, uint32_t *slot);
 
 /* Under the write lock: remove the buffered rows whose slots are marked
  * (a bitmap over slots [0, next_slot)) from both buffers, in one pass each. */

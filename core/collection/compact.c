@@ -40,7 +40,7 @@ static int cmp_u32(const void *a, const void *b, void *ctx)
 static sv_status compact_locked(sv_collection *c, uint32_t *moved, sv_error *err)
 {
     *moved = 0;
-    if (c->n_pending || c->del_marked || c->payload_held || c->flushing.n || c->n_free == 0)
+    if (c->n_pending || c->del_marks.count || c->rep_marks.count || c->payload_held || c->flushing.n || c->n_free == 0)
         return sv_ok(err); /* slot numbers are held elsewhere, or nothing to do */
     uint32_t n = c->next_slot;
     uint32_t *remap = sv_mem_alloc(&c->alloc, NULL, (size_t)n * sizeof *remap);

@@ -26,18 +26,24 @@
 /* An add between prepare and publish/abort. */
 typedef struct sv_add_ticket {
     uint32_t *slots;   /* the batch's slots, in batch order (the engine's) */
+    uint32_t *replace; /* upsert: per vector the live slot it replaces, or UINT32_MAX; else NULL */
     size_t n;
+    size_t n_rep;      /* vectors that replace one */
 } sv_add_ticket;
 
-/* As sv_collection_add (same checks, same errors, nothing changed on
- * failure), but the batch stays invisible until sv_engine_add_publish.
- * assigned[i] as sv_collection_add fills it. */
+/* As sv_collection_add_payloads, or sv_collection_upsert when upsert is set
+ * (same checks, same errors, nothing changed on failure), but the batch
+ * stays invisible, and the vectors it replaces in place, until
+ * sv_engine_add_publish. assigned[i] as sv_collection_add fills it.
+ * SV_ERR_CONFLICT (upsert only): a given id has a prepared write (add,
+ * delete, upsert) that this batch would have to follow. */
 sv_status sv_engine_add_prepare(sv_collection *c, const float *vectors, size_t n, uint32_t dim,
-                                const char *const *ids, const sv_payload *payloads, uint64_t *assigned,
+                                const char *const *ids, const sv_payload *payloads, int upsert, uint64_t *assigned,
                                 sv_add_ticket *t, sv_error *err);
 /* A payload set between prepare and commit/cancel (the durable layer logs
- * it in between). Prepare: the live id's slot (not one a checked delete is
- * removing: NOT_FOUND), the payload checked and everything it needs
+ * it in between). Prepare: the live id's slot (NOT_FOUND when a checked
+ * delete is removing it, SV_ERR_CONFLICT when a prepared upsert replaces
+ * it), the payload checked and everything it needs
  * reserved; nothing visible changes. pl must stay valid until the end. */
 typedef struct sv_payload_ticket {
     sv_payload_plan plan;
@@ -61,7 +67,8 @@ typedef struct sv_delete_ticket {
 } sv_delete_ticket;
 
 /* SV_OK when every id is live and not already being deleted by another
- * checked delete (else SV_ERR_NOT_FOUND naming the item); the slots are
+ * checked delete (else SV_ERR_NOT_FOUND naming the item) nor replaced by a
+ * prepared upsert (else SV_ERR_CONFLICT); the slots are
  * then marked as being deleted (still searchable) and room is reserved so
  * that deleting them cannot run out of memory. Follow with exactly one of
  * _apply or _cancel. */

@@ -52,8 +52,10 @@ sv_status sv_engine_payload_prepare(sv_collection *c, const char *id, const sv_p
     pthread_rwlock_wrlock(&c->lock);
     uint32_t slot;
     sv_status st;
-    if (!sv_coll_find_live(c, id, &slot) || sv_coll_del_marked(c, slot))
-        st = sv_fail(err, SV_ERR_NOT_FOUND, "id \"%.*s\" not found", SV_ID_MAX, id ? id : "");
+    if ((st = sv_coll_write_target(c, id, &slot)) == SV_ERR_CONFLICT)
+        sv_fail(err, st, "id \"%.*s\" has a write in flight", SV_ID_MAX, id);
+    else if (st != SV_OK)
+        sv_fail(err, st, "id \"%.*s\" not found", SV_ID_MAX, id ? id : "");
     else if ((st = sv_payloads_prepare(c->payloads, slot, pl, mode, &t->plan, err)) == SV_OK)
         c->payload_held++, t->held = 1;
     pthread_rwlock_unlock(&c->lock);

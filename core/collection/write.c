@@ -7,6 +7,17 @@
  * copies the vectors into the active buffer. A prepared batch's slots are
  * PENDING: bound (so a later add of the same id is refused, as the log
  * order says it must be) but invisible to search, get and delete.
+ *
+ * An upsert's given id that exists keeps its old slot bound until the new
+ * row is in: then, in one turn of the write lock, the id moves to the new
+ * slot and the old one is deleted. A prepared upsert marks the old slots
+ * (rep_marks), so that a later delete, payload set or upsert naming the id
+ * sees it has a write in flight (SV_ERR_CONFLICT: the durable layer waits
+ * for the writes in flight and asks again, which keeps the log's order);
+ * an upsert waits the same way for a prepared add or delete of its id.
+ * Deletes and payload sets of an id whose add or delete is in flight are
+ * refused at once, as before: a refusal is not logged, so the log and the
+ * collection agree either way.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,6 +28,7 @@
 #include "sort.h"
 
 static uint64_t *slot_bitmap(sv_collection *c, size_t *words);
+static void apply_delete(sv_collection *c, const uint32_t *slots, size_t n);
 
 static int id_given(const char *const *ids, size_t i)
 {
@@ -32,12 +44,17 @@ static int cmp_id_index(const void *a, const void *b, void *ctx)
 }
 
 /*
- * Under the write lock, before anything changes: no given id may exist
- * already (live or pending) or appear twice in the batch. Canonical numbers
- * have one spelling, so comparing the text finds every duplicate.
+ * Under the write lock, before anything changes: no given id may appear
+ * twice in the batch, nor exist already unless the batch upserts (then
+ * replace[i] is the live slot it replaces, UINT32_MAX for a new id; *n_rep
+ * counts them). An upsert of an id with a write in flight (a prepared add,
+ * delete or upsert) is SV_ERR_CONFLICT. Canonical numbers have one
+ * spelling, so comparing the text finds every duplicate.
  */
-static sv_status check_batch_ids(sv_collection *c, const char *const *ids, size_t n, sv_error *err)
+static sv_status check_batch_ids(sv_collection *c, const char *const *ids, size_t n, uint32_t *replace,
+                                 size_t *n_rep, sv_error *err)
 {
+    *n_rep = 0;
     if (!ids)
         return SV_OK;
     size_t *order = sv_mem_alloc(&c->alloc, NULL, n * sizeof *order);
@@ -50,8 +67,20 @@ static sv_status check_batch_ids(sv_collection *c, const char *const *ids, size_
             continue;
         uint32_t slot = 0;
         if (sv_idmap_find(c->idmap, ids[i], strlen(ids[i]), &slot)) {
-            st = sv_fail(err, SV_ERR_ALREADY_EXISTS, "id \"%s\" of vector %zu already exists", ids[i], i);
-            goto cleanup;
+            /* An upsert follows a write in flight on its id; a plain add is
+             * refused whatever it is (consistent with the log either way:
+             * a refusal is not logged). */
+            if (replace && (sv_graph_state(&c->graph, slot) == SV_SLOT_PENDING ||
+                            sv_marks_test(&c->del_marks, slot) || sv_marks_test(&c->rep_marks, slot))) {
+                st = sv_fail(err, SV_ERR_CONFLICT, "id \"%s\" of vector %zu has a write in flight", ids[i], i);
+                goto cleanup;
+            }
+            if (!replace) {
+                st = sv_fail(err, SV_ERR_ALREADY_EXISTS, "id \"%s\" of vector %zu already exists", ids[i], i);
+                goto cleanup;
+            }
+            replace[i] = slot;
+            (*n_rep)++;
         }
         order[m++] = i;
     }
@@ -68,9 +97,10 @@ cleanup:
     return st;
 }
 
-/* Bind every id of the batch to its slot; on failure unbind them all. */
-static sv_status bind_ids(sv_collection *c, const char *const *ids, const uint32_t *slots, size_t n,
-                          uint64_t *assigned, sv_error *err)
+/* Bind every id of the batch to its slot, except those that replace one
+ * (they move when the batch is published); on failure unbind them all. */
+static sv_status bind_ids(sv_collection *c, const char *const *ids, const uint32_t *slots, const uint32_t *replace,
+                          size_t n, uint64_t *assigned, sv_error *err)
 {
     size_t i = 0;
     /* Given ids first, so assigned numbers skip them. */
@@ -78,7 +108,7 @@ static sv_status bind_ids(sv_collection *c, const char *const *ids, const uint32
         if (!id_given(ids, i))
             continue;
         size_t len = strlen(ids[i]);
-        if (sv_idmap_insert(c->idmap, ids[i], len, slots[i]) != SV_OK)
+        if ((!replace || replace[i] == UINT32_MAX) && sv_idmap_insert(c->idmap, ids[i], len, slots[i]) != SV_OK)
             goto undo;
         if (len > c->id_len_max)
             c->id_len_max = (uint32_t)len; /* kept even if the batch is undone: a bound */
@@ -123,18 +153,55 @@ static sv_status check_batch(sv_collection *c, const float *vectors, size_t n, u
     return SV_OK;
 }
 
+/* Capacity for replacing n_rep live slots: their delete's room on the free
+ * stack and, for a prepared batch, their marks (write lock). The id map
+ * leaves identity mode now, as the moves at publish cannot fail. */
+static sv_status reserve_replace(sv_collection *c, size_t n_rep, uint8_t state)
+{
+    if (!n_rep)
+        return SV_OK;
+    if (sv_idmap_materialize(c->idmap) != SV_OK ||
+        (state == SV_SLOT_PENDING && sv_marks_reserve(c, &c->rep_marks) != SV_OK))
+        return SV_ERR_RESOURCE;
+    return sv_coll_reserve_free(c, n_rep);
+}
+
+/*
+ * Under the write lock: the replaced slots (replace[i] != UINT32_MAX) give
+ * their ids to the batch's slots and are deleted. Room was reserved by
+ * reserve_replace; cannot fail.
+ */
+static void replace_now(sv_collection *c, const uint32_t *slots, uint32_t *replace, size_t n, size_t n_rep)
+{
+    if (!n_rep)
+        return;
+    uint32_t *old = replace; /* reused in place: the caller is done with it */
+    size_t m = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (replace[i] == UINT32_MAX)
+            continue;
+        uint32_t o = replace[i];
+        sv_idmap_move_slot(c->idmap, o, slots[i]);
+        old[m++] = o;
+    }
+    apply_delete(c, old, m);
+}
+
 /*
  * Under the write lock: the batch's slots, ids and rows, in state `state`
  * (PENDING or BUFFERED). A PENDING batch also reserves room on the free
- * stack for its abort. Nothing changes on failure.
+ * stack for its abort and marks the slots it replaces; a BUFFERED one
+ * replaces them at once. Nothing changes on failure.
  */
 static sv_status place_batch(sv_collection *c, const float *prep, size_t n, const char *const *ids,
-                             const sv_payload *payloads, uint64_t *assigned, uint32_t *slots, uint8_t state,
-                             sv_error *err)
+                             const sv_payload *payloads, uint64_t *assigned, uint32_t *slots, uint32_t *replace,
+                             size_t *n_rep_out, uint8_t state, sv_error *err)
 {
     uint32_t dim = c->params.dim;
     uint32_t saved_next = c->next_slot, saved_free = c->n_free;
-    sv_status st = check_batch_ids(c, ids, n, err);
+    size_t n_rep = 0;
+    *n_rep_out = 0;
+    sv_status st = check_batch_ids(c, ids, n, replace, &n_rep, err);
     if (st != SV_OK)
         return st;
     /* Payload types depend on what the collection holds: checked here, under the lock. */
@@ -142,19 +209,18 @@ static sv_status place_batch(sv_collection *c, const float *prep, size_t n, cons
         return st;
     if ((uint64_t)c->next_slot + n > (uint64_t)UINT32_MAX - 1)
         return sv_fail(err, SV_ERR_RESOURCE, "the collection cannot hold %zu more vectors", n);
-    /* Capacity first: past this point only the id bindings can fail. */
+    /* Capacity first: past this point only the id bindings and payloads can fail. */
     if (sv_graph_reserve(&c->graph, c->next_slot + (uint32_t)n) != SV_OK ||
         sv_idmap_reserve_slots(c->idmap, c->next_slot + (uint32_t)n) != SV_OK ||
         sv_buffer_reserve(&c->active, n) != SV_OK ||
         (state == SV_SLOT_PENDING && sv_coll_grow_free(c, n) != SV_OK))
         return sv_fail(err, SV_ERR_RESOURCE, "out of memory adding %zu vectors", n);
+    if (reserve_replace(c, n_rep, state) != SV_OK)
+        return sv_fail(err, SV_ERR_RESOURCE, "out of memory replacing %zu vectors", n_rep);
     for (size_t i = 0; i < n; i++)
         slots[i] = c->n_free ? c->free_slots[--c->n_free] : c->next_slot++;
-    if ((st = bind_ids(c, ids, slots, n, assigned, err)) != SV_OK) {
-        c->next_slot = saved_next;
-        c->n_free = saved_free; /* the popped slots are still in the array */
-        return st;
-    }
+    if ((st = bind_ids(c, ids, slots, n_rep ? replace : NULL, n, assigned, err)) != SV_OK)
+        goto undo;
     for (size_t i = 0; payloads && i < n; i++) {
         sv_error perr;
         if ((st = sv_payloads_set(c->payloads, slots[i], &payloads[i], SV_PAYLOAD_REPLACE, &perr)) == SV_OK)
@@ -163,74 +229,88 @@ static sv_status place_batch(sv_collection *c, const float *prep, size_t n, cons
         for (size_t j = 0; j < i; j++)
             sv_payloads_clear(c->payloads, slots[j]);
         for (size_t j = 0; j < n; j++)
-            sv_idmap_remove_slot(c->idmap, slots[j]);
-        c->next_slot = saved_next;
-        c->n_free = saved_free;
-        return sv_fail(err, st, "vector %zu: %s", i, perr.message);
+            if (!n_rep || replace[j] == UINT32_MAX)
+                sv_idmap_remove_slot(c->idmap, slots[j]);
+        st = sv_fail(err, st, "vector %zu: %s", i, perr.message);
+        goto undo;
     }
     for (size_t i = 0; i < n; i++) {
         sv_buffer_push(&c->active, prep + i * dim, slots[i]);
         sv_graph_set_state(&c->graph, slots[i], state);
     }
+    *n_rep_out = n_rep;
     if (state == SV_SLOT_PENDING) {
         c->free_reserved += (uint32_t)n;
         c->n_pending += n;
+        for (size_t i = 0; n_rep && i < n; i++)
+            if (replace[i] != UINT32_MAX)
+                sv_marks_set(&c->rep_marks, &replace[i], 1);
     } else {
         c->n_live += n;
+        replace_now(c, slots, replace, n, n_rep);
     }
     return sv_ok(err);
+undo:
+    c->next_slot = saved_next;
+    c->n_free = saved_free; /* the popped slots are still in the array */
+    c->free_reserved -= (uint32_t)n_rep;
+    return st;
+}
+
+static void ticket_release(sv_collection *c, sv_add_ticket *t)
+{
+    sv_mem_free(&c->alloc, NULL, t->slots, t->n * sizeof *t->slots);
+    sv_mem_free(&c->alloc, NULL, t->replace, t->n * sizeof *t->replace);
+    *t = (sv_add_ticket){0};
 }
 
 /*
- * Check the batch and place it in state `state` under the write lock.
- * *slots_out receives the slots (n of them; caller frees with
- * sv_mem_free(..., n * 4)) on success, NULL otherwise; *want_flush says
- * an automatic flush is due.
+ * Check the batch and place it in state `state` under the write lock. On
+ * success t holds the slots and, for an upsert, what each replaces (the
+ * caller releases it); on failure it is empty. *want_flush says an
+ * automatic flush is due.
  */
 static sv_status add_batch(sv_collection *c, const float *vectors, size_t n, uint32_t dim,
-                           const char *const *ids, const sv_payload *payloads, uint64_t *assigned,
-                           uint8_t state, uint32_t **slots_out, int *want_flush, sv_error *err)
+                           const char *const *ids, const sv_payload *payloads, int upsert, uint64_t *assigned,
+                           uint8_t state, sv_add_ticket *t, int *want_flush, sv_error *err)
 {
-    *slots_out = NULL;
+    *t = (sv_add_ticket){0};
     *want_flush = 0;
     sv_status st = check_batch(c, vectors, n, dim, ids, err);
     if (st != SV_OK || n == 0)
         return st;
     const float *prep = sv_coll_prepare_vectors(c, vectors, n);
-    uint32_t *slots = sv_mem_alloc(&c->alloc, NULL, n * sizeof *slots);
-    if (!prep || !slots) {
-        sv_mem_free(&c->alloc, NULL, slots, n * sizeof *slots);
+    t->n = n;
+    t->slots = sv_mem_alloc(&c->alloc, NULL, n * sizeof *t->slots);
+    if (upsert && ids && (t->replace = sv_mem_alloc(&c->alloc, NULL, n * sizeof *t->replace)))
+        memset(t->replace, 0xff, n * sizeof *t->replace);
+    if (!prep || !t->slots || (upsert && ids && !t->replace)) {
+        ticket_release(c, t);
         sv_coll_free_prepared(c, vectors, prep, n);
         return sv_fail(err, SV_ERR_RESOURCE, "out of memory adding %zu vectors", n);
     }
     pthread_rwlock_wrlock(&c->lock);
-    st = place_batch(c, prep, n, ids, payloads, assigned, slots, state, err);
+    st = place_batch(c, prep, n, ids, payloads, assigned, t->slots, t->replace, &t->n_rep, state, err);
     *want_flush = st == SV_OK && !c->manual_flush && c->params.flush_threshold &&
                   c->active.n >= c->params.flush_threshold;
     pthread_rwlock_unlock(&c->lock);
     sv_coll_free_prepared(c, vectors, prep, n);
     if (st != SV_OK)
-        sv_mem_free(&c->alloc, NULL, slots, n * sizeof *slots);
-    else
-        *slots_out = slots;
+        ticket_release(c, t);
     return st;
 }
 
-sv_status sv_collection_add(sv_collection *c, const float *vectors, size_t n, uint32_t dim,
-                            const char *const *ids, uint64_t *assigned, sv_error *err)
+static sv_status add_now(sv_collection *c, const float *vectors, size_t n, uint32_t dim, const char *const *ids,
+                         const sv_payload *payloads, int upsert, uint64_t *assigned, size_t *replaced,
+                         sv_error *err)
 {
-    return sv_collection_add_payloads(c, vectors, n, dim, ids, NULL, assigned, err);
-}
-
-sv_status sv_collection_add_payloads(sv_collection *c, const float *vectors, size_t n, uint32_t dim,
-                                     const char *const *ids, const sv_payload *payloads, uint64_t *assigned,
-                                     sv_error *err)
-{
-    uint32_t *slots = NULL;
+    sv_add_ticket t;
     int want_flush = 0;
-    sv_status st = add_batch(c, vectors, n, dim, ids, payloads, assigned, SV_SLOT_BUFFERED, &slots, &want_flush,
-                             err);
-    sv_mem_free(&c->alloc, NULL, slots, n * sizeof *slots);
+    sv_status st = add_batch(c, vectors, n, dim, ids, payloads, upsert, assigned, SV_SLOT_BUFFERED, &t,
+                             &want_flush, err);
+    if (replaced)
+        *replaced = t.n_rep;
+    ticket_release(c, &t);
     /* The batch is applied and searchable in the buffer whatever the flush
      * does. If a flush or consolidation is running, do not wait for it: the
      * next add over the threshold (or an explicit flush) takes the buffer;
@@ -242,24 +322,42 @@ sv_status sv_collection_add_payloads(sv_collection *c, const float *vectors, siz
     return st;
 }
 
+sv_status sv_collection_add(sv_collection *c, const float *vectors, size_t n, uint32_t dim,
+                            const char *const *ids, uint64_t *assigned, sv_error *err)
+{
+    return add_now(c, vectors, n, dim, ids, NULL, 0, assigned, NULL, err);
+}
+
+sv_status sv_collection_add_payloads(sv_collection *c, const float *vectors, size_t n, uint32_t dim,
+                                     const char *const *ids, const sv_payload *payloads, uint64_t *assigned,
+                                     sv_error *err)
+{
+    return add_now(c, vectors, n, dim, ids, payloads, 0, assigned, NULL, err);
+}
+
+sv_status sv_collection_upsert(sv_collection *c, const float *vectors, size_t n, uint32_t dim,
+                               const char *const *ids, const sv_payload *payloads, uint64_t *assigned,
+                               size_t *replaced, sv_error *err)
+{
+    return add_now(c, vectors, n, dim, ids, payloads, 1, assigned, replaced, err);
+}
+
 sv_status sv_engine_add_prepare(sv_collection *c, const float *vectors, size_t n, uint32_t dim,
-                                const char *const *ids, const sv_payload *payloads, uint64_t *assigned,
+                                const char *const *ids, const sv_payload *payloads, int upsert, uint64_t *assigned,
                                 sv_add_ticket *t, sv_error *err)
 {
     int want_flush = 0; /* a manual-flush collection: never set */
-    t->n = 0;
-    sv_status st = add_batch(c, vectors, n, dim, ids, payloads, assigned, SV_SLOT_PENDING, &t->slots, &want_flush,
-                             err);
-    if (t->slots)
-        t->n = n;
-    return st;
+    return add_batch(c, vectors, n, dim, ids, payloads, upsert, assigned, SV_SLOT_PENDING, t, &want_flush, err);
 }
 
-static void ticket_release(sv_collection *c, sv_add_ticket *t)
+/* The slots a prepared upsert replaces, unmarked (write lock). */
+static void unmark_replaced(sv_collection *c, const sv_add_ticket *t)
 {
-    sv_mem_free(&c->alloc, NULL, t->slots, t->n * sizeof *t->slots);
-    t->slots = NULL;
-    t->n = 0;
+    for (size_t i = 0; i < t->n; i++) {
+        uint32_t o = t->replace[i];
+        if (o != UINT32_MAX)
+            sv_marks_clear(c, &c->rep_marks, &o, 1);
+    }
 }
 
 void sv_engine_add_publish(sv_collection *c, sv_add_ticket *t)
@@ -267,11 +365,14 @@ void sv_engine_add_publish(sv_collection *c, sv_add_ticket *t)
     if (!t->n)
         return;
     pthread_rwlock_wrlock(&c->lock);
+    if (t->n_rep)
+        unmark_replaced(c, t);
     for (size_t i = 0; i < t->n; i++)
         sv_graph_set_state(&c->graph, t->slots[i], SV_SLOT_BUFFERED);
     c->n_live += t->n;
     c->n_pending -= t->n;
     c->free_reserved -= (uint32_t)t->n;
+    replace_now(c, t->slots, t->replace, t->n, t->n_rep);
     pthread_rwlock_unlock(&c->lock);
     ticket_release(c, t);
 }
@@ -281,6 +382,9 @@ void sv_engine_add_abort(sv_collection *c, sv_add_ticket *t)
     if (!t->n)
         return;
     pthread_rwlock_wrlock(&c->lock);
+    if (t->n_rep)
+        unmark_replaced(c, t);
+    c->free_reserved -= (uint32_t)t->n_rep; /* the replaced slots' delete */
     size_t words = 0;
     uint64_t *marked = slot_bitmap(c, &words);
     for (size_t i = 0; i < t->n; i++) {
@@ -289,7 +393,7 @@ void sv_engine_add_abort(sv_collection *c, sv_add_ticket *t)
             marked[s >> 6] |= UINT64_C(1) << (s & 63);
         else
             sv_buffer_remove_slot(&c->active, s); /* slow, but needs no memory */
-        sv_idmap_remove_slot(c->idmap, s);
+        sv_idmap_remove_slot(c->idmap, s); /* a replacing slot is unbound: a no-op */
         sv_payloads_clear(c->payloads, s);
         sv_graph_set_state(&c->graph, s, SV_SLOT_FREE);
         /* Room was reserved at prepare. */
@@ -314,37 +418,6 @@ static int cmp_u32(const void *a, const void *b, void *ctx)
 }
 
 
-/* Room in the marks for slots below next_slot (write lock). */
-static sv_status del_marks_reserve(sv_collection *c)
-{
-    size_t words = ((size_t)c->next_slot + 63) / 64;
-    if (words <= c->del_words)
-        return SV_OK;
-    words += words / 4;
-    uint64_t *t = sv_mem_realloc(&c->alloc, &c->t_other, c->del_marks, c->del_words * sizeof *t,
-                                 words * sizeof *t);
-    if (!t)
-        return SV_ERR_RESOURCE;
-    memset(t + c->del_words, 0, (words - c->del_words) * sizeof *t);
-    c->del_marks = t;
-    c->del_words = words;
-    return SV_OK;
-}
-
-/* Unmark slots (write lock); the marks are freed when none is left, so an
- * idle collection holds no byte for them. */
-static void del_unmark(sv_collection *c, const uint32_t *slots, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        c->del_marks[slots[i] >> 6] &= ~(UINT64_C(1) << (slots[i] & 63));
-    c->del_marked -= n;
-    if (c->del_marked == 0) {
-        sv_mem_free(&c->alloc, &c->t_other, c->del_marks, c->del_words * sizeof *c->del_marks);
-        c->del_marks = NULL;
-        c->del_words = 0;
-    }
-}
-
 /*
  * Under the write lock: every id live and not being deleted (else NOT_FOUND
  * naming it); the distinct slots in *slots (n of them, sorted) and room
@@ -355,9 +428,11 @@ static sv_status check_delete(sv_collection *c, const char *const *ids, size_t n
 {
     *n_out = 0;
     for (size_t i = 0; i < n; i++) {
-        if (!sv_coll_find_live(c, ids[i], &slots[i]) || sv_coll_del_marked(c, slots[i]))
-            return sv_fail(err, SV_ERR_NOT_FOUND, "id \"%.*s\" (item %zu) not found", SV_ID_MAX,
-                           ids[i] ? ids[i] : "", i);
+        sv_status st = sv_coll_write_target(c, ids[i], &slots[i]);
+        if (st == SV_ERR_CONFLICT)
+            return sv_fail(err, st, "id \"%.*s\" (item %zu) has a write in flight", SV_ID_MAX, ids[i], i);
+        if (st != SV_OK)
+            return sv_fail(err, st, "id \"%.*s\" (item %zu) not found", SV_ID_MAX, ids[i] ? ids[i] : "", i);
     }
     sv_sort(slots, n, sizeof *slots, cmp_u32, NULL);
     size_t m = 0;
@@ -456,15 +531,12 @@ sv_status sv_engine_delete_check(sv_collection *c, const char *const *ids, size_
     size_t m = 0;
     pthread_rwlock_wrlock(&c->lock);
     sv_status st = check_delete(c, ids, n, slots, &m, err);
-    if (st == SV_OK && del_marks_reserve(c) != SV_OK) {
+    if (st == SV_OK && sv_marks_reserve(c, &c->del_marks) != SV_OK) {
         c->free_reserved -= (uint32_t)m;
         st = sv_fail(err, SV_ERR_RESOURCE, "out of memory deleting %zu ids", n);
     }
-    if (st == SV_OK) {
-        for (size_t i = 0; i < m; i++)
-            c->del_marks[slots[i] >> 6] |= UINT64_C(1) << (slots[i] & 63);
-        c->del_marked += m;
-    }
+    if (st == SV_OK)
+        sv_marks_set(&c->del_marks, slots, m);
     pthread_rwlock_unlock(&c->lock);
     if (st != SV_OK) {
         sv_mem_free(&c->alloc, NULL, slots, n * sizeof *slots);
@@ -491,7 +563,7 @@ void sv_engine_delete_apply(sv_collection *c, sv_delete_ticket *t, size_t *delet
     if (!t->slots)
         return;
     pthread_rwlock_wrlock(&c->lock);
-    del_unmark(c, t->slots, t->n);
+    sv_marks_clear(c, &c->del_marks, t->slots, t->n);
     apply_delete(c, t->slots, t->n);
     pthread_rwlock_unlock(&c->lock);
     delete_ticket_release(c, t);
@@ -502,8 +574,47 @@ void sv_engine_delete_cancel(sv_collection *c, sv_delete_ticket *t)
     if (!t->slots)
         return;
     pthread_rwlock_wrlock(&c->lock);
-    del_unmark(c, t->slots, t->n);
+    sv_marks_clear(c, &c->del_marks, t->slots, t->n);
     c->free_reserved -= (uint32_t)t->n;
     pthread_rwlock_unlock(&c->lock);
     delete_ticket_release(c, t);
+}
+
+/* ---- marks of writes in flight ------------------------------------------------ */
+
+sv_status sv_marks_reserve(sv_collection *c, sv_slot_marks *m)
+{
+    size_t words = ((size_t)c->next_slot + 63) / 64;
+    if (words <= m->words)
+        return SV_OK;
+    words += words / 4;
+    uint64_t *t = sv_mem_realloc(&c->alloc, &c->t_other, m->bits, m->words * sizeof *t, words * sizeof *t);
+    if (!t)
+        return SV_ERR_RESOURCE;
+    memset(t + m->words, 0, (words - m->words) * sizeof *t);
+    m->bits = t;
+    m->words = words;
+    return SV_OK;
+}
+
+void sv_marks_set(sv_slot_marks *m, const uint32_t *slots, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        m->bits[slots[i] >> 6] |= UINT64_C(1) << (slots[i] & 63);
+    m->count += n;
+}
+
+void sv_marks_free(sv_collection *c, sv_slot_marks *m)
+{
+    sv_mem_free(&c->alloc, &c->t_other, m->bits, m->words * sizeof *m->bits);
+    *m = (sv_slot_marks){0};
+}
+
+void sv_marks_clear(sv_collection *c, sv_slot_marks *m, const uint32_t *slots, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        m->bits[slots[i] >> 6] &= ~(UINT64_C(1) << (slots[i] & 63));
+    m->count -= n;
+    if (m->count == 0)
+        sv_marks_free(c, m);
 }

@@ -437,15 +437,27 @@ static int buffer_full(sv_durable *d, size_t n)
     return have >= threshold && have + n > bound;
 }
 
-sv_status sv_durable_add(sv_durable *d, const float *vectors, size_t n, uint32_t dim,
-                         const char *const *ids, uint64_t *assigned, sv_error *err)
+/*
+ * A prepared write would follow one still in flight on the same id
+ * (SV_ERR_CONFLICT): with `order` held, wait until the writes in flight are
+ * applied (they need neither order nor maint), so that asking again sees
+ * them, as the log's order says it must. No new write can start meanwhile.
+ */
+static int conflict_waited(sv_durable *d, sv_status st)
 {
-    return sv_durable_add_payloads(d, vectors, n, dim, ids, NULL, assigned, err);
+    if (st != SV_ERR_CONFLICT)
+        return 0;
+    pthread_mutex_lock(&d->pending_mu);
+    int waited = d->pending != 0; /* none in flight: a broken mark, not worth a spin */
+    while (d->pending)
+        pthread_cond_wait(&d->pending_cv, &d->pending_mu);
+    pthread_mutex_unlock(&d->pending_mu);
+    return waited;
 }
 
-sv_status sv_durable_add_payloads(sv_durable *d, const float *vectors, size_t n, uint32_t dim,
-                                  const char *const *ids, const sv_payload *payloads, uint64_t *assigned,
-                                  sv_error *err)
+static sv_status add_durable(sv_durable *d, const float *vectors, size_t n, uint32_t dim, const char *const *ids,
+                             const sv_payload *payloads, int upsert, uint64_t *assigned, size_t *replaced,
+                             sv_error *err)
 {
     uint64_t *got = malloc((n ? n : 1) * sizeof *got);
     if (!got)
@@ -463,9 +475,12 @@ sv_status sv_durable_add_payloads(sv_durable *d, const float *vectors, size_t n,
     else if (n && buffer_full(d, n))
         st = sv_fail(err, SV_ERR_BUSY, "the write buffer is full; the batch waits for a flush");
     else
-        st = sv_engine_add_prepare(d->c, vectors, n, dim, ids, payloads, got, &t, err);
+        do
+            st = sv_engine_add_prepare(d->c, vectors, n, dim, ids, payloads, upsert, got, &t, err);
+        while (conflict_waited(d, st));
+    size_t n_rep = t.n_rep; /* the ticket is released by publish */
     if (st == SV_OK && t.n && d->dir) {
-        if (sv_logrec_add_ids(ids, got, n, dim, counter, &head, &head_len) != SV_OK ||
+        if (sv_logrec_add_ids(ids, got, n, dim, counter, upsert, &head, &head_len) != SV_OK ||
             (payloads && sv_logrec_add_payloads(payloads, n, &psec, &psec_len) != SV_OK)) {
             st = sv_fail(err, SV_ERR_RESOURCE, "out of memory logging %zu vectors", n);
         } else {
@@ -498,8 +513,29 @@ sv_status sv_durable_add_payloads(sv_durable *d, const float *vectors, size_t n,
     }
     if (st == SV_OK && assigned)
         memcpy(assigned, got, n * sizeof *got);
+    if (replaced)
+        *replaced = st == SV_OK ? n_rep : 0;
     free(got);
     return st;
+}
+
+sv_status sv_durable_add(sv_durable *d, const float *vectors, size_t n, uint32_t dim,
+                         const char *const *ids, uint64_t *assigned, sv_error *err)
+{
+    return add_durable(d, vectors, n, dim, ids, NULL, 0, assigned, NULL, err);
+}
+
+sv_status sv_durable_add_payloads(sv_durable *d, const float *vectors, size_t n, uint32_t dim,
+                                  const char *const *ids, const sv_payload *payloads, uint64_t *assigned,
+                                  sv_error *err)
+{
+    return add_durable(d, vectors, n, dim, ids, payloads, 0, assigned, NULL, err);
+}
+
+sv_status sv_durable_upsert(sv_durable *d, const float *vectors, size_t n, uint32_t dim, const char *const *ids,
+                            const sv_payload *payloads, uint64_t *assigned, size_t *replaced, sv_error *err)
+{
+    return add_durable(d, vectors, n, dim, ids, payloads, 1, assigned, replaced, err);
 }
 
 /*
@@ -519,8 +555,13 @@ sv_status sv_durable_set_payload(sv_durable *d, const char *id, const sv_payload
     uint64_t lsn = 0;
     sv_payload_ticket t;
     pthread_mutex_lock(&d->order);
-    sv_status st = d->dropped || d->following ? refuse_write(d, err)
-                                               : sv_engine_payload_prepare(d->c, id, pl, mode, &t, err);
+    sv_status st;
+    if (d->dropped || d->following)
+        st = refuse_write(d, err);
+    else
+        do
+            st = sv_engine_payload_prepare(d->c, id, pl, mode, &t, err);
+        while (conflict_waited(d, st));
     if (st == SV_OK && d->dir) {
         if (sv_logrec_set_payload(id, pl, mode, &rec, &rec_len) != SV_OK) {
             st = sv_fail(err, SV_ERR_RESOURCE, "out of memory logging a payload");
@@ -558,7 +599,13 @@ sv_status sv_durable_delete(sv_durable *d, const char *const *ids, size_t n, siz
     /* Checked (and marked, so no other delete takes the same ids) and
      * logged in one turn of the order lock; applied once durable. */
     pthread_mutex_lock(&d->order);
-    sv_status st = d->dropped || d->following ? refuse_write(d, err) : sv_engine_delete_check(d->c, ids, n, &t, err);
+    sv_status st;
+    if (d->dropped || d->following)
+        st = refuse_write(d, err);
+    else
+        do
+            st = sv_engine_delete_check(d->c, ids, n, &t, err);
+        while (conflict_waited(d, st));
     if (st == SV_OK && d->dir) {
         if (sv_logrec_delete(ids, n, &rec, &rec_len) != SV_OK) {
             st = sv_fail(err, SV_ERR_RESOURCE, "out of memory logging %zu deletes", n);

@@ -140,6 +140,11 @@ sv_status sv_durable_add(sv_durable *d, const float *vectors, size_t n, uint32_t
 sv_status sv_durable_add_payloads(sv_durable *d, const float *vectors, size_t n, uint32_t dim,
                                   const char *const *ids, const sv_payload *payloads, uint64_t *assigned,
                                   sv_error *err);
+/* As sv_collection_upsert, durable before it is seen: one ADD record whose
+ * given ids are marked as replacing (logrec.h); the replacements happen
+ * when the batch is published, each in one step. */
+sv_status sv_durable_upsert(sv_durable *d, const float *vectors, size_t n, uint32_t dim, const char *const *ids,
+                            const sv_payload *payloads, uint64_t *assigned, size_t *replaced, sv_error *err);
 /* As sv_collection_set_payload, durable before it is seen (one SET_PAYLOAD
  * record). NOT_FOUND for an id unknown or being deleted. */
 sv_status sv_durable_set_payload(sv_durable *d, const char *id, const sv_payload *pl, sv_payload_mode mode,

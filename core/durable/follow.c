@@ -76,7 +76,8 @@ static sv_status apply_add(sv_collection *c, const sv_follow_ids *f, uint64_t ls
         snprintf(names + (size_t)i * 21, 21, "%" PRIu64, id);
         ids[i] = names + (size_t)i * 21;
     }
-    st = sv_collection_add_payloads(c, rec->vectors, rec->n, rec->dim, ids, rec->payloads, got, err);
+    st = rec->upsert ? sv_collection_upsert(c, rec->vectors, rec->n, rec->dim, ids, rec->payloads, got, NULL, err)
+                     : sv_collection_add_payloads(c, rec->vectors, rec->n, rec->dim, ids, rec->payloads, got, err);
 cleanup:
     free(names);
     free(ids);

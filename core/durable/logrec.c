@@ -15,7 +15,7 @@ static int given(const char *const *ids, size_t i)
 }
 
 sv_status sv_logrec_add_ids(const char *const *ids, const uint64_t *assigned, size_t n,
-                            uint32_t dim, uint64_t counter, uint8_t **out, size_t *out_len)
+                            uint32_t dim, uint64_t counter, int upsert, uint8_t **out, size_t *out_len)
 {
     size_t len = 16;
     for (size_t i = 0; i < n; i++)
@@ -31,7 +31,7 @@ sv_status sv_logrec_add_ids(const char *const *ids, const uint64_t *assigned, si
     for (size_t i = 0; i < n; i++) {
         if (given(ids, i)) {
             size_t l = strlen(ids[i]);
-            *p++ = 1;
+            *p++ = upsert ? 2 : 1;
             *p++ = (uint8_t)l;
             memcpy(p, ids[i], l);
             p += l;
@@ -90,6 +90,7 @@ static sv_status decode_ids(const uint8_t **pp, const uint8_t *end, sv_logrec *r
     if (!r->ids || !r->expect || !r->strings)
         return sv_fail(err, SV_ERR_RESOURCE, "out of memory decoding a log record");
     char *s = r->strings;
+    r->upsert = -1; /* not known until the first given id */
     for (uint32_t i = 0; i < r->n; i++) {
         int kind = 1;
         if (typed) {
@@ -106,8 +107,13 @@ static sv_status decode_ids(const uint8_t **pp, const uint8_t *end, sv_logrec *r
                 return sv_fail(err, SV_ERR_CORRUPT, "assigned id %u is out of range", i);
             continue;
         }
-        if (kind != 1)
+        if (kind != 1 && kind != 2)
             return sv_fail(err, SV_ERR_CORRUPT, "id %u has unknown kind %d", i, kind);
+        /* 2: a given id that replaces the vector it names, in an upsert
+         * batch (all its given ids are 2, as none of a plain add's). */
+        if (r->upsert != -1 && r->upsert != (kind == 2))
+            return sv_fail(err, SV_ERR_CORRUPT, "id %u: an upsert's ids and a plain add's in one record", i);
+        r->upsert = kind == 2;
         if (p >= end)
             return sv_fail(err, SV_ERR_CORRUPT, "id %u runs past the record", i);
         size_t l = *p++;
@@ -123,6 +129,7 @@ static sv_status decode_ids(const uint8_t **pp, const uint8_t *end, sv_logrec *r
         p += l;
     }
     *pp = p;
+    r->upsert = r->upsert == 1;
     return SV_OK;
 }
 

@@ -6,6 +6,10 @@
  *           optionally u32 bytes + n payloads (pcodec.h), one a vector
  *           id: u8 0 + u64 number   assigned by the engine
  *               u8 1 + u8 len + len bytes   given by the client
+ *               u8 2 + u8 len + len bytes   given, in an upsert: replaces
+ *                                           the vector it names if any (a
+ *                                           record's given ids are all 1
+ *                                           or all 2)
  *   DELETE  u32 n | n * (u8 len + len bytes)
  *   SET_PAYLOAD  u8 mode (0 replace, 1 patch) | u8 len + id | one payload
  *   TRAIN   u32 dim | dim f32: the quantizer mean, logged before the first
@@ -31,9 +35,10 @@
 #include "slimvec.h"
 
 /* The ids part of an ADD record for a batch that was applied: ids[i] (may
- * be NULL/""), assigned[i] from sv_collection_add. Malloc'd into *out. */
+ * be NULL/""), assigned[i] from sv_collection_add; upsert: the batch
+ * replaces the vectors its given ids name. Malloc'd into *out. */
 sv_status sv_logrec_add_ids(const char *const *ids, const uint64_t *assigned, size_t n,
-                            uint32_t dim, uint64_t counter, uint8_t **out, size_t *out_len);
+                            uint32_t dim, uint64_t counter, int upsert, uint8_t **out, size_t *out_len);
 /* The payload section of an ADD record (n payloads). Malloc'd into *out. */
 sv_status sv_logrec_add_payloads(const sv_payload *payloads, size_t n, uint8_t **out, size_t *out_len);
 /* A SET_PAYLOAD record. Malloc'd into *out. */
@@ -55,6 +60,7 @@ typedef struct sv_logrec {
     sv_payload *payloads; /* ADD: n of them, or NULL; SET_PAYLOAD: one */
     void *payload_mem;    /* their backing store */
     sv_payload_mode mode; /* SET_PAYLOAD */
+    int upsert;           /* ADD: the batch replaces the vectors its given ids name */
 } sv_logrec;
 
 sv_status sv_logrec_decode_add(const uint8_t *p, size_t len, sv_logrec *out, sv_error *err);

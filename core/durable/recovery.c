@@ -198,8 +198,10 @@ static sv_status apply_own(replay *r, uint32_t type, const uint8_t *p, size_t le
         return sv_fail(err, SV_ERR_RESOURCE, "out of memory");
     }
     sv_engine_set_id_counter(r->c, rec.counter);
-    st = sv_collection_add_payloads(r->c, rec.vectors, rec.n, rec.dim, (const char *const *)rec.ids, rec.payloads,
-                                    got, err);
+    st = rec.upsert ? sv_collection_upsert(r->c, rec.vectors, rec.n, rec.dim, (const char *const *)rec.ids,
+                                           rec.payloads, got, NULL, err)
+                    : sv_collection_add_payloads(r->c, rec.vectors, rec.n, rec.dim, (const char *const *)rec.ids,
+                                                 rec.payloads, got, err);
     for (uint32_t i = 0; st == SV_OK && i < rec.n; i++)
         if (!rec.ids[i] && got[i] != rec.expect[i])
             st = sv_fail(err, SV_ERR_CORRUPT, "vector %u was assigned id %" PRIu64 " where the log says %" PRIu64,

@@ -503,7 +503,7 @@ static void ingest_write(svc_cluster *cl, svd_app *app, const svc_catalog_entry 
                 if (pls)
                     sub[j] = pls[i];
             }
-            ok = ok && sv_logrec_add_ids(ids, zero, cnt, dim, 0, &head, &hl) == SV_OK &&
+            ok = ok && sv_logrec_add_ids(ids, zero, cnt, dim, 0, req->upsert, &head, &hl) == SV_OK &&
                  (!pls || sv_logrec_add_payloads(sub, cnt, &psec, &pl_len) == SV_OK);
             char rkey[128];
             snprintf(rkey, sizeof rkey, "%s:%u:%zu", key, s, k);

@@ -94,7 +94,7 @@ static sv_status append_add(sv_log *log, const char *key, const char *const *ids
     uint64_t zero[8] = {0};
     uint8_t *head = NULL;
     size_t hl = 0;
-    ck_assert_int_eq(sv_logrec_add_ids(ids, zero, n, DIM, 0, &head, &hl), SV_OK);
+    ck_assert_int_eq(sv_logrec_add_ids(ids, zero, n, DIM, 0, 0, &head, &hl), SV_OK);
     struct iovec parts[2] = {{head, hl}, {(void *)v, n * DIM * sizeof(float)}};
     sv_status st = sv_log_append_keyed(log, SV_WAL_ADD, key, parts, 2, lsn, dup, err);
     free(head);

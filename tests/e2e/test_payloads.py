@@ -2,8 +2,10 @@
 """Payloads and filtered search end to end: a real slimvecd through the
 generated Python client. Ingest with payloads, filtered searches against a
 brute-force answer (every hit passes; recall), Count, Get with payloads,
-SetPayload (patch, replace), every refusal a clear INVALID_ARGUMENT or
-NOT_FOUND that changes nothing, and payloads back after SIGKILL.
+SetPayload (patch, replace), upserts (vector and payload replaced, the
+search and filters seeing the new ones; refusals change nothing; back after
+SIGKILL), every refusal a clear INVALID_ARGUMENT or NOT_FOUND that changes
+nothing, and payloads back after SIGKILL.
 
 Usage (ctest runs it): test_payloads.py SLIMVECD_PATH PYTHON_STUBS_DIR
 """
@@ -203,6 +205,71 @@ class PayloadTest(unittest.TestCase):
         with self.assertRaises(grpc.RpcError) as ctx:
             self.stub.Scroll(pb.ScrollRequest(collection="p", page_size=100000), timeout=T)
         self.assertEqual(ctx.exception.code(), grpc.StatusCode.RESOURCE_EXHAUSTED)
+
+    def test_upsert(self):
+        def ingest(ids, vecs, payloads=(), upsert=True):
+            return list(self.stub.Ingest(iter([pb.IngestRequest(
+                collection="p", sequence=1, vectors=vecs.ravel().tolist(), ids=ids, payloads=payloads,
+                upsert=upsert)]), timeout=T))[0]
+
+        def get(ids):
+            got = self.stub.Get(pb.GetRequest(collection="p", ids=ids, with_payload=True), timeout=T).vectors
+            return {v.id: (np.array(v.values, np.float32), as_dict(v.payload)) for v in got}
+
+        def nearest(q, flt=None):
+            return self.stub.Search(pb.SearchRequest(collection="p", queries=q.tolist(), k=3, search_list=64,
+                                                     filter=flt), timeout=T).results[0].hits
+
+        self.stub.Flush(pb.FlushRequest(collection="p"), timeout=T)
+        far = (np.arange(3 * DIM, dtype=np.float32).reshape(3, DIM) % 7) * 10.0 + 50.0
+        # Two existing ids (indexed), one new; the payloads replace whole.
+        ack = ingest(["10", "11", "fresh"], far, [payload("coat", 7777, [], 1.0, True)] * 3)
+        self.assertFalse(ack.HasField("error"), ack.error)
+        self.assertEqual(list(ack.ids), ["10", "11", "fresh"])
+        self.assertEqual(self.count(), N + 1)
+        got = get(["10", "11", "fresh", "12"])
+        for i, vid in enumerate(["10", "11", "fresh"]):
+            self.assertLess(float(np.abs(got[vid][0] - far[i]).max()), 0.05 * 120)
+            self.assertEqual(got[vid][1]["u"], 7777)
+        self.assertEqual(got["12"][1]["u"], self.meta[12]["u"])
+        # Searches find the new vectors where the old ones were gone.
+        self.assertEqual(nearest(far[0])[0].id, "10")
+        self.assertNotIn("10", [h.id for h in nearest(self.X[10])])
+        flt = pb.Filter(must=[match("u", int_value=7777)])
+        self.assertEqual(self.count(flt), 3)
+        self.assertEqual(sorted(h.id for h in nearest(far[1], flt)), ["10", "11", "fresh"])
+        # No payloads given: the replaced vector has none.
+        ack = ingest(["11"], self.X[11:12])
+        self.assertFalse(ack.HasField("error"), ack.error)
+        self.assertEqual(get(["11"])["11"][1], {})
+        self.assertEqual(self.count(flt), 2)
+        # Refusals change nothing: an id twice, a payload of the wrong type,
+        # a plain ingest of an existing id.
+        bad = pb.Payload()
+        bad.fields["u"].string_value = "text"
+        before = get(["10", "12"])
+        for ids, pls, upsert, code in ((["10", "10"], [], True, grpc.StatusCode.ALREADY_EXISTS),
+                                       (["10", "12"], [bad, bad], True, grpc.StatusCode.INVALID_ARGUMENT),
+                                       (["10", "new2"], [], False, grpc.StatusCode.ALREADY_EXISTS)):
+            ack = ingest(ids, self.X[:2] + 3.0, pls, upsert)
+            self.assertEqual(ack.error.code, code.value[0], ack.error.message)
+        after = get(["10", "12"])
+        for vid in before:
+            self.assertTrue(np.array_equal(before[vid][0], after[vid][0]))
+            self.assertEqual(before[vid][1], after[vid][1])
+        self.assertEqual(self.count(), N + 1)
+        # SIGKILL: the log brings the upserts back.
+        state = get(["10", "11", "fresh", "12"])
+        self.server.stop(signal.SIGKILL, keep_dir=True)
+        self.server = Slimvecd(SLIMVECD, STUBS, *ARGS, data_dir=self.server.data_dir)
+        self.stub = self.server.stub
+        self.server.own_dir = True
+        back = get(["10", "11", "fresh", "12"])
+        for vid in state:
+            self.assertTrue(np.array_equal(state[vid][0], back[vid][0]), vid)
+            self.assertEqual(state[vid][1], back[vid][1], vid)
+        self.assertEqual(self.count(), N + 1)
+        self.assertEqual(self.count(flt), 2)
 
     def test_refusals_change_nothing(self):
         def code(fn, *a, **kw):

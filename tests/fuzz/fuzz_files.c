@@ -865,7 +865,7 @@ static size_t add_payload(uint8_t *buf, size_t cap, uint32_t n, uint32_t dim)
     }
     uint8_t *p = NULL;
     size_t len = 0;
-    if (sv_logrec_add_ids(ids, assigned, n, dim, fu_next() >> 2, &p, &len) != SV_OK)
+    if (sv_logrec_add_ids(ids, assigned, n, dim, fu_next() >> 2, (int)(fu_next() & 1), &p, &len) != SV_OK)
         abort();
     size_t total = len + (size_t)n * dim * 4;
     if (total > cap) {

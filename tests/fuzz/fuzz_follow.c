@@ -154,7 +154,7 @@ static void make_seeds(void)
         v[i] = (float)i * 0.25f - 2.0f;
     uint8_t *head = NULL;
     size_t hl = 0;
-    check(sv_logrec_add_ids(ids, zero, 3, DIM, 0, &head, &hl) == SV_OK, "an ADD");
+    check(sv_logrec_add_ids(ids, zero, 3, DIM, 0, 0, &head, &hl) == SV_OK, "an ADD");
     memcpy(buf, head, hl);
     memcpy(buf + hl, v, sizeof v);
     free(head);
