@@ -903,21 +903,26 @@ grpc_channel *svc_cluster_channel(svc_cluster *c, const char *address)
     return ch;
 }
 
-int svc_cluster_targets(svc_cluster *c, uint32_t shard, grpc_channel **out, uint64_t *epoch)
+int svc_cluster_targets(svc_cluster *c, uint32_t shard, grpc_channel **out, char (*pods)[SVC_POD_NAME_MAX + 1],
+                        uint64_t *epoch)
 {
     svc_meta_replica reps[SVC_FANOUT_TARGETS];
     int n = svc_meta_targets(c->meta, shard, reps, SVC_FANOUT_TARGETS, epoch), k = 0;
     grpc_channel *chs[SVC_FANOUT_TARGETS];
+    int rep_of[SVC_FANOUT_TARGETS];
     for (int i = 0; i < n; i++)
         if ((chs[k] = svc_cluster_channel(c, reps[i].address)))
-            k++;
+            rep_of[k++] = i;
     /* Healthy-looking channels first, failing ones last. */
     int m = 0;
     for (int pass = 0; pass < 2; pass++)
         for (int i = 0; i < k; i++) {
             int failing = grpc_channel_check_connectivity_state(chs[i], 1) == GRPC_CHANNEL_TRANSIENT_FAILURE;
-            if (failing == pass)
-                out[m++] = chs[i];
+            if (failing != pass)
+                continue;
+            if (pods)
+                memcpy(pods[m], reps[rep_of[i]].pod, sizeof pods[m]);
+            out[m++] = chs[i];
         }
     return m;
 }

@@ -68,8 +68,10 @@ void svc_cluster_free(svc_cluster *c);
 const svc_cluster_config *svc_cluster_config_of(svc_cluster *c);
 svc_fanout *svc_cluster_fanout(svc_cluster *c);
 /* The shard's ready replicas (live ones first, rotating); their count;
- * *epoch: the map's epoch they come from. */
-int svc_cluster_targets(svc_cluster *c, uint32_t shard, grpc_channel **out, uint64_t *epoch);
+ * *epoch: the map's epoch they come from. pods (may be NULL): each one's
+ * pod name, in the same order. */
+int svc_cluster_targets(svc_cluster *c, uint32_t shard, grpc_channel **out, char (*pods)[SVC_POD_NAME_MAX + 1],
+                        uint64_t *epoch);
 /* This pod's shard (-1: none). */
 int svc_cluster_shard(svc_cluster *c);
 /* A call to SlimVecShard names (metadata "slimvec-shard" =

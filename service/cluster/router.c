@@ -78,21 +78,21 @@ static int waited_out(svd_ctx *ctx, double *since, svd_reply *r)
 
 /* Start one call per part to the replicas of parts' shards, with the
  * caller's credentials. NULL: out of memory (r says so). */
-static svc_fanout_op *fan_out(svc_cluster *cl, svd_ctx *ctx, const char *path, size_t n,
-                              grpc_byte_buffer *const *reqs, const uint32_t *shards, double deadline, svd_reply *r)
+/* Part i of n to shard shards[i] through targets[i] (n_targets[i] of them,
+ * from the map of epochs[i]). NULL and an out-of-memory reply on failure. */
+static svc_fanout_op *fan_out_to(svc_cluster *cl, svd_ctx *ctx, const char *path, size_t n,
+                                 grpc_byte_buffer *const *reqs, const uint32_t *shards,
+                                 grpc_channel *const (*targets)[SVC_FANOUT_TARGETS], const int *n_targets,
+                                 const uint64_t *epochs, double deadline, svd_reply *r)
 {
-    grpc_channel *(*targets)[SVC_FANOUT_TARGETS] = calloc(n ? n : 1, sizeof *targets);
-    int *n_targets = calloc(n ? n : 1, sizeof *n_targets);
     char (*where)[48] = calloc(n ? n : 1, sizeof *where);
     const char **values = calloc(n ? n : 1, sizeof *values);
     svc_fanout_op *op = NULL;
-    if (targets && n_targets && where && values) {
+    if (where && values) {
         /* Each part says which shard it means, by which map's epoch: a pod
          * that no longer serves it refuses (svc_cluster_check_shard). */
         for (size_t i = 0; i < n; i++) {
-            uint64_t epoch = 0;
-            n_targets[i] = svc_cluster_targets(cl, shards[i], targets[i], &epoch);
-            snprintf(where[i], sizeof where[i], "%u@%" PRIu64, shards[i], epoch);
+            snprintf(where[i], sizeof where[i], "%u@%" PRIu64, shards[i], epochs[i]);
             values[i] = where[i];
         }
         grpc_metadata md[1];
@@ -102,16 +102,35 @@ static svc_fanout_op *fan_out(svc_cluster *cl, svd_ctx *ctx, const char *path, s
             md[0].value = *ctx->authorization;
             n_md = 1;
         }
-        op = svc_fanout_start(svc_cluster_fanout(cl), path, n, reqs,
-                              (grpc_channel *const (*)[SVC_FANOUT_TARGETS])targets, n_targets, md, n_md,
-                              SHARD_MD, values, deadline);
+        op = svc_fanout_start(svc_cluster_fanout(cl), path, n, reqs, targets, n_targets, md, n_md, SHARD_MD, values,
+                              deadline);
     }
-    free(targets);
-    free(n_targets);
     free(where);
     free(values);
     if (!op)
         svd_reply_oom(r);
+    return op;
+}
+
+/* Part i of n to a replica of shard shards[i] (the live ones first). */
+static svc_fanout_op *fan_out(svc_cluster *cl, svd_ctx *ctx, const char *path, size_t n,
+                              grpc_byte_buffer *const *reqs, const uint32_t *shards, double deadline, svd_reply *r)
+{
+    grpc_channel *(*targets)[SVC_FANOUT_TARGETS] = calloc(n ? n : 1, sizeof *targets);
+    int *n_targets = calloc(n ? n : 1, sizeof *n_targets);
+    uint64_t *epochs = calloc(n ? n : 1, sizeof *epochs);
+    svc_fanout_op *op = NULL;
+    if (targets && n_targets && epochs) {
+        for (size_t i = 0; i < n; i++)
+            n_targets[i] = svc_cluster_targets(cl, shards[i], targets[i], NULL, &epochs[i]);
+        op = fan_out_to(cl, ctx, path, n, reqs, shards, (grpc_channel *const (*)[SVC_FANOUT_TARGETS])targets,
+                        n_targets, epochs, deadline, r);
+    } else {
+        svd_reply_oom(r);
+    }
+    free(targets);
+    free(n_targets);
+    free(epochs);
     return op;
 }
 
@@ -2126,20 +2145,335 @@ static void h_describe(void *appv, svd_ctx *ctx, void **state, const ProtobufCMe
     r->msg = &resp->base;
 }
 
-/* List through any pod: the catalog's collections the caller may read,
- * their vectors summed over the shards (a ready replica of each). */
-/* SetPayload and Count: one shard's answer would be wrong for the cluster. */
-static void h_not_in_cluster(void *appv, svd_ctx *ctx, void **state, const ProtobufCMessage *m, svd_reply *r)
+/* ---- payloads: SetPayload, Count, Scroll ----------------------------------------------------------- */
+
+/* A payload set: one SET_PAYLOAD record in the id's shard, answered by how
+ * its replicas applied it (NOT_FOUND, a key's type: refusals they all make). */
+static void h_set_payload(void *appv, svd_ctx *ctx, void **state, const ProtobufCMessage *m, svd_reply *r)
 {
-    (void)appv;
-    (void)ctx;
-    (void)state;
-    svd_reply_error(r, GRPC_STATUS_UNIMPLEMENTED, "%s is not available in cluster mode yet",
-                    m->descriptor == &slimvec__v1__count_request__descriptor    ? "Count"
-                    : m->descriptor == &slimvec__v1__scroll_request__descriptor ? "Scroll"
-                                                                                : "SetPayload");
+    svd_app *app = appv;
+    svc_cluster *cl = app->cluster;
+    const Slimvec__V1__SetPayloadRequest *req = (const void *)m;
+    write_state *w = write_state_of(state, r);
+    if (!w)
+        return;
+    svc_catalog_entry ce;
+    if (!route_lookup(app, ctx, SVD_ROLE_WRITE, req->collection, &w->since, &ce, r))
+        return;
+    if (!w->incarnation)
+        w->incarnation = ce.incarnation;
+    if (!w->waiting) {
+        char *one[1] = {req->id};
+        sv_payload *pl = NULL;
+        if (!svd_ids_ok(app, one, 1, "id", r))
+            return;
+        if (!req->payload) {
+            svd_reply_error(r, GRPC_STATUS_INVALID_ARGUMENT, "payload is missing (an empty one clears with patch off)");
+            return;
+        }
+        Slimvec__V1__Payload *const pbs[1] = {req->payload};
+        if (!payloads_ok(pbs, 1, &pl, r))
+            return;
+        uint8_t *rec = NULL;
+        size_t len = 0;
+        if (sv_logrec_set_payload(req->id, pl, req->patch ? SV_PAYLOAD_PATCH : SV_PAYLOAD_REPLACE, &rec, &len) !=
+            SV_OK) {
+            svd_reply_oom(r);
+            return;
+        }
+        char key[72], rkey[96];
+        batch_key(NULL, key, sizeof key, r);
+        uint32_t shard = sv_follow_route(req->id, strlen(req->id), svc_cluster_config_of(cl)->shards);
+        snprintf(rkey, sizeof rkey, "%s:%u:0", key, shard);
+        struct iovec part = {rec, len};
+        uint64_t lsn = 0;
+        int ok = append_record(cl, &ce, shard, SV_WAL_SET_PAYLOAD, rkey, &part, 1, &lsn, r);
+        free(rec);
+        if (!ok)
+            return;
+        if (!add_rec(w, shard, lsn, 1)) {
+            svd_reply_oom(r);
+            return;
+        }
+        if (ask_outcomes(cl, ctx, req->collection, w, r)) {
+            w->waiting = 1;
+            r->defer = 1;
+            return;
+        }
+        if (r->code != GRPC_STATUS_OK)
+            return;
+    } else if (w->op && !svc_fanout_done(w->op)) {
+        r->defer = 1;
+        return;
+    }
+    uint64_t count = 0;
+    if (w->op && !outcomes_ok(cl, w, &count, r))
+        return;
+    Slimvec__V1__SetPayloadResponse *resp = svd_own(r, sizeof *resp);
+    if (!resp) {
+        svd_reply_oom(r);
+        return;
+    }
+    slimvec__v1__set_payload_response__init(resp);
+    resp->positions = positions(w, &resp->n_positions, r);
+    r->msg = &resp->base;
 }
 
+/* Count: every shard's, summed (a ready replica of each). */
+static void h_count(void *appv, svd_ctx *ctx, void **state, const ProtobufCMessage *m, svd_reply *r)
+{
+    svd_app *app = appv;
+    svc_cluster *cl = app->cluster;
+    const Slimvec__V1__CountRequest *req = (const void *)m;
+    read_state *s = read_state_of(state, r);
+    if (!s)
+        return;
+    if (!s->op) {
+        svc_catalog_entry c;
+        if (route_lookup(app, ctx, SVD_ROLE_READ, req->collection, &s->since, &c, r) &&
+            fan_all(cl, ctx, s, SHARD_METHOD("Count"), m, r))
+            r->defer = 1;
+        return;
+    }
+    if (!svc_fanout_done(s->op)) {
+        r->defer = 1;
+        return;
+    }
+    if (restart_if_stale(cl, s, r))
+        return;
+    s->head.replied = 1;
+    Slimvec__V1__CountResponse *resp = svd_own(r, sizeof *resp);
+    if (!resp) {
+        svd_reply_oom(r);
+        return;
+    }
+    slimvec__v1__count_response__init(resp);
+    for (uint32_t i = 0; i < s->shards; i++) {
+        const svc_part_result *pr = svc_fanout_result(s->op, i);
+        if (pr->code != GRPC_STATUS_OK) {
+            part_error(cl, r, i, pr);
+            return;
+        }
+        Slimvec__V1__CountResponse *a = (void *)svd_unpack(&slimvec__v1__count_response__descriptor, pr->response);
+        if (!a) {
+            svd_reply_error(r, GRPC_STATUS_INTERNAL, "shard %u: a malformed answer", i);
+            return;
+        }
+        resp->count += a->count;
+        protobuf_c_message_free_unpacked(&a->base, NULL);
+    }
+    r->msg = &resp->base;
+}
+
+/*
+ * Scroll: the shards in turn, each through its own pages. A shard's token
+ * is a position in one replica's slot order, which its sibling does not
+ * share (each recycles slots when it consolidates, on its own schedule):
+ * so a scroll stays on the replica that gave the token. The cluster's
+ * token is "shard:pod:token of that replica" (the replica checks its own
+ * part), or "shard:*:" at a shard's start; when that pod no longer serves the shard the scroll must start
+ * again (FAILED_PRECONDITION). A page takes what it can from one shard,
+ * then goes on with the next while it has room: it is short only at the
+ * end.
+ */
+typedef struct scroll_state {
+    state_head head;
+    double since;
+    svc_fanout_op *op;
+    uint32_t shard;                      /* the one asked now */
+    char pod[SVC_POD_NAME_MAX + 1];      /* its replica ("": any, at a shard's start) */
+    char token[32];                      /* that replica's token */
+    char asked[SVC_FANOUT_TARGETS][SVC_POD_NAME_MAX + 1]; /* the pods of the op's targets */
+    uint32_t want;                       /* vectors the page still has room for */
+    ProtobufCMessage **pages;            /* the shards' answers so far */
+    size_t n_pages;
+} scroll_state;
+
+static void scroll_reset(void *state)
+{
+    scroll_state *s = state;
+    svc_fanout_release(s->op);
+    for (size_t i = 0; i < s->n_pages; i++)
+        protobuf_c_message_free_unpacked(s->pages[i], NULL);
+    free(s->pages);
+    clear_after_head(s, sizeof *s);
+}
+
+/* "shard:pod:token" into s; 0 and INVALID_ARGUMENT when it is not one a router gave. */
+static int scroll_token(scroll_state *s, const char *token, uint32_t shards, svd_reply *r)
+{
+    if (!token[0])
+        return 1;
+    const char *c1 = strchr(token, ':'), *c2 = c1 ? strchr(c1 + 1, ':') : NULL;
+    char *end = NULL;
+    errno = 0;
+    unsigned long v = strtoul(token, &end, 10);
+    /* "*" and no token: the start of a shard, on any replica. */
+    int any = c2 == c1 + 2 && c1[1] == '*';
+    if (!c2 || end != c1 || errno || token[0] < '0' || token[0] > '9' || v >= shards || c2 == c1 + 1 ||
+        (size_t)(c2 - c1 - 1) > SVC_POD_NAME_MAX || (c2[1] == '\0') != any || strlen(c2 + 1) >= sizeof s->token) {
+        svd_reply_error(r, GRPC_STATUS_INVALID_ARGUMENT, "page_token is not one this cluster gave");
+        return 0;
+    }
+    s->shard = (uint32_t)v;
+    if (!any) {
+        memcpy(s->pod, c1 + 1, (size_t)(c2 - c1 - 1));
+        s->pod[c2 - c1 - 1] = '\0';
+    }
+    snprintf(s->token, sizeof s->token, "%s", c2 + 1);
+    return 1;
+}
+
+/* Ask s->shard (its replica s->pod when one is set) for up to s->want
+ * vectors from s->token. */
+static int scroll_ask(svc_cluster *cl, svd_ctx *ctx, scroll_state *s, const Slimvec__V1__ScrollRequest *req,
+                      svd_reply *r)
+{
+    grpc_channel *targets[1][SVC_FANOUT_TARGETS];
+    uint64_t epoch = 0;
+    int n = svc_cluster_targets(cl, s->shard, targets[0], s->asked, &epoch);
+    if (s->pod[0]) {
+        int k = 0;
+        for (int i = 0; i < n; i++)
+            if (strcmp(s->asked[i], s->pod) == 0) {
+                targets[0][k] = targets[0][i];
+                memmove(s->asked[k++], s->asked[i], sizeof s->asked[i]);
+            }
+        if (!k) {
+            svd_reply_error(r, GRPC_STATUS_FAILED_PRECONDITION,
+                            "the replica this scroll was reading (%s, shard %u) no longer serves it: start the "
+                            "scroll again", s->pod, s->shard);
+            return 0;
+        }
+        n = k;
+    }
+    Slimvec__V1__ScrollRequest q = *req;
+    q.page_size = s->want;
+    q.page_token = s->token;
+    grpc_byte_buffer *bb = svd_pack(&q.base);
+    if (!bb) {
+        svd_reply_oom(r);
+        return 0;
+    }
+    svc_fanout_release(s->op);
+    s->op = fan_out_to(cl, ctx, SHARD_METHOD("Scroll"), 1, &bb, &s->shard,
+                       (grpc_channel *const (*)[SVC_FANOUT_TARGETS])targets, &n, &epoch, deadline_of(ctx), r);
+    grpc_byte_buffer_destroy(bb);
+    return s->op != NULL;
+}
+
+static void h_scroll(void *appv, svd_ctx *ctx, void **state, const ProtobufCMessage *m, svd_reply *r)
+{
+    svd_app *app = appv;
+    svc_cluster *cl = app->cluster;
+    const Slimvec__V1__ScrollRequest *req = (const void *)m;
+    scroll_state *s = state_of(state, sizeof(scroll_state), scroll_reset, r);
+    if (!s)
+        return;
+    uint32_t S = svc_cluster_config_of(cl)->shards;
+    if (!s->op) {
+        svc_catalog_entry c;
+        if (!route_lookup(app, ctx, SVD_ROLE_READ, req->collection, &s->since, &c, r))
+            return;
+        s->want = req->page_size ? req->page_size : 100;
+        if (s->want > app->limits.max_get_ids) {
+            if (req->page_size) {
+                svd_reply_error(r, GRPC_STATUS_RESOURCE_EXHAUSTED, "page_size %u is over the server's --max-get-ids %u",
+                                req->page_size, app->limits.max_get_ids);
+                return;
+            }
+            s->want = app->limits.max_get_ids;
+        }
+        if (scroll_token(s, req->page_token, S, r) && scroll_ask(cl, ctx, s, req, r))
+            r->defer = 1;
+        return;
+    }
+    if (!svc_fanout_done(s->op)) {
+        r->defer = 1;
+        return;
+    }
+    const svc_part_result *pr = svc_fanout_result(s->op, 0);
+    if (pr->code != GRPC_STATUS_OK) {
+        s->head.replied = 1;
+        part_error(cl, r, s->shard, pr);
+        return;
+    }
+    ProtobufCMessage **t = realloc(s->pages, (s->n_pages + 1) * sizeof *t);
+    Slimvec__V1__ScrollResponse *a = NULL;
+    if (t)
+        s->pages = t;
+    if (!t || !(a = (void *)svd_unpack(&slimvec__v1__scroll_response__descriptor, pr->response))) {
+        s->head.replied = 1;
+        if (t)
+            svd_reply_error(r, GRPC_STATUS_INTERNAL, "shard %u: a malformed answer", s->shard);
+        else
+            svd_reply_oom(r);
+        return;
+    }
+    s->pages[s->n_pages++] = &a->base;
+    s->want -= a->n_vectors < s->want ? (uint32_t)a->n_vectors : s->want;
+    int more = 1;
+    if (a->next_page_token[0]) {
+        /* Pinned to the replica that answered from here on. */
+        if (pr->target >= 0 && pr->target < SVC_FANOUT_TARGETS)
+            memcpy(s->pod, s->asked[pr->target], sizeof s->pod);
+        snprintf(s->token, sizeof s->token, "%s", a->next_page_token);
+    } else if (s->shard + 1 < S) {
+        s->shard++;
+        s->pod[0] = s->token[0] = '\0';
+    } else {
+        more = 0;
+    }
+    if (more && s->want > 0) {
+        if (scroll_ask(cl, ctx, s, req, r))
+            r->defer = 1;
+        else
+            s->head.replied = 1;
+        return;
+    }
+    s->head.replied = 1;
+    size_t n = 0;
+    for (size_t i = 0; i < s->n_pages; i++)
+        n += ((Slimvec__V1__ScrollResponse *)s->pages[i])->n_vectors;
+    Slimvec__V1__ScrollResponse *resp = svd_own(r, sizeof *resp);
+    Slimvec__V1__Vector **vs = svd_own_array(r, n, sizeof *vs);
+    char *token = svd_own(r, 48 + SVC_POD_NAME_MAX);
+    if (!resp || (n && !vs) || !token) {
+        svd_reply_oom(r);
+        return;
+    }
+    slimvec__v1__scroll_response__init(resp);
+    n = 0;
+    for (size_t i = 0; i < s->n_pages; i++) {
+        Slimvec__V1__ScrollResponse *pg = (void *)s->pages[i];
+        for (size_t k = 0; k < pg->n_vectors; k++)
+            vs[n++] = pg->vectors[k];
+    }
+    /* A new shard's first page: its pod is picked when it is asked. */
+    if (!s->pod[0] && more)
+        snprintf(token, 48 + SVC_POD_NAME_MAX, "%u:*:", s->shard);
+    else
+        snprintf(token, 48 + SVC_POD_NAME_MAX, "%u:%s:%s", s->shard, s->pod, s->token);
+    resp->n_vectors = n;
+    resp->vectors = vs;
+    resp->next_page_token = more ? token : "";
+    r->msg = &resp->base;
+}
+
+static void sh_count(void *appv, svd_ctx *ctx, void **state, const ProtobufCMessage *m, svd_reply *r)
+{
+    const Slimvec__V1__CountRequest *req = (const void *)m;
+    shard_read(appv, ctx, state, m, req->collection, req->after, req->n_after, PUBLIC("Count"), r);
+}
+
+static void sh_scroll(void *appv, svd_ctx *ctx, void **state, const ProtobufCMessage *m, svd_reply *r)
+{
+    const Slimvec__V1__ScrollRequest *req = (const void *)m;
+    shard_read(appv, ctx, state, m, req->collection, req->after, req->n_after, PUBLIC("Scroll"), r);
+}
+
+/* List through any pod: the catalog's collections the caller may read,
+ * their vectors summed over the shards (a ready replica of each). */
 static void h_list(void *appv, svd_ctx *ctx, void **state, const ProtobufCMessage *m, svd_reply *r)
 {
     svd_app *app = appv;
@@ -2157,7 +2491,7 @@ static void h_list(void *appv, svd_ctx *ctx, void **state, const ProtobufCMessag
         int ok = targets && n_targets;
         for (uint32_t i = 0; ok && i < S; i++) {
             uint64_t epoch;
-            n_targets[i] = svc_cluster_targets(cl, i, targets[i], &epoch);
+            n_targets[i] = svc_cluster_targets(cl, i, targets[i], NULL, &epoch);
         }
         Slimvec__V1__ShardStatusRequest q = SLIMVEC__V1__SHARD_STATUS_REQUEST__INIT;
         (void)m;
@@ -2223,7 +2557,7 @@ static void h_list(void *appv, svd_ctx *ctx, void **state, const ProtobufCMessag
 
 /* ---- the table ----------------------------------------------------------------------------------------- */
 
-static svd_method table[48];
+static svd_method table[64];
 static size_t table_n;
 
 static void set(const char *path, const ProtobufCMessageDescriptor *d, svd_handler_fn fn, svd_end_fn end,
@@ -2235,6 +2569,8 @@ static void set(const char *path, const ProtobufCMessageDescriptor *d, svd_handl
             table[i].end = end;
             return;
         }
+    if (table_n == sizeof table / sizeof table[0])
+        abort(); /* a table too small is a build mistake, found by the first test */
     table[table_n++] = (svd_method){path, d, fn, end, kind, 0, role};
 }
 
@@ -2272,11 +2608,14 @@ const svd_method *svc_router_methods(size_t *n)
             admin_end, SVD_UNARY, SVD_ROLE_READ);
         set(PUBLIC("ListCollections"), &slimvec__v1__list_collections_request__descriptor, h_list, admin_end,
             SVD_UNARY, SVD_ROLE_READ);
-        set(PUBLIC("SetPayload"), &slimvec__v1__set_payload_request__descriptor, h_not_in_cluster, NULL, SVD_UNARY,
-            SVD_ROLE_WRITE);
-        set(PUBLIC("Count"), &slimvec__v1__count_request__descriptor, h_not_in_cluster, NULL, SVD_UNARY,
+        set(PUBLIC("SetPayload"), &slimvec__v1__set_payload_request__descriptor, h_set_payload, state_end,
+            SVD_UNARY, SVD_ROLE_WRITE);
+        set(PUBLIC("Count"), &slimvec__v1__count_request__descriptor, h_count, state_end, SVD_UNARY, SVD_ROLE_READ);
+        set(PUBLIC("Scroll"), &slimvec__v1__scroll_request__descriptor, h_scroll, state_end, SVD_UNARY,
             SVD_ROLE_READ);
-        set(PUBLIC("Scroll"), &slimvec__v1__scroll_request__descriptor, h_not_in_cluster, NULL, SVD_UNARY,
+        set(SHARD_METHOD("Count"), &slimvec__v1__count_request__descriptor, sh_count, free_end, SVD_UNARY,
+            SVD_ROLE_READ);
+        set(SHARD_METHOD("Scroll"), &slimvec__v1__scroll_request__descriptor, sh_scroll, free_end, SVD_UNARY,
             SVD_ROLE_READ);
         set(SHARD_METHOD("FetchSnapshot"), &slimvec__v1__snapshot_chunk_request__descriptor, sh_fetch, fetch_end,
             SVD_STREAM, SVD_ROLE_ADMIN);

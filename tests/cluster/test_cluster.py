@@ -379,7 +379,9 @@ class Paths(unittest.TestCase):
         """Payloads through a router: each shard's part of a batch carries
         its payloads in its log record; a filtered search fans out and every
         hit passes; a payload whose key holds another type on the replicas
-        is refused by them and the batch's answer says so."""
+        is refused by them and the batch's answer says so. Count sums the
+        shards, Scroll pages through them, SetPayload writes one record in
+        the id's shard, upserts replace on the ids' shards."""
         c = self.c
         st = c.stub(c.pod(0, 0))
         other = c.stub(c.pod(1, 1))
@@ -427,13 +429,70 @@ class Paths(unittest.TestCase):
                                                      ids=["m-1", "m-2"], payloads=mixed)]), timeout=T))[0]
         self.assertEqual(a.error.code, grpc.StatusCode.INVALID_ARGUMENT.value[0], a.error.message)
         self.assertEqual(len(a.positions), 0)
-        # Not yet in cluster mode: one shard's answer would be wrong.
-        for call, msg in ((other.Count, pb.CountRequest(collection="pay")),
-                          (other.Scroll, pb.ScrollRequest(collection="pay")),
-                          (other.SetPayload, pb.SetPayloadRequest(collection="pay", id="1", payload=bad))):
+        # Count: summed over the shards (after the writes: read your writes).
+        self.assertEqual(other.Count(pb.CountRequest(collection="pay", after=pos), timeout=T).count, 2000)
+        self.assertEqual(st.Count(pb.CountRequest(collection="pay", filter=flt, after=pos), timeout=T).count, 100)
+        # Scroll: shard after shard, every id once, pages full but the last.
+        seen, token, pages = [], "", 0
+        while True:
+            page = other.Scroll(pb.ScrollRequest(collection="pay", page_size=300, page_token=token,
+                                                 with_payload=True, after=pos), timeout=T)
+            pages += 1
+            token = page.next_page_token
+            if token:
+                self.assertEqual(len(page.vectors), 300)
+            for v in page.vectors:
+                self.assertEqual(v.payload.fields["u"].int_value, int(v.id))
+            seen += [v.id for v in page.vectors]
+            if not token:
+                break
+        self.assertEqual(sorted(seen), sorted(str(i) for i in range(2000)))
+        self.assertEqual(pages, 7)
+        page = st.Scroll(pb.ScrollRequest(collection="pay", filter=flt, page_size=1000), timeout=T)
+        self.assertEqual(sorted(int(v.id) for v in page.vectors), list(range(3, 1000, 10)))
+        self.assertEqual(page.next_page_token, "")
+        for bad_token in ("9:*:", "x", "0:", "1:abc", "0::5", "0:*:5", "0:pod:", "-1:*:"):
             with self.assertRaises(grpc.RpcError) as e:
-                call(msg, timeout=T)
-            self.assertEqual(e.exception.code(), grpc.StatusCode.UNIMPLEMENTED)
+                st.Scroll(pb.ScrollRequest(collection="pay", page_token=bad_token), timeout=T)
+            self.assertEqual(e.exception.code(), grpc.StatusCode.INVALID_ARGUMENT, bad_token)
+        # A token of a pod that does not serve the shard: start again.
+        with self.assertRaises(grpc.RpcError) as e:
+            st.Scroll(pb.ScrollRequest(collection="pay", page_token="0:no-such-pod:42"), timeout=T)
+        self.assertEqual(e.exception.code(), grpc.StatusCode.FAILED_PRECONDITION, e.exception.details())
+        # SetPayload: one record in the id's shard; its positions read back.
+        patch = pb.Payload()
+        patch.fields["u"].int_value = -5
+        sp = other.SetPayload(pb.SetPayloadRequest(collection="pay", id="13", payload=patch, patch=True), timeout=T)
+        self.assertEqual(len(sp.positions), 1)
+        got = st.Get(pb.GetRequest(collection="pay", ids=["13"], with_payload=True, after=list(sp.positions)),
+                     timeout=T).vectors[0]
+        self.assertEqual(got.payload.fields["u"].int_value, -5)
+        self.assertEqual(got.payload.fields["class"].string_value, "c3")
+        neg = pb.Filter(must=[pb.Condition(range=pb.FieldRange(key="u", upper=pb.RangeBound(int_value=0)))])
+        self.assertEqual(other.Count(pb.CountRequest(collection="pay", filter=neg, after=list(sp.positions)),
+                                     timeout=T).count, 1)
+        for msg, code in ((pb.SetPayloadRequest(collection="pay", id="nobody", payload=patch),
+                           grpc.StatusCode.NOT_FOUND),
+                          (pb.SetPayloadRequest(collection="pay", id="14", payload=bad, patch=True),
+                           grpc.StatusCode.INVALID_ARGUMENT)):
+            with self.assertRaises(grpc.RpcError) as e:
+                st.SetPayload(msg, timeout=T)
+            self.assertEqual(e.exception.code(), code, e.exception.details())
+        # Upsert: the ids' shards replace their vectors and payloads.
+        moved = X[:2] + 5.0
+        a = list(st.Ingest(iter([pb.IngestRequest(collection="pay", vectors=moved.ravel().tolist(),
+                                                  ids=["14", "up-new"], payloads=[payload(7), payload(8)],
+                                                  upsert=True)]), timeout=T))[0]
+        self.assertFalse(a.HasField("error"), a.error.message)
+        after = list(a.positions)
+        got = other.Get(pb.GetRequest(collection="pay", ids=["14", "up-new"], with_payload=True, after=after),
+                        timeout=T).vectors
+        self.assertLess(float(np.abs(np.array(got[0].values) - moved[0]).max()), 0.5)
+        self.assertEqual([v.payload.fields["u"].int_value for v in got], [7, 8])
+        self.assertEqual(other.Count(pb.CountRequest(collection="pay", after=after), timeout=T).count, 2001)
+        r = other.Search(pb.SearchRequest(collection="pay", queries=moved[0].tolist(), k=1, after=after),
+                         timeout=T).results[0]
+        self.assertEqual(r.hits[0].id, "14")
         other.DropCollection(pb.DropCollectionRequest(name="pay"), timeout=T)
 
 
