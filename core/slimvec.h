@@ -284,6 +284,19 @@ sv_status sv_collection_add_payloads(sv_collection *c, const float *vectors, siz
 sv_status sv_collection_upsert(sv_collection *c, const float *vectors, size_t n, uint32_t dim,
                                const char *const *ids, const sv_payload *payloads, uint64_t *assigned,
                                size_t *replaced, sv_error *err);
+/*
+ * Index a payload key (the key is made, with no values, when the
+ * collection has none yet): matches and ranges on it then find their
+ * vectors by binary search over the key's sorted (value, vector) pairs
+ * instead of scanning its whole column, when few pass. For string, int64,
+ * double keys and lists of them (a bool key's index is never read). Its
+ * bytes are the collection's (payload part). Indexing an indexed key is a
+ * no-op.
+ */
+sv_status sv_collection_index_key(sv_collection *c, const char *key, sv_error *err);
+/* The indexed keys: their count; the first cap names into keys (valid
+ * while the collection's keys do not change: keys are never dropped). */
+uint32_t sv_collection_indexed_keys(sv_collection *c, const char **keys, uint32_t cap);
 /* Replace (SV_PAYLOAD_REPLACE) or patch a live vector's payload. */
 sv_status sv_collection_set_payload(sv_collection *c, const char *id, const sv_payload *payload,
                                     sv_payload_mode mode, sv_error *err);

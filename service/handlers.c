@@ -240,6 +240,24 @@ static Slimvec__V1__CollectionInfo *make_info(svd_coll *c, svd_reply *r)
     info->avg_degree = s.avg_degree;
     info->avg_edge_slots = s.avg_edge_slots;
     info->avg_edge_bytes = s.avg_edge_bytes;
+    /* Copies, as the name's. */
+    uint32_t nk = sv_durable_indexed_keys(c->dur, NULL, 0);
+    const char **names = nk ? svd_own_array(r, nk, sizeof *names) : NULL;
+    char **copies = nk ? svd_own_array(r, nk, sizeof *copies) : NULL;
+    if (nk && (!names || !copies))
+        return NULL;
+    /* A key indexed meanwhile waits for the next Describe (keys are never
+     * dropped: the first nk are still there). */
+    uint32_t now = sv_durable_indexed_keys(c->dur, names, nk);
+    nk = now < nk ? now : nk;
+    for (uint32_t i = 0; i < nk; i++) {
+        size_t len = strlen(names[i]) + 1;
+        if (!(copies[i] = svd_own(r, len)))
+            return NULL;
+        memcpy(copies[i], names[i], len);
+    }
+    info->n_indexed_keys = nk;
+    info->indexed_keys = copies;
     sv_calibration cal;
     if (sv_durable_calibration(c->dur, &cal)) {
         Slimvec__V1__Calibration *cm = svd_own(r, sizeof *cm);
@@ -405,7 +423,7 @@ static void h_create(void *appv, svd_ctx *ctx, void **state, const ProtobufCMess
         !svd_allowed(ctx, SVD_ROLE_ADMIN, spec->name, r))
         return;
     sv_params p;
-    if (!svd_spec_params(app, spec, &p, r))
+    if (!svd_spec_params(app, spec, &p, r) || !svd_index_keys_ok(spec->indexed_keys, spec->n_indexed_keys, r))
         return;
     p.threads = app->limits.build_threads;
     /* A new collection costs a few kilobytes of bookkeeping. */
@@ -417,6 +435,16 @@ static void h_create(void *appv, svd_ctx *ctx, void **state, const ProtobufCMess
     if (st != SV_OK) {
         svd_reply_error(r, svd_code_of(st), "%s", err.message);
         return;
+    }
+    /* Keys checked above: only a full disk or memory can stop these; the
+     * collection stays (as created) and the answer says which key. */
+    for (size_t i = 0; i < spec->n_indexed_keys; i++) {
+        if ((st = sv_durable_index_key(c->dur, spec->indexed_keys[i], &err)) != SV_OK) {
+            svd_reply_error(r, svd_code_of(st), "created, but indexing \"%s\" failed: %s", spec->indexed_keys[i],
+                            err.message);
+            svd_registry_put(app->registry, c);
+            return;
+        }
     }
     reply_with_info(r, c, &slimvec__v1__create_collection_response__descriptor);
     svd_registry_put(app->registry, c);
@@ -1121,6 +1149,50 @@ done:
     svd_registry_put(app->registry, c);
 }
 
+int svd_index_keys_ok(char *const *keys, size_t n, svd_reply *r)
+{
+    if (n > SVD_INDEXED_KEYS_MAX) {
+        svd_reply_error(r, GRPC_STATUS_INVALID_ARGUMENT, "%zu keys to index (at most %d)", n, SVD_INDEXED_KEYS_MAX);
+        return 0;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (!svd_field_ok(keys[i], "key to index", n == 1 ? SIZE_MAX : i, r))
+            return 0;
+        size_t len = strlen(keys[i]);
+        if (len == 0 || len > SV_PAYLOAD_KEY_MAX) {
+            svd_reply_error(r, GRPC_STATUS_INVALID_ARGUMENT, "a key to index is 1..%d bytes (%zu given)",
+                            SV_PAYLOAD_KEY_MAX, len);
+            return 0;
+        }
+    }
+    return 1;
+}
+
+static void h_create_index(void *appv, svd_ctx *ctx, void **state, const ProtobufCMessage *m, svd_reply *r)
+{
+    svd_app *app = appv;
+    (void)state;
+    const Slimvec__V1__CreateIndexRequest *req = (const void *)m;
+    char *const keys[1] = {req->key};
+    if (!svd_index_keys_ok(keys, 1, r))
+        return;
+    svd_coll *c = svd_lookup(app, ctx, SVD_ROLE_WRITE, req->collection, r);
+    if (!c)
+        return;
+    Slimvec__V1__CreateIndexResponse *resp = svd_own(r, sizeof *resp);
+    sv_error err;
+    sv_status st = resp ? sv_durable_index_key(c->dur, req->key, &err) : SV_ERR_RESOURCE;
+    if (!resp)
+        svd_reply_oom(r);
+    else if (st != SV_OK)
+        svd_reply_error(r, svd_code_of(st), "%s", err.message);
+    else {
+        slimvec__v1__create_index_response__init(resp);
+        r->msg = &resp->base;
+    }
+    svd_registry_put(app->registry, c);
+}
+
 static void h_count(void *appv, svd_ctx *ctx, void **state, const ProtobufCMessage *m, svd_reply *r)
 {
     svd_app *app = appv;
@@ -1343,6 +1415,7 @@ static const svd_method methods[] = {
     M("/slimvec.v1.SlimVec/SetPayload", slimvec__v1__set_payload_request, h_set_payload, NULL, SVD_UNARY, 0, SVD_ROLE_WRITE),
     M("/slimvec.v1.SlimVec/Count", slimvec__v1__count_request, h_count, NULL, SVD_UNARY, 0, SVD_ROLE_READ),
     M("/slimvec.v1.SlimVec/Scroll", slimvec__v1__scroll_request, h_scroll, NULL, SVD_UNARY, 0, SVD_ROLE_READ),
+    M("/slimvec.v1.SlimVec/CreateIndex", slimvec__v1__create_index_request, h_create_index, NULL, SVD_UNARY, 0, SVD_ROLE_WRITE),
     M("/grpc.health.v1.Health/Check", grpc__health__v1__health_check_request, h_health_check, NULL, SVD_UNARY, 1, SVD_ROLE_NONE),
     M("/grpc.health.v1.Health/Watch", grpc__health__v1__health_check_request, s_health_watch, NULL, SVD_WATCH, 1, SVD_ROLE_NONE),
 };

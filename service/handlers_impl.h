@@ -21,6 +21,10 @@ grpc_status_code svd_code_of(sv_status s);
 /* 0 and an INVALID_ARGUMENT reply when a text field has a NUL or is not
  * UTF-8 ("<what> <index> ..."; index SIZE_MAX: no index). */
 int svd_field_ok(const char *field, const char *what, size_t index, svd_reply *r);
+/* Keys to index (CreateIndex, CollectionSpec.indexed_keys): text of
+ * 1..SV_PAYLOAD_KEY_MAX bytes, at most SVD_INDEXED_KEYS_MAX of them. */
+#define SVD_INDEXED_KEYS_MAX 64
+int svd_index_keys_ok(char *const *keys, size_t n, svd_reply *r);
 /* The caller may act with role on the collection (else PERMISSION_DENIED). */
 int svd_allowed(svd_ctx *ctx, svd_role role, const char *name, svd_reply *r);
 /* The collection, if the caller may act with role on it; else an error

@@ -2826,9 +2826,23 @@ static void pl_check(sv_durable *d, int patched)
     ck_assert_uint_eq(got_n, want_n);
 }
 
+/* The keys indexed, in order, as one string ("class,tags"). */
+static void check_indexed(sv_durable *d, const char *want)
+{
+    const char *keys[8];
+    uint32_t n = sv_durable_indexed_keys(d, keys, 8);
+    char got[128] = "";
+    for (uint32_t i = 0; i < n && i < 8; i++) {
+        strcat(got, i ? "," : "");
+        strcat(got, keys[i]);
+    }
+    ck_assert_str_eq(got, want);
+}
+
 /* Payloads are logged with their vectors and by SET_PAYLOAD, written into
  * snapshots, and come back from the log, a snapshot, and both; a refused
- * payload is not logged. */
+ * payload is not logged. Indexes too (INDEX records, the INDEXES
+ * section), and the filters read through them agree. */
 START_TEST(test_payloads_durable)
 {
     char base[PATHN], dir[PATHN];
@@ -2860,9 +2874,14 @@ START_TEST(test_payloads_durable)
         }
         ck_assert_msg(sv_durable_add_payloads(d, v + (size_t)b * PL_DIM, 50, PL_DIM, ids, pl, NULL, &err) == SV_OK,
                       "%s", err.message);
-        if (b == 100)
+        if (b == 100) {
             ck_assert_int_eq(sv_durable_flush(d, &err), SV_OK);
+            ck_assert_int_eq(sv_durable_index_key(d, "class", &err), SV_OK);
+        }
     }
+    ck_assert_int_eq(sv_durable_index_key(d, "class", &err), SV_OK); /* again: a no-op */
+    ck_assert_int_eq(sv_durable_index_key(d, "", &err), SV_ERR_INVALID_ARGUMENT);
+    check_indexed(d, "class");
     /* A refused batch (a string where u holds int64s) and a refused set. */
     sv_pv_field bad = {.key = "u", .type = SV_PV_STRING, .s = "no"};
     sv_payload badpl = {&bad, 1};
@@ -2886,6 +2905,7 @@ START_TEST(test_payloads_durable)
     /* From the log alone. */
     sv_recovery rec;
     d = sc_reopen(dir, &rec);
+    check_indexed(d, "class");
     pl_check(d, 0);
     /* Patches (logged as SET_PAYLOAD), then a snapshot, then more patches:
      * from snapshot + log. */
@@ -2899,11 +2919,13 @@ START_TEST(test_payloads_durable)
         if (i == 150) {
             sv_snapshot_info info;
             ck_assert_msg(sv_durable_snapshot(d, &info, &err) == SV_OK, "%s", err.message);
+            ck_assert_int_eq(sv_durable_index_key(d, "u", &err), SV_OK);
         }
     }
     pl_check(d, 1);
     sv_durable_free(d);
     d = sc_reopen(dir, &rec);
+    check_indexed(d, "class,u");
     ck_assert_uint_gt(rec.snapshot_lsn, 0);
     ck_assert_uint_gt(rec.replayed, 0);
     pl_check(d, 1);
@@ -2916,6 +2938,7 @@ START_TEST(test_payloads_durable)
     sv_durable_free(d);
     d = sc_reopen(dir, &rec);
     ck_assert_uint_eq(rec.replayed, 0);
+    check_indexed(d, "class,u");
     pl_check(d, 1);
     ck_assert_uint_eq(sv_durable_count(d), PL_N - nd);
     sv_durable_free(d);

@@ -675,11 +675,36 @@ static int64_t id_slot(void *ctx, const char *id)
     return s;
 }
 
-START_TEST(test_filter_property)
+/* The property below with the keys indexed: some before the payloads
+ * come, the rest after; slots moved (a compaction) before the filters. */
+static void index_keys(sv_payloads *p, int first, int last)
+{
+    sv_error err;
+    for (int k = first; k <= last; k++)
+        ck_assert_msg(sv_payloads_index_key(p, KEYS[k], &err) == SV_OK, "%s", err.message);
+}
+
+static void move_some(sv_payloads *p)
+{
+    for (int i = 0, moved = 0; i < 4 * NS && moved < 200; i++) {
+        uint32_t from = below(NS), to = below(NS);
+        if (!sv_payloads_has(p, from) || sv_payloads_has(p, to) || model[to].live)
+            continue;
+        ck_assert_int_eq(sv_payloads_move(p, from, to), SV_OK);
+        model[to] = model[from];
+        memset(&model[from], 0, sizeof model[from]);
+        moved++;
+    }
+    sv_payloads_trim(p); /* what a compaction ends with: the indexes rebuilt */
+}
+
+static void filter_property(int indexed)
 {
     sv_tally t = {0}, scratch = {0};
     sv_payloads *p = sv_payloads_create(sv_allocator_default(), &t);
     sv_error err;
+    if (indexed)
+        index_keys(p, 0, 1);
     /* Random payloads, then churn: replaced, patched, cleared. */
     for (uint32_t s = 0; s < NS; s++) {
         sv_pv_field f[NK];
@@ -703,7 +728,11 @@ START_TEST(test_filter_property)
         model[s].live = 1;
         sv_payload pl = {f, n};
         ck_assert_int_eq(sv_payloads_set(p, s, &pl, SV_PAYLOAD_REPLACE, &err), SV_OK);
+        if (indexed && i == NS / 6)
+            index_keys(p, 2, NK - 1);
     }
+    if (indexed)
+        move_some(p);
     uint64_t *bits = calloc((NS + 63) / 64, sizeof *bits);
     static pool pl;
     long passed_total = 0;
@@ -725,6 +754,18 @@ START_TEST(test_filter_property)
     ck_assert_int_eq(sv_tally_get(&scratch), 0);
     free(bits);
     sv_payloads_free(p);
+    ck_assert_int_eq(sv_tally_get(&t), 0);
+}
+
+START_TEST(test_filter_property)
+{
+    filter_property(0);
+}
+END_TEST
+
+START_TEST(test_filter_property_indexed)
+{
+    filter_property(1);
 }
 END_TEST
 
@@ -788,6 +829,7 @@ int main(void)
     tcase_add_test(tc, test_payload_out_of_memory);
     tcase_add_test(tc, test_payload_bytes_per_vector);
     tcase_add_test(tc, test_filter_property);
+    tcase_add_test(tc, test_filter_property_indexed);
     tcase_add_test(tc, test_filter_refusals);
     suite_add_tcase(s, tc);
     return tu_run_suite(s);

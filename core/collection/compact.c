@@ -129,6 +129,7 @@ static sv_status compact_locked(sv_collection *c, uint32_t *moved, sv_error *err
         sv_graph_set_state(&c->graph, to, ts);
         sv_graph_set_state(&c->graph, top, SV_SLOT_FREE);
     }
+    sv_payloads_reindex(c->payloads); /* the moves left the indexes naming old slots */
     for (uint32_t u = 0; lists && u < n; u++)
         if (lists[u])
             sv_edges_install(c->edges, u < new_n ? u : remap[u], lists[u]);

@@ -182,3 +182,26 @@ sv_status sv_collection_count_filtered(sv_collection *c, const sv_filter *filter
     pthread_rwlock_unlock(&c->lock);
     return st;
 }
+
+sv_status sv_collection_index_key(sv_collection *c, const char *key, sv_error *err)
+{
+    pthread_rwlock_wrlock(&c->lock);
+    sv_status st = sv_payloads_index_key(c->payloads, key, err);
+    pthread_rwlock_unlock(&c->lock);
+    return st;
+}
+
+uint32_t sv_collection_indexed_keys(sv_collection *c, const char **keys, uint32_t cap)
+{
+    uint32_t n = 0;
+    pthread_rwlock_rdlock(&c->lock);
+    for (uint32_t i = 0, nk = sv_payloads_keys(c->payloads); i < nk; i++) {
+        if (!sv_payloads_key_indexed(c->payloads, i))
+            continue;
+        if (n < cap)
+            keys[n] = sv_payloads_key(c->payloads, i, NULL);
+        n++;
+    }
+    pthread_rwlock_unlock(&c->lock);
+    return n;
+}

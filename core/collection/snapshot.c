@@ -24,15 +24,17 @@ static const uint8_t MAGIC[8] = {'S', 'V', 'S', 'N', 'A', 'P', 0, 1};
 #define SEC_HEADER 16u
 
 /* PAYLOADS, when any vector has one, comes after BUFFER (older snapshots
- * have none): entries u32 slot | u32 bytes | one payload (pcodec.h). */
+ * have none): entries u32 slot | u32 bytes | one payload (pcodec.h).
+ * INDEXES, when a key is indexed, comes next: the indexed keys, each
+ * u8 length | the name (the indexes are built again from the payloads). */
 enum { SEC_META = 1, SEC_MEAN, SEC_STATES, SEC_IDS, SEC_FREE, SEC_BUFFER, SEC_CODES, SEC_EDGES, SEC_END,
-       SEC_PAYLOADS };
+       SEC_PAYLOADS, SEC_INDEXES };
 
 static const char *sec_name(uint32_t tag)
 {
     static const char *names[] = {"?",     "META",  "MEAN", "STATES", "IDS",     "FREE",
-                                  "BUFFER", "CODES", "EDGES", "END",  "PAYLOADS"};
-    return tag <= SEC_PAYLOADS ? names[tag] : "?";
+                                  "BUFFER", "CODES", "EDGES", "END",  "PAYLOADS", "INDEXES"};
+    return tag <= SEC_INDEXES ? names[tag] : "?";
 }
 
 /* META, fixed size. */
@@ -315,6 +317,20 @@ sv_status sv_snapshot_write(sv_collection *c, int fd, const sv_snapshot_hooks *h
     if (ps.slots_with_payload) {
         sec_begin(&w, SEC_PAYLOADS);
         payload_oom = write_payloads(&w, c) != 0;
+        sec_end(&w);
+    }
+    int indexed = 0;
+    for (uint32_t i = 0, nk = sv_payloads_keys(c->payloads); i < nk; i++)
+        indexed += sv_payloads_key_indexed(c->payloads, i);
+    if (indexed) {
+        sec_begin(&w, SEC_INDEXES);
+        for (uint32_t i = 0, nk = sv_payloads_keys(c->payloads); i < nk; i++) {
+            if (!sv_payloads_key_indexed(c->payloads, i))
+                continue;
+            const char *key = sv_payloads_key(c->payloads, i, NULL);
+            w_u8(&w, (uint8_t)strlen(key));
+            w_put(&w, key, strlen(key));
+        }
         sec_end(&w);
     }
     pthread_rwlock_unlock(&c->lock);
@@ -654,6 +670,32 @@ static sv_status load_sections(sv_collection *c, reader *r, const meta *m, sv_er
                 goto out;
             }
             at += 8 + (size_t)plen;
+        }
+    }
+
+    /* INDEXES (optional): built again over the payloads just read. */
+    tag = 0;
+    if (r->len - r->off >= 4)
+        memcpy(&tag, r->data + r->off, 4);
+    if (tag == SEC_INDEXES) {
+        if ((st = next_section(r, SEC_INDEXES, &s, err)) != SV_OK)
+            goto out;
+        for (size_t at = 0; at < s.len;) {
+            size_t klen = s.p[at];
+            char key[SV_PAYLOAD_KEY_MAX + 1];
+            if (klen == 0 || klen > SV_PAYLOAD_KEY_MAX || s.len - at - 1 < klen || memchr(s.p + at + 1, 0, klen)) {
+                st = sv_fail(err, SV_ERR_CORRUPT, "offset %zu: INDEXES entry of %zu bytes", s.off + at, klen);
+                goto out;
+            }
+            memcpy(key, s.p + at + 1, klen);
+            key[klen] = '\0';
+            sv_error ierr;
+            if ((st = sv_payloads_index_key(c->payloads, key, &ierr)) != SV_OK) {
+                st = sv_fail(err, st == SV_ERR_RESOURCE ? st : SV_ERR_CORRUPT, "offset %zu: index of \"%s\": %s",
+                             s.off + at, key, ierr.message);
+                goto out;
+            }
+            at += 1 + klen;
         }
     }
 

@@ -581,6 +581,33 @@ sv_status sv_durable_set_payload(sv_durable *d, const char *id, const sv_payload
     return st;
 }
 
+sv_status sv_durable_index_key(sv_durable *d, const char *key, sv_error *err)
+{
+    uint8_t *rec = NULL;
+    size_t rec_len = 0;
+    uint64_t lsn = 0;
+    pthread_mutex_lock(&d->order);
+    sv_status st = d->dropped || d->following ? refuse_write(d, err) : sv_collection_index_key(d->c, key, err);
+    if (st == SV_OK && d->dir) {
+        if (sv_logrec_index(key, &rec, &rec_len) != SV_OK) {
+            st = sv_fail(err, SV_ERR_RESOURCE, "out of memory logging an index");
+        } else {
+            struct iovec part = {rec, rec_len};
+            st = sv_log_append(d->log, SV_WAL_INDEX, &part, 1, &lsn, err);
+        }
+        if (st == SV_OK && waits_for_fsync(d))
+            st = sv_log_sync(d->log, lsn, err);
+    }
+    pthread_mutex_unlock(&d->order);
+    free(rec);
+    return st;
+}
+
+uint32_t sv_durable_indexed_keys(sv_durable *d, const char **keys, uint32_t cap)
+{
+    return sv_collection_indexed_keys(d->c, keys, cap);
+}
+
 sv_status sv_durable_delete(sv_durable *d, const char *const *ids, size_t n, size_t *deleted,
                             sv_error *err)
 {

@@ -140,6 +140,13 @@ sv_status sv_durable_add(sv_durable *d, const float *vectors, size_t n, uint32_t
 sv_status sv_durable_add_payloads(sv_durable *d, const float *vectors, size_t n, uint32_t dim,
                                   const char *const *ids, const sv_payload *payloads, uint64_t *assigned,
                                   sv_error *err);
+/* As sv_collection_index_key, then one INDEX record (synced when the log
+ * waits for fsync), so a restart and the followers index the key too.
+ * The index is built before it is logged: an index is not data (a filter
+ * answers the same without it), so a log that fails leaves it until a
+ * restart, and the call says so. */
+sv_status sv_durable_index_key(sv_durable *d, const char *key, sv_error *err);
+uint32_t sv_durable_indexed_keys(sv_durable *d, const char **keys, uint32_t cap);
 /* As sv_collection_upsert, durable before it is seen: one ADD record whose
  * given ids are marked as replacing (logrec.h); the replacements happen
  * when the batch is published, each in one step. */

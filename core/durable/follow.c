@@ -252,12 +252,13 @@ static uint64_t distinct(char **ids, uint32_t n)
 static sv_status apply_plain(sv_collection *c, const sv_follow_ids *f, uint32_t type, uint64_t lsn,
                              const uint8_t *payload, size_t len, sv_follow_result *res, sv_error *err)
 {
-    if (type != SV_WAL_ADD && type != SV_WAL_DELETE && type != SV_WAL_SET_PAYLOAD)
+    if (type != SV_WAL_ADD && type != SV_WAL_DELETE && type != SV_WAL_SET_PAYLOAD && type != SV_WAL_INDEX)
         return sv_ok(err); /* a replica's own markers are never in a followed log */
     sv_logrec rec;
     sv_error derr = {0};
     sv_status st = type == SV_WAL_ADD      ? sv_logrec_decode_add(payload, len, &rec, &derr)
                    : type == SV_WAL_DELETE ? sv_logrec_decode_delete(payload, len, &rec, &derr)
+                   : type == SV_WAL_INDEX  ? sv_logrec_decode_index(payload, len, &rec, &derr)
                                            : sv_logrec_decode_set_payload(payload, len, &rec, &derr);
     if (st == SV_ERR_RESOURCE)
         return sv_fail(err, st, "out of memory decoding LSN %" PRIu64, lsn);
@@ -266,6 +267,9 @@ static sv_status apply_plain(sv_collection *c, const sv_follow_ids *f, uint32_t 
     if (type == SV_WAL_ADD) {
         st = apply_add(c, f, lsn, &rec, err);
         res->count = st == SV_OK ? rec.n : 0;
+    } else if (type == SV_WAL_INDEX) {
+        st = sv_collection_index_key(c, rec.ids[0], err);
+        res->count = st == SV_OK;
     } else if (type == SV_WAL_SET_PAYLOAD) {
         st = sv_collection_set_payload(c, rec.ids[0], &rec.payloads[0], rec.mode, err);
         res->count = st == SV_OK;

@@ -49,7 +49,7 @@
 /* Record types, the same in every backend (payloads: logrec.h). */
 enum { SV_WAL_ADD = 1, SV_WAL_DELETE = 2, SV_WAL_TRAIN = 3, SV_WAL_FLUSH = 4, SV_WAL_CONSOLIDATE = 5,
        SV_WAL_KEYED = 6 /* a followed log's record with its writer's key (follow.h) */,
-       SV_WAL_SET_PAYLOAD = 7 };
+       SV_WAL_SET_PAYLOAD = 7, SV_WAL_INDEX = 8 };
 
 typedef struct sv_log_stats {
     uint64_t next_lsn;

@@ -217,6 +217,30 @@ sv_status sv_logrec_decode_set_payload(const uint8_t *p, size_t len, sv_logrec *
     return st;
 }
 
+sv_status sv_logrec_index(const char *key, uint8_t **out, size_t *out_len)
+{
+    size_t l = strlen(key);
+    if (l == 0 || l > SV_PAYLOAD_KEY_MAX || !(*out = malloc(1 + l)))
+        return SV_ERR_RESOURCE;
+    (*out)[0] = (uint8_t)l;
+    memcpy(*out + 1, key, l);
+    *out_len = 1 + l;
+    return SV_OK;
+}
+
+sv_status sv_logrec_decode_index(const uint8_t *p, size_t len, sv_logrec *out, sv_error *err)
+{
+    memset(out, 0, sizeof *out);
+    const uint8_t *end = p + len;
+    out->n = 1;
+    if (len < 2 || p[0] == 0 || p[0] > SV_PAYLOAD_KEY_MAX || (size_t)p[0] + 1 != len)
+        return sv_fail(err, SV_ERR_CORRUPT, "INDEX record of %zu bytes does not decode", len);
+    sv_status st = decode_ids(&p, end, out, 0, err);
+    if (st != SV_OK)
+        sv_logrec_release(out);
+    return st;
+}
+
 sv_status sv_logrec_add_payloads(const sv_payload *payloads, size_t n, uint8_t **out, size_t *out_len)
 {
     size_t total = 4;

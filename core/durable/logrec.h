@@ -12,6 +12,7 @@
  *                                           or all 2)
  *   DELETE  u32 n | n * (u8 len + len bytes)
  *   SET_PAYLOAD  u8 mode (0 replace, 1 patch) | u8 len + id | one payload
+ *   INDEX   u8 len + a payload key to index
  *   TRAIN   u32 dim | dim f32: the quantizer mean, logged before the first
  *           flush encodes anything, so a replay encodes identically
  *   FLUSH   u64 rows: a flush took the write buffer (that many rows) here;
@@ -44,6 +45,8 @@ sv_status sv_logrec_add_payloads(const sv_payload *payloads, size_t n, uint8_t *
 /* A SET_PAYLOAD record. Malloc'd into *out. */
 sv_status sv_logrec_set_payload(const char *id, const sv_payload *pl, sv_payload_mode mode, uint8_t **out,
                                 size_t *out_len);
+/* An INDEX record. Malloc'd into *out. */
+sv_status sv_logrec_index(const char *key, uint8_t **out, size_t *out_len);
 /* A DELETE payload. Malloc'd into *out. */
 sv_status sv_logrec_delete(const char *const *ids, size_t n, uint8_t **out, size_t *out_len);
 
@@ -67,6 +70,8 @@ sv_status sv_logrec_decode_add(const uint8_t *p, size_t len, sv_logrec *out, sv_
 sv_status sv_logrec_decode_delete(const uint8_t *p, size_t len, sv_logrec *out, sv_error *err);
 /* SET_PAYLOAD: ids[0] the id, payloads[0] the payload, mode. */
 sv_status sv_logrec_decode_set_payload(const uint8_t *p, size_t len, sv_logrec *out, sv_error *err);
+/* INDEX: ids[0] the key. */
+sv_status sv_logrec_decode_index(const uint8_t *p, size_t len, sv_logrec *out, sv_error *err);
 /* TRAIN: dim must match; the mean is copied into mean[dim]. */
 sv_status sv_logrec_decode_train(const uint8_t *p, size_t len, uint32_t dim, float *mean,
                                  sv_error *err);

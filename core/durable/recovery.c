@@ -183,6 +183,13 @@ static sv_status apply_own(replay *r, uint32_t type, const uint8_t *p, size_t le
         sv_logrec_release(&rec);
         return st;
     }
+    if (type == SV_WAL_INDEX) {
+        if ((st = sv_logrec_decode_index(p, len, &rec, err)) != SV_OK)
+            return st;
+        st = sv_collection_index_key(r->c, rec.ids[0], err);
+        sv_logrec_release(&rec);
+        return st;
+    }
     if (type == SV_WAL_SET_PAYLOAD) {
         if ((st = sv_logrec_decode_set_payload(p, len, &rec, err)) != SV_OK)
             return st;

@@ -140,7 +140,7 @@ sv_status sv_wal_parse(const uint8_t *data, size_t len, sv_wal_visit visit, void
         if (lsn != out->last_lsn + 1)
             return sv_fail(err, SV_ERR_CORRUPT, "offset %zu: LSN %" PRIu64 " where %" PRIu64 " was expected",
                         off, lsn, out->last_lsn + 1);
-        if (type < SV_WAL_ADD || type > SV_WAL_SET_PAYLOAD)
+        if (type < SV_WAL_ADD || type > SV_WAL_INDEX)
             return sv_fail(err, SV_ERR_CORRUPT, "offset %zu: unknown record type %" PRIu32, off, type);
         if (visit) {
             sv_status st = visit(ctx, type, lsn, r + SV_WAL_REC_HEADER, plen, off);

@@ -9,6 +9,7 @@
 #include "error.h"
 #include "kernels.h"
 #include "payload_impl.h"
+#include "pindex.h"
 #include "utf8.h"
 
 /* ---- checks ------------------------------------------------------------------------------------------ */
@@ -286,6 +287,106 @@ static int int_bounds(const sv_cond *c, int64_t *lo, int64_t *hi)
     return 1;
 }
 
+/* Whether one cell (present) meets a match, match-any or range. */
+static int cell_meets(const pv_key *k, const pv_chunk *ch, uint32_t o, const sv_cond *c, const sorted_values *sv)
+{
+    int yes = 0;
+    switch (k->type) {
+    case SV_PV_STRING: return code_meets(sv, ch->c.code[o]);
+    case SV_PV_INT: return int_meets(c, sv, ch->c.i[o]);
+    case SV_PV_DOUBLE:
+        return above_lo((long double)ch->c.d[o], &c->lo) && below_hi((long double)ch->c.d[o], &c->hi);
+    case SV_PV_STRINGS:
+        for (uint32_t j = 0; j < ch->c.list[o]->n && !yes; j++)
+            yes = code_meets(sv, ch->c.list[o]->u.codes[j]);
+        return yes;
+    case SV_PV_INTS:
+        for (uint32_t j = 0; j < ch->c.list[o]->n && !yes; j++)
+            yes = int_meets(c, sv, ch->c.list[o]->u.ints[j]);
+        return yes;
+    default: return 0;
+    }
+}
+
+/* A double bound as an ordinal (pindex.h) on its safe side: the double
+ * nearest to it that lets nothing in range out (the cells decide). */
+static int64_t double_ord(const sv_bound *b, int upper)
+{
+    if (!b->set)
+        return upper ? INT64_MAX : INT64_MIN;
+    long double x = b->is_int ? (long double)b->i : (long double)b->d;
+    double d = (double)x;
+    if (!upper && (long double)d > x)
+        d = nextafter(d, -INFINITY);
+    if (upper && (long double)d < x)
+        d = nextafter(d, INFINITY);
+    if (d == 0.0)
+        d = upper ? 0.0 : -0.0;
+    return pv_ord_double(d);
+}
+
+typedef struct index_read {
+    const pv_key *k;
+    const sv_cond *c;
+    const sorted_values *sv;
+    uint64_t *out;
+    uint32_t n_slots;
+} index_read;
+
+static void index_candidate(void *ctx, uint32_t slot)
+{
+    index_read *ir = ctx;
+    const pv_chunk *ch = pv_chunk_of(ir->k, slot);
+    if (slot < ir->n_slots && pv_present(ch, slot) && cell_meets(ir->k, ch, slot % SV_PAYLOAD_CHUNK, ir->c, ir->sv))
+        ir->out[slot / 64] |= UINT64_C(1) << (slot % 64);
+}
+
+/*
+ * A match, match-any or range through the key's index: each value's (or
+ * the range's) pairs found by binary search, every candidate checked
+ * against its cell. 1 when it answered into out; 0 when the column scan
+ * should (no usable index, or so many candidates that the scan, 64 cells a
+ * step, is as fast).
+ */
+static int index_eval(const eval_state *es, const pv_key *k, const sv_cond *c, const sorted_values *sv,
+                      uint64_t *out)
+{
+    const pv_index *x = k->index;
+    if (!x || !x->usable || (c->kind != SV_COND_MATCH && c->kind != SV_COND_MATCH_ANY && c->kind != SV_COND_RANGE))
+        return 0;
+    int strings = k->type == SV_PV_STRING || k->type == SV_PV_STRINGS;
+    int ints = k->type == SV_PV_INT || k->type == SV_PV_INTS;
+    if (!strings && !ints && !(k->type == SV_PV_DOUBLE && c->kind == SV_COND_RANGE))
+        return 0;
+    /* One interval of ordinals, or one point a value. */
+    int64_t lo = 0, hi = -1;
+    uint32_t points = strings ? sv->n_codes : c->kind == SV_COND_MATCH_ANY ? sv->n_ints : 0;
+    if (strings && c->kind == SV_COND_RANGE)
+        return 0;
+    if (!points && ints && !int_bounds(c, &lo, &hi))
+        return 1; /* nothing can be inside: out stays empty */
+    if (!points && k->type == SV_PV_DOUBLE) {
+        lo = double_ord(&c->lo, 0);
+        hi = double_ord(&c->hi, 1);
+    }
+    size_t candidates = 0;
+    for (uint32_t i = 0; i < (points ? points : 1); i++) {
+        int64_t v = strings ? (int64_t)sv->codes[i] : points ? sv->ints[i] : 0;
+        candidates += points ? pv_index_count(x, v, v) : pv_index_count(x, lo, hi);
+    }
+    if (candidates > es->n_slots / 16 + 256)
+        return 0;
+    index_read ir = {k, c, sv, out, es->n_slots};
+    for (uint32_t i = 0; i < (points ? points : 1); i++) {
+        int64_t v = strings ? (int64_t)sv->codes[i] : points ? sv->ints[i] : 0;
+        if (points)
+            pv_index_visit(x, v, v, index_candidate, &ir);
+        else
+            pv_index_visit(x, lo, hi, index_candidate, &ir);
+    }
+    return 1;
+}
+
 /* out = the slots meeting one condition. */
 static sv_status eval_cond(eval_state *es, const sv_cond *c, uint64_t *out)
 {
@@ -346,6 +447,8 @@ static sv_status eval_cond(eval_state *es, const sv_cond *c, uint64_t *out)
             sv->ints[sv->n_ints++] = c->any[i].i;
         qsort(sv->ints, sv->n_ints, sizeof *sv->ints, cmp_i64);
     }
+    if (index_eval(es, k, c, sv, out))
+        goto out;
     /* The common cases word by word without a branch a cell: a range or a
      * match on int64 scalars, a match of one string. */
     int64_t lo = 0, hi = 0;

@@ -8,6 +8,7 @@
 #include "error.h"
 #include "payload_impl.h"
 #include "pcodec.h"
+#include "pindex.h"
 #include "utf8.h"
 
 const char *sv_pv_type_name(sv_pv_type t)
@@ -92,6 +93,7 @@ void sv_payloads_free(sv_payloads *p)
             sv_mem_free(p->a, p->t, ch, chunk_bytes(k->type));
         }
         sv_mem_free(p->a, p->t, k->chunks, (size_t)k->cap_chunks * sizeof *k->chunks);
+        pv_index_free(p, k->index);
     }
     sv_mem_free(p->a, p->t, p->keys, (size_t)p->cap_keys * sizeof *p->keys);
     sv_dict_free(p->names);
@@ -270,6 +272,44 @@ static int key_for(sv_payloads *p, const char *name)
     return (int)p->n_keys++;
 }
 
+/* ---- indexes ----------------------------------------------------------------------------------------- */
+
+sv_status sv_payloads_index_key(sv_payloads *p, const char *key, sv_error *err)
+{
+    size_t len = key ? strnlen(key, SV_PAYLOAD_KEY_MAX + 1) : 0;
+    if (len == 0 || len > SV_PAYLOAD_KEY_MAX || sv_utf8_invalid_at((const unsigned char *)key, len) != len)
+        return sv_fail(err, SV_ERR_INVALID_ARGUMENT, "an index needs a key of 1..%d bytes of UTF-8",
+                       SV_PAYLOAD_KEY_MAX);
+    int i = sv_payloads_key_index(p, key);
+    if (i >= 0 && p->keys[i].index)
+        return sv_ok(err);
+    if (i < 0 && p->n_keys >= SV_PAYLOAD_KEYS_MAX)
+        return sv_fail(err, SV_ERR_INVALID_ARGUMENT, "the collection has %d keys already", SV_PAYLOAD_KEYS_MAX);
+    uint32_t before = p->n_keys;
+    if (i < 0 && (i = key_for(p, key)) < 0)
+        return sv_fail(err, SV_ERR_RESOURCE, "out of memory indexing \"%s\"", key);
+    pv_key *k = &p->keys[i];
+    if (!(k->index = pv_index_create(p, k))) {
+        if (p->n_keys > before) { /* the key made for it goes again */
+            p->n_keys--;
+            sv_dict_unref(p->names, p->n_keys + 1);
+        }
+        return sv_fail(err, SV_ERR_RESOURCE, "out of memory indexing \"%s\"", key);
+    }
+    return sv_ok(err);
+}
+
+void sv_payloads_reindex(sv_payloads *p)
+{
+    for (uint32_t i = 0; i < p->n_keys; i++)
+        pv_index_refresh(p, &p->keys[i]);
+}
+
+int sv_payloads_key_indexed(const sv_payloads *p, uint32_t i)
+{
+    return i < p->n_keys && p->keys[i].index != NULL;
+}
+
 /* The chunk of key k (of type t) holding slot, made when missing; *made
  * says whether it is new. NULL: OOM. */
 static pv_chunk *chunk_for(sv_payloads *p, pv_key *k, sv_pv_type t, uint32_t slot, int *made)
@@ -324,6 +364,8 @@ static void clear_cell(sv_payloads *p, pv_key *k, uint32_t slot)
     }
     if (--k->values == 0 && !p->held)
         k->type = SV_PV_NONE; /* free for another type (not while an empty chunk may stay: its layout is this type's) */
+    if (k->values == 0 && k->index)
+        pv_index_clear(p, k->index);
 }
 
 int sv_payloads_has(const sv_payloads *p, uint32_t slot)
@@ -486,6 +528,8 @@ void sv_payloads_commit(sv_payloads *p, sv_payload_plan *plan)
             k->values--;
         }
         put_cell(k, &f[j], &pr[j], slot);
+        if (k->index)
+            pv_index_add(p, k, slot);
     }
     int has = sv_payloads_has(p, slot);
     p->slots_with += (uint64_t)has - (uint64_t)had;
@@ -526,6 +570,7 @@ void sv_payloads_trim(sv_payloads *p)
             release_chunk_if_empty(p, &p->keys[i], c);
         if (p->keys[i].values == 0)
             p->keys[i].type = SV_PV_NONE; /* its chunks are gone: free for another type */
+        pv_index_refresh(p, &p->keys[i]);
     }
 }
 
@@ -553,6 +598,8 @@ sv_status sv_payloads_move(sv_payloads *p, uint32_t from, uint32_t to)
         }
         dst->present[to_o / 64] |= UINT64_C(1) << (to_o % 64);
         dst->count++;
+        if (k->index)
+            k->index->usable = 0; /* its pairs name `from`: rebuilt by sv_payloads_trim or the next set */
         /* The value moved, its string uses and list with it: take it off
          * `from` without dropping them. */
         src->present[fo / 64] &= ~(UINT64_C(1) << (fo % 64));

@@ -105,6 +105,20 @@ uint32_t sv_payloads_get(const sv_payloads *p, uint32_t slot, sv_pv_field *out, 
  */
 size_t sv_payloads_copy(const sv_payloads *p, uint32_t slot, void *buf, size_t cap, sv_payload *out);
 
+/*
+ * Index key (made, with no values, when the collection has none yet):
+ * matches and ranges on it then find their slots by binary search instead
+ * of a scan of its column (pindex.h; string, int64, double and list keys:
+ * a bool key's index is never read). Its bytes are the store's. Indexing
+ * an indexed key is a no-op. SV_ERR_RESOURCE when out of memory (nothing
+ * changed), INVALID_ARGUMENT for a bad name or too many keys.
+ */
+sv_status sv_payloads_index_key(sv_payloads *p, const char *key, sv_error *err);
+int sv_payloads_key_indexed(const sv_payloads *p, uint32_t i);
+/* Rebuild the indexes a compaction's moves (or an allocation failure)
+ * left out of date; out of memory: they stay so (read as absent). */
+void sv_payloads_reindex(sv_payloads *p);
+
 /* Keys: count, and the i-th (name, type; NONE while it holds no value). */
 uint32_t sv_payloads_keys(const sv_payloads *p);
 const char *sv_payloads_key(const sv_payloads *p, uint32_t i, sv_pv_type *type);

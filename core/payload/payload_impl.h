@@ -36,11 +36,14 @@ typedef struct pv_chunk {
     } c;
 } pv_chunk;
 
+typedef struct pv_index pv_index; /* pindex.h */
+
 typedef struct pv_key {
     sv_pv_type type;  /* NONE while no slot holds a value */
     uint64_t values;  /* slots with a value */
     pv_chunk **chunks;
     uint32_t n_chunks, cap_chunks;
+    pv_index *index;  /* NULL: not indexed */
 } pv_key;
 
 struct sv_payloads {

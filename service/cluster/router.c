@@ -1136,7 +1136,29 @@ static void h_get(void *appv, svd_ctx *ctx, void **state, const ProtobufCMessage
 typedef struct catalog_state {
     double since;         /* waited_out's clock */
     uint64_t incarnation; /* the one created, or dropped */
+    int indexed;          /* a create's INDEX records are in every shard's log */
 } catalog_state;
+
+/* One INDEX record of key in every shard's log (w collects them). */
+static void index_write(svc_cluster *cl, const svc_catalog_entry *c, const char *key, write_state *w, svd_reply *r)
+{
+    uint8_t *rec = NULL;
+    size_t len = 0;
+    if (sv_logrec_index(key, &rec, &len) != SV_OK) {
+        svd_reply_oom(r);
+        return;
+    }
+    char bkey[72], rkey[96];
+    batch_key(NULL, bkey, sizeof bkey, r);
+    struct iovec part = {rec, len};
+    for (uint32_t s = 0; s < svc_cluster_config_of(cl)->shards && r->code == GRPC_STATUS_OK; s++) {
+        uint64_t lsn = 0;
+        snprintf(rkey, sizeof rkey, "%s:%u:0", bkey, s);
+        if (append_record(cl, c, s, SV_WAL_INDEX, rkey, &part, 1, &lsn, r) && w && !add_rec(w, s, lsn, 1))
+            svd_reply_oom(r);
+    }
+    free(rec);
+}
 
 /* The end of a call whose state is one block (catalog and pod-to-pod calls). */
 static void free_end(void *app, void *state, int cancelled)
@@ -1161,7 +1183,7 @@ static void h_create(void *appv, svd_ctx *ctx, void **state, const ProtobufCMess
         sv_params p;
         if (!svd_field_ok(spec->name, "the collection name", SIZE_MAX, r) ||
             !svd_allowed(ctx, SVD_ROLE_ADMIN, spec->name, r) || !svd_spec_params(app, spec, &p, r) ||
-            !svd_memory_ok(app, 64 * 1024, 0, r))
+            !svd_index_keys_ok(spec->indexed_keys, spec->n_indexed_keys, r) || !svd_memory_ok(app, 64 * 1024, 0, r))
             return;
         if (strlen(spec->name) > 64) {
             svd_reply_error(r, GRPC_STATUS_INVALID_ARGUMENT, "a cluster's collection names are at most 64 bytes");
@@ -1201,6 +1223,16 @@ static void h_create(void *appv, svd_ctx *ctx, void **state, const ProtobufCMess
                 svd_reply_error(r, svd_code_of(st), "shard %u: %s", s, err.message);
             return;
         }
+    }
+    /* The keys to index: a record each in every shard's log, before any
+     * write can come (no one has the answer yet). */
+    if (!cs->indexed) {
+        svc_catalog_entry ce = {.incarnation = cs->incarnation};
+        for (size_t i = 0; i < req->spec->n_indexed_keys && r->code == GRPC_STATUS_OK; i++)
+            index_write(cl, &ce, req->spec->indexed_keys[i], NULL, r);
+        if (r->code != GRPC_STATUS_OK)
+            return;
+        cs->indexed = 1;
     }
     /* Answered with this pod's copy once it has one (the applier makes it). */
     svd_coll *c = svd_registry_get(app->registry, req->spec->name);
@@ -2118,6 +2150,7 @@ static void h_describe(void *appv, svd_ctx *ctx, void **state, const ProtobufCMe
             mem->id_map_bytes_estimate += x->memory->id_map_bytes_estimate;
             mem->buffer_bytes_estimate += x->memory->buffer_bytes_estimate;
             mem->other_bytes_estimate += x->memory->other_bytes_estimate;
+            mem->payload_bytes_estimate += x->memory->payload_bytes_estimate;
         }
         if (keep[i].shard < S && keep[i].state == SVC_REPLICA_READY && !counted[keep[i].shard]) {
             counted[keep[i].shard] = 1;
@@ -2125,6 +2158,11 @@ static void h_describe(void *appv, svd_ctx *ctx, void **state, const ProtobufCMe
             info->indexed += x->indexed;
             info->buffered += x->buffered;
             info->tombstones += x->tombstones;
+            /* Every replica applies the same INDEX records: the one with the most is the newest. */
+            if (x->n_indexed_keys > info->n_indexed_keys) {
+                info->n_indexed_keys = x->n_indexed_keys;
+                info->indexed_keys = x->indexed_keys;
+            }
             degree_sum += x->avg_degree * (double)x->indexed;
             slots_sum += x->avg_edge_slots * (double)x->indexed;
         }
@@ -2215,6 +2253,52 @@ static void h_set_payload(void *appv, svd_ctx *ctx, void **state, const Protobuf
         return;
     }
     slimvec__v1__set_payload_response__init(resp);
+    resp->positions = positions(w, &resp->n_positions, r);
+    r->msg = &resp->base;
+}
+
+/* CreateIndex: a record in every shard's log, answered once the replicas
+ * applied them. */
+static void h_create_index(void *appv, svd_ctx *ctx, void **state, const ProtobufCMessage *m, svd_reply *r)
+{
+    svd_app *app = appv;
+    svc_cluster *cl = app->cluster;
+    const Slimvec__V1__CreateIndexRequest *req = (const void *)m;
+    write_state *w = write_state_of(state, r);
+    if (!w)
+        return;
+    svc_catalog_entry ce;
+    char *const keys[1] = {req->key};
+    if (!w->waiting && !svd_index_keys_ok(keys, 1, r))
+        return;
+    if (!route_lookup(app, ctx, SVD_ROLE_WRITE, req->collection, &w->since, &ce, r))
+        return;
+    if (!w->incarnation)
+        w->incarnation = ce.incarnation;
+    if (!w->waiting) {
+        index_write(cl, &ce, req->key, w, r);
+        if (r->code != GRPC_STATUS_OK)
+            return;
+        if (ask_outcomes(cl, ctx, req->collection, w, r)) {
+            w->waiting = 1;
+            r->defer = 1;
+            return;
+        }
+        if (r->code != GRPC_STATUS_OK)
+            return;
+    } else if (w->op && !svc_fanout_done(w->op)) {
+        r->defer = 1;
+        return;
+    }
+    uint64_t count = 0;
+    if (w->op && !outcomes_ok(cl, w, &count, r))
+        return;
+    Slimvec__V1__CreateIndexResponse *resp = svd_own(r, sizeof *resp);
+    if (!resp) {
+        svd_reply_oom(r);
+        return;
+    }
+    slimvec__v1__create_index_response__init(resp);
     resp->positions = positions(w, &resp->n_positions, r);
     r->msg = &resp->base;
 }
@@ -2613,6 +2697,8 @@ const svd_method *svc_router_methods(size_t *n)
         set(PUBLIC("Count"), &slimvec__v1__count_request__descriptor, h_count, state_end, SVD_UNARY, SVD_ROLE_READ);
         set(PUBLIC("Scroll"), &slimvec__v1__scroll_request__descriptor, h_scroll, state_end, SVD_UNARY,
             SVD_ROLE_READ);
+        set(PUBLIC("CreateIndex"), &slimvec__v1__create_index_request__descriptor, h_create_index, state_end,
+            SVD_UNARY, SVD_ROLE_WRITE);
         set(SHARD_METHOD("Count"), &slimvec__v1__count_request__descriptor, sh_count, free_end, SVD_UNARY,
             SVD_ROLE_READ);
         set(SHARD_METHOD("Scroll"), &slimvec__v1__scroll_request__descriptor, sh_scroll, free_end, SVD_UNARY,

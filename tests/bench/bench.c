@@ -57,6 +57,7 @@ typedef struct options {
     double sels[FB_MAX_SELS];          /* --filter-selectivity */
     size_t n_sels;
     const char *filter_out;            /* --filter-out DIR: the peers' inputs */
+    int filter_index;                  /* --filter-index */
 } options;
 
 /* One point of the recall/QPS curve. */
@@ -109,6 +110,7 @@ static void usage(FILE *out)
             "                    u: uniform 0..999; tags), then filtered searches at each share\n"
             "                    (0.1: one class; else u < 1000 x share) over the search lists,\n"
             "                    against exact filtered answers (the first 1,000 queries)\n"
+            "  --filter-index    index class, u and tags (CreateIndex) once the payloads are set\n"
             "  --filter-out DIR  also write the rows' class and u and the filtered answers there\n"
             "                    (attrs.ivecs, filtered-<share>.gt.ivecs: compare.py's peers read them)\n",
             BENCH_K, BENCH_K);
@@ -145,6 +147,10 @@ static int parse_args(int argc, char **argv, options *o)
         }
         if (strcmp(arg, "--quick") == 0) {
             o->quick = true;
+            continue;
+        }
+        if (strcmp(arg, "--filter-index") == 0) {
+            o->filter_index = 1;
             continue;
         }
         /* Every other option takes a value. */
@@ -803,7 +809,8 @@ int main(int argc, char **argv)
                 goto cleanup;
             }
         }
-        int frc = fb_run(c, arena, &base, &query, labels, o.sels, o.n_sels, o.lists, o.n_lists, o.filter_out, fb);
+        int frc = fb_run(c, arena, &base, &query, labels, o.sels, o.n_sels, o.lists, o.n_lists, o.filter_out,
+                         o.filter_index, fb);
         free(labels);
         if (frc != 0)
             goto cleanup;

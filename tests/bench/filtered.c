@@ -142,7 +142,7 @@ static int measure(sv_collection *c, const ds_fmatrix *query, size_t nq, const f
 
 int fb_run(sv_collection *c, sv_arena *arena, const ds_fmatrix *base, const ds_fmatrix *query,
            const int32_t *labels, const double *sels, size_t n_sels, const uint32_t *lists, size_t n_lists,
-           const char *peer_dir, fb_results *out)
+           const char *peer_dir, int index_keys, fb_results *out)
 {
     memset(out, 0, sizeof *out);
     size_t n = base->rows, nq = query->rows < FB_QUERIES ? query->rows : FB_QUERIES;
@@ -167,6 +167,16 @@ int fb_run(sv_collection *c, sv_arena *arena, const ds_fmatrix *base, const ds_f
     if (set_payloads(c, n, cls, u, 1) != 0)
         goto done;
     size_t a2 = sv_arena_allocated(arena);
+    static const char *const index_names[3] = {"class", "u", "tags"};
+    for (int k = 0; index_keys && k < 3; k++) {
+        sv_error ierr;
+        if (sv_collection_index_key(c, index_names[k], &ierr) != SV_OK) {
+            fprintf(stderr, "slimvec-bench: indexing %s: %s\n", index_names[k], ierr.message);
+            goto done;
+        }
+    }
+    out->indexed = index_keys;
+    out->index_bpv_arena = ((double)sv_arena_allocated(arena) - (double)a2) / (double)n;
     sv_stats st;
     sv_collection_stats(c, &st);
     /* For the peers: each row's class and u, and below each share's exact
@@ -195,6 +205,8 @@ int fb_run(sv_collection *c, sv_arena *arena, const ds_fmatrix *base, const ds_f
     out->queries = nq;
     printf("\npayloads: class + u %.2f B/vector by the arena, with tags %.2f (engine's tally %.2f)\n",
            out->payload_bpv_arena, out->payload_bpv_arena_tags, out->payload_bpv_tally);
+    if (index_keys)
+        printf("indexes of class, u and tags: %.2f B/vector by the arena\n", out->index_bpv_arena);
     printf("filtered search (single thread, k=%d, %zu queries, exact filtered answers):\n", FB_K, nq);
     printf("%12s %10s %12s %12s %12s %10s %10s\n", "selectivity", "matches", "search_list", "recall@10", "QPS",
            "p50 us", "p99 us");
@@ -239,6 +251,10 @@ void fb_json(FILE *f, const fb_results *r)
     bu_json_num(f, r->payload_bpv_arena);
     fputs(",\n  \"payload_bytes_per_vector_with_tags\": ", f);
     bu_json_num(f, r->payload_bpv_arena_tags);
+    if (r->indexed) {
+        fputs(",\n  \"index_bytes_per_vector\": ", f);
+        bu_json_num(f, r->index_bpv_arena);
+    }
     fputs(",\n  \"filtered\": [", f);
     for (size_t i = 0; i < r->n_points; i++) {
         const fb_point *p = &r->points[i];

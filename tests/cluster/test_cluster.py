@@ -493,6 +493,22 @@ class Paths(unittest.TestCase):
         r = other.Search(pb.SearchRequest(collection="pay", queries=moved[0].tolist(), k=1, after=after),
                          timeout=T).results[0]
         self.assertEqual(r.hits[0].id, "14")
+        # CreateIndex: a record in every shard; Describe lists it; the
+        # filters answer as before.
+        n_c3 = other.Count(pb.CountRequest(collection="pay", filter=flt, after=after), timeout=T).count
+        ci = st.CreateIndex(pb.CreateIndexRequest(collection="pay", key="class"), timeout=T)
+        self.assertEqual(len(ci.positions), c.shards)
+        info = other.DescribeCollection(pb.DescribeCollectionRequest(name="pay"), timeout=T).info
+        self.assertEqual(list(info.indexed_keys), ["class"])
+        self.assertEqual(other.Count(pb.CountRequest(collection="pay", filter=flt, after=list(ci.positions)),
+                                     timeout=T).count, n_c3)
+        # At creation: every shard's log starts with the INDEX records.
+        idx = spec("idx")
+        idx.indexed_keys.extend(["u", "class"])
+        other.CreateCollection(pb.CreateCollectionRequest(spec=idx), timeout=T)
+        wait_for(lambda: sorted(st.DescribeCollection(pb.DescribeCollectionRequest(name="idx"), timeout=T)
+                                .info.indexed_keys) == ["class", "u"], 10, "the indexes on the replicas")
+        other.DropCollection(pb.DropCollectionRequest(name="idx"), timeout=T)
         other.DropCollection(pb.DropCollectionRequest(name="pay"), timeout=T)
 
 

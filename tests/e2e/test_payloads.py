@@ -206,6 +206,75 @@ class PayloadTest(unittest.TestCase):
             self.stub.Scroll(pb.ScrollRequest(collection="p", page_size=100000), timeout=T)
         self.assertEqual(ctx.exception.code(), grpc.StatusCode.RESOURCE_EXHAUSTED)
 
+    def test_indexes(self):
+        def describe(name="p"):
+            return self.stub.DescribeCollection(pb.DescribeCollectionRequest(name=name), timeout=T).info
+
+        filters = [
+            (pb.Filter(must=[match("class", string_value="coat")]), lambda m: m["cls"] == "coat"),
+            (pb.Filter(must=[match("u", int_value=77)]), lambda m: m["u"] == 77),
+            (pb.Filter(must=[rng("u", lower=pb.RangeBound(int_value=10), upper=pb.RangeBound(double_value=19.5))]),
+             lambda m: 10 < m["u"] <= 19),
+            (pb.Filter(must=[rng("price", lower=pb.RangeBound(double_value=3.05, inclusive=True),
+                                 upper=pb.RangeBound(int_value=5))]), lambda m: 3.05 <= m["price"] < 5),
+            (pb.Filter(must=[match("tags", string_value="t1")],
+                       must_not=[match("class", string_value="bag")]),
+             lambda m: "t1" in m["tags"] and m["cls"] != "bag"),
+        ]
+        before = [self.check_filter(f, fn) for f, fn in filters]
+        for key in ("class", "u", "price", "tags", "not-yet"):
+            self.stub.CreateIndex(pb.CreateIndexRequest(collection="p", key=key), timeout=T)
+        self.stub.CreateIndex(pb.CreateIndexRequest(collection="p", key="u"), timeout=T)  # again: a no-op
+        # In the collection's key order (the order keys first came).
+        self.assertEqual(sorted(describe().indexed_keys), ["class", "not-yet", "price", "tags", "u"])
+        self.assertEqual([self.check_filter(f, fn) for f, fn in filters], before)
+        # The new key holds nothing: it matches nothing, and takes values later.
+        self.assertEqual(self.count(pb.Filter(must=[match("not-yet", int_value=1)])), 0)
+        for req, code in ((pb.CreateIndexRequest(collection="p", key=""), grpc.StatusCode.INVALID_ARGUMENT),
+                          (pb.CreateIndexRequest(collection="p", key="k" * 65), grpc.StatusCode.INVALID_ARGUMENT),
+                          (pb.CreateIndexRequest(collection="nope", key="u"), grpc.StatusCode.NOT_FOUND)):
+            with self.assertRaises(grpc.RpcError) as e:
+                self.stub.CreateIndex(req, timeout=T)
+            self.assertEqual(e.exception.code(), code, e.exception.details())
+        # Writes after: patched and deleted vectors leave the indexes right.
+        patch = pb.Payload()
+        patch.fields["u"].int_value = 77
+        for vid in ("5", "6", "7"):
+            self.stub.SetPayload(pb.SetPayloadRequest(collection="p", id=vid, payload=patch, patch=True), timeout=T)
+            self.meta[int(vid)]["u"] = 77
+        self.stub.Delete(pb.DeleteRequest(collection="p", ids=[str(i) for i in range(0, 3000, 7)]), timeout=T)
+        for i in range(0, 3000, 7):
+            self.meta[i]["cls"] = "deleted"
+            self.meta[i]["u"] = -1
+            self.meta[i]["tags"] = []
+            self.meta[i]["price"] = -1.0
+        live = [i for i in range(N) if i % 7]
+        for f, fn in filters:
+            self.assertEqual(self.count(f), sum(1 for i in live if fn(self.meta[i])))
+        # At creation, and after SIGKILL (the log) and a snapshot.
+        spec = pb.CollectionSpec(name="q", dimension=DIM, metric=pb.METRIC_L2, storage=pb.STORAGE_INT8,
+                                 indexed_keys=["class", "u"])
+        self.assertEqual(list(self.stub.CreateCollection(pb.CreateCollectionRequest(spec=spec), timeout=T)
+                              .info.indexed_keys), ["class", "u"])
+        bad = pb.CollectionSpec(name="r", dimension=DIM, metric=pb.METRIC_L2, storage=pb.STORAGE_INT8,
+                                indexed_keys=["ok", ""])
+        with self.assertRaises(grpc.RpcError) as e:
+            self.stub.CreateCollection(pb.CreateCollectionRequest(spec=bad), timeout=T)
+        self.assertEqual(e.exception.code(), grpc.StatusCode.INVALID_ARGUMENT)
+        counts = [self.count(f) for f, _ in filters]
+        for restart in ("log", "snapshot"):
+            if restart == "snapshot":
+                self.stub.Snapshot(pb.SnapshotRequest(collection="p"), timeout=T)
+            self.server.stop(signal.SIGKILL, keep_dir=True)
+            self.server = Slimvecd(SLIMVECD, STUBS, *ARGS, data_dir=self.server.data_dir)
+            self.stub = self.server.stub
+            self.server.own_dir = True
+            self.assertEqual(sorted(describe().indexed_keys), ["class", "not-yet", "price", "tags", "u"], restart)
+            self.assertEqual(list(describe("q").indexed_keys), ["class", "u"], restart)
+            self.assertEqual([self.count(f) for f, _ in filters], counts, restart)
+        self.assertNotIn("r", [c.spec.name for c in self.stub.ListCollections(
+            pb.ListCollectionsRequest(), timeout=T).collections])
+
     def test_upsert(self):
         def ingest(ids, vecs, payloads=(), upsert=True):
             return list(self.stub.Ingest(iter([pb.IngestRequest(

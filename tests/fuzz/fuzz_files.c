@@ -72,7 +72,7 @@ enum { P_PARAMS, P_WAL, P_LOGREC, P_SNAPSHOT, P_ORIGINALS, N_PARSERS };
 
 static unsigned long n_accepted[N_PARSERS], n_rejected[N_PARSERS];
 static unsigned long n_wal_records, n_wal_decoded;
-static unsigned long n_rec_ok[7];                /* add, delete, train, flush, consolidate, -, set payload */
+static unsigned long n_rec_ok[8];                /* add, delete, train, flush, consolidate, -, set payload, index */
 static unsigned long n_loaded_valid, n_loaded_invalid, n_loaded_written;
 
 /* ---- a capped allocator for the collections ------------------------------ */
@@ -279,6 +279,12 @@ static sv_status decode_payload(uint32_t type, const uint8_t *p, size_t len)
             check_payloads(r.payloads, 1);
             sv_logrec_release(&r);
         }
+    } else if (type == SV_WAL_INDEX) {
+        if ((st = sv_logrec_decode_index(p, len, &r, &err)) == SV_OK) {
+            check(r.n == 1 && r.ids && r.ids[0] && strlen(r.ids[0]) >= 1 && strlen(r.ids[0]) <= SV_PAYLOAD_KEY_MAX,
+                  "INDEX decoded");
+            sv_logrec_release(&r);
+        }
     } else if (type == SV_WAL_DELETE) {
         if ((st = sv_logrec_decode_delete(p, len, &r, &err)) == SV_OK) {
             check_logrec(&r, 0);
@@ -312,7 +318,7 @@ static sv_status visit(void *ctx, uint32_t type, uint64_t lsn, const uint8_t *pa
 {
     wal_ctx *w = ctx;
     (void)lsn;
-    check(type >= SV_WAL_ADD && type <= SV_WAL_SET_PAYLOAD, "visited record type");
+    check(type >= SV_WAL_ADD && type <= SV_WAL_INDEX, "visited record type");
     check(offset >= SV_WAL_HEADER && offset + SV_WAL_REC_HEADER + len <= w->len &&
               payload == w->data + offset + SV_WAL_REC_HEADER,
           "visited record lies in the segment");
@@ -359,8 +365,8 @@ static sv_status run_wal(const uint8_t *b, size_t len, int strict)
 
 static sv_status run_logrec(const uint8_t *b, size_t len)
 {
-    sv_status st[7];
-    for (uint32_t t = SV_WAL_ADD; t <= SV_WAL_SET_PAYLOAD; t++) {
+    sv_status st[8];
+    for (uint32_t t = SV_WAL_ADD; t <= SV_WAL_INDEX; t++) {
         if (t == SV_WAL_KEYED) {
             st[t - 1] = SV_ERR_CORRUPT; /* a followed log's wrapper: fuzz_follow's */
             continue;
@@ -368,7 +374,7 @@ static sv_status run_logrec(const uint8_t *b, size_t len)
         st[t - 1] = decode_payload(t, b, len);
         n_rec_ok[t - 1] += st[t - 1] == SV_OK;
     }
-    for (int t = 0; t < 7; t++)
+    for (int t = 0; t < 8; t++)
         if (st[t] == SV_OK)
             return SV_OK;
     return st[0];
@@ -799,6 +805,10 @@ static void durable_seeds(unsigned variant)
     sv_payload patch_pl = {&patch, 1};
     if (sv_durable_set_payload(d, "doc-25", &patch_pl, SV_PAYLOAD_PATCH, &err) != SV_OK)
         die("sv_durable_set_payload", &err);
+    /* Indexes: an INDEX record, and the snapshots' INDEXES section. */
+    if (sv_durable_index_key(d, "class", &err) != SV_OK || sv_durable_index_key(d, "x", &err) != SV_OK ||
+        sv_durable_index_key(d, "label", &err) != SV_OK) /* no values yet */
+        die("sv_durable_index_key", &err);
     const char *del1[6] = {"doc-1", "doc-4", "100002", "100005", "0", "3"};
     if (sv_durable_delete(d, del1, 6, NULL, &err) != SV_OK)
         die("sv_durable_delete", &err);
@@ -999,6 +1009,10 @@ static void make_seeds(void)
         add_seed(P_LOGREC, 0, buf, alen + slen);
         if (sv_logrec_set_payload("doc-9", &pl[0], SV_PAYLOAD_PATCH, &rec, &rlen) != SV_OK)
             die("a SET_PAYLOAD seed", NULL);
+        add_seed(P_LOGREC, 0, rec, rlen);
+        free(rec);
+        if (sv_logrec_index("tags", &rec, &rlen) != SV_OK)
+            die("an INDEX seed", NULL);
         add_seed(P_LOGREC, 0, rec, rlen);
         free(sec);
         free(rec);

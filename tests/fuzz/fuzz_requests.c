@@ -231,7 +231,7 @@ static size_t valid_message(uint8_t *buf, size_t cap, uint8_t *method)
         *method = next() % 2 ? 7 : 8;
         return sizeof nul_id;
     }
-    switch (next() % 6) {
+    switch (next() % 7) {
     case 0: {
         Slimvec__V1__IngestRequest q = SLIMVEC__V1__INGEST_REQUEST__INIT;
         q.collection = "f";
@@ -245,6 +245,7 @@ static size_t valid_message(uint8_t *buf, size_t cap, uint8_t *method)
             q.n_payloads = q.n_vectors / 4;
             q.payloads = plp;
         }
+        q.upsert = next() % 2;
         *method = 4; /* Ingest */
         return protobuf_c_message_get_packed_size(&q.base) <= cap ? protobuf_c_message_pack(&q.base, buf) : 0;
     }
@@ -283,6 +284,16 @@ static size_t valid_message(uint8_t *buf, size_t cap, uint8_t *method)
         q.collection = "f";
         q.filter = next() % 4 ? &filter : NULL;
         *method = 12; /* Count */
+        return protobuf_c_message_get_packed_size(&q.base) <= cap ? protobuf_c_message_pack(&q.base, buf) : 0;
+    }
+    case 6: {
+        /* Indexes on the keys the payloads use, one they do not, bad ones:
+         * the filters after go through them. */
+        static char *const index_keys[] = {"class", "u", "tags", "x", "nope", "", bad_utf8};
+        Slimvec__V1__CreateIndexRequest q = SLIMVEC__V1__CREATE_INDEX_REQUEST__INIT;
+        q.collection = "f";
+        q.key = index_keys[next() % 7];
+        *method = 14; /* CreateIndex */
         return protobuf_c_message_get_packed_size(&q.base) <= cap ? protobuf_c_message_pack(&q.base, buf) : 0;
     }
     default: {
