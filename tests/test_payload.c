@@ -392,6 +392,78 @@ START_TEST(test_payload_out_of_memory)
 END_TEST
 
 /* A class label (10 values) and an int per vector: bytes by the tally. */
+/* Indexed keys under allocation failures: whatever fails (a set, an
+ * index's append, merge or rebuild), the filters answer exactly. */
+static int64_t oom_n[2000];
+static int oom_has[2000];
+
+static void oom_check(sv_payloads *p, uint32_t n_slots)
+{
+    sv_tally scratch = {0};
+    uint64_t bits[2000 / 64 + 1];
+    for (int64_t want = 0; want < 50; want += 7) {
+        sv_cond c = {.kind = SV_COND_MATCH, .key = "n", .value = {.type = SV_PV_INT, .i = want}};
+        sv_filter f = {.must = &c, .n_must = 1};
+        ck_assert_int_eq(sv_filter_eval(p, &f, n_slots, NULL, NULL, NULL, sv_allocator_default(), &scratch, bits),
+                         SV_OK);
+        for (uint32_t s = 0; s < n_slots; s++)
+            ck_assert_msg(((bits[s / 64] >> (s % 64)) & 1) == (uint64_t)(oom_has[s] && oom_n[s] == want),
+                          "slot %u, n == %lld", s, (long long)want);
+    }
+}
+
+START_TEST(test_index_out_of_memory)
+{
+    int clean = 0;
+    for (long k = 0; !clean && k < 300; k++) {
+        atomic_store(&countdown, -1);
+        sv_tally t = {0};
+        sv_payloads *p = sv_payloads_create(&failing, &t);
+        sv_error err;
+        ck_assert_int_eq(sv_payloads_index_key(p, "n", &err), SV_OK);
+        memset(oom_has, 0, sizeof oom_has);
+        for (uint32_t s = 0; s < 1500; s++) {
+            sv_pv_field f = fi("n", (int64_t)(s % 50));
+            sv_payload pl = {&f, 1};
+            ck_assert_int_eq(sv_payloads_set(p, s, &pl, SV_PAYLOAD_REPLACE, &err), SV_OK);
+            oom_n[s] = s % 50;
+            oom_has[s] = 1;
+        }
+        /* Under pressure: new slots, changed values, cleared ones. */
+        atomic_store(&countdown, k);
+        long before = k;
+        for (uint32_t i = 0; i < 400; i++) {
+            uint32_t s = (i * 37) % 1900;
+            if (i % 5 == 4) {
+                sv_payloads_clear(p, s);
+                oom_has[s] = 0;
+                continue;
+            }
+            sv_pv_field f = fi("n", (int64_t)((s + i) % 50));
+            sv_payload pl = {&f, 1};
+            if (sv_payloads_set(p, s, &pl, SV_PAYLOAD_REPLACE, &err) == SV_OK) {
+                oom_n[s] = (s + i) % 50;
+                oom_has[s] = 1;
+            }
+        }
+        long left = atomic_load(&countdown);
+        atomic_store(&countdown, -1);
+        clean = left >= 0 && before == k; /* no allocation failed */
+        oom_check(p, 1900);
+        /* The next write (no failure now) brings an out-of-date index back. */
+        sv_pv_field f = fi("n", 7);
+        sv_payload pl = {&f, 1};
+        ck_assert_int_eq(sv_payloads_set(p, 1950, &pl, SV_PAYLOAD_REPLACE, &err), SV_OK);
+        oom_n[1950] = 7;
+        oom_has[1950] = 1;
+        oom_check(p, 2000);
+        sv_payloads_free(p);
+        ck_assert_int_eq(sv_tally_get(&t), 0);
+    }
+    ck_assert_msg(clean, "the writes kept failing");
+}
+END_TEST
+
 START_TEST(test_payload_bytes_per_vector)
 {
     sv_tally t = {0};
@@ -830,6 +902,7 @@ int main(void)
     tcase_add_test(tc, test_payload_bytes_per_vector);
     tcase_add_test(tc, test_filter_property);
     tcase_add_test(tc, test_filter_property_indexed);
+    tcase_add_test(tc, test_index_out_of_memory);
     tcase_add_test(tc, test_filter_refusals);
     suite_add_tcase(s, tc);
     return tu_run_suite(s);
