@@ -34,10 +34,11 @@ JOBS=$(nproc 2>/dev/null || echo 2)
 DRY=${SV_DRY_RUN:-0}
 
 # What compiling needs (check: CMake requires it at configure time; python3:
-# the build finds it for the generated stubs).
+# the build finds it for the generated stubs; json-c: the slimvec client's
+# payloads and filters).
 BUILD_PACKAGES="build-essential cmake pkg-config libjemalloc-dev check \
 libgrpc-dev protobuf-compiler protobuf-compiler-grpc protobuf-c-compiler libprotobuf-c-dev \
-grpc-proto libmicrohttpd-dev libsodium-dev libssl-dev libnats-dev python3"
+grpc-proto libmicrohttpd-dev libsodium-dev libssl-dev libnats-dev libjson-c-dev python3"
 
 # Only for tests, benchmarks and the deploy checks.
 TEST_PACKAGES="zlib1g-dev python3-grpcio python3-protobuf \
@@ -49,7 +50,7 @@ docker-compose yamllint openssl nats-server etcd-server"
 # libc6 which every Debian image has. apt brings the rest (abseil, c-ares,
 # re2, OpenSSL, GnuTLS, zlib, ...) as their dependencies; test_image.py
 # checks every library ldd lists against this list's dependency closure.
-RUNTIME_PACKAGES="libgrpc29 libprotobuf-c1 libmicrohttpd12 libjemalloc2 libsodium23 libssl3 libnats3.4"
+RUNTIME_PACKAGES="libgrpc29 libprotobuf-c1 libmicrohttpd12 libjemalloc2 libsodium23 libssl3 libnats3.4 libjson-c5"
 
 # x CMD...: run CMD, or print it under SV_DRY_RUN=1.
 x() {

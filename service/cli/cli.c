@@ -11,14 +11,37 @@
  *   slimvec drop    --collection C
  *   slimvec token   [--role read|write|admin] [--glob G]   (a new token and its tokens-file line)
  *   slimvec ingest  --collection C --file B.fvecs [--batch N] [--window N] [--flush]
- *   slimvec search  --collection C --query Q.fvecs --gt G.ivecs [--k N]
+ *                   [--payloads P.jsonl] [--ids I.txt] [--upsert]
+ *   slimvec search  --collection C --query Q.fvecs [--gt G.ivecs] [--k N]
  *                   [--search-list L] [--window N] [--json OUT]
+ *                   [--filter JSON|@FILE] [--with-payload]
+ *   slimvec count   --collection C [--filter JSON|@FILE]
+ *   slimvec scroll  --collection C [--filter JSON|@FILE] [--page-size N] [--limit N]
+ *                   [--with-payload] [--with-vectors]
+ *
+ * Payloads and filters are JSON (jsonpb.h has the whole mapping):
+ *   --payloads: one JSON object per line, line i for vector i ({} = none):
+ *     {"class": "coat", "u": 7, "price": 9.5, "active": true, "tags": ["a", "b"]}
+ *   --ids: one id per line, line i for vector i (without it the server
+ *     assigns ids; --upsert needs it: it replaces the vectors of given ids).
+ *   --filter, close to Qdrant's:
+ *     {"must": [C...], "should": [C...], "must_not": [C...]}   with C one of
+ *     {"key": "class", "match": "coat"}      (a string, an integer or a boolean)
+ *     {"key": "class", "match_any": ["coat", "bag"]}   (strings or integers)
+ *     {"key": "u", "range": {"gte": 10, "lt": 20}}     (gt, gte, lt, lte)
+ *     {"has_id": ["3", "7"]}   {"is_empty": "tags"}
+ *     {"filter": {"should": [...]}}   one level of nesting, leaf conditions inside
+ * search without --gt prints one JSON line per query:
+ *   {"query": 0, "hits": [{"id": "3", "distance": 0.25, "payload": {...}}, ...]}
+ * and scroll one per vector: {"id": "3", "payload": {...}, "values": [...]}.
  *
  * Every subcommand takes --addr A (default 127.0.0.1:50051) and the
  * connection flags of auth/client.h: --tls, --ca, --cert, --key,
  * --server-name, --token (or SLIMVEC_CA, SLIMVEC_CERT, SLIMVEC_KEY,
  * SLIMVEC_SERVER_NAME, SLIMVEC_TOKEN, SLIMVEC_TLS=1).
- * Exit status: 0 success, 1 an RPC or I/O failure, 2 a usage error.
+ * Exit status: 0 success, 1 an RPC or I/O failure (a payload or ids file
+ * that cannot be read or is refused, too), 2 a usage error (a --filter
+ * that is not valid, too).
  *
  * Both streaming RPCs (Ingest, SearchStream) run through one driver,
  * run_stream(): a single thread, one completion queue, at most one send
@@ -50,6 +73,7 @@
 #include "call.h"
 #include "client.h"
 #include "health/v1/health.pb-c.h"
+#include "jsonpb.h"
 #include "slimvec/v1/slimvec.pb-c.h"
 #include "tokens.h"
 #include "vecfile.h"
@@ -366,16 +390,37 @@ static const char usage_text[] =
     "  token   [--role read|write|admin|metrics (read)] [--glob G]\n"
     "                            a new random token, and the line for slimvecd's --tokens-file\n"
     "  ingest  --collection C --file B.fvecs [--batch N (1000)] [--window N (8)] [--flush]\n"
-    "  search  --collection C --query Q.fvecs --gt G.ivecs [--k N (10)]\n"
+    "          [--payloads P.jsonl]  one JSON object per line, line i for vector i ({} = none)\n"
+    "          [--ids FILE]          one id per line, line i for vector i (else the server assigns)\n"
+    "          [--upsert]            replace the vectors (and payloads) of ids it has (needs --ids)\n"
+    "  search  --collection C --query Q.fvecs [--gt G.ivecs] [--k N (10)]\n"
     "          [--search-list L (0 = server default)] [--window N (8)] [--json OUT]\n"
     "          [--rerank-depth N (0 = the search list)] [--no-rerank]   (originals on disk)\n"
     "          [--target-recall R]  (instead of --search-list: the collection's calibration picks it)\n"
+    "          [--filter JSON|@FILE] [--with-payload]\n"
+    "                            with --gt: recall@10, QPS and latency; without: one JSON line\n"
+    "                            per query, {\"query\":I,\"hits\":[{\"id\",\"distance\"[,\"payload\"]}...]}\n"
+    "  count   --collection C [--filter JSON|@FILE]      the number of vectors passing\n"
+    "  scroll  --collection C [--filter JSON|@FILE] [--page-size N] [--limit N]\n"
+    "          [--with-payload] [--with-vectors]\n"
+    "                            one JSON line per vector passing: {\"id\"[,\"payload\"][,\"values\"]}\n"
     "  cluster status            the shard map (epoch, each shard's replicas: state, lease, lag\n"
     "                            and vectors per collection), idle and live pods (admin role)\n"
     "  cluster move --shard N --to POD [--from POD]\n"
     "                            POD joins shard N (a peer's snapshot, then the stream); once it\n"
     "                            is ready the --from pod leaves the shard\n"
     "  cluster drain --pod POD   POD's shard goes to an idle pod, or keeps its other replicas\n"
+    "\n"
+    "payloads (--payloads): string, integer (int64), number with a fraction or exponent (double),\n"
+    "  true/false, array of strings, array of integers; no null, nested object or empty array\n"
+    "filters (--filter '{...}', or @FILE): {\"must\":[C...], \"should\":[C...], \"must_not\":[C...]}\n"
+    "  with each condition C one of\n"
+    "    {\"key\":\"class\", \"match\":\"coat\"}           a string, an integer or a boolean\n"
+    "    {\"key\":\"class\", \"match_any\":[\"coat\",\"bag\"]}   strings or integers\n"
+    "    {\"key\":\"u\", \"range\":{\"gte\":10, \"lt\":20}}    gt, gte, lt, lte; integers or doubles\n"
+    "    {\"has_id\":[\"3\",\"7\"]}   {\"is_empty\":\"tags\"}  (absent or an empty list)\n"
+    "    {\"filter\":{\"should\":[...]}}   one level of nesting: only the conditions above inside\n"
+    "  a vector passes every must, at least one should (if any) and no must_not\n"
     "\n"
     "every command: --addr HOST:PORT (default " DEFAULT_ADDR ")\n"
     "  --tls                     TLS with the system's CAs (SLIMVEC_TLS=1)\n"
@@ -384,16 +429,19 @@ static const char usage_text[] =
     "  --server-name NAME        the name the server's certificate must carry (SLIMVEC_SERVER_NAME)\n"
     "  --token TOKEN             bearer token sent with every call (SLIMVEC_TOKEN; prefer the\n"
     "                            variable: a flag shows in the process list)\n"
-    "exit status: 0 ok, 1 RPC or I/O failure, 2 usage error\n";
+    "exit status: 0 ok, 1 RPC or I/O failure (or a refused payload or ids file), 2 usage error\n"
+    "  (or a --filter that is not valid)\n";
 
 typedef struct opts {
     const char *addr, *collection, *file, *query, *gt, *json, *service;
     const char *metric, *storage, *role, *glob, *originals;
     const char *pod, *to, *from;
+    const char *payloads, *ids, *filter;
     long shard;
     unsigned long dim, R, L, seed, flush_threshold, batch, window, k, search_list, rerank_depth;
+    unsigned long page_size, limit;
     double alpha;
-    int flush, no_rerank;
+    int flush, no_rerank, upsert, with_payload, with_vectors;
     double target_recall;
     const char *sub;             /* cluster's subcommand */
 } opts;
@@ -439,6 +487,18 @@ static void parse_opts(int argc, char **argv, opts *o)
             o->no_rerank = 1;
             continue;
         }
+        if (!strcmp(f, "--upsert")) {
+            o->upsert = 1;
+            continue;
+        }
+        if (!strcmp(f, "--with-payload")) {
+            o->with_payload = 1;
+            continue;
+        }
+        if (!strcmp(f, "--with-vectors")) {
+            o->with_vectors = 1;
+            continue;
+        }
         if (!strcmp(f, "--tls")) {
             conn.tls = 1;
             continue;
@@ -461,6 +521,11 @@ static void parse_opts(int argc, char **argv, opts *o)
         else if (!strcmp(f, "--collection")) o->collection = v;
         else if (!strcmp(f, "--service")) o->service = v;
         else if (!strcmp(f, "--file")) o->file = v;
+        else if (!strcmp(f, "--payloads")) o->payloads = v;
+        else if (!strcmp(f, "--ids")) o->ids = v;
+        else if (!strcmp(f, "--filter")) o->filter = v;
+        else if (!strcmp(f, "--page-size")) o->page_size = parse_ulong(f, v, UINT32_MAX);
+        else if (!strcmp(f, "--limit")) o->limit = parse_ulong(f, v, ULONG_MAX);
         else if (!strcmp(f, "--query")) o->query = v;
         else if (!strcmp(f, "--gt")) o->gt = v;
         else if (!strcmp(f, "--json")) o->json = v;
@@ -761,6 +826,11 @@ static int cmd_health(grpc_channel *ch, const opts *o)
 
 /* ---- ingest --------------------------------------------------------------- */
 
+/* The longest line of an --ids file: far above any id the server takes
+ * (128 bytes at most), so that the server names what is wrong with a long
+ * one, and small enough that a wrong file is refused at once. */
+#define IDS_LINE_MAX 4096
+
 typedef struct ingest_ctx {
     const char *collection;
     const float *data;
@@ -768,6 +838,9 @@ typedef struct ingest_ctx {
     uint32_t dim;
     size_t batch;
     size_t done;        /* vectors acknowledged */
+    svj_lines *payloads; /* --payloads, checked whole, read again batch by batch */
+    svj_lines *ids;      /* --ids, the same */
+    int upsert;
     int tty;
     double t0, last_progress;
 } ingest_ctx;
@@ -778,20 +851,74 @@ static size_t batch_rows(const ingest_ctx *c, size_t i)
     return c->rows - first < c->batch ? c->rows - first : c->batch;
 }
 
+/* The next line of a file checked whole before the stream began: a
+ * failure here means it changed since (or a read error). Prints it. */
+static int next_line(svj_lines *r)
+{
+    svj_error err;
+    int got = svj_lines_next(r, &err);
+    if (got < 0)
+        fprintf(stderr, "slimvec: %s\n", err.message);
+    else if (got == 0)
+        fprintf(stderr, "slimvec: %s: ends at line %zu: it changed since it was checked\n", r->name, r->line);
+    return got == 1 ? 0 : -1;
+}
+
 static grpc_byte_buffer *ingest_make(void *ctx, size_t i)
 {
     ingest_ctx *c = ctx;
+    size_t n = batch_rows(c, i);
+    grpc_byte_buffer *bb = NULL;
     Slimvec__V1__IngestRequest req = SLIMVEC__V1__INGEST_REQUEST__INIT;
     req.collection = (char *)c->collection;
     req.sequence = i;
     req.dimension = (uint32_t)c->dim; /* the server refuses a mismatch */
     /* Points into the file's matrix: svd_pack() copies, so no staging buffer. */
-    req.n_vectors = batch_rows(c, i) * c->dim;
+    req.n_vectors = n * c->dim;
     req.vectors = (float *)(c->data + i * c->batch * c->dim);
-    /* No ids: the server assigns the smallest unused numbers, i.e. row
-     * numbers for a fresh collection, which is what the .ivecs ground
-     * truth refers to. */
-    return svd_pack(&req.base);
+    req.upsert = c->upsert;
+    /* Without --ids: no ids, and the server assigns the smallest unused
+     * numbers, i.e. row numbers for a fresh collection, which is what the
+     * .ivecs ground truth refers to. Payloads and ids are read a batch at
+     * a time (batches are made in order), so memory stays one batch's. */
+    if (c->payloads) {
+        if (!(req.payloads = calloc(n, sizeof *req.payloads)))
+            goto oom;
+        for (size_t k = 0; k < n; k++) {
+            svj_error err;
+            if (next_line(c->payloads) != 0)
+                goto cleanup;
+            if (svj_payload_from_json(c->payloads->buf, c->payloads->len, c->payloads->line, &req.payloads[k],
+                                      &err) != 0) {
+                fprintf(stderr, "slimvec: %s: %s\n", c->payloads->name, err.message);
+                goto cleanup;
+            }
+            req.n_payloads = k + 1;
+        }
+    }
+    if (c->ids) {
+        if (!(req.ids = calloc(n, sizeof *req.ids)))
+            goto oom;
+        for (size_t k = 0; k < n; k++) {
+            if (next_line(c->ids) != 0)
+                goto cleanup;
+            if (!(req.ids[k] = strdup(c->ids->buf)))
+                goto oom;
+            req.n_ids = k + 1;
+        }
+    }
+    bb = svd_pack(&req.base);
+    goto cleanup;
+oom:
+    fprintf(stderr, "slimvec: out of memory\n");
+cleanup:
+    for (size_t k = 0; k < req.n_payloads; k++)
+        svj_payload_free(req.payloads[k]);
+    free(req.payloads);
+    for (size_t k = 0; k < req.n_ids; k++)
+        free(req.ids[k]);
+    free(req.ids);
+    return bb;
 }
 
 static int ingest_reply(void *ctx, size_t i, grpc_byte_buffer *bb)
@@ -842,21 +969,79 @@ cleanup:
     return rc;
 }
 
+/*
+ * Opens a --payloads or --ids file and checks it whole before anything is
+ * sent, so that a bad line refuses the ingest rather than stops it
+ * halfway: one line per vector (`rows`), every payload line a payload
+ * (payloads) or every id line not empty. Then back to its first line.
+ * Returns 0, or 1 after printing the error.
+ */
+static int check_lines(svj_lines *r, const char *path, int payloads, size_t rows)
+{
+    svj_error err;
+    if (svj_lines_open(r, path, payloads ? SVJ_TEXT_MAX : IDS_LINE_MAX, &err) != 0)
+        goto failed;
+    int got;
+    while ((got = svj_lines_next(r, &err)) == 1) {
+        if (r->line > rows)
+            break;
+        if (payloads) {
+            Slimvec__V1__Payload *p = NULL;
+            if (svj_payload_from_json(r->buf, r->len, r->line, &p, &err) != 0) {
+                fprintf(stderr, "slimvec: %s: %s\n", path, err.message);
+                return 1;
+            }
+            svj_payload_free(p);
+        } else if (r->len == 0) {
+            fprintf(stderr, "slimvec: %s: line %zu: an empty id\n", path, r->line);
+            return 1;
+        }
+    }
+    if (got < 0)
+        goto failed;
+    if (r->line != rows) {
+        fprintf(stderr, "slimvec: %s: %s%zu lines for %zu vectors (one line per vector, in order%s)\n", path,
+                r->line > rows ? "more than " : "", r->line > rows ? rows : r->line, rows,
+                payloads ? "; {} for a vector without payload" : "");
+        return 1;
+    }
+    if (svj_lines_rewind(r, &err) != 0)
+        goto failed;
+    return 0;
+failed:
+    fprintf(stderr, "slimvec: %s\n", err.message);
+    return 1;
+}
+
 static int cmd_ingest(grpc_channel *ch, const opts *o)
 {
     require(o->collection, "--collection");
     require(o->file, "--file");
+    if (o->upsert && !o->ids)
+        usage_error("%s needs --ids (it replaces the vectors of ids the collection has)", "--upsert");
     int rc = 1;
     svf_matrix file = {0};
     ingest_ctx c = {0};
+    svj_lines payloads = {0}, ids = {0};
     if (read_vecs(o->file, SVF_FVECS, &file) != 0)
         return 1;
     c.rows = file.rows;
     c.dim = file.dim;
+    if (o->payloads) {
+        if (check_lines(&payloads, o->payloads, 1, c.rows) != 0)
+            goto cleanup;
+        c.payloads = &payloads;
+    }
+    if (o->ids) {
+        if (check_lines(&ids, o->ids, 0, c.rows) != 0)
+            goto cleanup;
+        c.ids = &ids;
+    }
+    c.upsert = o->upsert;
     uint64_t existing = 0;
     if (check_dimension(ch, o->collection, o->file, c.dim, &existing) != 0)
         goto cleanup;
-    if (existing > 0)
+    if (existing > 0 && !o->ids)
         fprintf(stderr, "slimvec: note: %s already holds %" PRIu64 " vectors; the ids assigned "
                 "now are not the file's row numbers\n", o->collection, existing);
     c.collection = o->collection;
@@ -894,8 +1079,86 @@ static int cmd_ingest(grpc_channel *ch, const opts *o)
     }
     rc = 0;
 cleanup:
+    svj_lines_close(&payloads);
+    svj_lines_close(&ids);
     svf_matrix_free(&file);
     return rc;
+}
+
+/* ---- filters and JSON output ---------------------------------------------- */
+
+/*
+ * --filter JSON, or @FILE holding it: *out is the filter (NULL without
+ * --filter; free with svj_filter_free). Returns 0, 1 when the file cannot
+ * be read, 2 when the filter is not valid (after printing why).
+ */
+static int load_filter(const char *arg, Slimvec__V1__Filter **out)
+{
+    *out = NULL;
+    if (!arg)
+        return 0;
+    svj_error err;
+    char *text = NULL;
+    size_t len = strlen(arg);
+    const char *src = arg;
+    if (arg[0] == '@') {
+        if (svj_read_text(arg + 1, SVJ_TEXT_MAX, &text, &len, &err) != 0) {
+            fprintf(stderr, "slimvec: --filter: %s\n", err.message);
+            return 1;
+        }
+        src = text;
+    }
+    int rc = 0;
+    if (svj_filter_from_json(src, len, out, &err) != 0) {
+        fprintf(stderr, "slimvec: --filter%s%s: %s\n", text ? " " : "", text ? arg : "", err.message);
+        rc = 2;
+    }
+    free(text);
+    return rc;
+}
+
+/* Prints o as one line of JSON and drops it. Returns 0, or 1 when out of
+ * memory (o NULL: a constructor failed) or stdout fails. */
+static int print_json_line(json_object *o)
+{
+    if (!o) {
+        fprintf(stderr, "slimvec: out of memory\n");
+        return 1;
+    }
+    const char *s = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE);
+    int rc = 0;
+    if (!s || puts(s) == EOF) {
+        fprintf(stderr, "slimvec: cannot write the output\n");
+        rc = 1;
+    }
+    json_object_put(o);
+    return rc;
+}
+
+/* Adds key: v to o, taking v; o is dropped (and NULL returned) on failure,
+ * so that constructors chain and print_json_line reports it. */
+static json_object *with(json_object *o, const char *key, json_object *v)
+{
+    if (!o || !v || json_object_object_add(o, key, v) != 0) {
+        json_object_put(v);
+        json_object_put(o);
+        return NULL;
+    }
+    return o;
+}
+
+static json_object *floats_json(const float *v, size_t n)
+{
+    json_object *a = json_object_new_array_ext((int)(n < INT_MAX ? n : INT_MAX));
+    for (size_t i = 0; a && i < n; i++) {
+        json_object *x = svj_float_to_json(v[i]);
+        if (!x || json_object_array_add(a, x) != 0) {
+            json_object_put(x);
+            json_object_put(a);
+            return NULL;
+        }
+    }
+    return a;
 }
 
 /* ---- search --------------------------------------------------------------- */
@@ -906,10 +1169,12 @@ typedef struct search_ctx {
     const char *collection;
     const float *queries;
     uint32_t dim;
-    const int32_t *gt;
+    const int32_t *gt;   /* NULL: print each query's hits instead of measuring */
     uint32_t gt_dim;
     uint32_t k, search_list, rerank_depth;
     int no_rerank;
+    Slimvec__V1__Filter *filter;
+    int with_payload;
     float target_recall;
     double *sent_at;     /* per query: when its request was handed to gRPC */
     double *latency;     /* per query, seconds */
@@ -930,6 +1195,8 @@ static grpc_byte_buffer *search_make(void *ctx, size_t i)
     req.skip_rerank = c->no_rerank;
     req.tag = i;
     req.dimension = (uint32_t)c->dim;
+    req.filter = c->filter;
+    req.with_payload = c->with_payload;
     grpc_byte_buffer *bb = svd_pack(&req.base);
     c->sent_at[i] = now_s();
     return bb;
@@ -959,6 +1226,27 @@ static int search_reply(void *ctx, size_t i, grpc_byte_buffer *bb)
         goto cleanup;
     }
     const Slimvec__V1__QueryResult *res = r->results[0];
+    if (!c->gt) {
+        /* {"query": i, "hits": [{"id", "distance"[, "payload"]}, ...]} */
+        json_object *hits = json_object_new_array_ext((int)(res->n_hits < INT_MAX ? res->n_hits : INT_MAX));
+        for (size_t h = 0; hits && h < res->n_hits; h++) {
+            const Slimvec__V1__Hit *hit = res->hits[h];
+            json_object *o = with(json_object_new_object(), "id", json_object_new_string(hit->id));
+            o = with(o, "distance", svj_float_to_json(hit->distance));
+            if (c->with_payload)
+                o = with(o, "payload", svj_payload_to_json(hit->payload));
+            if (!o || json_object_array_add(hits, o) != 0) {
+                json_object_put(o);
+                json_object_put(hits);
+                hits = NULL;
+            }
+        }
+        json_object *line = with(json_object_new_object(), "query", json_object_new_int64((int64_t)i));
+        if (print_json_line(with(line, "hits", hits)) != 0)
+            goto cleanup;
+        rc = 0;
+        goto cleanup;
+    }
     size_t n = res->n_hits < RECALL_AT ? res->n_hits : RECALL_AT;
     const int32_t *truth = c->gt + i * c->gt_dim;
     for (size_t h = 0; h < n; h++) {
@@ -1002,18 +1290,24 @@ static int cmd_search(grpc_channel *ch, const opts *o)
 {
     require(o->collection, "--collection");
     require(o->query, "--query");
-    require(o->gt, "--gt");
-    if (o->k < RECALL_AT)
+    if (o->gt && o->k < RECALL_AT)
         usage_error("%s must be at least 10 to measure recall@10", "--k");
+    if (!o->gt && o->json)
+        usage_error("%s needs --gt (it holds the measurements)", "--json");
+    if (o->k == 0)
+        usage_error("%s must be at least 1", "--k");
     int rc = 1;
     svf_matrix qm = {0}, gm = {0};
     search_ctx c = {0};
-    if (read_vecs(o->query, SVF_FVECS, &qm) != 0 || read_vecs(o->gt, SVF_IVECS, &gm) != 0)
+    if ((rc = load_filter(o->filter, &c.filter)) != 0)
+        return rc;
+    rc = 1;
+    if (read_vecs(o->query, SVF_FVECS, &qm) != 0 || (o->gt && read_vecs(o->gt, SVF_IVECS, &gm) != 0))
         goto cleanup;
     size_t nq = qm.rows, ng = gm.rows;
     c.dim = qm.dim;
     c.gt_dim = gm.dim;
-    if (ng < nq || c.gt_dim < RECALL_AT) {
+    if (o->gt && (ng < nq || c.gt_dim < RECALL_AT)) {
         fprintf(stderr, "slimvec: %s: %zu rows of %" PRIu32 " ids; need %zu rows of at least %d\n",
                 o->gt, ng, c.gt_dim, nq, RECALL_AT);
         goto cleanup;
@@ -1023,6 +1317,7 @@ static int cmd_search(grpc_channel *ch, const opts *o)
     c.collection = o->collection;
     c.queries = qm.data;
     c.gt = gm.data;
+    c.with_payload = o->with_payload;
     c.k = (uint32_t)o->k;
     c.search_list = (uint32_t)o->search_list;
     c.rerank_depth = (uint32_t)o->rerank_depth;
@@ -1038,6 +1333,15 @@ static int cmd_search(grpc_channel *ch, const opts *o)
     double t0 = now_s();
     if (run_stream(ch, "SearchStream", METHOD("SearchStream"), &cb) != 0)
         goto cleanup;
+    if (!c.gt) {
+        /* The hits are printed: nothing to measure. */
+        if (fflush(stdout) != 0) {
+            fprintf(stderr, "slimvec: cannot write the output\n");
+            goto cleanup;
+        }
+        rc = 0;
+        goto cleanup;
+    }
     double secs = now_s() - t0;
     qsort(c.latency, nq, sizeof *c.latency, cmp_double);
     double recall = nq ? (double)c.hits_found / ((double)nq * RECALL_AT) : 0.0;
@@ -1071,6 +1375,106 @@ cleanup:
     free(c.latency);
     svf_matrix_free(&qm);
     svf_matrix_free(&gm);
+    svj_filter_free(c.filter);
+    return rc;
+}
+
+/* ---- count / scroll --------------------------------------------------------- */
+
+static int cmd_count(grpc_channel *ch, const opts *o)
+{
+    require(o->collection, "--collection");
+    Slimvec__V1__CountRequest req = SLIMVEC__V1__COUNT_REQUEST__INIT;
+    int rc = load_filter(o->filter, &req.filter);
+    if (rc != 0)
+        return rc;
+    req.collection = (char *)o->collection;
+    ProtobufCMessage *resp = NULL;
+    rc = unary(ch, "Count", METHOD("Count"), &req.base, &slimvec__v1__count_response__descriptor, &resp);
+    if (rc == 0) {
+        printf("%" PRIu64 "\n", ((const Slimvec__V1__CountResponse *)resp)->count);
+        protobuf_c_message_free_unpacked(resp, NULL);
+    }
+    svj_filter_free(req.filter);
+    return rc;
+}
+
+/* One scrolled vector as a JSON line: id, then payload and values as asked. */
+static int print_vector(const Slimvec__V1__Vector *v, const opts *o)
+{
+    json_object *line = with(json_object_new_object(), "id", json_object_new_string(v->id));
+    if (o->with_payload)
+        line = with(line, "payload", svj_payload_to_json(v->payload));
+    if (o->with_vectors)
+        line = with(line, "values", floats_json(v->values, v->n_values));
+    return print_json_line(line);
+}
+
+/* Scroll pages, following next_page_token until it is empty or --limit
+ * vectors are printed. */
+static int cmd_scroll(grpc_channel *ch, const opts *o)
+{
+    require(o->collection, "--collection");
+    Slimvec__V1__ScrollRequest req = SLIMVEC__V1__SCROLL_REQUEST__INIT;
+    int rc = load_filter(o->filter, &req.filter);
+    if (rc != 0)
+        return rc;
+    rc = 1;
+    char *token = strdup("");
+    if (!token) {
+        fprintf(stderr, "slimvec: out of memory\n");
+        goto cleanup;
+    }
+    req.collection = (char *)o->collection;
+    req.with_payload = o->with_payload;
+    req.with_vectors = o->with_vectors;
+    unsigned long printed = 0;
+    for (;;) {
+        req.page_token = token;
+        req.page_size = (uint32_t)o->page_size;
+        if (o->limit) {
+            /* No more than the rest of the limit; 0 (the server's default
+             * of 100, or its limit when lower) stays while more is left. */
+            unsigned long rest = o->limit - printed;
+            if (o->page_size ? rest < o->page_size : rest < 100)
+                req.page_size = (uint32_t)rest;
+        }
+        ProtobufCMessage *resp = NULL;
+        if (unary(ch, "Scroll", METHOD("Scroll"), &req.base, &slimvec__v1__scroll_response__descriptor, &resp) != 0)
+            goto cleanup;
+        const Slimvec__V1__ScrollResponse *r = (const void *)resp;
+        int failed = 0;
+        for (size_t i = 0; i < r->n_vectors && !failed && (!o->limit || printed < o->limit); i++) {
+            failed = print_vector(r->vectors[i], o);
+            printed++;
+        }
+        /* An empty page that hands back the token it was given would loop
+         * forever. */
+        int stuck = r->n_vectors == 0 && *r->next_page_token && !strcmp(r->next_page_token, token);
+        free(token);
+        token = strdup(r->next_page_token);
+        protobuf_c_message_free_unpacked(resp, NULL);
+        if (failed)
+            goto cleanup;
+        if (!token) {
+            fprintf(stderr, "slimvec: out of memory\n");
+            goto cleanup;
+        }
+        if (stuck) {
+            fprintf(stderr, "slimvec: Scroll: an empty page with the same page token: stopping\n");
+            goto cleanup;
+        }
+        if (!*token || (o->limit && printed >= o->limit))
+            break;
+    }
+    if (fflush(stdout) != 0) {
+        fprintf(stderr, "slimvec: cannot write the output\n");
+        goto cleanup;
+    }
+    rc = 0;
+cleanup:
+    free(token);
+    svj_filter_free(req.filter);
     return rc;
 }
 
@@ -1198,6 +1602,8 @@ int main(int argc, char **argv)
     else if (!strcmp(cmd, "health")) run = cmd_health;
     else if (!strcmp(cmd, "ingest")) run = cmd_ingest;
     else if (!strcmp(cmd, "search")) run = cmd_search;
+    else if (!strcmp(cmd, "count")) run = cmd_count;
+    else if (!strcmp(cmd, "scroll")) run = cmd_scroll;
     else if (!strcmp(cmd, "list")) run = cmd_list;
     else if (!strcmp(cmd, "drop")) run = cmd_drop;
     else if (!strcmp(cmd, "cluster")) run = cmd_cluster;

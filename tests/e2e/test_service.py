@@ -543,6 +543,201 @@ class CliTest(unittest.TestCase):
         finally:
             self.assertEqual(server.stop(), 0)
 
+    def test_payloads_filters_count_scroll(self):
+        """ingest --payloads/--ids/--upsert, search --filter, count and scroll,
+        and bad payload files and filters refused with nothing ingested."""
+        import json
+        import tempfile
+        cli = os.path.join(os.path.dirname(SLIMVECD), "slimvec")
+        server = Server()
+        dim, n, nq, k = 8, 300, 20, 5
+        classes = ["coat", "bag", "shoe"]
+
+        def payload(i):
+            if i % 10 == 9:
+                return {}  # no payload
+            p = {"class": classes[i % 3], "u": i, "price": i * 0.5, "active": i % 2 == 0}
+            if i % 4 == 0:
+                p["tags"] = ["t%d" % (i % 5), "all"]
+            if i % 6 == 0:
+                p["sizes"] = [i % 7, 40]
+            return p
+        payloads = [payload(i) for i in range(n)]
+        base = [rows(1, dim, 500 + i) for i in range(n)]
+        queries = [rows(1, dim, 70000 + i) for i in range(nq)]
+
+        def cli_run(*args, code=0):
+            p = subprocess.run([cli, *args], capture_output=True, text=True, timeout=scaled(120))
+            self.assertEqual(p.returncode, code, "slimvec %s: %s%s" % (" ".join(args), p.stdout, p.stderr))
+            return p
+
+        def passes(p, must=(), should=(), must_not=()):
+            return all(c(p) for c in must) and (not should or any(c(p) for c in should)) and \
+                not any(c(p) for c in must_not)
+        try:
+            with tempfile.TemporaryDirectory() as tmp:
+                def path(name):
+                    return os.path.join(tmp, name)
+
+                def write_lines(name, lines):
+                    with open(path(name), "w") as f:
+                        f.write("".join(x + "\n" for x in lines))
+                    return path(name)
+                write_vecs(path("b.fvecs"), base, "f")
+                write_vecs(path("q.fvecs"), queries, "f")
+                pl = write_lines("p.jsonl", [json.dumps(p) for p in payloads])
+                addr = ["--addr", server.addr, "--collection", "pf"]
+                cli_run("create", *addr, "--dim", str(dim), "--metric", "l2", "--storage", "f32")
+
+                def count(flt=None, code=0):
+                    p = cli_run("count", *addr, *(["--filter", json.dumps(flt)] if flt is not None else []),
+                                code=code)
+                    return int(p.stdout) if code == 0 else p
+
+                # Refused before anything is sent: nothing ingested.
+                bad = [json.dumps(p) for p in payloads]
+                bad[4] = '{"class": "coat", "u": }'
+                p = cli_run("ingest", *addr, "--file", path("b.fvecs"), "--payloads",
+                            write_lines("bad.jsonl", bad), code=1)
+                self.assertIn("bad.jsonl: line 5: not valid JSON", p.stderr)
+                bad[4] = '{"class": {"nested": 1}}'
+                p = cli_run("ingest", *addr, "--file", path("b.fvecs"), "--payloads",
+                            write_lines("bad.jsonl", bad), code=1)
+                self.assertIn('line 5, key "class": a nested object', p.stderr)
+                p = cli_run("ingest", *addr, "--file", path("b.fvecs"), "--payloads",
+                            write_lines("short.jsonl", [json.dumps(p) for p in payloads[:-1]]), code=1)
+                self.assertIn("short.jsonl: %d lines for %d vectors" % (n - 1, n), p.stderr)
+                p = cli_run("ingest", *addr, "--file", path("b.fvecs"), "--payloads",
+                            write_lines("long.jsonl", [json.dumps(p) for p in payloads] + ["{}"]), code=1)
+                self.assertIn("more than %d lines for %d vectors" % (n, n), p.stderr)
+                # A key of two types: the server refuses the batch, whole.
+                bad = [json.dumps(p) for p in payloads]
+                bad[7] = json.dumps({"u": "seven"})
+                p = cli_run("ingest", *addr, "--file", path("b.fvecs"), "--payloads",
+                            write_lines("typed.jsonl", bad), code=1)
+                self.assertIn("INVALID_ARGUMENT", p.stderr)
+                self.assertEqual(count(), 0)
+
+                out = cli_run("ingest", *addr, "--file", path("b.fvecs"), "--payloads", pl).stdout
+                self.assertIn("ingested %d vectors" % n, out)
+
+                # count, with and without filters, against what was written.
+                self.assertEqual(count(), n)
+                self.assertEqual(count({}), n)
+                coat = {"must": [{"key": "class", "match": "coat"}]}
+                self.assertEqual(count(coat), sum(p.get("class") == "coat" for p in payloads))
+                rng = {"must": [{"key": "u", "range": {"gte": 100, "lt": 200}}],
+                       "must_not": [{"key": "active", "match": True}]}
+                self.assertEqual(count(rng), sum(100 <= p.get("u", -1) < 200 and p.get("active") is False
+                                                 for p in payloads))
+                drange = {"must": [{"key": "price", "range": {"gt": 10.25, "lte": 20}}]}
+                self.assertEqual(count(drange), sum(10.25 < p.get("price", -1) <= 20 for p in payloads))
+                anyf = {"should": [{"key": "class", "match_any": ["bag", "shoe"]},
+                                   {"key": "sizes", "match_any": [3]}]}
+                self.assertEqual(count(anyf), sum(p.get("class") in ("bag", "shoe") or 3 in p.get("sizes", [])
+                                                  for p in payloads))
+                self.assertEqual(count({"must": [{"is_empty": "tags"}]}), sum("tags" not in p for p in payloads))
+                self.assertEqual(count({"must": [{"has_id": ["3", "7", 11, "100000"]}]}), 3)
+                nested = {"must": [{"key": "tags", "match": "all"},
+                                   {"filter": {"should": [{"key": "u", "range": {"lt": 50}},
+                                                          {"key": "class", "match": "bag"}]}}]}
+                self.assertEqual(count(nested), sum("all" in p.get("tags", []) and
+                                                    (p["u"] < 50 or p["class"] == "bag") for p in payloads))
+                with open(path("f.json"), "w") as f:
+                    json.dump(coat, f, indent=2)
+                self.assertEqual(int(cli_run("count", *addr, "--filter", "@" + path("f.json")).stdout),
+                                 count(coat))
+
+                # Refused filters: by the client (exit 2, nothing sent) or the server.
+                p = count({"must": [{"key": "nokey", "match": "x"}]}, code=1)
+                self.assertIn("INVALID_ARGUMENT", p.stderr)
+                self.assertIn("nokey", p.stderr)
+                p = cli_run("count", *addr, "--filter", '{"must": [{"key": "class", "match": "coat"}', code=2)
+                self.assertIn("--filter: filter: not valid JSON", p.stderr)
+                p = count({"must": [{"key": "class", "mach": "coat"}]}, code=2)
+                self.assertIn('must[0]: unknown field "mach"', p.stderr)
+                p = count({"must": [{"filter": {"must": [{"filter": {"must": []}}]}}]}, code=2)
+                self.assertIn("must[0].filter.must[0]: a filter inside a nested filter", p.stderr)
+
+                # search --filter without --gt: one JSON line per query, every hit passing.
+                bag_u = {"must": [{"key": "class", "match": "bag"}, {"key": "u", "range": {"gte": 50}}]}
+                p = cli_run("search", *addr, "--query", path("q.fvecs"), "--k", str(k), "--filter",
+                            json.dumps(bag_u), "--with-payload")
+                lines = [json.loads(x) for x in p.stdout.splitlines()]
+                self.assertEqual([x["query"] for x in lines], list(range(nq)))
+                for x in lines:
+                    self.assertEqual(len(x["hits"]), k)
+                    dists = [h["distance"] for h in x["hits"]]
+                    self.assertEqual(dists, sorted(dists))
+                    for h in x["hits"]:
+                        want = payloads[int(h["id"])]
+                        self.assertEqual(h["payload"], want)
+                        self.assertTrue(want["class"] == "bag" and want["u"] >= 50, h)
+                # The nearest passing vector, exactly (f32, a filter this narrow is scanned).
+                q0 = queries[0]
+                near = min((i for i in range(n) if payloads[i].get("class") == "bag" and payloads[i]["u"] >= 50),
+                           key=lambda i: sum((a - b) ** 2 for a, b in zip(q0, base[i])))
+                self.assertEqual(lines[0]["hits"][0]["id"], str(near))
+                p = cli_run("search", *addr, "--query", path("q.fvecs"), "--k", str(k), "--filter", json.dumps(nested))
+                for x in map(json.loads, p.stdout.splitlines()):
+                    for h in x["hits"]:
+                        self.assertNotIn("payload", h)
+                        q = payloads[int(h["id"])]
+                        self.assertTrue("all" in q.get("tags", []) and (q["u"] < 50 or q["class"] == "bag"), h)
+                p = cli_run("search", *addr, "--query", path("q.fvecs"), "--filter",
+                            json.dumps({"must": [{"key": "nokey", "match": 1}]}), code=1)
+                self.assertIn("INVALID_ARGUMENT", p.stderr)
+
+                # scroll: every id, with its payload, across pages; a limit; vectors.
+                p = cli_run("scroll", *addr, "--with-payload", "--page-size", "7")
+                got = [json.loads(x) for x in p.stdout.splitlines()]
+                self.assertEqual(sorted(int(x["id"]) for x in got), list(range(n)))
+                for x in got:
+                    self.assertEqual(x["payload"], payloads[int(x["id"])])
+                    self.assertNotIn("values", x)
+                p = cli_run("scroll", *addr, "--filter", json.dumps(coat), "--limit", "5", "--with-vectors")
+                got = [json.loads(x) for x in p.stdout.splitlines()]
+                self.assertEqual(len(got), 5)
+                for x in got:
+                    self.assertEqual(payloads[int(x["id"])].get("class"), "coat")
+                    self.assertNotIn("payload", x)
+                    for a, b in zip(x["values"], base[int(x["id"])]):
+                        self.assertAlmostEqual(a, b, places=5)
+                p = cli_run("scroll", *addr, "--filter", json.dumps(coat))
+                self.assertEqual(len(p.stdout.splitlines()), count(coat))
+
+                # --upsert with --ids: the given ids' vectors and payloads are replaced.
+                new_rows = [rows(1, dim, 99000 + i) for i in range(3)]
+                write_vecs(path("u.fvecs"), new_rows, "f")
+                ids = write_lines("ids.txt", ["0", "1", "2"])
+                up = write_lines("u.jsonl", [json.dumps({"class": "new", "u": 1000 + i}) for i in range(3)])
+                p = cli_run("ingest", *addr, "--file", path("u.fvecs"), "--ids", ids, "--payloads", up, code=1)
+                self.assertIn("ALREADY_EXISTS", p.stderr)
+                p = cli_run("ingest", *addr, "--file", path("u.fvecs"), "--payloads", up, "--upsert", code=2)
+                self.assertIn("--upsert needs --ids", p.stderr)
+                cli_run("ingest", *addr, "--file", path("u.fvecs"), "--ids", ids, "--payloads", up, "--upsert")
+                self.assertEqual(count(), n)
+                self.assertEqual(count({"must": [{"key": "class", "match": "new"}]}), 3)
+                p = cli_run("scroll", *addr, "--filter", json.dumps({"must": [{"has_id": ["0", "1", "2"]}]}),
+                            "--with-payload", "--with-vectors")
+                got = {x["id"]: x for x in map(json.loads, p.stdout.splitlines())}
+                self.assertEqual(sorted(got), ["0", "1", "2"])
+                for i in range(3):
+                    self.assertEqual(got[str(i)]["payload"], {"class": "new", "u": 1000 + i})
+                    for a, b in zip(got[str(i)]["values"], new_rows[i]):
+                        self.assertAlmostEqual(a, b, places=5)
+                # New ids from a file: added, not replaced.
+                ids = write_lines("ids2.txt", ["a-1", "a-2", "a-3"])
+                cli_run("ingest", *addr, "--file", path("u.fvecs"), "--ids", ids)
+                self.assertEqual(count(), n + 3)
+                self.assertEqual(count({"must": [{"has_id": ["a-1", "a-2", "a-3"]}]}), 3)
+                p = cli_run("ingest", *addr, "--file", path("u.fvecs"), "--ids",
+                            write_lines("ids3.txt", ["x", "", "y"]), code=1)
+                self.assertIn("ids3.txt: line 2: an empty id", p.stderr)
+                self.assertEqual(count(), n + 3)
+        finally:
+            self.assertEqual(server.stop(), 0)
+
 
 class DefaultTargetTest(unittest.TestCase):
     def test_default_target_stays_within_the_work_limit(self):

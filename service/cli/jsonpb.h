@@ -1,0 +1,137 @@
+/*
+ * JSON <-> protobuf for the `slimvec` client's payloads and filters, and
+ * the bounded line reader for the files that hold them (JSON lines of
+ * payloads, lines of ids). JSON is parsed by json-c; this file only maps
+ * its values onto the slimvec.v1 messages and says precisely what it
+ * refuses. Fuzzed by tests/fuzz/fuzz_clijson.c.
+ *
+ * Payloads: one JSON object per vector (`{}` = no payload):
+ *   "s"            -> string_value
+ *   7, -2          -> int_value (int64; -(2^63 - 1)..2^63 - 1: json-c turns
+ *                     anything beyond into -2^63 or an unsigned value, so
+ *                     those are refused, -2^63 with them)
+ *   1.5, 1e3, 1.0  -> double_value (a fraction or an exponent makes a
+ *                     double; finite only)
+ *   true, false    -> bool_value
+ *   ["a", "b"]     -> strings;  [1, 2] -> ints
+ * Refused, with the line and the key: null, a nested object, an empty
+ * array (it has no type: leave the key out, which is what "empty" means
+ * to a filter), an array mixing types or holding anything but strings or
+ * integers, a string with a NUL character (\u0000: protobuf strings are C
+ * strings), a non-finite or out-of-range number. A key given twice in one
+ * object: the last value counts (json-c's rule). The server checks its
+ * own limits (key and string lengths, fields per payload, list lengths,
+ * one type per key) and refuses the batch naming the vector.
+ *
+ * Filters, close to Qdrant's:
+ *   {"must": [C...], "should": [C...], "must_not": [C...]}   (each optional)
+ * where a condition C is one of
+ *   {"key": K, "match": V}            V a string, an integer or a boolean
+ *   {"key": K, "match_any": [V...]}   all strings or all integers
+ *   {"key": K, "range": {"gt"|"gte": N, "lt"|"lte": N}}   N integer or double;
+ *                                     at least one bound, one of each side
+ *   {"has_id": ["3", "7"]}            ids as strings (integers are taken as
+ *                                     their decimal string)
+ *   {"is_empty": K}                   K absent, or an empty list
+ *   {"filter": {"must": [...], "should": [...], "must_not": [...]}}
+ *                                     one level of nesting: a nested filter
+ *                                     holds only the five conditions above
+ *                                     (the protocol's NestedFilter cannot hold
+ *                                     another), so a deeper one is refused
+ * A vector passes when it passes every must, at least one should (when
+ * there are any) and no must_not. Anything else (an unknown field, a
+ * condition with two kinds, a wrong type) is refused naming its place,
+ * e.g. "must[1].filter.should[0]: range needs gt, gte, lt or lte". Keys the
+ * collection does not have are the server's to refuse (INVALID_ARGUMENT).
+ *
+ * Every text is parsed in json-c's strict mode with UTF-8 checked, at
+ * most SVJ_TEXT_MAX bytes, nesting at most a few levels deeper than the
+ * syntax needs (json-c's own depth limit, so no input recurses far).
+ * Messages built here are freed with svj_payload_free / svj_filter_free
+ * (protobuf_c_message_free_unpacked: every part is malloc'd, and a part
+ * is counted in its parent only once it is whole, so a half-built message
+ * frees cleanly).
+ */
+#ifndef SV_CLI_JSONPB_H
+#define SV_CLI_JSONPB_H
+
+#include <stddef.h>
+#include <stdio.h>
+
+#include <json-c/json.h>
+
+#include "slimvec/v1/slimvec.pb-c.h"
+
+/* The longest payload line or filter accepted: far above what the server
+ * takes (a payload encodes to at most 64 KiB, a filter holds at most
+ * 16,384 values), and small enough that a wrong file (a .fvecs given as
+ * the payloads, a line without newlines) is refused without reading it
+ * all into memory. */
+#define SVJ_TEXT_MAX ((size_t)4 << 20)
+
+#define SVJ_ERR_LEN 512
+
+typedef struct svj_error {
+    char message[SVJ_ERR_LEN];
+} svj_error;
+
+/*
+ * One payload: text[0..len) holds one JSON object and text[len] must be
+ * '\0' (json-c needs it to end a number). `line` (1-based, 0 = none) is
+ * named in messages: "line 3, key \"u\": 1.5e999 is not finite". On
+ * success returns 0 and *out is a new Payload (no fields for {}); on
+ * failure -1, *out NULL and err says why.
+ */
+int svj_payload_from_json(const char *text, size_t len, size_t line, Slimvec__V1__Payload **out,
+                          svj_error *err);
+void svj_payload_free(Slimvec__V1__Payload *p);
+
+/* One filter (the syntax above), text as for svj_payload_from_json. */
+int svj_filter_from_json(const char *text, size_t len, Slimvec__V1__Filter **out, svj_error *err);
+void svj_filter_free(Slimvec__V1__Filter *f);
+
+/*
+ * Output: a payload as a JSON object (the mapping above, reversed; a
+ * double always has a '.' or an exponent, so it reads back as a double),
+ * and a float as the shortest decimal that reads back as the same float.
+ * New json-c objects (json_object_put them), or NULL when out of memory.
+ * A NULL payload is {}.
+ */
+json_object *svj_payload_to_json(const Slimvec__V1__Payload *p);
+json_object *svj_float_to_json(float v);
+
+/*
+ * Lines of a file, each at most `max` bytes (less its "\n" or "\r\n"),
+ * without NUL bytes. A last line without a newline counts; the empty text
+ * after a final newline is not a line.
+ */
+typedef struct svj_lines {
+    FILE *f;
+    int own;           /* opened by svj_lines_open: closed by svj_lines_close */
+    const char *name;  /* named in messages */
+    size_t max;
+    char *buf;         /* max + 1 bytes: the current line, NUL-terminated */
+    size_t len;        /* the current line's length */
+    size_t line;       /* the current line's number, 1-based (0 before the first) */
+} svj_lines;
+
+/* Opens a regular file (read twice by the client: checked, then sent, so
+ * a pipe is refused up front). Returns 0, or -1 with err set. */
+int svj_lines_open(svj_lines *r, const char *path, size_t max, svj_error *err);
+/* Reads an already open stream (not closed by svj_lines_close). */
+int svj_lines_init(svj_lines *r, FILE *f, const char *name, size_t max, svj_error *err);
+/* Back to the first line. Returns 0, or -1 with err set. */
+int svj_lines_rewind(svj_lines *r, svj_error *err);
+/* The next line into r->buf / r->len: 1, 0 at the end, -1 with err set
+ * (a read error, a line over max, a NUL byte). */
+int svj_lines_next(svj_lines *r, svj_error *err);
+void svj_lines_close(svj_lines *r);
+
+/*
+ * A whole file of at most `max` bytes into a new NUL-terminated buffer
+ * (*out, free()), for a filter given as @FILE. Returns 0, or -1 with err
+ * set (cannot open or read, over max, a NUL byte).
+ */
+int svj_read_text(const char *path, size_t max, char **out, size_t *len, svj_error *err);
+
+#endif
