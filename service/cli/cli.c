@@ -74,6 +74,7 @@
 #include "client.h"
 #include "health/v1/health.pb-c.h"
 #include "jsonpb.h"
+#include "lines.h"
 #include "slimvec/v1/slimvec.pb-c.h"
 #include "tokens.h"
 #include "vecfile.h"
@@ -838,8 +839,8 @@ typedef struct ingest_ctx {
     uint32_t dim;
     size_t batch;
     size_t done;        /* vectors acknowledged */
-    svj_lines *payloads; /* --payloads, checked whole, read again batch by batch */
-    svj_lines *ids;      /* --ids, the same */
+    svl_lines *payloads; /* --payloads, checked whole, read again batch by batch */
+    svl_lines *ids;      /* --ids, the same */
     int upsert;
     int tty;
     double t0, last_progress;
@@ -853,10 +854,10 @@ static size_t batch_rows(const ingest_ctx *c, size_t i)
 
 /* The next line of a file checked whole before the stream began: a
  * failure here means it changed since (or a read error). Prints it. */
-static int next_line(svj_lines *r)
+static int next_line(svl_lines *r)
 {
-    svj_error err;
-    int got = svj_lines_next(r, &err);
+    svl_error err;
+    int got = svl_lines_next(r, &err);
     if (got < 0)
         fprintf(stderr, "slimvec: %s\n", err.message);
     else if (got == 0)
@@ -976,19 +977,20 @@ cleanup:
  * (payloads) or every id line not empty. Then back to its first line.
  * Returns 0, or 1 after printing the error.
  */
-static int check_lines(svj_lines *r, const char *path, int payloads, size_t rows)
+static int check_lines(svl_lines *r, const char *path, int payloads, size_t rows)
 {
-    svj_error err;
-    if (svj_lines_open(r, path, payloads ? SVJ_TEXT_MAX : IDS_LINE_MAX, &err) != 0)
+    svl_error err;
+    if (svl_lines_open(r, path, payloads ? SVJ_TEXT_MAX : IDS_LINE_MAX, &err) != 0)
         goto failed;
     int got;
-    while ((got = svj_lines_next(r, &err)) == 1) {
+    while ((got = svl_lines_next(r, &err)) == 1) {
         if (r->line > rows)
             break;
         if (payloads) {
             Slimvec__V1__Payload *p = NULL;
-            if (svj_payload_from_json(r->buf, r->len, r->line, &p, &err) != 0) {
-                fprintf(stderr, "slimvec: %s: %s\n", path, err.message);
+            svj_error jerr;
+            if (svj_payload_from_json(r->buf, r->len, r->line, &p, &jerr) != 0) {
+                fprintf(stderr, "slimvec: %s: %s\n", path, jerr.message);
                 return 1;
             }
             svj_payload_free(p);
@@ -1005,7 +1007,7 @@ static int check_lines(svj_lines *r, const char *path, int payloads, size_t rows
                 payloads ? "; {} for a vector without payload" : "");
         return 1;
     }
-    if (svj_lines_rewind(r, &err) != 0)
+    if (svl_lines_rewind(r, &err) != 0)
         goto failed;
     return 0;
 failed:
@@ -1022,7 +1024,7 @@ static int cmd_ingest(grpc_channel *ch, const opts *o)
     int rc = 1;
     svf_matrix file = {0};
     ingest_ctx c = {0};
-    svj_lines payloads = {0}, ids = {0};
+    svl_lines payloads = {0}, ids = {0};
     if (read_vecs(o->file, SVF_FVECS, &file) != 0)
         return 1;
     c.rows = file.rows;
@@ -1079,8 +1081,8 @@ static int cmd_ingest(grpc_channel *ch, const opts *o)
     }
     rc = 0;
 cleanup:
-    svj_lines_close(&payloads);
-    svj_lines_close(&ids);
+    svl_lines_close(&payloads);
+    svl_lines_close(&ids);
     svf_matrix_free(&file);
     return rc;
 }
@@ -1102,8 +1104,9 @@ static int load_filter(const char *arg, Slimvec__V1__Filter **out)
     size_t len = strlen(arg);
     const char *src = arg;
     if (arg[0] == '@') {
-        if (svj_read_text(arg + 1, SVJ_TEXT_MAX, &text, &len, &err) != 0) {
-            fprintf(stderr, "slimvec: --filter: %s\n", err.message);
+        svl_error lerr;
+        if (svl_read_text(arg + 1, SVJ_TEXT_MAX, &text, &len, &lerr) != 0) {
+            fprintf(stderr, "slimvec: --filter: %s\n", lerr.message);
             return 1;
         }
         src = text;

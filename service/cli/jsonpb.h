@@ -1,7 +1,6 @@
 /*
- * JSON <-> protobuf for the `slimvec` client's payloads and filters, and
- * the bounded line reader for the files that hold them (JSON lines of
- * payloads, lines of ids). JSON is parsed by json-c; this file only maps
+ * JSON <-> protobuf for the `slimvec` client's payloads and filters (the
+ * files that hold them are read by lines.h). JSON is parsed by json-c; this file only maps
  * its values onto the slimvec.v1 messages and says precisely what it
  * refuses. Fuzzed by tests/fuzz/fuzz_clijson.c.
  *
@@ -99,39 +98,5 @@ void svj_filter_free(Slimvec__V1__Filter *f);
  */
 json_object *svj_payload_to_json(const Slimvec__V1__Payload *p);
 json_object *svj_float_to_json(float v);
-
-/*
- * Lines of a file, each at most `max` bytes (less its "\n" or "\r\n"),
- * without NUL bytes. A last line without a newline counts; the empty text
- * after a final newline is not a line.
- */
-typedef struct svj_lines {
-    FILE *f;
-    int own;           /* opened by svj_lines_open: closed by svj_lines_close */
-    const char *name;  /* named in messages */
-    size_t max;
-    char *buf;         /* max + 1 bytes: the current line, NUL-terminated */
-    size_t len;        /* the current line's length */
-    size_t line;       /* the current line's number, 1-based (0 before the first) */
-} svj_lines;
-
-/* Opens a regular file (read twice by the client: checked, then sent, so
- * a pipe is refused up front). Returns 0, or -1 with err set. */
-int svj_lines_open(svj_lines *r, const char *path, size_t max, svj_error *err);
-/* Reads an already open stream (not closed by svj_lines_close). */
-int svj_lines_init(svj_lines *r, FILE *f, const char *name, size_t max, svj_error *err);
-/* Back to the first line. Returns 0, or -1 with err set. */
-int svj_lines_rewind(svj_lines *r, svj_error *err);
-/* The next line into r->buf / r->len: 1, 0 at the end, -1 with err set
- * (a read error, a line over max, a NUL byte). */
-int svj_lines_next(svj_lines *r, svj_error *err);
-void svj_lines_close(svj_lines *r);
-
-/*
- * A whole file of at most `max` bytes into a new NUL-terminated buffer
- * (*out, free()), for a filter given as @FILE. Returns 0, or -1 with err
- * set (cannot open or read, over max, a NUL byte).
- */
-int svj_read_text(const char *path, size_t max, char **out, size_t *len, svj_error *err);
 
 #endif

@@ -11,9 +11,9 @@
  *   - as one filter (svj_filter_from_json): accepted, the filter packs
  *     and unpacks to the same bytes, and nests no deeper than the protocol
  *     allows; refused, a message and no filter;
- *   - as a file of lines (svj_lines over fmemopen, a small line limit):
+ *   - as a file of lines (svl_lines over fmemopen, a small line limit):
  *     every line at most the limit, without NUL bytes, numbered 1, 2, ...;
- *     read twice (after svj_lines_rewind) the same lines; each line is
+ *     read twice (after svl_lines_rewind) the same lines; each line is
  *     parsed as a payload.
  * A broken invariant aborts, so libFuzzer and ASan report it; everything
  * parsed is freed, so LeakSanitizer reports a leak.
@@ -22,7 +22,7 @@
  * corpus-driven ctest with any compiler: valid seeds (payloads and
  * filters of every kind), then a fixed-seed stream of mutations of them,
  * splices and random bytes (run it under ASan). That run also checks a
- * table of refusals for their exact messages, and svj_read_text on real
+ * table of refusals for their exact messages, and svl_read_text on real
  * files.
  *
  *   fuzz_clijson [N]                    N inputs (default 20000)
@@ -35,6 +35,7 @@
 
 #include "fuzzutil.h"
 #include "jsonpb.h"
+#include "lines.h"
 
 /* The line limit of the line-reader pass: small, so that inputs reach it. */
 #define FUZZ_LINE_MAX 200
@@ -184,15 +185,15 @@ static void lines_one(const uint8_t *data, size_t size)
         return; /* fmemopen wants a buffer */
     FILE *f = fmemopen((void *)data, size, "rb");
     check(f != NULL, "fmemopen");
-    svj_lines r;
-    svj_error err;
-    check(svj_lines_init(&r, f, "<fuzz>", FUZZ_LINE_MAX, &err) == 0, "svj_lines_init");
+    svl_lines r;
+    svl_error err;
+    check(svl_lines_init(&r, f, "<fuzz>", FUZZ_LINE_MAX, &err) == 0, "svl_lines_init");
     size_t first_count = 0;
     int first_end = 0;
     for (int pass = 0; pass < 2; pass++) {
         size_t count = 0;
         int got;
-        while ((got = svj_lines_next(&r, &err)) == 1) {
+        while ((got = svl_lines_next(&r, &err)) == 1) {
             count++;
             check(r.line == count, "lines are numbered 1, 2, ...");
             check(r.len <= FUZZ_LINE_MAX, "a line is at most the limit");
@@ -207,12 +208,12 @@ static void lines_one(const uint8_t *data, size_t size)
             first_count = count;
             first_end = got;
             n_lines += count;
-            check(svj_lines_rewind(&r, &err) == 0, "svj_lines_rewind");
+            check(svl_lines_rewind(&r, &err) == 0, "svl_lines_rewind");
         } else {
             check(count == first_count && got == first_end, "the lines read again are the same");
         }
     }
-    svj_lines_close(&r);
+    svl_lines_close(&r);
     fclose(f);
 }
 
@@ -364,37 +365,37 @@ static void table_checks(void)
     n_table += 2;
 }
 
-/* svj_read_text and svj_lines_open on real files. */
+/* svl_read_text and svl_lines_open on real files. */
 static void file_checks(void)
 {
     char dir[] = "/tmp/fuzz_clijson_XXXXXX", path[256];
     if (!mkdtemp(dir))
         die("mkdtemp", NULL);
     snprintf(path, sizeof path, "%s/f.json", dir);
-    svj_error err;
+    svl_error err;
     char *text = NULL;
     size_t len = 0;
     FILE *f = fopen(path, "wb");
     if (!f || fputs(filter_seeds[1], f) == EOF || fclose(f) != 0)
         die(path, NULL);
-    check(svj_read_text(path, 1000, &text, &len, &err) == 0 && len == strlen(filter_seeds[1]) &&
+    check(svl_read_text(path, 1000, &text, &len, &err) == 0 && len == strlen(filter_seeds[1]) &&
               strcmp(text, filter_seeds[1]) == 0,
-          "svj_read_text reads the file");
+          "svl_read_text reads the file");
     free(text);
-    check(svj_read_text(path, 10, &text, &len, &err) != 0 && text == NULL && strstr(err.message, "more than 10 bytes"),
-          "svj_read_text refuses a file over the limit");
+    check(svl_read_text(path, 10, &text, &len, &err) != 0 && text == NULL && strstr(err.message, "more than 10 bytes"),
+          "svl_read_text refuses a file over the limit");
     f = fopen(path, "wb");
     if (!f || fwrite("{\0}", 1, 3, f) != 3 || fclose(f) != 0)
         die(path, NULL);
-    check(svj_read_text(path, 1000, &text, &len, &err) != 0 && strstr(err.message, "a NUL byte at offset 1"),
-          "svj_read_text refuses a NUL byte");
-    svj_lines r;
-    check(svj_lines_open(&r, dir, 100, &err) != 0 && strstr(err.message, "not a regular file"),
-          "svj_lines_open refuses a directory");
-    svj_lines_close(&r);
+    check(svl_read_text(path, 1000, &text, &len, &err) != 0 && strstr(err.message, "a NUL byte at offset 1"),
+          "svl_read_text refuses a NUL byte");
+    svl_lines r;
+    check(svl_lines_open(&r, dir, 100, &err) != 0 && strstr(err.message, "not a regular file"),
+          "svl_lines_open refuses a directory");
+    svl_lines_close(&r);
     remove(path);
-    check(svj_read_text(path, 1000, &text, &len, &err) != 0 && strstr(err.message, "cannot open"),
-          "svj_read_text of a missing file");
+    check(svl_read_text(path, 1000, &text, &len, &err) != 0 && strstr(err.message, "cannot open"),
+          "svl_read_text of a missing file");
     if (rmdir(dir) != 0)
         die(dir, NULL);
     n_table += 5;
