@@ -440,6 +440,32 @@ static int outcomes_ok(svc_cluster *cl, write_state *w, uint64_t *count, svd_rep
 }
 
 /* The positions the reply gives back (own'd by r). */
+/*
+ * A write whose records are in w (all of them, when it is not waiting
+ * yet): ask how the replicas applied them and wait for it. 1 once they
+ * all applied them (*count: the vectors or ids they counted; may be
+ * NULL); 0 when the call defers (it comes back here) or r holds a
+ * refusal.
+ */
+static int records_settled(svc_cluster *cl, svd_ctx *ctx, const char *collection, write_state *w, uint64_t *count,
+                           svd_reply *r)
+{
+    if (!w->waiting) {
+        if (ask_outcomes(cl, ctx, collection, w, r)) {
+            w->waiting = 1;
+            r->defer = 1;
+            return 0;
+        }
+        if (r->code != GRPC_STATUS_OK)
+            return 0;
+    } else if (w->op && !svc_fanout_done(w->op)) {
+        r->defer = 1;
+        return 0;
+    }
+    uint64_t ignored = 0;
+    return !w->op || outcomes_ok(cl, w, count ? count : &ignored, r);
+}
+
 static Slimvec__V1__LogPosition **positions(write_state *w, size_t *n, svd_reply *r)
 {
     Slimvec__V1__LogPosition **pp = svd_own_array(r, w->n_recs, sizeof *pp);
@@ -2233,19 +2259,8 @@ static void h_set_payload(void *appv, svd_ctx *ctx, void **state, const Protobuf
             svd_reply_oom(r);
             return;
         }
-        if (ask_outcomes(cl, ctx, req->collection, w, r)) {
-            w->waiting = 1;
-            r->defer = 1;
-            return;
-        }
-        if (r->code != GRPC_STATUS_OK)
-            return;
-    } else if (w->op && !svc_fanout_done(w->op)) {
-        r->defer = 1;
-        return;
     }
-    uint64_t count = 0;
-    if (w->op && !outcomes_ok(cl, w, &count, r))
+    if (!records_settled(cl, ctx, req->collection, w, NULL, r))
         return;
     Slimvec__V1__SetPayloadResponse *resp = svd_own(r, sizeof *resp);
     if (!resp) {
@@ -2279,19 +2294,8 @@ static void h_create_index(void *appv, svd_ctx *ctx, void **state, const Protobu
         index_write(cl, &ce, req->key, w, r);
         if (r->code != GRPC_STATUS_OK)
             return;
-        if (ask_outcomes(cl, ctx, req->collection, w, r)) {
-            w->waiting = 1;
-            r->defer = 1;
-            return;
-        }
-        if (r->code != GRPC_STATUS_OK)
-            return;
-    } else if (w->op && !svc_fanout_done(w->op)) {
-        r->defer = 1;
-        return;
     }
-    uint64_t count = 0;
-    if (w->op && !outcomes_ok(cl, w, &count, r))
+    if (!records_settled(cl, ctx, req->collection, w, NULL, r))
         return;
     Slimvec__V1__CreateIndexResponse *resp = svd_own(r, sizeof *resp);
     if (!resp) {
