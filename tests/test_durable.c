@@ -14,6 +14,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1725,6 +1726,71 @@ static void *write_thread(void *arg)
     return NULL;
 }
 
+typedef struct assign_job {
+    sv_durable *d;
+    const float *v;
+    uint64_t id;
+    sv_status st;
+    atomic_int done;
+} assign_job;
+
+static void *assign_thread(void *arg)
+{
+    assign_job *j = arg;
+    sv_error err;
+    j->st = sv_durable_add(j->d, j->v, 1, SM_DIM, NULL, &j->id, &err);
+    atomic_store(&j->done, 1);
+    return NULL;
+}
+
+/*
+ * An add with an assigned id beside a delete in flight of the number it
+ * would get: the log holds the delete first, so a replay frees the number
+ * before it assigns; the add waits for the delete (it does not skip the
+ * number), and the collection opens again with the same ids.
+ */
+START_TEST(test_assigned_beside_delete_in_flight)
+{
+    char base[PATHN], dir[PATHN];
+    sv_params p;
+    sv_params_default(&p, SM_DIM);
+    p.threads = 1;
+    sv_durable_options o = {0};
+    sv_durable *d = tmp_durable(base, dir, &p, &o);
+    float v[SM_DIM];
+    for (int i = 0; i < SM_DIM; i++)
+        v[i] = (float)i + 0.5f;
+    const char *zero[1] = {"0"};
+    sv_error err;
+    ck_assert_int_eq(sv_durable_add(d, v, 1, SM_DIM, zero, NULL, &err), SV_OK);
+    gate g = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
+    sv_wal_set_sync_hook(gate_hook, &g);
+    write_job del = {.d = d, .n = 1, .ids = zero, .is_delete = 1};
+    pthread_t td, ta;
+    pthread_create(&td, NULL, write_thread, &del);
+    gate_wait_entered(&g, 1); /* the delete is logged, its fsync held */
+    assign_job add = {.d = d, .v = v};
+    pthread_create(&ta, NULL, assign_thread, &add);
+    usleep(100 * 1000);
+    ck_assert_int_eq(atomic_load(&add.done), 0); /* waiting for the delete */
+    gate_set(&g, 1, 0);
+    pthread_join(td, NULL);
+    pthread_join(ta, NULL);
+    sv_wal_set_sync_hook(NULL, NULL);
+    ck_assert_int_eq(del.st, SV_OK);
+    ck_assert_int_eq(add.st, SV_OK);
+    ck_assert_uint_eq(add.id, 0); /* the number the delete freed */
+    sv_durable_free(d);
+    sv_recovery rec;
+    ck_assert_msg(try_open(dir, &d, &rec, &err) == SV_OK, "%s", err.message);
+    float out[SM_DIM];
+    ck_assert_int_eq(sv_durable_get(d, "0", out, SM_DIM, NULL), SV_OK);
+    ck_assert_uint_eq(sv_durable_count(d), 1);
+    sv_durable_free(d);
+    rm_rf(base);
+}
+END_TEST
+
 /*
  * An add is invisible until its fsync returns: no search, get or delete
  * sees it meanwhile (a crash then would take back what a reader saw), and
@@ -2955,6 +3021,7 @@ static Suite *suite(void)
     tcase_add_checked_fixture(tc, NULL, remove_tmp_dirs);
     tcase_add_test(tc, test_wal_framing);
     tcase_add_test(tc, test_payloads_durable);
+    tcase_add_test(tc, test_assigned_beside_delete_in_flight);
     tcase_add_test(tc, test_log_local_contract);
     tcase_add_test(tc, test_wal_torn_tails);
     tcase_add_test(tc, test_wal_group_commit);

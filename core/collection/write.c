@@ -204,6 +204,15 @@ static sv_status place_batch(sv_collection *c, const float *prep, size_t n, cons
     sv_status st = check_batch_ids(c, ids, n, replace, &n_rep, err);
     if (st != SV_OK)
         return st;
+    /* An assigned id is the lowest free number: one a checked delete is
+     * freeing is bound now but free in the log's order (the delete comes
+     * first there), so a replay would hand it out here. Wait for the
+     * deletes in flight (the durable layer asks again). */
+    if (c->del_marks.count) {
+        for (size_t i = 0; i < n; i++)
+            if (!id_given(ids, i))
+                return sv_fail(err, SV_ERR_CONFLICT, "a delete in flight may free the id vector %zu would get", i);
+    }
     /* Payload types depend on what the collection holds: checked here, under the lock. */
     if (payloads && (st = sv_payloads_check(c->payloads, payloads, n, err)) != SV_OK)
         return st;
@@ -215,10 +224,16 @@ static sv_status place_batch(sv_collection *c, const float *prep, size_t n, cons
         sv_buffer_reserve(&c->active, n) != SV_OK ||
         (state == SV_SLOT_PENDING && sv_coll_grow_free(c, n) != SV_OK))
         return sv_fail(err, SV_ERR_RESOURCE, "out of memory adding %zu vectors", n);
-    if (reserve_replace(c, n_rep, state) != SV_OK)
+    if (reserve_replace(c, n_rep, state) != SV_OK) {
+        if (!c->rep_marks.count)
+            sv_marks_free(c, &c->rep_marks); /* an idle collection holds no byte for them */
         return sv_fail(err, SV_ERR_RESOURCE, "out of memory replacing %zu vectors", n_rep);
+    }
+    /* A replacing row takes a new slot past every used one, never a
+     * recycled one: a scroll (in slot order) that already passed the old
+     * slot then meets the id again ahead instead of missing it. */
     for (size_t i = 0; i < n; i++)
-        slots[i] = c->n_free ? c->free_slots[--c->n_free] : c->next_slot++;
+        slots[i] = c->n_free && !(n_rep && replace[i] != UINT32_MAX) ? c->free_slots[--c->n_free] : c->next_slot++;
     if ((st = bind_ids(c, ids, slots, n_rep ? replace : NULL, n, assigned, err)) != SV_OK)
         goto undo;
     for (size_t i = 0; payloads && i < n; i++) {
@@ -254,6 +269,8 @@ undo:
     c->next_slot = saved_next;
     c->n_free = saved_free; /* the popped slots are still in the array */
     c->free_reserved -= (uint32_t)n_rep;
+    if (!c->rep_marks.count)
+        sv_marks_free(c, &c->rep_marks);
     return st;
 }
 

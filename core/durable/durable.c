@@ -443,16 +443,20 @@ static int buffer_full(sv_durable *d, size_t n)
  * applied (they need neither order nor maint), so that asking again sees
  * them, as the log's order says it must. No new write can start meanwhile.
  */
-static int conflict_waited(sv_durable *d, sv_status st)
+static int conflict_waited(sv_durable *d, sv_status st, int *tries)
 {
     if (st != SV_ERR_CONFLICT)
         return 0;
     pthread_mutex_lock(&d->pending_mu);
-    int waited = d->pending != 0; /* none in flight: a broken mark, not worth a spin */
+    int waited = d->pending != 0;
     while (d->pending)
         pthread_cond_wait(&d->pending_cv, &d->pending_mu);
     pthread_mutex_unlock(&d->pending_mu);
-    return waited;
+    /* The write in flight may have been applied between the prepare and
+     * here (nothing left to wait for): ask again at least once. After
+     * that only when a write was waited for: a mark no write clears would
+     * otherwise spin. */
+    return waited || (*tries)++ == 0;
 }
 
 static sv_status add_durable(sv_durable *d, const float *vectors, size_t n, uint32_t dim, const char *const *ids,
@@ -475,9 +479,11 @@ static sv_status add_durable(sv_durable *d, const float *vectors, size_t n, uint
     else if (n && buffer_full(d, n))
         st = sv_fail(err, SV_ERR_BUSY, "the write buffer is full; the batch waits for a flush");
     else
-        do
+        for (int tries = 0;;) {
             st = sv_engine_add_prepare(d->c, vectors, n, dim, ids, payloads, upsert, got, &t, err);
-        while (conflict_waited(d, st));
+            if (!conflict_waited(d, st, &tries))
+                break;
+        }
     size_t n_rep = t.n_rep; /* the ticket is released by publish */
     if (st == SV_OK && t.n && d->dir) {
         if (sv_logrec_add_ids(ids, got, n, dim, counter, upsert, &head, &head_len) != SV_OK ||
@@ -559,9 +565,11 @@ sv_status sv_durable_set_payload(sv_durable *d, const char *id, const sv_payload
     if (d->dropped || d->following)
         st = refuse_write(d, err);
     else
-        do
+        for (int tries = 0;;) {
             st = sv_engine_payload_prepare(d->c, id, pl, mode, &t, err);
-        while (conflict_waited(d, st));
+            if (!conflict_waited(d, st, &tries))
+                break;
+        }
     if (st == SV_OK && d->dir) {
         if (sv_logrec_set_payload(id, pl, mode, &rec, &rec_len) != SV_OK) {
             st = sv_fail(err, SV_ERR_RESOURCE, "out of memory logging a payload");
@@ -630,9 +638,11 @@ sv_status sv_durable_delete(sv_durable *d, const char *const *ids, size_t n, siz
     if (d->dropped || d->following)
         st = refuse_write(d, err);
     else
-        do
+        for (int tries = 0;;) {
             st = sv_engine_delete_check(d->c, ids, n, &t, err);
-        while (conflict_waited(d, st));
+            if (!conflict_waited(d, st, &tries))
+                break;
+        }
     if (st == SV_OK && d->dir) {
         if (sv_logrec_delete(ids, n, &rec, &rec_len) != SV_OK) {
             st = sv_fail(err, SV_ERR_RESOURCE, "out of memory logging %zu deletes", n);

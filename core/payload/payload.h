@@ -110,8 +110,11 @@ size_t sv_payloads_copy(const sv_payloads *p, uint32_t slot, void *buf, size_t c
  * matches and ranges on it then find their slots by binary search instead
  * of a scan of its column (pindex.h; string, int64, double and list keys:
  * a bool key's index is never read). Its bytes are the store's. Indexing
- * an indexed key is a no-op. SV_ERR_RESOURCE when out of memory (nothing
- * changed), INVALID_ARGUMENT for a bad name or too many keys.
+ * an indexed key is a no-op. Without memory for its pairs the key is
+ * indexed all the same, the index built by a later write or
+ * sv_payloads_reindex (an index is not data: a log replay or a snapshot
+ * load goes on); SV_ERR_RESOURCE only when not even that could be had
+ * (nothing changed), INVALID_ARGUMENT for a bad name or too many keys.
  */
 sv_status sv_payloads_index_key(sv_payloads *p, const char *key, sv_error *err);
 int sv_payloads_key_indexed(const sv_payloads *p, uint32_t i);

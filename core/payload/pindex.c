@@ -138,13 +138,8 @@ static void rebuild(sv_payloads *p, pv_key *k, pv_index *x)
 pv_index *pv_index_create(sv_payloads *p, pv_key *k)
 {
     pv_index *x = sv_mem_calloc(p->a, p->t, 1, sizeof *x);
-    if (!x)
-        return NULL;
-    rebuild(p, k, x);
-    if (!x->usable) {
-        pv_index_free(p, x);
-        return NULL;
-    }
+    if (x)
+        rebuild(p, k, x); /* out of memory: unusable, built by a later write or sv_payloads_reindex */
     return x;
 }
 

@@ -56,7 +56,8 @@ struct pv_index {
 
 int64_t pv_ord_double(double d);
 
-/* A new, empty index for key k, built from its cells (NULL: out of memory). */
+/* A new index for key k, built from its cells (out of memory for the
+ * pairs: unusable until a later rebuild; NULL: not even the index). */
 pv_index *pv_index_create(sv_payloads *p, pv_key *k);
 void pv_index_free(sv_payloads *p, pv_index *x);
 /* The key lost its last value (its type may change): no pairs. */

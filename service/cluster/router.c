@@ -594,6 +594,37 @@ cleanup:
     free(order);
 }
 
+static int by_text(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* 1 when no given id comes twice in the batch; else 0 and ALREADY_EXISTS
+ * naming it. A single node refuses such a batch whole; here its copies may
+ * land in two records of a shard (a part over RECORD_BYTES is split), where
+ * no replica would see both: refused before anything is written. */
+static int ids_distinct(char *const *ids, size_t n, svd_reply *r)
+{
+    char **sorted = malloc((n ? n : 1) * sizeof *sorted);
+    if (!sorted) {
+        svd_reply_oom(r);
+        return 0;
+    }
+    size_t m = 0;
+    for (size_t i = 0; i < n; i++)
+        if (ids[i][0])
+            sorted[m++] = ids[i];
+    qsort(sorted, m, sizeof *sorted, by_text);
+    int ok = 1;
+    for (size_t i = 1; i < m && ok; i++)
+        if (strcmp(sorted[i - 1], sorted[i]) == 0) {
+            svd_reply_error(r, GRPC_STATUS_ALREADY_EXISTS, "id \"%s\" appears twice in the batch", sorted[i]);
+            ok = 0;
+        }
+    free(sorted);
+    return ok;
+}
+
 /* A batch's payloads converted (into r's memory) and checked as far as the
  * router can: text, limits, types within the batch. What the keys already
  * hold is each replica's to check: the batch waits for its outcome. */
@@ -639,6 +670,8 @@ static void ingest_message(svd_app *app, svd_ctx *ctx, write_state *w, const Sli
                                 "id of vector %zu: numbers from 2^62 up are assigned by the cluster", i);
                 goto done;
             }
+        if (!ids_distinct(req->ids, req->n_ids, r))
+            goto done;
         /* Vectors the engine would refuse are refused before they reach
          * the log (every replica would refuse them the same way). */
         uint32_t dim = c->params.dim;

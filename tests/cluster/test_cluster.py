@@ -493,6 +493,12 @@ class Paths(unittest.TestCase):
         r = other.Search(pb.SearchRequest(collection="pay", queries=moved[0].tolist(), k=1, after=after),
                          timeout=T).results[0]
         self.assertEqual(r.hits[0].id, "14")
+        # An id twice in a batch: refused by the router before any record
+        # (its copies could land in two records of a shard).
+        a = list(st.Ingest(iter([pb.IngestRequest(collection="pay", vectors=X[:2].ravel().tolist(),
+                                                  ids=["20", "20"], upsert=True)]), timeout=T))[0]
+        self.assertEqual(a.error.code, grpc.StatusCode.ALREADY_EXISTS.value[0], a.error.message)
+        self.assertEqual(len(a.positions), 0)
         # CreateIndex: a record in every shard; Describe lists it; the
         # filters answer as before.
         n_c3 = other.Count(pb.CountRequest(collection="pay", filter=flt, after=after), timeout=T).count
