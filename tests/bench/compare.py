@@ -12,6 +12,7 @@ one JSON file.
   compare.py --dataset founding --storage int8
   compare.py --base B.fvecs --query Q.fvecs [--gt G.ivecs] --metric ip
   compare.py --dataset founding --originals disk      # plain and re-ranked curves
+  compare.py --dataset fashion --filter-selectivity 0.5,0.1,0.01,0.001   # filtered search too
 
 Peers (peers/runners.py): hnswlib-native (Debian's hnswlib headers compiled
 here with -O3 -march=native, cached), faiss (IndexHNSWSQ8, Debian's
@@ -97,8 +98,8 @@ def main():
                         help="disk: originals on disk, plain and re-ranked curves")
     sv_opt.add_argument("--rerank-depths", help="re-rank depths with --originals disk")
     sv_opt.add_argument("--filter-selectivity", help="filtered search at these shares passing (slimvec-bench's "
-                        "payloads and filters; FAISS with an IDSelectorBitmap on the same rows), e.g. "
-                        "0.5,0.1,0.01,0.001")
+                        "payloads and filters; FAISS with an IDSelectorBitmap on the same rows; hnswlib "
+                        "0.6.2 with the failing rows marked deleted), e.g. 0.5,0.1,0.01,0.001")
     sv_opt.add_argument("--bench", default="./build/tests/bench/slimvec-bench",
                         help="path of slimvec-bench (default %(default)s)")
     pe = ap.add_argument_group("peers")

@@ -12,6 +12,17 @@ timed (qps_batch): it shows how much of the per-call time is Python's.
 Writes JSON in the shape of slimvec-bench's (engine, files, metric, n, dim,
 build_seconds, insert_rate, bytes_per_vector_rss, points[...]).
 
+With --filter-dir and --filter-selectivity (slimvec-bench --filter-out
+writes the inputs: each row's class and u, the exact filtered answers of
+the first 1,000 queries), the same filters as slimvec-bench's (0.1: class 3;
+else u < 1000 x share), recall@10 against the filtered answers: JSON
+`filtered`. Debian's hnswlib is 0.6.2, which has no filter argument (0.7.0
+added one), so the rows failing a share's filter are marked deleted
+(mark_deleted, not timed), the ef sweep runs, and they are unmarked
+(unmark_deleted): in hnswlib the filter is checked exactly where deleted
+elements are skipped, so this is 0.7's filtered search (see
+peers/hnswlib_native.cpp and README.md).
+
 Note: Debian builds hnswlib without AVX (SSE only), so its distance kernels
 are slower than those of a -march=native build.
 
@@ -19,6 +30,7 @@ Run with /usr/bin/python3 (the interpreter that has hnswlib and numpy).
 """
 
 import argparse
+import math
 import os
 import sys
 import time
@@ -40,6 +52,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     common.add_peer_args(ap, ",".join(str(e) for e in DEFAULT_EFS))
     ap.add_argument("--seed", type=int, default=100)
+    ap.add_argument("--filter-dir", help="slimvec-bench --filter-out's directory")
+    ap.add_argument("--filter-selectivity", help="shares passing, e.g. 0.5,0.1,0.01,0.001")
     args = ap.parse_args()
 
     efs = common.parse_efs(args.ef, PROG)
@@ -107,10 +121,88 @@ def main():
               f"{point['p50_us']:>10.1f} {point['p99_us']:>10.1f} {point['qps_batch']:>12.0f}",
               flush=True)
 
+    filtered = []
+    if args.filter_dir and args.filter_selectivity:
+        filtered = filtered_sweep(index, query, n, efs, args.filter_dir, args.filter_selectivity)
+
     result = common.peer_result(args, "hnswlib", n, dim, nq, build_seconds, rss_before, rss_after, bpv_rss,
                                 points, hnswlib_build="Debian python3-hnswlib, built without AVX (SSE only)",
                                 storage="f32", seed=args.seed, bytes_per_vector_level0=bpv_level0)
+    if filtered:
+        result["filter_method"] = ("mark_deleted of the rows failing the filter, unmark_deleted after "
+                                   "(hnswlib 0.6.2; the search of 0.7's filter)")
+        result["filtered"] = filtered
     common.write_result(args.json, result)
+
+
+def filtered_sweep(index, query, n, efs, fdir, sels_text):
+    """Each share's failing rows marked deleted (not timed), the ef sweep one
+    knn_query per query, then unmarked; the index's unfiltered answers are
+    checked to be the same after as before."""
+    attrs = common.read_vecs(os.path.join(fdir, "attrs.ivecs"), np.int32, PROG)
+    if attrs.shape != (n, 2):
+        common.die(PROG, f"{fdir}/attrs.ivecs: {attrs.shape[0]} rows of {attrs.shape[1]} values; "
+                         f"need {n} rows of (class, u)")
+    cls, u = attrs[:, 0], attrs[:, 1]
+    # The unfiltered answers at the sweep's last ef, to check that
+    # unmark_deleted left the index as it was.
+    before = [index.knn_query(query[i:i + 1], k=K)[0][0].tolist() for i in range(min(1000, len(query)))]
+    points = []
+    print("\nfiltered search (the failing rows marked deleted, hnswlib 0.6.2; single thread, one knn_query "
+          "per query, warm-up pass first; marking not timed):")
+    print(f"{'selectivity':>12} {'matches':>10} {'ef':>10} {'recall@10':>12} {'QPS':>12} {'p50 us':>10} "
+          f"{'p99 us':>10} {'mark ms':>10}")
+    for text in sels_text.split(","):
+        s = float(text)
+        # slimvec-bench's rule (filtered.c: llround, so not Python's round)
+        mask = cls == 3 if abs(s - 0.1) < 1e-9 else u < math.floor(s * 1000 + 0.5)
+        matches = int(mask.sum())
+        gt = common.read_vecs(os.path.join(fdir, "filtered-%g.gt.ivecs" % s), np.int32, PROG)
+        nq = gt.shape[0]
+        failing = np.nonzero(~mask)[0].tolist()
+        a = time.perf_counter()
+        for label in failing:
+            index.mark_deleted(label)
+        mark_ms = (time.perf_counter() - a) * 1000
+        # 0.6.2's knn_query raises when it finds fewer than k: ask for no
+        # more than pass (a query that still finds fewer counts as empty).
+        k = min(K, matches)
+        rows = [query[i:i + 1] for i in range(nq)]
+        for ef in efs:
+            index.set_ef(ef)
+            found, lat = [], np.empty(nq)
+            for rep in range(2):  # a warm-up pass, then the measured one
+                found = []
+                for i, row in enumerate(rows):
+                    a = time.perf_counter_ns()
+                    try:
+                        lab = index.knn_query(row, k=k)[0][0].tolist() if k else []
+                    except RuntimeError:
+                        lab = []
+                    lat[i] = (time.perf_counter_ns() - a) / 1000.0
+                    found.append(lab)
+            hits = wanted = clean = 0
+            for q in range(nq):
+                truth = set(int(x) for x in gt[q] if x >= 0)
+                hits += len(truth & set(found[q]))
+                wanted += len(truth)
+                clean += all(mask[x] for x in found[q])
+            lat.sort()
+            point = {"selectivity": s, "matches": matches, "search_list": ef, "ef": ef,
+                     "recall_at_10": hits / wanted if wanted else 1.0, "qps": nq / (lat.sum() / 1e6),
+                     "p50_us": common.percentile(lat, 0.50), "p99_us": common.percentile(lat, 0.99),
+                     "all_pass": clean == nq}
+            points.append(point)
+            print(f"{s:>12g} {matches:>10} {ef:>10} {point['recall_at_10']:>12.4f} {point['qps']:>12.0f} "
+                  f"{point['p50_us']:>10.1f} {point['p99_us']:>10.1f} {mark_ms:>10.1f}", flush=True)
+        for label in failing:
+            index.unmark_deleted(label)
+    index.set_ef(efs[-1])
+    after = [index.knn_query(query[i:i + 1], k=K)[0][0].tolist() for i in range(len(before))]
+    if after != before:
+        common.die(PROG, "unmark_deleted did not restore the index: unfiltered answers differ")
+    print("index restored: the unfiltered answers at the last ef are the same as before the sweep")
+    return points
 
 if __name__ == "__main__":
     main()

@@ -5,8 +5,8 @@
 // -O3 -march=native, so its distance kernels are the best this CPU has.
 // It is a benchmark peer only, never part of the default build:
 // compare.py compiles it on the fly (g++ -O3 -march=native -std=c++17
-// -pthread) into a cache directory, and tests/bench/CMakeLists.txt has it
-// behind -DSV_BENCH_NATIVE_PEERS=ON.
+// -pthread) into a cache directory (peers/runners.py); it is no CMake
+// target.
 //
 // Reads a TEXMEX .fvecs base and query file and an .ivecs ground truth,
 // builds a HierarchicalNSW index (addPoint from --threads threads), then for
@@ -14,9 +14,34 @@
 // per-query wall time), p50 and p99 latency, after one warm-up pass. Writes
 // JSON in the shape of hnswlib_bench.py's.
 //
+// Filtered search (--filter-dir, --filter-selectivity; slimvec-bench
+// --filter-out writes the inputs: attrs.ivecs, each row's class and u, and
+// filtered-<share>.gt.ivecs, the exact filtered top 10 of the first 1,000
+// queries, -1 where fewer pass). The filters are slimvec-bench's and
+// faiss_bench.py's: 0.1 is class 3, any other share u < 1000 x share.
+// hnswlib 0.6.2 has no filter argument (isIdAllowed, a BaseFilterFunctor,
+// came in 0.7.0), so each share's failing rows are marked deleted
+// (markDelete by label), the same ef sweep runs (single thread, one query
+// at a time, warm-up pass first), and they are unmarked (unmarkDelete).
+// This is 0.7's filtered search: in 0.7 searchBaseLayerST tests
+// isIdAllowed at exactly the places where 0.6.2 tests isMarkedDeleted (the
+// entry point, and each candidate before it enters the result set; both
+// are still traversed), and a filter, like a deletion, makes the loop go
+// on past the bound until the result set holds ef elements (or no
+// candidate is left). The upper layers check neither. The one
+// difference: with no row failing, 0.6.2 takes the
+// unfiltered path (num_deleted_ is 0) where 0.7 would still wait for ef
+// results. Costs: the mark is a bit in the element's level-0 block, next
+// to its vector; 0.7 calls a virtual functor with the label instead, so the
+// search visits the same nodes and the time can differ only by that check.
+// markDelete and unmarkDelete run outside the timed loop; unmarkDelete only
+// clears the bit markDelete set and decrements num_deleted_, and the program
+// checks that the level-0 memory hashes as before and num_deleted_ is 0.
+//
 //   hnswlib-native --base B.fvecs --query Q.fvecs --gt G.ivecs [--metric l2|ip|cosine]
 //                  [--threads 0] [--M 16] [--ef-construction 200] [--seed 100]
 //                  [--ef 10,16,...] [--dataset NAME] [--json OUT]
+//                  [--filter-dir DIR --filter-selectivity 0.5,0.1,...]
 #include <hnswlib/hnswlib.h>
 #include <malloc.h>
 
@@ -32,6 +57,7 @@
 #include <fstream>
 #include <sstream>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <unordered_set>
 #include <vector>
@@ -163,18 +189,131 @@ double percentile(const std::vector<double> &sorted, double q) {
     return sorted[size_t(std::max(0L, i))];
 }
 
+struct FilteredPoint {
+    double selectivity;
+    size_t matches, ef;
+    double recall, qps, p50_us, p99_us;
+    bool all_pass;
+};
+
+// The level-0 block of every element (links with the delete mark, vector,
+// label): what markDelete changes. To check that unmarkDelete restored it.
+size_t level0_hash(const hnswlib::HierarchicalNSW<float> &index) {
+    return std::hash<std::string_view>{}(
+        std::string_view(index.data_level0_memory_, index.cur_element_count * index.size_data_per_element_));
+}
+
+// For each share: the rows that fail its filter marked deleted (not timed),
+// the ef sweep, single thread, one query at a time after a warm-up pass,
+// recall@10 against the exact filtered answers (-1 entries ignored), then
+// the rows unmarked. The index is left as it was (checked).
+std::vector<FilteredPoint> filtered_sweep(hnswlib::HierarchicalNSW<float> &index, const Matrix<float> &query,
+                                          const std::vector<size_t> &efs, const std::string &dir,
+                                          const std::vector<double> &shares) {
+    Matrix<int32_t> attrs = read_vecs<int32_t>(dir + "/attrs.ivecs");
+    size_t n = index.cur_element_count;
+    if (attrs.rows != n || attrs.dim != 2)
+        die(dir + "/attrs.ivecs: " + std::to_string(attrs.rows) + " rows of " + std::to_string(attrs.dim) +
+            " values; need " + std::to_string(n) + " rows of (class, u)");
+    if (index.num_deleted_ != 0)
+        die("the index has deleted elements before the filtered sweep");
+    size_t hash_before = level0_hash(index);
+    std::vector<FilteredPoint> points;
+    std::printf("\nfiltered search (the failing rows marked deleted, hnswlib 0.6.2; single thread, k=%zu,\n"
+                "one query at a time, warm-up pass first; marking not timed):\n", K);
+    std::printf("%12s %10s %10s %12s %12s %10s %10s %10s\n", "selectivity", "matches", "ef", "recall@10", "QPS",
+                "p50 us", "p99 us", "mark ms");
+    for (double s : shares) {
+        // slimvec-bench's rule (filtered.c): class 3 for 0.1, else u < llround(1000 s).
+        bool by_class = std::fabs(s - 0.1) < 1e-9;
+        long long below = std::llround(s * 1000.0);
+        std::vector<char> pass(n);
+        size_t matches = 0;
+        for (size_t i = 0; i < n; i++) {
+            pass[i] = by_class ? attrs.row(i)[0] == 3 : attrs.row(i)[1] < below;
+            matches += size_t(pass[i]);
+        }
+        char name[64];
+        std::snprintf(name, sizeof name, "/filtered-%g.gt.ivecs", s);
+        Matrix<int32_t> gt = read_vecs<int32_t>(dir + name);
+        size_t nq = gt.rows;
+        if (nq > query.rows || gt.dim < K)
+            die(dir + name + ": " + std::to_string(nq) + " rows of " + std::to_string(gt.dim) + " ids; need at most " +
+                std::to_string(query.rows) + " rows of >= 10");
+        auto m0 = std::chrono::steady_clock::now();
+        for (size_t i = 0; i < n; i++)
+            if (!pass[i])
+                index.markDelete(hnswlib::labeltype(i));
+        double mark_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - m0).count();
+        if (index.num_deleted_ != n - matches)
+            die("markDelete: " + std::to_string(index.num_deleted_) + " marked, expected " +
+                std::to_string(n - matches));
+        std::vector<double> lat(nq);
+        std::vector<std::vector<hnswlib::labeltype>> found(nq);
+        for (size_t ef : efs) {
+            index.setEf(ef);
+            for (size_t q = 0; q < nq; q++)
+                index.searchKnn(query.row(q), K);
+            for (size_t q = 0; q < nq; q++) {
+                auto a = std::chrono::steady_clock::now();
+                auto res = index.searchKnn(query.row(q), K);
+                auto b = std::chrono::steady_clock::now();
+                lat[q] = std::chrono::duration<double, std::micro>(b - a).count();
+                found[q].clear();
+                for (; !res.empty(); res.pop())
+                    found[q].push_back(res.top().second);
+            }
+            size_t hits = 0, wanted = 0, clean = 0;
+            for (size_t q = 0; q < nq; q++) {
+                std::unordered_set<long long> truth;
+                for (size_t j = 0; j < K; j++)
+                    if (gt.row(q)[j] >= 0)
+                        truth.insert(gt.row(q)[j]);
+                wanted += truth.size();
+                bool ok = true;
+                for (hnswlib::labeltype l : found[q]) {
+                    hits += truth.count((long long)l);
+                    ok = ok && l < n && pass[l];
+                }
+                clean += ok;
+            }
+            double total_us = 0;
+            for (double l : lat)
+                total_us += l;
+            std::vector<double> sorted = lat;
+            std::sort(sorted.begin(), sorted.end());
+            FilteredPoint p{s, matches, ef, wanted ? double(hits) / double(wanted) : 1.0,
+                            total_us > 0 ? double(nq) / (total_us / 1e6) : 0.0, percentile(sorted, 0.50),
+                            percentile(sorted, 0.99), clean == nq};
+            points.push_back(p);
+            std::printf("%12g %10zu %10zu %12.4f %12.0f %10.1f %10.1f %10.1f\n", s, matches, ef, p.recall, p.qps,
+                        p.p50_us, p.p99_us, mark_ms);
+            std::fflush(stdout);
+        }
+        for (size_t i = 0; i < n; i++)
+            if (!pass[i])
+                index.unmarkDelete(hnswlib::labeltype(i));
+    }
+    if (index.num_deleted_ != 0 || level0_hash(index) != hash_before)
+        die("unmarkDelete did not restore the index");
+    std::printf("index restored: no element marked, level-0 memory hashes as before the sweep\n");
+    return points;
+}
+
 }  // namespace
 
 int main(int argc, char **argv) {
     std::string base_path, query_path, gt_path, metric = "l2", dataset, json_path;
     std::string ef_list = "10,16,20,32,40,50,64,80,100,128,160,200,256,400,512";
+    std::string filter_dir, filter_list;
     size_t threads = 0, M = 16, efc = 200, seed = 100;
     for (int i = 1; i < argc; i++) {
         std::string a = argv[i];
         if (a == "-h" || a == "--help") {
             std::printf("usage: hnswlib-native --base B.fvecs --query Q.fvecs --gt G.ivecs [--metric l2|ip|cosine]\n"
                         "       [--threads 0] [--M 16] [--ef-construction 200] [--seed 100]\n"
-                        "       [--ef 10,16,...] [--dataset NAME] [--json OUT]\n");
+                        "       [--ef 10,16,...] [--dataset NAME] [--json OUT]\n"
+                        "       [--filter-dir DIR --filter-selectivity 0.5,0.1,0.01,0.001]\n");
             return 0;
         }
         if (i + 1 >= argc)
@@ -191,6 +330,8 @@ int main(int argc, char **argv) {
         else if (a == "--ef") ef_list = v;
         else if (a == "--dataset") dataset = v;
         else if (a == "--json") json_path = v;
+        else if (a == "--filter-dir") filter_dir = v;
+        else if (a == "--filter-selectivity") filter_list = v;
         else die("unknown option " + a);
     }
     if (base_path.empty() || query_path.empty() || gt_path.empty())
@@ -206,6 +347,20 @@ int main(int argc, char **argv) {
                 efs.push_back(ef);  // hnswlib searches with max(ef, k) anyway
         if (efs.empty())
             die("--ef: no value >= k=10");
+    }
+    if (filter_dir.empty() != filter_list.empty())
+        die("--filter-dir and --filter-selectivity go together");
+    std::vector<double> shares;
+    {
+        std::stringstream ss(filter_list);
+        std::string tok;
+        while (std::getline(ss, tok, ',')) {
+            char *end = nullptr;
+            double v = std::strtod(tok.c_str(), &end);
+            if (tok.empty() || *end || !(v > 0 && v <= 1))
+                die("--filter-selectivity: '" + tok + "' is not a share in (0, 1]");
+            shares.push_back(v);
+        }
     }
     unsigned cores = std::max(1u, std::thread::hardware_concurrency());
     size_t nthreads = threads ? threads : cores;
@@ -298,6 +453,9 @@ int main(int argc, char **argv) {
         std::printf("%12zu %12.4f %12.0f %10.1f %10.1f\n", ef, p.recall, p.qps, p.p50_us, p.p99_us);
         std::fflush(stdout);
     }
+    std::vector<FilteredPoint> filtered;
+    if (!shares.empty())
+        filtered = filtered_sweep(*index, query, efs, filter_dir, shares);
     delete index;
 
     if (json_path.empty())
@@ -326,7 +484,21 @@ int main(int argc, char **argv) {
                         "\"p50_us\": %.3f, \"p99_us\": %.3f}",
                      i ? "," : "", p.ef, p.ef, p.recall, p.qps, p.p50_us, p.p99_us);
     }
-    std::fprintf(f, "\n  ]\n}\n");
+    std::fprintf(f, "\n  ]");
+    if (!shares.empty()) {
+        std::fprintf(f, ",\n  \"filter_method\": \"markDelete of the rows failing the filter, unmarkDelete after "
+                        "(hnswlib 0.6.2; the search of 0.7's isIdAllowed)\",\n  \"filtered\": [");
+        for (size_t i = 0; i < filtered.size(); i++) {
+            const FilteredPoint &p = filtered[i];
+            std::fprintf(f, "%s\n    {\"selectivity\": %.17g, \"matches\": %zu, \"search_list\": %zu, \"ef\": %zu, "
+                            "\"recall_at_10\": %.6f, \"qps\": %.3f, \"p50_us\": %.3f, \"p99_us\": %.3f, "
+                            "\"all_pass\": %s}",
+                         i ? "," : "", p.selectivity, p.matches, p.ef, p.ef, p.recall, p.qps, p.p50_us, p.p99_us,
+                         p.all_pass ? "true" : "false");
+        }
+        std::fprintf(f, "\n  ]");
+    }
+    std::fprintf(f, "\n}\n");
     if (std::fclose(f) != 0)
         die(json_path + ": write failed");
     std::printf("\nwrote %s\n", json_path.c_str());

@@ -2,7 +2,10 @@
 
 Every peer takes --base --query --gt --metric --threads --M
 --ef-construction --ef --dataset --json and writes JSON in the shape of
-hnswlib_bench.py's.
+hnswlib_bench.py's; with compare.py --filter-selectivity each also gets
+--filter-dir (slimvec-bench --filter-out's files) and --filter-selectivity
+and adds a `filtered` series (FAISS with an IDSelectorBitmap, hnswlib 0.6.2
+with the failing rows marked deleted).
 """
 
 import hashlib
@@ -93,13 +96,12 @@ def peer_command(name, args, files, out_json):
               "--ef", args.efs, "--json", out_json]
     if args.dataset:
         common += ["--dataset", args.dataset]
+    if getattr(args, "filter_dir", None):
+        common += ["--filter-dir", args.filter_dir, "--filter-selectivity", args.filter_selectivity]
     if name == "hnswlib-native":
         return [args.hnswlib_native or native_binary(cache_dir(args.peer_cache))] + common
     if name == "faiss":
-        filt = []
-        if getattr(args, "filter_dir", None):
-            filt = ["--filter-dir", args.filter_dir, "--filter-selectivity", args.filter_selectivity]
-        return [args.python, os.path.join(BENCH_DIR, "peers", "faiss_bench.py")] + common + filt
+        return [args.python, os.path.join(BENCH_DIR, "peers", "faiss_bench.py")] + common
     if name == "hnswlib-debian":
         return [args.python, os.path.join(BENCH_DIR, "hnswlib_bench.py")] + common
     raise ValueError(name)
