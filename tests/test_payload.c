@@ -814,11 +814,17 @@ static void filter_property(int indexed)
         random_filter(&pl, &f, 0);
         ck_assert_msg(sv_filter_check(p, &f, &err) == SV_OK, "round %d: %s", round, err.message);
         ck_assert_int_eq(sv_filter_eval(p, &f, NS, id_slot, NULL, NULL, sv_allocator_default(), &scratch, bits), SV_OK);
+        /* And one slot at a time (what a search with few candidates asks). */
+        sv_filter_probe *probe = NULL;
+        ck_assert_int_eq(sv_filter_probe_create(p, &f, id_slot, NULL, sv_allocator_default(), &scratch, &probe), SV_OK);
         for (uint32_t s = 0; s < NS; s++) {
             int got = (int)(bits[s / 64] >> (s % 64) & 1), want = oracle_filter(&model[s], s, &f);
             ck_assert_msg(got == want, "round %d, slot %u: filter says %d, oracle %d", round, s, got, want);
+            ck_assert_msg(sv_filter_probe_pass(probe, s) == want, "round %d, slot %u: the probe says %d, oracle %d",
+                          round, s, !want, want);
             passed_total += got;
         }
+        sv_filter_probe_free(probe);
     }
     /* Neither all nor nothing on average: the filters were selective. */
     ck_assert_int_gt(passed_total, 400L * NS / 20);

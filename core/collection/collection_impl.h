@@ -172,6 +172,15 @@ struct sv_filter;
 sv_status sv_coll_filter_slots(sv_collection *c, const struct sv_filter *f, const sv_interrupt *intr,
                                uint64_t **bits, uint64_t *count, sv_error *err);
 void sv_coll_filter_release(sv_collection *c, uint64_t *bits);
+/* Under the lock: check filter f and prepare it to be asked one slot at a
+ * time (*probe; free with sv_filter_probe_free under the same hold);
+ * *share: the share of the indexed and buffered vectors it passes,
+ * estimated on up to SV_FILTER_SAMPLE of them spread over the slots (-1
+ * when fewer than 64 were there to ask: no estimate). */
+#define SV_FILTER_SAMPLE 256u
+struct sv_filter_probe;
+sv_status sv_coll_filter_probe(sv_collection *c, const struct sv_filter *f, struct sv_filter_probe **probe,
+                               double *share, sv_error *err);
 
 /* The flush with the maintenance lock held (flush.c). */
 sv_status sv_coll_flush_locked(sv_collection *c, const sv_flush_hooks *h, sv_error *err);

@@ -123,6 +123,30 @@ sv_status sv_coll_filter_slots(sv_collection *c, const sv_filter *f, const sv_in
     return sv_ok(err);
 }
 
+sv_status sv_coll_filter_probe(sv_collection *c, const sv_filter *f, sv_filter_probe **probe, double *share,
+                               sv_error *err)
+{
+    *probe = NULL;
+    *share = -1.0;
+    sv_status st = sv_filter_check(c->payloads, f, err);
+    if (st != SV_OK)
+        return st;
+    if (sv_filter_probe_create(c->payloads, f, live_slot, c, &c->alloc, NULL, probe) != SV_OK)
+        return sv_fail(err, SV_ERR_RESOURCE, "out of memory preparing a filter");
+    /* Evenly spread over the slots: the same sample for every query. */
+    uint32_t n = c->next_slot, step = n / SV_FILTER_SAMPLE ? n / SV_FILTER_SAMPLE : 1, live = 0, pass = 0;
+    for (uint32_t s = step / 2; s < n; s += step) {
+        uint8_t state = sv_graph_state(&c->graph, s);
+        if (state != SV_SLOT_INDEXED && state != SV_SLOT_BUFFERED)
+            continue;
+        live++;
+        pass += (uint32_t)sv_filter_probe_pass(*probe, s);
+    }
+    if (live >= 64)
+        *share = (double)pass / (double)live;
+    return sv_ok(err);
+}
+
 void sv_coll_filter_release(sv_collection *c, uint64_t *bits)
 {
     size_t words = ((size_t)c->next_slot + 63) / 64;

@@ -10,6 +10,7 @@
 
 #include "collection_impl.h"
 #include "error.h"
+#include "filter.h"
 
 static sv_scratch *scratch_acquire(sv_collection *c)
 {
@@ -64,14 +65,23 @@ static void topk_push(sv_cand *top, uint32_t *n, uint32_t k, float dist, uint32_
 /* Rows of brute force between two questions to the caller's interrupt. */
 #define SCAN_INTERRUPT_EVERY 1024u
 
-static int passes(const uint64_t *pass, uint32_t slot)
+/* A filter as the bitmap of the slots it passes, or asked a slot at a
+ * time (probe), or none (both NULL). */
+typedef struct slot_filter {
+    const uint64_t *bits;
+    const sv_filter_probe *probe;
+} slot_filter;
+
+static int passes(const slot_filter *f, uint32_t slot)
 {
-    return !pass || (pass[slot >> 6] >> (slot & 63) & 1);
+    if (f->bits)
+        return f->bits[slot >> 6] >> (slot & 63) & 1;
+    return !f->probe || sv_filter_probe_pass(f->probe, slot);
 }
 
 static sv_status scan_buffer(const sv_collection *c, const sv_buffer *b, const float *q,
                              sv_cand *top, uint32_t *n, uint32_t k, const sv_interrupt *intr,
-                             const uint64_t *pass)
+                             const slot_filter *pass)
 {
     for (size_t i = 0; i < b->n; i++) {
         if (intr && i % SCAN_INTERRUPT_EVERY == SCAN_INTERRUPT_EVERY - 1 && intr->stop(intr->ctx))
@@ -106,7 +116,7 @@ sv_status sv_collection_search_ex(sv_collection *c, const float *query, uint32_t
  * compare with an exact one). Under the read lock.
  */
 static void take_candidates(const sv_collection *c, const sv_scratch *s, const float *q,
-                            uint32_t depth, sv_cand *top, uint32_t *n, uint32_t k, const uint64_t *pass)
+                            uint32_t depth, sv_cand *top, uint32_t *n, uint32_t k, const slot_filter *pass)
 {
     uint32_t taken = 0;
     for (uint32_t i = 0; i < s->n; i++) {
@@ -163,6 +173,36 @@ static sv_status scan_indexed(const sv_collection *c, const uint64_t *pass, cons
  * filter inside it (a list longer by 1 / share) and the passing nodes
  * taken; below it, the filter is inside the traversal (graph.c). */
 #define FILTER_NAVIGATE_ALL 0.3
+/* From this share (estimated on a sample) up, the filter is not evaluated
+ * over every slot at all: the plain graph's candidates are asked one at a
+ * time. Its evaluation (a pass over the key's column, then over the slots
+ * it passes) cost more than the search itself at 50% on Fashion-MNIST. A
+ * margin above FILTER_NAVIGATE_ALL: an estimate a little high costs recall
+ * only a little. */
+#define FILTER_PROBE_SHARE 0.4
+
+/* The graph, without the filter inside, with a list longer by 1 / share,
+ * its candidates that pass taken. A list of L / share holds fewer than k
+ * passing nodes about as often as not when L is k: then again with twice
+ * the list (up to WIDE_TRIES times), as a search that goes on until it has
+ * k passing does, before anything slower. */
+#define WIDE_TRIES 3
+static sv_status search_wide(sv_collection *c, sv_scratch *s, const sv_query *pq, const float *q, uint32_t L,
+                             double share, uint32_t depth, const slot_filter *pass, sv_cand *top, uint32_t *n,
+                             uint32_t k, const sv_interrupt *intr)
+{
+    double wide = ceil((double)L / share);
+    sv_status st = SV_OK;
+    for (int t = 0; t < WIDE_TRIES && st == SV_OK; t++, wide *= 2) {
+        uint32_t L_graph = wide > SV_L_MAX ? SV_L_MAX : (uint32_t)wide;
+        *n = 0;
+        if ((st = sv_graph_search(&c->graph, pq, L_graph, s, 0, intr, NULL)) == SV_OK)
+            take_candidates(c, s, q, depth, top, n, k, pass);
+        if (*n == k || (!pass->bits && !pass->probe) || L_graph == SV_L_MAX)
+            break;
+    }
+    return st;
+}
 
 sv_status sv_collection_search_opts(sv_collection *c, const float *query, uint32_t dim,
                                     const sv_search_opts *o, sv_hit *hits, size_t *n_hits,
@@ -210,44 +250,67 @@ sv_status sv_collection_search_opts(sv_collection *c, const float *query, uint32
     }
 
     pthread_rwlock_rdlock(&c->lock);
-    uint64_t *pass = NULL, matches = 0;
-    if (o->filter && (st = sv_coll_filter_slots(c, o->filter, intr, &pass, &matches, err)) != SV_OK) {
+    uint64_t *bits = NULL, matches = 0;
+    sv_filter_probe *probe = NULL;
+    double est = -1.0;
+    if (o->filter && (st = sv_coll_filter_probe(c, o->filter, &probe, &est, err)) != SV_OK) {
         pthread_rwlock_unlock(&c->lock);
         goto cleanup; /* the filter's own message */
     }
-    if (atomic_load(&c->graph.entry) != SV_NO_SLOT && (!pass || matches)) {
+    int graph = atomic_load(&c->graph.entry) != SV_NO_SLOT;
+    if (graph && (st = sv_query_prepare(&pq, c->store, q, 0)) != SV_OK)
+        graph = 0;
+    /* Most pass: asked of the candidates alone (no bitmap). Fewer than k
+     * found where more may pass: the bitmap's way below answers. */
+    if (st == SV_OK && probe && est >= FILTER_PROBE_SHARE) {
+        slot_filter pf = {NULL, probe};
+        if (graph)
+            st = search_wide(c, s, &pq, q, L, est, depth, &pf, top, &n, k, intr);
+        if (st == SV_OK)
+            st = scan_buffer(c, &c->active, q, top, &n, k, intr, &pf);
+        if (st == SV_OK)
+            st = scan_buffer(c, &c->flushing, q, top, &n, k, intr, &pf);
+        if (st == SV_OK && n == k)
+            goto answered;
+        n = 0;
+    }
+    if (st == SV_OK && o->filter && (st = sv_coll_filter_slots(c, o->filter, intr, &bits, &matches, err)) != SV_OK) {
+        sv_filter_probe_free(probe);
+        pthread_rwlock_unlock(&c->lock);
+        goto cleanup; /* the filter's own message */
+    }
+    slot_filter pass = {bits, NULL};
+    if (st == SV_OK && graph && (!bits || matches)) {
         uint64_t scan_max = o->filter_scan ? o->filter_scan : (uint64_t)FILTER_SCAN_PER_LIST * L;
-        int scan = pass && matches <= scan_max;
+        int scan = bits && matches <= scan_max;
         /* Most pass: the plain graph with a list longer by 1 / share holds
          * about L passing nodes, cheaper than looking past the few that
          * fail two hops out. */
-        double share = pass && c->n_live ? (double)matches / (double)c->n_live : 1.0;
-        const uint64_t *inside = pass && share < FILTER_NAVIGATE_ALL ? pass : NULL;
-        uint32_t L_graph = L;
-        if (pass && !inside) {
-            double wide = ceil((double)L / share);
-            L_graph = wide > SV_L_MAX ? SV_L_MAX : (uint32_t)wide;
+        double share = bits && c->n_live ? (double)matches / (double)c->n_live : 1.0;
+        if (!scan && (!bits || share >= FILTER_NAVIGATE_ALL)) {
+            st = search_wide(c, s, &pq, q, L, share, depth, &pass, top, &n, k, intr);
+        } else if (!scan) {
+            /* The filter inside the traversal (graph.c). */
+            if ((st = sv_graph_search(&c->graph, &pq, L, s, 0, intr, bits)) == SV_OK)
+                take_candidates(c, s, q, depth, top, &n, k, &pass);
         }
-        if ((st = sv_query_prepare(&pq, c->store, q, 0)) == SV_OK && !scan)
-            st = sv_graph_search(&c->graph, &pq, L_graph, s, 0, intr, inside);
-        if (st == SV_OK && !scan) {
-            take_candidates(c, s, q, depth, top, &n, k, pass);
-            /* The graph did not reach k passing vectors where more pass:
-             * the scan finds them (k hits whenever k pass). */
-            if (pass && n < k && matches > n) {
-                n = 0;
-                scan = 1;
-            }
+        /* The graph did not reach k passing vectors where more pass: the
+         * scan finds them (k hits whenever k pass). */
+        if (st == SV_OK && !scan && bits && n < k && matches > n) {
+            n = 0;
+            scan = 1;
         }
         if (st == SV_OK && scan)
-            st = scan_indexed(c, pass, q, &pq, depth, top, &n, k, intr);
+            st = scan_indexed(c, bits, q, &pq, depth, top, &n, k, intr);
     }
-    if (st == SV_OK && (!pass || matches))
-        st = scan_buffer(c, &c->active, q, top, &n, k, intr, pass);
-    if (st == SV_OK && (!pass || matches))
-        st = scan_buffer(c, &c->flushing, q, top, &n, k, intr, pass);
-    if (pass)
-        sv_coll_filter_release(c, pass);
+    if (st == SV_OK && (!bits || matches))
+        st = scan_buffer(c, &c->active, q, top, &n, k, intr, &pass);
+    if (st == SV_OK && (!bits || matches))
+        st = scan_buffer(c, &c->flushing, q, top, &n, k, intr, &pass);
+answered:
+    if (bits)
+        sv_coll_filter_release(c, bits);
+    sv_filter_probe_free(probe);
     if (st == SV_OK) {
         for (uint32_t i = 0; i < n; i++) {
             hits[i].distance = top[i].dist;

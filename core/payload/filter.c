@@ -566,3 +566,204 @@ sv_status sv_filter_eval(const sv_payloads *p, const sv_filter *f, uint32_t n_sl
     eval_state es = {p, n_slots, (n_slots + 63) / 64, id_slot, id_ctx, a, t, intr};
     return eval_filter(&es, f, out);
 }
+
+/* ---- one slot at a time ---------------------------------------------------------------------------- */
+
+typedef struct probe_filter probe_filter;
+
+typedef struct probe_cond {
+    const sv_cond *c;
+    const pv_key *k;      /* MATCH, MATCH_ANY, RANGE, IS_EMPTY */
+    sorted_values *sv;    /* string values as codes, match-any ints: sorted (NULL when not needed) */
+    int none;             /* nothing can match: no value the dictionary holds, an empty range */
+    int ints;             /* an int64 key's match or range: lo..hi exactly (no long double a slot) */
+    int64_t lo, hi;
+    uint32_t *slots;      /* HAS_ID: the ids' live slots, sorted */
+    uint32_t n_slots;
+    probe_filter *sub;    /* FILTER */
+} probe_cond;
+
+struct probe_filter {
+    probe_cond *conds;    /* must, then should, then must_not */
+    uint32_t n_must, n_should, n_must_not;
+};
+
+struct sv_filter_probe {
+    const sv_allocator *a;
+    sv_tally *t;
+    probe_filter *root;
+};
+
+static void probe_filter_free(sv_filter_probe *pr, probe_filter *pf)
+{
+    if (!pf)
+        return;
+    uint32_t n = pf->n_must + pf->n_should + pf->n_must_not;
+    for (uint32_t i = 0; pf->conds && i < n; i++) {
+        probe_cond *pc = &pf->conds[i];
+        sv_mem_free(pr->a, pr->t, pc->sv, sizeof *pc->sv);
+        sv_mem_free(pr->a, pr->t, pc->slots, (size_t)(pc->c->n_ids ? pc->c->n_ids : 1) * sizeof *pc->slots);
+        probe_filter_free(pr, pc->sub);
+    }
+    sv_mem_free(pr->a, pr->t, pf->conds, (size_t)(n ? n : 1) * sizeof *pf->conds);
+    sv_mem_free(pr->a, pr->t, pf, sizeof *pf);
+}
+
+static probe_filter *probe_filter_make(sv_filter_probe *pr, const sv_payloads *p, const sv_filter *f,
+                                       sv_filter_id_fn id_slot, void *id_ctx);
+
+/* What one condition needs to be asked of a slot; 0 or -1 (out of memory). */
+static int probe_cond_make(sv_filter_probe *pr, const sv_payloads *p, const sv_cond *c, probe_cond *pc,
+                           sv_filter_id_fn id_slot, void *id_ctx)
+{
+    pc->c = c;
+    if (c->kind == SV_COND_FILTER)
+        return (pc->sub = probe_filter_make(pr, p, c->sub, id_slot, id_ctx)) ? 0 : -1;
+    if (c->kind == SV_COND_HAS_ID) {
+        if (!(pc->slots = sv_mem_alloc(pr->a, pr->t, (size_t)(c->n_ids ? c->n_ids : 1) * sizeof *pc->slots)))
+            return -1;
+        for (uint32_t i = 0; i < c->n_ids; i++) {
+            int64_t s = id_slot ? id_slot(id_ctx, c->ids[i]) : -1;
+            if (s >= 0)
+                pc->slots[pc->n_slots++] = (uint32_t)s;
+        }
+        qsort(pc->slots, pc->n_slots, sizeof *pc->slots, cmp_u32);
+        return 0;
+    }
+    pc->k = &p->keys[sv_payloads_key_index(p, c->key)];
+    if (c->kind == SV_COND_IS_EMPTY)
+        return 0;
+    int strings = (c->kind == SV_COND_MATCH && c->value.type == SV_PV_STRING) ||
+                  (c->kind == SV_COND_MATCH_ANY && c->any[0].type == SV_PV_STRING);
+    if (strings || c->kind == SV_COND_MATCH_ANY) {
+        if (!(pc->sv = sv_mem_alloc(pr->a, pr->t, sizeof *pc->sv)))
+            return -1;
+        pc->sv->n_ints = pc->sv->n_codes = 0;
+        const sv_pv_field *vals = c->kind == SV_COND_MATCH ? &c->value : c->any;
+        uint32_t nv = c->kind == SV_COND_MATCH ? 1 : c->n_any;
+        for (uint32_t i = 0; i < nv; i++) {
+            if (strings) {
+                uint32_t code = sv_dict_find(p->strings, vals[i].s, strlen(vals[i].s));
+                if (code)
+                    pc->sv->codes[pc->sv->n_codes++] = code;
+            } else {
+                pc->sv->ints[pc->sv->n_ints++] = vals[i].i;
+            }
+        }
+        qsort(pc->sv->codes, pc->sv->n_codes, sizeof *pc->sv->codes, cmp_u32);
+        qsort(pc->sv->ints, pc->sv->n_ints, sizeof *pc->sv->ints, cmp_i64);
+        pc->none = strings && pc->sv->n_codes == 0;
+    }
+    if ((pc->k->type == SV_PV_INT || pc->k->type == SV_PV_INTS) &&
+        (c->kind == SV_COND_RANGE || c->kind == SV_COND_MATCH)) {
+        pc->ints = 1;
+        pc->none = !int_bounds(c, &pc->lo, &pc->hi);
+    }
+    return 0;
+}
+
+static probe_filter *probe_filter_make(sv_filter_probe *pr, const sv_payloads *p, const sv_filter *f,
+                                       sv_filter_id_fn id_slot, void *id_ctx)
+{
+    probe_filter *pf = sv_mem_calloc(pr->a, pr->t, 1, sizeof *pf);
+    if (!pf)
+        return NULL;
+    uint32_t n = f->n_must + f->n_should + f->n_must_not;
+    if (!(pf->conds = sv_mem_calloc(pr->a, pr->t, n ? n : 1, sizeof *pf->conds))) {
+        sv_mem_free(pr->a, pr->t, pf, sizeof *pf);
+        return NULL;
+    }
+    /* Counted as they are made: a half-made filter frees what it holds. */
+    const sv_cond *lists[3] = {f->must, f->should, f->must_not};
+    uint32_t lens[3] = {f->n_must, f->n_should, f->n_must_not}, *counts[3] = {&pf->n_must, &pf->n_should,
+                                                                              &pf->n_must_not};
+    uint32_t at = 0;
+    for (int l = 0; l < 3; l++)
+        for (uint32_t i = 0; i < lens[l]; i++) {
+            (*counts[l])++;
+            if (probe_cond_make(pr, p, &lists[l][i], &pf->conds[at++], id_slot, id_ctx) != 0) {
+                probe_filter_free(pr, pf);
+                return NULL;
+            }
+        }
+    return pf;
+}
+
+static int probe_filter_pass(const probe_filter *pf, uint32_t slot);
+
+static int probe_cond_pass(const probe_cond *pc, uint32_t slot)
+{
+    const sv_cond *c = pc->c;
+    if (c->kind == SV_COND_FILTER)
+        return probe_filter_pass(pc->sub, slot);
+    if (c->kind == SV_COND_HAS_ID)
+        return bsearch(&slot, pc->slots, pc->n_slots, sizeof slot, cmp_u32) != NULL;
+    const pv_key *k = pc->k;
+    const pv_chunk *ch = pv_chunk_of(k, slot);
+    uint32_t o = slot % SV_PAYLOAD_CHUNK;
+    int present = pv_present(ch, slot);
+    if (c->kind == SV_COND_IS_EMPTY)
+        return !present || ((k->type == SV_PV_STRINGS || k->type == SV_PV_INTS) && ch->c.list[o]->n == 0);
+    if (!present || pc->none)
+        return 0;
+    if (k->type == SV_PV_BOOL)
+        return (int)(ch->c.bits[o / 64] >> (o % 64) & 1) == (c->value.b != 0);
+    if (pc->ints && k->type == SV_PV_INT)
+        return ch->c.i[o] >= pc->lo && ch->c.i[o] <= pc->hi;
+    if (pc->ints) {
+        const pv_list *l = ch->c.list[o];
+        for (uint32_t j = 0; j < l->n; j++)
+            if (l->u.ints[j] >= pc->lo && l->u.ints[j] <= pc->hi)
+                return 1;
+        return 0;
+    }
+    return cell_meets(k, ch, o, c, pc->sv);
+}
+
+static int probe_filter_pass(const probe_filter *pf, uint32_t slot)
+{
+    const probe_cond *pc = pf->conds;
+    for (uint32_t i = 0; i < pf->n_must; i++, pc++)
+        if (!probe_cond_pass(pc, slot))
+            return 0;
+    int any = pf->n_should == 0;
+    for (uint32_t i = 0; i < pf->n_should; i++, pc++)
+        if (!any && probe_cond_pass(pc, slot))
+            any = 1;
+    if (!any)
+        return 0;
+    for (uint32_t i = 0; i < pf->n_must_not; i++, pc++)
+        if (probe_cond_pass(pc, slot))
+            return 0;
+    return 1;
+}
+
+sv_status sv_filter_probe_create(const sv_payloads *p, const sv_filter *f, sv_filter_id_fn id_slot, void *id_ctx,
+                                 const sv_allocator *a, sv_tally *t, sv_filter_probe **out)
+{
+    *out = NULL;
+    sv_filter_probe *pr = sv_mem_calloc(a, t, 1, sizeof *pr);
+    if (!pr)
+        return SV_ERR_RESOURCE;
+    pr->a = a;
+    pr->t = t;
+    if (!(pr->root = probe_filter_make(pr, p, f, id_slot, id_ctx))) {
+        sv_mem_free(a, t, pr, sizeof *pr);
+        return SV_ERR_RESOURCE;
+    }
+    *out = pr;
+    return SV_OK;
+}
+
+int sv_filter_probe_pass(const sv_filter_probe *pr, uint32_t slot)
+{
+    return probe_filter_pass(pr->root, slot);
+}
+
+void sv_filter_probe_free(sv_filter_probe *pr)
+{
+    if (!pr)
+        return;
+    probe_filter_free(pr, pr->root);
+    sv_mem_free(pr->a, pr->t, pr, sizeof *pr);
+}

@@ -39,4 +39,19 @@ typedef int64_t (*sv_filter_id_fn)(void *ctx, const char *id);
 sv_status sv_filter_eval(const sv_payloads *p, const sv_filter *f, uint32_t n_slots, sv_filter_id_fn id_slot,
                          void *id_ctx, const sv_interrupt *intr, const sv_allocator *a, sv_tally *t, uint64_t *out);
 
+/*
+ * The same filter asked of one slot at a time: what a search that keeps
+ * only a few candidates needs, instead of a bitmap over every slot (whose
+ * evaluation costs the whole column). Prepared once (the string values'
+ * codes, match-any values sorted, has-id slots looked up), then asked per
+ * slot; valid while the store does not change (the caller's read lock).
+ * A slot nobody uses passes as sv_filter_eval says. SV_ERR_RESOURCE when
+ * out of memory.
+ */
+typedef struct sv_filter_probe sv_filter_probe;
+sv_status sv_filter_probe_create(const sv_payloads *p, const sv_filter *f, sv_filter_id_fn id_slot, void *id_ctx,
+                                 const sv_allocator *a, sv_tally *t, sv_filter_probe **out);
+int sv_filter_probe_pass(const sv_filter_probe *pr, uint32_t slot);
+void sv_filter_probe_free(sv_filter_probe *pr); /* NULL is a no-op */
+
 #endif
