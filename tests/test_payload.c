@@ -847,6 +847,49 @@ START_TEST(test_filter_property_indexed)
 }
 END_TEST
 
+/* A filter prepared to be asked a slot at a time, out of memory at each
+ * allocation in turn: refused with nothing held, or whole. */
+START_TEST(test_probe_out_of_memory)
+{
+    sv_tally t = {0}, pt = {0};
+    sv_payloads *p = sv_payloads_create(sv_allocator_default(), &t);
+    sv_error err;
+    sv_pv_field f[2] = {fs("label", "a"), fi("n", 3)};
+    sv_payload pl = {f, 2};
+    ck_assert_int_eq(sv_payloads_set(p, 5, &pl, SV_PAYLOAD_REPLACE, &err), SV_OK);
+    sv_pv_field any[2] = {{.type = SV_PV_STRING, .s = "a"}, {.type = SV_PV_STRING, .s = "b"}};
+    const char *ids[1] = {"id5"};
+    sv_cond inner[2] = {{.kind = SV_COND_MATCH_ANY, .key = "label", .any = any, .n_any = 2},
+                        {.kind = SV_COND_HAS_ID, .ids = ids, .n_ids = 1}};
+    sv_filter sub = {.should = inner, .n_should = 2};
+    sv_cond outer[2] = {{.kind = SV_COND_FILTER, .sub = &sub},
+                        {.kind = SV_COND_RANGE, .key = "n", .lo = {.set = 1, .is_int = 1, .i = 1}}};
+    sv_filter flt = {.must = outer, .n_must = 2};
+    model[5].live = 1;
+    int done = 0;
+    for (long k = 0; !done && k < 50; k++) {
+        sv_filter_probe *probe = NULL;
+        atomic_store(&countdown, k);
+        sv_status st = sv_filter_probe_create(p, &flt, id_slot, NULL, &failing, &pt, &probe);
+        long left = atomic_load(&countdown);
+        atomic_store(&countdown, -1);
+        if (st == SV_OK) {
+            ck_assert(sv_filter_probe_pass(probe, 5));
+            ck_assert(!sv_filter_probe_pass(probe, 6));
+            sv_filter_probe_free(probe);
+            done = left >= 0;
+        } else {
+            ck_assert_int_eq(st, SV_ERR_RESOURCE);
+            ck_assert_ptr_null(probe);
+        }
+        ck_assert_int_eq(sv_tally_get(&pt), 0);
+    }
+    ck_assert(done);
+    model[5].live = 0;
+    sv_payloads_free(p);
+}
+END_TEST
+
 START_TEST(test_filter_refusals)
 {
     sv_tally t = {0};
@@ -909,6 +952,7 @@ int main(void)
     tcase_add_test(tc, test_filter_property);
     tcase_add_test(tc, test_filter_property_indexed);
     tcase_add_test(tc, test_index_out_of_memory);
+    tcase_add_test(tc, test_probe_out_of_memory);
     tcase_add_test(tc, test_filter_refusals);
     suite_add_tcase(s, tc);
     return tu_run_suite(s);

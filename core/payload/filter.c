@@ -585,7 +585,8 @@ typedef struct probe_cond {
 
 struct probe_filter {
     probe_cond *conds;    /* must, then should, then must_not */
-    uint32_t n_must, n_should, n_must_not;
+    uint32_t n_must, n_should, n_must_not; /* made so far */
+    uint32_t cap;         /* conds allocated */
 };
 
 struct sv_filter_probe {
@@ -605,7 +606,7 @@ static void probe_filter_free(sv_filter_probe *pr, probe_filter *pf)
         sv_mem_free(pr->a, pr->t, pc->slots, (size_t)(pc->c->n_ids ? pc->c->n_ids : 1) * sizeof *pc->slots);
         probe_filter_free(pr, pc->sub);
     }
-    sv_mem_free(pr->a, pr->t, pf->conds, (size_t)(n ? n : 1) * sizeof *pf->conds);
+    sv_mem_free(pr->a, pr->t, pf->conds, (size_t)pf->cap * sizeof *pf->conds);
     sv_mem_free(pr->a, pr->t, pf, sizeof *pf);
 }
 
@@ -673,6 +674,7 @@ static probe_filter *probe_filter_make(sv_filter_probe *pr, const sv_payloads *p
         sv_mem_free(pr->a, pr->t, pf, sizeof *pf);
         return NULL;
     }
+    pf->cap = n ? n : 1;
     /* Counted as they are made: a half-made filter frees what it holds. */
     const sv_cond *lists[3] = {f->must, f->should, f->must_not};
     uint32_t lens[3] = {f->n_must, f->n_should, f->n_must_not}, *counts[3] = {&pf->n_must, &pf->n_should,
