@@ -75,6 +75,8 @@
 #include "health/v1/health.pb-c.h"
 #include "jsonpb.h"
 #include "lines.h"
+#include "slimvec.h"
+#include "utf8.h"
 #include "slimvec/v1/slimvec.pb-c.h"
 #include "tokens.h"
 #include "vecfile.h"
@@ -977,9 +979,46 @@ cleanup:
  * (payloads) or every id line not empty. Then back to its first line.
  * Returns 0, or 1 after printing the error.
  */
+static int by_text(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* Why the server would refuse an id line (NULL: it would not). */
+static const char *id_fault(const char *id, size_t len)
+{
+    if (len == 0)
+        return "an empty id";
+    _Static_assert(SV_ID_MAX == 128, "the message below says 128");
+    if (len > SV_ID_MAX)
+        return "an id over 128 bytes (the server's limit)";
+    if (sv_utf8_invalid_at((const unsigned char *)id, len) != len)
+        return "an id that is not valid UTF-8";
+    return NULL;
+}
+
+/* 1 after printing the first id given twice in the file (sorts ids). */
+static int ids_repeat(char **ids, size_t n, const char *path)
+{
+    qsort(ids, n, sizeof *ids, by_text);
+    for (size_t i = 1; i < n; i++)
+        if (strcmp(ids[i - 1], ids[i]) == 0) {
+            fprintf(stderr, "slimvec: %s: id \"%s\" is given twice\n", path, ids[i]);
+            return 1;
+        }
+    return 0;
+}
+
 static int check_lines(svl_lines *r, const char *path, int payloads, size_t rows)
 {
     svl_error err;
+    int rc = 1;
+    svj_keys *keys = payloads ? svj_keys_create() : NULL;
+    char **seen = payloads ? NULL : calloc(rows ? rows : 1, sizeof *seen);
+    if ((payloads && !keys) || (!payloads && !seen)) {
+        fprintf(stderr, "slimvec: %s: out of memory\n", path);
+        goto cleanup;
+    }
     if (svl_lines_open(r, path, payloads ? SVJ_TEXT_MAX : IDS_LINE_MAX, &err) != 0)
         goto failed;
     int got;
@@ -987,20 +1026,33 @@ static int check_lines(svl_lines *r, const char *path, int payloads, size_t rows
         if (r->line > rows)
             break;
         if (payloads) {
+            /* What the server checks of a line, here, so that a line it
+             * would refuse refuses the ingest before any batch is sent. */
             Slimvec__V1__Payload *p = NULL;
             svj_error jerr;
-            if (svj_payload_from_json(r->buf, r->len, r->line, &p, &jerr) != 0) {
-                fprintf(stderr, "slimvec: %s: %s\n", path, jerr.message);
-                return 1;
-            }
+            int bad = svj_payload_from_json(r->buf, r->len, r->line, &p, &jerr) != 0 ||
+                      svj_payload_check(p, keys, r->line, &jerr) != 0;
             svj_payload_free(p);
-        } else if (r->len == 0) {
-            fprintf(stderr, "slimvec: %s: line %zu: an empty id\n", path, r->line);
-            return 1;
+            if (bad) {
+                fprintf(stderr, "slimvec: %s: %s\n", path, jerr.message);
+                goto cleanup;
+            }
+        } else {
+            const char *fault = id_fault(r->buf, r->len);
+            if (fault) {
+                fprintf(stderr, "slimvec: %s: line %zu: %s\n", path, r->line, fault);
+                goto cleanup;
+            }
+            if (!(seen[r->line - 1] = strdup(r->buf))) {
+                fprintf(stderr, "slimvec: %s: out of memory\n", path);
+                goto cleanup;
+            }
         }
     }
     if (got < 0)
         goto failed;
+    if (!payloads && r->line == rows && ids_repeat(seen, rows, path) != 0)
+        goto cleanup;
     if (r->line != rows) {
         fprintf(stderr, "slimvec: %s: %s%zu lines for %zu vectors (one line per vector, in order%s)\n", path,
                 r->line > rows ? "more than " : "", r->line > rows ? rows : r->line, rows,
@@ -1009,10 +1061,16 @@ static int check_lines(svl_lines *r, const char *path, int payloads, size_t rows
     }
     if (svl_lines_rewind(r, &err) != 0)
         goto failed;
-    return 0;
+    rc = 0;
+    goto cleanup;
 failed:
     fprintf(stderr, "slimvec: %s\n", err.message);
-    return 1;
+cleanup:
+    svj_keys_free(keys);
+    for (size_t i = 0; seen && i < rows; i++)
+        free(seen[i]);
+    free(seen);
+    return rc;
 }
 
 static int cmd_ingest(grpc_channel *ch, const opts *o)

@@ -1,6 +1,8 @@
 /* JSON <-> protobuf for the client's payloads and filters (see jsonpb.h). */
 #include "jsonpb.h"
 
+#include "slimvec.h"
+
 #include <errno.h>
 #include <inttypes.h>
 #include <limits.h>
@@ -908,4 +910,124 @@ json_object *svj_payload_to_json(const Slimvec__V1__Payload *p)
         }
     }
     return o;
+}
+
+/* ---- a file's payloads against the server's limits ---------------------------------------------- */
+
+struct svj_keys {
+    char **name;
+    int *kind;
+    size_t n, cap;
+};
+
+svj_keys *svj_keys_create(void)
+{
+    return calloc(1, sizeof(svj_keys));
+}
+
+void svj_keys_free(svj_keys *k)
+{
+    if (!k)
+        return;
+    for (size_t i = 0; i < k->n; i++)
+        free(k->name[i]);
+    free(k->name);
+    free(k->kind);
+    free(k);
+}
+
+static const char *kind_name(int kind)
+{
+    switch (kind) {
+    case SLIMVEC__V1__PAYLOAD_VALUE__KIND_STRING_VALUE: return "a string";
+    case SLIMVEC__V1__PAYLOAD_VALUE__KIND_INT_VALUE: return "an integer";
+    case SLIMVEC__V1__PAYLOAD_VALUE__KIND_DOUBLE_VALUE: return "a double";
+    case SLIMVEC__V1__PAYLOAD_VALUE__KIND_BOOL_VALUE: return "a boolean";
+    case SLIMVEC__V1__PAYLOAD_VALUE__KIND_STRINGS: return "a list of strings";
+    default: return "a list of integers";
+    }
+}
+
+/* The kind key had first (and remember this one when new): -1 when out of
+ * memory or past the server's number of keys. */
+static int first_kind(svj_keys *k, const char *key, int kind, size_t line, svj_error *err)
+{
+    for (size_t i = 0; i < k->n; i++)
+        if (strcmp(k->name[i], key) == 0)
+            return k->kind[i];
+    if (k->n >= SV_PAYLOAD_KEYS_MAX) {
+        set_err(err, "line %zu, key \"%.64s\": more than %d keys in the file (the server's limit)", line, key,
+                SV_PAYLOAD_KEYS_MAX);
+        return -1;
+    }
+    if (k->n == k->cap) {
+        size_t cap = k->cap ? k->cap * 2 : 16;
+        char **nn = realloc(k->name, cap * sizeof *nn);
+        if (nn)
+            k->name = nn;
+        int *nk = nn ? realloc(k->kind, cap * sizeof *nk) : NULL;
+        if (!nk) {
+            set_err(err, "out of memory");
+            return -1;
+        }
+        k->kind = nk;
+        k->cap = cap;
+    }
+    if (!(k->name[k->n] = strdup(key))) {
+        set_err(err, "out of memory");
+        return -1;
+    }
+    k->kind[k->n++] = kind;
+    return kind;
+}
+
+static int text_fits(const char *s, size_t line, const char *key, svj_error *err)
+{
+    size_t len = strlen(s);
+    if (len <= SV_PAYLOAD_STRING_MAX)
+        return 1;
+    set_err(err, "line %zu, key \"%.64s\": a string of %zu bytes (the server takes up to %d)", line, key, len,
+            SV_PAYLOAD_STRING_MAX);
+    return 0;
+}
+
+int svj_payload_check(const Slimvec__V1__Payload *p, svj_keys *keys, size_t line, svj_error *err)
+{
+    if (p->n_fields > SV_PAYLOAD_FIELDS_MAX) {
+        set_err(err, "line %zu: %zu keys (the server takes up to %d a vector)", line, p->n_fields,
+                SV_PAYLOAD_FIELDS_MAX);
+        return -1;
+    }
+    for (size_t i = 0; i < p->n_fields; i++) {
+        const char *key = p->fields[i]->key;
+        const Slimvec__V1__PayloadValue *v = p->fields[i]->value;
+        if (strlen(key) == 0 || strlen(key) > SV_PAYLOAD_KEY_MAX) {
+            set_err(err, "line %zu: a key of %zu bytes (the server takes 1..%d)", line, strlen(key),
+                    SV_PAYLOAD_KEY_MAX);
+            return -1;
+        }
+        int kind = (int)v->kind_case;
+        if (kind == SLIMVEC__V1__PAYLOAD_VALUE__KIND_STRING_VALUE && !text_fits(v->string_value, line, key, err))
+            return -1;
+        size_t items = kind == SLIMVEC__V1__PAYLOAD_VALUE__KIND_STRINGS ? v->strings->n_values
+                       : kind == SLIMVEC__V1__PAYLOAD_VALUE__KIND_INTS  ? v->ints->n_values
+                                                                         : 0;
+        if (items > SV_PAYLOAD_LIST_MAX) {
+            set_err(err, "line %zu, key \"%.64s\": a list of %zu items (the server takes up to %d)", line, key,
+                    items, SV_PAYLOAD_LIST_MAX);
+            return -1;
+        }
+        for (size_t j = 0; kind == SLIMVEC__V1__PAYLOAD_VALUE__KIND_STRINGS && j < items; j++)
+            if (!text_fits(v->strings->values[j], line, key, err))
+                return -1;
+        int first = first_kind(keys, key, kind, line, err);
+        if (first < 0)
+            return -1;
+        if (first != kind) {
+            set_err(err, "line %zu, key \"%.64s\": %s, but earlier lines gave it %s (a key holds one kind; "
+                         "write 1.0 for a double)", line, key, kind_name(kind), kind_name(first));
+            return -1;
+        }
+    }
+    return 0;
 }

@@ -85,6 +85,21 @@ int svj_payload_from_json(const char *text, size_t len, size_t line, Slimvec__V1
                           svj_error *err);
 void svj_payload_free(Slimvec__V1__Payload *p);
 
+/*
+ * The server's limits on a payload, and one kind a key across the lines of
+ * a file, checked before anything is sent: a line the server would refuse
+ * then refuses the ingest whole instead of stopping it after the batches
+ * before it went in. (The kinds the collection's keys already hold are the
+ * server's to check: a file that disagrees with them is refused at its
+ * first batch that does.) `keys` remembers each key's first kind; create
+ * with svj_keys_create, free with svj_keys_free. Returns 0, or -1 with err
+ * naming the line and the key.
+ */
+typedef struct svj_keys svj_keys;
+svj_keys *svj_keys_create(void); /* NULL: out of memory */
+void svj_keys_free(svj_keys *k);
+int svj_payload_check(const Slimvec__V1__Payload *p, svj_keys *keys, size_t line, svj_error *err);
+
 /* One filter (the syntax above), text as for svj_payload_from_json. */
 int svj_filter_from_json(const char *text, size_t len, Slimvec__V1__Filter **out, svj_error *err);
 void svj_filter_free(Slimvec__V1__Filter *f);

@@ -610,12 +610,28 @@ class CliTest(unittest.TestCase):
                 p = cli_run("ingest", *addr, "--file", path("b.fvecs"), "--payloads",
                             write_lines("long.jsonl", [json.dumps(p) for p in payloads] + ["{}"]), code=1)
                 self.assertIn("more than %d lines for %d vectors" % (n, n), p.stderr)
-                # A key of two types: the server refuses the batch, whole.
+                # What the server would refuse in a later batch is refused
+                # before the first is sent (batches of 50: line 251 is in
+                # the sixth): nothing is ingested.
                 bad = [json.dumps(p) for p in payloads]
-                bad[7] = json.dumps({"u": "seven"})
-                p = cli_run("ingest", *addr, "--file", path("b.fvecs"), "--payloads",
+                bad[250] = json.dumps({"u": "seven"})
+                p = cli_run("ingest", *addr, "--file", path("b.fvecs"), "--batch", "50", "--payloads",
                             write_lines("typed.jsonl", bad), code=1)
-                self.assertIn("INVALID_ARGUMENT", p.stderr)
+                self.assertIn('line 251, key "u": a string, but earlier lines gave it an integer', p.stderr)
+                bad[250] = json.dumps({"class": "x" * 1500})
+                p = cli_run("ingest", *addr, "--file", path("b.fvecs"), "--batch", "50", "--payloads",
+                            write_lines("longtext.jsonl", bad), code=1)
+                self.assertIn("line 251", p.stderr)
+                self.assertIn("a string of 1500 bytes", p.stderr)
+                good_ids = ["id-%d" % i for i in range(n)]
+                for name, ids_bad, msg in (("twice", good_ids[:250] + ["id-3"] + good_ids[251:], 'id "id-3" is given twice'),
+                                           ("longid", good_ids[:250] + ["i" * 200] + good_ids[251:], "line 251: an id over 128 bytes"),
+                                           ("utf8", good_ids[:250] + ["\udcff"] + good_ids[251:], "line 251: an id that is not valid UTF-8")):
+                    with open(path(name + ".txt"), "w", errors="surrogateescape") as f:
+                        f.write("".join(x + "\n" for x in ids_bad))
+                    p = cli_run("ingest", *addr, "--file", path("b.fvecs"), "--batch", "50", "--ids",
+                                path(name + ".txt"), code=1)
+                    self.assertIn(msg, p.stderr)
                 self.assertEqual(count(), 0)
 
                 out = cli_run("ingest", *addr, "--file", path("b.fvecs"), "--payloads", pl).stdout

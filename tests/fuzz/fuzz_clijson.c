@@ -97,6 +97,24 @@ static int payload_one(const char *text, size_t len, size_t line)
         if (v->kind_case == SLIMVEC__V1__PAYLOAD_VALUE__KIND_INTS)
             check(v->ints->n_values > 0, "no empty list of integers");
     }
+    /* The file check: the same payload twice agrees with itself; a key's
+     * kind changed by hand is refused naming the line. */
+    svj_keys *keys = svj_keys_create();
+    check(keys != NULL, "svj_keys_create");
+    int ok1 = svj_payload_check(p, keys, line, &err) == 0;
+    if (ok1)
+        check(svj_payload_check(p, keys, line + 1, &err) == 0, "a payload agrees with itself");
+    else
+        check_message(&err, "a refused payload line says why");
+    if (ok1 && p->n_fields && p->fields[0]->value->kind_case != SLIMVEC__V1__PAYLOAD_VALUE__KIND_BOOL_VALUE) {
+        Slimvec__V1__PayloadValue *v0 = p->fields[0]->value, saved = *v0;
+        v0->kind_case = SLIMVEC__V1__PAYLOAD_VALUE__KIND_BOOL_VALUE;
+        v0->bool_value = 1;
+        check(svj_payload_check(p, keys, line + 2, &err) != 0 && strstr(err.message, "earlier lines gave it"),
+              "a key's kind changed is refused");
+        *v0 = saved;
+    }
+    svj_keys_free(keys);
     /* Printed and read back: the same message. */
     json_object *o = svj_payload_to_json(p);
     check(o != NULL, "svj_payload_to_json");
