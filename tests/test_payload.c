@@ -847,6 +847,82 @@ START_TEST(test_filter_property_indexed)
 }
 END_TEST
 
+/* The probe and the bitmap at the edges the random trees do not reach:
+ * int64 extremes with int and double bounds (2^63 exactly, +-1e19,
+ * exclusive bounds at INT64_MIN/MAX), a key whose values all went and came
+ * back as another type, slots past every chunk (is-empty, must-not). */
+START_TEST(test_probe_edges)
+{
+    sv_tally t = {0}, scratch = {0};
+    sv_payloads *p = sv_payloads_create(sv_allocator_default(), &t);
+    sv_error err;
+    const int64_t vals[6] = {INT64_MIN, INT64_MIN + 1, -1, 0, INT64_MAX - 1, INT64_MAX};
+    for (uint32_t s = 0; s < 6; s++) {
+        sv_pv_field f = fi("n", vals[s]);
+        sv_payload pl = {&f, 1};
+        ck_assert_int_eq(sv_payloads_set(p, s, &pl, SV_PAYLOAD_REPLACE, &err), SV_OK);
+    }
+    /* "k" holds ints, loses them all, then holds strings. */
+    sv_pv_field ki = fi("k", 5);
+    sv_payload kpl = {&ki, 1};
+    ck_assert_int_eq(sv_payloads_set(p, 10, &kpl, SV_PAYLOAD_REPLACE, &err), SV_OK);
+    sv_payloads_clear(p, 10);
+    sv_pv_field ks = fs("k", "five");
+    kpl.fields = &ks;
+    ck_assert_int_eq(sv_payloads_set(p, 11, &kpl, SV_PAYLOAD_REPLACE, &err), SV_OK);
+    ck_assert_int_eq(sv_payloads_index_key(p, "n", &err), SV_OK);
+    const sv_bound none = {0};
+    const sv_bound bounds[] = {
+        {.set = 1, .is_int = 1, .i = INT64_MIN},
+        {.set = 1, .inclusive = 1, .is_int = 1, .i = INT64_MIN},
+        {.set = 1, .is_int = 1, .i = INT64_MAX},
+        {.set = 1, .inclusive = 1, .is_int = 1, .i = INT64_MAX},
+        {.set = 1, .d = 9223372036854775808.0},
+        {.set = 1, .inclusive = 1, .d = -9223372036854775808.0},
+        {.set = 1, .d = 1e19},
+        {.set = 1, .d = -1e19},
+        {.set = 1, .inclusive = 1, .d = -0.5},
+        {.set = 1, .d = 0.0},
+    };
+    enum { NB = sizeof bounds / sizeof bounds[0], SLOTS = 3 * SV_PAYLOAD_CHUNK };
+    uint64_t bits[SLOTS / 64];
+    int checked = 0;
+    for (int lo = -1; lo < (int)NB; lo++) {
+        for (int hi = -1; hi < (int)NB; hi++) {
+            if (lo < 0 && hi < 0)
+                continue;
+            sv_cond conds[4] = {
+                {.kind = SV_COND_RANGE, .key = "n", .lo = lo < 0 ? none : bounds[lo], .hi = hi < 0 ? none : bounds[hi]},
+                {.kind = SV_COND_MATCH, .key = "k", .value = {.type = SV_PV_STRING, .s = "five"}},
+                {.kind = SV_COND_IS_EMPTY, .key = "k"},
+                {.kind = SV_COND_MATCH, .key = "n", .value = {.type = SV_PV_INT, .i = INT64_MIN}},
+            };
+            sv_filter fs_[3] = {{.must = conds, .n_must = 1},
+                                {.should = conds, .n_should = 2, .must_not = &conds[3], .n_must_not = 1},
+                                {.must = &conds[2], .n_must = 1, .must_not = conds, .n_must_not = 1}};
+            for (int w = 0; w < 3; w++) {
+                ck_assert_int_eq(sv_filter_check(p, &fs_[w], &err), SV_OK);
+                ck_assert_int_eq(sv_filter_eval(p, &fs_[w], SLOTS, NULL, NULL, NULL, sv_allocator_default(), &scratch,
+                                                bits),
+                                 SV_OK);
+                sv_filter_probe *probe = NULL;
+                ck_assert_int_eq(sv_filter_probe_create(p, &fs_[w], NULL, NULL, sv_allocator_default(), &scratch,
+                                                        &probe),
+                                 SV_OK);
+                for (uint32_t s = 0; s < SLOTS; s++)
+                    ck_assert_msg(sv_filter_probe_pass(probe, s) == (int)(bits[s / 64] >> (s % 64) & 1),
+                                  "bounds %d..%d, filter %d, slot %u", lo, hi, w, s);
+                sv_filter_probe_free(probe);
+                checked++;
+            }
+        }
+    }
+    ck_assert_int_gt(checked, 300);
+    ck_assert_int_eq(sv_tally_get(&scratch), 0);
+    sv_payloads_free(p);
+}
+END_TEST
+
 /* A filter prepared to be asked a slot at a time, out of memory at each
  * allocation in turn: refused with nothing held, or whole. */
 START_TEST(test_probe_out_of_memory)
@@ -953,6 +1029,7 @@ int main(void)
     tcase_add_test(tc, test_filter_property_indexed);
     tcase_add_test(tc, test_index_out_of_memory);
     tcase_add_test(tc, test_probe_out_of_memory);
+    tcase_add_test(tc, test_probe_edges);
     tcase_add_test(tc, test_filter_refusals);
     suite_add_tcase(s, tc);
     return tu_run_suite(s);
