@@ -1112,6 +1112,20 @@ done:
     svd_registry_put(app->registry, c);
 }
 
+sv_payload *svd_set_payload_arg(svd_app *app, const Slimvec__V1__SetPayloadRequest *req, svd_reply *r)
+{
+    char *one[1] = {req->id};
+    sv_payload *pl = NULL;
+    if (!svd_ids_ok(app, one, 1, "id", r))
+        return NULL;
+    if (!req->payload) {
+        svd_reply_error(r, GRPC_STATUS_INVALID_ARGUMENT, "payload is missing (an empty one clears with patch off)");
+        return NULL;
+    }
+    Slimvec__V1__Payload *const pbs[1] = {req->payload};
+    return svd_payloads_from_pb(pbs, 1, &pl, r) == 0 ? pl : NULL;
+}
+
 static void h_set_payload(void *appv, svd_ctx *ctx, void **state, const ProtobufCMessage *m, svd_reply *r)
 {
     svd_app *app = appv;
@@ -1121,20 +1135,12 @@ static void h_set_payload(void *appv, svd_ctx *ctx, void **state, const Protobuf
     if (!c)
         return;
     sv_payload *pl = NULL;
-    char *one[1] = {req->id};
     Slimvec__V1__SetPayloadResponse *resp = svd_own(r, sizeof *resp);
     if (!resp) {
         svd_reply_oom(r);
         goto done;
     }
-    if (!svd_ids_ok(app, one, 1, "id", r))
-        goto done;
-    if (!req->payload) {
-        svd_reply_error(r, GRPC_STATUS_INVALID_ARGUMENT, "payload is missing (an empty one clears with patch off)");
-        goto done;
-    }
-    Slimvec__V1__Payload *const pbs[1] = {req->payload};
-    if (svd_payloads_from_pb(pbs, 1, &pl, r) != 0)
+    if (!(pl = svd_set_payload_arg(app, req, r)))
         goto done;
     sv_error err;
     sv_status st = sv_durable_set_payload(c->dur, req->id, pl, req->patch ? SV_PAYLOAD_PATCH : SV_PAYLOAD_REPLACE,

@@ -25,6 +25,9 @@ int svd_field_ok(const char *field, const char *what, size_t index, svd_reply *r
  * 1..SV_PAYLOAD_KEY_MAX bytes, at most SVD_INDEXED_KEYS_MAX of them. */
 #define SVD_INDEXED_KEYS_MAX 64
 int svd_index_keys_ok(char *const *keys, size_t n, svd_reply *r);
+/* SetPayload's id and payload checked, the payload converted (into r's
+ * memory); NULL with r set when refused. The single node's and a router's. */
+sv_payload *svd_set_payload_arg(svd_app *app, const Slimvec__V1__SetPayloadRequest *req, svd_reply *r);
 /* The caller may act with role on the collection (else PERMISSION_DENIED). */
 int svd_allowed(svd_ctx *ctx, svd_role role, const char *name, svd_reply *r);
 /* The collection, if the caller may act with role on it; else an error

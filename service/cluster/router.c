@@ -628,17 +628,20 @@ static int ids_distinct(char *const *ids, size_t n, svd_reply *r)
 /* A batch's payloads converted (into r's memory) and checked as far as the
  * router can: text, limits, types within the batch. What the keys already
  * hold is each replica's to check: the batch waits for its outcome. */
-static int payloads_ok(Slimvec__V1__Payload *const *pb, size_t n, sv_payload **out, svd_reply *r)
+static int payloads_fit(const sv_payload *pl, size_t n, svd_reply *r)
 {
-    if (svd_payloads_from_pb(pb, n, out, r) != 0)
-        return 0;
     sv_error err;
-    sv_status st = sv_payloads_check(NULL, *out, n, &err);
+    sv_status st = sv_payloads_check(NULL, pl, n, &err);
     if (st != SV_OK) {
         svd_reply_error(r, svd_code_of(st), "%s", err.message);
         return 0;
     }
     return 1;
+}
+
+static int payloads_ok(Slimvec__V1__Payload *const *pb, size_t n, sv_payload **out, svd_reply *r)
+{
+    return svd_payloads_from_pb(pb, n, out, r) == 0 && payloads_fit(*out, n, r);
 }
 
 static void ingest_message(svd_app *app, svd_ctx *ctx, write_state *w, const Slimvec__V1__IngestRequest *req,
@@ -1199,6 +1202,24 @@ typedef struct catalog_state {
 } catalog_state;
 
 /* One INDEX record of key in every shard's log (w collects them). */
+/* One record (rec[0..len)) of a write under batch key bkey in shard's log,
+ * its position kept in w (NULL: not kept). 0 and r set on failure. */
+static int record_to(svc_cluster *cl, const svc_catalog_entry *c, uint32_t shard, uint32_t type, const char *bkey,
+                     uint8_t *rec, size_t len, write_state *w, svd_reply *r)
+{
+    char rkey[96];
+    snprintf(rkey, sizeof rkey, "%s:%u:0", bkey, shard);
+    struct iovec part = {rec, len};
+    uint64_t lsn = 0;
+    if (!append_record(cl, c, shard, type, rkey, &part, 1, &lsn, r))
+        return 0;
+    if (w && !add_rec(w, shard, lsn, 1)) {
+        svd_reply_oom(r);
+        return 0;
+    }
+    return 1;
+}
+
 static void index_write(svc_cluster *cl, const svc_catalog_entry *c, const char *key, write_state *w, svd_reply *r)
 {
     uint8_t *rec = NULL;
@@ -1207,15 +1228,11 @@ static void index_write(svc_cluster *cl, const svc_catalog_entry *c, const char 
         svd_reply_oom(r);
         return;
     }
-    char bkey[72], rkey[96];
+    char bkey[72];
     batch_key(NULL, bkey, sizeof bkey, r);
-    struct iovec part = {rec, len};
-    for (uint32_t s = 0; s < svc_cluster_config_of(cl)->shards && r->code == GRPC_STATUS_OK; s++) {
-        uint64_t lsn = 0;
-        snprintf(rkey, sizeof rkey, "%s:%u:0", bkey, s);
-        if (append_record(cl, c, s, SV_WAL_INDEX, rkey, &part, 1, &lsn, r) && w && !add_rec(w, s, lsn, 1))
-            svd_reply_oom(r);
-    }
+    for (uint32_t s = 0; s < svc_cluster_config_of(cl)->shards; s++)
+        if (!record_to(cl, c, s, SV_WAL_INDEX, bkey, rec, len, w, r))
+            break;
     free(rec);
 }
 
@@ -2260,16 +2277,8 @@ static void h_set_payload(void *appv, svd_ctx *ctx, void **state, const Protobuf
     if (!w->incarnation)
         w->incarnation = ce.incarnation;
     if (!w->waiting) {
-        char *one[1] = {req->id};
-        sv_payload *pl = NULL;
-        if (!svd_ids_ok(app, one, 1, "id", r))
-            return;
-        if (!req->payload) {
-            svd_reply_error(r, GRPC_STATUS_INVALID_ARGUMENT, "payload is missing (an empty one clears with patch off)");
-            return;
-        }
-        Slimvec__V1__Payload *const pbs[1] = {req->payload};
-        if (!payloads_ok(pbs, 1, &pl, r))
+        sv_payload *pl = svd_set_payload_arg(app, req, r);
+        if (!pl || !payloads_fit(pl, 1, r))
             return;
         uint8_t *rec = NULL;
         size_t len = 0;
@@ -2278,20 +2287,13 @@ static void h_set_payload(void *appv, svd_ctx *ctx, void **state, const Protobuf
             svd_reply_oom(r);
             return;
         }
-        char key[72], rkey[96];
+        char key[72];
         batch_key(NULL, key, sizeof key, r);
         uint32_t shard = sv_follow_route(req->id, strlen(req->id), svc_cluster_config_of(cl)->shards);
-        snprintf(rkey, sizeof rkey, "%s:%u:0", key, shard);
-        struct iovec part = {rec, len};
-        uint64_t lsn = 0;
-        int ok = append_record(cl, &ce, shard, SV_WAL_SET_PAYLOAD, rkey, &part, 1, &lsn, r);
+        int ok = record_to(cl, &ce, shard, SV_WAL_SET_PAYLOAD, key, rec, len, w, r);
         free(rec);
         if (!ok)
             return;
-        if (!add_rec(w, shard, lsn, 1)) {
-            svd_reply_oom(r);
-            return;
-        }
     }
     if (!records_settled(cl, ctx, req->collection, w, NULL, r))
         return;
