@@ -171,6 +171,9 @@ sv_status sv_coll_connect(sv_collection *c, sv_scratch *s, uint32_t repack_16ths
 struct sv_filter;
 sv_status sv_coll_filter_slots(sv_collection *c, const struct sv_filter *f, const sv_interrupt *intr,
                                uint64_t **bits, uint64_t *count, sv_error *err);
+/* The same for a filter already checked (by sv_coll_filter_probe). */
+sv_status sv_coll_filter_bits(sv_collection *c, const struct sv_filter *f, const sv_interrupt *intr,
+                              uint64_t **bits, uint64_t *count, sv_error *err);
 void sv_coll_filter_release(sv_collection *c, uint64_t *bits);
 /* Under the lock: check filter f and prepare it to be asked one slot at a
  * time (*probe; free with sv_filter_probe_free under the same hold);

@@ -96,12 +96,18 @@ sv_status sv_coll_filter_slots(sv_collection *c, const sv_filter *f, const sv_in
     *bits_out = NULL;
     *count = 0;
     sv_status st = sv_filter_check(c->payloads, f, err);
-    if (st != SV_OK)
-        return st;
+    return st == SV_OK ? sv_coll_filter_bits(c, f, intr, bits_out, count, err) : st;
+}
+
+sv_status sv_coll_filter_bits(sv_collection *c, const sv_filter *f, const sv_interrupt *intr, uint64_t **bits_out,
+                              uint64_t *count, sv_error *err)
+{
+    *bits_out = NULL;
+    *count = 0;
     uint32_t n = c->next_slot;
     size_t words = ((size_t)n + 63) / 64;
     uint64_t *bits = sv_mem_alloc(&c->alloc, NULL, (words ? words : 1) * sizeof *bits);
-    st = bits ? sv_filter_eval(c->payloads, f, n, live_slot, c, intr, &c->alloc, NULL, bits) : SV_ERR_RESOURCE;
+    sv_status st = bits ? sv_filter_eval(c->payloads, f, n, live_slot, c, intr, &c->alloc, NULL, bits) : SV_ERR_RESOURCE;
     if (st != SV_OK) {
         sv_mem_free(&c->alloc, NULL, bits, (words ? words : 1) * sizeof *bits);
         return st == SV_ERR_INTERRUPTED ? sv_fail(err, st, "the filter's evaluation was stopped by its caller")

@@ -274,7 +274,7 @@ sv_status sv_collection_search_opts(sv_collection *c, const float *query, uint32
             goto answered;
         n = 0;
     }
-    if (st == SV_OK && o->filter && (st = sv_coll_filter_slots(c, o->filter, intr, &bits, &matches, err)) != SV_OK) {
+    if (st == SV_OK && o->filter && (st = sv_coll_filter_bits(c, o->filter, intr, &bits, &matches, err)) != SV_OK) {
         sv_filter_probe_free(probe);
         pthread_rwlock_unlock(&c->lock);
         goto cleanup; /* the filter's own message */
