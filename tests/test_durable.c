@@ -1711,9 +1711,11 @@ typedef struct write_job {
     size_t n;
     const char *const *ids;
     int is_delete;
+    uint64_t *assigned; /* an add's ids (n of them), or NULL */
     sv_status st;
     size_t deleted;
     sv_error err;
+    atomic_int done;
 } write_job;
 
 static void *write_thread(void *arg)
@@ -1722,23 +1724,7 @@ static void *write_thread(void *arg)
     if (j->is_delete)
         j->st = sv_durable_delete(j->d, j->ids, j->n, &j->deleted, &j->err);
     else
-        j->st = sv_durable_add(j->d, j->v, j->n, SM_DIM, j->ids, NULL, &j->err);
-    return NULL;
-}
-
-typedef struct assign_job {
-    sv_durable *d;
-    const float *v;
-    uint64_t id;
-    sv_status st;
-    atomic_int done;
-} assign_job;
-
-static void *assign_thread(void *arg)
-{
-    assign_job *j = arg;
-    sv_error err;
-    j->st = sv_durable_add(j->d, j->v, 1, SM_DIM, NULL, &j->id, &err);
+        j->st = sv_durable_add(j->d, j->v, j->n, SM_DIM, j->ids, j->assigned, &j->err);
     atomic_store(&j->done, 1);
     return NULL;
 }
@@ -1769,8 +1755,9 @@ START_TEST(test_assigned_beside_delete_in_flight)
     pthread_t td, ta;
     pthread_create(&td, NULL, write_thread, &del);
     gate_wait_entered(&g, 1); /* the delete is logged, its fsync held */
-    assign_job add = {.d = d, .v = v};
-    pthread_create(&ta, NULL, assign_thread, &add);
+    uint64_t id = UINT64_MAX;
+    write_job add = {.d = d, .v = v, .n = 1, .assigned = &id};
+    pthread_create(&ta, NULL, write_thread, &add);
     usleep(100 * 1000);
     ck_assert_int_eq(atomic_load(&add.done), 0); /* waiting for the delete */
     gate_set(&g, 1, 0);
@@ -1779,7 +1766,7 @@ START_TEST(test_assigned_beside_delete_in_flight)
     sv_wal_set_sync_hook(NULL, NULL);
     ck_assert_int_eq(del.st, SV_OK);
     ck_assert_int_eq(add.st, SV_OK);
-    ck_assert_uint_eq(add.id, 0); /* the number the delete freed */
+    ck_assert_uint_eq(id, 0); /* the number the delete freed */
     sv_durable_free(d);
     sv_recovery rec;
     ck_assert_msg(try_open(dir, &d, &rec, &err) == SV_OK, "%s", err.message);

@@ -73,6 +73,16 @@ static sv_collection *make_coll(const sv_allocator *a)
     return c;
 }
 
+/* Rows 0..n-1: ids "k<i>" (names[i], ids[i]) and version 0 of each vector. */
+static void k_rows(int n, char (*names)[16], const char **ids, float *v)
+{
+    for (int i = 0; i < n; i++) {
+        snprintf(names[i], sizeof names[i], "k%d", i);
+        ids[i] = names[i];
+        vec_of(i, 0, v + (size_t)i * DIM);
+    }
+}
+
 static void check_vec(sv_collection *c, const char *id, int x, int version)
 {
     float got[DIM], want[DIM];
@@ -332,11 +342,7 @@ START_TEST(test_upsert_during_scroll)
     float v[N * DIM];
     char names[N][16];
     const char *ids[N];
-    for (int i = 0; i < N; i++) {
-        snprintf(names[i], sizeof names[i], "k%d", i);
-        ids[i] = names[i];
-        vec_of(i, 0, v + i * DIM);
-    }
+    k_rows(N, names, ids, v);
     ck_assert_int_eq(sv_collection_add(c, v, N, DIM, ids, NULL, &err), SV_OK);
     ck_assert_int_eq(sv_collection_delete(c, ids + 2, 1, &err), SV_OK); /* a free slot below the cursor */
     int seen[N] = {0};
@@ -448,16 +454,13 @@ START_TEST(test_upsert_durable)
     sv_error err;
     enum { N = 100 };
     float v[N * DIM];
-    char names[N][8];
+    char names[N][16];
     const char *ids[N];
     sv_pv_field f[N];
     sv_payload pls[N];
-    for (int i = 0; i < N; i++) {
-        snprintf(names[i], sizeof names[i], "k%d", i);
-        ids[i] = names[i];
-        vec_of(i, 0, v + i * DIM);
+    k_rows(N, names, ids, v);
+    for (int i = 0; i < N; i++)
         pls[i] = pl_int(&f[i], "v", i);
-    }
     ck_assert_int_eq(sv_durable_add_payloads(d, v, 80, DIM, ids, pls, NULL, &err), SV_OK);
     ck_assert_int_eq(sv_durable_flush(d, &err), SV_OK);
     /* 30 existing (indexed) and 20 new. */
@@ -655,11 +658,7 @@ START_TEST(test_upsert_beside_searches)
     float v[ATOM_IDS * DIM];
     char names[ATOM_IDS][16];
     const char *ids[ATOM_IDS];
-    for (int x = 0; x < ATOM_IDS; x++) {
-        snprintf(names[x], sizeof names[x], "k%d", x);
-        ids[x] = names[x];
-        vec_of(x, 0, v + x * DIM);
-    }
+    k_rows(ATOM_IDS, names, ids, v);
     ck_assert_int_eq(sv_durable_add(a.d, v, ATOM_IDS, DIM, ids, NULL, &err), SV_OK);
     pthread_t th[ATOM_SEARCHERS];
     for (int t = 0; t < ATOM_SEARCHERS; t++)
