@@ -482,30 +482,19 @@ static void parse_opts(int argc, char **argv, opts *o)
             fputs(usage_text, stdout);
             exit(0);
         }
-        if (!strcmp(f, "--flush")) {
-            o->flush = 1;
+        /* Flags without a value. */
+        const struct {
+            const char *name;
+            int *set;
+        } flags[] = {{"--flush", &o->flush},           {"--no-rerank", &o->no_rerank},
+                     {"--upsert", &o->upsert},         {"--with-payload", &o->with_payload},
+                     {"--with-vectors", &o->with_vectors}, {"--tls", &conn.tls}};
+        int flag = 0;
+        for (size_t k = 0; k < sizeof flags / sizeof flags[0] && !flag; k++)
+            if (!strcmp(f, flags[k].name))
+                *flags[k].set = flag = 1;
+        if (flag)
             continue;
-        }
-        if (!strcmp(f, "--no-rerank")) {
-            o->no_rerank = 1;
-            continue;
-        }
-        if (!strcmp(f, "--upsert")) {
-            o->upsert = 1;
-            continue;
-        }
-        if (!strcmp(f, "--with-payload")) {
-            o->with_payload = 1;
-            continue;
-        }
-        if (!strcmp(f, "--with-vectors")) {
-            o->with_vectors = 1;
-            continue;
-        }
-        if (!strcmp(f, "--tls")) {
-            conn.tls = 1;
-            continue;
-        }
         if (i + 1 >= argc)
             usage_error("%s needs a value", f);
         const char *v = argv[++i];
