@@ -451,10 +451,14 @@ class Paths(unittest.TestCase):
         page = st.Scroll(pb.ScrollRequest(collection="pay", filter=flt, page_size=1000), timeout=T)
         self.assertEqual(sorted(int(v.id) for v in page.vectors), list(range(3, 1000, 10)))
         self.assertEqual(page.next_page_token, "")
-        for bad_token in ("9:*:", "x", "0:", "1:abc", "0::5", "0:*:5", "0:pod:", "-1:*:"):
+        for bad_token in ("9:*:", "x", "0:", "1:abc", "0::5", "0:*:5", "0:pod:", "-1:*:", "0:" + "p" * 100 + ":5",
+                          "0:pod:" + "9" * 40):
             with self.assertRaises(grpc.RpcError) as e:
                 st.Scroll(pb.ScrollRequest(collection="pay", page_token=bad_token), timeout=T)
             self.assertEqual(e.exception.code(), grpc.StatusCode.INVALID_ARGUMENT, bad_token)
+        with self.assertRaises(grpc.RpcError) as e:  # a page past --max-get-ids
+            st.Scroll(pb.ScrollRequest(collection="pay", page_size=10 ** 7), timeout=T)
+        self.assertEqual(e.exception.code(), grpc.StatusCode.RESOURCE_EXHAUSTED, e.exception.details())
         # A token of a pod that does not serve the shard: start again.
         with self.assertRaises(grpc.RpcError) as e:
             st.Scroll(pb.ScrollRequest(collection="pay", page_token="0:no-such-pod:42"), timeout=T)

@@ -23,7 +23,7 @@ sys.path.insert(0, STUBS)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import grpc  # noqa: E402
-from svtest import Slimvecd, scaled  # noqa: E402
+from svtest import HealthMonitor, Slimvecd, scaled  # noqa: E402
 from slimvec.v1 import slimvec_pb2 as pb  # noqa: E402
 
 DIM, N, T = 16, 3000, scaled(30)
@@ -274,6 +274,34 @@ class PayloadTest(unittest.TestCase):
             self.assertEqual([self.count(f) for f, _ in filters], counts, restart)
         self.assertNotIn("r", [c.spec.name for c in self.stub.ListCollections(
             pb.ListCollectionsRequest(), timeout=T).collections])
+
+        # Past the limits, as a hostile client would: 65 keys at creation;
+        # then index after index on new keys until the collection's 1,024
+        # keys are reached, health answered throughout.
+        many = pb.CollectionSpec(name="m", dimension=DIM, metric=pb.METRIC_L2, storage=pb.STORAGE_INT8,
+                                 indexed_keys=["k%d" % i for i in range(65)])
+        with self.assertRaises(grpc.RpcError) as e:
+            self.stub.CreateCollection(pb.CreateCollectionRequest(spec=many), timeout=T)
+        self.assertEqual((e.exception.code(), "65 keys to index" in e.exception.details()),
+                         (grpc.StatusCode.INVALID_ARGUMENT, True), e.exception.details())
+        spec = pb.CollectionSpec(name="flood", dimension=DIM, metric=pb.METRIC_L2, storage=pb.STORAGE_INT8)
+        self.stub.CreateCollection(pb.CreateCollectionRequest(spec=spec), timeout=T)
+        mon = HealthMonitor(self.server.addr)
+        refused = None
+        try:
+            for i in range(1100):
+                try:
+                    self.stub.CreateIndex(pb.CreateIndexRequest(collection="flood", key="f%d" % i), timeout=T)
+                except grpc.RpcError as err:
+                    refused = (i, err.code(), err.details())
+                    break
+        finally:
+            mon.stop()
+        self.assertIsNotNone(refused, "1,100 keys indexed: past the collection's 1,024")
+        self.assertEqual(refused[:2], (1024, grpc.StatusCode.INVALID_ARGUMENT), refused)
+        self.assertIn("1024 keys", refused[2])
+        self.assertEqual(mon.failures, [])
+        self.assertEqual(len(describe("flood").indexed_keys), 1024)
 
     def test_upsert(self):
         def ingest(ids, vecs, payloads=(), upsert=True):
